@@ -1,0 +1,96 @@
+"""The ``runicorn`` command line.
+
+Commands live in one module per concern under ``runicorn.cli`` and are imported only
+when invoked, so ``runicorn --help`` and the library stay light.  To add a command,
+add one line to ``COMMANDS``: ``name -> "module:attribute"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from runicorn._version import __version__
+
+COMMANDS: dict[str, str] = {
+    # store (issue: foundation)
+    "stats": "runicorn.cli.store_cmds:stats",
+    "verify": "runicorn.cli.store_cmds:verify",
+    "gc": "runicorn.cli.store_cmds:gc",
+    "pin": "runicorn.cli.store_cmds:pin",
+    "unpin": "runicorn.cli.store_cmds:unpin",
+    "refs": "runicorn.cli.store_cmds:refs",
+    "quickstart": "runicorn.cli.quickstart:quickstart",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = COMMANDS.get(cmd_name)
+        if spec is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attr = spec.split(":")
+        return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from runicorn.errors import RunicornError
+
+        try:
+            return super().invoke(ctx)
+        except RunicornError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="runicorn")
+@click.option("--storage", type=click.Path(file_okay=False), envvar="RUNICORN_DIR",
+              help="Storage root (default: $RUNICORN_DIR, else ~/.runicorn).")
+@click.pass_context
+def main(ctx: click.Context, storage: str | None) -> None:
+    """Runicorn: a local-first, content-addressed store for ML files."""
+    ctx.obj = {"storage": storage}
+
+
+def storage_from(ctx: click.Context) -> str | None:
+    """The ``--storage`` given to the top-level group, if any."""
+    root = ctx.find_root()
+    return (root.obj or {}).get("storage")
+
+
+def echo_json(data: Any) -> None:
+    """Print data as indented JSON on stdout."""
+    import json
+
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``90``, ``30s``, ``15m``, ``2h``, ``7d`` into seconds.
+
+    Raises:
+        click.BadParameter: on anything else.
+    """
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    t = text.strip().lower()
+    try:
+        if t and t[-1] in units:
+            return float(t[:-1]) * units[t[-1]]
+        return float(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration like 30s, 15m, 2h, 7d") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

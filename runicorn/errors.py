@@ -1,0 +1,44 @@
+"""Exceptions raised by Runicorn.
+
+Every error a user can cause derives from :class:`RunicornError`; the CLI prints
+its message on one line and exits with status 1.  Messages name the file or
+object involved and the cause.
+"""
+
+from __future__ import annotations
+
+
+class RunicornError(Exception):
+    """Base class for all errors Runicorn raises on purpose."""
+
+
+class UnsafePathError(RunicornError, ValueError):
+    """A relative path is absolute, climbs with ``..``, or contains NUL/newline."""
+
+
+class IntegrityError(RunicornError):
+    """Content does not match the hash it is supposed to have."""
+
+
+class ChangedWhileReadingError(RunicornError):
+    """A file changed (size or mtime) while it was being hashed or copied."""
+
+
+class BlobNotFoundError(RunicornError, FileNotFoundError):
+    """A blob id is not present in the store."""
+
+
+class TreeNotFoundError(RunicornError, FileNotFoundError):
+    """A tree id (or its manifest) is not present in the store."""
+
+
+class CorruptManifestError(RunicornError, ValueError):
+    """A manifest file is not valid JSON or does not follow the manifest format."""
+
+
+class IndexError_(RunicornError):
+    """The SQLite index is unusable (wrong schema version, corrupt file)."""
+
+
+class RefError(RunicornError):
+    """A ref name or kind is invalid, or a ref operation failed."""

@@ -1,0 +1,64 @@
+"""The one place that hashes: SHA-256 of files and streams, with copy in the same pass."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import IO
+
+from runicorn.errors import ChangedWhileReadingError
+
+CHUNK = 1 << 20  # 1 MiB: constant memory for any file size
+SHA256_HEX_LEN = 64
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_sha256_hex(value: object) -> bool:
+    """True for a 64-character lowercase hex string."""
+    return isinstance(value, str) and len(value) == SHA256_HEX_LEN and set(value) <= _HEX
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex SHA-256 of a file's bytes (what ``sha256sum`` prints)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def copy_and_hash(src: IO[bytes], dst: IO[bytes] | None) -> tuple[str, int]:
+    """Stream ``src`` into ``dst`` (if given) while hashing; return (sha256, size)."""
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    total = 0
+    readinto = src.readinto  # type: ignore[attr-defined]
+    write = dst.write if dst is not None else None
+    while True:
+        n = readinto(buf)
+        if not n:
+            break
+        chunk = view[:n]
+        h.update(chunk)
+        if write is not None:
+            write(chunk)
+        total += n
+    return h.hexdigest(), total
+
+
+def check_unchanged(path: Path, before: os.stat_result, fd: int) -> None:
+    """Raise if a file's size or mtime changed while it was read.
+
+    Raises:
+        ChangedWhileReadingError: naming the file.
+    """
+    after = os.fstat(fd)
+    if after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
+        raise ChangedWhileReadingError(
+            f"{path}: file changed while it was being read "
+            f"(size {before.st_size}->{after.st_size}, mtime_ns {before.st_mtime_ns}->{after.st_mtime_ns})"
+        )
