@@ -1,0 +1,1 @@
+"""The seed's assets API: fingerprints, the blob store, restore and cleanup."""

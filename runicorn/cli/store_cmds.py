@@ -1,0 +1,164 @@
+"""``runicorn stats | verify | gc | pin | unpin | refs``: looking after the store."""
+
+from __future__ import annotations
+
+import click
+
+from runicorn.cli import echo_json, parse_duration, storage_from
+
+
+def _store(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from runicorn.store import Store
+
+    return Store.open(storage_from(ctx))
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Show blob, tree and ref counts and sizes (from the index)."""
+    with _store(ctx) as store:
+        data = store.stats()
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"storage root:        {data['storage_root']}")
+    click.echo(f"blobs:               {data['blob_count']} ({_human(data['total_size_bytes'])})")
+    click.echo(f"trees:               {data['tree_count']}")
+    click.echo(f"refs:                {data['ref_count']}")
+    click.echo(f"unreferenced blobs:  {data['unreferenced_blob_count']} "
+               f"({_human(data['unreferenced_blob_bytes'])})")
+    click.echo(f"unreferenced trees:  {data['unreferenced_tree_count']}")
+
+
+@click.command()
+@click.option("--deep", is_flag=True, help="Re-hash every blob.")
+@click.option("--repair", is_flag=True, help="Rebuild the index from the files on disk, then verify again.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def verify(ctx: click.Context, deep: bool, repair: bool, as_json: bool) -> None:
+    """Check that every indexed blob, manifest and ref is intact (fsck).
+
+    Exits 1 when problems remain.
+    """
+    with _store(ctx) as store:
+        before = store.verify(deep=deep)
+        repaired = None
+        after = before
+        if repair and not before["ok"]:
+            repaired = store.rebuild_index(deep=deep)
+            after = store.verify(deep=deep)
+    if as_json:
+        echo_json({"before": before, "repair": repaired, "after": after} if repair else before)
+    else:
+        for p in before["problems"]:
+            click.echo(f"{p['kind']}: {p['detail']}")
+        click.echo(f"checked {before['blobs_checked']} blobs, {before['trees_checked']} trees, "
+                   f"{before['refs_checked']} refs{' (deep)' if deep else ''}: "
+                   f"{len(before['problems'])} problem(s)")
+        if repaired is not None:
+            click.echo(f"repair: rebuilt index from {repaired['blobs']} blobs, {repaired['trees']} trees, "
+                       f"{repaired['refs']} refs; quarantined {len(repaired['quarantined'])} file(s)")
+            for p in after["problems"]:
+                click.echo(f"still: {p['kind']}: {p['detail']}")
+            click.echo(f"after repair: {len(after['problems'])} problem(s)")
+    if not after["ok"]:
+        ctx.exit(1)
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Report what would be deleted; delete nothing.")
+@click.option("--grace", default="1h", show_default=True,
+              help="Keep unreferenced content younger than this (e.g. 0, 30m, 2h, 7d).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="List every id.")
+@click.pass_context
+def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bool) -> None:
+    """Delete trees no ref keeps and blobs no tree uses.
+
+    Roots are refs: pins, runs' snapshots and archives, and artifacts bound in any
+    Runicorn.toml recorded in the usage log that still exists.
+    """
+    grace_s = parse_duration(grace)
+    with _store(ctx) as store:
+        report = _collect(store, grace_s, dry_run)
+    if as_json:
+        echo_json(report)
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {report['trees_deleted']} tree(s) and {report['blobs_deleted']} blob(s), "
+               f"{_human(report['bytes_freed'])}")
+    if verbose or dry_run:
+        for t in report["tree_ids"]:
+            click.echo(f"  tree {t}")
+        for b in report["blob_ids"]:
+            click.echo(f"  blob {b}")
+
+
+def _collect(store, grace_s: float, dry_run: bool):  # type: ignore[no-untyped-def]
+    """Refresh roots owned by other features, then run the store's gc."""
+    import importlib
+
+    for spec in GC_ROOT_REFRESHERS:
+        module_name, attr = spec.split(":")
+        getattr(importlib.import_module(module_name), attr)(store, dry_run=dry_run)
+    return store.gc(grace_seconds=grace_s, dry_run=dry_run)
+
+
+# "module:function" called with (store, dry_run=...) before gc to bring feature-owned
+# refs up to date (for example, bindings of Runicorn.toml files that were deleted).
+GC_ROOT_REFRESHERS: list[str] = []
+
+
+@click.command()
+@click.argument("tree")
+@click.option("--name", help="Pin name (default: the tree id).")
+@click.pass_context
+def pin(ctx: click.Context, tree: str, name: str | None) -> None:
+    """Keep TREE (an id or unique prefix) alive across gc."""
+    with _store(ctx) as store:
+        ref = store.pin(store.resolve_tree(tree), name)
+    click.echo(f"pinned {ref.tree} as pin/{ref.name}")
+
+
+@click.command()
+@click.argument("name")
+@click.pass_context
+def unpin(ctx: click.Context, name: str) -> None:
+    """Remove a pin (by pin name, tree id or unique tree prefix)."""
+    from runicorn.errors import RefError
+
+    with _store(ctx) as store:
+        if store.unpin(name):
+            click.echo(f"unpinned {name}")
+            return
+        matches = [r for r in store.list_refs("pin") if r.tree.startswith(name.lower())]
+        if len(matches) != 1:
+            raise RefError(f"no pin named {name!r}")
+        store.unpin(matches[0].name)
+        click.echo(f"unpinned {matches[0].name}")
+
+
+@click.command()
+@click.option("--kind", help="Only refs of this kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def refs(ctx: click.Context, kind: str | None, as_json: bool) -> None:
+    """List refs (the roots gc keeps)."""
+    with _store(ctx) as store:
+        items = store.list_refs(kind)
+    if as_json:
+        echo_json([{"kind": r.kind, "name": r.name, "tree": r.tree, "created_at": r.created_at, "meta": r.meta}
+                   for r in items])
+        return
+    for r in items:
+        click.echo(f"{r.kind:10} {r.tree[:16]}  {r.name}")

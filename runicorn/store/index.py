@@ -1,0 +1,122 @@
+"""The SQLite index (apsw, WAL): opening, schema versions, migrations, transactions."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import apsw
+
+from runicorn.errors import IndexError_
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 120_000
+
+# Migrations from version N to N+1, applied in order inside one transaction each.
+# Version 0 -> 1 is the initial schema (index.sql).
+MIGRATIONS: dict[int, Callable[[apsw.Connection], None]] = {}
+
+
+def schema_sql() -> str:
+    """The text of ``index.sql`` (also published as ``schema/index.sql``)."""
+    return resources.files("runicorn.store").joinpath("index.sql").read_text("utf-8")
+
+
+def _migrate_0_to_1(conn: apsw.Connection) -> None:
+    conn.execute(schema_sql())
+
+
+MIGRATIONS[0] = _migrate_0_to_1
+
+
+class Index:
+    """One apsw connection to ``index.sqlite3`` with serialized write transactions.
+
+    Raises:
+        IndexError_: when the file is not a database, is corrupt, or has a schema
+            version newer than this code understands.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self.created = not path.exists()
+        try:
+            self.conn = apsw.Connection(str(path))
+            self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+            mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+            if str(mode).lower() != "wal":
+                raise IndexError_(f"{path}: could not switch to WAL mode (got {mode})")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except apsw.Error as exc:
+            raise IndexError_(f"{path}: index database is unusable ({exc.__class__.__name__}: {exc})") from None
+
+    @property
+    def version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchall()[0][0])
+
+    def _migrate(self) -> None:
+        current = self.version
+        if current > SCHEMA_VERSION:
+            raise IndexError_(
+                f"{self.path}: schema version {current} is newer than this runicorn ({SCHEMA_VERSION})")
+        while current < SCHEMA_VERSION:
+            with self.write():
+                # Re-read inside the write lock: another process may have migrated.
+                current = self.version
+                if current >= SCHEMA_VERSION:
+                    break
+                MIGRATIONS[current](self.conn)
+                self.conn.execute(f"PRAGMA user_version={current + 1}")
+            current = self.version
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[apsw.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction: one writer at a time across processes."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[apsw.Connection]:
+        """A read transaction: a consistent snapshot for several queries."""
+        with self._lock:
+            self.conn.execute("BEGIN")
+            try:
+                yield self.conn
+            finally:
+                self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Any = ()) -> Any:
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+
+def quarantine_index(path: Path) -> Path:
+    """Move a damaged index (and its WAL files) aside; return the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    dest = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            src.rename(Path(str(dest) + suffix))
+    return dest

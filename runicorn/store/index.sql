@@ -1,0 +1,129 @@
+-- Runicorn index schema, version 1.
+--
+-- One SQLite database (archive/index.sqlite3, WAL) indexes what the files under
+-- archive/ hold.  The files are the source of truth: blobs/<aa>/<sha256>,
+-- manifests/<aa>/<tree>.json and refs/<kind>/<name>.json.  Everything here can be
+-- rebuilt from them (`runicorn verify --repair`).
+--
+-- Reference counts are maintained by triggers, never recomputed by scanning:
+--   blobs.refcount = number of tree_entries rows naming the blob
+--   trees.refcount = number of refs rows naming the tree
+-- so "which blobs are unreferenced" is a lookup in a partial index.
+-- PRAGMA user_version holds the schema version; runicorn/store/index.py migrates.
+
+CREATE TABLE IF NOT EXISTS blobs (
+    sha256      TEXT PRIMARY KEY,           -- lowercase hex SHA-256 of the bytes
+    size        INTEGER NOT NULL,           -- bytes
+    refcount    INTEGER NOT NULL DEFAULT 0, -- tree entries naming this blob
+    created_at  REAL NOT NULL,              -- unix seconds, first ingest
+    touched_at  REAL NOT NULL               -- unix seconds, last ingest (gc grace)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_unreferenced ON blobs (touched_at) WHERE refcount = 0;
+
+CREATE TABLE IF NOT EXISTS trees (
+    tree        TEXT PRIMARY KEY,           -- tree id (schema/tree-id.md)
+    file_count  INTEGER NOT NULL,
+    total_size  INTEGER NOT NULL,
+    refcount    INTEGER NOT NULL DEFAULT 0, -- refs naming this tree
+    created_at  REAL NOT NULL,
+    touched_at  REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trees_unreferenced ON trees (touched_at) WHERE refcount = 0;
+
+CREATE TABLE IF NOT EXISTS tree_entries (
+    tree        TEXT NOT NULL,
+    path        TEXT NOT NULL,              -- POSIX relative path
+    blob        TEXT NOT NULL,              -- sha256 of the bytes (symlink: of its target)
+    mode        TEXT NOT NULL,              -- '100644' | '100755' | '120000'
+    size        INTEGER NOT NULL,
+    PRIMARY KEY (tree, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tree_entries_blob ON tree_entries (blob);
+
+CREATE TABLE IF NOT EXISTS refs (
+    kind        TEXT NOT NULL,              -- 'pin', 'run', 'binding', ...
+    name        TEXT NOT NULL,
+    tree        TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    meta        TEXT NOT NULL DEFAULT '{}', -- JSON object
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refs_tree ON refs (tree);
+
+-- Blobs a live writer has ingested but not yet put into a tree; gc never takes them.
+CREATE TABLE IF NOT EXISTS holds (
+    writer      TEXT NOT NULL,              -- archive/tmp/<writer>/ of a live process
+    sha256      TEXT NOT NULL,
+    PRIMARY KEY (writer, sha256)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holds_sha256 ON holds (sha256);
+
+-- Running totals so stats are O(1) at any size.
+CREATE TABLE IF NOT EXISTS totals (
+    name        TEXT PRIMARY KEY,           -- 'blob_count', 'blob_bytes'
+    value       INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO totals (name, value) VALUES ('blob_count', 0), ('blob_bytes', 0);
+
+-- Stat cache for snapshots: a file whose (dev, ino, size, mtime_ns) is unchanged since
+-- it was hashed is not read again, unless it was recorded in the same timestamp tick
+-- as its mtime ("racily clean").
+CREATE TABLE IF NOT EXISTS stat_cache (
+    path        TEXT PRIMARY KEY,           -- absolute path
+    dev         INTEGER NOT NULL,
+    ino         INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    mode        TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    recorded_ns INTEGER NOT NULL            -- wall clock when hashed
+) WITHOUT ROWID;
+
+-- Experiment runs known to this store (rebuilt from run directories).
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    path        TEXT NOT NULL,              -- '<project>/<experiment>'
+    run_dir     TEXT NOT NULL,              -- relative to the storage root
+    status      TEXT NOT NULL,
+    created_at  REAL NOT NULL
+) WITHOUT ROWID;
+
+-- Runicorn.toml / Artifacts.toml files seen binding or fetching (gc roots).
+CREATE TABLE IF NOT EXISTS toml_usage (
+    path        TEXT PRIMARY KEY,           -- absolute path of the TOML file
+    last_seen   REAL NOT NULL
+) WITHOUT ROWID;
+
+-- Triggers keep refcounts and totals exact.
+CREATE TRIGGER IF NOT EXISTS tree_entries_ins AFTER INSERT ON tree_entries BEGIN
+    UPDATE blobs SET refcount = refcount + 1 WHERE sha256 = NEW.blob;
+END;
+CREATE TRIGGER IF NOT EXISTS tree_entries_del AFTER DELETE ON tree_entries BEGIN
+    UPDATE blobs SET refcount = refcount - 1 WHERE sha256 = OLD.blob;
+END;
+CREATE TRIGGER IF NOT EXISTS refs_ins AFTER INSERT ON refs BEGIN
+    UPDATE trees SET refcount = refcount + 1 WHERE tree = NEW.tree;
+END;
+CREATE TRIGGER IF NOT EXISTS refs_del AFTER DELETE ON refs BEGIN
+    UPDATE trees SET refcount = refcount - 1 WHERE tree = OLD.tree;
+END;
+CREATE TRIGGER IF NOT EXISTS refs_upd AFTER UPDATE OF tree ON refs BEGIN
+    UPDATE trees SET refcount = refcount - 1 WHERE tree = OLD.tree;
+    UPDATE trees SET refcount = refcount + 1 WHERE tree = NEW.tree;
+END;
+-- A blob or tree that (re)appears counts the references that already name it, so a
+-- blob re-ingested after damage heals its refcount.
+CREATE TRIGGER IF NOT EXISTS blobs_ins AFTER INSERT ON blobs BEGIN
+    UPDATE blobs SET refcount = (SELECT COUNT(*) FROM tree_entries WHERE blob = NEW.sha256)
+        WHERE sha256 = NEW.sha256;
+    UPDATE totals SET value = value + 1 WHERE name = 'blob_count';
+    UPDATE totals SET value = value + NEW.size WHERE name = 'blob_bytes';
+END;
+CREATE TRIGGER IF NOT EXISTS blobs_del AFTER DELETE ON blobs BEGIN
+    UPDATE totals SET value = value - 1 WHERE name = 'blob_count';
+    UPDATE totals SET value = value - OLD.size WHERE name = 'blob_bytes';
+END;
+CREATE TRIGGER IF NOT EXISTS trees_ins AFTER INSERT ON trees BEGIN
+    UPDATE trees SET refcount = (SELECT COUNT(*) FROM refs WHERE tree = NEW.tree)
+        WHERE tree = NEW.tree;
+END;

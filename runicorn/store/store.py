@@ -1,0 +1,941 @@
+"""The content-addressed store: blobs, trees (manifests), refs, gc and crash recovery.
+
+Write protocol (every write, so a crash at any instant is recoverable):
+
+* Each writing process owns ``archive/tmp/w-<id>/`` and holds an ``flock`` on its
+  ``lock`` file while alive.  Staged data and *intents* live there.
+* A blob is copied and hashed in one pass into ``<writer>/x.part``, fsynced (or
+  group-synced), renamed to the intent ``<writer>/blob-<sha>``, then -- inside one
+  ``BEGIN IMMEDIATE`` transaction -- hard-linked to ``blobs/<aa>/<sha>`` and upserted
+  in the index; the intent is removed after COMMIT.
+* Trees and refs follow the same shape (``tree-<id>.json``, ``ref-<n>.json`` intents).
+* gc moves doomed files into ``<writer>/trash/`` inside its transaction and deletes
+  them after COMMIT.
+* Opening a store finds writer directories whose lock is free (dead processes) and
+  replays or discards their intents, so the index and the files agree again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Mapping
+from urllib.parse import quote
+
+from runicorn.config import resolve_storage_root
+from runicorn.errors import (
+    BlobNotFoundError,
+    CorruptManifestError,
+    IndexError_,
+    IntegrityError,
+    RefError,
+    RunicornError,
+    TreeNotFoundError,
+)
+from runicorn.fsutil import StagedFile, atomic_write_json, fsync_dir, publish_link, syncfs
+from runicorn.hashing import check_unchanged, copy_and_hash, is_sha256_hex, sha256_file
+from runicorn.store.index import Index, quarantine_index
+from runicorn.store.tree import (
+    MODE_LINK,
+    TreeEntry,
+    build_manifest,
+    compute_tree_id,
+    manifest_bytes,
+    mode_of,
+    normalize_entries,
+    parse_manifest,
+)
+
+DEFAULT_GC_GRACE_SECONDS = 3600.0
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+_WRITER_STALE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """A stored blob: its SHA-256 and size in bytes."""
+
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A named root that keeps a tree alive."""
+
+    kind: str
+    name: str
+    tree: str
+    created_at: float
+    meta: dict[str, Any]
+
+
+def ref_filename(name: str) -> str:
+    """File name for a ref: percent-encoded name, or a digest when too long."""
+    encoded = quote(name, safe="")
+    if len(encoded) > 200:
+        import hashlib
+
+        encoded = "~" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+    return encoded + ".json"
+
+
+class Store:
+    """A storage root: ``archive/`` (blobs, manifests, refs, index) plus artifacts and runs.
+
+    Open with :meth:`Store.open` (or :func:`open_store` for a per-process shared instance).
+    Safe for several threads and several processes at once.
+
+    Raises (on open):
+        IndexError_: the index has a schema newer than this code.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.archive = self.root / "archive"
+        self.blobs_dir = self.archive / "blobs"
+        self.manifests_dir = self.archive / "manifests"
+        self.refs_dir = self.archive / "refs"
+        self.tmp_dir = self.archive / "tmp"
+        self.quarantine_dir = self.archive / "quarantine"
+        self.index_path = self.archive / "index.sqlite3"
+        self.artifacts_dir = self.root / "artifacts"
+        self._writer: Path | None = None
+        self._writer_fd: int | None = None
+        self._writer_pid = 0
+        self._writer_lock = threading.Lock()
+        self._held: set[str] = set()
+        for d in (self.blobs_dir, self.manifests_dir, self.refs_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.index = self._open_index()
+        self.recover()
+        if self.index.created and self._has_content():
+            self.rebuild_index()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, storage: str | os.PathLike[str] | None = None) -> "Store":
+        """Open (creating if needed) the store at ``storage`` / ``$RUNICORN_DIR`` / ``~/.runicorn``."""
+        return cls(resolve_storage_root(storage))
+
+    def _open_index(self) -> Index:
+        try:
+            return Index(self.index_path)
+        except IndexError_ as exc:
+            if "newer than this runicorn" in str(exc):
+                raise
+            # A damaged index is moved aside and rebuilt from the files, never trusted.
+            quarantine_index(self.index_path)
+            index = Index(self.index_path)
+            index.created = True
+            return index
+
+    def _has_content(self) -> bool:
+        for d in (self.blobs_dir, self.manifests_dir, self.refs_dir):
+            if any(d.iterdir()):
+                return True
+        return False
+
+    def close(self) -> None:
+        """Release holds, remove this process's staging directory, close the index."""
+        with self._writer_lock:
+            if self._writer is not None:
+                try:
+                    with self.index.write() as c:
+                        c.execute("DELETE FROM holds WHERE writer = ?", (self._writer.name,))
+                except Exception:
+                    pass
+                shutil.rmtree(self._writer, ignore_errors=True)
+                if self._writer_fd is not None:
+                    os.close(self._writer_fd)
+                self._writer = None
+                self._writer_fd = None
+        self.index.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ paths
+    def blob_path(self, sha256: str) -> Path:
+        """Where a blob's bytes live (whether or not it exists)."""
+        return self.blobs_dir / sha256[:2] / sha256
+
+    def manifest_path(self, tree: str) -> Path:
+        """Where a tree's manifest lives (whether or not it exists)."""
+        return self.manifests_dir / tree[:2] / f"{tree}.json"
+
+    def ref_path(self, kind: str, name: str) -> Path:
+        return self.refs_dir / kind / ref_filename(name)
+
+    def writer_dir(self) -> Path:
+        """This process's staging directory, created (and locked) on first use."""
+        with self._writer_lock:
+            if self._writer is not None and self._writer_pid == os.getpid():
+                return self._writer
+            import fcntl
+
+            token = f"{os.getpid()}-{secrets.token_hex(6)}"
+            # Created under a name recovery ignores, locked, then renamed into view, so
+            # no recoverer can mistake a writer that is still starting for a dead one.
+            nascent = self.tmp_dir / f"n-{token}"
+            nascent.mkdir(parents=True)
+            fd = os.open(nascent / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            live = self.tmp_dir / f"w-{token}"
+            os.rename(nascent, live)
+            self._writer, self._writer_fd, self._writer_pid = live, fd, os.getpid()
+            return live
+
+    # ------------------------------------------------------------------ blobs
+    def has_blob(self, sha256: str) -> bool:
+        """True if the index knows the blob."""
+        return self.index.scalar("SELECT 1 FROM blobs WHERE sha256 = ?", (sha256,)) is not None
+
+    def blob_size(self, sha256: str) -> int:
+        """Size of a stored blob.
+
+        Raises:
+            BlobNotFoundError: unknown blob.
+        """
+        size = self.index.scalar("SELECT size FROM blobs WHERE sha256 = ?", (sha256,))
+        if size is None:
+            raise BlobNotFoundError(f"blob {sha256} is not in the store at {self.root}")
+        return int(size)
+
+    def open_blob(self, sha256: str) -> IO[bytes]:
+        """Open a stored blob for reading.
+
+        Raises:
+            BlobNotFoundError: unknown blob or file missing.
+        """
+        try:
+            return open(self.blob_path(sha256), "rb")
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"blob {sha256} is missing from {self.blobs_dir}") from None
+
+    def _stage_stream(self, src: IO[bytes], *, origin: str) -> tuple[Path, str, int]:
+        staged = StagedFile(self.writer_dir(), mode=0o600)
+        try:
+            sha, size = copy_and_hash(src, staged.file)
+            staged.finish(fsync=False, mode=0o444)
+        except BaseException:
+            staged.discard()
+            raise
+        intent = staged.path.with_name(f"blob-{sha}")
+        os.replace(staged.path, intent)
+        return intent, sha, size
+
+    def _stage_file(self, path: Path, expected_sha256: str | None) -> tuple[Path, str, int]:
+        with open(path, "rb") as src:
+            before = os.fstat(src.fileno())
+            if not stat.S_ISREG(before.st_mode):
+                raise RunicornError(f"{path}: not a regular file")
+            intent, sha, size = self._stage_stream(src, origin=str(path))
+            try:
+                check_unchanged(path, before, src.fileno())
+            except BaseException:
+                os.unlink(intent)
+                raise
+        if expected_sha256 is not None and sha != expected_sha256:
+            os.unlink(intent)
+            raise IntegrityError(f"{path}: sha256 is {sha}, expected {expected_sha256}")
+        return intent, sha, size
+
+    def ingest_file(self, path: str | os.PathLike[str], *, expected_sha256: str | None = None) -> BlobInfo:
+        """Store one file (read once: hashed while copied); return its blob.
+
+        Raises:
+            ChangedWhileReadingError: the file changed while being read.
+            IntegrityError: ``expected_sha256`` given and different.
+            RunicornError: not a regular file.
+        """
+        intent, sha, size = self._stage_file(Path(path), expected_sha256)
+        fd = os.open(intent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._commit_blobs([(intent, sha, size)], group=False)
+        return BlobInfo(sha, size)
+
+    def ingest_files(self, paths: Iterable[str | os.PathLike[str]]) -> list[BlobInfo]:
+        """Store many files with one group sync instead of one fsync per file.
+
+        Raises: as :meth:`ingest_file`; on error nothing of the batch is indexed.
+        """
+        staged: list[tuple[Path, str, int]] = []
+        try:
+            for p in paths:
+                staged.append(self._stage_file(Path(p), None))
+        except BaseException:
+            for intent, _, _ in staged:
+                intent.unlink(missing_ok=True)
+            raise
+        if staged:
+            syncfs(self.tmp_dir)
+            self._commit_blobs(staged, group=True)
+        return [BlobInfo(sha, size) for _, sha, size in staged]
+
+    def ingest_bytes(self, data: bytes) -> BlobInfo:
+        """Store a byte string; return its blob."""
+        import io
+
+        intent, sha, size = self._stage_stream(io.BytesIO(data), origin="<bytes>")
+        self._commit_blobs([(intent, sha, size)], group=False, fsync_data=True)
+        return BlobInfo(sha, size)
+
+    def ingest_stream(self, src: IO[bytes], *, expected_sha256: str | None = None) -> BlobInfo:
+        """Store everything readable from a binary stream.
+
+        Raises:
+            IntegrityError: ``expected_sha256`` given and different.
+        """
+        intent, sha, size = self._stage_stream(src, origin="<stream>")
+        if expected_sha256 is not None and sha != expected_sha256:
+            os.unlink(intent)
+            raise IntegrityError(f"stream sha256 is {sha}, expected {expected_sha256}")
+        self._commit_blobs([(intent, sha, size)], group=False, fsync_data=True)
+        return BlobInfo(sha, size)
+
+    def _place_blob(self, intent: Path, sha: str, size: int) -> Path | None:
+        """Link a staged blob into place unless a good copy is there; return a dir to sync."""
+        dest = self.blob_path(sha)
+        try:
+            st = os.stat(dest)
+            if st.st_size == size:
+                return None
+            self._quarantine(dest, "size-mismatch")
+        except FileNotFoundError:
+            pass
+        publish_link(intent, dest)
+        return dest.parent
+
+    def _commit_blobs(self, staged: list[tuple[Path, str, int]], *, group: bool,
+                      fsync_data: bool = False) -> None:
+        if fsync_data:
+            for intent, _, _ in staged:
+                fd = os.open(intent, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        writer = self.writer_dir().name
+        now = time.time()
+        unique = {sha: (intent, sha, size) for intent, sha, size in staged}
+        with self.index.write() as c:
+            dirs = {d for item in unique.values() if (d := self._place_blob(*item)) is not None}
+            if dirs:
+                if group or len(dirs) > 8:
+                    syncfs(self.blobs_dir)
+                else:
+                    for d in dirs:
+                        fsync_dir(d)
+            c.executemany(
+                "INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?) "
+                "ON CONFLICT (sha256) DO UPDATE SET touched_at = excluded.touched_at",
+                [(sha, size, now, now) for _, sha, size in unique.values()])
+            c.executemany("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)",
+                          [(writer, sha) for sha in unique])
+        self._held.update(unique)
+        for intent, _, _ in staged:
+            intent.unlink(missing_ok=True)
+
+    def hold_blobs(self, shas: Iterable[str]) -> set[str]:
+        """Protect already-stored blobs from gc until a tree uses them; return the missing ones.
+
+        Used when content is known by hash (for example from a stat cache) without
+        being re-read: the caller must ingest every blob this returns.
+        """
+        writer = self.writer_dir().name
+        now = time.time()
+        missing: set[str] = set()
+        with self.index.write() as c:
+            for sha in set(shas):
+                row = c.execute("SELECT size FROM blobs WHERE sha256 = ?", (sha,)).fetchone()
+                if row is None or not self.blob_path(sha).exists():
+                    missing.add(sha)
+                    continue
+                c.execute("UPDATE blobs SET touched_at = ? WHERE sha256 = ?", (now, sha))
+                c.execute("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)", (writer, sha))
+                self._held.add(sha)
+        return missing
+
+    def release_holds(self, shas: Iterable[str] | None = None) -> None:
+        """Drop this process's gc protection for ``shas`` (all when None)."""
+        if self._writer is None:
+            return
+        writer = self._writer.name
+        with self.index.write() as c:
+            if shas is None:
+                c.execute("DELETE FROM holds WHERE writer = ?", (writer,))
+                self._held.clear()
+            else:
+                shas = set(shas)
+                c.executemany("DELETE FROM holds WHERE writer = ? AND sha256 = ?",
+                              [(writer, s) for s in shas])
+                self._held.difference_update(shas)
+
+    # ------------------------------------------------------------------ trees
+    def has_tree(self, tree: str) -> bool:
+        """True if the index knows the tree."""
+        return self.index.scalar("SELECT 1 FROM trees WHERE tree = ?", (tree,)) is not None
+
+    def put_tree(self, entries: Mapping[str, Any], *, source: str | None = None) -> str:
+        """Record a tree from ``relpath -> (sha256, mode, size)``; return its tree id.
+
+        Every blob must already be stored.  Writes the manifest atomically, indexes the
+        entries and bumps blob refcounts in one transaction.
+
+        Raises:
+            UnsafePathError / ValueError: a bad path, hash, mode or size.
+            BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
+        """
+        norm = normalize_entries(entries)
+        tree = compute_tree_id(norm)
+        if self.index.scalar("SELECT 1 FROM trees WHERE tree = ?", (tree,)) and \
+                self.manifest_path(tree).exists():
+            with self.index.write() as c:
+                if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
+                    c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
+                    self._release_in_tx(c, {e.sha256 for e in norm.values()})
+                    return tree
+        manifest = build_manifest(tree, norm, source=source)
+        staged = StagedFile(self.writer_dir(), mode=0o600)
+        try:
+            staged.file.write(manifest_bytes(manifest))
+            staged.finish(fsync=True, mode=0o444)
+        except BaseException:
+            staged.discard()
+            raise
+        intent = staged.path.with_name(f"tree-{tree}.json")
+        os.replace(staged.path, intent)
+        try:
+            self._commit_tree(intent, tree, norm)
+        finally:
+            intent.unlink(missing_ok=True)
+        return tree
+
+    def _commit_tree(self, intent: Path, tree: str, norm: Mapping[str, TreeEntry]) -> None:
+        now = time.time()
+        shas = {e.sha256 for e in norm.values()}
+        with self.index.write() as c:
+            dest = self.manifest_path(tree)
+            if not dest.exists():
+                publish_link(intent, dest)
+                fsync_dir(dest.parent)
+            if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
+                c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (now, tree))
+            else:
+                missing = sorted(s for s in shas
+                                 if c.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (s,)).fetchone() is None)
+                if missing:
+                    err = BlobNotFoundError(
+                        f"tree {tree}: {len(missing)} blob(s) not in the store, e.g. {missing[0]}")
+                    err.missing = missing  # type: ignore[attr-defined]
+                    raise err
+                c.execute("INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
+                          "VALUES (?, ?, ?, 0, ?, ?)",
+                          (tree, len(norm), sum(e.size for e in norm.values()), now, now))
+                c.executemany("INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, ?, ?)",
+                              [(tree, p, e.sha256, e.mode, e.size) for p, e in norm.items()])
+            self._release_in_tx(c, shas)
+
+    def _release_in_tx(self, c: Any, shas: set[str]) -> None:
+        held = shas & self._held
+        if held and self._writer is not None:
+            c.executemany("DELETE FROM holds WHERE writer = ? AND sha256 = ?",
+                          [(self._writer.name, s) for s in held])
+            self._held.difference_update(held)
+
+    def get_manifest(self, tree: str) -> dict[str, Any]:
+        """Load and validate a tree's manifest.
+
+        Raises:
+            TreeNotFoundError: no such manifest.
+            CorruptManifestError: the file is damaged.
+        """
+        path = self.manifest_path(tree)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise TreeNotFoundError(f"tree {tree} is not in the store at {self.root}") from None
+        manifest, _ = parse_manifest(data, origin=path, expected_tree=tree)
+        return manifest
+
+    def tree_entries(self, tree: str) -> dict[str, TreeEntry]:
+        """A tree's entries from the index.
+
+        Raises:
+            TreeNotFoundError: unknown tree.
+        """
+        rows = self.index.query("SELECT path, blob, mode, size FROM tree_entries WHERE tree = ?", (tree,))
+        if not rows and not self.has_tree(tree):
+            raise TreeNotFoundError(f"tree {tree} is not in the store at {self.root}")
+        return {p: TreeEntry(b, m, s) for p, b, m, s in rows}
+
+    def resolve_tree(self, prefix: str) -> str:
+        """Expand a unique tree-id prefix (at least 6 hex digits).
+
+        Raises:
+            TreeNotFoundError: no tree, or several, match.
+        """
+        prefix = prefix.lower()
+        if is_sha256_hex(prefix):
+            if self.has_tree(prefix):
+                return prefix
+            raise TreeNotFoundError(f"tree {prefix} is not in the store at {self.root}")
+        if len(prefix) < 6 or not re.fullmatch(r"[0-9a-f]+", prefix):
+            raise TreeNotFoundError(f"{prefix!r} is not a tree id (give at least 6 hex digits)")
+        rows = self.index.query("SELECT tree FROM trees WHERE tree >= ? AND tree < ? LIMIT 2",
+                                (prefix, prefix + "g"))
+        if len(rows) != 1:
+            raise TreeNotFoundError(f"tree prefix {prefix!r} matches {len(rows) or 'no'} trees")
+        return str(rows[0][0])
+
+    def ingest_directory(self, root: str | os.PathLike[str], *, source: str | None = None,
+                         include: Any = None) -> str:
+        """Capture a directory (regular files and symlinks, never followed) as a tree.
+
+        ``include(relpath, is_dir) -> bool`` may prune paths.  Returns the tree id.
+
+        Raises:
+            ChangedWhileReadingError: a file changed while read.
+            RunicornError: ``root`` is not a directory.
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise RunicornError(f"{root}: not a directory")
+        files: list[tuple[str, Path, str]] = []
+        links: list[tuple[str, bytes]] = []
+        for rel, full, st in walk_files(root, include):
+            if stat.S_ISLNK(st.st_mode):
+                links.append((rel, os.fsencode(os.readlink(full))))
+            else:
+                files.append((rel, full, mode_of(st.st_mode)))
+        infos = self.ingest_files([full for _, full, _ in files])
+        entries: dict[str, TreeEntry] = {}
+        for (rel, _, mode), info in zip(files, infos):
+            entries[rel] = TreeEntry(info.sha256, mode, info.size)
+        for rel, target in links:
+            info = self.ingest_bytes(target)
+            entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
+        return self.put_tree(entries, source=source if source is not None else str(root.absolute()))
+
+    # ------------------------------------------------------------------ refs
+    @staticmethod
+    def _check_ref(kind: str, name: str) -> None:
+        if not _KIND_RE.match(kind or ""):
+            raise RefError(f"ref kind {kind!r} must match {_KIND_RE.pattern}")
+        if not name or "\x00" in name or "\n" in name or len(name) > 4096:
+            raise RefError(f"ref name {name!r} must be 1-4096 characters without NUL or newline")
+
+    def set_ref(self, kind: str, name: str, tree: str, *, meta: Mapping[str, Any] | None = None) -> Ref:
+        """Point ref ``kind/name`` at ``tree`` (creating or moving it); return it.
+
+        Raises:
+            RefError: bad kind or name.
+            TreeNotFoundError: the tree is not in the store.
+        """
+        self._check_ref(kind, name)
+        now = time.time()
+        record = {"kind": kind, "name": name, "tree": tree, "created_at": now, "meta": dict(meta or {})}
+        intent = self._ref_intent(kind, name)
+        try:
+            with self.index.write() as c:
+                if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
+                    raise TreeNotFoundError(f"tree {tree} is not in the store at {self.root}")
+                atomic_write_json(self.ref_path(kind, name), record, staging_dir=self.writer_dir())
+                c.execute("INSERT INTO refs (kind, name, tree, created_at, meta) VALUES (?, ?, ?, ?, ?) "
+                          "ON CONFLICT (kind, name) DO UPDATE SET tree = excluded.tree, "
+                          "created_at = excluded.created_at, meta = excluded.meta",
+                          (kind, name, tree, now, json.dumps(record["meta"], sort_keys=True)))
+                c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (now, tree))
+        finally:
+            intent.unlink(missing_ok=True)
+        return Ref(kind, name, tree, now, record["meta"])
+
+    def delete_ref(self, kind: str, name: str) -> bool:
+        """Remove ref ``kind/name``; return False if it did not exist.
+
+        The tree becomes collectable by gc once no other ref names it.
+        """
+        self._check_ref(kind, name)
+        intent = self._ref_intent(kind, name)
+        try:
+            with self.index.write() as c:
+                existed = c.execute("SELECT 1 FROM refs WHERE kind = ? AND name = ?",
+                                    (kind, name)).fetchone() is not None
+                path = self.ref_path(kind, name)
+                if path.exists():
+                    path.unlink()
+                    fsync_dir(path.parent)
+                    existed = True
+                c.execute("DELETE FROM refs WHERE kind = ? AND name = ?", (kind, name))
+        finally:
+            intent.unlink(missing_ok=True)
+        return existed
+
+    def _ref_intent(self, kind: str, name: str) -> Path:
+        intent = self.writer_dir() / f"ref-{secrets.token_hex(8)}.json"
+        atomic_write_json(intent, {"kind": kind, "name": name})
+        return intent
+
+    def get_ref(self, kind: str, name: str) -> Ref | None:
+        """The ref ``kind/name``, or None."""
+        rows = self.index.query("SELECT kind, name, tree, created_at, meta FROM refs WHERE kind = ? AND name = ?",
+                                (kind, name))
+        return _row_to_ref(rows[0]) if rows else None
+
+    def list_refs(self, kind: str | None = None, *, tree: str | None = None) -> list[Ref]:
+        """All refs, optionally of one kind and/or naming one tree."""
+        sql = "SELECT kind, name, tree, created_at, meta FROM refs WHERE 1"
+        params: list[Any] = []
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        if tree is not None:
+            sql += " AND tree = ?"
+            params.append(tree)
+        return [_row_to_ref(r) for r in self.index.query(sql + " ORDER BY kind, name", params)]
+
+    def pin(self, tree: str, name: str | None = None) -> Ref:
+        """Keep ``tree`` alive under ref ``pin/<name or tree>``.
+
+        Raises:
+            TreeNotFoundError: unknown tree.
+        """
+        return self.set_ref("pin", name or tree, tree)
+
+    def unpin(self, name: str) -> bool:
+        """Remove the pin ``name`` (a pin name or the tree id it was pinned under)."""
+        return self.delete_ref("pin", name)
+
+    # ------------------------------------------------------------------ stats
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes from the index (O(1) in the number of blobs)."""
+        with self.index.read() as c:
+            totals = dict(c.execute("SELECT name, value FROM totals").fetchall())
+            unref_blobs = c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE refcount = 0"
+                                    ).fetchone()
+            trees = c.execute("SELECT COUNT(*) FROM trees").fetchone()[0]
+            unref_trees = c.execute("SELECT COUNT(*) FROM trees WHERE refcount = 0").fetchone()[0]
+            refs = c.execute("SELECT COUNT(*) FROM refs").fetchone()[0]
+        return {
+            "storage_root": str(self.root),
+            "blob_count": int(totals.get("blob_count", 0)),
+            "total_size_bytes": int(totals.get("blob_bytes", 0)),
+            "tree_count": int(trees),
+            "ref_count": int(refs),
+            "unreferenced_blob_count": int(unref_blobs[0]),
+            "unreferenced_blob_bytes": int(unref_blobs[1]),
+            "unreferenced_tree_count": int(unref_trees),
+        }
+
+    # ------------------------------------------------------------------ gc
+    def gc(self, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run: bool = False,
+           trees: Iterable[str] | None = None) -> dict[str, Any]:
+        """Delete trees no ref names and blobs no tree names, older than the grace period.
+
+        ``trees`` limits collection to those trees and the blobs only they used (how a
+        run deletion frees exactly its own content).  Blobs held by a live writer are
+        never taken.  A dry run reports exactly what a real run would delete.
+        """
+        self.recover()
+        cutoff = time.time() - grace_seconds
+        scope = json.dumps(sorted(set(trees))) if trees is not None else None
+        tx = self.index.read() if dry_run else self.index.write()
+        with tx as c:
+            dead_trees, dead_blobs = self._plan_gc(c, cutoff, scope)
+            if not dry_run and (dead_trees or dead_blobs):
+                self._execute_gc(c, dead_trees, dead_blobs)
+        if not dry_run and self._writer is not None:
+            shutil.rmtree(self._writer / "trash", ignore_errors=True)
+        return {
+            "dry_run": dry_run,
+            "grace_seconds": grace_seconds,
+            "trees_deleted": len(dead_trees),
+            "blobs_deleted": len(dead_blobs),
+            "bytes_freed": sum(size for _, size in dead_blobs),
+            "tree_ids": [t for t, _ in dead_trees],
+            "blob_ids": [b for b, _ in dead_blobs],
+        }
+
+    def _plan_gc(self, c: Any, cutoff: float, scope: str | None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        tree_sql = "SELECT tree, total_size FROM trees WHERE refcount = 0 AND touched_at < ?"
+        params: list[Any] = [cutoff]
+        if scope is not None:
+            tree_sql += " AND tree IN (SELECT value FROM json_each(?))"
+            params.append(scope)
+        dead_trees = [(t, s) for t, s in c.execute(tree_sql + " ORDER BY tree", params).fetchall()]
+        # Blobs that lose their last reference when the dead trees go.
+        freed_sql = (
+            "WITH dead(tree) AS (SELECT value FROM json_each(?)), "
+            "freed AS (SELECT blob, COUNT(*) AS n FROM tree_entries WHERE tree IN (SELECT tree FROM dead) "
+            "GROUP BY blob) "
+            "SELECT b.sha256, b.size FROM freed f JOIN blobs b ON b.sha256 = f.blob "
+            "WHERE b.refcount = f.n AND b.touched_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256)")
+        blobs = dict(c.execute(freed_sql, (json.dumps([t for t, _ in dead_trees]), cutoff)).fetchall())
+        if scope is None:
+            for sha, size in c.execute(
+                    "SELECT sha256, size FROM blobs WHERE refcount = 0 AND touched_at < ? "
+                    "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256)", (cutoff,)):
+                blobs[sha] = size
+        return dead_trees, sorted(blobs.items())
+
+    def _execute_gc(self, c: Any, dead_trees: list[tuple[str, int]], dead_blobs: list[tuple[str, int]]) -> None:
+        trash = self.writer_dir() / "trash"
+        trash.mkdir(exist_ok=True)
+        for tree, _ in dead_trees:
+            _move_if_exists(self.manifest_path(tree), trash / f"tree-{tree}.json")
+            c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
+            c.execute("DELETE FROM trees WHERE tree = ?", (tree,))
+        for sha, _ in dead_blobs:
+            _move_if_exists(self.blob_path(sha), trash / f"blob-{sha}")
+            c.execute("DELETE FROM blobs WHERE sha256 = ?", (sha,))
+
+    # ------------------------------------------------------------------ recovery
+    def recover(self) -> list[str]:
+        """Replay or discard what dead writers left in ``archive/tmp``; return what was done."""
+        actions: list[str] = []
+        import fcntl
+
+        for d in sorted(self.tmp_dir.iterdir()):
+            if self._writer is not None and d == self._writer:
+                continue
+            if d.is_dir() and d.name.startswith("w-"):
+                try:
+                    fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+                except FileNotFoundError:
+                    continue
+                try:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live writer
+                    if not d.exists():
+                        continue  # recovered by another process meanwhile
+                    actions.extend(self._recover_writer(d))
+                    shutil.rmtree(d, ignore_errors=True)
+                finally:
+                    os.close(fd)
+            elif d.is_dir() and d.name.startswith("n-"):
+                if time.time() - d.stat().st_mtime > _WRITER_STALE_SECONDS:
+                    shutil.rmtree(d, ignore_errors=True)
+                    actions.append(f"removed stale {d.name}")
+        return actions
+
+    def _recover_writer(self, d: Path) -> list[str]:
+        actions: list[str] = []
+        with self.index.write() as c:
+            c.execute("DELETE FROM holds WHERE writer = ?", (d.name,))
+            for f in sorted(d.iterdir()):
+                name = f.name
+                if name.startswith("blob-") and is_sha256_hex(name[5:]):
+                    actions.append(self._recover_blob(c, f, name[5:]))
+                elif name.startswith("tree-") and name.endswith(".json"):
+                    actions.append(self._recover_tree(c, f, name[5:-5]))
+                elif name.startswith("ref-") and name.endswith(".json"):
+                    actions.append(self._recover_ref(c, f))
+                elif name == "trash" and f.is_dir():
+                    actions.extend(self._recover_trash(c, f))
+        return [a for a in actions if a]
+
+    def _recover_blob(self, c: Any, f: Path, sha: str) -> str:
+        if sha256_file(f) != sha:
+            return f"discarded torn staged blob {sha[:12]}"
+        size = f.stat().st_size
+        self._place_blob(f, sha, size)
+        fsync_dir(self.blob_path(sha).parent)
+        now = time.time()
+        c.execute("INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?) "
+                  "ON CONFLICT (sha256) DO NOTHING", (sha, size, now, now))
+        return f"adopted blob {sha[:12]}"
+
+    def _recover_tree(self, c: Any, f: Path, tree: str) -> str:
+        dest = self.manifest_path(tree)
+        if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
+            if not dest.exists():
+                publish_link(f, dest)
+            return ""
+        try:
+            _, entries = parse_manifest(f.read_bytes(), origin=f, expected_tree=tree)
+        except CorruptManifestError:
+            return f"discarded torn staged tree {tree[:12]}"
+        shas = {e.sha256 for e in entries.values()}
+        if any(c.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (s,)).fetchone() is None for s in shas):
+            # Never committed and cannot be: withdraw the manifest it may have linked.
+            if dest.exists() and os.path.samefile(dest, f):
+                dest.unlink()
+            return f"discarded uncommitted tree {tree[:12]}"
+        if not dest.exists():
+            publish_link(f, dest)
+            fsync_dir(dest.parent)
+        now = time.time()
+        c.execute("INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
+                  "VALUES (?, ?, ?, 0, ?, ?)",
+                  (tree, len(entries), sum(e.size for e in entries.values()), now, now))
+        c.executemany("INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, ?, ?)",
+                      [(tree, p, e.sha256, e.mode, e.size) for p, e in entries.items()])
+        return f"adopted tree {tree[:12]}"
+
+    def _recover_ref(self, c: Any, f: Path) -> str:
+        try:
+            intent = json.loads(f.read_text("utf-8"))
+            kind, name = intent["kind"], intent["name"]
+        except (ValueError, KeyError, TypeError):
+            return ""  # the intent itself was torn: the ref file was not touched yet
+        self._sync_ref_row(c, kind, name)
+        return f"reconciled ref {kind}/{name}"
+
+    def _sync_ref_row(self, c: Any, kind: str, name: str) -> None:
+        record = _read_ref_file(self.ref_path(kind, name))
+        if record is None:
+            c.execute("DELETE FROM refs WHERE kind = ? AND name = ?", (kind, name))
+        else:
+            c.execute("INSERT INTO refs (kind, name, tree, created_at, meta) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT (kind, name) DO UPDATE SET tree = excluded.tree, meta = excluded.meta",
+                      (kind, name, record["tree"], float(record.get("created_at", time.time())),
+                       json.dumps(record.get("meta", {}), sort_keys=True)))
+
+    def _recover_trash(self, c: Any, trash: Path) -> list[str]:
+        actions = []
+        for f in trash.iterdir():
+            if f.name.startswith("blob-"):
+                sha = f.name[5:]
+                if c.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (sha,)).fetchone():
+                    dest = self.blob_path(sha)
+                    if not dest.exists():
+                        _move_if_exists(f, dest)
+                        actions.append(f"restored blob {sha[:12]} from an interrupted gc")
+            elif f.name.startswith("tree-"):
+                tree = f.name[5:-5]
+                if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
+                    dest = self.manifest_path(tree)
+                    if not dest.exists():
+                        _move_if_exists(f, dest)
+                        actions.append(f"restored tree {tree[:12]} from an interrupted gc")
+        return actions
+
+    # ------------------------------------------------------------------ verify / repair
+    def verify(self, *, deep: bool = False) -> dict[str, Any]:
+        """Check the store against its index (fsck); change nothing.
+
+        Reports missing, resized or (``deep``) corrupt blobs, unindexed and stray
+        files, missing or damaged manifests, trees naming missing blobs, refcounts that
+        differ from a recount, refs that differ from their files, and leftover temp files.
+        """
+        from runicorn.store.verify import verify_store
+
+        return verify_store(self, deep=deep)
+
+    def rebuild_index(self, *, deep: bool = False) -> dict[str, Any]:
+        """Rebuild the whole index from the files (``verify --repair``); return what changed.
+
+        Blob files whose content does not match their name (``deep``), unparsable
+        manifests and stray files are moved to ``archive/quarantine/``.
+        """
+        from runicorn.store.verify import rebuild_index
+
+        return rebuild_index(self, deep=deep)
+
+    def _quarantine(self, path: Path, why: str) -> Path:
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        dest = self.quarantine_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{why}-{path.name}-{secrets.token_hex(3)}"
+        os.replace(path, dest)
+        return dest
+
+
+def walk_files(root: Path, include: Any = None) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """Yield ``(relpath, path, lstat)`` for regular files and symlinks below ``root``.
+
+    Symlinks are never followed; other file types are skipped.  ``include(rel, is_dir)``
+    may prune.  Paths containing a newline are refused (they cannot be in a tree).
+    """
+    stack = [(root, "")]
+    while stack:
+        directory, prefix = stack.pop()
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            rel = prefix + entry.name
+            if "\n" in rel:
+                raise RunicornError(f"{Path(entry.path)}: file names with a newline cannot be stored")
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                if include is None or include(rel, True):
+                    stack.append((Path(entry.path), rel + "/"))
+            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                if include is None or include(rel, False):
+                    yield rel, Path(entry.path), st
+
+
+def _move_if_exists(src: Path, dest: Path) -> None:
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+    except FileNotFoundError:
+        pass
+
+
+def _read_ref_file(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not is_sha256_hex(record.get("tree")):
+        return None
+    return record
+
+
+def _row_to_ref(row: tuple[Any, ...]) -> Ref:
+    kind, name, tree, created_at, meta = row
+    return Ref(kind, name, tree, float(created_at), json.loads(meta or "{}"))
+
+
+_open_stores: dict[tuple[str, int], Store] = {}
+_open_lock = threading.Lock()
+
+
+def open_store(storage: str | os.PathLike[str] | None = None) -> Store:
+    """A per-process shared :class:`Store` for a storage root (closed at exit)."""
+    root = resolve_storage_root(storage)
+    key = (str(root), os.getpid())
+    with _open_lock:
+        store = _open_stores.get(key)
+        if store is None:
+            store = Store(root)
+            if not _open_stores:
+                import atexit
+
+                atexit.register(_close_all)
+            _open_stores[key] = store
+        return store
+
+
+def _close_all() -> None:
+    for (root, pid), store in list(_open_stores.items()):
+        if pid == os.getpid():
+            try:
+                store.close()
+            except Exception:
+                pass
+    _open_stores.clear()
+
+
+def forget_open_stores() -> None:
+    """Drop cached stores (tests that delete a storage root call this)."""
+    _close_all()

@@ -1,0 +1,1 @@
+../runicorn/store/index.sql

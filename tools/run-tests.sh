@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the test dependencies (Python extras; OpenSSH's sshd and rsync through apt
+# when missing and we are root) and runs the whole test suite.  Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+need_apt=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing ${need_apt[*]} through apt" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    else
+        echo "error: missing ${need_apt[*]}; install them (the SFTP tests need a real sshd)" >&2
+        exit 1
+    fi
+fi
+
+exec python3 -m pytest -n 2 "$@"
