@@ -90,7 +90,7 @@ def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bo
     """
     grace_s = parse_duration(grace)
     with _store(ctx) as store:
-        report = _collect(store, grace_s, dry_run)
+        report = store.gc(grace_seconds=grace_s, dry_run=dry_run)
     if as_json:
         echo_json(report)
         return
@@ -102,21 +102,6 @@ def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bo
             click.echo(f"  tree {t}")
         for b in report["blob_ids"]:
             click.echo(f"  blob {b}")
-
-
-def _collect(store, grace_s: float, dry_run: bool):  # type: ignore[no-untyped-def]
-    """Refresh roots owned by other features, then run the store's gc."""
-    import importlib
-
-    for spec in GC_ROOT_REFRESHERS:
-        module_name, attr = spec.split(":")
-        getattr(importlib.import_module(module_name), attr)(store, dry_run=dry_run)
-    return store.gc(grace_seconds=grace_s, dry_run=dry_run)
-
-
-# "module:function" called with (store, dry_run=...) before gc to bring feature-owned
-# refs up to date (for example, bindings of Runicorn.toml files that were deleted).
-GC_ROOT_REFRESHERS: list[str] = []
 
 
 @click.command()

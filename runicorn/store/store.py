@@ -17,6 +17,7 @@ Write protocol (every write, so a crash at any instant is recoverable):
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -55,6 +56,10 @@ from runicorn.store.tree import (
 )
 
 DEFAULT_GC_GRACE_SECONDS = 3600.0
+
+# "module:function" called as f(store, dry_run=...) at the start of every gc, so features
+# that own refs (artifact bindings of Runicorn.toml files) bring them up to date first.
+GC_ROOT_REFRESHERS: list[str] = []
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 _WRITER_STALE_SECONDS = 3600.0
 
@@ -652,6 +657,9 @@ class Store:
         never taken.  A dry run reports exactly what a real run would delete.
         """
         self.recover()
+        for spec in GC_ROOT_REFRESHERS:
+            module_name, attr = spec.split(":")
+            getattr(importlib.import_module(module_name), attr)(self, dry_run=dry_run)
         cutoff = time.time() - grace_seconds
         scope = json.dumps(sorted(set(trees))) if trees is not None else None
         tx = self.index.read() if dry_run else self.index.write()
