@@ -50,10 +50,12 @@ CREATE TABLE IF NOT EXISTS refs (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS refs_tree ON refs (tree);
 
--- Blobs a live writer has ingested but not yet put into a tree; gc never takes them.
+-- Blobs a live writer has ingested but not yet put into a tree, and trees it has put
+-- but not yet named by a ref: gc never takes them.  Rows of dead writers are dropped
+-- by recovery.
 CREATE TABLE IF NOT EXISTS holds (
     writer      TEXT NOT NULL,              -- archive/tmp/<writer>/ of a live process
-    sha256      TEXT NOT NULL,
+    sha256      TEXT NOT NULL,              -- blob sha256 or tree id
     PRIMARY KEY (writer, sha256)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_sha256 ON holds (sha256);

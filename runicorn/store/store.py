@@ -121,7 +121,7 @@ class Store:
         for d in (self.blobs_dir, self.manifests_dir, self.refs_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.index = self._open_index()
-        self.recover()
+        self.recovered: list[str] = self.recover()
         if self.index.created and self._has_content():
             self.rebuild_index()
 
@@ -396,11 +396,14 @@ class Store:
         """True if the index knows the tree."""
         return self.index.scalar("SELECT 1 FROM trees WHERE tree = ?", (tree,)) is not None
 
-    def put_tree(self, entries: Mapping[str, Any], *, source: str | None = None) -> str:
+    def put_tree(self, entries: Mapping[str, Any], *, source: str | None = None,
+                 ref: tuple[str, str] | None = None, ref_meta: Mapping[str, Any] | None = None) -> str:
         """Record a tree from ``relpath -> (sha256, mode, size)``; return its tree id.
 
         Every blob must already be stored.  Writes the manifest atomically, indexes the
-        entries and bumps blob refcounts in one transaction.
+        entries and bumps blob refcounts in one transaction.  The new tree is held
+        against gc by this process until a ref names it; ``ref=(kind, name)`` sets that
+        ref at once.
 
         Raises:
             UnsafePathError / ValueError: a bad path, hash, mode or size.
@@ -413,8 +416,15 @@ class Store:
             with self.index.write() as c:
                 if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
                     c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
+                    self._hold_in_tx(c, tree)
                     self._release_in_tx(c, {e.sha256 for e in norm.values()})
-                    return tree
+                    existing = True
+                else:
+                    existing = False
+            if existing:
+                if ref is not None:
+                    self.set_ref(ref[0], ref[1], tree, meta=ref_meta)
+                return tree
         manifest = build_manifest(tree, norm, source=source)
         staged = StagedFile(self.writer_dir(), mode=0o600)
         try:
@@ -429,6 +439,8 @@ class Store:
             self._commit_tree(intent, tree, norm)
         finally:
             intent.unlink(missing_ok=True)
+        if ref is not None:
+            self.set_ref(ref[0], ref[1], tree, meta=ref_meta)
         return tree
 
     def _commit_tree(self, intent: Path, tree: str, norm: Mapping[str, TreeEntry]) -> None:
@@ -454,7 +466,12 @@ class Store:
                           (tree, len(norm), sum(e.size for e in norm.values()), now, now))
                 c.executemany("INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, ?, ?)",
                               [(tree, p, e.sha256, e.mode, e.size) for p, e in norm.items()])
+            self._hold_in_tx(c, tree)
             self._release_in_tx(c, shas)
+
+    def _hold_in_tx(self, c: Any, object_id: str) -> None:
+        c.execute("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)", (self.writer_dir().name, object_id))
+        self._held.add(object_id)
 
     def _release_in_tx(self, c: Any, shas: set[str]) -> None:
         held = shas & self._held
@@ -566,6 +583,7 @@ class Store:
                           "created_at = excluded.created_at, meta = excluded.meta",
                           (kind, name, tree, now, json.dumps(record["meta"], sort_keys=True)))
                 c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (now, tree))
+                self._release_in_tx(c, {tree})
         finally:
             intent.unlink(missing_ok=True)
         return Ref(kind, name, tree, now, record["meta"])
@@ -680,7 +698,8 @@ class Store:
         }
 
     def _plan_gc(self, c: Any, cutoff: float, scope: str | None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-        tree_sql = "SELECT tree, total_size FROM trees WHERE refcount = 0 AND touched_at < ?"
+        tree_sql = ("SELECT tree, total_size FROM trees WHERE refcount = 0 AND touched_at < ? "
+                    "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = trees.tree)")
         params: list[Any] = [cutoff]
         if scope is not None:
             tree_sql += " AND tree IN (SELECT value FROM json_each(?))"

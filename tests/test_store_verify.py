@@ -1,0 +1,151 @@
+"""verify finds damage; --repair rebuilds the index from files; damaged indexes heal on open."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from runicorn.cli import main
+from runicorn.store import Store
+
+
+def populated(root: Path, tmp_path: Path) -> tuple[str, list[str]]:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}.txt").write_bytes(f"file number {i}\n".encode() * 100)
+    with Store(root) as s:
+        tree = s.ingest_directory(src)
+        s.pin(tree, "keep")
+        entries = s.tree_entries(tree)
+        shas = [entries[f"f{i}.txt"].sha256 for i in range(5)]
+    return tree, shas
+
+
+def kinds(report: dict) -> set[str]:
+    return {p["kind"] for p in report["problems"]}
+
+
+def test_flipped_bit_is_found_by_deep_verify_and_quarantined(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    tree, shas = populated(root, tmp_path)
+    with Store(root) as s:
+        blob = s.blob_path(shas[0])
+        os.chmod(blob, 0o644)
+        data = bytearray(blob.read_bytes())
+        data[10] ^= 0x01
+        blob.write_bytes(bytes(data))
+        assert s.verify()["ok"], "same size: only a deep verify can see it"
+        deep = s.verify(deep=True)
+        assert kinds(deep) == {"corrupt_blob"} and deep["problems"][0]["id"] == shas[0]
+        s.rebuild_index(deep=True)
+        after = s.verify(deep=True)
+        # the bad copy is quarantined; the tree now names a missing blob until it is re-ingested
+        assert kinds(after) == {"tree_missing_blob"}
+        assert list(s.quarantine_dir.iterdir())
+        (tmp_path / "good.txt").write_bytes(b"file number 0\n" * 100)
+        assert s.ingest_file(tmp_path / "good.txt").sha256 == shas[0]
+        assert s.verify(deep=True)["ok"]
+
+
+def test_missing_blob_stray_file_and_wrong_refcount(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    tree, shas = populated(root, tmp_path)
+    with Store(root) as s:
+        os.unlink(s.blob_path(shas[1]))
+        stray = s.blobs_dir / "zz" / "not-a-blob"
+        stray.parent.mkdir()
+        stray.write_bytes(b"junk")
+        with s.index.write() as c:
+            c.execute("UPDATE blobs SET refcount = 7 WHERE sha256 = ?", (shas[2],))
+        report = s.verify()
+        assert {"missing_blob", "stray_file", "bad_refcount"} <= kinds(report)
+        result = CliRunner().invoke(main, ["--storage", str(root), "verify", "--repair", "--json"])
+        assert result.exit_code == 1, result.output  # the lost blob's content cannot be invented
+        out = json.loads(result.output)
+        assert kinds(out["after"]) == {"tree_missing_blob"}
+        assert not stray.exists()
+        assert s.index.scalar("SELECT refcount FROM blobs WHERE sha256 = ?", (shas[2],)) == 1
+
+
+def test_unindexed_blob_and_temp_file_are_reported(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    populated(root, tmp_path)
+    with Store(root) as s:
+        extra = s.blob_path("ab" + "0" * 62)
+        extra.parent.mkdir(exist_ok=True)
+        extra.write_bytes(b"x")
+        (s.tmp_dir / "leftover.part").write_bytes(b"y")
+        assert {"unindexed_blob", "temp_file"} <= kinds(s.verify())
+
+
+def test_missing_index_is_rebuilt_on_open_with_refs(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    tree, shas = populated(root, tmp_path)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(root / "archive" / "index.sqlite3") + suffix).unlink(missing_ok=True)
+    with Store(root) as s:
+        assert s.get_ref("pin", "keep").tree == tree  # refs survive: they are files too
+        assert s.stats()["blob_count"] == 5
+        assert s.gc(grace_seconds=0)["blobs_deleted"] == 0, "nothing pinned is collected"
+        assert s.verify(deep=True)["ok"]
+
+
+def test_damaged_index_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    tree, _ = populated(root, tmp_path)
+    index = root / "archive" / "index.sqlite3"
+    for suffix in ("-wal", "-shm"):
+        Path(str(index) + suffix).unlink(missing_ok=True)
+    index.write_bytes(b"this is not a database" * 100)
+    with Store(root) as s:
+        assert s.get_ref("pin", "keep").tree == tree
+        assert s.verify(deep=True)["ok"]
+    assert list((root / "archive").glob("index.sqlite3.damaged-*"))
+
+
+def test_corrupt_manifest_is_reported_with_its_file(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    tree, _ = populated(root, tmp_path)
+    with Store(root) as s:
+        m = s.manifest_path(tree)
+        os.chmod(m, 0o644)
+        m.write_text('{"format": "runicorn.manifest", "files": ')
+        report = s.verify()
+        problem = [p for p in report["problems"] if p["kind"] == "corrupt_manifest"][0]
+        assert str(m) in problem["detail"] and "not valid JSON" in problem["detail"]
+
+
+def test_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
+    import apsw
+
+    root = tmp_path / "st"
+    Store(root).close()
+    conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    result = CliRunner().invoke(main, ["--storage", str(root), "stats"])
+    assert result.exit_code == 1
+    assert "schema version 99 is newer" in result.output
+
+
+def test_cli_stats_gc_pin_unpin(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    tree, _ = populated(root, tmp_path)
+    run = CliRunner().invoke
+    out = json.loads(run(main, ["--storage", str(root), "stats", "--json"]).output)
+    assert out["blob_count"] == 5 and out["ref_count"] == 1
+    assert run(main, ["--storage", str(root), "unpin", "keep"]).exit_code == 0
+    dry = json.loads(run(main, ["--storage", str(root), "gc", "--dry-run", "--grace", "0", "--json"]).output)
+    assert dry["trees_deleted"] == 1 and dry["blobs_deleted"] == 5
+    assert json.loads(run(main, ["--storage", str(root), "stats", "--json"]).output)["blob_count"] == 5
+    kept = json.loads(run(main, ["--storage", str(root), "gc", "--json"]).output)
+    assert kept["blobs_deleted"] == 0, "default grace keeps fresh content"
+    real = json.loads(run(main, ["--storage", str(root), "gc", "--grace", "0", "--json"]).output)
+    assert real["blob_ids"] == dry["blob_ids"] and real["tree_ids"] == dry["tree_ids"]
+    bad = run(main, ["--storage", str(root), "pin", "0123456789"])
+    assert bad.exit_code == 1 and "matches no trees" in bad.output and "Traceback" not in bad.output
+    assert run(main, ["--version"]).output.startswith("runicorn, version")
