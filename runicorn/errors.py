@@ -42,3 +42,7 @@ class IndexError_(RunicornError):
 
 class RefError(RunicornError):
     """A ref name or kind is invalid, or a ref operation failed."""
+
+
+class StorageFullError(RunicornError, OSError):
+    """The filesystem holding the store ran out of space (or quota) during a write."""

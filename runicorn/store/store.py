@@ -17,6 +17,7 @@ Write protocol (every write, so a crash at any instant is recoverable):
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
@@ -39,6 +40,7 @@ from runicorn.errors import (
     IntegrityError,
     RefError,
     RunicornError,
+    StorageFullError,
     TreeNotFoundError,
 )
 from runicorn.fsutil import StagedFile, atomic_write_json, fsync_dir, publish_link, syncfs
@@ -154,8 +156,9 @@ class Store:
         with self._writer_lock:
             if self._writer is not None:
                 try:
-                    with self.index.write() as c:
-                        c.execute("DELETE FROM holds WHERE writer = ?", (self._writer.name,))
+                    # Intents left by a write that failed midway are replayed like a dead
+                    # writer's, so closing never strands a linked but unindexed object.
+                    self._recover_writer(self._writer)
                 except Exception:
                     pass
                 shutil.rmtree(self._writer, ignore_errors=True)
@@ -234,6 +237,11 @@ class Store:
         try:
             sha, size = copy_and_hash(src, staged.file)
             staged.finish(fsync=False, mode=0o444)
+        except OSError as exc:
+            staged.discard()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError(f"{self.root}: no space left on device while storing {origin}") from None
+            raise
         except BaseException:
             staged.discard()
             raise
