@@ -20,27 +20,25 @@ def _problem(kind: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"kind": kind, "detail": detail, **extra}
 
 
-def _iter_blob_files(store: "Store") -> Iterator[tuple[Path, str | None]]:
-    """Yield (path, sha or None when the name/location is not a valid blob name)."""
-    for sub in sorted(store.blobs_dir.iterdir()):
+def _iter_sharded(top: Path, suffix: str) -> Iterator[tuple[Path, str | None]]:
+    """Yield ``(path, id)`` for files under ``top/<aa>/<id><suffix>``; id is None for
+    anything that does not belong there (a stray)."""
+    for sub in sorted(top.iterdir()):
         if not sub.is_dir():
             yield sub, None
             continue
         for f in sub.iterdir():
-            name = f.name
-            ok = is_sha256_hex(name) and name[:2] == sub.name and f.is_file()
-            yield f, name if ok else None
+            object_id = f.name[: len(f.name) - len(suffix)] if f.name.endswith(suffix) else ""
+            ok = is_sha256_hex(object_id) and object_id[:2] == sub.name and f.is_file()
+            yield f, object_id if ok else None
+
+
+def _iter_blob_files(store: "Store") -> Iterator[tuple[Path, str | None]]:
+    return _iter_sharded(store.blobs_dir, "")
 
 
 def _iter_manifest_files(store: "Store") -> Iterator[tuple[Path, str | None]]:
-    for sub in sorted(store.manifests_dir.iterdir()):
-        if not sub.is_dir():
-            yield sub, None
-            continue
-        for f in sub.iterdir():
-            tree = f.name[:-5] if f.name.endswith(".json") else ""
-            ok = is_sha256_hex(tree) and tree[:2] == sub.name and f.is_file()
-            yield f, tree if ok else None
+    return _iter_sharded(store.manifests_dir, ".json")
 
 
 def _iter_ref_files(store: "Store") -> Iterator[tuple[Path, dict[str, Any] | None]]:
