@@ -766,7 +766,8 @@ class Store:
                 finally:
                     os.close(fd)
             elif d.is_dir() and d.name.startswith("n-"):
-                if time.time() - d.stat().st_mtime > _WRITER_STALE_SECONDS:
+                # A writer that died while starting: it never staged anything.
+                if not nascent_owner_alive(d):
                     shutil.rmtree(d, ignore_errors=True)
                     actions.append(f"removed stale {d.name}")
         return actions
@@ -914,6 +915,21 @@ def walk_files(root: Path, include: Any = None) -> Iterator[tuple[str, Path, os.
             elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                 if include is None or include(rel, False):
                     yield rel, Path(entry.path), st
+
+
+def nascent_owner_alive(d: Path) -> bool:
+    """Whether the process that is creating staging dir ``n-<pid>-<hex>`` may still live."""
+    try:
+        pid = int(d.name.split("-")[1])
+        os.kill(pid, 0)
+    except (IndexError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    try:
+        return time.time() - d.stat().st_mtime < _WRITER_STALE_SECONDS
+    except FileNotFoundError:
+        return True
 
 
 def _move_if_exists(src: Path, dest: Path) -> None:

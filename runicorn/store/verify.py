@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from runicorn.errors import CorruptManifestError
 from runicorn.hashing import is_sha256_hex, sha256_file
+from runicorn.store.store import _read_ref_file, nascent_owner_alive, ref_filename
 from runicorn.store.tree import parse_manifest
 
 if TYPE_CHECKING:
@@ -42,8 +43,6 @@ def _iter_manifest_files(store: "Store") -> Iterator[tuple[Path, str | None]]:
 
 
 def _iter_ref_files(store: "Store") -> Iterator[tuple[Path, dict[str, Any] | None]]:
-    from runicorn.store.store import _read_ref_file, ref_filename
-
     for kind_dir in sorted(store.refs_dir.iterdir()):
         if not kind_dir.is_dir():
             yield kind_dir, None
@@ -160,6 +159,8 @@ def verify_store(store: "Store", *, deep: bool = False) -> dict[str, Any]:
             continue
         if entry.is_dir() and entry.name.startswith("w-") and _is_locked(entry / "lock"):
             continue  # a live writer's staging area
+        if entry.is_dir() and entry.name.startswith("n-") and nascent_owner_alive(entry):
+            continue  # a writer that is starting up
         problems.append(_problem("temp_file", f"{entry} is left over from an interrupted write", path=str(entry)))
 
     return {
