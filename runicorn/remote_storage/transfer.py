@@ -1,0 +1,343 @@
+"""SFTP transfer primitives shared by the manifest and legacy sync paths.
+
+* :class:`CountingSFTP` wraps a paramiko ``SFTPClient`` and counts operations: every
+  open/stat/listdir/read/readv/close call is one operation.  A ``read``/``readv`` call
+  may travel as several pipelined protocol requests of at most 32 KiB; those are
+  reported separately as *wire requests* (paramiko's request counter).
+* Downloads are atomic: bytes go to a staged file under ``<cache>/.runicorn-sync/tmp``,
+  get the server's mtime, and are renamed into place.  Appends are copy-on-append: the
+  local copy plus the new bytes are written to a staged file which then replaces the
+  old one, so a crash leaves either the old or the new file, never a spliced one.  The
+  copy is local I/O, cheap next to the network, and keeps the rule "a file is replaced
+  whole or not at all" without any journal.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runicorn.errors import RunicornError, UnsafePathError
+from runicorn.fsutil import StagedFile
+from runicorn.hashing import sha256_bytes
+from runicorn.manifest.model import TAIL_WINDOW
+from runicorn.manifest.schema import MAX_FILE_SIZE
+from runicorn.relpath import ensure_no_symlink_parents, safe_join, validate_relpath
+
+SINGLE_READ_MAX = 32768  # paramiko's largest single read request
+READ_WINDOW = 8 << 20  # bytes requested per pipelined readv call; bounds memory per worker
+OVERLAP = 4096  # bytes re-read before an append to prove the local copy is a prefix
+SYNC_DIR = ".runicorn-sync"
+
+
+class SyncError(RunicornError):
+    """A sync could not run (lock held, disk full, unusable cache)."""
+
+
+class FileChangedError(RunicornError):
+    """A server file no longer matches what the manifest says about it."""
+
+
+class OpCounter:
+    """A thread-safe operation counter."""
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        with self._lock:
+            self._n += n
+
+    @property
+    def value(self) -> int:
+        return self._n
+
+
+class CountingFile:
+    """An ``SFTPFile`` whose calls are counted."""
+
+    def __init__(self, f: Any, counter: OpCounter) -> None:
+        self._f = f
+        self._c = counter
+
+    def read(self, size: int) -> bytes:
+        self._c.add()
+        return bytes(self._f.read(size))
+
+    def readv(self, chunks: list[tuple[int, int]]) -> Iterator[bytes]:
+        self._c.add()
+        return iter(list(self._f.readv(chunks)))
+
+    def seek(self, offset: int) -> None:
+        self._f.seek(offset)  # client-side only: no request
+
+    def stat(self) -> Any:
+        self._c.add()
+        return self._f.stat()
+
+    def close(self) -> None:
+        self._c.add()
+        self._f.close()
+
+    def __enter__(self) -> "CountingFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class CountingSFTP:
+    """A paramiko ``SFTPClient`` whose operations are counted into a shared counter."""
+
+    def __init__(self, sftp: Any, counter: OpCounter | None = None) -> None:
+        self.raw = sftp
+        self.counter = counter or OpCounter()
+        self._start_requests = int(getattr(sftp, "request_number", 0))
+
+    def open(self, path: str, mode: str = "rb") -> CountingFile:
+        self.counter.add()
+        return CountingFile(self.raw.open(path, mode), self.counter)
+
+    def stat(self, path: str) -> Any:
+        self.counter.add()
+        return self.raw.stat(path)
+
+    def listdir_attr(self, path: str) -> list[Any]:
+        self.counter.add()
+        return list(self.raw.listdir_attr(path))
+
+    @property
+    def wire_requests(self) -> int:
+        """Protocol requests this client sent since it was wrapped."""
+        return int(getattr(self.raw, "request_number", 0)) - self._start_requests
+
+
+def read_range(f: CountingFile, offset: int, length: int) -> Iterator[bytes]:
+    """Yield the bytes of [offset, offset+length); stops early at end of file.
+
+    Small ranges are one read request; larger ones are pipelined ``readv`` windows so a
+    hostile size never makes us queue more than one window of requests.
+    """
+    if length <= 0:
+        return
+    if length <= SINGLE_READ_MAX:
+        f.seek(offset)
+        data = f.read(length)
+        if data:
+            yield data
+        return
+    end = offset + length
+    pos = offset
+    while pos < end:
+        n = min(READ_WINDOW, end - pos)
+        got = 0
+        for piece in f.readv([(pos, n)]):
+            got += len(piece)
+            if piece:
+                yield piece
+        pos += got
+        if got < n:
+            return
+
+
+def mtime_ns(mtime: float) -> int:
+    return int(round(mtime * 1e9))
+
+
+def same_mtime(st: os.stat_result, mtime: float) -> bool:
+    # JSON floats carry ~microsecond precision for current epochs.
+    return abs(st.st_mtime_ns - mtime_ns(mtime)) <= 2000
+
+
+def local_tail_hash(path: Path, size: int) -> str | None:
+    """Hash of a local file's bytes in [size-TAIL_WINDOW, size)."""
+    start = max(0, size - TAIL_WINDOW)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(size - start)
+    except OSError:
+        return None
+    return sha256_bytes(data) if len(data) == size - start else None
+
+
+def cache_dest(cache: Path, rel: str) -> Path:
+    """Where ``rel`` lands in the cache, refusing paths that could leave it.
+
+    Raises:
+        UnsafePathError: absolute, ``..``, bookkeeping area, or through a symlink.
+    """
+    validate_relpath(rel, what="server path")
+    if rel.split("/", 1)[0] in (SYNC_DIR, ".runicorn"):
+        raise UnsafePathError(f"server path {rel!r} targets the cache's bookkeeping area")
+    ensure_no_symlink_parents(cache, rel)
+    dest = safe_join(cache, rel, what="server path")
+    return dest
+
+
+@dataclass
+class FetchResult:
+    """What one file transfer did."""
+
+    received: int  # bytes that came over the wire
+    kind: str  # "full" or "incremental"
+
+
+class Downloader:
+    """Atomic file downloads into a cache directory (one instance per sync)."""
+
+    def __init__(self, cache: Path, remote_root: str) -> None:
+        self.cache = cache
+        self.remote_root = remote_root.rstrip("/") or "/"
+        self.staging = cache / SYNC_DIR / "tmp"
+
+    def remote(self, rel: str) -> str:
+        return f"{self.remote_root}/{rel}" if self.remote_root != "/" else f"/{rel}"
+
+    def _publish(self, staged: StagedFile, dest: Path, mtime_ns_: int) -> None:
+        staged.finish(fsync=False)
+        os.utime(staged.path, ns=(mtime_ns_, mtime_ns_))
+        if dest.is_dir() and not dest.is_symlink():
+            raise UnsafePathError(f"{dest}: a directory is in the way of a server file")
+        # Durability comes from one syncfs() before the cursor advances.
+        staged.commit(dest, fsync=False)
+
+    def fetch_full(self, sftp: CountingSFTP, rel: str, size: int, mtime: float,
+                   tail_hash: str | None) -> FetchResult:
+        """Download ``rel`` whole, as the manifest describes it, then publish it.
+
+        When the server file no longer matches (shorter, or a different tail), the file
+        changed after the manifest was made: fetch its current state instead.
+
+        Raises:
+            OSError, paramiko.SSHException: transport failures (the caller retries later).
+            UnsafePathError: the destination is unsafe.
+        """
+        dest = cache_dest(self.cache, rel)
+        received = 0
+        with StagedFile(self.staging, prefix="f.") as staged:
+            tail = bytearray()
+            with sftp.open(self.remote(rel), "rb") as f:
+                for piece in read_range(f, 0, size):
+                    received += len(piece)
+                    staged.file.write(piece)
+                    tail += piece
+                    if len(tail) > 2 * TAIL_WINDOW:
+                        del tail[:-TAIL_WINDOW]
+            tail_bytes = bytes(tail[-TAIL_WINDOW:]) if size else b""
+            ok = received == size and (tail_hash is None or sha256_bytes(tail_bytes) == tail_hash)
+            if ok:
+                self._publish(staged, dest, mtime_ns(mtime))
+                return FetchResult(received, "full")
+        return FetchResult(received + self.fetch_current(sftp, rel), "full")
+
+    def fetch_current(self, sftp: CountingSFTP, rel: str) -> int:
+        """Download whatever ``rel`` is now (size and mtime from the open handle).
+
+        Raises:
+            FileChangedError: if the file is absurdly large or changes while read.
+        """
+        dest = cache_dest(self.cache, rel)
+        received = 0
+        with StagedFile(self.staging, prefix="c.") as staged:
+            with sftp.open(self.remote(rel), "rb") as f:
+                st = f.stat()
+                if st.st_size is None or st.st_size > MAX_FILE_SIZE:
+                    raise FileChangedError(f"{rel}: server reports an unusable size")
+                for piece in read_range(f, 0, st.st_size):
+                    received += len(piece)
+                    staged.file.write(piece)
+            if received != st.st_size:
+                raise FileChangedError(f"{rel}: changed on the server while being read")
+            self._publish(staged, dest, int(st.st_mtime or 0) * 1_000_000_000)
+        return received
+
+    def fetch_append(self, sftp: CountingSFTP, rel: str, local_size: int, size: int,
+                     mtime: float, tail_hash: str | None) -> FetchResult:
+        """Fetch only the bytes after ``local_size``, proving the local copy is a prefix.
+
+        One read starts ``OVERLAP`` bytes before the local end; if those bytes differ from
+        the local copy's end the file was rewritten, not appended, and it is downloaded
+        whole.  The result is checked against ``tail_hash`` before it replaces the local
+        copy (copy-on-append, see module docstring).
+        """
+        dest = cache_dest(self.cache, rel)
+        k = min(local_size, OVERLAP)
+        start = local_size - k
+        with open(dest, "rb") as lf:
+            lf.seek(start)
+            local_end = lf.read(k)
+        received = 0
+        with StagedFile(self.staging, prefix="a.") as staged:
+            head = bytearray()
+            ok = len(local_end) == k
+            with sftp.open(self.remote(rel), "rb") as f:
+                pieces = read_range(f, start, size - start)
+                for piece in pieces:
+                    received += len(piece)
+                    if len(head) < k:
+                        need = k - len(head)
+                        head += piece[:need]
+                        piece = piece[need:]
+                        if len(head) == k:
+                            if bytes(head) != local_end:
+                                ok = False
+                                break
+                            with open(dest, "rb") as lf:
+                                _copy_prefix(lf, staged.file, local_size)
+                    if piece:
+                        staged.file.write(piece)
+            if ok and received == size - start:
+                staged.finish(fsync=False)
+                if tail_hash is None or local_tail_hash(staged.path, size) == tail_hash:
+                    self._publish(staged, dest, mtime_ns(mtime))
+                    return FetchResult(received, "incremental")
+        # Rewritten, truncated or changed since the manifest: never splice, fetch whole.
+        full = self.fetch_full(sftp, rel, size, mtime, tail_hash)
+        return FetchResult(received + full.received, "full")
+
+
+def _copy_prefix(src: Any, dst: Any, n: int) -> None:
+    src.seek(0)
+    remaining = n
+    while remaining:
+        buf = src.read(min(remaining, 1 << 20))
+        if not buf:
+            raise FileChangedError("local copy shrank during an append")
+        dst.write(buf)
+        remaining -= len(buf)
+
+
+def remove_stale(cache: Path, tracked: dict[str, list[int]], keep: set[str]) -> int:
+    """Delete files a previous sync wrote that the server no longer lists.
+
+    Only files still exactly as we wrote them (size and mtime) are removed, so local
+    edits survive; empty parent directories are pruned up to the cache root.
+    """
+    removed = 0
+    for rel, (size, mns) in tracked.items():
+        if rel in keep:
+            continue
+        try:
+            dest = cache_dest(cache, rel)
+            st = os.lstat(dest)
+        except (OSError, UnsafePathError):
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size or abs(st.st_mtime_ns - mns) > 2000:
+            continue
+        os.unlink(dest)
+        removed += 1
+        parent = dest.parent
+        while parent != cache and cache in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+    return removed
