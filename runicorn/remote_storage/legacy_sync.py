@@ -29,6 +29,7 @@ from runicorn.remote_storage.transfer import (
     SyncError,
     cache_dest,
     remove_stale,
+    set_nodelay,
 )
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class LegacySyncClient:
                      start: float) -> dict[str, Any]:
         sync_dir = self.cache_dir / SYNC_DIR
         shutil.rmtree(sync_dir / "tmp", ignore_errors=True)
+        set_nodelay(self.sftp.raw)
         listing = self.walk()
         dl = Downloader(self.cache_dir, self.remote_root)
         stats: dict[str, Any] = {

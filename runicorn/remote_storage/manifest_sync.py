@@ -42,6 +42,7 @@ from runicorn.remote_storage.transfer import (
     mtime_ns,
     remove_stale,
     same_mtime,
+    set_nodelay,
 )
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,7 @@ class ManifestSyncClient:
     def _sync_locked(self, progress: ProgressCallback | None, start: float) -> dict[str, Any]:
         staging = self.sync_dir / "tmp"
         shutil.rmtree(staging, ignore_errors=True)  # leftovers of an interrupted sync
+        set_nodelay(self.sftp_client)
         main = CountingSFTP(self.sftp_client, self.counter)
         self._clients = [main]
         manifest, mbytes = self.fetch_manifest(main)

@@ -118,6 +118,21 @@ class CountingSFTP:
         return int(getattr(self.raw, "request_number", 0)) - self._start_requests
 
 
+def set_nodelay(sftp_client: Any) -> None:
+    """Disable Nagle on the SSH socket under ``sftp_client`` (best effort).
+
+    Without it every request that follows a large response waits for the peer's
+    delayed ACK (~4 ms on Linux), which dominates syncs made of many small files.
+    """
+    import socket
+
+    try:
+        sock = sftp_client.get_channel().get_transport().sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):
+        pass
+
+
 def read_range(f: CountingFile, offset: int, length: int) -> Iterator[bytes]:
     """Yield the bytes of [offset, offset+length); stops early at end of file.
 
