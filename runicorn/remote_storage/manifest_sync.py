@@ -14,12 +14,12 @@ import logging
 import os
 import random
 import shutil
-import socket
 import stat
+import threading
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
@@ -32,10 +32,13 @@ from runicorn.manifest.schema import validate_manifest_dict
 from runicorn.relpath import validate_relpath
 from runicorn.remote_storage.transfer import (
     SYNC_DIR,
+    CachePaths,
     CountingSFTP,
     Downloader,
     FetchResult,
     OpCounter,
+    PipeItem,
+    PipelinedFetcher,
     SyncError,
     cache_dest,
     local_tail_hash,
@@ -85,13 +88,14 @@ def decode_manifest(raw: bytes, gz: bool) -> dict[str, Any]:
     return doc  # type: ignore[no-any-return]
 
 
-def check_manifest_paths(manifest: SyncManifest, cache: Path) -> None:
+def check_manifest_paths(manifest: SyncManifest, cache: Path) -> CachePaths:
     """Refuse any file that is not inside its own run directory within the cache.
 
     Raises:
         UnsafePathError: traversal, absolute paths, symlinked cache dirs, duplicates.
     """
     seen: set[str] = set()
+    paths = CachePaths(cache)
     for exp in manifest.experiments:
         run_dir = validate_relpath(exp.run_dir, what="run directory")
         for fe in exp.files:
@@ -100,7 +104,8 @@ def check_manifest_paths(manifest: SyncManifest, cache: Path) -> None:
             if fe.path in seen:
                 raise UnsafePathError(f"manifest lists {fe.path!r} twice")
             seen.add(fe.path)
-            cache_dest(cache, fe.path)
+            paths(fe.path)
+    return paths
 
 
 class ManifestSyncClient:
@@ -119,6 +124,7 @@ class ManifestSyncClient:
         self.manifest_type = ManifestType(manifest_type)
         self.counter = OpCounter()
         self._clients: list[CountingSFTP] = []
+        self._paths = CachePaths(self.cache_dir)
 
     # -- bookkeeping ---------------------------------------------------------------------
     @property
@@ -164,7 +170,7 @@ class ManifestSyncClient:
     # -- planning ------------------------------------------------------------------------
     def _plan(self, fe: FileEntry) -> tuple[str, int]:
         """('skip'|'touch'|'append'|'full', local_size) for one manifest file."""
-        dest = cache_dest(self.cache_dir, fe.path)
+        dest = self._paths(fe.path)
         try:
             st = os.lstat(dest)
         except FileNotFoundError:
@@ -181,24 +187,34 @@ class ManifestSyncClient:
         return "full", 0
 
     def _worker_clients(self, n: int) -> list[CountingSFTP]:
-        """The given client plus up to n-1 extra SFTP channels on the same transport.
+        """The main client plus up to n-1 extra SFTP channels on the same transport.
 
         paramiko's SFTPClient reads responses without a per-request lock, so sharing one
         client between threads can lose responses; each worker gets its own channel.
+        The channels are opened concurrently because each costs a few round trips.
         """
-        clients = [CountingSFTP(self.sftp_client, self.counter)]
+        clients = [self._clients[0]]
         try:
             import paramiko
 
             transport = self.sftp_client.get_channel().get_transport()
-            for _ in range(n - 1):
-                extra = paramiko.SFTPClient.from_transport(transport)
-                if extra is None:
-                    break
-                extra.get_channel().settimeout(120)
-                clients.append(CountingSFTP(extra, self.counter))
         except Exception as exc:  # noqa: BLE001 - extra channels are an optimisation
-            log.debug("using %d SFTP channel(s): %s", len(clients), exc)
+            log.debug("no extra SFTP channels: %s", exc)
+            return clients
+
+        def open_one() -> Any:
+            try:
+                extra = paramiko.SFTPClient.from_transport(transport)
+            except Exception as exc:  # noqa: BLE001 - e.g. the server's MaxSessions
+                log.debug("extra SFTP channel refused: %s", exc)
+                return None
+            if extra is not None:
+                extra.get_channel().settimeout(120)
+            return extra
+
+        with ThreadPoolExecutor(max_workers=max(1, n - 1)) as ex:
+            extras = list(ex.map(lambda _: open_one(), range(n - 1)))
+        clients += [CountingSFTP(e, self.counter) for e in extras if e is not None]
         return clients
 
     # -- sync ----------------------------------------------------------------------------
@@ -242,7 +258,7 @@ class ManifestSyncClient:
         main = CountingSFTP(self.sftp_client, self.counter)
         self._clients = [main]
         manifest, mbytes = self.fetch_manifest(main)
-        check_manifest_paths(manifest, self.cache_dir)
+        self._paths = check_manifest_paths(manifest, self.cache_dir)
         cursor_path = self._cursor_path(manifest.server_hostname)
         cursor = self._load_cursor(cursor_path)
         stats = self._stats(manifest_revision=manifest.revision, manifest_bytes=mbytes,
@@ -264,7 +280,7 @@ class ManifestSyncClient:
                 if action == "skip":
                     unchanged += 1
                 elif action == "touch":
-                    dest = cache_dest(self.cache_dir, fe.path)
+                    dest = self._paths(fe.path)
                     os.utime(dest, ns=(mtime_ns(fe.mtime), mtime_ns(fe.mtime)))
                     unchanged += 1
                 else:
@@ -279,10 +295,11 @@ class ManifestSyncClient:
         results = self._run_tasks(tasks, downloader, progress)
         failed = [p for p, r in results.items() if isinstance(r, BaseException)]
         for path, r in results.items():
-            if isinstance(r, FetchResult):
+            if isinstance(r, FetchResult):  # noqa: SIM102
                 stats["bytes_downloaded"] += r.received
                 stats["files_synced"] += 1
                 stats["incremental_count" if r.kind == "incremental" else "full_count"] += 1
+        stats["bytes_downloaded"] += downloader.wasted
         stats["failed_count"] = len(failed)
         stats["files_unchanged"] = unchanged
         for path in failed[:5]:
@@ -296,7 +313,7 @@ class ManifestSyncClient:
                 if self.manifest_type is ManifestType.ACTIVE else {}
             for rel in listed:
                 try:
-                    st = os.lstat(cache_dest(self.cache_dir, rel))
+                    st = os.lstat(self._paths(rel))
                 except OSError:
                     continue
                 files[rel] = [st.st_size, st.st_mtime_ns]
@@ -311,47 +328,77 @@ class ManifestSyncClient:
         stats["duration"] = time.monotonic() - start
         return stats
 
+    POOL_MIN_FILES = 16  # below this, extra channels (~0.1 s each to open) do not pay off
+    POOL_MIN_BYTES = 64 << 20
+
     def _run_tasks(self, tasks: list[tuple[FileEntry, str, int]], dl: Downloader,
                    progress: ProgressCallback | None) -> dict[str, FetchResult | BaseException]:
+        """Fetch in priority order.  Within a priority, small whole files go through the
+        pipeline on the main channel; appends and large files run one by one on it, or
+        on a small pool of extra channels when there are many of them."""
         results: dict[str, FetchResult | BaseException] = {}
-        if not tasks:
-            return results
         errors = _transfer_errors()
-        workers = max(1, min(int(self.MAX_WORKERS), len(tasks)))
-        self._clients = self._worker_clients(workers)
-        pool: SimpleQueue[CountingSFTP] = SimpleQueue()
-        for c in self._clients:
-            pool.put(c)
+        total = len(tasks)
+        lock = threading.Lock()
+        done = 0
+        main = self._clients[0]
 
-        def run(fe: FileEntry, action: str, local_size: int) -> FetchResult:
-            sftp = pool.get()
+        def report(path: str, res: FetchResult | BaseException) -> None:
+            nonlocal done
+            with lock:
+                results[path] = res
+                done += 1
+                n = done
+            if progress is not None:
+                progress(n, total, path)
+
+        def run(sftp: CountingSFTP, fe: FileEntry, action: str, local_size: int) -> None:
             try:
                 if action == "append":
-                    return dl.fetch_append(sftp, fe.path, local_size, fe.size, fe.mtime,
-                                           fe.tail_hash)
-                return dl.fetch_full(sftp, fe.path, fe.size, fe.mtime, fe.tail_hash)
-            finally:
-                pool.put(sftp)
+                    res: FetchResult | BaseException = dl.fetch_append(
+                        sftp, fe.path, local_size, fe.size, fe.mtime, fe.tail_hash)
+                else:
+                    res = dl.fetch_full(sftp, fe.path, fe.size, fe.mtime, fe.tail_hash)
+            except errors as exc:
+                res = exc
+            report(fe.path, res)
 
-        total = len(tasks)
-        done = 0
-        with ThreadPoolExecutor(max_workers=len(self._clients),
-                                thread_name_prefix="runicorn-sync") as ex:
-            futures: dict[Future[FetchResult], str] = {
-                ex.submit(run, fe, action, ls): fe.path for fe, action, ls in tasks}
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    path = futures[fut]
-                    exc = fut.exception()
-                    if exc is None:
-                        results[path] = fut.result()
-                    elif isinstance(exc, errors) or isinstance(exc, socket.timeout):
-                        results[path] = exc
-                    else:
-                        raise exc
-                    done += 1
-                    if progress is not None:
-                        progress(done, total, path)
+        def pipelined(t: tuple[FileEntry, str, int]) -> bool:
+            return t[1] == "full" and t[0].size <= PipelinedFetcher.MAX_SIZE
+
+        for prio in sorted({t[0].priority for t in tasks}):
+            group = [t for t in tasks if t[0].priority == prio]
+            small = [PipeItem(fe.path, fe.size, fe.mtime, fe.tail_hash)
+                     for fe, action, _ in group if pipelined((fe, action, 0))]
+            other = [t for t in group if not pipelined(t)]
+            retry, untouched = PipelinedFetcher(main, dl).run(
+                small, lambda it, res: report(it.rel, res))
+            for it in retry:
+                run(main, FileEntry(it.rel, it.size, it.mtime, prio, False, it.tail_hash),
+                    "full", 0)
+            for it in untouched:
+                report(it.rel, ConnectionError(f"{it.rel}: connection lost before transfer"))
+            big = len(other) >= self.POOL_MIN_FILES or \
+                sum(t[0].size - t[2] for t in other) >= self.POOL_MIN_BYTES
+            if big and int(self.MAX_WORKERS) > 1 and len(self._clients) == 1:
+                self._clients = self._worker_clients(int(self.MAX_WORKERS))
+            if not big or len(self._clients) == 1:
+                for t in other:
+                    run(main, *t)
+                continue
+            pool: SimpleQueue[CountingSFTP] = SimpleQueue()
+            for c in self._clients:
+                pool.put(c)
+
+            def pooled(t: tuple[FileEntry, str, int]) -> None:
+                sftp = pool.get()
+                try:
+                    run(sftp, *t)
+                finally:
+                    pool.put(sftp)
+
+            with ThreadPoolExecutor(max_workers=len(self._clients),
+                                    thread_name_prefix="runicorn-sync") as ex:
+                for fut in [ex.submit(pooled, t) for t in other]:
+                    fut.result()
         return results
