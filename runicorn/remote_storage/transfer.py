@@ -239,6 +239,7 @@ class Downloader:
         self.cache = cache
         self.remote_root = remote_root.rstrip("/") or "/"
         self.staging = cache / SYNC_DIR / "tmp"
+        self.paths = CachePaths(cache)
         self.wasted = 0  # bytes received then thrown away (file changed since the manifest)
 
     def remote(self, rel: str) -> str:
@@ -424,17 +425,44 @@ class PipelinedFetcher:
 
     MAX_SIZE = 256 << 10  # bigger files use pipelined readv windows one by one
 
-    def __init__(self, sftp: CountingSFTP, downloader: Downloader, window: int = 64) -> None:
+    def __init__(self, sftp: CountingSFTP, downloader: Downloader, window: int = 64,
+                 writers: int = 2) -> None:
         self.sftp = sftp
         self.dl = downloader
         self.window = window
+        self.writers = writers
+        self._retry_lock = threading.Lock()
 
     def run(self, items: list[PipeItem], done_cb: Any) -> tuple[list[PipeItem], list[PipeItem]]:
-        """Fetch ``items``; calls ``done_cb(item, FetchResult | Exception)`` per file.
+        """Fetch ``items``; calls ``done_cb(item, FetchResult | Exception)`` per file
+        (from writer threads: creating files costs as much as fetching them, so local
+        writes overlap the network).
 
         Returns ``(retry, untouched)``: files to fetch carefully, and files never started
         because the connection failed.
         """
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not items:
+            return [], []
+        # Bounds the bytes waiting for a writer.
+        slots = threading.BoundedSemaphore(4 * self.window)
+        with ThreadPoolExecutor(max_workers=self.writers,
+                                thread_name_prefix="runicorn-write") as ex:
+            def finish(it: PipeItem, data: bytes | None, err: str | None,
+                       retry: list[PipeItem], cb: Any) -> None:
+                slots.acquire()
+
+                def job() -> None:
+                    try:
+                        self._finish(it, data, err, retry, cb)
+                    finally:
+                        slots.release()
+                ex.submit(job)
+            return self._run(items, done_cb, finish)
+
+    def _run(self, items: list[PipeItem], done_cb: Any,
+             finish: Any) -> tuple[list[PipeItem], list[PipeItem]]:
         from paramiko.sftp import (
             CMD_CLOSE,
             CMD_DATA,
@@ -478,7 +506,7 @@ class PipelinedFetcher:
                         if t != CMD_HANDLE:
                             failed[i] = "open failed"
                             open_files -= 1
-                            self._finish(it, None, failed[i], retry, done_cb)
+                            finish(it, None, failed[i], retry, done_cb)
                         else:
                             handle = msg.get_binary()
                             bufs[i] = {}
@@ -498,7 +526,7 @@ class PipelinedFetcher:
                         open_files -= 1
                         chunks = bufs.pop(i, {})
                         data = b"".join(chunks[k] for k in sorted(chunks))
-                        self._finish(it, data, failed.pop(i, None), retry, done_cb)
+                        finish(it, data, failed.pop(i, None), retry, done_cb)
                     while next_i < len(items) and open_files < self.window:
                         start(next_i)
                         next_i += 1
@@ -514,12 +542,13 @@ class PipelinedFetcher:
         if data is None or err is not None or len(data) != it.size or (
                 it.tail_hash is not None
                 and sha256_bytes(data[-TAIL_WINDOW:] if it.size else b"") != it.tail_hash):
-            if data is not None:
-                self.dl.wasted += len(data)
-            retry.append(it)
+            with self._retry_lock:
+                if data is not None:
+                    self.dl.wasted += len(data)
+                retry.append(it)
             return
         try:
-            dest = cache_dest(self.dl.cache, it.rel)
+            dest = self.dl.paths(it.rel)
             with StagedFile(self.dl.staging, prefix="p.") as staged:
                 staged.file.write(data)
                 self.dl._publish(staged, dest, mtime_ns(it.mtime))  # noqa: SLF001
