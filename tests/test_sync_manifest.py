@@ -258,3 +258,14 @@ def test_changed_after_manifest_is_fetched_fresh(conn: Any, server: Path, tmp_pa
     assert (cache / (rd / "status.json").relative_to(server)).read_bytes() == \
         (rd / "status.json").read_bytes()
     assert_mirror(server, cache, check_mtime=False)
+
+
+def test_pruned_cache_is_repaired_at_same_revision(conn: Any, server: Path,
+                                                   tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    _sync(conn, server, cache)
+    victim = next(p for p in sorted(cache.rglob("summary.json")))
+    victim.unlink()
+    st = _sync(conn, server, cache)
+    assert not st["skipped"] and st["files_synced"] == 1 and st["files_unchanged"] > 0
+    assert_mirror(server, cache)

@@ -136,6 +136,10 @@ class LegacySyncClient:
             except FileNotFoundError:
                 pass
             todo.append((rel, size, mtime))
+        need = sum(size for _, size, _ in todo)
+        free = shutil.disk_usage(self.cache_dir).free
+        if need > free:
+            raise SyncError(f"{self.cache_dir}: sync needs {need} bytes but only {free} are free")
         import paramiko
 
         for i, (rel, size, mtime) in enumerate(todo, 1):

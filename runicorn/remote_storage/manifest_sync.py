@@ -241,6 +241,25 @@ class ManifestSyncClient:
                 c.raw.close()
             self._clients = []
 
+    def _cache_intact(self, cursor: dict[str, Any]) -> bool:
+        """True if every file the cursor recorded is still there as we wrote it.
+
+        Local checks only (no SFTP traffic): a cache someone pruned or edited is
+        repaired even when the server's revision did not move.
+        """
+        files = cursor.get("files")
+        if not isinstance(files, dict):
+            return False
+        for rel, rec in files.items():
+            try:
+                st = os.lstat(self._paths(rel))
+                size, mns = rec
+            except (OSError, UnsafePathError, TypeError, ValueError):
+                return False
+            if st.st_size != size or abs(st.st_mtime_ns - mns) > 2000:
+                return False
+        return True
+
     def _stats(self, **kw: Any) -> dict[str, Any]:
         base: dict[str, Any] = {
             "files_synced": 0, "bytes_downloaded": 0, "incremental_count": 0,
@@ -264,7 +283,8 @@ class ManifestSyncClient:
         stats = self._stats(manifest_revision=manifest.revision, manifest_bytes=mbytes,
                             bytes_downloaded=mbytes)
         if cursor.get("revision") == manifest.revision \
-                and cursor.get("snapshot_id") == manifest.snapshot_id:
+                and cursor.get("snapshot_id") == manifest.snapshot_id \
+                and self._cache_intact(cursor):
             stats.update(skipped=True, reason=f"manifest revision {manifest.revision} unchanged",
                          sftp_requests=self.counter.value,
                          sftp_wire_requests=main.wire_requests,
