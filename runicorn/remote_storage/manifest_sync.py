@@ -52,16 +52,16 @@ log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 256 << 20
 ProgressCallback = Callable[[int, int, str], None]
-# Transport-level failures a file download may hit; anything else is a bug and propagates.
-_TRANSFER_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, RunicornError)
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """What paramiko raises when the connection itself fails (not OSError subclasses)."""
+    import paramiko
+
+    return (EOFError, paramiko.SSHException)
 
 
 def _transfer_errors() -> tuple[type[BaseException], ...]:
-    try:
-        import paramiko
-    except ImportError:  # pragma: no cover
-        return _TRANSFER_ERRORS
-    return _TRANSFER_ERRORS + (paramiko.SSHException,)
+    """Failures a single file transfer may hit; anything else is a bug and propagates."""
+    return (OSError, RunicornError) + _connection_errors()
 
 
 def decode_manifest(raw: bytes, gz: bool) -> dict[str, Any]:
@@ -113,6 +113,7 @@ class ManifestSyncClient:
 
     MAX_WORKERS = 4
     BATCH_SIZE = 5  # kept for API compatibility; work is scheduled per file
+    CHANNEL_TIMEOUT = 120.0  # seconds without any response before a request fails
 
     def __init__(self, sftp_client: Any, remote_root: str, cache_dir: Path,
                  jitter_max: float = 5.0,
@@ -159,6 +160,8 @@ class ManifestSyncClient:
             except FileNotFoundError as exc:
                 last_exc = exc
                 continue
+            except _connection_errors() as exc:
+                raise OSError(f"{path}: download failed: {exc}") from exc
             doc = decode_manifest(raw, gz)
             if doc["manifest_type"] != self.manifest_type.value:
                 raise CorruptManifestError(
@@ -209,7 +212,7 @@ class ManifestSyncClient:
                 log.debug("extra SFTP channel refused: %s", exc)
                 return None
             if extra is not None:
-                extra.get_channel().settimeout(120)
+                extra.get_channel().settimeout(self.CHANNEL_TIMEOUT)
             return extra
 
         with ThreadPoolExecutor(max_workers=max(1, n - 1)) as ex:
@@ -231,6 +234,10 @@ class ManifestSyncClient:
         if self.jitter_max:
             time.sleep(random.uniform(0, self.jitter_max))  # spread clients polling together
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        channel = getattr(self.sftp_client, "get_channel", lambda: None)()
+        old_timeout = channel.gettimeout() if channel is not None else None
+        if channel is not None and old_timeout is None:
+            channel.settimeout(self.CHANNEL_TIMEOUT)  # a stalled server must not hang us
         try:
             with open_locked(self.sync_dir / "lock", blocking=False):
                 return self._sync_locked(progress_callback, start)
@@ -240,6 +247,8 @@ class ManifestSyncClient:
             for c in self._clients[1:]:
                 c.raw.close()
             self._clients = []
+            if channel is not None:
+                channel.settimeout(old_timeout)
 
     def _cache_intact(self, cursor: dict[str, Any]) -> bool:
         """True if every file the cursor recorded is still there as we wrote it.
@@ -421,4 +430,6 @@ class ManifestSyncClient:
                                     thread_name_prefix="runicorn-sync") as ex:
                 for fut in [ex.submit(pooled, t) for t in other]:
                     fut.result()
+        for fe, _, _ in tasks:  # belt and braces: a file without an outcome is a failure
+            results.setdefault(fe.path, RuntimeError(f"{fe.path}: no transfer outcome"))
         return results

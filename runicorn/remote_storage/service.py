@@ -59,14 +59,21 @@ class MetadataSyncService:
                 stats = client.sync(progress_callback)
             except SyncError:
                 raise
+            except EOFError as exc:
+                raise SyncError(f"connection to the server failed: {exc}") from exc
             except (OSError, ValueError, RunicornError) as exc:
                 log.warning("manifest sync unavailable (%s); falling back to legacy sync", exc)
                 fallback_reason = str(exc)
             else:
                 fallback_reason = ""
         if stats is None:
-            stats = LegacySyncClient(self.sftp_client, self.remote_root, cache).sync(
-                progress_callback)
+            import paramiko
+
+            try:
+                stats = LegacySyncClient(self.sftp_client, self.remote_root, cache).sync(
+                    progress_callback)
+            except (paramiko.SSHException, EOFError) as exc:
+                raise SyncError(f"connection to the server failed: {exc}") from exc
             if self.use_manifest_sync:
                 stats["reason"] = f"fallback: {fallback_reason}"
         self.progress = SyncProgress(synced_files=stats["files_synced"],

@@ -456,6 +456,8 @@ class PipelinedFetcher:
                 def job() -> None:
                     try:
                         self._finish(it, data, err, retry, cb)
+                    except Exception as exc:  # noqa: BLE001 - never lose a file's outcome
+                        cb(it, exc)
                     finally:
                         slots.release()
                 ex.submit(job)
