@@ -40,7 +40,6 @@ from runicorn.remote_storage.transfer import (
     PipeItem,
     PipelinedFetcher,
     SyncError,
-    cache_dest,
     local_tail_hash,
     mtime_ns,
     remove_stale,
@@ -324,7 +323,7 @@ class ManifestSyncClient:
         results = self._run_tasks(tasks, downloader, progress)
         failed = [p for p, r in results.items() if isinstance(r, BaseException)]
         for path, r in results.items():
-            if isinstance(r, FetchResult):  # noqa: SIM102
+            if isinstance(r, FetchResult):
                 stats["bytes_downloaded"] += r.received
                 stats["files_synced"] += 1
                 stats["incremental_count" if r.kind == "incremental" else "full_count"] += 1
