@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -139,3 +140,12 @@ def test_cli_generate_manifest(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "Type:          active" in res.output
     res = CliRunner().invoke(main, ["generate-manifest", "--root", str(tmp_path / "missing")])
     assert res.exit_code == 1 and "not a directory" in res.output
+
+
+def test_cli_interrupted_exits_130(tmp_path: Path, monkeypatch: Any) -> None:
+    def boom(self: Any, *a: Any, **k: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ManifestGenerator, "generate", boom)
+    res = CliRunner().invoke(main, ["generate-manifest", "--root", str(tmp_path)])
+    assert res.exit_code == 130

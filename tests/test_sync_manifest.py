@@ -269,3 +269,34 @@ def test_pruned_cache_is_repaired_at_same_revision(conn: Any, server: Path,
     st = _sync(conn, server, cache)
     assert not st["skipped"] and st["files_synced"] == 1 and st["files_unchanged"] > 0
     assert_mirror(server, cache)
+
+
+def test_active_and_full_cursors_are_independent(conn: Any, server: Path,
+                                                 tmp_path: Path) -> None:
+    from runicorn.manifest import ManifestType
+
+    runs = sorted(server.glob("*/**/runs/*"))
+    old = 1_600_000_000
+    for rd in runs[1:]:
+        (rd / "status.json").write_text('{"status": "finished"}')
+        for f in rd.rglob("*"):
+            os.utime(f, (old, old))
+    gen = ManifestGenerator(server)
+    gen.generate(ManifestType.FULL)
+    for _ in range(3):  # the active revision runs ahead of the full one
+        with open(runs[0] / "logs.txt", "ab") as f:
+            f.write(b"tick\n")
+        gen.generate(ManifestType.ACTIVE)
+    cache = tmp_path / "cache"
+    active = ManifestSyncClient(conn.open_sftp(), str(server), cache, jitter_max=0,
+                                manifest_type=ManifestType.ACTIVE).sync()
+    assert active["manifest_revision"] == 3 and active["files_synced"] == 7
+    full = _sync(conn, server, cache)
+    assert full["manifest_revision"] == 2 and not full["skipped"]
+    assert full["files_deleted"] == 0 and full["files_synced"] == 7 * 5
+    log = cache / (runs[0] / "logs.txt").relative_to(server)
+    assert log.read_bytes().endswith(b"tick\n" * 3)  # never stepped back to the older copy
+    # The full manifest predates the last appends; a fresh one brings the cache level.
+    gen.generate(ManifestType.FULL)
+    _sync(conn, server, cache)
+    assert_mirror(server, cache)

@@ -183,6 +183,11 @@ class ManifestSyncClient:
             return "skip", st.st_size
         if fe.is_append_only and 0 < st.st_size < fe.size:
             return "append", st.st_size
+        if fe.is_append_only and st.st_size > fe.size and fe.tail_hash is not None \
+                and local_tail_hash(dest, fe.size) == fe.tail_hash:
+            # Our copy already extends what this (older) manifest describes, e.g. after
+            # syncing a newer active manifest: keep it rather than step back in time.
+            return "skip", st.st_size
         if st.st_size == fe.size and fe.tail_hash is not None and fe.size <= TAIL_WINDOW \
                 and local_tail_hash(dest, fe.size) == fe.tail_hash:
             return "touch", st.st_size  # identical bytes; only the mtime differs
