@@ -175,3 +175,10 @@ def test_import_runicorn_does_not_load_paramiko() -> None:
     out = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == "False"
+
+
+def test_cli_sync_missing_remote_root_is_a_clean_error(home: Path, sshd: SshdServer,
+                                                       tmp_path: Path) -> None:
+    shutil.copy(sshd.known_hosts_path, home / ".ssh" / "known_hosts")
+    res = _cli(home, "sync", f"testbox:{tmp_path / 'does-not-exist'}")
+    assert res.exit_code == 1 and "failed" in res.output and "Traceback" not in res.output

@@ -99,6 +99,8 @@ def sync(ctx: click.Context, target: str, cache: Path | None, identity: str | No
 
     tgt = parse_target(target)
     manager = LocalCacheManager(root_dir=cache if cache is not None else storage_from(ctx))
+    import paramiko
+
     client = connect(tgt, identity=identity, accept_new_host_key=accept_new_host_key)
     try:
         sftp = client.open_sftp()
@@ -106,6 +108,8 @@ def sync(ctx: click.Context, target: str, cache: Path | None, identity: str | No
                                       use_manifest_sync=not legacy, manifest_sync_jitter=jitter)
         service.max_workers = workers
         stats: dict[str, Any] = service.run(_Progress(sys.stderr.isatty() and not as_json))
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise RunicornError(f"sync from {tgt.host}:{tgt.path} failed: {exc}") from None
     finally:
         client.close()
     stats["cache"] = str(manager.root_dir)
