@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.sshd_server import SshdServer, SshdUnavailable
+from sshd_server import SshdServer, SshdUnavailable
 
 
 @pytest.fixture(scope="session")
