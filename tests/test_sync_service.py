@@ -182,3 +182,21 @@ def test_cli_sync_missing_remote_root_is_a_clean_error(home: Path, sshd: SshdSer
     shutil.copy(sshd.known_hosts_path, home / ".ssh" / "known_hosts")
     res = _cli(home, "sync", f"testbox:{tmp_path / 'does-not-exist'}")
     assert res.exit_code == 1 and "failed" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("use_manifest", [True, False])
+def test_runs_under_store_reserved_names_are_skipped(conn: Any, server: Path, tmp_path: Path,
+                                                     use_manifest: bool) -> None:
+    import random
+
+    from sync_util import make_run
+    make_run(server, "archive", "blobs", "20250101_000000_evil01", rng=random.Random(1))
+    if use_manifest:
+        ManifestGenerator(server).generate()
+    cache = tmp_path / "cache"
+    svc = _service(conn, server, cache)
+    assert svc.sync_all()
+    assert svc.progress.method == ("manifest" if use_manifest else "legacy")
+    assert not (cache / "archive").exists()
+    shutil.rmtree(server / "archive")
+    assert_mirror(server, cache)

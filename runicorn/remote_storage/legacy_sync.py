@@ -22,6 +22,7 @@ from runicorn.fsutil import atomic_write_json, open_locked, syncfs
 from runicorn.hashing import sha256_bytes
 from runicorn.manifest.generator import RUN_ID_RE
 from runicorn.remote_storage.transfer import (
+    RESERVED_TOP_LEVEL,
     SYNC_DIR,
     CountingSFTP,
     Downloader,
@@ -69,6 +70,10 @@ class LegacySyncClient:
                 if seen > MAX_WALK_ENTRIES:
                     raise RunicornError(f"{self.remote_root}: more than {MAX_WALK_ENTRIES} entries")
                 if not stat.S_ISDIR(a.st_mode or 0):
+                    continue
+                if not rel and a.filename in RESERVED_TOP_LEVEL:
+                    log.warning("skipping %s: the name is reserved by the local store",
+                                a.filename)
                     continue
                 child = f"{rel}/{a.filename}" if rel else a.filename
                 if a.filename == "runs" and depth >= 2:

@@ -31,6 +31,7 @@ from runicorn.manifest.model import TAIL_WINDOW, FileEntry, ManifestType, SyncMa
 from runicorn.manifest.schema import validate_manifest_dict
 from runicorn.relpath import validate_relpath
 from runicorn.remote_storage.transfer import (
+    RESERVED_TOP_LEVEL,
     SYNC_DIR,
     CachePaths,
     CountingSFTP,
@@ -90,11 +91,20 @@ def decode_manifest(raw: bytes, gz: bool) -> dict[str, Any]:
 def check_manifest_paths(manifest: SyncManifest, cache: Path) -> CachePaths:
     """Refuse any file that is not inside its own run directory within the cache.
 
+    Runs whose project name is reserved by the store (``archive``, ``artifacts``) are
+    dropped from ``manifest`` with a warning.
+
     Raises:
         UnsafePathError: traversal, absolute paths, symlinked cache dirs, duplicates.
     """
     seen: set[str] = set()
     paths = CachePaths(cache)
+    reserved = [e for e in manifest.experiments if e.project in RESERVED_TOP_LEVEL]
+    for exp in reserved:
+        log.warning("skipping run %s: project name %r is reserved by the local store",
+                    exp.run_dir, exp.project)
+    manifest.experiments = [e for e in manifest.experiments
+                            if e.project not in RESERVED_TOP_LEVEL]
     for exp in manifest.experiments:
         run_dir = validate_relpath(exp.run_dir, what="run directory")
         for fe in exp.files:

@@ -33,6 +33,10 @@ SINGLE_READ_MAX = 32768  # paramiko's largest single read request
 READ_WINDOW = 8 << 20  # bytes requested per pipelined readv call; bounds memory per worker
 OVERLAP = 4096  # bytes re-read before an append to prove the local copy is a prefix
 SYNC_DIR = ".runicorn-sync"
+# Top-level names under the storage root that belong to the store itself (runicorn.store
+# keeps blobs, manifests and its index under archive/, pinned artifacts under artifacts/).
+# Runs from a server project with one of these names are skipped, never merged in.
+RESERVED_TOP_LEVEL = frozenset({SYNC_DIR, ".runicorn", "archive", "artifacts"})
 
 
 class SyncError(RunicornError):
@@ -189,8 +193,8 @@ def cache_dest(cache: Path, rel: str) -> Path:
         UnsafePathError: absolute, ``..``, bookkeeping area, or through a symlink.
     """
     validate_relpath(rel, what="server path")
-    if rel.split("/", 1)[0] in (SYNC_DIR, ".runicorn"):
-        raise UnsafePathError(f"server path {rel!r} targets the cache's bookkeeping area")
+    if rel.split("/", 1)[0] in RESERVED_TOP_LEVEL:
+        raise UnsafePathError(f"server path {rel!r} targets the store's own directories")
     ensure_no_symlink_parents(cache, rel)
     dest = safe_join(cache, rel, what="server path")
     return dest
@@ -211,8 +215,8 @@ class CachePaths:
         if dest is not None:
             return dest
         validate_relpath(rel, what="server path")
-        if rel.split("/", 1)[0] in (SYNC_DIR, ".runicorn"):
-            raise UnsafePathError(f"server path {rel!r} targets the cache's bookkeeping area")
+        if rel.split("/", 1)[0] in RESERVED_TOP_LEVEL:
+            raise UnsafePathError(f"server path {rel!r} targets the store's own directories")
         parent = rel.rpartition("/")[0]
         if parent not in self._checked:
             ensure_no_symlink_parents(self.cache, rel)
