@@ -388,12 +388,11 @@ class ManifestSyncClient:
 
         def report(path: str, res: FetchResult | BaseException) -> None:
             nonlocal done
-            with lock:
+            with lock:  # also serialises the callback, which writer threads call too
                 results[path] = res
                 done += 1
-                n = done
-            if progress is not None:
-                progress(n, total, path)
+                if progress is not None:
+                    progress(done, total, path)
 
         def run(sftp: CountingSFTP, fe: FileEntry, action: str, local_size: int) -> None:
             try:
