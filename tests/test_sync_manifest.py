@@ -300,3 +300,24 @@ def test_active_and_full_cursors_are_independent(conn: Any, server: Path,
     gen.generate(ManifestType.FULL)
     _sync(conn, server, cache)
     assert_mirror(server, cache)
+
+
+def test_server_answering_short_reads(conn: Any, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ask for more per read than sftp-server answers: follow-up reads fill the gap."""
+    import random
+
+    from sync_util import make_run
+
+    from runicorn.remote_storage import transfer
+    server = tmp_path / "server"
+    make_run(server, "p", "e", "20250101_000000_big001", rng=random.Random(3), media=2,
+             media_bytes=transfer.PipelinedFetcher.MAX_SIZE)
+    ManifestGenerator(server).generate()
+    monkeypatch.setattr(transfer.PipelinedFetcher, "READ_SIZE", 1 << 20)
+    st = _sync(conn, server, tmp_path / "cache")
+    assert st["failed_count"] == 0 and st["full_count"] == 7
+    assert st["sftp_wire_requests"] > 3 + 7 * 3  # the follow-up reads happened
+    assert st["bytes_downloaded"] == st["manifest_bytes"] + sum(
+        len(v) for v in tree_files(server).values())  # nothing fetched twice
+    assert_mirror(server, tmp_path / "cache")

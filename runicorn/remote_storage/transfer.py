@@ -428,6 +428,9 @@ class PipelinedFetcher:
     """
 
     MAX_SIZE = 256 << 10  # bigger files use pipelined readv windows one by one
+    # Bytes asked for per read request: one request for most run files.  OpenSSH's
+    # sftp-server answers up to ~255 KiB; a server answering less gets follow-up reads.
+    READ_SIZE = 128 << 10
 
     def __init__(self, sftp: CountingSFTP, downloader: Downloader, window: int = 64,
                  writers: int = 2) -> None:
@@ -482,20 +485,26 @@ class PipelinedFetcher:
 
         raw = self.sftp.raw
         col = _Collector()
-        pending: dict[int, tuple[str, int, int]] = {}  # num -> (kind, item index, offset)
+        # num -> (kind, item index, offset, length asked)
+        pending: dict[int, tuple[str, int, int, int]] = {}
         bufs: dict[int, dict[int, bytes]] = {}
+        handles: dict[int, bytes] = {}
+        reads_left: dict[int, int] = {}
         failed: dict[int, str] = {}
         retry: list[PipeItem] = []
         next_i = 0
         open_files = 0
 
-        def send(kind: str, i: int, off: int, t: int, *args: Any) -> None:
-            pending[raw._async_request(col, t, *args)] = (kind, i, off)  # noqa: SLF001
+        def send(kind: str, i: int, off: int, n: int, t: int, *args: Any) -> None:
+            pending[raw._async_request(col, t, *args)] = (kind, i, off, n)  # noqa: SLF001
 
         def start(i: int) -> None:
             self.sftp.counter.add()
-            send("open", i, 0, CMD_OPEN, self.dl.remote(items[i].rel), SFTP_FLAG_READ,
+            send("open", i, 0, 0, CMD_OPEN, self.dl.remote(items[i].rel), SFTP_FLAG_READ,
                  SFTPAttributes())
+
+        def close(i: int) -> None:
+            send("close", i, 0, 0, CMD_CLOSE, handles.pop(i))
 
         try:
             while next_i < len(items) and open_files < self.window:
@@ -506,30 +515,45 @@ class PipelinedFetcher:
                 raw._read_response()  # noqa: SLF001 - dispatches into col
                 inbox, col.inbox = col.inbox, []
                 for t, msg, num in inbox:
-                    kind, i, off = pending.pop(num)
+                    kind, i, off, n = pending.pop(num)
                     it = items[i]
                     if kind == "open":
                         if t != CMD_HANDLE:
                             failed[i] = "open failed"
                             open_files -= 1
-                            finish(it, None, failed[i], retry, done_cb)
-                        else:
-                            handle = msg.get_binary()
-                            bufs[i] = {}
-                            self.sftp.counter.add(2)  # the whole-file read and the close
-                            pos = 0
-                            while pos < it.size:
-                                n = min(SINGLE_READ_MAX, it.size - pos)
-                                send("read", i, pos, CMD_READ, handle, int64(pos), n)
-                                pos += n
-                            send("close", i, 0, CMD_CLOSE, handle)
+                            finish(it, None, failed.pop(i), retry, done_cb)
+                            continue
+                        handles[i] = msg.get_binary()
+                        bufs[i] = {}
+                        self.sftp.counter.add(2)  # the whole-file read and the close
+                        reads_left[i] = 0
+                        pos = 0
+                        while pos < it.size:
+                            step = min(self.READ_SIZE, it.size - pos)
+                            send("read", i, pos, step, CMD_READ, handles[i], int64(pos), step)
+                            reads_left[i] += 1
+                            pos += step
+                        if not reads_left[i]:
+                            close(i)
                     elif kind == "read":
-                        if t == CMD_DATA:
-                            bufs[i][off] = msg.get_binary()
-                        else:
+                        got = msg.get_binary() if t == CMD_DATA else b""
+                        if got:
+                            bufs[i][off] = got
+                        if 0 < len(got) < n and i not in failed:
+                            # The server answered with less than asked (its own read
+                            # limit): ask for the rest before closing.
+                            rest = n - len(got)
+                            send("read", i, off + len(got), rest, CMD_READ, handles[i],
+                                 int64(off + len(got)), rest)
+                            continue
+                        if not got:
                             failed.setdefault(i, "short read")
-                    else:  # close: every read of this file was answered before it
+                        reads_left[i] -= 1
+                        if reads_left[i] == 0:
+                            close(i)
+                    else:  # close
                         open_files -= 1
+                        reads_left.pop(i, None)
                         chunks = bufs.pop(i, {})
                         data = b"".join(chunks[k] for k in sorted(chunks))
                         finish(it, data, failed.pop(i, None), retry, done_cb)
@@ -540,7 +564,7 @@ class PipelinedFetcher:
         except Exception:
             # Connection trouble: whatever was not finished is reported as untouched.
             return retry, items[next_i:] + [items[i] for i in sorted(
-                {i for _, i, _ in pending.values()})]
+                {i for _, i, _, _ in pending.values()})]
         return retry, []
 
     def _finish(self, it: PipeItem, data: bytes | None, err: str | None,
