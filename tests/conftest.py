@@ -1,11 +1,18 @@
-"""Shared fixtures: every test gets its own storage root and never touches ~/.runicorn."""
+"""Shared fixtures.
+
+* Every test gets its own storage root and HOME, and never touches ~/.runicorn.
+* ``sshd``: a real OpenSSH sshd on 127.0.0.1 for the whole session (never replaced by a
+  fake); it fails, never skips, when it cannot start.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+
+from tests.sshd_server import SshdServer, SshdUnavailable
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +34,15 @@ def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     s = Store(tmp_path / "store")
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+    """A running sshd for the whole session; fails (not skips) when it cannot start."""
+    server = SshdServer(tmp_path_factory.mktemp("sshd"))
+    try:
+        server.start()
+    except (SshdUnavailable, OSError) as exc:
+        pytest.fail(f"cannot start a real sshd for SFTP tests: {exc}")
+    yield server
+    server.stop()

@@ -24,6 +24,9 @@ COMMANDS: dict[str, str] = {
     "unpin": "runicorn.cli.store_cmds:unpin",
     "refs": "runicorn.cli.store_cmds:refs",
     "quickstart": "runicorn.cli.quickstart:quickstart",
+    # sync (issue: manifest-based incremental sync)
+    "generate-manifest": "runicorn.cli.sync_cmds:generate_manifest",
+    "sync": "runicorn.cli.sync_cmds:sync",
 }
 
 

@@ -1,0 +1,130 @@
+"""``runicorn generate-manifest`` (server side) and ``runicorn sync`` (client side)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runicorn.errors import RunicornError
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TB"
+
+
+@click.command("generate-manifest")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Experiment root to scan.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Manifest path (default: <root>/.runicorn/<type>_manifest.json).")
+@click.option("--active", "mode", flag_value="active", help="Only runs active recently.")
+@click.option("--full", "mode", flag_value="full", default=True, help="All runs (default).")
+@click.option("--active-window", type=click.IntRange(min=1), default=3600, show_default=True,
+              help="Seconds a run counts as active after its last write.")
+@click.option("--no-incremental", is_flag=True, help="Re-read every run instead of reusing the scan cache.")
+@click.option("--verbose", is_flag=True, help="Debug logging.")
+def generate_manifest(root: Path, output: Path | None, mode: str, active_window: int,
+                      no_incremental: bool, verbose: bool) -> None:
+    """Write a sync manifest describing every run under ROOT (exit 0 ok, 1 error, 130 Ctrl+C)."""
+    from runicorn.manifest import ManifestGenerator, ManifestType
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    gen = ManifestGenerator(remote_root=root, active_window_seconds=active_window,
+                            incremental=not no_incremental)
+    try:
+        manifest, path = gen.generate(ManifestType(mode), output_path=output)
+    except OSError as exc:
+        raise RunicornError(f"cannot write manifest: {exc}") from None
+    bar = "=" * 60
+    click.echo("\n".join([
+        bar, "Manifest Generation Complete", bar,
+        f"Type:          {manifest.manifest_type.value}",
+        f"Output:        {path}",
+        f"Compressed:    {path}.gz",
+        f"Revision:      {manifest.revision}",
+        f"Snapshot ID:   {manifest.snapshot_id}",
+        f"Experiments:   {manifest.total_experiments}",
+        f"Files:         {manifest.total_files}",
+        f"Total Size:    {_human(manifest.total_bytes)}",
+        bar]))
+
+
+class _Progress:
+    """A one-line progress display on a TTY; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, done: int, total: int, current: str) -> None:
+        if self.enabled:
+            pct = 100.0 * done / total if total else 100.0
+            tail = current[-50:]
+            sys.stderr.write(f"\r[{done}/{total}] {pct:5.1f}% {tail:<50}")
+            if done == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+@click.command("sync")
+@click.argument("target")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Local directory (default: the storage root).")
+@click.option("--identity", "-i", type=click.Path(dir_okay=False), default=None,
+              help="Private key file (default: ~/.ssh/config, then the usual keys).")
+@click.option("--workers", type=click.IntRange(1, 16), default=4, show_default=True,
+              help="Parallel SFTP channels for downloads.")
+@click.option("--jitter", type=click.FloatRange(0, 300), default=0.0, show_default=True,
+              help="Wait up to this many random seconds first (spreads many clients).")
+@click.option("--accept-new-host-key", is_flag=True,
+              help="Trust and remember an unknown host key (a changed key is always refused).")
+@click.option("--legacy", is_flag=True, help="Skip the manifest and walk the remote runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print statistics as JSON.")
+@click.pass_context
+def sync(ctx: click.Context, target: str, cache: Path | None, identity: str | None, workers: int,
+         jitter: float, accept_new_host_key: bool, legacy: bool, as_json: bool) -> None:
+    """Sync runs from TARGET = [USER@]HOST[:PORT]:REMOTE_ROOT into the local store."""
+    from runicorn.cli import echo_json, storage_from
+    from runicorn.remote_storage.cache_manager import LocalCacheManager
+    from runicorn.remote_storage.service import MetadataSyncService
+    from runicorn.remote_storage.ssh import connect, parse_target
+
+    tgt = parse_target(target)
+    manager = LocalCacheManager(root_dir=cache if cache is not None else storage_from(ctx))
+    import paramiko
+
+    client = connect(tgt, identity=identity, accept_new_host_key=accept_new_host_key)
+    try:
+        sftp = client.open_sftp()
+        service = MetadataSyncService(client, sftp, tgt.path, manager,
+                                      use_manifest_sync=not legacy, manifest_sync_jitter=jitter)
+        service.max_workers = workers
+        stats: dict[str, Any] = service.run(_Progress(sys.stderr.isatty() and not as_json))
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise RunicornError(f"sync from {tgt.host}:{tgt.path} failed: {exc}") from None
+    finally:
+        client.close()
+    stats["cache"] = str(manager.root_dir)
+    if as_json:
+        echo_json(stats)
+    else:
+        if stats.get("skipped"):
+            click.echo(f"Up to date: {stats['reason']}")
+        click.echo(
+            f"Method: {stats['method']}  revision: {stats['manifest_revision']}\n"
+            f"Files synced: {stats['files_synced']} (full {stats['full_count']}, "
+            f"incremental {stats['incremental_count']}, failed {stats['failed_count']}, "
+            f"deleted {stats['files_deleted']})\n"
+            f"Downloaded: {_human(stats['bytes_downloaded'])} in {stats['sftp_requests']} "
+            f"SFTP operations, {stats['duration']:.2f}s\n"
+            f"Cache: {stats['cache']}")
+    if stats["failed_count"]:
+        raise RunicornError(f"{stats['failed_count']} file(s) failed to sync; run again to retry")
