@@ -24,6 +24,13 @@ COMMANDS: dict[str, str] = {
     "unpin": "runicorn.cli.store_cmds:unpin",
     "refs": "runicorn.cli.store_cmds:refs",
     "quickstart": "runicorn.cli.quickstart:quickstart",
+    # artifacts (issue: Runicorn.toml)
+    "bind": "runicorn.cli.artifact_cmds:bind",
+    "unbind": "runicorn.cli.artifact_cmds:unbind",
+    "fetch": "runicorn.cli.artifact_cmds:fetch",
+    "path": "runicorn.cli.artifact_cmds:path_cmd",
+    "status": "runicorn.cli.artifact_cmds:status",
+    "archive": "runicorn.cli.artifact_cmds:archive_cmd",
 }
 
 
