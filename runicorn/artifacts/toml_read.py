@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from runicorn.errors import TomlFormatError
@@ -20,14 +19,21 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 TOML_NAMES = ("Runicorn.toml", "Artifacts.toml", "JuliaArtifacts.toml")
 
 
-@dataclass(slots=True)
 class ParsedToml:
-    """A validated artifacts file: ``name -> [entry, ...]`` (one entry unless platform variants)."""
+    """A validated artifacts file: ``name -> [entry, ...]`` (one entry unless platform variants).
 
-    path: str
-    artifacts: dict[str, list[dict[str, Any]]]
-    variants: dict[str, bool]  # name -> written as [[name]] (platform variants)
-    select_cache: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    A plain class rather than a dataclass: ``dataclasses`` pulls in ``inspect``, which
+    would cost milliseconds on the first ``artifact()`` call.
+    """
+
+    __slots__ = ("path", "artifacts", "variants", "select_cache")
+
+    def __init__(self, path: str, artifacts: dict[str, list[dict[str, Any]]],
+                 variants: dict[str, bool]) -> None:
+        self.path = path
+        self.artifacts = artifacts
+        self.variants = variants  # name -> written as [[name]] (platform variants)
+        self.select_cache: dict[tuple[str, str], int | None] = {}
 
 
 # path -> ((mtime_ns, size), parsed)
