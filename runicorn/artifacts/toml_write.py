@@ -64,6 +64,17 @@ def _entry_table(tree: str, downloads: list[dict[str, Any]], lazy: bool,
     return t
 
 
+def _update_in_place(table: Any, tree: str, downloads: list[dict[str, Any]], lazy: bool) -> None:
+    """Re-point an existing table (a forced re-bind) keeping its comments and layout."""
+    fresh = _entry_table(tree, downloads, lazy, None)
+    for key in ("tree-sha256", "git-tree-sha1", "lazy", "download"):
+        if key in table and key not in fresh:
+            del table[key]
+    for key in ("tree-sha256", "git-tree-sha1", "lazy", "download"):
+        if key in fresh:
+            table[key] = fresh[key]
+
+
 def _check_tree(tree: str) -> None:
     if not isinstance(tree, str) or not (is_sha256_hex(tree) or
                                          (len(tree) == 40 and all(c in "0123456789abcdef" for c in tree))):
@@ -133,7 +144,9 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
         if tags is None:
             if existing is not None and not force:
                 raise ArtifactError(f"{toml_path}: artifact {name!r} is already bound; use force=True (--force)")
-            if existing is not None:
+            if existing is not None and isinstance(existing, dict):
+                _update_in_place(existing, tree, downloads, lazy)
+            elif existing is not None:
                 doc[name] = table
             else:
                 doc.add(tomlkit.nl()) if doc.body else None
@@ -159,7 +172,7 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
                 if not force:
                     raise ArtifactError(f"{toml_path}: artifact {name!r} is already bound for platform "
                                         f"{key}; use force=True (--force)")
-                existing[i] = table
+                _update_in_place(variant, tree, downloads, lazy)
                 return
         existing.append(table)
 
