@@ -60,7 +60,10 @@ def _entry_table(tree: str, downloads: list[dict[str, Any]], lazy: bool,
                 if k in d:
                     dt.add(k, d[k])
             aot.append(dt)
+        dt.add(tomlkit.nl())  # a blank line after the new table keeps the file readable
         t.add("download", aot)
+    else:
+        t.add(tomlkit.nl())
     return t
 
 
@@ -149,14 +152,12 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
             elif existing is not None:
                 doc[name] = table
             else:
-                doc.add(tomlkit.nl()) if doc.body else None
                 doc.add(name, table)
             return
         key = platform_key(tags)
         if existing is None:
             aot = tomlkit.aot()
             aot.append(table)
-            doc.add(tomlkit.nl()) if doc.body else None
             doc.add(name, aot)
             return
         if not isinstance(existing, list):
