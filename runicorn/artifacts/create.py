@@ -127,7 +127,6 @@ def archive_artifact(tree: str, out_path: str | os.PathLike[str], *,
 
 
 def _write_tar(store: Store, raw: object, items: list, kind: str) -> None:
-    import io
     import tarfile
 
     closers = []
@@ -175,7 +174,6 @@ def _write_tar(store: Store, raw: object, items: list, kind: str) -> None:
                     tf.addfile(ti, f)
     for c in closers:
         c.close()
-    del io
 
 
 def _write_zip(store: Store, raw: object, items: list) -> None:
