@@ -73,6 +73,12 @@ def start_server() -> Server:
             start = 0
             if rng and route.ranges and rng.startswith("bytes="):
                 start = int(rng[6:].split("-")[0])
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             else:

@@ -258,3 +258,39 @@ def test_cli_bind_fetch_status_path(tmp_path: Path, server) -> None:  # type: ig
     assert r.returncode == 0 and rn.artifact_meta("data", toml) is None
     r = run("fetch", "nosuch")
     assert r.returncode == 1 and "no artifact named 'nosuch'" in r.stderr
+
+
+def test_stale_partial_that_does_not_fit_is_discarded(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    tree, data, sha = _published(tmp_path)
+    server.routes["/a"] = Route(data)
+    downloads = open_store().artifacts_dir / ".downloads"
+    downloads.mkdir(parents=True)
+    # a partial longer than the server's file (e.g. left by a different mirror's bad copy)
+    (downloads / f"{sha}.partial").write_bytes(b"x" * (len(data) + 10))
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/a"), sha)])
+    assert rn.ensure_artifact_installed("data", toml).name == tree
+    assert server.gets("/a")[-1] is None  # the final, successful request started from zero
+
+
+def test_complete_partial_is_used_without_the_network(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    tree, data, sha = _published(tmp_path)
+    downloads = open_store().artifacts_dir / ".downloads"
+    downloads.mkdir(parents=True)
+    (downloads / f"{sha}.partial").write_bytes(data)
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/a"), sha, len(data))])
+    assert rn.ensure_artifact_installed("data", toml).name == tree
+    assert server.gets("/a") == []
+
+
+def test_resumed_download_with_a_bad_prefix_restarts_from_zero(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    tree, data, sha = _published(tmp_path)
+    server.routes["/a"] = Route(data)
+    downloads = open_store().artifacts_dir / ".downloads"
+    downloads.mkdir(parents=True)
+    (downloads / f"{sha}.partial").write_bytes(b"garbage!")
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/a"), sha)])
+    assert rn.ensure_artifact_installed("data", toml).name == tree
+    assert server.gets("/a") == ["bytes=8-", None]

@@ -32,6 +32,10 @@ class TransientError(ArtifactError):
     """A network hiccup: retry the same source after a backoff."""
 
 
+class RangeNotSatisfiable(TransientError):
+    """The server cannot resume from the partial file's length; it is discarded."""
+
+
 def fetch(url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | None,
           progress: Progress | None = None) -> Path:
     """Make the source's bytes available as a local file (or a local directory) and return it.
@@ -64,6 +68,9 @@ def fetch(url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | 
         try:
             _download(get, partial, sha256, size, progress)
             return partial
+        except RangeNotSatisfiable as exc:
+            partial.unlink(missing_ok=True)
+            last = exc
         except TransientError as exc:
             last = exc
     raise TransientError(f"gave up after {RETRIES} attempts: {last}")
@@ -86,6 +93,12 @@ def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path,
               size: int | None, progress: Progress | None) -> None:
     offset = partial.stat().st_size if partial.exists() else 0
     if size is not None and offset > size:
+        partial.unlink()
+        offset = 0
+    if offset and offset == size:
+        # an earlier attempt got every byte (then failed later): check it, skip the network
+        if sha256_file(partial) == sha256:
+            return
         partial.unlink()
         offset = 0
     stream, total, resumed = get(offset)
@@ -134,6 +147,9 @@ def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path,
     got = h.hexdigest()
     if got != sha256:
         partial.unlink(missing_ok=True)
+        if offset:
+            # the kept prefix may be what was wrong: one more attempt from byte zero
+            raise TransientError(f"resumed download has sha256 {got}, expected {sha256}; restarting")
         raise IntegrityError(f"sha256 is {got}, expected {sha256}")
 
 
@@ -186,9 +202,10 @@ def _http_open(url: str, offset: int) -> tuple[Any, int | None, bool]:
             length = resp.getheader("Content-Length")
             return _Closing(resp, conn), int(length) if length else None, False
         if status == 416 and offset:
+            # the partial file does not fit this server's copy: start over on the next attempt
             resp.close()
             conn.close()
-            raise TransientError("server refused the resume range (416); restarting")
+            raise RangeNotSatisfiable("server refused the resume range (416); restarting")
         resp.close()
         conn.close()
         if status in (408, 425, 429) or status >= 500:

@@ -78,6 +78,10 @@ def detect_format(path: Path) -> str:
         return "zip"
     if len(head) >= 262 and head[257:262] == b"ustar" or head == b"\x00" * len(head) and head:
         return "tar"
+    import tarfile
+
+    if tarfile.is_tarfile(path):  # old v7 tar without the ustar magic
+        return "tar"
     raise ArtifactError(f"{path}: not a tar, tar.gz, tar.bz2, tar.xz, tar.zst or zip archive")
 
 

@@ -148,6 +148,8 @@ def install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, whe
             return tree
         except RunicornError as exc:
             failures.append(f"{url} -> {exc}")
+        except Exception as exc:  # noqa: BLE001 - any failure of one source means: try the next
+            failures.append(f"{url} -> {type(exc).__name__}: {exc}")
     if not failures:
         raise DownloadError(f"{where}: tree {entry_hash(entry)} is not installed and has no "
                             "[[download]] sources; bind it from a directory or archive")
