@@ -58,3 +58,27 @@ def test_cli_help(cmd: str) -> None:
     out = subprocess.run([sys.executable, "-m", "runicorn", cmd, "--help"],
                          env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
     assert out.returncode == 0 and "Usage:" in out.stdout
+
+
+def test_usage_log_survives_an_index_rebuild_and_stale_staging_is_cleaned(tmp_path: Path) -> None:
+    import time
+
+    from runicorn.store import open_store
+
+    tree = rn.create_artifact(src=make_tree(tmp_path / "src"))
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "d", tree)
+    store = open_store()
+    with store.index.write() as c:
+        c.execute("DELETE FROM toml_usage")
+    store.rebuild_index()
+    assert store.index.query("SELECT path FROM toml_usage") == [(str(toml),)]
+    stale = store.artifacts_dir / ".staging-deadbeef-0000"
+    (stale / "x").mkdir(parents=True)
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    fresh = store.artifacts_dir / ".staging-cafe-1111"
+    fresh.mkdir()
+    store.gc(grace_seconds=0)
+    assert not stale.exists() and fresh.exists()
+    assert store.has_tree(tree) and rn.artifact_exists(tree)

@@ -89,13 +89,30 @@ def refresh_binding_refs(store: Any, *, dry_run: bool = False) -> None:
     _drop_collected_dirs(store)
 
 
+STALE_SECONDS = 3600.0
+
+
 def _drop_collected_dirs(store: Any) -> None:
-    """Remove installed directories whose tree an earlier gc took from the store."""
+    """Remove installed directories whose tree an earlier gc took from the store, and
+    staging/trash left by installers that died (older than an hour, so never a live one)."""
+    import time
+
     adir = store.artifacts_dir
     if not adir.is_dir():
         return
+    cutoff = time.time() - STALE_SECONDS
     for d in adir.iterdir():
         name = d.name
+        if name.startswith((".staging-", ".trash-", ".link-")):
+            try:
+                if os.lstat(d).st_mtime < cutoff:
+                    if d.is_symlink() or not d.is_dir():
+                        d.unlink()
+                    else:
+                        shutil.rmtree(d, ignore_errors=True)
+            except FileNotFoundError:
+                pass
+            continue
         if len(name) == 64 and not d.is_symlink() and not store.has_tree(name):
             trash = adir / f".trash-{name[:16]}-gc"
             os.rename(d, trash)
