@@ -237,3 +237,14 @@ def test_observers_see_each_lookup(tmp_path: Path) -> None:
     finally:
         observers.clear()
     assert seen == [("d", tree, p)]
+
+
+def test_write_keeps_file_mode_and_uses_a_hidden_lock(tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    toml = proj / "Runicorn.toml"
+    toml.write_text("# mine\n")
+    os.chmod(toml, 0o600)
+    rn.bind_artifact(toml, "a", T1)
+    assert (toml.stat().st_mode & 0o777) == 0o600
+    assert sorted(p.name for p in proj.iterdir()) == [".Runicorn.toml.lock", "Runicorn.toml"]

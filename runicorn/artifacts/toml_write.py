@@ -1,6 +1,6 @@
 """Writing ``Runicorn.toml``: tomlkit (comments and layout survive), atomic, locked.
 
-Every change is a read-modify-write under an ``flock`` on ``<toml>.lock``, so two
+Every change is a read-modify-write under an ``flock`` on ``.<toml name>.lock``, so two
 binders at once both land; the new text is validated with the reader before the
 atomic rename, so a bug can never leave a file the reader rejects.
 """
@@ -8,6 +8,7 @@ atomic rename, so a bug can never leave a file the reader rejects.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -92,11 +93,14 @@ def _edit(toml_path: str, change: Any) -> None:
     from runicorn.artifacts.toml_read import forget, parse_toml_bytes
 
     path = Path(toml_path)
-    with open_locked(path.with_name(path.name + ".lock")):
+    # A hidden sibling lock: next to the file so every binder (whatever its storage root)
+    # agrees on it, hidden so it does not clutter the project.
+    with open_locked(path.with_name(f".{path.name}.lock")):
         try:
             text = path.read_text("utf-8")
+            mode = stat.S_IMODE(path.stat().st_mode)
         except FileNotFoundError:
-            text = ""
+            text, mode = "", 0o644
         try:
             doc = tomlkit.parse(text)
         except ParseError as exc:
@@ -106,7 +110,7 @@ def _edit(toml_path: str, change: Any) -> None:
         change(doc)
         new = tomlkit.dumps(doc)
         parse_toml_bytes(new.encode("utf-8"), str(path))
-        atomic_write_text(path, new)
+        atomic_write_text(path, new, mode=mode)
         forget(str(path))
 
 
