@@ -31,6 +31,7 @@ class Route:
     status: int = 200
     cut_after: int | None = None  # close the connection after this many body bytes (once)
     ranges: bool = True            # honour Range requests
+    stall_after: int | None = None  # send this many body bytes, then hang (once)
 
 
 @dataclass
@@ -86,6 +87,15 @@ def start_server() -> Server:
             body = memoryview(data)[start:]
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            if route.stall_after is not None:
+                n = route.stall_after
+                route.stall_after = None
+                self.wfile.write(body[:n])
+                self.wfile.flush()
+                import time
+
+                time.sleep(60)
+                return
             if route.cut_after is not None:
                 n = route.cut_after
                 route.cut_after = None

@@ -294,3 +294,27 @@ def test_resumed_download_with_a_bad_prefix_restarts_from_zero(tmp_path: Path, s
     rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/a"), sha)])
     assert rn.ensure_artifact_installed("data", toml).name == tree
     assert server.gets("/a") == ["bytes=8-", None]
+
+
+def test_installer_killed_mid_download_leaves_nothing_and_the_next_one_resumes(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import time
+
+    tree, data, sha = _published(tmp_path)
+    server.routes["/a"] = Route(data, stall_after=5000)
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/a"), sha, len(data))])
+    code = f"import runicorn as rn; rn.ensure_artifact_installed('data', {str(toml)!r})"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)))
+    partial = open_store().artifacts_dir / ".downloads" / f"{sha}.partial"
+    deadline = time.monotonic() + 30
+    while not (partial.exists() and partial.stat().st_size >= 5000):
+        assert time.monotonic() < deadline and proc.poll() is None, "installer never got going"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = open_store()
+    assert not (store.artifacts_dir / tree).exists()
+    assert rn.ensure_artifact_installed("data", toml).name == tree  # the dead one's lock is gone
+    assert server.gets("/a") == [None, "bytes=5000-"]
+    assert rn.verify_artifact(tree)

@@ -116,7 +116,8 @@ def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path,
         done = offset
         buf = bytearray(CHUNK)
         view = memoryview(buf)
-        with open(partial, mode) as out:
+        # unbuffered: what was received is on disk at once, so a killed process resumes from it
+        with open(partial, mode, buffering=0) as out:
             while True:
                 try:
                     n = stream.readinto(buf)
@@ -160,7 +161,12 @@ class _Closing:
         self._resp, self._conn = resp, conn
 
     def readinto(self, buf: Any) -> int:
-        return self._resp.readinto(buf)  # type: ignore[no-any-return]
+        # read1, not readinto: readinto waits to fill the whole buffer, so a stalled
+        # transfer would leave the bytes already received in memory instead of on disk
+        data = self._resp.read1(len(buf))
+        n = len(data)
+        buf[:n] = data
+        return n
 
     def close(self) -> None:
         self._resp.close()
