@@ -82,3 +82,29 @@ def test_usage_log_survives_an_index_rebuild_and_stale_staging_is_cleaned(tmp_pa
     store.gc(grace_seconds=0)
     assert not stale.exists() and fresh.exists()
     assert store.has_tree(tree) and rn.artifact_exists(tree)
+
+
+def test_create_then_bind_script_is_idempotent(tmp_path: Path) -> None:
+    """The usual pattern: build the artifact once, bind it, reuse it on later runs."""
+    toml = tmp_path / "Runicorn.toml"
+    calls = []
+
+    def script() -> Path:
+        h = rn.artifact_hash("iris", toml)
+        if h is None or not rn.artifact_exists(h):
+            def fill(d: Path) -> None:
+                calls.append(d)
+                (d / "iris.csv").write_text("5.1,3.5,1.4,0.2,setosa\n")
+            h = rn.create_artifact(fill)
+            rn.bind_artifact(toml, "iris", h)
+        return rn.artifact_path(h)
+
+    first, second = script(), script()
+    assert first == second and len(calls) == 1
+    assert (first / "iris.csv").read_text().endswith("setosa\n")
+    assert rn.artifact("iris", toml=toml) == first
+
+
+def test_empty_tree_has_gits_empty_tree_id(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert rn.tree_hash(tmp_path / "empty", kind="git-tree-sha1") == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"

@@ -219,12 +219,15 @@ def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None) -> P
 
 def artifact_meta(name: str, toml: str | os.PathLike[str] | None = None, *,
                   platform: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-    """The selected entry of ``name`` as a dict with the file's own keys, or None if unbound.
+    """The selected entry of ``name`` as a dict with the file's own keys, or None if unbound
+    (or if the ``toml`` given does not exist yet).
 
     Raises:
         ArtifactError: no TOML found.  TomlFormatError: malformed TOML.
     """
     tpath = resolve_toml_path(toml, sys._getframe(1).f_code.co_filename)
+    if toml is not None and not os.path.exists(tpath):
+        return None  # a file not written yet binds nothing (create-then-bind scripts)
     entry = select_entry(load_toml(tpath), name, platform)
     return None if entry is None else _copy_entry(entry)
 
@@ -239,12 +242,15 @@ def _copy_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
 def artifact_hash(name: str, toml: str | os.PathLike[str] | None = None, *,
                   platform: Mapping[str, Any] | None = None) -> str | None:
-    """The tree id (``tree-sha256``, else ``git-tree-sha1``) bound to ``name``, or None.
+    """The tree id (``tree-sha256``, else ``git-tree-sha1``) bound to ``name``, or None
+    (also when the ``toml`` given does not exist yet).
 
     Raises:
         ArtifactError: no TOML found.  TomlFormatError: malformed TOML.
     """
     tpath = resolve_toml_path(toml, sys._getframe(1).f_code.co_filename)
+    if toml is not None and not os.path.exists(tpath):
+        return None
     entry = select_entry(load_toml(tpath), name, platform)
     return None if entry is None else entry_hash(entry)
 
