@@ -114,24 +114,23 @@ def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path,
             mode = "wb"
         expected_total = size if size is not None else (offset + total if total is not None else None)
         done = offset
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
+        read = stream.read1
         # unbuffered: what was received is on disk at once, so a killed process resumes from it
         with open(partial, mode, buffering=0) as out:
             while True:
                 try:
-                    n = stream.readinto(buf)
+                    data = read(CHUNK)
                 except TimeoutError as exc:
                     raise TransientError(f"timed out after {done} bytes: {exc}") from None
                 except OSError as exc:
                     raise TransientError(f"connection failed after {done} bytes: {exc}") from None
                 except Exception as exc:  # http.client.IncompleteRead and friends
                     raise TransientError(f"transfer cut after {done} bytes: {exc!r}") from None
-                if not n:
+                if not data:
                     break
-                h.update(view[:n])
-                out.write(view[:n])
-                done += n
+                h.update(data)
+                out.write(data)
+                done += len(data)
                 if progress is not None:
                     progress(done, expected_total)
                 if size is not None and done > size:
@@ -160,13 +159,10 @@ class _Closing:
     def __init__(self, resp: Any, conn: Any) -> None:
         self._resp, self._conn = resp, conn
 
-    def readinto(self, buf: Any) -> int:
-        # read1, not readinto: readinto waits to fill the whole buffer, so a stalled
-        # transfer would leave the bytes already received in memory instead of on disk
-        data = self._resp.read1(len(buf))
-        n = len(data)
-        buf[:n] = data
-        return n
+    def read1(self, n: int) -> bytes:
+        # read1, not read: read waits to fill the whole request, so a stalled transfer
+        # would keep the bytes already received in memory instead of on disk
+        return self._resp.read1(n)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self._resp.close()
@@ -250,10 +246,8 @@ class _SftpStream:
     def __init__(self, f: Any, client: Any) -> None:
         self._f, self._client = f, client
 
-    def readinto(self, buf: Any) -> int:
-        data = self._f.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
+    def read1(self, n: int) -> bytes:
+        return self._f.read(n)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         try:
