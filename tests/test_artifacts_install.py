@@ -318,3 +318,33 @@ def test_installer_killed_mid_download_leaves_nothing_and_the_next_one_resumes(t
     assert rn.ensure_artifact_installed("data", toml).name == tree  # the dead one's lock is gone
     assert server.gets("/a") == [None, "bytes=5000-"]
     assert rn.verify_artifact(tree)
+
+
+def test_cli_bind_from_tree_id_and_archive_with_platforms(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    tree, data, sha = _published(tmp_path)
+    archive = tmp_path / "pub0.tar.gz"
+    server.routes["/pub0.tar.gz"] = Route(data)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    toml = tmp_path / "proj" / "Runicorn.toml"
+    toml.parent.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "runicorn", *args], env=env, capture_output=True,
+                              text=True, cwd=toml.parent)
+
+    r = run("bind", "tool", str(archive), "--url", server.url("/pub0.tar.gz"), "--platform", "os=linux,arch=aarch64")
+    assert r.returncode == 0, r.stderr
+    assert rn.artifact_meta("tool", toml, platform={"os": "linux", "arch": "aarch64"})["download"] == [
+        {"url": server.url("/pub0.tar.gz"), "sha256": sha, "size": len(data)}]
+    other = rn.create_artifact(lambda d: (d / "x86").write_text("x"))
+    r = run("bind", "tool", other[:10], "--platform", "os=linux,arch=x86_64")
+    assert r.returncode == 0, r.stderr
+    assert rn.artifact_hash("tool", toml, platform={"os": "linux", "arch": "x86_64"}) == other
+    r = run("bind", "tool", "deadbeef99", "--platform", "os=linux,arch=riscv64")
+    assert r.returncode == 1 and "matches no trees" in r.stderr
+    r = run("bind", "x", str(tmp_path / "src0"), "--url", "http://nowhere/x.tgz")
+    assert r.returncode == 1 and "--url needs --archive" in r.stderr
+    r = run("fetch", "--platform", "os=linux,arch=aarch64", "--json")
+    assert r.returncode == 2  # unknown option: click's usage error
+    r = run("status", "--platform", "os=linux,arch=aarch64", "--json")
+    assert json.loads(r.stdout)["artifacts"][0]["tree"] == tree
