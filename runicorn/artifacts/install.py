@@ -84,8 +84,10 @@ def _bind_ref(store: Store, toml_path: str, name: str, entry: Mapping[str, Any])
     h = entry_hash(entry)
     tree = entry.get("tree-sha256") or installed_tree(store, h)
     if tree and store.has_tree(tree):
-        store.set_ref(BINDING_KIND, binding_ref_name(toml_path, name, entry), tree,
-                      meta={"toml": toml_path, "artifact": name})
+        ref_name = binding_ref_name(toml_path, name, entry)
+        current = store.get_ref(BINDING_KIND, ref_name)
+        if current is None or current.tree != tree:  # already right: no write
+            store.set_ref(BINDING_KIND, ref_name, tree, meta={"toml": toml_path, "artifact": name})
 
 
 def ensure_artifact_installed(name: str, toml: str | os.PathLike[str] | None = None, *,
