@@ -71,3 +71,19 @@ def test_sftp_unknown_host_key_is_refused_unless_opted_in(tmp_path: Path, sshd: 
     monkeypatch.setenv("RUNICORN_SSH_ACCEPT_NEW_HOST_KEY", "1")
     assert rn.ensure_artifact_installed("d", toml).name == tree
     assert f"[127.0.0.1]:{sshd.port}" in (home / ".ssh" / "known_hosts").read_text()
+
+
+@pytest.mark.parametrize("prefix", ["good", "garbage"])
+def test_sftp_resumes_a_partial_download(tmp_path: Path, sshd: Sshd, prefix: str) -> None:
+    from runicorn.store import open_store
+
+    tree, out, sha = _publish(tmp_path)
+    sshd.write_client_config(Path(os.environ["HOME"]), "artsrv", trust_host=True)
+    downloads = open_store().artifacts_dir / ".downloads"
+    downloads.mkdir(parents=True)
+    data = out.read_bytes()
+    (downloads / f"{sha}.partial").write_bytes(data[:1000] if prefix == "good" else b"\0" * 1000)
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "d", tree, download_info=[(f"sftp://artsrv{out}", sha)])
+    assert rn.ensure_artifact_installed("d", toml).name == tree and rn.verify_artifact(tree)
+    assert not (downloads / f"{sha}.partial").exists()
