@@ -16,6 +16,22 @@ _LAZY: dict[str, str] = {
     "Store": "runicorn.store:Store",
     "open_store": "runicorn.store:open_store",
     "RunicornError": "runicorn.errors:RunicornError",
+    # artifacts (Runicorn.toml)
+    "artifact": "runicorn.artifacts:artifact",
+    "artifact_hash": "runicorn.artifacts:artifact_hash",
+    "artifact_meta": "runicorn.artifacts:artifact_meta",
+    "artifact_path": "runicorn.artifacts:artifact_path",
+    "artifact_exists": "runicorn.artifacts:artifact_exists",
+    "create_artifact": "runicorn.artifacts:create_artifact",
+    "archive_artifact": "runicorn.artifacts:archive_artifact",
+    "bind_artifact": "runicorn.artifacts:bind_artifact",
+    "unbind_artifact": "runicorn.artifacts:unbind_artifact",
+    "ensure_artifact_installed": "runicorn.artifacts:ensure_artifact_installed",
+    "select_downloadable_artifacts": "runicorn.artifacts:select_downloadable_artifacts",
+    "verify_artifact": "runicorn.artifacts:verify_artifact",
+    "remove_artifact": "runicorn.artifacts:remove_artifact",
+    "host_platform": "runicorn.artifacts:host_platform",
+    "tree_hash": "runicorn.artifacts:tree_hash",
 }
 
 

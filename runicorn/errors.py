@@ -46,3 +46,23 @@ class RefError(RunicornError):
 
 class StorageFullError(RunicornError, OSError):
     """The filesystem holding the store ran out of space (or quota) during a write."""
+
+
+class ArtifactError(RunicornError):
+    """An artifact operation failed (bad binding, unknown name, nothing matches)."""
+
+
+class TomlFormatError(ArtifactError, ValueError):
+    """A ``Runicorn.toml`` / ``Artifacts.toml`` is malformed; names the file, artifact and cause."""
+
+
+class ArtifactNotInstalledError(ArtifactError, FileNotFoundError):
+    """A non-lazy artifact is bound but not installed (run ``runicorn fetch``)."""
+
+
+class DownloadError(ArtifactError):
+    """Every source of an artifact failed; the message lists each source and why."""
+
+
+class UnsafeArchiveError(ArtifactError):
+    """An archive member would escape the extraction root or is a device, FIFO or bad link."""

@@ -62,3 +62,47 @@ def check_unchanged(path: Path, before: os.stat_result, fd: int) -> None:
             f"{path}: file changed while it was being read "
             f"(size {before.st_size}->{after.st_size}, mtime_ns {before.st_mtime_ns}->{after.st_mtime_ns})"
         )
+
+
+class GitBlobHasher:
+    """Incremental git blob id: SHA-1 of ``b"blob <size>\\0"`` followed by the bytes.
+
+    The size must be known up front (archives and stat give it).
+    """
+
+    __slots__ = ("_h",)
+
+    def __init__(self, size: int) -> None:
+        self._h = hashlib.sha1(b"blob %d\x00" % size, usedforsecurity=False)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._h.update(data)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def git_blob_sha1_bytes(data: bytes) -> str:
+    """The git blob id of ``data`` (what ``git hash-object`` prints)."""
+    h = GitBlobHasher(len(data))
+    h.update(data)
+    return h.hexdigest()
+
+
+def git_blob_sha1_file(path: Path | str) -> str:
+    """The git blob id of a regular file's bytes, streamed."""
+    with open(path, "rb") as f:
+        h = GitBlobHasher(os.fstat(f.fileno()).st_size)
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_tree_object_sha1(body: bytes) -> bytes:
+    """Raw 20-byte id of a git tree object with ``body`` (``"tree <len>\\0" + body``)."""
+    return hashlib.sha1(b"tree %d\x00" % len(body) + body, usedforsecurity=False).digest()
+
+
+def new_sha256() -> "hashlib._Hash":
+    """An incremental SHA-256 (for hashing while streaming a download)."""
+    return hashlib.sha256()

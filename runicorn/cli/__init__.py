@@ -27,6 +27,13 @@ COMMANDS: dict[str, str] = {
     # sync (issue: manifest-based incremental sync)
     "generate-manifest": "runicorn.cli.sync_cmds:generate_manifest",
     "sync": "runicorn.cli.sync_cmds:sync",
+    # artifacts (issue: Runicorn.toml)
+    "bind": "runicorn.cli.artifact_cmds:bind",
+    "unbind": "runicorn.cli.artifact_cmds:unbind",
+    "fetch": "runicorn.cli.artifact_cmds:fetch",
+    "path": "runicorn.cli.artifact_cmds:path_cmd",
+    "status": "runicorn.cli.artifact_cmds:status",
+    "archive": "runicorn.cli.artifact_cmds:archive_cmd",
 }
 
 

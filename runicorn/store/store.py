@@ -61,7 +61,9 @@ DEFAULT_GC_GRACE_SECONDS = 3600.0
 
 # "module:function" called as f(store, dry_run=...) at the start of every gc, so features
 # that own refs (artifact bindings of Runicorn.toml files) bring them up to date first.
-GC_ROOT_REFRESHERS: list[str] = []
+GC_ROOT_REFRESHERS: list[str] = [
+    "runicorn.artifacts.gcroots:refresh_binding_refs",
+]
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 _WRITER_STALE_SECONDS = 3600.0
 

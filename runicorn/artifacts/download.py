@@ -1,0 +1,316 @@
+"""Fetching one download source: local path, ``file://``, ``http(s)://``, ``sftp://``.
+
+A download streams into ``<artifacts>/.downloads/<sha256>.partial`` while its SHA-256
+is computed; an interrupted transfer is resumed with an HTTP ``Range`` request (or an
+SFTP seek) on the next attempt, which happens after an exponential backoff.  The file is
+only handed back once its sha256 (and size, when known) match.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import unquote, urlsplit
+
+from runicorn.errors import ArtifactError, IntegrityError
+from runicorn.hashing import CHUNK, new_sha256, sha256_file
+
+Progress = Callable[[int, int | None], None]
+
+RETRIES = int(os.environ.get("RUNICORN_DOWNLOAD_RETRIES", "4"))
+BACKOFF = float(os.environ.get("RUNICORN_DOWNLOAD_BACKOFF", "0.5"))
+TIMEOUT = float(os.environ.get("RUNICORN_DOWNLOAD_TIMEOUT", "30"))
+
+
+class PermanentError(ArtifactError):
+    """This source cannot succeed (404, wrong bytes): go to the next mirror, do not retry."""
+
+
+class TransientError(ArtifactError):
+    """A network hiccup: retry the same source after a backoff."""
+
+
+class RangeNotSatisfiable(TransientError):
+    """The server cannot resume from the partial file's length; it is discarded."""
+
+
+def fetch(url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | None,
+          progress: Progress | None = None) -> Path:
+    """Make the source's bytes available as a local file (or a local directory) and return it.
+
+    Local files are verified in place; remote ones are downloaded to ``work_dir``.
+
+    Raises:
+        ArtifactError (PermanentError / TransientError / IntegrityError subclasses):
+            with a one-line reason the caller reports per source.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and url[1:2] == ":"):
+        path = Path(unquote(parts.path)) if scheme == "file" else Path(url).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        return _local(path, sha256, size)
+    partial = work_dir / f"{sha256}.partial"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if scheme in ("http", "https"):
+        get: Callable[[int], tuple[Any, int | None, bool]] = lambda offset: _http_open(url, offset)
+    elif scheme == "sftp":
+        get = lambda offset: _sftp_open(url, offset)
+    else:
+        raise PermanentError(f"unsupported URL scheme {scheme!r}")
+    last: Exception | None = None
+    for attempt in range(RETRIES):
+        if attempt:
+            time.sleep(BACKOFF * (2 ** (attempt - 1)))
+        try:
+            _download(get, partial, sha256, size, progress)
+            return partial
+        except RangeNotSatisfiable as exc:
+            partial.unlink(missing_ok=True)
+            last = exc
+        except TransientError as exc:
+            last = exc
+    raise TransientError(f"gave up after {RETRIES} attempts: {last}")
+
+
+def _local(path: Path, sha256: str, size: int | None) -> Path:
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise PermanentError(f"{path}: no such file")
+    if size is not None and path.stat().st_size != size:
+        raise PermanentError(f"{path}: size is {path.stat().st_size}, expected {size}")
+    got = sha256_file(path)
+    if got != sha256:
+        raise IntegrityError(f"{path}: sha256 is {got}, expected {sha256}")
+    return path
+
+
+def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path, sha256: str,
+              size: int | None, progress: Progress | None) -> None:
+    offset = partial.stat().st_size if partial.exists() else 0
+    if size is not None and offset > size:
+        partial.unlink()
+        offset = 0
+    if offset and offset == size:
+        # an earlier attempt got every byte (then failed later): check it, skip the network
+        if sha256_file(partial) == sha256:
+            return
+        partial.unlink()
+        offset = 0
+    stream, total, resumed = get(offset)
+    try:
+        h = new_sha256()
+        if offset and resumed:
+            with open(partial, "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    h.update(chunk)
+            mode = "ab"
+        else:
+            offset = 0
+            mode = "wb"
+        expected_total = size if size is not None else (offset + total if total is not None else None)
+        done = offset
+        read = stream.read1
+        # unbuffered: what was received is on disk at once, so a killed process resumes from it
+        with open(partial, mode, buffering=0) as out:
+            while True:
+                try:
+                    data = read(CHUNK)
+                except TimeoutError as exc:
+                    raise TransientError(f"timed out after {done} bytes: {exc}") from None
+                except OSError as exc:
+                    raise TransientError(f"connection failed after {done} bytes: {exc}") from None
+                except Exception as exc:  # http.client.IncompleteRead and friends
+                    raise TransientError(f"transfer cut after {done} bytes: {exc!r}") from None
+                if not data:
+                    break
+                h.update(data)
+                out.write(data)
+                done += len(data)
+                if progress is not None:
+                    progress(done, expected_total)
+                if size is not None and done > size:
+                    break
+        if total is not None and done < offset + total:
+            raise TransientError(f"transfer cut after {done} of {offset + total} bytes")
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    if size is not None and done != size:
+        partial.unlink(missing_ok=True)
+        raise IntegrityError(f"got {done} bytes, expected size {size}")
+    got = h.hexdigest()
+    if got != sha256:
+        partial.unlink(missing_ok=True)
+        if offset:
+            # the kept prefix may be what was wrong: one more attempt from byte zero
+            raise TransientError(f"resumed download has sha256 {got}, expected {sha256}; restarting")
+        raise IntegrityError(f"sha256 is {got}, expected {sha256}")
+
+
+class _Closing:
+    """An HTTP response that also closes its connection."""
+
+    def __init__(self, resp: Any, conn: Any) -> None:
+        self._resp, self._conn = resp, conn
+
+    def read1(self, n: int) -> bytes:
+        # read1, not read: read waits to fill the whole request, so a stalled transfer
+        # would keep the bytes already received in memory instead of on disk
+        return self._resp.read1(n)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._resp.close()
+        self._conn.close()
+
+
+def _http_open(url: str, offset: int) -> tuple[Any, int | None, bool]:
+    """GET ``url`` from ``offset``; return (stream, bytes to come, resumed?)."""
+    import http.client
+
+    from runicorn._version import __version__
+
+    for _ in range(6):
+        p = urlsplit(url)
+        cls = http.client.HTTPSConnection if p.scheme == "https" else http.client.HTTPConnection
+        conn = cls(p.hostname or "", p.port, timeout=TIMEOUT)
+        headers = {"User-Agent": f"runicorn/{__version__}", "Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        target = (p.path or "/") + (f"?{p.query}" if p.query else "")
+        try:
+            conn.request("GET", target, headers=headers)
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise TransientError(f"cannot connect: {exc}") from None
+        status = resp.status
+        if status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
+            from urllib.parse import urljoin
+
+            url = urljoin(url, resp.getheader("Location"))
+            resp.close()
+            conn.close()
+            continue
+        if status == 206 and offset:
+            length = resp.getheader("Content-Length")
+            return _Closing(resp, conn), int(length) if length else None, True
+        if status == 200:
+            length = resp.getheader("Content-Length")
+            return _Closing(resp, conn), int(length) if length else None, False
+        if status == 416 and offset:
+            # the partial file does not fit this server's copy: start over on the next attempt
+            resp.close()
+            conn.close()
+            raise RangeNotSatisfiable("server refused the resume range (416); restarting")
+        resp.close()
+        conn.close()
+        if status in (408, 425, 429) or status >= 500:
+            raise TransientError(f"HTTP {status} {resp.reason}")
+        raise PermanentError(f"HTTP {status} {resp.reason}")
+    raise PermanentError("too many redirects")
+
+
+def _sftp_open(url: str, offset: int) -> tuple[Any, int | None, bool]:
+    """Open ``sftp://[user@]host[:port]/path`` at ``offset``; return (stream, bytes to come, resumed?)."""
+    p = urlsplit(url)
+    client = ssh_connect(p.hostname or "", p.port, unquote(p.username) if p.username else None)
+    try:
+        sftp = client.open_sftp()
+        path = unquote(p.path)
+        try:
+            remote_size = sftp.stat(path).st_size
+            f = sftp.open(path, "rb")
+        except FileNotFoundError:
+            raise PermanentError(f"{path}: no such file on {p.hostname}") from None
+        except OSError as exc:
+            raise PermanentError(f"{path}: {exc}") from None
+        if offset and offset <= (remote_size or 0):
+            f.seek(offset)
+            resumed = True
+        else:
+            offset, resumed = 0, False
+        f.prefetch(remote_size)
+    except BaseException:
+        client.close()
+        raise
+    return _SftpStream(f, client), (remote_size - offset) if remote_size is not None else None, resumed
+
+
+class _SftpStream:
+    def __init__(self, f: Any, client: Any) -> None:
+        self._f, self._client = f, client
+
+    def read1(self, n: int) -> bytes:
+        return self._f.read(n)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            self._client.close()
+
+
+def ssh_connect(host: str, port: int | None, user: str | None) -> Any:
+    """A paramiko client honouring ``~/.ssh/config`` (HostName, Port, User, IdentityFile,
+    UserKnownHostsFile) and known_hosts.  Unknown host keys are refused unless
+    ``$RUNICORN_SSH_ACCEPT_NEW_HOST_KEY=1`` (then the key is appended to known_hosts).
+
+    Raises:
+        PermanentError: unknown/changed host key or authentication failure.
+        TransientError: network failure.
+    """
+    import getpass
+
+    import paramiko
+
+    cfg: dict[str, Any] = {}
+    cfg_path = Path(os.path.expanduser("~/.ssh/config"))
+    if cfg_path.is_file():
+        cfg = dict(paramiko.SSHConfig.from_path(str(cfg_path)).lookup(host))
+    hostname = cfg.get("hostname", host)
+    port = port or int(cfg.get("port", 22))
+    user = user or cfg.get("user") or getpass.getuser()
+    keys = [k for k in (os.path.expanduser(k) for k in cfg.get("identityfile", [])) if os.path.exists(k)]
+    known_files = cfg.get("userknownhostsfile", "~/.ssh/known_hosts")
+    known = [Path(os.path.expanduser(k)) for k in (known_files.split() if isinstance(known_files, str) else known_files)]
+    accept_new = os.environ.get("RUNICORN_SSH_ACCEPT_NEW_HOST_KEY", "") in ("1", "yes", "true")
+
+    client = paramiko.SSHClient()
+    for kh in known:
+        if kh.is_file():
+            client.load_host_keys(str(kh))
+
+    class _Policy(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            if not accept_new:
+                raise PermanentError(f"host key for {hostname} is unknown ({key.get_name()}); add it to "
+                                     f"known_hosts or set RUNICORN_SSH_ACCEPT_NEW_HOST_KEY=1")
+            known[0].parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with open(known[0], "a", encoding="ascii") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            client.get_host_keys().add(hostname, key.get_name(), key)
+
+    client.set_missing_host_key_policy(_Policy())
+    try:
+        client.connect(hostname, port=port, username=user, key_filename=keys or None,
+                       look_for_keys=not keys, allow_agent=True, timeout=TIMEOUT,
+                       banner_timeout=TIMEOUT, auth_timeout=TIMEOUT)
+    except PermanentError:
+        client.close()
+        raise
+    except paramiko.BadHostKeyException:
+        client.close()
+        raise PermanentError(f"host key for {hostname} CHANGED; refusing to connect") from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise PermanentError(f"authentication as {user}@{hostname}:{port} failed: {exc}") from None
+    except (paramiko.SSHException, OSError) as exc:
+        client.close()
+        raise TransientError(f"cannot connect to {user}@{hostname}:{port}: {exc}") from None
+    return client

@@ -1,0 +1,136 @@
+"""gc roots for artifacts: refs of kind ``binding`` derived from the TOML usage log.
+
+Every ``Runicorn.toml`` / ``Artifacts.toml`` that binds or fetches is logged (index
+table ``toml_usage`` plus ``artifacts/usage.log``).  Before each gc,
+:func:`refresh_binding_refs` re-reads every logged file and makes the ``binding`` refs
+match it: every variant (all platforms) of every artifact of an existing file whose tree
+is in the store is a root; a deleted file's refs go.  A file that no longer parses
+keeps its old refs (a typo must not cost a dataset).
+
+Dry runs: binding refs are derived data -- a pure function of the logged files -- so a
+dry run refreshes them too; that is what makes its report exact, and it is harmless
+because any later refresh recomputes the same refs from the same files.  A dry run
+changes nothing else (the usage log and installed directories are left alone).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from runicorn.errors import TomlFormatError
+
+BINDING_KIND = "binding"
+
+
+def _wanted_for(store: Any, toml_path: str) -> dict[str, str] | None:
+    """``{ref name: tree}`` a file binds (trees present in the store); None if unreadable."""
+    from runicorn.artifacts.install import binding_ref_name, installed_tree
+    from runicorn.artifacts.toml_read import entry_hash, load_toml
+
+    try:
+        parsed = load_toml(toml_path)
+    except TomlFormatError:
+        return None
+    out: dict[str, str] = {}
+    for name, variants in parsed.artifacts.items():
+        for entry in variants:
+            tree = entry.get("tree-sha256") or installed_tree(store, entry_hash(entry))
+            if tree and store.has_tree(tree):
+                out[binding_ref_name(toml_path, name, entry)] = tree
+    return out
+
+
+def _sync(store: Any, toml_path: str, wanted: dict[str, str], existing: dict[str, str]) -> None:
+    for ref_name, tree in existing.items():
+        if ref_name not in wanted:
+            store.delete_ref(BINDING_KIND, ref_name)
+    for ref_name, tree in wanted.items():
+        if existing.get(ref_name) != tree:
+            name = ref_name.rsplit("#", 2)[1]
+            store.set_ref(BINDING_KIND, ref_name, tree, meta={"toml": toml_path, "artifact": name})
+
+
+def _existing_by_file(store: Any) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for ref in store.list_refs(BINDING_KIND):
+        toml_path = ref.meta.get("toml") or ref.name.rsplit("#", 2)[0]
+        out.setdefault(toml_path, {})[ref.name] = ref.tree
+    return out
+
+
+def refresh_file(store: Any, toml_path: str) -> None:
+    """Bring the binding refs of one file up to date (after a bind or unbind)."""
+    wanted = _wanted_for(store, toml_path) if os.path.exists(toml_path) else {}
+    if wanted is None:
+        return
+    _sync(store, toml_path, wanted, _existing_by_file(store).get(toml_path, {}))
+
+
+def refresh_binding_refs(store: Any, *, dry_run: bool = False) -> None:
+    """Make ``binding`` refs match every logged TOML (see the module docs for dry runs)."""
+    logged = [str(p) for (p,) in store.index.query("SELECT path FROM toml_usage")]
+    existing = _existing_by_file(store)
+    gone: list[str] = []
+    for toml_path in sorted(set(logged) | set(existing)):
+        if not os.path.exists(toml_path):
+            _sync(store, toml_path, {}, existing.get(toml_path, {}))
+            gone.append(toml_path)
+            continue
+        wanted = _wanted_for(store, toml_path)
+        if wanted is not None:
+            _sync(store, toml_path, wanted, existing.get(toml_path, {}))
+    if dry_run:
+        return
+    if gone:
+        with store.index.write() as c:
+            c.executemany("DELETE FROM toml_usage WHERE path = ?", [(p,) for p in gone])
+    _drop_collected_dirs(store)
+
+
+STALE_SECONDS = 3600.0
+
+
+def _drop_collected_dirs(store: Any) -> None:
+    """Remove installed directories whose tree an earlier gc took from the store, and
+    staging/trash left by installers that died (older than an hour, so never a live one)."""
+    import time
+
+    adir = store.artifacts_dir
+    if not adir.is_dir():
+        return
+    cutoff = time.time() - STALE_SECONDS
+    for d in adir.iterdir():
+        name = d.name
+        if name.startswith((".staging-", ".trash-", ".link-")):
+            try:
+                if os.lstat(d).st_mtime < cutoff:
+                    if d.is_symlink() or not d.is_dir():
+                        d.unlink()
+                    else:
+                        shutil.rmtree(d, ignore_errors=True)
+            except FileNotFoundError:
+                pass
+            continue
+        if len(name) == 64 and not d.is_symlink() and not store.has_tree(name):
+            trash = adir / f".trash-{name[:16]}-gc"
+            os.rename(d, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        elif len(name) == 40 and d.is_symlink() and not (adir / os.readlink(d)).is_dir():
+            d.unlink()
+
+
+def rebuild_usage(store: Any) -> None:
+    """Re-derive the ``toml_usage`` table from ``artifacts/usage.log`` (index rebuild hook)."""
+    import time
+
+    log = store.artifacts_dir / "usage.log"
+    try:
+        lines = log.read_bytes().decode("utf-8", "surrogateescape").splitlines()
+    except FileNotFoundError:
+        return
+    now = time.time()
+    with store.index.write() as c:
+        c.executemany("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
+                      [(p, now) for p in dict.fromkeys(lines) if p])

@@ -1,0 +1,306 @@
+"""The mutating path: install, materialise, remove and verify artifacts.
+
+Install = for each download source in file order: fetch (sha256 checked while
+streaming), stream the archive's members into the blob store, check the tree id (and
+``git-tree-sha1`` for Julia files), record the tree, then materialise it at
+``artifacts/<tree>/`` by one atomic rename.  An ``flock`` on
+``artifacts/.locks/<tree>.lock`` makes concurrent installers of one tree do the work
+once.  Bindings keep installed trees alive through refs of kind ``binding``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from runicorn.artifacts.download import Progress, fetch
+from runicorn.artifacts.lookup import (
+    _require_entry,
+    artifacts_dir,
+    load_overrides,
+    resolve_toml_path,
+)
+from runicorn.artifacts.platform import platform_key, platform_tags
+from runicorn.artifacts.toml_read import entry_hash, load_toml
+from runicorn.errors import ArtifactError, DownloadError, IntegrityError, RunicornError
+from runicorn.fsutil import fsync_dir, open_locked, syncfs
+from runicorn.relpath import ensure_no_symlink_parents, safe_join
+from runicorn.store import Store, TreeEntry, open_store
+from runicorn.store.tree import MODE_EXEC, MODE_LINK, compute_tree_id
+
+BINDING_KIND = "binding"
+USAGE_LOG = "usage.log"
+
+
+def downloads_of(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``[[name.download]]`` tables of an entry, in file order."""
+    d = entry.get("download", [])
+    return [d] if isinstance(d, dict) else list(d)
+
+
+def binding_ref_name(toml_path: str, name: str, entry: Mapping[str, Any]) -> str:
+    """``<abs toml>#<artifact>#<platform key>``: one ref per bound variant."""
+    return f"{toml_path}#{name}#{platform_key(platform_tags(entry))}"
+
+
+def record_usage(store: Store, toml_path: str) -> None:
+    """Log that ``toml_path`` binds or fetches artifacts (a gc root source).
+
+    The index row is updated every time; the file log (``artifacts/usage.log``, from
+    which the index can be rebuilt) gets a line only for a path not seen before.
+    """
+    now = time.time()
+    with store.index.write() as c:
+        known = c.execute("SELECT 1 FROM toml_usage WHERE path = ?", (toml_path,)).fetchone()
+        c.execute("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) "
+                  "ON CONFLICT (path) DO UPDATE SET last_seen = excluded.last_seen", (toml_path, now))
+    if not known:
+        store.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(store.artifacts_dir / USAGE_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (toml_path + "\n").encode("utf-8", "surrogateescape"))
+        finally:
+            os.close(fd)
+
+
+def installed_tree(store: Store, h: str) -> str | None:
+    """The tree-sha256 installed for hash ``h`` (a tree id, or a git-tree-sha1 link), if any."""
+    d = store.artifacts_dir / h
+    if len(h) == 64:
+        return h if d.is_dir() else None
+    try:
+        target = os.readlink(d)
+    except OSError:
+        return None
+    return target if (store.artifacts_dir / target).is_dir() else None
+
+
+def _bind_ref(store: Store, toml_path: str, name: str, entry: Mapping[str, Any]) -> None:
+    h = entry_hash(entry)
+    tree = entry.get("tree-sha256") or installed_tree(store, h)
+    if tree and store.has_tree(tree):
+        ref_name = binding_ref_name(toml_path, name, entry)
+        current = store.get_ref(BINDING_KIND, ref_name)
+        if current is None or current.tree != tree:  # already right: no write
+            store.set_ref(BINDING_KIND, ref_name, tree, meta={"toml": toml_path, "artifact": name})
+
+
+def ensure_artifact_installed(name: str, toml: str | os.PathLike[str] | None = None, *,
+                              platform: Mapping[str, Any] | None = None,
+                              progress: Progress | None = None,
+                              storage: str | os.PathLike[str] | None = None) -> Path:
+    """Install the artifact ``name`` (for ``platform``) if needed; return its directory.
+
+    Raises:
+        ArtifactError: unknown name / no variant for the platform.
+        DownloadError: every source failed (each one is named with its reason);
+            nothing is installed.
+        TomlFormatError: the TOML is malformed.
+    """
+    tpath = resolve_toml_path(toml, sys._getframe(1).f_code.co_filename)
+    entry = _require_entry(load_toml(tpath), name, platform)
+    store = open_store(storage)
+    record_usage(store, tpath)
+    h = entry_hash(entry)
+    ov = load_overrides(str(store.artifacts_dir))
+    override = ov.get(name) or ov.get(h)
+    if override is not None:
+        if not os.path.isdir(override):
+            raise ArtifactError(f"{store.artifacts_dir}/Overrides.toml: override for {name!r} points to "
+                                f"{override}, which is not a directory")
+        return Path(override)
+    dest = store.artifacts_dir / h
+    if not dest.is_dir():
+        with open_locked(store.artifacts_dir / ".locks" / f"{h}.lock"):
+            if not dest.is_dir():
+                install_entry(store, entry, base_dir=Path(tpath).parent,
+                              where=f"{tpath}: artifact {name!r}", progress=progress)
+    _bind_ref(store, tpath, name, entry)
+    return dest
+
+
+def install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, where: str,
+                  progress: Progress | None = None) -> str:
+    """Install one entry (caller holds the tree lock); return its tree-sha256.
+
+    Raises:
+        DownloadError: listing every source tried and why it failed.
+    """
+    want_tree: str | None = entry.get("tree-sha256")
+    want_git: str | None = entry.get("git-tree-sha1")
+    if want_tree and store.has_tree(want_tree) and _blobs_present(store, want_tree):
+        materialize(store, want_tree)
+        return want_tree
+    failures: list[str] = []
+    work = store.artifacts_dir / ".downloads"
+    for d in downloads_of(entry):
+        url = d["url"]
+        try:
+            src = fetch(url, base_dir=base_dir, work_dir=work, sha256=d["sha256"], size=d.get("size"),
+                        progress=progress)
+            tree = _ingest_source(store, src, url, want_tree, want_git)
+            materialize(store, tree, name=want_tree or want_git)
+            if src.parent == work:
+                src.unlink(missing_ok=True)
+            return tree
+        except RunicornError as exc:
+            failures.append(f"{url} -> {exc}")
+        except Exception as exc:  # noqa: BLE001 - any failure of one source means: try the next
+            failures.append(f"{url} -> {type(exc).__name__}: {exc}")
+    if not failures:
+        raise DownloadError(f"{where}: tree {entry_hash(entry)} is not installed and has no "
+                            "[[download]] sources; bind it from a directory or archive")
+    tried = "; ".join(f"[{i}] {f}" for i, f in enumerate(failures, 1))
+    raise DownloadError(f"{where}: could not install {entry_hash(entry)[:12]}, nothing was installed; "
+                        f"tried {len(failures)} source(s): {tried}")
+
+
+def _blobs_present(store: Store, tree: str) -> bool:
+    return all(store.blob_path(e.sha256).exists() for e in store.tree_entries(tree).values())
+
+
+def _ingest_source(store: Store, src: Path, origin: str, want_tree: str | None, want_git: str | None) -> str:
+    """Put a fetched archive (or local directory) into the store, checking the expected ids."""
+    from runicorn.artifacts.githash import git_tree_sha1
+
+    if src.is_dir():
+        from runicorn.artifacts.create import tree_hash
+
+        git = tree_hash(src, kind="git-tree-sha1") if want_git else None
+        if want_git and git != want_git:
+            raise IntegrityError(f"git-tree-sha1 of the directory is {git}, expected {want_git}")
+        if want_tree and tree_hash(src) != want_tree:
+            raise IntegrityError(f"tree-sha256 of the directory is {tree_hash(src)}, expected {want_tree}")
+        return store.ingest_directory(src, source=origin)
+    from runicorn.artifacts.extract import extract_into_store
+
+    ex = extract_into_store(store, src, want_git=bool(want_git), origin=origin)
+    try:
+        tree = compute_tree_id(ex.entries)
+        if want_tree and tree != want_tree:
+            raise IntegrityError(f"archive holds tree-sha256 {tree}, expected {want_tree}")
+        if want_git:
+            git = git_tree_sha1(ex.git)
+            if git != want_git:
+                raise IntegrityError(f"archive holds git-tree-sha1 {git}, expected {want_git}")
+        return store.put_tree(ex.entries, source=origin)
+    except BaseException:
+        store.release_holds({e.sha256 for e in ex.entries.values()})
+        raise
+
+
+def materialize(store: Store, tree: str, *, name: str | None = None) -> Path:
+    """Make ``artifacts/<tree>/`` from the store by one atomic rename; return it.
+
+    Plain files are hard links to the read-only blobs (copies across filesystems);
+    executables are copies (a shared blob's mode must not change); symlinks are
+    recreated.  ``name`` (a git-tree-sha1) additionally gets ``artifacts/<name>`` as a
+    symlink to the tree directory.  If another process won the race, its copy is kept.
+    """
+    adir = store.artifacts_dir
+    adir.mkdir(parents=True, exist_ok=True)
+    dest = adir / tree
+    if not dest.is_dir():
+        staging = adir / f".staging-{tree[:16]}-{secrets.token_hex(6)}"
+        staging.mkdir()
+        try:
+            for path, e in sorted(store.tree_entries(tree).items()):
+                _place(store, staging, path, e)
+            syncfs(staging)
+            try:
+                os.rename(staging, dest)
+            except OSError:
+                if not dest.is_dir():
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)
+            fsync_dir(adir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    if name and name != tree:
+        link = adir / name
+        tmp = adir / f".link-{name}-{secrets.token_hex(6)}"
+        os.symlink(tree, tmp)
+        os.replace(tmp, link)
+        fsync_dir(adir)
+    return dest
+
+
+def _place(store: Store, root: Path, path: str, e: TreeEntry) -> None:
+    ensure_no_symlink_parents(root, path)
+    target = safe_join(root, path, what="tree path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    blob = store.blob_path(e.sha256)
+    if e.mode == MODE_LINK:
+        os.symlink(os.fsdecode(blob.read_bytes()), target)
+    elif e.mode == MODE_EXEC:
+        shutil.copyfile(blob, target)
+        os.chmod(target, 0o755)
+    else:
+        try:
+            os.link(blob, target)
+        except OSError:
+            shutil.copyfile(blob, target)
+            os.chmod(target, 0o444)
+
+
+def remove_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None) -> bool:
+    """Delete the installed directory of ``tree`` (a tree id or git-tree-sha1); True if it existed.
+
+    The content stays in the store until ``runicorn gc`` finds it unbound.
+    """
+    store = open_store(storage)
+    adir = store.artifacts_dir
+    with open_locked(adir / ".locks" / f"{tree}.lock"):
+        d = adir / tree
+        existed = d.exists() or d.is_symlink()
+        if d.is_symlink():
+            d.unlink()
+        elif d.is_dir():
+            trash = adir / f".trash-{tree[:16]}-{secrets.token_hex(6)}"
+            os.rename(d, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            for other in adir.iterdir():  # git-tree-sha1 links to the removed tree
+                if other.is_symlink() and os.readlink(other) == tree:
+                    other.unlink()
+        return existed
+
+
+def verify_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None) -> bool:
+    """True if the installed directory of ``tree`` still hashes to ``tree`` (sha256 or git sha1)."""
+    from runicorn.artifacts.create import tree_hash
+
+    d = Path(artifacts_dir(storage)) / tree
+    if not d.is_dir():
+        return False
+    kind = "git-tree-sha1" if len(tree) == 40 else "tree-sha256"
+    return tree_hash(d, kind=kind) == tree
+
+
+def select_downloadable_artifacts(toml: str | os.PathLike[str] | None = None, *,
+                                  platform: Mapping[str, Any] | None = None,
+                                  include_lazy: bool = False) -> dict[str, dict[str, Any]]:
+    """``{name: entry}`` of every artifact with download sources for ``platform``
+    (lazy ones only with ``include_lazy``).
+
+    Raises:
+        TomlFormatError: malformed TOML.
+    """
+    from runicorn.artifacts.lookup import _copy_entry, select_entry
+
+    tpath = resolve_toml_path(toml, sys._getframe(1).f_code.co_filename)
+    parsed = load_toml(tpath)
+    out: dict[str, dict[str, Any]] = {}
+    for name in parsed.artifacts:
+        entry = select_entry(parsed, name, platform)
+        if entry is None or not downloads_of(entry):
+            continue
+        if entry.get("lazy") and not include_lazy:
+            continue
+        out[name] = _copy_entry(entry)
+    return out

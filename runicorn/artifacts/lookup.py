@@ -1,0 +1,268 @@
+"""The pure, fast lookup path: ``artifact()`` and friends.
+
+Nothing here downloads or writes (except a lazy artifact, which is handed to
+:mod:`runicorn.artifacts.install` on first use).  A warm ``artifact("name")`` costs a
+dictionary lookup for the caller's TOML, one ``stat`` of that TOML (parse cache), one
+``stat`` of ``Overrides.toml`` and one ``isdir`` of the artifact directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from runicorn.artifacts.toml_read import TOML_NAMES, ParsedToml, entry_hash, load_toml
+from runicorn.errors import ArtifactError, ArtifactNotInstalledError, TomlFormatError
+
+# Called as f(name, tree_hash, path) each time artifact() hands out a path; the runs
+# package registers one to record a run's inputs.  Empty by default, so it costs nothing.
+observers: list[Callable[[str, str, Path], None]] = []
+
+_caller_toml: dict[str, str | None] = {}
+_cwd_toml: dict[str, str | None] = {}
+_artifacts_dirs: dict[tuple[str | None, str | None], str] = {}
+_overrides_cache: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}
+
+
+def _find_upward(start: str) -> str | None:
+    d = start
+    while True:
+        for n in TOML_NAMES:
+            p = os.path.join(d, n)
+            if os.path.isfile(p):
+                return p
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
+
+
+def find_toml(caller_file: str | None) -> str:
+    """The artifacts TOML for code in ``caller_file``: upward from its directory, else from the cwd.
+
+    Raises:
+        ArtifactError: none found.
+    """
+    found = _caller_toml.get(caller_file) if caller_file is not None else None
+    if found is not None:
+        return found
+    if caller_file is not None and caller_file not in _caller_toml:
+        if not caller_file.startswith("<"):
+            found = _find_upward(os.path.dirname(os.path.abspath(caller_file)))
+        _caller_toml[caller_file] = found
+        if found is not None:
+            return found
+    cwd = os.getcwd()
+    try:
+        found = _cwd_toml[cwd]
+    except KeyError:
+        found = _cwd_toml[cwd] = _find_upward(cwd)
+    if found is None:
+        _cwd_toml.pop(cwd, None)  # a TOML may be created later; do not remember absence
+        start = os.path.dirname(os.path.abspath(caller_file)) if caller_file and not caller_file.startswith("<") else cwd
+        raise ArtifactError(f"no {' / '.join(TOML_NAMES)} found upward from {start} or from the "
+                            f"working directory {cwd}; pass toml=PATH")
+    return found
+
+
+def forget_lookups() -> None:
+    """Drop cached caller -> TOML lookups (after a TOML is created or removed)."""
+    _caller_toml.clear()
+    _cwd_toml.clear()
+
+
+def resolve_toml_path(toml: str | os.PathLike[str] | None, caller_file: str | None) -> str:
+    """An absolute TOML path: ``toml`` (file or directory holding one) or the caller's."""
+    if toml is None:
+        return find_toml(caller_file)
+    p = os.path.abspath(os.fspath(toml))
+    if os.path.isdir(p):
+        for n in TOML_NAMES:
+            if os.path.isfile(os.path.join(p, n)):
+                return os.path.join(p, n)
+        return os.path.join(p, TOML_NAMES[0])
+    return p
+
+
+def artifacts_dir(storage: str | os.PathLike[str] | None = None) -> str:
+    """``<storage_root>/artifacts`` as a string (cached per storage argument and $RUNICORN_DIR)."""
+    key = (None if storage is None else os.fspath(storage), os.environ.get("RUNICORN_DIR"))
+    d = _artifacts_dirs.get(key)
+    if d is None:
+        from runicorn.config import resolve_storage_root
+
+        d = _artifacts_dirs[key] = str(resolve_storage_root(storage) / "artifacts")
+    return d
+
+
+def load_overrides(adir: str) -> dict[str, str]:
+    """``<artifacts>/Overrides.toml`` as ``{tree id or artifact name: directory}`` (cached by stat).
+
+    Raises:
+        TomlFormatError: the file is not valid TOML or a value is not a path string.
+    """
+    path = adir + "/Overrides.toml"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {}
+    key = (st.st_mtime_ns, st.st_size)
+    hit = _overrides_cache.get(path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise TomlFormatError(f"{path}: not valid TOML: {exc}") from None
+    out: dict[str, str] = {}
+    for k, v in doc.items():
+        if not isinstance(v, str) or not v:
+            raise TomlFormatError(f"{path}: override {k!r} must be a directory path string, got {v!r}")
+        out[k] = v if os.path.isabs(v) else os.path.normpath(os.path.join(adir, v))
+    _overrides_cache[path] = (key, out)
+    return out
+
+
+def select_entry(parsed: ParsedToml, name: str, platform: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The entry of ``name`` for ``platform`` (host when None), or None if unbound / no match."""
+    variants = parsed.artifacts.get(name)
+    if variants is None:
+        return None
+    if platform is None:
+        pkey = os.environ.get("RUNICORN_PLATFORM", "")
+    else:
+        from runicorn.artifacts.platform import normalize_platform, platform_key
+
+        pkey = "=" + platform_key(normalize_platform(platform))
+    ck = (name, pkey)
+    try:
+        idx = parsed.select_cache[ck]
+    except KeyError:
+        if not parsed.variants[name]:
+            idx = 0
+        else:
+            from runicorn.artifacts.platform import normalize_platform, select_variant
+
+            idx = select_variant(variants, normalize_platform(platform))
+        parsed.select_cache[ck] = idx
+    return None if idx is None else variants[idx]
+
+
+def _require_entry(parsed: ParsedToml, name: str, platform: Mapping[str, Any] | None) -> dict[str, Any]:
+    entry = select_entry(parsed, name, platform)
+    if entry is None:
+        if name in parsed.artifacts:
+            from runicorn.artifacts.platform import normalize_platform, platform_key
+
+            raise ArtifactError(f"{parsed.path}: artifact {name!r} has no variant for platform "
+                                f"{platform_key(normalize_platform(platform))}")
+        raise ArtifactError(f"{parsed.path}: no artifact named {name!r}")
+    return entry
+
+
+def artifact(name: str, *, toml: str | os.PathLike[str] | None = None,
+             platform: Mapping[str, Any] | None = None) -> Path:
+    """The directory of a bound artifact (``"name/sub/path"`` indexes into it).
+
+    Lazy artifacts are installed on first use.
+
+    Raises:
+        ArtifactError: no TOML, unknown name, or no variant for the platform.
+        ArtifactNotInstalledError: a non-lazy artifact is not installed (run ``runicorn fetch``).
+        TomlFormatError: the TOML is malformed.
+    """
+    tpath = resolve_toml_path(toml, sys._getframe(1).f_code.co_filename) if toml is not None \
+        else find_toml(sys._getframe(1).f_code.co_filename)
+    return _artifact_at(tpath, name, platform)
+
+
+def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None) -> Path:
+    base, _, sub = name.partition("/")
+    parsed = load_toml(tpath)
+    entry = _require_entry(parsed, base, platform)
+    h = entry.get("tree-sha256") or entry["git-tree-sha1"]
+    adir = artifacts_dir()
+    ov = load_overrides(adir)
+    d = (ov.get(base) or ov.get(h)) if ov else None
+    if d is not None:
+        if not os.path.isdir(d):
+            raise ArtifactError(f"{adir}/Overrides.toml: override for {base!r} points to {d}, "
+                                "which is not a directory")
+    else:
+        d = adir + "/" + h
+        if not os.path.isdir(d):
+            if entry.get("lazy"):
+                from runicorn.artifacts.install import ensure_artifact_installed
+
+                ensure_artifact_installed(base, tpath, platform=platform)
+            else:
+                raise ArtifactNotInstalledError(
+                    f"{tpath}: artifact {base!r} ({h[:12]}) is not installed; "
+                    f"run `runicorn fetch {base} --toml {tpath}`")
+    if sub:
+        from runicorn.relpath import validate_relpath
+
+        validate_relpath(sub, what=f"path inside artifact {base!r}")
+        path = Path(d, sub)
+    else:
+        path = Path(d)
+    if observers:
+        for fn in observers:
+            fn(base, h, path)
+    return path
+
+
+def artifact_meta(name: str, toml: str | os.PathLike[str] | None = None, *,
+                  platform: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The selected entry of ``name`` as a dict with the file's own keys, or None if unbound
+    (or if the ``toml`` given does not exist yet).
+
+    Raises:
+        ArtifactError: no TOML found.  TomlFormatError: malformed TOML.
+    """
+    tpath = resolve_toml_path(toml, sys._getframe(1).f_code.co_filename)
+    if toml is not None and not os.path.exists(tpath):
+        return None  # a file not written yet binds nothing (create-then-bind scripts)
+    entry = select_entry(load_toml(tpath), name, platform)
+    return None if entry is None else _copy_entry(entry)
+
+
+def _copy_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    out = dict(entry)
+    if "download" in out:
+        d = out["download"]
+        out["download"] = [dict(x) for x in (d if isinstance(d, list) else [d])]
+    return out
+
+
+def artifact_hash(name: str, toml: str | os.PathLike[str] | None = None, *,
+                  platform: Mapping[str, Any] | None = None) -> str | None:
+    """The tree id (``tree-sha256``, else ``git-tree-sha1``) bound to ``name``, or None
+    (also when the ``toml`` given does not exist yet).
+
+    Raises:
+        ArtifactError: no TOML found.  TomlFormatError: malformed TOML.
+    """
+    tpath = resolve_toml_path(toml, sys._getframe(1).f_code.co_filename)
+    if toml is not None and not os.path.exists(tpath):
+        return None
+    entry = select_entry(load_toml(tpath), name, platform)
+    return None if entry is None else entry_hash(entry)
+
+
+def artifact_path(tree: str, *, storage: str | os.PathLike[str] | None = None) -> Path:
+    """Where the tree is (or would be) installed: an Overrides.toml directory or ``artifacts/<tree>``."""
+    adir = artifacts_dir(storage)
+    ov = load_overrides(adir)
+    d = ov.get(tree) if ov else None
+    return Path(d if d is not None else adir + "/" + tree)
+
+
+def artifact_exists(tree: str, *, storage: str | os.PathLike[str] | None = None) -> bool:
+    """True if the tree is installed (or overridden to an existing directory)."""
+    return os.path.isdir(artifact_path(tree, storage=storage))

@@ -1,0 +1,159 @@
+"""Reading ``Runicorn.toml`` / Julia ``Artifacts.toml``: tomllib, validated, cached by stat.
+
+This module is on the hot path of :func:`runicorn.artifact`: after the first parse a
+lookup costs one ``os.stat`` of the file.  ``tomllib`` is imported only on a parse.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from runicorn.errors import TomlFormatError
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+
+TOML_NAMES = ("Runicorn.toml", "Artifacts.toml", "JuliaArtifacts.toml")
+
+
+class ParsedToml:
+    """A validated artifacts file: ``name -> [entry, ...]`` (one entry unless platform variants).
+
+    A plain class rather than a dataclass: ``dataclasses`` pulls in ``inspect``, which
+    would cost milliseconds on the first ``artifact()`` call.
+    """
+
+    __slots__ = ("path", "artifacts", "variants", "select_cache")
+
+    def __init__(self, path: str, artifacts: dict[str, list[dict[str, Any]]],
+                 variants: dict[str, bool]) -> None:
+        self.path = path
+        self.artifacts = artifacts
+        self.variants = variants  # name -> written as [[name]] (platform variants)
+        self.select_cache: dict[tuple[str, str], int | None] = {}
+
+
+# path -> ((mtime_ns, size), parsed)
+_cache: dict[str, tuple[tuple[int, int], ParsedToml]] = {}
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    """The directory name of an entry: its ``tree-sha256``, else its ``git-tree-sha1``."""
+    return entry.get("tree-sha256") or entry["git-tree-sha1"]
+
+
+def load_toml(path: str) -> ParsedToml:
+    """Parse and validate an artifacts TOML, reusing the last parse while (mtime, size) holds.
+
+    Raises:
+        TomlFormatError: missing file, bad TOML (with line and column), or a bad entry;
+            the message names the file, the artifact and what is wrong.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise TomlFormatError(f"{path}: no such artifacts file") from None
+    key = (st.st_mtime_ns, st.st_size)
+    hit = _cache.get(path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    parsed = parse_toml_bytes(_read(path), path)
+    _cache[path] = (key, parsed)
+    return parsed
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def forget(path: str | None = None) -> None:
+    """Drop cached parses (all, or one file)."""
+    if path is None:
+        _cache.clear()
+    else:
+        _cache.pop(path, None)
+
+
+def parse_toml_bytes(data: bytes, path: str) -> ParsedToml:
+    """Parse and validate TOML text from ``path`` (see :func:`load_toml`)."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TomlFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TomlFormatError(f"{path}: not valid TOML: {exc}") from None
+    return validate_document(doc, path)
+
+
+def validate_document(doc: dict[str, Any], path: str) -> ParsedToml:
+    """Check every artifact of a parsed document (see ``schema/runicorn-toml.md``).
+
+    Raises:
+        TomlFormatError: naming the file, the artifact and the problem.
+    """
+    artifacts: dict[str, list[dict[str, Any]]] = {}
+    variants: dict[str, bool] = {}
+    for name, value in doc.items():
+        where = f"{path}: artifact {name!r}"
+        if not _NAME.match(name):
+            raise TomlFormatError(f"{where}: name must be letters, digits, '_', '.', '+', '-' "
+                                  "and must not contain '/'")
+        if isinstance(value, dict):
+            artifacts[name] = [_check_entry(value, where, in_array=False)]
+            variants[name] = False
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            artifacts[name] = [_check_entry(v, f"{where} variant {i + 1}", in_array=True)
+                               for i, v in enumerate(value)]
+            variants[name] = True
+        else:
+            raise TomlFormatError(f"{where}: must be a table [{name}] or an array of tables [[{name}]], "
+                                  f"not {type(value).__name__}")
+    return ParsedToml(path, artifacts, variants)
+
+
+def _check_entry(entry: dict[str, Any], where: str, *, in_array: bool) -> dict[str, Any]:
+    tree = entry.get("tree-sha256")
+    git = entry.get("git-tree-sha1")
+    if tree is None and git is None:
+        raise TomlFormatError(f"{where}: needs 'tree-sha256' (or Julia's 'git-tree-sha1')")
+    if tree is not None and not (isinstance(tree, str) and _SHA256.match(tree)):
+        raise TomlFormatError(f"{where}: 'tree-sha256' must be 64 lowercase hex digits, got {tree!r}")
+    if git is not None and not (isinstance(git, str) and _SHA1.match(git)):
+        raise TomlFormatError(f"{where}: 'git-tree-sha1' must be 40 lowercase hex digits, got {git!r}")
+    lazy = entry.get("lazy", False)
+    if not isinstance(lazy, bool):
+        raise TomlFormatError(f"{where}: 'lazy' must be true or false, got {lazy!r}")
+    if in_array:
+        for k in ("os", "arch"):
+            if k not in entry:
+                raise TomlFormatError(f"{where}: platform variants ([[...]]) need '{k}'")
+    for k, v in entry.items():
+        if k in ("tree-sha256", "git-tree-sha1", "lazy", "download"):
+            continue
+        if not isinstance(v, str) or not v:
+            raise TomlFormatError(f"{where}: platform tag {k!r} must be a non-empty string, got {v!r}")
+    downloads = entry.get("download", [])
+    if isinstance(downloads, dict):
+        downloads = [downloads]
+    if not isinstance(downloads, list):
+        raise TomlFormatError(f"{where}: 'download' must be an array of tables [[name.download]]")
+    for i, d in enumerate(downloads):
+        dw = f"{where} download {i + 1}"
+        if not isinstance(d, dict):
+            raise TomlFormatError(f"{dw}: must be a table with 'url' and 'sha256'")
+        url = d.get("url")
+        if not isinstance(url, str) or not url:
+            raise TomlFormatError(f"{dw}: 'url' must be a non-empty string")
+        sha = d.get("sha256")
+        if not (isinstance(sha, str) and _SHA256.match(sha)):
+            raise TomlFormatError(f"{dw}: 'sha256' must be 64 lowercase hex digits, got {sha!r}")
+        size = d.get("size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise TomlFormatError(f"{dw}: 'size' must be a non-negative integer, got {size!r}")
+    return entry

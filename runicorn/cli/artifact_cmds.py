@@ -1,0 +1,253 @@
+"""Artifact commands: bind, unbind, fetch, path, status, archive."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runicorn.cli import echo_json, storage_from
+from runicorn.errors import ArtifactError, RunicornError
+
+_TOML_HELP = "Artifacts file (default: Runicorn.toml found upward from the working directory)."
+_PLATFORM_HELP = "Target platform instead of the host, e.g. os=linux,arch=aarch64,libc=glibc."
+
+
+def _toml(toml: str | None, *, create: bool = False) -> str:
+    from runicorn.artifacts.lookup import find_toml, resolve_toml_path
+
+    if toml is not None:
+        return resolve_toml_path(toml, None)
+    try:
+        return find_toml(None)
+    except ArtifactError:
+        if create:
+            return os.path.abspath("Runicorn.toml")
+        raise
+
+
+def _platform(text: str | None) -> dict[str, str] | None:
+    from runicorn.artifacts.platform import parse_platform
+
+    return parse_platform(text) if text else None
+
+
+class _Progress:
+    """A one-line progress display on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.tty:
+            return
+        mib = done / 1048576
+        if total:
+            pct = 100 * done / total
+            bar = "#" * int(pct / 5)
+            text = f"\r{self.label}: [{bar:<20}] {pct:5.1f}% {mib:8.1f} MiB"
+        else:
+            text = f"\r{self.label}: {mib:8.1f} MiB"
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+@click.command()
+@click.argument("name")
+@click.argument("source")
+@click.option("--toml", type=click.Path(dir_okay=False), help="File to write (default: ./Runicorn.toml "
+              "or the one found upward).")
+@click.option("--lazy", is_flag=True, help="Install on first use instead of on `runicorn fetch`.")
+@click.option("--url", "urls", multiple=True, help="Download URL of the archive (repeatable, tried in order).")
+@click.option("--archive", "archive_out", type=click.Path(dir_okay=False),
+              help="Write a reproducible archive of the tree here; --url entries refer to it.")
+@click.option("--platform", "platform_text", help="Bind a platform variant, e.g. os=linux,arch=x86_64.")
+@click.option("--force", is_flag=True, help="Replace an existing binding of NAME (for that platform).")
+@click.pass_context
+def bind(ctx: click.Context, name: str, source: str, toml: str | None, lazy: bool, urls: tuple[str, ...],
+         archive_out: str | None, platform_text: str | None, force: bool) -> None:
+    """Bind NAME to SOURCE: a directory, an archive, or a tree id in the store."""
+    from runicorn.artifacts.create import archive_artifact, create_artifact
+    from runicorn.artifacts.install import _ingest_source, materialize
+    from runicorn.artifacts.toml_write import bind_artifact
+    from runicorn.hashing import sha256_file
+    from runicorn.store import open_store
+
+    storage = storage_from(ctx)
+    store = open_store(storage)
+    src = Path(source)
+    archive_src: Path | None = None
+    if src.is_dir():
+        tree = create_artifact(src=src, storage=storage)
+    elif src.is_file():
+        tree = _ingest_source(store, src, str(src.absolute()), None, None)
+        materialize(store, tree)
+        archive_src = src
+    else:
+        tree = store.resolve_tree(source)
+    downloads: list[dict[str, Any]] = []
+    if archive_out:
+        sha = archive_artifact(tree, archive_out, store=store)
+        size = Path(archive_out).stat().st_size
+    elif archive_src is not None:
+        sha, size = sha256_file(archive_src), archive_src.stat().st_size
+    elif urls:
+        raise ArtifactError("--url needs --archive OUT (or an archive as SOURCE) so its sha256 is known")
+    for u in urls:
+        downloads.append({"url": u, "sha256": sha, "size": size})
+    path = _toml(toml, create=True) if toml is None else os.path.abspath(toml)
+    bind_artifact(path, name, tree, download_info=downloads, lazy=lazy, force=force,
+                  platform=_platform(platform_text), storage=storage)
+    click.echo(f"{name} = {tree}  ({path})")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--toml", type=click.Path(dir_okay=False), help=_TOML_HELP)
+@click.option("--platform", "platform_text", help="Remove only this platform variant.")
+@click.pass_context
+def unbind(ctx: click.Context, name: str, toml: str | None, platform_text: str | None) -> None:
+    """Remove the binding of NAME."""
+    from runicorn.artifacts.toml_write import unbind_artifact
+
+    path = _toml(toml)
+    unbind_artifact(path, name, platform=_platform(platform_text), storage=storage_from(ctx))
+    click.echo(f"unbound {name} ({path})")
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@click.option("--toml", type=click.Path(dir_okay=False), help=_TOML_HELP)
+@click.option("--include-lazy", is_flag=True, help="Also install lazy artifacts.")
+@click.option("--platform", "platform_text", help=_PLATFORM_HELP)
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Artifacts installed in parallel.")
+@click.option("--accept-new-host-key", is_flag=True, help="Trust (and remember) unknown SSH host keys.")
+@click.pass_context
+def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_lazy: bool,
+          platform_text: str | None, jobs: int, accept_new_host_key: bool) -> None:
+    """Install the artifacts of a Runicorn.toml / Artifacts.toml (all non-lazy ones, or NAMES)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runicorn.artifacts.install import ensure_artifact_installed, select_downloadable_artifacts
+    from runicorn.artifacts.lookup import _require_entry
+    from runicorn.artifacts.toml_read import load_toml
+
+    if accept_new_host_key:
+        os.environ["RUNICORN_SSH_ACCEPT_NEW_HOST_KEY"] = "1"
+    path = _toml(toml)
+    platform = _platform(platform_text)
+    storage = storage_from(ctx)
+    if names:
+        parsed = load_toml(path)
+        for n in names:
+            _require_entry(parsed, n, platform)
+        todo = list(names)
+    else:
+        todo = list(select_downloadable_artifacts(path, platform=platform, include_lazy=include_lazy))
+        if not todo:
+            from runicorn.artifacts.install import record_usage
+            from runicorn.store import open_store
+
+            record_usage(open_store(storage), path)
+
+    def one(n: str) -> tuple[str, str | None, str | None]:
+        bar = _Progress(n)
+        try:
+            p = ensure_artifact_installed(n, path, platform=platform, progress=bar, storage=storage)
+            return n, str(p), None
+        except RunicornError as exc:
+            return n, None, str(exc)
+        finally:
+            bar.close()
+
+    failed = 0
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for n, p, err in pool.map(one, todo):
+            if err:
+                failed += 1
+                click.echo(f"error: {n}: {err}", err=True)
+            else:
+                click.echo(f"{n}: {p}")
+    if failed:
+        ctx.exit(1)
+
+
+@click.command("path")
+@click.argument("name")
+@click.option("--toml", type=click.Path(dir_okay=False), help=_TOML_HELP)
+@click.option("--platform", "platform_text", help=_PLATFORM_HELP)
+def path_cmd(name: str, toml: str | None, platform_text: str | None) -> None:
+    """Print the directory of artifact NAME (installing it first if it is lazy)."""
+    from runicorn.artifacts.lookup import _artifact_at
+
+    click.echo(str(_artifact_at(_toml(toml), name, _platform(platform_text))))
+
+
+@click.command()
+@click.option("--toml", type=click.Path(dir_okay=False), help=_TOML_HELP)
+@click.option("--platform", "platform_text", help=_PLATFORM_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx: click.Context, toml: str | None, platform_text: str | None, as_json: bool) -> None:
+    """List the artifacts of a TOML: name, tree, lazy, installed, size."""
+    from runicorn.artifacts.install import installed_tree
+    from runicorn.artifacts.lookup import load_overrides, select_entry
+    from runicorn.artifacts.toml_read import entry_hash, load_toml
+    from runicorn.store import open_store
+
+    path = _toml(toml)
+    parsed = load_toml(path)
+    platform = _platform(platform_text)
+    store = open_store(storage_from(ctx))
+    ov = load_overrides(str(store.artifacts_dir))
+    rows: list[dict[str, Any]] = []
+    for name in parsed.artifacts:
+        entry = select_entry(parsed, name, platform)
+        if entry is None:
+            rows.append({"name": name, "tree": None, "lazy": None, "installed": False, "size": None,
+                         "note": "no variant for this platform"})
+            continue
+        h = entry_hash(entry)
+        override = ov.get(name) or ov.get(h)
+        tree = entry.get("tree-sha256") or installed_tree(store, h)
+        size = None
+        if tree:
+            size = store.index.scalar("SELECT total_size FROM trees WHERE tree = ?", (tree,))
+        installed = os.path.isdir(override) if override else installed_tree(store, h) is not None
+        row = {"name": name, "tree": h, "lazy": bool(entry.get("lazy", False)), "installed": installed,
+               "size": size}
+        if override:
+            row["override"] = override
+        rows.append(row)
+    if as_json:
+        echo_json({"toml": path, "artifacts": rows})
+        return
+    click.echo(path)
+    for r in rows:
+        size = "-" if r["size"] is None else f"{r['size']}"
+        click.echo(f"  {r['name']:<20} {(r['tree'] or '-')[:16]:<16} {'lazy' if r['lazy'] else '    '} "
+                   f"{'installed' if r['installed'] else 'missing  '} {size}")
+
+
+@click.command("archive")
+@click.argument("tree")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.pass_context
+def archive_cmd(ctx: click.Context, tree: str, out: str) -> None:
+    """Write a reproducible archive of TREE to OUT (.tar, .tar.gz, .tar.xz, .tar.bz2, .tar.zst, .zip)."""
+    from runicorn.artifacts.create import archive_artifact
+    from runicorn.store import open_store
+
+    sha = archive_artifact(tree, out, store=open_store(storage_from(ctx)))
+    click.echo(f"{sha}  {out}")

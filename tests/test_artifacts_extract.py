@@ -1,0 +1,157 @@
+"""Archives: every format round-trips, archives are reproducible, hostile archives are refused."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import runicorn as rn
+from runicorn.artifacts.extract import extract_into_store
+from runicorn.errors import ArtifactError, DownloadError, UnsafeArchiveError
+from runicorn.hashing import sha256_file
+from runicorn.store import Store, open_store
+from tests.artifacts_support import make_tree
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".zip"])
+def test_formats_round_trip_and_are_reproducible(tmp_path: Path, suffix: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_tree(tmp_path / "src")
+    tree = rn.create_artifact(src=src)
+    a, b = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
+    sha = rn.archive_artifact(tree, a)
+    assert rn.archive_artifact(tree, b) == sha == sha256_file(a)
+    assert a.read_bytes() == b.read_bytes()
+    # another store, same tree -> same bytes
+    other = Store(tmp_path / "other")
+    assert rn.archive_artifact(other.ingest_directory(src), tmp_path / f"c{suffix}", store=other) == sha
+    other.close()
+    # installing from the archive into a fresh storage root gives the same tree back
+    from runicorn.store.store import forget_open_stores
+
+    forget_open_stores()
+    monkeypatch.setenv("RUNICORN_DIR", str(tmp_path / "fresh-root"))
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "x", tree, download_info=[(str(a), sha)])
+    p = rn.ensure_artifact_installed("x", toml)
+    assert rn.tree_hash(p) == tree and p.parent == tmp_path / "fresh-root" / "artifacts"
+    if suffix in (".tar", ".tar.gz"):
+        with tarfile.open(a) as tf:
+            members = tf.getmembers()
+        assert [m.name for m in members] == sorted(m.name for m in members)
+        assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, 0, "", "")}
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for ti, data in members:
+            if data is not None:
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+            else:
+                tf.addfile(ti)
+    return buf.getvalue()
+
+
+def _ti(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    ti.linkname = link
+    ti.mode = 0o644
+    return ti
+
+
+HOSTILE = {
+    "absolute path": ([(_ti("/tmp/evil-abs"), b"x")], "evil-abs"),
+    "dotdot": ([(_ti("ok/../../evil-dotdot"), b"x")], "evil-dotdot"),
+    "symlink escape": ([(_ti("link", tarfile.SYMTYPE, "../../outside"), None)], "link"),
+    "absolute symlink": ([(_ti("link", tarfile.SYMTYPE, "/etc"), None)], "link"),
+    "write through symlink": ([(_ti("sub", tarfile.DIRTYPE), None),
+                               (_ti("d", tarfile.SYMTYPE, "sub"), None),
+                               (_ti("d/evil", tarfile.REGTYPE), b"x")], "through the symlink"),
+    "chained symlink escape": ([(_ti("d", tarfile.DIRTYPE), None),
+                                (_ti("d/x", tarfile.SYMTYPE, ".."), None),
+                                (_ti("d/y", tarfile.SYMTYPE, "x/.."), None)], "outside"),
+    "hardlink escape": ([(_ti("h", tarfile.LNKTYPE, "../../etc/passwd"), None)], "h"),
+    "hardlink to unknown": ([(_ti("h", tarfile.LNKTYPE, "later"), None), (_ti("later"), b"x")], "hardlink"),
+    "device node": ([(_ti("dev", tarfile.CHRTYPE), None)], "dev"),
+    "fifo": ([(_ti("pipe", tarfile.FIFOTYPE), None)], "pipe"),
+    "duplicate": ([(_ti("f"), b"1"), (_ti("f"), b"2")], "duplicate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_tar_is_refused_and_nothing_lands(tmp_path: Path, case: str) -> None:
+    members, needle = HOSTILE[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    archive = work / "evil.tar"
+    archive.write_bytes(_tar(members))
+    store = open_store()
+    before = set(os.listdir(tmp_path))
+    with pytest.raises(UnsafeArchiveError) as ei:
+        extract_into_store(store, archive)
+    assert str(archive) in str(ei.value) and needle in str(ei.value)
+    assert set(os.listdir(tmp_path)) == before and os.listdir(work) == ["evil.tar"]
+    assert not Path("/tmp/evil-abs").exists()
+    assert store.index.scalar("SELECT COUNT(*) FROM trees") == 0
+    assert store.index.scalar("SELECT COUNT(*) FROM holds") == 0
+
+
+def test_hostile_archive_through_install_installs_nothing(tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar"
+    archive.write_bytes(_tar([(_ti("good"), b"fine"), (_ti("../evil"), b"x")]))
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "x", "0" * 64, download_info=[(str(archive), sha256_file(archive))])
+    with pytest.raises(DownloadError, match=r"refused member '\.\./evil'"):
+        rn.ensure_artifact_installed("x", toml)
+    store = open_store()
+    assert [p.name for p in store.artifacts_dir.iterdir() if not p.name.startswith(".")] == ["usage.log"]
+    assert not (tmp_path / "evil").exists()
+
+
+def _zip(entries: list[tuple[str, bytes, int]]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data, mode in entries:
+            zi = zipfile.ZipInfo(name)
+            zi.create_system = 3
+            zi.external_attr = mode << 16
+            zf.writestr(zi, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("entries,needle", [
+    ([("../evil", b"x", 0o100644)], "../evil"),
+    ([("/abs", b"x", 0o100644)], "/abs"),
+    ([("l", b"../../x", 0o120777)], "outside"),
+    ([("l", b"sub", 0o120777), ("l/f", b"x", 0o100644)], "through the symlink"),
+    ([("fifo", b"", 0o010644)], "FIFO"),
+])
+def test_hostile_zip_is_refused(tmp_path: Path, entries: list, needle: str) -> None:
+    archive = tmp_path / "evil.zip"
+    archive.write_bytes(_zip(entries))
+    with pytest.raises(UnsafeArchiveError, match="refused") as ei:
+        extract_into_store(open_store(), archive)
+    assert needle in str(ei.value)
+
+
+def test_not_an_archive_and_truncated(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"hello world" * 100)
+    with pytest.raises(ArtifactError, match="not a tar"):
+        extract_into_store(open_store(), junk)
+    src = make_tree(tmp_path / "src")
+    tree = rn.create_artifact(src=src)
+    good = tmp_path / "good.tar.gz"
+    rn.archive_artifact(tree, good)
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ArtifactError, match="corrupt or truncated"):
+        extract_into_store(open_store(), cut)
