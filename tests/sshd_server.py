@@ -164,6 +164,15 @@ class SshdServer:
                 pass
         return len(pids)
 
+    def write_client_config(self, home: Path, alias: str, *, trust_host: bool) -> None:
+        """Write ``home/.ssh/config`` naming ``alias`` -> this server (and known_hosts when trusted)."""
+        ssh = home / ".ssh"
+        ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (ssh / "config").write_text(
+            f"Host {alias} 127.0.0.1\n    HostName 127.0.0.1\n    Port {self.port}\n    User {self.user}\n"
+            f"    IdentityFile {self.key_path}\n")
+        (ssh / "known_hosts").write_text(self.known_hosts_path.read_text() if trust_host else "")
+
     def stop(self) -> None:
         """Stop sshd (listener and any sessions)."""
         if self.proc is not None:

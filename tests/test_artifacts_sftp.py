@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -12,18 +11,7 @@ import runicorn as rn
 from runicorn.artifacts import download
 from runicorn.errors import DownloadError
 from tests.artifacts_support import make_tree
-from tests.sshd_helpers_artifacts import Sshd
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = Sshd(tmp_path_factory.mktemp("sshd"))
-    try:
-        server.start()
-    except (RuntimeError, OSError) as exc:
-        pytest.fail(f"cannot start a real sshd for the sftp:// tests: {exc}")
-    yield server
-    server.stop()
+from tests.sshd_server import SshdServer as Sshd
 
 
 def _publish(tmp_path: Path) -> tuple[str, Path, str]:

@@ -17,7 +17,7 @@ from runicorn.cli import main
 from runicorn.hashing import sha256_bytes
 from runicorn.manifest import ManifestGenerator, ManifestType, validate_manifest_dict
 from runicorn.manifest.generator import STATE_NAME
-from sync_util import make_tree
+from tests.sync_util import make_tree
 
 
 def _load(path: Path) -> dict:

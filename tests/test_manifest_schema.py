@@ -90,7 +90,7 @@ def test_invalid_samples_agree(doc: Any) -> None:
 
 def test_generated_manifest_matches_schema(tmp_path: Path) -> None:
     from runicorn.manifest import ManifestGenerator
-    from sync_util import make_tree
+    from tests.sync_util import make_tree
 
     make_tree(tmp_path, 3)
     _, path = ManifestGenerator(tmp_path).generate()

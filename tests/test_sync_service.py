@@ -19,8 +19,8 @@ from runicorn.remote_storage import MetadataSyncService
 from runicorn.remote_storage.cache_manager import LocalCacheManager
 from runicorn.remote_storage.legacy_sync import LegacySyncClient
 from runicorn.remote_storage.ssh import parse_target
-from sshd_server import SshdServer
-from sync_util import assert_mirror, make_tree, tree_files
+from tests.sshd_server import SshdServer
+from tests.sync_util import assert_mirror, make_tree, tree_files
 
 
 @pytest.fixture
@@ -189,7 +189,7 @@ def test_runs_under_store_reserved_names_are_skipped(conn: Any, server: Path, tm
                                                      use_manifest: bool) -> None:
     import random
 
-    from sync_util import make_run
+    from tests.sync_util import make_run
     make_run(server, "archive", "blobs", "20250101_000000_evil01", rng=random.Random(1))
     if use_manifest:
         ManifestGenerator(server).generate()
