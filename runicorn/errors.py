@@ -66,3 +66,11 @@ class DownloadError(ArtifactError):
 
 class UnsafeArchiveError(ArtifactError):
     """An archive member would escape the extraction root or is a device, FIFO or bad link."""
+
+
+class SSHConnectError(RunicornError):
+    """An SSH connection could not be made because of the network (worth retrying)."""
+
+
+class SSHRefusedError(SSHConnectError):
+    """An SSH connection was refused for good: unknown or changed host key, failed auth."""

@@ -18,7 +18,7 @@ from runicorn.manifest import ManifestGenerator
 from runicorn.remote_storage import MetadataSyncService
 from runicorn.remote_storage.cache_manager import LocalCacheManager
 from runicorn.remote_storage.legacy_sync import LegacySyncClient
-from runicorn.remote_storage.ssh import parse_target
+from runicorn.ssh import parse_target
 from tests.sshd_server import SshdServer
 from tests.sync_util import assert_mirror, make_tree, tree_files
 

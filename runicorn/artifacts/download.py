@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
-from runicorn.errors import ArtifactError, IntegrityError
+from runicorn.errors import ArtifactError, IntegrityError, SSHConnectError
 from runicorn.hashing import CHUNK, new_sha256, sha256_file
 
 Progress = Callable[[int, int | None], None]
@@ -257,60 +257,20 @@ class _SftpStream:
 
 
 def ssh_connect(host: str, port: int | None, user: str | None) -> Any:
-    """A paramiko client honouring ``~/.ssh/config`` (HostName, Port, User, IdentityFile,
-    UserKnownHostsFile) and known_hosts.  Unknown host keys are refused unless
-    ``$RUNICORN_SSH_ACCEPT_NEW_HOST_KEY=1`` (then the key is appended to known_hosts).
+    """Connect through :func:`runicorn.ssh.connect`; opt in to new host keys with
+    ``$RUNICORN_SSH_ACCEPT_NEW_HOST_KEY=1``.
 
     Raises:
         PermanentError: unknown/changed host key or authentication failure.
         TransientError: network failure.
     """
-    import getpass
+    from runicorn.errors import SSHRefusedError
+    from runicorn.ssh import connect
 
-    import paramiko
-
-    cfg: dict[str, Any] = {}
-    cfg_path = Path(os.path.expanduser("~/.ssh/config"))
-    if cfg_path.is_file():
-        cfg = dict(paramiko.SSHConfig.from_path(str(cfg_path)).lookup(host))
-    hostname = cfg.get("hostname", host)
-    port = port or int(cfg.get("port", 22))
-    user = user or cfg.get("user") or getpass.getuser()
-    keys = [k for k in (os.path.expanduser(k) for k in cfg.get("identityfile", [])) if os.path.exists(k)]
-    known_files = cfg.get("userknownhostsfile", "~/.ssh/known_hosts")
-    known = [Path(os.path.expanduser(k)) for k in (known_files.split() if isinstance(known_files, str) else known_files)]
     accept_new = os.environ.get("RUNICORN_SSH_ACCEPT_NEW_HOST_KEY", "") in ("1", "yes", "true")
-
-    client = paramiko.SSHClient()
-    for kh in known:
-        if kh.is_file():
-            client.load_host_keys(str(kh))
-
-    class _Policy(paramiko.MissingHostKeyPolicy):
-        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-            if not accept_new:
-                raise PermanentError(f"host key for {hostname} is unknown ({key.get_name()}); add it to "
-                                     f"known_hosts or set RUNICORN_SSH_ACCEPT_NEW_HOST_KEY=1")
-            known[0].parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with open(known[0], "a", encoding="ascii") as f:
-                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-            client.get_host_keys().add(hostname, key.get_name(), key)
-
-    client.set_missing_host_key_policy(_Policy())
     try:
-        client.connect(hostname, port=port, username=user, key_filename=keys or None,
-                       look_for_keys=not keys, allow_agent=True, timeout=TIMEOUT,
-                       banner_timeout=TIMEOUT, auth_timeout=TIMEOUT)
-    except PermanentError:
-        client.close()
-        raise
-    except paramiko.BadHostKeyException:
-        client.close()
-        raise PermanentError(f"host key for {hostname} CHANGED; refusing to connect") from None
-    except paramiko.AuthenticationException as exc:
-        client.close()
-        raise PermanentError(f"authentication as {user}@{hostname}:{port} failed: {exc}") from None
-    except (paramiko.SSHException, OSError) as exc:
-        client.close()
-        raise TransientError(f"cannot connect to {user}@{hostname}:{port}: {exc}") from None
-    return client
+        return connect(host, port, user, accept_new_host_key=accept_new, timeout=TIMEOUT)
+    except SSHRefusedError as exc:
+        raise PermanentError(str(exc)) from None
+    except SSHConnectError as exc:
+        raise TransientError(str(exc)) from None

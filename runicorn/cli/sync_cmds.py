@@ -95,13 +95,13 @@ def sync(ctx: click.Context, target: str, cache: Path | None, identity: str | No
     from runicorn.cli import echo_json, storage_from
     from runicorn.remote_storage.cache_manager import LocalCacheManager
     from runicorn.remote_storage.service import MetadataSyncService
-    from runicorn.remote_storage.ssh import connect, parse_target
+    from runicorn.ssh import connect, parse_target
 
     tgt = parse_target(target)
     manager = LocalCacheManager(root_dir=cache if cache is not None else storage_from(ctx))
     import paramiko
 
-    client = connect(tgt, identity=identity, accept_new_host_key=accept_new_host_key)
+    client = connect(tgt.host, tgt.port, tgt.user, identity=identity, accept_new_host_key=accept_new_host_key)
     try:
         sftp = client.open_sftp()
         service = MetadataSyncService(client, sftp, tgt.path, manager,

@@ -1,8 +1,11 @@
-"""Opening SSH/SFTP connections with paramiko, honouring ``~/.ssh/config`` and known_hosts.
+"""The one way Runicorn opens SSH connections (sync targets and ``sftp://`` sources).
 
-Host keys: a key that differs from the one in known_hosts is always refused; an unknown
-host is refused unless the caller opts in (``accept_new``), in which case its key is
-appended to the user's known_hosts, like OpenSSH's ``StrictHostKeyChecking=accept-new``.
+paramiko, honouring ``~/.ssh/config`` (HostName, Port, User, IdentityFile,
+UserKnownHostsFile, ProxyCommand) and known_hosts.  Host keys: a key that differs from
+the one in known_hosts is always refused; an unknown host is refused unless the caller
+opts in (``accept_new_host_key``), in which case its key is appended to the user's
+known_hosts, like OpenSSH's ``StrictHostKeyChecking=accept-new``.  paramiko is imported
+only when a connection is made.
 """
 
 from __future__ import annotations
@@ -14,14 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runicorn.errors import RunicornError
+from runicorn.errors import RunicornError, SSHConnectError, SSHRefusedError
 
 _TARGET_RE = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>\[[^\]\s]+\]|[^@:/\s\[\]]+)"
                         r"(?::(?P<port>\d{1,5}))?:(?P<path>.+)$")
-
-
-class SSHConnectError(RunicornError):
-    """The SSH connection could not be made (host key, auth, network)."""
 
 
 @dataclass
@@ -57,12 +56,13 @@ def _known_hosts_files(cfg: dict[str, Any]) -> list[Path]:
     return paths
 
 
-def connect(target: SyncTarget, *, identity: str | None = None, accept_new_host_key: bool = False,
-            timeout: float = 20.0) -> Any:
-    """Return a connected ``paramiko.SSHClient`` for ``target``.
+def connect(host: str, port: int | None = None, user: str | None = None, *, identity: str | None = None,
+            accept_new_host_key: bool = False, timeout: float = 20.0) -> Any:
+    """Return a connected ``paramiko.SSHClient`` for ``[user@]host[:port]`` (``~/.ssh/config`` aliases work).
 
     Raises:
-        SSHConnectError: unknown or changed host key, authentication or network failure.
+        SSHRefusedError: unknown or changed host key, unreadable config, authentication failed.
+        SSHConnectError: network failure (worth retrying).
     """
     import paramiko
 
@@ -70,16 +70,16 @@ def connect(target: SyncTarget, *, identity: str | None = None, accept_new_host_
     cfg_path = Path(os.path.expanduser("~/.ssh/config"))
     if cfg_path.is_file():
         try:
-            cfg = dict(paramiko.SSHConfig.from_path(str(cfg_path)).lookup(target.host))
+            cfg = dict(paramiko.SSHConfig.from_path(str(cfg_path)).lookup(host))
         except Exception as exc:  # noqa: BLE001 - any parse problem is the user's file
-            raise SSHConnectError(f"{cfg_path}: cannot parse: {exc}") from None
-    hostname = cfg.get("hostname", target.host)
-    port = target.port or int(cfg.get("port", 22))
-    user = target.user or cfg.get("user") or getpass.getuser()
+            raise SSHRefusedError(f"{cfg_path}: cannot parse: {exc}") from None
+    hostname = cfg.get("hostname", host)
+    port = port or int(cfg.get("port", 22))
+    user = user or cfg.get("user") or getpass.getuser()
     keys = [identity] if identity else [os.path.expanduser(k) for k in cfg.get("identityfile", [])]
     keys = [k for k in keys if os.path.exists(k)]
     if identity and not keys:
-        raise SSHConnectError(f"{identity}: identity file not found")
+        raise SSHRefusedError(f"{identity}: identity file not found")
 
     known = _known_hosts_files(cfg)
     client = paramiko.SSHClient()
@@ -104,9 +104,9 @@ def connect(target: SyncTarget, *, identity: str | None = None, accept_new_host_
 
     class _Reject(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-            raise SSHConnectError(
-                f"host key for {hostname} is unknown ({key.get_name()} "
-                f"{key.fingerprint}); verify it and rerun with --accept-new-host-key")
+            raise SSHRefusedError(
+                f"host key for {hostname} is unknown ({key.get_name()} {key.fingerprint}); verify it, "
+                f"then rerun with --accept-new-host-key (or RUNICORN_SSH_ACCEPT_NEW_HOST_KEY=1)")
 
     client.set_missing_host_key_policy(_AcceptNew() if accept_new_host_key else _Reject())
     sock = None
@@ -121,9 +121,12 @@ def connect(target: SyncTarget, *, identity: str | None = None, accept_new_host_
         raise
     except paramiko.BadHostKeyException as exc:
         client.close()
-        raise SSHConnectError(
+        raise SSHRefusedError(
             f"host key for {hostname} CHANGED (got {exc.key.get_name()}, known hosts say "
             f"otherwise); refusing to connect - possible man-in-the-middle") from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise SSHRefusedError(f"authentication as {user}@{hostname}:{port} failed: {exc}") from None
     except (paramiko.SSHException, OSError) as exc:
         client.close()
         raise SSHConnectError(f"cannot connect to {user}@{hostname}:{port}: {exc}") from None
