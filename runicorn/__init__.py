@@ -6,9 +6,7 @@ use (see ``_LAZY``), so heavy dependencies load only where they are needed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from runicorn._lazy import lazy_attributes
 from runicorn._version import __version__
 
 # public name -> "module:attribute"
@@ -35,18 +33,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    spec = _LAZY.get(name)
-    if spec is None:
-        raise AttributeError(f"module 'runicorn' has no attribute {name!r}")
-    module_name, attr = spec.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)
 
 
 __all__ = ["__version__", *_LAZY]

@@ -8,9 +8,7 @@ hands out a path -- the runs package uses it to record a run's inputs.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from runicorn._lazy import lazy_attributes
 from runicorn.artifacts.lookup import (
     artifact,
     artifact_exists,
@@ -34,14 +32,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    spec = _LAZY.get(name)
-    if spec is None:
-        raise AttributeError(f"module 'runicorn.artifacts' has no attribute {name!r}")
-    module_name, attr = spec.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)
 
 
 __all__ = ["artifact", "artifact_exists", "artifact_hash", "artifact_meta", "artifact_path",

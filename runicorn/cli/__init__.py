@@ -7,7 +7,6 @@ add one line to ``COMMANDS``: ``name -> "module:attribute"``.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from typing import Any
 
@@ -47,8 +46,9 @@ class LazyGroup(click.Group):
         spec = COMMANDS.get(cmd_name)
         if spec is None:
             return super().get_command(ctx, cmd_name)
-        module_name, attr = spec.split(":")
-        return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+        from runicorn._lazy import resolve
+
+        return resolve(spec)  # type: ignore[no-any-return]
 
     def invoke(self, ctx: click.Context) -> Any:
         from runicorn.errors import RunicornError

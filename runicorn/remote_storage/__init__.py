@@ -5,21 +5,15 @@ Imports are lazy so ``import runicorn`` never loads paramiko.
 
 from __future__ import annotations
 
-from typing import Any
+from runicorn._lazy import lazy_attributes
 
 __all__ = ["LocalCacheManager", "ManifestSyncClient", "MetadataSyncService"]
 
 _LAZY = {
-    "MetadataSyncService": "runicorn.remote_storage.service",
-    "LocalCacheManager": "runicorn.remote_storage.cache_manager",
-    "ManifestSyncClient": "runicorn.remote_storage.manifest_sync",
+    "MetadataSyncService": "runicorn.remote_storage.service:MetadataSyncService",
+    "LocalCacheManager": "runicorn.remote_storage.cache_manager:LocalCacheManager",
+    "ManifestSyncClient": "runicorn.remote_storage.manifest_sync:ManifestSyncClient",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'runicorn.remote_storage' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

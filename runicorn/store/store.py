@@ -18,7 +18,6 @@ Write protocol (every write, so a crash at any instant is recoverable):
 from __future__ import annotations
 
 import errno
-import importlib
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
+from runicorn._lazy import resolve
 from runicorn.config import resolve_storage_root
 from runicorn.errors import (
     BlobNotFoundError,
@@ -686,8 +686,7 @@ class Store:
         """
         self.recover()
         for spec in GC_ROOT_REFRESHERS:
-            module_name, attr = spec.split(":")
-            getattr(importlib.import_module(module_name), attr)(self, dry_run=dry_run)
+            resolve(spec)(self, dry_run=dry_run)
         cutoff = time.time() - grace_seconds
         scope = json.dumps(sorted(set(trees))) if trees is not None else None
         tx = self.index.read() if dry_run else self.index.write()

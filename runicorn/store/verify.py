@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from runicorn._lazy import resolve
 from runicorn.errors import CorruptManifestError
 from runicorn.hashing import is_sha256_hex, sha256_file
 from runicorn.store.store import _read_ref_file, nascent_owner_alive, ref_filename
@@ -239,10 +240,7 @@ def rebuild_index(store: "Store", *, deep: bool = False) -> dict[str, Any]:
                       [(r["kind"], r["name"], r["tree"], float(r.get("created_at", now)),
                         json.dumps(r.get("meta", {}), sort_keys=True)) for r in refs])
     for spec in REBUILD_HOOKS:
-        import importlib
-
-        module_name, attr = spec.split(":")
-        getattr(importlib.import_module(module_name), attr)(store)
+        resolve(spec)(store)
     return {
         "blobs": len(blobs),
         "trees": len(trees),
