@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import tempfile
 from pathlib import Path
@@ -44,12 +45,17 @@ def quickstart(keep: str | None) -> None:
 
 
 def _tour(base: Path) -> None:
-    from runicorn.store import Store
-
     storage = base / "store"
     project = base / "project"
     _write_demo(project)
     os.environ["RUNICORN_DIR"] = str(storage)
+    _store_tour(storage, project)
+    _artifact_tour(base, storage, project)
+
+
+def _store_tour(storage: Path, project: Path) -> None:
+    from runicorn.store import Store
+
     with Store.open(storage) as store:
         _step(f"capture {project} into the store at {storage}")
         tree = store.ingest_directory(project)
@@ -73,3 +79,53 @@ def _tour(base: Path) -> None:
         report = store.gc(grace_seconds=0)
         click.echo(f"    gc deleted {report['trees_deleted']} tree and {report['blobs_deleted']} blobs")
         assert store.stats()["blob_count"] == 0
+
+
+def _artifact_tour(base: Path, storage: Path, project: Path) -> None:
+    import functools
+    import threading
+
+    import runicorn as rn
+    from runicorn.store import open_store
+
+    served = base / "served"
+    served.mkdir()
+    _step("publish: capture data/ as an artifact and write a reproducible archive (another store)")
+    publisher = base / "publisher-store"
+    tree = rn.create_artifact(src=project / "data", storage=publisher)
+    archive = served / "demo-data.tar.gz"
+    sha = rn.archive_artifact(tree, archive, storage=publisher)
+    click.echo(f"    tree {tree[:16]}..., archive sha256 {sha[:16]}...")
+
+    handler = functools.partial(_QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/demo-data.tar.gz"
+    try:
+        toml = project / "Runicorn.toml"
+        _step(f"bind demo-data in {toml.name} (lazy, downloadable from {url})")
+        rn.bind_artifact(toml, "demo-data", tree, lazy=True,
+                         download_info=[(url, sha, archive.stat().st_size)], storage=storage)
+        click.echo("    " + toml.read_text().replace("\n", "\n    ").rstrip())
+        _step("fetch: artifact('demo-data') downloads, verifies and installs on first use")
+        assert not rn.artifact_exists(tree)
+        path = rn.artifact("demo-data", toml=toml)
+        assert (path / "labels.csv").read_text() == DEMO_FILES["data/labels.csv"]
+        assert rn.artifact("demo-data/labels.csv", toml=toml) == path / "labels.csv"
+        click.echo(f"    installed at {path}")
+    finally:
+        server.shutdown()
+    store = open_store(storage)
+    _step("gc keeps what a Runicorn.toml binds")
+    assert store.gc(grace_seconds=0)["trees_deleted"] == 0 and rn.artifact_exists(tree)
+    click.echo("    kept")
+    _step("unbind, then gc collects the artifact")
+    rn.unbind_artifact(toml, "demo-data", storage=storage)
+    report = store.gc(grace_seconds=0)
+    assert tree in report["tree_ids"]
+    click.echo(f"    gc deleted {report['trees_deleted']} tree and {report['blobs_deleted']} blobs")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass
