@@ -31,6 +31,7 @@ from runicorn.remote_storage.transfer import (
     cache_dest,
     remove_stale,
     set_nodelay,
+    unplanned_budget,
 )
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,6 @@ class LegacySyncClient:
         shutil.rmtree(sync_dir / "tmp", ignore_errors=True)
         set_nodelay(self.sftp.raw)
         listing = self.walk()
-        dl = Downloader(self.cache_dir, self.remote_root)
         stats: dict[str, Any] = {
             "files_synced": 0, "bytes_downloaded": 0, "incremental_count": 0, "full_count": 0,
             "failed_count": 0, "duration": 0.0, "manifest_revision": None, "skipped": False,
@@ -147,6 +147,7 @@ class LegacySyncClient:
             raise SyncError(f"{self.cache_dir}: sync needs {need} bytes but only {free} are free")
         import paramiko
 
+        dl = Downloader(self.cache_dir, self.remote_root, unplanned_budget(free, need))
         for i, (rel, size, mtime) in enumerate(todo, 1):
             try:
                 r = dl.fetch_full(self.sftp, rel, size, float(mtime), None)

@@ -46,6 +46,7 @@ from runicorn.remote_storage.transfer import (
     remove_stale,
     same_mtime,
     set_nodelay,
+    unplanned_budget,
 )
 
 log = logging.getLogger(__name__)
@@ -334,7 +335,7 @@ class ManifestSyncClient:
             raise SyncError(f"{self.cache_dir}: sync needs {need} bytes but only {free} are free")
         tasks.sort(key=lambda t: (t[0].priority, t[0].path))
 
-        downloader = Downloader(self.cache_dir, self.remote_root)
+        downloader = Downloader(self.cache_dir, self.remote_root, unplanned_budget(free, need))
         results = self._run_tasks(tasks, downloader, progress)
         failed = [p for p, r in results.items() if isinstance(r, BaseException)]
         for path, r in results.items():

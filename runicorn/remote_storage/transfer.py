@@ -37,6 +37,40 @@ SYNC_DIR = ".runicorn-sync"
 # keeps blobs, manifests and its index under archive/, pinned artifacts under artifacts/).
 # Runs from a server project with one of these names are skipped, never merged in.
 RESERVED_TOP_LEVEL = frozenset({SYNC_DIR, ".runicorn", "archive", "artifacts"})
+# A file that changed after the manifest was made is downloaded as it is now, but the
+# server decides that size: it may exceed the manifest's size by at most this much
+# (a quarter of the listed size, at least MIN_GROWTH, at most MAX_GROWTH) ...
+MIN_GROWTH = 16 << 20
+MAX_GROWTH = 1 << 30
+
+
+def growth_allowance(listed_size: int) -> int:
+    """How many bytes beyond its manifest size a changed file may have grown."""
+    return min(MAX_GROWTH, max(MIN_GROWTH, listed_size // 4))
+
+
+class ByteBudget:
+    """... and all such growth together must fit in the free space the sync did not plan
+    for (thread-safe; shared by every transfer of one sync)."""
+
+    def __init__(self, total: int) -> None:
+        self.left = max(0, total)
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes; False (nothing reserved) if they do not fit."""
+        with self._lock:
+            if n > self.left:
+                return False
+            self.left -= n
+            return True
+
+
+def unplanned_budget(free: int, need: int) -> ByteBudget:
+    """What files grown since the manifest may use: the free space the plan leaves,
+    minus a margin (a tenth of it, at most 64 MiB) so a sync never fills the disk."""
+    spare = max(0, free - need)
+    return ByteBudget(spare - min(64 << 20, spare // 10))
 
 
 class SyncError(RunicornError):
@@ -239,8 +273,10 @@ class FetchResult:
 class Downloader:
     """Atomic file downloads into a cache directory (one instance per sync)."""
 
-    def __init__(self, cache: Path, remote_root: str) -> None:
+    def __init__(self, cache: Path, remote_root: str, budget: ByteBudget | None = None) -> None:
         self.cache = cache
+        # Unplanned bytes (files grown since the manifest) this sync may still write.
+        self.budget = budget if budget is not None else ByteBudget(0)
         self.remote_root = remote_root.rstrip("/") or "/"
         self.staging = cache / SYNC_DIR / "tmp"
         self.paths = CachePaths(cache)
@@ -284,21 +320,36 @@ class Downloader:
             if ok:
                 self._publish(staged, dest, mtime_ns(mtime))
                 return FetchResult(received, "full")
-        return FetchResult(received + self.fetch_current(sftp, rel), "full")
+        return FetchResult(received + self.fetch_current(sftp, rel, size), "full")
 
-    def fetch_current(self, sftp: CountingSFTP, rel: str) -> int:
+    def fetch_current(self, sftp: CountingSFTP, rel: str, listed_size: int) -> int:
         """Download whatever ``rel`` is now (size and mtime from the open handle).
 
+        ``listed_size`` is what the manifest (or listing) said, which the sync planned
+        disk space for.  The current size may exceed it by :func:`growth_allowance`, and
+        the excess must fit in the sync's :class:`ByteBudget`.
+
         Raises:
-            FileChangedError: if the file is absurdly large or changes while read.
+            FileChangedError: if the file grew too much, does not fit on the disk, or
+                changes while read (the file fails; the next sync retries it).
         """
-        dest = cache_dest(self.cache, rel)
+        dest = self.paths(rel)
         received = 0
         with StagedFile(self.staging, prefix="c.") as staged:
             with sftp.open(self.remote(rel), "rb") as f:
                 st = f.stat()
                 if st.st_size is None or st.st_size > MAX_FILE_SIZE:
                     raise FileChangedError(f"{rel}: server reports an unusable size")
+                extra = st.st_size - listed_size
+                if extra > growth_allowance(listed_size):
+                    raise FileChangedError(
+                        f"{rel}: is {st.st_size} bytes on the server but the manifest lists "
+                        f"{listed_size}; growth beyond {growth_allowance(listed_size)} bytes is "
+                        f"refused (regenerate the manifest, then sync again)")
+                if extra > 0 and not self.budget.take(extra):
+                    raise FileChangedError(
+                        f"{rel}: grew by {extra} bytes since the manifest, more than the "
+                        f"{self.budget.left} bytes of free space this sync has left")
                 for piece in read_range(f, 0, st.st_size):
                     received += len(piece)
                     staged.file.write(piece)
