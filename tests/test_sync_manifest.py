@@ -379,3 +379,46 @@ def test_growth_must_fit_the_free_space(conn: Any, server: Path, tmp_path: Path,
     st = _sync(conn, server, cache)  # with the real free space it fits
     assert st["failed_count"] == 0 and st["files_synced"] == 1
     assert_mirror(server, cache, check_mtime=False)
+
+
+def test_data_is_durable_before_any_rename(conn: Any, server: Path, tmp_path: Path,
+                                           monkeypatch: Any) -> None:
+    """Group commit: every downloaded file's bytes were flushed (syncfs) before it was
+    renamed into place, so a power loss cannot leave a file with the server's size and
+    mtime over lost data (the planner would skip it forever)."""
+    from runicorn import fsutil
+
+    cache = tmp_path / "cache"
+    staging = cache / ".runicorn-sync" / "tmp"
+    flushed: dict[str, int] = {}  # staged file -> its size when a syncfs ran
+    renamed: list[str] = []
+    real_syncfs, real_replace = fsutil.syncfs, os.replace
+
+    def syncfs(path: Path) -> None:
+        real_syncfs(path)
+        for p in staging.glob("*"):
+            flushed[str(p)] = p.stat().st_size
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(src).parent == staging:
+            assert flushed.get(str(src)) == Path(src).stat().st_size, \
+                f"{dst} renamed into place before its data was flushed"
+            renamed.append(str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fsutil, "syncfs", syncfs)
+    monkeypatch.setattr(fsutil.os, "replace", replace)
+    st = _sync(conn, server, cache)
+    assert st["failed_count"] == 0 and len(renamed) == st["files_synced"]
+    # Appends and files changed since the manifest go through the same batch.
+    rd = sorted(server.glob("*/**/runs/*"))[0]
+    with open(rd / "events.jsonl", "ab") as f:
+        f.write(b"more\n")
+    (rd / "status.json").write_text('{"status": "finished"}')
+    _regen(server)
+    (rd / "status.json").write_text('{"status": "finished", "at": "later"}')  # after it
+    renamed.clear()
+    st = _sync(conn, server, cache)
+    monkeypatch.undo()
+    assert st["failed_count"] == 0 and st["incremental_count"] == 1 and len(renamed) == 2
+    assert_mirror(server, cache, check_mtime=False)

@@ -160,6 +160,11 @@ class LegacySyncClient:
                 stats["bytes_downloaded"] += r.received
             if progress is not None:
                 progress(i, len(todo), rel)
+        for rel, exc in dl.commit().items():  # data durable, then renamed into place
+            log.warning("sync of %s failed: %s", rel, exc)
+            stats["failed_count"] += 1
+            stats["files_synced"] -= 1
+            stats["full_count"] -= 1
         if stats["failed_count"] == 0:
             cursor_path = sync_dir / "servers" / \
                 sha256_bytes(f"legacy\0{self.remote_root}".encode())[:16] / "legacy_cursor.json"

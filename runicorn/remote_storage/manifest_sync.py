@@ -444,6 +444,8 @@ class ManifestSyncClient:
                                     thread_name_prefix="runicorn-sync") as ex:
                 for fut in [ex.submit(pooled, t) for t in other]:
                     fut.result()
+        for path, exc in dl.commit().items():  # data durable, then renamed into place
+            results[path] = exc
         for fe, _, _ in tasks:  # belt and braces: a file without an outcome is a failure
             results.setdefault(fe.path, RuntimeError(f"{fe.path}: no transfer outcome"))
         return results

@@ -5,7 +5,9 @@
   may travel as several pipelined protocol requests of at most 32 KiB; those are
   reported separately as *wire requests* (paramiko's request counter).
 * Downloads are atomic: bytes go to a staged file under ``<cache>/.runicorn-sync/tmp``,
-  get the server's mtime, and are renamed into place.  Appends are copy-on-append: the
+  get the server's mtime, and are renamed into place in batches (group commit: one
+  ``syncfs`` makes a batch's data durable before any of it is renamed, so after a power
+  loss a file never has the right size and mtime over lost data).  Appends are copy-on-append: the
   local copy plus the new bytes are written to a staged file which then replaces the
   old one, so a crash leaves either the old or the new file, never a spliced one.  The
   copy is local I/O, cheap next to the network, and keeps the rule "a file is replaced
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from runicorn.errors import RunicornError, UnsafePathError
-from runicorn.fsutil import StagedFile
+from runicorn.fsutil import GroupCommit, StagedFile
 from runicorn.hashing import sha256_bytes
 from runicorn.manifest.model import TAIL_WINDOW
 from runicorn.manifest.schema import MAX_FILE_SIZE
@@ -280,18 +282,27 @@ class Downloader:
         self.remote_root = remote_root.rstrip("/") or "/"
         self.staging = cache / SYNC_DIR / "tmp"
         self.paths = CachePaths(cache)
+        self.batch = GroupCommit(cache)
         self.wasted = 0  # bytes received then thrown away (file changed since the manifest)
 
     def remote(self, rel: str) -> str:
         return f"{self.remote_root}/{rel}" if self.remote_root != "/" else f"/{rel}"
 
-    def _publish(self, staged: StagedFile, dest: Path, mtime_ns_: int) -> None:
+    def _publish(self, staged: StagedFile, rel: str, dest: Path, mtime_ns_: int) -> None:
         staged.finish(fsync=False)
         os.utime(staged.path, ns=(mtime_ns_, mtime_ns_))
         if dest.is_dir() and not dest.is_symlink():
             raise UnsafePathError(f"{dest}: a directory is in the way of a server file")
-        # Durability comes from one syncfs() before the cursor advances.
-        staged.commit(dest, fsync=False)
+        staged.hand_over(self.batch, dest, rel)  # renamed by commit(), after one syncfs
+
+    def commit(self) -> dict[str, OSError]:
+        """Make every fetched file durable, then rename it into place.
+
+        Call after the transfers (the caller's final ``syncfs`` makes the renames
+        durable).  Returns the files whose rename failed: they did not arrive.
+        """
+        self.batch.commit()
+        return dict(self.batch.failed)
 
     def fetch_full(self, sftp: CountingSFTP, rel: str, size: int, mtime: float,
                    tail_hash: str | None) -> FetchResult:
@@ -318,7 +329,7 @@ class Downloader:
             tail_bytes = bytes(tail[-TAIL_WINDOW:]) if size else b""
             ok = received == size and (tail_hash is None or sha256_bytes(tail_bytes) == tail_hash)
             if ok:
-                self._publish(staged, dest, mtime_ns(mtime))
+                self._publish(staged, rel, dest, mtime_ns(mtime))
                 return FetchResult(received, "full")
         return FetchResult(received + self.fetch_current(sftp, rel, size), "full")
 
@@ -355,7 +366,7 @@ class Downloader:
                     staged.file.write(piece)
             if received != st.st_size:
                 raise FileChangedError(f"{rel}: changed on the server while being read")
-            self._publish(staged, dest, int(st.st_mtime or 0) * 1_000_000_000)
+            self._publish(staged, rel, dest, int(st.st_mtime or 0) * 1_000_000_000)
         return received
 
     def fetch_append(self, sftp: CountingSFTP, rel: str, local_size: int, size: int,
@@ -396,7 +407,7 @@ class Downloader:
             if ok and received == size - start:
                 staged.finish(fsync=False)
                 if tail_hash is None or local_tail_hash(staged.path, size) == tail_hash:
-                    self._publish(staged, dest, mtime_ns(mtime))
+                    self._publish(staged, rel, dest, mtime_ns(mtime))
                     return FetchResult(received, "incremental")
         # Rewritten, truncated or changed since the manifest: never splice, fetch whole.
         full = self.fetch_full(sftp, rel, size, mtime, tail_hash)
@@ -632,7 +643,7 @@ class PipelinedFetcher:
             dest = self.dl.paths(it.rel)
             with StagedFile(self.dl.staging, prefix="p.") as staged:
                 staged.file.write(data)
-                self.dl._publish(staged, dest, mtime_ns(it.mtime))  # noqa: SLF001
+                self.dl._publish(staged, it.rel, dest, mtime_ns(it.mtime))  # noqa: SLF001
         except (OSError, RunicornError) as exc:
             done_cb(it, exc)
             return
