@@ -29,7 +29,7 @@ from runicorn.fsutil import GroupCommit, StagedFile
 from runicorn.hashing import sha256_bytes
 from runicorn.manifest.model import TAIL_WINDOW
 from runicorn.manifest.schema import MAX_FILE_SIZE
-from runicorn.relpath import ensure_no_symlink_parents, safe_join, validate_relpath
+from runicorn.relpath import ensure_no_symlink_parents, validate_relpath
 
 SINGLE_READ_MAX = 32768  # paramiko's largest single read request
 READ_WINDOW = 8 << 20  # bytes requested per pipelined readv call; bounds memory per worker
@@ -158,6 +158,18 @@ class CountingSFTP:
         return int(getattr(self.raw, "request_number", 0)) - self._start_requests
 
 
+def sync_stats(method: str, **kw: Any) -> dict[str, Any]:
+    """The statistics every sync returns (the seed's keys), zeroed, updated with ``kw``."""
+    stats: dict[str, Any] = {
+        "files_synced": 0, "bytes_downloaded": 0, "incremental_count": 0,
+        "full_count": 0, "failed_count": 0, "duration": 0.0, "manifest_revision": None,
+        "skipped": False, "reason": "", "sftp_requests": 0, "sftp_wire_requests": 0,
+        "files_deleted": 0, "files_unchanged": 0, "manifest_bytes": 0, "method": method,
+    }
+    stats.update(kw)
+    return stats
+
+
 def set_nodelay(sftp_client: Any) -> None:
     """Disable Nagle on the SSH socket under ``sftp_client`` (best effort).
 
@@ -222,22 +234,8 @@ def local_tail_hash(path: Path, size: int) -> str | None:
     return sha256_bytes(data) if len(data) == size - start else None
 
 
-def cache_dest(cache: Path, rel: str) -> Path:
-    """Where ``rel`` lands in the cache, refusing paths that could leave it.
-
-    Raises:
-        UnsafePathError: absolute, ``..``, bookkeeping area, or through a symlink.
-    """
-    validate_relpath(rel, what="server path")
-    if rel.split("/", 1)[0] in RESERVED_TOP_LEVEL:
-        raise UnsafePathError(f"server path {rel!r} targets the store's own directories")
-    ensure_no_symlink_parents(cache, rel)
-    dest = safe_join(cache, rel, what="server path")
-    return dest
-
-
 class CachePaths:
-    """:func:`cache_dest` for many paths, checking each parent directory only once."""
+    """Where server paths land in the cache, checking each parent directory only once."""
 
     def __init__(self, cache: Path) -> None:
         self.cache = cache
@@ -246,7 +244,11 @@ class CachePaths:
         self._memo: dict[str, Path] = {}
 
     def __call__(self, rel: str) -> Path:
-        """Raises UnsafePathError as :func:`cache_dest`."""
+        """Where ``rel`` lands in the cache, refusing paths that could leave it.
+
+        Raises:
+            UnsafePathError: absolute, ``..``, bookkeeping area, or through a symlink.
+        """
         dest = self._memo.get(rel)
         if dest is not None:
             return dest
@@ -275,13 +277,14 @@ class FetchResult:
 class Downloader:
     """Atomic file downloads into a cache directory (one instance per sync)."""
 
-    def __init__(self, cache: Path, remote_root: str, budget: ByteBudget | None = None) -> None:
+    def __init__(self, cache: Path, remote_root: str, budget: ByteBudget | None = None,
+                 paths: CachePaths | None = None) -> None:
         self.cache = cache
         # Unplanned bytes (files grown since the manifest) this sync may still write.
         self.budget = budget if budget is not None else ByteBudget(0)
         self.remote_root = remote_root.rstrip("/") or "/"
         self.staging = cache / SYNC_DIR / "tmp"
-        self.paths = CachePaths(cache)
+        self.paths = paths if paths is not None else CachePaths(cache)
         self.batch = GroupCommit(cache)
         self.wasted = 0  # bytes received then thrown away (file changed since the manifest)
 
@@ -315,7 +318,7 @@ class Downloader:
             OSError, paramiko.SSHException: transport failures (the caller retries later).
             UnsafePathError: the destination is unsafe.
         """
-        dest = cache_dest(self.cache, rel)
+        dest = self.paths(rel)
         received = 0
         with StagedFile(self.staging, prefix="f.") as staged:
             tail = bytearray()
@@ -378,7 +381,7 @@ class Downloader:
         whole.  The result is checked against ``tail_hash`` before it replaces the local
         copy (copy-on-append, see module docstring).
         """
-        dest = cache_dest(self.cache, rel)
+        dest = self.paths(rel)
         k = min(local_size, OVERLAP)
         start = local_size - k
         with open(dest, "rb") as lf:
