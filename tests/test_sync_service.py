@@ -230,3 +230,20 @@ def test_both_sync_paths_share_paths_and_stats(conn: Any, server: Path, tmp_path
     assert manifest["failed_count"] == 0 and len(checks) <= len(dirs)
     assert sorted(legacy) == sorted(manifest) == sorted(transfer.sync_stats("x"))
     assert (legacy["method"], manifest["method"]) == ("legacy", "manifest")
+
+
+def test_unrepresentable_server_name_does_not_force_the_legacy_walk(
+        conn: Any, server: Path, tmp_path: Path, caplog: Any) -> None:
+    """A server file named "f\\n" used to pass the generator's "$"-anchored check and then
+    fail every client's path check, discarding the whole manifest.  Now the generator
+    leaves it out with a warning and clients keep using the manifest."""
+    run = sorted(server.glob("*/**/runs/*"))[0]
+    (run / "f\n").write_text("x")
+    with caplog.at_level("WARNING"):
+        ManifestGenerator(server).generate()
+    assert repr(str(run / "f\n")) in caplog.text
+    svc = _service(conn, server, tmp_path / "cache")
+    assert svc.sync_all() and svc.progress.method == "manifest"
+    assert svc.progress.stats["failed_count"] == 0
+    (run / "f\n").unlink()
+    assert_mirror(server, tmp_path / "cache")
