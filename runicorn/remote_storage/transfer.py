@@ -7,11 +7,11 @@
 * Downloads are atomic: bytes go to a staged file under ``<cache>/.runicorn-sync/tmp``,
   get the server's mtime, and are renamed into place in batches (group commit: one
   ``syncfs`` makes a batch's data durable before any of it is renamed, so after a power
-  loss a file never has the right size and mtime over lost data).  Appends are copy-on-append: the
-  local copy plus the new bytes are written to a staged file which then replaces the
-  old one, so a crash leaves either the old or the new file, never a spliced one.  The
-  copy is local I/O, cheap next to the network, and keeps the rule "a file is replaced
-  whole or not at all" without any journal.
+  loss a file never has the right size and mtime over lost data).  Appends are
+  copy-on-append: the local copy plus the new bytes are written to a staged file which
+  then replaces the old one, so a crash leaves either the old or the new file, never a
+  spliced one.  The copy is local I/O, cheap next to the network, and keeps the rule
+  "a file is replaced whole or not at all" without any journal.
 """
 
 from __future__ import annotations
