@@ -13,17 +13,23 @@ from pathlib import Path
 from runicorn.errors import UnsafePathError
 
 
-def validate_relpath(rel: str, *, what: str = "path") -> str:
+def validate_relpath(rel: str, *, what: str = "path", portable: bool = False) -> str:
     """Return ``rel`` unchanged if it is a safe relative POSIX path.
+
+    ``portable=True`` also refuses backslashes, which other platforms read as a
+    separator (the sync manifest format requires this).
 
     Raises:
         UnsafePathError: if the path is empty, absolute, contains ``..``/``.``/empty
-            components, a backslash-drive prefix, NUL or a newline.
+            components, a backslash-drive prefix, NUL or a newline (or, when
+            ``portable``, a backslash).
     """
     if not isinstance(rel, str) or not rel:
         raise UnsafePathError(f"empty {what}")
     if "\x00" in rel or "\n" in rel or "\r" in rel:
         raise UnsafePathError(f"{what} {rel!r} contains NUL or a newline")
+    if portable and "\\" in rel:
+        raise UnsafePathError(f"{what} {rel!r} contains a backslash")
     if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
         raise UnsafePathError(f"{what} {rel!r} is absolute")
     for part in rel.split("/"):

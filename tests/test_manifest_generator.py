@@ -149,3 +149,45 @@ def test_cli_interrupted_exits_130(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setattr(ManifestGenerator, "generate", boom)
     res = CliRunner().invoke(main, ["generate-manifest", "--root", str(tmp_path)])
     assert res.exit_code == 130
+
+
+def test_cli_skips_what_the_format_cannot_represent(tmp_path: Path) -> None:
+    """One unrepresentable file or run never fails the whole root: it is skipped with a
+    warning naming the real server path, and the summary counts it."""
+    root = tmp_path / "root"
+    make_tree(root, 2)
+    run = sorted(root.glob("*/**/runs/*"))[0]
+    (run / "weird\\name.txt").write_text("w")
+    (run / "bad\nname").write_text("b")
+    (run / "old.txt").write_text("o")
+    os.utime(run / "old.txt", (-10, -10))  # before 1970: outside the format's mtime range
+    odd = root / "odd\\proj" / "exp" / "runs" / "r1"
+    odd.mkdir(parents=True)
+    (odd / "meta.json").write_text("{}")
+    good = sum(1 for p in root.rglob("*") if p.is_file() and ".runicorn" not in p.parts) - 4
+
+    def gen(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "runicorn", "generate-manifest",
+                               "--root", str(root), *extra],
+                              capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).resolve().parents[1])
+
+    res = gen()
+    assert res.returncode == 0, res.stderr
+    doc = _load(root / ".runicorn" / "full_manifest.json")
+    validate_manifest_dict(doc)
+    listed = [f["path"] for e in doc["experiments"] for f in e["files"]]
+    assert len(listed) == good and not any("name" in p or "old.txt" in p for p in listed)
+    assert not any(e["project"] == "odd\\proj" for e in doc["experiments"])
+    for real in (run / "weird\\name.txt", run / "bad\nname", run / "old.txt", odd):
+        assert repr(str(real)) in res.stderr, res.stderr
+    assert "backslash" in res.stderr and "newline" in res.stderr and "mtime" in res.stderr
+    assert "Skipped:       1 runs, 3 files" in res.stdout
+    # Incremental run reusing the scan cache: same manifest, same report; --verbose lists.
+    res = gen("--verbose")
+    assert res.returncode == 0, res.stderr
+    assert _load(root / ".runicorn" / "full_manifest.json")["revision"] == doc["revision"]
+    assert "Skipped:       1 runs, 3 files" in res.stdout
+    weird = str(run / "weird\\name.txt")
+    assert f"skipped file {weird!r}" in res.stdout
+    assert f"skipped run  {str(odd)!r}" in res.stdout

@@ -95,3 +95,32 @@ def test_generated_manifest_matches_schema(tmp_path: Path) -> None:
     make_tree(tmp_path, 3)
     _, path = ManifestGenerator(tmp_path).generate()
     jsonschema.validate(json.loads(path.read_bytes()), SCHEMA)
+
+
+# A trailing newline slipped past the old "$"-anchored patterns (Python's "$" also matches
+# before a final "\n"), so the generator published paths every client then refused.
+# JSON Schema patterns are ECMA regexes, where "$" is the true end; jsonschema's Python
+# regex engine differs there, so these are checked against the hand-written validator.
+TRAILING_NEWLINE = [
+    _mut([*FILE, "path"], f"{RUN}/f\n"), _mut(["experiments", 0, "name"], "exp\n"),
+    _mut(["experiments", 0, "project"], "proj\n"),
+    _mut(["experiments", 0, "run_id"], "20250101_120000_abc123\n"),
+    _mut(["snapshot_id"], VALID["snapshot_id"] + "\n"), _mut(["format_version"], "1.0\n"),
+    _mut([*FILE, "tail_hash"], "a" * 63 + "\n"),
+]
+
+
+@pytest.mark.parametrize("doc", TRAILING_NEWLINE)
+def test_trailing_newline_is_refused(doc: Any) -> None:
+    with pytest.raises(CorruptManifestError, match=r"experiments\[0\]|root"):
+        validate_manifest_dict(doc)
+
+
+def test_paths_use_the_shared_relpath_rules() -> None:
+    from runicorn.manifest import schema
+
+    assert not hasattr(schema, "_RELPATH_RE")
+    with pytest.raises(CorruptManifestError, match=r"files\[0\]\.path.*backslash"):
+        validate_manifest_dict(_mut([*FILE, "path"], f"{RUN}/weird\\name.txt"))
+    with pytest.raises(CorruptManifestError, match=r"files\[0\]\.path.*newline"):
+        validate_manifest_dict(_mut([*FILE, "path"], f"{RUN}/bad\nname"))

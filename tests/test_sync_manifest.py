@@ -321,3 +321,104 @@ def test_server_answering_short_reads(conn: Any, tmp_path: Path,
     assert st["bytes_downloaded"] == st["manifest_bytes"] + sum(
         len(v) for v in tree_files(server).values())  # nothing fetched twice
     assert_mirror(server, tmp_path / "cache")
+
+
+def _grow(rd: Path, name: str, size: int) -> bytes:
+    data = os.urandom(size)
+    (rd / name).write_bytes(data)  # rewritten after the manifest was generated
+    return data
+
+
+def test_file_grown_beyond_the_manifest_fails_alone(conn: Any, server: Path, tmp_path: Path,
+                                                    caplog: Any) -> None:
+    """A server cannot make us download more than the manifest (plus a bounded slack)
+    promised: the grown file fails by name, the others arrive, the cursor stays put."""
+    from runicorn.remote_storage.transfer import growth_allowance
+
+    cache = tmp_path / "cache"
+    rd = sorted(server.glob("*/**/runs/*"))[0]
+    listed = (rd / "summary.json").stat().st_size
+    _grow(rd, "summary.json", listed + growth_allowance(listed) + 1)
+    rel = str((rd / "summary.json").relative_to(server))
+    with caplog.at_level("WARNING"):
+        st = _sync(conn, server, cache)
+    assert st["failed_count"] == 1
+    assert st["files_synced"] == len(tree_files(server)) - 1
+    assert st["bytes_downloaded"] < 1 << 20  # the grown file was not downloaded
+    assert rel in caplog.text and "refused" in caplog.text
+    assert not (cache / rel).exists()
+    assert not list((cache / ".runicorn-sync").rglob("*_cursor.json"))
+    # The next sync retries it (the manifest is unchanged, so it is refused again)...
+    st = _sync(conn, server, cache)
+    assert not st["skipped"] and st["failed_count"] == 1 and st["files_synced"] == 0
+    # ... and once the manifest describes it, it arrives and the cursor advances.
+    _regen(server)
+    st = _sync(conn, server, cache)
+    assert st["failed_count"] == 0 and st["files_synced"] == 1
+    assert list((cache / ".runicorn-sync").rglob("*_cursor.json"))
+    assert_mirror(server, cache)
+
+
+def test_growth_must_fit_the_free_space(conn: Any, server: Path, tmp_path: Path,
+                                        caplog: Any, monkeypatch: Any) -> None:
+    """Growth within the slack still has to fit in the disk space the plan left."""
+    cache = tmp_path / "cache"
+    rd = sorted(server.glob("*/**/runs/*"))[0]
+    _grow(rd, "summary.json", 1 << 20)
+    need = sum(len(b) for b in tree_files(server).values())  # more than the plan needs
+    real = shutil.disk_usage
+    monkeypatch.setattr(manifest_sync.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=need + (64 << 10)))
+    with caplog.at_level("WARNING"):
+        st = _sync(conn, server, cache)
+    monkeypatch.undo()
+    rel = str((rd / "summary.json").relative_to(server))
+    assert st["failed_count"] == 1 and rel in caplog.text and "free space" in caplog.text
+    assert not (cache / rel).exists()
+    assert not list((cache / ".runicorn-sync").rglob("*_cursor.json"))
+    st = _sync(conn, server, cache)  # with the real free space it fits
+    assert st["failed_count"] == 0 and st["files_synced"] == 1
+    assert_mirror(server, cache, check_mtime=False)
+
+
+def test_data_is_durable_before_any_rename(conn: Any, server: Path, tmp_path: Path,
+                                           monkeypatch: Any) -> None:
+    """Group commit: every downloaded file's bytes were flushed (syncfs) before it was
+    renamed into place, so a power loss cannot leave a file with the server's size and
+    mtime over lost data (the planner would skip it forever)."""
+    from runicorn import fsutil
+
+    cache = tmp_path / "cache"
+    staging = cache / ".runicorn-sync" / "tmp"
+    flushed: dict[str, int] = {}  # staged file -> its size when a syncfs ran
+    renamed: list[str] = []
+    real_syncfs, real_replace = fsutil.syncfs, os.replace
+
+    def syncfs(path: Path) -> None:
+        real_syncfs(path)
+        for p in staging.glob("*"):
+            flushed[str(p)] = p.stat().st_size
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(src).parent == staging:
+            assert flushed.get(str(src)) == Path(src).stat().st_size, \
+                f"{dst} renamed into place before its data was flushed"
+            renamed.append(str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fsutil, "syncfs", syncfs)
+    monkeypatch.setattr(fsutil.os, "replace", replace)
+    st = _sync(conn, server, cache)
+    assert st["failed_count"] == 0 and len(renamed) == st["files_synced"]
+    # Appends and files changed since the manifest go through the same batch.
+    rd = sorted(server.glob("*/**/runs/*"))[0]
+    with open(rd / "events.jsonl", "ab") as f:
+        f.write(b"more\n")
+    (rd / "status.json").write_text('{"status": "finished"}')
+    _regen(server)
+    (rd / "status.json").write_text('{"status": "finished", "at": "later"}')  # after it
+    renamed.clear()
+    st = _sync(conn, server, cache)
+    monkeypatch.undo()
+    assert st["failed_count"] == 0 and st["incremental_count"] == 1 and len(renamed) == 2
+    assert_mirror(server, cache, check_mtime=False)

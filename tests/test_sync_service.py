@@ -200,3 +200,50 @@ def test_runs_under_store_reserved_names_are_skipped(conn: Any, server: Path, tm
     assert not (cache / "archive").exists()
     shutil.rmtree(server / "archive")
     assert_mirror(server, cache)
+
+
+def test_both_sync_paths_share_paths_and_stats(conn: Any, server: Path, tmp_path: Path,
+                                               monkeypatch: Any) -> None:
+    """One cache-path checker per sync (parent directories checked once, not per file)
+    and one statistics constructor for the manifest and the legacy client."""
+    from runicorn.remote_storage import transfer
+    from runicorn.remote_storage.manifest_sync import ManifestSyncClient
+
+    assert not hasattr(transfer, "cache_dest")
+    checks: list[str] = []
+    real = transfer.ensure_no_symlink_parents
+
+    def counting(root: Path, rel: str) -> None:
+        checks.append(rel)
+        real(root, rel)
+
+    monkeypatch.setattr(transfer, "ensure_no_symlink_parents", counting)
+    files = [p for p in server.rglob("*") if p.is_file() and ".runicorn" not in p.parts]
+    dirs = {p.parent for p in files}
+    legacy = LegacySyncClient(conn.open_sftp(), str(server), tmp_path / "legacy").sync()
+    assert legacy["failed_count"] == 0 and legacy["files_synced"] == len(files)
+    assert len(checks) <= len(dirs) < len(files)
+    checks.clear()
+    ManifestGenerator(server).generate()
+    manifest = ManifestSyncClient(conn.open_sftp(), str(server), tmp_path / "manifest",
+                                  jitter_max=0).sync()
+    assert manifest["failed_count"] == 0 and len(checks) <= len(dirs)
+    assert sorted(legacy) == sorted(manifest) == sorted(transfer.sync_stats("x"))
+    assert (legacy["method"], manifest["method"]) == ("legacy", "manifest")
+
+
+def test_unrepresentable_server_name_does_not_force_the_legacy_walk(
+        conn: Any, server: Path, tmp_path: Path, caplog: Any) -> None:
+    """A server file named "f\\n" used to pass the generator's "$"-anchored check and then
+    fail every client's path check, discarding the whole manifest.  Now the generator
+    leaves it out with a warning and clients keep using the manifest."""
+    run = sorted(server.glob("*/**/runs/*"))[0]
+    (run / "f\n").write_text("x")
+    with caplog.at_level("WARNING"):
+        ManifestGenerator(server).generate()
+    assert repr(str(run / "f\n")) in caplog.text
+    svc = _service(conn, server, tmp_path / "cache")
+    assert svc.sync_all() and svc.progress.method == "manifest"
+    assert svc.progress.stats["failed_count"] == 0
+    (run / "f\n").unlink()
+    assert_mirror(server, tmp_path / "cache")

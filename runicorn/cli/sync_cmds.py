@@ -30,7 +30,7 @@ def _human(n: float) -> str:
 @click.option("--active-window", type=click.IntRange(min=1), default=3600, show_default=True,
               help="Seconds a run counts as active after its last write.")
 @click.option("--no-incremental", is_flag=True, help="Re-read every run instead of reusing the scan cache.")
-@click.option("--verbose", is_flag=True, help="Debug logging.")
+@click.option("--verbose", is_flag=True, help="Debug logging; list every skipped run and file.")
 def generate_manifest(root: Path, output: Path | None, mode: str, active_window: int,
                       no_incremental: bool, verbose: bool) -> None:
     """Write a sync manifest describing every run under ROOT (exit 0 ok, 1 error, 130 Ctrl+C)."""
@@ -55,7 +55,14 @@ def generate_manifest(root: Path, output: Path | None, mode: str, active_window:
         f"Experiments:   {manifest.total_experiments}",
         f"Files:         {manifest.total_files}",
         f"Total Size:    {_human(manifest.total_bytes)}",
+        f"Skipped:       {len(gen.skipped_runs)} runs, {len(gen.skipped_files)} files"
+        " (names or metadata the manifest format cannot represent)",
         bar]))
+    if verbose:
+        for real, why in gen.skipped_runs:
+            click.echo(f"skipped run  {real!r}: {why}")
+        for real, why in gen.skipped_files:
+            click.echo(f"skipped file {real!r}: {why}")
 
 
 class _Progress:

@@ -34,15 +34,15 @@ from runicorn.manifest.model import (
     is_append_only_name,
     priority_for,
 )
-from runicorn.manifest.schema import validate_manifest_dict
+from runicorn.manifest.schema import validate_file_dict, validate_manifest_dict, validate_run_fields
 
 log = logging.getLogger(__name__)
 
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
 STATE_NAME = "manifest_state.json"
 SCAN_CACHE_NAME = "scan_cache.json"
 LOCK_NAME = "manifest.lock"
-_SCAN_CACHE_VERSION = 1
+_SCAN_CACHE_VERSION = 2  # 2: runs record the files they had to leave out
 
 
 def manifest_filename(manifest_type: ManifestType) -> str:
@@ -123,12 +123,16 @@ def _tail_hash(path: Path, size: int) -> str | None:
     return sha256_bytes(data)
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, limit: int = -1) -> Any:
+    """Parse at most ``limit`` bytes (all when negative) of ``path``; None if unreadable."""
     try:
         with open(path, "rb") as f:
-            return json.loads(f.read(1 << 20))
+            return json.loads(f.read(limit))
     except (OSError, ValueError):
         return None
+
+
+_SMALL_JSON = 1 << 20  # bound for run metadata (status.json, meta.json) and the state file
 
 
 class ManifestGenerator:
@@ -142,6 +146,10 @@ class ManifestGenerator:
         self.active_window_seconds = active_window_seconds
         self.incremental = incremental
         self.runs_rescanned = 0  # how many runs the last generate() re-read
+        # What the last scan left out because the manifest format cannot represent it:
+        # (real path on this server, reason).  Each one is also logged as a warning.
+        self.skipped_runs: list[tuple[str, str]] = []
+        self.skipped_files: list[tuple[str, str]] = []
 
     # -- scanning ----------------------------------------------------------------------
     def _scan_run(self, project: str, name: str, run_id: str,
@@ -153,22 +161,35 @@ class ManifestGenerator:
             return None
         signature = [[rel, st.st_size, st.st_mtime_ns, st.st_ino] for rel, st in listing]
         cached = cache.get(run_rel)
-        if self.incremental and cached is not None and cached.get("sig") == signature:
+        if self.incremental and cached is not None and cached.get("sig") == signature \
+                and isinstance(cached.get("skipped"), list):
+            self._note_skipped_files(cached["skipped"], log_it=False)
             return ExperimentEntry.from_dict(cached["entry"]), cached
         self.runs_rescanned += 1
         files: list[FileEntry] = []
+        kept: list[os.stat_result] = []
+        skipped: list[list[str]] = []
         for rel, st in listing:
             full = run_path.joinpath(*rel.split("/"))
-            files.append(FileEntry(
+            fe = FileEntry(
                 path=f"{run_rel}/{rel}", size=st.st_size, mtime=st.st_mtime,
                 priority=priority_for(rel), is_append_only=is_append_only_name(rel),
-                tail_hash=_tail_hash(full, st.st_size)))
-        status_doc = _read_json(run_path / "status.json")
-        meta_doc = _read_json(run_path / "meta.json")
+                tail_hash=None)
+            try:
+                validate_file_dict(fe.to_dict(), "file")
+            except CorruptManifestError as exc:
+                skipped.append([str(full), _reason(exc)])
+                continue
+            fe.tail_hash = _tail_hash(full, st.st_size)
+            files.append(fe)
+            kept.append(st)
+        self._note_skipped_files(skipped, log_it=True)
+        status_doc = _read_json(run_path / "status.json", _SMALL_JSON)
+        meta_doc = _read_json(run_path / "meta.json", _SMALL_JSON)
         status = "unknown"
         if isinstance(status_doc, dict) and isinstance(status_doc.get("status"), str):
             status = status_doc["status"][:64]
-        created = min(st.st_mtime for _, st in listing)
+        created = min((st.st_mtime for st in kept), default=0.0)
         if isinstance(meta_doc, dict) and isinstance(meta_doc.get("created_at"), (int, float)) \
                 and not isinstance(meta_doc.get("created_at"), bool):
             created = float(meta_doc["created_at"])
@@ -177,23 +198,52 @@ class ManifestGenerator:
             tags = [t[:256] for t in meta_doc["tags"] if isinstance(t, str)][:256]
         entry = ExperimentEntry(run_id=run_id, project=project, name=name, status=status,
                                 created_at=created,
-                                updated_at=max(st.st_mtime for _, st in listing),
+                                updated_at=max((st.st_mtime for st in kept), default=0.0),
                                 files=files, tags=tags)
-        return entry, {"sig": signature, "entry": entry.to_dict()}
+        return entry, {"sig": signature, "entry": entry.to_dict(), "skipped": skipped}
+
+    def _note_skipped_files(self, skipped: list[Any], *, log_it: bool) -> None:
+        for item in skipped:
+            if not (isinstance(item, list) and len(item) == 2):
+                continue
+            path, why = str(item[0]), str(item[1])
+            self.skipped_files.append((path, why))
+            if log_it:
+                log.warning("skipping %r: %s; rename it to include it in the manifest",
+                            path, why)
+
+    def _run_problem(self, project: str, name: str, run_id: str) -> str | None:
+        """Why the manifest format cannot describe this run, or None."""
+        probe = {"run_id": run_id, "project": project, "name": name, "status": "",
+                 "created_at": 0.0, "updated_at": 0.0, "files": []}
+        try:
+            validate_run_fields(probe, "run")
+        except CorruptManifestError as exc:
+            return _reason(exc)
+        return None
 
     def scan(self) -> list[ExperimentEntry]:
         """All runs under the root, reusing the scan cache for unchanged runs."""
         cache_path = self.output_dir / SCAN_CACHE_NAME
         cache: dict[str, Any] = {}
         if self.incremental:
-            doc = _read_json_big(cache_path)
+            doc = _read_json(cache_path)
             if isinstance(doc, dict) and doc.get("version") == _SCAN_CACHE_VERSION \
                     and isinstance(doc.get("runs"), dict):
                 cache = doc["runs"]
         self.runs_rescanned = 0
+        self.skipped_runs = []
+        self.skipped_files = []
         new_cache: dict[str, Any] = {}
         out: list[ExperimentEntry] = []
         for project, name, run_id in find_run_dirs(self.remote_root):
+            problem = self._run_problem(project, name, run_id)
+            if problem is not None:
+                real = str(self.remote_root.joinpath(project, *name.split("/"), "runs", run_id))
+                self.skipped_runs.append((real, problem))
+                log.warning("skipping run %r: %s; rename it to include it in the manifest",
+                            real, problem)
+                continue
             res = self._scan_run(project, name, run_id, cache)
             if res is None:
                 continue
@@ -207,7 +257,7 @@ class ManifestGenerator:
 
     # -- publishing ---------------------------------------------------------------------
     def _existing(self, path: Path) -> dict[str, Any] | None:
-        doc = _read_json_big(path)
+        doc = _read_json(path)
         try:
             validate_manifest_dict(doc)
         except CorruptManifestError:
@@ -248,7 +298,7 @@ class ManifestGenerator:
             digest = content_digest(body)
 
             state_path = self.output_dir / STATE_NAME
-            state = _read_json(state_path)
+            state = _read_json(state_path, _SMALL_JSON)
             if not isinstance(state, dict):
                 state = {}
             type_state = state.get(manifest_type.value)
@@ -285,12 +335,10 @@ class ManifestGenerator:
         return manifest, out_path
 
 
-def _read_json_big(path: Path) -> Any:
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except (OSError, ValueError):
-        return None
+def _reason(exc: CorruptManifestError) -> str:
+    """The schema's complaint (field and why) without its "manifest " prefix."""
+    msg = str(exc)
+    return msg[len("manifest "):] if msg.startswith("manifest ") else msg
 
 
 def _read_gz_manifest(path: Path) -> dict[str, Any] | None:

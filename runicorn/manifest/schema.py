@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from runicorn.errors import CorruptManifestError
+from runicorn.errors import CorruptManifestError, UnsafePathError
+from runicorn.relpath import validate_relpath
 
 MAX_FILES = 1_000_000
 MAX_EXPERIMENTS = 1_000_000
@@ -18,11 +19,11 @@ MAX_FILE_SIZE = 1 << 40  # 1 TiB: anything larger is treated as hostile
 MAX_MTIME = 32503680000  # year 3000
 MAX_REVISION = (1 << 53) - 1
 
-_FORMAT_RE = re.compile(r"^1\.[0-9]{1,4}$")
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_SEGMENT_RE = re.compile(r"^(?!\.)[^/\\\x00\n\r]+$")
-_RELPATH_RE = re.compile(r"^(?!/)(?![A-Za-z]:)(?!.*//)(?!(.*/)?\.\.?(/|$))[^\\\x00\n\r]+(?<!/)$")
-_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+# Matched with fullmatch: "$" would also accept a trailing newline.
+_FORMAT_RE = re.compile(r"1\.[0-9]{1,4}")
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_SEGMENT_RE = re.compile(r"(?!\.)[^/\\\x00\n\r]+")
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def _fail(where: str, why: str) -> CorruptManifestError:
@@ -38,14 +39,20 @@ def _is_num(v: Any) -> bool:
 
 
 def _str(obj: dict[str, Any], key: str, where: str, *, max_len: int,
-         pattern: re.Pattern[str] | None = None, min_len: int = 0) -> None:
+         pattern: re.Pattern[str] | None = None, min_len: int = 0,
+         relpath: bool = False) -> None:
     v = obj[key]
     if not isinstance(v, str):
         raise _fail(f"{where}.{key}", "must be a string")
     if not (min_len <= len(v) <= max_len):
         raise _fail(f"{where}.{key}", f"length {len(v)} outside [{min_len}, {max_len}]")
-    if pattern is not None and not pattern.search(v):
+    if pattern is not None and not pattern.fullmatch(v):
         raise _fail(f"{where}.{key}", f"{v[:80]!r} is not allowed")
+    if relpath:
+        try:
+            validate_relpath(v, what="path", portable=True)
+        except UnsafePathError as exc:
+            raise _fail(f"{where}.{key}", str(exc)) from None
 
 
 def _int(obj: dict[str, Any], key: str, where: str, lo: int, hi: int) -> None:
@@ -69,9 +76,14 @@ def _require(obj: Any, keys: tuple[str, ...], where: str) -> None:
             raise _fail(where, f"missing required field {k!r}")
 
 
-def _validate_file(f: Any, where: str) -> None:
+def validate_file_dict(f: Any, where: str) -> None:
+    """Check one ``files[]`` entry.
+
+    Raises:
+        CorruptManifestError: naming ``where`` and the offending field.
+    """
     _require(f, ("path", "size", "mtime"), where)
-    _str(f, "path", where, max_len=4096, pattern=_RELPATH_RE, min_len=1)
+    _str(f, "path", where, max_len=4096, min_len=1, relpath=True)
     _int(f, "size", where, 0, MAX_FILE_SIZE)
     _num(f, "mtime", where, 0, MAX_MTIME)
     if "priority" in f:
@@ -82,11 +94,16 @@ def _validate_file(f: Any, where: str) -> None:
         _str(f, "tail_hash", where, max_len=64, pattern=_HASH_RE)
 
 
-def _validate_experiment(e: Any, where: str) -> int:
+def validate_run_fields(e: Any, where: str) -> None:
+    """Check an ``experiments[]`` entry except its ``files`` list.
+
+    Raises:
+        CorruptManifestError: naming ``where`` and the offending field.
+    """
     _require(e, ("run_id", "project", "name", "status", "created_at", "updated_at", "files"), where)
     _str(e, "run_id", where, max_len=255, pattern=_SEGMENT_RE, min_len=1)
     _str(e, "project", where, max_len=255, pattern=_SEGMENT_RE, min_len=1)
-    _str(e, "name", where, max_len=4096, pattern=_RELPATH_RE, min_len=1)
+    _str(e, "name", where, max_len=4096, min_len=1, relpath=True)
     _str(e, "status", where, max_len=64)
     _num(e, "created_at", where)
     _num(e, "updated_at", where)
@@ -97,11 +114,15 @@ def _validate_experiment(e: Any, where: str) -> int:
         for t in tags:
             if not isinstance(t, str) or len(t) > 256:
                 raise _fail(f"{where}.tags", "must contain strings of at most 256 characters")
+
+
+def _validate_experiment(e: Any, where: str) -> int:
+    validate_run_fields(e, where)
     files = e["files"]
     if not isinstance(files, list) or len(files) > MAX_FILES:
         raise _fail(f"{where}.files", f"must be a list of at most {MAX_FILES} entries")
     for i, f in enumerate(files):
-        _validate_file(f, f"{where}.files[{i}]")
+        validate_file_dict(f, f"{where}.files[{i}]")
     return len(files)
 
 

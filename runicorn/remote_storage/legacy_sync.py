@@ -28,9 +28,10 @@ from runicorn.remote_storage.transfer import (
     Downloader,
     OpCounter,
     SyncError,
-    cache_dest,
     remove_stale,
     set_nodelay,
+    sync_stats,
+    unplanned_budget,
 )
 
 log = logging.getLogger(__name__)
@@ -120,15 +121,11 @@ class LegacySyncClient:
         set_nodelay(self.sftp.raw)
         listing = self.walk()
         dl = Downloader(self.cache_dir, self.remote_root)
-        stats: dict[str, Any] = {
-            "files_synced": 0, "bytes_downloaded": 0, "incremental_count": 0, "full_count": 0,
-            "failed_count": 0, "duration": 0.0, "manifest_revision": None, "skipped": False,
-            "reason": "", "sftp_requests": 0, "sftp_wire_requests": 0, "files_deleted": 0,
-            "files_unchanged": 0, "manifest_bytes": 0, "method": "legacy"}
+        stats = sync_stats("legacy")
         todo: list[tuple[str, int, int]] = []
         for rel, size, mtime in listing:
             try:
-                dest = cache_dest(self.cache_dir, rel)
+                dest = dl.paths(rel)
             except UnsafePathError as exc:
                 log.warning("skipping %s: %s", rel, exc)
                 stats["failed_count"] += 1
@@ -147,6 +144,7 @@ class LegacySyncClient:
             raise SyncError(f"{self.cache_dir}: sync needs {need} bytes but only {free} are free")
         import paramiko
 
+        dl.budget = unplanned_budget(free, need)
         for i, (rel, size, mtime) in enumerate(todo, 1):
             try:
                 r = dl.fetch_full(self.sftp, rel, size, float(mtime), None)
@@ -159,6 +157,11 @@ class LegacySyncClient:
                 stats["bytes_downloaded"] += r.received
             if progress is not None:
                 progress(i, len(todo), rel)
+        for rel, exc in dl.commit().items():  # data durable, then renamed into place
+            log.warning("sync of %s failed: %s", rel, exc)
+            stats["failed_count"] += 1
+            stats["files_synced"] -= 1
+            stats["full_count"] -= 1
         if stats["failed_count"] == 0:
             cursor_path = sync_dir / "servers" / \
                 sha256_bytes(f"legacy\0{self.remote_root}".encode())[:16] / "legacy_cursor.json"
@@ -171,7 +174,7 @@ class LegacySyncClient:
             files: dict[str, list[int]] = {}
             for rel in listed:
                 try:
-                    st = os.lstat(cache_dest(self.cache_dir, rel))
+                    st = os.lstat(dl.paths(rel))
                 except OSError:
                     continue
                 files[rel] = [st.st_size, st.st_mtime_ns]

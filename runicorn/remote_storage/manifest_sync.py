@@ -46,6 +46,8 @@ from runicorn.remote_storage.transfer import (
     remove_stale,
     same_mtime,
     set_nodelay,
+    sync_stats,
+    unplanned_budget,
 )
 
 log = logging.getLogger(__name__)
@@ -283,16 +285,6 @@ class ManifestSyncClient:
                 return False
         return True
 
-    def _stats(self, **kw: Any) -> dict[str, Any]:
-        base: dict[str, Any] = {
-            "files_synced": 0, "bytes_downloaded": 0, "incremental_count": 0,
-            "full_count": 0, "failed_count": 0, "duration": 0.0, "manifest_revision": None,
-            "skipped": False, "reason": "", "sftp_requests": 0, "sftp_wire_requests": 0,
-            "files_deleted": 0, "files_unchanged": 0, "manifest_bytes": 0, "method": "manifest",
-        }
-        base.update(kw)
-        return base
-
     def _sync_locked(self, progress: ProgressCallback | None, start: float) -> dict[str, Any]:
         staging = self.sync_dir / "tmp"
         shutil.rmtree(staging, ignore_errors=True)  # leftovers of an interrupted sync
@@ -303,7 +295,7 @@ class ManifestSyncClient:
         self._paths = check_manifest_paths(manifest, self.cache_dir)
         cursor_path = self._cursor_path(manifest.server_hostname)
         cursor = self._load_cursor(cursor_path)
-        stats = self._stats(manifest_revision=manifest.revision, manifest_bytes=mbytes,
+        stats = sync_stats("manifest", manifest_revision=manifest.revision, manifest_bytes=mbytes,
                             bytes_downloaded=mbytes)
         if cursor.get("revision") == manifest.revision \
                 and cursor.get("snapshot_id") == manifest.snapshot_id \
@@ -334,7 +326,8 @@ class ManifestSyncClient:
             raise SyncError(f"{self.cache_dir}: sync needs {need} bytes but only {free} are free")
         tasks.sort(key=lambda t: (t[0].priority, t[0].path))
 
-        downloader = Downloader(self.cache_dir, self.remote_root)
+        downloader = Downloader(self.cache_dir, self.remote_root, unplanned_budget(free, need),
+                                self._paths)
         results = self._run_tasks(tasks, downloader, progress)
         failed = [p for p, r in results.items() if isinstance(r, BaseException)]
         for path, r in results.items():
@@ -443,6 +436,8 @@ class ManifestSyncClient:
                                     thread_name_prefix="runicorn-sync") as ex:
                 for fut in [ex.submit(pooled, t) for t in other]:
                     fut.result()
+        for path, exc in dl.commit().items():  # data durable, then renamed into place
+            results[path] = exc
         for fe, _, _ in tasks:  # belt and braces: a file without an outcome is a failure
             results.setdefault(fe.path, RuntimeError(f"{fe.path}: no transfer outcome"))
         return results

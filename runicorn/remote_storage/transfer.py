@@ -5,11 +5,13 @@
   may travel as several pipelined protocol requests of at most 32 KiB; those are
   reported separately as *wire requests* (paramiko's request counter).
 * Downloads are atomic: bytes go to a staged file under ``<cache>/.runicorn-sync/tmp``,
-  get the server's mtime, and are renamed into place.  Appends are copy-on-append: the
-  local copy plus the new bytes are written to a staged file which then replaces the
-  old one, so a crash leaves either the old or the new file, never a spliced one.  The
-  copy is local I/O, cheap next to the network, and keeps the rule "a file is replaced
-  whole or not at all" without any journal.
+  get the server's mtime, and are renamed into place in batches (group commit: one
+  ``syncfs`` makes a batch's data durable before any of it is renamed, so after a power
+  loss a file never has the right size and mtime over lost data).  Appends are
+  copy-on-append: the local copy plus the new bytes are written to a staged file which
+  then replaces the old one, so a crash leaves either the old or the new file, never a
+  spliced one.  The copy is local I/O, cheap next to the network, and keeps the rule
+  "a file is replaced whole or not at all" without any journal.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from runicorn.errors import RunicornError, UnsafePathError
-from runicorn.fsutil import StagedFile
+from runicorn.fsutil import GroupCommit, StagedFile
 from runicorn.hashing import sha256_bytes
 from runicorn.manifest.model import TAIL_WINDOW
 from runicorn.manifest.schema import MAX_FILE_SIZE
-from runicorn.relpath import ensure_no_symlink_parents, safe_join, validate_relpath
+from runicorn.relpath import ensure_no_symlink_parents, validate_relpath
 
 SINGLE_READ_MAX = 32768  # paramiko's largest single read request
 READ_WINDOW = 8 << 20  # bytes requested per pipelined readv call; bounds memory per worker
@@ -37,6 +39,40 @@ SYNC_DIR = ".runicorn-sync"
 # keeps blobs, manifests and its index under archive/, pinned artifacts under artifacts/).
 # Runs from a server project with one of these names are skipped, never merged in.
 RESERVED_TOP_LEVEL = frozenset({SYNC_DIR, ".runicorn", "archive", "artifacts"})
+# A file that changed after the manifest was made is downloaded as it is now, but the
+# server decides that size: it may exceed the manifest's size by at most this much
+# (a quarter of the listed size, at least MIN_GROWTH, at most MAX_GROWTH) ...
+MIN_GROWTH = 16 << 20
+MAX_GROWTH = 1 << 30
+
+
+def growth_allowance(listed_size: int) -> int:
+    """How many bytes beyond its manifest size a changed file may have grown."""
+    return min(MAX_GROWTH, max(MIN_GROWTH, listed_size // 4))
+
+
+class ByteBudget:
+    """... and all such growth together must fit in the free space the sync did not plan
+    for (thread-safe; shared by every transfer of one sync)."""
+
+    def __init__(self, total: int) -> None:
+        self.left = max(0, total)
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes; False (nothing reserved) if they do not fit."""
+        with self._lock:
+            if n > self.left:
+                return False
+            self.left -= n
+            return True
+
+
+def unplanned_budget(free: int, need: int) -> ByteBudget:
+    """What files grown since the manifest may use: the free space the plan leaves,
+    minus a margin (a tenth of it, at most 64 MiB) so a sync never fills the disk."""
+    spare = max(0, free - need)
+    return ByteBudget(spare - min(64 << 20, spare // 10))
 
 
 class SyncError(RunicornError):
@@ -122,6 +158,18 @@ class CountingSFTP:
         return int(getattr(self.raw, "request_number", 0)) - self._start_requests
 
 
+def sync_stats(method: str, **kw: Any) -> dict[str, Any]:
+    """The statistics every sync returns (the seed's keys), zeroed, updated with ``kw``."""
+    stats: dict[str, Any] = {
+        "files_synced": 0, "bytes_downloaded": 0, "incremental_count": 0,
+        "full_count": 0, "failed_count": 0, "duration": 0.0, "manifest_revision": None,
+        "skipped": False, "reason": "", "sftp_requests": 0, "sftp_wire_requests": 0,
+        "files_deleted": 0, "files_unchanged": 0, "manifest_bytes": 0, "method": method,
+    }
+    stats.update(kw)
+    return stats
+
+
 def set_nodelay(sftp_client: Any) -> None:
     """Disable Nagle on the SSH socket under ``sftp_client`` (best effort).
 
@@ -186,22 +234,8 @@ def local_tail_hash(path: Path, size: int) -> str | None:
     return sha256_bytes(data) if len(data) == size - start else None
 
 
-def cache_dest(cache: Path, rel: str) -> Path:
-    """Where ``rel`` lands in the cache, refusing paths that could leave it.
-
-    Raises:
-        UnsafePathError: absolute, ``..``, bookkeeping area, or through a symlink.
-    """
-    validate_relpath(rel, what="server path")
-    if rel.split("/", 1)[0] in RESERVED_TOP_LEVEL:
-        raise UnsafePathError(f"server path {rel!r} targets the store's own directories")
-    ensure_no_symlink_parents(cache, rel)
-    dest = safe_join(cache, rel, what="server path")
-    return dest
-
-
 class CachePaths:
-    """:func:`cache_dest` for many paths, checking each parent directory only once."""
+    """Where server paths land in the cache, checking each parent directory only once."""
 
     def __init__(self, cache: Path) -> None:
         self.cache = cache
@@ -210,7 +244,11 @@ class CachePaths:
         self._memo: dict[str, Path] = {}
 
     def __call__(self, rel: str) -> Path:
-        """Raises UnsafePathError as :func:`cache_dest`."""
+        """Where ``rel`` lands in the cache, refusing paths that could leave it.
+
+        Raises:
+            UnsafePathError: absolute, ``..``, bookkeeping area, or through a symlink.
+        """
         dest = self._memo.get(rel)
         if dest is not None:
             return dest
@@ -239,23 +277,35 @@ class FetchResult:
 class Downloader:
     """Atomic file downloads into a cache directory (one instance per sync)."""
 
-    def __init__(self, cache: Path, remote_root: str) -> None:
+    def __init__(self, cache: Path, remote_root: str, budget: ByteBudget | None = None,
+                 paths: CachePaths | None = None) -> None:
         self.cache = cache
+        # Unplanned bytes (files grown since the manifest) this sync may still write.
+        self.budget = budget if budget is not None else ByteBudget(0)
         self.remote_root = remote_root.rstrip("/") or "/"
         self.staging = cache / SYNC_DIR / "tmp"
-        self.paths = CachePaths(cache)
+        self.paths = paths if paths is not None else CachePaths(cache)
+        self.batch = GroupCommit(cache)
         self.wasted = 0  # bytes received then thrown away (file changed since the manifest)
 
     def remote(self, rel: str) -> str:
         return f"{self.remote_root}/{rel}" if self.remote_root != "/" else f"/{rel}"
 
-    def _publish(self, staged: StagedFile, dest: Path, mtime_ns_: int) -> None:
+    def _publish(self, staged: StagedFile, rel: str, dest: Path, mtime_ns_: int) -> None:
         staged.finish(fsync=False)
         os.utime(staged.path, ns=(mtime_ns_, mtime_ns_))
         if dest.is_dir() and not dest.is_symlink():
             raise UnsafePathError(f"{dest}: a directory is in the way of a server file")
-        # Durability comes from one syncfs() before the cursor advances.
-        staged.commit(dest, fsync=False)
+        staged.hand_over(self.batch, dest, rel)  # renamed by commit(), after one syncfs
+
+    def commit(self) -> dict[str, OSError]:
+        """Make every fetched file durable, then rename it into place.
+
+        Call after the transfers (the caller's final ``syncfs`` makes the renames
+        durable).  Returns the files whose rename failed: they did not arrive.
+        """
+        self.batch.commit()
+        return dict(self.batch.failed)
 
     def fetch_full(self, sftp: CountingSFTP, rel: str, size: int, mtime: float,
                    tail_hash: str | None) -> FetchResult:
@@ -268,7 +318,7 @@ class Downloader:
             OSError, paramiko.SSHException: transport failures (the caller retries later).
             UnsafePathError: the destination is unsafe.
         """
-        dest = cache_dest(self.cache, rel)
+        dest = self.paths(rel)
         received = 0
         with StagedFile(self.staging, prefix="f.") as staged:
             tail = bytearray()
@@ -282,29 +332,44 @@ class Downloader:
             tail_bytes = bytes(tail[-TAIL_WINDOW:]) if size else b""
             ok = received == size and (tail_hash is None or sha256_bytes(tail_bytes) == tail_hash)
             if ok:
-                self._publish(staged, dest, mtime_ns(mtime))
+                self._publish(staged, rel, dest, mtime_ns(mtime))
                 return FetchResult(received, "full")
-        return FetchResult(received + self.fetch_current(sftp, rel), "full")
+        return FetchResult(received + self.fetch_current(sftp, rel, size), "full")
 
-    def fetch_current(self, sftp: CountingSFTP, rel: str) -> int:
+    def fetch_current(self, sftp: CountingSFTP, rel: str, listed_size: int) -> int:
         """Download whatever ``rel`` is now (size and mtime from the open handle).
 
+        ``listed_size`` is what the manifest (or listing) said, which the sync planned
+        disk space for.  The current size may exceed it by :func:`growth_allowance`, and
+        the excess must fit in the sync's :class:`ByteBudget`.
+
         Raises:
-            FileChangedError: if the file is absurdly large or changes while read.
+            FileChangedError: if the file grew too much, does not fit on the disk, or
+                changes while read (the file fails; the next sync retries it).
         """
-        dest = cache_dest(self.cache, rel)
+        dest = self.paths(rel)
         received = 0
         with StagedFile(self.staging, prefix="c.") as staged:
             with sftp.open(self.remote(rel), "rb") as f:
                 st = f.stat()
                 if st.st_size is None or st.st_size > MAX_FILE_SIZE:
                     raise FileChangedError(f"{rel}: server reports an unusable size")
+                extra = st.st_size - listed_size
+                if extra > growth_allowance(listed_size):
+                    raise FileChangedError(
+                        f"{rel}: is {st.st_size} bytes on the server but the manifest lists "
+                        f"{listed_size}; growth beyond {growth_allowance(listed_size)} bytes is "
+                        f"refused (regenerate the manifest, then sync again)")
+                if extra > 0 and not self.budget.take(extra):
+                    raise FileChangedError(
+                        f"{rel}: grew by {extra} bytes since the manifest, more than the "
+                        f"{self.budget.left} bytes of free space this sync has left")
                 for piece in read_range(f, 0, st.st_size):
                     received += len(piece)
                     staged.file.write(piece)
             if received != st.st_size:
                 raise FileChangedError(f"{rel}: changed on the server while being read")
-            self._publish(staged, dest, int(st.st_mtime or 0) * 1_000_000_000)
+            self._publish(staged, rel, dest, int(st.st_mtime or 0) * 1_000_000_000)
         return received
 
     def fetch_append(self, sftp: CountingSFTP, rel: str, local_size: int, size: int,
@@ -316,7 +381,7 @@ class Downloader:
         whole.  The result is checked against ``tail_hash`` before it replaces the local
         copy (copy-on-append, see module docstring).
         """
-        dest = cache_dest(self.cache, rel)
+        dest = self.paths(rel)
         k = min(local_size, OVERLAP)
         start = local_size - k
         with open(dest, "rb") as lf:
@@ -345,7 +410,7 @@ class Downloader:
             if ok and received == size - start:
                 staged.finish(fsync=False)
                 if tail_hash is None or local_tail_hash(staged.path, size) == tail_hash:
-                    self._publish(staged, dest, mtime_ns(mtime))
+                    self._publish(staged, rel, dest, mtime_ns(mtime))
                     return FetchResult(received, "incremental")
         # Rewritten, truncated or changed since the manifest: never splice, fetch whole.
         full = self.fetch_full(sftp, rel, size, mtime, tail_hash)
@@ -581,7 +646,7 @@ class PipelinedFetcher:
             dest = self.dl.paths(it.rel)
             with StagedFile(self.dl.staging, prefix="p.") as staged:
                 staged.file.write(data)
-                self.dl._publish(staged, dest, mtime_ns(it.mtime))  # noqa: SLF001
+                self.dl._publish(staged, it.rel, dest, mtime_ns(it.mtime))  # noqa: SLF001
         except (OSError, RunicornError) as exc:
             done_cb(it, exc)
             return
