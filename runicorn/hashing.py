@@ -1,8 +1,11 @@
-"""The one place that hashes: SHA-256 of files and streams, with copy in the same pass."""
+"""The one place that hashes: SHA-256 of files and streams, with copy in the same pass.
+
+``hashlib`` is imported inside the functions that hash, so the hex-id checks here cost
+nothing on the light ``artifact()`` path (which validates ids but never hashes).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import IO
@@ -11,27 +14,44 @@ from runicorn.errors import ChangedWhileReadingError
 
 CHUNK = 1 << 20  # 1 MiB: constant memory for any file size
 SHA256_HEX_LEN = 64
+SHA1_HEX_LEN = 40
 _HEX = frozenset("0123456789abcdef")
 
 
 def is_sha256_hex(value: object) -> bool:
-    """True for a 64-character lowercase hex string."""
+    """True for a 64-character lowercase hex string (no trailing newline or anything else)."""
     return isinstance(value, str) and len(value) == SHA256_HEX_LEN and set(value) <= _HEX
+
+
+def is_sha1_hex(value: object) -> bool:
+    """True for a 40-character lowercase hex string (a git object id)."""
+    return isinstance(value, str) and len(value) == SHA1_HEX_LEN and set(value) <= _HEX
+
+
+def is_tree_id(value: object) -> bool:
+    """True for an artifact tree id: a ``tree-sha256`` (64 hex) or ``git-tree-sha1`` (40 hex)."""
+    return is_sha256_hex(value) or is_sha1_hex(value)
 
 
 def sha256_bytes(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
+    import hashlib
+
     return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: Path | str) -> str:
     """Hex SHA-256 of a file's bytes (what ``sha256sum`` prints)."""
+    import hashlib
+
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def copy_and_hash(src: IO[bytes], dst: IO[bytes] | None) -> tuple[str, int]:
     """Stream ``src`` into ``dst`` (if given) while hashing; return (sha256, size)."""
+    import hashlib
+
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -73,6 +93,8 @@ class GitBlobHasher:
     __slots__ = ("_h",)
 
     def __init__(self, size: int) -> None:
+        import hashlib
+
         self._h = hashlib.sha1(b"blob %d\x00" % size, usedforsecurity=False)
 
     def update(self, data: bytes | memoryview) -> None:
@@ -100,9 +122,13 @@ def git_blob_sha1_file(path: Path | str) -> str:
 
 def git_tree_object_sha1(body: bytes) -> bytes:
     """Raw 20-byte id of a git tree object with ``body`` (``"tree <len>\\0" + body``)."""
+    import hashlib
+
     return hashlib.sha1(b"tree %d\x00" % len(body) + body, usedforsecurity=False).digest()
 
 
 def new_sha256() -> "hashlib._Hash":
     """An incremental SHA-256 (for hashing while streaming a download)."""
+    import hashlib
+
     return hashlib.sha256()
