@@ -108,3 +108,17 @@ def test_create_then_bind_script_is_idempotent(tmp_path: Path) -> None:
 def test_empty_tree_has_gits_empty_tree_id(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert rn.tree_hash(tmp_path / "empty", kind="git-tree-sha1") == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+@pytest.mark.parametrize("bad", ["../../x", "/abs", "/etc", "..", "", "a" * 63, "a" * 64 + "\n",
+                                 "A" * 64, "../" + "a" * 61, "b" * 40 + "/.."])
+def test_tree_arguments_must_be_tree_ids(tmp_path: Path, bad: str) -> None:
+    tree = rn.create_artifact(src=make_tree(tmp_path / "src"))
+    victim = tmp_path / "x"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    for fn in (rn.remove_artifact, rn.verify_artifact, rn.artifact_path, rn.artifact_exists):
+        with pytest.raises(ArtifactError, match="is not a tree id"):
+            fn(bad)
+    assert (victim / "keep.txt").read_text() == "keep"
+    assert rn.artifact_exists(tree) and rn.verify_artifact(tree)

@@ -23,6 +23,7 @@ from runicorn.artifacts.lookup import (
     _require_entry,
     artifacts_dir,
     load_overrides,
+    require_tree_id,
     resolve_toml_path,
 )
 from runicorn.artifacts.platform import platform_key, platform_tags
@@ -253,7 +254,11 @@ def remove_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None)
     """Delete the installed directory of ``tree`` (a tree id or git-tree-sha1); True if it existed.
 
     The content stays in the store until ``runicorn gc`` finds it unbound.
+
+    Raises:
+        ArtifactError: ``tree`` is not a tree id.
     """
+    require_tree_id(tree)
     store = open_store(storage)
     adir = store.artifacts_dir
     with open_locked(adir / ".locks" / f"{tree}.lock"):
@@ -272,9 +277,14 @@ def remove_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None)
 
 
 def verify_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None) -> bool:
-    """True if the installed directory of ``tree`` still hashes to ``tree`` (sha256 or git sha1)."""
+    """True if the installed directory of ``tree`` still hashes to ``tree`` (sha256 or git sha1).
+
+    Raises:
+        ArtifactError: ``tree`` is not a tree id.
+    """
     from runicorn.artifacts.create import tree_hash
 
+    require_tree_id(tree)
     d = Path(artifacts_dir(storage)) / tree
     if not d.is_dir():
         return False

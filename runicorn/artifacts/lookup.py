@@ -255,8 +255,28 @@ def artifact_hash(name: str, toml: str | os.PathLike[str] | None = None, *,
     return None if entry is None else entry_hash(entry)
 
 
+def require_tree_id(tree: object) -> str:
+    """``tree`` if it is a ``tree-sha256`` (64 hex) or ``git-tree-sha1`` (40 hex); it names a
+    directory below ``artifacts/``, so nothing else (``../x``, ``/abs``) may reach the filesystem.
+
+    Raises:
+        ArtifactError: naming the bad value.
+    """
+    from runicorn.hashing import is_tree_id
+
+    if not is_tree_id(tree):
+        raise ArtifactError(f"{tree!r} is not a tree id (64 lowercase hex digits) or "
+                            "git-tree-sha1 (40 lowercase hex digits)")
+    return tree  # type: ignore[return-value]
+
+
 def artifact_path(tree: str, *, storage: str | os.PathLike[str] | None = None) -> Path:
-    """Where the tree is (or would be) installed: an Overrides.toml directory or ``artifacts/<tree>``."""
+    """Where the tree is (or would be) installed: an Overrides.toml directory or ``artifacts/<tree>``.
+
+    Raises:
+        ArtifactError: ``tree`` is not a tree id.
+    """
+    require_tree_id(tree)
     adir = artifacts_dir(storage)
     ov = load_overrides(adir)
     d = ov.get(tree) if ov else None
