@@ -142,6 +142,29 @@ def test_hostile_zip_is_refused(tmp_path: Path, entries: list, needle: str) -> N
     assert needle in str(ei.value)
 
 
+def test_oversized_link_targets_are_refused(tmp_path: Path) -> None:
+    store = open_store()
+    zarchive = tmp_path / "biglink.zip"
+    zarchive.write_bytes(_zip([("ok", b"fine", 0o100644), ("l", b"a/" * 25_000, 0o120777)]))  # 50 KB
+    with pytest.raises(UnsafeArchiveError) as ei:
+        extract_into_store(store, zarchive)
+    assert str(ei.value) == (f"{zarchive}: refused symlink 'l': its target is longer than 4096 bytes")
+    # tar: a PAX linkpath record carries a long target
+    tarchive = tmp_path / "biglink.tar"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.addfile(_ti("l", tarfile.SYMTYPE, "a/" * 25_000))
+    tarchive.write_bytes(buf.getvalue())
+    with pytest.raises(UnsafeArchiveError, match=r"refused symlink 'l': its target is longer than 4096"):
+        extract_into_store(store, tarchive)
+    # a target of exactly the limit is fine
+    okzip = tmp_path / "ok.zip"
+    okzip.write_bytes(_zip([("l", b"a" * 4096, 0o120777)]))
+    assert extract_into_store(store, okzip).links == {"l": "a" * 4096}
+    store.release_holds()
+    assert store.index.scalar("SELECT COUNT(*) FROM trees") == 0
+
+
 def test_not_an_archive_and_truncated(tmp_path: Path) -> None:
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"hello world" * 100)

@@ -10,6 +10,8 @@ its path through :func:`runicorn.relpath.validate_relpath`, tar members through
 * a member below a symlink member ("writing through a symlink") is refused;
 * a symlink whose target resolves (following the archive's own symlinks) outside the
   root is refused, as is an absolute target;
+* a symlink target longer than :data:`MAX_LINK_TARGET` bytes is refused (a zip member
+  holding a "target" is read no further than that);
 * a hardlink must name an earlier regular member;
 * devices, FIFOs and other special members are refused; duplicates are refused.
 
@@ -32,6 +34,7 @@ from runicorn.store import Store, TreeEntry
 from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK
 
 _BUF = 1 << 20
+MAX_LINK_TARGET = 4096  # bytes; PATH_MAX on Linux, so no real symlink target is longer
 
 
 @dataclass
@@ -151,11 +154,14 @@ class _Builder:
         path = self._path(raw)
         if path is None:
             raise UnsafeArchiveError(f"{self.origin}: refused member {raw!r}: not a link name")
+        data = os.fsencode(target)
+        if len(data) > MAX_LINK_TARGET:
+            raise UnsafeArchiveError(f"{self.origin}: refused symlink {raw!r}: its target is longer "
+                                     f"than {MAX_LINK_TARGET} bytes")
         if not target or target.startswith("/") or "\x00" in target:
             raise UnsafeArchiveError(f"{self.origin}: refused symlink {raw!r} -> {target!r}: "
                                      "absolute or empty target")
         self._claim(path, raw)
-        data = os.fsencode(target)
         info = store.ingest_bytes(data)
         self.shas.add(info.sha256)
         self.out.links[path] = target
@@ -276,6 +282,19 @@ def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
             raise ArtifactError(f"{b.origin}: corrupt or truncated archive ({exc})") from None
 
 
+def _zip_link_target(zf: Any, info: Any, b: _Builder) -> str:
+    """The target of a zip symlink member, read no further than :data:`MAX_LINK_TARGET` + 1 bytes."""
+    too_long = UnsafeArchiveError(f"{b.origin}: refused symlink {info.filename!r}: its target is "
+                                  f"longer than {MAX_LINK_TARGET} bytes")
+    if info.file_size > MAX_LINK_TARGET:
+        raise too_long
+    with zf.open(info) as f:
+        data = f.read(MAX_LINK_TARGET + 1)
+    if len(data) > MAX_LINK_TARGET:
+        raise too_long
+    return data.decode("utf-8", "surrogateescape")
+
+
 def _extract_zip(store: Store, archive: Path, b: _Builder) -> None:
     import zipfile
 
@@ -287,8 +306,7 @@ def _extract_zip(store: Store, archive: Path, b: _Builder) -> None:
                 if info.is_dir() or ftype == stat.S_IFDIR:
                     b.add_dir(info.filename)
                 elif ftype == stat.S_IFLNK:
-                    target = zf.read(info).decode("utf-8", "surrogateescape")
-                    b.add_symlink(store, info.filename, target)
+                    b.add_symlink(store, info.filename, _zip_link_target(zf, info, b))
                 elif ftype in (0, stat.S_IFREG):
                     with zf.open(info) as f:
                         b.add_file(store, info.filename, f, info.file_size, bool(unix & 0o100))
