@@ -348,3 +348,69 @@ def test_cli_bind_from_tree_id_and_archive_with_platforms(tmp_path: Path, server
     assert r.returncode == 2  # unknown option: click's usage error
     r = run("status", "--platform", "os=linux,arch=aarch64", "--json")
     assert json.loads(r.stdout)["artifacts"][0]["tree"] == tree
+
+
+def test_downloads_are_bounded_by_size_or_by_download_max(tmp_path: Path, server,  # type: ignore[no-untyped-def]
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    tree, data, sha = _published(tmp_path)
+    toml = tmp_path / "Runicorn.toml"
+    big = data + os.urandom(200_000)
+    server.routes["/announced"] = Route(big)               # Content-Length says more than size
+    server.routes["/chunked"] = Route(big, chunked=True)   # no length: only the bytes tell
+    for route in ("/announced", "/chunked"):
+        rn.bind_artifact(toml, "data", tree, download_info=[(server.url(route), sha, len(data))], force=True)
+        with pytest.raises(DownloadError) as ei:
+            rn.ensure_artifact_installed("data", toml)
+        msg = str(ei.value)
+        assert f"{server.url(route)} -> the source " in msg, msg
+        assert f"more than the declared size of {len(data)} bytes" in msg, msg
+        assert len(server.gets(route)) == 1  # refused for good: not retried
+    # no size declared and no Content-Length: $RUNICORN_DOWNLOAD_MAX stops it
+    monkeypatch.setenv("RUNICORN_DOWNLOAD_MAX", str(len(data) // 2))
+    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/chunked"), sha)], force=True)
+    with pytest.raises(DownloadError, match=rf"/chunked -> the source sent more than "
+                                            rf"RUNICORN_DOWNLOAD_MAX={len(data) // 2} bytes"):
+        rn.ensure_artifact_installed("data", toml)
+    store = open_store()
+    assert not (store.artifacts_dir / tree).exists()
+    assert not list((store.artifacts_dir / ".downloads").glob("*.partial"))  # nothing half-kept
+    # within the bounds the same sources work
+    server.routes["/chunked"] = Route(data, chunked=True)
+    monkeypatch.setenv("RUNICORN_DOWNLOAD_MAX", str(len(data)))
+    assert (rn.ensure_artifact_installed("data", toml) / "a.txt").read_text() == "alpha 0\n"
+
+
+def test_download_max_must_be_a_number(tmp_path: Path, server,  # type: ignore[no-untyped-def]
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    tree, data, sha = _published(tmp_path)
+    server.routes["/a"] = Route(data, chunked=True)
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/a"), sha)])
+    monkeypatch.setenv("RUNICORN_DOWNLOAD_MAX", "lots")
+    with pytest.raises(DownloadError, match="RUNICORN_DOWNLOAD_MAX='lots' is not a non-negative number"):
+        rn.ensure_artifact_installed("data", toml)
+
+
+def test_download_without_size_stops_at_the_free_space(tmp_path: Path, server,  # type: ignore[no-untyped-def]
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real 4 MiB tmpfs as the storage root: a 6 MiB body with no length is refused early."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs and needs root (CI runs as root)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        from runicorn.store.store import forget_open_stores
+
+        forget_open_stores()
+        monkeypatch.setenv("RUNICORN_DIR", str(mnt / "root"))
+        tree, data, sha = _published(tmp_path)
+        server.routes["/huge"] = Route(os.urandom(6 << 20), chunked=True)
+        toml = tmp_path / "Runicorn.toml"
+        rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/huge"), sha)])
+        with pytest.raises(DownloadError, match=r"/huge -> the source sent more than the \d+ bytes free on "):
+            rn.ensure_artifact_installed("data", toml)
+        assert not list((mnt / "root" / "artifacts" / ".downloads").glob("*.partial"))
+        forget_open_stores()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

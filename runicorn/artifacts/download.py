@@ -4,6 +4,11 @@ A download streams into ``<artifacts>/.downloads/<sha256>.partial`` while its SH
 is computed; an interrupted transfer is resumed with an HTTP ``Range`` request (or an
 SFTP seek) on the next attempt, which happens after an exponential backoff.  The file is
 only handed back once its sha256 (and size, when known) match.
+
+Every download is bounded: by the entry's ``size`` when it has one, otherwise by
+``$RUNICORN_DOWNLOAD_MAX`` bytes (default 64 GiB) and never by more than the free space
+of the filesystem holding the partial file.  A source that sends (or announces) more is
+refused and its partial file removed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,25 @@ Progress = Callable[[int, int | None], None]
 RETRIES = int(os.environ.get("RUNICORN_DOWNLOAD_RETRIES", "4"))
 BACKOFF = float(os.environ.get("RUNICORN_DOWNLOAD_BACKOFF", "0.5"))
 TIMEOUT = float(os.environ.get("RUNICORN_DOWNLOAD_TIMEOUT", "30"))
+DEFAULT_DOWNLOAD_MAX = 64 << 30  # bytes, for entries without a declared size
+
+
+def download_max() -> int:
+    """``$RUNICORN_DOWNLOAD_MAX`` (bytes), read at each download so it can be changed at run time.
+
+    Raises:
+        ArtifactError: not a non-negative integer.
+    """
+    text = os.environ.get("RUNICORN_DOWNLOAD_MAX", "")
+    if not text:
+        return DEFAULT_DOWNLOAD_MAX
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ArtifactError(f"RUNICORN_DOWNLOAD_MAX={text!r} is not a non-negative number of bytes")
+    return value
 
 
 class PermanentError(ArtifactError):
@@ -103,14 +127,19 @@ def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path,
         offset = 0
     stream, total, resumed = get(offset)
     try:
+        if not (offset and resumed):
+            offset = 0
+        limit, why = _limit(partial, offset, size)
+        if total is not None and offset + total > limit:
+            partial.unlink(missing_ok=True)
+            raise PermanentError(f"the source announces {offset + total} bytes, more than {why}")
         h = new_sha256()
-        if offset and resumed:
+        if offset:
             with open(partial, "rb") as f:
                 for chunk in iter(lambda: f.read(CHUNK), b""):
                     h.update(chunk)
             mode = "ab"
         else:
-            offset = 0
             mode = "wb"
         expected_total = size if size is not None else (offset + total if total is not None else None)
         done = offset
@@ -128,13 +157,15 @@ def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path,
                     raise TransientError(f"transfer cut after {done} bytes: {exc!r}") from None
                 if not data:
                     break
+                if done + len(data) > limit:
+                    out.close()
+                    partial.unlink(missing_ok=True)
+                    raise PermanentError(f"the source sent more than {why}; stopped after {done} bytes")
                 h.update(data)
                 out.write(data)
                 done += len(data)
                 if progress is not None:
                     progress(done, expected_total)
-                if size is not None and done > size:
-                    break
         if total is not None and done < offset + total:
             raise TransientError(f"transfer cut after {done} of {offset + total} bytes")
     finally:
@@ -151,6 +182,19 @@ def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path,
             # the kept prefix may be what was wrong: one more attempt from byte zero
             raise TransientError(f"resumed download has sha256 {got}, expected {sha256}; restarting")
         raise IntegrityError(f"sha256 is {got}, expected {sha256}")
+
+
+def _limit(partial: Path, offset: int, size: int | None) -> tuple[int, str]:
+    """The most bytes the partial file may reach, and how to name that bound in an error."""
+    if size is not None:
+        return size, f"the declared size of {size} bytes"
+    import shutil
+
+    cap = download_max()
+    free = shutil.disk_usage(partial.parent).free
+    if offset + free < cap:
+        return offset + free, f"the {free} bytes free on {partial.parent}"
+    return cap, f"RUNICORN_DOWNLOAD_MAX={cap} bytes (the entry declares no size)"
 
 
 class _Closing:
