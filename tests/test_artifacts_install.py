@@ -414,3 +414,27 @@ def test_download_without_size_stops_at_the_free_space(tmp_path: Path, server,  
         forget_open_stores()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_the_partial_file_is_locked_while_it_is_downloaded(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    """Two entries (different tree ids) may share an archive, hence its .partial file: it has its own lock."""
+    from runicorn.fsutil import open_locked
+
+    tree, data, sha = _published(tmp_path)
+    server.routes["/a.tar.gz"] = Route(data)
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/a.tar.gz"), sha)])
+    lock = open_store().artifacts_dir / ".locks" / f"{sha}.partial.lock"
+    seen: list[bool] = []
+
+    def progress(done: int, total: int | None) -> None:
+        try:
+            with open_locked(lock, blocking=False):
+                seen.append(False)
+        except BlockingIOError:
+            seen.append(True)
+
+    rn.ensure_artifact_installed("data", toml, progress=progress)
+    assert seen and all(seen)
+    with open_locked(lock, blocking=False):  # released afterwards
+        pass

@@ -13,10 +13,11 @@ refused and its partial file removed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
 from runicorn.errors import ArtifactError, IntegrityError, SSHConnectError
@@ -60,11 +61,31 @@ class RangeNotSatisfiable(TransientError):
     """The server cannot resume from the partial file's length; it is discarded."""
 
 
+def is_remote(url: str) -> bool:
+    """True for a URL :func:`fetch` downloads into a ``.partial`` file (not a local path)."""
+    scheme = urlsplit(url).scheme.lower()
+    return not (scheme in ("", "file") or (len(scheme) == 1 and url[1:2] == ":"))
+
+
+@contextlib.contextmanager
+def partial_lock(lock_dir: Path, sha256: str) -> Iterator[None]:
+    """Hold ``<lock_dir>/<sha256>.partial.lock`` while the partial file is written and used.
+
+    The partial file is named by the archive's sha256, which entries with different tree
+    ids may share, so the per-tree install lock does not cover it.
+    """
+    from runicorn.fsutil import open_locked
+
+    with open_locked(lock_dir / f"{sha256}.partial.lock"):
+        yield
+
+
 def fetch(url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | None,
           progress: Progress | None = None) -> Path:
     """Make the source's bytes available as a local file (or a local directory) and return it.
 
-    Local files are verified in place; remote ones are downloaded to ``work_dir``.
+    Local files are verified in place; remote ones are downloaded to ``work_dir`` (the
+    caller holds :func:`partial_lock` for them until it is done with the file).
 
     Raises:
         ArtifactError (PermanentError / TransientError / IntegrityError subclasses):
@@ -72,7 +93,7 @@ def fetch(url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | 
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme in ("", "file") or (len(scheme) == 1 and url[1:2] == ":"):
+    if not is_remote(url):
         path = Path(unquote(parts.path)) if scheme == "file" else Path(url).expanduser()
         if not path.is_absolute():
             path = base_dir / path

@@ -10,6 +10,7 @@ once.  Bindings keep installed trees alive through refs of kind ``binding``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from runicorn.artifacts.download import Progress, fetch
+from runicorn.artifacts.download import Progress, fetch, is_remote, partial_lock
 from runicorn.artifacts.lookup import (
     _require_entry,
     artifacts_dir,
@@ -142,12 +143,15 @@ def install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, whe
     for d in downloads_of(entry):
         url = d["url"]
         try:
-            src = fetch(url, base_dir=base_dir, work_dir=work, sha256=d["sha256"], size=d.get("size"),
-                        progress=progress)
-            tree = _ingest_source(store, src, url, want_tree, want_git)
-            materialize(store, tree, name=want_tree or want_git)
-            if src.parent == work:
-                src.unlink(missing_ok=True)
+            # the partial file is per archive, which entries with other tree ids may share
+            with partial_lock(store.artifacts_dir / ".locks", d["sha256"]) if is_remote(url) \
+                    else contextlib.nullcontext():
+                src = fetch(url, base_dir=base_dir, work_dir=work, sha256=d["sha256"], size=d.get("size"),
+                            progress=progress)
+                tree = _ingest_source(store, src, url, want_tree, want_git)
+                materialize(store, tree, name=want_tree or want_git)
+                if src.parent == work:
+                    src.unlink(missing_ok=True)
             return tree
         except RunicornError as exc:
             failures.append(f"{url} -> {exc}")
