@@ -438,3 +438,48 @@ def test_the_partial_file_is_locked_while_it_is_downloaded(tmp_path: Path, serve
     assert seen and all(seen)
     with open_locked(lock, blocking=False):  # released afterwards
         pass
+
+
+def test_gc_survives_an_unreadable_logged_toml_and_keeps_its_bindings(tmp_path: Path) -> None:
+    tree = rn.create_artifact(lambda d: (d / "x").write_text("kept"))
+    toml = tmp_path / "p" / "Runicorn.toml"
+    toml.parent.mkdir()
+    rn.bind_artifact(toml, "data", tree)
+    toml.unlink()
+    toml.mkdir()  # the logged file is now a directory: reading it raises IsADirectoryError
+    store = open_store()
+    for dry in (True, False):
+        report = store.gc(grace_seconds=0, dry_run=dry)
+        assert tree not in report["tree_ids"]
+        assert report["warnings"] == [f"kept the earlier bindings of {toml}: {toml}: cannot be read "
+                                      "(Is a directory)"]
+    assert store.has_tree(tree) and rn.artifact_exists(tree)
+    assert store.index.query("SELECT path FROM toml_usage") == [(str(toml),)]
+    # the CLI says so on stderr, once, and still succeeds
+    r = subprocess.run([sys.executable, "-m", "runicorn", "gc", "--grace", "0s"], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == f"warning: kept the earlier bindings of {toml}: {toml}: cannot be read (Is a directory)\n"
+    assert "Traceback" not in r.stderr and store.has_tree(tree)
+
+
+def test_gc_trash_names_do_not_collide_with_an_earlier_gc(tmp_path: Path) -> None:
+    from runicorn.artifacts.gcroots import _drop_collected_dirs
+
+    store = open_store()
+    adir = store.artifacts_dir
+    gone = "d" * 64  # an installed directory whose tree is no longer in the store
+    (adir / gone).mkdir(parents=True)
+    (adir / gone / "f").write_text("x")
+    leftover = adir / f".trash-{gone[:16]}-gc"  # what an interrupted earlier gc left under the old name
+    leftover.mkdir()
+    (leftover / "old").write_text("y")
+    _drop_collected_dirs(store)
+    assert not (adir / gone).exists()
+    assert not [p for p in adir.iterdir() if p.name.startswith(".trash-") and p != leftover]
+    # and twice in a row, each with a leftover of the new kind, works too
+    for _ in range(2):
+        (adir / gone).mkdir()
+        (adir / gone / "f").write_text("x")
+        _drop_collected_dirs(store)
+        assert not (adir / gone).exists()

@@ -61,6 +61,7 @@ DEFAULT_GC_GRACE_SECONDS = 3600.0
 
 # "module:function" called as f(store, dry_run=...) at the start of every gc, so features
 # that own refs (artifact bindings of Runicorn.toml files) bring them up to date first.
+# A refresher may return warnings (strings) for the gc report.
 GC_ROOT_REFRESHERS: list[str] = [
     "runicorn.artifacts.gcroots:refresh_binding_refs",
 ]
@@ -685,8 +686,9 @@ class Store:
         never taken.  A dry run reports exactly what a real run would delete.
         """
         self.recover()
+        warnings: list[str] = []
         for spec in GC_ROOT_REFRESHERS:
-            resolve(spec)(self, dry_run=dry_run)
+            warnings.extend(resolve(spec)(self, dry_run=dry_run) or ())
         cutoff = time.time() - grace_seconds
         scope = json.dumps(sorted(set(trees))) if trees is not None else None
         tx = self.index.read() if dry_run else self.index.write()
@@ -704,6 +706,7 @@ class Store:
             "bytes_freed": sum(size for _, size in dead_blobs),
             "tree_ids": [t for t, _ in dead_trees],
             "blob_ids": [b for b, _ in dead_blobs],
+            "warnings": warnings,
         }
 
     def _plan_gc(self, c: Any, cutoff: float, scope: str | None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
