@@ -483,3 +483,56 @@ def test_gc_trash_names_do_not_collide_with_an_earlier_gc(tmp_path: Path) -> Non
         (adir / gone / "f").write_text("x")
         _drop_collected_dirs(store)
         assert not (adir / gone).exists()
+
+
+def _killed_midway(code: str, env: dict[str, str]) -> None:
+    """Run ``code`` in a child that SIGKILLs itself at the point it patches in; expect the kill."""
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True)
+    assert r.returncode == -9, r.stderr
+
+
+def test_bind_logs_usage_before_writing_the_toml(tmp_path: Path) -> None:
+    """Killed right after the TOML is written, the file is already in the usage log, so gc keeps its tree."""
+    tree = rn.create_artifact(lambda d: (d / "x").write_text("keep me"))
+    toml = tmp_path / "p" / "Runicorn.toml"
+    toml.parent.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    _killed_midway(f"""
+        import os, signal
+        import runicorn as rn
+        from runicorn.artifacts import toml_write
+        real = toml_write.atomic_write_text
+        def write_then_die(*a, **kw):
+            real(*a, **kw)
+            os.kill(os.getpid(), signal.SIGKILL)
+        toml_write.atomic_write_text = write_then_die
+        rn.bind_artifact({str(toml)!r}, "data", {tree!r})
+    """, env)
+    assert rn.artifact_hash("data", toml) == tree
+    store = open_store()
+    assert (store.artifacts_dir / "usage.log").read_text() == f"{toml}\n"
+    assert store.gc(grace_seconds=0)["trees_deleted"] == 0 and store.has_tree(tree)
+
+
+def test_usage_log_line_is_written_before_the_index_row(tmp_path: Path) -> None:
+    """Killed inside the index write, the usage.log line is there and an index rebuild restores the row."""
+    from runicorn.artifacts.gcroots import rebuild_usage
+
+    toml = tmp_path / "Runicorn.toml"
+    toml.write_text("")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    _killed_midway(f"""
+        import os, signal
+        from runicorn.artifacts.install import record_usage
+        from runicorn.store import open_store
+        store = open_store()
+        def die():
+            os.kill(os.getpid(), signal.SIGKILL)
+        store.index.write = die
+        record_usage(store, {str(toml)!r})
+    """, env)
+    store = open_store()
+    assert (store.artifacts_dir / "usage.log").read_text() == f"{toml}\n"
+    assert store.index.query("SELECT path FROM toml_usage") == []
+    rebuild_usage(store)
+    assert store.index.query("SELECT path FROM toml_usage") == [(str(toml),)]

@@ -30,7 +30,7 @@ from runicorn.artifacts.lookup import (
 from runicorn.artifacts.platform import platform_key, platform_tags
 from runicorn.artifacts.toml_read import entry_hash, load_toml
 from runicorn.errors import ArtifactError, DownloadError, IntegrityError, RunicornError
-from runicorn.fsutil import fsync_dir, open_locked, syncfs
+from runicorn.fsutil import append_line_durable, fsync_dir, open_locked, syncfs
 from runicorn.relpath import ensure_no_symlink_parents, safe_join
 from runicorn.store import Store, TreeEntry, open_store
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, compute_tree_id
@@ -53,21 +53,18 @@ def binding_ref_name(toml_path: str, name: str, entry: Mapping[str, Any]) -> str
 def record_usage(store: Store, toml_path: str) -> None:
     """Log that ``toml_path`` binds or fetches artifacts (a gc root source).
 
-    The index row is updated every time; the file log (``artifacts/usage.log``, from
-    which the index can be rebuilt) gets a line only for a path not seen before.
+    A path not seen before first gets a durable line in ``artifacts/usage.log`` (from
+    which the index can be rebuilt), then the index row is written; so a crash in
+    between leaves a line the next index rebuild recovers, never an index row without
+    it.  Known paths only get their ``last_seen`` updated.  (Two first-time recorders
+    may both append: :func:`runicorn.artifacts.gcroots.rebuild_usage` ignores repeats.)
     """
-    now = time.time()
-    with store.index.write() as c:
-        known = c.execute("SELECT 1 FROM toml_usage WHERE path = ?", (toml_path,)).fetchone()
-        c.execute("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) "
-                  "ON CONFLICT (path) DO UPDATE SET last_seen = excluded.last_seen", (toml_path, now))
+    known = store.index.scalar("SELECT 1 FROM toml_usage WHERE path = ?", (toml_path,))
     if not known:
-        store.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(store.artifacts_dir / USAGE_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (toml_path + "\n").encode("utf-8", "surrogateescape"))
-        finally:
-            os.close(fd)
+        append_line_durable(store.artifacts_dir / USAGE_LOG, toml_path)
+    with store.index.write() as c:
+        c.execute("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) "
+                  "ON CONFLICT (path) DO UPDATE SET last_seen = excluded.last_seen", (toml_path, time.time()))
 
 
 def installed_tree(store: Store, h: str) -> str | None:

@@ -180,9 +180,10 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
                 return
         existing.append(table)
 
+    store = _record_usage(toml_path, storage)
     _edit(toml_path, change)
     forget_lookups()
-    _after_write(toml_path, storage)
+    _after_write(store, toml_path)
 
 
 def unbind_artifact(toml: str | os.PathLike[str], name: str, *, platform: Mapping[str, Any] | None = None,
@@ -216,17 +217,25 @@ def unbind_artifact(toml: str | os.PathLike[str], name: str, *, platform: Mappin
                 return
         raise ArtifactError(f"{toml_path}: artifact {name!r} has no variant for platform {key}")
 
+    store = _record_usage(toml_path, storage)
     _edit(toml_path, change)
-    _after_write(toml_path, storage)
+    _after_write(store, toml_path)
 
 
-def _after_write(toml_path: str, storage: str | os.PathLike[str] | None) -> None:
-    from runicorn.artifacts.gcroots import refresh_file
+def _record_usage(toml_path: str, storage: str | os.PathLike[str] | None) -> Any:
+    """Log the file in the usage log *before* it is written: a crash between the two
+    must never leave bindings gc does not know about."""
     from runicorn.artifacts.install import record_usage
     from runicorn.store import open_store
 
     store = open_store(storage)
     record_usage(store, toml_path)
+    return store
+
+
+def _after_write(store: Any, toml_path: str) -> None:
+    from runicorn.artifacts.gcroots import refresh_file
+
     refresh_file(store, toml_path)
 
 
