@@ -181,12 +181,13 @@ def artifact(name: str, *, toml: str | os.PathLike[str] | None = None,
     return _artifact_at(tpath, name, platform)
 
 
-def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None) -> Path:
+def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None,
+                 storage: str | os.PathLike[str] | None = None) -> Path:
     base, _, sub = name.partition("/")
     parsed = load_toml(tpath)
     entry = _require_entry(parsed, base, platform)
     h = entry.get("tree-sha256") or entry["git-tree-sha1"]
-    adir = artifacts_dir()
+    adir = artifacts_dir(storage)
     ov = load_overrides(adir)
     d = (ov.get(base) or ov.get(h)) if ov else None
     if d is not None:
@@ -199,7 +200,7 @@ def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None) -> P
             if entry.get("lazy"):
                 from runicorn.artifacts.install import ensure_artifact_installed
 
-                ensure_artifact_installed(base, tpath, platform=platform)
+                ensure_artifact_installed(base, tpath, platform=platform, storage=storage)
             else:
                 raise ArtifactNotInstalledError(
                     f"{tpath}: artifact {base!r} ({h[:12]}) is not installed; "
