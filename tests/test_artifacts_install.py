@@ -536,3 +536,42 @@ def test_usage_log_line_is_written_before_the_index_row(tmp_path: Path) -> None:
     assert store.index.query("SELECT path FROM toml_usage") == []
     rebuild_usage(store)
     assert store.index.query("SELECT path FROM toml_usage") == [(str(toml),)]
+
+
+def test_local_directory_source_is_read_once_and_checked(tmp_path: Path) -> None:
+    from runicorn.store import Store
+
+    src = make_tree(tmp_path / "src")
+    tree, git = rn.tree_hash(src), rn.tree_hash(src, kind="git-tree-sha1")
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "d", tree, download_info=[(str(src), "0" * 64)])
+    jl = tmp_path / "Artifacts.toml"  # a Julia entry (git-tree-sha1 only)
+    jl.write_text(f'[d]\ngit-tree-sha1 = "{git}"\n[[d.download]]\nurl = "{src}"\nsha256 = "{"0" * 64}"\n')
+    # the directory changes after any check could have been made, while it is being ingested:
+    # the id of what was actually stored is compared, so the change is caught
+    real = Store.ingest_directory
+
+    def changed_underneath(self, root, **kw):  # type: ignore[no-untyped-def]
+        (Path(root) / "a.txt").write_text("changed\n")
+        return real(self, root, **kw)
+
+    Store.ingest_directory = changed_underneath  # type: ignore[method-assign]
+    try:
+        with pytest.raises(DownloadError) as ei:
+            rn.ensure_artifact_installed("d", toml)
+        with pytest.raises(DownloadError) as ej:
+            rn.ensure_artifact_installed("d", jl)
+    finally:
+        Store.ingest_directory = real  # type: ignore[method-assign]
+    changed = rn.tree_hash(src)
+    assert f"{src} -> directory {src} holds tree-sha256 {changed}, expected {tree}" in str(ei.value)
+    assert f"{src} -> directory {src} holds git-tree-sha1 " in str(ej.value)
+    assert f", expected {git}" in str(ej.value)
+    store = open_store()
+    assert not [p for p in store.artifacts_dir.iterdir() if not p.name.startswith(".") and p.name != "usage.log"]
+    assert changed in store.gc(grace_seconds=0)["tree_ids"]  # stored, unwanted, not held
+    # unchanged, both kinds of entry install from the directory, checked against the stored tree
+    (src / "a.txt").write_text("alpha 0\n")
+    assert rn.ensure_artifact_installed("d", toml).name == tree
+    p = rn.ensure_artifact_installed("d", jl)
+    assert p.name == git and p.resolve().name == tree and rn.verify_artifact(git) and rn.verify_artifact(tree)

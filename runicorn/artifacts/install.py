@@ -171,14 +171,19 @@ def _ingest_source(store: Store, src: Path, origin: str, want_tree: str | None, 
     from runicorn.artifacts.githash import git_tree_sha1
 
     if src.is_dir():
-        from runicorn.artifacts.create import tree_hash
-
-        git = tree_hash(src, kind="git-tree-sha1") if want_git else None
-        if want_git and git != want_git:
-            raise IntegrityError(f"git-tree-sha1 of the directory is {git}, expected {want_git}")
-        if want_tree and tree_hash(src) != want_tree:
-            raise IntegrityError(f"tree-sha256 of the directory is {tree_hash(src)}, expected {want_tree}")
-        return store.ingest_directory(src, source=origin)
+        # read once: what is checked is exactly what was stored (no hash-then-ingest race)
+        tree = store.ingest_directory(src, source=origin)
+        try:
+            if want_tree and tree != want_tree:
+                raise IntegrityError(f"directory {src} holds tree-sha256 {tree}, expected {want_tree}")
+            if want_git:
+                git = _stored_git_tree_sha1(store, tree)
+                if git != want_git:
+                    raise IntegrityError(f"directory {src} holds git-tree-sha1 {git}, expected {want_git}")
+        except BaseException:
+            store.release_holds({tree})  # recorded but unwanted: gc may take it
+            raise
+        return tree
     from runicorn.artifacts.extract import extract_into_store
 
     ex = extract_into_store(store, src, want_git=bool(want_git), origin=origin)
@@ -194,6 +199,20 @@ def _ingest_source(store: Store, src: Path, origin: str, want_tree: str | None, 
     except BaseException:
         store.release_holds({e.sha256 for e in ex.entries.values()})
         raise
+
+
+def _stored_git_tree_sha1(store: Store, tree: str) -> str:
+    """The git-tree-sha1 of a stored tree, from its entries and blobs (not the source)."""
+    from runicorn.artifacts.githash import git_tree_sha1
+    from runicorn.hashing import git_blob_sha1_file
+
+    blob_ids: dict[str, str] = {}
+    git: dict[str, tuple[str, str]] = {}
+    for path, e in store.tree_entries(tree).items():
+        if e.sha256 not in blob_ids:
+            blob_ids[e.sha256] = git_blob_sha1_file(store.blob_path(e.sha256))
+        git[path] = (e.mode, blob_ids[e.sha256])
+    return git_tree_sha1(git)
 
 
 def materialize(store: Store, tree: str, *, name: str | None = None) -> Path:
