@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from runicorn.errors import ChangedWhileReadingError
 
@@ -53,6 +53,19 @@ def copy_and_hash(src: IO[bytes], dst: IO[bytes] | None) -> tuple[str, int]:
     import hashlib
 
     h = hashlib.sha256()
+    total = _feed(h, src, dst)
+    return h.hexdigest(), total
+
+
+def sha256_resume(src: IO[bytes]) -> "hashlib._Hash":
+    """An incremental SHA-256 already fed with everything readable from ``src`` (the
+    prefix a resumed download continues from)."""
+    h = new_sha256()
+    _feed(h, src, None)
+    return h
+
+
+def _feed(h: Any, src: IO[bytes], dst: IO[bytes] | None) -> int:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     total = 0
@@ -67,7 +80,7 @@ def copy_and_hash(src: IO[bytes], dst: IO[bytes] | None) -> tuple[str, int]:
         if write is not None:
             write(chunk)
         total += n
-    return h.hexdigest(), total
+    return total
 
 
 def check_unchanged(path: Path, before: os.stat_result, fd: int) -> None:

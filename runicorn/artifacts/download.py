@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
 from runicorn.errors import ArtifactError, IntegrityError, SSHConnectError
-from runicorn.hashing import CHUNK, new_sha256, sha256_file
+from runicorn.hashing import CHUNK, new_sha256, sha256_file, sha256_resume
 
 Progress = Callable[[int, int | None], None]
 
@@ -154,13 +154,12 @@ def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path,
         if total is not None and offset + total > limit:
             partial.unlink(missing_ok=True)
             raise PermanentError(f"the source announces {offset + total} bytes, more than {why}")
-        h = new_sha256()
         if offset:
             with open(partial, "rb") as f:
-                for chunk in iter(lambda: f.read(CHUNK), b""):
-                    h.update(chunk)
+                h = sha256_resume(f)
             mode = "ab"
         else:
+            h = new_sha256()
             mode = "wb"
         expected_total = size if size is not None else (offset + total if total is not None else None)
         done = offset

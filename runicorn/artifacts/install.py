@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from runicorn.artifacts.download import Progress, fetch, is_remote, partial_lock
+from runicorn.artifacts.gcroots import BINDING_KIND
 from runicorn.artifacts.lookup import (
     _require_entry,
     artifacts_dir,
@@ -35,7 +36,6 @@ from runicorn.relpath import ensure_no_symlink_parents, safe_join
 from runicorn.store import Store, TreeEntry, open_store
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, compute_tree_id
 
-BINDING_KIND = "binding"
 USAGE_LOG = "usage.log"
 
 

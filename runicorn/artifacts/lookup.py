@@ -186,7 +186,7 @@ def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None,
     base, _, sub = name.partition("/")
     parsed = load_toml(tpath)
     entry = _require_entry(parsed, base, platform)
-    h = entry.get("tree-sha256") or entry["git-tree-sha1"]
+    h = entry_hash(entry)
     adir = artifacts_dir(storage)
     ov = load_overrides(adir)
     d = (ov.get(base) or ov.get(h)) if ov else None

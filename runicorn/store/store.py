@@ -549,13 +549,7 @@ class Store:
         root = Path(root)
         if not root.is_dir():
             raise RunicornError(f"{root}: not a directory")
-        files: list[tuple[str, Path, str]] = []
-        links: list[tuple[str, bytes]] = []
-        for rel, full, st in walk_files(root, include):
-            if stat.S_ISLNK(st.st_mode):
-                links.append((rel, os.fsencode(os.readlink(full))))
-            else:
-                files.append((rel, full, mode_of(st.st_mode)))
+        files, links = scan_directory(root, include)
         infos = self.ingest_files([full for _, full, _ in files])
         entries: dict[str, TreeEntry] = {}
         for (rel, _, mode), info in zip(files, infos):
@@ -895,6 +889,23 @@ class Store:
         dest = self.quarantine_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{why}-{path.name}-{secrets.token_hex(3)}"
         os.replace(path, dest)
         return dest
+
+
+def scan_directory(root: Path, include: Any = None) -> tuple[list[tuple[str, Path, str]], list[tuple[str, bytes]]]:
+    """What a tree of ``root`` is made of: ``files`` as ``(relpath, path, mode)`` and
+    ``links`` as ``(relpath, target bytes)`` (see :func:`walk_files`).
+
+    The one directory walk behind every ``tree-sha256`` of a directory:
+    :meth:`Store.ingest_directory` stores it, ``runicorn.artifacts.tree_hash`` only hashes it.
+    """
+    files: list[tuple[str, Path, str]] = []
+    links: list[tuple[str, bytes]] = []
+    for rel, full, st in walk_files(root, include):
+        if stat.S_ISLNK(st.st_mode):
+            links.append((rel, os.fsencode(os.readlink(full))))
+        else:
+            files.append((rel, full, mode_of(st.st_mode)))
+    return files, links
 
 
 def walk_files(root: Path, include: Any = None) -> Iterator[tuple[str, Path, os.stat_result]]:
