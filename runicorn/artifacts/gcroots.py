@@ -85,7 +85,7 @@ def _gone(toml_path: str) -> bool:
 
 def refresh_file(store: Any, toml_path: str) -> None:
     """Bring the binding refs of one file up to date (after a bind or unbind)."""
-    wanted = _wanted_for(store, toml_path) if os.path.exists(toml_path) else {}
+    wanted = {} if _gone(toml_path) else _wanted_for(store, toml_path)
     if wanted is None:
         return
     _sync(store, toml_path, wanted, _existing_by_file(store).get(toml_path, {}))
