@@ -121,7 +121,14 @@ def start_server() -> Server:
             for i in range(0, len(body), 1 << 20):
                 self.wfile.write(body[i:i + (1 << 20)])
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Quiet(http.server.ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            import sys
+
+            if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hanging up is normal here
+                super().handle_error(request, client_address)
+
+    httpd = Quiet(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return Server(f"http://127.0.0.1:{httpd.server_address[1]}", routes, log, httpd)
