@@ -189,6 +189,28 @@ def atomic_write_json(dest: Path, obj: Any, *, indent: int | None = 2, **kw: Any
     return atomic_write_text(dest, text, **kw)
 
 
+def append_line_durable(path: Path, line: str) -> None:
+    """Append ``line`` plus a newline to a log file (created if missing) and fsync it.
+
+    One ``write`` with ``O_APPEND``, so concurrent appenders never interleave inside a
+    line; the file is fsynced (and its directory, when the file was created) before this
+    returns, so the line survives a crash from then on.
+    """
+    data = (line + "\n").encode("utf-8", "surrogateescape")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        fsync_dir(path.parent)
+
+
 def publish_link(staged: Path, dest: Path) -> bool:
     """Hard-link a complete staged file to ``dest`` unless ``dest`` exists.
 

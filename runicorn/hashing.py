@@ -1,38 +1,71 @@
-"""The one place that hashes: SHA-256 of files and streams, with copy in the same pass."""
+"""The one place that hashes: SHA-256 of files and streams, with copy in the same pass.
+
+``hashlib`` is imported inside the functions that hash, so the hex-id checks here cost
+nothing on the light ``artifact()`` path (which validates ids but never hashes).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from runicorn.errors import ChangedWhileReadingError
 
 CHUNK = 1 << 20  # 1 MiB: constant memory for any file size
 SHA256_HEX_LEN = 64
+SHA1_HEX_LEN = 40
 _HEX = frozenset("0123456789abcdef")
 
 
 def is_sha256_hex(value: object) -> bool:
-    """True for a 64-character lowercase hex string."""
+    """True for a 64-character lowercase hex string (no trailing newline or anything else)."""
     return isinstance(value, str) and len(value) == SHA256_HEX_LEN and set(value) <= _HEX
+
+
+def is_sha1_hex(value: object) -> bool:
+    """True for a 40-character lowercase hex string (a git object id)."""
+    return isinstance(value, str) and len(value) == SHA1_HEX_LEN and set(value) <= _HEX
+
+
+def is_tree_id(value: object) -> bool:
+    """True for an artifact tree id: a ``tree-sha256`` (64 hex) or ``git-tree-sha1`` (40 hex)."""
+    return is_sha256_hex(value) or is_sha1_hex(value)
 
 
 def sha256_bytes(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
+    import hashlib
+
     return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: Path | str) -> str:
     """Hex SHA-256 of a file's bytes (what ``sha256sum`` prints)."""
+    import hashlib
+
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def copy_and_hash(src: IO[bytes], dst: IO[bytes] | None) -> tuple[str, int]:
     """Stream ``src`` into ``dst`` (if given) while hashing; return (sha256, size)."""
+    import hashlib
+
     h = hashlib.sha256()
+    total = _feed(h, src, dst)
+    return h.hexdigest(), total
+
+
+def sha256_resume(src: IO[bytes]) -> "hashlib._Hash":
+    """An incremental SHA-256 already fed with everything readable from ``src`` (the
+    prefix a resumed download continues from)."""
+    h = new_sha256()
+    _feed(h, src, None)
+    return h
+
+
+def _feed(h: Any, src: IO[bytes], dst: IO[bytes] | None) -> int:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     total = 0
@@ -47,7 +80,7 @@ def copy_and_hash(src: IO[bytes], dst: IO[bytes] | None) -> tuple[str, int]:
         if write is not None:
             write(chunk)
         total += n
-    return h.hexdigest(), total
+    return total
 
 
 def check_unchanged(path: Path, before: os.stat_result, fd: int) -> None:
@@ -73,6 +106,8 @@ class GitBlobHasher:
     __slots__ = ("_h",)
 
     def __init__(self, size: int) -> None:
+        import hashlib
+
         self._h = hashlib.sha1(b"blob %d\x00" % size, usedforsecurity=False)
 
     def update(self, data: bytes | memoryview) -> None:
@@ -100,9 +135,13 @@ def git_blob_sha1_file(path: Path | str) -> str:
 
 def git_tree_object_sha1(body: bytes) -> bytes:
     """Raw 20-byte id of a git tree object with ``body`` (``"tree <len>\\0" + body``)."""
+    import hashlib
+
     return hashlib.sha1(b"tree %d\x00" % len(body) + body, usedforsecurity=False).digest()
 
 
 def new_sha256() -> "hashlib._Hash":
     """An incremental SHA-256 (for hashing while streaming a download)."""
+    import hashlib
+
     return hashlib.sha256()

@@ -32,6 +32,7 @@ class Route:
     cut_after: int | None = None  # close the connection after this many body bytes (once)
     ranges: bool = True            # honour Range requests
     stall_after: int | None = None  # send this many body bytes, then hang (once)
+    chunked: bool = False          # no Content-Length: Transfer-Encoding: chunked
 
 
 @dataclass
@@ -85,6 +86,17 @@ def start_server() -> Server:
             else:
                 self.send_response(200)
             body = memoryview(data)[start:]
+            if route.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i in range(0, len(body), 1 << 16):
+                    piece = body[i:i + (1 << 16)]
+                    try:
+                        self.wfile.write(b"%x\r\n" % len(piece) + bytes(piece) + b"\r\n")
+                    except OSError:  # the client hung up (it may refuse an over-long body)
+                        return
+                self.wfile.write(b"0\r\n\r\n")
+                return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if route.stall_after is not None:
@@ -109,7 +121,14 @@ def start_server() -> Server:
             for i in range(0, len(body), 1 << 20):
                 self.wfile.write(body[i:i + (1 << 20)])
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Quiet(http.server.ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            import sys
+
+            if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hanging up is normal here
+                super().handle_error(request, client_address)
+
+    httpd = Quiet(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return Server(f"http://127.0.0.1:{httpd.server_address[1]}", routes, log, httpd)

@@ -108,3 +108,42 @@ def test_create_then_bind_script_is_idempotent(tmp_path: Path) -> None:
 def test_empty_tree_has_gits_empty_tree_id(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert rn.tree_hash(tmp_path / "empty", kind="git-tree-sha1") == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+@pytest.mark.parametrize("bad", ["../../x", "/abs", "/etc", "..", "", "a" * 63, "a" * 64 + "\n",
+                                 "A" * 64, "../" + "a" * 61, "b" * 40 + "/.."])
+def test_tree_arguments_must_be_tree_ids(tmp_path: Path, bad: str) -> None:
+    tree = rn.create_artifact(src=make_tree(tmp_path / "src"))
+    victim = tmp_path / "x"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    for fn in (rn.remove_artifact, rn.verify_artifact, rn.artifact_path, rn.artifact_exists):
+        with pytest.raises(ArtifactError, match="is not a tree id"):
+            fn(bad)
+    assert (victim / "keep.txt").read_text() == "keep"
+    assert rn.artifact_exists(tree) and rn.verify_artifact(tree)
+
+
+def test_cli_path_honours_the_global_storage_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from runicorn.cli import main
+    from runicorn.store.store import forget_open_stores
+
+    monkeypatch.delenv("RUNICORN_DIR")  # only --storage says where the store is
+    root = tmp_path / "elsewhere"
+    src = make_tree(tmp_path / "src")
+    tree = rn.create_artifact(src=src, storage=root)
+    archive = tmp_path / "d.tar.gz"
+    sha = rn.archive_artifact(tree, archive, storage=root)
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "d", tree, storage=root)
+    rn.bind_artifact(toml, "lazy", tree, download_info=[(str(archive), sha)], lazy=True, storage=root)
+    rn.remove_artifact(tree, storage=root)
+    forget_open_stores()
+    r = CliRunner().invoke(main, ["--storage", str(root), "path", "lazy", "--toml", str(toml)])
+    assert r.exit_code == 0, r.output
+    assert r.output == f"{root / 'artifacts' / tree}\n"  # installed into --storage, not ~/.runicorn
+    r = CliRunner().invoke(main, ["--storage", str(root), "path", "d/sub", "--toml", str(toml)])
+    assert r.exit_code == 0 and r.output == f"{root / 'artifacts' / tree / 'sub'}\n", r.output
+    assert not (tmp_path / "home" / ".runicorn").exists()

@@ -142,6 +142,29 @@ def test_hostile_zip_is_refused(tmp_path: Path, entries: list, needle: str) -> N
     assert needle in str(ei.value)
 
 
+def test_oversized_link_targets_are_refused(tmp_path: Path) -> None:
+    store = open_store()
+    zarchive = tmp_path / "biglink.zip"
+    zarchive.write_bytes(_zip([("ok", b"fine", 0o100644), ("l", b"a/" * 25_000, 0o120777)]))  # 50 KB
+    with pytest.raises(UnsafeArchiveError) as ei:
+        extract_into_store(store, zarchive)
+    assert str(ei.value) == (f"{zarchive}: refused symlink 'l': its target is longer than 4096 bytes")
+    # tar: a PAX linkpath record carries a long target
+    tarchive = tmp_path / "biglink.tar"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.addfile(_ti("l", tarfile.SYMTYPE, "a/" * 25_000))
+    tarchive.write_bytes(buf.getvalue())
+    with pytest.raises(UnsafeArchiveError, match=r"refused symlink 'l': its target is longer than 4096"):
+        extract_into_store(store, tarchive)
+    # a target of exactly the limit is fine
+    okzip = tmp_path / "ok.zip"
+    okzip.write_bytes(_zip([("l", b"a" * 4096, 0o120777)]))
+    assert extract_into_store(store, okzip).links == {"l": "a" * 4096}
+    store.release_holds()
+    assert store.index.scalar("SELECT COUNT(*) FROM trees") == 0
+
+
 def test_not_an_archive_and_truncated(tmp_path: Path) -> None:
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"hello world" * 100)
@@ -153,5 +176,73 @@ def test_not_an_archive_and_truncated(tmp_path: Path) -> None:
     rn.archive_artifact(tree, good)
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(ArtifactError, match="corrupt or truncated"):
+    with pytest.raises(ArtifactError, match="corrupt or unsupported archive"):
         extract_into_store(open_store(), cut)
+
+
+def _corrupt_archives(tmp_path: Path) -> dict[str, Path]:
+    """Archives whose decoders fail in every way they can: one per kind of error."""
+    src = make_tree(tmp_path / "src")
+    tree = rn.create_artifact(src=src)
+    out: dict[str, Path] = {}
+    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".zip"):
+        good = tmp_path / f"good{suffix}"
+        rn.archive_artifact(tree, good)
+        data = good.read_bytes()
+        cut = tmp_path / f"truncated{suffix}"
+        cut.write_bytes(data[: len(data) // 2])
+        out[f"truncated{suffix}"] = cut
+        flipped = bytearray(data)
+        for i in range(12, 76):  # garbage at the start of the compressed stream
+            flipped[i] ^= 0xA5
+        bad = tmp_path / f"flipped{suffix}"
+        bad.write_bytes(bytes(flipped))
+        out[f"flipped{suffix}"] = bad
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("f", b"x" * 1000)
+    raw = bytearray(buf.getvalue())
+    unsupported = tmp_path / "method99.zip"  # an unknown compression method -> NotImplementedError
+    for off in (8, raw.rfind(b"PK\x01\x02") + 10):
+        raw[off:off + 2] = (99).to_bytes(2, "little")
+    unsupported.write_bytes(bytes(raw))
+    out["unsupported.zip"] = unsupported
+    raw = bytearray(buf.getvalue())
+    encrypted = tmp_path / "encrypted.zip"  # the 'encrypted' flag -> RuntimeError
+    for off in (6, raw.rfind(b"PK\x01\x02") + 8):
+        raw[off] |= 0x1
+    encrypted.write_bytes(bytes(raw))
+    out["encrypted.zip"] = encrypted
+    return out
+
+
+def test_corrupt_or_unsupported_archives_are_one_clear_error(tmp_path: Path) -> None:
+    store = open_store()
+    archives = _corrupt_archives(tmp_path)
+    holds = store.index.scalar("SELECT COUNT(*) FROM holds")  # create_artifact's hold on its tree
+    for case, archive in archives.items():
+        with pytest.raises(ArtifactError) as ei:
+            extract_into_store(store, archive)
+        msg = str(ei.value)
+        assert msg.startswith(f"{archive}: "), (case, msg)
+        assert "\n" not in msg and len(msg) < len(str(archive)) + 300, (case, msg)
+        assert type(ei.value) is ArtifactError and "corrupt or unsupported archive" in msg \
+            or type(ei.value) is UnsafeArchiveError, (case, msg)  # garbage may also decode as a bad member
+    assert store.index.scalar("SELECT COUNT(*) FROM trees") == 1  # only the tree the archives came from
+    assert store.index.scalar("SELECT COUNT(*) FROM holds") == holds
+
+
+@pytest.mark.parametrize("case", ["flipped.zip", "truncated.tar.gz", "unsupported.zip", "encrypted.zip"])
+def test_cli_bind_of_a_corrupt_archive_exits_1_with_one_line(tmp_path: Path, case: str) -> None:
+    import subprocess
+    import sys
+
+    archive = _corrupt_archives(tmp_path)[case]
+    repo = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "runicorn", "bind", "x", str(archive)],
+                       env=dict(os.environ, PYTHONPATH=str(repo)), capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"error: {archive}: ") and "archive" in r.stderr
+    assert not (tmp_path / "Runicorn.toml").exists()

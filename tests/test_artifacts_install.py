@@ -348,3 +348,230 @@ def test_cli_bind_from_tree_id_and_archive_with_platforms(tmp_path: Path, server
     assert r.returncode == 2  # unknown option: click's usage error
     r = run("status", "--platform", "os=linux,arch=aarch64", "--json")
     assert json.loads(r.stdout)["artifacts"][0]["tree"] == tree
+
+
+def test_downloads_are_bounded_by_size_or_by_download_max(tmp_path: Path, server,  # type: ignore[no-untyped-def]
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    tree, data, sha = _published(tmp_path)
+    toml = tmp_path / "Runicorn.toml"
+    big = data + os.urandom(200_000)
+    server.routes["/announced"] = Route(big)               # Content-Length says more than size
+    server.routes["/chunked"] = Route(big, chunked=True)   # no length: only the bytes tell
+    for route in ("/announced", "/chunked"):
+        rn.bind_artifact(toml, "data", tree, download_info=[(server.url(route), sha, len(data))], force=True)
+        with pytest.raises(DownloadError) as ei:
+            rn.ensure_artifact_installed("data", toml)
+        msg = str(ei.value)
+        assert f"{server.url(route)} -> the source " in msg, msg
+        assert f"more than the declared size of {len(data)} bytes" in msg, msg
+        assert len(server.gets(route)) == 1  # refused for good: not retried
+    # no size declared and no Content-Length: $RUNICORN_DOWNLOAD_MAX stops it
+    monkeypatch.setenv("RUNICORN_DOWNLOAD_MAX", str(len(data) // 2))
+    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/chunked"), sha)], force=True)
+    with pytest.raises(DownloadError, match=rf"/chunked -> the source sent more than "
+                                            rf"RUNICORN_DOWNLOAD_MAX={len(data) // 2} bytes"):
+        rn.ensure_artifact_installed("data", toml)
+    store = open_store()
+    assert not (store.artifacts_dir / tree).exists()
+    assert not list((store.artifacts_dir / ".downloads").glob("*.partial"))  # nothing half-kept
+    # within the bounds the same sources work
+    server.routes["/chunked"] = Route(data, chunked=True)
+    monkeypatch.setenv("RUNICORN_DOWNLOAD_MAX", str(len(data)))
+    assert (rn.ensure_artifact_installed("data", toml) / "a.txt").read_text() == "alpha 0\n"
+
+
+def test_download_max_must_be_a_number(tmp_path: Path, server,  # type: ignore[no-untyped-def]
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    tree, data, sha = _published(tmp_path)
+    server.routes["/a"] = Route(data, chunked=True)
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/a"), sha)])
+    monkeypatch.setenv("RUNICORN_DOWNLOAD_MAX", "lots")
+    with pytest.raises(DownloadError, match="RUNICORN_DOWNLOAD_MAX='lots' is not a non-negative number"):
+        rn.ensure_artifact_installed("data", toml)
+
+
+def test_download_without_size_stops_at_the_free_space(tmp_path: Path, server,  # type: ignore[no-untyped-def]
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real 4 MiB tmpfs as the storage root: a 6 MiB body with no length is refused early."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs and needs root (CI runs as root)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        from runicorn.store.store import forget_open_stores
+
+        forget_open_stores()
+        monkeypatch.setenv("RUNICORN_DIR", str(mnt / "root"))
+        tree, data, sha = _published(tmp_path)
+        server.routes["/huge"] = Route(os.urandom(6 << 20), chunked=True)
+        toml = tmp_path / "Runicorn.toml"
+        rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/huge"), sha)])
+        with pytest.raises(DownloadError, match=r"/huge -> the source sent more than the \d+ bytes free on "):
+            rn.ensure_artifact_installed("data", toml)
+        assert not list((mnt / "root" / "artifacts" / ".downloads").glob("*.partial"))
+        forget_open_stores()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_the_partial_file_is_locked_while_it_is_downloaded(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    """Two entries (different tree ids) may share an archive, hence its .partial file: it has its own lock."""
+    from runicorn.fsutil import open_locked
+
+    tree, data, sha = _published(tmp_path)
+    server.routes["/a.tar.gz"] = Route(data)
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/a.tar.gz"), sha)])
+    lock = open_store().artifacts_dir / ".locks" / f"{sha}.partial.lock"
+    seen: list[bool] = []
+
+    def progress(done: int, total: int | None) -> None:
+        try:
+            with open_locked(lock, blocking=False):
+                seen.append(False)
+        except BlockingIOError:
+            seen.append(True)
+
+    rn.ensure_artifact_installed("data", toml, progress=progress)
+    assert seen and all(seen)
+    with open_locked(lock, blocking=False):  # released afterwards
+        pass
+
+
+def test_gc_survives_an_unreadable_logged_toml_and_keeps_its_bindings(tmp_path: Path) -> None:
+    tree = rn.create_artifact(lambda d: (d / "x").write_text("kept"))
+    toml = tmp_path / "p" / "Runicorn.toml"
+    toml.parent.mkdir()
+    rn.bind_artifact(toml, "data", tree)
+    toml.unlink()
+    toml.mkdir()  # the logged file is now a directory: reading it raises IsADirectoryError
+    store = open_store()
+    for dry in (True, False):
+        report = store.gc(grace_seconds=0, dry_run=dry)
+        assert tree not in report["tree_ids"]
+        assert report["warnings"] == [f"kept the earlier bindings of {toml}: {toml}: cannot be read "
+                                      "(Is a directory)"]
+    assert store.has_tree(tree) and rn.artifact_exists(tree)
+    assert store.index.query("SELECT path FROM toml_usage") == [(str(toml),)]
+    # the CLI says so on stderr, once, and still succeeds
+    r = subprocess.run([sys.executable, "-m", "runicorn", "gc", "--grace", "0s"], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == f"warning: kept the earlier bindings of {toml}: {toml}: cannot be read (Is a directory)\n"
+    assert "Traceback" not in r.stderr and store.has_tree(tree)
+
+
+def test_gc_trash_names_do_not_collide_with_an_earlier_gc(tmp_path: Path) -> None:
+    from runicorn.artifacts.gcroots import _drop_collected_dirs
+
+    store = open_store()
+    adir = store.artifacts_dir
+    gone = "d" * 64  # an installed directory whose tree is no longer in the store
+    (adir / gone).mkdir(parents=True)
+    (adir / gone / "f").write_text("x")
+    leftover = adir / f".trash-{gone[:16]}-gc"  # what an interrupted earlier gc left under the old name
+    leftover.mkdir()
+    (leftover / "old").write_text("y")
+    _drop_collected_dirs(store)
+    assert not (adir / gone).exists()
+    assert not [p for p in adir.iterdir() if p.name.startswith(".trash-") and p != leftover]
+    # and twice in a row, each with a leftover of the new kind, works too
+    for _ in range(2):
+        (adir / gone).mkdir()
+        (adir / gone / "f").write_text("x")
+        _drop_collected_dirs(store)
+        assert not (adir / gone).exists()
+
+
+def _killed_midway(code: str, env: dict[str, str]) -> None:
+    """Run ``code`` in a child that SIGKILLs itself at the point it patches in; expect the kill."""
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True)
+    assert r.returncode == -9, r.stderr
+
+
+def test_bind_logs_usage_before_writing_the_toml(tmp_path: Path) -> None:
+    """Killed right after the TOML is written, the file is already in the usage log, so gc keeps its tree."""
+    tree = rn.create_artifact(lambda d: (d / "x").write_text("keep me"))
+    toml = tmp_path / "p" / "Runicorn.toml"
+    toml.parent.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    _killed_midway(f"""
+        import os, signal
+        import runicorn as rn
+        from runicorn.artifacts import toml_write
+        real = toml_write.atomic_write_text
+        def write_then_die(*a, **kw):
+            real(*a, **kw)
+            os.kill(os.getpid(), signal.SIGKILL)
+        toml_write.atomic_write_text = write_then_die
+        rn.bind_artifact({str(toml)!r}, "data", {tree!r})
+    """, env)
+    assert rn.artifact_hash("data", toml) == tree
+    store = open_store()
+    assert (store.artifacts_dir / "usage.log").read_text() == f"{toml}\n"
+    assert store.gc(grace_seconds=0)["trees_deleted"] == 0 and store.has_tree(tree)
+
+
+def test_usage_log_line_is_written_before_the_index_row(tmp_path: Path) -> None:
+    """Killed inside the index write, the usage.log line is there and an index rebuild restores the row."""
+    from runicorn.artifacts.gcroots import rebuild_usage
+
+    toml = tmp_path / "Runicorn.toml"
+    toml.write_text("")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    _killed_midway(f"""
+        import os, signal
+        from runicorn.artifacts.install import record_usage
+        from runicorn.store import open_store
+        store = open_store()
+        def die():
+            os.kill(os.getpid(), signal.SIGKILL)
+        store.index.write = die
+        record_usage(store, {str(toml)!r})
+    """, env)
+    store = open_store()
+    assert (store.artifacts_dir / "usage.log").read_text() == f"{toml}\n"
+    assert store.index.query("SELECT path FROM toml_usage") == []
+    rebuild_usage(store)
+    assert store.index.query("SELECT path FROM toml_usage") == [(str(toml),)]
+
+
+def test_local_directory_source_is_read_once_and_checked(tmp_path: Path) -> None:
+    from runicorn.store import Store
+
+    src = make_tree(tmp_path / "src")
+    tree, git = rn.tree_hash(src), rn.tree_hash(src, kind="git-tree-sha1")
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "d", tree, download_info=[(str(src), "0" * 64)])
+    jl = tmp_path / "Artifacts.toml"  # a Julia entry (git-tree-sha1 only)
+    jl.write_text(f'[d]\ngit-tree-sha1 = "{git}"\n[[d.download]]\nurl = "{src}"\nsha256 = "{"0" * 64}"\n')
+    # the directory changes after any check could have been made, while it is being ingested:
+    # the id of what was actually stored is compared, so the change is caught
+    real = Store.ingest_directory
+
+    def changed_underneath(self, root, **kw):  # type: ignore[no-untyped-def]
+        (Path(root) / "a.txt").write_text("changed\n")
+        return real(self, root, **kw)
+
+    Store.ingest_directory = changed_underneath  # type: ignore[method-assign]
+    try:
+        with pytest.raises(DownloadError) as ei:
+            rn.ensure_artifact_installed("d", toml)
+        with pytest.raises(DownloadError) as ej:
+            rn.ensure_artifact_installed("d", jl)
+    finally:
+        Store.ingest_directory = real  # type: ignore[method-assign]
+    changed = rn.tree_hash(src)
+    assert f"{src} -> directory {src} holds tree-sha256 {changed}, expected {tree}" in str(ei.value)
+    assert f"{src} -> directory {src} holds git-tree-sha1 " in str(ej.value)
+    assert f", expected {git}" in str(ej.value)
+    store = open_store()
+    assert not [p for p in store.artifacts_dir.iterdir() if not p.name.startswith(".") and p.name != "usage.log"]
+    assert changed in store.gc(grace_seconds=0)["tree_ids"]  # stored, unwanted, not held
+    # unchanged, both kinds of entry install from the directory, checked against the stored tree
+    (src / "a.txt").write_text("alpha 0\n")
+    assert rn.ensure_artifact_installed("d", toml).name == tree
+    p = rn.ensure_artifact_installed("d", jl)
+    assert p.name == git and p.resolve().name == tree and rn.verify_artifact(git) and rn.verify_artifact(tree)

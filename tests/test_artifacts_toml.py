@@ -42,6 +42,12 @@ def test_example_file_parses() -> None:
     (f'[a]\ntree-sha256 = "{T1}"\n[[a.download]]\nurl = "u"\nsha256 = "{S}"\nsize = -1', "'size' must be"),
     ('a = 3', "artifact 'a': must be a table"),
     (f'[a]\ntree-sha256 = "{T1}"\nos = 3', "platform tag 'os' must be a non-empty string"),
+    # a trailing newline is not part of a valid id or name (a "$" regex would accept it)
+    (f'[a]\ntree-sha256 = "{T1}\\n"', "artifact 'a': 'tree-sha256' must be 64 lowercase hex digits"),
+    (f'[a]\ngit-tree-sha1 = "{"b" * 40}\\n"', "artifact 'a': 'git-tree-sha1' must be 40 lowercase hex"),
+    (f'[a]\ntree-sha256 = "{T1}"\n[[a.download]]\nurl = "u"\nsha256 = "{S}\\n"',
+     "artifact 'a' download 1: 'sha256' must be 64 lowercase hex digits"),
+    (f'["a\\n"]\ntree-sha256 = "{T1}"', "artifact 'a\\n': name must be letters"),
 ])
 def test_malformed_files_name_file_artifact_and_cause(tmp_path: Path, text: str, needle: str) -> None:
     toml = tmp_path / "Runicorn.toml"
@@ -76,6 +82,15 @@ arch = "x86_64"
 tree-sha256 = "{T2}"
 # the end
 """
+
+
+def test_bind_refuses_a_name_or_tree_with_a_trailing_newline(tmp_path: Path) -> None:
+    toml = tmp_path / "Runicorn.toml"
+    with pytest.raises(ArtifactError, match="artifact name 'x\\\\n' must be"):
+        rn.bind_artifact(toml, "x\n", T1)
+    with pytest.raises(ArtifactError, match="is not a tree id"):
+        rn.bind_artifact(toml, "x", T1 + "\n")
+    assert not toml.exists()
 
 
 def test_tomlkit_round_trip_keeps_every_comment(tmp_path: Path) -> None:

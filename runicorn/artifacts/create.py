@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 from runicorn.errors import ArtifactError
-from runicorn.hashing import git_blob_sha1_bytes, git_blob_sha1_file, sha256_bytes, sha256_file
-from runicorn.store import Store, TreeEntry, open_store, walk_files
-from runicorn.store.tree import MODE_EXEC, MODE_LINK, compute_tree_id, mode_of
+from runicorn.hashing import copy_and_hash, git_blob_sha1_bytes, git_blob_sha1_file, sha256_bytes, sha256_file
+from runicorn.store import Store, TreeEntry, open_store, scan_directory
+from runicorn.store.tree import MODE_EXEC, MODE_LINK, compute_tree_id
 
 TREE_KINDS = ("tree-sha256", "git-tree-sha1")
 
@@ -29,26 +29,24 @@ def tree_hash(path: str | os.PathLike[str], kind: str = "tree-sha256") -> str:
     root = Path(path)
     if not root.is_dir():
         raise ArtifactError(f"{root}: not a directory")
+    if kind not in TREE_KINDS:
+        raise ArtifactError(f"unknown tree hash kind {kind!r}; use one of {', '.join(TREE_KINDS)}")
+    files, links = scan_directory(root)
     if kind == "tree-sha256":
         entries: dict[str, TreeEntry] = {}
-        for rel, full, st in walk_files(root):
-            if stat.S_ISLNK(st.st_mode):
-                data = os.fsencode(os.readlink(full))
-                entries[rel] = TreeEntry(sha256_bytes(data), MODE_LINK, len(data))
-            else:
-                entries[rel] = TreeEntry(sha256_file(full), mode_of(st.st_mode), st.st_size)
+        for rel, full, mode in files:
+            with open(full, "rb") as f:
+                sha, size = copy_and_hash(f, None)
+            entries[rel] = TreeEntry(sha, mode, size)
+        for rel, target in links:
+            entries[rel] = TreeEntry(sha256_bytes(target), MODE_LINK, len(target))
         return compute_tree_id(entries)
-    if kind == "git-tree-sha1":
-        from runicorn.artifacts.githash import git_tree_sha1
+    from runicorn.artifacts.githash import git_tree_sha1
 
-        git: dict[str, tuple[str, str]] = {}
-        for rel, full, st in walk_files(root):
-            if stat.S_ISLNK(st.st_mode):
-                git[rel] = (MODE_LINK, git_blob_sha1_bytes(os.fsencode(os.readlink(full))))
-            else:
-                git[rel] = (mode_of(st.st_mode), git_blob_sha1_file(full))
-        return git_tree_sha1(git)
-    raise ArtifactError(f"unknown tree hash kind {kind!r}; use one of {', '.join(TREE_KINDS)}")
+    git: dict[str, tuple[str, str]] = {rel: (mode, git_blob_sha1_file(full)) for rel, full, mode in files}
+    for rel, target in links:
+        git[rel] = (MODE_LINK, git_blob_sha1_bytes(target))
+    return git_tree_sha1(git)
 
 
 def create_artifact(fn: Callable[[Path], object] | None = None, *, src: str | os.PathLike[str] | None = None,

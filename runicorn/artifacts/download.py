@@ -4,24 +4,49 @@ A download streams into ``<artifacts>/.downloads/<sha256>.partial`` while its SH
 is computed; an interrupted transfer is resumed with an HTTP ``Range`` request (or an
 SFTP seek) on the next attempt, which happens after an exponential backoff.  The file is
 only handed back once its sha256 (and size, when known) match.
+
+Every download is bounded: by the entry's ``size`` when it has one, otherwise by
+``$RUNICORN_DOWNLOAD_MAX`` bytes (default 64 GiB) and never by more than the free space
+of the filesystem holding the partial file.  A source that sends (or announces) more is
+refused and its partial file removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
 from runicorn.errors import ArtifactError, IntegrityError, SSHConnectError
-from runicorn.hashing import CHUNK, new_sha256, sha256_file
+from runicorn.hashing import CHUNK, new_sha256, sha256_file, sha256_resume
 
 Progress = Callable[[int, int | None], None]
 
 RETRIES = int(os.environ.get("RUNICORN_DOWNLOAD_RETRIES", "4"))
 BACKOFF = float(os.environ.get("RUNICORN_DOWNLOAD_BACKOFF", "0.5"))
 TIMEOUT = float(os.environ.get("RUNICORN_DOWNLOAD_TIMEOUT", "30"))
+DEFAULT_DOWNLOAD_MAX = 64 << 30  # bytes, for entries without a declared size
+
+
+def download_max() -> int:
+    """``$RUNICORN_DOWNLOAD_MAX`` (bytes), read at each download so it can be changed at run time.
+
+    Raises:
+        ArtifactError: not a non-negative integer.
+    """
+    text = os.environ.get("RUNICORN_DOWNLOAD_MAX", "")
+    if not text:
+        return DEFAULT_DOWNLOAD_MAX
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ArtifactError(f"RUNICORN_DOWNLOAD_MAX={text!r} is not a non-negative number of bytes")
+    return value
 
 
 class PermanentError(ArtifactError):
@@ -36,11 +61,31 @@ class RangeNotSatisfiable(TransientError):
     """The server cannot resume from the partial file's length; it is discarded."""
 
 
+def is_remote(url: str) -> bool:
+    """True for a URL :func:`fetch` downloads into a ``.partial`` file (not a local path)."""
+    scheme = urlsplit(url).scheme.lower()
+    return not (scheme in ("", "file") or (len(scheme) == 1 and url[1:2] == ":"))
+
+
+@contextlib.contextmanager
+def partial_lock(lock_dir: Path, sha256: str) -> Iterator[None]:
+    """Hold ``<lock_dir>/<sha256>.partial.lock`` while the partial file is written and used.
+
+    The partial file is named by the archive's sha256, which entries with different tree
+    ids may share, so the per-tree install lock does not cover it.
+    """
+    from runicorn.fsutil import open_locked
+
+    with open_locked(lock_dir / f"{sha256}.partial.lock"):
+        yield
+
+
 def fetch(url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | None,
           progress: Progress | None = None) -> Path:
     """Make the source's bytes available as a local file (or a local directory) and return it.
 
-    Local files are verified in place; remote ones are downloaded to ``work_dir``.
+    Local files are verified in place; remote ones are downloaded to ``work_dir`` (the
+    caller holds :func:`partial_lock` for them until it is done with the file).
 
     Raises:
         ArtifactError (PermanentError / TransientError / IntegrityError subclasses):
@@ -48,7 +93,7 @@ def fetch(url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | 
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme in ("", "file") or (len(scheme) == 1 and url[1:2] == ":"):
+    if not is_remote(url):
         path = Path(unquote(parts.path)) if scheme == "file" else Path(url).expanduser()
         if not path.is_absolute():
             path = base_dir / path
@@ -103,14 +148,18 @@ def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path,
         offset = 0
     stream, total, resumed = get(offset)
     try:
-        h = new_sha256()
-        if offset and resumed:
+        if not (offset and resumed):
+            offset = 0
+        limit, why = _limit(partial, offset, size)
+        if total is not None and offset + total > limit:
+            partial.unlink(missing_ok=True)
+            raise PermanentError(f"the source announces {offset + total} bytes, more than {why}")
+        if offset:
             with open(partial, "rb") as f:
-                for chunk in iter(lambda: f.read(CHUNK), b""):
-                    h.update(chunk)
+                h = sha256_resume(f)
             mode = "ab"
         else:
-            offset = 0
+            h = new_sha256()
             mode = "wb"
         expected_total = size if size is not None else (offset + total if total is not None else None)
         done = offset
@@ -128,13 +177,15 @@ def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path,
                     raise TransientError(f"transfer cut after {done} bytes: {exc!r}") from None
                 if not data:
                     break
+                if done + len(data) > limit:
+                    out.close()
+                    partial.unlink(missing_ok=True)
+                    raise PermanentError(f"the source sent more than {why}; stopped after {done} bytes")
                 h.update(data)
                 out.write(data)
                 done += len(data)
                 if progress is not None:
                     progress(done, expected_total)
-                if size is not None and done > size:
-                    break
         if total is not None and done < offset + total:
             raise TransientError(f"transfer cut after {done} of {offset + total} bytes")
     finally:
@@ -151,6 +202,19 @@ def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path,
             # the kept prefix may be what was wrong: one more attempt from byte zero
             raise TransientError(f"resumed download has sha256 {got}, expected {sha256}; restarting")
         raise IntegrityError(f"sha256 is {got}, expected {sha256}")
+
+
+def _limit(partial: Path, offset: int, size: int | None) -> tuple[int, str]:
+    """The most bytes the partial file may reach, and how to name that bound in an error."""
+    if size is not None:
+        return size, f"the declared size of {size} bytes"
+    import shutil
+
+    cap = download_max()
+    free = shutil.disk_usage(partial.parent).free
+    if offset + free < cap:
+        return offset + free, f"the {free} bytes free on {partial.parent}"
+    return cap, f"RUNICORN_DOWNLOAD_MAX={cap} bytes (the entry declares no size)"
 
 
 class _Closing:

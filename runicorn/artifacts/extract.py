@@ -10,6 +10,8 @@ its path through :func:`runicorn.relpath.validate_relpath`, tar members through
 * a member below a symlink member ("writing through a symlink") is refused;
 * a symlink whose target resolves (following the archive's own symlinks) outside the
   root is refused, as is an absolute target;
+* a symlink target longer than :data:`MAX_LINK_TARGET` bytes is refused (a zip member
+  holding a "target" is read no further than that);
 * a hardlink must name an earlier regular member;
 * devices, FIFOs and other special members are refused; duplicates are refused.
 
@@ -21,17 +23,19 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from runicorn.errors import ArtifactError, UnsafeArchiveError, UnsafePathError
+from runicorn.errors import ArtifactError, RunicornError, UnsafeArchiveError, UnsafePathError
 from runicorn.hashing import GitBlobHasher, git_blob_sha1_bytes
 from runicorn.relpath import validate_relpath
 from runicorn.store import Store, TreeEntry
 from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK
 
 _BUF = 1 << 20
+MAX_LINK_TARGET = 4096  # bytes; PATH_MAX on Linux, so no real symlink target is longer
 
 
 @dataclass
@@ -151,11 +155,14 @@ class _Builder:
         path = self._path(raw)
         if path is None:
             raise UnsafeArchiveError(f"{self.origin}: refused member {raw!r}: not a link name")
+        data = os.fsencode(target)
+        if len(data) > MAX_LINK_TARGET:
+            raise UnsafeArchiveError(f"{self.origin}: refused symlink {raw!r}: its target is longer "
+                                     f"than {MAX_LINK_TARGET} bytes")
         if not target or target.startswith("/") or "\x00" in target:
             raise UnsafeArchiveError(f"{self.origin}: refused symlink {raw!r} -> {target!r}: "
                                      "absolute or empty target")
         self._claim(path, raw)
-        data = os.fsencode(target)
         info = store.ingest_bytes(data)
         self.shas.add(info.sha256)
         self.out.links[path] = target
@@ -222,15 +229,45 @@ def extract_into_store(store: Store, archive: Path, *, want_git: bool = False,
     fmt = detect_format(archive)
     builder = _Builder(origin, want_git)
     try:
-        if fmt == "zip":
-            _extract_zip(store, archive, builder)
-        else:
-            _extract_tar(store, archive, fmt, builder)
-        return builder.finish()
+        try:
+            if fmt == "zip":
+                _extract_zip(store, archive, builder)
+            else:
+                _extract_tar(store, archive, fmt, builder)
+            return builder.finish()
+        except RunicornError:
+            raise
+        except _decoder_errors() as exc:
+            why = str(exc) or type(exc).__name__
+            if len(why) > 200:  # zipfile quotes whole headers; keep the message one readable line
+                why = why[:200] + "..."
+            raise ArtifactError(f"{origin}: corrupt or unsupported archive ({why})") from None
     except BaseException:
         if builder.shas:
             store.release_holds(builder.shas)
         raise
+
+
+def _decoder_errors() -> tuple[type[BaseException], ...]:
+    """What tarfile, zipfile and the decompressors raise on bad input.
+
+    Besides their own error types: ``EOFError`` (truncated), ``OSError`` (gzip/bz2 bad
+    data), ``zlib.error``, ``lzma.LZMAError``, ``NotImplementedError`` (an unsupported zip
+    compression method), ``RuntimeError`` (an encrypted zip member) and
+    ``zstandard.ZstdError`` when ``zstandard`` is loaded.
+    """
+    import lzma
+    import tarfile
+    import zipfile
+    import zlib
+
+    errors: list[type[BaseException]] = [tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile,
+                                         EOFError, OSError, zlib.error, lzma.LZMAError,
+                                         NotImplementedError, RuntimeError]
+    zstd = sys.modules.get("zstandard")
+    if zstd is not None and hasattr(zstd, "ZstdError"):
+        errors.append(zstd.ZstdError)
+    return tuple(errors)
 
 
 def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
@@ -250,50 +287,54 @@ def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
         else:
             fileobj = raw
             mode = "r|" if fmt == "tar" else f"r|{fmt}"
-        try:
-            with tarfile.open(fileobj=fileobj, mode=mode, bufsize=_BUF) as tf:
-                for m in tf:
-                    try:
-                        tarfile.data_filter(m, check_root)
-                    except tarfile.FilterError as exc:
-                        raise UnsafeArchiveError(f"{b.origin}: refused member {m.name!r}: {exc}") from None
-                    if m.isreg():
-                        f = tf.extractfile(m)
-                        assert f is not None
-                        b.add_file(store, m.name, f, m.size, bool(m.mode & 0o100))
-                    elif m.isdir():
-                        b.add_dir(m.name)
-                    elif m.issym():
-                        b.add_symlink(store, m.name, m.linkname)
-                    elif m.islnk():
-                        b.add_hardlink(m.name, m.linkname)
-                    else:
-                        kind = "device" if (m.ischr() or m.isblk()) else "FIFO" if m.isfifo() else "special member"
-                        raise UnsafeArchiveError(f"{b.origin}: refused member {m.name!r}: {kind}")
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            if isinstance(exc, ArtifactError):
-                raise
-            raise ArtifactError(f"{b.origin}: corrupt or truncated archive ({exc})") from None
+        with tarfile.open(fileobj=fileobj, mode=mode, bufsize=_BUF) as tf:
+            for m in tf:
+                try:
+                    tarfile.data_filter(m, check_root)
+                except tarfile.FilterError as exc:
+                    raise UnsafeArchiveError(f"{b.origin}: refused member {m.name!r}: {exc}") from None
+                if m.isreg():
+                    f = tf.extractfile(m)
+                    assert f is not None
+                    b.add_file(store, m.name, f, m.size, bool(m.mode & 0o100))
+                elif m.isdir():
+                    b.add_dir(m.name)
+                elif m.issym():
+                    b.add_symlink(store, m.name, m.linkname)
+                elif m.islnk():
+                    b.add_hardlink(m.name, m.linkname)
+                else:
+                    kind = "device" if (m.ischr() or m.isblk()) else "FIFO" if m.isfifo() else "special member"
+                    raise UnsafeArchiveError(f"{b.origin}: refused member {m.name!r}: {kind}")
+
+
+def _zip_link_target(zf: Any, info: Any, b: _Builder) -> str:
+    """The target of a zip symlink member, read no further than :data:`MAX_LINK_TARGET` + 1 bytes."""
+    too_long = UnsafeArchiveError(f"{b.origin}: refused symlink {info.filename!r}: its target is "
+                                  f"longer than {MAX_LINK_TARGET} bytes")
+    if info.file_size > MAX_LINK_TARGET:
+        raise too_long
+    with zf.open(info) as f:
+        data = f.read(MAX_LINK_TARGET + 1)
+    if len(data) > MAX_LINK_TARGET:
+        raise too_long
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _extract_zip(store: Store, archive: Path, b: _Builder) -> None:
     import zipfile
 
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                unix = info.external_attr >> 16
-                ftype = stat.S_IFMT(unix) if unix else 0
-                if info.is_dir() or ftype == stat.S_IFDIR:
-                    b.add_dir(info.filename)
-                elif ftype == stat.S_IFLNK:
-                    target = zf.read(info).decode("utf-8", "surrogateescape")
-                    b.add_symlink(store, info.filename, target)
-                elif ftype in (0, stat.S_IFREG):
-                    with zf.open(info) as f:
-                        b.add_file(store, info.filename, f, info.file_size, bool(unix & 0o100))
-                else:
-                    raise UnsafeArchiveError(f"{b.origin}: refused member {info.filename!r}: "
-                                             "device, FIFO or special file")
-    except (zipfile.BadZipFile, EOFError) as exc:
-        raise ArtifactError(f"{b.origin}: corrupt zip archive ({exc})") from None
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            unix = info.external_attr >> 16
+            ftype = stat.S_IFMT(unix) if unix else 0
+            if info.is_dir() or ftype == stat.S_IFDIR:
+                b.add_dir(info.filename)
+            elif ftype == stat.S_IFLNK:
+                b.add_symlink(store, info.filename, _zip_link_target(zf, info, b))
+            elif ftype in (0, stat.S_IFREG):
+                with zf.open(info) as f:
+                    b.add_file(store, info.filename, f, info.file_size, bool(unix & 0o100))
+            else:
+                raise UnsafeArchiveError(f"{b.origin}: refused member {info.filename!r}: "
+                                         "device, FIFO or special file")

@@ -4,8 +4,9 @@ Every ``Runicorn.toml`` / ``Artifacts.toml`` that binds or fetches is logged (in
 table ``toml_usage`` plus ``artifacts/usage.log``).  Before each gc,
 :func:`refresh_binding_refs` re-reads every logged file and makes the ``binding`` refs
 match it: every variant (all platforms) of every artifact of an existing file whose tree
-is in the store is a root; a deleted file's refs go.  A file that no longer parses
-keeps its old refs (a typo must not cost a dataset).
+is in the store is a root; a deleted file's refs go.  A file that no longer parses, or
+cannot be read (no permission, replaced by a directory), keeps its old refs (a typo must
+not cost a dataset); the gc report lists it under ``warnings``.
 
 Dry runs: binding refs are derived data -- a pure function of the logged files -- so a
 dry run refreshes them too; that is what makes its report exact, and it is harmless
@@ -16,6 +17,7 @@ changes nothing else (the usage log and installed directories are left alone).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from typing import Any
 
@@ -24,14 +26,23 @@ from runicorn.errors import TomlFormatError
 BINDING_KIND = "binding"
 
 
-def _wanted_for(store: Any, toml_path: str) -> dict[str, str] | None:
-    """``{ref name: tree}`` a file binds (trees present in the store); None if unreadable."""
+def _wanted_for(store: Any, toml_path: str, problems: list[str] | None = None) -> dict[str, str] | None:
+    """``{ref name: tree}`` a file binds (trees present in the store); None if it cannot be
+    read or parsed (the reason is appended to ``problems``)."""
     from runicorn.artifacts.install import binding_ref_name, installed_tree
     from runicorn.artifacts.toml_read import entry_hash, load_toml
 
     try:
         parsed = load_toml(toml_path)
-    except TomlFormatError:
+    except TomlFormatError as exc:
+        why = str(exc)
+    except OSError as exc:
+        why = f"{toml_path}: cannot be read ({exc.strerror or exc})"
+    else:
+        why = None
+    if why is not None:
+        if problems is not None:
+            problems.append(f"kept the earlier bindings of {toml_path}: {why}")
         return None
     out: dict[str, str] = {}
     for name, variants in parsed.artifacts.items():
@@ -60,33 +71,50 @@ def _existing_by_file(store: Any) -> dict[str, dict[str, str]]:
     return out
 
 
+def _gone(toml_path: str) -> bool:
+    """True only when the file is certainly deleted; a stat refused for another reason
+    (say, a directory on the way lost its search permission) is not a deletion."""
+    try:
+        os.stat(toml_path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def refresh_file(store: Any, toml_path: str) -> None:
     """Bring the binding refs of one file up to date (after a bind or unbind)."""
-    wanted = _wanted_for(store, toml_path) if os.path.exists(toml_path) else {}
+    wanted = {} if _gone(toml_path) else _wanted_for(store, toml_path)
     if wanted is None:
         return
     _sync(store, toml_path, wanted, _existing_by_file(store).get(toml_path, {}))
 
 
-def refresh_binding_refs(store: Any, *, dry_run: bool = False) -> None:
-    """Make ``binding`` refs match every logged TOML (see the module docs for dry runs)."""
+def refresh_binding_refs(store: Any, *, dry_run: bool = False) -> list[str]:
+    """Make ``binding`` refs match every logged TOML (see the module docs for dry runs).
+
+    Returns one warning per logged file that could not be read or parsed (its refs kept).
+    """
     logged = [str(p) for (p,) in store.index.query("SELECT path FROM toml_usage")]
     existing = _existing_by_file(store)
     gone: list[str] = []
+    problems: list[str] = []
     for toml_path in sorted(set(logged) | set(existing)):
-        if not os.path.exists(toml_path):
+        if _gone(toml_path):
             _sync(store, toml_path, {}, existing.get(toml_path, {}))
             gone.append(toml_path)
             continue
-        wanted = _wanted_for(store, toml_path)
+        wanted = _wanted_for(store, toml_path, problems)
         if wanted is not None:
             _sync(store, toml_path, wanted, existing.get(toml_path, {}))
     if dry_run:
-        return
+        return problems
     if gone:
         with store.index.write() as c:
             c.executemany("DELETE FROM toml_usage WHERE path = ?", [(p,) for p in gone])
     _drop_collected_dirs(store)
+    return problems
 
 
 STALE_SECONDS = 3600.0
@@ -114,7 +142,7 @@ def _drop_collected_dirs(store: Any) -> None:
                 pass
             continue
         if len(name) == 64 and not d.is_symlink() and not store.has_tree(name):
-            trash = adir / f".trash-{name[:16]}-gc"
+            trash = adir / f".trash-{name[:16]}-gc-{secrets.token_hex(6)}"  # unique: an old one may remain
             os.rename(d, trash)
             shutil.rmtree(trash, ignore_errors=True)
         elif len(name) == 40 and d.is_symlink() and not (adir / os.readlink(d)).is_dir():

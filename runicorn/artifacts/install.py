@@ -10,6 +10,7 @@ once.  Bindings keep installed trees alive through refs of kind ``binding``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -18,22 +19,23 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from runicorn.artifacts.download import Progress, fetch
+from runicorn.artifacts.download import Progress, fetch, is_remote, partial_lock
+from runicorn.artifacts.gcroots import BINDING_KIND
 from runicorn.artifacts.lookup import (
     _require_entry,
     artifacts_dir,
     load_overrides,
+    require_tree_id,
     resolve_toml_path,
 )
 from runicorn.artifacts.platform import platform_key, platform_tags
 from runicorn.artifacts.toml_read import entry_hash, load_toml
 from runicorn.errors import ArtifactError, DownloadError, IntegrityError, RunicornError
-from runicorn.fsutil import fsync_dir, open_locked, syncfs
+from runicorn.fsutil import append_line_durable, fsync_dir, open_locked, syncfs
 from runicorn.relpath import ensure_no_symlink_parents, safe_join
 from runicorn.store import Store, TreeEntry, open_store
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, compute_tree_id
 
-BINDING_KIND = "binding"
 USAGE_LOG = "usage.log"
 
 
@@ -51,21 +53,18 @@ def binding_ref_name(toml_path: str, name: str, entry: Mapping[str, Any]) -> str
 def record_usage(store: Store, toml_path: str) -> None:
     """Log that ``toml_path`` binds or fetches artifacts (a gc root source).
 
-    The index row is updated every time; the file log (``artifacts/usage.log``, from
-    which the index can be rebuilt) gets a line only for a path not seen before.
+    A path not seen before first gets a durable line in ``artifacts/usage.log`` (from
+    which the index can be rebuilt), then the index row is written; so a crash in
+    between leaves a line the next index rebuild recovers, never an index row without
+    it.  Known paths only get their ``last_seen`` updated.  (Two first-time recorders
+    may both append: :func:`runicorn.artifacts.gcroots.rebuild_usage` ignores repeats.)
     """
-    now = time.time()
-    with store.index.write() as c:
-        known = c.execute("SELECT 1 FROM toml_usage WHERE path = ?", (toml_path,)).fetchone()
-        c.execute("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) "
-                  "ON CONFLICT (path) DO UPDATE SET last_seen = excluded.last_seen", (toml_path, now))
+    known = store.index.scalar("SELECT 1 FROM toml_usage WHERE path = ?", (toml_path,))
     if not known:
-        store.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(store.artifacts_dir / USAGE_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (toml_path + "\n").encode("utf-8", "surrogateescape"))
-        finally:
-            os.close(fd)
+        append_line_durable(store.artifacts_dir / USAGE_LOG, toml_path)
+    with store.index.write() as c:
+        c.execute("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) "
+                  "ON CONFLICT (path) DO UPDATE SET last_seen = excluded.last_seen", (toml_path, time.time()))
 
 
 def installed_tree(store: Store, h: str) -> str | None:
@@ -141,12 +140,15 @@ def install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, whe
     for d in downloads_of(entry):
         url = d["url"]
         try:
-            src = fetch(url, base_dir=base_dir, work_dir=work, sha256=d["sha256"], size=d.get("size"),
-                        progress=progress)
-            tree = _ingest_source(store, src, url, want_tree, want_git)
-            materialize(store, tree, name=want_tree or want_git)
-            if src.parent == work:
-                src.unlink(missing_ok=True)
+            # the partial file is per archive, which entries with other tree ids may share
+            with partial_lock(store.artifacts_dir / ".locks", d["sha256"]) if is_remote(url) \
+                    else contextlib.nullcontext():
+                src = fetch(url, base_dir=base_dir, work_dir=work, sha256=d["sha256"], size=d.get("size"),
+                            progress=progress)
+                tree = _ingest_source(store, src, url, want_tree, want_git)
+                materialize(store, tree, name=want_tree or want_git)
+                if src.parent == work:
+                    src.unlink(missing_ok=True)
             return tree
         except RunicornError as exc:
             failures.append(f"{url} -> {exc}")
@@ -169,14 +171,19 @@ def _ingest_source(store: Store, src: Path, origin: str, want_tree: str | None, 
     from runicorn.artifacts.githash import git_tree_sha1
 
     if src.is_dir():
-        from runicorn.artifacts.create import tree_hash
-
-        git = tree_hash(src, kind="git-tree-sha1") if want_git else None
-        if want_git and git != want_git:
-            raise IntegrityError(f"git-tree-sha1 of the directory is {git}, expected {want_git}")
-        if want_tree and tree_hash(src) != want_tree:
-            raise IntegrityError(f"tree-sha256 of the directory is {tree_hash(src)}, expected {want_tree}")
-        return store.ingest_directory(src, source=origin)
+        # read once: what is checked is exactly what was stored (no hash-then-ingest race)
+        tree = store.ingest_directory(src, source=origin)
+        try:
+            if want_tree and tree != want_tree:
+                raise IntegrityError(f"directory {src} holds tree-sha256 {tree}, expected {want_tree}")
+            if want_git:
+                git = _stored_git_tree_sha1(store, tree)
+                if git != want_git:
+                    raise IntegrityError(f"directory {src} holds git-tree-sha1 {git}, expected {want_git}")
+        except BaseException:
+            store.release_holds({tree})  # recorded but unwanted: gc may take it
+            raise
+        return tree
     from runicorn.artifacts.extract import extract_into_store
 
     ex = extract_into_store(store, src, want_git=bool(want_git), origin=origin)
@@ -192,6 +199,20 @@ def _ingest_source(store: Store, src: Path, origin: str, want_tree: str | None, 
     except BaseException:
         store.release_holds({e.sha256 for e in ex.entries.values()})
         raise
+
+
+def _stored_git_tree_sha1(store: Store, tree: str) -> str:
+    """The git-tree-sha1 of a stored tree, from its entries and blobs (not the source)."""
+    from runicorn.artifacts.githash import git_tree_sha1
+    from runicorn.hashing import git_blob_sha1_file
+
+    blob_ids: dict[str, str] = {}
+    git: dict[str, tuple[str, str]] = {}
+    for path, e in store.tree_entries(tree).items():
+        if e.sha256 not in blob_ids:
+            blob_ids[e.sha256] = git_blob_sha1_file(store.blob_path(e.sha256))
+        git[path] = (e.mode, blob_ids[e.sha256])
+    return git_tree_sha1(git)
 
 
 def materialize(store: Store, tree: str, *, name: str | None = None) -> Path:
@@ -253,7 +274,11 @@ def remove_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None)
     """Delete the installed directory of ``tree`` (a tree id or git-tree-sha1); True if it existed.
 
     The content stays in the store until ``runicorn gc`` finds it unbound.
+
+    Raises:
+        ArtifactError: ``tree`` is not a tree id.
     """
+    require_tree_id(tree)
     store = open_store(storage)
     adir = store.artifacts_dir
     with open_locked(adir / ".locks" / f"{tree}.lock"):
@@ -272,9 +297,14 @@ def remove_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None)
 
 
 def verify_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None) -> bool:
-    """True if the installed directory of ``tree`` still hashes to ``tree`` (sha256 or git sha1)."""
+    """True if the installed directory of ``tree`` still hashes to ``tree`` (sha256 or git sha1).
+
+    Raises:
+        ArtifactError: ``tree`` is not a tree id.
+    """
     from runicorn.artifacts.create import tree_hash
 
+    require_tree_id(tree)
     d = Path(artifacts_dir(storage)) / tree
     if not d.is_dir():
         return False

@@ -181,12 +181,13 @@ def artifact(name: str, *, toml: str | os.PathLike[str] | None = None,
     return _artifact_at(tpath, name, platform)
 
 
-def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None) -> Path:
+def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None,
+                 storage: str | os.PathLike[str] | None = None) -> Path:
     base, _, sub = name.partition("/")
     parsed = load_toml(tpath)
     entry = _require_entry(parsed, base, platform)
-    h = entry.get("tree-sha256") or entry["git-tree-sha1"]
-    adir = artifacts_dir()
+    h = entry_hash(entry)
+    adir = artifacts_dir(storage)
     ov = load_overrides(adir)
     d = (ov.get(base) or ov.get(h)) if ov else None
     if d is not None:
@@ -199,7 +200,7 @@ def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None) -> P
             if entry.get("lazy"):
                 from runicorn.artifacts.install import ensure_artifact_installed
 
-                ensure_artifact_installed(base, tpath, platform=platform)
+                ensure_artifact_installed(base, tpath, platform=platform, storage=storage)
             else:
                 raise ArtifactNotInstalledError(
                     f"{tpath}: artifact {base!r} ({h[:12]}) is not installed; "
@@ -255,8 +256,28 @@ def artifact_hash(name: str, toml: str | os.PathLike[str] | None = None, *,
     return None if entry is None else entry_hash(entry)
 
 
+def require_tree_id(tree: object) -> str:
+    """``tree`` if it is a ``tree-sha256`` (64 hex) or ``git-tree-sha1`` (40 hex); it names a
+    directory below ``artifacts/``, so nothing else (``../x``, ``/abs``) may reach the filesystem.
+
+    Raises:
+        ArtifactError: naming the bad value.
+    """
+    from runicorn.hashing import is_tree_id
+
+    if not is_tree_id(tree):
+        raise ArtifactError(f"{tree!r} is not a tree id (64 lowercase hex digits) or "
+                            "git-tree-sha1 (40 lowercase hex digits)")
+    return tree  # type: ignore[return-value]
+
+
 def artifact_path(tree: str, *, storage: str | os.PathLike[str] | None = None) -> Path:
-    """Where the tree is (or would be) installed: an Overrides.toml directory or ``artifacts/<tree>``."""
+    """Where the tree is (or would be) installed: an Overrides.toml directory or ``artifacts/<tree>``.
+
+    Raises:
+        ArtifactError: ``tree`` is not a tree id.
+    """
+    require_tree_id(tree)
     adir = artifacts_dir(storage)
     ov = load_overrides(adir)
     d = ov.get(tree) if ov else None

@@ -12,9 +12,7 @@ from typing import Any
 
 from runicorn.errors import TomlFormatError
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_SHA1 = re.compile(r"^[0-9a-f]{40}$")
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 TOML_NAMES = ("Runicorn.toml", "Artifacts.toml", "JuliaArtifacts.toml")
 
@@ -38,6 +36,11 @@ class ParsedToml:
 
 # path -> ((mtime_ns, size), parsed)
 _cache: dict[str, tuple[tuple[int, int], ParsedToml]] = {}
+
+
+def is_artifact_name(name: object) -> bool:
+    """True for a valid artifact name: the whole string (a trailing newline is refused too)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
@@ -101,7 +104,7 @@ def validate_document(doc: dict[str, Any], path: str) -> ParsedToml:
     variants: dict[str, bool] = {}
     for name, value in doc.items():
         where = f"{path}: artifact {name!r}"
-        if not _NAME.match(name):
+        if not is_artifact_name(name):
             raise TomlFormatError(f"{where}: name must be letters, digits, '_', '.', '+', '-' "
                                   "and must not contain '/'")
         if isinstance(value, dict):
@@ -118,13 +121,15 @@ def validate_document(doc: dict[str, Any], path: str) -> ParsedToml:
 
 
 def _check_entry(entry: dict[str, Any], where: str, *, in_array: bool) -> dict[str, Any]:
+    from runicorn.hashing import is_sha1_hex, is_sha256_hex
+
     tree = entry.get("tree-sha256")
     git = entry.get("git-tree-sha1")
     if tree is None and git is None:
         raise TomlFormatError(f"{where}: needs 'tree-sha256' (or Julia's 'git-tree-sha1')")
-    if tree is not None and not (isinstance(tree, str) and _SHA256.match(tree)):
+    if tree is not None and not is_sha256_hex(tree):
         raise TomlFormatError(f"{where}: 'tree-sha256' must be 64 lowercase hex digits, got {tree!r}")
-    if git is not None and not (isinstance(git, str) and _SHA1.match(git)):
+    if git is not None and not is_sha1_hex(git):
         raise TomlFormatError(f"{where}: 'git-tree-sha1' must be 40 lowercase hex digits, got {git!r}")
     lazy = entry.get("lazy", False)
     if not isinstance(lazy, bool):
@@ -151,7 +156,7 @@ def _check_entry(entry: dict[str, Any], where: str, *, in_array: bool) -> dict[s
         if not isinstance(url, str) or not url:
             raise TomlFormatError(f"{dw}: 'url' must be a non-empty string")
         sha = d.get("sha256")
-        if not (isinstance(sha, str) and _SHA256.match(sha)):
+        if not is_sha256_hex(sha):
             raise TomlFormatError(f"{dw}: 'sha256' must be 64 lowercase hex digits, got {sha!r}")
         size = d.get("size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 from runicorn.artifacts.platform import normalize_platform, platform_key, platform_tags
 from runicorn.errors import ArtifactError, TomlFormatError
 from runicorn.fsutil import atomic_write_text, open_locked
-from runicorn.hashing import is_sha256_hex
+from runicorn.hashing import is_sha256_hex, is_tree_id
 
 _TAG_ORDER = ("os", "arch", "libc")
 
@@ -80,8 +80,7 @@ def _update_in_place(table: Any, tree: str, downloads: list[dict[str, Any]], laz
 
 
 def _check_tree(tree: str) -> None:
-    if not isinstance(tree, str) or not (is_sha256_hex(tree) or
-                                         (len(tree) == 40 and all(c in "0123456789abcdef" for c in tree))):
+    if not is_tree_id(tree):
         raise ArtifactError(f"{tree!r} is not a tree id (64 hex digits) or git-tree-sha1 (40 hex digits)")
 
 
@@ -130,10 +129,10 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
         TomlFormatError: the existing file is malformed (it is left untouched).
     """
     from runicorn.artifacts.lookup import forget_lookups
-    from runicorn.artifacts.toml_read import _NAME
+    from runicorn.artifacts.toml_read import is_artifact_name
 
     toml_path = os.path.abspath(os.fspath(toml))
-    if not _NAME.match(name or ""):
+    if not is_artifact_name(name):
         raise ArtifactError(f"{toml_path}: artifact name {name!r} must be letters, digits, '_', '.', '+', '-'")
     _check_tree(tree)
     downloads = _downloads(download_info)
@@ -181,9 +180,10 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
                 return
         existing.append(table)
 
+    store = _record_usage(toml_path, storage)
     _edit(toml_path, change)
     forget_lookups()
-    _after_write(toml_path, storage)
+    _after_write(store, toml_path)
 
 
 def unbind_artifact(toml: str | os.PathLike[str], name: str, *, platform: Mapping[str, Any] | None = None,
@@ -217,17 +217,25 @@ def unbind_artifact(toml: str | os.PathLike[str], name: str, *, platform: Mappin
                 return
         raise ArtifactError(f"{toml_path}: artifact {name!r} has no variant for platform {key}")
 
+    store = _record_usage(toml_path, storage)
     _edit(toml_path, change)
-    _after_write(toml_path, storage)
+    _after_write(store, toml_path)
 
 
-def _after_write(toml_path: str, storage: str | os.PathLike[str] | None) -> None:
-    from runicorn.artifacts.gcroots import refresh_file
+def _record_usage(toml_path: str, storage: str | os.PathLike[str] | None) -> Any:
+    """Log the file in the usage log *before* it is written: a crash between the two
+    must never leave bindings gc does not know about."""
     from runicorn.artifacts.install import record_usage
     from runicorn.store import open_store
 
     store = open_store(storage)
     record_usage(store, toml_path)
+    return store
+
+
+def _after_write(store: Any, toml_path: str) -> None:
+    from runicorn.artifacts.gcroots import refresh_file
+
     refresh_file(store, toml_path)
 
 

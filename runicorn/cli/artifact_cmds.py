@@ -187,11 +187,12 @@ def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_
 @click.argument("name")
 @click.option("--toml", type=click.Path(dir_okay=False), help=_TOML_HELP)
 @click.option("--platform", "platform_text", help=_PLATFORM_HELP)
-def path_cmd(name: str, toml: str | None, platform_text: str | None) -> None:
+@click.pass_context
+def path_cmd(ctx: click.Context, name: str, toml: str | None, platform_text: str | None) -> None:
     """Print the directory of artifact NAME (installing it first if it is lazy)."""
     from runicorn.artifacts.lookup import _artifact_at
 
-    click.echo(str(_artifact_at(_toml(toml), name, _platform(platform_text))))
+    click.echo(str(_artifact_at(_toml(toml), name, _platform(platform_text), storage_from(ctx))))
 
 
 @click.command()

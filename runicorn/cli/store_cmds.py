@@ -91,6 +91,8 @@ def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bo
     grace_s = parse_duration(grace)
     with _store(ctx) as store:
         report = store.gc(grace_seconds=grace_s, dry_run=dry_run)
+    for w in report["warnings"]:
+        click.echo(f"warning: {w}", err=True)
     if as_json:
         echo_json(report)
         return

@@ -15,6 +15,7 @@ from runicorn.store.store import (
     Ref,
     Store,
     open_store,
+    scan_directory,
     walk_files,
 )
 from runicorn.store.tree import TreeEntry, compute_tree_id
@@ -27,5 +28,6 @@ __all__ = [
     "TreeEntry",
     "compute_tree_id",
     "open_store",
+    "scan_directory",
     "walk_files",
 ]

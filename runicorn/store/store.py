@@ -61,6 +61,7 @@ DEFAULT_GC_GRACE_SECONDS = 3600.0
 
 # "module:function" called as f(store, dry_run=...) at the start of every gc, so features
 # that own refs (artifact bindings of Runicorn.toml files) bring them up to date first.
+# A refresher may return warnings (strings) for the gc report.
 GC_ROOT_REFRESHERS: list[str] = [
     "runicorn.artifacts.gcroots:refresh_binding_refs",
 ]
@@ -548,13 +549,7 @@ class Store:
         root = Path(root)
         if not root.is_dir():
             raise RunicornError(f"{root}: not a directory")
-        files: list[tuple[str, Path, str]] = []
-        links: list[tuple[str, bytes]] = []
-        for rel, full, st in walk_files(root, include):
-            if stat.S_ISLNK(st.st_mode):
-                links.append((rel, os.fsencode(os.readlink(full))))
-            else:
-                files.append((rel, full, mode_of(st.st_mode)))
+        files, links = scan_directory(root, include)
         infos = self.ingest_files([full for _, full, _ in files])
         entries: dict[str, TreeEntry] = {}
         for (rel, _, mode), info in zip(files, infos):
@@ -685,8 +680,9 @@ class Store:
         never taken.  A dry run reports exactly what a real run would delete.
         """
         self.recover()
+        warnings: list[str] = []
         for spec in GC_ROOT_REFRESHERS:
-            resolve(spec)(self, dry_run=dry_run)
+            warnings.extend(resolve(spec)(self, dry_run=dry_run) or ())
         cutoff = time.time() - grace_seconds
         scope = json.dumps(sorted(set(trees))) if trees is not None else None
         tx = self.index.read() if dry_run else self.index.write()
@@ -704,6 +700,7 @@ class Store:
             "bytes_freed": sum(size for _, size in dead_blobs),
             "tree_ids": [t for t, _ in dead_trees],
             "blob_ids": [b for b, _ in dead_blobs],
+            "warnings": warnings,
         }
 
     def _plan_gc(self, c: Any, cutoff: float, scope: str | None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
@@ -892,6 +889,23 @@ class Store:
         dest = self.quarantine_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{why}-{path.name}-{secrets.token_hex(3)}"
         os.replace(path, dest)
         return dest
+
+
+def scan_directory(root: Path, include: Any = None) -> tuple[list[tuple[str, Path, str]], list[tuple[str, bytes]]]:
+    """What a tree of ``root`` is made of: ``files`` as ``(relpath, path, mode)`` and
+    ``links`` as ``(relpath, target bytes)`` (see :func:`walk_files`).
+
+    The one directory walk behind every ``tree-sha256`` of a directory:
+    :meth:`Store.ingest_directory` stores it, ``runicorn.artifacts.tree_hash`` only hashes it.
+    """
+    files: list[tuple[str, Path, str]] = []
+    links: list[tuple[str, bytes]] = []
+    for rel, full, st in walk_files(root, include):
+        if stat.S_ISLNK(st.st_mode):
+            links.append((rel, os.fsencode(os.readlink(full))))
+        else:
+            files.append((rel, full, mode_of(st.st_mode)))
+    return files, links
 
 
 def walk_files(root: Path, include: Any = None) -> Iterator[tuple[str, Path, os.stat_result]]:
