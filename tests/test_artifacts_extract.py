@@ -246,3 +246,25 @@ def test_cli_bind_of_a_corrupt_archive_exits_1_with_one_line(tmp_path: Path, cas
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith(f"error: {archive}: ") and "archive" in r.stderr
     assert not (tmp_path / "Runicorn.toml").exists()
+
+
+def test_a_filesystem_error_is_not_called_a_corrupt_archive(tmp_path: Path) -> None:
+    """A store that cannot write (an immutable staging dir) fails as such, not as a bad archive."""
+    import subprocess
+
+    src = tmp_path / "d"
+    src.mkdir()
+    (src / "a.txt").write_text("alpha\n")
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(src / "a.txt", arcname="a.txt")
+    store = Store(tmp_path / "st")
+    staging = store.writer_dir()
+    subprocess.run(["chattr", "+i", str(staging)], check=True)
+    try:
+        with pytest.raises(OSError) as err:
+            extract_into_store(store, archive)
+        assert err.value.errno is not None and "corrupt" not in str(err.value)
+    finally:
+        subprocess.run(["chattr", "-i", str(staging)], check=True)
+    assert extract_into_store(store, archive), "works once the filesystem does"

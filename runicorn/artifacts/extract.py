@@ -237,22 +237,28 @@ def extract_into_store(store: Store, archive: Path, *, want_git: bool = False,
             return builder.finish()
         except RunicornError:
             raise
+        except OSError as exc:
+            if exc.errno is not None:
+                raise  # the filesystem failed (permissions, I/O), not the archive's bytes
+            raise ArtifactError(f"{origin}: corrupt or unsupported archive ({_short(exc)})") from None
         except _decoder_errors() as exc:
-            why = str(exc) or type(exc).__name__
-            if len(why) > 200:  # zipfile quotes whole headers; keep the message one readable line
-                why = why[:200] + "..."
-            raise ArtifactError(f"{origin}: corrupt or unsupported archive ({why})") from None
+            raise ArtifactError(f"{origin}: corrupt or unsupported archive ({_short(exc)})") from None
     except BaseException:
         if builder.shas:
             store.release_holds(builder.shas)
         raise
 
 
+def _short(exc: BaseException) -> str:
+    why = str(exc) or type(exc).__name__
+    # zipfile quotes whole headers; keep the message one readable line
+    return why[:200] + "..." if len(why) > 200 else why
+
+
 def _decoder_errors() -> tuple[type[BaseException], ...]:
     """What tarfile, zipfile and the decompressors raise on bad input.
 
-    Besides their own error types: ``EOFError`` (truncated), ``OSError`` (gzip/bz2 bad
-    data), ``zlib.error``, ``lzma.LZMAError``, ``NotImplementedError`` (an unsupported zip
+    Besides their own error types: ``EOFError`` (truncated), ``zlib.error``, ``lzma.LZMAError``, ``NotImplementedError`` (an unsupported zip
     compression method), ``RuntimeError`` (an encrypted zip member) and
     ``zstandard.ZstdError`` when ``zstandard`` is loaded.
     """
@@ -262,7 +268,7 @@ def _decoder_errors() -> tuple[type[BaseException], ...]:
     import zlib
 
     errors: list[type[BaseException]] = [tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile,
-                                         EOFError, OSError, zlib.error, lzma.LZMAError,
+                                         EOFError, zlib.error, lzma.LZMAError,
                                          NotImplementedError, RuntimeError]
     zstd = sys.modules.get("zstandard")
     if zstd is not None and hasattr(zstd, "ZstdError"):
