@@ -16,6 +16,10 @@ _LAZY: dict[str, str] = {
     "Store": "runicorn.store:Store",
     "open_store": "runicorn.store:open_store",
     "RunicornError": "runicorn.errors:RunicornError",
+    "snapshot_workspace": "runicorn.assets.snapshot:snapshot_workspace",
+    "init": "runicorn.runs.run:init",
+    "Run": "runicorn.runs.run:Run",
+    "current_run": "runicorn.runs.run:current_run",
 }
 
 

@@ -254,4 +254,4 @@ def rebuild_index(store: "Store", *, deep: bool = False) -> dict[str, Any]:
 
 # Functions (``"module:function"``, called with the store) that re-derive other index
 # tables -- runs, artifact usage -- from their own files after a rebuild.
-REBUILD_HOOKS: list[str] = []
+REBUILD_HOOKS: list[str] = ["runicorn.runs.index:rebuild_runs"]
