@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
 from runicorn.store import open_store
+
+# Problems of `verify` that mean the index cannot be trusted to say what is referenced.
+_INDEX_PROBLEMS = frozenset({
+    "unindexed_manifest", "index_mismatch", "bad_refcount", "dangling_ref", "ref_mismatch",
+    "unindexed_blob", "missing_manifest", "corrupt_manifest",
+})
 
 
 def cleanup_orphaned_blobs(storage_root: Path, dry_run: bool = False, *,
@@ -30,4 +40,135 @@ def cleanup_orphaned_blobs(storage_root: Path, dry_run: bool = False, *,
     }
 
 
-__all__ = ["cleanup_orphaned_blobs"]
+def _trustworthy_index(store: Any) -> list[str]:
+    """Make sure the index agrees with the files before deleting by it; return what was done.
+
+    A missing or unreadable index was already rebuilt when the store opened; here a
+    verify pass catches an index that opens but disagrees with the manifests and refs
+    on disk, and rebuilds it from them -- never "no entry, so orphaned".
+    """
+    report = store.verify(deep=False)
+    kinds = {p["kind"] for p in report.get("problems", [])}
+    if kinds & _INDEX_PROBLEMS:
+        store.rebuild_index()
+        return [f"index rebuilt before deleting ({', '.join(sorted(kinds & _INDEX_PROBLEMS))})"]
+    return []
+
+
+def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                                list[str], list[tuple[str, int]]]:
+    """Which of the run's trees go and which blobs only they use, as if its refs were gone.
+
+    Mirrors ``Store.gc(grace_seconds=0, trees=...)`` after the refs are deleted, so a dry
+    run reports exactly what the real deletion does.
+    """
+    mine: dict[str, int] = {}
+    for r in refs:
+        mine[r.tree] = mine.get(r.tree, 0) + 1
+    orphaned: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    doomed: list[str] = []
+    with store.index.read() as c:
+        for r in refs:
+            row = c.execute("SELECT refcount, file_count, total_size FROM trees WHERE tree = ?",
+                            (r.tree,)).fetchone()
+            refcount, files, size = row if row else (0, 0, 0)
+            asset = {"ref": f"{r.kind}/{r.name}", "tree": r.tree, "role": r.meta.get("role"),
+                     "file_count": files, "total_size_bytes": size}
+            if refcount <= mine[r.tree]:
+                orphaned.append(asset)
+                if r.tree not in doomed:
+                    doomed.append(r.tree)
+            else:
+                others = [f"{k}/{n}" for k, n in c.execute(
+                    "SELECT kind, name FROM refs WHERE tree = ? AND NOT (kind = 'run' AND "
+                    "(name = ? OR name LIKE ? ESCAPE '\\'))",
+                    (r.tree, run_id, _like_prefix(run_id + "/"))).fetchall()]
+                kept.append({**asset, "shared_with": others})
+        blobs = c.execute(
+            "WITH dead(tree) AS (SELECT value FROM json_each(?)), "
+            "freed AS (SELECT blob, COUNT(*) AS n FROM tree_entries WHERE tree IN (SELECT tree FROM dead) "
+            "GROUP BY blob) "
+            "SELECT b.sha256, b.size FROM freed f JOIN blobs b ON b.sha256 = f.blob "
+            "WHERE b.refcount = f.n AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256) "
+            "ORDER BY b.sha256", (json.dumps(sorted(doomed)),)).fetchall()
+    return orphaned, kept, sorted(doomed), [(s, int(n)) for s, n in blobs]
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _count_files(root: Path) -> int:
+    n = 0
+    for _, dirs, files in os.walk(root):
+        n += len(files)
+    return n
+
+
+def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False) -> dict[str, Any]:
+    """Delete a run's directory and refs, then the trees and blobs nothing else references.
+
+    A blob shared with any other tree is never deleted, and only the run's own
+    ``runs/<run_id>`` directory is removed (parents stay).  The index is verified (and
+    rebuilt from the files if it disagrees) before anything is deleted.  ``dry_run``
+    reports exactly what the real call then does, without changing anything.
+
+    Returns the seed's keys: ``success``, ``run_id``, ``run_dir_deleted``,
+    ``orphaned_assets`` (the run's trees that go), ``kept_assets`` (shared ones, with
+    ``shared_with``), ``blobs_deleted``, ``manifests_deleted``, ``outputs_deleted``
+    (files in the run directory), ``bytes_freed``, ``errors``; plus ``dry_run``,
+    ``run_dir``, ``tree_ids`` and ``blob_ids``.  An unknown run gives ``success: False``
+    and an error saying it was not found.
+    """
+    from runicorn.runs.index import find_run_dir, valid_run_id
+
+    result: dict[str, Any] = {
+        "success": False, "run_id": run_id, "dry_run": dry_run, "run_dir": None,
+        "run_dir_deleted": False, "orphaned_assets": [], "kept_assets": [], "blobs_deleted": 0,
+        "manifests_deleted": 0, "outputs_deleted": 0, "bytes_freed": 0, "tree_ids": [],
+        "blob_ids": [], "errors": [], "notes": [],
+    }
+    if not valid_run_id(run_id):
+        result["errors"].append(f"run {run_id!r} not found (not a valid run id)")
+        return result
+    store = open_store(Path(storage_root).expanduser())
+    result["notes"] = _trustworthy_index(store)
+    run_dir = find_run_dir(store, run_id)
+    prefix = run_id + "/"
+    refs = [r for r in store.list_refs("run") if r.name.startswith(prefix)]
+    if run_dir is None and not refs:
+        result["errors"].append(f"run {run_id} not found under {store.root}")
+        return result
+    orphaned, kept, doomed, blobs = _plan(store, run_id, refs)
+    outputs = _count_files(run_dir) if run_dir is not None else 0
+    result.update(run_dir=str(run_dir) if run_dir else None, orphaned_assets=orphaned, kept_assets=kept,
+                  outputs_deleted=outputs)
+    if dry_run:
+        result.update(success=True, run_dir_deleted=run_dir is not None, manifests_deleted=len(doomed),
+                      tree_ids=doomed, blobs_deleted=len(blobs), blob_ids=[s for s, _ in blobs],
+                      bytes_freed=sum(n for _, n in blobs))
+        return result
+    for r in refs:
+        store.delete_ref(r.kind, r.name)
+    report = store.gc(grace_seconds=0, trees=doomed) if doomed else \
+        {"trees_deleted": 0, "blobs_deleted": 0, "bytes_freed": 0, "tree_ids": [], "blob_ids": []}
+    result.update(manifests_deleted=report["trees_deleted"], tree_ids=report["tree_ids"],
+                  blobs_deleted=report["blobs_deleted"], blob_ids=report["blob_ids"],
+                  bytes_freed=report["bytes_freed"])
+    if run_dir is not None:
+        try:
+            # Renamed aside first so the run disappears at once, even if removal is interrupted.
+            trash = run_dir.parent / f".{run_id}.rn-deleting-{secrets.token_hex(4)}"
+            os.rename(run_dir, trash)
+            shutil.rmtree(trash)
+            result["run_dir_deleted"] = True
+        except OSError as exc:
+            result["errors"].append(f"{run_dir}: could not delete the run directory ({exc.strerror})")
+    with store.index.write() as c:
+        c.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+    result["success"] = not result["errors"]
+    return result
+
+
+__all__ = ["cleanup_orphaned_blobs", "delete_run_completely"]

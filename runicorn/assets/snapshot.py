@@ -326,9 +326,9 @@ def _looks_compressible(path: Path) -> bool:
     return len(zlib.compress(sample, 1)) < 0.9 * len(sample)
 
 
-def write_zip(store: Any, entries: dict[str, TreeEntry], out_zip: Path,
+def write_zip(blob_path: Callable[[str], Path], entries: dict[str, TreeEntry], out_zip: Path,
               mtimes: dict[str, float] | None = None) -> Path:
-    """Write a zip of a tree from the store's blobs, atomically; return its path.
+    """Write a zip of a tree from blobs (``blob_path(sha)`` locates one), atomically; return its path.
 
     Compressible files are deflated at level 1 (fast); already-compressed data is
     stored.  Symlinks are stored as links (``unzip`` recreates them) and modes are kept.
@@ -347,7 +347,7 @@ def write_zip(store: Any, entries: dict[str, TreeEntry], out_zip: Path,
                 stamp = time.localtime((mtimes or {}).get(rel, time.time()))
                 info = zipfile.ZipInfo(rel, date_time=tuple(max(v, 0) for v in stamp[:6]) if stamp[0] >= 1980
                                        else (1980, 1, 1, 0, 0, 0))
-                blob = store.blob_path(e.sha256)
+                blob = blob_path(e.sha256)
                 if e.mode == MODE_LINK:
                     info.external_attr = (stat.S_IFLNK | 0o777) << 16
                     zf.writestr(info, blob.read_bytes())
@@ -413,7 +413,7 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     archive_path = None
     if out_abs is not None:
         mtimes = {rel: st.st_mtime for rel, _, st in files}
-        write_zip(store, entries, out_abs, mtimes)
+        write_zip(store.blob_path, entries, out_abs, mtimes)
         archive_path = str(out_abs)
     return {
         "workspace_root": str(root),
