@@ -227,10 +227,10 @@ def _check_target(target: Path, overwrite: bool) -> None:
     if overwrite:
         return
     if not stat.S_ISDIR(st.st_mode):
-        raise TargetExistsError(f"{target}: exists and is not a directory (pass overwrite=True to replace it)")
+        raise TargetExistsError(f"{target}: exists and is not a directory (pass overwrite=True or --overwrite to replace it)")
     with os.scandir(target) as it:
         if any(True for _ in it):
-            raise TargetExistsError(f"{target}: exists and is not empty (pass overwrite=True to replace it)")
+            raise TargetExistsError(f"{target}: exists and is not empty (pass overwrite=True or --overwrite to replace it)")
 
 
 def _publish(staging: Path, target: Path, overwrite: bool) -> None:

@@ -34,7 +34,8 @@ from typing import Any, Callable, Iterable
 
 from runicorn.errors import ChangedWhileReadingError, RunicornError
 from runicorn.fsutil import StagedFile, atomic_write_text
-from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, mode_of
+from runicorn.hashing import sha256_bytes
+from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, compute_tree_id, mode_of
 
 RACY_NS = 2_000_000_000
 DEFAULT_MAX_TOTAL_BYTES = 500 * 1024 * 1024
@@ -104,9 +105,36 @@ class IgnoreRules:
         self._pathspec = pathspec
         self.root = root
         lines = list(rn_lines) + [str(p) for p in (extra or [])]
-        self.rn = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+        self.rn = self._compile(lines)
         # (relative directory prefix with trailing slash, spec), shallowest first
         self.git: list[tuple[str, Any]] = []
+
+    def _compile(self, lines: list[str]) -> Any:
+        """A GitIgnoreSpec plus one combined regex of all its patterns (or None if empty).
+
+        The combined regex is only a pre-filter: when it does not match, no pattern
+        does, so the spec's verdict is "no opinion"; when it matches, the spec itself
+        decides.  Most paths match nothing, and one search is far cheaper than one per
+        pattern.
+        """
+        import re
+
+        spec = self._pathspec.GitIgnoreSpec.from_lines(lines)
+        parts = [p.regex.pattern for p in spec.patterns if getattr(p, "regex", None) is not None]
+        if not parts:
+            return None
+        try:
+            combined = re.compile("|".join(f"(?:{re.sub(r'[(][?]P<[^>]+>', '(?:', p)})" for p in parts))
+        except re.error:  # unexpected pattern syntax: no pre-filter, always ask the spec
+            combined = None
+        return spec, combined
+
+    @staticmethod
+    def _verdict(compiled: Any, key: str) -> bool | None:
+        spec, combined = compiled
+        if combined is not None and combined.match(key) is None:
+            return None
+        return spec.check_file(key).include
 
     def enter(self, rel_dir: str, directory: Path) -> int:
         """Load ``directory/.gitignore`` if present; return how many specs to pop on leaving."""
@@ -119,19 +147,22 @@ class IgnoreRules:
             return 0
         except (OSError, UnicodeDecodeError) as exc:
             raise RunicornError(f"{path}: cannot read ignore file ({exc})") from None
-        self.git.append((rel_dir, self._pathspec.GitIgnoreSpec.from_lines(text.splitlines())))
+        compiled = self._compile(text.splitlines())
+        if compiled is None:
+            return 0
+        self.git.append((rel_dir, compiled))
         return 1
 
     def included(self, rel: str, is_dir: bool) -> bool:
         """True if ``rel`` (POSIX, relative to the root) is captured."""
         key = rel + "/" if is_dir else rel
         if self.rn is not None:
-            verdict = self.rn.check_file(key).include
+            verdict = self._verdict(self.rn, key)
             if verdict is not None:
                 return not verdict
-        for prefix, spec in reversed(self.git):
+        for prefix, compiled in reversed(self.git):
             if key.startswith(prefix):
-                verdict = spec.check_file(key[len(prefix):]).include
+                verdict = self._verdict(compiled, key[len(prefix):])
                 if verdict is not None:
                     return not verdict
         return True
@@ -239,11 +270,14 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
     entries: dict[str, TreeEntry] = {}
     trusted: dict[str, tuple[str, str, os.stat_result, str]] = {}
     to_read: list[tuple[str, str, os.stat_result, str]] = []
-    links: list[tuple[str, str, os.stat_result]] = []
+    links: dict[str, bytes] = {}
     for rel, full, st in files:
         mode = mode_of(st.st_mode)
         if mode == MODE_LINK:
-            links.append((rel, full, st))
+            try:
+                links[rel] = os.fsencode(os.readlink(full))
+            except FileNotFoundError:
+                raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
             continue
         row = cached.get(full)
         if (row is not None and row[0] == st.st_dev and row[1] == st.st_ino and row[2] == st.st_size
@@ -251,6 +285,54 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
             trusted[full] = (rel, full, st, row[5])
         else:
             to_read.append((rel, full, st, mode))
+    found = _existing_tree(store, trusted, links) if not to_read else None
+    updates: list[tuple[Any, ...]] = []
+    if found is None:
+        tree, entries, updates = _ingest(store, root, files, trusted, to_read, links, started_ns, progress)
+    else:
+        tree, entries = found
+    seen = {full for _, full, _ in files}
+    stale = [(p,) for p in cached if p not in seen]
+    if updates or stale:
+        with store.index.write() as c:
+            if stale:
+                c.executemany("DELETE FROM stat_cache WHERE path = ?", stale)
+            c.executemany(
+                "INSERT INTO stat_cache (path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, "
+                "ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                "mode = excluded.mode, sha256 = excluded.sha256, recorded_ns = excluded.recorded_ns",
+                updates)
+    return tree, entries, len(to_read)
+
+
+def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
+                   links: dict[str, bytes]) -> tuple[str, dict[str, TreeEntry]] | None:
+    """Fast path when the stat cache vouches for every file: (tree, entries) if already stored.
+
+    The tree's existence is checked and its ``touched_at`` bumped in one write
+    transaction, so a concurrent gc either ran before (and the tree is gone: slow
+    path) or must wait the grace period; its blobs are protected by the tree itself.
+    """
+    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for rel, _, st, sha in trusted.values()}
+    entries.update({rel: TreeEntry(sha256_bytes(t), MODE_LINK, len(t)) for rel, t in links.items()})
+    # Paths come from our own directory walk (already checked), so no re-validation here.
+    tree = compute_tree_id(entries)
+    if not os.path.exists(store.manifest_path(tree)):
+        return None
+    with store.index.write() as c:
+        if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
+            return None
+        c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
+    return tree, entries
+
+
+def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]],
+            trusted: dict[str, tuple[str, str, os.stat_result, str]],
+            to_read: list[tuple[str, str, os.stat_result, str]], links: dict[str, bytes],
+            started_ns: int, progress: Progress | None) -> tuple[str, dict[str, TreeEntry], list[tuple[Any, ...]]]:
+    """Slow path: hold cached blobs, read changed files, store links, record the tree."""
+    entries: dict[str, TreeEntry] = {}
     if trusted:
         missing = store.hold_blobs({t[3] for t in trusted.values()})
         for full, (rel, _, st, sha) in list(trusted.items()):
@@ -259,7 +341,6 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
                 to_read.append((rel, full, st, mode_of(st.st_mode)))
     for rel, _, st, sha in trusted.values():
         entries[rel] = TreeEntry(sha, mode_of(st.st_mode), st.st_size)
-
     updates: list[tuple[Any, ...]] = []
     done, total = len(trusted), len(files)
     if progress:
@@ -279,27 +360,11 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
         done += len(batch)
         if progress:
             progress(done, total)
-    for rel, full, st in links:
-        try:
-            target = os.fsencode(os.readlink(full))
-        except FileNotFoundError:
-            raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
+    for rel, target in links.items():
         info = store.ingest_bytes(target)
         entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
-    tree = store.put_tree(entries, source=source)
-    seen = {full for _, full, _ in files}
-    stale = [(p,) for p in cached if p not in seen]
-    if updates or stale:
-        with store.index.write() as c:
-            if stale:
-                c.executemany("DELETE FROM stat_cache WHERE path = ?", stale)
-            c.executemany(
-                "INSERT INTO stat_cache (path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, "
-                "ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns, "
-                "mode = excluded.mode, sha256 = excluded.sha256, recorded_ns = excluded.recorded_ns",
-                updates)
-    return tree, entries, len(to_read)
+    tree = store.put_tree(entries, source=str(root))
+    return tree, entries, updates
 
 
 def _batches(items: list[tuple[str, str, os.stat_result, str]]) -> Iterable[list[tuple[str, str, os.stat_result, str]]]:
@@ -438,7 +503,8 @@ def _keep_alive(store: Any, tree: str, out_zip: Path | None, root: Path, run_id:
         from runicorn.runs.run import link_code_tree
 
         return link_code_tree(store, run_id, tree, source=str(root))
-    store.pin(tree)
+    if store.get_ref("pin", tree) is None:
+        store.pin(tree)
     return f"pin/{tree}"
 
 

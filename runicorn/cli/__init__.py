@@ -24,6 +24,12 @@ COMMANDS: dict[str, str] = {
     "unpin": "runicorn.cli.store_cmds:unpin",
     "refs": "runicorn.cli.store_cmds:refs",
     "quickstart": "runicorn.cli.quickstart:quickstart",
+    # assets: snapshots, restore, runs
+    "snapshot": "runicorn.cli.assets_cmds:snapshot",
+    "restore": "runicorn.cli.assets_cmds:restore",
+    "export": "runicorn.cli.assets_cmds:export",
+    "runs": "runicorn.cli.assets_cmds:runs",
+    "delete-run": "runicorn.cli.assets_cmds:delete_run",
 }
 
 
