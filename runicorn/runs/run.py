@@ -45,7 +45,7 @@ def _run_path(path: str | None, project: str | None, name: str | None) -> str:
             path = "default"
         else:
             path = "/".join(p for p in (project or "default", name) if p)
-    path = str(path).strip("/")
+    path = str(path).rstrip("/")
     try:
         validate_relpath(path, what="run path")
     except ValueError as exc:
