@@ -199,8 +199,12 @@ def _limit_error(root: Path, what: str, value: int, limit: int) -> ValueError:
 
 def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, int]],
                    skip_files: set[str], max_files: int, max_total_bytes: int,
-                   force: bool) -> list[tuple[str, str, os.stat_result]]:
+                   force: bool, run_root: str | None = None) -> list[tuple[str, str, os.stat_result]]:
     """List ``(relpath, abspath, lstat)`` for every captured regular file and symlink.
+
+    Directories in ``skip_dirs`` (by device and inode) are left out, and so is every
+    run directory (``.../runs/<id>/meta.json``) below ``run_root`` (the storage root):
+    when the storage root is the workspace, its runs are store content, not code.
 
     Raises:
         ValueError: a limit is exceeded (unless ``force``), as soon as it is.
@@ -232,6 +236,10 @@ def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, 
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
                 if (st.st_dev, st.st_ino) in skip_dirs or not rules.included(rel, True):
+                    continue
+                if (run_root is not None and directory.endswith(f"{os.sep}runs")
+                        and entry.path.startswith(run_root)
+                        and os.path.isfile(os.path.join(entry.path, "meta.json"))):
                     continue
                 subdirs.append((entry.path, rel + "/", -1))
             elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
@@ -462,7 +470,8 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     out_abs = Path(out_zip).expanduser().absolute() if out_zip is not None else None
     rules = IgnoreRules(root, read_ignore_file(root, ignore_file), extra_excludes)
     skip_dirs: set[tuple[int, int]] = set()
-    for d in (store.root,):
+    # The store's own folders, wherever the workspace sits relative to the storage root.
+    for d in (store.root, store.archive, store.artifacts_dir):
         try:
             st = os.stat(d)
             skip_dirs.add((st.st_dev, st.st_ino))
@@ -472,7 +481,8 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     if out_abs is not None and out_abs.parent.exists():
         skip_files.add(str(out_abs.parent.resolve() / out_abs.name))
     files = scan_workspace(root, rules, skip_dirs=skip_dirs, skip_files=skip_files,
-                           max_files=max_files, max_total_bytes=max_total_bytes, force=force_snapshot)
+                           max_files=max_files, max_total_bytes=max_total_bytes, force=force_snapshot,
+                           run_root=str(store.root.resolve()) + os.sep)
     tree, entries, files_read = capture_tree(store, root, files, source=str(root), progress=progress)
     ref = _keep_alive(store, tree, out_abs, root, run_id)
     archive_path = None
