@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -353,26 +354,71 @@ def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]]
     done, total = len(trusted), len(files)
     if progress:
         progress(done, total)
-    for batch in _batches(to_read):
-        try:
-            infos = store.ingest_files([full for _, full, _, _ in batch])
-        except FileNotFoundError as exc:
-            raise RunicornError(f"{exc.filename}: vanished during the snapshot of {root}; "
-                                f"nothing was recorded, try again") from None
-        except ChangedWhileReadingError as exc:
-            raise RunicornError(f"{exc}; nothing was recorded, try again") from None
-        for (rel, full, st, mode), info in zip(batch, infos):
-            entries[rel] = TreeEntry(info.sha256, mode, info.size)
-            updates.append((full, st.st_dev, st.st_ino, info.size, st.st_mtime_ns, mode,
-                            info.sha256, started_ns))
-        done += len(batch)
-        if progress:
-            progress(done, total)
+    lock = threading.Lock()
+
+    def work(group: list[tuple[str, str, os.stat_result, str]]) -> None:
+        nonlocal done
+        for batch in _batches(group):
+            try:
+                infos = store.ingest_files([full for _, full, _, _ in batch])
+            except FileNotFoundError as exc:
+                raise RunicornError(f"{exc.filename}: vanished during the snapshot of {root}; "
+                                    f"nothing was recorded, try again") from None
+            except ChangedWhileReadingError as exc:
+                raise RunicornError(f"{exc}; nothing was recorded, try again") from None
+            with lock:
+                for (rel, full, st, mode), info in zip(batch, infos):
+                    entries[rel] = TreeEntry(info.sha256, mode, info.size)
+                    updates.append((full, st.st_dev, st.st_ino, info.size, st.st_mtime_ns, mode,
+                                    info.sha256, started_ns))
+                done += len(batch)
+                if progress:
+                    progress(done, total)
+
+    groups = _split(to_read, _workers(to_read))
+    if len(groups) <= 1:
+        for g in groups:
+            work(g)
+    else:
+        # Hashing and copying release the GIL, so a few threads use the cores the way
+        # `sha256sum` and `cp` in parallel would; the store is thread-safe.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            for future in [pool.submit(work, g) for g in groups]:
+                future.result()
     for rel, target in links.items():
         info = store.ingest_bytes(target)
         entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
     tree = store.put_tree(entries, source=str(root))
     return tree, entries, updates
+
+
+def _workers(items: list[tuple[str, str, os.stat_result, str]]) -> int:
+    size = sum(item[2].st_size for item in items)
+    if len(items) < 64 and size < (32 << 20):
+        return 1  # not worth a thread
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _split(items: list[tuple[str, str, os.stat_result, str]], n: int) -> list[list[tuple[str, str, os.stat_result, str]]]:
+    """Share files among ``n`` workers with about equal bytes.
+
+    Files of equal size always go to the same worker: identical content implies equal
+    size, so two threads never stage the same blob at once.
+    """
+    if n <= 1:
+        return [items] if items else []
+    by_size: dict[int, list[tuple[str, str, os.stat_result, str]]] = {}
+    for item in items:
+        by_size.setdefault(item[2].st_size, []).append(item)
+    groups: list[list[tuple[str, str, os.stat_result, str]]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for size, same in sorted(by_size.items(), reverse=True):  # largest first, to the lightest
+        k = loads.index(min(loads))
+        groups[k].extend(same)
+        loads[k] += (size + 4096) * len(same)  # per-file cost counts too
+    return [g for g in groups if g]
 
 
 def _batches(items: list[tuple[str, str, os.stat_result, str]]) -> Iterable[list[tuple[str, str, os.stat_result, str]]]:
