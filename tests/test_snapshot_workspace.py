@@ -220,3 +220,17 @@ def test_special_files_are_skipped(tmp_path: Path) -> None:
     os.mkfifo(ws / "pipe")  # special files are skipped, not read
     r = runicorn.snapshot_workspace(ws, None)
     assert "pipe" not in _files(r)
+
+
+def test_many_duplicate_files_across_worker_threads(tmp_path: Path) -> None:
+    """Enough files to use several threads, with many identical contents (empty files too)."""
+    ws = tmp_path / "ws"
+    for i in range(300):
+        write(ws / f"pkg{i % 7}" / f"f{i}.py", "" if i % 3 == 0 else f"same {i % 5}\n")
+    write(ws / "big.bin", os.urandom(40 << 20))
+    r = runicorn.snapshot_workspace(ws, None)
+    files = open_store().get_manifest(r["tree"])["files"]
+    assert len(files) == 302
+    assert len({f["sha256"] for f in files.values()}) == 1 + 5 + 1 + 1  # empty, 5 texts, big, .rnignore
+    assert open_store().verify()["ok"]
+    assert open_store().stats()["blob_count"] == 8
