@@ -230,3 +230,16 @@ def test_import_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_filesystem_errors_are_one_line(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws / "a.py", "a")
+    runner = CliRunner()
+    tree = runner.invoke(main, ["snapshot", str(ws)]).output.split()[0]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    res = runner.invoke(main, ["restore", tree, str(blocker / "sub" / "target")])
+    assert res.exit_code == 1
+    assert res.output.startswith("error: ") and "Traceback" not in res.output
+    assert str(blocker) in res.output

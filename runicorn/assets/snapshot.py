@@ -366,6 +366,9 @@ def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]]
                                     f"nothing was recorded, try again") from None
             except ChangedWhileReadingError as exc:
                 raise RunicornError(f"{exc}; nothing was recorded, try again") from None
+            except OSError as exc:
+                raise RunicornError(f"{exc.filename or root}: cannot be read ({exc.strerror}); "
+                                    f"exclude it in .rnignore or fix its permissions") from None
             with lock:
                 for (rel, full, st, mode), info in zip(batch, infos):
                     entries[rel] = TreeEntry(info.sha256, mode, info.size)

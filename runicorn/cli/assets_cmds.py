@@ -34,6 +34,25 @@ class _Progress:
             click.echo("", err=True)
 
 
+def _os_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Report filesystem errors (permissions, full disk...) as one line, not a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from runicorn.errors import RunicornError
+
+        try:
+            return fn(*args, **kwargs)
+        except RunicornError:
+            raise
+        except OSError as exc:
+            where = exc.filename or ""
+            raise RunicornError(f"{where}: {exc.strerror or exc}" if where else str(exc)) from None
+
+    return wrapper
+
+
 def _store(ctx: click.Context) -> Any:
     from runicorn.store import open_store
 
@@ -70,6 +89,7 @@ def _run_with_progress(label: str, fn: Callable[[Any], Any]) -> Any:
 @click.option("--force", is_flag=True, help="Ignore the size and file-count limits.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
+@_os_errors
 def snapshot(ctx: click.Context, root: Path, out_zip: Path | None, excludes: tuple[str, ...],
              force: bool, as_json: bool) -> None:
     """Capture the workspace ROOT (default: .) into the store and print its tree id.
@@ -102,6 +122,7 @@ def snapshot(ctx: click.Context, root: Path, out_zip: Path | None, excludes: tup
               show_default=True, help="How files are materialised; hardlinked files are read-only and shared.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
+@_os_errors
 def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, link: str, as_json: bool) -> None:
     """Recreate a stored tree (by id, id prefix or manifest file) at TARGET, all or nothing."""
     from runicorn.assets.restore import restore_from_manifest
@@ -126,6 +147,7 @@ def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, link
 @click.argument("out_zip", metavar="OUT.zip", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
+@_os_errors
 def export(ctx: click.Context, source: str, out_zip: Path, as_json: bool) -> None:
     """Write a stored tree (by id, id prefix or manifest file) to a zip file."""
     from runicorn.assets.restore import export_manifest_to_zip
@@ -144,6 +166,7 @@ def export(ctx: click.Context, source: str, out_zip: Path, as_json: bool) -> Non
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
+@_os_errors
 def runs(ctx: click.Context, as_json: bool) -> None:
     """List the runs in the storage root."""
     from runicorn.runs.index import list_runs
@@ -162,6 +185,7 @@ def runs(ctx: click.Context, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
+@_os_errors
 def delete_run(ctx: click.Context, run_id: str, dry_run: bool, as_json: bool) -> None:
     """Delete run RUN_ID and every blob and tree only it used (shared content stays)."""
     from runicorn.assets.cleanup import delete_run_completely
