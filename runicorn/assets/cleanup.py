@@ -12,7 +12,6 @@ from typing import Any
 from runicorn.store import open_store
 
 
-
 def cleanup_orphaned_blobs(storage_root: Path, dry_run: bool = False, *,
                            grace_seconds: float = 0.0) -> dict[str, Any]:
     """Remove blobs (and trees) that nothing references; report what went.

@@ -399,7 +399,7 @@ def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]]
 
 def _workers(items: list[tuple[str, str, os.stat_result, str]]) -> int:
     size = sum(item[2].st_size for item in items)
-    if len(items) < 64 and size < (32 << 20):
+    if len(items) < 1024 and size < (32 << 20):
         return 1  # not worth a thread
     return max(1, min(4, os.cpu_count() or 1))
 
