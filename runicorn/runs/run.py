@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import socket
+import stat as stat_mod
 import sys
 import threading
 import time
@@ -136,8 +137,6 @@ class Run:
             raise ValueError(f"archive role {role!r} must be a simple name without '/'")
         src = Path(path)
         st = os.lstat(src)  # raises FileNotFoundError naming the path
-        import stat as stat_mod
-
         if stat_mod.S_ISDIR(st.st_mode):
             tree = self.store.ingest_directory(src, source=str(src.absolute()))
         else:
