@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,4 +34,180 @@ def cleanup_orphaned_blobs(storage_root: Path, dry_run: bool = False, *,
     }
 
 
-__all__ = ["cleanup_orphaned_blobs"]
+def _trustworthy_index(store: Any) -> list[str]:
+    """Make sure the index agrees with the files before deleting by it; return what was done.
+
+    A missing or unreadable index was already rebuilt when the store opened.  Here a
+    cheap consistency check (no manifest is parsed) catches an index that opens but
+    under-counts references: the manifests and ref files on disk must be exactly the
+    trees and refs it knows, every tree must have as many entries as files, and every
+    stored refcount must equal a recount.  Any difference rebuilds the index from the
+    files -- never "no entry, so orphaned".
+    """
+    problems = _index_disagreements(store)
+    if problems:
+        store.rebuild_index()
+        return [f"index rebuilt before deleting ({'; '.join(problems)})"]
+    return []
+
+
+def _index_disagreements(store: Any) -> list[str]:
+    from runicorn.store.store import _read_ref_file
+
+    problems: list[str] = []
+    on_disk_trees = set()
+    for sub in store.manifests_dir.iterdir():
+        if sub.is_dir():
+            on_disk_trees.update(f.name[:-5] for f in sub.iterdir() if f.name.endswith(".json"))
+    on_disk_refs = set()
+    for kind_dir in store.refs_dir.iterdir():
+        if kind_dir.is_dir():
+            for f in kind_dir.iterdir():
+                record = _read_ref_file(f)
+                if record is not None:
+                    on_disk_refs.add((kind_dir.name, str(record.get("name")), record["tree"]))
+    with store.index.read() as c:
+        trees = {t for (t,) in c.execute("SELECT tree FROM trees")}
+        refs = {(k, n, t) for k, n, t in c.execute("SELECT kind, name, tree FROM refs")}
+        short_trees = c.execute(
+            "SELECT COUNT(*) FROM trees t WHERE t.file_count != "
+            "(SELECT COUNT(*) FROM tree_entries e WHERE e.tree = t.tree)").fetchone()[0]
+        bad_blob_counts = c.execute(
+            "SELECT COUNT(*) FROM blobs b WHERE b.refcount != "
+            "(SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256)").fetchone()[0]
+        bad_tree_counts = c.execute(
+            "SELECT COUNT(*) FROM trees t WHERE t.refcount != "
+            "(SELECT COUNT(*) FROM refs r WHERE r.tree = t.tree)").fetchone()[0]
+        dangling = c.execute(
+            "SELECT COUNT(*) FROM tree_entries e WHERE NOT EXISTS "
+            "(SELECT 1 FROM blobs b WHERE b.sha256 = e.blob)").fetchone()[0]
+    if on_disk_trees - trees:
+        problems.append(f"{len(on_disk_trees - trees)} manifest(s) not indexed")
+    if on_disk_refs != refs:
+        problems.append(f"{len(on_disk_refs ^ refs)} ref(s) differ from their files")
+    if short_trees:
+        problems.append(f"{short_trees} tree(s) with missing entries")
+    if bad_blob_counts or bad_tree_counts:
+        problems.append(f"{bad_blob_counts + bad_tree_counts} wrong refcount(s)")
+    if dangling:
+        problems.append(f"{dangling} entries naming unindexed blobs")
+    return problems
+
+
+def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                                list[str], list[tuple[str, int]]]:
+    """Which of the run's trees go and which blobs only they use, as if its refs were gone.
+
+    Mirrors ``Store.gc(grace_seconds=0, trees=...)`` after the refs are deleted, so a dry
+    run reports exactly what the real deletion does.
+    """
+    mine: dict[str, int] = {}
+    for r in refs:
+        mine[r.tree] = mine.get(r.tree, 0) + 1
+    orphaned: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    doomed: list[str] = []
+    with store.index.read() as c:
+        for r in refs:
+            row = c.execute("SELECT refcount, file_count, total_size FROM trees WHERE tree = ?",
+                            (r.tree,)).fetchone()
+            refcount, files, size = row if row else (0, 0, 0)
+            asset = {"ref": f"{r.kind}/{r.name}", "tree": r.tree, "role": r.meta.get("role"),
+                     "file_count": files, "total_size_bytes": size}
+            if refcount <= mine[r.tree]:
+                orphaned.append(asset)
+                if r.tree not in doomed:
+                    doomed.append(r.tree)
+            else:
+                others = [f"{k}/{n}" for k, n in c.execute(
+                    "SELECT kind, name FROM refs WHERE tree = ? AND NOT (kind = 'run' AND "
+                    "(name = ? OR name LIKE ? ESCAPE '\\'))",
+                    (r.tree, run_id, _like_prefix(run_id + "/"))).fetchall()]
+                kept.append({**asset, "shared_with": others})
+        blobs = c.execute(
+            "WITH dead(tree) AS (SELECT value FROM json_each(?)), "
+            "freed AS (SELECT blob, COUNT(*) AS n FROM tree_entries WHERE tree IN (SELECT tree FROM dead) "
+            "GROUP BY blob) "
+            "SELECT b.sha256, b.size FROM freed f JOIN blobs b ON b.sha256 = f.blob "
+            "WHERE b.refcount = f.n AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256) "
+            "ORDER BY b.sha256", (json.dumps(sorted(doomed)),)).fetchall()
+    return orphaned, kept, sorted(doomed), [(s, int(n)) for s, n in blobs]
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _count_files(root: Path) -> int:
+    n = 0
+    for _, dirs, files in os.walk(root):
+        n += len(files)
+    return n
+
+
+def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False) -> dict[str, Any]:
+    """Delete a run's directory and refs, then the trees and blobs nothing else references.
+
+    A blob shared with any other tree is never deleted, and only the run's own
+    ``runs/<run_id>`` directory is removed (parents stay).  The index is verified (and
+    rebuilt from the files if it disagrees) before anything is deleted.  ``dry_run``
+    reports exactly what the real call then does, without changing anything.
+
+    Returns the seed's keys: ``success``, ``run_id``, ``run_dir_deleted``,
+    ``orphaned_assets`` (the run's trees that go), ``kept_assets`` (shared ones, with
+    ``shared_with``), ``blobs_deleted``, ``manifests_deleted``, ``outputs_deleted``
+    (files in the run directory), ``bytes_freed``, ``errors``; plus ``dry_run``,
+    ``run_dir``, ``tree_ids`` and ``blob_ids``.  An unknown run gives ``success: False``
+    and an error saying it was not found.
+    """
+    from runicorn.runs.index import find_run_dir, valid_run_id
+
+    result: dict[str, Any] = {
+        "success": False, "run_id": run_id, "dry_run": dry_run, "run_dir": None,
+        "run_dir_deleted": False, "orphaned_assets": [], "kept_assets": [], "blobs_deleted": 0,
+        "manifests_deleted": 0, "outputs_deleted": 0, "bytes_freed": 0, "tree_ids": [],
+        "blob_ids": [], "errors": [], "notes": [],
+    }
+    if not valid_run_id(run_id):
+        result["errors"].append(f"run {run_id!r} not found (not a valid run id)")
+        return result
+    store = open_store(Path(storage_root).expanduser())
+    result["notes"] = _trustworthy_index(store)
+    run_dir = find_run_dir(store, run_id)
+    prefix = run_id + "/"
+    refs = [r for r in store.list_refs("run") if r.name.startswith(prefix)]
+    if run_dir is None and not refs:
+        result["errors"].append(f"run {run_id} not found under {store.root}")
+        return result
+    orphaned, kept, doomed, blobs = _plan(store, run_id, refs)
+    outputs = _count_files(run_dir) if run_dir is not None else 0
+    result.update(run_dir=str(run_dir) if run_dir else None, orphaned_assets=orphaned, kept_assets=kept,
+                  outputs_deleted=outputs)
+    if dry_run:
+        result.update(success=True, run_dir_deleted=run_dir is not None, manifests_deleted=len(doomed),
+                      tree_ids=doomed, blobs_deleted=len(blobs), blob_ids=[s for s, _ in blobs],
+                      bytes_freed=sum(n for _, n in blobs))
+        return result
+    for r in refs:
+        store.delete_ref(r.kind, r.name)
+    report = store.gc(grace_seconds=0, trees=doomed) if doomed else \
+        {"trees_deleted": 0, "blobs_deleted": 0, "bytes_freed": 0, "tree_ids": [], "blob_ids": []}
+    result.update(manifests_deleted=report["trees_deleted"], tree_ids=report["tree_ids"],
+                  blobs_deleted=report["blobs_deleted"], blob_ids=report["blob_ids"],
+                  bytes_freed=report["bytes_freed"])
+    if run_dir is not None:
+        try:
+            # Renamed aside first so the run disappears at once, even if removal is interrupted.
+            trash = run_dir.parent / f".{run_id}.rn-deleting-{secrets.token_hex(4)}"
+            os.rename(run_dir, trash)
+            shutil.rmtree(trash)
+            result["run_dir_deleted"] = True
+        except OSError as exc:
+            result["errors"].append(f"{run_dir}: could not delete the run directory ({exc.strerror})")
+    with store.index.write() as c:
+        c.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+    result["success"] = not result["errors"]
+    return result
+
+
+__all__ = ["cleanup_orphaned_blobs", "delete_run_completely"]

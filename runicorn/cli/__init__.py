@@ -33,6 +33,12 @@ COMMANDS: dict[str, str] = {
     "path": "runicorn.cli.artifact_cmds:path_cmd",
     "status": "runicorn.cli.artifact_cmds:status",
     "archive": "runicorn.cli.artifact_cmds:archive_cmd",
+    # assets: snapshots, restore, runs
+    "snapshot": "runicorn.cli.assets_cmds:snapshot",
+    "restore": "runicorn.cli.assets_cmds:restore",
+    "export": "runicorn.cli.assets_cmds:export",
+    "runs": "runicorn.cli.assets_cmds:runs",
+    "delete-run": "runicorn.cli.assets_cmds:delete_run",
 }
 
 

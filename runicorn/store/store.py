@@ -375,17 +375,20 @@ class Store:
         """
         writer = self.writer_dir().name
         now = time.time()
-        missing: set[str] = set()
+        wanted = sorted(set(shas))
+        blobs_dir = str(self.blobs_dir)
         with self.index.write() as c:
-            for sha in set(shas):
-                row = c.execute("SELECT size FROM blobs WHERE sha256 = ?", (sha,)).fetchone()
-                if row is None or not self.blob_path(sha).exists():
-                    missing.add(sha)
-                    continue
-                c.execute("UPDATE blobs SET touched_at = ? WHERE sha256 = ?", (now, sha))
-                c.execute("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)", (writer, sha))
-                self._held.add(sha)
-        return missing
+            # One set query and two batched statements: this runs for every file a
+            # stat cache vouches for, so it must not cost a round trip per blob.
+            known = {row[0] for row in c.execute(
+                "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
+                (json.dumps(wanted),))}
+            present = [s for s in wanted if s in known and os.path.exists(f"{blobs_dir}/{s[:2]}/{s}")]
+            c.executemany("UPDATE blobs SET touched_at = ? WHERE sha256 = ?", [(now, s) for s in present])
+            c.executemany("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)",
+                          [(writer, s) for s in present])
+        self._held.update(present)
+        return set(wanted) - set(present)
 
     def release_holds(self, shas: Iterable[str] | None = None) -> None:
         """Drop this process's gc protection for ``shas`` (all when None)."""
@@ -465,8 +468,11 @@ class Store:
             if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
                 c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (now, tree))
             else:
-                missing = sorted(s for s in shas
-                                 if c.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (s,)).fetchone() is None)
+                # One set query, not a round trip per blob: trees can have 100k entries.
+                known = {row[0] for row in c.execute(
+                    "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
+                    (json.dumps(sorted(shas)),))}
+                missing = sorted(shas - known)
                 if missing:
                     err = BlobNotFoundError(
                         f"tree {tree}: {len(missing)} blob(s) not in the store, e.g. {missing[0]}")

@@ -253,4 +253,5 @@ def rebuild_index(store: "Store", *, deep: bool = False) -> dict[str, Any]:
 # tables -- runs, artifact usage -- from their own files after a rebuild.
 REBUILD_HOOKS: list[str] = [
     "runicorn.artifacts.gcroots:rebuild_usage",
+    "runicorn.runs.index:rebuild_runs",
 ]

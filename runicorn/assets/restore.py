@@ -1,0 +1,302 @@
+"""Restoring trees from manifests: to a directory (copy or link), to a zip, or one file.
+
+Safety rules, checked before anything is written:
+
+* every manifest path is a safe relative path (no ``..``, not absolute, no NUL or
+  newline) -- :func:`runicorn.relpath.validate_relpath`;
+* no path lies below another entry (a file or a symlink), so nothing can be written
+  through a restored symlink;
+* files are created with ``O_EXCL | O_NOFOLLOW`` inside a fresh staging directory.
+
+A restore is all-or-nothing: everything is written into
+``<parent>/.<name>.rn-restore-<random>`` on the target's filesystem, synced, and only
+then renamed onto ``target_dir``.  If any blob is missing nothing is written and the
+result lists them in ``missing_blobs`` (``success`` is False).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+import stat
+from pathlib import Path
+from typing import Any, Callable
+
+from runicorn.errors import BlobNotFoundError, IntegrityError, RunicornError, UnsafePathError
+from runicorn.fsutil import fsync_dir, syncfs
+from runicorn.hashing import is_sha256_hex
+from runicorn.relpath import safe_join
+from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, parse_manifest, path_key
+
+LINK_MODES = ("copy", "hardlink", "reflink", "auto")
+_FICLONE = 0x40049409
+Progress = Callable[[int, int], None]
+
+
+class TargetExistsError(RunicornError, FileExistsError):
+    """The restore target exists and is not empty, and ``overwrite`` was not given."""
+
+
+def _read_manifest(manifest_path: Path) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
+    path = Path(manifest_path).expanduser()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "manifest not found", str(path)) from None
+    return parse_manifest(data, origin=path)
+
+
+def load_manifest(manifest_path: Path) -> dict[str, Any]:
+    """Read and validate a manifest; return it (``manifest["files"]`` maps path -> entry).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CorruptManifestError: not a valid manifest (bad JSON, bad path, wrong tree id).
+    """
+    return _read_manifest(manifest_path)[0]
+
+
+def check_no_nesting(entries: dict[str, TreeEntry], origin: Any = "<manifest>") -> None:
+    """Refuse a tree where a path lies below another entry (file or symlink).
+
+    Raises:
+        UnsafePathError: naming the manifest and both paths.
+    """
+    for rel in entries:
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in entries:
+                kind = "a symlink" if entries[prefix].mode == MODE_LINK else "a file"
+                raise UnsafePathError(f"{origin}: path {rel!r} lies below {prefix!r}, which is {kind}")
+
+
+def _blob(blob_root: Path, sha: str) -> Path:
+    if not is_sha256_hex(sha):
+        raise UnsafePathError(f"{sha!r} is not a sha256 hex digest")
+    return blob_root / sha[:2] / sha
+
+
+def _missing(blob_root: Path, entries: dict[str, TreeEntry]) -> list[str]:
+    return sorted({e.sha256 for e in entries.values() if not os.path.isfile(_blob(blob_root, e.sha256))})
+
+
+def _copy_fd(src: int, dst: int, size: int) -> int:
+    copied = 0
+    try:
+        while copied < size:
+            n = os.copy_file_range(src, dst, size - copied)
+            if n == 0:
+                break
+            copied += n
+        return copied
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    while True:  # filesystems without copy_file_range
+        chunk = os.read(src, 1 << 20)
+        if not chunk:
+            return copied
+        os.write(dst, chunk)
+        copied += len(chunk)
+
+
+def _create(dest: Path, perm: int) -> int:
+    return os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, perm)
+
+
+def _write_file(blob: Path, dest: Path, entry: TreeEntry, how: str) -> str:
+    """Materialise one regular file; return how it was done (``copy``/``hardlink``/``reflink``)."""
+    perm = 0o755 if entry.mode == MODE_EXEC else 0o644
+    if how == "hardlink" and entry.mode != MODE_EXEC:
+        # Blobs are read-only and shared; an executable would need the blob's mode changed, so it is copied.
+        try:
+            os.link(blob, dest, follow_symlinks=False)
+            return "hardlink"
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP):
+                raise
+    src = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        dst = _create(dest, perm)
+        try:
+            done = ""
+            if how in ("reflink", "auto"):
+                import fcntl
+
+                try:
+                    fcntl.ioctl(dst, _FICLONE, src)
+                    done = "reflink"
+                except OSError as exc:
+                    if how == "reflink":
+                        raise RunicornError(
+                            f"{dest}: the filesystem cannot reflink ({exc.strerror}); use --link copy or auto"
+                        ) from None
+            if not done:
+                _copy_fd(src, dst, entry.size)
+                done = "copy"
+            if os.fstat(dst).st_size != entry.size:
+                raise IntegrityError(f"blob {entry.sha256} ({blob}) has {os.fstat(src).st_size} bytes, "
+                                     f"the manifest says {entry.size}")
+            os.fchmod(dst, perm)  # exact mode, whatever the umask
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return done
+
+
+def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path, *,
+                          overwrite: bool = False, link: str = "copy", sync: bool = True,
+                          progress: Progress | None = None) -> dict[str, Any]:
+    """Recreate the tree a manifest describes at ``target_dir``, all or nothing.
+
+    ``link``: ``copy`` (default), ``hardlink`` (files share the read-only blob; executables
+    and cross-device files are copied), ``reflink`` (copy-on-write clone, error if the
+    filesystem cannot), ``auto`` (reflink, else copy).  Modes and symlinks are restored
+    as recorded.  With ``overwrite`` an existing target is replaced as a whole.
+
+    Returns ``success``, ``restored_count``, ``missing_blobs``, ``target_dir``, ``tree``,
+    ``total_bytes``, ``link_mode`` and ``methods`` (files per method used).
+
+    Raises:
+        FileNotFoundError / CorruptManifestError: the manifest is missing or invalid.
+        UnsafePathError: a manifest path would leave the target or pass through a symlink.
+        TargetExistsError: the target exists, is not empty, and ``overwrite`` is False.
+        IntegrityError: a blob has the wrong size (nothing is left behind).
+        ValueError: an unknown ``link`` mode.
+    """
+    if link not in LINK_MODES:
+        raise ValueError(f"link mode {link!r} is not one of {', '.join(LINK_MODES)}")
+    manifest, entries = _read_manifest(manifest_path)
+    check_no_nesting(entries, manifest_path)
+    blob_root = Path(blob_root).expanduser()
+    target = Path(target_dir).expanduser().absolute()
+    result: dict[str, Any] = {
+        "success": False, "restored_count": 0, "missing_blobs": [], "target_dir": str(target),
+        "tree": manifest["tree"], "total_bytes": 0, "link_mode": link, "methods": {},
+    }
+    missing = _missing(blob_root, entries)
+    if missing:
+        result["missing_blobs"] = missing
+        result["errors"] = [f"{len(missing)} blob(s) missing from {blob_root}; nothing was restored"]
+        return result
+    _check_target(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.rn-restore-{secrets.token_hex(6)}"
+    os.mkdir(staging, 0o700)
+    methods: dict[str, int] = {}
+    try:
+        dirs = sorted({"/".join(p.split("/")[:i]) for p in entries for i in range(1, p.count("/") + 1)},
+                      key=path_key)
+        for d in dirs:
+            os.mkdir(safe_join(staging, d), 0o755)
+        total = len(entries)
+        for n, (rel, entry) in enumerate(entries.items(), 1):
+            dest = safe_join(staging, rel)
+            blob = _blob(blob_root, entry.sha256)
+            if entry.mode == MODE_LINK:
+                os.symlink(os.fsdecode(blob.read_bytes()), dest)
+                how = "symlink"
+            else:
+                how = _write_file(blob, dest, entry, link)
+            methods[how] = methods.get(how, 0) + 1
+            if progress is not None and (n % 512 == 0 or n == total):
+                progress(n, total)
+        os.chmod(staging, 0o755)
+        if sync:
+            syncfs(staging)  # one group sync: the renamed tree is complete even after a crash
+        _publish(staging, target, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    result.update(success=True, restored_count=len(entries), methods=methods,
+                  total_bytes=sum(e.size for e in entries.values()))
+    return result
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(f"{target}: restore target is a symlink; give the real directory")
+    if overwrite:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise TargetExistsError(f"{target}: exists and is not a directory (pass overwrite=True or --overwrite to replace it)")
+    with os.scandir(target) as it:
+        if any(True for _ in it):
+            raise TargetExistsError(f"{target}: exists and is not empty (pass overwrite=True or --overwrite to replace it)")
+
+
+def _publish(staging: Path, target: Path, overwrite: bool) -> None:
+    """Rename the finished staging directory onto the target (replacing it when allowed)."""
+    try:
+        os.rename(staging, target)  # also atomically replaces an empty directory
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR) or not overwrite:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise TargetExistsError(f"{target}: appeared while restoring and is not empty") from None
+            raise
+        aside = target.parent / f".{target.name}.rn-old-{secrets.token_hex(6)}"
+        os.rename(target, aside)
+        os.rename(staging, target)
+        fsync_dir(target.parent)
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            aside.unlink()
+        return
+    fsync_dir(target.parent)
+
+
+def export_manifest_to_zip(manifest_path: Path, blob_root: Path, zip_path: Path) -> dict[str, Any]:
+    """Write the tree a manifest describes to a zip (atomically), from the blobs.
+
+    Returns ``success``, ``exported_count``, ``zip_path``, ``missing_blobs``, ``total_bytes``.
+    When blobs are missing nothing is written.
+
+    Raises:
+        FileNotFoundError / CorruptManifestError: the manifest is missing or invalid.
+    """
+    from runicorn.assets.snapshot import write_zip
+
+    manifest, entries = _read_manifest(manifest_path)
+    blob_root = Path(blob_root).expanduser()
+    zip_path = Path(zip_path).expanduser().absolute()
+    result: dict[str, Any] = {"success": False, "exported_count": 0, "zip_path": str(zip_path),
+                              "missing_blobs": [], "tree": manifest["tree"], "total_bytes": 0}
+    missing = _missing(blob_root, entries)
+    if missing:
+        result["missing_blobs"] = missing
+        result["errors"] = [f"{len(missing)} blob(s) missing from {blob_root}; no zip was written"]
+        return result
+    write_zip(lambda sha: _blob(blob_root, sha), entries, zip_path)
+    result.update(success=True, exported_count=len(entries), total_bytes=sum(e.size for e in entries.values()))
+    return result
+
+
+def get_file_from_manifest(manifest_path: Path, blob_root: Path, rel_path: str) -> Path:
+    """The blob file holding ``rel_path`` of the tree (read-only; copy it to modify).
+
+    Raises:
+        FileNotFoundError: ``rel_path`` is not in the manifest (naming both).
+        BlobNotFoundError: the path is listed but its blob is missing.
+        CorruptManifestError: the manifest is invalid.
+    """
+    _, entries = _read_manifest(manifest_path)
+    entry = entries.get(str(rel_path).replace(os.sep, "/"))
+    if entry is None:
+        raise FileNotFoundError(errno.ENOENT, f"{rel_path!r} is not in manifest {manifest_path}", str(rel_path))
+    blob = _blob(Path(blob_root).expanduser(), entry.sha256)
+    if not blob.is_file():
+        raise BlobNotFoundError(f"{rel_path!r} of {manifest_path}: blob {entry.sha256} is missing from {blob_root}")
+    return blob
+
+
+__all__ = ["load_manifest", "restore_from_manifest", "export_manifest_to_zip", "get_file_from_manifest",
+           "LINK_MODES", "TargetExistsError"]

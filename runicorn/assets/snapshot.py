@@ -1,0 +1,570 @@
+"""Workspace snapshots: capture a directory into the store (and optionally a zip).
+
+A snapshot walks the workspace with ``os.scandir``, drops what the ignore rules
+exclude, reuses hashes from the stat cache for files that did not change, ingests
+the rest in one batch (one group sync) and records the result as a tree.  The zip,
+when asked for, is written from the stored blobs, so it always holds exactly the
+tree that was recorded even if the workspace changes meanwhile.
+
+Ignore rules (exact gitignore semantics through ``pathspec.GitIgnoreSpec``):
+
+* ``.rnignore`` at the workspace root, then ``extra_excludes``, form the Runicorn
+  rules; where they match a path (including ``!`` negations) they decide.
+* Otherwise ``.gitignore`` files decide, the deepest one that matches first, each
+  applied to paths relative to its own directory, as git does.
+* An excluded directory is not entered, so (as in git) nothing below it can be
+  re-included by a negation.
+* The storage root and the output zip are never captured.
+
+Stat cache ("racily clean" rule): a file's cached hash is reused only when its
+(dev, inode, size, mtime_ns, mode) match the cache row *and* its mtime is at least
+``RACY_NS`` older than the moment its hash was taken.  A file written in the same
+timestamp tick as the hash (or within the coarsest common mtime granularity, FAT's
+2 s) could change again without its mtime moving, so such an entry is re-read; the
+re-read refreshes ``recorded_ns`` so the next snapshot can trust it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from runicorn.errors import ChangedWhileReadingError, RunicornError
+from runicorn.fsutil import StagedFile, atomic_write_text
+from runicorn.hashing import sha256_bytes
+from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, compute_tree_id, mode_of
+
+RACY_NS = 2_000_000_000
+DEFAULT_MAX_TOTAL_BYTES = 500 * 1024 * 1024
+DEFAULT_MAX_FILES = 200_000
+_INGEST_BATCH_FILES = 4096
+_INGEST_BATCH_BYTES = 512 << 20
+
+Progress = Callable[[int, int], None]
+
+DEFAULT_RNIGNORE = """\
+# .rnignore - which files Runicorn leaves out of workspace snapshots.
+# Same syntax and rules as .gitignore (a .gitignore is honoured too).
+
+# Version control
+.git/
+.hg/
+.svn/
+
+# Python
+__pycache__/
+*.pyc
+*.pyo
+.pytest_cache/
+.mypy_cache/
+.ipynb_checkpoints/
+
+# Virtual environments
+venv/
+.venv/
+env/
+node_modules/
+
+# Data and models (usually too large)
+data/
+datasets/
+*.pth
+*.ckpt
+*.h5
+
+# IDE
+.idea/
+.vscode/
+*.swp
+
+# Build artifacts
+dist/
+build/
+*.egg-info/
+
+# Logs and outputs
+logs/
+outputs/
+*.log
+"""
+
+
+class IgnoreRules:
+    """The ignore decision for paths below one workspace root.
+
+    Raises (on construction or when a nested ``.gitignore`` is read):
+        RunicornError: an ignore file cannot be read or decoded, naming it.
+    """
+
+    def __init__(self, root: Path, rn_lines: list[str], extra: Iterable[str] | None) -> None:
+        import pathspec  # only on the snapshot path: keeps ``import runicorn`` light
+
+        self._pathspec = pathspec
+        self.root = root
+        lines = list(rn_lines) + [str(p) for p in (extra or [])]
+        self.rn = self._compile(lines)
+        # (relative directory prefix with trailing slash, spec), shallowest first
+        self.git: list[tuple[str, Any]] = []
+
+    def _compile(self, lines: list[str]) -> Any:
+        """A GitIgnoreSpec plus one combined regex of all its patterns (or None if empty).
+
+        The combined regex is only a pre-filter: when it does not match, no pattern
+        does, so the spec's verdict is "no opinion"; when it matches, the spec itself
+        decides.  Most paths match nothing, and one search is far cheaper than one per
+        pattern.
+        """
+        import re
+
+        spec = self._pathspec.GitIgnoreSpec.from_lines(lines)
+        parts = [p.regex.pattern for p in spec.patterns if getattr(p, "regex", None) is not None]
+        if not parts:
+            return None
+        try:
+            combined = re.compile("|".join(f"(?:{re.sub(r'[(][?]P<[^>]+>', '(?:', p)})" for p in parts))
+        except re.error:  # unexpected pattern syntax: no pre-filter, always ask the spec
+            combined = None
+        return spec, combined
+
+    @staticmethod
+    def _verdict(compiled: Any, key: str) -> bool | None:
+        spec, combined = compiled
+        if combined is not None and combined.match(key) is None:
+            return None
+        return spec.check_file(key).include
+
+    def enter(self, rel_dir: str, directory: Path) -> int:
+        """Load ``directory/.gitignore`` if present; return how many specs to pop on leaving."""
+        path = directory / ".gitignore"
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            return 0
+        except IsADirectoryError:
+            return 0
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RunicornError(f"{path}: cannot read ignore file ({exc})") from None
+        compiled = self._compile(text.splitlines())
+        if compiled is None:
+            return 0
+        self.git.append((rel_dir, compiled))
+        return 1
+
+    def included(self, rel: str, is_dir: bool) -> bool:
+        """True if ``rel`` (POSIX, relative to the root) is captured."""
+        key = rel + "/" if is_dir else rel
+        if self.rn is not None:
+            verdict = self._verdict(self.rn, key)
+            if verdict is not None:
+                return not verdict
+        for prefix, compiled in reversed(self.git):
+            if key.startswith(prefix):
+                verdict = self._verdict(compiled, key[len(prefix):])
+                if verdict is not None:
+                    return not verdict
+        return True
+
+
+def read_ignore_file(root: Path, ignore_file: str, *, create_default: bool = True) -> list[str]:
+    """The lines of the workspace's ignore file, creating the default one if missing.
+
+    A default that cannot be written (read-only workspace) is used in memory.
+
+    Raises:
+        RunicornError: the file exists but cannot be read or is not UTF-8.
+    """
+    path = root / ignore_file
+    try:
+        return path.read_bytes().decode("utf-8").splitlines()
+    except FileNotFoundError:
+        if create_default:
+            try:
+                atomic_write_text(path, DEFAULT_RNIGNORE)
+            except OSError:
+                pass
+        return DEFAULT_RNIGNORE.splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunicornError(f"{path}: cannot read ignore file ({exc})") from None
+
+
+def _limit_error(root: Path, what: str, value: int, limit: int) -> ValueError:
+    return ValueError(
+        f"snapshot of {root} would hold {what} {value:,} > limit {limit:,}; exclude large or "
+        f"generated files in {root / '.rnignore'} or extra_excludes, raise the limit, "
+        f"or pass force_snapshot=True")
+
+
+def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, int]],
+                   skip_files: set[str], max_files: int, max_total_bytes: int,
+                   force: bool, run_root: str | None = None) -> list[tuple[str, str, os.stat_result]]:
+    """List ``(relpath, abspath, lstat)`` for every captured regular file and symlink.
+
+    Directories in ``skip_dirs`` (by device and inode) are left out, and so is every
+    run directory (``.../runs/<id>/meta.json``) below ``run_root`` (the storage root):
+    when the storage root is the workspace, its runs are store content, not code.
+
+    Raises:
+        ValueError: a limit is exceeded (unless ``force``), as soon as it is.
+        RunicornError: a name contains a newline or a directory cannot be read.
+    """
+    out: list[tuple[str, str, os.stat_result]] = []
+    total = 0
+    # Depth-first with explicit stack; each frame remembers how many .gitignore specs it pushed.
+    stack: list[tuple[str, str, int] | None] = [(str(root), "", -1)]
+    while stack:
+        frame = stack.pop()
+        if frame is None:
+            rules.git.pop()
+            continue
+        directory, prefix, _ = frame
+        pushed = rules.enter(prefix, Path(directory))
+        if pushed:
+            stack.append(None)  # pop this directory's spec after its subtree
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise RunicornError(f"{directory}: cannot list directory ({exc.strerror})") from None
+        subdirs: list[tuple[str, str, int]] = []
+        for entry in entries:
+            rel = prefix + entry.name
+            if "\n" in rel or "\r" in rel:
+                raise RunicornError(f"{entry.path}: file names with a newline cannot be snapshotted")
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                if (st.st_dev, st.st_ino) in skip_dirs or not rules.included(rel, True):
+                    continue
+                if (run_root is not None and directory.endswith(f"{os.sep}runs")
+                        and entry.path.startswith(run_root)
+                        and os.path.isfile(os.path.join(entry.path, "meta.json"))):
+                    continue
+                subdirs.append((entry.path, rel + "/", -1))
+            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                if entry.path in skip_files or not rules.included(rel, False):
+                    continue
+                out.append((rel, entry.path, st))
+                total += st.st_size
+                if not force:
+                    if len(out) > max_files:
+                        raise _limit_error(root, "files", len(out), max_files)
+                    if total > max_total_bytes:
+                        raise _limit_error(root, "bytes", total, max_total_bytes)
+        stack.extend(reversed(subdirs))
+    return out
+
+
+def _cache_bounds(root: Path) -> tuple[str, str]:
+    base = str(root).rstrip("/") + "/"
+    return base, base[:-1] + "0"  # '0' sorts right after '/'
+
+
+def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]], *,
+                 source: str, progress: Progress | None = None) -> tuple[str, dict[str, TreeEntry], int]:
+    """Put the scanned files into the store as a tree, using and updating the stat cache.
+
+    Returns ``(tree, entries, files_read)``.
+
+    Raises:
+        RunicornError: a file vanished or changed while being read (naming it).
+    """
+    started_ns = time.time_ns()
+    lo, hi = _cache_bounds(root)
+    cached = {row[0]: row[1:] for row in store.index.query(
+        "SELECT path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns FROM stat_cache "
+        "WHERE path >= ? AND path < ?", (lo, hi))}
+    entries: dict[str, TreeEntry] = {}
+    trusted: dict[str, tuple[str, str, os.stat_result, str]] = {}
+    to_read: list[tuple[str, str, os.stat_result, str]] = []
+    links: dict[str, bytes] = {}
+    for rel, full, st in files:
+        mode = mode_of(st.st_mode)
+        if mode == MODE_LINK:
+            try:
+                links[rel] = os.fsencode(os.readlink(full))
+            except FileNotFoundError:
+                raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
+            continue
+        row = cached.get(full)
+        if (row is not None and row[0] == st.st_dev and row[1] == st.st_ino and row[2] == st.st_size
+                and row[3] == st.st_mtime_ns and row[4] == mode and st.st_mtime_ns < row[6] - RACY_NS):
+            trusted[full] = (rel, full, st, row[5])
+        else:
+            to_read.append((rel, full, st, mode))
+    found = _existing_tree(store, trusted, links) if not to_read else None
+    updates: list[tuple[Any, ...]] = []
+    if found is None:
+        tree, entries, updates = _ingest(store, root, files, trusted, to_read, links, started_ns, progress)
+    else:
+        tree, entries = found
+    seen = {full for _, full, _ in files}
+    stale = [(p,) for p in cached if p not in seen]
+    if updates or stale:
+        with store.index.write() as c:
+            if stale:
+                c.executemany("DELETE FROM stat_cache WHERE path = ?", stale)
+            c.executemany(
+                "INSERT INTO stat_cache (path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, "
+                "ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                "mode = excluded.mode, sha256 = excluded.sha256, recorded_ns = excluded.recorded_ns",
+                updates)
+    return tree, entries, len(to_read)
+
+
+def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
+                   links: dict[str, bytes]) -> tuple[str, dict[str, TreeEntry]] | None:
+    """Fast path when the stat cache vouches for every file: (tree, entries) if already stored.
+
+    The tree's existence is checked and its ``touched_at`` bumped in one write
+    transaction, so a concurrent gc either ran before (and the tree is gone: slow
+    path) or must wait the grace period; its blobs are protected by the tree itself.
+    """
+    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for rel, _, st, sha in trusted.values()}
+    entries.update({rel: TreeEntry(sha256_bytes(t), MODE_LINK, len(t)) for rel, t in links.items()})
+    # Paths come from our own directory walk (already checked), so no re-validation here.
+    tree = compute_tree_id(entries)
+    if not os.path.exists(store.manifest_path(tree)):
+        return None
+    with store.index.write() as c:
+        if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
+            return None
+        c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
+    return tree, entries
+
+
+def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]],
+            trusted: dict[str, tuple[str, str, os.stat_result, str]],
+            to_read: list[tuple[str, str, os.stat_result, str]], links: dict[str, bytes],
+            started_ns: int, progress: Progress | None) -> tuple[str, dict[str, TreeEntry], list[tuple[Any, ...]]]:
+    """Slow path: hold cached blobs, read changed files, store links, record the tree."""
+    entries: dict[str, TreeEntry] = {}
+    if trusted:
+        missing = store.hold_blobs({t[3] for t in trusted.values()})
+        for full, (rel, _, st, sha) in list(trusted.items()):
+            if sha in missing:
+                del trusted[full]
+                to_read.append((rel, full, st, mode_of(st.st_mode)))
+    for rel, _, st, sha in trusted.values():
+        entries[rel] = TreeEntry(sha, mode_of(st.st_mode), st.st_size)
+    updates: list[tuple[Any, ...]] = []
+    done, total = len(trusted), len(files)
+    if progress:
+        progress(done, total)
+    lock = threading.Lock()
+
+    def work(group: list[tuple[str, str, os.stat_result, str]]) -> None:
+        nonlocal done
+        for batch in _batches(group):
+            try:
+                infos = store.ingest_files([full for _, full, _, _ in batch])
+            except FileNotFoundError as exc:
+                raise RunicornError(f"{exc.filename}: vanished during the snapshot of {root}; "
+                                    f"nothing was recorded, try again") from None
+            except ChangedWhileReadingError as exc:
+                raise RunicornError(f"{exc}; nothing was recorded, try again") from None
+            except OSError as exc:
+                raise RunicornError(f"{exc.filename or root}: cannot be read ({exc.strerror}); "
+                                    f"exclude it in .rnignore or fix its permissions") from None
+            with lock:
+                for (rel, full, st, mode), info in zip(batch, infos):
+                    entries[rel] = TreeEntry(info.sha256, mode, info.size)
+                    updates.append((full, st.st_dev, st.st_ino, info.size, st.st_mtime_ns, mode,
+                                    info.sha256, started_ns))
+                done += len(batch)
+                if progress:
+                    progress(done, total)
+
+    groups = _split(to_read, _workers(to_read))
+    if len(groups) <= 1:
+        for g in groups:
+            work(g)
+    else:
+        # Hashing and copying release the GIL, so a few threads use the cores the way
+        # `sha256sum` and `cp` in parallel would; the store is thread-safe.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            for future in [pool.submit(work, g) for g in groups]:
+                future.result()
+    for rel, target in links.items():
+        info = store.ingest_bytes(target)
+        entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
+    tree = store.put_tree(entries, source=str(root))
+    return tree, entries, updates
+
+
+def _workers(items: list[tuple[str, str, os.stat_result, str]]) -> int:
+    size = sum(item[2].st_size for item in items)
+    if len(items) < 1024 and size < (32 << 20):
+        return 1  # not worth a thread
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _split(items: list[tuple[str, str, os.stat_result, str]], n: int) -> list[list[tuple[str, str, os.stat_result, str]]]:
+    """Share files among ``n`` workers with about equal bytes.
+
+    Files of equal size always go to the same worker: identical content implies equal
+    size, so two threads never stage the same blob at once.
+    """
+    if n <= 1:
+        return [items] if items else []
+    by_size: dict[int, list[tuple[str, str, os.stat_result, str]]] = {}
+    for item in items:
+        by_size.setdefault(item[2].st_size, []).append(item)
+    groups: list[list[tuple[str, str, os.stat_result, str]]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for size, same in sorted(by_size.items(), reverse=True):  # largest first, to the lightest
+        k = loads.index(min(loads))
+        groups[k].extend(same)
+        loads[k] += (size + 4096) * len(same)  # per-file cost counts too
+    return [g for g in groups if g]
+
+
+def _batches(items: list[tuple[str, str, os.stat_result, str]]) -> Iterable[list[tuple[str, str, os.stat_result, str]]]:
+    # Batches bound the work lost on an error and give progress; each costs one group sync.
+    batch: list[tuple[str, str, os.stat_result, str]] = []
+    size = 0
+    for item in items:
+        batch.append(item)
+        size += item[2].st_size
+        if len(batch) >= _INGEST_BATCH_FILES or size >= _INGEST_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _looks_compressible(path: Path) -> bool:
+    import zlib
+
+    with open(path, "rb") as f:
+        sample = f.read(64 << 10)
+    if len(sample) < 512:
+        return True
+    return len(zlib.compress(sample, 1)) < 0.9 * len(sample)
+
+
+def write_zip(blob_path: Callable[[str], Path], entries: dict[str, TreeEntry], out_zip: Path,
+              mtimes: dict[str, float] | None = None) -> Path:
+    """Write a zip of a tree from blobs (``blob_path(sha)`` locates one), atomically; return its path.
+
+    Compressible files are deflated at level 1 (fast); already-compressed data is
+    stored.  Symlinks are stored as links (``unzip`` recreates them) and modes are kept.
+    """
+    import shutil
+    import zipfile
+
+    from runicorn.store.tree import path_key
+
+    out_zip = Path(out_zip)
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    with StagedFile(out_zip.parent, mode=0o644, prefix="." + out_zip.name + ".") as staged:
+        with zipfile.ZipFile(staged.file, "w", allowZip64=True) as zf:
+            for rel in sorted(entries, key=path_key):
+                e = entries[rel]
+                stamp = time.localtime((mtimes or {}).get(rel, time.time()))
+                info = zipfile.ZipInfo(rel, date_time=tuple(max(v, 0) for v in stamp[:6]) if stamp[0] >= 1980
+                                       else (1980, 1, 1, 0, 0, 0))
+                blob = blob_path(e.sha256)
+                if e.mode == MODE_LINK:
+                    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                    zf.writestr(info, blob.read_bytes())
+                    continue
+                perm = 0o755 if e.mode == MODE_EXEC else 0o644
+                info.external_attr = (stat.S_IFREG | perm) << 16
+                if e.size and _looks_compressible(blob):
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    info._compresslevel = 1  # type: ignore[attr-defined]  # (a settable property on newer Pythons)
+                else:
+                    info.compress_type = zipfile.ZIP_STORED
+                with open(blob, "rb") as src, zf.open(info, "w", force_zip64=e.size > (1 << 31)) as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        return staged.commit(out_zip)
+
+
+def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = ".rnignore",
+                       extra_excludes: list[str] | None = None,
+                       max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+                       max_files: int = DEFAULT_MAX_FILES, force_snapshot: bool = False,
+                       storage: str | os.PathLike[str] | None = None,
+                       progress: Progress | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """Capture a workspace into the store as a tree, and write ``out_zip`` if given.
+
+    Returns the seed's keys ``workspace_root``, ``archive_path``, ``format``,
+    ``file_count``, ``total_bytes`` plus ``tree``, ``manifest_path``, ``files_read``
+    (files hashed this time; the rest came from the stat cache) and ``ref``.
+
+    The tree is kept alive by a ref: ``run/<run_id>/code`` for ``run_id`` or when
+    ``out_zip`` lies in a run directory, else a pin named after the tree
+    (``runicorn unpin <tree>`` drops it).  ``storage`` picks the store and
+    ``progress(done, total)`` is called as files are hashed.
+
+    Raises:
+        ValueError: more than ``max_files`` files or ``max_total_bytes`` bytes would
+            be captured and ``force_snapshot`` is False.
+        RunicornError: ``root`` is not a directory, an ignore file is unreadable, or
+            a file changed or vanished while read (nothing is recorded then).
+    """
+    from runicorn.store import open_store
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise RunicornError(f"{root}: workspace root is not a directory")
+    root = root.resolve()
+    store = open_store(storage)
+    out_abs = Path(out_zip).expanduser().absolute() if out_zip is not None else None
+    rules = IgnoreRules(root, read_ignore_file(root, ignore_file), extra_excludes)
+    skip_dirs: set[tuple[int, int]] = set()
+    # The store's own folders, wherever the workspace sits relative to the storage root.
+    for d in (store.root, store.archive, store.artifacts_dir):
+        try:
+            st = os.stat(d)
+            skip_dirs.add((st.st_dev, st.st_ino))
+        except FileNotFoundError:
+            pass
+    skip_files = {str(out_abs)} if out_abs is not None else set()
+    if out_abs is not None and out_abs.parent.exists():
+        skip_files.add(str(out_abs.parent.resolve() / out_abs.name))
+    files = scan_workspace(root, rules, skip_dirs=skip_dirs, skip_files=skip_files,
+                           max_files=max_files, max_total_bytes=max_total_bytes, force=force_snapshot,
+                           run_root=str(store.root.resolve()) + os.sep)
+    tree, entries, files_read = capture_tree(store, root, files, source=str(root), progress=progress)
+    ref = _keep_alive(store, tree, out_abs, root, run_id)
+    archive_path = None
+    if out_abs is not None:
+        mtimes = {rel: st.st_mtime for rel, _, st in files}
+        write_zip(store.blob_path, entries, out_abs, mtimes)
+        archive_path = str(out_abs)
+    return {
+        "workspace_root": str(root),
+        "archive_path": archive_path,
+        "format": "zip" if out_abs is not None else "tree",
+        "file_count": len(entries),
+        "total_bytes": sum(e.size for e in entries.values()),
+        "tree": tree,
+        "manifest_path": str(store.manifest_path(tree)),
+        "files_read": files_read,
+        "ref": ref,
+    }
+
+
+def _keep_alive(store: Any, tree: str, out_zip: Path | None, root: Path, run_id: str | None) -> str:
+    """Reference the new tree so gc keeps it; return the ref as ``kind/name``."""
+    if run_id is None and out_zip is not None:
+        from runicorn.runs.index import run_for_path
+
+        run_id = run_for_path(store, out_zip)
+    if run_id is not None:
+        from runicorn.runs.run import link_code_tree
+
+        return link_code_tree(store, run_id, tree, source=str(root))
+    if store.get_ref("pin", tree) is None:
+        store.pin(tree)
+    return f"pin/{tree}"
+
+
+__all__ = ["snapshot_workspace", "DEFAULT_RNIGNORE", "IgnoreRules", "RACY_NS"]

@@ -1,0 +1,284 @@
+"""Experiment runs: ``runicorn.init(...)`` and the :class:`Run` it returns.
+
+A run lives in ``<storage_root>/<path>/runs/<run_id>/``:
+
+* ``meta.json``   who/what/where (written once, updated when code or archives are linked)
+* ``status.json`` ``running`` -> ``finished`` / ``failed`` / ...
+* ``events.jsonl`` one JSON record per :meth:`Run.log`
+* ``summary.json`` the merged :meth:`Run.summary` values
+* ``logs.txt``    a human-readable line per lifecycle event and :meth:`Run.log_text`
+
+Content the run keeps (its code snapshot, archived files) lives in the store as trees,
+named by refs of kind ``run``: ``<run_id>/code`` and ``<run_id>/archive/<role>/<n>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import stat as stat_mod
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from runicorn.errors import RunicornError
+from runicorn.fsutil import atomic_write_json
+from runicorn.relpath import validate_relpath
+from runicorn.runs.index import RESERVED_TOP, upsert_run, valid_run_id
+
+REF_KIND = "run"
+_active: list["Run"] = []
+_active_lock = threading.Lock()
+
+
+def new_run_id() -> str:
+    """``YYYYmmdd_HHMMSS_<6 hex>`` in UTC."""
+    return time.strftime("%Y%m%d_%H%M%S", time.gmtime()) + "_" + secrets.token_hex(3)
+
+
+def _run_path(path: str | None, project: str | None, name: str | None) -> str:
+    if path is None:
+        if project is None and name is None:
+            path = "default"
+        else:
+            path = "/".join(p for p in (project or "default", name) if p)
+    path = str(path).rstrip("/")
+    try:
+        validate_relpath(path, what="run path")
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    parts = path.split("/")
+    if parts[0] in RESERVED_TOP or "runs" in parts:
+        raise ValueError(f"run path {path!r} may not start with {sorted(RESERVED_TOP)} or contain 'runs'")
+    return path
+
+
+def current_run() -> "Run | None":
+    """The most recently started run of this process that is still active."""
+    with _active_lock:
+        return _active[-1] if _active else None
+
+
+class Run:
+    """One experiment run.  Create with :func:`init`; use as a context manager.
+
+    Leaving the ``with`` block finishes the run, as ``failed`` if an exception escaped.
+    """
+
+    def __init__(self, store: Any, run_id: str, path: str, run_dir: Path, meta: dict[str, Any]) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.path = path
+        self.run_dir = run_dir
+        self.meta = meta
+        self.status = "running"
+        self._step = 0
+        self._lock = threading.Lock()
+        self._summary: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r}, path={self.path!r}, status={self.status!r})"
+
+    # ------------------------------------------------------------------ logging
+    def _append(self, name: str, text: str) -> None:
+        # One write() of a whole line on an O_APPEND descriptor: concurrent writers never interleave mid-line.
+        fd = os.open(self.run_dir / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def log_text(self, line: str) -> None:
+        """Append a line to ``logs.txt``."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._append("logs.txt", f"{stamp} {line.rstrip()}\n")
+
+    def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
+        """Record metrics as one line of ``events.jsonl`` (``step`` counts up when omitted).
+
+        Raises:
+            TypeError: ``data`` is not a mapping or not JSON-serialisable.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"run.log expects a dict, got {type(data).__name__}")
+        with self._lock:
+            if step is None:
+                step = self._step
+            self._step = int(step) + 1
+            record = {"step": step, "time": time.time(), **data}
+            line = json.dumps(record, ensure_ascii=False, default=_json_default) + "\n"
+            self._append("events.jsonl", line)
+
+    def summary(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``data`` into ``summary.json`` (atomically); return the whole summary."""
+        with self._lock:
+            self._summary.update(data)
+            atomic_write_json(self.run_dir / "summary.json", self._summary)
+            return dict(self._summary)
+
+    # ------------------------------------------------------------------ content
+    def archive(self, path: str | os.PathLike[str], role: str = "output") -> str:
+        """Store a file or directory in the store as a tree linked to this run; return the tree id.
+
+        A file becomes a one-file tree named after it.  The ref is
+        ``run/<run_id>/archive/<role>/<n>``.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: ``role`` is not a simple name.
+        """
+        from runicorn.store.tree import MODE_LINK, TreeEntry, mode_of
+
+        if not role or "/" in role or role in (".", "..") or "\n" in role:
+            raise ValueError(f"archive role {role!r} must be a simple name without '/'")
+        src = Path(path)
+        st = os.lstat(src)  # raises FileNotFoundError naming the path
+        if stat_mod.S_ISDIR(st.st_mode):
+            tree = self.store.ingest_directory(src, source=str(src.absolute()))
+        else:
+            mode = mode_of(st.st_mode)
+            if mode == MODE_LINK:
+                info = self.store.ingest_bytes(os.fsencode(os.readlink(src)))
+            elif stat_mod.S_ISREG(st.st_mode):
+                info = self.store.ingest_file(src)
+            else:
+                raise RunicornError(f"{src}: not a regular file, directory or symlink")
+            tree = self.store.put_tree({src.name: TreeEntry(info.sha256, mode, info.size)},
+                                       source=str(src.absolute()))
+        prefix = f"{self.run_id}/archive/{role}/"
+        n = sum(1 for r in self.store.list_refs(REF_KIND) if r.name.startswith(prefix))
+        name = f"{prefix}{n}"
+        self.store.set_ref(REF_KIND, name, tree,
+                           meta={"run_id": self.run_id, "role": role, "source": str(src.absolute())})
+        with self._lock:
+            self.meta.setdefault("archives", []).append(
+                {"role": role, "tree": tree, "ref": f"{REF_KIND}/{name}", "source": str(src.absolute())})
+            atomic_write_json(self.run_dir / "meta.json", self.meta)
+        self.log_text(f"archived {src} as {role} (tree {tree[:12]})")
+        return tree
+
+    def snapshot_code(self, workspace_root: str | os.PathLike[str] | None = None, **kw: Any) -> dict[str, Any]:
+        """Snapshot the workspace into the store and link it as this run's code.
+
+        Raises: as :func:`runicorn.snapshot_workspace`.
+        """
+        from runicorn.assets.snapshot import snapshot_workspace
+
+        root = Path(workspace_root) if workspace_root is not None else Path.cwd()
+        result = snapshot_workspace(root, None, storage=self.store.root, run_id=self.run_id, **kw)
+        self.meta["code_tree"] = result["tree"]
+        self.meta["workspace_root"] = result["workspace_root"]
+        atomic_write_json(self.run_dir / "meta.json", self.meta)
+        return result
+
+    # ------------------------------------------------------------------ lifecycle
+    def _write_status(self, status: str, **extra: Any) -> None:
+        record = {"status": status, "started_at": self.meta["created_at"], **extra}
+        atomic_write_json(self.run_dir / "status.json", record)
+
+    def finish(self, status: str = "finished") -> None:
+        """Mark the run ended with ``status`` (``finished``, ``failed``, ``interrupted``...)."""
+        if self.status != "running":
+            return
+        self.status = status
+        self._write_status(status, ended_at=time.time())
+        self.log_text(f"run {status}")
+        upsert_run(self.store, self.run_id, self.path, self.run_dir, status, self.meta["created_at"])
+        with _active_lock:
+            if self in _active:
+                _active.remove(self)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.finish("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish("interrupted")
+        else:
+            self.finish("failed")
+
+
+def _json_default(value: Any) -> Any:
+    for attr in ("item", "tolist"):  # numpy / torch scalars and arrays
+        fn = getattr(value, attr, None)
+        if callable(fn):
+            return fn()
+    raise TypeError(f"value {value!r} of type {type(value).__name__} is not JSON serialisable")
+
+
+def link_code_tree(store: Any, run_id: str, tree: str, *, source: str) -> str:
+    """Name ``tree`` as run ``run_id``'s code (``run/<run_id>/code``); return the ref."""
+    name = f"{run_id}/code"
+    if store.get_ref(REF_KIND, name) is not None:
+        # A second snapshot into the same run is kept too, under the next free number.
+        n = 1
+        while store.get_ref(REF_KIND, f"{name}/{n}") is not None:
+            n += 1
+        name = f"{name}/{n}"
+    store.set_ref(REF_KIND, name, tree, meta={"run_id": run_id, "role": "code", "source": source})
+    return f"{REF_KIND}/{name}"
+
+
+def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
+         run_id: str | None = None, alias: str | None = None, snapshot_code: bool = False,
+         workspace_root: str | os.PathLike[str] | None = None, *, project: str | None = None,
+         name: str | None = None) -> Run:
+    """Start a run in ``<storage_root>/<path>/runs/<run_id>/``; return it.
+
+    ``path`` is ``"<project>/<experiment>"`` (or give ``project=``/``name=``).
+
+    Raises:
+        ValueError: a bad path or run id.
+        FileExistsError: a run with this id already exists at that path.
+    """
+    from runicorn.store import open_store
+
+    store = open_store(storage)
+    rel = _run_path(path, project, name)
+    if run_id is None:
+        run_id = new_run_id()
+    elif not valid_run_id(run_id):
+        raise ValueError(f"run id {run_id!r} must be letters, digits, '_', '-' or '.' (one path component)")
+    runs_dir = store.root.joinpath(*rel.split("/"), "runs")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = runs_dir / run_id
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        raise FileExistsError(f"{run_dir}: a run with id {run_id!r} already exists") from None
+    now = time.time()
+    parts = rel.split("/")
+    meta: dict[str, Any] = {
+        "run_id": run_id,
+        "path": rel,
+        "project": parts[0],
+        "name": "/".join(parts[1:]) or None,
+        "alias": alias,
+        "created_at": now,
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "python": sys.version.split()[0],
+        "argv": list(sys.argv),
+        "cwd": os.getcwd(),
+    }
+    atomic_write_json(run_dir / "meta.json", meta)
+    run = Run(store, run_id, rel, run_dir, meta)
+    run._write_status("running")
+    atomic_write_json(run_dir / "summary.json", {})
+    (run_dir / "events.jsonl").touch()
+    run.log_text(f"run {run_id} started at {rel}")
+    upsert_run(store, run_id, rel, run_dir, "running", now)
+    with _active_lock:
+        _active.append(run)
+    if snapshot_code:
+        run.snapshot_code(workspace_root)
+    return run
+
+
+__all__ = ["Run", "init", "current_run", "new_run_id", "link_code_tree"]

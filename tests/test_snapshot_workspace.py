@@ -1,0 +1,235 @@
+"""Workspace snapshots: ignore rules, limits, stat cache, zip, dedup in the store."""
+
+from __future__ import annotations
+
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import runicorn
+from runicorn.assets.snapshot import DEFAULT_RNIGNORE, RACY_NS
+from runicorn.errors import RunicornError
+from runicorn.store import open_store
+
+from assets_helpers import write
+
+
+def _files(result: dict) -> set[str]:
+    return set(open_store().get_manifest(result["tree"])["files"])
+
+
+def test_seed_keys_zip_and_store_agree(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws / "train.py", "print('hi')\n")
+    write(ws / "run.sh", "#!/bin/sh\necho\n", mode=0o755)
+    write(ws / "pkg" / "mod.py", "x = 1\n")
+    os.symlink("train.py", ws / "link.py")
+    out = tmp_path / "code.zip"
+    r = runicorn.snapshot_workspace(root=ws, out_zip=out)
+    assert {"workspace_root", "archive_path", "format", "file_count", "total_bytes", "tree"} <= set(r)
+    assert r["format"] == "zip" and r["archive_path"] == str(out)
+    assert r["workspace_root"] == str(ws.resolve())
+    manifest = open_store().get_manifest(r["tree"])
+    assert set(manifest["files"]) == {".rnignore", "train.py", "run.sh", "pkg/mod.py", "link.py"}
+    assert r["file_count"] == 5
+    assert r["total_bytes"] == sum(f["size_bytes"] for f in manifest["files"].values())
+    assert manifest["files"]["run.sh"]["mode"] == "100755"
+    assert manifest["files"]["link.py"]["mode"] == "120000"
+    with zipfile.ZipFile(out) as zf:
+        assert sorted(zf.namelist()) == sorted(manifest["files"])
+        assert zf.read("pkg/mod.py") == b"x = 1\n"
+        assert zf.read("link.py") == b"train.py"
+        assert stat.S_ISLNK(zf.getinfo("link.py").external_attr >> 16)
+        assert (zf.getinfo("run.sh").external_attr >> 16) & 0o777 == 0o755
+    # kept alive by a pin, so gc does not take it
+    assert open_store().get_ref("pin", r["tree"]) is not None
+
+
+def test_default_rnignore_created_and_applied(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws / "a.py", "a")
+    write(ws / "__pycache__" / "a.cpython.pyc", "x")
+    write(ws / "model.pth", "weights")
+    write(ws / "data" / "train.csv", "1,2")
+    write(ws / ".git" / "HEAD", "ref")
+    r = runicorn.snapshot_workspace(ws, None)
+    assert (ws / ".rnignore").read_text() == DEFAULT_RNIGNORE
+    assert _files(r) == {".rnignore", "a.py"}
+
+
+def test_existing_rnignore_is_not_replaced(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws / ".rnignore", "*.tmp\n")
+    write(ws / "model.pth", "w")
+    write(ws / "x.tmp", "t")
+    r = runicorn.snapshot_workspace(ws, None)
+    assert (ws / ".rnignore").read_text() == "*.tmp\n"
+    assert _files(r) == {".rnignore", "model.pth"}
+
+
+def test_gitignore_semantics(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws / ".rnignore", "\n".join([
+        "*.log", "!keep.log",          # negation
+        "/top.txt",                    # anchored to the root
+        "docs/**/draft.md",            # ** in the middle
+        "cache/",                      # directory only
+        "out",                         # file or directory
+        "excluded_dir/", "!excluded_dir/inside.txt",  # cannot re-include below an excluded dir
+    ]) + "\n")
+    for rel in ["a.log", "keep.log", "sub/b.log", "top.txt", "sub/top.txt", "docs/draft.md",
+                "docs/x/y/draft.md", "docs/x/final.md", "cache/c.bin", "sub/cache/d.bin",
+                "notdir/cache", "out", "sub/out/f.txt", "excluded_dir/inside.txt", "ok.txt"]:
+        write(ws / rel, rel)
+    r = runicorn.snapshot_workspace(ws, None)
+    assert _files(r) == {".rnignore", "keep.log", "sub/top.txt", "docs/x/final.md", "notdir/cache", "ok.txt"}
+
+
+def test_nested_gitignore_and_rnignore_precedence(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws / ".rnignore", "!important.tmp\n")
+    write(ws / ".gitignore", "*.tmp\nbuild/\n")
+    write(ws / "sub" / ".gitignore", "*.txt\n!keep.txt\n/local.md\n")
+    for rel in ["a.tmp", "important.tmp", "build/x.o", "sub/a.txt", "sub/keep.txt", "a.txt",
+                "sub/local.md", "sub/deeper/local.md", "local.md"]:
+        write(ws / rel, rel)
+    r = runicorn.snapshot_workspace(ws, None)
+    assert _files(r) == {".rnignore", ".gitignore", "sub/.gitignore", "important.tmp", "sub/keep.txt",
+                         "a.txt", "sub/deeper/local.md", "local.md"}
+
+
+def test_extra_excludes(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    for rel in ["a.py", "large_folder/x.py", "w.bin"]:
+        write(ws / rel, rel)
+    r = runicorn.snapshot_workspace(root=ws, out_zip=None, extra_excludes=["large_folder/", "*.bin"])
+    assert _files(r) == {".rnignore", "a.py"}
+
+
+def test_storage_root_inside_workspace_is_never_captured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = tmp_path / "ws"
+    write(ws / "a.py", "a")
+    monkeypatch.setenv("RUNICORN_DIR", str(ws / "my-store"))
+    out = ws / "snap.zip"
+    r1 = runicorn.snapshot_workspace(ws, out)
+    r2 = runicorn.snapshot_workspace(ws, out)
+    assert _files(r1) == _files(r2) == {".rnignore", "a.py"}
+    assert r1["tree"] == r2["tree"]
+
+
+def test_limits_raise_clear_value_error_unless_forced(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    for i in range(5):
+        write(ws / f"f{i}.txt", "x" * 100)
+    with pytest.raises(ValueError, match=r"files 4 > limit 3.*force_snapshot"):
+        runicorn.snapshot_workspace(ws, tmp_path / "z.zip", max_files=3)
+    with pytest.raises(ValueError, match=r"bytes .* > limit 200"):
+        runicorn.snapshot_workspace(ws, tmp_path / "z.zip", max_total_bytes=200)
+    assert not (tmp_path / "z.zip").exists()
+    r = runicorn.snapshot_workspace(ws, tmp_path / "z.zip", max_files=3, max_total_bytes=200, force_snapshot=True)
+    assert r["file_count"] == 6
+
+
+def test_not_a_directory_and_bad_ignore_file(tmp_path: Path) -> None:
+    with pytest.raises(RunicornError, match="not a directory"):
+        runicorn.snapshot_workspace(tmp_path / "missing", None)
+    ws = tmp_path / "ws"
+    write(ws / ".rnignore", b"\xff\xfe bad")
+    with pytest.raises(RunicornError, match=r"\.rnignore: cannot read ignore file"):
+        runicorn.snapshot_workspace(ws, None)
+
+
+def test_stat_cache_skips_unchanged_and_sees_changes(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    for i in range(20):
+        write(ws / f"f{i}.txt", f"content {i}")
+    write(ws / ".rnignore", "", age=60)
+    r1 = runicorn.snapshot_workspace(ws, None)
+    assert r1["files_read"] == 21
+    r2 = runicorn.snapshot_workspace(ws, None)
+    assert r2["files_read"] == 0 and r2["tree"] == r1["tree"]
+    # same size, same (backdated) mtime class, different content: a new mtime reveals it
+    write(ws / "f3.txt", "CONTENT 3", age=30)
+    r3 = runicorn.snapshot_workspace(ws, None)
+    assert r3["files_read"] == 1 and r3["tree"] != r1["tree"]
+    assert open_store().get_manifest(r3["tree"])["files"]["f3.txt"]["sha256"] != \
+        open_store().get_manifest(r1["tree"])["files"]["f3.txt"]["sha256"]
+    # deleting a file changes the tree without reading anything
+    (ws / "f4.txt").unlink()
+    r4 = runicorn.snapshot_workspace(ws, None)
+    assert r4["files_read"] == 0 and "f4.txt" not in open_store().get_manifest(r4["tree"])["files"]
+
+
+def test_racily_clean_files_are_reread(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws / ".rnignore", "", age=60)
+    path = write(ws / "hot.txt", "aaaa", age=None)  # mtime = now: same tick as the hash
+    r1 = runicorn.snapshot_workspace(ws, None)
+    # rewrite with equal size and force the very same mtime: only the racy rule catches it
+    st = path.stat()
+    path.write_bytes(b"bbbb")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r2 = runicorn.snapshot_workspace(ws, None)
+    assert r2["files_read"] == 1
+    assert r2["tree"] != r1["tree"]
+    row = open_store().index.query("SELECT mtime_ns, recorded_ns FROM stat_cache WHERE path = ?",
+                                   (str(path.resolve()),))[0]
+    assert row[0] >= row[1] - RACY_NS  # still racy: will be read again next time
+
+
+def test_stat_cache_reingests_blobs_that_were_collected(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws / ".rnignore", "", age=60)
+    write(ws / "a.txt", "alpha")
+    r1 = runicorn.snapshot_workspace(ws, None)
+    store = open_store()
+    store.unpin(r1["tree"])
+    report = store.gc(grace_seconds=0)
+    assert report["blobs_deleted"] == 2
+    r2 = runicorn.snapshot_workspace(ws, None)
+    assert r2["tree"] == r1["tree"]
+    assert r2["files_read"] == 2
+    assert store.blob_path(store.get_manifest(r2["tree"])["files"]["a.txt"]["sha256"]).read_bytes() == b"alpha"
+
+
+def test_three_snapshots_dedupe_to_about_one_workspace(tmp_path: Path) -> None:
+    """The seed's story: near-identical snapshots cost ~1x in blobs, not 3x."""
+    ws = tmp_path / "ws"
+    for i in range(30):
+        write(ws / "src" / f"m{i}.py", os.urandom(20_000))
+    write(ws / "config.py", "lr = 0.1\n")
+    workspace_bytes = sum(p.stat().st_size for p in ws.rglob("*") if p.is_file())
+    zips = []
+    for n, lr in enumerate(["0.1", "0.01", "0.001"]):
+        write(ws / "config.py", f"lr = {lr}\n")
+        r = runicorn.snapshot_workspace(ws, tmp_path / f"run_{n}" / "code.zip")
+        zips.append(Path(r["archive_path"]).stat().st_size)
+    blobs = open_store().stats()["total_size_bytes"]
+    assert sum(zips) > 2.9 * workspace_bytes  # what three zips cost
+    assert blobs < 1.01 * workspace_bytes + 4096  # what the store costs
+    assert open_store().stats()["tree_count"] == 3
+
+
+def test_special_files_are_skipped(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws / "a.txt", "x")
+    os.mkfifo(ws / "pipe")  # special files are skipped, not read
+    r = runicorn.snapshot_workspace(ws, None)
+    assert "pipe" not in _files(r)
+
+
+def test_many_duplicate_files_across_worker_threads(tmp_path: Path) -> None:
+    """Enough files to use several threads, with many identical contents (empty files too)."""
+    ws = tmp_path / "ws"
+    for i in range(300):
+        write(ws / f"pkg{i % 7}" / f"f{i}.py", "" if i % 3 == 0 else f"same {i % 5}\n")
+    write(ws / "big.bin", os.urandom(40 << 20))
+    r = runicorn.snapshot_workspace(ws, None)
+    files = open_store().get_manifest(r["tree"])["files"]
+    assert len(files) == 302
+    assert len({f["sha256"] for f in files.values()}) == 1 + 5 + 1 + 1  # empty, 5 texts, big, .rnignore
+    assert open_store().verify()["ok"]
+    assert open_store().stats()["blob_count"] == 8

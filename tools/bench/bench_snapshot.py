@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Benchmark workspace snapshots, restore and run deletion against sha256sum + cp -r and DVC.
+
+Data: ``benchdata.make_bench_tree`` (10,000 files of 1-8 KiB in 100 directories plus
+4 files of 64 MiB, by default).  Everything runs on one filesystem under a temporary
+directory, with a warm page cache for every tool alike.  DVC is installed by this
+script into its own virtualenv in the temporary directory (``python -m venv`` +
+``pip install dvc``) unless ``--dvc`` names an existing ``dvc`` executable or
+``--skip-dvc`` is given.
+
+Measured, each repeated ``--repeats`` times (medians printed), every figure beside
+its references from the same repeat:
+
+* first snapshot: ``runicorn snapshot`` (CLI, fresh store) vs ``sha256sum`` + ``cp -r``
+  over the same files vs ``dvc add`` (fresh repository, fresh caches);
+* unchanged re-snapshot: CLI and in-process ``snapshot_workspace`` vs ``dvc add`` again;
+* re-snapshot after rewriting 1% of the small files vs ``dvc add`` after the same change;
+* restore with ``--link copy`` / ``hardlink`` vs ``cp -r`` vs ``dvc checkout`` (copy / hardlink);
+* every measurement starts after ``sync`` (untimed), so no tool pays for another's
+  unwritten data; runicorn's snapshot and restore include their own sync (the store is
+  durable), ``cp -r`` and DVC do not sync, and the time a ``sync`` after ``cp -r``
+  takes is printed beside the reference;
+* ``runicorn delete-run`` of a run that is the only owner of the tree (everything is
+  freed) vs ``dvc gc -w -f`` with nothing referenced vs ``rm -rf`` of a plain copy.
+
+The CLI figures include interpreter start-up (as ``dvc`` does); the in-process figure
+is the library call alone.  Snapshots are captured into the store without a zip
+(``runicorn snapshot`` without ``--zip``); ``--zip`` timing is printed separately.
+
+Usage: python tools/bench/bench_snapshot.py [--repeats 3] [--small-files 10000] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchdata import make_bench_tree, rewrite_fraction  # noqa: E402
+
+ENV = dict(os.environ, PYTHONPATH=str(REPO), DVC_NO_ANALYTICS="1", RUNICORN_DIR="")
+
+
+def run(cmd: list[str] | str, *, cwd: Path | None = None, shell: bool = False) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, shell=shell, env=ENV, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {cmd}\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    # Start every measurement with no dirty pages pending: runicorn syncs what it
+    # stores (one syncfs), and without this it would also pay for flushing whatever
+    # the previous step (or anything else on the machine) left unwritten.
+    os.sync()
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def rn_cli(store: Path, *args: str) -> str:
+    return run([sys.executable, "-m", "runicorn", "--storage", str(store), *args])
+
+
+def install_dvc(tmp: Path) -> str:
+    venv = tmp / "dvc-venv"
+    print(f"installing dvc into {venv} ...", flush=True)
+    run([sys.executable, "-m", "venv", str(venv)])
+    run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "dvc"])
+    dvc = str(venv / "bin" / "dvc")
+    print("dvc", run([dvc, "--version"]).strip(), flush=True)
+    return dvc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--small-files", type=int, default=10_000)
+    ap.add_argument("--dirs", type=int, default=100)
+    ap.add_argument("--big-files", type=int, default=4)
+    ap.add_argument("--big-size", type=int, default=64 << 20)
+    ap.add_argument("--tmp", type=Path, default=None, help="where to work (default: a new temp dir)")
+    ap.add_argument("--dvc", default=None, help="an existing dvc executable (default: install one)")
+    ap.add_argument("--skip-dvc", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="rn-bench-snapshot-", dir=args.tmp))
+    try:
+        bench(args, tmp)
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(args: argparse.Namespace, tmp: Path) -> None:
+    dvc = None if args.skip_dvc else (args.dvc or install_dvc(tmp))
+    ws = tmp / "ws"
+    t_gen, info = timed(lambda: make_bench_tree(ws, args.small_files, args.dirs, args.big_files,
+                                                args.big_size))
+    (ws / ".rnignore").write_text("# nothing excluded\n")  # same file set for every tool
+    print(f"data: {info['files']} files, {info['bytes'] / 2**20:.1f} MiB (generated in {t_gen:.1f} s)")
+    # Files modified within the racy window are re-read on purpose; a real workspace's
+    # files are older than that, so wait it out once.
+    time.sleep(2.1)
+
+    import runicorn
+    from runicorn.store.store import forget_open_stores
+
+    R: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        R.setdefault(key, []).append(value)
+
+    for i in range(args.repeats):
+        print(f"repeat {i + 1}/{args.repeats}", flush=True)
+        store = tmp / f"store{i}"
+        # --- first snapshot
+        t, out = timed(lambda: rn_cli(store, "snapshot", str(ws), "--json"))
+        add("first.rn", t)
+        tree = json.loads(out)["tree"]
+        t, _ = timed(lambda: run(f"find '{ws}' -type f -print0 | xargs -0 sha256sum > /dev/null", shell=True))
+        add("first.sha256sum", t)
+        cp_dst = tmp / f"cp{i}"
+        t, _ = timed(lambda: run(["cp", "-r", str(ws), str(cp_dst)]))
+        add("first.cp", t)
+        add("first.ref", R["first.sha256sum"][-1] + R["first.cp"][-1])
+        t = time.perf_counter()
+        os.sync()  # what making cp's copy durable would add (runicorn's figure includes it)
+        add("first.cp_flush", time.perf_counter() - t)
+        # --- unchanged
+        t, out = timed(lambda: rn_cli(store, "snapshot", str(ws), "--json"))
+        add("unchanged.rn_cli", t)
+        assert json.loads(out)["tree"] == tree and json.loads(out)["files_read"] == 0, out
+        t, res = timed(lambda: runicorn.snapshot_workspace(ws, None, storage=store))
+        add("unchanged.rn_api", t)
+        assert res["tree"] == tree
+        # --- zip (reported apart)
+        t, _ = timed(lambda: rn_cli(store, "snapshot", str(ws), "--zip", str(tmp / f"snap{i}.zip")))
+        add("zip.rn_cli", t)
+        (tmp / f"snap{i}.zip").unlink()
+        # --- DVC add (first, unchanged)
+        proj = tmp / f"dvc{i}"
+        if dvc:
+            proj.mkdir()
+            run(["cp", "-r", str(ws), str(proj / "data")])
+            run([dvc, "init", "--no-scm", "-q"], cwd=proj)
+            run([dvc, "config", "core.analytics", "false"], cwd=proj)
+            run([dvc, "config", "core.site_cache_dir", str(proj / ".site-cache")], cwd=proj)
+            time.sleep(2.1)  # same racy-window courtesy as above
+            t, _ = timed(lambda: run([dvc, "add", "-q", "data"], cwd=proj))
+            add("first.dvc", t)
+            t, _ = timed(lambda: run([dvc, "add", "-q", "data"], cwd=proj))
+            add("unchanged.dvc", t)
+        # --- 1% change
+        n = rewrite_fraction(ws, 0.01, args.small_files, args.dirs, seed=100 + i)
+        t, out = timed(lambda: rn_cli(store, "snapshot", str(ws), "--json"))
+        add("change1.rn_cli", t)
+        changed = json.loads(out)
+        assert changed["files_read"] >= n, changed
+        tree = changed["tree"]
+        if dvc:
+            rewrite_fraction(proj / "data", 0.01, args.small_files, args.dirs, seed=100 + i)
+            t, _ = timed(lambda: run([dvc, "add", "-q", "data"], cwd=proj))
+            add("change1.dvc", t)
+        # --- restore
+        for mode in ("copy", "hardlink"):
+            target = tmp / f"restore-{mode}-{i}"
+            t, _ = timed(lambda: rn_cli(store, "restore", tree, str(target), "--link", mode))
+            add(f"restore_{mode}.rn", t)
+        shutil.rmtree(cp_dst)
+        t, _ = timed(lambda: run(["cp", "-r", str(ws), str(cp_dst)]))
+        add("restore.cp", t)
+        if dvc:
+            for mode in ("copy", "hardlink"):
+                run([dvc, "config", "cache.type", mode], cwd=proj)
+                shutil.rmtree(proj / "data")
+                t, _ = timed(lambda: run([dvc, "checkout", "-q"], cwd=proj))
+                add(f"restore_{mode}.dvc", t)
+        for mode in ("copy", "hardlink"):
+            shutil.rmtree(tmp / f"restore-{mode}-{i}")
+        # --- delete-run + gc: a fresh store where one run owns everything
+        store2 = tmp / f"store-del{i}"
+        forget_open_stores()
+        r = runicorn.init(path="bench/delete", storage=store2, snapshot_code=True, workspace_root=ws)
+        r.finish()
+        forget_open_stores()
+        t, out = timed(lambda: rn_cli(store2, "delete-run", r.run_id, "--json"))
+        add("delete.rn", t)
+        deleted = json.loads(out)
+        assert deleted["blobs_deleted"] >= info["files"] - 10, deleted
+        t, _ = timed(lambda: run(["rm", "-rf", str(cp_dst)]))
+        add("delete.rm", t)
+        if dvc:
+            (proj / "data.dvc").unlink()
+            t, _ = timed(lambda: run([dvc, "gc", "-w", "-f", "-q"], cwd=proj))
+            add("delete.dvc", t)
+            shutil.rmtree(proj)
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(store2, ignore_errors=True)
+
+    report(R, dvc is not None)
+
+
+def report(R: dict[str, list[float]], have_dvc: bool) -> None:
+    med = {k: statistics.median(v) for k, v in R.items()}
+
+    def row(label: str, ours: str, ref: str | None, goal: str = "", check: Callable[[float], bool] | None = None) -> None:
+        o = med[ours]
+        if ref is None or ref not in med:
+            print(f"{label:<38} {o:8.3f} s")
+            return
+        r = med[ref]
+        ratio = o / r if r else float("inf")
+        # Each repeat runs both sides back to back, so the median of per-repeat ratios
+        # is the figure least disturbed by a noisy machine.
+        paired = statistics.median(a / b for a, b in zip(R[ours], R[ref]) if b)
+        verdict = ("PASS" if check(paired) else "FAIL") if check else ""
+        print(f"{label:<38} {o:8.3f} s  vs {ref:<18} {r:8.3f} s  ratio {ratio:5.2f} "
+              f"(paired {paired:5.2f})  {goal} {verdict}")
+
+    print("\nmedians (seconds); ratio = runicorn / reference (of medians, and median of per-repeat ratios)")
+    row("first snapshot (CLI)", "first.rn", "first.ref", "goal <= 1.3", lambda x: x <= 1.3)
+    print(f"{'':<38} (reference = sha256sum {med['first.sha256sum']:.3f} s + cp -r {med['first.cp']:.3f} s; "
+          f"a sync after cp -r would add {med['first.cp_flush']:.3f} s)")
+    if have_dvc:
+        row("first snapshot (CLI)", "first.rn", "first.dvc", "goal <= 0.25 (4x faster)", lambda x: x <= 0.25)
+    row("unchanged re-snapshot (API)", "unchanged.rn_api", None)
+    print(f"{'':<38} goal <= 0.3 s: {'PASS' if med['unchanged.rn_api'] <= 0.3 else 'FAIL'}")
+    row("unchanged re-snapshot (CLI)", "unchanged.rn_cli", None)
+    if have_dvc:
+        row("unchanged re-snapshot (CLI)", "unchanged.rn_cli", "unchanged.dvc", "goal <= 0.2 (5x faster)",
+            lambda x: x <= 0.2)
+        row("re-snapshot after 1% change (CLI)", "change1.rn_cli", "change1.dvc")
+    else:
+        row("re-snapshot after 1% change (CLI)", "change1.rn_cli", None)
+    row("snapshot with --zip, unchanged (CLI)", "zip.rn_cli", None)
+    row("restore --link copy (CLI)", "restore_copy.rn", "restore.cp", "goal <= 1.3", lambda x: x <= 1.3)
+    row("restore --link hardlink (CLI)", "restore_hardlink.rn", "restore.cp")
+    if have_dvc:
+        row("restore --link copy (CLI)", "restore_copy.rn", "restore_copy.dvc")
+        row("restore --link hardlink (CLI)", "restore_hardlink.rn", "restore_copy.dvc",
+            "goal <= 0.33 (3x faster)", lambda x: x <= 1 / 3)
+        row("restore --link hardlink (CLI)", "restore_hardlink.rn", "restore_hardlink.dvc")
+    row("delete-run + gc (CLI)", "delete.rn", "delete.rm")
+    if have_dvc:
+        row("delete-run + gc (CLI)", "delete.rn", "delete.dvc")
+    print("\nall samples:", json.dumps({k: [round(x, 3) for x in v] for k, v in R.items()}))
+
+
+if __name__ == "__main__":
+    main()
