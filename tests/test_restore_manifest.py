@@ -19,7 +19,7 @@ from runicorn.assets.restore import (
 from runicorn.errors import CorruptManifestError, UnsafePathError
 from runicorn.store import open_store
 
-from assets_helpers import hostile_manifest, tree_files, write
+from tests.assets_helpers import hostile_manifest, tree_files, write
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from runicorn.cli import main
 from runicorn.store import open_store
 from runicorn.store.store import forget_open_stores
 
-from assets_helpers import tree_files, write
+from tests.assets_helpers import tree_files, write
 
 
 def test_init_layout_log_summary_finish() -> None:

@@ -14,7 +14,7 @@ from runicorn.assets.snapshot import DEFAULT_RNIGNORE, RACY_NS
 from runicorn.errors import RunicornError
 from runicorn.store import open_store
 
-from assets_helpers import write
+from tests.assets_helpers import write
 
 
 def _files(result: dict) -> set[str]:
