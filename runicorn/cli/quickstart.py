@@ -50,6 +50,7 @@ def _tour(base: Path) -> None:
     _write_demo(project)
     os.environ["RUNICORN_DIR"] = str(storage)
     _store_tour(storage, project)
+    _snapshot_tour(base, storage, project)
     _artifact_tour(base, storage, project)
 
 
@@ -79,6 +80,38 @@ def _store_tour(storage: Path, project: Path) -> None:
         report = store.gc(grace_seconds=0)
         click.echo(f"    gc deleted {report['trees_deleted']} tree and {report['blobs_deleted']} blobs")
         assert store.stats()["blob_count"] == 0
+
+
+def _snapshot_tour(base: Path, storage: Path, project: Path) -> None:
+    import runicorn as rn
+    from runicorn.assets.cleanup import delete_run_completely
+    from runicorn.assets.restore import restore_from_manifest
+
+    _step("run 1: rn.init(snapshot_code=True) captures the workspace, run.log records metrics")
+    with rn.init(path="quickstart/demo", storage=storage, snapshot_code=True, workspace_root=project) as run1:
+        run1.log({"loss": 0.5}, step=1)
+    click.echo(f"    run {run1.run_id} in {run1.run_dir}")
+    _step("run 2 after editing one file: only that file's bytes are new")
+    (project / "train.py").write_text(DEMO_FILES["train.py"] + "# tuned learning rate\n")
+    with rn.init(path="quickstart/demo", storage=storage, snapshot_code=True, workspace_root=project) as run2:
+        run2.log({"loss": 0.4}, step=1)
+    store = rn.open_store(storage)
+    trees = [store.get_ref("run", f"{r.run_id}/code").tree for r in (run1, run2)]  # type: ignore[union-attr]
+    assert trees[0] != trees[1]
+    click.echo(f"    2 snapshots, {store.stats()['blob_count']} blobs in the store")
+    _step("restore run 1's code from its manifest and compare")
+    target = base / "restored-run1"
+    result = restore_from_manifest(manifest_path=store.manifest_path(trees[0]), blob_root=store.blobs_dir,
+                                   target_dir=target)
+    assert (target / "train.py").read_text() == DEMO_FILES["train.py"]
+    click.echo(f"    restored {result['restored_count']} files into {target}")
+    _step("delete run 1 completely: what run 2 shares stays")
+    shared = len(store.tree_entries(trees[0])) - 1
+    dry = delete_run_completely(run1.run_id, storage, dry_run=True)
+    real = delete_run_completely(run1.run_id, storage)
+    assert real["success"] and real["blobs_deleted"] == dry["blobs_deleted"] == 1, real
+    assert store.verify(deep=True)["ok"]
+    click.echo(f"    deleted {real['blobs_deleted']} blob (the old train.py); the {shared} files run 2 shares stay")
 
 
 def _artifact_tour(base: Path, storage: Path, project: Path) -> None:
