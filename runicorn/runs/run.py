@@ -10,6 +10,8 @@ A run lives in ``<storage_root>/<path>/runs/<run_id>/``:
 
 Content the run keeps (its code snapshot, archived files) lives in the store as trees,
 named by refs of kind ``run``: ``<run_id>/code`` and ``<run_id>/archive/<role>/<n>``.
+Artifacts obtained with ``runicorn.artifact()`` while the run is active are its inputs
+(lineage): listed in ``meta.json`` under ``inputs`` and kept by ``<run_id>/input/<name>``.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class Run:
         self.meta = meta
         self.status = "running"
         self._step = 0
+        self._inputs_seen: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._summary: dict[str, Any] = {}
 
@@ -161,6 +164,24 @@ class Run:
         self.log_text(f"archived {src} as {role} (tree {tree[:12]})")
         return tree
 
+    def record_input(self, name: str, tree: str, path: Path) -> None:
+        """Record artifact ``name`` (tree ``tree``, installed at ``path``) as an input of this run.
+
+        Repeated calls for the same name and tree cost nothing.  The tree is kept alive by a
+        ref while the run exists (when the tree is in this run's store).
+        """
+        key = (name, tree)
+        if key in self._inputs_seen:
+            return
+        self._inputs_seen.add(key)
+        inputs = self.meta.setdefault("inputs", [])
+        inputs.append({"name": name, "tree": tree, "path": str(path), "at": time.time()})
+        atomic_write_json(self.run_dir / "meta.json", self.meta)
+        if self.store.has_tree(tree):
+            self.store.set_ref(REF_KIND, f"{self.run_id}/input/{name}", tree,
+                               meta={"run_id": self.run_id, "role": "input", "artifact": name})
+        self.log_text(f"input {name} = {tree}")
+
     def snapshot_code(self, workspace_root: str | os.PathLike[str] | None = None, **kw: Any) -> dict[str, Any]:
         """Snapshot the workspace into the store and link it as this run's code.
 
@@ -225,6 +246,20 @@ def link_code_tree(store: Any, run_id: str, tree: str, *, source: str) -> str:
     return f"{REF_KIND}/{name}"
 
 
+def _record_artifact_use(name: str, tree: str, path: Path) -> None:
+    run = current_run()
+    if run is not None and run.status == "running":
+        run.record_input(name, tree, path)
+
+
+def _watch_artifacts() -> None:
+    """Have ``artifact()`` report what it hands out while a run is active (lineage)."""
+    from runicorn.artifacts.lookup import observers
+
+    if _record_artifact_use not in observers:
+        observers.append(_record_artifact_use)
+
+
 def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
          run_id: str | None = None, alias: str | None = None, snapshot_code: bool = False,
          workspace_root: str | os.PathLike[str] | None = None, *, project: str | None = None,
@@ -276,6 +311,7 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
     upsert_run(store, run_id, rel, run_dir, "running", now)
     with _active_lock:
         _active.append(run)
+    _watch_artifacts()
     if snapshot_code:
         run.snapshot_code(workspace_root)
     return run
