@@ -22,8 +22,11 @@ def _isolated_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
     yield root
+    from runicorn.runs import run as runs_module
     from runicorn.store.store import forget_open_stores
 
+    with runs_module._active_lock:
+        runs_module._active.clear()  # a run a test left open must not leak into the next
     forget_open_stores()
 
 

@@ -249,7 +249,13 @@ def link_code_tree(store: Any, run_id: str, tree: str, *, source: str) -> str:
 def _record_artifact_use(name: str, tree: str, path: Path) -> None:
     run = current_run()
     if run is not None and run.status == "running":
-        run.record_input(name, tree, path)
+        try:
+            run.record_input(name, tree, path)
+        except Exception as exc:  # noqa: BLE001 - lineage must never break data access
+            import warnings
+
+            warnings.warn(f"run {run.run_id}: could not record input {name} ({exc})", RuntimeWarning,
+                          stacklevel=3)
 
 
 def _watch_artifacts() -> None:
