@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from runicorn.errors import ChangedWhileReadingError
+
+if TYPE_CHECKING:
+    import hashlib
 
 CHUNK = 1 << 20  # 1 MiB: constant memory for any file size
 SHA256_HEX_LEN = 64

@@ -49,3 +49,11 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
         pytest.fail(f"cannot start a real sshd for SFTP tests: {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def conn(sshd: SshdServer) -> Iterator[object]:
+    """A paramiko SSHClient connected to the session's sshd."""
+    client = sshd.connect()
+    yield client
+    client.close()

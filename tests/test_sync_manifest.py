@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,6 @@ from runicorn.remote_storage.manifest_sync import ManifestSyncClient
 from runicorn.remote_storage.transfer import SyncError
 from tests.sshd_server import SshdServer
 from tests.sync_util import assert_mirror, make_tree, tree_files
-
-
-@pytest.fixture
-def conn(sshd: SshdServer) -> Iterator[Any]:
-    client = sshd.connect()
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,6 @@ from runicorn.remote_storage.legacy_sync import LegacySyncClient
 from runicorn.ssh import parse_target
 from tests.sshd_server import SshdServer
 from tests.sync_util import assert_mirror, make_tree, tree_files
-
-
-@pytest.fixture
-def conn(sshd: SshdServer) -> Iterator[Any]:
-    client = sshd.connect()
-    yield client
-    client.close()
 
 
 @pytest.fixture

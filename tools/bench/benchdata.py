@@ -8,7 +8,6 @@ text-like (compressible), big ones random (incompressible), like code next to we
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
