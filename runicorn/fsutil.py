@@ -65,9 +65,15 @@ class StagedFile:
     """
 
     def __init__(self, staging_dir: Path, *, mode: int = 0o644, prefix: str = "") -> None:
-        staging_dir.mkdir(parents=True, exist_ok=True)
         self.path = staging_dir / temp_name(prefix)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = os.open(self.path, flags, mode)
+        except FileNotFoundError:
+            # Create the staging directory only when it is missing: checking it on every
+            # file costs more than the file itself when many small files are staged.
+            staging_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, flags, mode)
         self.file: IO[bytes] = os.fdopen(fd, "wb")
         self._done = False
 
