@@ -38,6 +38,7 @@ def test_flipped_bit_is_found_by_deep_verify_and_quarantined(tmp_path: Path) -> 
         data = bytearray(blob.read_bytes())
         data[10] ^= 0x01
         blob.write_bytes(bytes(data))
+        os.chmod(blob, 0o444)  # bit rot does not change the mode
         assert s.verify()["ok"], "same size: only a deep verify can see it"
         deep = s.verify(deep=True)
         assert kinds(deep) == {"corrupt_blob"} and deep["problems"][0]["id"] == shas[0]

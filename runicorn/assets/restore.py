@@ -5,7 +5,7 @@ Safety rules, checked before anything is written:
 * every manifest path is a safe relative path (no ``..``, not absolute, no NUL or
   newline) -- :func:`runicorn.relpath.validate_relpath`;
 * no path lies below another entry (a file or a symlink), so nothing can be written
-  through a restored symlink;
+  through a restored symlink (enforced for every tree by the manifest parser);
 * files are created with ``O_EXCL | O_NOFOLLOW`` inside a fresh staging directory.
 
 A restore is all-or-nothing: everything is written into
@@ -56,21 +56,6 @@ def load_manifest(manifest_path: Path) -> dict[str, Any]:
         CorruptManifestError: not a valid manifest (bad JSON, bad path, wrong tree id).
     """
     return _read_manifest(manifest_path)[0]
-
-
-def check_no_nesting(entries: dict[str, TreeEntry], origin: Any = "<manifest>") -> None:
-    """Refuse a tree where a path lies below another entry (file or symlink).
-
-    Raises:
-        UnsafePathError: naming the manifest and both paths.
-    """
-    for rel in entries:
-        parts = rel.split("/")
-        for i in range(1, len(parts)):
-            prefix = "/".join(parts[:i])
-            if prefix in entries:
-                kind = "a symlink" if entries[prefix].mode == MODE_LINK else "a file"
-                raise UnsafePathError(f"{origin}: path {rel!r} lies below {prefix!r}, which is {kind}")
 
 
 def _blob(blob_root: Path, sha: str) -> Path:
@@ -153,8 +138,9 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
                           progress: Progress | None = None) -> dict[str, Any]:
     """Recreate the tree a manifest describes at ``target_dir``, all or nothing.
 
-    ``link``: ``copy`` (default), ``hardlink`` (files share the read-only blob; executables
-    and cross-device files are copied), ``reflink`` (copy-on-write clone, error if the
+    ``link``: ``copy`` (default), ``hardlink`` (files share the read-only blob, so they
+    stay read-only -- never make them writable, that would edit the store; executables
+    and cross-device files are copied; ``runicorn verify`` reports a blob made writable), ``reflink`` (copy-on-write clone, error if the
     filesystem cannot), ``auto`` (reflink, else copy).  Modes and symlinks are restored
     as recorded.  With ``overwrite`` an existing target is replaced as a whole.
 
@@ -171,7 +157,6 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
     if link not in LINK_MODES:
         raise ValueError(f"link mode {link!r} is not one of {', '.join(LINK_MODES)}")
     manifest, entries = _read_manifest(manifest_path)
-    check_no_nesting(entries, manifest_path)
     blob_root = Path(blob_root).expanduser()
     target = Path(target_dir).expanduser().absolute()
     result: dict[str, Any] = {
@@ -183,6 +168,7 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
         result["missing_blobs"] = missing
         result["errors"] = [f"{len(missing)} blob(s) missing from {blob_root}; nothing was restored"]
         return result
+    _check_not_the_store(target, blob_root)
     _check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.rn-restore-{secrets.token_hex(6)}"
@@ -217,6 +203,17 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
     return result
 
 
+def _check_not_the_store(target: Path, blob_root: Path) -> None:
+    """Refuse a target that is, contains or lies inside the store (overwrite would delete it)."""
+    store_root = blob_root.parent.parent if blob_root.name == "blobs" and blob_root.parent.name == "archive" \
+        else blob_root
+    t = os.path.realpath(target)
+    for protected in {os.path.realpath(blob_root), os.path.realpath(store_root)}:
+        if t == protected or protected.startswith(t.rstrip("/") + "/") or \
+                t.startswith(os.path.realpath(blob_root).rstrip("/") + "/"):
+            raise UnsafePathError(f"{target}: refusing to restore onto or around the store at {protected}")
+
+
 def _check_target(target: Path, overwrite: bool) -> None:
     try:
         st = os.lstat(target)
@@ -244,7 +241,16 @@ def _publish(staging: Path, target: Path, overwrite: bool) -> None:
             raise
         aside = target.parent / f".{target.name}.rn-old-{secrets.token_hex(6)}"
         os.rename(target, aside)
-        os.rename(staging, target)
+        try:
+            os.rename(staging, target)
+        except BaseException as exc:
+            # Something took the name in between: put the user's tree back, or say where it is.
+            try:
+                os.rename(aside, target)
+            except OSError:
+                raise RunicornError(f"{target}: the name was taken while restoring; your previous "
+                                    f"directory is kept at {aside}") from exc
+            raise
         fsync_dir(target.parent)
         if aside.is_dir() and not aside.is_symlink():
             shutil.rmtree(aside, ignore_errors=True)

@@ -66,10 +66,33 @@ def coerce_entry(path: str, value: Any) -> TreeEntry:
 
 
 def normalize_entries(entries: Mapping[str, Any]) -> dict[str, TreeEntry]:
-    """Validate a mapping and return it sorted by path bytes (see :func:`coerce_entry`)."""
+    """Validate a mapping and return it sorted by path bytes (see :func:`coerce_entry`).
+
+    Raises:
+        UnsafePathError: a bad path, or a path below another entry (a directory cannot
+            also be a file or a symlink, and nothing may be written through a link).
+        ValueError: a bad hash, mode or size.
+    """
     items = [(p, coerce_entry(p, v)) for p, v in entries.items()]
     items.sort(key=lambda item: path_key(item[0]))
-    return dict(items)
+    norm = dict(items)
+    check_no_nesting(norm)
+    return norm
+
+
+def check_no_nesting(entries: Mapping[str, TreeEntry], origin: Any = "tree") -> None:
+    """Refuse entries where a path lies below another entry (file or symlink).
+
+    Raises:
+        UnsafePathError: naming ``origin`` and both paths.
+    """
+    for rel in entries:
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in entries:
+                kind = "a symlink" if entries[prefix].mode == MODE_LINK else "a file"
+                raise UnsafePathError(f"{origin}: path {rel!r} lies below {prefix!r}, which is {kind}")
 
 
 def compute_tree_id(entries: Mapping[str, TreeEntry]) -> str:

@@ -92,6 +92,12 @@ def verify_store(store: "Store", *, deep: bool = False) -> dict[str, Any]:
             problems.append(_problem("size_mismatch", f"blob {sha}: file has {st.st_size} bytes, index says {size}",
                                      id=sha))
             continue
+        if st.st_mode & 0o222:
+            # Blobs are read-only; a writable one was chmod'ed through a hardlinked restore or
+            # artifact, and may have been edited in place.
+            problems.append(_problem("writable_blob", f"blob {sha} is writable (mode {st.st_mode & 0o777:o}); "
+                                                      f"a hard-linked copy may have been edited: run verify --deep",
+                                     id=sha))
         if deep:
             actual_sha = sha256_file(path)
             bytes_hashed += size
@@ -205,6 +211,8 @@ def rebuild_index(store: "Store", *, deep: bool = False) -> dict[str, Any]:
             quarantined.append(str(store._quarantine(path, "corrupt")))
             continue
         st = path.stat()
+        if st.st_mode & 0o222:
+            os.chmod(path, 0o444)
         blobs.append((sha, st.st_size, st.st_mtime))
     trees: list[tuple[str, dict[str, Any]]] = []
     for path, tree in _iter_manifest_files(store):
