@@ -37,6 +37,10 @@ _active: list["Run"] = []
 _active_lock = threading.Lock()
 
 
+class NotSerialisableError(RunicornError, TypeError):
+    """A value given to :meth:`Run.log` or :meth:`Run.summary` cannot be written as JSON."""
+
+
 def new_run_id() -> str:
     """``YYYYmmdd_HHMMSS_<6 hex>`` in UTC."""
     return time.strftime("%Y%m%d_%H%M%S", time.gmtime()) + "_" + secrets.token_hex(3)
@@ -117,11 +121,26 @@ class Run:
             self._append("events.jsonl", line)
 
     def summary(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge ``data`` into ``summary.json`` (atomically); return the whole summary."""
+        """Merge ``data`` into ``summary.json`` (atomically); return the whole summary.
+
+        Values are serialised as in :meth:`log` (numpy/torch scalars via ``.item()``).  A
+        value that cannot be serialised leaves the summary unchanged.
+
+        Raises:
+            TypeError: ``data`` is not a mapping or holds a value that is not JSON-serialisable.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"run.summary expects a dict, got {type(data).__name__}")
         with self._lock:
-            self._summary.update(data)
-            atomic_write_json(self.run_dir / "summary.json", self._summary)
-            return dict(self._summary)
+            merged = {**self._summary, **data}
+            # Round-trip through JSON so the kept summary holds exactly what was written.
+            try:
+                plain = json.loads(json.dumps(merged, ensure_ascii=False, default=_json_default))
+            except ValueError as exc:  # e.g. a circular reference
+                raise NotSerialisableError(f"run.summary: values are not JSON serialisable ({exc})") from None
+            atomic_write_json(self.run_dir / "summary.json", plain)
+            self._summary = plain
+            return dict(plain)
 
     # ------------------------------------------------------------------ content
     def archive(self, path: str | os.PathLike[str], role: str = "output") -> str:
@@ -230,7 +249,7 @@ def _json_default(value: Any) -> Any:
         fn = getattr(value, attr, None)
         if callable(fn):
             return fn()
-    raise TypeError(f"value {value!r} of type {type(value).__name__} is not JSON serialisable")
+    raise NotSerialisableError(f"value {value!r} of type {type(value).__name__} is not JSON serialisable")
 
 
 def link_code_tree(store: Any, run_id: str, tree: str, *, source: str) -> str:
