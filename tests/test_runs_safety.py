@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import runicorn as rn
+from runicorn.assets.cleanup import delete_run_completely
 from runicorn.errors import RunicornError
+from runicorn.runs.index import find_run_dir
+from runicorn.store import open_store
 
 
 class _Scalar:
@@ -36,3 +41,56 @@ def test_summary_serialises_like_log_and_survives_a_bad_value() -> None:
     assert run.summary({"epoch": 3}) == {"acc": 0.5, "loss": 0.25, "epoch": 3}
     assert json.loads((run.run_dir / "summary.json").read_text()) == {"acc": 0.5, "loss": 0.25, "epoch": 3}
     run.finish()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, *args: str, **kw: object) -> "subprocess.Popen[str]":
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=str(REPO), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+
+
+def test_run_id_is_unique_across_paths(tmp_path: Path) -> None:
+    run1 = rn.init(path="proj/a", run_id="shared-id")
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    tree = run1.archive(tmp_path / "w.bin", role="model")
+    run1.finish()
+    with pytest.raises(FileExistsError) as err:
+        rn.init(path="proj/b", run_id="shared-id")
+    assert str(run1.run_dir) in str(err.value)
+    store = open_store()
+    assert not (store.root / "proj" / "b" / "runs" / "shared-id").exists()
+    assert find_run_dir(store, "shared-id") == run1.run_dir
+    assert store.get_ref("run", "shared-id/archive/model/0").tree == tree
+    # the refused init changed nothing: the first run is still whole and deletable as before
+    r = delete_run_completely("shared-id", store.root, dry_run=True)
+    assert r["success"] and r["run_dir"] == str(run1.run_dir) and r["tree_ids"] == [tree]
+
+
+def test_run_id_taken_by_refs_alone_is_refused(tmp_path: Path) -> None:
+    store = open_store()
+    (tmp_path / "f.txt").write_text("x")
+    tree = store.ingest_directory(tmp_path, source=str(tmp_path))
+    store.set_ref("run", "orphan-id/code", tree)
+    with pytest.raises(FileExistsError, match="run/orphan-id/code"):
+        rn.init(path="proj/c", run_id="orphan-id")
+    assert not (store.root / "proj" / "c" / "runs" / "orphan-id").exists()
+
+
+def test_concurrent_inits_with_one_id_only_one_wins() -> None:
+    root = open_store().root
+    code = ("import sys, runicorn as rn\n"
+            "try:\n"
+            "    rn.init(path=sys.argv[1], run_id='race-id', storage=sys.argv[2]).finish()\n"
+            "except FileExistsError:\n"
+            "    sys.exit(3)\n")
+    procs = [_python(code, f"race/p{i}", str(root)) for i in range(4)]
+    codes = []
+    for p in procs:
+        out, errout = p.communicate(timeout=120)
+        assert p.returncode in (0, 3), errout
+        codes.append(p.returncode)
+    assert sorted(codes) == [0, 3, 3, 3]
+    dirs = [d for d in (root / "race").glob("p*/runs/race-id")]
+    assert len(dirs) == 1 and (dirs[0] / "meta.json").is_file()

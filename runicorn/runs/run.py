@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import stat as stat_mod
 import sys
@@ -30,7 +31,7 @@ from typing import Any, Mapping
 from runicorn.errors import RunicornError
 from runicorn.fsutil import atomic_write_json
 from runicorn.relpath import validate_relpath
-from runicorn.runs.index import RESERVED_TOP, upsert_run, valid_run_id
+from runicorn.runs.index import RESERVED_TOP, find_run_dir, upsert_run, valid_run_id
 
 REF_KIND = "run"
 _active: list["Run"] = []
@@ -285,6 +286,22 @@ def _watch_artifacts() -> None:
         observers.append(_record_artifact_use)
 
 
+def _refuse_taken_run_id(store: Any, c: Any, run_id: str, run_dir: Path) -> None:
+    """Raise FileExistsError if ``run_id`` is in use anywhere in the store (``c``: a write transaction)."""
+    row = c.execute("SELECT run_dir FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is not None:
+        existing = store.root / row[0]
+        if existing.is_dir() or existing == run_dir:
+            raise FileExistsError(f"{existing}: a run with id {run_id!r} already exists "
+                                  f"(run ids are unique in {store.root})")
+    prefix = run_id + "/"
+    ref = c.execute("SELECT name FROM refs WHERE kind = ? AND substr(name, 1, ?) = ? ORDER BY name LIMIT 1",
+                    (REF_KIND, len(prefix), prefix)).fetchone()
+    if ref is not None:
+        raise FileExistsError(f"run id {run_id!r} is already in use in {store.root}: "
+                              f"ref {REF_KIND}/{ref[0]} exists")
+
+
 def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
          run_id: str | None = None, alias: str | None = None, snapshot_code: bool = False,
          workspace_root: str | os.PathLike[str] | None = None, *, project: str | None = None,
@@ -295,7 +312,8 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
 
     Raises:
         ValueError: a bad path or run id.
-        FileExistsError: a run with this id already exists at that path.
+        FileExistsError: a run with this id already exists (at any path of the store), or
+            refs ``run/<run_id>/...`` do.
     """
     from runicorn.store import open_store
 
@@ -308,10 +326,10 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
     runs_dir = store.root.joinpath(*rel.split("/"), "runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
     run_dir = runs_dir / run_id
-    try:
-        run_dir.mkdir()
-    except FileExistsError:
-        raise FileExistsError(f"{run_dir}: a run with id {run_id!r} already exists") from None
+    # A run id names a ref namespace (run/<id>/...) and an index row, so it must be unique
+    # in the whole store, not only at this path.  find_run_dir rescans the disk first (it
+    # cannot run inside a write transaction); the check that counts happens in one.
+    find_run_dir(store, run_id)
     now = time.time()
     parts = rel.split("/")
     meta: dict[str, Any] = {
@@ -327,13 +345,27 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
     }
-    atomic_write_json(run_dir / "meta.json", meta)
+    with store.index.write() as c:
+        _refuse_taken_run_id(store, c, run_id, run_dir)
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            raise FileExistsError(f"{run_dir}: a run with id {run_id!r} already exists") from None
+        try:
+            # meta.json inside the transaction: a concurrent index rebuild then sees the run.
+            atomic_write_json(run_dir / "meta.json", meta)
+            c.execute("INSERT INTO runs (run_id, path, run_dir, status, created_at) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT (run_id) DO UPDATE SET path = excluded.path, run_dir = excluded.run_dir, "
+                      "status = excluded.status, created_at = excluded.created_at",
+                      (run_id, rel, os.path.relpath(run_dir, store.root), "running", now))
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     run = Run(store, run_id, rel, run_dir, meta)
     run._write_status("running")
     atomic_write_json(run_dir / "summary.json", {})
     (run_dir / "events.jsonl").touch()
     run.log_text(f"run {run_id} started at {rel}")
-    upsert_run(store, run_id, rel, run_dir, "running", now)
     with _active_lock:
         _active.append(run)
     _watch_artifacts()
