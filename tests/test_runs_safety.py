@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,76 @@ def test_concurrent_inits_with_one_id_only_one_wins() -> None:
     assert sorted(codes) == [0, 3, 3, 3]
     dirs = [d for d in (root / "race").glob("p*/runs/race-id")]
     assert len(dirs) == 1 and (dirs[0] / "meta.json").is_file()
+
+
+def test_concurrent_archives_with_one_role_keep_every_tree(tmp_path: Path) -> None:
+    run = rn.init(path="safety/archive")
+    files = []
+    for i in range(8):
+        f = tmp_path / f"ckpt{i}.bin"
+        f.write_bytes(f"checkpoint {i}".encode())
+        files.append(f)
+    barrier = threading.Barrier(len(files))
+
+    def archive(f: Path) -> str:
+        barrier.wait()
+        return run.archive(f, role="ckpt")
+
+    with ThreadPoolExecutor(len(files)) as pool:
+        trees = list(pool.map(archive, files))
+    store = open_store()
+    refs = {r.name: r.tree for r in store.list_refs("run") if r.name.startswith(f"{run.run_id}/archive/ckpt/")}
+    assert sorted(refs) == sorted(f"{run.run_id}/archive/ckpt/{n}" for n in range(8))
+    assert sorted(refs.values()) == sorted(trees) and len(set(trees)) == 8
+    meta = json.loads((run.run_dir / "meta.json").read_text())
+    assert sorted(a["tree"] for a in meta["archives"]) == sorted(trees)
+    run.finish()
+
+
+def test_concurrent_code_links_each_get_a_ref(tmp_path: Path) -> None:
+    store = open_store()
+    trees = []
+    for i in range(4):
+        ws = tmp_path / f"ws{i}"
+        ws.mkdir()
+        (ws / "a.py").write_text(f"print({i})\n")
+        trees.append(store.ingest_directory(ws, source=str(ws)))
+        store.pin(trees[-1])
+    code = ("import sys\n"
+            "from runicorn.store import open_store\n"
+            "from runicorn.runs.run import link_code_tree\n"
+            "print(link_code_tree(open_store(sys.argv[1]), 'rid', sys.argv[2], source='x'))\n")
+    procs = [_python(code, str(store.root), t) for t in trees]
+    names = []
+    for p in procs:
+        out, errout = p.communicate(timeout=120)
+        assert p.returncode == 0, errout
+        names.append(out.strip())
+    assert sorted(names) == ["run/rid/code", "run/rid/code/1", "run/rid/code/2", "run/rid/code/3"]
+    got = {store.get_ref("run", n[len("run/"):]).tree for n in names}
+    assert got == set(trees)
+
+
+def test_record_input_and_archive_from_threads_lose_nothing(tmp_path: Path) -> None:
+    run = rn.init(path="safety/meta")
+    (tmp_path / "f.bin").write_bytes(b"f")
+    barrier = threading.Barrier(2)
+
+    def inputs() -> None:
+        barrier.wait()
+        for i in range(30):
+            run.record_input(f"in{i}", "0" * 64, tmp_path)
+
+    def archives() -> None:
+        barrier.wait()
+        for _ in range(5):
+            run.archive(tmp_path / "f.bin", role="out")
+
+    threads = [threading.Thread(target=inputs), threading.Thread(target=archives)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    meta = json.loads((run.run_dir / "meta.json").read_text())
+    assert len(meta["inputs"]) == 30 and len(meta["archives"]) == 5
+    run.finish()

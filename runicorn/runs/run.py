@@ -16,6 +16,7 @@ Artifacts obtained with ``runicorn.artifact()`` while the run is active are its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -26,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from runicorn.errors import RunicornError
 from runicorn.fsutil import atomic_write_json
@@ -173,10 +174,12 @@ class Run:
             tree = self.store.put_tree({src.name: TreeEntry(info.sha256, mode, info.size)},
                                        source=str(src.absolute()))
         prefix = f"{self.run_id}/archive/{role}/"
-        n = sum(1 for r in self.store.list_refs(REF_KIND) if r.name.startswith(prefix))
-        name = f"{prefix}{n}"
-        self.store.set_ref(REF_KIND, name, tree,
-                           meta={"run_id": self.run_id, "role": role, "source": str(src.absolute())})
+        with _ref_naming(self.store):
+            taken = [r.name[len(prefix):] for r in self.store.list_refs(REF_KIND) if r.name.startswith(prefix)]
+            n = max((int(t) for t in taken if t.isdigit()), default=-1) + 1
+            name = f"{prefix}{n}"
+            self.store.set_ref(REF_KIND, name, tree,
+                               meta={"run_id": self.run_id, "role": role, "source": str(src.absolute())})
         with self._lock:
             self.meta.setdefault("archives", []).append(
                 {"role": role, "tree": tree, "ref": f"{REF_KIND}/{name}", "source": str(src.absolute())})
@@ -191,12 +194,13 @@ class Run:
         ref while the run exists (when the tree is in this run's store).
         """
         key = (name, tree)
-        if key in self._inputs_seen:
-            return
-        self._inputs_seen.add(key)
-        inputs = self.meta.setdefault("inputs", [])
-        inputs.append({"name": name, "tree": tree, "path": str(path), "at": time.time()})
-        atomic_write_json(self.run_dir / "meta.json", self.meta)
+        with self._lock:
+            if key in self._inputs_seen:
+                return
+            self._inputs_seen.add(key)
+            inputs = self.meta.setdefault("inputs", [])
+            inputs.append({"name": name, "tree": tree, "path": str(path), "at": time.time()})
+            atomic_write_json(self.run_dir / "meta.json", self.meta)
         if self.store.has_tree(tree):
             self.store.set_ref(REF_KIND, f"{self.run_id}/input/{name}", tree,
                                meta={"run_id": self.run_id, "role": "input", "artifact": name})
@@ -211,9 +215,10 @@ class Run:
 
         root = Path(workspace_root) if workspace_root is not None else Path.cwd()
         result = snapshot_workspace(root, None, storage=self.store.root, run_id=self.run_id, **kw)
-        self.meta["code_tree"] = result["tree"]
-        self.meta["workspace_root"] = result["workspace_root"]
-        atomic_write_json(self.run_dir / "meta.json", self.meta)
+        with self._lock:
+            self.meta["code_tree"] = result["tree"]
+            self.meta["workspace_root"] = result["workspace_root"]
+            atomic_write_json(self.run_dir / "meta.json", self.meta)
         return result
 
     # ------------------------------------------------------------------ lifecycle
@@ -256,14 +261,32 @@ def _json_default(value: Any) -> Any:
 def link_code_tree(store: Any, run_id: str, tree: str, *, source: str) -> str:
     """Name ``tree`` as run ``run_id``'s code (``run/<run_id>/code``); return the ref."""
     name = f"{run_id}/code"
-    if store.get_ref(REF_KIND, name) is not None:
-        # A second snapshot into the same run is kept too, under the next free number.
-        n = 1
-        while store.get_ref(REF_KIND, f"{name}/{n}") is not None:
-            n += 1
-        name = f"{name}/{n}"
-    store.set_ref(REF_KIND, name, tree, meta={"run_id": run_id, "role": "code", "source": source})
+    with _ref_naming(store):
+        if store.get_ref(REF_KIND, name) is not None:
+            # A second snapshot into the same run is kept too, under the next free number.
+            n = 1
+            while store.get_ref(REF_KIND, f"{name}/{n}") is not None:
+                n += 1
+            name = f"{name}/{n}"
+        store.set_ref(REF_KIND, name, tree, meta={"run_id": run_id, "role": "code", "source": source})
     return f"{REF_KIND}/{name}"
+
+
+@contextlib.contextmanager
+def _ref_naming(store: Any) -> Iterator[None]:
+    """Serialise "pick a free run ref name, then set it" across threads and processes.
+
+    ``set_ref`` cannot run inside an index transaction, so the pick and the set are made
+    atomic by an ``flock`` on the store's refs directory (no extra file in the store).
+    """
+    import fcntl
+
+    fd = os.open(store.refs_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _record_artifact_use(name: str, tree: str, path: Path) -> None:
