@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -169,3 +170,35 @@ def test_record_input_and_archive_from_threads_lose_nothing(tmp_path: Path) -> N
     meta = json.loads((run.run_dir / "meta.json").read_text())
     assert len(meta["inputs"]) == 30 and len(meta["archives"]) == 5
     run.finish()
+
+
+def test_run_dir_that_cannot_be_moved_aside_deletes_nothing(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import runicorn.assets.cleanup as cleanup
+
+    run = rn.init(path="safety/rename")
+    (tmp_path / "m.bin").write_bytes(b"model bytes")
+    tree = run.archive(tmp_path / "m.bin", role="model")
+    run.finish()
+    store = open_store()
+    real_rename = os.rename
+
+    def failing_rename(src: object, dst: object) -> None:
+        if Path(str(src)) == run.run_dir:
+            raise PermissionError(13, "Permission denied", str(src))
+        real_rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cleanup.os, "rename", failing_rename)
+    r = delete_run_completely(run.run_id, store.root)
+    assert r["success"] is False and not r["run_dir_deleted"]
+    assert "could not move the run directory aside" in r["errors"][0]
+    assert r["blobs_deleted"] == 0 and r["manifests_deleted"] == 0
+    assert run.run_dir.is_dir() and store.has_tree(tree)
+    assert store.get_ref("run", f"{run.run_id}/archive/model/0").tree == tree
+    assert store.index.scalar("SELECT run_dir FROM runs WHERE run_id = ?", (run.run_id,)) is not None
+    monkeypatch.setattr(cleanup.os, "rename", real_rename)
+    r = delete_run_completely(run.run_id, store.root)
+    assert r["success"] and r["run_dir_deleted"] and r["tree_ids"] == [tree]
+    assert not run.run_dir.exists() and not store.has_tree(tree)
+    assert list(run.run_dir.parent.iterdir()) == []
+    assert store.index.scalar("SELECT 1 FROM runs WHERE run_id = ?", (run.run_id,)) is None

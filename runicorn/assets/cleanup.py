@@ -188,6 +188,18 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
                       tree_ids=doomed, blobs_deleted=len(blobs), blob_ids=[s for s, _ in blobs],
                       bytes_freed=sum(n for _, n in blobs))
         return result
+    trash: Path | None = None
+    if run_dir is not None:
+        # Renamed aside first, before anything is deleted: the run disappears at once, and
+        # a directory that cannot be moved leaves the run (refs, trees, row) untouched.
+        trash = run_dir.parent / f".{run_id}.rn-deleting-{secrets.token_hex(4)}"
+        try:
+            os.rename(run_dir, trash)
+        except OSError as exc:
+            result["errors"].append(f"{run_dir}: could not move the run directory aside ({exc.strerror}); "
+                                    "nothing was deleted")
+            return result
+        result["run_dir_deleted"] = True
     for r in refs:
         store.delete_ref(r.kind, r.name)
     report = store.gc(grace_seconds=0, trees=doomed) if doomed else \
@@ -195,15 +207,12 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
     result.update(manifests_deleted=report["trees_deleted"], tree_ids=report["tree_ids"],
                   blobs_deleted=report["blobs_deleted"], blob_ids=report["blob_ids"],
                   bytes_freed=report["bytes_freed"])
-    if run_dir is not None:
+    if trash is not None:
         try:
-            # Renamed aside first so the run disappears at once, even if removal is interrupted.
-            trash = run_dir.parent / f".{run_id}.rn-deleting-{secrets.token_hex(4)}"
-            os.rename(run_dir, trash)
             shutil.rmtree(trash)
-            result["run_dir_deleted"] = True
         except OSError as exc:
-            result["errors"].append(f"{run_dir}: could not delete the run directory ({exc.strerror})")
+            result["errors"].append(f"{trash}: the run directory was moved here but could not be removed "
+                                    f"({exc.strerror}); delete it by hand")
     with store.index.write() as c:
         c.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
     result["success"] = not result["errors"]
