@@ -11,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import runicorn as rn
 from runicorn.assets.cleanup import delete_run_completely
+from runicorn.cli import main
 from runicorn.errors import RunicornError
 from runicorn.runs.index import find_run_dir
 from runicorn.store import open_store
@@ -202,3 +204,70 @@ def test_run_dir_that_cannot_be_moved_aside_deletes_nothing(tmp_path: Path,
     assert not run.run_dir.exists() and not store.has_tree(tree)
     assert list(run.run_dir.parent.iterdir()) == []
     assert store.index.scalar("SELECT 1 FROM runs WHERE run_id = ?", (run.run_id,)) is None
+
+
+_LIVE_RUN = ("import sys, time, runicorn as rn\n"
+             "run = rn.init(path='live/' + sys.argv[2], storage=sys.argv[1])\n"
+             "print(run.run_id, flush=True)\n"
+             "sys.stdin.read()\n"  # until the test closes stdin or kills us
+             "run.log({'x': 1})\n")
+
+
+def _start_live_run(root: Path, name: str) -> "tuple[subprocess.Popen[str], str]":
+    proc = _python(_LIVE_RUN, str(root), name, stdin=subprocess.PIPE)
+    assert proc.stdout is not None
+    run_id = proc.stdout.readline().strip()
+    assert run_id, proc.stderr.read() if proc.stderr else ""
+    return proc, run_id
+
+
+def test_live_run_is_not_deleted_until_its_process_is_gone() -> None:
+    root = open_store().root
+    proc, run_id = _start_live_run(root, "a")
+    try:
+        run_dir = root / "live" / "a" / "runs" / run_id
+        for dry in (True, False):
+            r = delete_run_completely(run_id, root, dry_run=dry)
+            assert r["success"] is False and not r["run_dir_deleted"]
+            assert f"still running (pid {proc.pid})" in r["errors"][0] and "--force" in r["errors"][0]
+        assert run_dir.is_dir()
+        res = CliRunner().invoke(main, ["delete-run", run_id])
+        assert res.exit_code == 1 and "still running" in res.output and run_dir.is_dir()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    # the process died without finishing the run: status still says running, yet deletable
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "running"
+    r = delete_run_completely(run_id, root)
+    assert r["success"] and r["run_dir_deleted"] and not run_dir.exists()
+
+
+def test_force_deletes_a_live_run() -> None:
+    root = open_store().root
+    proc, run_id = _start_live_run(root, "b")
+    try:
+        res = CliRunner().invoke(main, ["delete-run", run_id, "--force", "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output)["run_dir_deleted"] is True
+        assert not (root / "live" / "b" / "runs" / run_id).exists()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+
+
+def test_finished_run_of_a_live_process_is_deletable() -> None:
+    root = open_store().root
+    code = ("import sys, runicorn as rn\n"
+            "run = rn.init(path='live/c', storage=sys.argv[1])\n"
+            "run.finish()\n"
+            "print(run.run_id, flush=True)\n"
+            "sys.stdin.read()\n")
+    proc = _python(code, str(root), stdin=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        r = delete_run_completely(run_id, root)
+        assert r["success"] and r["run_dir_deleted"], r["errors"]
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)

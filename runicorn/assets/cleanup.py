@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,35 @@ def _count_files(root: Path) -> int:
     return n
 
 
-def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False) -> dict[str, Any]:
+def _live_writer_pid(run_dir: Path) -> int | None:
+    """The pid of another live process on this host still writing the run, else None.
+
+    A run counts as live while ``status.json`` says ``running`` and the process named in
+    ``meta.json`` (same hostname) exists.  The calling process itself is never counted.
+    """
+    from runicorn.runs.index import read_meta, read_status
+
+    if read_status(run_dir) != "running":
+        return None
+    meta = read_meta(run_dir) or {}
+    pid = meta.get("pid")
+    if meta.get("hostname") != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool):
+        return None
+    if pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # exists, owned by someone else
+    except OSError:
+        return None
+    return pid
+
+
+def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False, *,
+                          force: bool = False) -> dict[str, Any]:
     """Delete a run's directory and refs, then the trees and blobs nothing else references.
 
     A blob shared with any other tree is never deleted, and only the run's own
@@ -159,6 +188,10 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
     (files in the run directory), ``bytes_freed``, ``errors``; plus ``dry_run``,
     ``run_dir``, ``tree_ids`` and ``blob_ids``.  An unknown run gives ``success: False``
     and an error saying it was not found.
+
+    A run still being written (``status.json`` says ``running`` and its process, on this
+    host, is alive) is refused with ``success: False`` unless ``force`` is true; a run
+    whose process died is deleted normally.
     """
     from runicorn.runs.index import find_run_dir, valid_run_id
 
@@ -179,6 +212,13 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
     if run_dir is None and not refs:
         result["errors"].append(f"run {run_id} not found under {store.root}")
         return result
+    if run_dir is not None and not force:
+        pid = _live_writer_pid(run_dir)
+        if pid is not None:
+            result["run_dir"] = str(run_dir)
+            result["errors"].append(f"run {run_id} is still running (pid {pid}); "
+                                    "pass force=True / --force to delete it anyway")
+            return result
     orphaned, kept, doomed, blobs = _plan(store, run_id, refs)
     outputs = _count_files(run_dir) if run_dir is not None else 0
     result.update(run_dir=str(run_dir) if run_dir else None, orphaned_assets=orphaned, kept_assets=kept,
