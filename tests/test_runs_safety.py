@@ -271,3 +271,43 @@ def test_finished_run_of_a_live_process_is_deletable() -> None:
     finally:
         proc.kill()
         proc.communicate(timeout=60)
+
+
+def test_dry_run_matches_real_delete_when_a_writer_holds_the_tree(tmp_path: Path) -> None:
+    from runicorn.store import Store
+    from runicorn.store.tree import parse_manifest
+
+    run = rn.init(path="safety/held")
+    (tmp_path / "m.bin").write_bytes(b"held model")
+    tree = run.archive(tmp_path / "m.bin", role="model")
+    run.finish()
+    store = open_store()
+    _, parsed = parse_manifest(store.manifest_path(tree).read_bytes(), origin=store.manifest_path(tree))
+    entries = {p: (e.sha256, e.mode, e.size) for p, e in parsed.items()}
+    other = Store(store.root)  # another writer, kept open: it holds the tree it just put
+    try:
+        assert other.put_tree(entries) == tree
+        dry = delete_run_completely(run.run_id, store.root, dry_run=True)
+        real = delete_run_completely(run.run_id, store.root)
+        for key in ("blobs_deleted", "manifests_deleted", "bytes_freed", "orphaned_assets", "kept_assets",
+                    "tree_ids", "blob_ids"):
+            assert dry[key] == real[key], key
+        assert real["success"] and real["tree_ids"] == [] and real["blobs_deleted"] == 0
+        assert real["kept_assets"][0]["tree"] == tree and real["kept_assets"][0]["held_by_writer"]
+        assert store.has_tree(tree)
+    finally:
+        other.close()
+    assert tree in store.gc(grace_seconds=0)["tree_ids"]
+
+
+def test_dry_run_says_it_rebuilt_the_index(tmp_path: Path) -> None:
+    run = rn.init(path="safety/rebuild")
+    (tmp_path / "m.bin").write_bytes(b"bytes")
+    run.archive(tmp_path / "m.bin", role="model")
+    run.finish()
+    store = open_store()
+    with store.index.write() as c:
+        c.execute("UPDATE blobs SET refcount = refcount + 5")
+    dry = delete_run_completely(run.run_id, store.root, dry_run=True)
+    assert dry["success"] and any(n.startswith("dry run: index rebuilt") for n in dry["notes"])
+    assert run.run_dir.is_dir()

@@ -35,7 +35,7 @@ def cleanup_orphaned_blobs(storage_root: Path, dry_run: bool = False, *,
     }
 
 
-def _trustworthy_index(store: Any) -> list[str]:
+def _trustworthy_index(store: Any, dry_run: bool = False) -> list[str]:
     """Make sure the index agrees with the files before deleting by it; return what was done.
 
     A missing or unreadable index was already rebuilt when the store opened.  Here a
@@ -48,6 +48,9 @@ def _trustworthy_index(store: Any) -> list[str]:
     problems = _index_disagreements(store)
     if problems:
         store.rebuild_index()
+        if dry_run:
+            return [f"dry run: index rebuilt from the files before planning ({'; '.join(problems)}); "
+                    "no run content was changed"]
         return [f"index rebuilt before deleting ({'; '.join(problems)})"]
     return []
 
@@ -100,7 +103,8 @@ def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]
     """Which of the run's trees go and which blobs only they use, as if its refs were gone.
 
     Mirrors ``Store.gc(grace_seconds=0, trees=...)`` after the refs are deleted, so a dry
-    run reports exactly what the real deletion does.
+    run reports exactly what the real deletion does: a tree (or blob) a live writer holds
+    is kept (listed in ``kept`` with ``held_by_writer``), as gc keeps it.
     """
     mine: dict[str, int] = {}
     for r in refs:
@@ -115,7 +119,11 @@ def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]
             refcount, files, size = row if row else (0, 0, 0)
             asset = {"ref": f"{r.kind}/{r.name}", "tree": r.tree, "role": r.meta.get("role"),
                      "file_count": files, "total_size_bytes": size}
-            if refcount <= mine[r.tree]:
+            # As gc decides: a tree goes when no other ref names it and no live writer holds it.
+            held = c.execute("SELECT 1 FROM holds WHERE sha256 = ? LIMIT 1", (r.tree,)).fetchone() is not None
+            if refcount <= mine[r.tree] and held:
+                kept.append({**asset, "shared_with": [], "held_by_writer": True})
+            elif refcount <= mine[r.tree]:
                 orphaned.append(asset)
                 if r.tree not in doomed:
                     doomed.append(r.tree)
@@ -205,7 +213,7 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
         result["errors"].append(f"run {run_id!r} not found (not a valid run id)")
         return result
     store = open_store(Path(storage_root).expanduser())
-    result["notes"] = _trustworthy_index(store)
+    result["notes"] = _trustworthy_index(store, dry_run)
     run_dir = find_run_dir(store, run_id)
     prefix = run_id + "/"
     refs = [r for r in store.list_refs("run") if r.name.startswith(prefix)]
