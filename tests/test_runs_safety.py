@@ -311,3 +311,14 @@ def test_dry_run_says_it_rebuilt_the_index(tmp_path: Path) -> None:
     dry = delete_run_completely(run.run_id, store.root, dry_run=True)
     assert dry["success"] and any(n.startswith("dry run: index rebuilt") for n in dry["notes"])
     assert run.run_dir.is_dir()
+
+
+def test_run_id_of_an_unindexed_run_dir_is_refused() -> None:
+    run1 = rn.init(path="proj/x", run_id="legacy-id")
+    run1.finish()
+    store = open_store()
+    with store.index.write() as c:
+        c.execute("DELETE FROM runs")  # e.g. a run directory copied in, not indexed yet
+    with pytest.raises(FileExistsError, match="legacy-id"):
+        rn.init(path="proj/y", run_id="legacy-id")
+    assert find_run_dir(store, "legacy-id") == run1.run_dir

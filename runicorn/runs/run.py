@@ -342,6 +342,7 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
 
     store = open_store(storage)
     rel = _run_path(path, project, name)
+    chosen = run_id is not None
     if run_id is None:
         run_id = new_run_id()
     elif not valid_run_id(run_id):
@@ -350,9 +351,12 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
     runs_dir.mkdir(parents=True, exist_ok=True)
     run_dir = runs_dir / run_id
     # A run id names a ref namespace (run/<id>/...) and an index row, so it must be unique
-    # in the whole store, not only at this path.  find_run_dir rescans the disk first (it
-    # cannot run inside a write transaction); the check that counts happens in one.
-    find_run_dir(store, run_id)
+    # in the whole store, not only at this path.  For an id the caller chose, find_run_dir
+    # first indexes a run on disk the index does not know yet (it rescans; that cannot run
+    # inside a write transaction); the check that counts happens in one, below.  A fresh
+    # random id needs no disk scan.
+    if chosen:
+        find_run_dir(store, run_id)
     now = time.time()
     parts = rel.split("/")
     meta: dict[str, Any] = {
