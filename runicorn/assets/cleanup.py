@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def cleanup_orphaned_blobs(storage_root: Path, dry_run: bool = False, *,
     }
 
 
-def _trustworthy_index(store: Any) -> list[str]:
+def _trustworthy_index(store: Any, dry_run: bool = False) -> list[str]:
     """Make sure the index agrees with the files before deleting by it; return what was done.
 
     A missing or unreadable index was already rebuilt when the store opened.  Here a
@@ -47,6 +48,9 @@ def _trustworthy_index(store: Any) -> list[str]:
     problems = _index_disagreements(store)
     if problems:
         store.rebuild_index()
+        if dry_run:
+            return [f"dry run: index rebuilt from the files before planning ({'; '.join(problems)}); "
+                    "no run content was changed"]
         return [f"index rebuilt before deleting ({'; '.join(problems)})"]
     return []
 
@@ -99,7 +103,8 @@ def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]
     """Which of the run's trees go and which blobs only they use, as if its refs were gone.
 
     Mirrors ``Store.gc(grace_seconds=0, trees=...)`` after the refs are deleted, so a dry
-    run reports exactly what the real deletion does.
+    run reports exactly what the real deletion does: a tree (or blob) a live writer holds
+    is kept (listed in ``kept`` with ``held_by_writer``), as gc keeps it.
     """
     mine: dict[str, int] = {}
     for r in refs:
@@ -114,7 +119,11 @@ def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]
             refcount, files, size = row if row else (0, 0, 0)
             asset = {"ref": f"{r.kind}/{r.name}", "tree": r.tree, "role": r.meta.get("role"),
                      "file_count": files, "total_size_bytes": size}
-            if refcount <= mine[r.tree]:
+            # As gc decides: a tree goes when no other ref names it and no live writer holds it.
+            held = c.execute("SELECT 1 FROM holds WHERE sha256 = ? LIMIT 1", (r.tree,)).fetchone() is not None
+            if refcount <= mine[r.tree] and held:
+                kept.append({**asset, "shared_with": [], "held_by_writer": True})
+            elif refcount <= mine[r.tree]:
                 orphaned.append(asset)
                 if r.tree not in doomed:
                     doomed.append(r.tree)
@@ -145,7 +154,35 @@ def _count_files(root: Path) -> int:
     return n
 
 
-def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False) -> dict[str, Any]:
+def _live_writer_pid(run_dir: Path) -> int | None:
+    """The pid of another live process on this host still writing the run, else None.
+
+    A run counts as live while ``status.json`` says ``running`` and the process named in
+    ``meta.json`` (same hostname) exists.  The calling process itself is never counted.
+    """
+    from runicorn.runs.index import read_meta, read_status
+
+    if read_status(run_dir) != "running":
+        return None
+    meta = read_meta(run_dir) or {}
+    pid = meta.get("pid")
+    if meta.get("hostname") != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool):
+        return None
+    if pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # exists, owned by someone else
+    except OSError:
+        return None
+    return pid
+
+
+def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False, *,
+                          force: bool = False) -> dict[str, Any]:
     """Delete a run's directory and refs, then the trees and blobs nothing else references.
 
     A blob shared with any other tree is never deleted, and only the run's own
@@ -159,6 +196,10 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
     (files in the run directory), ``bytes_freed``, ``errors``; plus ``dry_run``,
     ``run_dir``, ``tree_ids`` and ``blob_ids``.  An unknown run gives ``success: False``
     and an error saying it was not found.
+
+    A run still being written (``status.json`` says ``running`` and its process, on this
+    host, is alive) is refused with ``success: False`` unless ``force`` is true; a run
+    whose process died is deleted normally.
     """
     from runicorn.runs.index import find_run_dir, valid_run_id
 
@@ -172,13 +213,20 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
         result["errors"].append(f"run {run_id!r} not found (not a valid run id)")
         return result
     store = open_store(Path(storage_root).expanduser())
-    result["notes"] = _trustworthy_index(store)
+    result["notes"] = _trustworthy_index(store, dry_run)
     run_dir = find_run_dir(store, run_id)
     prefix = run_id + "/"
     refs = [r for r in store.list_refs("run") if r.name.startswith(prefix)]
     if run_dir is None and not refs:
         result["errors"].append(f"run {run_id} not found under {store.root}")
         return result
+    if run_dir is not None and not force:
+        pid = _live_writer_pid(run_dir)
+        if pid is not None:
+            result["run_dir"] = str(run_dir)
+            result["errors"].append(f"run {run_id} is still running (pid {pid}); "
+                                    "pass force=True / --force to delete it anyway")
+            return result
     orphaned, kept, doomed, blobs = _plan(store, run_id, refs)
     outputs = _count_files(run_dir) if run_dir is not None else 0
     result.update(run_dir=str(run_dir) if run_dir else None, orphaned_assets=orphaned, kept_assets=kept,
@@ -188,6 +236,18 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
                       tree_ids=doomed, blobs_deleted=len(blobs), blob_ids=[s for s, _ in blobs],
                       bytes_freed=sum(n for _, n in blobs))
         return result
+    trash: Path | None = None
+    if run_dir is not None:
+        # Renamed aside first, before anything is deleted: the run disappears at once, and
+        # a directory that cannot be moved leaves the run (refs, trees, row) untouched.
+        trash = run_dir.parent / f".{run_id}.rn-deleting-{secrets.token_hex(4)}"
+        try:
+            os.rename(run_dir, trash)
+        except OSError as exc:
+            result["errors"].append(f"{run_dir}: could not move the run directory aside ({exc.strerror}); "
+                                    "nothing was deleted")
+            return result
+        result["run_dir_deleted"] = True
     for r in refs:
         store.delete_ref(r.kind, r.name)
     report = store.gc(grace_seconds=0, trees=doomed) if doomed else \
@@ -195,15 +255,12 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
     result.update(manifests_deleted=report["trees_deleted"], tree_ids=report["tree_ids"],
                   blobs_deleted=report["blobs_deleted"], blob_ids=report["blob_ids"],
                   bytes_freed=report["bytes_freed"])
-    if run_dir is not None:
+    if trash is not None:
         try:
-            # Renamed aside first so the run disappears at once, even if removal is interrupted.
-            trash = run_dir.parent / f".{run_id}.rn-deleting-{secrets.token_hex(4)}"
-            os.rename(run_dir, trash)
             shutil.rmtree(trash)
-            result["run_dir_deleted"] = True
         except OSError as exc:
-            result["errors"].append(f"{run_dir}: could not delete the run directory ({exc.strerror})")
+            result["errors"].append(f"{trash}: the run directory was moved here but could not be removed "
+                                    f"({exc.strerror}); delete it by hand")
     with store.index.write() as c:
         c.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
     result["success"] = not result["errors"]

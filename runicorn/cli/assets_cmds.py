@@ -183,16 +183,18 @@ def runs(ctx: click.Context, as_json: bool) -> None:
 @click.command("delete-run")
 @click.argument("run_id")
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
+@click.option("--force", is_flag=True, help="Delete the run even if its process is still running.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @_os_errors
-def delete_run(ctx: click.Context, run_id: str, dry_run: bool, as_json: bool) -> None:
+def delete_run(ctx: click.Context, run_id: str, dry_run: bool, force: bool, as_json: bool) -> None:
     """Delete run RUN_ID and every blob and tree only it used (shared content stays)."""
     from runicorn.assets.cleanup import delete_run_completely
     from runicorn.config import resolve_storage_root
     from runicorn.errors import RunicornError
 
-    result = delete_run_completely(run_id, resolve_storage_root(storage_from(ctx)), dry_run=dry_run)
+    result = delete_run_completely(run_id, resolve_storage_root(storage_from(ctx)), dry_run=dry_run,
+                                   force=force)
     if as_json:
         echo_json(result)
     if not result["success"]:

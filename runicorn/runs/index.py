@@ -99,7 +99,12 @@ def rebuild_runs(store: "Store") -> int:
             created_at = run_dir.stat().st_mtime
         rows.append((run_id, str(path), os.path.relpath(run_dir, store.root), read_status(run_dir), created_at))
     with store.index.write() as c:
-        c.execute("DELETE FROM runs")
+        # Not "DELETE FROM runs": a run created (directory, meta.json and row in one
+        # transaction) after the scan above must keep its row.  Only rows whose run
+        # directory is gone go.
+        stale = [(run_id,) for run_id, rel in c.execute("SELECT run_id, run_dir FROM runs").fetchall()
+                 if not (store.root / rel / "meta.json").is_file()]
+        c.executemany("DELETE FROM runs WHERE run_id = ?", stale)
         c.executemany("INSERT OR REPLACE INTO runs (run_id, path, run_dir, status, created_at) "
                       "VALUES (?, ?, ?, ?, ?)", rows)
     return len(rows)

@@ -16,25 +16,31 @@ Artifacts obtained with ``runicorn.artifact()`` while the run is active are its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import stat as stat_mod
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from runicorn.errors import RunicornError
 from runicorn.fsutil import atomic_write_json
 from runicorn.relpath import validate_relpath
-from runicorn.runs.index import RESERVED_TOP, upsert_run, valid_run_id
+from runicorn.runs.index import RESERVED_TOP, find_run_dir, upsert_run, valid_run_id
 
 REF_KIND = "run"
 _active: list["Run"] = []
 _active_lock = threading.Lock()
+
+
+class NotSerialisableError(RunicornError, TypeError):
+    """A value given to :meth:`Run.log` or :meth:`Run.summary` cannot be written as JSON."""
 
 
 def new_run_id() -> str:
@@ -117,11 +123,26 @@ class Run:
             self._append("events.jsonl", line)
 
     def summary(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge ``data`` into ``summary.json`` (atomically); return the whole summary."""
+        """Merge ``data`` into ``summary.json`` (atomically); return the whole summary.
+
+        Values are serialised as in :meth:`log` (numpy/torch scalars via ``.item()``).  A
+        value that cannot be serialised leaves the summary unchanged.
+
+        Raises:
+            TypeError: ``data`` is not a mapping or holds a value that is not JSON-serialisable.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"run.summary expects a dict, got {type(data).__name__}")
         with self._lock:
-            self._summary.update(data)
-            atomic_write_json(self.run_dir / "summary.json", self._summary)
-            return dict(self._summary)
+            merged = {**self._summary, **data}
+            # Round-trip through JSON so the kept summary holds exactly what was written.
+            try:
+                plain = json.loads(json.dumps(merged, ensure_ascii=False, default=_json_default))
+            except ValueError as exc:  # e.g. a circular reference
+                raise NotSerialisableError(f"run.summary: values are not JSON serialisable ({exc})") from None
+            atomic_write_json(self.run_dir / "summary.json", plain)
+            self._summary = plain
+            return dict(plain)
 
     # ------------------------------------------------------------------ content
     def archive(self, path: str | os.PathLike[str], role: str = "output") -> str:
@@ -153,10 +174,12 @@ class Run:
             tree = self.store.put_tree({src.name: TreeEntry(info.sha256, mode, info.size)},
                                        source=str(src.absolute()))
         prefix = f"{self.run_id}/archive/{role}/"
-        n = sum(1 for r in self.store.list_refs(REF_KIND) if r.name.startswith(prefix))
-        name = f"{prefix}{n}"
-        self.store.set_ref(REF_KIND, name, tree,
-                           meta={"run_id": self.run_id, "role": role, "source": str(src.absolute())})
+        with _ref_naming(self.store):
+            taken = [r.name[len(prefix):] for r in self.store.list_refs(REF_KIND) if r.name.startswith(prefix)]
+            n = max((int(t) for t in taken if t.isdigit()), default=-1) + 1
+            name = f"{prefix}{n}"
+            self.store.set_ref(REF_KIND, name, tree,
+                               meta={"run_id": self.run_id, "role": role, "source": str(src.absolute())})
         with self._lock:
             self.meta.setdefault("archives", []).append(
                 {"role": role, "tree": tree, "ref": f"{REF_KIND}/{name}", "source": str(src.absolute())})
@@ -171,12 +194,13 @@ class Run:
         ref while the run exists (when the tree is in this run's store).
         """
         key = (name, tree)
-        if key in self._inputs_seen:
-            return
-        self._inputs_seen.add(key)
-        inputs = self.meta.setdefault("inputs", [])
-        inputs.append({"name": name, "tree": tree, "path": str(path), "at": time.time()})
-        atomic_write_json(self.run_dir / "meta.json", self.meta)
+        with self._lock:
+            if key in self._inputs_seen:
+                return
+            self._inputs_seen.add(key)
+            inputs = self.meta.setdefault("inputs", [])
+            inputs.append({"name": name, "tree": tree, "path": str(path), "at": time.time()})
+            atomic_write_json(self.run_dir / "meta.json", self.meta)
         if self.store.has_tree(tree):
             self.store.set_ref(REF_KIND, f"{self.run_id}/input/{name}", tree,
                                meta={"run_id": self.run_id, "role": "input", "artifact": name})
@@ -191,9 +215,10 @@ class Run:
 
         root = Path(workspace_root) if workspace_root is not None else Path.cwd()
         result = snapshot_workspace(root, None, storage=self.store.root, run_id=self.run_id, **kw)
-        self.meta["code_tree"] = result["tree"]
-        self.meta["workspace_root"] = result["workspace_root"]
-        atomic_write_json(self.run_dir / "meta.json", self.meta)
+        with self._lock:
+            self.meta["code_tree"] = result["tree"]
+            self.meta["workspace_root"] = result["workspace_root"]
+            atomic_write_json(self.run_dir / "meta.json", self.meta)
         return result
 
     # ------------------------------------------------------------------ lifecycle
@@ -230,20 +255,38 @@ def _json_default(value: Any) -> Any:
         fn = getattr(value, attr, None)
         if callable(fn):
             return fn()
-    raise TypeError(f"value {value!r} of type {type(value).__name__} is not JSON serialisable")
+    raise NotSerialisableError(f"value {value!r} of type {type(value).__name__} is not JSON serialisable")
 
 
 def link_code_tree(store: Any, run_id: str, tree: str, *, source: str) -> str:
     """Name ``tree`` as run ``run_id``'s code (``run/<run_id>/code``); return the ref."""
     name = f"{run_id}/code"
-    if store.get_ref(REF_KIND, name) is not None:
-        # A second snapshot into the same run is kept too, under the next free number.
-        n = 1
-        while store.get_ref(REF_KIND, f"{name}/{n}") is not None:
-            n += 1
-        name = f"{name}/{n}"
-    store.set_ref(REF_KIND, name, tree, meta={"run_id": run_id, "role": "code", "source": source})
+    with _ref_naming(store):
+        if store.get_ref(REF_KIND, name) is not None:
+            # A second snapshot into the same run is kept too, under the next free number.
+            n = 1
+            while store.get_ref(REF_KIND, f"{name}/{n}") is not None:
+                n += 1
+            name = f"{name}/{n}"
+        store.set_ref(REF_KIND, name, tree, meta={"run_id": run_id, "role": "code", "source": source})
     return f"{REF_KIND}/{name}"
+
+
+@contextlib.contextmanager
+def _ref_naming(store: Any) -> Iterator[None]:
+    """Serialise "pick a free run ref name, then set it" across threads and processes.
+
+    ``set_ref`` cannot run inside an index transaction, so the pick and the set are made
+    atomic by an ``flock`` on the store's refs directory (no extra file in the store).
+    """
+    import fcntl
+
+    fd = os.open(store.refs_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _record_artifact_use(name: str, tree: str, path: Path) -> None:
@@ -266,6 +309,22 @@ def _watch_artifacts() -> None:
         observers.append(_record_artifact_use)
 
 
+def _refuse_taken_run_id(store: Any, c: Any, run_id: str, run_dir: Path) -> None:
+    """Raise FileExistsError if ``run_id`` is in use anywhere in the store (``c``: a write transaction)."""
+    row = c.execute("SELECT run_dir FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is not None:
+        existing = store.root / row[0]
+        if existing.is_dir() or existing == run_dir:
+            raise FileExistsError(f"{existing}: a run with id {run_id!r} already exists "
+                                  f"(run ids are unique in {store.root})")
+    prefix = run_id + "/"
+    ref = c.execute("SELECT name FROM refs WHERE kind = ? AND substr(name, 1, ?) = ? ORDER BY name LIMIT 1",
+                    (REF_KIND, len(prefix), prefix)).fetchone()
+    if ref is not None:
+        raise FileExistsError(f"run id {run_id!r} is already in use in {store.root}: "
+                              f"ref {REF_KIND}/{ref[0]} exists")
+
+
 def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
          run_id: str | None = None, alias: str | None = None, snapshot_code: bool = False,
          workspace_root: str | os.PathLike[str] | None = None, *, project: str | None = None,
@@ -276,12 +335,14 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
 
     Raises:
         ValueError: a bad path or run id.
-        FileExistsError: a run with this id already exists at that path.
+        FileExistsError: a run with this id already exists (at any path of the store), or
+            refs ``run/<run_id>/...`` do.
     """
     from runicorn.store import open_store
 
     store = open_store(storage)
     rel = _run_path(path, project, name)
+    chosen = run_id is not None
     if run_id is None:
         run_id = new_run_id()
     elif not valid_run_id(run_id):
@@ -289,10 +350,13 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
     runs_dir = store.root.joinpath(*rel.split("/"), "runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
     run_dir = runs_dir / run_id
-    try:
-        run_dir.mkdir()
-    except FileExistsError:
-        raise FileExistsError(f"{run_dir}: a run with id {run_id!r} already exists") from None
+    # A run id names a ref namespace (run/<id>/...) and an index row, so it must be unique
+    # in the whole store, not only at this path.  For an id the caller chose, find_run_dir
+    # first indexes a run on disk the index does not know yet (it rescans; that cannot run
+    # inside a write transaction); the check that counts happens in one, below.  A fresh
+    # random id needs no disk scan.
+    if chosen:
+        find_run_dir(store, run_id)
     now = time.time()
     parts = rel.split("/")
     meta: dict[str, Any] = {
@@ -308,13 +372,27 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
     }
-    atomic_write_json(run_dir / "meta.json", meta)
+    with store.index.write() as c:
+        _refuse_taken_run_id(store, c, run_id, run_dir)
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            raise FileExistsError(f"{run_dir}: a run with id {run_id!r} already exists") from None
+        try:
+            # meta.json inside the transaction: a concurrent index rebuild then sees the run.
+            atomic_write_json(run_dir / "meta.json", meta)
+            c.execute("INSERT INTO runs (run_id, path, run_dir, status, created_at) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT (run_id) DO UPDATE SET path = excluded.path, run_dir = excluded.run_dir, "
+                      "status = excluded.status, created_at = excluded.created_at",
+                      (run_id, rel, os.path.relpath(run_dir, store.root), "running", now))
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     run = Run(store, run_id, rel, run_dir, meta)
     run._write_status("running")
     atomic_write_json(run_dir / "summary.json", {})
     (run_dir / "events.jsonl").touch()
     run.log_text(f"run {run_id} started at {rel}")
-    upsert_run(store, run_id, rel, run_dir, "running", now)
     with _active_lock:
         _active.append(run)
     _watch_artifacts()
