@@ -23,9 +23,8 @@ from typing import Any, Iterator
 
 from runicorn.errors import CorruptManifestError, RunicornError
 from runicorn.fsutil import atomic_write_bytes, atomic_write_json, open_locked
-from runicorn.hashing import sha256_bytes
 from runicorn.manifest.model import (
-    TAIL_WINDOW,
+    tail_hash,
     ExperimentEntry,
     FileEntry,
     ManifestType,
@@ -109,20 +108,6 @@ def _list_run_files(run_path: Path) -> list[tuple[str, os.stat_result]]:
     return out
 
 
-def _tail_hash(path: Path, size: int) -> str | None:
-    """SHA-256 of ``path``'s bytes in [size - TAIL_WINDOW, size); None if it shrank."""
-    start = max(0, size - TAIL_WINDOW)
-    try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            data = f.read(size - start)
-    except FileNotFoundError:
-        return None
-    if len(data) != size - start:
-        return None
-    return sha256_bytes(data)
-
-
 def _read_json(path: Path, limit: int = -1) -> Any:
     """Parse at most ``limit`` bytes (all when negative) of ``path``; None if unreadable."""
     try:
@@ -180,7 +165,7 @@ class ManifestGenerator:
             except CorruptManifestError as exc:
                 skipped.append([str(full), _reason(exc)])
                 continue
-            fe.tail_hash = _tail_hash(full, st.st_size)
+            fe.tail_hash = tail_hash(full, st.st_size)
             files.append(fe)
             kept.append(st)
         self._note_skipped_files(skipped, log_it=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from runicorn.hashing import sha256_bytes
@@ -17,6 +18,22 @@ FORMAT_VERSION = "1.0"
 GENERATOR_VERSION = "1.0"
 # tail_hash covers the last TAIL_WINDOW bytes of a file (the whole file when smaller).
 TAIL_WINDOW = 4096
+
+
+def tail_hash(path: Path, size: int) -> str | None:
+    """The manifest's ``tail_hash`` of a file: SHA-256 of its bytes in [size - TAIL_WINDOW, size).
+
+    The server computes it for the manifest and the client for its local copy, so both
+    sides use this one function.  None when the file is unreadable or shorter than ``size``.
+    """
+    start = max(0, size - TAIL_WINDOW)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(size - start)
+    except OSError:
+        return None
+    return sha256_bytes(data) if len(data) == size - start else None
 
 # Files a run only ever appends to; the client fetches just their new bytes.
 APPEND_ONLY_NAMES = frozenset({"events.jsonl", "logs.txt"})

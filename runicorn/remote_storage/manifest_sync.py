@@ -27,7 +27,7 @@ from typing import Any
 from runicorn.errors import CorruptManifestError, RunicornError, UnsafePathError
 from runicorn.fsutil import atomic_write_json, open_locked, syncfs
 from runicorn.hashing import sha256_bytes
-from runicorn.manifest.model import TAIL_WINDOW, FileEntry, ManifestType, SyncManifest
+from runicorn.manifest.model import TAIL_WINDOW, FileEntry, ManifestType, SyncManifest, tail_hash
 from runicorn.manifest.schema import validate_manifest_dict
 from runicorn.relpath import validate_relpath
 from runicorn.remote_storage.transfer import (
@@ -41,7 +41,6 @@ from runicorn.remote_storage.transfer import (
     PipeItem,
     PipelinedFetcher,
     SyncError,
-    local_tail_hash,
     mtime_ns,
     remove_stale,
     same_mtime,
@@ -196,12 +195,12 @@ class ManifestSyncClient:
         if fe.is_append_only and 0 < st.st_size < fe.size:
             return "append", st.st_size
         if fe.is_append_only and st.st_size > fe.size and fe.tail_hash is not None \
-                and local_tail_hash(dest, fe.size) == fe.tail_hash:
+                and tail_hash(dest, fe.size) == fe.tail_hash:
             # Our copy already extends what this (older) manifest describes, e.g. after
             # syncing a newer active manifest: keep it rather than step back in time.
             return "skip", st.st_size
         if st.st_size == fe.size and fe.tail_hash is not None and fe.size <= TAIL_WINDOW \
-                and local_tail_hash(dest, fe.size) == fe.tail_hash:
+                and tail_hash(dest, fe.size) == fe.tail_hash:
             return "touch", st.st_size  # identical bytes; only the mtime differs
         return "full", 0
 

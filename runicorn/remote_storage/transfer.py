@@ -28,6 +28,7 @@ from runicorn.errors import RunicornError, UnsafePathError
 from runicorn.fsutil import GroupCommit, StagedFile
 from runicorn.hashing import sha256_bytes
 from runicorn.manifest.model import TAIL_WINDOW
+from runicorn.manifest.model import tail_hash as file_tail_hash
 from runicorn.manifest.schema import MAX_FILE_SIZE
 from runicorn.relpath import ensure_no_symlink_parents, validate_relpath
 
@@ -222,18 +223,6 @@ def same_mtime(st: os.stat_result, mtime: float) -> bool:
     return abs(st.st_mtime_ns - mtime_ns(mtime)) <= 2000
 
 
-def local_tail_hash(path: Path, size: int) -> str | None:
-    """Hash of a local file's bytes in [size-TAIL_WINDOW, size)."""
-    start = max(0, size - TAIL_WINDOW)
-    try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            data = f.read(size - start)
-    except OSError:
-        return None
-    return sha256_bytes(data) if len(data) == size - start else None
-
-
 class CachePaths:
     """Where server paths land in the cache, checking each parent directory only once."""
 
@@ -409,7 +398,7 @@ class Downloader:
                         staged.file.write(piece)
             if ok and received == size - start:
                 staged.finish(fsync=False)
-                if tail_hash is None or local_tail_hash(staged.path, size) == tail_hash:
+                if tail_hash is None or file_tail_hash(staged.path, size) == tail_hash:
                     self._publish(staged, rel, dest, mtime_ns(mtime))
                     return FetchResult(received, "incremental")
         # Rewritten, truncated or changed since the manifest: never splice, fetch whole.
