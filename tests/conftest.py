@@ -57,3 +57,23 @@ def conn(sshd: SshdServer) -> Iterator[object]:
     client = sshd.connect()
     yield client
     client.close()
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB tmpfs: a filesystem that fills up.  Needs root (CI runs as root)."""
+    import os
+    import subprocess
+
+    from runicorn.store.store import forget_open_stores
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs and needs root (CI runs as root)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        forget_open_stores()  # nothing may keep the mount busy
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -392,28 +392,19 @@ def test_download_max_must_be_a_number(tmp_path: Path, server,  # type: ignore[n
 
 
 def test_download_without_size_stops_at_the_free_space(tmp_path: Path, server,  # type: ignore[no-untyped-def]
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       monkeypatch: pytest.MonkeyPatch, tiny_fs: Path) -> None:
     """A real 4 MiB tmpfs as the storage root: a 6 MiB body with no length is refused early."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.fail("this test mounts a tmpfs and needs root (CI runs as root)")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
-    try:
-        from runicorn.store.store import forget_open_stores
+    from runicorn.store.store import forget_open_stores
 
-        forget_open_stores()
-        monkeypatch.setenv("RUNICORN_DIR", str(mnt / "root"))
-        tree, data, sha = _published(tmp_path)
-        server.routes["/huge"] = Route(os.urandom(6 << 20), chunked=True)
-        toml = tmp_path / "Runicorn.toml"
-        rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/huge"), sha)])
-        with pytest.raises(DownloadError, match=r"/huge -> the source sent more than the \d+ bytes free on "):
-            rn.ensure_artifact_installed("data", toml)
-        assert not list((mnt / "root" / "artifacts" / ".downloads").glob("*.partial"))
-        forget_open_stores()
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    forget_open_stores()
+    monkeypatch.setenv("RUNICORN_DIR", str(tiny_fs / "root"))
+    tree, data, sha = _published(tmp_path)
+    server.routes["/huge"] = Route(os.urandom(6 << 20), chunked=True)
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/huge"), sha)])
+    with pytest.raises(DownloadError, match=r"/huge -> the source sent more than the \d+ bytes free on "):
+        rn.ensure_artifact_installed("data", toml)
+    assert not list((tiny_fs / "root" / "artifacts" / ".downloads").glob("*.partial"))
 
 
 def test_the_partial_file_is_locked_while_it_is_downloaded(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]

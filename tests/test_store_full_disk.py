@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from runicorn.errors import StorageFullError
 from runicorn.store import Store
-
-
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.fail("the full-disk test mounts a tmpfs and needs root (CI runs as root)")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_ingest_on_a_full_disk_fails_cleanly(tiny_fs: Path, tmp_path: Path) -> None:
