@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import secrets
@@ -36,12 +37,8 @@ def syncfs(path: Path) -> None:
     One ``syncfs`` after writing many small files costs about as much as one fsync,
     where per-file fsyncs would cost one each.  Falls back to ``os.sync``.
     """
-    global _libc
     if _libc is None:
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        except OSError:
-            _libc = False
+        _load_libc()
     if _libc and hasattr(_libc, "syncfs"):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -50,6 +47,69 @@ def syncfs(path: Path) -> None:
         finally:
             os.close(fd)
     os.sync()
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a file's dirty pages now, without waiting.
+
+    A later ``syncfs``/``fsync`` then finds most of the data already on disk, so the
+    disk works while the caller goes on reading and hashing.  A no-op where
+    ``sync_file_range`` is unavailable.
+    """
+    if _libc is None:
+        _load_libc()
+    if _libc and hasattr(_libc, "sync_file_range"):
+        _libc.sync_file_range(fd, ctypes.c_longlong(0), ctypes.c_longlong(0), _SYNC_FILE_RANGE_WRITE)
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_libc() -> None:
+    global _libc
+    try:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:
+        _libc = False
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_renameat2: Any = None
+
+
+def rename_noreplace(src: str, dst: str) -> bool:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists; return False (``src`` kept) if it does.
+
+    Atomic where the kernel and filesystem support ``renameat2(RENAME_NOREPLACE)``;
+    elsewhere a hard link then an unlink of ``src``, which never replaces ``dst`` either.
+
+    Raises:
+        OSError: as ``rename`` (a missing directory gives FileNotFoundError).
+    """
+    global _renameat2
+    if _renameat2 is None:
+        if _libc is None:
+            _load_libc()
+        fn = getattr(_libc, "renameat2", None) if _libc else None
+        if fn is not None:
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+        _renameat2 = fn or False
+    if _renameat2:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            return False
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), src, None, dst)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return False
+    os.unlink(src)
+    return True
 
 
 def temp_name(prefix: str = "") -> str:

@@ -33,3 +33,18 @@ def test_ingest_on_a_full_disk_fails_cleanly(tiny_fs: Path, tmp_path: Path) -> N
 
 def vars_of(info) -> tuple:  # type: ignore[no-untyped-def]
     return (info.sha256, "100644", info.size)
+
+
+def test_snapshot_on_a_full_disk_names_the_cause(tiny_fs: Path, tmp_path: Path) -> None:
+    import runicorn
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / ".rnignore").write_text("")
+    for i in range(40):  # many small files: they are staged in memory, then written at once
+        (ws / f"f{i}.bin").write_bytes(os.urandom(200_000))
+    with pytest.raises(StorageFullError, match="no space left on device"):
+        runicorn.snapshot_workspace(ws, None, storage=tiny_fs / "store")
+    with Store(tiny_fs / "store") as store:
+        assert store.verify(deep=True)["ok"]
+        assert store.stats()["blob_count"] == 0

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from runicorn.errors import ChangedWhileReadingError, RunicornError
+from runicorn.errors import ChangedWhileReadingError, RunicornError, StorageFullError
 from runicorn.fsutil import StagedFile, atomic_write_text
 from runicorn.hashing import sha256_bytes
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, compute_tree_id, mode_of
@@ -41,8 +41,10 @@ from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, compute_tree_id
 RACY_NS = 2_000_000_000
 DEFAULT_MAX_TOTAL_BYTES = 500 * 1024 * 1024
 DEFAULT_MAX_FILES = 200_000
-_INGEST_BATCH_FILES = 4096
-_INGEST_BATCH_BYTES = 512 << 20
+# One batch = one group commit (two syncfs calls).  Few, large batches let the disk
+# write back large files while small ones are read; the store bounds its memory itself.
+_INGEST_BATCH_FILES = 16384
+_INGEST_BATCH_BYTES = 2 << 30
 
 Progress = Callable[[int, int], None]
 
@@ -366,6 +368,8 @@ def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]]
                                     f"nothing was recorded, try again") from None
             except ChangedWhileReadingError as exc:
                 raise RunicornError(f"{exc}; nothing was recorded, try again") from None
+            except StorageFullError:
+                raise
             except OSError as exc:
                 raise RunicornError(f"{exc.filename or root}: cannot be read ({exc.strerror}); "
                                     f"exclude it in .rnignore or fix its permissions") from None

@@ -286,22 +286,15 @@ class Store:
         return BlobInfo(sha, size)
 
     def ingest_files(self, paths: Iterable[str | os.PathLike[str]]) -> list[BlobInfo]:
-        """Store many files with one group sync instead of one fsync per file.
+        """Store many files as one batch: one group sync instead of one fsync per file,
+        and no write at all for content the store already has (``runicorn.store.ingest``).
 
-        Raises: as :meth:`ingest_file`; on error nothing of the batch is indexed.
+        Raises: as :meth:`ingest_file`, plus StorageFullError; on error nothing of the
+        batch is indexed.
         """
-        staged: list[tuple[Path, str, int]] = []
-        try:
-            for p in paths:
-                staged.append(self._stage_file(Path(p), None))
-        except BaseException:
-            for intent, _, _ in staged:
-                intent.unlink(missing_ok=True)
-            raise
-        if staged:
-            syncfs(self.tmp_dir)
-            self._commit_blobs(staged, group=True)
-        return [BlobInfo(sha, size) for _, sha, size in staged]
+        from runicorn.store.ingest import ingest_paths
+
+        return ingest_paths(self, paths)
 
     def ingest_bytes(self, data: bytes) -> BlobInfo:
         """Store a byte string; return its blob."""
@@ -782,7 +775,11 @@ class Store:
             c.execute("DELETE FROM holds WHERE writer = ?", (d.name,))
             for f in sorted(d.iterdir()):
                 name = f.name
-                if name.startswith("blob-") and is_sha256_hex(name[5:]):
+                if name.startswith("b-") and f.is_dir():
+                    from runicorn.store.ingest import recover_batch
+
+                    actions.extend(recover_batch(self, c, f))
+                elif name.startswith("blob-") and is_sha256_hex(name[5:]):
                     actions.append(self._recover_blob(c, f, name[5:]))
                 elif name.startswith("tree-") and name.endswith(".json"):
                     actions.append(self._recover_tree(c, f, name[5:-5]))
@@ -796,6 +793,7 @@ class Store:
         if sha256_file(f) != sha:
             return f"discarded torn staged blob {sha[:12]}"
         size = f.stat().st_size
+        os.chmod(f, 0o444)  # blobs are read-only whatever the intent was created with
         self._place_blob(f, sha, size)
         fsync_dir(self.blob_path(sha).parent)
         now = time.time()

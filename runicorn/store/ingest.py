@@ -1,0 +1,372 @@
+"""Batch ingest: many files into the blob store with few system calls per file.
+
+One batch (one call of :meth:`Store.ingest_files`) follows the store's write protocol
+(``schema/README.md``) with less work per file:
+
+1. Every file is read once.  A small file (up to ``SMALL_FILE_BYTES``) is read whole
+   into memory and hashed; a large one is streamed through one reused buffer into a
+   staging file while hashed, and the kernel is asked to start writing it back at once
+   so the disk works while the next files are read.
+2. One set query finds which of the batch's blobs the store already has (and whose file
+   is present): those are not written again.  Each new small blob is written straight
+   to its intent name ``<writer>/b-<n>/blob-<sha>`` (mode 0444) -- the hash is known
+   before the first byte is written, so no rename is needed; a torn intent is harmless
+   because recovery re-hashes every intent before adopting it.
+3. One ``syncfs`` makes the batch durable; then, in one ``BEGIN IMMEDIATE``
+   transaction, each new blob is hard-linked into ``blobs/<aa>/`` (never replacing an
+   existing file), a second ``syncfs`` makes the links durable, and every blob of the
+   batch is upserted and held for this writer.  After COMMIT the batch directory goes.
+
+Each batch stages into its own directory, so threads ingesting at once never share a
+staging name even when they meet the same content.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from runicorn.errors import ChangedWhileReadingError, IntegrityError, RunicornError, StorageFullError
+from runicorn.fsutil import fsync_dir, rename_noreplace, start_writeback, syncfs
+from runicorn.hashing import is_sha256_hex
+
+if TYPE_CHECKING:
+    from runicorn.store.store import BlobInfo, Store
+
+SMALL_FILE_BYTES = 1 << 20  # read whole: one read, one hash call, one write
+PENDING_BYTES = 64 << 20  # small blobs kept in memory before they are written
+STREAM_CHUNK = 1 << 20
+WRITEBACK_EVERY = 16 << 20  # large files: start writeback after this many new bytes
+JOURNAL = "journal"  # in a batch directory: the blobs being moved into blobs/, one per line
+_batch_numbers = itertools.count()
+_local = threading.local()
+
+
+def _buffer() -> memoryview:
+    # One streaming buffer per thread: allocating (and zeroing) 1 MiB per file
+    # would cost more than hashing a small file.
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = memoryview(bytearray(STREAM_CHUNK))
+    return buf
+
+
+def _changed(path: str, before: os.stat_result, after: os.stat_result) -> ChangedWhileReadingError:
+    return ChangedWhileReadingError(
+        f"{path}: file changed while it was being read "
+        f"(size {before.st_size}->{after.st_size}, mtime_ns {before.st_mtime_ns}->{after.st_mtime_ns})")
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class BlobBatch:
+    """Blobs staged for one group commit (see the module docstring).
+
+    Not thread-safe: one batch per thread; the store is.
+    """
+
+    def __init__(self, store: "Store") -> None:
+        self.store = store
+        self.dir = store.writer_dir() / f"b-{next(_batch_numbers)}"
+        self._dir_made = False
+        self.sizes: dict[str, int] = {}  # every blob of the batch
+        self.staged: set[str] = set()  # blobs written to the batch directory
+        self._pending: dict[str, bytes] = {}  # small blobs hashed, not yet written
+        self._pending_bytes = 0
+
+    # ----------------------------------------------------------------- staging
+    def _staging_dir(self) -> str:
+        if not self._dir_made:
+            os.mkdir(self.dir, 0o700)
+            self._dir_made = True
+        return str(self.dir)
+
+    def add_file(self, path: str, expected_sha256: str | None = None) -> tuple[str, int]:
+        """Read, hash and stage one file; return ``(sha256, size)``.
+
+        Raises:
+            ChangedWhileReadingError: the file changed while being read.
+            IntegrityError: ``expected_sha256`` given and different.
+            RunicornError: not a regular file.
+            StorageFullError: no space left while staging.
+            OSError: the file cannot be opened or read.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                raise RunicornError(f"{path}: not a regular file")
+            size = before.st_size
+            if size <= SMALL_FILE_BYTES:
+                data = os.read(fd, size + 1)
+                while len(data) <= size:  # a short read before EOF (rare: signals, FUSE)
+                    more = os.read(fd, size + 1 - len(data))
+                    if not more:
+                        break
+                    data += more
+                after = os.fstat(fd)
+                if len(data) != size or after.st_size != size or after.st_mtime_ns != before.st_mtime_ns:
+                    raise _changed(path, before, after)
+                sha = hashlib.sha256(data).hexdigest()
+                if sha not in self.sizes and sha not in self._pending:
+                    self._pending[sha] = data
+                    self._pending_bytes += size
+            else:
+                sha, size = self._stream(fd, path, before)
+        finally:
+            os.close(fd)
+        if expected_sha256 is not None and sha != expected_sha256:
+            self._pending.pop(sha, None)
+            raise IntegrityError(f"{path}: sha256 is {sha}, expected {expected_sha256}")
+        self.sizes[sha] = size
+        if self._pending_bytes >= PENDING_BYTES:
+            self._write_pending()
+        return sha, size
+
+    def _stream(self, fd: int, path: str, before: os.stat_result) -> tuple[str, int]:
+        staging = self._staging_dir()
+        part = f"{staging}/x-{next(_batch_numbers)}.part"
+        out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        h = hashlib.sha256()
+        buf = _buffer()
+        total = unsynced = 0
+        try:
+            try:
+                while True:
+                    n = os.readv(fd, [buf])
+                    if not n:
+                        break
+                    chunk = buf[:n]
+                    h.update(chunk)
+                    _write_all(out, chunk)
+                    total += n
+                    unsynced += n
+                    if unsynced >= WRITEBACK_EVERY:
+                        start_writeback(out)
+                        unsynced = 0
+                start_writeback(out)
+            finally:
+                os.close(out)
+            after = os.fstat(fd)
+            if total != after.st_size or after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
+                raise _changed(path, before, after)
+            sha = h.hexdigest()
+            dest = f"{staging}/blob-{sha}"
+            if sha in self.staged:
+                os.unlink(part)
+            else:
+                os.rename(part, dest)
+                self.staged.add(sha)
+        except OSError as exc:
+            _unlink_quietly(part)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._full(path) from None
+            raise
+        except BaseException:
+            _unlink_quietly(part)
+            raise
+        return sha, total
+
+    def _full(self, origin: str) -> StorageFullError:
+        return StorageFullError(f"{self.store.root}: no space left on device while storing {origin}")
+
+    def _write_pending(self) -> None:
+        """Write the small blobs hashed so far that the store lacks to their intent names.
+
+        Blobs the store has (file present) are held against gc instead of written.
+        """
+        pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        if not pending:
+            return
+        missing = self.store.hold_blobs(pending)
+        for sha in missing:
+            if sha not in self.staged:
+                self._write_intent(sha, pending[sha])
+
+    def _write_intent(self, sha: str, data: bytes) -> None:
+        staging = self._staging_dir()
+        try:
+            out = os.open(f"{staging}/blob-{sha}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        except FileExistsError:
+            self.staged.add(sha)
+            return
+        try:
+            _write_all(out, data)
+        except OSError as exc:
+            os.close(out)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._full(f"a blob of {len(data)} bytes") from None
+            raise
+        os.close(out)
+        self.staged.add(sha)
+
+    # ----------------------------------------------------------------- commit
+    def commit(self) -> None:
+        """Publish the batch: one flush, renames, index rows and holds in one transaction.
+
+        Raises:
+            StorageFullError: no space left while writing.
+        """
+        store = self.store
+        if not self.sizes:
+            return
+        self._write_pending()
+        staged = sorted(self.staged)
+        if staged:
+            # The journal names what is about to move into blobs/, so a crash between
+            # a rename and COMMIT leaves nothing unindexed that recovery cannot find.
+            fd = os.open(f"{self.dir}/{JOURNAL}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                _write_all(fd, "".join(f"{sha}\n" for sha in staged).encode())
+            finally:
+                os.close(fd)
+            syncfs(store.tmp_dir)
+        writer = store.writer_dir().name
+        try:
+            self._publish(staged, writer, time.time())
+        except BaseException:
+            # Some blobs may be in blobs/ already: leave the batch (journal included)
+            # to the recovery this store runs when it closes, which adopts them.
+            self._dir_made = False
+            raise
+        self.discard()
+
+    def _publish(self, staged: list[str], writer: str, now: float) -> None:
+        store = self.store
+        with store.index.write() as c:
+            dirs: set[str] = set()
+            for sha in staged:
+                d = self._place(sha)
+                if d is not None:
+                    dirs.add(d)
+            if dirs:
+                if len(dirs) > 8:
+                    syncfs(store.blobs_dir)
+                else:
+                    for d in dirs:
+                        fsync_dir(Path(d))
+            c.executemany(
+                "INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?) "
+                "ON CONFLICT (sha256) DO UPDATE SET touched_at = excluded.touched_at",
+                [(sha, self.sizes[sha], now, now) for sha in staged])
+            c.executemany("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)",
+                          [(writer, sha) for sha in staged])
+            store._held.update(staged)
+
+    def _place(self, sha: str) -> str | None:
+        """Move a staged blob into ``blobs/`` unless a good copy is there; return the dir to sync."""
+        staged = f"{self.dir}/blob-{sha}"
+        parent = f"{self.store.blobs_dir}/{sha[:2]}"
+        dest = f"{parent}/{sha}"
+        for _ in range(3):
+            try:
+                if rename_noreplace(staged, dest):
+                    self.staged.discard(sha)
+                    return parent
+            except FileNotFoundError:
+                if os.path.isdir(parent):
+                    raise
+                os.makedirs(parent, exist_ok=True)
+                continue
+            try:
+                if os.stat(dest).st_size == self.sizes[sha]:
+                    return None  # the store had it: the staged copy goes with the batch
+            except FileNotFoundError:
+                continue  # collected meanwhile: try again
+            self.store._quarantine(Path(dest), "size-mismatch")
+        raise RunicornError(f"{dest}: cannot be placed (it keeps appearing and vanishing)")
+
+    def discard(self) -> None:
+        """Remove the batch's staging directory (after COMMIT, or on error)."""
+        self._pending.clear()
+        self._pending_bytes = 0
+        if self._dir_made:
+            # The names are known: unlinking them beats a directory walk.
+            for sha in self.staged:
+                _unlink_quietly(f"{self.dir}/blob-{sha}")
+            _unlink_quietly(f"{self.dir}/{JOURNAL}")
+            try:
+                os.rmdir(self.dir)
+            except OSError:  # something else left behind (a torn .part): remove it all
+                import shutil
+
+                shutil.rmtree(self.dir, ignore_errors=True)
+            self._dir_made = False
+        self.staged.clear()
+
+
+def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:
+    """Finish or undo a dead writer's batch inside the recovery transaction ``c``.
+
+    Blobs the journal names that reached ``blobs/`` but not the index are re-hashed and
+    adopted; intents still in the batch directory are adopted like any other intent.
+    """
+    from runicorn.hashing import sha256_file
+
+    actions: list[str] = []
+    try:
+        listed = (batch_dir / JOURNAL).read_text("ascii").split()
+    except (FileNotFoundError, UnicodeDecodeError):
+        listed = []
+    now = time.time()
+    for sha in listed:
+        if not is_sha256_hex(sha):
+            continue  # a torn journal line
+        dest = store.blob_path(sha)
+        if c.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (sha,)).fetchone() or not dest.exists():
+            continue
+        if sha256_file(dest) != sha:
+            store._quarantine(dest, "corrupt")
+            actions.append(f"quarantined torn blob {sha[:12]}")
+            continue
+        os.chmod(dest, 0o444)
+        c.execute("INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?) "
+                  "ON CONFLICT (sha256) DO NOTHING", (sha, dest.stat().st_size, now, now))
+        actions.append(f"adopted blob {sha[:12]}")
+    for g in sorted(batch_dir.iterdir()):
+        if g.name.startswith("blob-") and is_sha256_hex(g.name[5:]):
+            actions.append(store._recover_blob(c, g, g.name[5:]))
+    return actions
+
+
+def ingest_paths(store: "Store", paths: Iterable[str | os.PathLike[str]]) -> list["BlobInfo"]:
+    """Store many files as one batch (see the module docstring); return their blobs in order.
+
+    Raises: as :meth:`BlobBatch.add_file`; on error nothing of the batch is indexed.
+    """
+    from runicorn.store.store import BlobInfo
+
+    batch = BlobBatch(store)
+    out: list[BlobInfo] = []
+    try:
+        for p in paths:
+            sha, size = batch.add_file(os.fspath(p))
+            out.append(BlobInfo(sha, size))
+        batch.commit()
+    except OSError as exc:
+        batch.discard()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(exc, StorageFullError):
+            raise StorageFullError(f"{store.root}: no space left on device ({exc})") from None
+        raise
+    except BaseException:
+        batch.discard()
+        raise
+    return out
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
