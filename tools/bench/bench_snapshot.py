@@ -244,8 +244,9 @@ def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
         forget_open_stores()
         to_delete.append((store2, r.run_id, plain, proj))
 
-    print(f"disk used: {(shutil.disk_usage(work).used - used_before) / 2**30:.2f} GiB "
-          f"(estimated {need / 2**30:.2f} GiB)", flush=True)
+    print(f"space taken on the filesystem since the data was made (by anything): "
+          f"{(shutil.disk_usage(work).used - used_before) / 2**30:.2f} GiB; "
+          f"estimated for the benchmark: {need / 2**30:.2f} GiB", flush=True)
     # --- deletion phase: nothing timed creates files after this
     for i, (store2, run_id, plain, proj) in enumerate(to_delete):
         print(f"deletions {i + 1}/{args.repeats}", flush=True)
