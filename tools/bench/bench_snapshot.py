@@ -23,6 +23,22 @@ its references from the same repeat:
 * ``runicorn delete-run`` of a run that is the only owner of the tree (everything is
   freed) vs ``dvc gc -w -f`` with nothing referenced vs ``rm -rf`` of a plain copy.
 
+No files are deleted between timed steps: every repeat writes to directories of its own
+(``store_<i>``, ``cp_<i>``, ``restore_copy_<i>``, ``dvc_<i>`` ...; what a step needs
+absent is renamed aside), and the three deletions are timed in a last phase, after every
+creating step of every repeat, on inputs prepared earlier.  On ext4 without a journal
+the inode allocator skips inodes freed in the last minutes, so a step creating many
+files right after a bulk deletion would be slowed by what ran before it.  The temporary
+directory is removed once, at the end, untimed.
+
+``--fresh-fs SIZE`` (e.g. ``10G``; root only) runs everything on a newly made, journaled
+ext4 image loop-mounted inside the temporary directory and removed at the end, so the
+figures depend neither on the host filesystem's kind nor on what ran on it before.  The
+report names the filesystem used and whether it has a journal, and warns on ext4
+without one.  About 8 copies of the data per repeat are kept until the end (6 without
+DVC), checked against the free space first: the defaults with ``--repeats 3`` use about
+7.5 GiB, so ``--fresh-fs 10G``.
+
 The CLI figures include interpreter start-up (as ``dvc`` does); the in-process figure
 is the library call alone.  Snapshots are captured into the store without a zip
 (``runicorn snapshot`` without ``--zip``); ``--zip`` timing is printed separately.
@@ -49,6 +65,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchdata import make_bench_tree, rewrite_fraction  # noqa: E402
+from benchfs import describe, fresh_fs  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO), DVC_NO_ANALYTICS="1", RUNICORN_DIR="")
 
@@ -92,14 +109,22 @@ def main() -> None:
     ap.add_argument("--big-files", type=int, default=4)
     ap.add_argument("--big-size", type=int, default=64 << 20)
     ap.add_argument("--tmp", type=Path, default=None, help="where to work (default: a new temp dir)")
+    ap.add_argument("--fresh-fs", metavar="SIZE", default=None,
+                    help="measure on a new journaled ext4 image of SIZE (e.g. 10G), loop-mounted in the "
+                         "temp dir and removed at the end (needs root)")
     ap.add_argument("--dvc", default=None, help="an existing dvc executable (default: install one)")
     ap.add_argument("--skip-dvc", action="store_true")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the temporary directory (with --fresh-fs: its image file, unmounted)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="rn-bench-snapshot-", dir=args.tmp))
     try:
-        bench(args, tmp)
+        if args.fresh_fs:
+            with fresh_fs(tmp, args.fresh_fs, keep_image=args.keep) as work:
+                bench(args, work, tmp)
+        else:
+            bench(args, tmp, tmp)
     finally:
         if args.keep:
             print(f"kept {tmp}")
@@ -107,13 +132,30 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench(args: argparse.Namespace, tmp: Path) -> None:
+def disk_bytes(root: Path) -> int:
+    return sum(p.lstat().st_blocks * 512 for p in root.rglob("*"))
+
+
+def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
+    """Measure in ``work``; ``tmp`` (outside a fresh filesystem) holds an installed DVC."""
+    fs_lines = describe(work, fresh=bool(args.fresh_fs))
+    print("\n".join(fs_lines), flush=True)
     dvc = None if args.skip_dvc else (args.dvc or install_dvc(tmp))
-    ws = tmp / "ws"
+    ws = work / "ws"
     t_gen, info = timed(lambda: make_bench_tree(ws, args.small_files, args.dirs, args.big_files,
                                                 args.big_size))
     (ws / ".rnignore").write_text("# nothing excluded\n")  # same file set for every tool
     print(f"data: {info['files']} files, {info['bytes'] / 2**20:.1f} MiB (generated in {t_gen:.1f} s)")
+    # Nothing is deleted before the last phase, so every repeat's copies stay: check
+    # they fit rather than fail half-way.
+    copy = disk_bytes(ws)
+    need = copy * (8 if dvc else 6) * args.repeats
+    free = shutil.disk_usage(work).free
+    if need > free:
+        raise SystemExit(f"not enough space in {work}: about {need / 2**30:.1f} GiB needed "
+                         f"({args.repeats} repeats), {free / 2**30:.1f} GiB free"
+                         + (" (use a larger --fresh-fs)" if args.fresh_fs else ""))
+    used_before = shutil.disk_usage(work).used
     # Files modified within the racy window are re-read on purpose; a real workspace's
     # files are older than that, so wait it out once.
     time.sleep(2.1)
@@ -126,16 +168,18 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
     def add(key: str, value: float) -> None:
         R.setdefault(key, []).append(value)
 
+    # Inputs of the deletion phase, per repeat: (store, run id, plain copy, DVC project).
+    to_delete: list[tuple[Path, str, Path, Path]] = []
     for i in range(args.repeats):
         print(f"repeat {i + 1}/{args.repeats}", flush=True)
-        store = tmp / f"store{i}"
+        store = work / f"store_{i}"
         # --- first snapshot
         t, out = timed(lambda: rn_cli(store, "snapshot", str(ws), "--json"))
         add("first.rn", t)
         tree = json.loads(out)["tree"]
         t, _ = timed(lambda: run(f"find '{ws}' -type f -print0 | xargs -0 sha256sum > /dev/null", shell=True))
         add("first.sha256sum", t)
-        cp_dst = tmp / f"cp{i}"
+        cp_dst = work / f"cp_{i}"
         t, _ = timed(lambda: run(["cp", "-r", str(ws), str(cp_dst)]))
         add("first.cp", t)
         add("first.ref", R["first.sha256sum"][-1] + R["first.cp"][-1])
@@ -149,15 +193,15 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
         t, res = timed(lambda: runicorn.snapshot_workspace(ws, None, storage=store))
         add("unchanged.rn_api", t)
         assert res["tree"] == tree
-        # --- zip (reported apart)
-        t, _ = timed(lambda: rn_cli(store, "snapshot", str(ws), "--zip", str(tmp / f"snap{i}.zip")))
+        # --- zip (reported apart; the archive stays until the end)
+        t, _ = timed(lambda: rn_cli(store, "snapshot", str(ws), "--zip", str(work / f"snap_{i}.zip")))
         add("zip.rn_cli", t)
-        (tmp / f"snap{i}.zip").unlink()
         # --- DVC add (first, unchanged)
-        proj = tmp / f"dvc{i}"
+        proj = work / f"dvc_{i}"
         if dvc:
             proj.mkdir()
-            run(["cp", "-r", str(ws), str(proj / "data")])
+            # cp -r's copy above is the project's data (a rename: no second copy on disk).
+            os.rename(cp_dst, proj / "data")
             run([dvc, "init", "--no-scm", "-q"], cwd=proj)
             run([dvc, "config", "core.analytics", "false"], cwd=proj)
             run([dvc, "config", "core.site_cache_dir", str(proj / ".site-cache")], cwd=proj)
@@ -179,44 +223,48 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
             add("change1.dvc", t)
         # --- restore
         for mode in ("copy", "hardlink"):
-            target = tmp / f"restore-{mode}-{i}"
+            target = work / f"restore_{mode}_{i}"
             t, _ = timed(lambda: rn_cli(store, "restore", tree, str(target), "--link", mode))
             add(f"restore_{mode}.rn", t)
-        shutil.rmtree(cp_dst)
-        t, _ = timed(lambda: run(["cp", "-r", str(ws), str(cp_dst)]))
+        plain = work / f"cp_restore_{i}"
+        t, _ = timed(lambda: run(["cp", "-r", str(ws), str(plain)]))
         add("restore.cp", t)
         if dvc:
             for mode in ("copy", "hardlink"):
                 run([dvc, "config", "cache.type", mode], cwd=proj)
-                shutil.rmtree(proj / "data")
+                # Out of the project (dvc would walk it there), not deleted.
+                os.rename(proj / "data", work / f"dvc_{i}_data_before_{mode}")
                 t, _ = timed(lambda: run([dvc, "checkout", "-q"], cwd=proj))
                 add(f"restore_{mode}.dvc", t)
-        for mode in ("copy", "hardlink"):
-            shutil.rmtree(tmp / f"restore-{mode}-{i}")
-        # --- delete-run + gc: a fresh store where one run owns everything
-        store2 = tmp / f"store-del{i}"
+        # --- delete-run + gc, prepared: a fresh store where one run owns everything
+        store2 = work / f"store_del_{i}"
         forget_open_stores()
         r = runicorn.init(path="bench/delete", storage=store2, snapshot_code=True, workspace_root=ws)
         r.finish()
         forget_open_stores()
-        t, out = timed(lambda: rn_cli(store2, "delete-run", r.run_id, "--json"))
+        to_delete.append((store2, r.run_id, plain, proj))
+
+    print(f"space taken on the filesystem since the data was made (by anything): "
+          f"{(shutil.disk_usage(work).used - used_before) / 2**30:.2f} GiB; "
+          f"estimated for the benchmark: {need / 2**30:.2f} GiB", flush=True)
+    # --- deletion phase: nothing timed creates files after this
+    for i, (store2, run_id, plain, proj) in enumerate(to_delete):
+        print(f"deletions {i + 1}/{args.repeats}", flush=True)
+        t, out = timed(lambda: rn_cli(store2, "delete-run", run_id, "--json"))
         add("delete.rn", t)
         deleted = json.loads(out)
         assert deleted["blobs_deleted"] >= info["files"] - 10, deleted
-        t, _ = timed(lambda: run(["rm", "-rf", str(cp_dst)]))
+        t, _ = timed(lambda: run(["rm", "-rf", str(plain)]))
         add("delete.rm", t)
         if dvc:
             (proj / "data.dvc").unlink()
             t, _ = timed(lambda: run([dvc, "gc", "-w", "-f", "-q"], cwd=proj))
             add("delete.dvc", t)
-            shutil.rmtree(proj)
-        shutil.rmtree(store, ignore_errors=True)
-        shutil.rmtree(store2, ignore_errors=True)
 
-    report(R, dvc is not None)
+    report(R, dvc is not None, fs_lines)
 
 
-def report(R: dict[str, list[float]], have_dvc: bool) -> None:
+def report(R: dict[str, list[float]], have_dvc: bool, fs_lines: list[str]) -> None:
     med = {k: statistics.median(v) for k, v in R.items()}
 
     def row(label: str, ours: str, ref: str | None, goal: str = "", check: Callable[[float], bool] | None = None) -> None:
@@ -233,7 +281,9 @@ def report(R: dict[str, list[float]], have_dvc: bool) -> None:
         print(f"{label:<38} {o:8.3f} s  vs {ref:<18} {r:8.3f} s  ratio {ratio:5.2f} "
               f"(paired {paired:5.2f})  {goal} {verdict}")
 
-    print("\nmedians (seconds); ratio = runicorn / reference (of medians, and median of per-repeat ratios)")
+    print()
+    print("\n".join(fs_lines))
+    print("medians (seconds); ratio = runicorn / reference (of medians, and median of per-repeat ratios)")
     row("first snapshot (CLI)", "first.rn", "first.ref", "goal <= 1.3", lambda x: x <= 1.3)
     print(f"{'':<38} (reference = sha256sum {med['first.sha256sum']:.3f} s + cp -r {med['first.cp']:.3f} s; "
           f"a sync after cp -r would add {med['first.cp_flush']:.3f} s)")

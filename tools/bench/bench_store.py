@@ -9,7 +9,15 @@ Mode ``index``: an index of 1,000,000 blobs (synthetic rows, referenced by 1,000
 trees) and the time of ``stats`` and ``gc --dry-run`` with nothing to collect, in process
 and as whole CLI commands.
 
-    python tools/bench/bench_store.py [--mode ingest|index|all] [--runs 3] [--scale 1.0]
+Every run copies and ingests into directories of its own, kept until the end: on ext4
+without a journal, creating files right after a bulk deletion is slowed down (recently
+freed inodes are skipped), so no timed step follows a deletion made by the benchmark.
+``--fresh-fs SIZE`` (root only) runs everything on a new journaled ext4 image,
+loop-mounted in a temporary directory and removed at the end; the filesystem used is
+printed first, with a warning on ext4 without a journal.  Work goes to ``$BENCH_DIR``
+(default: the system's temporary directory).
+
+    python tools/bench/bench_store.py [--mode ingest|index|all] [--runs 3] [--scale 1.0] [--fresh-fs 4G]
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchdata import make_bench_tree  # noqa: E402
+from benchfs import describe, fresh_fs  # noqa: E402
 
 from runicorn.store import Store  # noqa: E402
 
@@ -43,8 +52,8 @@ def sh(cmd: str) -> None:
     subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL)
 
 
-def bench_ingest(runs: int, scale: float) -> dict[str, float]:
-    work = Path(tempfile.mkdtemp(prefix="rn-bench-store-", dir=os.environ.get("BENCH_DIR")))
+def bench_ingest(runs: int, scale: float, parent: Path | None) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="rn-bench-store-", dir=parent))
     try:
         src = work / "src"
         info = make_bench_tree(src, small_files=int(10_000 * scale), big_size=int((64 << 20) * scale))
@@ -56,7 +65,6 @@ def bench_ingest(runs: int, scale: float) -> dict[str, float]:
                 f"cd {src} && find . -type f -print0 | xargs -0 sha256sum > /dev/null")))
             dst = work / f"cp{r}"
             results["cp -r"].append(timed(lambda: sh(f"cp -r {src} {dst}")))
-            shutil.rmtree(dst)
             store_root = work / f"store{r}"
 
             def ingest() -> None:
@@ -64,7 +72,6 @@ def bench_ingest(runs: int, scale: float) -> dict[str, float]:
                     store.ingest_directory(src)
 
             results["runicorn ingest"].append(timed(ingest))
-            shutil.rmtree(store_root)
         med = {k: statistics.median(v) for k, v in results.items()}
         ref = med["sha256sum"] + med["cp -r"]
         print(f"\n{'contender':<22}{'median s':>10}   runs")
@@ -96,8 +103,8 @@ def build_big_index(root: Path, blobs: int, trees: int) -> None:
     store.close()
 
 
-def bench_index(runs: int, blobs: int) -> dict[str, float]:
-    work = Path(tempfile.mkdtemp(prefix="rn-bench-index-", dir=os.environ.get("BENCH_DIR")))
+def bench_index(runs: int, blobs: int, parent: Path | None) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="rn-bench-index-", dir=parent))
     try:
         root = work / "store"
         t = timed(lambda: build_big_index(root, blobs, 1000))
@@ -135,13 +142,30 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="shrink the ingest data (tests use 0.01)")
     ap.add_argument("--blobs", type=int, default=1_000_000)
+    ap.add_argument("--fresh-fs", metavar="SIZE", default=None,
+                    help="measure on a new journaled ext4 image of SIZE (e.g. 4G), loop-mounted and "
+                         "removed at the end (needs root)")
     ap.add_argument("--json", action="store_true", help="print the medians as JSON at the end")
     args = ap.parse_args()
+    bench_dir = os.environ.get("BENCH_DIR")
+    if not args.fresh_fs:
+        run_all(args, Path(bench_dir) if bench_dir else None)
+        return
+    outer = Path(tempfile.mkdtemp(prefix="rn-bench-store-fs-", dir=bench_dir))
+    try:
+        with fresh_fs(outer, args.fresh_fs) as mnt:
+            run_all(args, mnt, fresh=True)
+    finally:
+        shutil.rmtree(outer, ignore_errors=True)
+
+
+def run_all(args: argparse.Namespace, parent: Path | None, fresh: bool = False) -> None:
+    print("\n".join(describe(parent or Path(tempfile.gettempdir()), fresh=fresh)), flush=True)
     out = {}
     if args.mode in ("ingest", "all"):
-        out["ingest"] = bench_ingest(args.runs, args.scale)
+        out["ingest"] = bench_ingest(args.runs, args.scale, parent)
     if args.mode in ("index", "all"):
-        out["index"] = bench_index(args.runs, args.blobs)
+        out["index"] = bench_index(args.runs, args.blobs, parent)
     if args.json:
         print(json.dumps(out, indent=2))
 
