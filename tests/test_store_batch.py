@@ -91,3 +91,20 @@ def test_dead_writers_batch_is_recovered(tmp_path: Path) -> None:
         store.gc(grace_seconds=0)
         assert store.stats()["blob_count"] == 0
         assert store.verify(deep=True)["ok"]
+
+
+def test_manifest_bytes_are_plain_sorted_json_one_file_per_line() -> None:
+    import json
+
+    from runicorn.store.tree import TreeEntry, build_manifest, compute_tree_id, manifest_bytes
+
+    entries = {"b/x.txt": TreeEntry("c" * 64, "100644", 3), "a \u00e9\"q": TreeEntry("d" * 64, "120000", 1),
+               "run.sh": TreeEntry("e" * 64, "100755", 0)}
+    manifest = build_manifest(compute_tree_id(entries), entries, source="/x")
+    data = manifest_bytes(manifest)
+    assert json.loads(data) == manifest
+    text = data.decode()
+    assert text.endswith("}\n") and list(json.loads(data)) == sorted(manifest)
+    for path, entry in manifest["files"].items():
+        line = f"  {json.dumps(path, ensure_ascii=False)}: {json.dumps(entry, sort_keys=True)}"
+        assert line in text.splitlines() or line + "," in text.splitlines()

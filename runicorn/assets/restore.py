@@ -73,12 +73,11 @@ def _copy_fd(src: int, dst: int, size: int) -> int:
     copied = 0
     try:
         while copied < size:
-            n = os.copy_file_range(src, dst, size - copied)
+            n = os.copy_file_range(src, dst, min(size - copied, 16 << 20))
             if n == 0:
                 break
             copied += n
-            if size > _WRITEBACK_FROM:
-                start_writeback(dst)  # the disk starts while the next files are copied
+            start_writeback(dst)  # the disk starts while the next files are copied
         return copied
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
@@ -91,7 +90,6 @@ def _copy_fd(src: int, dst: int, size: int) -> int:
         copied += len(chunk)
 
 
-_WRITEBACK_FROM = 8 << 20
 _SMALL = 1 << 20
 
 
@@ -158,7 +156,7 @@ def _share(items: list[tuple[str, TreeEntry]], n: int) -> list[list[tuple[str, T
     for item in sorted(items, key=lambda it: it[1].size, reverse=True):
         k = loads.index(min(loads))
         groups[k].append(item)
-        loads[k] += item[1].size + 16384
+        loads[k] += item[1].size + (64 << 10)  # a file's own cost, in bytes of copying
     return [g for g in groups if g]
 
 

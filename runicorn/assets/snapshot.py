@@ -408,23 +408,25 @@ def _workers(items: list[tuple[str, str, os.stat_result, str]]) -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _split(items: list[tuple[str, str, os.stat_result, str]], n: int) -> list[list[tuple[str, str, os.stat_result, str]]]:
-    """Share files among ``n`` workers with about equal bytes.
+# What one file costs beyond its bytes (open, create, rename, index row), in bytes of
+# copying: measured at ~100 us per small file against ~1 GB/s for data.
+_PER_FILE_COST = 64 << 10
 
-    Files of equal size always go to the same worker: identical content implies equal
-    size, so two threads never stage the same blob at once.
+
+def _split(items: list[tuple[str, str, os.stat_result, str]], n: int) -> list[list[tuple[str, str, os.stat_result, str]]]:
+    """Share files among ``n`` workers with about equal work (bytes plus a per-file cost).
+
+    Workers may meet the same content: each batch stages into its own directory and
+    the store keeps the first copy (``runicorn.store.ingest``).
     """
     if n <= 1:
         return [items] if items else []
-    by_size: dict[int, list[tuple[str, str, os.stat_result, str]]] = {}
-    for item in items:
-        by_size.setdefault(item[2].st_size, []).append(item)
     groups: list[list[tuple[str, str, os.stat_result, str]]] = [[] for _ in range(n)]
     loads = [0] * n
-    for size, same in sorted(by_size.items(), reverse=True):  # largest first, to the lightest
+    for item in sorted(items, key=lambda it: it[2].st_size, reverse=True):  # largest first, to the lightest
         k = loads.index(min(loads))
-        groups[k].extend(same)
-        loads[k] += (size + 4096) * len(same)  # per-file cost counts too
+        groups[k].append(item)
+        loads[k] += item[2].st_size + _PER_FILE_COST
     return [g for g in groups if g]
 
 

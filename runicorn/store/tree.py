@@ -133,14 +133,22 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
         value = manifest[key]
         sep = ",\n" if i < len(keys) - 1 else "\n"
         if key == "files" and isinstance(value, Mapping):
-            lines = [f"  {dumps(path, ensure_ascii=False)}: {dumps(entry, sort_keys=True, ensure_ascii=False)}"
-                     for path, entry in sorted(value.items())]
+            lines = [f"  {dumps(path, ensure_ascii=False)}: {_entry_json(entry)}" for path, entry in sorted(value.items())]
             body = "{\n" + ",\n".join(lines) + "\n }" if lines else "{}"
             parts.append(f" {dumps(key)}: {body}{sep}")
         else:
             parts.append(f" {dumps(key, ensure_ascii=False)}: {dumps(value, sort_keys=True, ensure_ascii=False)}{sep}")
     parts.append("}\n")
     return "".join(parts).encode("utf-8", "surrogateescape")
+
+
+def _entry_json(entry: Any) -> str:
+    """One ``files`` entry as JSON, keys sorted (a plain f-string when the values are plain)."""
+    if (type(entry) is dict and entry.keys() == {"mode", "sha256", "size_bytes"}
+            and type(entry["size_bytes"]) is int and is_sha256_hex(entry["sha256"])
+            and entry["mode"] in (MODE_FILE, MODE_EXEC, MODE_LINK)):
+        return f'{{"mode": "{entry["mode"]}", "sha256": "{entry["sha256"]}", "size_bytes": {entry["size_bytes"]}}}'
+    return json.dumps(entry, sort_keys=True, ensure_ascii=False)
 
 
 def parse_manifest(data: bytes, *, origin: str | Path = "<manifest>",
