@@ -97,6 +97,7 @@ def test_missing_blob_restores_nothing(snap: dict, tmp_path: Path) -> None:
     r = restore_from_manifest(Path(snap["manifest_path"]), _blobs(), tmp_path / "t")
     assert r["success"] is False and r["missing_blobs"] == [sha] and r["restored_count"] == 0
     assert not (tmp_path / "t").exists()
+    assert not any(".rn-" in p.name for p in tmp_path.iterdir()), "the partial staging is removed"
     e = export_manifest_to_zip(Path(snap["manifest_path"]), _blobs(), tmp_path / "x.zip")
     assert e["success"] is False and e["missing_blobs"] == [sha]
     assert not (tmp_path / "x.zip").exists()

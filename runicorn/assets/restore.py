@@ -40,6 +40,10 @@ class TargetExistsError(RunicornError, FileExistsError):
     """The restore target exists and is not empty, and ``overwrite`` was not given."""
 
 
+class _MissingBlob(Exception):
+    """A blob vanished from the store: the restore stops and lists every missing one."""
+
+
 def _read_manifest(manifest_path: Path) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
     path = Path(manifest_path).expanduser()
     try:
@@ -190,11 +194,8 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
         "success": False, "restored_count": 0, "missing_blobs": [], "target_dir": str(target),
         "tree": manifest["tree"], "total_bytes": 0, "link_mode": link, "methods": {},
     }
-    missing = _missing(blob_root, entries)
-    if missing:
-        result["missing_blobs"] = missing
-        result["errors"] = [f"{len(missing)} blob(s) missing from {blob_root}; nothing was restored"]
-        return result
+    # Missing blobs are found while copying (a missing one aborts the restore and then
+    # all are listed): a stat of every blob up front costs as much as the small copies.
     _check_not_the_store(target, blob_root)
     _check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -222,12 +223,17 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
                 dest = f"{base}/{validate_relpath(rel)}"
                 sha = entry.sha256
                 blob = f"{blob_dir}/{sha[:2]}/{sha}"
-                if entry.mode == MODE_LINK:
-                    with open(blob, "rb") as f:
-                        os.symlink(os.fsdecode(f.read()), dest)
-                    how = "symlink"
-                else:
-                    how = _write_file(blob, dest, entry, link, umask)
+                try:
+                    if entry.mode == MODE_LINK:
+                        with open(blob, "rb") as f:
+                            os.symlink(os.fsdecode(f.read()), dest)
+                        how = "symlink"
+                    else:
+                        how = _write_file(blob, dest, entry, link, umask)
+                except FileNotFoundError:
+                    if not os.path.exists(blob):
+                        raise _MissingBlob(sha) from None
+                    raise
                 counts[how] = counts.get(how, 0) + 1
                 if i % 256 == 0 or i == len(items):
                     with lock:
@@ -254,6 +260,12 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
         if sync:
             syncfs(staging)  # one group sync: the renamed tree is complete even after a crash
         _publish(staging, target, overwrite)
+    except _MissingBlob:
+        shutil.rmtree(staging, ignore_errors=True)
+        missing = _missing(blob_root, entries)
+        result["missing_blobs"] = missing
+        result["errors"] = [f"{len(missing)} blob(s) missing from {blob_root}; nothing was restored"]
+        return result
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
