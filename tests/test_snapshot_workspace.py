@@ -233,3 +233,45 @@ def test_many_duplicate_files_across_worker_threads(tmp_path: Path) -> None:
     assert len({f["sha256"] for f in files.values()}) == 1 + 5 + 1 + 1  # empty, 5 texts, big, .rnignore
     assert open_store().verify()["ok"]
     assert open_store().stats()["blob_count"] == 8
+
+
+_PATTERNS = ["*.log", "!keep.log", "/top.txt", "docs/**/draft.md", "cache/", "out", "a/b/", "**/deep",
+             "x?z", "[abc]*.tmp", "!b.tmp", "\\#hash", "trail\\ ", "build/**", "!build/keep/",
+             "*.egg-info/", "/anchored/dir/", "sub/*.md", "**", "!**/", "node_modules"]
+_KEYS = ["a.log", "keep.log", "sub/keep.log", "top.txt", "sub/top.txt", "docs/draft.md",
+         "docs/x/y/draft.md", "cache/", "cache", "sub/cache/", "out", "out/", "sub/out/",
+         "a/b/", "z/a/b/", "deep", "q/deep/", "xyz", "x/z", "a.tmp", "b.tmp", "d.tmp", "#hash",
+         "trail ", "build/", "build/keep/", "build/x.o", "p.egg-info/", "anchored/dir/",
+         "z/anchored/dir/", "sub/r.md", "sub/s/r.md", "node_modules/", "w/node_modules",
+         "plain.txt", "dir/plain.txt", "d000/f00000.txt"]
+
+
+@pytest.mark.parametrize("lines", [_PATTERNS[:k] for k in range(1, len(_PATTERNS) + 1)]
+                         + [DEFAULT_RNIGNORE.splitlines()])
+def test_ignore_prefilter_agrees_with_pathspec(tmp_path: Path, lines: list[str]) -> None:
+    import pathspec
+
+    from runicorn.assets.snapshot import IgnoreRules
+
+    rules = IgnoreRules(tmp_path, lines, None)
+    spec = pathspec.GitIgnoreSpec.from_lines(lines)
+    for key in _KEYS:
+        expected = spec.check_file(key).include
+        assert IgnoreRules._verdict(rules.rn, key) == expected if rules.rn else expected is None, key
+        prefix, _, name = key.rstrip("/").rpartition("/")
+        name += "/" if key.endswith("/") else ""
+        dropped = rules.excluded(prefix + "/" if prefix else "", [name, "unrelated-name"])
+        assert (name in dropped) == (expected is True), key
+        assert (name in dropped) != rules.included(key.rstrip("/"), key.endswith("/")), key
+
+
+def test_excluded_applies_nested_gitignore_to_its_own_subtree(tmp_path: Path) -> None:
+    from runicorn.assets.snapshot import IgnoreRules
+
+    write(tmp_path / "sub" / ".gitignore", "*.txt\n!keep.txt\n/local.md\nbin/\n")
+    rules = IgnoreRules(tmp_path, ["!important.txt"], None)
+    assert rules.enter("sub/", str(tmp_path / "sub")) == 1
+    assert rules.excluded("sub/", ["a.txt", "keep.txt", "important.txt", "local.md", "bin/", "bin"]) \
+        == {"a.txt", "local.md", "bin/"}
+    assert rules.excluded("sub/deeper/", ["a.txt", "local.md", "bin/"]) == {"a.txt", "bin/"}
+    assert rules.excluded("", ["a.txt", "local.md", "bin/"]) == set()  # outside sub/

@@ -93,6 +93,10 @@ outputs/
 """
 
 
+# The prefix pathspec gives every unanchored pattern's regex ("match in any directory").
+_ANY_DIR = "^(?:.+/)?"
+
+
 class IgnoreRules:
     """The ignore decision for paths below one workspace root.
 
@@ -111,37 +115,45 @@ class IgnoreRules:
         self.git: list[tuple[str, Any]] = []
 
     def _compile(self, lines: list[str]) -> Any:
-        """A GitIgnoreSpec plus one combined regex of all its patterns (or None if empty).
+        """A GitIgnoreSpec plus a pre-filter ``match`` over all its patterns (or None if empty).
 
-        The combined regex is only a pre-filter: when it does not match, no pattern
-        does, so the spec's verdict is "no opinion"; when it matches, the spec itself
-        decides.  Most paths match nothing, and one search is far cheaper than one per
-        pattern.
+        The pre-filter is one regex, the alternation of every pattern's regex: when it
+        does not match, no pattern does, so the spec's verdict is "no opinion"; when
+        it matches, the spec itself decides.  Most paths match nothing, and one search
+        is far cheaper than one per pattern.  Alternatives sharing pathspec's
+        "any directory" prefix are factored under one copy of it, which is the same
+        language but spares the regex engine one backtracking scan per pattern.
         """
         import re
 
         spec = self._pathspec.GitIgnoreSpec.from_lines(lines)
-        parts = [p.regex.pattern for p in spec.patterns if getattr(p, "regex", None) is not None]
+        parts = [re.sub(r"[(][?]P<[^>]+>", "(?:", p.regex.pattern)
+                 for p in spec.patterns if getattr(p, "regex", None) is not None]
         if not parts:
             return None
+        anywhere = [p[len(_ANY_DIR):] for p in parts if p.startswith(_ANY_DIR)]
+        alternatives = [p for p in parts if not p.startswith(_ANY_DIR)]
+        if anywhere:
+            alternatives.append(_ANY_DIR + "(?:" + "|".join(f"(?:{p})" for p in anywhere) + ")")
         try:
-            combined = re.compile("|".join(f"(?:{re.sub(r'[(][?]P<[^>]+>', '(?:', p)})" for p in parts))
+            prefilter = re.compile("|".join(f"(?:{p})" for p in alternatives)).match
         except re.error:  # unexpected pattern syntax: no pre-filter, always ask the spec
-            combined = None
-        return spec, combined
+            prefilter = None
+        return spec, prefilter
 
     @staticmethod
     def _verdict(compiled: Any, key: str) -> bool | None:
-        spec, combined = compiled
-        if combined is not None and combined.match(key) is None:
+        spec, prefilter = compiled
+        if prefilter is not None and prefilter(key) is None:
             return None
         return spec.check_file(key).include
 
-    def enter(self, rel_dir: str, directory: Path) -> int:
+    def enter(self, rel_dir: str, directory: str) -> int:
         """Load ``directory/.gitignore`` if present; return how many specs to pop on leaving."""
-        path = directory / ".gitignore"
+        path = os.path.join(directory, ".gitignore")
         try:
-            text = path.read_bytes().decode("utf-8")
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8")
         except FileNotFoundError:
             return 0
         except IsADirectoryError:
@@ -167,6 +179,24 @@ class IgnoreRules:
                 if verdict is not None:
                     return not verdict
         return True
+
+    def excluded(self, prefix: str, names: list[str]) -> set[str]:
+        """Which of one directory's entry ``names`` the rules leave out.
+
+        ``prefix`` is the directory's path relative to the root with a trailing ``/``
+        (empty for the root); a subdirectory's name carries a trailing ``/`` too.  The
+        answers are those of :meth:`included`, for a whole listing at once: only names
+        some pre-filter matches are put to the specs, the others no rule is about.
+        """
+        suspects: set[str] = set()
+        specs = [(prefix, self.rn)] if self.rn is not None else []
+        specs += [(prefix[len(base):], compiled) for base, compiled in self.git if prefix.startswith(base)]
+        for sub, (_, prefilter) in specs:
+            if prefilter is None:
+                suspects.update(names)
+                break
+            suspects.update(n for n in names if prefilter(sub + n) is not None)
+        return {n for n in suspects if not self.included(prefix + n.rstrip("/"), n.endswith("/"))}
 
 
 def read_ignore_file(root: Path, ignore_file: str, *, create_default: bool = True) -> list[str]:
@@ -213,46 +243,72 @@ def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, 
     """
     out: list[tuple[str, str, os.stat_result]] = []
     total = 0
-    # Depth-first with explicit stack; each frame remembers how many .gitignore specs it pushed.
-    stack: list[tuple[str, str, int] | None] = [(str(root), "", -1)]
+    S_ISDIR, S_ISREG, S_ISLNK = stat.S_ISDIR, stat.S_ISREG, stat.S_ISLNK
+    # Depth-first with an explicit stack of (absolute dir, relative prefix); a None
+    # frame pops the .gitignore spec its directory pushed, after the whole subtree.
+    stack: list[tuple[str, str] | None] = [(str(root), "")]
     while stack:
         frame = stack.pop()
         if frame is None:
             rules.git.pop()
             continue
-        directory, prefix, _ = frame
-        pushed = rules.enter(prefix, Path(directory))
-        if pushed:
-            stack.append(None)  # pop this directory's spec after its subtree
+        directory, prefix = frame
+        if rules.enter(prefix, directory):
+            stack.append(None)
+        base = directory if directory.endswith(os.sep) else directory + os.sep
+        # Listing through a directory descriptor makes each entry's lstat resolve one
+        # name instead of the whole path again.
         try:
-            with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                with os.scandir(fd) as it:
+                    found = list(it)
+            except BaseException:
+                os.close(fd)
+                raise
         except OSError as exc:
             raise RunicornError(f"{directory}: cannot list directory ({exc.strerror})") from None
-        subdirs: list[tuple[str, str, int]] = []
-        for entry in entries:
-            rel = prefix + entry.name
-            if "\n" in rel or "\r" in rel:
-                raise RunicornError(f"{entry.path}: file names with a newline cannot be snapshotted")
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                if (st.st_dev, st.st_ino) in skip_dirs or not rules.included(rel, True):
-                    continue
+        try:
+            listing = [(e.name, e.stat(follow_symlinks=False)) for e in found]
+        except OSError as exc:  # name the file by its full path, as a path-based lstat would
+            raise type(exc)(exc.errno, exc.strerror, base + str(exc.filename)) from None
+        finally:
+            os.close(fd)
+        listing.sort()
+        joined = "/".join(name for name, _ in listing)
+        if "\n" in joined or "\r" in joined:
+            bad = next(name for name, _ in listing if "\n" in name or "\r" in name)
+            raise RunicornError(f"{base + bad}: file names with a newline cannot be snapshotted")
+        # Keys: names with a trailing "/" for directories, as the ignore rules want them.
+        kept: list[tuple[str, os.stat_result]] = []
+        for name, st in listing:
+            mode = st.st_mode
+            if S_ISDIR(mode):
+                if (st.st_dev, st.st_ino) not in skip_dirs:
+                    kept.append((name + "/", st))
+            elif S_ISREG(mode) or S_ISLNK(mode):
+                if base + name not in skip_files:
+                    kept.append((name, st))
+        dropped = rules.excluded(prefix, [key for key, _ in kept])
+        subdirs: list[tuple[str, str]] = []
+        for key, st in kept:
+            if key in dropped:
+                continue
+            if key[-1] == "/":
+                full = base + key[:-1]
                 if (run_root is not None and directory.endswith(f"{os.sep}runs")
-                        and entry.path.startswith(run_root)
-                        and os.path.isfile(os.path.join(entry.path, "meta.json"))):
+                        and full.startswith(run_root)
+                        and os.path.isfile(os.path.join(full, "meta.json"))):
                     continue
-                subdirs.append((entry.path, rel + "/", -1))
-            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                if entry.path in skip_files or not rules.included(rel, False):
-                    continue
-                out.append((rel, entry.path, st))
-                total += st.st_size
-                if not force:
-                    if len(out) > max_files:
-                        raise _limit_error(root, "files", len(out), max_files)
-                    if total > max_total_bytes:
-                        raise _limit_error(root, "bytes", total, max_total_bytes)
+                subdirs.append((full, prefix + key))
+                continue
+            out.append((prefix + key, base + key, st))
+            total += st.st_size
+            if not force:
+                if len(out) > max_files:
+                    raise _limit_error(root, "files", len(out), max_files)
+                if total > max_total_bytes:
+                    raise _limit_error(root, "bytes", total, max_total_bytes)
         stack.extend(reversed(subdirs))
     return out
 
