@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable
 from runicorn.errors import ChangedWhileReadingError, RunicornError
 from runicorn.fsutil import StagedFile, atomic_write_text
 from runicorn.hashing import sha256_bytes
-from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, compute_tree_id, mode_of
+from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
 
 RACY_NS = 2_000_000_000
 DEFAULT_MAX_TOTAL_BYTES = 500 * 1024 * 1024
@@ -319,10 +319,12 @@ def _cache_bounds(root: Path) -> tuple[str, str]:
 
 
 def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]], *,
-                 source: str, progress: Progress | None = None) -> tuple[str, dict[str, TreeEntry], int]:
+                 source: str, progress: Progress | None = None,
+                 want_entries: bool = True) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
     """Put the scanned files into the store as a tree, using and updating the stat cache.
 
-    Returns ``(tree, entries, files_read)``.
+    Returns ``(tree, entries, files_read, total_bytes)``; ``entries`` is None when
+    ``want_entries`` is False and the tree was already stored (nothing was read).
 
     Raises:
         RunicornError: a file vanished or changed while being read (naming it).
@@ -332,32 +334,44 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
     cached = {row[0]: row[1:] for row in store.index.query(
         "SELECT path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns FROM stat_cache "
         "WHERE path >= ? AND path < ?", (lo, hi))}
-    entries: dict[str, TreeEntry] = {}
     trusted: dict[str, tuple[str, str, os.stat_result, str]] = {}
     to_read: list[tuple[str, str, os.stat_result, str]] = []
     links: dict[str, bytes] = {}
-    for rel, full, st in files:
-        mode = mode_of(st.st_mode)
-        if mode == MODE_LINK:
+    hits = 0  # files with a cache row: when all rows are hit, none is stale
+    get = cached.get
+    for item in files:
+        rel, full, st = item
+        st_mode = st.st_mode
+        if stat.S_ISLNK(st_mode):
             try:
                 links[rel] = os.fsencode(os.readlink(full))
             except FileNotFoundError:
                 raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
+            hits += full in cached
             continue
-        row = cached.get(full)
-        if (row is not None and row[0] == st.st_dev and row[1] == st.st_ino and row[2] == st.st_size
+        mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
+        row = get(full)
+        if row is None:
+            to_read.append((rel, full, st, mode))
+            continue
+        hits += 1
+        if (row[0] == st.st_dev and row[1] == st.st_ino and row[2] == st.st_size
                 and row[3] == st.st_mtime_ns and row[4] == mode and st.st_mtime_ns < row[6] - RACY_NS):
             trusted[full] = (rel, full, st, row[5])
         else:
             to_read.append((rel, full, st, mode))
-    found = _existing_tree(store, trusted, links) if not to_read else None
+    found = _existing_tree(store, trusted, links, want_entries) if not to_read else None
     updates: list[tuple[Any, ...]] = []
+    entries: dict[str, TreeEntry] | None
     if found is None:
         tree, entries, updates = _ingest(store, root, files, trusted, to_read, links, started_ns, progress)
+        total = sum(e.size for e in entries.values())
     else:
-        tree, entries = found
-    seen = {full for _, full, _ in files}
-    stale = [(p,) for p in cached if p not in seen]
+        tree, entries, total = found
+    stale: list[tuple[str]] = []
+    if hits < len(cached):
+        seen = {full for _, full, _ in files}
+        stale = [(p,) for p in cached if p not in seen]
     if updates or stale:
         with store.index.write() as c:
             if stale:
@@ -368,28 +382,36 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
                 "ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns, "
                 "mode = excluded.mode, sha256 = excluded.sha256, recorded_ns = excluded.recorded_ns",
                 updates)
-    return tree, entries, len(to_read)
+    return tree, entries, len(to_read), total
 
 
 def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
-                   links: dict[str, bytes]) -> tuple[str, dict[str, TreeEntry]] | None:
-    """Fast path when the stat cache vouches for every file: (tree, entries) if already stored.
+                   links: dict[str, bytes],
+                   want_entries: bool) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
+    """Fast path when the stat cache vouches for every file: (tree, entries, total bytes) if stored.
 
-    The tree's existence is checked and its ``touched_at`` bumped in one write
-    transaction, so a concurrent gc either ran before (and the tree is gone: slow
-    path) or must wait the grace period; its blobs are protected by the tree itself.
+    ``entries`` is None unless ``want_entries``.  The tree's existence is checked and
+    its ``touched_at`` bumped in one write transaction, so a concurrent gc either ran
+    before (and the tree is gone: slow path) or must wait the grace period; its blobs
+    are protected by the tree itself.
     """
-    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for rel, _, st, sha in trusted.values()}
-    entries.update({rel: TreeEntry(sha256_bytes(t), MODE_LINK, len(t)) for rel, t in links.items()})
     # Paths come from our own directory walk (already checked), so no re-validation here.
-    tree = compute_tree_id(entries)
+    items = [(rel, MODE_EXEC if st.st_mode & 0o100 else MODE_FILE, sha) for rel, _, st, sha in trusted.values()]
+    link_shas = {rel: sha256_bytes(t) for rel, t in links.items()}
+    items += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
+    tree = tree_id_of(items)
     if not os.path.exists(store.manifest_path(tree)):
         return None
     with store.index.write() as c:
         if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
             return None
         c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
-    return tree, entries
+    total = sum(t[2].st_size for t in trusted.values()) + sum(len(t) for t in links.values())
+    if not want_entries:
+        return tree, None, total
+    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for rel, _, st, sha in trusted.values()}
+    entries.update({rel: TreeEntry(link_shas[rel], MODE_LINK, len(t)) for rel, t in links.items()})
+    return tree, entries, total
 
 
 def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]],
@@ -588,10 +610,12 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     files = scan_workspace(root, rules, skip_dirs=skip_dirs, skip_files=skip_files,
                            max_files=max_files, max_total_bytes=max_total_bytes, force=force_snapshot,
                            run_root=str(store.root.resolve()) + os.sep)
-    tree, entries, files_read = capture_tree(store, root, files, source=str(root), progress=progress)
+    tree, entries, files_read, total_bytes = capture_tree(
+        store, root, files, source=str(root), progress=progress, want_entries=out_abs is not None)
     ref = _keep_alive(store, tree, out_abs, root, run_id)
     archive_path = None
     if out_abs is not None:
+        assert entries is not None  # asked for
         mtimes = {rel: st.st_mtime for rel, _, st in files}
         write_zip(store.blob_path, entries, out_abs, mtimes)
         archive_path = str(out_abs)
@@ -599,8 +623,8 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
         "workspace_root": str(root),
         "archive_path": archive_path,
         "format": "zip" if out_abs is not None else "tree",
-        "file_count": len(entries),
-        "total_bytes": sum(e.size for e in entries.values()),
+        "file_count": len(files),  # one entry per captured file
+        "total_bytes": total_bytes,
         "tree": tree,
         "manifest_path": str(store.manifest_path(tree)),
         "files_read": files_read,
