@@ -9,11 +9,8 @@ after which the parent directory is fsynced.  A reader never sees a half file.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
-import secrets
 import threading
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -38,6 +35,11 @@ def syncfs(path: Path) -> None:
     """
     global _libc
     if _libc is None:
+        # ctypes (and the subprocess module find_library needs) is imported only by
+        # writers that sync: a read-only command starts faster without it.
+        import ctypes
+        import ctypes.util
+
         try:
             _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         except OSError:
@@ -54,7 +56,7 @@ def syncfs(path: Path) -> None:
 
 def temp_name(prefix: str = "") -> str:
     """A collision-free file name for staging."""
-    return f"{prefix}{os.getpid()}-{secrets.token_hex(8)}.part"
+    return f"{prefix}{os.getpid()}-{os.urandom(8).hex()}.part"  # as secrets.token_hex(8)
 
 
 class StagedFile:
