@@ -275,3 +275,34 @@ def test_excluded_applies_nested_gitignore_to_its_own_subtree(tmp_path: Path) ->
         == {"a.txt", "local.md", "bin/"}
     assert rules.excluded("sub/deeper/", ["a.txt", "local.md", "bin/"]) == {"a.txt", "bin/"}
     assert rules.excluded("", ["a.txt", "local.md", "bin/"]) == set()  # outside sub/
+
+
+def test_unchanged_pinned_snapshot_writes_nothing_and_unpinned_one_is_kept(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws / "a.py", "a")
+    write(ws / "pkg" / "b.py", "b")
+    write(ws / ".rnignore", "*.tmp\n")
+    first = runicorn.snapshot_workspace(ws, None)
+    store = open_store()
+
+    def touched() -> float:
+        return store.index.scalar("SELECT touched_at FROM trees WHERE tree = ?", (first["tree"],))
+
+    before, changes = touched(), store.index.conn.total_changes()
+    again = runicorn.snapshot_workspace(ws, None)
+    assert again["tree"] == first["tree"] and again["files_read"] == 0
+    assert (again["file_count"], again["total_bytes"]) == (first["file_count"], first["total_bytes"])
+    assert touched() == before and store.index.conn.total_changes() == changes  # a pure read
+    # Without its pin the tree is touched (gc grace) and pinned again.
+    assert store.unpin(first["tree"])
+    third = runicorn.snapshot_workspace(ws, None)
+    assert third["tree"] == first["tree"] and third["files_read"] == 0
+    assert touched() > before and store.get_ref("pin", first["tree"]) is not None
+    store.gc(grace_seconds=0)
+    assert store.has_tree(first["tree"])
+    # A zip still gets every entry from the fast path.
+    out = tmp_path / "code.zip"
+    zipped = runicorn.snapshot_workspace(ws, out)
+    assert zipped["files_read"] == 0 and zipped["tree"] == first["tree"]
+    with zipfile.ZipFile(out) as zf:
+        assert sorted(zf.namelist()) == [".rnignore", "a.py", "pkg/b.py"]

@@ -320,11 +320,14 @@ def _cache_bounds(root: Path) -> tuple[str, str]:
 
 def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]], *,
                  source: str, progress: Progress | None = None,
-                 want_entries: bool = True) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
+                 want_entries: bool = True,
+                 keeper: tuple[str, str | None] | None = None) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
     """Put the scanned files into the store as a tree, using and updating the stat cache.
 
     Returns ``(tree, entries, files_read, total_bytes)``; ``entries`` is None when
     ``want_entries`` is False and the tree was already stored (nothing was read).
+    ``keeper`` is the ref (kind, name; None for the tree id) the caller will keep the
+    tree alive with: when it already names the stored tree, nothing is written.
 
     Raises:
         RunicornError: a file vanished or changed while being read (naming it).
@@ -360,7 +363,7 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
             trusted[full] = (rel, full, st, row[5])
         else:
             to_read.append((rel, full, st, mode))
-    found = _existing_tree(store, trusted, links, want_entries) if not to_read else None
+    found = _existing_tree(store, trusted, links, want_entries, keeper) if not to_read else None
     updates: list[tuple[Any, ...]] = []
     entries: dict[str, TreeEntry] | None
     if found is None:
@@ -386,14 +389,16 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
 
 
 def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
-                   links: dict[str, bytes],
-                   want_entries: bool) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
+                   links: dict[str, bytes], want_entries: bool,
+                   keeper: tuple[str, str | None] | None) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
     """Fast path when the stat cache vouches for every file: (tree, entries, total bytes) if stored.
 
     ``entries`` is None unless ``want_entries``.  The tree's existence is checked and
     its ``touched_at`` bumped in one write transaction, so a concurrent gc either ran
     before (and the tree is gone: slow path) or must wait the grace period; its blobs
-    are protected by the tree itself.
+    are protected by the tree itself.  When the ref that will keep the tree alive
+    (``keeper``: kind and name, with the tree id in place of ``None`` as name) already
+    names it, no gc can take it, so a read suffices and nothing is written.
     """
     # Paths come from our own directory walk (already checked), so no re-validation here.
     items = [(rel, MODE_EXEC if st.st_mode & 0o100 else MODE_FILE, sha) for rel, _, st, sha in trusted.values()]
@@ -402,16 +407,26 @@ def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result
     tree = tree_id_of(items)
     if not os.path.exists(store.manifest_path(tree)):
         return None
-    with store.index.write() as c:
-        if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
-            return None
-        c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
+    if keeper is None or not _kept_by(store, tree, keeper):
+        with store.index.write() as c:
+            if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
+                return None
+            c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
     total = sum(t[2].st_size for t in trusted.values()) + sum(len(t) for t in links.values())
     if not want_entries:
         return tree, None, total
     entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for rel, _, st, sha in trusted.values()}
     entries.update({rel: TreeEntry(link_shas[rel], MODE_LINK, len(t)) for rel, t in links.items()})
     return tree, entries, total
+
+
+def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:
+    """Whether the tree is stored and the ref ``keeper`` names it, in one read snapshot."""
+    kind, name = keeper
+    with store.index.read() as c:
+        return (c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is not None
+                and c.execute("SELECT 1 FROM refs WHERE kind = ? AND name = ? AND tree = ?",
+                              (kind, name or tree, tree)).fetchone() is not None)
 
 
 def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]],
@@ -610,8 +625,11 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     files = scan_workspace(root, rules, skip_dirs=skip_dirs, skip_files=skip_files,
                            max_files=max_files, max_total_bytes=max_total_bytes, force=force_snapshot,
                            run_root=str(store.root.resolve()) + os.sep)
+    # A plain snapshot is kept by the pin named after its tree (see _keep_alive).
+    keeper = ("pin", None) if out_abs is None and run_id is None else None
     tree, entries, files_read, total_bytes = capture_tree(
-        store, root, files, source=str(root), progress=progress, want_entries=out_abs is not None)
+        store, root, files, source=str(root), progress=progress, want_entries=out_abs is not None,
+        keeper=keeper)
     ref = _keep_alive(store, tree, out_abs, root, run_id)
     archive_path = None
     if out_abs is not None:
