@@ -253,16 +253,21 @@ def test_ignore_prefilter_agrees_with_pathspec(tmp_path: Path, lines: list[str])
 
     from runicorn.assets.snapshot import IgnoreRules
 
-    rules = IgnoreRules(tmp_path, lines, None)
     spec = pathspec.GitIgnoreSpec.from_lines(lines)
-    for key in _KEYS:
-        expected = spec.check_file(key).include
-        assert IgnoreRules._verdict(rules.rn, key) == expected if rules.rn else expected is None, key
-        prefix, _, name = key.rstrip("/").rpartition("/")
-        name += "/" if key.endswith("/") else ""
-        dropped = rules.excluded(prefix + "/" if prefix else "", [name, "unrelated-name"])
-        assert (name in dropped) == (expected is True), key
-        assert (name in dropped) != rules.included(key.rstrip("/"), key.endswith("/")), key
+    cache = tmp_path / "ignore-cache.json"
+    # Without a cache, with a fresh one, then answered from what the first scan left in it.
+    for use in (None, cache, cache):
+        rules = IgnoreRules(tmp_path, lines, None, cache=use)
+        for key in _KEYS:
+            expected = spec.check_file(key).include
+            assert (rules._verdict(rules.rn, key) if rules.rn else None) == expected, key
+            prefix, _, name = key.rstrip("/").rpartition("/")
+            name += "/" if key.endswith("/") else ""
+            dropped = rules.excluded(prefix + "/" if prefix else "", [name, "unrelated-name"])
+            assert (name in dropped) == (expected is True), key
+            assert (name in dropped) != rules.included(key.rstrip("/"), key.endswith("/")), key
+        rules.save()
+    assert rules.rn is None or rules.rn.spec is None  # the last one never needed pathspec
 
 
 def test_excluded_applies_nested_gitignore_to_its_own_subtree(tmp_path: Path) -> None:
@@ -306,3 +311,32 @@ def test_unchanged_pinned_snapshot_writes_nothing_and_unpinned_one_is_kept(tmp_p
     assert zipped["files_read"] == 0 and zipped["tree"] == first["tree"]
     with zipfile.ZipFile(out) as zf:
         assert sorted(zf.namelist()) == [".rnignore", "a.py", "pkg/b.py"]
+
+
+def test_ignore_cache_spares_pathspec_and_follows_rule_changes(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    ws = tmp_path / "ws"
+    write(ws / ".rnignore", "*.log\n!keep.log\n")
+    write(ws / "sub" / ".gitignore", "*.txt\n")
+    for rel in ["a.log", "keep.log", "a.py", "sub/x.txt", "sub/y.py", ".git/HEAD"]:
+        write(ws / rel, rel)
+    first = runicorn.snapshot_workspace(ws, None)
+    assert _files(first) == {".rnignore", "keep.log", "a.py", "sub/.gitignore", "sub/y.py", ".git/HEAD"}
+    cache = open_store().archive / "ignore-cache.json"
+    assert json.loads(cache.read_text())["format"] == "runicorn.ignore-cache"
+    script = ("import sys, runicorn; r = runicorn.snapshot_workspace(sys.argv[1], None); "
+              "print(r['tree'], 'pathspec' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script, str(ws)], capture_output=True, text=True,
+                         check=True, env=dict(os.environ)).stdout.split()
+    assert out == [first["tree"], "False"]  # every verdict came from the cache
+    # Changed rules are another rule set: pathspec decides again.
+    write(ws / "sub" / ".gitignore", "*.py\n")
+    second = runicorn.snapshot_workspace(ws, None)
+    assert _files(second) == {".rnignore", "keep.log", "a.py", "sub/.gitignore", "sub/x.txt", ".git/HEAD"}
+    # A damaged cache is ignored (and replaced).
+    cache.write_text("{not json")
+    assert runicorn.snapshot_workspace(ws, None)["tree"] == second["tree"]
+    assert json.loads(cache.read_text())["version"] == 1

@@ -15,6 +15,8 @@ Ignore rules (exact gitignore semantics through ``pathspec.GitIgnoreSpec``):
 * An excluded directory is not entered, so (as in git) nothing below it can be
   re-included by a negation.
 * The storage root and the output zip are never captured.
+* Pathspec's answers are cached per rule set in ``archive/ignore-cache.json``, so an
+  unchanged workspace is re-scanned without importing pathspec (see IgnoreRules).
 
 Stat cache ("racily clean" rule): a file's cached hash is reused only when its
 (dev, inode, size, mtime_ns, mode) match the cache row *and* its mtime is at least
@@ -95,27 +97,109 @@ outputs/
 
 # The prefix pathspec gives every unanchored pattern's regex ("match in any directory").
 _ANY_DIR = "^(?:.+/)?"
+# Ignore cache: what pathspec said about a rule set, so an unchanged one needs no pathspec.
+# The version changes whenever the way a pre-filter is built from the patterns does.
+IGNORE_CACHE = "ignore-cache.json"  # in the store's archive/
+_CACHE_FORMAT = "runicorn.ignore-cache"
+_CACHE_VERSION = 1
+_CACHE_MAX_SPECS = 64
+_CACHE_MAX_VERDICTS = 4096
+_MISSING = object()
+
+
+def _pathspec_identity() -> str:
+    """Which pathspec (and Python) would answer, found without importing pathspec.
+
+    Raises nothing: an unknown identity is "" (the cache is then not used).
+    """
+    import importlib.util
+    import sys
+
+    try:
+        spec = importlib.util.find_spec("pathspec")
+        if spec is None or spec.origin is None:
+            return ""
+        origin = spec.origin
+        version_file = os.path.join(os.path.dirname(origin), "_version.py")
+        with open(version_file, "rb") as f:
+            version = f.read().decode("utf-8", "replace")
+        st = os.stat(origin)
+    except (OSError, ImportError, ValueError):
+        return ""
+    return f"{sys.version_info[:2]}\0{origin}\0{st.st_size}\0{st.st_mtime_ns}\0{version}"
+
+
+class _Rules:
+    """One compiled ignore file: pre-filter, memoized verdicts and (on demand) its GitIgnoreSpec."""
+
+    __slots__ = ("lines", "prefilter", "verdicts", "spec")
+
+    def __init__(self, lines: list[str], prefilter: Any, verdicts: dict[str, bool | None],
+                 spec: Any = None) -> None:
+        self.lines = lines
+        self.prefilter = prefilter  # re.Pattern.match, or None: every path goes to the spec
+        self.verdicts = verdicts
+        self.spec = spec
 
 
 class IgnoreRules:
     """The ignore decision for paths below one workspace root.
 
+    Every verdict is pathspec's (``GitIgnoreSpec.check_file``).  With ``cache`` (a
+    JSON file), the pre-filter source and the verdicts pathspec gave are remembered
+    per rule set (keyed by the rules' text and pathspec's identity), so a later scan
+    of the same rules imports and asks pathspec only about paths it has not seen.
+
     Raises (on construction or when a nested ``.gitignore`` is read):
         RunicornError: an ignore file cannot be read or decoded, naming it.
     """
 
-    def __init__(self, root: Path, rn_lines: list[str], extra: Iterable[str] | None) -> None:
-        import pathspec  # only on the snapshot path: keeps ``import runicorn`` light
-
-        self._pathspec = pathspec
+    def __init__(self, root: Path, rn_lines: list[str], extra: Iterable[str] | None,
+                 cache: Path | None = None) -> None:
         self.root = root
+        self._cache_path = cache
+        self._identity = _pathspec_identity() if cache is not None else ""
+        self._cache: dict[str, Any] = self._load_cache() if self._identity else {}
+        self._used: set[str] = set()
+        self._dirty = False
         lines = list(rn_lines) + [str(p) for p in (extra or [])]
         self.rn = self._compile(lines)
-        # (relative directory prefix with trailing slash, spec), shallowest first
-        self.git: list[tuple[str, Any]] = []
+        # (relative directory prefix with trailing slash, rules), shallowest first
+        self.git: list[tuple[str, _Rules]] = []
 
-    def _compile(self, lines: list[str]) -> Any:
-        """A GitIgnoreSpec plus a pre-filter ``match`` over all its patterns (or None if empty).
+    def _load_cache(self) -> dict[str, Any]:
+        import json
+
+        assert self._cache_path is not None
+        try:
+            with open(self._cache_path, "rb") as f:
+                data = json.loads(f.read())
+        except (OSError, ValueError):
+            return {}  # missing or damaged: it is only a cache
+        if (not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT
+                or data.get("version") != _CACHE_VERSION or not isinstance(data.get("specs"), dict)):
+            return {}
+        return data["specs"]
+
+    def save(self) -> None:
+        """Write the cache back if this scan taught it something (errors are ignored)."""
+        if not self._dirty or self._cache_path is None:
+            return
+        # Rule sets used now go last, the oldest beyond the bound are dropped.
+        specs = {k: v for k, v in self._cache.items() if k not in self._used}
+        specs.update({k: self._cache[k] for k in self._used if k in self._cache})
+        specs = dict(list(specs.items())[-_CACHE_MAX_SPECS:])
+        try:
+            from runicorn.fsutil import atomic_write_json
+
+            atomic_write_json(self._cache_path, {"format": _CACHE_FORMAT, "version": _CACHE_VERSION,
+                                                 "specs": specs}, indent=None)
+        except OSError:
+            pass
+        self._dirty = False
+
+    def _compile(self, lines: list[str]) -> _Rules | None:
+        """The rules of one ignore file (None when it has no patterns).
 
         The pre-filter is one regex, the alternation of every pattern's regex: when it
         does not match, no pattern does, so the spec's verdict is "no opinion"; when
@@ -126,27 +210,62 @@ class IgnoreRules:
         """
         import re
 
-        spec = self._pathspec.GitIgnoreSpec.from_lines(lines)
+        key = ""
+        if self._identity:
+            import hashlib
+
+            key = hashlib.sha256("\0".join([self._identity, *lines]).encode("utf-8", "surrogateescape")).hexdigest()
+            known = self._cache.get(key)
+            if (isinstance(known, dict) and isinstance(known.get("re"), (str, type(None)))
+                    and isinstance(known.get("verdicts"), dict)):
+                self._used.add(key)
+                if known.get("empty") is True:
+                    return None
+                try:
+                    prefilter = re.compile(known["re"]).match if known["re"] is not None else None
+                except re.error:
+                    prefilter = None
+                return _Rules(lines, prefilter, known["verdicts"])
+        spec = self._gitignore_spec(lines)
         parts = [re.sub(r"[(][?]P<[^>]+>", "(?:", p.regex.pattern)
                  for p in spec.patterns if getattr(p, "regex", None) is not None]
+        source: str | None = None
+        if parts:
+            anywhere = [p[len(_ANY_DIR):] for p in parts if p.startswith(_ANY_DIR)]
+            alternatives = [p for p in parts if not p.startswith(_ANY_DIR)]
+            if anywhere:
+                alternatives.append(_ANY_DIR + "(?:" + "|".join(f"(?:{p})" for p in anywhere) + ")")
+            source = "|".join(f"(?:{p})" for p in alternatives)
+            try:
+                prefilter = re.compile(source).match
+            except re.error:  # unexpected pattern syntax: no pre-filter, always ask the spec
+                source, prefilter = None, None
+        if key:
+            self._cache[key] = {"re": source, "verdicts": {}, "empty": not parts}
+            self._used.add(key)
+            self._dirty = True
         if not parts:
             return None
-        anywhere = [p[len(_ANY_DIR):] for p in parts if p.startswith(_ANY_DIR)]
-        alternatives = [p for p in parts if not p.startswith(_ANY_DIR)]
-        if anywhere:
-            alternatives.append(_ANY_DIR + "(?:" + "|".join(f"(?:{p})" for p in anywhere) + ")")
-        try:
-            prefilter = re.compile("|".join(f"(?:{p})" for p in alternatives)).match
-        except re.error:  # unexpected pattern syntax: no pre-filter, always ask the spec
-            prefilter = None
-        return spec, prefilter
+        return _Rules(lines, prefilter, self._cache[key]["verdicts"] if key else {}, spec)
 
     @staticmethod
-    def _verdict(compiled: Any, key: str) -> bool | None:
-        spec, prefilter = compiled
-        if prefilter is not None and prefilter(key) is None:
+    def _gitignore_spec(lines: list[str]) -> Any:
+        import pathspec  # only when a verdict is not cached: keeps start-up light
+
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+
+    def _verdict(self, rules: _Rules, key: str) -> bool | None:
+        if rules.prefilter is not None and rules.prefilter(key) is None:
             return None
-        return spec.check_file(key).include
+        verdict = rules.verdicts.get(key, _MISSING)
+        if not (verdict is None or verdict is True or verdict is False):  # unknown (or not a verdict)
+            if rules.spec is None:
+                rules.spec = self._gitignore_spec(rules.lines)
+            verdict = rules.spec.check_file(key).include
+            if self._identity and len(rules.verdicts) < _CACHE_MAX_VERDICTS:
+                rules.verdicts[key] = verdict
+                self._dirty = True
+        return verdict  # type: ignore[return-value]
 
     def enter(self, rel_dir: str, directory: str) -> int:
         """Load ``directory/.gitignore`` if present; return how many specs to pop on leaving."""
@@ -190,8 +309,9 @@ class IgnoreRules:
         """
         suspects: set[str] = set()
         specs = [(prefix, self.rn)] if self.rn is not None else []
-        specs += [(prefix[len(base):], compiled) for base, compiled in self.git if prefix.startswith(base)]
-        for sub, (_, prefilter) in specs:
+        specs += [(prefix[len(base):], rules) for base, rules in self.git if prefix.startswith(base)]
+        for sub, rules in specs:
+            prefilter = rules.prefilter
             if prefilter is None:
                 suspects.update(names)
                 break
@@ -610,7 +730,8 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     root = root.resolve()
     store = open_store(storage)
     out_abs = Path(out_zip).expanduser().absolute() if out_zip is not None else None
-    rules = IgnoreRules(root, read_ignore_file(root, ignore_file), extra_excludes)
+    rules = IgnoreRules(root, read_ignore_file(root, ignore_file), extra_excludes,
+                        cache=store.archive / IGNORE_CACHE)
     skip_dirs: set[tuple[int, int]] = set()
     # The store's own folders, wherever the workspace sits relative to the storage root.
     for d in (store.root, store.archive, store.artifacts_dir):
@@ -625,6 +746,7 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     files = scan_workspace(root, rules, skip_dirs=skip_dirs, skip_files=skip_files,
                            max_files=max_files, max_total_bytes=max_total_bytes, force=force_snapshot,
                            run_root=str(store.root.resolve()) + os.sep)
+    rules.save()
     # A plain snapshot is kept by the pin named after its tree (see _keep_alive).
     keeper = ("pin", None) if out_abs is None and run_id is None else None
     tree, entries, files_read, total_bytes = capture_tree(
