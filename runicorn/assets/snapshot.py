@@ -454,18 +454,18 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
     """
     started_ns = time.time_ns()
     lo, hi = _cache_bounds(root)
-    cached = {row[0]: row[1:] for row in store.index.query(
+    cached = {row[0]: row for row in store.index.query(
         "SELECT path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns FROM stat_cache "
         "WHERE path >= ? AND path < ?", (lo, hi))}
     trusted: dict[str, tuple[str, str, os.stat_result, str]] = {}
     to_read: list[tuple[str, str, os.stat_result, str]] = []
     links: dict[str, bytes] = {}
     hits = 0  # files with a cache row: when all rows are hit, none is stale
-    get = cached.get
-    for item in files:
-        rel, full, st = item
+    trusted_bytes = 0
+    get, S_ISLNK = cached.get, stat.S_ISLNK
+    for rel, full, st in files:
         st_mode = st.st_mode
-        if stat.S_ISLNK(st_mode):
+        if S_ISLNK(st_mode):
             try:
                 links[rel] = os.fsencode(os.readlink(full))
             except FileNotFoundError:
@@ -478,12 +478,14 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
             to_read.append((rel, full, st, mode))
             continue
         hits += 1
-        if (row[0] == st.st_dev and row[1] == st.st_ino and row[2] == st.st_size
-                and row[3] == st.st_mtime_ns and row[4] == mode and st.st_mtime_ns < row[6] - RACY_NS):
-            trusted[full] = (rel, full, st, row[5])
+        # row: path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns
+        if (row[1] == st.st_dev and row[2] == st.st_ino and row[3] == st.st_size
+                and row[4] == st.st_mtime_ns and row[5] == mode and st.st_mtime_ns < row[7] - RACY_NS):
+            trusted[full] = (rel, full, st, row[6])
+            trusted_bytes += row[3]
         else:
             to_read.append((rel, full, st, mode))
-    found = _existing_tree(store, trusted, links, want_entries, keeper) if not to_read else None
+    found = _existing_tree(store, trusted, links, want_entries, keeper, trusted_bytes) if not to_read else None
     updates: list[tuple[Any, ...]] = []
     entries: dict[str, TreeEntry] | None
     if found is None:
@@ -510,8 +512,11 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
 
 def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
                    links: dict[str, bytes], want_entries: bool,
-                   keeper: tuple[str, str | None] | None) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
+                   keeper: tuple[str, str | None] | None,
+                   trusted_bytes: int) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
     """Fast path when the stat cache vouches for every file: (tree, entries, total bytes) if stored.
+
+    ``trusted_bytes`` is the size of the trusted files, counted by the caller.
 
     ``entries`` is None unless ``want_entries``.  The tree's existence is checked and
     its ``touched_at`` bumped in one write transaction, so a concurrent gc either ran
@@ -532,7 +537,7 @@ def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result
             if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
                 return None
             c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
-    total = sum(t[2].st_size for t in trusted.values()) + sum(len(t) for t in links.values())
+    total = trusted_bytes + sum(len(t) for t in links.values())
     if not want_entries:
         return tree, None, total
     entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for rel, _, st, sha in trusted.values()}
