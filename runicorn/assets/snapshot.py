@@ -462,6 +462,7 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
     links: dict[str, bytes] = {}
     hits = 0  # files with a cache row: when all rows are hit, none is stale
     trusted_bytes = 0
+    lines: list[tuple[str, str, str]] = []  # (path, mode, sha256) of trusted files, for the tree id
     get, S_ISLNK = cached.get, stat.S_ISLNK
     for rel, full, st in files:
         st_mode = st.st_mode
@@ -483,9 +484,10 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
                 and row[4] == st.st_mtime_ns and row[5] == mode and st.st_mtime_ns < row[7] - RACY_NS):
             trusted[full] = (rel, full, st, row[6])
             trusted_bytes += row[3]
+            lines.append((rel, mode, row[6]))
         else:
             to_read.append((rel, full, st, mode))
-    found = _existing_tree(store, trusted, links, want_entries, keeper, trusted_bytes) if not to_read else None
+    found = _existing_tree(store, trusted, links, want_entries, keeper, lines, trusted_bytes) if not to_read else None
     updates: list[tuple[Any, ...]] = []
     entries: dict[str, TreeEntry] | None
     if found is None:
@@ -512,11 +514,12 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
 
 def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
                    links: dict[str, bytes], want_entries: bool,
-                   keeper: tuple[str, str | None] | None,
+                   keeper: tuple[str, str | None] | None, lines: list[tuple[str, str, str]],
                    trusted_bytes: int) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
     """Fast path when the stat cache vouches for every file: (tree, entries, total bytes) if stored.
 
-    ``trusted_bytes`` is the size of the trusted files, counted by the caller.
+    ``lines`` (the trusted files' ``(path, mode, sha256)``, consumed) and ``trusted_bytes``
+    (their total size) come from the caller's pass over the stat cache.
 
     ``entries`` is None unless ``want_entries``.  The tree's existence is checked and
     its ``touched_at`` bumped in one write transaction, so a concurrent gc either ran
@@ -526,10 +529,9 @@ def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result
     names it, no gc can take it, so a read suffices and nothing is written.
     """
     # Paths come from our own directory walk (already checked), so no re-validation here.
-    items = [(rel, MODE_EXEC if st.st_mode & 0o100 else MODE_FILE, sha) for rel, _, st, sha in trusted.values()]
     link_shas = {rel: sha256_bytes(t) for rel, t in links.items()}
-    items += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
-    tree = tree_id_of(items)
+    lines += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
+    tree = tree_id_of(lines)
     if not os.path.exists(store.manifest_path(tree)):
         return None
     if keeper is None or not _kept_by(store, tree, keeper):
