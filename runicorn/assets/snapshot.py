@@ -363,7 +363,8 @@ def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, 
     """
     out: list[tuple[str, str, os.stat_result]] = []
     total = 0
-    S_ISDIR, S_ISREG, S_ISLNK = stat.S_ISDIR, stat.S_ISREG, stat.S_ISLNK
+    IFMT, IFDIR, IFREG, IFLNK = 0o170000, stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK  # S_IS* without calls
+    skip_names = {os.path.basename(p) for p in skip_files}  # a cheap test before building full paths
     # Depth-first with an explicit stack of (absolute dir, relative prefix); a None
     # frame pops the .gitignore spec its directory pushed, after the whole subtree.
     stack: list[tuple[str, str] | None] = [(str(root), "")]
@@ -402,13 +403,13 @@ def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, 
         # Keys: names with a trailing "/" for directories, as the ignore rules want them.
         kept: list[tuple[str, os.stat_result]] = []
         for name, st in listing:
-            mode = st.st_mode
-            if S_ISDIR(mode):
+            kind = st.st_mode & IFMT
+            if kind == IFREG or kind == IFLNK:
+                if name not in skip_names or base + name not in skip_files:
+                    kept.append((name, st))
+            elif kind == IFDIR:
                 if (st.st_dev, st.st_ino) not in skip_dirs:
                     kept.append((name + "/", st))
-            elif S_ISREG(mode) or S_ISLNK(mode):
-                if base + name not in skip_files:
-                    kept.append((name, st))
         dropped = rules.excluded(prefix, [key for key, _ in kept])
         subdirs: list[tuple[str, str]] = []
         for key, st in kept:
