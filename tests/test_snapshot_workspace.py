@@ -323,6 +323,7 @@ def test_ignore_cache_spares_pathspec_and_follows_rule_changes(tmp_path: Path) -
     write(ws / "sub" / ".gitignore", "*.txt\n")
     for rel in ["a.log", "keep.log", "a.py", "sub/x.txt", "sub/y.py", ".git/HEAD"]:
         write(ws / rel, rel)
+    write(ws / os.fsdecode(b"not-utf8-\xff.log"), "x")  # a verdict about an undecodable name
     first = runicorn.snapshot_workspace(ws, None)
     assert _files(first) == {".rnignore", "keep.log", "a.py", "sub/.gitignore", "sub/y.py", ".git/HEAD"}
     cache = open_store().archive / "ignore-cache.json"

@@ -189,11 +189,13 @@ class IgnoreRules:
         specs = {k: v for k, v in self._cache.items() if k not in self._used}
         specs.update({k: self._cache[k] for k in self._used if k in self._cache})
         specs = dict(list(specs.items())[-_CACHE_MAX_SPECS:])
-        try:
-            from runicorn.fsutil import atomic_write_json
+        import json
 
-            atomic_write_json(self._cache_path, {"format": _CACHE_FORMAT, "version": _CACHE_VERSION,
-                                                 "specs": specs}, indent=None)
+        # ASCII escapes keep names that are not UTF-8 (lone surrogates) writable.
+        text = json.dumps({"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "specs": specs},
+                          ensure_ascii=True, separators=(",", ":"))
+        try:
+            atomic_write_text(self._cache_path, text)
         except OSError:
             pass
         self._dirty = False
