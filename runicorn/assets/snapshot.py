@@ -215,8 +215,10 @@ class IgnoreRules:
         key = ""
         if self._identity:
             import hashlib
+            import json
 
-            key = hashlib.sha256("\0".join([self._identity, *lines]).encode("utf-8", "surrogateescape")).hexdigest()
+            # JSON keeps the key unambiguous whatever the lines hold (NULs, newlines, surrogates).
+            key = hashlib.sha256(json.dumps([self._identity, lines]).encode("ascii")).hexdigest()
             known = self._cache.get(key)
             if (isinstance(known, dict) and isinstance(known.get("re"), (str, type(None)))
                     and isinstance(known.get("verdicts"), dict)):
