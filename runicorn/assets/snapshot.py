@@ -183,14 +183,14 @@ class IgnoreRules:
 
     def save(self) -> None:
         """Write the cache back if this scan taught it something (errors are ignored)."""
+        import json
+
         if not self._dirty or self._cache_path is None:
             return
         # Rule sets used now go last, the oldest beyond the bound are dropped.
         specs = {k: v for k, v in self._cache.items() if k not in self._used}
         specs.update({k: self._cache[k] for k in self._used if k in self._cache})
         specs = dict(list(specs.items())[-_CACHE_MAX_SPECS:])
-        import json
-
         # ASCII escapes keep names that are not UTF-8 (lone surrogates) writable.
         text = json.dumps({"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "specs": specs},
                           ensure_ascii=True, separators=(",", ":"))
