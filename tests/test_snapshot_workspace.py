@@ -341,3 +341,22 @@ def test_ignore_cache_spares_pathspec_and_follows_rule_changes(tmp_path: Path) -
     cache.write_text("{not json")
     assert runicorn.snapshot_workspace(ws, None)["tree"] == second["tree"]
     assert json.loads(cache.read_text())["version"] == 1
+
+
+def test_ignore_cache_keeps_the_most_recently_written_rule_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from runicorn.assets import snapshot
+    from runicorn.assets.snapshot import IgnoreRules
+
+    monkeypatch.setattr(snapshot, "_CACHE_MAX_SPECS", 2)
+    cache = tmp_path / "ignore-cache.json"
+    keys = []
+    for lines in (["*.a"], ["*.b"], ["*.a"], ["*.c"]):
+        rules = IgnoreRules(tmp_path, lines, None, cache=cache)
+        assert rules.excluded("", ["x.a", "x.b", "x.c"]) == {"x" + lines[0][1:]}
+        rules.save()
+        keys.append(list(json.loads(cache.read_text())["specs"]))
+    assert len(keys[1]) == 2 and keys[2] == keys[1]  # "*.a" known already: nothing to write
+    # A read-only use is not written, so "*.a" is the oldest change and goes first.
+    assert keys[3] == [keys[1][1], keys[3][1]] and keys[3][1] not in keys[1]
