@@ -9,12 +9,9 @@ after which the parent directory is fsynced.  A reader never sees a half file.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import json
 import os
-import secrets
 import threading
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -59,6 +56,8 @@ def start_writeback(fd: int) -> None:
     if _libc is None:
         _load_libc()
     if _libc and hasattr(_libc, "sync_file_range"):
+        import ctypes
+
         _libc.sync_file_range(fd, ctypes.c_longlong(0), ctypes.c_longlong(0), _SYNC_FILE_RANGE_WRITE)
 
 
@@ -66,7 +65,12 @@ _SYNC_FILE_RANGE_WRITE = 2
 
 
 def _load_libc() -> None:
+    # ctypes (and the subprocess module find_library needs) is imported only by
+    # writers that sync: a read-only command starts faster without it.
     global _libc
+    import ctypes
+    import ctypes.util
+
     try:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
     except OSError:
@@ -88,6 +92,8 @@ def rename_noreplace(src: str, dst: str) -> bool:
         OSError: as ``rename`` (a missing directory gives FileNotFoundError).
     """
     global _renameat2
+    import ctypes
+
     if _renameat2 is None:
         if _libc is None:
             _load_libc()
@@ -114,7 +120,7 @@ def rename_noreplace(src: str, dst: str) -> bool:
 
 def temp_name(prefix: str = "") -> str:
     """A collision-free file name for staging."""
-    return f"{prefix}{os.getpid()}-{secrets.token_hex(8)}.part"
+    return f"{prefix}{os.getpid()}-{os.urandom(8).hex()}.part"  # as secrets.token_hex(8)
 
 
 class StagedFile:

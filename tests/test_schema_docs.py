@@ -42,6 +42,24 @@ def test_reference_tree_id_implementation_agrees_with_the_store(tmp_path: Path) 
         assert out.stdout.strip() == store.ingest_directory(src)
 
 
+def test_tree_id_sorts_by_utf8_bytes_also_for_undecodable_names() -> None:
+    from runicorn.store.tree import TreeEntry, path_key
+
+    def by_the_definition(entries: dict[str, TreeEntry]) -> str:
+        h = hashlib.sha256(b"runicorn-tree-v1\n")
+        for path in sorted(entries, key=path_key):
+            e = entries[path]
+            h.update(f"{e.mode} {e.sha256} ".encode("ascii") + path_key(path) + b"\n")
+        return h.hexdigest()
+
+    # Surrogate-escaped bytes (0x80-0xFF) sort differently as code points and as bytes.
+    names = ["a", "B", "a/b", "a b", "\u00e9", "z\udc80", "\udcff", "\uffff", "\U0001f600", "a.b"]
+    for k in range(len(names) + 1):
+        chosen = names[:k] + names[::-1][:k // 2]
+        entries = {n: TreeEntry(hashlib.sha256(path_key(n)).hexdigest(), "100644", 1) for n in chosen}
+        assert compute_tree_id(entries) == by_the_definition(entries), chosen
+
+
 def test_documented_empty_tree_id() -> None:
     empty = hashlib.sha256(b"runicorn-tree-v1\n").hexdigest()
     assert compute_tree_id({}) == empty

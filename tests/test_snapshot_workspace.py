@@ -233,3 +233,130 @@ def test_many_duplicate_files_across_worker_threads(tmp_path: Path) -> None:
     assert len({f["sha256"] for f in files.values()}) == 1 + 5 + 1 + 1  # empty, 5 texts, big, .rnignore
     assert open_store().verify()["ok"]
     assert open_store().stats()["blob_count"] == 8
+
+
+_PATTERNS = ["*.log", "!keep.log", "/top.txt", "docs/**/draft.md", "cache/", "out", "a/b/", "**/deep",
+             "x?z", "[abc]*.tmp", "!b.tmp", "\\#hash", "trail\\ ", "build/**", "!build/keep/",
+             "*.egg-info/", "/anchored/dir/", "sub/*.md", "**", "!**/", "node_modules"]
+_KEYS = ["a.log", "keep.log", "sub/keep.log", "top.txt", "sub/top.txt", "docs/draft.md",
+         "docs/x/y/draft.md", "cache/", "cache", "sub/cache/", "out", "out/", "sub/out/",
+         "a/b/", "z/a/b/", "deep", "q/deep/", "xyz", "x/z", "a.tmp", "b.tmp", "d.tmp", "#hash",
+         "trail ", "build/", "build/keep/", "build/x.o", "p.egg-info/", "anchored/dir/",
+         "z/anchored/dir/", "sub/r.md", "sub/s/r.md", "node_modules/", "w/node_modules",
+         "plain.txt", "dir/plain.txt", "d000/f00000.txt"]
+
+
+@pytest.mark.parametrize("lines", [_PATTERNS[:k] for k in range(1, len(_PATTERNS) + 1)]
+                         + [DEFAULT_RNIGNORE.splitlines()])
+def test_ignore_prefilter_agrees_with_pathspec(tmp_path: Path, lines: list[str]) -> None:
+    import pathspec
+
+    from runicorn.assets.snapshot import IgnoreRules
+
+    spec = pathspec.GitIgnoreSpec.from_lines(lines)
+    cache = tmp_path / "ignore-cache.json"
+    # Without a cache, with a fresh one, then answered from what the first scan left in it.
+    for use in (None, cache, cache):
+        rules = IgnoreRules(tmp_path, lines, None, cache=use)
+        for key in _KEYS:
+            expected = spec.check_file(key).include
+            assert (rules._verdict(rules.rn, key) if rules.rn else None) == expected, key
+            prefix, _, name = key.rstrip("/").rpartition("/")
+            name += "/" if key.endswith("/") else ""
+            dropped = rules.excluded(prefix + "/" if prefix else "", [name, "unrelated-name"])
+            assert (name in dropped) == (expected is True), key
+            assert (name in dropped) != rules.included(key.rstrip("/"), key.endswith("/")), key
+        rules.save()
+    assert rules.rn is None or rules.rn.spec is None  # the last one never needed pathspec
+
+
+def test_excluded_applies_nested_gitignore_to_its_own_subtree(tmp_path: Path) -> None:
+    from runicorn.assets.snapshot import IgnoreRules
+
+    write(tmp_path / "sub" / ".gitignore", "*.txt\n!keep.txt\n/local.md\nbin/\n")
+    rules = IgnoreRules(tmp_path, ["!important.txt"], None)
+    assert rules.enter("sub/", str(tmp_path / "sub")) == 1
+    assert rules.excluded("sub/", ["a.txt", "keep.txt", "important.txt", "local.md", "bin/", "bin"]) \
+        == {"a.txt", "local.md", "bin/"}
+    assert rules.excluded("sub/deeper/", ["a.txt", "local.md", "bin/"]) == {"a.txt", "bin/"}
+    assert rules.excluded("", ["a.txt", "local.md", "bin/"]) == set()  # outside sub/
+
+
+def test_unchanged_pinned_snapshot_writes_nothing_and_unpinned_one_is_kept(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws / "a.py", "a")
+    write(ws / "pkg" / "b.py", "b")
+    write(ws / ".rnignore", "*.tmp\n")
+    first = runicorn.snapshot_workspace(ws, None)
+    store = open_store()
+
+    def touched() -> float:
+        return store.index.scalar("SELECT touched_at FROM trees WHERE tree = ?", (first["tree"],))
+
+    before, changes = touched(), store.index.conn.total_changes()
+    again = runicorn.snapshot_workspace(ws, None)
+    assert again["tree"] == first["tree"] and again["files_read"] == 0
+    assert (again["file_count"], again["total_bytes"]) == (first["file_count"], first["total_bytes"])
+    assert touched() == before and store.index.conn.total_changes() == changes  # a pure read
+    # Without its pin the tree is touched (gc grace) and pinned again.
+    assert store.unpin(first["tree"])
+    third = runicorn.snapshot_workspace(ws, None)
+    assert third["tree"] == first["tree"] and third["files_read"] == 0
+    assert touched() > before and store.get_ref("pin", first["tree"]) is not None
+    store.gc(grace_seconds=0)
+    assert store.has_tree(first["tree"])
+    # A zip still gets every entry from the fast path.
+    out = tmp_path / "code.zip"
+    zipped = runicorn.snapshot_workspace(ws, out)
+    assert zipped["files_read"] == 0 and zipped["tree"] == first["tree"]
+    with zipfile.ZipFile(out) as zf:
+        assert sorted(zf.namelist()) == [".rnignore", "a.py", "pkg/b.py"]
+
+
+def test_ignore_cache_spares_pathspec_and_follows_rule_changes(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    ws = tmp_path / "ws"
+    write(ws / ".rnignore", "*.log\n!keep.log\n")
+    write(ws / "sub" / ".gitignore", "*.txt\n")
+    for rel in ["a.log", "keep.log", "a.py", "sub/x.txt", "sub/y.py", ".git/HEAD"]:
+        write(ws / rel, rel)
+    write(ws / os.fsdecode(b"not-utf8-\xff.log"), "x")  # a verdict about an undecodable name
+    first = runicorn.snapshot_workspace(ws, None)
+    assert _files(first) == {".rnignore", "keep.log", "a.py", "sub/.gitignore", "sub/y.py", ".git/HEAD"}
+    cache = open_store().archive / "ignore-cache.json"
+    assert json.loads(cache.read_text())["format"] == "runicorn.ignore-cache"
+    script = ("import sys, runicorn; r = runicorn.snapshot_workspace(sys.argv[1], None); "
+              "print(r['tree'], 'pathspec' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script, str(ws)], capture_output=True, text=True,
+                         check=True, env=dict(os.environ)).stdout.split()
+    assert out == [first["tree"], "False"]  # every verdict came from the cache
+    # Changed rules are another rule set: pathspec decides again.
+    write(ws / "sub" / ".gitignore", "*.py\n")
+    second = runicorn.snapshot_workspace(ws, None)
+    assert _files(second) == {".rnignore", "keep.log", "a.py", "sub/.gitignore", "sub/x.txt", ".git/HEAD"}
+    # A damaged cache is ignored (and replaced).
+    cache.write_text("{not json")
+    assert runicorn.snapshot_workspace(ws, None)["tree"] == second["tree"]
+    assert json.loads(cache.read_text())["version"] == 1
+
+
+def test_ignore_cache_keeps_the_most_recently_written_rule_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from runicorn.assets import snapshot
+    from runicorn.assets.snapshot import IgnoreRules
+
+    monkeypatch.setattr(snapshot, "_CACHE_MAX_SPECS", 2)
+    cache = tmp_path / "ignore-cache.json"
+    keys = []
+    for lines in (["*.a"], ["*.b"], ["*.a"], ["*.c"]):
+        rules = IgnoreRules(tmp_path, lines, None, cache=cache)
+        assert rules.excluded("", ["x.a", "x.b", "x.c"]) == {"x" + lines[0][1:]}
+        rules.save()
+        keys.append(list(json.loads(cache.read_text())["specs"]))
+    assert len(keys[1]) == 2 and keys[2] == keys[1]  # "*.a" known already: nothing to write
+    # A read-only use is not written, so "*.a" is the oldest change and goes first.
+    assert keys[3] == [keys[1][1], keys[3][1]] and keys[3][1] not in keys[1]

@@ -15,6 +15,8 @@ Ignore rules (exact gitignore semantics through ``pathspec.GitIgnoreSpec``):
 * An excluded directory is not entered, so (as in git) nothing below it can be
   re-included by a negation.
 * The storage root and the output zip are never captured.
+* Pathspec's answers are cached per rule set in ``archive/ignore-cache.json``, so an
+  unchanged workspace is re-scanned without importing pathspec (see IgnoreRules).
 
 Stat cache ("racily clean" rule): a file's cached hash is reused only when its
 (dev, inode, size, mtime_ns, mode) match the cache row *and* its mtime is at least
@@ -36,7 +38,7 @@ from typing import Any, Callable, Iterable
 from runicorn.errors import ChangedWhileReadingError, RunicornError, StorageFullError
 from runicorn.fsutil import StagedFile, atomic_write_text
 from runicorn.hashing import sha256_bytes
-from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, compute_tree_id, mode_of
+from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
 
 RACY_NS = 2_000_000_000
 DEFAULT_MAX_TOTAL_BYTES = 500 * 1024 * 1024
@@ -95,55 +97,188 @@ outputs/
 """
 
 
+# The prefix pathspec gives every unanchored pattern's regex ("match in any directory").
+_ANY_DIR = "^(?:.+/)?"
+# Ignore cache: what pathspec said about a rule set, so an unchanged one needs no pathspec.
+# The version changes whenever the way a pre-filter is built from the patterns does.
+IGNORE_CACHE = "ignore-cache.json"  # in the store's archive/
+_CACHE_FORMAT = "runicorn.ignore-cache"
+_CACHE_VERSION = 1
+_CACHE_MAX_SPECS = 64
+_CACHE_MAX_VERDICTS = 4096
+_MISSING = object()
+
+
+def _pathspec_identity() -> str:
+    """Which pathspec (and Python) would answer, found without importing pathspec.
+
+    Raises nothing: an unknown identity is "" (the cache is then not used).
+    """
+    import importlib.util
+    import sys
+
+    try:
+        spec = importlib.util.find_spec("pathspec")
+        if spec is None or spec.origin is None:
+            return ""
+        origin = spec.origin
+        version_file = os.path.join(os.path.dirname(origin), "_version.py")
+        with open(version_file, "rb") as f:
+            version = f.read().decode("utf-8", "replace")
+        st = os.stat(origin)
+    except (OSError, ImportError, ValueError):
+        return ""
+    return f"{sys.version_info[:2]}\0{origin}\0{st.st_size}\0{st.st_mtime_ns}\0{version}"
+
+
+class _Rules:
+    """One compiled ignore file: pre-filter, memoized verdicts and (on demand) its GitIgnoreSpec."""
+
+    __slots__ = ("lines", "prefilter", "verdicts", "spec")
+
+    def __init__(self, lines: list[str], prefilter: Any, verdicts: dict[str, bool | None],
+                 spec: Any = None) -> None:
+        self.lines = lines
+        self.prefilter = prefilter  # re.Pattern.match, or None: every path goes to the spec
+        self.verdicts = verdicts
+        self.spec = spec
+
+
 class IgnoreRules:
     """The ignore decision for paths below one workspace root.
+
+    Every verdict is pathspec's (``GitIgnoreSpec.check_file``).  With ``cache`` (a
+    JSON file), the pre-filter source and the verdicts pathspec gave are remembered
+    per rule set (keyed by the rules' text and pathspec's identity), so a later scan
+    of the same rules imports and asks pathspec only about paths it has not seen.
 
     Raises (on construction or when a nested ``.gitignore`` is read):
         RunicornError: an ignore file cannot be read or decoded, naming it.
     """
 
-    def __init__(self, root: Path, rn_lines: list[str], extra: Iterable[str] | None) -> None:
-        import pathspec  # only on the snapshot path: keeps ``import runicorn`` light
-
-        self._pathspec = pathspec
+    def __init__(self, root: Path, rn_lines: list[str], extra: Iterable[str] | None,
+                 cache: Path | None = None) -> None:
         self.root = root
+        self._cache_path = cache
+        self._identity = _pathspec_identity() if cache is not None else ""
+        self._cache: dict[str, Any] = self._load_cache() if self._identity else {}
+        self._used: set[str] = set()
+        self._dirty = False
         lines = list(rn_lines) + [str(p) for p in (extra or [])]
         self.rn = self._compile(lines)
-        # (relative directory prefix with trailing slash, spec), shallowest first
-        self.git: list[tuple[str, Any]] = []
+        # (relative directory prefix with trailing slash, rules), shallowest first
+        self.git: list[tuple[str, _Rules]] = []
 
-    def _compile(self, lines: list[str]) -> Any:
-        """A GitIgnoreSpec plus one combined regex of all its patterns (or None if empty).
+    def _load_cache(self) -> dict[str, Any]:
+        import json
 
-        The combined regex is only a pre-filter: when it does not match, no pattern
-        does, so the spec's verdict is "no opinion"; when it matches, the spec itself
-        decides.  Most paths match nothing, and one search is far cheaper than one per
-        pattern.
+        assert self._cache_path is not None
+        try:
+            with open(self._cache_path, "rb") as f:
+                data = json.loads(f.read())
+        except (OSError, ValueError):
+            return {}  # missing or damaged: it is only a cache
+        if (not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT
+                or data.get("version") != _CACHE_VERSION or not isinstance(data.get("specs"), dict)):
+            return {}
+        return data["specs"]
+
+    def save(self) -> None:
+        """Write the cache back if this scan taught it something (errors are ignored)."""
+        import json
+
+        if not self._dirty or self._cache_path is None:
+            return
+        # Rule sets used now go last, the oldest beyond the bound are dropped.
+        specs = {k: v for k, v in self._cache.items() if k not in self._used}
+        specs.update({k: self._cache[k] for k in self._used if k in self._cache})
+        specs = dict(list(specs.items())[-_CACHE_MAX_SPECS:])
+        # ASCII escapes keep names that are not UTF-8 (lone surrogates) writable.
+        text = json.dumps({"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "specs": specs},
+                          ensure_ascii=True, separators=(",", ":"))
+        try:
+            atomic_write_text(self._cache_path, text)
+        except OSError:
+            pass
+        self._dirty = False
+
+    def _compile(self, lines: list[str]) -> _Rules | None:
+        """The rules of one ignore file (None when it has no patterns).
+
+        The pre-filter is one regex, the alternation of every pattern's regex: when it
+        does not match, no pattern does, so the spec's verdict is "no opinion"; when
+        it matches, the spec itself decides.  Most paths match nothing, and one search
+        is far cheaper than one per pattern.  Alternatives sharing pathspec's
+        "any directory" prefix are factored under one copy of it, which is the same
+        language but spares the regex engine one backtracking scan per pattern.
         """
         import re
 
-        spec = self._pathspec.GitIgnoreSpec.from_lines(lines)
-        parts = [p.regex.pattern for p in spec.patterns if getattr(p, "regex", None) is not None]
+        key = ""
+        if self._identity:
+            import hashlib
+            import json
+
+            # JSON keeps the key unambiguous whatever the lines hold (NULs, newlines, surrogates).
+            key = hashlib.sha256(json.dumps([self._identity, lines]).encode("ascii")).hexdigest()
+            known = self._cache.get(key)
+            if (isinstance(known, dict) and isinstance(known.get("re"), (str, type(None)))
+                    and isinstance(known.get("verdicts"), dict)):
+                self._used.add(key)
+                if known.get("empty") is True:
+                    return None
+                try:
+                    prefilter = re.compile(known["re"]).match if known["re"] is not None else None
+                except re.error:
+                    prefilter = None
+                return _Rules(lines, prefilter, known["verdicts"])
+        spec = self._gitignore_spec(lines)
+        parts = [re.sub(r"[(][?]P<[^>]+>", "(?:", p.regex.pattern)
+                 for p in spec.patterns if getattr(p, "regex", None) is not None]
+        source: str | None = None
+        if parts:
+            anywhere = [p[len(_ANY_DIR):] for p in parts if p.startswith(_ANY_DIR)]
+            alternatives = [p for p in parts if not p.startswith(_ANY_DIR)]
+            if anywhere:
+                alternatives.append(_ANY_DIR + "(?:" + "|".join(f"(?:{p})" for p in anywhere) + ")")
+            source = "|".join(f"(?:{p})" for p in alternatives)
+            try:
+                prefilter = re.compile(source).match
+            except re.error:  # unexpected pattern syntax: no pre-filter, always ask the spec
+                source, prefilter = None, None
+        if key:
+            self._cache[key] = {"re": source, "verdicts": {}, "empty": not parts}
+            self._used.add(key)
+            self._dirty = True
         if not parts:
             return None
-        try:
-            combined = re.compile("|".join(f"(?:{re.sub(r'[(][?]P<[^>]+>', '(?:', p)})" for p in parts))
-        except re.error:  # unexpected pattern syntax: no pre-filter, always ask the spec
-            combined = None
-        return spec, combined
+        return _Rules(lines, prefilter, self._cache[key]["verdicts"] if key else {}, spec)
 
     @staticmethod
-    def _verdict(compiled: Any, key: str) -> bool | None:
-        spec, combined = compiled
-        if combined is not None and combined.match(key) is None:
-            return None
-        return spec.check_file(key).include
+    def _gitignore_spec(lines: list[str]) -> Any:
+        import pathspec  # only when a verdict is not cached: keeps start-up light
 
-    def enter(self, rel_dir: str, directory: Path) -> int:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+
+    def _verdict(self, rules: _Rules, key: str) -> bool | None:
+        if rules.prefilter is not None and rules.prefilter(key) is None:
+            return None
+        verdict = rules.verdicts.get(key, _MISSING)
+        if not (verdict is None or verdict is True or verdict is False):  # unknown (or not a verdict)
+            if rules.spec is None:
+                rules.spec = self._gitignore_spec(rules.lines)
+            verdict = rules.spec.check_file(key).include
+            if self._identity and len(rules.verdicts) < _CACHE_MAX_VERDICTS:
+                rules.verdicts[key] = verdict
+                self._dirty = True
+        return verdict  # type: ignore[return-value]
+
+    def enter(self, rel_dir: str, directory: str) -> int:
         """Load ``directory/.gitignore`` if present; return how many specs to pop on leaving."""
-        path = directory / ".gitignore"
+        path = os.path.join(directory, ".gitignore")
         try:
-            text = path.read_bytes().decode("utf-8")
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8")
         except FileNotFoundError:
             return 0
         except IsADirectoryError:
@@ -169,6 +304,25 @@ class IgnoreRules:
                 if verdict is not None:
                     return not verdict
         return True
+
+    def excluded(self, prefix: str, names: list[str]) -> set[str]:
+        """Which of one directory's entry ``names`` the rules leave out.
+
+        ``prefix`` is the directory's path relative to the root with a trailing ``/``
+        (empty for the root); a subdirectory's name carries a trailing ``/`` too.  The
+        answers are those of :meth:`included`, for a whole listing at once: only names
+        some pre-filter matches are put to the specs, the others no rule is about.
+        """
+        suspects: set[str] = set()
+        specs = [(prefix, self.rn)] if self.rn is not None else []
+        specs += [(prefix[len(base):], rules) for base, rules in self.git if prefix.startswith(base)]
+        for sub, rules in specs:
+            prefilter = rules.prefilter
+            if prefilter is None:
+                suspects.update(names)
+                break
+            suspects.update(n for n in names if prefilter(sub + n) is not None)
+        return {n for n in suspects if not self.included(prefix + n.rstrip("/"), n.endswith("/"))}
 
 
 def read_ignore_file(root: Path, ignore_file: str, *, create_default: bool = True) -> list[str]:
@@ -215,46 +369,73 @@ def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, 
     """
     out: list[tuple[str, str, os.stat_result]] = []
     total = 0
-    # Depth-first with explicit stack; each frame remembers how many .gitignore specs it pushed.
-    stack: list[tuple[str, str, int] | None] = [(str(root), "", -1)]
+    IFMT, IFDIR, IFREG, IFLNK = 0o170000, stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK  # S_IS* without calls
+    skip_names = {os.path.basename(p) for p in skip_files}  # a cheap test before building full paths
+    # Depth-first with an explicit stack of (absolute dir, relative prefix); a None
+    # frame pops the .gitignore spec its directory pushed, after the whole subtree.
+    stack: list[tuple[str, str] | None] = [(str(root), "")]
     while stack:
         frame = stack.pop()
         if frame is None:
             rules.git.pop()
             continue
-        directory, prefix, _ = frame
-        pushed = rules.enter(prefix, Path(directory))
-        if pushed:
-            stack.append(None)  # pop this directory's spec after its subtree
+        directory, prefix = frame
+        if rules.enter(prefix, directory):
+            stack.append(None)
+        base = directory if directory.endswith(os.sep) else directory + os.sep
+        # Listing through a directory descriptor makes each entry's lstat resolve one
+        # name instead of the whole path again.
         try:
-            with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                with os.scandir(fd) as it:
+                    found = list(it)
+            except BaseException:
+                os.close(fd)
+                raise
         except OSError as exc:
             raise RunicornError(f"{directory}: cannot list directory ({exc.strerror})") from None
-        subdirs: list[tuple[str, str, int]] = []
-        for entry in entries:
-            rel = prefix + entry.name
-            if "\n" in rel or "\r" in rel:
-                raise RunicornError(f"{entry.path}: file names with a newline cannot be snapshotted")
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                if (st.st_dev, st.st_ino) in skip_dirs or not rules.included(rel, True):
-                    continue
+        try:
+            listing = [(e.name, e.stat(follow_symlinks=False)) for e in found]
+        except OSError as exc:  # name the file by its full path, as a path-based lstat would
+            raise type(exc)(exc.errno, exc.strerror, base + str(exc.filename)) from None
+        finally:
+            os.close(fd)
+        listing.sort()
+        joined = "/".join(name for name, _ in listing)
+        if "\n" in joined or "\r" in joined:
+            bad = next(name for name, _ in listing if "\n" in name or "\r" in name)
+            raise RunicornError(f"{base + bad}: file names with a newline cannot be snapshotted")
+        # Keys: names with a trailing "/" for directories, as the ignore rules want them.
+        kept: list[tuple[str, os.stat_result]] = []
+        for name, st in listing:
+            kind = st.st_mode & IFMT
+            if kind == IFREG or kind == IFLNK:
+                if name not in skip_names or base + name not in skip_files:
+                    kept.append((name, st))
+            elif kind == IFDIR:
+                if (st.st_dev, st.st_ino) not in skip_dirs:
+                    kept.append((name + "/", st))
+        dropped = rules.excluded(prefix, [key for key, _ in kept])
+        subdirs: list[tuple[str, str]] = []
+        for key, st in kept:
+            if key in dropped:
+                continue
+            if key[-1] == "/":
+                full = base + key[:-1]
                 if (run_root is not None and directory.endswith(f"{os.sep}runs")
-                        and entry.path.startswith(run_root)
-                        and os.path.isfile(os.path.join(entry.path, "meta.json"))):
+                        and full.startswith(run_root)
+                        and os.path.isfile(os.path.join(full, "meta.json"))):
                     continue
-                subdirs.append((entry.path, rel + "/", -1))
-            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                if entry.path in skip_files or not rules.included(rel, False):
-                    continue
-                out.append((rel, entry.path, st))
-                total += st.st_size
-                if not force:
-                    if len(out) > max_files:
-                        raise _limit_error(root, "files", len(out), max_files)
-                    if total > max_total_bytes:
-                        raise _limit_error(root, "bytes", total, max_total_bytes)
+                subdirs.append((full, prefix + key))
+                continue
+            out.append((prefix + key, base + key, st))
+            total += st.st_size
+            if not force:
+                if len(out) > max_files:
+                    raise _limit_error(root, "files", len(out), max_files)
+                if total > max_total_bytes:
+                    raise _limit_error(root, "bytes", total, max_total_bytes)
         stack.extend(reversed(subdirs))
     return out
 
@@ -265,45 +446,66 @@ def _cache_bounds(root: Path) -> tuple[str, str]:
 
 
 def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]], *,
-                 source: str, progress: Progress | None = None) -> tuple[str, dict[str, TreeEntry], int]:
+                 source: str, progress: Progress | None = None,
+                 want_entries: bool = True,
+                 keeper: tuple[str, str | None] | None = None) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
     """Put the scanned files into the store as a tree, using and updating the stat cache.
 
-    Returns ``(tree, entries, files_read)``.
+    Returns ``(tree, entries, files_read, total_bytes)``; ``entries`` is None when
+    ``want_entries`` is False and the tree was already stored (nothing was read).
+    ``keeper`` is the ref (kind, name; None for the tree id) the caller will keep the
+    tree alive with: when it already names the stored tree, nothing is written.
 
     Raises:
         RunicornError: a file vanished or changed while being read (naming it).
     """
     started_ns = time.time_ns()
     lo, hi = _cache_bounds(root)
-    cached = {row[0]: row[1:] for row in store.index.query(
+    cached = {row[0]: row for row in store.index.query(
         "SELECT path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns FROM stat_cache "
         "WHERE path >= ? AND path < ?", (lo, hi))}
-    entries: dict[str, TreeEntry] = {}
     trusted: dict[str, tuple[str, str, os.stat_result, str]] = {}
     to_read: list[tuple[str, str, os.stat_result, str]] = []
     links: dict[str, bytes] = {}
+    hits = 0  # files with a cache row: when all rows are hit, none is stale
+    trusted_bytes = 0
+    lines: list[tuple[str, str, str]] = []  # (path, mode, sha256) of trusted files, for the tree id
+    get, S_ISLNK = cached.get, stat.S_ISLNK
     for rel, full, st in files:
-        mode = mode_of(st.st_mode)
-        if mode == MODE_LINK:
+        st_mode = st.st_mode
+        if S_ISLNK(st_mode):
             try:
                 links[rel] = os.fsencode(os.readlink(full))
             except FileNotFoundError:
                 raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
+            hits += full in cached
             continue
-        row = cached.get(full)
-        if (row is not None and row[0] == st.st_dev and row[1] == st.st_ino and row[2] == st.st_size
-                and row[3] == st.st_mtime_ns and row[4] == mode and st.st_mtime_ns < row[6] - RACY_NS):
-            trusted[full] = (rel, full, st, row[5])
+        mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
+        row = get(full)
+        if row is None:
+            to_read.append((rel, full, st, mode))
+            continue
+        hits += 1
+        # row: path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns
+        if (row[1] == st.st_dev and row[2] == st.st_ino and row[3] == st.st_size
+                and row[4] == st.st_mtime_ns and row[5] == mode and st.st_mtime_ns < row[7] - RACY_NS):
+            trusted[full] = (rel, full, st, row[6])
+            trusted_bytes += row[3]
+            lines.append((rel, mode, row[6]))
         else:
             to_read.append((rel, full, st, mode))
-    found = _existing_tree(store, trusted, links) if not to_read else None
+    found = _existing_tree(store, trusted, links, want_entries, keeper, lines, trusted_bytes) if not to_read else None
     updates: list[tuple[Any, ...]] = []
+    entries: dict[str, TreeEntry] | None
     if found is None:
         tree, entries, updates = _ingest(store, root, files, trusted, to_read, links, started_ns, progress)
+        total = sum(e.size for e in entries.values())
     else:
-        tree, entries = found
-    seen = {full for _, full, _ in files}
-    stale = [(p,) for p in cached if p not in seen]
+        tree, entries, total = found
+    stale: list[tuple[str]] = []
+    if hits < len(cached):
+        seen = {full for _, full, _ in files}
+        stale = [(p,) for p in cached if p not in seen]
     if updates or stale:
         with store.index.write() as c:
             if stale:
@@ -314,28 +516,51 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
                 "ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns, "
                 "mode = excluded.mode, sha256 = excluded.sha256, recorded_ns = excluded.recorded_ns",
                 updates)
-    return tree, entries, len(to_read)
+    return tree, entries, len(to_read), total
 
 
 def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
-                   links: dict[str, bytes]) -> tuple[str, dict[str, TreeEntry]] | None:
-    """Fast path when the stat cache vouches for every file: (tree, entries) if already stored.
+                   links: dict[str, bytes], want_entries: bool,
+                   keeper: tuple[str, str | None] | None, lines: list[tuple[str, str, str]],
+                   trusted_bytes: int) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
+    """Fast path when the stat cache vouches for every file: (tree, entries, total bytes) if stored.
 
-    The tree's existence is checked and its ``touched_at`` bumped in one write
-    transaction, so a concurrent gc either ran before (and the tree is gone: slow
-    path) or must wait the grace period; its blobs are protected by the tree itself.
+    ``lines`` (the trusted files' ``(path, mode, sha256)``, consumed) and ``trusted_bytes``
+    (their total size) come from the caller's pass over the stat cache.
+
+    ``entries`` is None unless ``want_entries``.  The tree's existence is checked and
+    its ``touched_at`` bumped in one write transaction, so a concurrent gc either ran
+    before (and the tree is gone: slow path) or must wait the grace period; its blobs
+    are protected by the tree itself.  When the ref that will keep the tree alive
+    (``keeper``: kind and name, with the tree id in place of ``None`` as name) already
+    names it, no gc can take it, so a read suffices and nothing is written.
     """
-    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for rel, _, st, sha in trusted.values()}
-    entries.update({rel: TreeEntry(sha256_bytes(t), MODE_LINK, len(t)) for rel, t in links.items()})
     # Paths come from our own directory walk (already checked), so no re-validation here.
-    tree = compute_tree_id(entries)
+    link_shas = {rel: sha256_bytes(t) for rel, t in links.items()}
+    lines += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
+    tree = tree_id_of(lines)
     if not os.path.exists(store.manifest_path(tree)):
         return None
-    with store.index.write() as c:
-        if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
-            return None
-        c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
-    return tree, entries
+    if keeper is None or not _kept_by(store, tree, keeper):
+        with store.index.write() as c:
+            if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
+                return None
+            c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
+    total = trusted_bytes + sum(len(t) for t in links.values())
+    if not want_entries:
+        return tree, None, total
+    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for rel, _, st, sha in trusted.values()}
+    entries.update({rel: TreeEntry(link_shas[rel], MODE_LINK, len(t)) for rel, t in links.items()})
+    return tree, entries, total
+
+
+def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:
+    """Whether the tree is stored and the ref ``keeper`` names it, in one read snapshot."""
+    kind, name = keeper
+    with store.index.read() as c:
+        return (c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is not None
+                and c.execute("SELECT 1 FROM refs WHERE kind = ? AND name = ? AND tree = ?",
+                              (kind, name or tree, tree)).fetchone() is not None)
 
 
 def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]],
@@ -523,7 +748,8 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     root = root.resolve()
     store = open_store(storage)
     out_abs = Path(out_zip).expanduser().absolute() if out_zip is not None else None
-    rules = IgnoreRules(root, read_ignore_file(root, ignore_file), extra_excludes)
+    rules = IgnoreRules(root, read_ignore_file(root, ignore_file), extra_excludes,
+                        cache=store.archive / IGNORE_CACHE)
     skip_dirs: set[tuple[int, int]] = set()
     # The store's own folders, wherever the workspace sits relative to the storage root.
     for d in (store.root, store.archive, store.artifacts_dir):
@@ -538,10 +764,16 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     files = scan_workspace(root, rules, skip_dirs=skip_dirs, skip_files=skip_files,
                            max_files=max_files, max_total_bytes=max_total_bytes, force=force_snapshot,
                            run_root=str(store.root.resolve()) + os.sep)
-    tree, entries, files_read = capture_tree(store, root, files, source=str(root), progress=progress)
+    rules.save()
+    # A plain snapshot is kept by the pin named after its tree (see _keep_alive).
+    keeper = ("pin", None) if out_abs is None and run_id is None else None
+    tree, entries, files_read, total_bytes = capture_tree(
+        store, root, files, source=str(root), progress=progress, want_entries=out_abs is not None,
+        keeper=keeper)
     ref = _keep_alive(store, tree, out_abs, root, run_id)
     archive_path = None
     if out_abs is not None:
+        assert entries is not None  # asked for
         mtimes = {rel: st.st_mtime for rel, _, st in files}
         write_zip(store.blob_path, entries, out_abs, mtimes)
         archive_path = str(out_abs)
@@ -549,8 +781,8 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
         "workspace_root": str(root),
         "archive_path": archive_path,
         "format": "zip" if out_abs is not None else "tree",
-        "file_count": len(entries),
-        "total_bytes": sum(e.size for e in entries.values()),
+        "file_count": len(files),  # one entry per captured file
+        "total_bytes": total_bytes,
         "tree": tree,
         "manifest_path": str(store.manifest_path(tree)),
         "files_read": files_read,

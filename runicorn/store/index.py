@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,6 +22,8 @@ MIGRATIONS: dict[int, Callable[[apsw.Connection], None]] = {}
 
 def schema_sql() -> str:
     """The text of ``index.sql`` (also published as ``schema/index.sql``)."""
+    from importlib import resources  # only when creating or migrating an index
+
     return resources.files("runicorn.store").joinpath("index.sql").read_text("utf-8")
 
 

@@ -97,11 +97,25 @@ def check_no_nesting(entries: Mapping[str, TreeEntry], origin: Any = "tree") -> 
 
 def compute_tree_id(entries: Mapping[str, TreeEntry]) -> str:
     """The tree id of validated entries (order of the mapping does not matter)."""
-    h = hashlib.sha256(TREE_HEADER)
-    for path in sorted(entries, key=path_key):
-        e = entries[path]
-        h.update(f"{e.mode} {e.sha256} ".encode("ascii") + path_key(path) + b"\n")
-    return h.hexdigest()
+    return tree_id_of([(path, e.mode, e.sha256) for path, e in entries.items()])
+
+
+def tree_id_of(items: list[tuple[str, str, str]]) -> str:
+    """The tree id of validated ``(path, mode, sha256)`` triples with distinct paths.
+
+    ``items`` is sorted in place.
+    """
+    items.sort()
+    text = "".join([f"{mode} {sha} {path}\n" for path, mode, sha in items])
+    try:
+        # Without lone surrogates (names that are not UTF-8), code-point order is
+        # UTF-8 byte order, so the sort above is already the specified one.
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        items.sort(key=lambda item: path_key(item[0]))
+        data = b"".join([f"{mode} {sha} ".encode("ascii") + path_key(path) + b"\n"
+                         for path, mode, sha in items])
+    return hashlib.sha256(TREE_HEADER + data).hexdigest()
 
 
 def build_manifest(tree: str, entries: Mapping[str, TreeEntry], *, source: str | None = None,

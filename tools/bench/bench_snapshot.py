@@ -68,6 +68,9 @@ from benchdata import make_bench_tree, rewrite_fraction  # noqa: E402
 from benchfs import describe, fresh_fs  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO), DVC_NO_ANALYTICS="1", RUNICORN_DIR="")
+# Measure both tools as installed, with their bytecode cached (pip compiles DVC's in its
+# virtualenv): with PYTHONDONTWRITEBYTECODE set, every CLI run would recompile runicorn.
+ENV.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 def run(cmd: list[str] | str, *, cwd: Path | None = None, shell: bool = False) -> str:
