@@ -46,6 +46,30 @@ def syncfs(path: Path) -> None:
     os.sync()
 
 
+_background_sync = threading.Lock()
+
+
+def syncfs_in_background(path: Path) -> None:
+    """Start a :func:`syncfs` in a daemon thread unless one is already running.
+
+    Writers call this as they stage data, so the disk writes what is staged so far
+    while they go on reading; their own final ``syncfs`` then has little left to wait
+    for.  It never replaces that final sync.
+    """
+    if not _background_sync.acquire(blocking=False):
+        return
+
+    def run() -> None:
+        try:
+            syncfs(path)
+        except OSError:
+            pass
+        finally:
+            _background_sync.release()
+
+    threading.Thread(target=run, name="runicorn-syncfs", daemon=True).start()
+
+
 def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing a file's dirty pages now, without waiting.
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runicorn.errors import BlobNotFoundError, IntegrityError, RunicornError, UnsafePathError
-from runicorn.fsutil import fsync_dir, start_writeback, syncfs
+from runicorn.fsutil import fsync_dir, start_writeback, syncfs, syncfs_in_background
 from runicorn.hashing import is_sha256_hex
 from runicorn.relpath import safe_join, validate_relpath
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, parse_manifest, path_key
@@ -95,6 +95,7 @@ def _copy_fd(src: int, dst: int, size: int) -> int:
 
 
 _SMALL = 1 << 20
+_SYNC_AHEAD_BYTES = 8 << 20
 
 
 def _current_umask() -> int:
@@ -217,6 +218,7 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
         def work(items: list[tuple[str, TreeEntry]]) -> None:
             nonlocal done
             counts: dict[str, int] = {}
+            written = 0
             for i, (rel, entry) in enumerate(items, 1):
                 # Paths were validated by the manifest parser; validate again before any
                 # write, as the one rule for every path that reaches the filesystem.
@@ -235,6 +237,10 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
                         raise _MissingBlob(sha) from None
                     raise
                 counts[how] = counts.get(how, 0) + 1
+                written += entry.size
+                if written >= _SYNC_AHEAD_BYTES:
+                    syncfs_in_background(staging)  # the final sync then has little left
+                    written = 0
                 if i % 256 == 0 or i == len(items):
                     with lock:
                         done += 256 if i % 256 == 0 else i % 256

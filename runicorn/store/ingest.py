@@ -7,15 +7,18 @@ One batch (one call of :meth:`Store.ingest_files`) follows the store's write pro
    into memory and hashed; a large one is streamed through one reused buffer into a
    staging file while hashed, and the kernel is asked to start writing it back at once
    so the disk works while the next files are read.
-2. One set query finds which of the batch's blobs the store already has (and whose file
-   is present): those are not written again.  Each new small blob is written straight
-   to its intent name ``<writer>/b-<n>/blob-<sha>`` (mode 0444) -- the hash is known
-   before the first byte is written, so no rename is needed; a torn intent is harmless
-   because recovery re-hashes every intent before adopting it.
-3. One ``syncfs`` makes the batch durable; then, in one ``BEGIN IMMEDIATE``
-   transaction, each new blob is hard-linked into ``blobs/<aa>/`` (never replacing an
-   existing file), a second ``syncfs`` makes the links durable, and every blob of the
-   batch is upserted and held for this writer.  After COMMIT the batch directory goes.
+2. Blobs the store already has (index row and file present) are held against gc
+   instead of written (``Store.hold_blobs``, one query per ``PENDING_BYTES`` of small
+   files).  Each new small blob is written straight to its intent name
+   ``<writer>/b-<n>/blob-<sha>`` (mode 0444) -- the hash is known before the first
+   byte is written, so no rename is needed; a torn intent is harmless because recovery
+   re-hashes every intent before adopting it.
+3. ``b-<n>/journal`` lists the blobs about to move and one ``syncfs`` makes the batch
+   durable; then, in one ``BEGIN IMMEDIATE`` transaction, each new blob is renamed into
+   ``blobs/<aa>/`` without replacing an existing file, a second ``syncfs`` makes the
+   renames durable, and the blobs are upserted and held for this writer.  After COMMIT
+   the batch directory goes.  A crash between a rename and COMMIT leaves a blob the
+   journal names: recovery re-hashes and adopts it (:func:`recover_batch`).
 
 Each batch stages into its own directory, so threads ingesting at once never share a
 staging name even when they meet the same content.
@@ -34,14 +37,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from runicorn.errors import ChangedWhileReadingError, IntegrityError, RunicornError, StorageFullError
-from runicorn.fsutil import fsync_dir, rename_noreplace, start_writeback, syncfs
+from runicorn.fsutil import fsync_dir, rename_noreplace, start_writeback, syncfs, syncfs_in_background
 from runicorn.hashing import is_sha256_hex
 
 if TYPE_CHECKING:
     from runicorn.store.store import BlobInfo, Store
 
 SMALL_FILE_BYTES = 1 << 20  # read whole: one read, one hash call, one write
-PENDING_BYTES = 64 << 20  # small blobs kept in memory before they are written
+PENDING_BYTES = 8 << 20  # small blobs kept in memory before they are written
 STREAM_CHUNK = 1 << 20
 WRITEBACK_EVERY = 16 << 20  # large files: start writeback after this many new bytes
 JOURNAL = "journal"  # in a batch directory: the blobs being moved into blobs/, one per line
@@ -110,7 +113,7 @@ class BlobBatch:
             size = before.st_size
             if size <= SMALL_FILE_BYTES:
                 data = os.read(fd, size + 1)
-                while len(data) <= size:  # a short read before EOF (rare: signals, FUSE)
+                while len(data) < size:  # a short read before EOF (rare: FUSE, network filesystems)
                     more = os.read(fd, size + 1 - len(data))
                     if not more:
                         break
@@ -193,6 +196,8 @@ class BlobBatch:
         for sha in missing:
             if sha not in self.staged:
                 self._write_intent(sha, pending[sha])
+        if missing:
+            syncfs_in_background(self.store.tmp_dir)
 
     def _write_intent(self, sha: str, data: bytes) -> None:
         staging = self._staging_dir()
