@@ -32,21 +32,39 @@ def syncfs(path: Path) -> None:
     """Flush every dirty page of the filesystem holding ``path`` (group commit).
 
     One ``syncfs`` after writing many small files costs about as much as one fsync,
-    where per-file fsyncs would cost one each.  Falls back to ``os.sync``.
+    where per-file fsyncs would cost one each.  Falls back to ``os.sync`` only where
+    ``syncfs`` does not exist.
+
+    Raises:
+        OSError: the kernel reported a write-back error (EIO, ENOSPC, ...), here or in
+            a background flush since the last call.
     """
+    global _background_error
     if _libc is None:
         _load_libc()
     if _libc and hasattr(_libc, "syncfs"):
+        import ctypes
+
         fd = os.open(path, os.O_RDONLY)
         try:
-            if _libc.syncfs(fd) == 0:
-                return
+            if _libc.syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                if err != errno.ENOSYS:
+                    raise OSError(err, f"syncfs failed: {os.strerror(err)}", str(path))
+                os.sync()
         finally:
             os.close(fd)
-    os.sync()
+    else:
+        os.sync()
+    # An error a background flush saw is reported once, to whichever sync comes next:
+    # the kernel reports a write-back error to one syncfs caller only.
+    error, _background_error = _background_error, None
+    if error is not None:
+        raise error
 
 
 _background_sync = threading.Lock()
+_background_error: OSError | None = None
 
 
 def syncfs_in_background(path: Path) -> None:
@@ -54,20 +72,35 @@ def syncfs_in_background(path: Path) -> None:
 
     Writers call this as they stage data, so the disk writes what is staged so far
     while they go on reading; their own final ``syncfs`` then has little left to wait
-    for.  It never replaces that final sync.
+    for (and raises any error the background flush met).  It never replaces that sync.
     """
     if not _background_sync.acquire(blocking=False):
         return
 
     def run() -> None:
+        global _background_error
         try:
             syncfs(path)
-        except OSError:
-            pass
+        except OSError as exc:
+            _background_error = exc
         finally:
             _background_sync.release()
 
     threading.Thread(target=run, name="runicorn-syncfs", daemon=True).start()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (other threads may be creating files)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: the only portable way, briefly
+    os.umask(mask)
+    return mask
 
 
 def start_writeback(fd: int) -> None:
@@ -132,12 +165,17 @@ def rename_noreplace(src: str, dst: str) -> bool:
         err = ctypes.get_errno()
         if err == errno.EEXIST:
             return False
-        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
             raise OSError(err, os.strerror(err), src, None, dst)
     try:
         os.link(src, dst)
     except FileExistsError:
         return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP) or os.path.lexists(dst):
+            raise
+        os.rename(src, dst)  # no hard links here: checked, then renamed
+        return True
     os.unlink(src)
     return True
 

@@ -108,3 +108,33 @@ def test_manifest_bytes_are_plain_sorted_json_one_file_per_line() -> None:
     for path, entry in manifest["files"].items():
         line = f"  {json.dumps(path, ensure_ascii=False)}: {json.dumps(entry, sort_keys=True)}"
         assert line in text.splitlines() or line + "," in text.splitlines()
+
+
+def test_wrong_size_blob_is_repaired_by_ingesting_the_content_again(tmp_path: Path) -> None:
+    files = _files(tmp_path / "src", [3000])
+    with Store(tmp_path / "store") as store:
+        (info,) = store.ingest_files(files)
+        path = store.blob_path(info.sha256)
+        path.chmod(0o644)
+        path.write_bytes(b"truncated")  # damaged: the index still says 3000 bytes
+        path.chmod(0o444)
+        (again,) = store.ingest_files(files)
+        assert again == info
+        assert path.read_bytes() == files[0].read_bytes()
+        assert list(store.quarantine_dir.iterdir()), "the damaged file is moved aside, not lost"
+
+
+def test_blobs_are_read_only_for_all_whatever_the_umask(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src = _files(tmp_path / "src", [10, 2 << 20])
+    script = (
+        "import os, sys; os.umask(0o077)\n"
+        "from runicorn.store import Store\n"
+        "with Store(sys.argv[1]) as s:\n"
+        "    for i in s.ingest_files(sys.argv[2:]):\n"
+        "        print(oct(s.blob_path(i.sha256).stat().st_mode & 0o777))\n")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "store"), *map(str, src)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0o444", "0o444"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runicorn.errors import BlobNotFoundError, IntegrityError, RunicornError, UnsafePathError
-from runicorn.fsutil import fsync_dir, start_writeback, syncfs, syncfs_in_background
+from runicorn.fsutil import current_umask, fsync_dir, start_writeback, syncfs, syncfs_in_background
 from runicorn.hashing import is_sha256_hex
 from runicorn.relpath import safe_join, validate_relpath
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, parse_manifest, path_key
@@ -86,22 +86,18 @@ def _copy_fd(src: int, dst: int, size: int) -> int:
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
             raise
-    while True:  # filesystems without copy_file_range
+    while True:  # filesystems without copy_file_range (or across filesystems)
         chunk = os.read(src, 1 << 20)
         if not chunk:
             return copied
-        os.write(dst, chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view):]
         copied += len(chunk)
 
 
 _SMALL = 1 << 20
 _SYNC_AHEAD_BYTES = 8 << 20
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int) -> str:
@@ -142,7 +138,7 @@ def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int) ->
                 else:
                     copied = _copy_fd(src, dst, entry.size)
                 done = "copy"
-            if copied != entry.size:
+            if copied != entry.size or (done == "copy" and entry.size > _SMALL and os.fstat(dst).st_size != entry.size):
                 raise IntegrityError(f"blob {entry.sha256} ({blob}) has {os.fstat(src).st_size} bytes, "
                                      f"the manifest says {entry.size}")
             if perm & umask:
@@ -211,7 +207,7 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
         total = len(entries)
         blob_dir = str(blob_root)
         base = str(staging)
-        umask = _current_umask()
+        umask = current_umask()
         done = 0
         lock = threading.Lock()
 

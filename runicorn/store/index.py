@@ -89,8 +89,14 @@ class Index:
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
-            else:
+            try:
                 self.conn.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (disk full, I/O error) may leave the transaction open;
+                # every later write would then fail to begin.
+                if not self.conn.getautocommit():
+                    self.conn.execute("ROLLBACK")
+                raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[apsw.Connection]:

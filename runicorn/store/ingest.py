@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from runicorn.errors import ChangedWhileReadingError, IntegrityError, RunicornError, StorageFullError
-from runicorn.fsutil import fsync_dir, rename_noreplace, start_writeback, syncfs, syncfs_in_background
+from runicorn.fsutil import (current_umask, fsync_dir, rename_noreplace, start_writeback, syncfs,
+                             syncfs_in_background)
 from runicorn.hashing import is_sha256_hex
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ class BlobBatch:
         self.staged: set[str] = set()  # blobs written to the batch directory
         self._pending: dict[str, bytes] = {}  # small blobs hashed, not yet written
         self._pending_bytes = 0
+        self._placed = False  # some blob of this batch reached blobs/ (commit in progress)
+        self._umask = current_umask()  # files are created 0444: fchmod only if it takes bits away
 
     # ----------------------------------------------------------------- staging
     def _staging_dir(self) -> str:
@@ -122,22 +125,22 @@ class BlobBatch:
                 if len(data) != size or after.st_size != size or after.st_mtime_ns != before.st_mtime_ns:
                     raise _changed(path, before, after)
                 sha = hashlib.sha256(data).hexdigest()
+                if expected_sha256 is not None and sha != expected_sha256:
+                    raise IntegrityError(f"{path}: sha256 is {sha}, expected {expected_sha256}")
                 if sha not in self.sizes and sha not in self._pending:
                     self._pending[sha] = data
                     self._pending_bytes += size
             else:
-                sha, size = self._stream(fd, path, before)
+                sha, size = self._stream(fd, path, before, expected_sha256)
         finally:
             os.close(fd)
-        if expected_sha256 is not None and sha != expected_sha256:
-            self._pending.pop(sha, None)
-            raise IntegrityError(f"{path}: sha256 is {sha}, expected {expected_sha256}")
         self.sizes[sha] = size
         if self._pending_bytes >= PENDING_BYTES:
             self._write_pending()
         return sha, size
 
-    def _stream(self, fd: int, path: str, before: os.stat_result) -> tuple[str, int]:
+    def _stream(self, fd: int, path: str, before: os.stat_result,
+                expected_sha256: str | None) -> tuple[str, int]:
         staging = self._staging_dir()
         part = f"{staging}/x-{next(_batch_numbers)}.part"
         out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
@@ -165,6 +168,10 @@ class BlobBatch:
             if total != after.st_size or after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
                 raise _changed(path, before, after)
             sha = h.hexdigest()
+            if expected_sha256 is not None and sha != expected_sha256:
+                raise IntegrityError(f"{path}: sha256 is {sha}, expected {expected_sha256}")
+            if self._umask & 0o444:
+                os.chmod(part, 0o444)
             dest = f"{staging}/blob-{sha}"
             if sha in self.staged:
                 os.unlink(part)
@@ -208,6 +215,8 @@ class BlobBatch:
             return
         try:
             _write_all(out, data)
+            if self._umask & 0o444:
+                os.fchmod(out, 0o444)  # blobs are 0444 whatever the umask
         except OSError as exc:
             os.close(out)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -238,12 +247,14 @@ class BlobBatch:
                 os.close(fd)
             syncfs(store.tmp_dir)
         writer = store.writer_dir().name
+        self._placed = False
         try:
             self._publish(staged, writer, time.time())
         except BaseException:
-            # Some blobs may be in blobs/ already: leave the batch (journal included)
-            # to the recovery this store runs when it closes, which adopts them.
-            self._dir_made = False
+            if self._placed:
+                # Some blobs are in blobs/ already: leave the batch (journal included)
+                # to the recovery this store runs when it closes, which adopts them.
+                self._dir_made = False
             raise
         self.discard()
 
@@ -277,6 +288,7 @@ class BlobBatch:
         for _ in range(3):
             try:
                 if rename_noreplace(staged, dest):
+                    self._placed = True
                     self.staged.discard(sha)
                     return parent
             except FileNotFoundError:

@@ -157,14 +157,16 @@ class Store:
     def close(self) -> None:
         """Release holds, remove this process's staging directory, close the index."""
         with self._writer_lock:
-            if self._writer is not None:
+            if self._writer is not None and self._writer_pid == os.getpid():
                 try:
                     # Intents left by a write that failed midway are replayed like a dead
                     # writer's, so closing never strands a linked but unindexed object.
                     self._recover_writer(self._writer)
                 except Exception:
-                    pass
-                shutil.rmtree(self._writer, ignore_errors=True)
+                    pass  # kept: the next opener finds the directory unlocked and recovers it
+                else:
+                    shutil.rmtree(self._writer, ignore_errors=True)
+            if self._writer is not None:
                 if self._writer_fd is not None:
                     os.close(self._writer_fd)
                 self._writer = None
@@ -373,14 +375,16 @@ class Store:
         with self.index.write() as c:
             # One set query and two batched statements: this runs for every file a
             # stat cache vouches for, so it must not cost a round trip per blob.
-            known = {row[0] for row in c.execute(
-                "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
-                (json.dumps(wanted),))}
-            present = [s for s in wanted if s in known and os.path.exists(f"{blobs_dir}/{s[:2]}/{s}")]
+            known = dict(c.execute(
+                "SELECT sha256, size FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
+                (json.dumps(wanted),)).fetchall())
+            # The file must be there with the indexed size, else the caller writes it
+            # again (and the damaged file is moved aside when the new one is placed).
+            present = [s for s in wanted if s in known and _file_size(f"{blobs_dir}/{s[:2]}/{s}") == known[s]]
             c.executemany("UPDATE blobs SET touched_at = ? WHERE sha256 = ?", [(now, s) for s in present])
             c.executemany("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)",
                           [(writer, s) for s in present])
-        self._held.update(present)
+            self._held.update(present)
         return set(wanted) - set(present)
 
     def release_holds(self, shas: Iterable[str] | None = None) -> None:
@@ -949,6 +953,13 @@ def nascent_owner_alive(d: Path) -> bool:
         return time.time() - d.stat().st_mtime < _WRITER_STALE_SECONDS
     except FileNotFoundError:
         return True
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return -1
 
 
 def _move_if_exists(src: Path, dest: Path) -> None:
