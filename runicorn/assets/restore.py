@@ -30,6 +30,7 @@ from runicorn.fsutil import current_umask, fsync_dir, start_writeback, syncfs, s
 from runicorn.hashing import is_sha256_hex
 from runicorn.relpath import safe_join, validate_relpath
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, parse_manifest, path_key
+from runicorn.workers import run_groups, share, worker_count
 
 LINK_MODES = ("copy", "hardlink", "reflink", "auto")
 _FICLONE = 0x40049409
@@ -150,17 +151,6 @@ def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int) ->
     return done
 
 
-def _share(items: list[tuple[str, TreeEntry]], n: int) -> list[list[tuple[str, TreeEntry]]]:
-    """Split files among ``n`` workers with about equal bytes (a per-file cost included)."""
-    groups: list[list[tuple[str, TreeEntry]]] = [[] for _ in range(n)]
-    loads = [0] * n
-    for item in sorted(items, key=lambda it: it[1].size, reverse=True):
-        k = loads.index(min(loads))
-        groups[k].append(item)
-        loads[k] += item[1].size + (64 << 10)  # a file's own cost, in bytes of copying
-    return [g for g in groups if g]
-
-
 def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path, *,
                           overwrite: bool = False, link: str = "copy", sync: bool = True,
                           progress: Progress | None = None) -> dict[str, Any]:
@@ -246,18 +236,9 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
                 for how, c in counts.items():
                     methods[how] = methods.get(how, 0) + c
 
-        groups = _share(list(entries.items()), _restore_workers(entries))
-        if len(groups) <= 1:
-            for g in groups:
-                work(g)
-        else:
-            # Copies (copy_file_range, read/write) release the GIL: two workers keep the
-            # cores busy the way parallel cp processes would.
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-                for future in [pool.submit(work, g) for g in groups]:
-                    future.result()
+        items = list(entries.items())
+        run_groups(work, share(items, worker_count(len(items), sum(e.size for e in entries.values())),
+                               lambda it: it[1].size))
         os.chmod(staging, 0o755)
         if sync:
             syncfs(staging)  # one group sync: the renamed tree is complete even after a crash
@@ -274,12 +255,6 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
     result.update(success=True, restored_count=len(entries), methods=methods,
                   total_bytes=sum(e.size for e in entries.values()))
     return result
-
-
-def _restore_workers(entries: dict[str, TreeEntry]) -> int:
-    if len(entries) < 512 and sum(e.size for e in entries.values()) < (32 << 20):
-        return 1
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _check_not_the_store(target: Path, blob_root: Path) -> None:

@@ -39,6 +39,7 @@ from runicorn.errors import ChangedWhileReadingError, RunicornError, StorageFull
 from runicorn.fsutil import StagedFile, atomic_write_text
 from runicorn.hashing import sha256_bytes
 from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
+from runicorn.workers import run_groups, share, worker_count
 
 RACY_NS = 2_000_000_000
 DEFAULT_MAX_TOTAL_BYTES = 500 * 1024 * 1024
@@ -607,52 +608,14 @@ def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]]
                 if progress:
                     progress(done, total)
 
-    groups = _split(to_read, _workers(to_read))
-    if len(groups) <= 1:
-        for g in groups:
-            work(g)
-    else:
-        # Hashing and copying release the GIL, so a few threads use the cores the way
-        # `sha256sum` and `cp` in parallel would; the store is thread-safe.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-            for future in [pool.submit(work, g) for g in groups]:
-                future.result()
+    groups = share(to_read, worker_count(len(to_read), sum(it[2].st_size for it in to_read)),
+                   lambda it: it[2].st_size)
+    run_groups(work, groups)
     for rel, target in links.items():
         info = store.ingest_bytes(target)
         entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
     tree = store.put_tree(entries, source=str(root))
     return tree, entries, updates
-
-
-def _workers(items: list[tuple[str, str, os.stat_result, str]]) -> int:
-    size = sum(item[2].st_size for item in items)
-    if len(items) < 1024 and size < (32 << 20):
-        return 1  # not worth a thread
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-# What one file costs beyond its bytes (open, create, rename, index row), in bytes of
-# copying: measured at ~100 us per small file against ~1 GB/s for data.
-_PER_FILE_COST = 64 << 10
-
-
-def _split(items: list[tuple[str, str, os.stat_result, str]], n: int) -> list[list[tuple[str, str, os.stat_result, str]]]:
-    """Share files among ``n`` workers with about equal work (bytes plus a per-file cost).
-
-    Workers may meet the same content: each batch stages into its own directory and
-    the store keeps the first copy (``runicorn.store.ingest``).
-    """
-    if n <= 1:
-        return [items] if items else []
-    groups: list[list[tuple[str, str, os.stat_result, str]]] = [[] for _ in range(n)]
-    loads = [0] * n
-    for item in sorted(items, key=lambda it: it[2].st_size, reverse=True):  # largest first, to the lightest
-        k = loads.index(min(loads))
-        groups[k].append(item)
-        loads[k] += item[2].st_size + _PER_FILE_COST
-    return [g for g in groups if g]
 
 
 def _batches(items: list[tuple[str, str, os.stat_result, str]]) -> Iterable[list[tuple[str, str, os.stat_result, str]]]:

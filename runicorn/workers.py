@@ -1,0 +1,54 @@
+"""Sharing file work among a few threads: how many, who does what, and running them.
+
+Snapshots and restores read, hash and copy many files; those system calls and the
+hashing release the GIL, so two to four threads use the cores the way several
+``sha256sum`` or ``cp`` processes would.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+# What one file costs beyond its bytes (open, create, rename, an index row), in bytes of
+# copying: about 100 us per small file against about 1 GB/s for data.
+PER_FILE_COST = 64 << 10
+
+
+def worker_count(files: int, total_bytes: int) -> int:
+    """Threads worth starting for ``files`` files of ``total_bytes`` bytes (1 for small jobs)."""
+    if files < 1024 and total_bytes < (32 << 20):
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def share(items: Sequence[T], n: int, size_of: Callable[[T], int]) -> list[list[T]]:
+    """Split ``items`` among ``n`` workers with about equal work (bytes plus a per-file
+    cost), largest first to the least loaded; empty groups are dropped."""
+    if n <= 1:
+        return [list(items)] if items else []
+    groups: list[list[T]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for item in sorted(items, key=size_of, reverse=True):
+        k = loads.index(min(loads))
+        groups[k].append(item)
+        loads[k] += size_of(item) + PER_FILE_COST
+    return [g for g in groups if g]
+
+
+def run_groups(work: Callable[[list[T]], None], groups: list[list[T]]) -> None:
+    """Run ``work`` on every group, in threads when there are several.
+
+    Raises: the first exception a group raised (after every thread has stopped).
+    """
+    if len(groups) <= 1:
+        for g in groups:
+            work(g)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+        for future in [pool.submit(work, g) for g in groups]:
+            future.result()
