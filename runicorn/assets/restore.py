@@ -161,6 +161,10 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
     and cross-device files are copied; ``runicorn verify`` reports a blob made writable), ``reflink`` (copy-on-write clone, error if the
     filesystem cannot), ``auto`` (reflink, else copy).  Modes and symlinks are restored
     as recorded.  With ``overwrite`` an existing target is replaced as a whole.
+    Large trees are copied by a few threads; ``progress(done, total)`` is then called
+    from them, one call at a time.  The restored tree is synced before it is renamed
+    into place (``sync=False`` skips that: faster, but a power loss soon after may
+    leave restored files empty).
 
     Returns ``success``, ``restored_count``, ``missing_blobs``, ``target_dir``, ``tree``,
     ``total_bytes``, ``link_mode`` and ``methods`` (files per method used).
