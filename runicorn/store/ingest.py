@@ -16,7 +16,8 @@ One batch (one call of :meth:`Store.ingest_files`) follows the store's write pro
 3. ``b-<n>/journal`` lists the blobs about to move and one ``syncfs`` makes the batch
    durable; then, in one ``BEGIN IMMEDIATE`` transaction, each new blob is renamed into
    ``blobs/<aa>/`` without replacing an existing file, a second ``syncfs`` makes the
-   renames durable, and the blobs are upserted and held for this writer.  After COMMIT
+   renames durable, and the blobs are upserted and held for this writer
+   (``Store._commit_blobs``, the commit of every ingest, with ``move``).  After COMMIT
    the batch directory goes.  A crash between a rename and COMMIT leaves a blob the
    journal names: recovery re-hashes and adopts it (:func:`recover_batch`).
 
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from runicorn.errors import ChangedWhileReadingError, IntegrityError, RunicornError, StorageFullError
-from runicorn.fsutil import (current_umask, fsync_dir, rename_noreplace, start_writeback, syncfs,
+from runicorn.fsutil import (current_umask, start_writeback, syncfs,
                              syncfs_in_background)
 from runicorn.hashing import is_sha256_hex
 
@@ -88,7 +89,6 @@ class BlobBatch:
         self.staged: set[str] = set()  # blobs written to the batch directory
         self._pending: dict[str, bytes] = {}  # small blobs hashed, not yet written
         self._pending_bytes = 0
-        self._placed = False  # some blob of this batch reached blobs/ (commit in progress)
         self._umask = current_umask()  # files are created 0444: fchmod only if it takes bits away
 
     # ----------------------------------------------------------------- staging
@@ -246,63 +246,17 @@ class BlobBatch:
             finally:
                 os.close(fd)
             syncfs(store.tmp_dir)
-        writer = store.writer_dir().name
-        self._placed = False
         try:
-            self._publish(staged, writer, time.time())
+            if staged:
+                store._commit_blobs([(f"{self.dir}/blob-{sha}", sha, self.sizes[sha]) for sha in staged],
+                                    group=True, move=True)
         except BaseException:
-            if self._placed:
-                # Some blobs are in blobs/ already: leave the batch (journal included)
-                # to the recovery this store runs when it closes, which adopts them.
-                self._dir_made = False
+            # Some blobs may be in blobs/ already: leave the batch (journal included) to
+            # the recovery this store runs when it closes, which adopts what moved.
+            self._dir_made = False
             raise
+        self.staged.clear()  # moved, or removed after COMMIT
         self.discard()
-
-    def _publish(self, staged: list[str], writer: str, now: float) -> None:
-        store = self.store
-        with store.index.write() as c:
-            dirs: set[str] = set()
-            for sha in staged:
-                d = self._place(sha)
-                if d is not None:
-                    dirs.add(d)
-            if dirs:
-                if len(dirs) > 8:
-                    syncfs(store.blobs_dir)
-                else:
-                    for d in dirs:
-                        fsync_dir(Path(d))
-            c.executemany(
-                "INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?) "
-                "ON CONFLICT (sha256) DO UPDATE SET touched_at = excluded.touched_at",
-                [(sha, self.sizes[sha], now, now) for sha in staged])
-            c.executemany("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)",
-                          [(writer, sha) for sha in staged])
-            store._held.update(staged)
-
-    def _place(self, sha: str) -> str | None:
-        """Move a staged blob into ``blobs/`` unless a good copy is there; return the dir to sync."""
-        staged = f"{self.dir}/blob-{sha}"
-        parent = f"{self.store.blobs_dir}/{sha[:2]}"
-        dest = f"{parent}/{sha}"
-        for _ in range(3):
-            try:
-                if rename_noreplace(staged, dest):
-                    self._placed = True
-                    self.staged.discard(sha)
-                    return parent
-            except FileNotFoundError:
-                if os.path.isdir(parent):
-                    raise
-                os.makedirs(parent, exist_ok=True)
-                continue
-            try:
-                if os.stat(dest).st_size == self.sizes[sha]:
-                    return None  # the store had it: the staged copy goes with the batch
-            except FileNotFoundError:
-                continue  # collected meanwhile: try again
-            self.store._quarantine(Path(dest), "size-mismatch")
-        raise RunicornError(f"{dest}: cannot be placed (it keeps appearing and vanishing)")
 
     def discard(self) -> None:
         """Remove the batch's staging directory (after COMMIT, or on error)."""

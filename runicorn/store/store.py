@@ -43,7 +43,7 @@ from runicorn.errors import (
     StorageFullError,
     TreeNotFoundError,
 )
-from runicorn.fsutil import StagedFile, atomic_write_json, fsync_dir, publish_link, syncfs
+from runicorn.fsutil import StagedFile, atomic_write_json, fsync_dir, publish_link, rename_noreplace, syncfs
 from runicorn.hashing import check_unchanged, copy_and_hash, is_sha256_hex, sha256_file
 from runicorn.store.index import Index, quarantine_index
 from runicorn.store.tree import (
@@ -319,21 +319,46 @@ class Store:
         self._commit_blobs([(intent, sha, size)], group=False, fsync_data=True)
         return BlobInfo(sha, size)
 
-    def _place_blob(self, intent: Path, sha: str, size: int) -> Path | None:
-        """Link a staged blob into place unless a good copy is there; return a dir to sync."""
-        dest = self.blob_path(sha)
-        try:
-            st = os.stat(dest)
-            if st.st_size == size:
-                return None
-            self._quarantine(dest, "size-mismatch")
-        except FileNotFoundError:
-            pass
-        publish_link(intent, dest)
-        return dest.parent
+    def _place_blob(self, intent: Path | str, sha: str, size: int, *, move: bool = False) -> str | None:
+        """Put a staged blob at ``blobs/<aa>/<sha>`` unless a good copy is there; return
+        the directory to sync, or None when nothing was placed.
 
-    def _commit_blobs(self, staged: list[tuple[Path, str, int]], *, group: bool,
-                      fsync_data: bool = False) -> None:
+        A copy of the wrong size is quarantined and replaced.  The intent is hard-linked
+        (it stays, for recovery, until the caller's COMMIT) or, with ``move``, renamed
+        (a batch whose journal names it); an existing file is never overwritten.
+
+        Raises:
+            RunicornError: the destination keeps appearing and vanishing.
+        """
+        parent = f"{self.blobs_dir}/{sha[:2]}"
+        dest = f"{parent}/{sha}"
+        for _ in range(3):
+            try:
+                placed = rename_noreplace(str(intent), dest) if move else publish_link(Path(intent), Path(dest))
+            except FileNotFoundError:
+                if os.path.isdir(parent):
+                    raise
+                os.makedirs(parent, exist_ok=True)  # first blob under this prefix
+                continue
+            if placed:
+                return parent
+            try:
+                if os.stat(dest).st_size == size:
+                    return None
+            except FileNotFoundError:
+                continue  # collected meanwhile: try again
+            self._quarantine(Path(dest), "size-mismatch")
+        raise RunicornError(f"{dest}: cannot be placed (it keeps appearing and vanishing)")
+
+    def _commit_blobs(self, staged: list[tuple[Path | str, str, int]], *, group: bool,
+                      fsync_data: bool = False, move: bool = False) -> None:
+        """Place staged blobs and index them, held for this writer, in one transaction.
+
+        ``group``: the data is already flushed and many directories change, so one
+        ``syncfs`` makes the placements durable.  ``move``: rename the intents (a batch
+        whose journal names them) instead of linking them.  Intents still present are
+        removed after COMMIT.
+        """
         if fsync_data:
             for intent, _, _ in staged:
                 fd = os.open(intent, os.O_RDONLY)
@@ -344,8 +369,15 @@ class Store:
         writer = self.writer_dir().name
         now = time.time()
         unique = {sha: (intent, sha, size) for intent, sha, size in staged}
+        moved: set[str] = set()
         with self.index.write() as c:
-            dirs = {d for item in unique.values() if (d := self._place_blob(*item)) is not None}
+            dirs: set[str] = set()
+            for intent, sha, size in unique.values():
+                d = self._place_blob(intent, sha, size, move=move)
+                if d is not None:
+                    dirs.add(d)
+                    if move:
+                        moved.add(sha)
             if dirs:
                 if group or len(dirs) > 8:
                     syncfs(self.blobs_dir)
@@ -358,9 +390,13 @@ class Store:
                 [(sha, size, now, now) for _, sha, size in unique.values()])
             c.executemany("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)",
                           [(writer, sha) for sha in unique])
-        self._held.update(unique)
-        for intent, _, _ in staged:
-            intent.unlink(missing_ok=True)
+            self._held.update(unique)
+        for intent, sha, _ in staged:
+            if sha not in moved:
+                try:
+                    os.unlink(intent)
+                except FileNotFoundError:
+                    pass
 
     def hold_blobs(self, shas: Iterable[str]) -> set[str]:
         """Protect already-stored blobs from gc until a tree uses them; return the missing ones.
@@ -798,8 +834,8 @@ class Store:
             return f"discarded torn staged blob {sha[:12]}"
         size = f.stat().st_size
         os.chmod(f, 0o444)  # blobs are read-only whatever the intent was created with
-        self._place_blob(f, sha, size)
-        fsync_dir(self.blob_path(sha).parent)
+        if self._place_blob(f, sha, size) is not None:
+            fsync_dir(self.blob_path(sha).parent)
         now = time.time()
         c.execute("INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?) "
                   "ON CONFLICT (sha256) DO NOTHING", (sha, size, now, now))
