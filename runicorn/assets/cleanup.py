@@ -45,7 +45,9 @@ def _trustworthy_index(store: Any, dry_run: bool = False) -> list[str]:
     stored refcount must equal a recount.  Any difference rebuilds the index from the
     files -- never "no entry, so orphaned".
     """
-    problems = _index_disagreements(store)
+    from runicorn.store.verify import index_disagreements
+
+    problems = index_disagreements(store)
     if problems:
         store.rebuild_index()
         if dry_run:
@@ -53,49 +55,6 @@ def _trustworthy_index(store: Any, dry_run: bool = False) -> list[str]:
                     "no run content was changed"]
         return [f"index rebuilt before deleting ({'; '.join(problems)})"]
     return []
-
-
-def _index_disagreements(store: Any) -> list[str]:
-    from runicorn.store.store import _read_ref_file
-
-    problems: list[str] = []
-    on_disk_trees = set()
-    for sub in store.manifests_dir.iterdir():
-        if sub.is_dir():
-            on_disk_trees.update(f.name[:-5] for f in sub.iterdir() if f.name.endswith(".json"))
-    on_disk_refs = set()
-    for kind_dir in store.refs_dir.iterdir():
-        if kind_dir.is_dir():
-            for f in kind_dir.iterdir():
-                record = _read_ref_file(f)
-                if record is not None:
-                    on_disk_refs.add((kind_dir.name, str(record.get("name")), record["tree"]))
-    with store.index.read() as c:
-        trees = {t for (t,) in c.execute("SELECT tree FROM trees")}
-        refs = {(k, n, t) for k, n, t in c.execute("SELECT kind, name, tree FROM refs")}
-        short_trees = c.execute(
-            "SELECT COUNT(*) FROM trees t WHERE t.file_count != "
-            "(SELECT COUNT(*) FROM tree_entries e WHERE e.tree = t.tree)").fetchone()[0]
-        bad_blob_counts = c.execute(
-            "SELECT COUNT(*) FROM blobs b WHERE b.refcount != "
-            "(SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256)").fetchone()[0]
-        bad_tree_counts = c.execute(
-            "SELECT COUNT(*) FROM trees t WHERE t.refcount != "
-            "(SELECT COUNT(*) FROM refs r WHERE r.tree = t.tree)").fetchone()[0]
-        dangling = c.execute(
-            "SELECT COUNT(*) FROM tree_entries e WHERE NOT EXISTS "
-            "(SELECT 1 FROM blobs b WHERE b.sha256 = e.blob)").fetchone()[0]
-    if on_disk_trees - trees:
-        problems.append(f"{len(on_disk_trees - trees)} manifest(s) not indexed")
-    if on_disk_refs != refs:
-        problems.append(f"{len(on_disk_refs ^ refs)} ref(s) differ from their files")
-    if short_trees:
-        problems.append(f"{short_trees} tree(s) with missing entries")
-    if bad_blob_counts or bad_tree_counts:
-        problems.append(f"{bad_blob_counts + bad_tree_counts} wrong refcount(s)")
-    if dangling:
-        problems.append(f"{dangling} entries naming unindexed blobs")
-    return problems
 
 
 def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],

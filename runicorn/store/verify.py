@@ -56,6 +56,48 @@ def _iter_ref_files(store: "Store") -> Iterator[tuple[Path, dict[str, Any] | Non
             yield f, record
 
 
+# Recounts the triggers should have kept equal, and entries naming no blob: the same
+# queries for the full verify and the quick check before a run deletion.
+_BAD_BLOB_COUNTS = ("SELECT b.sha256, b.refcount, (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256) AS n "
+                    "FROM blobs b WHERE b.refcount != n")
+_BAD_TREE_COUNTS = ("SELECT t.tree, t.refcount, (SELECT COUNT(*) FROM refs r WHERE r.tree = t.tree) AS n "
+                    "FROM trees t WHERE t.refcount != n")
+_DANGLING_ENTRIES = ("SELECT e.tree, e.path, e.blob FROM tree_entries e "
+                     "WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = e.blob)")
+
+
+def index_disagreements(store: "Store") -> list[str]:
+    """A cheap check that the index agrees with the files (no manifest is parsed).
+
+    The manifests and ref files on disk must be exactly the trees and refs the index
+    knows, every tree must have as many entries as files, and every stored refcount
+    must equal a recount.  Returns one line per kind of disagreement (empty: agrees).
+    """
+    on_disk_trees = {tree for _, tree in _iter_manifest_files(store) if tree is not None}
+    on_disk_refs = {(r["kind"], r["name"], r["tree"]) for _, r in _iter_ref_files(store) if r is not None}
+    with store.index.read() as c:
+        trees = {t for (t,) in c.execute("SELECT tree FROM trees")}
+        refs = {(k, n, t) for k, n, t in c.execute("SELECT kind, name, tree FROM refs")}
+        short_trees = c.execute(
+            "SELECT COUNT(*) FROM trees t WHERE t.file_count != "
+            "(SELECT COUNT(*) FROM tree_entries e WHERE e.tree = t.tree)").fetchone()[0]
+        bad_counts = sum(c.execute(f"SELECT COUNT(*) FROM ({q})").fetchone()[0]
+                         for q in (_BAD_BLOB_COUNTS, _BAD_TREE_COUNTS))
+        dangling = c.execute(f"SELECT COUNT(*) FROM ({_DANGLING_ENTRIES})").fetchone()[0]
+    problems: list[str] = []
+    if on_disk_trees - trees:
+        problems.append(f"{len(on_disk_trees - trees)} manifest(s) not indexed")
+    if on_disk_refs != refs:
+        problems.append(f"{len(on_disk_refs ^ refs)} ref(s) differ from their files")
+    if short_trees:
+        problems.append(f"{short_trees} tree(s) with missing entries")
+    if bad_counts:
+        problems.append(f"{bad_counts} wrong refcount(s)")
+    if dangling:
+        problems.append(f"{dangling} entries naming unindexed blobs")
+    return problems
+
+
 def verify_store(store: "Store", *, deep: bool = False) -> dict[str, Any]:
     """See :meth:`Store.verify`."""
     problems: list[dict[str, Any]] = []
@@ -64,15 +106,9 @@ def verify_store(store: "Store", *, deep: bool = False) -> dict[str, Any]:
         blob_rows = c.execute("SELECT sha256, size FROM blobs").fetchall()
         tree_rows = c.execute("SELECT tree, file_count FROM trees").fetchall()
         ref_rows = c.execute("SELECT kind, name, tree FROM refs").fetchall()
-        bad_blob_counts = c.execute(
-            "SELECT b.sha256, b.refcount, (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256) AS n "
-            "FROM blobs b WHERE b.refcount != n").fetchall()
-        bad_tree_counts = c.execute(
-            "SELECT t.tree, t.refcount, (SELECT COUNT(*) FROM refs r WHERE r.tree = t.tree) AS n "
-            "FROM trees t WHERE t.refcount != n").fetchall()
-        dangling_entries = c.execute(
-            "SELECT e.tree, e.path, e.blob FROM tree_entries e "
-            "WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = e.blob) LIMIT 1000").fetchall()
+        bad_blob_counts = c.execute(_BAD_BLOB_COUNTS).fetchall()
+        bad_tree_counts = c.execute(_BAD_TREE_COUNTS).fetchall()
+        dangling_entries = c.execute(_DANGLING_ENTRIES + " LIMIT 1000").fetchall()
         dangling_refs = c.execute(
             "SELECT r.kind, r.name, r.tree FROM refs r "
             "WHERE NOT EXISTS (SELECT 1 FROM trees t WHERE t.tree = r.tree)").fetchall()
