@@ -323,6 +323,17 @@ def atomic_write_json(dest: Path, obj: Any, *, indent: int | None = 2, **kw: Any
     return atomic_write_text(dest, text, **kw)
 
 
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked).
+
+    Raises:
+        OSError: as ``os.write`` (ENOSPC on a full disk).
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def append_line_durable(path: Path, line: str) -> None:
     """Append ``line`` plus a newline to a log file (created if missing) and fsync it.
 
@@ -335,9 +346,7 @@ def append_line_durable(path: Path, line: str) -> None:
     created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runicorn.errors import BlobNotFoundError, IntegrityError, RunicornError, UnsafePathError
-from runicorn.fsutil import current_umask, fsync_dir, start_writeback, syncfs, syncfs_in_background
+from runicorn.fsutil import current_umask, fsync_dir, start_writeback, syncfs, syncfs_in_background, write_all
 from runicorn.hashing import is_sha256_hex
 from runicorn.relpath import safe_join, validate_relpath
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, parse_manifest, path_key
@@ -91,9 +91,7 @@ def _copy_fd(src: int, dst: int, size: int) -> int:
         chunk = os.read(src, 1 << 20)
         if not chunk:
             return copied
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst, view):]
+        write_all(dst, chunk)
         copied += len(chunk)
 
 
@@ -133,13 +131,11 @@ def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int) ->
                 if entry.size <= _SMALL:
                     data = os.read(src, entry.size + 1)
                     copied = len(data)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(dst, view):]
+                    write_all(dst, data)
                 else:
                     copied = _copy_fd(src, dst, entry.size)
                 done = "copy"
-            if copied != entry.size or (done == "copy" and entry.size > _SMALL and os.fstat(dst).st_size != entry.size):
+            if copied != entry.size:
                 raise IntegrityError(f"blob {entry.sha256} ({blob}) has {os.fstat(src).st_size} bytes, "
                                      f"the manifest says {entry.size}")
             if perm & umask:
@@ -208,7 +204,7 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
         def work(items: list[tuple[str, TreeEntry]]) -> None:
             nonlocal done
             counts: dict[str, int] = {}
-            written = 0
+            written = reported = 0
             for i, (rel, entry) in enumerate(items, 1):
                 # Paths were validated by the manifest parser; validate again before any
                 # write, as the one rule for every path that reaches the filesystem.
@@ -231,9 +227,10 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
                 if written >= _SYNC_AHEAD_BYTES:
                     syncfs_in_background(staging)  # the final sync then has little left
                     written = 0
-                if i % 256 == 0 or i == len(items):
+                if i - reported == 256 or i == len(items):
                     with lock:
-                        done += 256 if i % 256 == 0 else i % 256
+                        done += i - reported
+                        reported = i
                         if progress is not None:
                             progress(done, total)
             with lock:

@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from runicorn.errors import ChangedWhileReadingError, IntegrityError, RunicornError, StorageFullError
-from runicorn.fsutil import (current_umask, start_writeback, syncfs,
-                             syncfs_in_background)
+from runicorn.fsutil import current_umask, start_writeback, syncfs, syncfs_in_background, write_all
 from runicorn.hashing import is_sha256_hex
 
 if TYPE_CHECKING:
@@ -67,12 +66,6 @@ def _changed(path: str, before: os.stat_result, after: os.stat_result) -> Change
     return ChangedWhileReadingError(
         f"{path}: file changed while it was being read "
         f"(size {before.st_size}->{after.st_size}, mtime_ns {before.st_mtime_ns}->{after.st_mtime_ns})")
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 class BlobBatch:
@@ -155,7 +148,7 @@ class BlobBatch:
                         break
                     chunk = buf[:n]
                     h.update(chunk)
-                    _write_all(out, chunk)
+                    write_all(out, chunk)
                     total += n
                     unsynced += n
                     if unsynced >= WRITEBACK_EVERY:
@@ -214,7 +207,7 @@ class BlobBatch:
             self.staged.add(sha)
             return
         try:
-            _write_all(out, data)
+            write_all(out, data)
             if self._umask & 0o444:
                 os.fchmod(out, 0o444)  # blobs are 0444 whatever the umask
         except OSError as exc:
@@ -242,7 +235,7 @@ class BlobBatch:
             # a rename and COMMIT leaves nothing unindexed that recovery cannot find.
             fd = os.open(f"{self.dir}/{JOURNAL}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                _write_all(fd, "".join(f"{sha}\n" for sha in staged).encode())
+                write_all(fd, "".join(f"{sha}\n" for sha in staged).encode())
             finally:
                 os.close(fd)
             syncfs(store.tmp_dir)
