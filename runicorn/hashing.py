@@ -94,10 +94,14 @@ def check_unchanged(path: Path, before: os.stat_result, fd: int) -> None:
     """
     after = os.fstat(fd)
     if after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
-        raise ChangedWhileReadingError(
-            f"{path}: file changed while it was being read "
-            f"(size {before.st_size}->{after.st_size}, mtime_ns {before.st_mtime_ns}->{after.st_mtime_ns})"
-        )
+        raise changed_while_reading(path, before, after)
+
+
+def changed_while_reading(path: Path | str, before: os.stat_result, after: os.stat_result) -> ChangedWhileReadingError:
+    """The error for a file whose size or mtime moved between ``before`` and ``after``."""
+    return ChangedWhileReadingError(
+        f"{path}: file changed while it was being read "
+        f"(size {before.st_size}->{after.st_size}, mtime_ns {before.st_mtime_ns}->{after.st_mtime_ns})")
 
 
 class GitBlobHasher:

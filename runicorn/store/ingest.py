@@ -37,9 +37,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from runicorn.errors import ChangedWhileReadingError, IntegrityError, RunicornError, StorageFullError
+from runicorn.errors import IntegrityError, RunicornError, StorageFullError
 from runicorn.fsutil import current_umask, start_writeback, syncfs, syncfs_in_background, write_all
-from runicorn.hashing import is_sha256_hex
+from runicorn.hashing import changed_while_reading, is_sha256_hex
 
 if TYPE_CHECKING:
     from runicorn.store.store import BlobInfo, Store
@@ -60,12 +60,6 @@ def _buffer() -> memoryview:
     if buf is None:
         buf = _local.buf = memoryview(bytearray(STREAM_CHUNK))
     return buf
-
-
-def _changed(path: str, before: os.stat_result, after: os.stat_result) -> ChangedWhileReadingError:
-    return ChangedWhileReadingError(
-        f"{path}: file changed while it was being read "
-        f"(size {before.st_size}->{after.st_size}, mtime_ns {before.st_mtime_ns}->{after.st_mtime_ns})")
 
 
 class BlobBatch:
@@ -116,7 +110,7 @@ class BlobBatch:
                     data += more
                 after = os.fstat(fd)
                 if len(data) != size or after.st_size != size or after.st_mtime_ns != before.st_mtime_ns:
-                    raise _changed(path, before, after)
+                    raise changed_while_reading(path, before, after)
                 sha = hashlib.sha256(data).hexdigest()
                 if expected_sha256 is not None and sha != expected_sha256:
                     raise IntegrityError(f"{path}: sha256 is {sha}, expected {expected_sha256}")
@@ -159,7 +153,7 @@ class BlobBatch:
                 os.close(out)
             after = os.fstat(fd)
             if total != after.st_size or after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
-                raise _changed(path, before, after)
+                raise changed_while_reading(path, before, after)
             sha = h.hexdigest()
             if expected_sha256 is not None and sha != expected_sha256:
                 raise IntegrityError(f"{path}: sha256 is {sha}, expected {expected_sha256}")
