@@ -138,3 +138,23 @@ def test_blobs_are_read_only_for_all_whatever_the_umask(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "store"), *map(str, src)],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["0o444", "0o444"]
+
+
+def test_dead_writers_journal_never_adopts_a_damaged_blob(tmp_path: Path) -> None:
+    """A journal line that is not a hash is skipped; a listed blob whose bytes do not
+    hash to its name is quarantined, not indexed."""
+    root = tmp_path / "store"
+    Store(root).close()
+    sha = hashlib.sha256(b"the real content").hexdigest()
+    batch = root / "archive" / "tmp" / "w-999998-deadbeef0001" / "b-3"
+    batch.mkdir(parents=True)
+    (batch.parent / "lock").write_text("")
+    (batch / JOURNAL).write_text(f"not-a-hash\n{sha}\n{sha[:20]}")  # torn last line
+    dest = root / "archive" / "blobs" / sha[:2] / sha
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(b"damaged bytes")
+    with Store(root) as store:
+        assert any("quarantined" in a for a in store.recovered)
+        assert not store.has_blob(sha) and not dest.exists()
+        assert [p.read_bytes() for p in store.quarantine_dir.iterdir()] == [b"damaged bytes"]
+        assert store.verify(deep=True)["ok"]
