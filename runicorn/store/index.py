@@ -12,11 +12,13 @@ import apsw
 
 from runicorn.errors import IndexError_
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 120_000
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
-# Version 0 -> 1 is the initial schema (index.sql).
+# Version 0 -> 1 is the initial schema (index.sql); 1 -> 2 adds the remote tables.  Every
+# statement of index.sql is idempotent (IF NOT EXISTS / OR IGNORE), so a migration that
+# adds tables runs the whole file again.
 MIGRATIONS: dict[int, Callable[[apsw.Connection], None]] = {}
 
 
@@ -32,6 +34,7 @@ def _migrate_0_to_1(conn: apsw.Connection) -> None:
 
 
 MIGRATIONS[0] = _migrate_0_to_1
+MIGRATIONS[1] = _migrate_0_to_1  # adds remote_objects, remote_state, remote_refs
 
 
 class Index:

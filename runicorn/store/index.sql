@@ -1,4 +1,4 @@
--- Runicorn index schema, version 1.
+-- Runicorn index schema, version 2.
 --
 -- One SQLite database (archive/index.sqlite3, WAL) indexes what the files under
 -- archive/ hold.  The files are the source of truth: blobs/<aa>/<sha256>,
@@ -94,6 +94,34 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS toml_usage (
     path        TEXT PRIMARY KEY,           -- absolute path of the TOML file
     last_seen   REAL NOT NULL
+) WITHOUT ROWID;
+
+-- Version 2: what each remote (runicorn/remotes, keyed by its URL) is known to hold, so
+-- an unchanged push asks the remote nothing per object.  A cache only: rows are written
+-- after the remote confirmed the object, and dropped when the remote's gc epoch changes
+-- (a remote gc may have deleted unreferenced objects); losing the tables costs requests,
+-- never data.
+CREATE TABLE IF NOT EXISTS remote_objects (
+    remote      TEXT NOT NULL,              -- canonical remote URL
+    kind        TEXT NOT NULL,              -- 'blob' | 'tree'
+    id          TEXT NOT NULL,              -- sha256 of the blob, or tree id
+    PRIMARY KEY (remote, kind, id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS remote_state (
+    remote      TEXT PRIMARY KEY,
+    epoch       TEXT NOT NULL               -- the remote's gc epoch when remote_objects was filled
+) WITHOUT ROWID;
+
+-- The last state of each remote ref this store pushed or pulled: a push moves a remote
+-- ref only from this state (compare-and-swap), anything else is a conflict.
+CREATE TABLE IF NOT EXISTS remote_refs (
+    remote      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    tree        TEXT NOT NULL,
+    etag        TEXT NOT NULL,              -- the remote's version tag of the ref object
+    PRIMARY KEY (remote, kind, name)
 ) WITHOUT ROWID;
 
 -- Triggers keep refcounts and totals exact.

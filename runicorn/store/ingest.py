@@ -126,6 +126,69 @@ class BlobBatch:
             self._write_pending()
         return sha, size
 
+    def add_data(self, data: bytes, expected_sha256: str, *, origin: str = "<data>") -> int:
+        """Stage bytes whose sha256 is known in advance (a download); return the size.
+
+        The bytes are hashed here, before anything is written, so content that does not
+        match its name never enters the store.
+
+        Raises:
+            IntegrityError: the bytes hash to something else.
+        """
+        sha = hashlib.sha256(data).hexdigest()
+        if sha != expected_sha256:
+            raise IntegrityError(f"{origin}: sha256 is {sha}, expected {expected_sha256}; refused")
+        if sha not in self.sizes and sha not in self._pending:
+            self._pending[sha] = data
+            self._pending_bytes += len(data)
+        self.sizes[sha] = len(data)
+        if self._pending_bytes >= PENDING_BYTES:
+            self._write_pending()
+        return len(data)
+
+    def add_chunks(self, chunks: Iterable[bytes], expected_sha256: str, *, origin: str = "<stream>") -> int:
+        """Stage a large blob arriving in chunks (a download), hashed while written;
+        return its size.  A mismatch removes the staged bytes.
+
+        Raises:
+            IntegrityError: the bytes hash to something else.
+            StorageFullError: no space left while staging.
+        """
+        staging = self._staging_dir()
+        part = f"{staging}/x-{next(_batch_numbers)}.part"
+        h = hashlib.sha256()
+        total = 0
+        out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        try:
+            try:
+                for chunk in chunks:
+                    h.update(chunk)
+                    write_all(out, chunk)
+                    total += len(chunk)
+                start_writeback(out)
+            finally:
+                os.close(out)
+            sha = h.hexdigest()
+            if sha != expected_sha256:
+                raise IntegrityError(f"{origin}: sha256 is {sha}, expected {expected_sha256}; refused")
+            if self._umask & 0o444:
+                os.chmod(part, 0o444)
+            if sha in self.staged:
+                os.unlink(part)
+            else:
+                os.rename(part, f"{staging}/blob-{sha}")
+                self.staged.add(sha)
+        except OSError as exc:
+            _unlink_quietly(part)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._full(origin) from None
+            raise
+        except BaseException:
+            _unlink_quietly(part)
+            raise
+        self.sizes[sha] = total
+        return total
+
     def _stream(self, fd: int, path: str, before: os.stat_result,
                 expected_sha256: str | None) -> tuple[str, int]:
         staging = self._staging_dir()
