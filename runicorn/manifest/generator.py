@@ -13,7 +13,6 @@ import gzip
 import json
 import logging
 import os
-import re
 import socket
 import stat
 import time
@@ -34,10 +33,10 @@ from runicorn.manifest.model import (
     priority_for,
 )
 from runicorn.manifest.schema import validate_file_dict, validate_manifest_dict, validate_run_fields
+from runicorn.runs.ids import valid_run_id
 
 log = logging.getLogger(__name__)
 
-RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
 STATE_NAME = "manifest_state.json"
 SCAN_CACHE_NAME = "scan_cache.json"
 LOCK_NAME = "manifest.lock"
@@ -76,7 +75,7 @@ def find_run_dirs(root: Path) -> Iterator[tuple[str, str, str]]:
                 except (FileNotFoundError, PermissionError):
                     runs = []
                 for run in runs:
-                    if run.is_dir(follow_symlinks=False) and RUN_ID_RE.match(run.name):
+                    if run.is_dir(follow_symlinks=False) and valid_run_id(run.name):
                         yield parts[0], "/".join(parts[1:]), run.name
                 continue
             stack.append((Path(entry.path), parts + (entry.name,)))

@@ -12,6 +12,7 @@ from typing import Any
 
 from runicorn.errors import CorruptManifestError, UnsafePathError
 from runicorn.relpath import validate_relpath
+from runicorn.runs.ids import RUN_ID_MAX_LEN, RUN_ID_RE
 
 MAX_FILES = 1_000_000
 MAX_EXPERIMENTS = 1_000_000
@@ -101,7 +102,7 @@ def validate_run_fields(e: Any, where: str) -> None:
         CorruptManifestError: naming ``where`` and the offending field.
     """
     _require(e, ("run_id", "project", "name", "status", "created_at", "updated_at", "files"), where)
-    _str(e, "run_id", where, max_len=255, pattern=_SEGMENT_RE, min_len=1)
+    _str(e, "run_id", where, max_len=RUN_ID_MAX_LEN, pattern=RUN_ID_RE, min_len=1)
     _str(e, "project", where, max_len=255, pattern=_SEGMENT_RE, min_len=1)
     _str(e, "name", where, max_len=4096, min_len=1, relpath=True)
     _str(e, "status", where, max_len=64)

@@ -20,7 +20,7 @@ from typing import Any
 from runicorn.errors import RunicornError, UnsafePathError
 from runicorn.fsutil import atomic_write_json, open_locked, syncfs
 from runicorn.hashing import sha256_bytes
-from runicorn.manifest.generator import RUN_ID_RE
+from runicorn.runs.ids import valid_run_id
 from runicorn.remote_storage.transfer import (
     RESERVED_TOP_LEVEL,
     SYNC_DIR,
@@ -79,7 +79,7 @@ class LegacySyncClient:
                 child = f"{rel}/{a.filename}" if rel else a.filename
                 if a.filename == "runs" and depth >= 2:
                     for run in self._list(child):
-                        if stat.S_ISDIR(run.st_mode or 0) and RUN_ID_RE.match(run.filename):
+                        if stat.S_ISDIR(run.st_mode or 0) and valid_run_id(run.filename):
                             self._walk_run(f"{child}/{run.filename}", files)
                     continue
                 stack.append((child, depth + 1))

@@ -8,22 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from runicorn.runs.ids import valid_run_id
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store
 
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Top-level names of a storage root that hold the store, not runs.
 RESERVED_TOP = frozenset({"archive", "artifacts", ".runicorn"})
 _MAX_DEPTH = 8
-
-
-def valid_run_id(run_id: str) -> bool:
-    """True for a run id that is safe as one path component."""
-    return isinstance(run_id, str) and bool(RUN_ID_RE.match(run_id)) and run_id not in (".", "..")
 
 
 def read_meta(run_dir: Path) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from runicorn.errors import RunicornError
 from runicorn.fsutil import atomic_write_json
 from runicorn.relpath import validate_relpath
 from runicorn.runs.index import RESERVED_TOP, find_run_dir, upsert_run, valid_run_id
+from runicorn.runs.ids import RUN_ID_MAX_LEN
 
 REF_KIND = "run"
 _active: list["Run"] = []
@@ -346,7 +347,8 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
     if run_id is None:
         run_id = new_run_id()
     elif not valid_run_id(run_id):
-        raise ValueError(f"run id {run_id!r} must be letters, digits, '_', '-' or '.' (one path component)")
+        raise ValueError(f"run id {run_id!r} must be a letter or digit followed by at most "
+                         f"{RUN_ID_MAX_LEN - 1} letters, digits, '_', '-' or '.'")
     runs_dir = store.root.joinpath(*rel.split("/"), "runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
     run_dir = runs_dir / run_id
