@@ -1,7 +1,15 @@
 """The one place that validates relative paths coming from manifests, archives and servers.
 
 A *safe relative path* is a POSIX path that stays below the directory it is joined to:
-not absolute, no ``..`` or ``.`` components, no empty components, no NUL or newline.
+not absolute, no ``..`` or ``.`` components, no empty components, no NUL or newline,
+valid UTF-8, at most ``MAX_DEPTH`` components and ``MAX_PATH_BYTES`` bytes.
+
+The last two rules are the one rule for names and depth everywhere (snapshots, archives,
+manifests, restores, sync): a name that is not UTF-8 (a lone surrogate after Python's
+``surrogateescape`` decoding) cannot go into the index, a zip or a JSON manifest other
+tools read, so it is refused before anything is written, naming the path; and a bounded
+depth keeps every walk, staging directory and cleanup of a tree within the limits of the
+operating system (``PATH_MAX``) and of the interpreter's recursion.
 """
 
 from __future__ import annotations
@@ -11,6 +19,9 @@ import stat
 from pathlib import Path
 
 from runicorn.errors import UnsafePathError
+
+MAX_DEPTH = 255  # components; documented in schema/manifest.md
+MAX_PATH_BYTES = 4095  # UTF-8 bytes, as Linux PATH_MAX less its NUL
 
 
 def validate_relpath(rel: str, *, what: str = "path", portable: bool = False) -> str:
@@ -22,7 +33,8 @@ def validate_relpath(rel: str, *, what: str = "path", portable: bool = False) ->
     Raises:
         UnsafePathError: if the path is empty, absolute, contains ``..``/``.``/empty
             components, a backslash-drive prefix, NUL or a newline (or, when
-            ``portable``, a backslash).
+            ``portable``, a backslash), is not valid UTF-8, or is deeper than
+            ``MAX_DEPTH`` / longer than ``MAX_PATH_BYTES``.
     """
     if not isinstance(rel, str) or not rel:
         raise UnsafePathError(f"empty {what}")
@@ -32,10 +44,62 @@ def validate_relpath(rel: str, *, what: str = "path", portable: bool = False) ->
         raise UnsafePathError(f"{what} {rel!r} contains a backslash")
     if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
         raise UnsafePathError(f"{what} {rel!r} is absolute")
-    for part in rel.split("/"):
+    parts = rel.split("/")
+    for part in parts:
         if part in ("", ".", ".."):
             raise UnsafePathError(f"{what} {rel!r} has a forbidden component {part!r}")
+    check_name_and_depth(rel, len(parts), what=what)
     return rel
+
+
+def check_name_and_depth(rel: str, depth: int, *, what: str = "path") -> None:
+    """Refuse a relative path that is not valid UTF-8 or is too deep or too long.
+
+    ``depth`` is the number of components.  Walkers call this per directory (with the
+    directory's own path) before descending, so nothing is written for a refused tree.
+
+    Raises:
+        UnsafePathError: naming the path (its raw bytes when not UTF-8).
+    """
+    if depth > MAX_DEPTH:
+        raise UnsafePathError(f"{what} {short_repr(rel)} is {depth} levels deep; the limit is {MAX_DEPTH}")
+    if rel.isascii():
+        size = len(rel)
+    else:
+        try:
+            size = len(rel.encode("utf-8"))
+        except UnicodeEncodeError:
+            raw = rel.encode("utf-8", "surrogateescape")
+            raise UnsafePathError(f"{what} {short_repr(raw)} is not valid UTF-8; rename it (only UTF-8 "
+                                  "names can be stored)") from None
+    if size > MAX_PATH_BYTES:
+        raise UnsafePathError(f"{what} {short_repr(rel)} is {size} bytes long; the limit is {MAX_PATH_BYTES}")
+
+
+def check_names(prefix: str, names: str, *, what: str = "path") -> None:
+    """Refuse a directory listing (``names``: the names joined by ``/``) below ``prefix``
+    (the directory's relative path, ``""`` or ending in ``/``) that holds a name that is
+    not UTF-8, or that lies too deep; one check per directory, cheap for ASCII names.
+
+    Raises:
+        UnsafePathError: as :func:`check_name_and_depth`, naming the offending path.
+    """
+    depth = prefix.count("/") + 1
+    if depth > MAX_DEPTH and names:
+        check_name_and_depth(prefix + names.split("/")[0], depth, what=what)
+    if names.isascii():
+        return
+    try:
+        names.encode("utf-8")
+    except UnicodeEncodeError:
+        for name in names.split("/"):
+            check_name_and_depth(prefix + name, depth, what=what)
+
+
+def short_repr(rel: str | bytes) -> str:
+    """repr of a path, shortened in the middle when very long (one readable line)."""
+    text = repr(rel)
+    return text if len(text) <= 200 else text[:96] + "..." + text[-96:]
 
 
 def safe_join(root: Path, rel: str, *, what: str = "path") -> Path:

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from runicorn.errors import ArtifactError, RunicornError, UnsafeArchiveError, UnsafePathError
 from runicorn.hashing import GitBlobHasher, git_blob_sha1_bytes
-from runicorn.relpath import validate_relpath
+from runicorn.relpath import short_repr, validate_relpath
 from runicorn.store import Store, TreeEntry
 from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK
 
@@ -108,7 +108,7 @@ class _Builder:
         try:
             return validate_relpath(name, what="archive member")
         except UnsafePathError as exc:
-            raise UnsafeArchiveError(f"{self.origin}: refused member {raw!r}: {exc}") from None
+            raise UnsafeArchiveError(f"{self.origin}: refused member {short_repr(raw)}: {exc}") from None
 
     def _claim(self, path: str, raw: str, *, is_dir: bool = False) -> None:
         out = self.out

@@ -112,13 +112,14 @@ def load_overrides(adir: str) -> dict[str, str]:
     hit = _overrides_cache.get(path)
     if hit is not None and hit[0] == key:
         return hit[1]
-    import tomllib
+    from runicorn.artifacts.toml_read import loads_toml
 
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise TomlFormatError(f"{path}: not valid TOML: {exc}") from None
+        doc = loads_toml(data.decode("utf-8"), path)
+    except UnicodeDecodeError as exc:
+        raise TomlFormatError(f"{path}: not UTF-8 text ({exc})") from None
     out: dict[str, str] = {}
     for k, v in doc.items():
         if not isinstance(v, str) or not v:

@@ -83,15 +83,31 @@ def forget(path: str | None = None) -> None:
 
 def parse_toml_bytes(data: bytes, path: str) -> ParsedToml:
     """Parse and validate TOML text from ``path`` (see :func:`load_toml`)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TomlFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    return validate_document(loads_toml(text, path), path)
+
+
+def loads_toml(text: str, path: str) -> dict[str, Any]:
+    """The one TOML parse of every file Runicorn reads (``tomllib``), with its errors
+    turned into one-line :class:`TomlFormatError` naming the file.
+
+    Nesting depth is bounded: the parser recurses once per nested array or inline table,
+    and a document nested beyond the interpreter's recursion limit is refused as such.
+
+    Raises:
+        TomlFormatError: not valid TOML, or nested too deeply.
+    """
     import tomllib
 
     try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise TomlFormatError(f"{path}: not UTF-8 text ({exc})") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TomlFormatError(f"{path}: not valid TOML: {exc}") from None
-    return validate_document(doc, path)
+    except RecursionError:
+        raise TomlFormatError(f"{path}: not valid TOML: arrays or inline tables nested too deeply") from None
 
 
 def validate_document(doc: dict[str, Any], path: str) -> ParsedToml:

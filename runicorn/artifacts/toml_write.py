@@ -100,12 +100,16 @@ def _edit(toml_path: str, change: Any) -> None:
             mode = stat.S_IMODE(path.stat().st_mode)
         except FileNotFoundError:
             text, mode = "", 0o644
+        if text.strip():
+            # Refuse to build on a broken file; first, so the depth bound of the one
+            # TOML reader applies before tomlkit (which recurses the same way) parses it.
+            parse_toml_bytes(text.encode("utf-8"), str(path))
         try:
             doc = tomlkit.parse(text)
         except ParseError as exc:
             raise TomlFormatError(f"{path}: not valid TOML: {exc}") from None
-        if text.strip():
-            parse_toml_bytes(text.encode("utf-8"), str(path))  # refuse to build on a broken file
+        except RecursionError:
+            raise TomlFormatError(f"{path}: not valid TOML: nested too deeply") from None
         change(doc)
         new = tomlkit.dumps(doc)
         parse_toml_bytes(new.encode("utf-8"), str(path))

@@ -35,9 +35,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from runicorn.errors import ChangedWhileReadingError, RunicornError, StorageFullError
+from runicorn.errors import ChangedWhileReadingError, RunicornError, StorageFullError, UnsafePathError
 from runicorn.fsutil import StagedFile, atomic_write_text
 from runicorn.hashing import sha256_bytes
+from runicorn.relpath import MAX_DEPTH, check_names
 from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
 from runicorn.workers import run_groups, share, worker_count
 
@@ -418,6 +419,12 @@ def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, 
                 if (st.st_dev, st.st_ino) not in skip_dirs:
                     kept.append((name + "/", st))
         dropped = rules.excluded(prefix, [key for key, _ in kept])
+        if not joined.isascii() or prefix.count("/") >= MAX_DEPTH:
+            # Checked before anything is read: a refused name or depth stores nothing.
+            try:
+                check_names(prefix, "/".join(k.rstrip("/") for k, _ in kept if k not in dropped), what="file")
+            except UnsafePathError as exc:
+                raise UnsafePathError(f"{root}: {exc}; nothing was stored") from None
         subdirs: list[tuple[str, str]] = []
         for key, st in kept:
             if key in dropped:

@@ -42,9 +42,11 @@ from runicorn.errors import (
     RunicornError,
     StorageFullError,
     TreeNotFoundError,
+    UnsafePathError,
 )
 from runicorn.fsutil import StagedFile, atomic_write_json, fsync_dir, publish_link, rename_noreplace, syncfs
 from runicorn.hashing import check_unchanged, copy_and_hash, is_sha256_hex, sha256_file
+from runicorn.relpath import check_names
 from runicorn.store.index import Index, quarantine_index
 from runicorn.store.tree import (
     MODE_LINK,
@@ -956,7 +958,11 @@ def walk_files(root: Path, include: Any = None) -> Iterator[tuple[str, Path, os.
     """Yield ``(relpath, path, lstat)`` for regular files and symlinks below ``root``.
 
     Symlinks are never followed; other file types are skipped.  ``include(rel, is_dir)``
-    may prune.  Paths containing a newline are refused (they cannot be in a tree).
+    may prune.  Paths containing a newline are refused (they cannot be in a tree), and
+    so are names that are not UTF-8 and trees deeper than ``runicorn.relpath.MAX_DEPTH``.
+
+    Raises:
+        RunicornError / UnsafePathError: such a name, naming it.
     """
     stack = [(root, "")]
     while stack:
@@ -968,12 +974,20 @@ def walk_files(root: Path, include: Any = None) -> Iterator[tuple[str, Path, os.
             if "\n" in rel:
                 raise RunicornError(f"{Path(entry.path)}: file names with a newline cannot be stored")
             st = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                if include is None or include(rel, True):
-                    stack.append((Path(entry.path), rel + "/"))
-            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                if include is None or include(rel, False):
-                    yield rel, Path(entry.path), st
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if not (is_dir or stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                continue
+            if include is not None and not include(rel, is_dir):
+                continue
+            try:
+                # Before anything is read: a name that is not UTF-8, or too deep, stores nothing.
+                check_names(prefix, entry.name)
+            except UnsafePathError as exc:
+                raise UnsafePathError(f"{root}: {exc}; nothing was stored") from None
+            if is_dir:
+                stack.append((Path(entry.path), rel + "/"))
+            else:
+                yield rel, Path(entry.path), st
 
 
 def nascent_owner_alive(d: Path) -> bool:
