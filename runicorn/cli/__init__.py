@@ -7,7 +7,9 @@ add one line to ``COMMANDS``: ``name -> "module:attribute"``.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -40,6 +42,23 @@ COMMANDS: dict[str, str] = {
     "runs": "runicorn.cli.assets_cmds:runs",
     "delete-run": "runicorn.cli.assets_cmds:delete_run",
 }
+# Commands that never touch the storage root, so they take no ``--storage`` of their own.
+_NO_STORAGE = frozenset({"generate-manifest"})
+
+
+def _storage_after_subcommand(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``runicorn CMD --storage X`` means the same as ``runicorn --storage X CMD``."""
+    if value is not None:
+        root = ctx.find_root()
+        root.obj = dict(root.obj or {}, storage=value, storage_source="--storage")
+
+
+def _with_storage_option(cmd: click.Command) -> click.Command:
+    if not any(p.name == "storage" for p in cmd.params):
+        cmd.params.append(click.Option(
+            ["--storage"], type=click.Path(file_okay=False), expose_value=False,
+            callback=_storage_after_subcommand, help="Storage root (same as `runicorn --storage`)."))
+    return cmd
 
 
 class LazyGroup(click.Group):
@@ -54,7 +73,8 @@ class LazyGroup(click.Group):
             return super().get_command(ctx, cmd_name)
         from runicorn._lazy import resolve
 
-        return resolve(spec)  # type: ignore[no-any-return]
+        cmd: click.Command = resolve(spec)
+        return cmd if cmd_name in _NO_STORAGE else _with_storage_option(cmd)
 
     def invoke(self, ctx: click.Context) -> Any:
         from runicorn.errors import RunicornError
@@ -81,13 +101,41 @@ class LazyGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, storage: str | None) -> None:
     """Runicorn: a local-first, content-addressed store for ML files."""
-    ctx.obj = {"storage": storage}
+    source = ctx.get_parameter_source("storage")
+    given = {click.core.ParameterSource.COMMANDLINE: "--storage",
+             click.core.ParameterSource.ENVIRONMENT: "RUNICORN_DIR"}.get(source)  # type: ignore[arg-type]
+    ctx.obj = {"storage": storage, "storage_source": given if storage else None}
 
 
 def storage_from(ctx: click.Context) -> str | None:
-    """The ``--storage`` given to the top-level group, if any."""
+    """The ``--storage`` (before or after the subcommand) or ``$RUNICORN_DIR``, if any."""
     root = ctx.find_root()
     return (root.obj or {}).get("storage")
+
+
+def existing_storage(ctx: click.Context) -> Path:
+    """The storage root for a command that only reads or removes: it must hold a store already.
+
+    Only commands that add content create a store; the others must not leave an empty
+    one behind a mistyped path.
+
+    Raises:
+        RunicornError: "no store at PATH", naming what chose PATH (``--storage``,
+            ``RUNICORN_DIR`` or the default).
+    """
+    from runicorn.config import ENV_VAR, resolve_storage_root
+    from runicorn.errors import RunicornError
+
+    root = resolve_storage_root(storage_from(ctx))
+    if not (root / "archive").is_dir():
+        source = (ctx.find_root().obj or {}).get("storage_source")
+        if source is None and os.environ.get(ENV_VAR):
+            source = ENV_VAR
+        why = (f"set by {source}" if source else
+               "the default storage root; choose another with --storage or RUNICORN_DIR")
+        raise RunicornError(f"no store at {root} ({why}); commands that add content, such as "
+                            f"`runicorn snapshot`, create one")
+    return root
 
 
 def echo_json(data: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from runicorn.cli import echo_json, storage_from
+from runicorn.cli import echo_json, existing_storage, storage_from
 from runicorn.errors import ArtifactError, RunicornError
 
 _TOML_HELP = "Artifacts file (default: Runicorn.toml found upward from the working directory)."
@@ -210,7 +210,7 @@ def status(ctx: click.Context, toml: str | None, platform_text: str | None, as_j
     path = _toml(toml)
     parsed = load_toml(path)
     platform = _platform(platform_text)
-    store = open_store(storage_from(ctx))
+    store = open_store(existing_storage(ctx))
     ov = load_overrides(str(store.artifacts_dir))
     rows: list[dict[str, Any]] = []
     for name in parsed.artifacts:
@@ -250,5 +250,5 @@ def archive_cmd(ctx: click.Context, tree: str, out: str) -> None:
     from runicorn.artifacts.create import archive_artifact
     from runicorn.store import open_store
 
-    sha = archive_artifact(tree, out, store=open_store(storage_from(ctx)))
+    sha = archive_artifact(tree, out, store=open_store(existing_storage(ctx)))
     click.echo(f"{sha}  {out}")

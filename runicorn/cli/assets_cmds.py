@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import click
 
-from runicorn.cli import echo_json, storage_from
+from runicorn.cli import echo_json, existing_storage, storage_from
 
 
 class _Progress:
@@ -54,9 +54,10 @@ def _os_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _store(ctx: click.Context) -> Any:
+    """The existing store (restore, export, runs only read it)."""
     from runicorn.store import open_store
 
-    return open_store(storage_from(ctx))
+    return open_store(existing_storage(ctx))
 
 
 def _manifest_for(store: Any, what: str) -> Path:
@@ -190,10 +191,9 @@ def runs(ctx: click.Context, as_json: bool) -> None:
 def delete_run(ctx: click.Context, run_id: str, dry_run: bool, force: bool, as_json: bool) -> None:
     """Delete run RUN_ID and every blob and tree only it used (shared content stays)."""
     from runicorn.assets.cleanup import delete_run_completely
-    from runicorn.config import resolve_storage_root
     from runicorn.errors import RunicornError
 
-    result = delete_run_completely(run_id, resolve_storage_root(storage_from(ctx)), dry_run=dry_run,
+    result = delete_run_completely(run_id, existing_storage(ctx), dry_run=dry_run,
                                    force=force)
     if as_json:
         echo_json(result)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
-from runicorn.cli import echo_json, parse_duration, storage_from
+from runicorn.cli import echo_json, existing_storage, parse_duration
 
 
 def _store(ctx: click.Context):  # type: ignore[no-untyped-def]
+    """The existing store: none of these commands creates one."""
     from runicorn.store import Store
 
-    return Store.open(storage_from(ctx))
+    return Store.open(existing_storage(ctx))
 
 
 def _human(n: float) -> str:

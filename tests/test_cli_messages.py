@@ -1,0 +1,83 @@
+"""Issue 15 items 9-13: what the command line says, run as a user runs it (``python -m runicorn``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m runicorn ARGS`` in a child process (the environment the test set, plus ``env``)."""
+    full = dict(os.environ, **(env or {}))
+    full = {k: v for k, v in full.items() if v is not None}
+    return subprocess.run([sys.executable, "-m", "runicorn", *args], capture_output=True, text=True,
+                          env=full, cwd=cwd, timeout=120)
+
+
+def assert_clean_error(r: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit 1 with one line on stderr containing every needle, and no traceback."""
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+# ---------------------------------------------------------------- item 9: no store at PATH
+READ_ONLY = [
+    ["stats"], ["refs"], ["runs"], ["verify"], ["verify", "--repair"], ["gc", "--dry-run"], ["gc"],
+    ["pin", "abcd"], ["unpin", "abcd"], ["restore", "abcd", "OUT"], ["export", "abcd", "OUT.zip"],
+    ["delete-run", "20250101_000000_abcdef"], ["archive", "abcd", "OUT.tar"], ["status", "--toml", "TOML"],
+]
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=lambda a: " ".join(a))
+def test_read_only_commands_need_an_existing_store(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "Runicorn.toml").write_text("")
+    args = [str(tmp_path / "Runicorn.toml") if a == "TOML" else str(tmp_path / a) if a.startswith("OUT")
+            else a for a in args]
+    missing = tmp_path / "missing" / "store"
+    r = cli(*args, env={"RUNICORN_DIR": str(missing)})
+    assert_clean_error(r, f"no store at {missing}", "RUNICORN_DIR")
+    assert not (tmp_path / "missing").exists()
+    assert not any(p.name.startswith("OUT") for p in tmp_path.iterdir())
+
+
+def test_the_message_names_what_chose_the_root(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    for args in (["--storage", str(missing), "stats"], ["stats", "--storage", str(missing)]):
+        # --storage wins over RUNICORN_DIR, given before or after the subcommand
+        r = cli(*args, env={"RUNICORN_DIR": str(tmp_path / "other")})
+        assert_clean_error(r, f"no store at {missing}", "--storage")
+        assert "RUNICORN_DIR" not in r.stderr.split(";")[0]
+    env = dict(os.environ)
+    del env["RUNICORN_DIR"]
+    r = subprocess.run([sys.executable, "-m", "runicorn", "refs"], capture_output=True, text=True, env=env)
+    home_store = Path(env["HOME"]) / ".runicorn"
+    assert_clean_error(r, f"no store at {home_store}", "default", "--storage", "RUNICORN_DIR")
+    assert not home_store.exists() and not missing.exists() and not (tmp_path / "other").exists()
+
+
+def test_writing_commands_create_the_store_then_readers_use_it(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "a.txt").write_text("hello\n")
+    root = tmp_path / "new" / "store"
+    r = cli("snapshot", str(ws), "--storage", str(root), env={"RUNICORN_DIR": str(tmp_path / "unused")})
+    assert r.returncode == 0, r.stderr
+    tree = r.stdout.strip()
+    assert (root / "archive").is_dir() and not (tmp_path / "unused").exists()
+    r = cli("refs", "--storage", str(root))
+    assert r.returncode == 0 and tree[:16] in r.stdout, r.stderr
+    r = cli("verify", env={"RUNICORN_DIR": str(root)})
+    assert r.returncode == 0 and "checked 2 blobs, 1 trees, 1 refs" in r.stdout  # a.txt and the default .rnignore, (r.stdout, r.stderr)
+    # generate-manifest never touches a store, so it takes no --storage of its own
+    r = cli("generate-manifest", "--storage", str(root))
+    assert r.returncode == 2 and "No such option" in r.stderr
