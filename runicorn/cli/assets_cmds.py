@@ -60,15 +60,22 @@ def _store(ctx: click.Context) -> Any:
     return open_store(existing_storage(ctx))
 
 
-def _manifest_for(store: Any, what: str) -> Path:
-    """A manifest path from a manifest file, a tree id or a unique tree-id prefix."""
+def _manifest_for(ctx: click.Context, what: str) -> tuple[Path, Path]:
+    """``(manifest, blobs_dir)`` from a manifest file, a tree id or a unique tree-id prefix.
+
+    A manifest file is checked on its own, so a bad one is named even where no store
+    exists (its blobs are then reported missing); a tree id needs the existing store.
+    """
     p = Path(what)
     if p.is_file():
-        return p
+        from runicorn.config import resolve_storage_root
+
+        return p, resolve_storage_root(storage_from(ctx)) / "archive" / "blobs"
     from runicorn.errors import TreeNotFoundError
 
+    store = _store(ctx)
     try:
-        return store.manifest_path(store.resolve_tree(what))
+        return store.manifest_path(store.resolve_tree(what)), store.blobs_dir
     except TreeNotFoundError as exc:
         raise TreeNotFoundError(f"{what}: not a manifest file, and {exc}") from None
 
@@ -129,10 +136,9 @@ def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, link
     from runicorn.assets.restore import restore_from_manifest
     from runicorn.errors import RunicornError
 
-    store = _store(ctx)
-    manifest = _manifest_for(store, source)
+    manifest, blobs_dir = _manifest_for(ctx, source)
     result = _run_with_progress("restoring", lambda p: restore_from_manifest(
-        manifest, store.blobs_dir, target, overwrite=overwrite, link=link, progress=p))
+        manifest, blobs_dir, target, overwrite=overwrite, link=link, progress=p))
     if as_json:
         echo_json(result)
     if not result["success"]:
@@ -154,8 +160,8 @@ def export(ctx: click.Context, source: str, out_zip: Path, as_json: bool) -> Non
     from runicorn.assets.restore import export_manifest_to_zip
     from runicorn.errors import RunicornError
 
-    store = _store(ctx)
-    result = export_manifest_to_zip(_manifest_for(store, source), store.blobs_dir, out_zip)
+    manifest, blobs_dir = _manifest_for(ctx, source)
+    result = export_manifest_to_zip(manifest, blobs_dir, out_zip)
     if as_json:
         echo_json(result)
     if not result["success"]:
