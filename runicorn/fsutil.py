@@ -103,6 +103,35 @@ def current_umask() -> int:
     return mask
 
 
+def blob_perm(st_mode: int) -> int:
+    """The permission of a blob stored from a file with ``st_mode``: read-only, and
+    readable by group / others only if the source was (0444 for a 0644 file, 0400 for a
+    0600 one).  Permissions are never widened by storing a file."""
+    return 0o400 | (st_mode & 0o044)
+
+
+def narrowed_perm(perm: int, blob_mode: int) -> int:
+    """``perm`` (0644 or 0755, what a restore or an export would give) without the group /
+    other bits of a blob that group / others may not read: a 0600 file comes back 0600."""
+    if not blob_mode & 0o040:
+        perm &= ~0o070
+    if not blob_mode & 0o004:
+        perm &= ~0o007
+    return perm
+
+
+def make_dir(path: Path, mode: int) -> bool:
+    """Create one directory with exactly ``mode`` (whatever the umask); return False if
+    it existed (its mode is left alone: an existing directory is the user's choice)."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return False
+    if mode & current_umask() or mode & 0o7000:
+        os.chmod(path, mode)
+    return True
+
+
 def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing a file's dirty pages now, without waiting.
 

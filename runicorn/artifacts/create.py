@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from runicorn.errors import ArtifactError
+from runicorn.fsutil import narrowed_perm
 from runicorn.hashing import copy_and_hash, git_blob_sha1_bytes, git_blob_sha1_file, sha256_bytes, sha256_file
 from runicorn.store import Store, TreeEntry, open_store, scan_directory
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, compute_tree_id
@@ -96,7 +97,8 @@ def archive_artifact(tree: str, out_path: str | os.PathLike[str], *,
     """Write a reproducible archive of a stored tree; return the archive's sha256.
 
     Entries are sorted, parent directories are listed, mtime is 0, uid/gid 0 with empty
-    owner names, modes normalised (0644 files, 0755 executables and directories), and
+    owner names, modes normalised (0644 files, 0755 executables and directories; 0600 /
+    0700 for files whose blob is private, never wider than their source), and
     compressors get fixed headers: the same tree always gives the same bytes.
 
     Raises:
@@ -166,7 +168,8 @@ def _write_tar(store: Store, raw: object, items: list, kind: str) -> None:
                 ti.linkname = os.fsdecode(store.blob_path(e.sha256).read_bytes())
                 tf.addfile(ti)
             else:
-                ti.mode = 0o755 if e.mode == MODE_EXEC else 0o644
+                ti.mode = narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o644,
+                                        os.stat(store.blob_path(e.sha256)).st_mode)
                 ti.size = e.size
                 with store.open_blob(e.sha256) as f:
                     tf.addfile(ti, f)
@@ -190,7 +193,9 @@ def _write_zip(store: Store, raw: object, items: list) -> None:
                 zi.external_attr = (stat.S_IFLNK | 0o777) << 16
                 zf.writestr(zi, store.blob_path(e.sha256).read_bytes())
             else:
-                zi.external_attr = (stat.S_IFREG | (0o755 if e.mode == MODE_EXEC else 0o644)) << 16
+                perm = narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o644,
+                                     os.stat(store.blob_path(e.sha256)).st_mode)
+                zi.external_attr = (stat.S_IFREG | perm) << 16
                 zi.compress_type = zipfile.ZIP_DEFLATED
                 with store.open_blob(e.sha256) as src, zf.open(zi, "w") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runicorn.errors import BlobNotFoundError, IntegrityError, RunicornError, UnsafePathError
-from runicorn.fsutil import current_umask, fsync_dir, start_writeback, syncfs, syncfs_in_background, write_all
+from runicorn.fsutil import current_umask, fsync_dir, narrowed_perm, start_writeback, syncfs, syncfs_in_background, write_all
 from runicorn.hashing import is_sha256_hex
 from runicorn.relpath import safe_join, validate_relpath
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, parse_manifest, path_key
@@ -100,8 +100,11 @@ _SYNC_AHEAD_BYTES = 8 << 20
 
 
 def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int) -> str:
-    """Materialise one regular file; return how it was done (``copy``/``hardlink``/``reflink``)."""
-    perm = 0o755 if entry.mode == MODE_EXEC else 0o644
+    """Materialise one regular file; return how it was done (``copy``/``hardlink``/``reflink``).
+
+    The file gets the recorded mode: 0644 or 0755, without the group / other bits when the
+    blob is private (its source was), so a 0600 file comes back 0600.
+    """
     if how == "hardlink" and entry.mode != MODE_EXEC:
         # Blobs are read-only and shared; an executable would need the blob's mode changed, so it is copied.
         try:
@@ -112,6 +115,7 @@ def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int) ->
                 raise
     src = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        perm = narrowed_perm(0o755 if entry.mode == MODE_EXEC else 0o644, os.fstat(src).st_mode)
         dst = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, perm)
         try:
             done = ""
@@ -139,7 +143,7 @@ def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int) ->
                 raise IntegrityError(f"blob {entry.sha256} ({blob}) has {os.fstat(src).st_size} bytes, "
                                      f"the manifest says {entry.size}")
             if perm & umask:
-                os.fchmod(dst, perm)  # exact mode, whatever the umask
+                os.fchmod(dst, perm)  # exact mode, whatever the umask (never wider than the blob's)
         finally:
             os.close(dst)
     finally:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from runicorn.errors import ChangedWhileReadingError, RunicornError, StorageFullError, UnsafePathError
-from runicorn.fsutil import StagedFile, atomic_write_text
+from runicorn.fsutil import StagedFile, atomic_write_text, narrowed_perm
 from runicorn.hashing import sha256_bytes
 from runicorn.relpath import MAX_DEPTH, check_names
 from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
@@ -86,6 +86,23 @@ datasets/
 .idea/
 .vscode/
 *.swp
+
+# Secrets: keys, credentials, environment files (delete a line to capture such files)
+.env
+.env.*
+*.pem
+*.key
+*.p12
+*.pfx
+id_rsa*
+id_dsa*
+id_ecdsa*
+id_ed25519*
+.ssh/
+.netrc
+.pgpass
+.aws/credentials
+.git-credentials
 
 # Build artifacts
 dist/
@@ -675,7 +692,7 @@ def write_zip(blob_path: Callable[[str], Path], entries: dict[str, TreeEntry], o
                     info.external_attr = (stat.S_IFLNK | 0o777) << 16
                     zf.writestr(info, blob.read_bytes())
                     continue
-                perm = 0o755 if e.mode == MODE_EXEC else 0o644
+                perm = narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o644, os.stat(blob).st_mode)
                 info.external_attr = (stat.S_IFREG | perm) << 16
                 if e.size and _looks_compressible(blob):
                     info.compress_type = zipfile.ZIP_DEFLATED

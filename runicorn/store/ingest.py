@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from runicorn.errors import IntegrityError, RunicornError, StorageFullError
-from runicorn.fsutil import current_umask, start_writeback, syncfs, syncfs_in_background, write_all
+from runicorn.fsutil import blob_perm, current_umask, start_writeback, syncfs, syncfs_in_background, write_all
 from runicorn.hashing import changed_while_reading, is_sha256_hex
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ class BlobBatch:
         self._pending: dict[str, bytes] = {}  # small blobs hashed, not yet written
         self._pending_bytes = 0
         self._umask = current_umask()  # files are created 0444: fchmod only if it takes bits away
+        # Blobs whose sources were not all group/other readable: blob -> permission.
+        self.perms: dict[str, int] = {}
 
     # ----------------------------------------------------------------- staging
     def _staging_dir(self) -> str:
@@ -121,6 +123,9 @@ class BlobBatch:
                 sha, size = self._stream(fd, path, before, expected_sha256)
         finally:
             os.close(fd)
+        perm = blob_perm(before.st_mode)
+        if perm != 0o444:  # a private source: the blob (new or stored) keeps its privacy
+            self.perms[sha] = self.perms.get(sha, 0o444) & perm
         self.sizes[sha] = size
         if self._pending_bytes >= PENDING_BYTES:
             self._write_pending()
@@ -220,8 +225,9 @@ class BlobBatch:
             sha = h.hexdigest()
             if expected_sha256 is not None and sha != expected_sha256:
                 raise IntegrityError(f"{path}: sha256 is {sha}, expected {expected_sha256}")
-            if self._umask & 0o444:
-                os.chmod(part, 0o444)
+            perm = blob_perm(before.st_mode)
+            if self._umask & 0o444 or perm != 0o444:
+                os.chmod(part, perm)
             dest = f"{staging}/blob-{sha}"
             if sha in self.staged:
                 os.unlink(part)
@@ -258,15 +264,16 @@ class BlobBatch:
 
     def _write_intent(self, sha: str, data: bytes) -> None:
         staging = self._staging_dir()
+        perm = self.perms.get(sha, 0o444)
         try:
-            out = os.open(f"{staging}/blob-{sha}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+            out = os.open(f"{staging}/blob-{sha}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, perm)
         except FileExistsError:
             self.staged.add(sha)
             return
         try:
             write_all(out, data)
-            if self._umask & 0o444:
-                os.fchmod(out, 0o444)  # blobs are 0444 whatever the umask
+            if self._umask & perm:
+                os.fchmod(out, perm)  # blobs are 0444 (0400 if private) whatever the umask
         except OSError as exc:
             os.close(out)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -299,7 +306,9 @@ class BlobBatch:
         try:
             if staged:
                 store._commit_blobs([(f"{self.dir}/blob-{sha}", sha, self.sizes[sha]) for sha in staged],
-                                    group=True, move=True)
+                                    group=True, move=True, perms=self.perms)
+            else:
+                store.narrow_blobs(self.perms)  # content the store had, from a private file
         except BaseException:
             # Some blobs may be in blobs/ already: leave the batch (journal included) to
             # the recovery this store runs when it closes, which adopts what moved.
@@ -351,7 +360,7 @@ def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:
             store._quarantine(dest, "corrupt")
             actions.append(f"quarantined torn blob {sha[:12]}")
             continue
-        os.chmod(dest, 0o444)
+        os.chmod(dest, blob_perm(dest.stat().st_mode))  # read-only, never more readable
         c.execute("INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?) "
                   "ON CONFLICT (sha256) DO NOTHING", (sha, dest.stat().st_size, now, now))
         actions.append(f"adopted blob {sha[:12]}")

@@ -32,7 +32,7 @@ from typing import IO, Any, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
 from runicorn._lazy import resolve
-from runicorn.config import resolve_storage_root
+from runicorn.config import new_store_dir_mode, resolve_storage_root
 from runicorn.errors import (
     BlobNotFoundError,
     CorruptManifestError,
@@ -44,7 +44,16 @@ from runicorn.errors import (
     TreeNotFoundError,
     UnsafePathError,
 )
-from runicorn.fsutil import StagedFile, atomic_write_json, fsync_dir, publish_link, rename_noreplace, syncfs
+from runicorn.fsutil import (
+    StagedFile,
+    atomic_write_json,
+    blob_perm,
+    fsync_dir,
+    make_dir,
+    publish_link,
+    rename_noreplace,
+    syncfs,
+)
 from runicorn.hashing import check_unchanged, copy_and_hash, is_sha256_hex, sha256_file
 from runicorn.relpath import check_names
 from runicorn.store.index import Index, quarantine_index
@@ -125,8 +134,7 @@ class Store:
         self._writer_pid = 0
         self._writer_lock = threading.Lock()
         self._held: set[str] = set()
-        for d in (self.blobs_dir, self.manifests_dir, self.refs_dir, self.tmp_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        self.dir_mode = self._make_dirs()
         self.index = self._open_index()
         self.recovered: list[str] = self.recover()
         if self.index.created and self._has_content():
@@ -137,6 +145,24 @@ class Store:
     def open(cls, storage: str | os.PathLike[str] | None = None) -> "Store":
         """Open (creating if needed) the store at ``storage`` / ``$RUNICORN_DIR`` / ``~/.runicorn``."""
         return cls(resolve_storage_root(storage))
+
+    def _make_dirs(self) -> int:
+        """Create the store's directories (private to the owner by default); return their mode.
+
+        A new store takes ``$RUNICORN_DIR_MODE`` (0700 when unset); later directories copy
+        the mode of ``archive/``, so a store's setting stays with the store.  A storage root
+        that already exists keeps its mode (it may be a directory of the user's).
+        """
+        try:
+            mode = stat.S_IMODE(os.stat(self.archive).st_mode)
+        except FileNotFoundError:
+            mode = new_store_dir_mode()
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            make_dir(self.root, mode)
+            make_dir(self.archive, mode)
+        for d in (self.blobs_dir, self.manifests_dir, self.refs_dir, self.tmp_dir):
+            make_dir(d, mode)
+        return mode
 
     def _open_index(self) -> Index:
         try:
@@ -239,11 +265,11 @@ class Store:
         except FileNotFoundError:
             raise BlobNotFoundError(f"blob {sha256} is missing from {self.blobs_dir}") from None
 
-    def _stage_stream(self, src: IO[bytes], *, origin: str) -> tuple[Path, str, int]:
+    def _stage_stream(self, src: IO[bytes], *, origin: str, perm: int = 0o444) -> tuple[Path, str, int]:
         staged = StagedFile(self.writer_dir(), mode=0o600)
         try:
             sha, size = copy_and_hash(src, staged.file)
-            staged.finish(fsync=False, mode=0o444)
+            staged.finish(fsync=False, mode=perm)
         except OSError as exc:
             staged.discard()
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -256,12 +282,13 @@ class Store:
         os.replace(staged.path, intent)
         return intent, sha, size
 
-    def _stage_file(self, path: Path, expected_sha256: str | None) -> tuple[Path, str, int]:
+    def _stage_file(self, path: Path, expected_sha256: str | None) -> tuple[Path, str, int, int]:
         with open(path, "rb") as src:
             before = os.fstat(src.fileno())
             if not stat.S_ISREG(before.st_mode):
                 raise RunicornError(f"{path}: not a regular file")
-            intent, sha, size = self._stage_stream(src, origin=str(path))
+            perm = blob_perm(before.st_mode)
+            intent, sha, size = self._stage_stream(src, origin=str(path), perm=perm)
             try:
                 check_unchanged(path, before, src.fileno())
             except BaseException:
@@ -270,23 +297,26 @@ class Store:
         if expected_sha256 is not None and sha != expected_sha256:
             os.unlink(intent)
             raise IntegrityError(f"{path}: sha256 is {sha}, expected {expected_sha256}")
-        return intent, sha, size
+        return intent, sha, size, perm
 
     def ingest_file(self, path: str | os.PathLike[str], *, expected_sha256: str | None = None) -> BlobInfo:
         """Store one file (read once: hashed while copied); return its blob.
+
+        The blob is readable by group / others only if the file was, and a stored blob
+        of the same bytes loses those bits when this file lacks them (never widened).
 
         Raises:
             ChangedWhileReadingError: the file changed while being read.
             IntegrityError: ``expected_sha256`` given and different.
             RunicornError: not a regular file.
         """
-        intent, sha, size = self._stage_file(Path(path), expected_sha256)
+        intent, sha, size, perm = self._stage_file(Path(path), expected_sha256)
         fd = os.open(intent, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._commit_blobs([(intent, sha, size)], group=False)
+        self._commit_blobs([(intent, sha, size)], group=False, perms={sha: perm})
         return BlobInfo(sha, size)
 
     def ingest_files(self, paths: Iterable[str | os.PathLike[str]]) -> list[BlobInfo]:
@@ -308,17 +338,21 @@ class Store:
         self._commit_blobs([(intent, sha, size)], group=False, fsync_data=True)
         return BlobInfo(sha, size)
 
-    def ingest_stream(self, src: IO[bytes], *, expected_sha256: str | None = None) -> BlobInfo:
+    def ingest_stream(self, src: IO[bytes], *, expected_sha256: str | None = None,
+                      perm: int = 0o444) -> BlobInfo:
         """Store everything readable from a binary stream.
+
+        ``perm``: the blob's permission, as :func:`runicorn.fsutil.blob_perm` gives for the
+        stream's source (an archive member's mode, say); an existing blob is narrowed to it.
 
         Raises:
             IntegrityError: ``expected_sha256`` given and different.
         """
-        intent, sha, size = self._stage_stream(src, origin="<stream>")
+        intent, sha, size = self._stage_stream(src, origin="<stream>", perm=perm)
         if expected_sha256 is not None and sha != expected_sha256:
             os.unlink(intent)
             raise IntegrityError(f"stream sha256 is {sha}, expected {expected_sha256}")
-        self._commit_blobs([(intent, sha, size)], group=False, fsync_data=True)
+        self._commit_blobs([(intent, sha, size)], group=False, fsync_data=True, perms={sha: perm})
         return BlobInfo(sha, size)
 
     def _place_blob(self, intent: Path | str, sha: str, size: int, *, move: bool = False) -> str | None:
@@ -340,7 +374,7 @@ class Store:
             except FileNotFoundError:
                 if os.path.isdir(parent):
                     raise
-                os.makedirs(parent, exist_ok=True)  # first blob under this prefix
+                make_dir(Path(parent), self.dir_mode)  # first blob under this prefix
                 continue
             if placed:
                 return parent
@@ -353,13 +387,15 @@ class Store:
         raise RunicornError(f"{dest}: cannot be placed (it keeps appearing and vanishing)")
 
     def _commit_blobs(self, staged: list[tuple[Path | str, str, int]], *, group: bool,
-                      fsync_data: bool = False, move: bool = False) -> None:
+                      fsync_data: bool = False, move: bool = False,
+                      perms: Mapping[str, int] | None = None) -> None:
         """Place staged blobs and index them, held for this writer, in one transaction.
 
         ``group``: the data is already flushed and many directories change, so one
         ``syncfs`` makes the placements durable.  ``move``: rename the intents (a batch
-        whose journal names them) instead of linking them.  Intents still present are
-        removed after COMMIT.
+        whose journal names them) instead of linking them.  ``perms``: blobs whose
+        source was private; a copy already in ``blobs/`` is narrowed to that permission
+        (:meth:`narrow_blobs`).  Intents still present are removed after COMMIT.
         """
         if fsync_data:
             for intent, _, _ in staged:
@@ -386,6 +422,8 @@ class Store:
                 else:
                     for d in dirs:
                         fsync_dir(d)
+            if perms:
+                self.narrow_blobs(perms)
             c.executemany(
                 "INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?) "
                 "ON CONFLICT (sha256) DO UPDATE SET touched_at = excluded.touched_at",
@@ -399,6 +437,22 @@ class Store:
                     os.unlink(intent)
                 except FileNotFoundError:
                     pass
+
+    def narrow_blobs(self, perms: Mapping[str, int]) -> None:
+        """Take away the read bits a blob's newest source did not have (``perms``: blob ->
+        :func:`runicorn.fsutil.blob_perm` of that source); never adds any.  A missing
+        blob is skipped (its writer places it with the right mode)."""
+        blobs_dir = str(self.blobs_dir)
+        for sha, perm in perms.items():
+            if perm & 0o044 == 0o044:
+                continue
+            path = f"{blobs_dir}/{sha[:2]}/{sha}"
+            try:
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+                if mode & 0o044 & ~perm:
+                    os.chmod(path, mode & ~(0o044 & ~perm))
+            except FileNotFoundError:
+                pass
 
     def hold_blobs(self, shas: Iterable[str]) -> set[str]:
         """Protect already-stored blobs from gc until a tree uses them; return the missing ones.
@@ -834,8 +888,9 @@ class Store:
     def _recover_blob(self, c: Any, f: Path, sha: str) -> str:
         if sha256_file(f) != sha:
             return f"discarded torn staged blob {sha[:12]}"
-        size = f.stat().st_size
-        os.chmod(f, 0o444)  # blobs are read-only whatever the intent was created with
+        st = f.stat()
+        size = st.st_size
+        os.chmod(f, blob_perm(st.st_mode))  # read-only, never more readable than staged
         if self._place_blob(f, sha, size) is not None:
             fsync_dir(self.blob_path(sha).parent)
         now = time.time()

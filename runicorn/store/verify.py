@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from runicorn._lazy import resolve
 from runicorn.errors import CorruptManifestError
+from runicorn.fsutil import blob_perm
 from runicorn.hashing import is_sha256_hex, sha256_file
 from runicorn.store.store import _read_ref_file, nascent_owner_alive, ref_filename
 from runicorn.store.tree import parse_manifest
@@ -248,7 +249,7 @@ def rebuild_index(store: "Store", *, deep: bool = False) -> dict[str, Any]:
             continue
         st = path.stat()
         if st.st_mode & 0o222:
-            os.chmod(path, 0o444)
+            os.chmod(path, blob_perm(st.st_mode))  # read-only again, no more readable than it was
         blobs.append((sha, st.st_size, st.st_mtime))
     trees: list[tuple[str, dict[str, Any]]] = []
     for path, tree in _iter_manifest_files(store):

@@ -1,0 +1,181 @@
+"""Permissions are never widened: private store directories, private blobs, restores and
+exports that keep a private file private, secrets left out by default (issue 15, item 3)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from runicorn.store import Store
+
+
+def perm(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runicorn", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    old = os.umask(0o022)  # as most users have: files 0644 unless made private
+    try:
+        ws = tmp_path / "ws"
+        ws.mkdir(mode=0o700)
+        (ws / "train.py").write_text("print('hi')\n")
+        (ws / "notes.txt").write_text("my private notes\n")
+        os.chmod(ws / "notes.txt", 0o600)
+        (ws / "run.sh").write_text("#!/bin/sh\necho private\n")
+        os.chmod(ws / "run.sh", 0o700)
+        (ws / ".env").write_text("API_KEY=hunter2\n")
+        os.chmod(ws / ".env", 0o600)
+        (ws / ".env.local").write_text("TOKEN=x\n")
+        (ws / "server.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
+        (ws / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+        (ws / "id_rsa.pub").write_text("ssh-rsa AAAA\n")
+        (ws / "tls.key").write_text("key\n")
+        (ws / "id_utils.py").write_text("# not a key: captured\n")
+        yield ws
+    finally:
+        os.umask(old)
+
+
+def _blob_of(store: Store, tree: str, rel: str) -> Path:
+    return store.blob_path(store.tree_entries(tree)[rel].sha256)
+
+
+def test_snapshot_keeps_private_files_private_in_store_restore_and_exports(
+        workspace: Path, tmp_path: Path, _isolated_storage: Path) -> None:
+    os.umask(0o022)
+    zip_path = tmp_path / "code.zip"
+    r = cli("snapshot", str(workspace), "--zip", str(zip_path))
+    assert r.returncode == 0, r.stderr
+    root = _isolated_storage
+    # Store directories are private to the owner by default.
+    for d in (root, root / "archive", root / "archive" / "blobs", root / "archive" / "manifests",
+              root / "archive" / "refs", root / "archive" / "tmp"):
+        assert perm(d) == 0o700, d
+    assert {perm(p) for p in (root / "archive" / "blobs").iterdir()} == {0o700}
+    with Store(root) as store:
+        (tree,) = [r.tree for r in store.list_refs("pin")]
+        entries = store.tree_entries(tree)
+        # The default .rnignore leaves secrets out, and only them.
+        for secret in (".env", ".env.local", "server.pem", "id_ed25519", "id_rsa.pub", "tls.key"):
+            assert secret not in entries, secret
+        assert {"train.py", "notes.txt", "run.sh", "id_utils.py"} <= set(entries)
+        # A blob is no more readable than its source.
+        assert perm(_blob_of(store, tree, "notes.txt")) == 0o400
+        assert perm(_blob_of(store, tree, "run.sh")) == 0o400
+        assert perm(_blob_of(store, tree, "train.py")) == 0o444
+        tar_path = tmp_path / "tree.tar"
+        from runicorn.artifacts.create import archive_artifact
+
+        archive_artifact(tree, tar_path, store=store)
+        zip2 = tmp_path / "tree.zip"
+        archive_artifact(tree, zip2, store=store)
+    # restore re-applies the recorded mode, copy and hardlink alike
+    for how in ("copy", "hardlink", "auto"):
+        out = tmp_path / f"out-{how}"
+        r = cli("restore", tree, str(out), "--link", how)
+        assert r.returncode == 0, r.stderr
+        assert perm(out / "notes.txt") & 0o077 == 0, how
+        assert perm(out / "run.sh") & 0o077 == 0, how
+        assert perm(out / "train.py") & 0o044 == 0o044, how
+    assert perm(tmp_path / "out-copy" / "notes.txt") == 0o600
+    assert perm(tmp_path / "out-copy" / "run.sh") == 0o700
+    assert perm(tmp_path / "out-copy" / "train.py") == 0o644
+    # zip (snapshot --zip and archive) and tar exports carry the same modes
+    for z in (zip_path, zip2):
+        with zipfile.ZipFile(z) as zf:
+            modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in zf.infolist()}
+        assert modes["notes.txt"] == 0o600 and modes["run.sh"] == 0o700 and modes["train.py"] == 0o644, z
+    with tarfile.open(tar_path) as tf:
+        modes = {m.name: m.mode for m in tf.getmembers()}
+    assert modes["notes.txt"] == 0o600 and modes["run.sh"] == 0o700 and modes["train.py"] == 0o644
+    # the seed's export goes through the same rule
+    from runicorn.assets.restore import export_manifest_to_zip
+
+    with Store(root) as store:
+        zip3 = tmp_path / "seed.zip"
+        assert export_manifest_to_zip(store.manifest_path(tree), store.blobs_dir, zip3)["success"]
+    with zipfile.ZipFile(zip3) as zf:
+        assert (zf.getinfo("notes.txt").external_attr >> 16) & 0o777 == 0o600
+
+
+def test_a_later_ingest_from_a_private_file_narrows_a_public_blob(tmp_path: Path) -> None:
+    os.umask(0o022)
+    public = tmp_path / "public.txt"
+    public.write_text("same bytes\n")
+    private = tmp_path / "private.txt"
+    private.write_text("same bytes\n")
+    os.chmod(private, 0o600)
+    group = tmp_path / "group.txt"
+    group.write_text("group bytes\n")
+    os.chmod(group, 0o640)
+    with Store(tmp_path / "st") as store:
+        (info,) = store.ingest_files([public])
+        assert perm(store.blob_path(info.sha256)) == 0o444
+        store.ingest_files([private])  # batch path: the blob exists, is narrowed
+        assert perm(store.blob_path(info.sha256)) == 0o400
+        store.ingest_files([public])  # a public source never widens it again
+        assert perm(store.blob_path(info.sha256)) == 0o400
+        (g,) = store.ingest_files([group])
+        assert perm(store.blob_path(g.sha256)) == 0o440
+        # single-file ingest and large (streamed) files follow the same rule
+        big_pub = tmp_path / "big.bin"
+        big_pub.write_bytes(os.urandom(3 << 20))
+        (b,) = store.ingest_files([big_pub])
+        assert perm(store.blob_path(b.sha256)) == 0o444
+        big_priv = tmp_path / "big-private.bin"
+        big_priv.write_bytes(big_pub.read_bytes())
+        os.chmod(big_priv, 0o600)
+        store.ingest_file(big_priv)
+        assert perm(store.blob_path(b.sha256)) == 0o400
+        fresh = tmp_path / "fresh-private.bin"
+        fresh.write_bytes(os.urandom(3 << 20))
+        os.chmod(fresh, 0o600)
+        (f,) = store.ingest_files([fresh])
+        assert perm(store.blob_path(f.sha256)) == 0o400
+        one = tmp_path / "one.txt"
+        one.write_text("single\n")
+        os.chmod(one, 0o600)
+        assert perm(store.blob_path(store.ingest_file(one).sha256)) == 0o400
+        # verify --repair's "make read-only again" keeps a private blob private
+        os.chmod(store.blob_path(info.sha256), 0o600)
+        store.rebuild_index()
+        assert perm(store.blob_path(info.sha256)) == 0o400
+
+
+def test_shared_store_mode_is_a_documented_setting_that_stays_with_the_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    os.umask(0o022)
+    monkeypatch.setenv("RUNICORN_DIR_MODE", "2770")
+    f = tmp_path / "f.txt"
+    f.write_text("x\n")
+    with Store(tmp_path / "shared") as store:
+        store.ingest_files([f])
+        assert perm(store.archive) == 0o2770
+        assert perm(store.blobs_dir) == 0o2770
+        assert {perm(p) for p in store.blobs_dir.iterdir()} == {0o2770}
+    monkeypatch.delenv("RUNICORN_DIR_MODE")
+    g = tmp_path / "g.txt"
+    g.write_text("y\n")
+    with Store(tmp_path / "shared") as store:  # reopened without the variable: the store's mode
+        store.ingest_files([g])
+        assert {perm(p) for p in store.blobs_dir.iterdir()} == {0o2770}
+    monkeypatch.setenv("RUNICORN_DIR_MODE", "644")
+    from runicorn.errors import RunicornError
+
+    with pytest.raises(RunicornError, match="RUNICORN_DIR_MODE='644'"):
+        Store(tmp_path / "new")
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "permissions.md").read_text()
+    assert "RUNICORN_DIR_MODE" in readme
