@@ -53,7 +53,7 @@ def test_create_artifact_argument_errors(tmp_path: Path) -> None:
         rn.archive_artifact(rn.create_artifact(lambda d: (d / "f").write_text("x")), tmp_path / "x.rar")
 
 
-@pytest.mark.parametrize("cmd", ["bind", "unbind", "fetch", "path", "status", "archive"])
+@pytest.mark.parametrize("cmd", ["bind", "unbind", "fetch", "path", "status", "export"])
 def test_cli_help(cmd: str) -> None:
     out = subprocess.run([sys.executable, "-m", "runicorn", cmd, "--help"],
                          env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)

@@ -252,7 +252,7 @@ def test_cli_bind_fetch_status_path(tmp_path: Path, server) -> None:  # type: ig
     assert r.returncode == 0, r.stderr
     assert json.loads(run("status", "--json").stdout)["artifacts"][0]["installed"] is True
     assert run("path", "data").stdout.strip() == str(open_store().artifacts_dir / tree)
-    r = run("archive", tree, str(tmp_path / "again.tar.gz"))
+    r = run("export", tree, str(tmp_path / "again.tar.gz"))
     assert r.returncode == 0 and (tmp_path / "again.tar.gz").read_bytes() == out.read_bytes()
     r = run("unbind", "data")
     assert r.returncode == 0 and rn.artifact_meta("data", toml) is None

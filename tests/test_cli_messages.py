@@ -34,7 +34,7 @@ def assert_clean_error(r: subprocess.CompletedProcess[str], *needles: str) -> No
 READ_ONLY = [
     ["stats"], ["refs"], ["runs"], ["verify"], ["verify", "--repair"], ["gc", "--dry-run"], ["gc"],
     ["pin", "abcd"], ["unpin", "abcd"], ["restore", "abcd", "OUT"], ["export", "abcd", "OUT.zip"],
-    ["delete-run", "20250101_000000_abcdef"], ["archive", "abcd", "OUT.tar"], ["status", "--toml", "TOML"],
+    ["delete-run", "20250101_000000_abcdef"], ["export", "abcd", "OUT.tar.gz"], ["status", "--toml", "TOML"],
 ]
 
 
@@ -81,3 +81,64 @@ def test_writing_commands_create_the_store_then_readers_use_it(tmp_path: Path) -
     # generate-manifest never touches a store, so it takes no --storage of its own
     r = cli("generate-manifest", "--storage", str(root))
     assert r.returncode == 2 and "No such option" in r.stderr
+
+
+# ---------------------------------------------------------------- item 11: export picks the format
+def _tree_in(root: Path, tmp_path: Path) -> str:
+    from runicorn.store import Store
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a.txt").write_text("alpha\n" * 100)
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(src / "run.sh", 0o755)
+    os.symlink("sub/a.txt", src / "link")
+    with Store(root) as s:
+        tree = s.ingest_directory(src)
+        s.pin(tree)
+    return tree
+
+
+@pytest.mark.parametrize("name,opener", [
+    ("x.zip", "zip"), ("x.tar", "r:"), ("x.tar.gz", "r:gz"), ("x.tgz", "r:gz"), ("x.tar.bz2", "r:bz2"),
+    ("x.tar.xz", "r:xz"), ("X.TAR.GZ", "r:gz")])
+def test_export_picks_the_format_from_the_extension(tmp_path: Path, _isolated_storage: Path,
+                                                     name: str, opener: str) -> None:
+    import tarfile
+    import zipfile
+
+    from runicorn.hashing import sha256_file
+
+    tree = _tree_in(_isolated_storage, tmp_path)
+    out = tmp_path / "out" / name
+    r = cli("export", tree[:12], str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [sha256_file(out), str(out)]
+    if opener == "zip":
+        assert zipfile.is_zipfile(out)
+        names = zipfile.ZipFile(out).namelist()
+    else:
+        with tarfile.open(out, opener) as tf:  # fails if the bytes are another format
+            names = tf.getnames()
+    assert {"sub/a.txt", "run.sh", "link"} <= {n.rstrip("/") for n in names}
+    # The same tree always gives the same bytes, through a manifest file too.
+    from runicorn.store import Store
+
+    with Store(_isolated_storage) as s:
+        manifest = s.manifest_path(tree)
+    again = tmp_path / "again" / name
+    r = cli("export", str(manifest), str(again))
+    assert r.returncode == 0 and again.read_bytes() == out.read_bytes(), r.stderr
+
+
+def test_export_refuses_an_unknown_extension_and_archive_is_gone(tmp_path: Path,
+                                                                 _isolated_storage: Path) -> None:
+    tree = _tree_in(_isolated_storage, tmp_path)
+    for name in ("x.rar", "x.gz", "x", "x.tar.lz4"):
+        r = cli("export", tree, str(tmp_path / name))
+        assert_clean_error(r, str(tmp_path / name), ".tar.gz", ".zip")
+        assert not list(tmp_path.glob("*x*"))
+    r = cli("archive", tree, str(tmp_path / "x.tar"))
+    assert r.returncode == 2 and "No such command" in r.stderr
+    help_text = cli("export", "--help").stdout
+    assert ".tar.gz" in help_text and ".zip" in help_text

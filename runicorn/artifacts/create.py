@@ -7,7 +7,7 @@ import secrets
 import shutil
 import stat
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from runicorn.errors import ArtifactError
 from runicorn.fsutil import narrowed_perm
@@ -82,14 +82,25 @@ def create_artifact(fn: Callable[[Path], object] | None = None, *, src: str | os
     return tree
 
 
-def _archive_kind(out: Path) -> str:
-    name = out.name.lower()
-    for suffix, kind in ((".tar.gz", "gz"), (".tgz", "gz"), (".tar.bz2", "bz2"), (".tar.xz", "xz"),
-                         (".tar.zst", "zst"), (".tar", "tar"), (".zip", "zip")):
+# Archive formats by file-name ending (checked in this order); the one table ``export``,
+# ``bind --archive`` and :func:`archive_artifact` choose from.
+ARCHIVE_SUFFIXES: tuple[tuple[str, str], ...] = (
+    (".tar.gz", "gz"), (".tgz", "gz"), (".tar.bz2", "bz2"), (".tar.xz", "xz"), (".tar.zst", "zst"),
+    (".tar", "tar"), (".zip", "zip"))
+
+
+def archive_kind(out: str | os.PathLike[str]) -> str:
+    """The archive format an output file name asks for: ``gz``, ``bz2``, ``xz``, ``zst``, ``tar``, ``zip``.
+
+    Raises:
+        ArtifactError: the name ends in none of the known extensions.
+    """
+    name = Path(out).name.lower()
+    for suffix, kind in ARCHIVE_SUFFIXES:
         if name.endswith(suffix):
             return kind
     raise ArtifactError(f"{out}: archive name must end in .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, "
-                        ".tar.zst or .zip")
+                        ".tar.zst or .zip (the extension picks the format)")
 
 
 def archive_artifact(tree: str, out_path: str | os.PathLike[str], *,
@@ -104,14 +115,28 @@ def archive_artifact(tree: str, out_path: str | os.PathLike[str], *,
     Raises:
         TreeNotFoundError: the tree is not in the store.
         ArtifactError: unsupported archive extension.
+        BlobNotFoundError / IntegrityError: a blob is missing or has the wrong size (naming it).
+    """
+    store = store or open_store(storage)
+    archive_kind(out_path)  # refuse a bad name before any work
+    tree = store.resolve_tree(tree)
+    return write_archive(store.tree_entries(tree), store.blob_path, out_path)
+
+
+def write_archive(entries: dict[str, TreeEntry], blob_path: Callable[[str], Path],
+                  out_path: str | os.PathLike[str]) -> str:
+    """Write the reproducible archive of a tree (``blob_path(sha)`` locates a blob),
+    atomically, in the format the extension of ``out_path`` names; return its sha256.
+
+    Raises:
+        ArtifactError: unsupported archive extension (nothing is written).
+        BlobNotFoundError / IntegrityError: a blob is missing or has the wrong size
+            (naming the path in the tree and the blob file; nothing is written).
     """
     from runicorn.fsutil import StagedFile
 
-    store = store or open_store(storage)
-    tree = store.resolve_tree(tree)
     out = Path(out_path)
-    kind = _archive_kind(out)
-    entries = store.tree_entries(tree)
+    kind = archive_kind(out)
     paths = sorted(entries, key=lambda p: p.encode("utf-8", "surrogateescape"))
     dirs = sorted({"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)})
     items = sorted([(d, None) for d in dirs] + [(p, entries[p]) for p in paths],
@@ -119,14 +144,41 @@ def archive_artifact(tree: str, out_path: str | os.PathLike[str], *,
     out.parent.mkdir(parents=True, exist_ok=True)
     with StagedFile(out.parent, prefix=f".{out.name}.") as staged:
         if kind == "zip":
-            _write_zip(store, staged.file, items)
+            _write_zip(blob_path, staged.file, items)
         else:
-            _write_tar(store, staged.file, items, kind)
+            _write_tar(blob_path, staged.file, items, kind)
         staged.commit(out)
     return sha256_file(out)
 
 
-def _write_tar(store: Store, raw: object, items: list, kind: str) -> None:
+def _open_blob(blob_path: Callable[[str], Path], rel: str, e: TreeEntry) -> BinaryIO:
+    """Open the blob of ``rel``, checked against the size the tree records.
+
+    Raises:
+        BlobNotFoundError: the blob file is missing.
+        IntegrityError: its size differs (truncated or replaced), naming the file.
+    """
+    from runicorn.errors import BlobNotFoundError, IntegrityError
+
+    path = blob_path(e.sha256)
+    try:
+        f = open(path, "rb")
+    except (FileNotFoundError, NotADirectoryError):
+        raise BlobNotFoundError(f"{path}: blob of {rel!r} is missing; run `runicorn verify`") from None
+    size = os.fstat(f.fileno()).st_size
+    if size != e.size:
+        f.close()
+        raise IntegrityError(f"{path}: blob of {rel!r} has {size} bytes, the tree records {e.size}; "
+                             f"run `runicorn verify`")
+    return f
+
+
+def _read_link(blob_path: Callable[[str], Path], rel: str, e: TreeEntry) -> bytes:
+    with _open_blob(blob_path, rel, e) as f:
+        return f.read()
+
+
+def _write_tar(blob_path: Callable[[str], Path], raw: object, items: list, kind: str) -> None:
     import tarfile
 
     closers = []
@@ -165,19 +217,19 @@ def _write_tar(store: Store, raw: object, items: list, kind: str) -> None:
                 tf.addfile(ti)
             elif e.mode == MODE_LINK:
                 ti.type, ti.mode = tarfile.SYMTYPE, 0o777
-                ti.linkname = os.fsdecode(store.blob_path(e.sha256).read_bytes())
+                ti.linkname = os.fsdecode(_read_link(blob_path, path, e))
                 tf.addfile(ti)
             else:
                 ti.mode = narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o644,
                                         os.stat(store.blob_path(e.sha256)).st_mode)
                 ti.size = e.size
-                with store.open_blob(e.sha256) as f:
+                with _open_blob(blob_path, path, e) as f:
                     tf.addfile(ti, f)
     for c in closers:
         c.close()
 
 
-def _write_zip(store: Store, raw: object, items: list) -> None:
+def _write_zip(blob_path: Callable[[str], Path], raw: object, items: list) -> None:
     import zipfile
 
     with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as zf:  # type: ignore[arg-type]
@@ -191,11 +243,11 @@ def _write_zip(store: Store, raw: object, items: list) -> None:
             zi.create_system = 3
             if e.mode == MODE_LINK:
                 zi.external_attr = (stat.S_IFLNK | 0o777) << 16
-                zf.writestr(zi, store.blob_path(e.sha256).read_bytes())
+                zf.writestr(zi, _read_link(blob_path, path, e))
             else:
                 perm = narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o644,
                                      os.stat(store.blob_path(e.sha256)).st_mode)
                 zi.external_attr = (stat.S_IFREG | perm) << 16
                 zi.compress_type = zipfile.ZIP_DEFLATED
-                with store.open_blob(e.sha256) as src, zf.open(zi, "w") as dst:
+                with _open_blob(blob_path, path, e) as src, zf.open(zi, "w", force_zip64=e.size > (1 << 31)) as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)

@@ -34,7 +34,6 @@ COMMANDS: dict[str, str] = {
     "fetch": "runicorn.cli.artifact_cmds:fetch",
     "path": "runicorn.cli.artifact_cmds:path_cmd",
     "status": "runicorn.cli.artifact_cmds:status",
-    "archive": "runicorn.cli.artifact_cmds:archive_cmd",
     # assets: snapshots, restore, runs
     "snapshot": "runicorn.cli.assets_cmds:snapshot",
     "restore": "runicorn.cli.assets_cmds:restore",

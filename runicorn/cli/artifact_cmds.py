@@ -1,4 +1,4 @@
-"""Artifact commands: bind, unbind, fetch, path, status, archive."""
+"""Artifact commands: bind, unbind, fetch, path, status (``export`` writes archives)."""
 
 from __future__ import annotations
 
@@ -239,16 +239,3 @@ def status(ctx: click.Context, toml: str | None, platform_text: str | None, as_j
         size = "-" if r["size"] is None else f"{r['size']}"
         click.echo(f"  {r['name']:<20} {(r['tree'] or '-')[:16]:<16} {'lazy' if r['lazy'] else '    '} "
                    f"{'installed' if r['installed'] else 'missing  '} {size}")
-
-
-@click.command("archive")
-@click.argument("tree")
-@click.argument("out", type=click.Path(dir_okay=False))
-@click.pass_context
-def archive_cmd(ctx: click.Context, tree: str, out: str) -> None:
-    """Write a reproducible archive of TREE to OUT (.tar, .tar.gz, .tar.xz, .tar.bz2, .tar.zst, .zip)."""
-    from runicorn.artifacts.create import archive_artifact
-    from runicorn.store import open_store
-
-    sha = archive_artifact(tree, out, store=open_store(existing_storage(ctx)))
-    click.echo(f"{sha}  {out}")

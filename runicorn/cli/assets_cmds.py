@@ -151,23 +151,40 @@ def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, link
 
 @click.command()
 @click.argument("source", metavar="TREE|MANIFEST")
-@click.argument("out_zip", metavar="OUT.zip", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @_os_errors
-def export(ctx: click.Context, source: str, out_zip: Path, as_json: bool) -> None:
-    """Write a stored tree (by id, id prefix or manifest file) to a zip file."""
-    from runicorn.assets.restore import export_manifest_to_zip
-    from runicorn.errors import RunicornError
+def export(ctx: click.Context, source: str, out: Path, as_json: bool) -> None:
+    """Write a stored tree (by id, id prefix or manifest file) to the archive OUT.
 
+    The extension of OUT picks the format: .zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz,
+    .tar.zst.  The archive is reproducible (sorted, mtime 0, owner 0): the same tree
+    always gives the same bytes, so its sha256 (printed) can go into a Runicorn.toml.
+    """
+    from runicorn.artifacts.create import archive_kind, write_archive
+    from runicorn.errors import RunicornError
+    from runicorn.store.tree import parse_manifest
+
+    kind = archive_kind(out)  # an unknown extension is refused before anything is read
     manifest, blobs_dir = _manifest_for(ctx, source)
-    result = export_manifest_to_zip(manifest, blobs_dir, out_zip)
+    meta, entries = parse_manifest(manifest.read_bytes(), origin=manifest)
+
+    def blob_path(sha: str) -> Path:
+        return blobs_dir / sha[:2] / sha
+
+    missing = sorted({e.sha256 for e in entries.values() if not blob_path(e.sha256).is_file()})
+    if missing:
+        raise RunicornError(f"{len(missing)} blob(s) missing from {blobs_dir} (e.g. {missing[0]}); "
+                            f"{out} was not written")
+    sha = write_archive(entries, blob_path, out)
+    result = {"tree": meta["tree"], "path": str(out.absolute()), "format": kind, "sha256": sha,
+              "exported_count": len(entries), "total_bytes": sum(e.size for e in entries.values())}
     if as_json:
         echo_json(result)
-    if not result["success"]:
-        raise RunicornError(f"{len(result['missing_blobs'])} blob(s) missing; {out_zip} was not written")
-    if not as_json:
-        click.echo(f"exported {result['exported_count']} files to {result['zip_path']}")
+    else:
+        click.echo(f"{sha}  {out}")
+        click.echo(f"exported {len(entries)} files of tree {meta['tree'][:16]} as {kind}", err=True)
 
 
 @click.command()
