@@ -220,10 +220,9 @@ def _write_tar(blob_path: Callable[[str], Path], raw: object, items: list, kind:
                 ti.linkname = os.fsdecode(_read_link(blob_path, path, e))
                 tf.addfile(ti)
             else:
-                ti.mode = narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o644,
-                                        os.stat(store.blob_path(e.sha256)).st_mode)
                 ti.size = e.size
                 with _open_blob(blob_path, path, e) as f:
+                    ti.mode = narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o644, os.fstat(f.fileno()).st_mode)
                     tf.addfile(ti, f)
     for c in closers:
         c.close()
@@ -245,9 +244,9 @@ def _write_zip(blob_path: Callable[[str], Path], raw: object, items: list) -> No
                 zi.external_attr = (stat.S_IFLNK | 0o777) << 16
                 zf.writestr(zi, _read_link(blob_path, path, e))
             else:
-                perm = narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o644,
-                                     os.stat(store.blob_path(e.sha256)).st_mode)
-                zi.external_attr = (stat.S_IFREG | perm) << 16
                 zi.compress_type = zipfile.ZIP_DEFLATED
-                with _open_blob(blob_path, path, e) as src, zf.open(zi, "w", force_zip64=e.size > (1 << 31)) as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                with _open_blob(blob_path, path, e) as src:
+                    perm = narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o644, os.fstat(src.fileno()).st_mode)
+                    zi.external_attr = (stat.S_IFREG | perm) << 16
+                    with zf.open(zi, "w", force_zip64=e.size > (1 << 31)) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
