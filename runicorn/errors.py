@@ -44,6 +44,11 @@ class RefError(RunicornError):
     """A ref name or kind is invalid, or a ref operation failed."""
 
 
+class ReadOnlyStoreError(RunicornError):
+    """A command needs to write to a store this process can only read (read-only mount,
+    no write permission)."""
+
+
 class StorageFullError(RunicornError, OSError):
     """The filesystem holding the store ran out of space (or quota) during a write."""
 

@@ -82,6 +82,21 @@ def rebuild_runs(store: "Store") -> int:
 
     Registered in ``runicorn.store.verify.REBUILD_HOOKS`` so an index rebuild restores it.
     """
+    rows = _scan_rows(store)
+    with store.index.write() as c:
+        # Not "DELETE FROM runs": a run created (directory, meta.json and row in one
+        # transaction) after the scan above must keep its row.  Only rows whose run
+        # directory is gone go.
+        stale = [(run_id,) for run_id, rel in c.execute("SELECT run_id, run_dir FROM runs").fetchall()
+                 if not (store.root / rel / "meta.json").is_file()]
+        c.executemany("DELETE FROM runs WHERE run_id = ?", stale)
+        c.executemany("INSERT OR REPLACE INTO runs (run_id, path, run_dir, status, created_at) "
+                      "VALUES (?, ?, ?, ?, ?)", rows)
+    return len(rows)
+
+
+def _scan_rows(store: "Store") -> list[tuple[str, str, str, str | None, float]]:
+    """The runs table's rows as the run directories on disk give them."""
     rows = []
     for run_dir in iter_run_dirs(store.root):
         meta = read_meta(run_dir) or {}
@@ -93,16 +108,7 @@ def rebuild_runs(store: "Store") -> int:
         except (TypeError, ValueError):
             created_at = run_dir.stat().st_mtime
         rows.append((run_id, str(path), os.path.relpath(run_dir, store.root), read_status(run_dir), created_at))
-    with store.index.write() as c:
-        # Not "DELETE FROM runs": a run created (directory, meta.json and row in one
-        # transaction) after the scan above must keep its row.  Only rows whose run
-        # directory is gone go.
-        stale = [(run_id,) for run_id, rel in c.execute("SELECT run_id, run_dir FROM runs").fetchall()
-                 if not (store.root / rel / "meta.json").is_file()]
-        c.executemany("DELETE FROM runs WHERE run_id = ?", stale)
-        c.executemany("INSERT OR REPLACE INTO runs (run_id, path, run_dir, status, created_at) "
-                      "VALUES (?, ?, ?, ?, ?)", rows)
-    return len(rows)
+    return rows
 
 
 def find_run_dir(store: "Store", run_id: str, *, rescan: bool = True) -> Path | None:
@@ -118,7 +124,7 @@ def find_run_dir(store: "Store", run_id: str, *, rescan: bool = True) -> Path | 
                     and not candidate.is_symlink() and (candidate / "meta.json").is_file()
                     and os.path.realpath(candidate).startswith(os.path.realpath(store.root) + os.sep)):
                 return candidate
-        if attempt == 0 and rescan:
+        if attempt == 0 and rescan and not store.read_only:
             rebuild_runs(store)
         else:
             break
@@ -141,9 +147,14 @@ def run_for_path(store: "Store", path: Path) -> str | None:
 
 
 def list_runs(store: "Store") -> list[dict[str, Any]]:
-    """All indexed runs (rescanning the disk first so the list is complete)."""
-    rebuild_runs(store)
-    rows = store.index.query("SELECT run_id, path, run_dir, status, created_at FROM runs ORDER BY created_at, run_id")
+    """All indexed runs (rescanning the disk first so the list is complete; on a read-only
+    store the scan itself is the list)."""
+    if store.read_only:
+        rows = sorted(_scan_rows(store), key=lambda r: (r[4], r[0]))
+    else:
+        rebuild_runs(store)
+        rows = store.index.query("SELECT run_id, path, run_dir, status, created_at FROM runs "
+                                 "ORDER BY created_at, run_id")
     return [{"run_id": r, "path": p, "run_dir": str(store.root / d), "status": s, "created_at": t}
             for r, p, d, s, t in rows]
 

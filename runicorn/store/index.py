@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 
 import apsw
 
-from runicorn.errors import IndexError_
+from runicorn.errors import IndexError_, ReadOnlyStoreError
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 120_000
@@ -45,9 +45,14 @@ class Index:
             version newer than this code understands.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
         self._lock = threading.RLock()
+        self.read_only = read_only
+        if read_only:
+            self.created = False
+            self._open_read_only(path)
+            return
         self.created = not path.exists()
         try:
             self.conn = apsw.Connection(str(path))
@@ -62,6 +67,37 @@ class Index:
             self._migrate()
         except apsw.Error as exc:
             raise IndexError_(f"{path}: index database is unusable ({exc.__class__.__name__}: {exc})") from None
+
+    def _open_read_only(self, path: Path) -> None:
+        """Open the index of a store this process cannot write (a read-only mount, another
+        user's store): queries work, every write transaction is refused.
+
+        A WAL database needs its ``-shm`` file; on a read-only filesystem where the last
+        writer removed it, SQLite opens it only as immutable (nobody can write through
+        this mount, so nothing changes under the reader).
+
+        Raises:
+            IndexError_: no index, unusable, or a schema this code would have to migrate.
+        """
+        from urllib.parse import quote
+
+        uri = "file:" + quote(str(path))
+        last: Exception | None = None
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            try:
+                conn = apsw.Connection(uri + query, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+                conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+                self.conn = conn
+                current = self.version  # reads the database: fails here when it cannot be opened
+                break
+            except apsw.Error as exc:
+                last = exc
+        else:
+            raise IndexError_(f"{path}: index cannot be opened read-only "
+                              f"({last.__class__.__name__}: {last})") from None
+        if current != SCHEMA_VERSION:
+            raise IndexError_(f"{path}: schema version {current}, this runicorn needs {SCHEMA_VERSION}; "
+                              "the store is read-only, so it cannot be upgraded here")
 
     @property
     def version(self) -> int:
@@ -84,7 +120,14 @@ class Index:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[apsw.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction: one writer at a time across processes."""
+        """A ``BEGIN IMMEDIATE`` transaction: one writer at a time across processes.
+
+        Raises:
+            ReadOnlyStoreError: the index was opened read-only.
+        """
+        if self.read_only:
+            raise ReadOnlyStoreError(f"{self.path.parent.parent}: the store is read-only "
+                                     "(read-only filesystem or no write permission); this command writes to it")
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:

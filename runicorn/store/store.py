@@ -38,6 +38,7 @@ from runicorn.errors import (
     CorruptManifestError,
     IndexError_,
     IntegrityError,
+    ReadOnlyStoreError,
     RefError,
     RunicornError,
     StorageFullError,
@@ -134,6 +135,9 @@ class Store:
         self._writer_pid = 0
         self._writer_lock = threading.Lock()
         self._held: set[str] = set()
+        # A store this process cannot write (read-only mount, someone else's store) still
+        # serves every command that only reads; writes are refused with ReadOnlyStoreError.
+        self.read_only = os.path.isdir(self.archive) and not os.access(self.archive, os.W_OK)
         self.dir_mode = self._make_dirs()
         self.index = self._open_index()
         self.recovered: list[str] = self.recover()
@@ -155,6 +159,8 @@ class Store:
         """
         try:
             mode = stat.S_IMODE(os.stat(self.archive).st_mode)
+            if self.read_only:
+                return mode
         except FileNotFoundError:
             mode = new_store_dir_mode()
             self.root.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +171,8 @@ class Store:
         return mode
 
     def _open_index(self) -> Index:
+        if self.read_only:
+            return Index(self.index_path, read_only=True)
         try:
             return Index(self.index_path)
         except IndexError_ as exc:
@@ -219,8 +227,19 @@ class Store:
     def ref_path(self, kind: str, name: str) -> Path:
         return self.refs_dir / kind / ref_filename(name)
 
+    def require_writable(self) -> None:
+        """Raise ReadOnlyStoreError (naming the store) when this process cannot write it."""
+        if self.read_only:
+            raise ReadOnlyStoreError(f"{self.root}: the store is read-only (read-only filesystem or no "
+                                     "write permission); this command writes to it")
+
     def writer_dir(self) -> Path:
-        """This process's staging directory, created (and locked) on first use."""
+        """This process's staging directory, created (and locked) on first use.
+
+        Raises:
+            ReadOnlyStoreError: the store is read-only.
+        """
+        self.require_writable()
         with self._writer_lock:
             if self._writer is not None and self._writer_pid == os.getpid():
                 return self._writer
@@ -774,10 +793,18 @@ class Store:
         run deletion frees exactly its own content).  Blobs held by a live writer are
         never taken.  A dry run reports exactly what a real run would delete.
         """
-        self.recover()
         warnings: list[str] = []
-        for spec in GC_ROOT_REFRESHERS:
-            warnings.extend(resolve(spec)(self, dry_run=dry_run) or ())
+        if self.read_only:
+            if not dry_run:
+                self.require_writable()
+            # The refreshers bring binding refs up to date by writing them: here the report
+            # uses the refs as last recorded, and says so.
+            warnings.append(f"{self.root} is read-only: planned from the refs as last recorded "
+                            "(Runicorn.toml files were not re-read)")
+        else:
+            self.recover()
+            for spec in GC_ROOT_REFRESHERS:
+                warnings.extend(resolve(spec)(self, dry_run=dry_run) or ())
         cutoff = time.time() - grace_seconds
         scope = json.dumps(sorted(set(trees))) if trees is not None else None
         tx = self.index.read() if dry_run else self.index.write()
@@ -835,8 +862,13 @@ class Store:
 
     # ------------------------------------------------------------------ recovery
     def recover(self) -> list[str]:
-        """Replay or discard what dead writers left in ``archive/tmp``; return what was done."""
+        """Replay or discard what dead writers left in ``archive/tmp``; return what was done.
+
+        A read-only store is left as it is (its next writable opening recovers it).
+        """
         actions: list[str] = []
+        if self.read_only:
+            return actions
         import fcntl
 
         for d in sorted(self.tmp_dir.iterdir()):
