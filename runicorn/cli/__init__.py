@@ -40,6 +40,10 @@ COMMANDS: dict[str, str] = {
     "export": "runicorn.cli.assets_cmds:export",
     "runs": "runicorn.cli.assets_cmds:runs",
     "delete-run": "runicorn.cli.assets_cmds:delete_run",
+    # team remotes: push / pull to S3, shared directories, SFTP
+    "remote": "runicorn.cli.remote_cmds:remote",
+    "push": "runicorn.cli.remote_cmds:push",
+    "pull": "runicorn.cli.remote_cmds:pull",
 }
 # Commands that never touch the storage root, so they take no ``--storage`` of their own.
 _NO_STORAGE = frozenset({"generate-manifest"})

@@ -1,0 +1,164 @@
+"""The SFTP backend (``sftp://[USER@]HOST[:PORT]/PATH``), through :mod:`runicorn.ssh`.
+
+Create-only writes: the object is written to ``tmp/`` and moved with the plain SFTP
+``rename``, which OpenSSH's sftp-server refuses when the target exists (it links, then
+unlinks); ``remote add`` probes that.  Each thread gets its own SFTP channel on one SSH
+connection.  Compare-and-swap takes a mutex object (:func:`runicorn.remotes.backend.mutex_cas`).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from runicorn.remotes.backend import CHUNK, ObjectInfo, content_etag, mutex_cas
+from runicorn.remotes.errors import RemoteError
+
+
+class SftpBackend:
+    def __init__(self, host: str, port: int | None, user: str | None, root: str, url: str) -> None:
+        from runicorn import ssh
+
+        accept = os.environ.get("RUNICORN_SSH_ACCEPT_NEW_HOST_KEY", "") not in ("", "0")
+        self.client = ssh.connect(host, port, user, accept_new_host_key=accept)
+        self.url = url
+        self.root = root.rstrip("/") or "/"
+        self._local = threading.local()
+        self._channels: list[Any] = []
+        self._lock = threading.Lock()
+        self._dirs: set[str] = set()
+
+    @property
+    def sftp(self) -> Any:
+        ch = getattr(self._local, "sftp", None)
+        if ch is None:
+            ch = self.client.open_sftp()
+            self._local.sftp = ch
+            with self._lock:
+                self._channels.append(ch)
+        return ch
+
+    def _p(self, key: str) -> str:
+        return posixpath.join(self.root, key)
+
+    def get(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str] | None:
+        try:
+            with self.sftp.open(self._p(key), "rb") as f:
+                data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        except FileNotFoundError:
+            return None
+        return data, content_etag(data)
+
+    def get_chunks(self, key: str) -> Iterator[bytes]:
+        try:
+            f = self.sftp.open(self._p(key), "rb")
+        except FileNotFoundError:
+            raise RemoteError(f"{self.url}/{key}: missing on the remote") from None
+        with f:
+            f.prefetch()
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self.sftp.stat(self._p(key))
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size or 0, float(st.st_mtime or 0), "")
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        top = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        stack = [top]
+        while stack:
+            rel = stack.pop()
+            try:
+                entries = self.sftp.listdir_attr(self._p(rel) if rel else self.root)
+            except FileNotFoundError:
+                continue
+            for a in sorted(entries, key=lambda a: a.filename):
+                key = f"{rel}/{a.filename}" if rel else a.filename
+                if stat.S_ISDIR(a.st_mode or 0):
+                    if key.startswith(prefix) or prefix.startswith(key + "/"):
+                        stack.append(key)
+                elif key.startswith(prefix):
+                    yield ObjectInfo(key, a.st_size or 0, float(a.st_mtime or 0), "")
+
+    def _mkdirs(self, rel_dir: str) -> None:
+        if rel_dir in self._dirs:
+            return
+        path = self.root
+        for part in rel_dir.split("/"):
+            path = posixpath.join(path, part)
+            try:
+                self.sftp.mkdir(path)
+            except OSError:
+                pass  # exists (or a real problem the next write reports)
+        self._dirs.add(rel_dir)
+
+    def _stage(self, data: bytes | Path) -> str:
+        self._mkdirs("tmp")
+        tmp = self._p(f"tmp/{os.getpid()}-{os.urandom(8).hex()}.part")
+        with self.sftp.open(tmp, "wb") as f:
+            f.set_pipelined(True)
+            if isinstance(data, Path):
+                with open(data, "rb") as src:
+                    while chunk := src.read(CHUNK):
+                        f.write(chunk)
+            else:
+                f.write(data)
+        return tmp
+
+    def put_create(self, key: str, data: bytes | Path) -> bool:
+        dest = self._p(key)
+        if self.head(key) is not None:
+            return False
+        tmp = self._stage(data)
+        try:
+            for attempt in range(2):
+                try:
+                    self.sftp.rename(tmp, dest)  # plain rename: fails when dest exists
+                    return True
+                except OSError:
+                    if self.head(key) is not None:
+                        return False
+                    if attempt:
+                        raise
+                    self._mkdirs(posixpath.dirname(key))
+            return False
+        finally:
+            try:
+                self.sftp.remove(tmp)
+            except OSError:
+                pass
+
+    def put_cas(self, key: str, data: bytes, expected: str | None) -> str:
+        return mutex_cas(self, key, data, expected)
+
+    def put_replace(self, key: str, data: bytes) -> None:
+        self._mkdirs(posixpath.dirname(key))
+        tmp = self._stage(data)
+        try:
+            self.sftp.posix_rename(tmp, self._p(key))
+        except OSError:
+            self.sftp.remove(tmp)
+            raise
+
+    def delete(self, key: str) -> None:
+        try:
+            self.sftp.remove(self._p(key))
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            for ch in self._channels:
+                try:
+                    ch.close()
+                except Exception:  # noqa: BLE001 - closing a dead channel
+                    pass
+            self._channels.clear()
+        self.client.close()
