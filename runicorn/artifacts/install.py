@@ -138,6 +138,15 @@ def install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, whe
     failures: list[str] = []
     work = store.artifacts_dir / ".downloads"
     for d in downloads_of(entry):
+        if "remote" in d:
+            try:
+                return _install_from_remote(store, d, want_tree, progress)  # type: ignore[arg-type]
+            except RunicornError as exc:
+                failures.append(f"remote {d['remote']} -> {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - as for any source: report, try the next
+                failures.append(f"remote {d['remote']} -> {type(exc).__name__}: {exc}")
+                continue
         url = d["url"]
         try:
             # the partial file is per archive, which entries with other tree ids may share
@@ -160,6 +169,15 @@ def install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, whe
     tried = "; ".join(f"[{i}] {f}" for i, f in enumerate(failures, 1))
     raise DownloadError(f"{where}: could not install {entry_hash(entry)[:12]}, nothing was installed; "
                         f"tried {len(failures)} source(s): {tried}")
+
+
+def _install_from_remote(store: Store, d: Mapping[str, Any], tree: str, progress: Progress | None) -> str:
+    """Fetch ``tree`` from a runicorn remote (only the blobs the store lacks) and materialise it."""
+    from runicorn.remotes.pull import install_tree_from_remote
+
+    install_tree_from_remote(store, d["remote"], tree, endpoint=d.get("endpoint"), progress=progress)
+    materialize(store, tree)
+    return tree
 
 
 def _blobs_present(store: Store, tree: str) -> bool:

@@ -168,6 +168,13 @@ def _check_entry(entry: dict[str, Any], where: str, *, in_array: bool) -> dict[s
         dw = f"{where} download {i + 1}"
         if not isinstance(d, dict):
             raise TomlFormatError(f"{dw}: must be a table with 'url' and 'sha256'")
+        if "remote" in d:  # a runicorn remote holding the tree itself (schema/remote.md)
+            for k in ("remote", "endpoint"):
+                if k in d and (not isinstance(d[k], str) or not d[k]):
+                    raise TomlFormatError(f"{dw}: '{k}' must be a non-empty string")
+            if tree is None:
+                raise TomlFormatError(f"{dw}: a 'remote' source needs the entry's 'tree-sha256'")
+            continue
         url = d.get("url")
         if not isinstance(url, str) or not url:
             raise TomlFormatError(f"{dw}: 'url' must be a non-empty string")

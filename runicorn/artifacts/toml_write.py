@@ -23,6 +23,13 @@ _TAG_ORDER = ("os", "arch", "libc")
 def _downloads(download_info: Iterable[Any] | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for item in download_info or ():
+        if isinstance(item, Mapping) and item.get("remote"):
+            # a runicorn remote: the tree id is the checksum, no archive involved
+            d = {"remote": str(item["remote"])}
+            if item.get("endpoint"):
+                d["endpoint"] = str(item["endpoint"])
+            out.append(d)
+            continue
         if isinstance(item, Mapping):
             d = {"url": item.get("url"), "sha256": item.get("sha256")}
             if item.get("size") is not None:
@@ -57,7 +64,7 @@ def _entry_table(tree: str, downloads: list[dict[str, Any]], lazy: bool,
         aot = tomlkit.aot()
         for d in downloads:
             dt = tomlkit.table()
-            for k in ("url", "sha256", "size"):
+            for k in ("url", "sha256", "size", "remote", "endpoint"):
                 if k in d:
                     dt.add(k, d[k])
             aot.append(dt)

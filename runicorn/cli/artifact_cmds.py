@@ -73,9 +73,11 @@ class _Progress:
               help="Write a reproducible archive of the tree here; --url entries refer to it.")
 @click.option("--platform", "platform_text", help="Bind a platform variant, e.g. os=linux,arch=x86_64.")
 @click.option("--force", is_flag=True, help="Replace an existing binding of NAME (for that platform).")
+@click.option("--push", "push_remote", metavar="REMOTE",
+              help="Push the tree to this remote and record it as a download source (no archive needed).")
 @click.pass_context
 def bind(ctx: click.Context, name: str, source: str, toml: str | None, lazy: bool, urls: tuple[str, ...],
-         archive_out: str | None, platform_text: str | None, force: bool) -> None:
+         archive_out: str | None, platform_text: str | None, force: bool, push_remote: str | None) -> None:
     """Bind NAME to SOURCE: a directory, an archive, or a tree id in the store."""
     from runicorn.artifacts.create import archive_artifact, create_artifact
     from runicorn.artifacts.install import _ingest_source, materialize
@@ -105,6 +107,10 @@ def bind(ctx: click.Context, name: str, source: str, toml: str | None, lazy: boo
         raise ArtifactError("--url needs --archive OUT (or an archive as SOURCE) so its sha256 is known")
     for u in urls:
         downloads.append({"url": u, "sha256": sha, "size": size})
+    if push_remote:
+        from runicorn.remotes.push import publish_tree
+
+        downloads.append(publish_tree(store, storage, push_remote, tree, name))
     path = _toml(toml, create=True) if toml is None else os.path.abspath(toml)
     bind_artifact(path, name, tree, download_info=downloads, lazy=lazy, force=force,
                   platform=_platform(platform_text), storage=storage)

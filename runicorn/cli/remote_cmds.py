@@ -196,6 +196,9 @@ def push(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, 
 
     if not targets and not artifacts and not everything:
         raise RemoteError("nothing to push: give TREE, PIN or RUN_ID arguments, --artifacts or --all")
+    from runicorn.remotes.config import resolve_remote
+
+    resolve_remote(_root(ctx), remote_name)  # a missing remote is the first thing to say
     store = open_store(storage_from(ctx))
     specs = resolve_specs(store, targets, artifacts=artifacts, everything=everything)
     remote_, backend = _open(ctx, remote_name)

@@ -72,8 +72,15 @@ def mutex_cas(backend: "Backend", key: str, data: bytes, expected: str | None) -
     record = dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "key": key})
     deadline = time.monotonic() + 2 * MUTEX_STALE_SECONDS
     while not backend.put_create(mutex, record):
-        info = backend.head(mutex)
-        if info is not None and time.time() - info.mtime > MUTEX_STALE_SECONDS:
+        import json
+
+        got = backend.get(mutex, 4096)
+        try:
+            holder = json.loads(got[0]) if got else None
+        except ValueError:
+            holder = {}
+        if got is not None and (not isinstance(holder, dict) or time.time() - float(holder.get("time", 0)) >
+                                MUTEX_STALE_SECONDS or _dead_here(holder)):
             backend.delete(mutex)  # its holder died mid-update; the update itself is atomic
             continue
         if time.monotonic() > deadline:
@@ -87,6 +94,19 @@ def mutex_cas(backend: "Backend", key: str, data: bytes, expected: str | None) -
         return content_etag(data)
     finally:
         backend.delete(mutex)
+
+
+def _dead_here(holder: dict) -> bool:
+    """True when ``holder`` names a process of this host that no longer exists."""
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return False
+    return False
 
 
 class FileBackend:

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from runicorn.remotes.backend import _dead_here
 from runicorn.remotes.errors import RemoteBusyError
 from runicorn.remotes.layout import LOCKS, MAX_RECORD_BYTES, dumps
 
@@ -40,16 +41,6 @@ def wait_seconds() -> float:
     return float(os.environ.get("RUNICORN_REMOTE_LOCK_WAIT", "300"))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_stale(record: dict[str, Any] | None, now: float | None = None) -> bool:
     """True for a lock record whose holder is gone or that was not refreshed in time."""
     if not record:
@@ -58,7 +49,7 @@ def is_stale(record: dict[str, Any] | None, now: float | None = None) -> bool:
     try:
         if now - float(record["time"]) > stale_seconds():
             return True
-        if record.get("host") == socket.gethostname() and not _alive(int(record["pid"])):
+        if _dead_here(record):
             return True
     except (KeyError, TypeError, ValueError):
         return True

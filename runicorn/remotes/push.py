@@ -270,3 +270,27 @@ def _write_ref(b: Any, cache: RemoteCache, spec: RefSpec, current: dict[str, Any
     cache.set_ref_state(spec.kind, spec.name, spec.tree, new_etag)
     row["status"] = "created" if current is None else "updated"
     return row
+
+
+def publish_tree(store: Store, storage: Any, remote_name: str, tree: str, artifact: str) -> dict[str, str]:
+    """Push ``tree`` as ``artifact/<tree>`` to a remote (``bind --push``); return the download
+    source to record: ``{"remote": URL}`` (plus ``endpoint``).
+
+    Raises:
+        RemoteError: the remote cannot be used, or the push conflicted.
+    """
+    from runicorn.config import resolve_storage_root
+    from runicorn.remotes.config import open_backend, resolve_remote
+
+    remote = resolve_remote(resolve_storage_root(storage), remote_name)
+    backend = open_backend(remote)
+    try:
+        report = push(store, remote, backend, [RefSpec(ARTIFACT_KIND, tree, tree, {"artifact": artifact})])
+    finally:
+        backend.close()
+    if not report["ok"]:
+        raise RemoteError(f"{remote.url}: {report['refs'][0].get('detail', 'push failed')}")
+    source = {"remote": remote.url}
+    if remote.endpoint:
+        source["endpoint"] = remote.endpoint
+    return source

@@ -118,11 +118,14 @@ class S3Backend:
         return ObjectInfo(key, int(m["size"]), m["last_modified"].timestamp(), str(m.get("e_tag") or ""))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # obstore lists whole path segments: ask for the directory, keep the string prefix
+        top = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         try:
-            for batch in self.obstore.list(self.store, prefix=prefix, chunk_size=1000):
+            for batch in self.obstore.list(self.store, prefix=top or None, chunk_size=1000):
                 for m in batch:
-                    yield ObjectInfo(m["path"], int(m["size"]), m["last_modified"].timestamp(),
-                                     str(m.get("e_tag") or ""))
+                    if m["path"].startswith(prefix):
+                        yield ObjectInfo(m["path"], int(m["size"]), m["last_modified"].timestamp(),
+                                         str(m.get("e_tag") or ""))
         except Exception as exc:  # noqa: BLE001
             raise self._err(prefix, exc) from None
 

@@ -31,6 +31,16 @@ class SftpBackend:
         self._channels: list[Any] = []
         self._lock = threading.Lock()
         self._dirs: set[str] = set()
+        path = ""
+        for part in self.root.strip("/").split("/"):  # the remote's root, created when missing
+            path += "/" + part
+            try:
+                self.sftp.stat(path)
+            except FileNotFoundError:
+                try:
+                    self.sftp.mkdir(path)
+                except OSError as exc:
+                    raise RemoteError(f"{url}: cannot create {path} ({exc})") from None
 
     @property
     def sftp(self) -> Any:
