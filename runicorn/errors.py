@@ -53,6 +53,23 @@ class StorageFullError(RunicornError, OSError):
     """The filesystem holding the store ran out of space (or quota) during a write."""
 
 
+class StoreWriteError(RunicornError, OSError):
+    """The filesystem refused a write into the store's own folders (permissions, a read-only
+    mount, a file where a folder belongs): never to be reported as an unreadable source.
+
+    Keeps the ``errno`` and ``filename`` of the refused call; ``str()`` is the message alone.
+    """
+
+    def __init__(self, message: str, errno: int | None = None, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errno = errno
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class ArtifactError(RunicornError):
     """An artifact operation failed (bad binding, unknown name, nothing matches)."""
 

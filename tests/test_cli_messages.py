@@ -142,3 +142,103 @@ def test_export_refuses_an_unknown_extension_and_archive_is_gone(tmp_path: Path,
     assert r.returncode == 2 and "No such command" in r.stderr
     help_text = cli("export", "--help").stdout
     assert ".tar.gz" in help_text and ".zip" in help_text
+
+
+# ---------------------------------------------------------------- item 10: verify and damaged stores
+def _snapshot(ws: Path) -> str:
+    r = cli("snapshot", str(ws))
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_verify_counts_what_it_checked(tmp_path: Path, _isolated_storage: Path) -> None:
+    from runicorn.hashing import sha256_bytes
+    from runicorn.store import Store
+    from runicorn.store.tree import TreeEntry, build_manifest, manifest_bytes, tree_id_of
+
+    proj, data = tmp_path / "proj", tmp_path / "data"
+    proj.mkdir()
+    data.mkdir()
+    (data / "a.txt").write_text("hi\n")
+    r = cli("bind", "data", str(data), cwd=proj)
+    assert r.returncode == 0, r.stderr
+    r = cli("verify")
+    assert r.returncode == 0 and r.stdout.strip() == "checked 1 blobs, 1 trees, 1 refs: 0 problem(s)", r.stdout
+    # A manifest on disk the index does not know is checked (and reported), so it is counted.
+    sha = sha256_bytes(b"hi\n")
+    entries = {"b.txt": TreeEntry(sha, "100644", 3)}
+    tree = tree_id_of([("b.txt", "100644", sha)])
+    with Store(_isolated_storage) as s:
+        path = s.manifest_path(tree)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(manifest_bytes(build_manifest(tree, entries)))
+    r = cli("verify", "--json")
+    import json
+
+    report = json.loads(r.stdout)
+    assert r.returncode == 1 and (report["blobs_checked"], report["trees_checked"], report["refs_checked"]) == (1, 2, 1)
+    assert [p["kind"] for p in report["problems"]] == ["unindexed_manifest"]
+
+
+def test_a_file_at_a_blob_prefix_is_reported_then_healed(tmp_path: Path, _isolated_storage: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "a.txt").write_text("alpha\n")
+    tree = _snapshot(ws)
+    from runicorn.hashing import sha256_bytes
+
+    sha = sha256_bytes(b"alpha\n")
+    prefix = _isolated_storage / "archive" / "blobs" / sha[:2]
+    import shutil
+
+    shutil.rmtree(prefix)
+    prefix.write_bytes(b"not a folder")
+    r = cli("verify")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr == "", r.stderr
+    assert f"missing_blob: blob {sha}" in r.stdout and f"stray_file: {prefix} is not a blob" in r.stdout
+    assert_clean_error(cli("restore", tree, str(tmp_path / "out")), "1 blob(s) missing", sha, "nothing was restored")
+    assert not (tmp_path / "out").exists()
+    assert_clean_error(cli("export", tree, str(tmp_path / "o.tar.gz")), "1 blob(s) missing", "not written")
+    # Writing the content again sets the file aside (nothing is deleted) and the store is whole.
+    (ws / "again.txt").write_text("alpha\n")
+    assert _snapshot(ws) != tree
+    r = cli("verify")
+    assert r.returncode == 0, r.stdout
+    quarantined = list((_isolated_storage / "archive" / "quarantine").iterdir())
+    assert [q.read_bytes() for q in quarantined] == [b"not a folder"]
+    r = cli("restore", tree, str(tmp_path / "out"))
+    assert r.returncode == 0 and (tmp_path / "out" / "a.txt").read_text() == "alpha\n", r.stderr
+
+
+@pytest.mark.parametrize("name", ["t.tar.gz", "t.zip", "t.tar"])
+def test_export_of_a_truncated_blob_names_the_file(tmp_path: Path, _isolated_storage: Path, name: str) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "big.bin").write_bytes(os.urandom(300_000))
+    tree = _snapshot(ws)
+    from runicorn.hashing import sha256_file
+
+    blob = _isolated_storage / "archive" / "blobs" / sha256_file(ws / "big.bin")[:2] / sha256_file(ws / "big.bin")
+    os.chmod(blob, 0o644)
+    os.truncate(blob, 1000)
+    r = cli("export", tree, str(tmp_path / name))
+    assert_clean_error(r, str(blob), "big.bin", "1000 bytes", "300000", "runicorn verify")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "rn-home", "ws"]  # no archive, no temp
+
+
+def test_an_unwritable_store_is_not_called_an_unreadable_source(tmp_path: Path, _isolated_storage: Path) -> None:
+    """``chattr +i`` (root, as CI runs) makes blobs/ refuse new entries even for root."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "a.txt").write_text("alpha\n")
+    _snapshot(ws)
+    (ws / "new.txt").write_text("something new\n")
+    blobs = _isolated_storage / "archive" / "blobs"
+    subprocess.run(["chattr", "+i", str(blobs)], check=True)
+    try:
+        r = cli("snapshot", str(ws))
+    finally:
+        subprocess.run(["chattr", "-i", str(blobs)], check=True)
+    assert_clean_error(r, str(blobs), "cannot write to the store", "permissions")
+    assert ".rnignore" not in r.stderr and "cannot be read" not in r.stderr
+    assert cli("verify").returncode == 0

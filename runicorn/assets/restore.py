@@ -222,7 +222,7 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
                         how = "symlink"
                     else:
                         how = _write_file(blob, dest, entry, link, umask)
-                except FileNotFoundError:
+                except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file at blobs/<aa>
                     if not os.path.exists(blob):
                         raise _MissingBlob(sha) from None
                     raise

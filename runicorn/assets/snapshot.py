@@ -35,7 +35,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from runicorn.errors import ChangedWhileReadingError, RunicornError, StorageFullError, UnsafePathError
+from runicorn.errors import (
+    ChangedWhileReadingError,
+    RunicornError,
+    StorageFullError,
+    StoreWriteError,
+    UnsafePathError,
+)
 from runicorn.fsutil import StagedFile, atomic_write_text, narrowed_perm
 from runicorn.hashing import sha256_bytes
 from runicorn.relpath import MAX_DEPTH, check_names
@@ -618,8 +624,8 @@ def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]]
                                     f"nothing was recorded, try again") from None
             except ChangedWhileReadingError as exc:
                 raise RunicornError(f"{exc}; nothing was recorded, try again") from None
-            except StorageFullError:
-                raise
+            except (StorageFullError, StoreWriteError):
+                raise  # the store's side, not the source's: its own message says so
             except OSError as exc:
                 raise RunicornError(f"{exc.filename or root}: cannot be read ({exc.strerror}); "
                                     f"exclude it in .rnignore or fix its permissions") from None

@@ -83,7 +83,10 @@ class BlobBatch:
     # ----------------------------------------------------------------- staging
     def _staging_dir(self) -> str:
         if not self._dir_made:
-            os.mkdir(self.dir, 0o700)
+            try:
+                os.mkdir(self.dir, 0o700)
+            except OSError as exc:
+                raise self.store.write_error(exc) from None
             self._dir_made = True
         return str(self.dir)
 

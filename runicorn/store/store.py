@@ -42,6 +42,7 @@ from runicorn.errors import (
     RefError,
     RunicornError,
     StorageFullError,
+    StoreWriteError,
     TreeNotFoundError,
     UnsafePathError,
 )
@@ -249,13 +250,35 @@ class Store:
             # Created under a name recovery ignores, locked, then renamed into view, so
             # no recoverer can mistake a writer that is still starting for a dead one.
             nascent = self.tmp_dir / f"n-{token}"
-            nascent.mkdir(parents=True)
-            fd = os.open(nascent / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                nascent.mkdir(parents=True)
+                fd = os.open(nascent / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise self.write_error(exc) from None
             fcntl.flock(fd, fcntl.LOCK_EX)
             live = self.tmp_dir / f"w-{token}"
             os.rename(nascent, live)
             self._writer, self._writer_fd, self._writer_pid = live, fd, os.getpid()
             return live
+
+    def write_error(self, exc: OSError, where: str | os.PathLike[str] | None = None) -> OSError:
+        """The one message for a write into the store's own folders that the filesystem
+        refused, so it is never mistaken for an unreadable source file.
+
+        ENOSPC/EDQUOT give :class:`StorageFullError`; a file standing where the store keeps a
+        folder (``blobs/<aa>`` replaced by a file) points at ``verify --repair``; anything
+        else (permissions, a read-only mount) names the folder and the cause.
+        """
+        where = where or exc.filename or self.archive
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageFullError(f"{self.root}: no space left on device while writing {where}")
+        if exc.errno == errno.ENOTDIR:
+            msg = (f"{where}: the store at {self.root} is damaged (a file stands where a folder belongs); "
+                   f"run `runicorn verify --repair`")
+        else:
+            msg = (f"{where}: cannot write to the store at {self.root} ({exc.strerror or exc}); "
+                   f"check the permissions of {self.archive}")
+        return StoreWriteError(msg, exc.errno, str(where))
 
     # ------------------------------------------------------------------ blobs
     def has_blob(self, sha256: str) -> bool:
@@ -281,7 +304,7 @@ class Store:
         """
         try:
             return open(self.blob_path(sha256), "rb")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise BlobNotFoundError(f"blob {sha256} is missing from {self.blobs_dir}") from None
 
     def _stage_stream(self, src: IO[bytes], *, origin: str, perm: int = 0o444) -> tuple[Path, str, int]:
@@ -383,26 +406,36 @@ class Store:
         (a batch whose journal names it); an existing file is never overwritten.
 
         Raises:
-            RunicornError: the destination keeps appearing and vanishing.
+            RunicornError: the destination keeps appearing and vanishing, or the store
+                refused the write (see :meth:`write_error`).
         """
         parent = f"{self.blobs_dir}/{sha[:2]}"
         dest = f"{parent}/{sha}"
-        for _ in range(3):
-            try:
-                placed = rename_noreplace(str(intent), dest) if move else publish_link(Path(intent), Path(dest))
-            except FileNotFoundError:
-                if os.path.isdir(parent):
-                    raise
-                make_dir(Path(parent), self.dir_mode)  # first blob under this prefix
-                continue
-            if placed:
-                return parent
-            try:
-                if os.stat(dest).st_size == size:
-                    return None
-            except FileNotFoundError:
-                continue  # collected meanwhile: try again
-            self._quarantine(Path(dest), "size-mismatch")
+        try:
+            for _ in range(3):
+                try:
+                    placed = rename_noreplace(str(intent), dest) if move else publish_link(Path(intent), Path(dest))
+                except (FileNotFoundError, NotADirectoryError):
+                    if os.path.isdir(parent):
+                        raise
+                    if os.path.lexists(parent):
+                        # A file (or link) stands where the prefix folder belongs: set it aside,
+                        # never delete it, so the blob can land and the store stays usable.
+                        self._quarantine(Path(parent), "not-a-folder")
+                    make_dir(Path(parent), self.dir_mode)  # first blob under this prefix
+                    continue
+                if placed:
+                    return parent
+                try:
+                    if os.stat(dest).st_size == size:
+                        return None
+                except FileNotFoundError:
+                    continue  # collected meanwhile: try again
+                self._quarantine(Path(dest), "size-mismatch")
+        except RunicornError:
+            raise
+        except OSError as exc:
+            raise self.write_error(exc, parent) from None
         raise RunicornError(f"{dest}: cannot be placed (it keeps appearing and vanishing)")
 
     def _commit_blobs(self, staged: list[tuple[Path | str, str, int]], *, group: bool,
@@ -1095,7 +1128,7 @@ def nascent_owner_alive(d: Path) -> bool:
 def _file_size(path: str) -> int:
     try:
         return os.stat(path).st_size
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file stands at blobs/<aa>
         return -1
 
 
@@ -1110,7 +1143,7 @@ def _move_if_exists(src: Path, dest: Path) -> None:
 def _read_ref_file(path: Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     except ValueError:
         return None

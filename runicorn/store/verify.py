@@ -26,14 +26,33 @@ def _problem(kind: str, detail: str, **extra: Any) -> dict[str, Any]:
 def _iter_sharded(top: Path, suffix: str) -> Iterator[tuple[Path, str | None]]:
     """Yield ``(path, id)`` for files under ``top/<aa>/<id><suffix>``; id is None for
     anything that does not belong there (a stray)."""
-    for sub in sorted(top.iterdir()):
-        if not sub.is_dir():
+    for sub in _entries(top):
+        if not sub.is_dir() or sub.is_symlink():
             yield sub, None
             continue
         for f in sub.iterdir():
             object_id = f.name[: len(f.name) - len(suffix)] if f.name.endswith(suffix) else ""
             ok = is_sha256_hex(object_id) and object_id[:2] == sub.name and f.is_file()
             yield f, object_id if ok else None
+
+
+def _entries(top: Path) -> list[Path]:
+    """The entries of one of the store's folders; none when it is missing or not a folder
+    (verify reports that once, see :func:`_layout_problems`)."""
+    try:
+        return sorted(top.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _layout_problems(store: "Store") -> list[dict[str, Any]]:
+    """The store's own folders that are missing or are not folders."""
+    out = []
+    for d in (store.blobs_dir, store.manifests_dir, store.refs_dir, store.tmp_dir):
+        if not d.is_dir() or d.is_symlink():
+            what = "is missing" if not os.path.lexists(d) else "is not a folder"
+            out.append(_problem("bad_layout", f"{d} {what}", path=str(d)))
+    return out
 
 
 def _iter_blob_files(store: "Store") -> Iterator[tuple[Path, str | None]]:
@@ -45,8 +64,8 @@ def _iter_manifest_files(store: "Store") -> Iterator[tuple[Path, str | None]]:
 
 
 def _iter_ref_files(store: "Store") -> Iterator[tuple[Path, dict[str, Any] | None]]:
-    for kind_dir in sorted(store.refs_dir.iterdir()):
-        if not kind_dir.is_dir():
+    for kind_dir in _entries(store.refs_dir):
+        if not kind_dir.is_dir() or kind_dir.is_symlink():
             yield kind_dir, None
             continue
         for f in kind_dir.iterdir():
@@ -116,13 +135,14 @@ def verify_store(store: "Store", *, deep: bool = False) -> dict[str, Any]:
         totals = dict(c.execute("SELECT name, value FROM totals").fetchall())
         actual = c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs").fetchone()
 
+    problems.extend(_layout_problems(store))
     indexed_blobs = {sha: size for sha, size in blob_rows}
     bytes_hashed = 0
     for sha, size in blob_rows:
         path = store.blob_path(sha)
         try:
             st = os.stat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             problems.append(_problem("missing_blob", f"blob {sha} is indexed but {path} is missing", id=sha))
             continue
         if st.st_size != size:
@@ -136,15 +156,24 @@ def verify_store(store: "Store", *, deep: bool = False) -> dict[str, Any]:
                                                       f"a hard-linked copy may have been edited: run verify --deep",
                                      id=sha))
         if deep:
-            actual_sha = sha256_file(path)
+            try:
+                actual_sha = sha256_file(path)
+            except OSError as exc:
+                problems.append(_problem("unreadable_blob", f"blob {sha}: {path} cannot be read "
+                                                            f"({exc.strerror or exc})", id=sha))
+                continue
             bytes_hashed += size
             if actual_sha != sha:
                 problems.append(_problem("corrupt_blob", f"blob {sha}: content hashes to {actual_sha}", id=sha))
 
+    # The counts name everything looked at: what the index lists and what the folders hold.
+    seen_blobs = set(indexed_blobs)
     for path, sha in _iter_blob_files(store):
         if sha is None:
             problems.append(_problem("stray_file", f"{path} is not a blob", path=str(path)))
-        elif sha not in indexed_blobs:
+            continue
+        seen_blobs.add(sha)
+        if sha not in indexed_blobs:
             problems.append(_problem("unindexed_blob", f"{path} is not in the index", id=sha, path=str(path)))
 
     indexed_trees = {tree for tree, _ in tree_rows}
@@ -152,8 +181,12 @@ def verify_store(store: "Store", *, deep: bool = False) -> dict[str, Any]:
         path = store.manifest_path(tree)
         try:
             _, entries = parse_manifest(path.read_bytes(), origin=path, expected_tree=tree)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             problems.append(_problem("missing_manifest", f"tree {tree}: {path} is missing", id=tree))
+            continue
+        except OSError as exc:
+            problems.append(_problem("unreadable_manifest", f"tree {tree}: {path} cannot be read "
+                                                            f"({exc.strerror or exc})", id=tree))
             continue
         except CorruptManifestError as exc:
             problems.append(_problem("corrupt_manifest", str(exc), id=tree))
@@ -165,10 +198,13 @@ def verify_store(store: "Store", *, deep: bool = False) -> dict[str, Any]:
         if missing:
             problems.append(_problem("tree_missing_blob", f"tree {tree} names {len(missing)} blob(s) not in the "
                                                           f"store, e.g. {missing[0]}", id=tree, blobs=missing))
+    seen_trees = set(indexed_trees)
     for path, tree in _iter_manifest_files(store):
         if tree is None:
             problems.append(_problem("stray_file", f"{path} is not a manifest", path=str(path)))
-        elif tree not in indexed_trees:
+            continue
+        seen_trees.add(tree)
+        if tree not in indexed_trees:
             problems.append(_problem("unindexed_manifest", f"{path} is not in the index", id=tree, path=str(path)))
 
     for sha, have, want in bad_blob_counts:
@@ -198,7 +234,7 @@ def verify_store(store: "Store", *, deep: bool = False) -> dict[str, Any]:
         problems.append(_problem("ref_mismatch", f"ref {key[0]}/{key[1]} is indexed but has no file"))
 
     own = store._writer
-    for entry in store.tmp_dir.iterdir():
+    for entry in _entries(store.tmp_dir):
         if own is not None and entry == own:
             continue
         if entry.is_dir() and entry.name.startswith("w-") and _is_locked(entry / "lock"):
@@ -210,10 +246,10 @@ def verify_store(store: "Store", *, deep: bool = False) -> dict[str, Any]:
     return {
         "ok": not problems,
         "deep": deep,
-        "blobs_checked": len(blob_rows),
+        "blobs_checked": len(seen_blobs),
         "bytes_hashed": bytes_hashed,
-        "trees_checked": len(tree_rows),
-        "refs_checked": len(ref_rows),
+        "trees_checked": len(seen_trees),
+        "refs_checked": len(indexed_refs.keys() | seen_refs),
         "problems": problems,
     }
 
