@@ -21,7 +21,7 @@ import secrets
 import shutil
 from typing import Any
 
-from runicorn.errors import TomlFormatError
+from runicorn.errors import RunicornError, TomlFormatError
 
 BINDING_KIND = "binding"
 
@@ -101,13 +101,18 @@ def refresh_binding_refs(store: Any, *, dry_run: bool = False) -> list[str]:
     gone: list[str] = []
     problems: list[str] = []
     for toml_path in sorted(set(logged) | set(existing)):
-        if _gone(toml_path):
-            _sync(store, toml_path, {}, existing.get(toml_path, {}))
-            gone.append(toml_path)
-            continue
-        wanted = _wanted_for(store, toml_path, problems)
-        if wanted is not None:
-            _sync(store, toml_path, wanted, existing.get(toml_path, {}))
+        # One bad entry (a name no ref can carry, a file that cannot be parsed) is
+        # reported and skipped, keeping its earlier refs: it never stops the gc.
+        try:
+            if _gone(toml_path):
+                _sync(store, toml_path, {}, existing.get(toml_path, {}))
+                gone.append(toml_path)
+                continue
+            wanted = _wanted_for(store, toml_path, problems)
+            if wanted is not None:
+                _sync(store, toml_path, wanted, existing.get(toml_path, {}))
+        except RunicornError as exc:
+            problems.append(f"kept the earlier bindings of {toml_path!r}: {exc}")
     if dry_run:
         return problems
     if gone:
@@ -153,12 +158,15 @@ def rebuild_usage(store: Any) -> None:
     """Re-derive the ``toml_usage`` table from ``artifacts/usage.log`` (index rebuild hook)."""
     import time
 
+    from runicorn.artifacts.install import parse_usage_line
+
     log = store.artifacts_dir / "usage.log"
     try:
-        lines = log.read_bytes().decode("utf-8", "surrogateescape").splitlines()
+        lines = log.read_bytes().decode("utf-8", "surrogateescape").split("\n")
     except FileNotFoundError:
         return
+    paths = [parse_usage_line(line) for line in lines]
     now = time.time()
     with store.index.write() as c:
         c.executemany("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
-                      [(p, now) for p in dict.fromkeys(lines) if p])
+                      [(p, now) for p in dict.fromkeys(paths) if p])

@@ -11,7 +11,9 @@ once.  Bindings keep installed trees alive through refs of kind ``binding``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -46,8 +48,28 @@ def downloads_of(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def binding_ref_name(toml_path: str, name: str, entry: Mapping[str, Any]) -> str:
-    """``<abs toml>#<artifact>#<platform key>``: one ref per bound variant."""
-    return f"{toml_path}#{name}#{platform_key(platform_tags(entry))}"
+    """``<abs toml>#<artifact>#<platform key>``: one ref per bound variant.
+
+    Whatever the directory names and platform tags hold, the name is a valid ref name:
+    ``%``, newline, carriage return and NUL are percent-escaped (and ``#`` in the platform
+    key, so the last two ``#`` still split the name); a name too long for a ref is the
+    file, the artifact and a digest of the rest.
+    """
+    key = _REF_UNSAFE_KEY.sub(_percent, platform_key(platform_tags(entry)))
+    ref = f"{_REF_UNSAFE.sub(_percent, toml_path)}#{name}#{key}"
+    if len(ref) > 4000:
+        import hashlib
+
+        ref = f"~{hashlib.sha256(ref.encode('utf-8', 'surrogateescape')).hexdigest()}#{name}#{key[:256]}"
+    return ref
+
+
+_REF_UNSAFE = re.compile("[%\n\r\x00]")
+_REF_UNSAFE_KEY = re.compile("[%#\n\r\x00]")
+
+
+def _percent(m: "re.Match[str]") -> str:
+    return f"%{ord(m.group()):02X}"
 
 
 def record_usage(store: Store, toml_path: str) -> None:
@@ -61,10 +83,31 @@ def record_usage(store: Store, toml_path: str) -> None:
     """
     known = store.index.scalar("SELECT 1 FROM toml_usage WHERE path = ?", (toml_path,))
     if not known:
-        append_line_durable(store.artifacts_dir / USAGE_LOG, toml_path)
+        append_line_durable(store.artifacts_dir / USAGE_LOG, usage_line(toml_path))
     with store.index.write() as c:
         c.execute("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) "
                   "ON CONFLICT (path) DO UPDATE SET last_seen = excluded.last_seen", (toml_path, time.time()))
+
+
+def usage_line(toml_path: str) -> str:
+    """One ``usage.log`` line for a path: the path itself, or -- when it holds a newline,
+    a carriage return or a backslash, or starts with ``"`` -- a JSON string (ASCII-escaped),
+    so every line is one whole path (``schema/runicorn-toml.md``)."""
+    if "\n" in toml_path or "\r" in toml_path or "\\" in toml_path or toml_path.startswith('"'):
+        return json.dumps(toml_path, ensure_ascii=True)
+    return toml_path
+
+
+def parse_usage_line(line: str) -> str | None:
+    """The path a ``usage.log`` line records (see :func:`usage_line`); None for a line that
+    is not one (torn, or a quoted line that is not a JSON string)."""
+    if not line.startswith('"'):
+        return line or None
+    try:
+        path = json.loads(line)
+    except ValueError:
+        return None
+    return path if isinstance(path, str) and path else None
 
 
 def installed_tree(store: Store, h: str) -> str | None:
