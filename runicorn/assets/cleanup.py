@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from runicorn.errors import RunicornError
 from runicorn.store import open_store
 
 
@@ -35,26 +36,32 @@ def cleanup_orphaned_blobs(storage_root: Path, dry_run: bool = False, *,
     }
 
 
-def _trustworthy_index(store: Any, dry_run: bool = False) -> list[str]:
-    """Make sure the index agrees with the files before deleting by it; return what was done.
+def _trustworthy_index(store: Any, dry_run: bool = False) -> tuple[list[str], list[str]]:
+    """Make sure the index agrees with the files before deleting by it.
 
-    A missing or unreadable index was already rebuilt when the store opened.  Here a
-    cheap consistency check (no manifest is parsed) catches an index that opens but
-    under-counts references: the manifests and ref files on disk must be exactly the
-    trees and refs it knows, every tree must have as many entries as files, and every
-    stored refcount must equal a recount.  Any difference rebuilds the index from the
-    files -- never "no entry, so orphaned".
+    Returns ``(notes, problems)``: what was done, and what still disagrees (then
+    nothing may be deleted).  A missing or unreadable index was already rebuilt when
+    the store opened.  Here a cheap consistency check (no manifest is parsed) catches an
+    index that opens but under-counts references.  It runs inside a write transaction,
+    so a writer between writing a file and its COMMIT is never mistaken for damage.  Any
+    real difference rebuilds the index from the files; the rebuild keeps what live
+    writers hold and what damaged files protected -- never "no entry, so orphaned".
     """
     from runicorn.store.verify import index_disagreements
 
-    problems = index_disagreements(store)
-    if problems:
-        store.rebuild_index()
-        if dry_run:
-            return [f"dry run: index rebuilt from the files before planning ({'; '.join(problems)}); "
-                    "no run content was changed"]
-        return [f"index rebuilt before deleting ({'; '.join(problems)})"]
-    return []
+    with store.index.write() as c:
+        problems = index_disagreements(store, c)
+    if not problems:
+        return [], []
+    report = store.rebuild_index()
+    with store.index.write() as c:
+        left = index_disagreements(store, c)
+    if dry_run:
+        done = (f"dry run: index rebuilt from the files before planning ({'; '.join(problems)}); "
+                "no run content was changed")
+    else:
+        done = f"index rebuilt before deleting ({'; '.join(problems)})"
+    return [done, *report.get("notes", [])], left
 
 
 def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
@@ -172,7 +179,12 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
         result["errors"].append(f"run {run_id!r} not found (not a valid run id)")
         return result
     store = open_store(Path(storage_root).expanduser())
-    result["notes"] = _trustworthy_index(store, dry_run)
+    result["notes"], disagree = _trustworthy_index(store, dry_run)
+    if disagree:
+        result["errors"].append(f"{store.archive}: the index disagrees with the files even after a rebuild "
+                                f"({'; '.join(disagree)}); nothing was deleted: fix or remove the damaged "
+                                "files, then run `runicorn verify --repair`")
+        return result
     run_dir = find_run_dir(store, run_id)
     prefix = run_id + "/"
     refs = [r for r in store.list_refs("run") if r.name.startswith(prefix)]
@@ -209,8 +221,13 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
         result["run_dir_deleted"] = True
     for r in refs:
         store.delete_ref(r.kind, r.name)
-    report = store.gc(grace_seconds=0, trees=doomed) if doomed else \
-        {"trees_deleted": 0, "blobs_deleted": 0, "bytes_freed": 0, "tree_ids": [], "blob_ids": []}
+    report = {"trees_deleted": 0, "blobs_deleted": 0, "bytes_freed": 0, "tree_ids": [], "blob_ids": []}
+    if doomed:
+        try:
+            report = store.gc(grace_seconds=0, trees=doomed)
+        except RunicornError as exc:
+            # The refs are gone, so a later gc may collect the trees; nothing was lost.
+            result["errors"].append(f"the run's content was kept: {exc}")
     result.update(manifests_deleted=report["trees_deleted"], tree_ids=report["tree_ids"],
                   blobs_deleted=report["blobs_deleted"], blob_ids=report["blob_ids"],
                   bytes_freed=report["bytes_freed"])

@@ -69,6 +69,8 @@ def verify(ctx: click.Context, deep: bool, repair: bool, as_json: bool) -> None:
         if repaired is not None:
             click.echo(f"repair: rebuilt index from {repaired['blobs']} blobs, {repaired['trees']} trees, "
                        f"{repaired['refs']} refs; quarantined {len(repaired['quarantined'])} file(s)")
+            for note in repaired["notes"]:
+                click.echo(f"repair: {note}")
             for p in after["problems"]:
                 click.echo(f"still: {p['kind']}: {p['detail']}")
             click.echo(f"after repair: {len(after['problems'])} problem(s)")

@@ -53,7 +53,7 @@ class Index:
             self.created = False
             self._open_read_only(path)
             return
-        self.created = not path.exists()
+        self.created = False
         try:
             self.conn = apsw.Connection(str(path))
             self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
@@ -64,6 +64,10 @@ class Index:
             # A 10,000-file tree touches more pages than the 2 MB default holds; beyond
             # that SQLite spills and re-reads pages mid-transaction (3x slower inserts).
             self.conn.execute("PRAGMA cache_size=-32768")
+            # No schema yet: a new file, or one that lost everything (zero length, a copy
+            # without its pages).  The store rebuilds such an index from its files when it
+            # has any, instead of adopting it as an empty store.
+            self.created = self.version == 0
             self._migrate()
         except apsw.Error as exc:
             raise IndexError_(f"{path}: index database is unusable ({exc.__class__.__name__}: {exc})") from None

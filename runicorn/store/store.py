@@ -26,6 +26,7 @@ import shutil
 import stat
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping
@@ -135,7 +136,10 @@ class Store:
         self._writer_fd: int | None = None
         self._writer_pid = 0
         self._writer_lock = threading.Lock()
-        self._held: set[str] = set()
+        # How many unfinished operations of this process hold each blob or tree: the
+        # index row (one per writer) goes only when the last of them lets go, so one
+        # thread finishing never drops another's protection.
+        self._held: Counter[str] = Counter()
         # A store this process cannot write (read-only mount, someone else's store) still
         # serves every command that only reads; writes are refused with ReadOnlyStoreError.
         self.read_only = os.path.isdir(self.archive) and not os.access(self.archive, os.W_OK)
@@ -480,9 +484,7 @@ class Store:
                 "INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?) "
                 "ON CONFLICT (sha256) DO UPDATE SET touched_at = excluded.touched_at",
                 [(sha, size, now, now) for _, sha, size in unique.values()])
-            c.executemany("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)",
-                          [(writer, sha) for sha in unique])
-            self._held.update(unique)
+            self._acquire_in_tx(c, unique)
         for intent, sha, _ in staged:
             if sha not in moved:
                 try:
@@ -526,13 +528,13 @@ class Store:
             # again (and the damaged file is moved aside when the new one is placed).
             present = [s for s in wanted if s in known and _file_size(f"{blobs_dir}/{s[:2]}/{s}") == known[s]]
             c.executemany("UPDATE blobs SET touched_at = ? WHERE sha256 = ?", [(now, s) for s in present])
-            c.executemany("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)",
-                          [(writer, s) for s in present])
-            self._held.update(present)
+            self._acquire_in_tx(c, present)
         return set(wanted) - set(present)
 
     def release_holds(self, shas: Iterable[str] | None = None) -> None:
-        """Drop this process's gc protection for ``shas`` (all when None)."""
+        """Let go of one hold on each of ``shas`` that the caller's operation took (every
+        hold of this process when None).  Another operation's hold on the same blob or
+        tree stays until it lets go too."""
         if self._writer is None:
             return
         writer = self._writer.name
@@ -541,10 +543,7 @@ class Store:
                 c.execute("DELETE FROM holds WHERE writer = ?", (writer,))
                 self._held.clear()
             else:
-                shas = set(shas)
-                c.executemany("DELETE FROM holds WHERE writer = ? AND sha256 = ?",
-                              [(writer, s) for s in shas])
-                self._held.difference_update(shas)
+                self._release_in_tx(c, set(shas))
 
     # ------------------------------------------------------------------ trees
     def has_tree(self, tree: str) -> bool:
@@ -628,15 +627,33 @@ class Store:
             self._release_in_tx(c, shas)
 
     def _hold_in_tx(self, c: Any, object_id: str) -> None:
-        c.execute("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)", (self.writer_dir().name, object_id))
-        self._held.add(object_id)
+        self._acquire_in_tx(c, (object_id,))
 
-    def _release_in_tx(self, c: Any, shas: set[str]) -> None:
-        held = shas & self._held
-        if held and self._writer is not None:
+    def _acquire_in_tx(self, c: Any, ids: Iterable[str]) -> None:
+        """One more hold on each id (inside the caller's transaction)."""
+        ids = list(ids)
+        if not ids:
+            return
+        writer = self.writer_dir().name
+        c.executemany("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)", [(writer, i) for i in ids])
+        self._held.update(ids)
+
+    def _release_in_tx(self, c: Any, shas: set[str], *, every: bool = False) -> None:
+        """One hold less (``every``: none left) on each of ``shas`` this process holds;
+        the row goes with the last."""
+        if self._writer is None:
+            return
+        gone = []
+        for s in shas:
+            n = self._held.get(s, 0)
+            if n > 1 and not every:
+                self._held[s] = n - 1
+            elif n >= 1:
+                del self._held[s]
+                gone.append(s)
+        if gone:
             c.executemany("DELETE FROM holds WHERE writer = ? AND sha256 = ?",
-                          [(self._writer.name, s) for s in held])
-            self._held.difference_update(held)
+                          [(self._writer.name, s) for s in gone])
 
     def get_manifest(self, tree: str) -> dict[str, Any]:
         """Load and validate a tree's manifest.
@@ -701,8 +718,10 @@ class Store:
         entries: dict[str, TreeEntry] = {}
         for (rel, _, mode), info in zip(files, infos):
             entries[rel] = TreeEntry(info.sha256, mode, info.size)
+        stored: dict[bytes, BlobInfo] = {}
         for rel, target in links:
-            info = self.ingest_bytes(target)
+            # Once per distinct target: each ingest is one hold, and put_tree lets go of one.
+            info = stored.get(target) or stored.setdefault(target, self.ingest_bytes(target))
             entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
         return self.put_tree(entries, source=source if source is not None else str(root.absolute()))
 
@@ -735,7 +754,8 @@ class Store:
                           "created_at = excluded.created_at, meta = excluded.meta",
                           (kind, name, tree, now, json.dumps(record["meta"], sort_keys=True)))
                 c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (now, tree))
-                self._release_in_tx(c, {tree})
+                # The ref keeps the tree now: every put of it by this process is done.
+                self._release_in_tx(c, {tree}, every=True)
         finally:
             intent.unlink(missing_ok=True)
         return Ref(kind, name, tree, now, record["meta"])
@@ -838,13 +858,28 @@ class Store:
             self.recover()
             for spec in GC_ROOT_REFRESHERS:
                 warnings.extend(resolve(spec)(self, dry_run=dry_run) or ())
+        from runicorn.store.verify import files_vs_index
+
         cutoff = time.time() - grace_seconds
         scope = json.dumps(sorted(set(trees))) if trees is not None else None
-        tx = self.index.read() if dry_run else self.index.write()
-        with tx as c:
-            dead_trees, dead_blobs = self._plan_gc(c, cutoff, scope)
-            if not dry_run and (dead_trees or dead_blobs):
-                self._execute_gc(c, dead_trees, dead_blobs)
+        # A write transaction even for a dry run (a read-only store has no writers): every
+        # writer changes a file and its row in one, so inside it the ref files and manifests
+        # on disk must match the index exactly.  If not (damage, a lost WAL), gc deletes nothing.
+        tx = self.index.read if self.read_only else self.index.write
+        for attempt in (1, 2):
+            with tx() as c:
+                problems, notes = files_vs_index(self, c)
+                if not problems:
+                    dead_trees, dead_blobs = self._plan_gc(c, cutoff, scope)
+                    if not dry_run and (dead_trees or dead_blobs):
+                        self._execute_gc(c, dead_trees, dead_blobs)
+                    break
+            if attempt == 1 and not self.read_only:
+                self.recover()  # a writer that died since the first recovery
+        else:
+            raise IndexError_(f"{self.archive}: gc stopped, nothing was deleted: the index disagrees with the "
+                              f"files ({'; '.join(problems)}); run `runicorn verify --repair`")
+        warnings.extend(notes)
         if not dry_run and self._writer is not None:
             shutil.rmtree(self._writer / "trash", ignore_errors=True)
         return {

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from runicorn._lazy import resolve
 from runicorn.errors import CorruptManifestError
-from runicorn.fsutil import blob_perm
+from runicorn.fsutil import atomic_write_bytes, blob_perm, make_dir
 from runicorn.hashing import is_sha256_hex, sha256_file
 from runicorn.store.store import _read_ref_file, nascent_owner_alive, ref_filename
-from runicorn.store.tree import parse_manifest
+from runicorn.store.tree import TreeEntry, build_manifest, compute_tree_id, manifest_bytes, normalize_entries, parse_manifest
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store
@@ -86,29 +86,77 @@ _DANGLING_ENTRIES = ("SELECT e.tree, e.path, e.blob FROM tree_entries e "
                      "WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = e.blob)")
 
 
-def index_disagreements(store: "Store") -> list[str]:
+def ref_files_vs_index(store: "Store", c: Any) -> tuple[list[str], list[str]]:
+    """Compare the ref files on disk with the index's refs (ref files are few).
+
+    Run inside a write transaction of the index: every writer changes a ref file and its
+    row in one transaction, so outside of damage (or a lost WAL) they always agree.
+    Returns ``(problems, warnings)``: a ref file the index lacks or disagrees with, an
+    indexed ref without a file, or a damaged ref file the index has no copy of are
+    problems; a damaged ref file whose ref the index still has is a warning (the
+    index's copy keeps its tree until a person fixes or removes the file).
+    """
+    on_disk: dict[tuple[str, str], str] = {}
+    damaged: list[Path] = []
+    for path, record in _iter_ref_files(store):
+        if record is None:
+            damaged.append(path)
+        else:
+            on_disk[(record["kind"], record["name"])] = record["tree"]
+    indexed = {(k, n): t for k, n, t in c.execute("SELECT kind, name, tree FROM refs")}
+    problems: list[str] = []
+    warnings: list[str] = []
+    covered: set[tuple[str, str]] = set()
+    for path in damaged:
+        copy = [key for key in indexed if key[0] == path.parent.name and ref_filename(key[1]) == path.name
+                and path.parent.parent == store.refs_dir and key not in on_disk]
+        if copy:
+            covered.update(copy)
+            warnings.append(f"{path}: damaged ref file; the index's copy keeps tree {indexed[copy[0]]} "
+                            "until you fix or remove the file")
+        else:
+            problems.append(f"{path}: damaged ref file the index has no copy of")
+    differ = [k for k in on_disk.keys() | indexed.keys()
+              if k not in covered and on_disk.get(k) != indexed.get(k)]
+    if differ:
+        kind, name = sorted(differ)[0]
+        problems.append(f"{len(differ)} ref(s) differ from their files, e.g. {kind}/{name} "
+                        f"(file: {on_disk.get((kind, name))}, index: {indexed.get((kind, name))})")
+    return problems, warnings
+
+
+def files_vs_index(store: "Store", c: Any) -> tuple[list[str], list[str]]:
+    """What gc must check before deleting by the index (inside its write transaction).
+
+    Ref files against the index's refs (:func:`ref_files_vs_index`), and manifests on
+    disk the index does not know (a tree whose rows were lost, or a damaged manifest
+    nobody has looked at): collecting by such an index could delete what they protect.
+    Returns ``(problems, warnings)``.
+    """
+    problems, warnings = ref_files_vs_index(store, c)
+    unindexed = [path for path, tree in _iter_manifest_files(store)
+                 if tree is None or c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None]
+    if unindexed:
+        problems.append(f"{len(unindexed)} manifest file(s) not in the index, e.g. {unindexed[0]}")
+    return problems, warnings
+
+
+def index_disagreements(store: "Store", c: Any) -> list[str]:
     """A cheap check that the index agrees with the files (no manifest is parsed).
 
-    The manifests and ref files on disk must be exactly the trees and refs the index
-    knows, every tree must have as many entries as files, and every stored refcount
-    must equal a recount.  Returns one line per kind of disagreement (empty: agrees).
+    Call inside a write transaction (``store.index.write()``), so no other writer is
+    between changing a file and its COMMIT.  The manifests and ref files on disk must be
+    exactly the trees and refs the index knows, every tree must have as many entries as
+    files, and every stored refcount must equal a recount.  Returns one line per kind
+    of disagreement (empty: agrees).
     """
-    on_disk_trees = {tree for _, tree in _iter_manifest_files(store) if tree is not None}
-    on_disk_refs = {(r["kind"], r["name"], r["tree"]) for _, r in _iter_ref_files(store) if r is not None}
-    with store.index.read() as c:
-        trees = {t for (t,) in c.execute("SELECT tree FROM trees")}
-        refs = {(k, n, t) for k, n, t in c.execute("SELECT kind, name, tree FROM refs")}
-        short_trees = c.execute(
-            "SELECT COUNT(*) FROM trees t WHERE t.file_count != "
-            "(SELECT COUNT(*) FROM tree_entries e WHERE e.tree = t.tree)").fetchone()[0]
-        bad_counts = sum(c.execute(f"SELECT COUNT(*) FROM ({q})").fetchone()[0]
-                         for q in (_BAD_BLOB_COUNTS, _BAD_TREE_COUNTS))
-        dangling = c.execute(f"SELECT COUNT(*) FROM ({_DANGLING_ENTRIES})").fetchone()[0]
-    problems: list[str] = []
-    if on_disk_trees - trees:
-        problems.append(f"{len(on_disk_trees - trees)} manifest(s) not indexed")
-    if on_disk_refs != refs:
-        problems.append(f"{len(on_disk_refs ^ refs)} ref(s) differ from their files")
+    problems, _ = files_vs_index(store, c)
+    short_trees = c.execute(
+        "SELECT COUNT(*) FROM trees t WHERE t.file_count != "
+        "(SELECT COUNT(*) FROM tree_entries e WHERE e.tree = t.tree)").fetchone()[0]
+    bad_counts = sum(c.execute(f"SELECT COUNT(*) FROM ({q})").fetchone()[0]
+                     for q in (_BAD_BLOB_COUNTS, _BAD_TREE_COUNTS))
+    dangling = c.execute(f"SELECT COUNT(*) FROM ({_DANGLING_ENTRIES})").fetchone()[0]
     if short_trees:
         problems.append(f"{short_trees} tree(s) with missing entries")
     if bad_counts:
@@ -271,63 +319,175 @@ def _is_locked(path: Path) -> bool:
 
 
 def rebuild_index(store: "Store", *, deep: bool = False) -> dict[str, Any]:
-    """See :meth:`Store.rebuild_index`."""
+    """See :meth:`Store.rebuild_index`.
+
+    The files are read and the index reconciled inside one write transaction, so no
+    writer is between a file and its COMMIT and nothing committed meanwhile is lost;
+    live writers' holds are never touched.  Slow hashing happens before, outside it.
+    """
     store.recover()
-    quarantined: list[str] = []
-    now = time.time()
-    blobs: list[tuple[str, int, float]] = []
+    # Hash outside the write lock what will need it (every blob when deep; otherwise
+    # only unindexed or writable ones): writers keep going meanwhile.
+    with store.index.read() as c:
+        indexed_before = dict(c.execute("SELECT sha256, size FROM blobs").fetchall())
+    hashed: dict[str, tuple[int, int, int, bool]] = {}
     for path, sha in _iter_blob_files(store):
         if sha is None:
-            quarantined.append(str(store._quarantine(path, "stray")))
-            continue
-        if deep and sha256_file(path) != sha:
-            quarantined.append(str(store._quarantine(path, "corrupt")))
-            continue
-        st = path.stat()
-        if st.st_mode & 0o222:
-            os.chmod(path, blob_perm(st.st_mode))  # read-only again, no more readable than it was
-        blobs.append((sha, st.st_size, st.st_mtime))
-    trees: list[tuple[str, dict[str, Any]]] = []
-    for path, tree in _iter_manifest_files(store):
-        if tree is None:
-            quarantined.append(str(store._quarantine(path, "stray")))
             continue
         try:
-            _, entries = parse_manifest(path.read_bytes(), origin=path, expected_tree=tree)
-        except CorruptManifestError:
-            quarantined.append(str(store._quarantine(path, "corrupt")))
+            st = path.stat()
+        except FileNotFoundError:
             continue
-        trees.append((tree, entries))
-    refs: list[dict[str, Any]] = []
-    for path, record in _iter_ref_files(store):
-        if record is None:
-            quarantined.append(str(store._quarantine(path, "stray")))
-            continue
-        refs.append(record)
+        want = indexed_before.get(sha)
+        if want is not None and want != st.st_size:
+            continue  # quarantined below without reading it
+        if deep or want is None or st.st_mode & 0o222:
+            hashed[sha] = _hash_verdict(path, sha, st)
 
+    quarantined: list[str] = []
+    notes: list[str] = []
+    now = time.time()
     with store.index.write() as c:
-        for table in ("tree_entries", "refs", "trees", "blobs", "holds"):
-            c.execute(f"DELETE FROM {table}")
-        c.execute("UPDATE totals SET value = 0")
+        indexed = dict(c.execute("SELECT sha256, size FROM blobs").fetchall())
+        named_sizes: dict[str, set[int]] = {}
+        for blob, size in c.execute("SELECT blob, size FROM tree_entries"):
+            named_sizes.setdefault(blob, set()).add(size)
+
+        # Trees: the manifests on disk, and what a damaged or missing one protected.
+        manifests: dict[str, dict[str, Any]] = {}
+        damaged_manifests: dict[str, Path] = {}
+        for path, tree in _iter_manifest_files(store):
+            if tree is None:
+                quarantined.append(str(store._quarantine(path, "stray")))
+                continue
+            try:
+                _, entries = parse_manifest(path.read_bytes(), origin=path, expected_tree=tree)
+            except CorruptManifestError:
+                damaged_manifests[tree] = path
+                continue
+            manifests[tree] = entries
+            for e in entries.values():
+                named_sizes.setdefault(e.sha256, set()).add(e.size)
+        indexed_trees = {t for (t,) in c.execute("SELECT tree FROM trees")}
+        for tree in sorted(indexed_trees - manifests.keys()):
+            notes.append(_heal_manifest(store, c, tree, damaged_manifests.get(tree), quarantined))
+        for tree, path in sorted(damaged_manifests.items()):
+            if tree not in indexed_trees:
+                notes.append(f"{path}: damaged manifest the index has no copy of; kept in place, and gc "
+                             "collects nothing until you restore or remove it")
+
+        # Blobs: a file is kept only when its size (and, where read, its hash) agrees
+        # with its name, its index row and every manifest naming it.
+        keep: dict[str, tuple[int, float]] = {}
+        for path, sha in _iter_blob_files(store):
+            if sha is None:
+                quarantined.append(str(store._quarantine(path, "stray")))
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            want = indexed.get(sha)
+            sizes = named_sizes.get(sha, set())
+            if (want is not None and want != st.st_size) or (sizes and sizes != {st.st_size}):
+                quarantined.append(str(store._quarantine(path, "size-mismatch")))
+                continue
+            if deep or want is None or st.st_mode & 0o222:
+                verdict = hashed.get(sha)
+                if verdict is None or verdict[:3] != (st.st_ino, st.st_size, st.st_mtime_ns):
+                    verdict = _hash_verdict(path, sha, st)
+                if not verdict[3]:
+                    quarantined.append(str(store._quarantine(path, "corrupt")))
+                    continue
+            if st.st_mode & 0o222:
+                os.chmod(path, blob_perm(st.st_mode))  # read-only again, no more readable than it was
+            keep[sha] = (st.st_size, st.st_mtime)
+        gone = [s for s in indexed if s not in keep]
+        c.executemany("DELETE FROM blobs WHERE sha256 = ?", [(s,) for s in gone])
         c.executemany("INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?)",
-                      [(sha, size, mtime, now) for sha, size, mtime in blobs])
-        for tree, entries in trees:
+                      [(sha, size, mtime, now) for sha, (size, mtime) in keep.items() if sha not in indexed])
+
+        for tree, entries in manifests.items():
+            count = c.execute("SELECT COUNT(*) FROM tree_entries WHERE tree = ?", (tree,)).fetchone()[0]
+            if tree in indexed_trees and count == len(entries):
+                continue
+            c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
             c.execute("INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
-                      "VALUES (?, ?, ?, 0, ?, ?)",
+                      "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (tree) DO UPDATE SET "
+                      "file_count = excluded.file_count, total_size = excluded.total_size",
                       (tree, len(entries), sum(e.size for e in entries.values()), now, now))
             c.executemany("INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, ?, ?)",
                           [(tree, p, e.sha256, e.mode, e.size) for p, e in entries.items()])
-        c.executemany("INSERT INTO refs (kind, name, tree, created_at, meta) VALUES (?, ?, ?, ?, ?)",
+
+        # Refs: the files are the truth, but a damaged file keeps the index's copy.
+        on_disk: dict[tuple[str, str], dict[str, Any]] = {}
+        damaged_refs: list[Path] = []
+        for path, record in _iter_ref_files(store):
+            if record is None:
+                damaged_refs.append(path)
+            else:
+                on_disk[(record["kind"], record["name"])] = record
+        indexed_refs = {(k, n): t for k, n, t in c.execute("SELECT kind, name, tree FROM refs")}
+        kept_refs: set[tuple[str, str]] = set()
+        for path in damaged_refs:
+            copy = [k for k in indexed_refs if path.parent.parent == store.refs_dir
+                    and k[0] == path.parent.name and ref_filename(k[1]) == path.name and k not in on_disk]
+            kept_refs.update(copy)
+            if copy:
+                notes.append(f"{path}: damaged ref file; kept in place with the index's copy "
+                             f"(tree {indexed_refs[copy[0]]}) until you fix or remove it")
+            else:
+                notes.append(f"{path}: damaged ref file the index has no copy of; kept in place, and gc "
+                             "collects nothing until you fix or remove it")
+        c.executemany("DELETE FROM refs WHERE kind = ? AND name = ?",
+                      [k for k in indexed_refs if k not in on_disk and k not in kept_refs])
+        c.executemany("INSERT INTO refs (kind, name, tree, created_at, meta) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT (kind, name) DO UPDATE SET tree = excluded.tree, meta = excluded.meta",
                       [(r["kind"], r["name"], r["tree"], float(r.get("created_at", now)),
-                        json.dumps(r.get("meta", {}), sort_keys=True)) for r in refs])
+                        json.dumps(r.get("meta", {}), sort_keys=True)) for r in on_disk.values()])
+
+        # Counts from a recount, whatever the triggers saw on the way.
+        c.execute("UPDATE blobs SET refcount = (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = blobs.sha256)")
+        c.execute("UPDATE trees SET refcount = (SELECT COUNT(*) FROM refs r WHERE r.tree = trees.tree)")
+        c.execute("UPDATE totals SET value = (SELECT COUNT(*) FROM blobs) WHERE name = 'blob_count'")
+        c.execute("UPDATE totals SET value = (SELECT COALESCE(SUM(size), 0) FROM blobs) WHERE name = 'blob_bytes'")
+        counts = [c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("blobs", "trees", "refs")]
     for spec in REBUILD_HOOKS:
         resolve(spec)(store)
     return {
-        "blobs": len(blobs),
-        "trees": len(trees),
-        "refs": len(refs),
+        "blobs": counts[0],
+        "trees": counts[1],
+        "refs": counts[2],
         "quarantined": quarantined,
+        "notes": [n for n in notes if n],
     }
+
+
+def _hash_verdict(path: Path, sha: str, st: os.stat_result) -> tuple[int, int, int, bool]:
+    """``(ino, size, mtime_ns, content matches its name)`` of a blob file."""
+    try:
+        ok = sha256_file(path) == sha
+    except FileNotFoundError:
+        ok = False
+    return st.st_ino, st.st_size, st.st_mtime_ns, ok
+
+
+def _heal_manifest(store: "Store", c: Any, tree: str, damaged: Path | None, quarantined: list[str]) -> str:
+    """An indexed tree whose manifest is damaged or missing: write it again from the
+    index's entries when they reproduce the tree id (the damaged copy is quarantined);
+    otherwise keep the index's rows, and with them every blob they name."""
+    rows = c.execute("SELECT path, blob, mode, size FROM tree_entries WHERE tree = ?", (tree,)).fetchall()
+    entries = {p: TreeEntry(b, m, s) for p, b, m, s in rows}
+    where = damaged or store.manifest_path(tree)
+    if not entries or compute_tree_id(entries) != tree:
+        return (f"{where}: manifest {'damaged' if damaged else 'missing'} and the index's copy is incomplete; "
+                "the index's entries are kept (they keep their blobs) until you decide")
+    data = manifest_bytes(build_manifest(tree, normalize_entries(entries)))
+    if damaged is not None:
+        quarantined.append(str(store._quarantine(damaged, "corrupt")))
+    make_dir(store.manifest_path(tree).parent, store.dir_mode)
+    atomic_write_bytes(store.manifest_path(tree), data, staging_dir=store.writer_dir(), mode=0o444)
+    return f"{where}: manifest {'damaged' if damaged else 'missing'}; written again from the index's entries"
 
 
 # Functions (``"module:function"``, called with the store) that re-derive other index

@@ -100,6 +100,10 @@ def build_big_index(root: Path, blobs: int, trees: int) -> None:
                           ((tree, f"f{i}", f"{i:064x}") for i in range(t * per_tree, (t + 1) * per_tree)))
             c.execute("INSERT INTO refs (kind, name, tree, created_at, meta) VALUES ('pin', ?, ?, ?, '{}')",
                       (f"t{t}", tree, now))
+            # gc checks the ref files on disk against the index: they must exist too
+            ref = store.ref_path("pin", f"t{t}")
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(json.dumps({"kind": "pin", "name": f"t{t}", "tree": tree, "created_at": now, "meta": {}}))
     store.close()
 
 
