@@ -226,7 +226,7 @@ def test_typo_in_a_pin_ref_file_then_delete_run_keeps_the_pinned_tree(tmp_path: 
     cli(root, "restore", tree, str(tmp_path / "out2"))
 
 
-def test_damaged_manifest_without_an_index_copy_stops_gc(tmp_path: Path) -> None:
+def test_damaged_manifest_without_an_index_copy_keeps_every_blob(tmp_path: Path) -> None:
     root = tmp_path / "st"
     src, tree = pinned(root, tmp_path)
     manifest = root / "archive" / "manifests" / tree[:2] / f"{tree}.json"
@@ -235,13 +235,35 @@ def test_damaged_manifest_without_an_index_copy_stops_gc(tmp_path: Path) -> None
     (root / "archive" / "index.sqlite3").write_bytes(b"")  # and the index lost
     for suffix in ("-wal", "-shm"):
         Path(str(root / "archive" / "index.sqlite3") + suffix).unlink(missing_ok=True)
-    proc = cli(root, "gc", "--grace", "0", check=1)
-    assert "manifest file(s) not in the index" in proc.stderr
-    assert all(p.exists() for p in (root / "archive" / "blobs").rglob("*") if p.is_file())
-    assert manifest.exists(), "nothing a person must decide about is moved or deleted"
+    blobs = sorted(p for p in (root / "archive" / "blobs").rglob("*") if p.is_file())
+    assert len(blobs) == 5
+    gc = cli(root, "gc", "--grace", "0")
+    assert "damaged manifest set aside" in gc.stderr and "collects no blob" in gc.stderr
+    assert "deleted 0 tree(s) and 0 blob(s)" in gc.stdout
+    assert all(p.exists() for p in blobs)
+    kept = [p for p in (root / "archive" / "quarantine").iterdir() if "damaged-manifest" in p.name]
+    assert len(kept) == 1, "the damaged manifest waits in quarantine for a person"
     repaired = cli(root, "verify", "--repair", check=1)
-    assert "damaged manifest the index has no copy of" in repaired.stdout
-    assert len(list((root / "archive" / "blobs").rglob("*/*"))) == 5
+    assert "dangling_ref" in repaired.stdout  # the pin names a tree no manifest describes
+    kept[0].unlink()  # the person decided
+    cli(root, "unpin", "important")
+    cli(root, "gc", "--grace", "0")
+    assert not any(p.exists() for p in blobs)
+
+
+def test_manifest_with_an_unstorable_path_keeps_the_blobs_it_names(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    with Store(root) as s:
+        keep = s.ingest_bytes(b"named by the damaged manifest")
+        other = s.ingest_bytes(b"named by nothing")
+        bad = s.manifest_path("ab" * 32)
+        bad.parent.mkdir(parents=True, exist_ok=True)
+        bad.write_text('{"files": {"x": {"sha256": "%s"}}, "format": "broken"}' % keep.sha256)
+    cli(root, "verify", "--repair")
+    gc = cli(root, "gc", "--grace", "0")
+    assert "gc keeps the 1 blob(s) it names" in gc.stderr
+    with Store(root) as s:
+        assert s.blob_path(keep.sha256).exists() and not s.blob_path(other.sha256).exists()
 
 
 # ---------------------------------------------------------------- 5. holds belong to the operation

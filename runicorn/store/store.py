@@ -858,7 +858,7 @@ class Store:
             self.recover()
             for spec in GC_ROOT_REFRESHERS:
                 warnings.extend(resolve(spec)(self, dry_run=dry_run) or ())
-        from runicorn.store.verify import files_vs_index
+        from runicorn.store.verify import files_vs_index, kept_by_damaged_manifests
 
         cutoff = time.time() - grace_seconds
         scope = json.dumps(sorted(set(trees))) if trees is not None else None
@@ -871,6 +871,9 @@ class Store:
                 problems, notes = files_vs_index(self, c)
                 if not problems:
                     dead_trees, dead_blobs = self._plan_gc(c, cutoff, scope)
+                    kept, damaged = kept_by_damaged_manifests(self)
+                    notes.extend(damaged)
+                    dead_blobs = [] if kept is None else [b for b in dead_blobs if b[0] not in kept]
                     if not dry_run and (dead_trees or dead_blobs):
                         self._execute_gc(c, dead_trees, dead_blobs)
                     break

@@ -125,6 +125,41 @@ def ref_files_vs_index(store: "Store", c: Any) -> tuple[list[str], list[str]]:
     return problems, warnings
 
 
+# Quarantine tag of a damaged manifest nothing else describes: gc keeps what it may name.
+DAMAGED_MANIFEST = "damaged-manifest"
+
+
+def kept_by_damaged_manifests(store: "Store") -> tuple[set[str] | None, list[str]]:
+    """Blobs that damaged manifests set aside in ``quarantine/`` may name, and warnings.
+
+    Every SHA-256 in a readable file is kept; an unreadable one (torn, not JSON) could
+    name anything, so then None: gc collects no blob at all until a person deletes it.
+    """
+    import re
+
+    kept: set[str] | None = set()
+    warnings: list[str] = []
+    try:
+        found = sorted(p for p in store.quarantine_dir.iterdir() if f"-{DAMAGED_MANIFEST}-" in p.name)
+    except FileNotFoundError:
+        return kept, warnings
+    for path in found:
+        try:
+            text = path.read_text("utf-8", errors="surrogateescape")
+            json.loads(text)
+        except (OSError, ValueError):
+            kept = None
+            warnings.append(f"{path}: damaged manifest set aside; it may name any blob, so gc collects no "
+                            "blob until you delete it")
+            continue
+        shas = set(re.findall(r"[0-9a-f]{64}", text))
+        if kept is not None:
+            kept |= shas
+        warnings.append(f"{path}: damaged manifest set aside; gc keeps the {len(shas)} blob(s) it names "
+                        "until you delete it")
+    return kept, warnings
+
+
 def files_vs_index(store: "Store", c: Any) -> tuple[list[str], list[str]]:
     """What gc must check before deleting by the index (inside its write transaction).
 
@@ -373,8 +408,10 @@ def rebuild_index(store: "Store", *, deep: bool = False) -> dict[str, Any]:
             notes.append(_heal_manifest(store, c, tree, damaged_manifests.get(tree), quarantined))
         for tree, path in sorted(damaged_manifests.items()):
             if tree not in indexed_trees:
-                notes.append(f"{path}: damaged manifest the index has no copy of; kept in place, and gc "
-                             "collects nothing until you restore or remove it")
+                moved = store._quarantine(path, DAMAGED_MANIFEST)
+                quarantined.append(str(moved))
+                notes.append(f"{path}: damaged manifest the index has no copy of; set aside as {moved}, "
+                             "and gc keeps every blob it may name until you delete it")
 
         # Blobs: a file is kept only when its size (and, where read, its hash) agrees
         # with its name, its index row and every manifest naming it.
