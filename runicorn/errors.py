@@ -7,6 +7,39 @@ object involved and the cause.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
+# How each surface spells an option when a message names it: the Python keyword argument,
+# or the command-line flag (None: that surface has no such option).  The CLI switches to
+# its spelling with :func:`cli_spelling`; library messages call :func:`option`.
+OPTIONS: dict[str, tuple[str, str | None]] = {
+    "force": ("force=True", "--force"),
+    "force_snapshot": ("force_snapshot=True", "--force"),
+    "overwrite": ("overwrite=True", "--overwrite"),
+    "extra_excludes": ("extra_excludes=[...]", "--exclude PATTERN"),
+    "toml": ("toml=PATH", "--toml PATH"),
+    "limits": ("max_total_bytes= / max_files=", None),
+}
+_cli_spelling = False
+
+
+def option(name: str) -> str | None:
+    """``name`` (a key of :data:`OPTIONS`) as the calling surface spells it, or None."""
+    python, cli = OPTIONS[name]
+    return cli if _cli_spelling else python
+
+
+@contextlib.contextmanager
+def cli_spelling() -> Iterator[None]:
+    """Messages raised inside name command-line flags instead of Python arguments."""
+    global _cli_spelling
+    before, _cli_spelling = _cli_spelling, True
+    try:
+        yield
+    finally:
+        _cli_spelling = before
+
 
 class RunicornError(Exception):
     """Base class for all errors Runicorn raises on purpose."""

@@ -242,3 +242,93 @@ def test_an_unwritable_store_is_not_called_an_unreadable_source(tmp_path: Path, 
     assert_clean_error(r, str(blobs), "cannot write to the store", "permissions")
     assert ".rnignore" not in r.stderr and "cannot be read" not in r.stderr
     assert cli("verify").returncode == 0
+
+
+# ---------------------------------------------------------------- item 13: flags, not arguments; gc grace
+PY_SPELLINGS = ("force=True", "force_snapshot=True", "overwrite=True", "extra_excludes", "toml=PATH")
+
+
+def test_each_surface_names_its_own_options(tmp_path: Path, _isolated_storage: Path) -> None:
+    import runicorn as rn
+    from runicorn.errors import ArtifactError
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for i in range(5):
+        (ws / f"f{i}.txt").write_text(f"{i}\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a").write_text("a\n")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    assert cli("bind", "d", str(data), cwd=proj).returncode == 0
+    tree = _snapshot(ws)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    cases = [  # (argv, cwd, what the CLI must say)
+        (["bind", "d", str(data)], proj, "--force"),
+        (["restore", tree, str(tmp_path / "full")], None, "--overwrite"),
+        (["status"], tmp_path, "--toml PATH"),
+    ]
+    for argv, cwd, flag in cases:
+        r = cli(*argv, cwd=cwd)
+        assert r.returncode == 1 and flag in r.stderr, (argv, r.stderr)
+        assert not any(p in r.stderr for p in PY_SPELLINGS), r.stderr
+    # From Python, the same errors name keyword arguments.
+    from runicorn.assets.snapshot import _limit_error
+
+    python = str(_limit_error(Path("/w"), "files", 3, 2))
+    assert "extra_excludes=" in python and "force_snapshot=True" in python and "max_files=" in python
+    with pytest.raises(ArtifactError, match=r"use force=True"):
+        rn.bind_artifact(str(proj / "Runicorn.toml"), "d", "0" * 64)
+    from runicorn.assets.restore import restore_from_manifest
+    from runicorn.store import Store
+
+    with Store(_isolated_storage) as s:
+        with pytest.raises(Exception, match=r"pass overwrite=True"):
+            restore_from_manifest(s.manifest_path(tree), s.blobs_dir, tmp_path / "full")
+
+
+def test_snapshot_over_the_limit_names_cli_flags(tmp_path: Path) -> None:
+    """The library default limit is 200,000 files; a smaller one is only reachable from
+    Python, so the CLI wording is checked on a real over-limit snapshot run in a child."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for i in range(3):
+        (ws / f"f{i}").write_text("x")
+    code = ("import sys\n"
+            "import runicorn.assets.snapshot as s\n"
+            "s.DEFAULT_MAX_FILES = 2\n"
+            "s.snapshot_workspace.__kwdefaults__['max_files'] = 2\n"
+            "from runicorn.cli import main\n"
+            "sys.exit(main(['snapshot', sys.argv[1]]))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(ws)], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("error: snapshot of ") and "limit 2" in r.stderr, r.stderr
+    assert "--exclude PATTERN" in r.stderr and "--force" in r.stderr and "Traceback" not in r.stderr
+    assert not any(p in r.stderr for p in PY_SPELLINGS), r.stderr
+
+
+def test_gc_says_what_waits_for_the_grace_period(tmp_path: Path, _isolated_storage: Path) -> None:
+    import json
+    import time
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "a.txt").write_text("alpha\n")
+    tree = _snapshot(ws)
+    assert cli("unpin", tree).returncode == 0
+    before = time.time()
+    r = cli("gc")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "deleted 0 tree(s) and 0 blob(s), 0 B"
+    assert lines[1].startswith("kept by the grace period (1h): 1 tree(s) and 2 blob(s), ")
+    assert "collectable from " in lines[1] and "--grace 0" in lines[1]
+    report = json.loads(cli("gc", "--dry-run", "--grace", "30m", "--json").stdout)
+    w = report["waiting"]
+    assert (w["trees"], w["blobs"]) == (1, 2) and w["bytes"] > 0
+    assert before + 1800 - 60 < w["first_at"] <= w["last_at"] < time.time() + 1800
+    r = cli("gc", "--grace", "0")
+    assert r.stdout.splitlines() == [f"deleted 1 tree(s) and 2 blob(s), {w['bytes']} B"], r.stdout
+    assert json.loads(cli("gc", "--json").stdout)["waiting"] == {
+        "trees": 0, "blobs": 0, "bytes": 0, "first_at": None, "last_at": None}

@@ -229,10 +229,11 @@ def test_live_run_is_not_deleted_until_its_process_is_gone() -> None:
         for dry in (True, False):
             r = delete_run_completely(run_id, root, dry_run=dry)
             assert r["success"] is False and not r["run_dir_deleted"]
-            assert f"still running (pid {proc.pid})" in r["errors"][0] and "--force" in r["errors"][0]
+            assert f"still running (pid {proc.pid})" in r["errors"][0] and "pass force=True" in r["errors"][0]
         assert run_dir.is_dir()
         res = CliRunner().invoke(main, ["delete-run", run_id])
         assert res.exit_code == 1 and "still running" in res.output and run_dir.is_dir()
+        assert "pass --force" in res.output and "force=True" not in res.output  # each surface, its own flag
     finally:
         proc.kill()
         proc.communicate(timeout=60)

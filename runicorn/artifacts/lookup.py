@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from runicorn.artifacts.toml_read import TOML_NAMES, ParsedToml, entry_hash, load_toml
-from runicorn.errors import ArtifactError, ArtifactNotInstalledError, TomlFormatError
+from runicorn.errors import ArtifactError, ArtifactNotInstalledError, TomlFormatError, option
 
 # Called as f(name, tree_hash, path) each time artifact() hands out a path; the runs
 # package registers one to record a run's inputs.  Empty by default, so it costs nothing.
@@ -63,7 +63,7 @@ def find_toml(caller_file: str | None) -> str:
         _cwd_toml.pop(cwd, None)  # a TOML may be created later; do not remember absence
         start = os.path.dirname(os.path.abspath(caller_file)) if caller_file and not caller_file.startswith("<") else cwd
         raise ArtifactError(f"no {' / '.join(TOML_NAMES)} found upward from {start} or from the "
-                            f"working directory {cwd}; pass toml=PATH")
+                            f"working directory {cwd}; pass {option('toml')}")
     return found
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from runicorn.artifacts.platform import normalize_platform, platform_key, platform_tags
-from runicorn.errors import ArtifactError, TomlFormatError
+from runicorn.errors import ArtifactError, TomlFormatError, option
 from runicorn.fsutil import atomic_write_text, open_locked
 from runicorn.hashing import is_sha256_hex, is_tree_id
 
@@ -160,7 +160,7 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
         existing = doc.get(name)
         if tags is None:
             if existing is not None and not force:
-                raise ArtifactError(f"{toml_path}: artifact {name!r} is already bound; use force=True (--force)")
+                raise ArtifactError(f"{toml_path}: artifact {name!r} is already bound; use {option('force')}")
             if existing is not None and isinstance(existing, dict):
                 _update_in_place(existing, tree, downloads, lazy)
             elif existing is not None:
@@ -177,7 +177,7 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
         if not isinstance(existing, list):
             if not force:
                 raise ArtifactError(f"{toml_path}: artifact {name!r} is bound without a platform; "
-                                    "use force=True (--force) to replace it with platform variants")
+                                    f"use {option('force')} to replace it with platform variants")
             aot = tomlkit.aot()
             aot.append(table)
             doc[name] = aot
@@ -186,7 +186,7 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
             if platform_key(platform_tags(dict(variant))) == key:
                 if not force:
                     raise ArtifactError(f"{toml_path}: artifact {name!r} is already bound for platform "
-                                        f"{key}; use force=True (--force)")
+                                        f"{key}; use {option('force')} to replace it")
                 _update_in_place(variant, tree, downloads, lazy)
                 return
         existing.append(table)

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from runicorn.errors import RunicornError
+from runicorn.errors import RunicornError, option
 from runicorn.store import open_store
 
 
@@ -196,7 +196,7 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
         if pid is not None:
             result["run_dir"] = str(run_dir)
             result["errors"].append(f"run {run_id} is still running (pid {pid}); "
-                                    "pass force=True / --force to delete it anyway")
+                                    f"pass {option('force')} to delete it anyway")
             return result
     orphaned, kept, doomed, blobs = _plan(store, run_id, refs)
     outputs = _count_files(run_dir) if run_dir is not None else 0

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from runicorn.errors import BlobNotFoundError, IntegrityError, RunicornError, UnsafePathError
+from runicorn.errors import BlobNotFoundError, IntegrityError, RunicornError, UnsafePathError, option
 from runicorn.fsutil import current_umask, fsync_dir, narrowed_perm, start_writeback, syncfs, syncfs_in_background, write_all
 from runicorn.hashing import is_sha256_hex
 from runicorn.relpath import safe_join, validate_relpath
@@ -283,10 +283,12 @@ def _check_target(target: Path, overwrite: bool) -> None:
     if overwrite:
         return
     if not stat.S_ISDIR(st.st_mode):
-        raise TargetExistsError(f"{target}: exists and is not a directory (pass overwrite=True or --overwrite to replace it)")
+        raise TargetExistsError(f"{target}: exists and is not a directory (pass {option('overwrite')} "
+                                f"to replace it)")
     with os.scandir(target) as it:
         if any(True for _ in it):
-            raise TargetExistsError(f"{target}: exists and is not empty (pass overwrite=True or --overwrite to replace it)")
+            raise TargetExistsError(f"{target}: exists and is not empty (pass {option('overwrite')} "
+                                    f"to replace it)")
 
 
 def _publish(staging: Path, target: Path, overwrite: bool) -> None:

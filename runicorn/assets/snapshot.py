@@ -41,6 +41,7 @@ from runicorn.errors import (
     StorageFullError,
     StoreWriteError,
     UnsafePathError,
+    option,
 )
 from runicorn.fsutil import StagedFile, atomic_write_text, narrowed_perm
 from runicorn.hashing import sha256_bytes
@@ -373,10 +374,12 @@ def read_ignore_file(root: Path, ignore_file: str, *, create_default: bool = Tru
 
 
 def _limit_error(root: Path, what: str, value: int, limit: int) -> ValueError:
+    limits = option("limits")
     return ValueError(
         f"snapshot of {root} would hold {what} {value:,} > limit {limit:,}; exclude large or "
-        f"generated files in {root / '.rnignore'} or extra_excludes, raise the limit, "
-        f"or pass force_snapshot=True")
+        f"generated files in {root / '.rnignore'} or with {option('extra_excludes')}, "
+        + (f"raise the limit ({limits}), " if limits else "")
+        + f"or pass {option('force_snapshot')}")
 
 
 def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, int]],

@@ -80,10 +80,11 @@ class LazyGroup(click.Group):
         return cmd if cmd_name in _NO_STORAGE else _with_storage_option(cmd)
 
     def invoke(self, ctx: click.Context) -> Any:
-        from runicorn.errors import RunicornError
+        from runicorn.errors import RunicornError, cli_spelling
 
         try:
-            return super().invoke(ctx)
+            with cli_spelling():  # library messages name --flags, not keyword arguments
+                return super().invoke(ctx)
         except RunicornError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)

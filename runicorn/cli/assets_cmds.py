@@ -112,7 +112,9 @@ def snapshot(ctx: click.Context, root: Path, out_zip: Path | None, excludes: tup
             root, out_zip, extra_excludes=list(excludes), force_snapshot=force,
             storage=storage_from(ctx), progress=p))
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        from runicorn.errors import RunicornError
+
+        raise RunicornError(str(exc)) from None
     if as_json:
         echo_json(result)
         return

@@ -22,6 +22,15 @@ def _human(n: float) -> str:
     return str(n)
 
 
+def _clock(t: float) -> str:
+    """A local time, with the date only when it is not today."""
+    import time
+
+    lt = time.localtime(t)
+    same_day = time.localtime()[:3] == lt[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", lt)
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -102,6 +111,13 @@ def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bo
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {report['trees_deleted']} tree(s) and {report['blobs_deleted']} blob(s), "
                f"{_human(report['bytes_freed'])}")
+    w = report["waiting"]
+    if w["trees"] or w["blobs"]:
+        when = _clock(w["first_at"]) if w["last_at"] - w["first_at"] < 60 else \
+            f"{_clock(w['first_at'])} (all by {_clock(w['last_at'])})"
+        click.echo(f"kept by the grace period ({grace}): {w['trees']} tree(s) and {w['blobs']} blob(s), "
+                   f"{_human(w['bytes'])}, unreferenced but used within it; collectable from {when} "
+                   f"(or now with --grace 0)")
     if verbose or dry_run:
         for t in report["tree_ids"]:
             click.echo(f"  tree {t}")

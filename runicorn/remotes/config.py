@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from runicorn.errors import option
 from runicorn.remotes.errors import RemoteError
 
 PROJECT_FILE = "runicorn-remotes.toml"
@@ -209,7 +210,7 @@ def add_remote(path: Path, name: str, url: str, *, endpoint: str | None = None, 
         table = doc["remotes"]
         if name in table and not force:
             raise RemoteError(f"{path}: remote {name!r} exists ({table[name].get('url')}); "
-                              "remove it first or pass --force")
+                              f"remove it first or pass {option('force')}")
         if default:
             for other in table.values():
                 if isinstance(other, dict) and "default" in other:

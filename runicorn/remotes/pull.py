@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, Iterator
 
-from runicorn.errors import IntegrityError
+from runicorn.errors import IntegrityError, option
 from runicorn.hashing import is_sha256_hex
 from runicorn.remotes import layout
 from runicorn.remotes.errors import RemoteError
@@ -208,7 +208,7 @@ def _set_local_ref(store: Store, cache: RemoteCache, spec: RefSpec, etag: str, f
         store.release_holds({spec.tree})
     elif local is not None and not force:
         row.update(status="conflict", local_tree=local.tree,
-                   detail=f"local {spec.label} is {local.tree[:12]}; pull --force to replace it")
+                   detail=f"local {spec.label} is {local.tree[:12]}; pull with {option('force')} to replace it")
         store.release_holds({spec.tree})
         return row
     else:
@@ -241,7 +241,7 @@ def _recreate_run(store: Store, spec: RefSpec, force: bool) -> str:
         if _dir_tree(store, target) == spec.tree:
             return f"unchanged at {target}"
         if not force:
-            return f"kept the local run directory {target} (it differs; pull --force replaces it)"
+            return f"kept the local run directory {target} (it differs; pull with {option('force')} replaces it)"
     target.parent.mkdir(parents=True, exist_ok=True)
     restore_from_manifest(store.manifest_path(spec.tree), store.blobs_dir, target, overwrite=force, link="copy")
     meta = read_meta(target) or {}

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from runicorn.errors import IntegrityError
+from runicorn.errors import IntegrityError, option
 from runicorn.remotes import layout
 from runicorn.remotes.errors import RemoteConflictError, RemoteError
 from runicorn.store import Store
@@ -257,7 +257,7 @@ def _write_ref(b: Any, cache: RemoteCache, spec: RefSpec, current: dict[str, Any
             row.update(status="conflict", remote_tree=current["tree"],
                        detail=f"the remote's {spec.label} is {current['tree'][:12]} (from "
                               f"{current.get('pushed_from', '?')}), which this store never saw; "
-                              "pull it first, or push --force to overwrite")
+                              f"pull it first, or push with {option('force')} to overwrite")
             return row
     try:
         new_etag = b.put_cas(key, layout.ref_record(spec.kind, spec.name, spec.tree, spec.meta), etag)

@@ -844,7 +844,9 @@ class Store:
 
         ``trees`` limits collection to those trees and the blobs only they used (how a
         run deletion frees exactly its own content).  Blobs held by a live writer are
-        never taken.  A dry run reports exactly what a real run would delete.
+        never taken.  A dry run reports exactly what a real run would delete.  ``waiting``
+        reports what only the grace period keeps (counts, bytes, and when it becomes
+        collectable: ``first_at`` .. ``last_at``).
         """
         warnings: list[str] = []
         if self.read_only:
@@ -860,7 +862,8 @@ class Store:
                 warnings.extend(resolve(spec)(self, dry_run=dry_run) or ())
         from runicorn.store.verify import files_vs_index, kept_by_damaged_manifests
 
-        cutoff = time.time() - grace_seconds
+        now = time.time()
+        cutoff = now - grace_seconds
         scope = json.dumps(sorted(set(trees))) if trees is not None else None
         # A write transaction even for a dry run (a read-only store has no writers): every
         # writer changes a file and its row in one, so inside it the ref files and manifests
@@ -874,6 +877,7 @@ class Store:
                     kept, damaged = kept_by_damaged_manifests(self)
                     notes.extend(damaged)
                     dead_blobs = [] if kept is None else [b for b in dead_blobs if b[0] not in kept]
+                    waiting = self._waiting_for_grace(c, now, grace_seconds, scope, dead_trees, dead_blobs, kept)
                     if not dry_run and (dead_trees or dead_blobs):
                         self._execute_gc(c, dead_trees, dead_blobs)
                     break
@@ -893,8 +897,30 @@ class Store:
             "bytes_freed": sum(size for _, size in dead_blobs),
             "tree_ids": [t for t, _ in dead_trees],
             "blob_ids": [b for b, _ in dead_blobs],
+            "waiting": waiting,
             "warnings": warnings,
         }
+
+    def _waiting_for_grace(self, c: Any, now: float, grace_seconds: float, scope: str | None,
+                           dead_trees: list[tuple[str, int]], dead_blobs: list[tuple[str, int]],
+                           kept: set[str] | None) -> dict[str, Any]:
+        """What only the grace period keeps: unreferenced trees and blobs touched within it,
+        and when they become collectable (``first_at``/``last_at``, Unix seconds, or None).
+        ``kept``: blobs damaged manifests may still name (None: every blob), never counted."""
+        all_trees, all_blobs = self._plan_gc(c, now, scope) if grace_seconds > 0 else ([], [])
+        all_blobs = [] if kept is None else [b for b in all_blobs if b[0] not in kept]
+        gone_t, gone_b = {t for t, _ in dead_trees}, {b for b, _ in dead_blobs}
+        trees = [t for t, _ in all_trees if t not in gone_t]
+        blobs = [(b, size) for b, size in all_blobs if b not in gone_b]
+        first = last = None
+        if trees or blobs:
+            row = c.execute(
+                "SELECT MIN(t), MAX(t) FROM (SELECT touched_at AS t FROM trees WHERE tree IN "
+                "(SELECT value FROM json_each(?)) UNION ALL SELECT touched_at FROM blobs WHERE sha256 IN "
+                "(SELECT value FROM json_each(?)))", (json.dumps(trees), json.dumps([b for b, _ in blobs]))).fetchone()
+            first, last = row[0] + grace_seconds, row[1] + grace_seconds
+        return {"trees": len(trees), "blobs": len(blobs), "bytes": sum(size for _, size in blobs),
+                "first_at": first, "last_at": last}
 
     def _plan_gc(self, c: Any, cutoff: float, scope: str | None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
         tree_sql = ("SELECT tree, total_size FROM trees WHERE refcount = 0 AND touched_at < ? "
