@@ -21,7 +21,7 @@ import pytest
 from runicorn.assets.restore import restore_from_manifest
 from runicorn.store import Store
 
-SOAK_SECONDS = float(os.environ.get("RUNICORN_SOAK_SECONDS", "40"))
+SOAK_SECONDS = float(os.environ.get("RUNICORN_SOAK_SECONDS", "30"))
 SHARED = [f"shared content {i}\n".encode() * (50 * (i + 1)) for i in range(6)]
 
 MAKE_RUN = ("import sys, runicorn as rn\n"

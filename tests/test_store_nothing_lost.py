@@ -324,6 +324,22 @@ def test_failed_extraction_keeps_another_callers_hold(tmp_path: Path) -> None:
     s.close()
 
 
+def test_a_tree_resolved_for_binding_is_held_until_its_ref_is_set(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    src = workspace(tmp_path)
+    with Store(root) as s:
+        tree = s.ingest_directory(src)
+        s.pin(tree)
+        s.unpin(tree)  # garbage now: only what resolves it for a ref may keep it
+    binder = Store(root)
+    assert binder.resolve_tree(tree[:10], hold=True) == tree
+    with Store(root) as collector:
+        assert collector.gc(grace_seconds=0)["trees_deleted"] == 0  # gc between resolve and bind
+    binder.set_ref("binding", "demo", tree)  # not "tree ... is not in the store"
+    assert binder.index.scalar("SELECT COUNT(*) FROM holds") == 0, "the ref ended the hold"
+    binder.close()
+
+
 # ---------------------------------------------------------------- 12. repair never re-adopts a bad blob
 def test_repair_never_readopts_a_grown_blob(tmp_path: Path) -> None:
     root = tmp_path / "st"

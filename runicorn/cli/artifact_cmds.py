@@ -96,7 +96,7 @@ def bind(ctx: click.Context, name: str, source: str, toml: str | None, lazy: boo
         materialize(store, tree)
         archive_src = src
     else:
-        tree = store.resolve_tree(source)
+        tree = store.resolve_tree(source, hold=True)  # gc must not take it before it is bound
     downloads: list[dict[str, Any]] = []
     if archive_out:
         sha = archive_artifact(tree, archive_out, store=store)

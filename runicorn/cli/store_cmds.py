@@ -132,7 +132,7 @@ def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bo
 def pin(ctx: click.Context, tree: str, name: str | None) -> None:
     """Keep TREE (an id or unique prefix) alive across gc."""
     with _store(ctx) as store:
-        ref = store.pin(store.resolve_tree(tree), name)
+        ref = store.pin(store.resolve_tree(tree, hold=True), name)
     click.echo(f"pinned {ref.tree} as pin/{ref.name}")
 
 

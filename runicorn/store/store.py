@@ -681,12 +681,24 @@ class Store:
             raise TreeNotFoundError(f"tree {tree} is not in the store at {self.root}")
         return {p: TreeEntry(b, m, s) for p, b, m, s in rows}
 
-    def resolve_tree(self, prefix: str) -> str:
+    def resolve_tree(self, prefix: str, *, hold: bool = False) -> str:
         """Expand a unique tree-id prefix (at least 6 hex digits).
+
+        ``hold``: also hold the tree against gc for this operation, in the transaction
+        that finds it, so a ref set next (which ends the hold) cannot find it collected.
 
         Raises:
             TreeNotFoundError: no tree, or several, match.
         """
+        tree = self._resolve_tree(prefix)
+        if hold:
+            with self.index.write() as c:
+                if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
+                    raise TreeNotFoundError(f"tree {tree} is not in the store at {self.root}")
+                self._hold_in_tx(c, tree)
+        return tree
+
+    def _resolve_tree(self, prefix: str) -> str:
         prefix = prefix.lower()
         if is_sha256_hex(prefix):
             if self.has_tree(prefix):
