@@ -403,6 +403,91 @@ def publish_link(staged: Path, dest: Path) -> bool:
         return True
 
 
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """Remove a directory tree of any depth (or a file), without recursion.
+
+    Subdirectories are renamed up into the top directory as they are found, so the walk
+    never goes deeper than one level: no RecursionError, no path longer than PATH_MAX,
+    two descriptors at a time.  Symlinks are removed, never followed.  A missing path is
+    not an error.
+
+    Raises:
+        OSError: an entry cannot be removed (permissions, I/O).
+    """
+    path = os.fspath(path)
+    try:
+        top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(path)
+        return
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        os.unlink(path)  # a symlink
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        while True:
+            with os.scandir(top) as it:
+                names = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            if not names:
+                break
+            for name, is_dir in names:
+                if not is_dir:
+                    os.unlink(name, dir_fd=top)
+                    continue
+                fd = os.open(name, flags, dir_fd=top)
+                try:
+                    with os.scandir(fd) as it:
+                        inner = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+                    for sub, sub_is_dir in inner:
+                        if sub_is_dir:
+                            os.rename(sub, f".rn-flat-{os.urandom(8).hex()}", src_dir_fd=fd, dst_dir_fd=top)
+                        else:
+                            os.unlink(sub, dir_fd=fd)
+                finally:
+                    os.close(fd)
+                os.rmdir(name, dir_fd=top)
+    finally:
+        os.close(top)
+    os.rmdir(path)
+
+
+def lock_dir(path: str | os.PathLike[str]) -> int:
+    """Hold an exclusive ``flock`` on a directory this process just created; return the
+    descriptor (closing it releases the lock, as a crash does).  Others learn whether
+    its owner still lives with :func:`abandoned`."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def abandoned(path: str | os.PathLike[str]) -> bool:
+    """True when the directory exists and no live process holds its :func:`lock_dir` lock
+    (its owner was killed, or finished without removing it)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 @contextlib.contextmanager
 def open_locked(path: Path, *, shared: bool = False, blocking: bool = True) -> Iterator[int]:
     """Hold an ``flock`` on ``path`` (created if missing) for the duration.

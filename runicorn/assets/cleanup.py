@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
 from pathlib import Path
 from typing import Any
 
 from runicorn.errors import RunicornError, option
+from runicorn.fsutil import abandoned, atomic_write_json, lock_dir, remove_tree
 from runicorn.store import open_store
+
+DELETING_MARK = ".rn-deleting-"
 
 
 def cleanup_orphaned_blobs(storage_root: Path, dry_run: bool = False, *,
@@ -208,13 +210,25 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
                       bytes_freed=sum(n for _, n in blobs))
         return result
     trash: Path | None = None
+    lock: int | None = None
+    note: Path | None = None
     if run_dir is not None:
         # Renamed aside first, before anything is deleted: the run disappears at once, and
         # a directory that cannot be moved leaves the run (refs, trees, row) untouched.
-        trash = run_dir.parent / f".{run_id}.rn-deleting-{secrets.token_hex(4)}"
+        # The rename is the commit point.  The directory stays locked and named in a note
+        # of this writer until the end: if this process is killed, the store's recovery
+        # (or gc, for a directory without a note) finishes the deletion.
+        trash = run_dir.parent / f".{run_id}{DELETING_MARK}{secrets.token_hex(4)}"
         try:
+            lock = lock_dir(run_dir)
+            note = store.writer_dir() / f"deleting-{secrets.token_hex(6)}.json"
+            atomic_write_json(note, {"run_id": run_id, "trash": str(trash)})
             os.rename(run_dir, trash)
         except OSError as exc:
+            if lock is not None:
+                os.close(lock)
+            if note is not None:
+                note.unlink(missing_ok=True)
             result["errors"].append(f"{run_dir}: could not move the run directory aside ({exc.strerror}); "
                                     "nothing was deleted")
             return result
@@ -233,14 +247,56 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
                   bytes_freed=report["bytes_freed"])
     if trash is not None:
         try:
-            shutil.rmtree(trash)
+            remove_tree(trash)
         except OSError as exc:
             result["errors"].append(f"{trash}: the run directory was moved here but could not be removed "
                                     f"({exc.strerror}); delete it by hand")
     with store.index.write() as c:
         c.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+    if lock is not None:
+        os.close(lock)
+    if note is not None:
+        note.unlink(missing_ok=True)
     result["success"] = not result["errors"]
     return result
 
 
-__all__ = ["cleanup_orphaned_blobs", "delete_run_completely"]
+def interrupted_deletions(store: Any) -> list[tuple[str, Path]]:
+    """``(run_id, directory)`` of every ``.<run>.rn-deleting-*`` directory below the store's
+    runs that no live process is deleting (a delete-run was killed after its commit point)."""
+    from runicorn.runs.index import iter_runs_parents, valid_run_id
+
+    found = []
+    for runs in iter_runs_parents(store.root):
+        try:
+            with os.scandir(runs) as it:
+                names = [e.name for e in it if DELETING_MARK in e.name and e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        for name in names:
+            run_id = name[1:].split(DELETING_MARK, 1)[0]
+            if name.startswith(".") and valid_run_id(run_id) and abandoned(runs / name):
+                found.append((run_id, runs / name))
+    return sorted(found)
+
+
+def finish_interrupted_deletions(store: Any, *, dry_run: bool = False) -> list[str]:
+    """Finish the run deletions a killed ``delete-run`` left (see :func:`interrupted_deletions`):
+    the run's refs and row go, then its directory; its trees become collectable.  A run
+    whose directory is back under its own name keeps its refs.  Runs before every gc (and
+    an index rebuild); a dry run only reports.  Returns one line per deletion."""
+    lines = []
+    for run_id, trash in interrupted_deletions(store):
+        if dry_run:
+            lines.append(f"would finish the interrupted deletion of run {run_id} ({trash})")
+            continue
+        if not (trash.parent / run_id).exists():
+            with store.index.write() as c:
+                store._drop_run_refs(c, run_id)
+        remove_tree(trash)
+        lines.append(f"finished the interrupted deletion of run {run_id} ({trash})")
+    return lines
+
+
+__all__ = ["cleanup_orphaned_blobs", "delete_run_completely", "interrupted_deletions",
+           "finish_interrupted_deletions"]

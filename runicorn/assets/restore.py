@@ -11,7 +11,10 @@ Safety rules, checked before anything is written:
 A restore is all-or-nothing: everything is written into
 ``<parent>/.<name>.rn-restore-<random>`` on the target's filesystem, synced, and only
 then renamed onto ``target_dir``.  If any blob is missing nothing is written and the
-result lists them in ``missing_blobs`` (``success`` is False).
+result lists them in ``missing_blobs`` (``success`` is False).  The restore holds a lock on
+its staging directory; one left by a killed restore (lock free) is removed by the next
+restore of the same target, and -- when restoring from a store -- by the store's recovery
+(any command that opens the store next, ``gc`` included), which ``verify`` reports.
 """
 
 from __future__ import annotations
@@ -26,7 +29,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runicorn.errors import BlobNotFoundError, IntegrityError, RunicornError, UnsafePathError, option
-from runicorn.fsutil import current_umask, fsync_dir, narrowed_perm, start_writeback, syncfs, syncfs_in_background, write_all
+from runicorn.fsutil import (
+    abandoned,
+    current_umask,
+    fsync_dir,
+    lock_dir,
+    narrowed_perm,
+    remove_tree,
+    start_writeback,
+    syncfs,
+    syncfs_in_background,
+    write_all,
+)
 from runicorn.hashing import is_sha256_hex
 from runicorn.relpath import safe_join, validate_relpath
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, parse_manifest, path_key
@@ -190,8 +204,13 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
     _check_not_the_store(target, blob_root)
     _check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.rn-restore-{secrets.token_hex(6)}"
+    sweep_abandoned_restores(target)
+    staging = target.parent / f".{target.name}{RESTORE_MARK}{secrets.token_hex(6)}"
     os.mkdir(staging, 0o700)
+    # Held until the end: a staging directory whose lock is free was left by a killed
+    # restore, and the next restore of this target (or the store's recovery) removes it.
+    staging_lock = lock_dir(staging)
+    note = _note_staging(blob_root, staging)
     methods: dict[str, int] = {}
     try:
         dirs = sorted({"/".join(p.split("/")[:i]) for p in entries for i in range(1, p.count("/") + 1)},
@@ -249,17 +268,66 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
             syncfs(staging)  # one group sync: the renamed tree is complete even after a crash
         _publish(staging, target, overwrite)
     except _MissingBlob:
-        shutil.rmtree(staging, ignore_errors=True)
+        _discard(staging)
         missing = _missing(blob_root, entries)
         result["missing_blobs"] = missing
         result["errors"] = [f"{len(missing)} blob(s) missing from {blob_root}; nothing was restored"]
         return result
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _discard(staging)
         raise
+    finally:
+        os.close(staging_lock)
+        if note is not None:
+            note.unlink(missing_ok=True)
     result.update(success=True, restored_count=len(entries), methods=methods,
                   total_bytes=sum(e.size for e in entries.values()))
     return result
+
+
+RESTORE_MARK = ".rn-restore-"
+
+
+def _discard(staging: Path) -> None:
+    try:
+        remove_tree(staging)
+    except OSError:
+        pass  # left with its lock free: the next restore of the target removes it
+
+
+def sweep_abandoned_restores(target: Path) -> list[str]:
+    """Remove the staging directories of earlier restores of ``target`` that were killed
+    (``.<name>.rn-restore-*`` beside it whose lock no live process holds); return them."""
+    prefix = f".{target.name}{RESTORE_MARK}"
+    removed = []
+    try:
+        with os.scandir(target.parent) as it:
+            stale = [e.path for e in it if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return removed
+    for path in stale:
+        if abandoned(path):
+            remove_tree(path)
+            removed.append(path)
+    return removed
+
+
+def _note_staging(blob_root: Path, staging: Path) -> Path | None:
+    """When restoring from a store this process may write, name the staging directory in
+    the store's writer directory: if the restore is killed, the store's recovery (every
+    command that opens it next; gc, verify) finds and removes it."""
+    archive = blob_root.parent
+    if blob_root.name != "blobs" or archive.name != "archive" or not (archive / "index.sqlite3").is_file():
+        return None
+    from runicorn.fsutil import atomic_write_json
+    from runicorn.store import open_store
+
+    store = open_store(archive.parent)
+    if store.read_only:
+        return None
+    note = store.writer_dir() / f"restore-{secrets.token_hex(6)}.json"
+    atomic_write_json(note, {"staging": str(staging)})
+    return note
 
 
 def _check_not_the_store(target: Path, blob_root: Path) -> None:

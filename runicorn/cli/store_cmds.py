@@ -70,6 +70,8 @@ def verify(ctx: click.Context, deep: bool, repair: bool, as_json: bool) -> None:
     if as_json:
         echo_json({"before": before, "repair": repaired, "after": after} if repair else before)
     else:
+        for line in before.get("recovered", []):
+            click.echo(f"recovered: {line}")
         for p in before["problems"]:
             click.echo(f"{p['kind']}: {p['detail']}")
         click.echo(f"checked {before['blobs_checked']} blobs, {before['trees_checked']} trees, "

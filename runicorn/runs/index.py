@@ -46,10 +46,10 @@ def upsert_run(store: "Store", run_id: str, path: str, run_dir: Path, status: st
                   "status = excluded.status", (run_id, path, rel, status, created_at))
 
 
-def iter_run_dirs(root: Path) -> list[Path]:
-    """Every ``.../runs/<run_id>/`` with a ``meta.json`` below a storage root.
+def iter_runs_parents(root: Path) -> list[Path]:
+    """Every ``.../runs/`` directory (below a project path) of a storage root.
 
-    Does not descend into run directories themselves, nor into the store's own folders.
+    Does not descend into the store's own folders, hidden folders or past ``_MAX_DEPTH``.
     """
     found: list[Path] = []
     stack: list[tuple[Path, int]] = [(root, 0)]
@@ -64,16 +64,27 @@ def iter_run_dirs(root: Path) -> list[Path]:
             if depth == 0 and child.name in RESERVED_TOP:
                 continue
             if child.name == "runs" and depth > 0:
-                try:
-                    with os.scandir(child.path) as runs:
-                        for r in runs:
-                            if r.is_dir(follow_symlinks=False) and valid_run_id(r.name) \
-                                    and os.path.isfile(os.path.join(r.path, "meta.json")):
-                                found.append(Path(r.path))
-                except OSError:
-                    pass
+                found.append(Path(child.path))
             elif depth < _MAX_DEPTH and not child.name.startswith("."):
                 stack.append((Path(child.path), depth + 1))
+    return sorted(found)
+
+
+def iter_run_dirs(root: Path) -> list[Path]:
+    """Every ``.../runs/<run_id>/`` with a ``meta.json`` below a storage root.
+
+    Does not descend into run directories themselves, nor into the store's own folders.
+    """
+    found: list[Path] = []
+    for runs_dir in iter_runs_parents(root):
+        try:
+            with os.scandir(runs_dir) as runs:
+                for r in runs:
+                    if r.is_dir(follow_symlinks=False) and valid_run_id(r.name) \
+                            and os.path.isfile(os.path.join(r.path, "meta.json")):
+                        found.append(Path(r.path))
+        except OSError:
+            pass
     return sorted(found)
 
 

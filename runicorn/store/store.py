@@ -49,11 +49,13 @@ from runicorn.errors import (
 )
 from runicorn.fsutil import (
     StagedFile,
+    abandoned,
     atomic_write_json,
     blob_perm,
     fsync_dir,
     make_dir,
     publish_link,
+    remove_tree,
     rename_noreplace,
     syncfs,
 )
@@ -77,6 +79,7 @@ DEFAULT_GC_GRACE_SECONDS = 3600.0
 # that own refs (artifact bindings of Runicorn.toml files) bring them up to date first.
 # A refresher may return warnings (strings) for the gc report.
 GC_ROOT_REFRESHERS: list[str] = [
+    "runicorn.assets.cleanup:finish_interrupted_deletions",
     "runicorn.artifacts.gcroots:refresh_binding_refs",
 ]
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -1024,6 +1027,10 @@ class Store:
                     actions.append(self._recover_ref(c, f))
                 elif name == "trash" and f.is_dir():
                     actions.extend(self._recover_trash(c, f))
+                elif name.startswith("restore-") and name.endswith(".json"):
+                    actions.append(_remove_noted_dir(f, "staging", ".rn-restore-", "an interrupted restore"))
+                elif name.startswith("deleting-") and name.endswith(".json"):
+                    actions.append(self._finish_deletion(c, f))
         return [a for a in actions if a]
 
     def _recover_blob(self, c: Any, f: Path, sha: str) -> str:
@@ -1065,6 +1072,30 @@ class Store:
         c.executemany("INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, ?, ?)",
                       [(tree, p, e.sha256, e.mode, e.size) for p, e in entries.items()])
         return f"adopted tree {tree[:12]}"
+
+    def _finish_deletion(self, c: Any, note: Path) -> str:
+        """Finish a run deletion killed after its commit point (the run directory renamed
+        to ``.<run>.rn-deleting-*``): the run's refs and row go, then the directory.
+        Killed before that rename, nothing was deleted and nothing is done."""
+        try:
+            record = json.loads(note.read_text("utf-8"))
+            run_id, trash = str(record["run_id"]), Path(record["trash"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+        if ".rn-deleting-" not in trash.name or not trash.is_dir() or not abandoned(trash):
+            return ""
+        self._drop_run_refs(c, run_id)
+        remove_tree(trash)
+        return f"finished the interrupted deletion of run {run_id} ({trash})"
+
+    def _drop_run_refs(self, c: Any, run_id: str) -> None:
+        """Delete run ``run_id``'s refs (files and rows) and row inside transaction ``c``."""
+        names = [n for (n,) in c.execute("SELECT name FROM refs WHERE kind = 'run'") if
+                 n == run_id or n.startswith(run_id + "/")]
+        for name in names:
+            self.ref_path("run", name).unlink(missing_ok=True)
+            c.execute("DELETE FROM refs WHERE kind = 'run' AND name = ?", (name,))
+        c.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
     def _recover_ref(self, c: Any, f: Path) -> str:
         try:
@@ -1206,6 +1237,19 @@ def _file_size(path: str) -> int:
         return os.stat(path).st_size
     except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file stands at blobs/<aa>
         return -1
+
+
+def _remove_noted_dir(note: Path, key: str, mark: str, what: str) -> str:
+    """Remove the directory a dead writer's note names (``note[key]``) when its name has
+    ``mark`` and no live process holds its lock; return what was done."""
+    try:
+        target = Path(json.loads(note.read_text("utf-8"))[key])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if mark not in target.name or not abandoned(target):
+        return ""
+    remove_tree(target)
+    return f"removed {target}, left by {what}"
 
 
 def _move_if_exists(src: Path, dest: Path) -> None:
