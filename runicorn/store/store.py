@@ -900,7 +900,7 @@ class Store:
                 self.recover()  # a writer that died since the first recovery
         else:
             raise IndexError_(f"{self.archive}: gc stopped, nothing was deleted: the index disagrees with the "
-                              f"files ({'; '.join(problems)}); run `runicorn verify --repair`")
+                              f"files ({'; '.join(problems)}); fix or remove damaged files, then run `runicorn verify --repair`")
         warnings.extend(notes)
         if not dry_run and self._writer is not None:
             shutil.rmtree(self._writer / "trash", ignore_errors=True)
