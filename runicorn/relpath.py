@@ -2,7 +2,8 @@
 
 A *safe relative path* is a POSIX path that stays below the directory it is joined to:
 not absolute, no ``..`` or ``.`` components, no empty components, no NUL or newline,
-valid UTF-8, at most ``MAX_DEPTH`` components and ``MAX_PATH_BYTES`` bytes.
+valid UTF-8, at most ``MAX_DEPTH`` components and ``MAX_PATH_BYTES`` bytes, each component
+at most ``MAX_NAME_BYTES`` bytes.
 
 The last two rules are the one rule for names and depth everywhere (snapshots, archives,
 manifests, restores, sync): a name that is not UTF-8 (a lone surrogate after Python's
@@ -22,6 +23,7 @@ from runicorn.errors import UnsafePathError
 
 MAX_DEPTH = 255  # components; documented in schema/manifest.md
 MAX_PATH_BYTES = 4095  # UTF-8 bytes, as Linux PATH_MAX less its NUL
+MAX_NAME_BYTES = 255  # UTF-8 bytes per component, as NAME_MAX: longer cannot be restored
 
 
 def validate_relpath(rel: str, *, what: str = "path", portable: bool = False) -> str:
@@ -34,7 +36,8 @@ def validate_relpath(rel: str, *, what: str = "path", portable: bool = False) ->
         UnsafePathError: if the path is empty, absolute, contains ``..``/``.``/empty
             components, a backslash-drive prefix, NUL or a newline (or, when
             ``portable``, a backslash), is not valid UTF-8, or is deeper than
-            ``MAX_DEPTH`` / longer than ``MAX_PATH_BYTES``.
+            ``MAX_DEPTH`` / longer than ``MAX_PATH_BYTES`` / has a component longer than
+            ``MAX_NAME_BYTES``.
     """
     if not isinstance(rel, str) or not rel:
         raise UnsafePathError(f"empty {what}")
@@ -49,6 +52,11 @@ def validate_relpath(rel: str, *, what: str = "path", portable: bool = False) ->
         if part in ("", ".", ".."):
             raise UnsafePathError(f"{what} {rel!r} has a forbidden component {part!r}")
     check_name_and_depth(rel, len(parts), what=what)
+    if len(rel) > MAX_NAME_BYTES // 4:  # shorter paths cannot hold a too-long name
+        for part in parts:
+            if len(part) > MAX_NAME_BYTES // 4 and len(part.encode("utf-8")) > MAX_NAME_BYTES:
+                raise UnsafePathError(f"{what} {short_repr(rel)} has a name of {len(part.encode('utf-8'))} "
+                                      f"bytes; the limit is {MAX_NAME_BYTES}")
     return rel
 
 

@@ -259,7 +259,8 @@ def _decoder_errors() -> tuple[type[BaseException], ...]:
     """What tarfile, zipfile and the decompressors raise on bad input.
 
     Besides their own error types: ``EOFError`` (truncated), ``zlib.error``, ``lzma.LZMAError``, ``NotImplementedError`` (an unsupported zip
-    compression method), ``RuntimeError`` (an encrypted zip member) and
+    compression method), ``RuntimeError`` (an encrypted zip member), ``UnicodeDecodeError``
+    (a zip name flagged UTF-8 that is not) and
     ``zstandard.ZstdError`` when ``zstandard`` is loaded.
     """
     import lzma
@@ -269,7 +270,7 @@ def _decoder_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile,
                                          EOFError, zlib.error, lzma.LZMAError,
-                                         NotImplementedError, RuntimeError]
+                                         NotImplementedError, RuntimeError, UnicodeDecodeError]
     zstd = sys.modules.get("zstandard")
     if zstd is not None and hasattr(zstd, "ZstdError"):
         errors.append(zstd.ZstdError)

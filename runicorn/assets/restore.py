@@ -237,7 +237,11 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
                 try:
                     if entry.mode == MODE_LINK:
                         with open(blob, "rb") as f:
-                            os.symlink(os.fsdecode(f.read()), dest)
+                            link_target = f.read(entry.size + 1)
+                        if len(link_target) != entry.size or b"\0" in link_target:
+                            raise IntegrityError(f"{blob}: the symlink target of {rel!r} is not {entry.size} "
+                                                 f"bytes without NUL; nothing was restored")
+                        os.symlink(os.fsdecode(link_target), dest)
                         how = "symlink"
                     else:
                         how = _write_file(blob, dest, entry, link, umask)

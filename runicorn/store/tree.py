@@ -25,6 +25,7 @@ MODE_FILE = "100644"
 MODE_EXEC = "100755"
 MODE_LINK = "120000"
 MODES = frozenset({MODE_FILE, MODE_EXEC, MODE_LINK})
+MAX_LINK_TARGET_BYTES = 4095  # PATH_MAX less its NUL
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ def coerce_entry(path: str, value: Any) -> TreeEntry:
 
     Raises:
         UnsafePathError: bad path.
-        ValueError: bad hash, mode or size.
+        ValueError: bad hash, mode or size (a symlink's target must be 1 to 4095 bytes).
     """
     validate_relpath(path, what="tree path")
     if isinstance(value, TreeEntry):
@@ -62,6 +63,10 @@ def coerce_entry(path: str, value: Any) -> TreeEntry:
         raise ValueError(f"tree path {path!r}: mode {entry.mode!r} is not one of {sorted(MODES)}")
     if not isinstance(entry.size, int) or isinstance(entry.size, bool) or entry.size < 0:
         raise ValueError(f"tree path {path!r}: size {entry.size!r} is not a non-negative integer")
+    if entry.mode == MODE_LINK and not 0 < entry.size <= MAX_LINK_TARGET_BYTES:
+        # What the OS can create: no empty link, no target longer than PATH_MAX.
+        raise ValueError(f"tree path {path!r}: a symlink target of {entry.size} bytes (1 to "
+                         f"{MAX_LINK_TARGET_BYTES} can be restored)")
     return entry
 
 
