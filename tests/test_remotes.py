@@ -187,3 +187,45 @@ def test_cli_help_and_one_line_errors(tmp_path: Path) -> None:
         assert p.returncode == 1, args
         assert "Traceback" not in p.stderr
         assert text in p.stdout + p.stderr, (args, p.stdout, p.stderr)
+
+
+def test_remote_add_refuses_a_store_that_overwrites_existing_keys(tmp_path: Path) -> None:
+    """A store without create-only writes (here: a directory backend whose create
+    overwrites, as an S3 store ignoring If-None-Match would) is refused for shared use."""
+    from runicorn.remotes.backend import FileBackend
+    from runicorn.remotes.errors import RemoteError
+    from runicorn.remotes.maintenance import probe
+
+    class Overwriting(FileBackend):
+        def put_create(self, key: str, data: bytes | Path) -> bool:  # type: ignore[override]
+            self.put_replace(key, data if isinstance(data, bytes) else data.read_bytes())
+            return True
+
+    root = tmp_path / "r"
+    root.mkdir()
+    with pytest.raises(RemoteError, match="does not enforce create-only writes"):
+        probe(Overwriting(root, f"file://{root}"))
+    assert not (root / "config.json").exists()
+    assert not list((root / "locks").iterdir())  # the probe object is removed
+    probe(FileBackend(root, f"file://{root}"))  # the real one passes and gets its config.json
+    assert json.loads((root / "config.json").read_text())["format"] == "runicorn-remote"
+
+
+def test_remote_list_remove_and_project_file(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    remote = make_remote("file", tmp_path, request)
+    s = tmp_path / "s"
+    project = tmp_path / "proj"
+    (project / "sub").mkdir(parents=True)
+    rn(["remote", "add", "team", *remote.add_args(), "--project", "--default"], storage=s, cwd=project)
+    rn(["remote", "add", "mine", str(tmp_path / "other")], storage=s, cwd=project)
+    rows = rn_json(["remote", "list"], storage=s, cwd=project / "sub")  # found upward
+    assert [(r["name"], r["default"]) for r in rows] == [("mine", False), ("team", True)]
+    p = rn(["remote", "add", "mine", str(tmp_path / "x")], storage=s, cwd=project, check=False)
+    assert p.returncode == 1 and "exists" in p.stderr
+    p = rn(["remote", "remove", "team"], storage=s, cwd=project, check=False)
+    assert p.returncode == 1 and "--project" in p.stderr
+    rn(["remote", "remove", "team", "--project"], storage=s, cwd=project)
+    rn(["remote", "remove", "mine"], storage=s, cwd=project)
+    assert rn_json(["remote", "list"], storage=s, cwd=project) == []
+    p = rn(["pull", "nothing-here", "--remote", remote.url], storage=s, check=False)
+    assert p.returncode == 1 and "is not a pin, run or tree on file:" in p.stderr
