@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -40,6 +40,25 @@ def _report_refs(report: dict[str, Any]) -> None:
         click.echo(line)
         if row.get("detail"):
             click.echo(f"  {row['detail']}", err=True)
+
+
+def _transfer(ctx: click.Context, remote_name: str | None, verb: str, as_json: bool,
+              run: Callable[[Any, Any, Any], dict[str, Any]], summary: str) -> None:
+    """Open the remote, run a push or pull with a byte progress bar, report; exit 1 on conflicts."""
+    remote_, backend = _open(ctx, remote_name)
+    bar = _progress(f"{verb} {remote_.name}")
+    try:
+        report = run(remote_, backend, bar)
+    finally:
+        bar.close()
+        backend.close()
+    if as_json:
+        echo_json(report)
+    else:
+        _report_refs(report)
+        click.echo(summary.format(**report))
+    if not report["ok"]:
+        ctx.exit(1)
 
 
 @click.group("remote")
@@ -201,21 +220,10 @@ def push(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, 
     resolve_remote(_root(ctx), remote_name)  # a missing remote is the first thing to say
     store = open_store(storage_from(ctx))
     specs = resolve_specs(store, targets, artifacts=artifacts, everything=everything)
-    remote_, backend = _open(ctx, remote_name)
-    bar = _progress(f"push {remote_.name}")
-    try:
-        report = do_push(store, remote_, backend, specs, force=force, jobs=jobs, progress=bar)
-    finally:
-        bar.close()
-        backend.close()
-    if as_json:
-        echo_json(report)
-    else:
-        _report_refs(report)
-        click.echo(f"sent {report['blobs_uploaded']} blob(s) ({report['bytes_uploaded']} bytes) and "
-                   f"{report['manifests_uploaded']} manifest(s) to {report['remote']}")
-    if not report["ok"]:
-        ctx.exit(1)
+    _transfer(ctx, remote_name, "push", as_json,
+              lambda r, b, bar: do_push(store, r, b, specs, force=force, jobs=jobs, progress=bar),
+              "sent {blobs_uploaded} blob(s) ({bytes_uploaded} bytes) and {manifests_uploaded} manifest(s) "
+              "to {remote}")
 
 
 @click.command()
@@ -236,19 +244,7 @@ def pull(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, 
     if not targets and not everything:
         raise RemoteError("nothing to pull: give TREE, PIN or RUN_ID arguments, or --all")
     store = open_store(storage_from(ctx))
-    remote_, backend = _open(ctx, remote_name)
-    bar = _progress(f"pull {remote_.name}")
-    try:
-        report = do_pull(store, remote_, backend, targets, everything=everything, force=force, jobs=jobs,
-                         progress=bar)
-    finally:
-        bar.close()
-        backend.close()
-    if as_json:
-        echo_json(report)
-    else:
-        _report_refs(report)
-        click.echo(f"received {report['blobs_downloaded']} blob(s) ({report['bytes_downloaded']} bytes) "
-                   f"from {report['remote']}")
-    if not report["ok"]:
-        ctx.exit(1)
+    _transfer(ctx, remote_name, "pull", as_json,
+              lambda r, b, bar: do_pull(store, r, b, targets, everything=everything, force=force, jobs=jobs,
+                                        progress=bar),
+              "received {blobs_downloaded} blob(s) ({bytes_downloaded} bytes) from {remote}")

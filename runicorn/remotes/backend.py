@@ -25,7 +25,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Iterator, NamedTuple, Protocol
+from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
 from runicorn.remotes.errors import RemoteConflictError, RemoteError
 
@@ -56,6 +56,32 @@ class Backend(Protocol):
 
 def content_etag(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_object(opener: Callable[[], Any], max_bytes: int | None) -> tuple[bytes, str] | None:
+    """Read a whole object (at most ``max_bytes + 1`` bytes) from a file-like ``opener()``;
+    None when it does not exist.  The etag is the SHA-256 of the bytes."""
+    try:
+        with opener() as f:
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    except FileNotFoundError:
+        return None
+    return data, content_etag(data)
+
+
+def read_chunks(opener: Callable[[], Any], where: str) -> Iterator[bytes]:
+    """Stream an object from a file-like ``opener()`` in :data:`CHUNK` pieces.
+
+    Raises:
+        RemoteError: the object does not exist.
+    """
+    try:
+        f = opener()
+    except FileNotFoundError:
+        raise RemoteError(f"{where}: missing on the remote") from None
+    with f:
+        while chunk := f.read(CHUNK):
+            yield chunk
 
 
 def mutex_cas(backend: "Backend", key: str, data: bytes, expected: str | None) -> str:
@@ -125,21 +151,10 @@ class FileBackend:
         return self.root / key
 
     def get(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str] | None:
-        try:
-            with open(self._path(key), "rb") as f:
-                data = f.read() if max_bytes is None else f.read(max_bytes + 1)
-        except FileNotFoundError:
-            return None
-        return data, content_etag(data)
+        return read_object(lambda: open(self._path(key), "rb"), max_bytes)
 
     def get_chunks(self, key: str) -> Iterator[bytes]:
-        try:
-            f = open(self._path(key), "rb")
-        except FileNotFoundError:
-            raise RemoteError(f"{self.url}/{key}: missing on the remote") from None
-        with f:
-            while chunk := f.read(CHUNK):
-                yield chunk
+        return read_chunks(lambda: open(self._path(key), "rb"), f"{self.url}/{key}")
 
     def head(self, key: str) -> ObjectInfo | None:
         try:

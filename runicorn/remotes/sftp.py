@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from runicorn.remotes.backend import CHUNK, ObjectInfo, content_etag, mutex_cas
+from runicorn.remotes.backend import CHUNK, ObjectInfo, mutex_cas, read_chunks, read_object
 from runicorn.remotes.errors import RemoteError
 
 
@@ -56,22 +56,15 @@ class SftpBackend:
         return posixpath.join(self.root, key)
 
     def get(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str] | None:
-        try:
-            with self.sftp.open(self._p(key), "rb") as f:
-                data = f.read() if max_bytes is None else f.read(max_bytes + 1)
-        except FileNotFoundError:
-            return None
-        return data, content_etag(data)
+        return read_object(lambda: self.sftp.open(self._p(key), "rb"), max_bytes)
 
     def get_chunks(self, key: str) -> Iterator[bytes]:
-        try:
+        def opener() -> Any:
             f = self.sftp.open(self._p(key), "rb")
-        except FileNotFoundError:
-            raise RemoteError(f"{self.url}/{key}: missing on the remote") from None
-        with f:
-            f.prefetch()
-            while chunk := f.read(CHUNK):
-                yield chunk
+            f.prefetch()  # pipelined reads: one round trip is not paid per chunk
+            return f
+
+        return read_chunks(opener, f"{self.url}/{key}")
 
     def head(self, key: str) -> ObjectInfo | None:
         try:

@@ -35,7 +35,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from runicorn.errors import IntegrityError, RunicornError, StorageFullError
 from runicorn.fsutil import blob_perm, current_umask, start_writeback, syncfs, syncfs_in_background, write_all
@@ -162,25 +162,56 @@ class BlobBatch:
             IntegrityError: the bytes hash to something else.
             StorageFullError: no space left while staging.
         """
+        sha, total = self._stage_chunks(chunks, origin, expected_sha256, refused="; refused")
+        self.sizes[sha] = total
+        return total
+
+    def _stream(self, fd: int, path: str, before: os.stat_result,
+                expected_sha256: str | None) -> tuple[str, int]:
+        buf = _buffer()
+
+        def chunks() -> Iterator[memoryview]:
+            while n := os.readv(fd, [buf]):
+                yield buf[:n]  # written out before the next read refills the buffer
+
+        def unchanged(total: int) -> None:
+            after = os.fstat(fd)
+            if total != after.st_size or after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
+                raise changed_while_reading(path, before, after)
+
+        return self._stage_chunks(chunks(), path, expected_sha256, check=unchanged, perm=blob_perm(before.st_mode))
+
+    def _stage_chunks(self, chunks: Iterable[bytes | memoryview], origin: str, expected_sha256: str | None, *,
+                      check: Callable[[int], None] | None = None, perm: int = 0o444,
+                      refused: str = "") -> tuple[str, int]:
+        """Write ``chunks`` to a staging file while hashing them (write-back started as it
+        goes), run ``check(total)``, compare the hash, and rename the file to its intent
+        name ``blob-<sha>``; return ``(sha256, size)``.  On any error nothing is left."""
         staging = self._staging_dir()
         part = f"{staging}/x-{next(_batch_numbers)}.part"
-        h = hashlib.sha256()
-        total = 0
         out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        h = hashlib.sha256()
+        total = unsynced = 0
         try:
             try:
                 for chunk in chunks:
                     h.update(chunk)
                     write_all(out, chunk)
                     total += len(chunk)
+                    unsynced += len(chunk)
+                    if unsynced >= WRITEBACK_EVERY:
+                        start_writeback(out)
+                        unsynced = 0
                 start_writeback(out)
             finally:
                 os.close(out)
+            if check is not None:
+                check(total)
             sha = h.hexdigest()
-            if sha != expected_sha256:
-                raise IntegrityError(f"{origin}: sha256 is {sha}, expected {expected_sha256}; refused")
-            if self._umask & 0o444:
-                os.chmod(part, 0o444)
+            if expected_sha256 is not None and sha != expected_sha256:
+                raise IntegrityError(f"{origin}: sha256 is {sha}, expected {expected_sha256}{refused}")
+            if self._umask & 0o444 or perm != 0o444:
+                os.chmod(part, perm)
             if sha in self.staged:
                 os.unlink(part)
             else:
@@ -190,57 +221,6 @@ class BlobBatch:
             _unlink_quietly(part)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise self._full(origin) from None
-            raise
-        except BaseException:
-            _unlink_quietly(part)
-            raise
-        self.sizes[sha] = total
-        return total
-
-    def _stream(self, fd: int, path: str, before: os.stat_result,
-                expected_sha256: str | None) -> tuple[str, int]:
-        staging = self._staging_dir()
-        part = f"{staging}/x-{next(_batch_numbers)}.part"
-        out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
-        h = hashlib.sha256()
-        buf = _buffer()
-        total = unsynced = 0
-        try:
-            try:
-                while True:
-                    n = os.readv(fd, [buf])
-                    if not n:
-                        break
-                    chunk = buf[:n]
-                    h.update(chunk)
-                    write_all(out, chunk)
-                    total += n
-                    unsynced += n
-                    if unsynced >= WRITEBACK_EVERY:
-                        start_writeback(out)
-                        unsynced = 0
-                start_writeback(out)
-            finally:
-                os.close(out)
-            after = os.fstat(fd)
-            if total != after.st_size or after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
-                raise changed_while_reading(path, before, after)
-            sha = h.hexdigest()
-            if expected_sha256 is not None and sha != expected_sha256:
-                raise IntegrityError(f"{path}: sha256 is {sha}, expected {expected_sha256}")
-            perm = blob_perm(before.st_mode)
-            if self._umask & 0o444 or perm != 0o444:
-                os.chmod(part, perm)
-            dest = f"{staging}/blob-{sha}"
-            if sha in self.staged:
-                os.unlink(part)
-            else:
-                os.rename(part, dest)
-                self.staged.add(sha)
-        except OSError as exc:
-            _unlink_quietly(part)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise self._full(path) from None
             raise
         except BaseException:
             _unlink_quietly(part)
