@@ -225,7 +225,7 @@ def test_remote_list_remove_and_project_file(tmp_path: Path, request: pytest.Fix
     p = rn(["remote", "remove", "team"], storage=s, cwd=project, check=False)
     assert p.returncode == 1 and "--project" in p.stderr
     rn(["remote", "remove", "team", "--project"], storage=s, cwd=project)
-    rn(["remote", "remove", "mine"], storage=s, cwd=project)
+    assert rn_json(["remote", "remove", "mine"], storage=s, cwd=project)["removed"] == "mine"
     assert rn_json(["remote", "list"], storage=s, cwd=project) == []
     p = rn(["pull", "nothing-here", "--remote", remote.url], storage=s, check=False)
     assert p.returncode == 1 and "is not a pin, run or tree on file:" in p.stderr

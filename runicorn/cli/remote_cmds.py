@@ -121,8 +121,9 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
 @remote.command("remove")
 @click.argument("name")
 @click.option("--project", "project", is_flag=True, help="Remove it from the project's runicorn-remotes.toml.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def remove(ctx: click.Context, name: str, project: bool) -> None:
+def remove(ctx: click.Context, name: str, project: bool, as_json: bool) -> None:
     """Forget remote NAME (nothing on the remote is deleted)."""
     from runicorn.remotes.config import project_file, remove_remote, resolve_remote, store_file
     from runicorn.remotes.errors import RemoteError
@@ -136,7 +137,10 @@ def remove(ctx: click.Context, name: str, project: bool) -> None:
         raise RemoteError(f"remote {name!r} is not in {path or 'a project runicorn-remotes.toml'}"
                           + ("" if project else f" (it is defined in {r.source}; use --project)"))
     RemoteCache(open_store(storage_from(ctx)), r.identity).forget()
-    click.echo(f"removed {name}")
+    if as_json:
+        echo_json({"removed": name, "url": r.url, "file": str(path)})
+    else:
+        click.echo(f"removed {name}")
 
 
 @remote.command("gc")

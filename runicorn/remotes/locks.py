@@ -9,7 +9,7 @@ lock, then looks for an exclusive one (and backs off, deleting its own, if there
 live one); a gc creates the exclusive lock create-only, then waits until no live shared
 lock remains.  Either way one of two racing parties sees the other.
 
-``locks/epoch-<time_ns>-<hex>`` marks each remote gc that deleted something: a pusher
+``locks/epoch-<time_ns>-<hex>`` is written by each remote gc before it deletes anything: a pusher
 notes the newest epoch under its lock, and the local cache of what the remote holds is
 dropped when it changed.
 """
@@ -182,7 +182,7 @@ def acquire_exclusive(backend: Any) -> RemoteLock:
 
 
 def new_epoch(backend: Any, old: str) -> str:
-    """Mark that a gc deleted objects; returns the new epoch (older markers are removed)."""
+    """Mark that a gc is about to delete objects; returns the new epoch (older markers are removed)."""
     epoch = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
     backend.put_create(f"{EPOCH_PREFIX}{epoch}", dumps({"time": time.time()}))
     for info in backend.list(EPOCH_PREFIX):

@@ -99,10 +99,12 @@ def gc(backend: Any, *, grace_seconds: float = 3600.0, dry_run: bool = False) ->
                       if layout.id_from_key(i.key, layout.BLOBS) not in blobs and i.mtime <= cutoff]
         stale_tmp = [(i.key, i.size) for i in b.list(layout.TMP) if i.mtime <= time.time() - max(grace_seconds, 3600)]
         if not dry_run:
+            if dead_trees or dead_blobs:
+                # The new epoch goes first: a gc killed halfway has already told every
+                # pusher that what it cached about this remote may be gone.
+                new_epoch(b, lock.epoch)
             for key, _ in dead_trees + dead_blobs + stale_tmp:
                 b.delete(key)
-            if dead_trees or dead_blobs:
-                new_epoch(b, lock.epoch)
     return {"remote": b.url, "dry_run": dry_run, "refs": len(refs), "trees_kept": len(trees),
             "blobs_kept": len(blobs), "trees_deleted": len(dead_trees), "blobs_deleted": len(dead_blobs),
             "bytes_freed": sum(s for _, s in dead_trees + dead_blobs),
