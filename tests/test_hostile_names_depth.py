@@ -183,3 +183,26 @@ def test_deeply_nested_toml_gives_one_line_naming_the_file(tmp_path: Path, body:
     (adir / "Overrides.toml").write_text(body)
     with pytest.raises(TomlFormatError, match="nested too deeply"):
         load_overrides(str(adir))
+
+
+def test_deeply_nested_json_is_a_corrupt_manifest_not_a_recursion_error(tmp_path: Path) -> None:
+    from runicorn.errors import CorruptManifestError
+    from runicorn.remote_storage.manifest_sync import decode_manifest
+
+    deep = b'{"files": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    manifest = tmp_path / "deep.json"
+    manifest.write_bytes(deep)
+    r = cli("restore", str(manifest), str(tmp_path / "out"))
+    one_line_error(r, "deep.json", "nested too deeply")
+    assert [n for n in os.listdir(tmp_path) if "out" in n] == []
+    with pytest.raises(CorruptManifestError, match="nested too deeply"):
+        decode_manifest(deep, False)
+    # A run's meta.json or status.json nested that deeply is an unreadable file, not a crash.
+    runs = tmp_path / "st" / "p" / "e" / "runs" / "20250115_103015_abc123"
+    runs.mkdir(parents=True)
+    (runs / "meta.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    (runs / "status.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    with Store(tmp_path / "st") as s:
+        s.pin(s.ingest_directory(tmp_path / "st" / "p"))
+    r = cli("--storage", str(tmp_path / "st"), "runs")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr

@@ -85,6 +85,8 @@ def decode_manifest(raw: bytes, gz: bool) -> dict[str, Any]:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptManifestError(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:  # the JSON parser's depth bound
+        raise CorruptManifestError("manifest is not valid JSON: arrays or objects nested too deeply") from None
     validate_manifest_dict(doc)
     return doc  # type: ignore[no-any-return]
 
@@ -149,7 +151,7 @@ class ManifestSyncClient:
     def _load_cursor(self, path: Path) -> dict[str, Any]:
         try:
             doc = json.loads(path.read_bytes())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
         return doc if isinstance(doc, dict) else {}
 

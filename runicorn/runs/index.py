@@ -25,7 +25,7 @@ def read_meta(run_dir: Path) -> dict[str, Any] | None:
     """A run directory's ``meta.json``, or None when missing or unreadable."""
     try:
         meta = json.loads((run_dir / "meta.json").read_text("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return meta if isinstance(meta, dict) else None
 
@@ -33,7 +33,7 @@ def read_meta(run_dir: Path) -> dict[str, Any] | None:
 def read_status(run_dir: Path) -> str:
     try:
         status = json.loads((run_dir / "status.json").read_text("utf-8")).get("status")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return "unknown"
     return str(status) if status else "unknown"
 

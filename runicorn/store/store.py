@@ -1265,7 +1265,7 @@ def _read_ref_file(path: Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text("utf-8"))
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(record, dict) or not is_sha256_hex(record.get("tree")):
         return None

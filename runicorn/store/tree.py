@@ -184,6 +184,8 @@ def parse_manifest(data: bytes, *, origin: str | Path = "<manifest>",
         manifest = json.loads(data.decode("utf-8", "surrogateescape"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptManifestError(f"{origin}: not valid JSON ({exc})") from None
+    except RecursionError:  # the JSON parser's depth bound
+        raise CorruptManifestError(f"{origin}: not valid JSON (arrays or objects nested too deeply)") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise CorruptManifestError(f"{origin}: not a manifest object with a 'files' mapping")
     if manifest.get("format") != MANIFEST_FORMAT:
