@@ -51,13 +51,11 @@ def _trustworthy_index(store: Any, dry_run: bool = False) -> tuple[list[str], li
     """
     from runicorn.store.verify import index_disagreements
 
-    with store.index.write() as c:
-        problems = index_disagreements(store, c)
+    problems = index_disagreements(store)
     if not problems:
         return [], []
     report = store.rebuild_index()
-    with store.index.write() as c:
-        left = index_disagreements(store, c)
+    left = index_disagreements(store)
     if dry_run:
         done = (f"dry run: index rebuilt from the files before planning ({'; '.join(problems)}); "
                 "no run content was changed")

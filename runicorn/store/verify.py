@@ -176,22 +176,24 @@ def files_vs_index(store: "Store", c: Any) -> tuple[list[str], list[str]]:
     return problems, warnings
 
 
-def index_disagreements(store: "Store", c: Any) -> list[str]:
+def index_disagreements(store: "Store") -> list[str]:
     """A cheap check that the index agrees with the files (no manifest is parsed).
 
-    Call inside a write transaction (``store.index.write()``), so no other writer is
-    between changing a file and its COMMIT.  The manifests and ref files on disk must be
-    exactly the trees and refs the index knows, every tree must have as many entries as
-    files, and every stored refcount must equal a recount.  Returns one line per kind
-    of disagreement (empty: agrees).
+    The manifests and ref files on disk must be exactly the trees and refs the index
+    knows -- compared inside a write transaction, so no other writer is between changing
+    a file and its COMMIT -- and, in a read transaction that blocks no writer, every tree
+    must have as many entries as files and every stored refcount must equal a recount.
+    Returns one line per kind of disagreement (empty: agrees).
     """
-    problems, _ = files_vs_index(store, c)
-    short_trees = c.execute(
-        "SELECT COUNT(*) FROM trees t WHERE t.file_count != "
-        "(SELECT COUNT(*) FROM tree_entries e WHERE e.tree = t.tree)").fetchone()[0]
-    bad_counts = sum(c.execute(f"SELECT COUNT(*) FROM ({q})").fetchone()[0]
-                     for q in (_BAD_BLOB_COUNTS, _BAD_TREE_COUNTS))
-    dangling = c.execute(f"SELECT COUNT(*) FROM ({_DANGLING_ENTRIES})").fetchone()[0]
+    with store.index.write() as c:
+        problems, _ = files_vs_index(store, c)
+    with store.index.read() as c:
+        short_trees = c.execute(
+            "SELECT COUNT(*) FROM trees t WHERE t.file_count != "
+            "(SELECT COUNT(*) FROM tree_entries e WHERE e.tree = t.tree)").fetchone()[0]
+        bad_counts = sum(c.execute(f"SELECT COUNT(*) FROM ({q})").fetchone()[0]
+                         for q in (_BAD_BLOB_COUNTS, _BAD_TREE_COUNTS))
+        dangling = c.execute(f"SELECT COUNT(*) FROM ({_DANGLING_ENTRIES})").fetchone()[0]
     if short_trees:
         problems.append(f"{short_trees} tree(s) with missing entries")
     if bad_counts:
