@@ -229,3 +229,25 @@ def test_remote_list_remove_and_project_file(tmp_path: Path, request: pytest.Fix
     assert rn_json(["remote", "list"], storage=s, cwd=project) == []
     p = rn(["pull", "nothing-here", "--remote", remote.url], storage=s, check=False)
     assert p.returncode == 1 and "is not a pin, run or tree on file:" in p.stderr
+
+
+def test_push_artifacts_and_all_then_pull_all(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    remote = make_remote("sftp", tmp_path, request)
+    a, b = tmp_path / "a", tmp_path / "b"
+    project = tmp_path / "p"
+    data = make_tree(project / "data", 9, big=False)
+    rn(["remote", "add", "team", *remote.add_args(), "--default", "--project"], storage=a, env=remote, cwd=project)
+    rn(["bind", "ds", "data"], storage=a, env=remote, cwd=project)
+    tree = rn_json(["snapshot", str(make_tree(tmp_path / "other", 10))], storage=a)["tree"]
+    rn(["pin", tree, "--name", "other"], storage=a)
+    arts = rn_json(["push", "--artifacts"], storage=a, env=remote, cwd=project)
+    assert [r["ref"].split("/")[0] for r in arts["refs"]] == ["artifact"]
+    everything = rn_json(["push", "--all"], storage=a, env=remote, cwd=project)
+    statuses = {r["ref"]: r["status"] for r in everything["refs"]}
+    assert statuses[arts["refs"][0]["ref"]] == "unchanged" and statuses["pin/other"] == "created"
+    assert {f"pin/{r['name']}" for r in rn_json(["refs", "--kind", "pin"], storage=a)} <= set(statuses)
+    pulled = rn_json(["pull", "--all"], storage=b, env=remote, cwd=project)
+    assert pulled["ok"] and {r["ref"] for r in pulled["refs"]} == set(statuses)
+    rn(["restore", arts["refs"][0]["tree"], str(tmp_path / "r1")], storage=b)
+    same_tree(data, tmp_path / "r1")
+    assert rn_json(["verify", "--deep"], storage=b)["ok"]

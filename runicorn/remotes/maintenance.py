@@ -161,7 +161,8 @@ def verify(backend: Any, *, deep: bool = False, jobs: int = 8) -> dict[str, Any]
                     with lock:
                         bad.append(f"{b.url}/{layout.blob_key(sha)}: content hashes to {h.hexdigest()}")
 
-        run_groups(work, share(sorted(present), max(1, min(jobs, len(present) // 4 + 1)), lambda s: present[s]))
+        n = max(1, min(jobs, getattr(b, "max_jobs", jobs), len(present) // 4 + 1))
+        run_groups(work, share(sorted(present), n, lambda s: present[s]))
         problems += sorted(bad)
     return {"remote": b.url, "ok": not problems, "problems": problems, "refs_checked": len(refs),
             "trees_checked": len(manifests), "blobs_checked": len(present), "deep": deep, "requests": b.requests}

@@ -91,7 +91,7 @@ def fetch_tree(store: Store, backend: Any, tree: str, *, jobs: int = 8,
                 if progress is not None:
                     progress(done[0], total)
 
-    n = max(1, min(jobs, len(missing) // 4 + 1))
+    n = max(1, min(jobs, getattr(backend, "max_jobs", jobs), len(missing) // 4 + 1))
     try:
         run_groups(work, share(missing, n, lambda s: sizes[s]))
     except BaseException:

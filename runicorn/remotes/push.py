@@ -198,7 +198,7 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
                 confirmed = []
         cache.record(BLOB, confirmed)
 
-    n = max(1, min(jobs, len(unknown) // 4 + 1))
+    n = max(1, min(jobs, getattr(backend, "max_jobs", jobs), len(unknown) // 4 + 1))
     run_groups(work, share(unknown, n, lambda s: sizes[s]))
     manifests = 0
     for t in need_trees:

@@ -20,6 +20,10 @@ from runicorn.remotes.errors import RemoteError
 
 
 class SftpBackend:
+    # One SFTP channel per thread: OpenSSH allows 10 sessions per connection by default
+    # (MaxSessions), and the lock refresher needs one too.
+    max_jobs = 6
+
     def __init__(self, host: str, port: int | None, user: str | None, root: str, url: str) -> None:
         from runicorn import ssh
 
