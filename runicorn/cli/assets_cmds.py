@@ -169,6 +169,7 @@ def export(ctx: click.Context, source: str, out: Path, as_json: bool) -> None:
     from runicorn.store.tree import parse_manifest
 
     kind = archive_kind(out)  # an unknown extension is refused before anything is read
+    kind = kind if kind in ("tar", "zip") else f"tar.{kind}"
     manifest, blobs_dir = _manifest_for(ctx, source)
     meta, entries = parse_manifest(manifest.read_bytes(), origin=manifest)
 
