@@ -16,10 +16,23 @@ its path through :func:`runicorn.relpath.validate_relpath`, tar members through
 * devices, FIFOs and other special members are refused; duplicates are refused.
 
 Formats: tar, tar.gz, tar.bz2, tar.xz, zip, and tar.zst when ``zstandard`` is importable.
+
+Resources are bounded whatever the archive holds:
+
+* memory: a compressed stream is decoded at most :data:`_BUF` bytes per read (a
+  decompressor never expands a whole input buffer at once, so a few KB of bz2 standing
+  for GiBs of zeros cost no more memory than any other input); an xz or zstd stream
+  whose decoder needs more than :data:`DECODER_MEMLIMIT` bytes of window is refused;
+* size: the bytes extracted (file contents and link targets) may not exceed a limit --
+  the declared size of the tree when the caller knows it, else :func:`extract_limit`
+  (``$RUNICORN_EXTRACT_MAX``, and never more than the free space of the store's
+  filesystem).  Each member's declared size is checked *before* it is read, so a bomb is
+  refused without writing its contents.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import stat
@@ -34,8 +47,40 @@ from runicorn.relpath import short_repr, validate_relpath
 from runicorn.store import Store, TreeEntry
 from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK
 
-_BUF = 1 << 20
+_BUF = 1 << 20  # largest piece decoded or copied at once
+_IN = 1 << 16  # compressed bytes fed to a decoder at once
 MAX_LINK_TARGET = 4096  # bytes; PATH_MAX on Linux, so no real symlink target is longer
+
+
+DECODER_MEMLIMIT = 128 << 20  # bytes: xz -9e needs 65 MiB, zstd --ultra -22 / --long 128 MiB
+DEFAULT_EXTRACT_MAX = 256 << 30  # bytes, when the tree's size is not known
+EXTRACT_MAX_VAR = "RUNICORN_EXTRACT_MAX"
+
+
+def extract_limit(store: Store) -> tuple[int, str]:
+    """The most bytes an archive of unknown tree size may expand to in ``store``, and how
+    to name that limit in an error: ``$RUNICORN_EXTRACT_MAX`` (default 256 GiB), or the
+    free space of the store's filesystem when that is less.
+
+    Raises:
+        ArtifactError: ``$RUNICORN_EXTRACT_MAX`` is not a non-negative number of bytes.
+    """
+    import shutil
+
+    text = os.environ.get(EXTRACT_MAX_VAR, "").strip()
+    cap = DEFAULT_EXTRACT_MAX
+    if text:
+        try:
+            cap = int(text)
+        except ValueError:
+            cap = -1
+        if cap < 0:
+            raise ArtifactError(f"{EXTRACT_MAX_VAR}={text!r} is not a non-negative number of bytes")
+    free = shutil.disk_usage(store.root).free
+    if free < cap:
+        return free, f"the {free} bytes free on {store.root}"
+    how = f"{EXTRACT_MAX_VAR}={cap} bytes" if text else f"the default limit of {cap} bytes ({EXTRACT_MAX_VAR})"
+    return cap, how
 
 
 @dataclass
@@ -92,11 +137,21 @@ def detect_format(path: Path) -> str:
 class _Builder:
     """Collects members, enforcing the safety rules as each one arrives."""
 
-    def __init__(self, origin: str, want_git: bool) -> None:
+    def __init__(self, origin: str, want_git: bool, limit: tuple[int, str]) -> None:
         self.origin = origin
         self.want_git = want_git
         self.out = Extracted()
         self.shas: set[str] = set()
+        self.limit, self.limit_why = limit
+        self.total = 0  # bytes of contents and link targets so far
+
+    def reserve(self, raw: str, size: int) -> None:
+        """Count ``size`` more bytes, refusing (before they are read) past the limit."""
+        if self.total + size > self.limit:
+            raise UnsafeArchiveError(
+                f"{self.origin}: refused: it expands to more than {self.limit} bytes ({self.limit_why}); "
+                f"member {short_repr(raw)} alone declares {size} bytes after {self.total} bytes before it")
+        self.total += size
 
     def _path(self, raw: str) -> str | None:
         name = raw
@@ -141,6 +196,7 @@ class _Builder:
         if path is None:
             raise UnsafeArchiveError(f"{self.origin}: refused member {raw!r}: not a file name")
         self._claim(path, raw)
+        self.reserve(raw, size)
         tee = _GitTee(src, size) if self.want_git else None
         info = store.ingest_stream(tee if tee is not None else src)  # type: ignore[arg-type]
         self.shas.add(info.sha256)
@@ -163,6 +219,7 @@ class _Builder:
             raise UnsafeArchiveError(f"{self.origin}: refused symlink {raw!r} -> {target!r}: "
                                      "absolute or empty target")
         self._claim(path, raw)
+        self.reserve(raw, len(data))
         info = store.ingest_bytes(data)
         self.shas.add(info.sha256)
         self.out.links[path] = target
@@ -215,19 +272,22 @@ class _Builder:
 
 
 def extract_into_store(store: Store, archive: Path, *, want_git: bool = False,
-                       origin: str | None = None) -> Extracted:
+                       origin: str | None = None, limit: tuple[int, str] | None = None) -> Extracted:
     """Stream every member of ``archive`` into the store; return the entries.
+
+    ``limit``: the most bytes the archive may expand to and how to name that bound in
+    the error (the declared tree's size when known); default :func:`extract_limit`.
 
     On error the blobs ingested so far lose this process's gc hold, so nothing
     stays reachable.
 
     Raises:
-        UnsafeArchiveError: a hostile member (see module docs).
+        UnsafeArchiveError: a hostile member (see module docs), or more bytes than the limit.
         ArtifactError: not an archive / unsupported format or a corrupt archive.
     """
     origin = origin or str(archive)
     fmt = detect_format(archive)
-    builder = _Builder(origin, want_git)
+    builder = _Builder(origin, want_git, limit or extract_limit(store))
     try:
         try:
             if fmt == "zip":
@@ -277,31 +337,130 @@ def _decoder_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+class _Decoded(io.RawIOBase):
+    """What a bz2 / lzma decompressor makes of ``raw``, at most the asked length per read.
+
+    ``decompress(data, max_length)`` keeps the input it has not expanded yet, so memory
+    stays bounded however well the data compresses.  Concatenated streams are read on
+    (as ``bzip2 -d`` and ``xz -d`` do); data after the last stream that is not another
+    stream is ignored, as the stdlib's ``BZ2File`` / ``LZMAFile`` do.
+    """
+
+    def __init__(self, raw: IO[bytes], make: Any, trailing_error: type[BaseException]) -> None:
+        self._raw, self._make, self._trailing = raw, make, trailing_error
+        self._d = make()
+        self._done = False
+        self._streams = 1
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = len(b)
+        while not self._done and n:
+            d = self._d
+            if d.eof:
+                rest = d.unused_data or self._raw.read(_IN)
+                if not rest:
+                    self._done = True
+                    break
+                self._d = d = self._make()
+                try:
+                    data = d.decompress(rest, n)
+                except self._trailing:
+                    self._done = True  # trailing garbage after the last stream
+                    break
+            elif d.needs_input:
+                chunk = self._raw.read(_IN)
+                if not chunk:
+                    raise EOFError("compressed data ends before the end-of-stream marker")
+                data = d.decompress(chunk, n)
+            else:
+                data = d.decompress(b"", n)
+            if data:
+                b[: len(data)] = data
+                return len(data)
+        return 0
+
+
+def _decoded_stream(raw: IO[bytes], fmt: str, origin: str) -> IO[bytes]:
+    """A reader of the decompressed bytes of ``raw`` (``fmt`` from :func:`detect_format`)."""
+    if fmt == "tar":
+        return raw
+    if fmt == "gz":
+        import gzip
+
+        # GzipFile decodes with a bounded max_length per read (and checks CRC and length)
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if fmt == "bz2":
+        import bz2
+
+        return io.BufferedReader(_Decoded(raw, bz2.BZ2Decompressor, OSError), _BUF)
+    if fmt == "xz":
+        import lzma
+
+        def make() -> Any:
+            return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=DECODER_MEMLIMIT)
+        return io.BufferedReader(_Decoded(raw, make, lzma.LZMAError), _BUF)
+    try:
+        import zstandard
+    except ImportError:
+        raise ArtifactError(f"{origin}: a tar.zst archive needs the 'zstandard' package "
+                            "(pip install runicorn[zstd])") from None
+    dctx = zstandard.ZstdDecompressor(max_window_size=DECODER_MEMLIMIT)
+    reader = dctx.stream_reader(raw, read_size=_IN, read_across_frames=True, closefd=False)
+    return io.BufferedReader(reader, _BUF)  # type: ignore[arg-type]
+
+
+class _Forward:
+    """A decoded stream that tarfile may ``seek`` forward in (skipping what it does not read).
+
+    With it tarfile reads in its random-access mode (``"r:"``), whose member reads go
+    straight to this stream; its stream mode (``"r|"``) copies every byte through its own
+    buffer twice more.  A backward seek (tarfile never needs one reading in order) is an error.
+    """
+
+    def __init__(self, src: IO[bytes]) -> None:
+        self._src = src
+        self._pos = 0
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._src.read(n)
+        self._pos += len(data)
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or pos < self._pos:
+            raise OSError("the archive stream can only be read forward")
+        while self._pos < pos:
+            if not self.read(min(pos - self._pos, _BUF)):
+                break
+        return self._pos
+
+
 def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
     import tarfile
 
     check_root = str(store.writer_dir() / "tar-filter-root")
     os.makedirs(check_root, exist_ok=True)
     with open(archive, "rb") as raw:
-        if fmt == "zst":
-            try:
-                import zstandard
-            except ImportError:
-                raise ArtifactError(f"{b.origin}: a tar.zst archive needs the 'zstandard' package "
-                                    "(pip install runicorn[zstd])") from None
-            fileobj: Any = zstandard.ZstdDecompressor().stream_reader(raw, read_size=_BUF)
-            mode = "r|"
-        else:
-            fileobj = raw
-            mode = "r|" if fmt == "tar" else f"r|{fmt}"
-        with tarfile.open(fileobj=fileobj, mode=mode, bufsize=_BUF) as tf:
-            for m in tf:
+        fileobj = _Forward(_decoded_stream(raw, fmt, b.origin))
+        # "r:": tarfile reads a plain stream (in order); the decoding, bounded, is ours
+        with tarfile.open(fileobj=fileobj, mode="r:") as tf:  # type: ignore[call-overload]
+            while True:
+                m = tf.next()
+                if m is None:
+                    break
+                tf.members.clear()  # a stream needs no member list: keep memory flat for any count
                 try:
                     tarfile.data_filter(m, check_root)
                 except tarfile.FilterError as exc:
                     raise UnsafeArchiveError(f"{b.origin}: refused member {m.name!r}: {exc}") from None
                 if m.isreg():
-                    f = tf.extractfile(m)
+                    f = tf.extractfile(m)  # reads nothing yet: add_file checks the size first
                     assert f is not None
                     b.add_file(store, m.name, f, m.size, bool(m.mode & 0o100))
                 elif m.isdir():
@@ -321,11 +480,77 @@ def _zip_link_target(zf: Any, info: Any, b: _Builder) -> str:
                                   f"longer than {MAX_LINK_TARGET} bytes")
     if info.file_size > MAX_LINK_TARGET:
         raise too_long
-    with zf.open(info) as f:
+    with _open_zip_member(zf, info) as f:
         data = f.read(MAX_LINK_TARGET + 1)
     if len(data) > MAX_LINK_TARGET:
         raise too_long
     return data.decode("utf-8", "surrogateescape")
+
+
+class _Checked(io.RawIOBase):
+    """A zip member decoded by :class:`_Decoded`: no more than its declared size, CRC checked."""
+
+    def __init__(self, src: IO[bytes], size: int, crc: int, name: str) -> None:
+        self._src, self._left, self._crc, self._want, self._name = src, size, 0, crc, name
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        import zipfile
+        import zlib
+
+        n = self._src.readinto(b)  # type: ignore[attr-defined]
+        if n > self._left:
+            raise zipfile.BadZipFile(f"member {self._name!r} holds more than its declared size")
+        if n:
+            self._left -= n
+            self._crc = zlib.crc32(memoryview(b)[:n], self._crc)
+        elif self._left:
+            raise EOFError(f"member {self._name!r} ends before its declared size")
+        elif self._crc != self._want:
+            raise zipfile.BadZipFile(f"bad CRC-32 for member {self._name!r}")
+        return n
+
+
+def _open_zip_member(zf: Any, info: Any) -> IO[bytes]:
+    """Open a zip member for reading, decoding at most :data:`_BUF` bytes at a time.
+
+    zipfile bounds what a deflated member expands to per read, but expands a bzip2 or
+    LZMA member's whole input buffer at once; those are read raw and decoded here.
+    """
+    import copy
+    import zipfile
+
+    if info.compress_type not in (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+        return zf.open(info)  # type: ignore[no-any-return]
+    raw_info = copy.copy(info)
+    raw_info.compress_type = zipfile.ZIP_STORED
+    raw_info.file_size = info.compress_size
+    del raw_info.CRC  # the CRC is of the decoded bytes: _Checked verifies it
+    raw = zf.open(raw_info)
+    if info.compress_type == zipfile.ZIP_BZIP2:
+        import bz2
+
+        decoded = _Decoded(raw, bz2.BZ2Decompressor, OSError)
+    else:
+        import lzma
+        import struct
+
+        # APPNOTE 5.8.8: 2 bytes version, 2 bytes properties size, then the LZMA1 properties
+        head = raw.read(4)
+        if len(head) < 4:
+            raise EOFError(f"member {info.filename!r} ends inside its LZMA header")
+        props = raw.read(struct.unpack("<H", head[2:])[0])
+        if len(props) >= 5 and struct.unpack("<I", props[1:5])[0] > DECODER_MEMLIMIT:
+            raise lzma.LZMAError(f"member {info.filename!r} needs a decoder window larger than "
+                                 f"{DECODER_MEMLIMIT} bytes")
+        filters = [lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)]  # type: ignore[attr-defined]
+
+        def make() -> Any:
+            return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
+        decoded = _Decoded(raw, make, lzma.LZMAError)
+    return io.BufferedReader(_Checked(decoded, info.file_size, info.CRC, info.filename), _BUF)
 
 
 def _extract_zip(store: Store, archive: Path, b: _Builder) -> None:
@@ -340,7 +565,9 @@ def _extract_zip(store: Store, archive: Path, b: _Builder) -> None:
             elif ftype == stat.S_IFLNK:
                 b.add_symlink(store, info.filename, _zip_link_target(zf, info, b))
             elif ftype in (0, stat.S_IFREG):
-                with zf.open(info) as f:
+                # the declared size is checked before a byte is read; zipfile (and
+                # _Checked) never return more than it
+                with _open_zip_member(zf, info) as f:
                     b.add_file(store, info.filename, f, info.file_size, bool(unix & 0o100))
             else:
                 raise UnsafeArchiveError(f"{b.origin}: refused member {info.filename!r}: "

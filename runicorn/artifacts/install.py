@@ -228,26 +228,20 @@ def _blobs_present(store: Store, tree: str) -> bool:
 
 
 def _ingest_source(store: Store, src: Path, origin: str, want_tree: str | None, want_git: str | None) -> str:
-    """Put a fetched archive (or local directory) into the store, checking the expected ids."""
+    """Put a fetched archive (or local directory) into the store, checking the expected ids.
+
+    Raises:
+        IntegrityError: the source holds another tree (nothing of a directory is stored).
+        UnsafeArchiveError / ArtifactError: a hostile archive, or more bytes than allowed.
+    """
     from runicorn.artifacts.githash import git_tree_sha1
 
+    limit = _size_limit(store, want_tree)
     if src.is_dir():
-        # read once: what is checked is exactly what was stored (no hash-then-ingest race)
-        tree = store.ingest_directory(src, source=origin)
-        try:
-            if want_tree and tree != want_tree:
-                raise IntegrityError(f"directory {src} holds tree-sha256 {tree}, expected {want_tree}")
-            if want_git:
-                git = _stored_git_tree_sha1(store, tree)
-                if git != want_git:
-                    raise IntegrityError(f"directory {src} holds git-tree-sha1 {git}, expected {want_git}")
-        except BaseException:
-            store.release_holds({tree})  # recorded but unwanted: gc may take it
-            raise
-        return tree
+        return _ingest_directory_source(store, src, origin, want_tree, want_git, limit)
     from runicorn.artifacts.extract import extract_into_store
 
-    ex = extract_into_store(store, src, want_git=bool(want_git), origin=origin)
+    ex = extract_into_store(store, src, want_git=bool(want_git), origin=origin, limit=limit)
     try:
         tree = compute_tree_id(ex.entries)
         if want_tree and tree != want_tree:
@@ -260,6 +254,65 @@ def _ingest_source(store: Store, src: Path, origin: str, want_tree: str | None, 
     except BaseException:
         store.release_holds({e.sha256 for e in ex.entries.values()})
         raise
+
+
+def _size_limit(store: Store, want_tree: str | None) -> tuple[int, str]:
+    """The most bytes a source may put in the store, and how to name that bound: the size
+    of the declared tree when the store knows it (its manifest is there, blobs missing),
+    else :func:`runicorn.artifacts.extract.extract_limit`."""
+    from runicorn.artifacts.extract import extract_limit
+
+    if want_tree and store.has_tree(want_tree):
+        size = sum(e.size for e in store.tree_entries(want_tree).values())
+        return size, f"the {size} bytes of tree {want_tree[:12]}"
+    return extract_limit(store)
+
+
+def _ingest_directory_source(store: Store, src: Path, origin: str, want_tree: str | None,
+                             want_git: str | None, limit: tuple[int, str]) -> str:
+    """Store a local directory source only if it is the declared tree.
+
+    It is sized and hashed first, so a directory that is too big or not the declared tree
+    puts nothing in the store; then it is stored (blobs no more readable than their files)
+    and the stored tree checked again, since the directory may change in between.
+
+    Raises:
+        ArtifactError: more bytes than ``limit``.
+        IntegrityError: another tree (before or after storing).
+    """
+    from runicorn.artifacts.create import tree_hash
+    from runicorn.store import walk_files
+
+    most, why = limit
+    total = 0
+    for _rel, _full, st in walk_files(src):
+        total += st.st_size  # a symlink's lstat size is its target's length, as stored
+        if total > most:
+            raise ArtifactError(f"directory {src} holds more than {most} bytes ({why}); nothing was stored")
+    if want_tree:
+        got = tree_hash(src)
+        if got != want_tree:
+            raise IntegrityError(f"directory {src} holds tree-sha256 {got}, expected {want_tree}; "
+                                 "nothing was stored")
+    elif want_git:
+        got = tree_hash(src, kind="git-tree-sha1")
+        if got != want_git:
+            raise IntegrityError(f"directory {src} holds git-tree-sha1 {got}, expected {want_git}; "
+                                 "nothing was stored")
+    tree = store.ingest_directory(src, source=origin)
+    try:
+        if want_tree and tree != want_tree:
+            raise IntegrityError(f"directory {src} holds tree-sha256 {tree}, expected {want_tree} "
+                                 "(it changed while it was stored)")
+        if want_git:
+            git = _stored_git_tree_sha1(store, tree)
+            if git != want_git:
+                raise IntegrityError(f"directory {src} holds git-tree-sha1 {git}, expected {want_git} "
+                                     "(it changed while it was stored)")
+    except BaseException:
+        store.release_holds({tree})  # recorded but unwanted: gc may take it
+        raise
+    return tree
 
 
 def _stored_git_tree_sha1(store: Store, tree: str) -> str:
