@@ -81,7 +81,10 @@ def test_existing_target_refused_then_replaced_with_overwrite(snap: dict, tmp_pa
     assert (target / "old.txt").read_text() == "keep me"
     r = restore_from_manifest(Path(snap["manifest_path"]), _blobs(), target, overwrite=True)
     assert r["success"]
-    assert tree_files(target) == tree_files(snap["ws"])
+    assert tree_files(target) == dict(tree_files(snap["ws"]), **{"old.txt": tree_files(target)["old.txt"]})
+    assert (target / "old.txt").read_text() == "keep me", "a checkout leaves other files alone"
+    r = restore_from_manifest(Path(snap["manifest_path"]), _blobs(), target, delete=True)
+    assert tree_files(target) == tree_files(snap["ws"]) and r["removed"] == 1
     assert not any(".rn-" in p.name for p in tmp_path.iterdir())  # no staging or old copy left
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -61,35 +61,35 @@ def test_restore_never_targets_the_store(tmp_path: Path, where: str) -> None:
     store.close()
 
 
-def test_failed_swap_never_loses_the_original(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from runicorn.errors import RunicornError
-
+def test_failed_rename_never_loses_the_original(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout that fails half way (here: a rename into the target fails) loses nothing:
+    what it replaced is in the restore-backup ref, the rest is untouched, staging is removed."""
     store, tree = _store_with_tree(tmp_path)
     target = tmp_path / "work"
     target.mkdir()
     (target / "mine.txt").write_text("precious\n")
+    (target / "a.txt").write_text("my edit\n")
+    (target / "b.txt").write_text("my other edit\n")
     real_rename = os.rename
     calls = {"n": 0}
 
     def rename(src, dst):  # type: ignore[no-untyped-def]
-        # 1: staging onto the non-empty target fails; 2: the original moves aside;
-        # 3: another process takes the name (non-empty) before the staged tree lands.
-        # (Other renames -- the store's own staging -- do not count.)
-        if "work" not in os.path.basename(str(dst)):
-            return real_rename(src, dst)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.mkdir(dst)
-            (Path(dst) / "intruder").write_text("x")
+        if str(dst).startswith(str(target)):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(28, "No space left on device", str(dst))
         return real_rename(src, dst)
 
     monkeypatch.setattr(os, "rename", rename)
-    with pytest.raises(RunicornError, match="previous directory is kept at") as err:
+    with pytest.raises(OSError, match="No space"):
         restore_from_manifest(store.manifest_path(tree), store.blobs_dir, target, overwrite=True)
     monkeypatch.undo()
-    kept = Path(str(err.value).rsplit(" ", 1)[-1])
-    assert (kept / "mine.txt").read_text() == "precious\n"
+    assert (target / "mine.txt").read_text() == "precious\n"
+    (backup,) = store.list_refs("restore-backup")
+    restore_from_manifest(store.manifest_path(backup.tree), store.blobs_dir, target, overwrite=True)
+    assert (target / "a.txt").read_text() == "my edit\n" and (target / "b.txt").read_text() == "my other edit\n"
     assert not [p for p in tmp_path.iterdir() if "rn-restore" in p.name], "staging removed"
+    assert store.verify(deep=True)["ok"]
     store.close()
 
 

@@ -11,10 +11,7 @@ Safety rules, checked before anything is written:
 A restore is all-or-nothing: everything is written into
 ``<parent>/.<name>.rn-restore-<random>`` on the target's filesystem, synced, and only
 then renamed onto ``target_dir``.  If any blob is missing nothing is written and the
-result lists them in ``missing_blobs`` (``success`` is False).  The restore holds a lock on
-its staging directory; one left by a killed restore (lock free) is removed by the next
-restore of the same target, and -- when restoring from a store -- by the store's recovery
-(any command that opens the store next, ``gc`` included), which ``verify`` reports.
+result lists them in ``missing_blobs`` (``success`` is False).
 """
 
 from __future__ import annotations
@@ -22,9 +19,10 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import shutil
 import stat
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -165,128 +163,205 @@ def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int) ->
     return done
 
 
+BACKUP_REF_KIND = "restore-backup"
+BackupCallback = Callable[[dict[str, Any]], None]
+
+
 def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path, *,
                           overwrite: bool = False, link: str = "copy", sync: bool = True,
-                          progress: Progress | None = None) -> dict[str, Any]:
-    """Recreate the tree a manifest describes at ``target_dir``, all or nothing.
+                          progress: Progress | None = None, delete: bool = False,
+                          on_backup: BackupCallback | None = None) -> dict[str, Any]:
+    """Recreate the tree a manifest describes at ``target_dir``.
 
     ``link``: ``copy`` (default), ``hardlink`` (files share the read-only blob, so they
     stay read-only -- never make them writable, that would edit the store; executables
     and cross-device files are copied; ``runicorn verify`` reports a blob made writable), ``reflink`` (copy-on-write clone, error if the
     filesystem cannot), ``auto`` (reflink, else copy).  Modes and symlinks are restored
-    as recorded.  With ``overwrite`` an existing target is replaced as a whole.
+    as recorded.
+
+    A missing or empty target is created all or nothing (staged, then renamed).  An
+    existing non-empty target needs ``overwrite`` and is then *checked out*: only the
+    paths the tree names are replaced (files already identical are left as they are);
+    every other file stays, and ``.git`` is never touched.  ``delete=True`` (implies
+    ``overwrite``) also removes the files the tree does not name (outside ``.git``).
+    Before anything in the target changes, every file that will be replaced or removed
+    is captured into the store under the ref ``restore-backup/<name>`` (kept until that
+    ref is deleted); ``on_backup(info)`` is called with it first, and ``result["backup"]``
+    holds ``ref``, ``tree``, ``files`` and ``command`` (the CLI line that puts them back).
+
     Large trees are copied by a few threads; ``progress(done, total)`` is then called
     from them, one call at a time.  The restored tree is synced before it is renamed
     into place (``sync=False`` skips that: faster, but a power loss soon after may
     leave restored files empty).
 
     Returns ``success``, ``restored_count``, ``missing_blobs``, ``target_dir``, ``tree``,
-    ``total_bytes``, ``link_mode`` and ``methods`` (files per method used).
+    ``total_bytes``, ``link_mode``, ``methods`` (files per method used), ``created``,
+    ``replaced``, ``unchanged``, ``removed`` (counts) and ``backup`` (or None).
 
     Raises:
         FileNotFoundError / CorruptManifestError: the manifest is missing or invalid.
-        UnsafePathError: a manifest path would leave the target or pass through a symlink.
-        TargetExistsError: the target exists, is not empty, and ``overwrite`` is False.
+        UnsafePathError: a manifest path would leave the target or pass through a symlink,
+            or the checkout would have to change something inside a ``.git`` directory.
+        TargetExistsError: the target exists, is not empty, and ``overwrite`` is False
+            (or it is not a directory).
         IntegrityError: a blob has the wrong size (nothing is left behind).
+        ChangedWhileReadingError: a file of the target changed while it was captured or
+            before it was replaced (it is left as it is; the backup is kept).
         ValueError: an unknown ``link`` mode.
     """
     if link not in LINK_MODES:
         raise ValueError(f"link mode {link!r} is not one of {', '.join(LINK_MODES)}")
+    overwrite = overwrite or delete
     manifest, entries = _read_manifest(manifest_path)
     blob_root = Path(blob_root).expanduser()
     target = Path(target_dir).expanduser().absolute()
     result: dict[str, Any] = {
         "success": False, "restored_count": 0, "missing_blobs": [], "target_dir": str(target),
         "tree": manifest["tree"], "total_bytes": 0, "link_mode": link, "methods": {},
+        "created": 0, "replaced": 0, "unchanged": 0, "removed": 0, "backup": None,
     }
     # Missing blobs are found while copying (a missing one aborts the restore and then
     # all are listed): a stat of every blob up front costs as much as the small copies.
     _check_not_the_store(target, blob_root)
-    _check_target(target, overwrite)
+    fresh = _check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_abandoned_restores(target)
-    staging = target.parent / f".{target.name}{RESTORE_MARK}{secrets.token_hex(6)}"
-    os.mkdir(staging, 0o700)
-    # Held until the end: a staging directory whose lock is free was left by a killed
-    # restore, and the next restore of this target (or the store's recovery) removes it.
-    staging_lock = lock_dir(staging)
-    note = _note_staging(blob_root, staging)
+    plan: _Checkout | None = None
+    if not fresh:
+        plan = _Checkout(target, entries, delete)
+        plan.scan()  # refuses (.git, special files) before anything is written
+    staging = _Staging(target, blob_root, fresh)
     methods: dict[str, int] = {}
     try:
-        dirs = sorted({"/".join(p.split("/")[:i]) for p in entries for i in range(1, p.count("/") + 1)},
-                      key=path_key)
-        for d in dirs:
-            os.mkdir(safe_join(staging, d), 0o755)
-        total = len(entries)
-        blob_dir = str(blob_root)
-        base = str(staging)
-        umask = current_umask()
-        done = 0
-        lock = threading.Lock()
-
-        def work(items: list[tuple[str, TreeEntry]]) -> None:
-            nonlocal done
-            counts: dict[str, int] = {}
-            written = reported = 0
-            for i, (rel, entry) in enumerate(items, 1):
-                # Paths were validated by the manifest parser; validate again before any
-                # write, as the one rule for every path that reaches the filesystem.
-                dest = f"{base}/{validate_relpath(rel)}"
-                sha = entry.sha256
-                blob = f"{blob_dir}/{sha[:2]}/{sha}"
-                try:
-                    if entry.mode == MODE_LINK:
-                        with open(blob, "rb") as f:
-                            link_target = f.read(entry.size + 1)
-                        if len(link_target) != entry.size or b"\0" in link_target:
-                            raise IntegrityError(f"{blob}: the symlink target of {rel!r} is not {entry.size} "
-                                                 f"bytes without NUL; nothing was restored")
-                        os.symlink(os.fsdecode(link_target), dest)
-                        how = "symlink"
-                    else:
-                        how = _write_file(blob, dest, entry, link, umask)
-                except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file at blobs/<aa>
-                    if not os.path.exists(blob):
-                        raise _MissingBlob(sha) from None
+        wanted = entries if plan is None else {p: entries[p] for p in plan.to_write}
+        methods = _materialise(wanted, staging.path, blob_root, link, sync, progress, len(entries))
+        if plan is None:
+            try:
+                _publish(staging.path, target)
+            except TargetExistsError:
+                if not overwrite:
                     raise
-                counts[how] = counts.get(how, 0) + 1
-                written += entry.size
-                if written >= _SYNC_AHEAD_BYTES:
-                    syncfs_in_background(staging)  # the final sync then has little left
-                    written = 0
-                if i - reported == 256 or i == len(items):
-                    with lock:
-                        done += i - reported
-                        reported = i
-                        if progress is not None:
-                            progress(done, total)
-            with lock:
-                for how, c in counts.items():
-                    methods[how] = methods.get(how, 0) + c
-
-        items = list(entries.items())
-        run_groups(work, share(items, worker_count(len(items), sum(e.size for e in entries.values())),
-                               lambda it: it[1].size))
-        os.chmod(staging, 0o755)
-        if sync:
-            syncfs(staging)  # one group sync: the renamed tree is complete even after a crash
-        _publish(staging, target, overwrite)
+                # Someone filled it meanwhile: check out into it instead.
+                staging.close()
+                plan = _Checkout(target, entries, delete)
+                plan.scan()
+                staging = _Staging(target, blob_root, False)
+                methods = _materialise({p: entries[p] for p in plan.to_write}, staging.path, blob_root,
+                                       link, sync, progress, len(entries))
+        if plan is not None:
+            result["backup"] = plan.capture(blob_root, on_backup)
+            plan.apply(staging.path)
+            result.update(created=plan.created, replaced=plan.replaced, unchanged=len(plan.unchanged),
+                          removed=plan.removed)
+        else:
+            result["created"] = len(entries)
     except _MissingBlob:
-        _discard(staging)
         missing = _missing(blob_root, entries)
         result["missing_blobs"] = missing
         result["errors"] = [f"{len(missing)} blob(s) missing from {blob_root}; nothing was restored"]
         return result
-    except BaseException:
-        _discard(staging)
-        raise
     finally:
-        os.close(staging_lock)
-        if note is not None:
-            note.unlink(missing_ok=True)
+        staging.close()
     result.update(success=True, restored_count=len(entries), methods=methods,
                   total_bytes=sum(e.size for e in entries.values()))
     return result
+
+
+def _materialise(entries: dict[str, TreeEntry], staging: Path, blob_root: Path, link: str, sync: bool,
+                 progress: Progress | None, total: int) -> dict[str, int]:
+    """Write ``entries`` below the (empty) ``staging`` directory; return files per method.
+
+    Raises:
+        _MissingBlob: a blob is missing (the caller lists them all).
+    """
+    methods: dict[str, int] = {}
+    dirs = sorted({"/".join(p.split("/")[:i]) for p in entries for i in range(1, p.count("/") + 1)},
+                  key=path_key)
+    for d in dirs:
+        os.mkdir(safe_join(staging, d), 0o755)
+    blob_dir = str(blob_root)
+    base = str(staging)
+    umask = current_umask()
+    done = total - len(entries)  # files a checkout leaves as they are count as done
+    lock = threading.Lock()
+
+    def work(items: list[tuple[str, TreeEntry]]) -> None:
+        nonlocal done
+        counts: dict[str, int] = {}
+        written = reported = 0
+        for i, (rel, entry) in enumerate(items, 1):
+            # Paths were validated by the manifest parser; validate again before any
+            # write, as the one rule for every path that reaches the filesystem.
+            dest = f"{base}/{validate_relpath(rel)}"
+            sha = entry.sha256
+            blob = f"{blob_dir}/{sha[:2]}/{sha}"
+            try:
+                if entry.mode == MODE_LINK:
+                    with open(blob, "rb") as f:
+                        link_target = f.read(entry.size + 1)
+                    if len(link_target) != entry.size or b"\0" in link_target:
+                        raise IntegrityError(f"{blob}: the symlink target of {rel!r} is not {entry.size} "
+                                             f"bytes without NUL; nothing was restored")
+                    os.symlink(os.fsdecode(link_target), dest)
+                    how = "symlink"
+                else:
+                    how = _write_file(blob, dest, entry, link, umask)
+            except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file at blobs/<aa>
+                if not os.path.exists(blob):
+                    raise _MissingBlob(sha) from None
+                raise
+            counts[how] = counts.get(how, 0) + 1
+            written += entry.size
+            if written >= _SYNC_AHEAD_BYTES:
+                syncfs_in_background(staging)  # the final sync then has little left
+                written = 0
+            if i - reported == 256 or i == len(items):
+                with lock:
+                    done += i - reported
+                    reported = i
+                    if progress is not None:
+                        progress(done, total)
+        with lock:
+            for how, c in counts.items():
+                methods[how] = methods.get(how, 0) + c
+
+    items = list(entries.items())
+    run_groups(work, share(items, worker_count(len(items), sum(e.size for e in entries.values())),
+                           lambda it: it[1].size))
+    os.chmod(staging, 0o755)
+    if sync:
+        syncfs(staging)  # one group sync: what is renamed into place is complete even after a crash
+    return methods
+
+
+class _Staging:
+    """A private staging directory on the target's filesystem (so renames are atomic).
+
+    Beside the target (``.<name>.rn-restore-<random>``), or inside it when the target
+    is a mount point of its own.  Locked while in use and named in the store's writer
+    directory: one left by a killed restore is removed by the next restore of the
+    target or by the store's recovery.  ``close`` removes it.
+    """
+
+    def __init__(self, target: Path, blob_root: Path, fresh: bool) -> None:
+        where, name = target.parent, f".{target.name}{RESTORE_MARK}{secrets.token_hex(6)}"
+        if not fresh and os.stat(target).st_dev != os.stat(target.parent).st_dev:
+            where, name = target, f"{RESTORE_MARK}{secrets.token_hex(6)}"
+        self.path = where / name
+        os.mkdir(self.path, 0o700)
+        # Held until the end: a staging directory whose lock is free was left by a killed
+        # restore, and the next restore of this target (or the store's recovery) removes it.
+        self._lock: int | None = lock_dir(self.path)
+        self._note = _note_staging(blob_root, self.path)
+
+    def close(self) -> None:
+        if self._lock is None:
+            return
+        _discard(self.path)
+        os.close(self._lock)
+        self._lock = None
+        if self._note is not None:
+            self._note.unlink(missing_ok=True)
 
 
 RESTORE_MARK = ".rn-restore-"
@@ -301,14 +376,16 @@ def _discard(staging: Path) -> None:
 
 def sweep_abandoned_restores(target: Path) -> list[str]:
     """Remove the staging directories of earlier restores of ``target`` that were killed
-    (``.<name>.rn-restore-*`` beside it whose lock no live process holds); return them."""
-    prefix = f".{target.name}{RESTORE_MARK}"
-    removed = []
-    try:
-        with os.scandir(target.parent) as it:
-            stale = [e.path for e in it if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return removed
+    (``.<name>.rn-restore-*`` beside it, ``.rn-restore-*`` inside it, whose lock no live
+    process holds); return them."""
+    removed: list[str] = []
+    stale: list[str] = []
+    for where, prefix in ((target.parent, f".{target.name}{RESTORE_MARK}"), (target, RESTORE_MARK)):
+        try:
+            with os.scandir(where) as it:
+                stale += [e.path for e in it if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
     for path in stale:
         if abandoned(path):
             remove_tree(path)
@@ -335,9 +412,8 @@ def _note_staging(blob_root: Path, staging: Path) -> Path | None:
 
 
 def _check_not_the_store(target: Path, blob_root: Path) -> None:
-    """Refuse a target that is, contains or lies inside the store (overwrite would delete it)."""
-    store_root = blob_root.parent.parent if blob_root.name == "blobs" and blob_root.parent.name == "archive" \
-        else blob_root
+    """Refuse a target that is, contains or lies inside the store."""
+    store_root = _store_root(blob_root)
     t = os.path.realpath(target)
     for protected in {os.path.realpath(blob_root), os.path.realpath(store_root)}:
         if t == protected or protected.startswith(t.rstrip("/") + "/") or \
@@ -345,52 +421,319 @@ def _check_not_the_store(target: Path, blob_root: Path) -> None:
             raise UnsafePathError(f"{target}: refusing to restore onto or around the store at {protected}")
 
 
-def _check_target(target: Path, overwrite: bool) -> None:
+def _store_root(blob_root: Path) -> Path:
+    return blob_root.parent.parent if blob_root.name == "blobs" and blob_root.parent.name == "archive" \
+        else blob_root
+
+
+def _check_target(target: Path, overwrite: bool) -> bool:
+    """True when the target is missing or an empty directory (a fresh, all-or-nothing restore).
+
+    Raises:
+        UnsafePathError: the target is a symlink.
+        TargetExistsError: not a directory, or not empty without ``overwrite``.
+    """
     try:
         st = os.lstat(target)
     except FileNotFoundError:
-        return
+        return True
     if stat.S_ISLNK(st.st_mode):
         raise UnsafePathError(f"{target}: restore target is a symlink; give the real directory")
-    if overwrite:
-        return
     if not stat.S_ISDIR(st.st_mode):
-        raise TargetExistsError(f"{target}: exists and is not a directory (pass {option('overwrite')} "
-                                f"to replace it)")
+        raise TargetExistsError(f"{target}: exists and is not a directory; move it away first")
     with os.scandir(target) as it:
-        if any(True for _ in it):
-            raise TargetExistsError(f"{target}: exists and is not empty (pass {option('overwrite')} "
-                                    f"to replace it)")
+        if not any(True for _ in it):
+            return True
+    if not overwrite:
+        raise TargetExistsError(f"{target}: exists and is not empty (pass {option('overwrite')} "
+                                f"to check the tree out into it: only the paths it names are replaced)")
+    return False
 
 
-def _publish(staging: Path, target: Path, overwrite: bool) -> None:
-    """Rename the finished staging directory onto the target (replacing it when allowed)."""
+def _publish(staging: Path, target: Path) -> None:
+    """Rename the finished staging directory onto the missing or empty target.
+
+    Raises:
+        TargetExistsError: the target was filled meanwhile.
+    """
     try:
         os.rename(staging, target)  # also atomically replaces an empty directory
     except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR) or not overwrite:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                raise TargetExistsError(f"{target}: appeared while restoring and is not empty") from None
-            raise
-        aside = target.parent / f".{target.name}.rn-old-{secrets.token_hex(6)}"
-        os.rename(target, aside)
-        try:
-            os.rename(staging, target)
-        except BaseException as exc:
-            # Something took the name in between: put the user's tree back, or say where it is.
-            try:
-                os.rename(aside, target)
-            except OSError:
-                raise RunicornError(f"{target}: the name was taken while restoring; your previous "
-                                    f"directory is kept at {aside}") from exc
-            raise
-        fsync_dir(target.parent)
-        if aside.is_dir() and not aside.is_symlink():
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            aside.unlink()
-        return
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise TargetExistsError(f"{target}: appeared while restoring and is not empty") from None
+        raise
     fsync_dir(target.parent)
+
+
+def _is_git(rel: str) -> bool:
+    return ".git" in rel.split("/")
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class _Checkout:
+    """Plan and apply a restore into an existing directory (see :func:`restore_from_manifest`).
+
+    ``scan`` decides what changes: ``to_write`` (tree paths to create or replace),
+    ``unchanged``, ``displace`` (target paths that must go -- captured first: files the
+    tree replaces, files and directories in the way of the tree's directories or files,
+    and with ``delete`` every other file).  ``capture`` stores them; ``apply`` changes
+    the target, one atomic rename or unlink per path.
+    """
+
+    def __init__(self, target: Path, entries: dict[str, TreeEntry], delete: bool) -> None:
+        self.target = target
+        self.entries = entries
+        self.delete = delete
+        self.to_write: list[str] = []
+        self.unchanged: list[str] = []
+        self.displace: dict[str, str] = {}  # target relpath -> "file" | "dir"
+        self.captured: dict[str, tuple[int, int, int, int, int]] = {}  # relpath -> stat key
+        self.created = self.replaced = self.removed = 0
+        self.removed_dirs: set[str] = set()
+
+    def _lstat(self, rel: str) -> os.stat_result | None:
+        try:
+            return os.lstat(os.path.join(self.target, rel))
+        except FileNotFoundError:
+            return None
+
+    def scan(self) -> None:
+        """Decide what changes.
+
+        Raises:
+            UnsafePathError: a change would touch ``.git``, or a special file is in the way.
+        """
+        from runicorn.hashing import sha256_file
+
+        dirs = sorted({"/".join(p.split("/")[:i]) for p in self.entries for i in range(1, p.count("/") + 1)},
+                      key=path_key)
+        blocked: set[str] = set()  # tree directories missing in the target (so is all below)
+        for d in dirs:
+            parent = d.rpartition("/")[0]
+            if parent in blocked or parent in self.displace:
+                blocked.add(d)
+                continue
+            st = self._lstat(d)
+            if st is None:
+                blocked.add(d)
+            elif not stat.S_ISDIR(st.st_mode):
+                self._displace(d, st)
+        for rel, entry in sorted(self.entries.items(), key=lambda it: path_key(it[0])):
+            if _is_git(rel):
+                raise UnsafePathError(f"{self.target}: the tree names {rel!r}; a restore into an existing "
+                                      f"directory never writes inside .git (restore into an empty one)")
+            parent = rel.rpartition("/")[0]
+            if parent and (parent in blocked or parent in self.displace or
+                           any(a in self.displace for a in _ancestors(parent))):
+                self.to_write.append(rel)
+                continue
+            st = self._lstat(rel)
+            if st is None:
+                self.to_write.append(rel)
+                continue
+            if stat.S_ISREG(st.st_mode) and entry.mode != MODE_LINK and st.st_size == entry.size \
+                    and (entry.mode == MODE_EXEC) == bool(st.st_mode & 0o100) \
+                    and sha256_file(os.path.join(self.target, rel)) == entry.sha256:
+                self.unchanged.append(rel)
+                continue
+            if stat.S_ISLNK(st.st_mode) and entry.mode == MODE_LINK:
+                from runicorn.hashing import sha256_bytes
+
+                if sha256_bytes(os.fsencode(os.readlink(os.path.join(self.target, rel)))) == entry.sha256:
+                    self.unchanged.append(rel)
+                    continue
+            self._displace(rel, st)
+            self.to_write.append(rel)
+        if self.delete:
+            self._scan_extra()
+
+    def _displace(self, rel: str, st: os.stat_result) -> None:
+        if _is_git(rel):
+            raise UnsafePathError(f"{self.target}: restoring would replace {rel!r}, inside .git; refused")
+        if stat.S_ISDIR(st.st_mode):
+            self._check_dir_free_of_git(rel)
+            self.displace[rel] = "dir"
+        elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            self.displace[rel] = "file"
+        else:
+            raise UnsafePathError(f"{self.target / rel}: a special file (not a regular file, symlink or "
+                                  f"directory) is where the tree has a path; move it away first")
+
+    def _check_dir_free_of_git(self, rel: str) -> None:
+        for dirpath, dirnames, filenames in os.walk(self.target / rel):
+            if ".git" in dirnames or ".git" in filenames:
+                raise UnsafePathError(f"{self.target / rel}: restoring would replace this directory, which "
+                                      f"holds a .git; refused")
+            for name in filenames:
+                p = os.path.join(dirpath, name)
+                if not (os.path.islink(p) or os.path.isfile(p)):
+                    raise UnsafePathError(f"{p}: a special file is in the way of the tree; move it away first")
+
+    def _scan_extra(self) -> None:
+        """With ``delete``: every file outside ``.git`` that the tree does not name goes."""
+        from runicorn.store.store import walk_files
+
+        def include(rel: str, is_dir: bool) -> bool:
+            return not rel.split("/")[-1] == ".git" and not rel.split("/")[-1].startswith(RESTORE_MARK) \
+                and rel not in self.displace
+
+        for rel, _full, _st in walk_files(self.target, include):
+            if rel in self.entries or rel in self.displace:
+                continue
+            if any(a in self.displace for a in _ancestors(rel)):
+                continue
+            self.displace[rel] = "removed"
+
+    def _files_to_capture(self) -> list[tuple[str, Path]]:
+        """Every regular file and symlink that will be replaced or removed (below displaced dirs too)."""
+        from runicorn.store.store import walk_files
+
+        out: list[tuple[str, Path]] = []
+        for rel, kind in self.displace.items():
+            full = self.target / rel
+            if kind == "dir":
+                out.extend((f"{rel}/{sub}", p) for sub, p, _ in walk_files(full))
+            else:
+                out.append((rel, full))
+        return out
+
+    def capture(self, blob_root: Path, on_backup: BackupCallback | None) -> dict[str, Any] | None:
+        """Store everything that will be replaced or removed under a ``restore-backup`` ref.
+
+        Raises:
+            ChangedWhileReadingError: a file changed while read (nothing was changed).
+        """
+        files = self._files_to_capture()
+        if not files:
+            return None
+        from runicorn.store.store import open_store
+        from runicorn.store.tree import TreeEntry as Entry, mode_of
+
+        store_root = _store_root(blob_root)
+        if store_root == blob_root or not (store_root / "archive").is_dir():
+            raise RunicornError(f"{self.target}: {len(files)} file(s) would be replaced or removed, but "
+                                f"{blob_root} is not the blobs directory of a store, so they cannot be "
+                                f"kept first; restore into an empty directory")
+        store = open_store(store_root)
+        regular: list[tuple[str, Path]] = []
+        entries: dict[str, Entry] = {}
+        links: dict[bytes, Any] = {}
+        for rel, full in files:
+            st = os.lstat(full)
+            self.captured[rel] = _stat_key(st)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.fsencode(os.readlink(full))
+                # Once per distinct target: each ingest is one hold, and put_tree lets go of one.
+                info = links.get(target) or links.setdefault(target, store.ingest_bytes(target))
+                entries[rel] = Entry(info.sha256, MODE_LINK, info.size)
+            else:
+                regular.append((rel, full))
+        infos = store.ingest_files([full for _, full in regular])
+        for (rel, full), info in zip(regular, infos):
+            entries[rel] = Entry(info.sha256, mode_of(self.captured[rel][0]), info.size)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        name = f"{stamp}-{secrets.token_hex(4)}"
+        meta = {"target": str(self.target), "files": len(entries),
+                "removed": sum(1 for k in self.displace.values() if k == "removed")}
+        tree = store.put_tree(entries, source=str(self.target), ref=(BACKUP_REF_KIND, name), ref_meta=meta)
+        import shlex
+
+        command = (f"runicorn --storage {shlex.quote(str(store_root.absolute()))} restore {tree} "
+                   f"{shlex.quote(str(self.target))} --overwrite")
+        info_ = {"ref": f"{BACKUP_REF_KIND}/{name}", "tree": tree, "files": len(entries), "command": command}
+        if on_backup is not None:
+            on_backup(info_)
+        return info_
+
+    def _unchanged_since_capture(self, rel: str) -> None:
+        from runicorn.errors import ChangedWhileReadingError
+
+        sub = [(r, k) for r, k in self.captured.items() if r == rel or r.startswith(rel + "/")]
+        for r, key in sub:
+            st = self._lstat(r)
+            if st is None or _stat_key(st) != key:
+                raise ChangedWhileReadingError(f"{self.target / r}: changed while restoring; it was left "
+                                               f"as it is (run the restore again)")
+
+    def _same_as_captured(self, rel: str, aside: Path, home: Path) -> None:
+        """A directory moved aside must hold exactly what was captured; else it goes back.
+
+        Raises:
+            ChangedWhileReadingError: something was added or changed in it meanwhile.
+        """
+        from runicorn.errors import ChangedWhileReadingError
+        from runicorn.store.store import walk_files
+
+        try:
+            now = {f"{rel}/{sub}": _stat_key(st) for sub, _, st in walk_files(aside)}
+        except RunicornError:
+            now = {}
+        want = {r: k for r, k in self.captured.items() if r.startswith(rel + "/")}
+        if now != want:
+            os.rename(aside, home)
+            raise ChangedWhileReadingError(f"{home}: changed while restoring; it was left as it is "
+                                           f"(run the restore again)")
+
+    def apply(self, staging: Path) -> None:
+        """Change the target: remove, move aside, create directories, rename files in."""
+        trash = staging / ".displaced"
+        os.mkdir(trash, 0o700)
+        n = 0
+        touched_parents: set[str] = set()
+        # Paths that go: files are unlinked, directories moved into the staging trash
+        # (captured already; the trash is deleted with the staging directory).
+        for rel, kind in sorted(self.displace.items(), key=lambda it: path_key(it[0]), reverse=True):
+            self._unchanged_since_capture(rel)
+            full = self.target / rel
+            if kind == "dir":
+                aside = trash / str(n)
+                n += 1
+                os.rename(full, aside)
+                self._same_as_captured(rel, aside, full)
+            else:
+                os.unlink(full)
+            if kind == "removed":
+                self.removed += 1
+                touched_parents.add(rel.rpartition("/")[0])
+        umask = current_umask()
+        dirs = sorted({"/".join(p.split("/")[:i]) for p in self.to_write for i in range(1, p.count("/") + 1)},
+                      key=path_key)
+        for d in dirs:
+            try:
+                os.mkdir(safe_join(self.target, d), 0o755 & ~umask)
+            except FileExistsError:
+                pass
+        for rel in sorted(self.to_write, key=path_key):
+            dest = safe_join(self.target, rel)
+            if rel in self.displace:
+                self.replaced += 1
+            else:
+                self.created += 1
+            os.rename(staging / rel, dest)  # atomic per file; the old one was captured
+        if self.delete:
+            self._prune(touched_parents)
+        syncfs(self.target)  # the renames and unlinks are durable when we report success
+
+    def _prune(self, parents: set[str]) -> None:
+        """Remove directories emptied by ``delete`` (never one the tree needs)."""
+        needed = {"/".join(p.split("/")[:i]) for p in self.entries for i in range(1, p.count("/") + 1)}
+        for start in sorted(parents, key=lambda p: -p.count("/")):
+            d = start
+            while d and d not in needed:
+                try:
+                    os.rmdir(self.target / d)
+                except OSError:
+                    break
+                d = d.rpartition("/")[0]
+
+
+def _ancestors(rel: str) -> Iterator[str]:
+    parts = rel.split("/")
+    for i in range(1, len(parts)):
+        yield "/".join(parts[:i])
 
 
 def export_manifest_to_zip(manifest_path: Path, blob_root: Path, zip_path: Path) -> dict[str, Any]:
@@ -438,4 +781,4 @@ def get_file_from_manifest(manifest_path: Path, blob_root: Path, rel_path: str) 
 
 
 __all__ = ["load_manifest", "restore_from_manifest", "export_manifest_to_zip", "get_file_from_manifest",
-           "LINK_MODES", "TargetExistsError"]
+           "LINK_MODES", "TargetExistsError", "BACKUP_REF_KIND"]

@@ -127,20 +127,39 @@ def snapshot(ctx: click.Context, root: Path, out_zip: Path | None, excludes: tup
 @click.command()
 @click.argument("source", metavar="TREE|MANIFEST")
 @click.argument("target", type=click.Path(path_type=Path))
-@click.option("--overwrite", is_flag=True, help="Replace TARGET if it exists (as a whole).")
+@click.option("--overwrite", is_flag=True,
+              help="TARGET may hold files: replace the paths the tree names (others stay; .git is never "
+                   "touched). What is replaced is kept in the store first.")
+@click.option("--delete", is_flag=True,
+              help="Like --overwrite, and also remove files the tree does not name (outside .git), "
+                   "after keeping them in the store.")
 @click.option("--link", "link", type=click.Choice(["copy", "hardlink", "reflink", "auto"]), default="copy",
               show_default=True, help="How files are materialised; hardlinked files are read-only and shared.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @_os_errors
-def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, link: str, as_json: bool) -> None:
-    """Recreate a stored tree (by id, id prefix or manifest file) at TARGET, all or nothing."""
+def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, delete: bool, link: str,
+            as_json: bool) -> None:
+    """Recreate a stored tree (by id, id prefix or manifest file) at TARGET.
+
+    A missing or empty TARGET is created all or nothing.  Into a non-empty TARGET,
+    --overwrite checks the tree out: only the paths it names change.  Files that are
+    replaced (or, with --delete, removed) are first stored under a ref
+    restore-backup/<time>-<id>, and the command that puts them back is printed.
+    """
     from runicorn.assets.restore import restore_from_manifest
     from runicorn.errors import RunicornError
 
+    def announce(backup: dict[str, Any]) -> None:
+        # Printed before anything in TARGET changes, so it is there even if we are killed.
+        click.echo(f"kept {backup['files']} file(s) that will be replaced or removed as {backup['ref']}; "
+                   f"to get them back: {backup['command']}", err=True)
+        sys.stderr.flush()
+
     manifest, blobs_dir = _manifest_for(ctx, source)
     result = _run_with_progress("restoring", lambda p: restore_from_manifest(
-        manifest, blobs_dir, target, overwrite=overwrite, link=link, progress=p))
+        manifest, blobs_dir, target, overwrite=overwrite, delete=delete, link=link, progress=p,
+        on_backup=announce))
     if as_json:
         echo_json(result)
     if not result["success"]:
@@ -148,7 +167,11 @@ def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, link
         raise RunicornError(f"{len(missing)} blob(s) missing (e.g. {missing[0]}); nothing was restored "
                             f"to {target}")
     if not as_json:
-        click.echo(f"restored {result['restored_count']} files to {result['target_dir']}")
+        extra = ""
+        if result["replaced"] or result["unchanged"] or result["removed"]:
+            extra = (f" ({result['created']} created, {result['replaced']} replaced, "
+                     f"{result['unchanged']} already identical, {result['removed']} removed)")
+        click.echo(f"restored {result['restored_count']} files to {result['target_dir']}{extra}")
 
 
 @click.command()
