@@ -236,3 +236,23 @@ def test_local_directory_of_another_tree_stores_nothing(tmp_path: Path, monkeypa
     entries = store.tree_entries(tree)
     assert store.blob_path(entries["key"].sha256).stat().st_mode & 0o077 == 0
     assert store.blob_path(entries["pub.txt"].sha256).stat().st_mode & 0o004
+
+
+def test_decoding_thread_ends_with_every_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread decoding ahead stops when the archive is refused, corrupt or done."""
+    import threading
+
+    from runicorn.errors import ArtifactError
+
+    store = Store(tmp_path / "s")
+    whole = zeros_tar(tmp_path / "z.tar.gz", "gz", 4 * CHUNK)
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    monkeypatch.setenv("RUNICORN_EXTRACT_MAX", str(CHUNK))
+    with pytest.raises(UnsafeArchiveError, match="refused: it expands to more than"):
+        extract_into_store(store, whole)
+    monkeypatch.delenv("RUNICORN_EXTRACT_MAX")
+    with pytest.raises(ArtifactError, match=f"{cut}: corrupt or unsupported archive"):
+        extract_into_store(store, cut)
+    assert extract_into_store(store, whole).entries["zeros.bin"].size == 4 * CHUNK
+    assert [t.name for t in threading.enumerate() if t.name == "runicorn-decode"] == []

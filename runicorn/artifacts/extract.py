@@ -32,6 +32,7 @@ Resources are bounded whatever the archive holds:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
@@ -49,6 +50,7 @@ from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK
 
 _BUF = 1 << 20  # largest piece decoded or copied at once
 _IN = 1 << 16  # compressed bytes fed to a decoder at once
+_AHEAD = 4  # decoded pieces of _BUF bytes a decoding thread may hold ready
 MAX_LINK_TARGET = 4096  # bytes; PATH_MAX on Linux, so no real symlink target is longer
 
 
@@ -413,22 +415,93 @@ def _decoded_stream(raw: IO[bytes], fmt: str, origin: str) -> IO[bytes]:
 
 
 class _Forward:
-    """A decoded stream that tarfile may ``seek`` forward in (skipping what it does not read).
+    """A decoded stream that tarfile may ``seek`` forward in, decoded ahead by a thread.
 
     With it tarfile reads in its random-access mode (``"r:"``), whose member reads go
     straight to this stream; its stream mode (``"r|"``) copies every byte through its own
-    buffer twice more.  A backward seek (tarfile never needs one reading in order) is an error.
+    buffer twice more.  A backward seek (tarfile never needs one reading in order) is an
+    error.  With ``ahead``, a thread decodes up to :data:`_AHEAD` pieces of :data:`_BUF`
+    bytes in advance (the decompressors release the GIL), so decoding overlaps hashing and
+    writing as it does for ``tar`` and its decompressor process; memory stays bounded by
+    the queue.
     """
 
-    def __init__(self, src: IO[bytes]) -> None:
+    def __init__(self, src: IO[bytes], *, ahead: bool) -> None:
+        import queue
+        import threading
+
         self._src = src
         self._pos = 0
+        self._buf = b""
+        self._off = 0
+        self._eof = False
+        self._q: Any = None
+        if ahead:
+            self._q = queue.Queue(maxsize=_AHEAD)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._fill, name="runicorn-decode", daemon=True)
+            self._thread.start()
+
+    def _fill(self) -> None:
+        import queue
+
+        while True:
+            try:
+                item: bytes | BaseException = self._src.read(_BUF)
+            except BaseException as exc:  # handed to the reader, raised there
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._q.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if self._stop.is_set() or not isinstance(item, bytes) or not item:
+                return
+
+    def _piece(self) -> bytes:
+        if self._q is None:
+            return self._src.read(_BUF)
+        item = self._q.get()
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        return item  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._q is not None:
+            import queue
+
+            self._stop.set()
+            try:
+                while True:
+                    self._q.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join()
 
     def tell(self) -> int:
         return self._pos
 
     def read(self, n: int = -1) -> bytes:
-        data = self._src.read(n)
+        parts: list[bytes] = []
+        want = n if n >= 0 else 1 << 62
+        while want > 0:
+            if self._off >= len(self._buf):
+                if self._eof:
+                    break
+                self._buf, self._off = self._piece(), 0
+                if not self._buf:
+                    self._eof = True
+                    break
+            if self._off == 0 and want >= len(self._buf):
+                part = self._buf  # a whole piece: no copy
+            else:
+                part = self._buf[self._off:self._off + want]
+            self._off += len(part)
+            want -= len(part)
+            parts.append(part)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         self._pos += len(data)
         return data
 
@@ -447,9 +520,9 @@ def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
     check_root = str(store.writer_dir() / "tar-filter-root")
     os.makedirs(check_root, exist_ok=True)
     with open(archive, "rb") as raw:
-        fileobj = _Forward(_decoded_stream(raw, fmt, b.origin))
+        fileobj = _Forward(_decoded_stream(raw, fmt, b.origin), ahead=fmt != "tar")
         # "r:": tarfile reads a plain stream (in order); the decoding, bounded, is ours
-        with tarfile.open(fileobj=fileobj, mode="r:") as tf:  # type: ignore[call-overload]
+        with contextlib.closing(fileobj), tarfile.open(fileobj=fileobj, mode="r:") as tf:  # type: ignore[call-overload]
             while True:
                 m = tf.next()
                 if m is None:
