@@ -201,6 +201,11 @@ def test_git_is_never_touched(tmp_path: Path) -> None:
     with pytest.raises(UnsafePathError, match=r"holds a \.git"):
         restore_from_manifest(store.manifest_path(t2), store.blobs_dir, target, delete=True)
     assert tree_files(target) == before
+    # nor is anything inside .git, when it is the target itself
+    before = tree_files(target)
+    with pytest.raises(UnsafePathError, match=r"inside a \.git directory"):
+        restore_from_manifest(store.manifest_path(t2), store.blobs_dir, target / ".git", delete=True)
+    assert tree_files(target) == before
     # a fresh target may receive the tree's own .git
     assert restore_from_manifest(store.manifest_path(t), store.blobs_dir, tmp_path / "fresh")["success"]
 

@@ -508,6 +508,9 @@ class _Checkout:
         """
         from runicorn.hashing import sha256_file
 
+        if ".git" in self.target.parts:
+            raise UnsafePathError(f"{self.target}: lies inside a .git directory; a restore never changes "
+                                  f".git (restore into an empty directory)")
         dirs = sorted({"/".join(p.split("/")[:i]) for p in self.entries for i in range(1, p.count("/") + 1)},
                       key=path_key)
         blocked: set[str] = set()  # tree directories missing in the target (so is all below)
