@@ -14,7 +14,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 _libc: Any = None
 
@@ -288,14 +288,21 @@ class GroupCommit:
     with :meth:`StagedFile.hand_over`.
     """
 
-    def __init__(self, root: Path, *, max_files: int = 4096, max_bytes: int = 1 << 30) -> None:
+    def __init__(self, root: Path, *, max_files: int = 4096, max_bytes: int = 1 << 30,
+                 keep: Callable[[Path, str], bool] | None = None,
+                 before_renames: Callable[[list[str]], None] | None = None) -> None:
+        """``keep(dest, key)`` is asked just before each rename (False: not published);
+        ``before_renames(keys)`` runs once per batch, after the data sync, before the renames."""
         self.root = root
+        self.keep = keep
+        self.before_renames = before_renames
         self.max_files = max_files
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._items: list[tuple[Path, Path, str]] = []
         self._bytes = 0
         self.failed: dict[str, OSError] = {}  # key -> why its rename failed
+        self.refused: list[str] = []  # keys ``keep`` did not let be published
 
     def add(self, staged: Path, dest: Path, key: str = "") -> None:
         """Queue ``staged`` (closed, complete) for ``dest``; commits when the batch is full."""
@@ -310,13 +317,27 @@ class GroupCommit:
     def commit(self) -> None:
         """Flush the queued files' data, then rename each into place.
 
-        A file whose rename fails is removed and recorded in :attr:`failed`.
+        A file whose rename fails is removed and recorded in :attr:`failed`; one that
+        ``keep`` refuses is removed unpublished and recorded in :attr:`refused`.
         """
         with self._lock:
             items, self._items, self._bytes = self._items, [], 0
         if not items:
             return
         syncfs(self.root)
+        if self.keep is not None:
+            kept = []
+            for staged, dest, key in items:
+                if self.keep(dest, key):
+                    kept.append((staged, dest, key))
+                    continue
+                with contextlib.suppress(OSError):
+                    os.unlink(staged)
+                with self._lock:
+                    self.refused.append(key or str(dest))
+            items = kept
+        if self.before_renames is not None and items:
+            self.before_renames([key for _, _, key in items])
         for staged, dest, key in items:
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)

@@ -133,5 +133,12 @@ def sync(ctx: click.Context, target: str, cache: Path | None, identity: str | No
             f"Downloaded: {_human(stats['bytes_downloaded'])} in {stats['sftp_requests']} "
             f"SFTP operations, {stats['duration']:.2f}s\n"
             f"Cache: {stats['cache']}")
+    conflicts = stats.get("conflicts") or []
+    if conflicts and not as_json:
+        # Local runs and files sync did not write are never replaced or deleted: say so.
+        for line in conflicts[:10]:
+            click.echo(f"left alone: {line}", err=True)
+        if len(conflicts) > 10:
+            click.echo(f"left alone: ... and {len(conflicts) - 10} more (see --json)", err=True)
     if stats["failed_count"]:
         raise RunicornError(f"{stats['failed_count']} file(s) failed to sync; run again to retry")

@@ -28,6 +28,9 @@ from runicorn.remote_storage.transfer import (
     Downloader,
     OpCounter,
     SyncError,
+    WrittenLedger,
+    collision_message,
+    foreign_files,
     remove_stale,
     set_nodelay,
     sync_stats,
@@ -46,6 +49,7 @@ class LegacySyncClient:
         self.sftp = CountingSFTP(sftp_client, OpCounter())
         self.remote_root = str(remote_root).rstrip("/") or "/"
         self.cache_dir = Path(cache_dir).expanduser().absolute()
+        self.run_of: dict[str, str] = {}  # file relpath -> its run directory (from walk)
 
     def _remote(self, rel: str) -> str:
         return f"{self.remote_root}/{rel}" if rel else self.remote_root
@@ -96,6 +100,7 @@ class LegacySyncClient:
                     stack.append(p)
                 elif stat.S_ISREG(mode):
                     out.append((p, int(a.st_size or 0), int(a.st_mtime or 0)))
+                    self.run_of[p] = run_rel
 
     def sync(self, progress_callback: Callable[[int, int, str], None] | None = None
              ) -> dict[str, Any]:
@@ -120,23 +125,39 @@ class LegacySyncClient:
         shutil.rmtree(sync_dir / "tmp", ignore_errors=True)
         set_nodelay(self.sftp.raw)
         listing = self.walk()
-        dl = Downloader(self.cache_dir, self.remote_root)
+        ledger = WrittenLedger(self.cache_dir)
+        dl = Downloader(self.cache_dir, self.remote_root, ledger=ledger)
         stats = sync_stats("legacy")
+        conflicts: list[str] = stats["conflicts"]
+        collided: dict[str, bool] = {}
         todo: list[tuple[str, int, int]] = []
         for rel, size, mtime in listing:
             try:
                 dest = dl.paths(rel)
+                run = self.run_of[rel]
+                if run not in collided:
+                    foreign = foreign_files(self.cache_dir, run, ledger)
+                    collided[run] = bool(foreign)
+                    if foreign:  # a run made (or edited) here with the server run's id
+                        conflicts.append(collision_message(run, foreign))
+                        log.warning("%s", conflicts[-1])
             except UnsafePathError as exc:
                 log.warning("skipping %s: %s", rel, exc)
                 stats["failed_count"] += 1
                 continue
+            if collided[run]:
+                continue
             try:
                 st = os.lstat(dest)
-                if stat.S_ISREG(st.st_mode) and st.st_size == size and int(st.st_mtime) == mtime:
-                    stats["files_unchanged"] += 1
-                    continue
             except FileNotFoundError:
                 pass
+            else:
+                if not ledger.owns(rel, st):
+                    conflicts.append(f"{rel}: a local file sync did not write; left alone")
+                    continue
+                if st.st_size == size and int(st.st_mtime) == mtime:
+                    stats["files_unchanged"] += 1
+                    continue
             todo.append((rel, size, mtime))
         need = sum(size for _, size, _ in todo)
         free = shutil.disk_usage(self.cache_dir).free
@@ -162,6 +183,12 @@ class LegacySyncClient:
             stats["failed_count"] += 1
             stats["files_synced"] -= 1
             stats["full_count"] -= 1
+        dl.settle()
+        ledger.save()
+        for rel in dl.refused:  # a local file appeared (or changed) meanwhile
+            conflicts.append(f"{rel}: changed locally during the sync; left alone")
+            stats["files_synced"] -= 1
+            stats["full_count"] -= 1
         if stats["failed_count"] == 0:
             cursor_path = sync_dir / "servers" / \
                 sha256_bytes(f"legacy\0{self.remote_root}".encode())[:16] / "legacy_cursor.json"
@@ -170,15 +197,19 @@ class LegacySyncClient:
             except (OSError, ValueError, AttributeError):
                 tracked = {}
             listed = {rel for rel, _, _ in listing}
-            stats["files_deleted"] = remove_stale(self.cache_dir, tracked, listed)
+            if not isinstance(tracked, dict):
+                tracked = {}
+            stats["files_deleted"] = remove_stale(self.cache_dir, tracked, listed, ledger)
             files: dict[str, list[int]] = {}
             for rel in listed:
                 try:
                     st = os.lstat(dl.paths(rel))
-                except OSError:
+                except (OSError, UnsafePathError):
                     continue
-                files[rel] = [st.st_size, st.st_mtime_ns]
+                if ledger.owns(rel, st):  # only what sync wrote; "unchanged" is not "ours"
+                    files[rel] = [st.st_size, st.st_mtime_ns]
             syncfs(self.cache_dir)
+            ledger.save()
             atomic_write_json(cursor_path, {"remote_root": self.remote_root,
                                             "synced_at": time.time(), "files": files},
                               indent=None)

@@ -14,7 +14,6 @@ import logging
 import os
 import random
 import shutil
-import stat
 import threading
 import time
 import zlib
@@ -41,6 +40,9 @@ from runicorn.remote_storage.transfer import (
     PipeItem,
     PipelinedFetcher,
     SyncError,
+    WrittenLedger,
+    collision_message,
+    foreign_files,
     mtime_ns,
     remove_stale,
     same_mtime,
@@ -183,15 +185,18 @@ class ManifestSyncClient:
         raise OSError(f"no manifest at {base}[.gz]: {last_exc}")
 
     # -- planning ------------------------------------------------------------------------
-    def _plan(self, fe: FileEntry) -> tuple[str, int]:
-        """('skip'|'touch'|'append'|'full', local_size) for one manifest file."""
+    def _plan(self, fe: FileEntry, ledger: WrittenLedger) -> tuple[str, int]:
+        """('skip'|'touch'|'append'|'full'|'foreign', local_size) for one manifest file.
+
+        'foreign': a local file sync did not write, or that changed since; left alone.
+        """
         dest = self._paths(fe.path)
         try:
             st = os.lstat(dest)
         except FileNotFoundError:
             return "full", 0
-        if not stat.S_ISREG(st.st_mode):
-            return "full", 0
+        if not ledger.owns(fe.path, st):
+            return "foreign", 0
         if st.st_size == fe.size and same_mtime(st, fe.mtime):
             return "skip", st.st_size
         if fe.is_append_only and 0 < st.st_size < fe.size:
@@ -310,26 +315,41 @@ class ManifestSyncClient:
         tasks: list[tuple[FileEntry, str, int]] = []
         unchanged = 0
         need = 0
+        ledger = WrittenLedger(self.cache_dir)
+        conflicts: list[str] = stats["conflicts"]
+        touches: list[FileEntry] = []
         for exp in manifest.experiments:
+            foreign = foreign_files(self.cache_dir, exp.run_dir, ledger)
+            if foreign:  # a run made (or edited) here with the server run's id: left alone
+                conflicts.append(collision_message(exp.run_dir, foreign))
+                log.warning("%s", conflicts[-1])
+                continue
             for fe in exp.files:
-                action, local_size = self._plan(fe)
+                action, local_size = self._plan(fe, ledger)
                 if action == "skip":
                     unchanged += 1
+                elif action == "foreign":
+                    conflicts.append(f"{fe.path}: a local file sync did not write; left alone")
                 elif action == "touch":
-                    dest = self._paths(fe.path)
-                    os.utime(dest, ns=(mtime_ns(fe.mtime), mtime_ns(fe.mtime)))
+                    touches.append(fe)
                     unchanged += 1
                 else:
                     tasks.append((fe, action, local_size))
                     need += fe.size - local_size + (fe.size if action == "append" else 0)
+        self._touch(touches, ledger)
         free = shutil.disk_usage(self.cache_dir).free
         if need > free:
             raise SyncError(f"{self.cache_dir}: sync needs {need} bytes but only {free} are free")
         tasks.sort(key=lambda t: (t[0].priority, t[0].path))
 
         downloader = Downloader(self.cache_dir, self.remote_root, unplanned_budget(free, need),
-                                self._paths)
+                                self._paths, ledger)
         results = self._run_tasks(tasks, downloader, progress)
+        downloader.settle()
+        ledger.save()
+        for path in downloader.refused:  # a local file appeared (or changed) meanwhile
+            results.pop(path, None)
+            conflicts.append(f"{path}: changed locally during the sync; left alone")
         failed = [p for p, r in results.items() if isinstance(r, BaseException)]
         for path, r in results.items():
             if isinstance(r, FetchResult):
@@ -345,7 +365,7 @@ class ManifestSyncClient:
             listed = {fe.path for exp in manifest.experiments for fe in exp.files}
             tracked = cursor.get("files") if isinstance(cursor.get("files"), dict) else {}
             if self.manifest_type is ManifestType.FULL:
-                stats["files_deleted"] = remove_stale(self.cache_dir, tracked, listed)
+                stats["files_deleted"] = remove_stale(self.cache_dir, tracked, listed, ledger)
             files: dict[str, list[int]] = dict(tracked) \
                 if self.manifest_type is ManifestType.ACTIVE else {}
             for rel in listed:
@@ -353,8 +373,10 @@ class ManifestSyncClient:
                     st = os.lstat(self._paths(rel))
                 except OSError:
                     continue
-                files[rel] = [st.st_size, st.st_mtime_ns]
+                if ledger.owns(rel, st):  # only what sync wrote; "unchanged" is not "ours"
+                    files[rel] = [st.st_size, st.st_mtime_ns]
             syncfs(self.cache_dir)  # every file durable before the cursor says so
+            ledger.save()
             atomic_write_json(cursor_path, {
                 "revision": manifest.revision, "snapshot_id": manifest.snapshot_id,
                 "manifest_type": manifest.manifest_type.value,
@@ -364,6 +386,23 @@ class ManifestSyncClient:
         stats["sftp_wire_requests"] = sum(c.wire_requests for c in self._clients)
         stats["duration"] = time.monotonic() - start
         return stats
+
+    def _touch(self, files: list[FileEntry], ledger: WrittenLedger) -> None:
+        """Give files sync wrote, whose bytes are the server's, the server's mtime.
+
+        The ledger learns the new records (durably) before the mtimes change, so a
+        crash in between never makes sync's own files look foreign.
+        """
+        if not files:
+            return
+        for fe in files:
+            st = os.lstat(self._paths(fe.path))
+            ledger.add(fe.path, [st.st_size, mtime_ns(fe.mtime), st.st_ino])
+        ledger.save()
+        for fe in files:
+            dest = self._paths(fe.path)
+            os.utime(dest, ns=(mtime_ns(fe.mtime), mtime_ns(fe.mtime)))
+            ledger.settle(fe.path, os.lstat(dest))
 
     POOL_MIN_FILES = 16  # below this, extra channels (~0.1 s each to open) do not pay off
     POOL_MIN_BYTES = 64 << 20

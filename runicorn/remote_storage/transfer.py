@@ -12,20 +12,26 @@
   then replaces the old one, so a crash leaves either the old or the new file, never a
   spliced one.  The copy is local I/O, cheap next to the network, and keeps the rule
   "a file is replaced whole or not at all" without any journal.
+* Sync replaces or removes only bytes it wrote itself and that are still what it wrote:
+  :class:`WrittenLedger` (``<cache>/.runicorn-sync/written.json``) records each file it
+  published as ``(size, mtime_ns, inode)``.  A local file it did not write, or that
+  changed since, is never overwritten or deleted, and a server run whose local directory
+  holds such a file (a run made here, or edited here) is reported and left alone.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runicorn.errors import RunicornError, UnsafePathError
-from runicorn.fsutil import GroupCommit, StagedFile
+from runicorn.fsutil import GroupCommit, StagedFile, atomic_write_json
 from runicorn.hashing import sha256_bytes
 from runicorn.manifest.model import TAIL_WINDOW
 from runicorn.manifest.model import tail_hash as file_tail_hash
@@ -166,6 +172,7 @@ def sync_stats(method: str, **kw: Any) -> dict[str, Any]:
         "full_count": 0, "failed_count": 0, "duration": 0.0, "manifest_revision": None,
         "skipped": False, "reason": "", "sftp_requests": 0, "sftp_wire_requests": 0,
         "files_deleted": 0, "files_unchanged": 0, "manifest_bytes": 0, "method": method,
+        "conflicts": [],  # runs and files left alone because sync did not write them
     }
     stats.update(kw)
     return stats
@@ -267,14 +274,16 @@ class Downloader:
     """Atomic file downloads into a cache directory (one instance per sync)."""
 
     def __init__(self, cache: Path, remote_root: str, budget: ByteBudget | None = None,
-                 paths: CachePaths | None = None) -> None:
+                 paths: CachePaths | None = None, ledger: "WrittenLedger | None" = None) -> None:
         self.cache = cache
         # Unplanned bytes (files grown since the manifest) this sync may still write.
         self.budget = budget if budget is not None else ByteBudget(0)
         self.remote_root = remote_root.rstrip("/") or "/"
         self.staging = cache / SYNC_DIR / "tmp"
         self.paths = paths if paths is not None else CachePaths(cache)
-        self.batch = GroupCommit(cache)
+        self.ledger = ledger if ledger is not None else WrittenLedger(cache)
+        self.staged: dict[str, list[int]] = {}  # rel -> ledger record of its staged file
+        self.batch = GroupCommit(cache, keep=self._may_replace, before_renames=self._note_written)
         self.wasted = 0  # bytes received then thrown away (file changed since the manifest)
 
     def remote(self, rel: str) -> str:
@@ -285,16 +294,55 @@ class Downloader:
         os.utime(staged.path, ns=(mtime_ns_, mtime_ns_))
         if dest.is_dir() and not dest.is_symlink():
             raise UnsafePathError(f"{dest}: a directory is in the way of a server file")
+        with self.ledger.lock:
+            self.staged[rel] = WrittenLedger.record(os.lstat(staged.path))  # the rename keeps it
         staged.hand_over(self.batch, dest, rel)  # renamed by commit(), after one syncfs
+
+    def _may_replace(self, dest: Path, rel: str) -> bool:
+        """Asked just before the rename: only a missing file or one sync wrote, unchanged."""
+        try:
+            st = os.lstat(dest)
+        except FileNotFoundError:
+            return True
+        return self.ledger.owns(rel, st)
+
+    def _note_written(self, rels: list[str]) -> None:
+        """Record what is about to be renamed into place, durably, before the renames: a
+        crash right after them still leaves every file sync wrote known as its own."""
+        with self.ledger.lock:
+            for rel in rels:
+                self.ledger.add(rel, self.staged[rel])
+        self.ledger.save()
 
     def commit(self) -> dict[str, OSError]:
         """Make every fetched file durable, then rename it into place.
 
         Call after the transfers (the caller's final ``syncfs`` makes the renames
-        durable).  Returns the files whose rename failed: they did not arrive.
+        durable).  Returns the files whose rename failed: they did not arrive.  Files
+        whose local copy sync did not write (or that changed since) are not replaced:
+        see :attr:`refused`.
         """
         self.batch.commit()
+        for rel in self.batch.refused:
+            self.staged.pop(rel, None)
         return dict(self.batch.failed)
+
+    @property
+    def refused(self) -> list[str]:
+        """Files not published because the local copy is not sync's own (left alone)."""
+        return list(self.batch.refused)
+
+    def settle(self) -> None:
+        """After :meth:`commit`: the ledger keeps only each published file's final record."""
+        for rel in self.staged:
+            if rel in self.batch.failed:
+                continue
+            try:
+                st = os.lstat(self.paths(rel))
+            except (OSError, UnsafePathError):
+                continue
+            if WrittenLedger.record(st) == self.staged[rel]:
+                self.ledger.settle(rel, st)
 
     def fetch_full(self, sftp: CountingSFTP, rel: str, size: int, mtime: float,
                    tail_hash: str | None) -> FetchResult:
@@ -417,25 +465,28 @@ def _copy_prefix(src: Any, dst: Any, n: int) -> None:
         remaining -= len(buf)
 
 
-def remove_stale(cache: Path, tracked: dict[str, list[int]], keep: set[str]) -> int:
+def remove_stale(cache: Path, tracked: Iterable[str], keep: set[str], ledger: "WrittenLedger") -> int:
     """Delete files a previous sync wrote that the server no longer lists.
 
-    Only files still exactly as we wrote them (size and mtime) are removed, so local
-    edits survive; empty parent directories are pruned up to the cache root.
+    Only files the ledger says sync wrote, and still exactly as written (size, mtime,
+    inode), are removed, so local files and local edits survive; empty parent
+    directories are pruned up to the cache root.
     """
     removed = 0
     paths = CachePaths(cache)
-    for rel, (size, mns) in tracked.items():
+    for rel in tracked:
         if rel in keep:
             continue
         try:
             dest = paths(rel)
             st = os.lstat(dest)
         except (OSError, UnsafePathError):
+            ledger.forget(rel)
             continue
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size or abs(st.st_mtime_ns - mns) > 2000:
+        if not ledger.owns(rel, st):
             continue
         os.unlink(dest)
+        ledger.forget(rel)
         removed += 1
         parent = dest.parent
         while parent != cache and cache in parent.parents:
@@ -445,6 +496,107 @@ def remove_stale(cache: Path, tracked: dict[str, list[int]], keep: set[str]) -> 
                 break
             parent = parent.parent
     return removed
+
+
+class WrittenLedger:
+    """What sync itself wrote into a cache: ``relpath -> [[size, mtime_ns, inode], ...]``.
+
+    Stored in ``<cache>/.runicorn-sync/written.json`` and shared by every sync into the
+    cache (manifest and legacy, any server); the cache's sync lock serialises them.  A
+    record is added, durably, *before* its file is renamed into place (the rename keeps
+    size, mtime and inode), and the older record of the same path is dropped once the
+    rename is done, so after a crash at any instant the file on disk matches one of them.
+    A file sync skipped as unchanged is never recorded.
+    """
+
+    VERSION = 1
+
+    def __init__(self, cache: Path) -> None:
+        self.path = cache / SYNC_DIR / "written.json"
+        self.lock = threading.RLock()
+        self.files: dict[str, list[list[int]]] = {}
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return  # none yet (or unreadable: then nothing local counts as sync's own)
+        files = doc.get("files") if isinstance(doc, dict) and doc.get("version") == self.VERSION else None
+        if isinstance(files, dict):
+            for rel, recs in files.items():
+                if isinstance(rel, str) and isinstance(recs, list):
+                    good = [r for r in recs if isinstance(r, list) and len(r) == 3
+                            and all(isinstance(x, int) for x in r)]
+                    if good:
+                        self.files[rel] = good
+
+    @staticmethod
+    def record(st: os.stat_result) -> list[int]:
+        return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+    def owns(self, rel: str, st: os.stat_result) -> bool:
+        """True if ``st`` is a regular file sync wrote at ``rel`` and nobody changed since."""
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        with self.lock:
+            return self.record(st) in self.files.get(rel, [])
+
+    def add(self, rel: str, rec: list[int]) -> None:
+        with self.lock:
+            recs = self.files.setdefault(rel, [])
+            if rec not in recs:
+                recs.append(rec)
+                del recs[:-3]
+
+    def settle(self, rel: str, st: os.stat_result) -> None:
+        with self.lock:
+            self.files[rel] = [self.record(st)]
+
+    def forget(self, rel: str) -> None:
+        with self.lock:
+            self.files.pop(rel, None)
+
+    def save(self) -> None:
+        """Write the ledger atomically (and durably)."""
+        with self.lock:
+            doc = {"version": self.VERSION, "files": {k: list(v) for k, v in self.files.items()}}
+        atomic_write_json(self.path, doc, indent=None)
+
+
+def foreign_files(cache: Path, run_dir: str, ledger: WrittenLedger, limit: int = 3) -> list[str]:
+    """Up to ``limit`` entries below the local ``run_dir`` that sync did not write (or that
+    changed since): any such entry makes a server run with that id a collision.
+
+    Raises:
+        UnsafePathError: ``run_dir`` is not a safe relative path.
+    """
+    validate_relpath(run_dir, what="run directory")
+    top = os.path.join(cache, run_dir)
+    try:
+        st = os.lstat(top)
+    except FileNotFoundError:
+        return []
+    if not stat.S_ISDIR(st.st_mode):
+        return [run_dir]
+    out: list[str] = []
+    stack = [(top, run_dir)]
+    while stack and len(out) < limit:
+        d, rel_d = stack.pop()
+        with os.scandir(d) as it:
+            entries = list(it)
+        for e in entries:
+            rel = f"{rel_d}/{e.name}"
+            est = e.stat(follow_symlinks=False)
+            if stat.S_ISDIR(est.st_mode):
+                stack.append((e.path, rel))
+            elif not ledger.owns(rel, est):
+                out.append(rel)
+                if len(out) >= limit:
+                    break
+    return out
+
+
+def collision_message(run_dir: str, foreign: list[str]) -> str:
+    return (f"run {run_dir} exists locally with files sync did not write or that changed since "
+            f"(e.g. {foreign[0]}); the server's run was not synced and the local one was left alone")
 
 
 class _Collector:
