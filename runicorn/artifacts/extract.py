@@ -505,6 +505,26 @@ class _Forward:
         self._pos += len(data)
         return data
 
+    def readinto(self, b: Any, most: int) -> int:
+        """Copy up to ``most`` bytes into ``b`` (no new buffer: member data goes this way)."""
+        out = memoryview(b).cast("B")
+        want = min(len(out), most)
+        n = 0
+        while n < want:
+            if self._off >= len(self._buf):
+                if self._eof:
+                    break
+                self._buf, self._off = self._piece(), 0
+                if not self._buf:
+                    self._eof = True
+                    break
+            k = min(want - n, len(self._buf) - self._off)
+            out[n:n + k] = memoryview(self._buf)[self._off:self._off + k]
+            self._off += k
+            n += k
+        self._pos += n
+        return n
+
     def seek(self, pos: int, whence: int = 0) -> int:
         if whence != 0 or pos < self._pos:
             raise OSError("the archive stream can only be read forward")
@@ -512,6 +532,22 @@ class _Forward:
             if not self.read(min(pos - self._pos, _BUF)):
                 break
         return self._pos
+
+
+class _Member:
+    """The data of one (non-sparse) tar member, read straight from the decoded stream."""
+
+    def __init__(self, src: _Forward, size: int) -> None:
+        self._src, self._left = src, size
+
+    def readinto(self, b: Any) -> int:
+        if not self._left or not len(b):
+            return 0
+        n = self._src.readinto(b, self._left)
+        if not n:
+            raise EOFError("the archive ends inside a member")
+        self._left -= n
+        return n
 
 
 def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
@@ -533,8 +569,12 @@ def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
                 except tarfile.FilterError as exc:
                     raise UnsafeArchiveError(f"{b.origin}: refused member {m.name!r}: {exc}") from None
                 if m.isreg():
-                    f = tf.extractfile(m)  # reads nothing yet: add_file checks the size first
-                    assert f is not None
+                    # nothing is read before add_file has checked the size
+                    if m.issparse():
+                        f: Any = tf.extractfile(m)
+                    else:  # tarfile's reader would copy every byte once more
+                        fileobj.seek(m.offset_data)
+                        f = _Member(fileobj, m.size)
                     b.add_file(store, m.name, f, m.size, bool(m.mode & 0o100))
                 elif m.isdir():
                     b.add_dir(m.name)
