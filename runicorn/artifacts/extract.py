@@ -152,7 +152,7 @@ class _Builder:
         if self.total + size > self.limit:
             raise UnsafeArchiveError(
                 f"{self.origin}: refused: it expands to more than {self.limit} bytes ({self.limit_why}); "
-                f"member {short_repr(raw)} alone declares {size} bytes after {self.total} bytes before it")
+                f"member {short_repr(raw)} declares {size} bytes ({self.total} extracted before it)")
         self.total += size
 
     def _path(self, raw: str) -> str | None:
