@@ -10,7 +10,8 @@ format (tar.gz, tar.bz2, tar.xz, tar.zst, zip) it times, ``--reps`` times each:
   (``runicorn.artifacts.extract.extract_into_store``), interpreter start included.
 
 It prints medians of wall time and of peak RSS (``wait4``'s ``ru_maxrss`` of the child,
-so tar's decompressor child counts too), the speed ratio (reference time / ours: >= 0.7
+so tar's decompressor child counts too; it also counts the pages the forked child shares
+with this script before exec, so ~15 MiB is a floor, not tar's own use), the speed ratio (reference time / ours: >= 0.7
 is the target) and ours' peak RSS above its own baseline (measured in the child after
 imports: <= 64 MiB is the target).
 
