@@ -48,15 +48,29 @@ def _printed_command(stderr: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _run(argv: list[str], kill_after: float | None, err: Path) -> None:
+def _run(argv: list[str], kill_after: float | None, err: Path, *, kill_once_printed: bool = False) -> float:
+    """Run a restore, killed after ``kill_after`` s (or once it printed its undo command);
+    uninterrupted when ``kill_after`` is None.  Returns when the undo command was first seen."""
+    t0 = time.monotonic()
+    printed_at = 0.0
     with open(err, "wb") as f:
         p = subprocess.Popen([sys.executable, "-m", "runicorn", *argv], stdout=subprocess.DEVNULL, stderr=f)
         if kill_after is None:
+            while p.poll() is None:
+                if not printed_at and _printed_command(err.read_text()):
+                    printed_at = time.monotonic() - t0
+                time.sleep(0.002)
             assert p.wait(timeout=120) == 0, err.read_text()
-            return
-        time.sleep(kill_after)
+            return printed_at or time.monotonic() - t0
+        if kill_once_printed:  # the moment the target starts to change
+            deadline = time.monotonic() + 120
+            while p.poll() is None and _printed_command(err.read_text()) is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+        else:
+            time.sleep(kill_after)
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=60)
+    return printed_at
 
 
 def test_sigkilled_restores_lose_nothing(tmp_path: Path) -> None:
@@ -74,13 +88,13 @@ def test_sigkilled_restores_lose_nothing(tmp_path: Path) -> None:
     err = tmp_path / "stderr"
 
     # One uninterrupted run of each mode: how long a restore takes here (to spread the kills).
-    durations = {}
+    durations, printed = {}, {}
     finished: dict[str, dict] = {}
     for mode in ("--overwrite", "--delete"):
         work = tmp_path / f"calib{mode}"
         shutil.copytree(pristine, work, symlinks=True)
         t0 = time.monotonic()
-        _run(["restore", tree, str(work), mode], None, err)
+        printed[mode] = _run(["restore", tree, str(work), mode], None, err)
         durations[mode] = time.monotonic() - t0
         finished[mode] = tree_files(work)
         assert tree_files(work)["results.csv" if mode == "--overwrite" else "conf/run.yaml"]
@@ -90,7 +104,11 @@ def test_sigkilled_restores_lose_nothing(tmp_path: Path) -> None:
         mode = ("--overwrite", "--delete")[trial % 2]
         work = tmp_path / f"w{trial}"
         shutil.copytree(pristine, work, symlinks=True)
-        _run(["restore", tree, str(work), mode], rng.uniform(0.2, 1.0) * durations[mode], err)
+        # Random moments, plus two fixed ones per mode so both outcomes are always exercised
+        # however loaded the machine is: before the process starts, and once it printed its undo.
+        # The random ones fall mostly in the window where the target changes.
+        kill_after = 0.0 if trial < 2 else rng.uniform(0.7 * printed[mode], 1.05 * durations[mode])
+        _run(["restore", tree, str(work), mode], kill_after, err, kill_once_printed=trial in (2, 3))
         stderr = err.read_text()
         now = tree_files(work)
         assert {k: v for k, v in now.items() if k.startswith(".git/")} == git, f"trial {trial}: .git changed"
