@@ -180,6 +180,52 @@ def test_racily_clean_files_are_reread(tmp_path: Path) -> None:
     assert row[0] >= row[1] - RACY_NS  # still racy: will be read again next time
 
 
+def test_edit_in_place_with_mtime_put_back_is_reread(tmp_path: Path) -> None:
+    """Same size, old (non-racy) mtime restored with utime: only the ctime shows the edit."""
+    ws = tmp_path / "ws"
+    write(ws / ".rnignore", "", age=60)
+    path = write(ws / "weights.txt", "aaaa", age=60)
+    r1 = runicorn.snapshot_workspace(ws, None)
+    assert runicorn.snapshot_workspace(ws, None)["files_read"] == 0
+    st = path.stat()
+    path.write_bytes(b"bbbb")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size == st.st_size
+    r2 = runicorn.snapshot_workspace(ws, None)
+    assert r2["files_read"] == 1 and r2["tree"] != r1["tree"]
+    sha = open_store().get_manifest(r2["tree"])["files"]["weights.txt"]["sha256"]
+    assert open_store().blob_path(sha).read_bytes() == b"bbbb"
+
+
+def test_index_of_version_2_drops_its_stat_cache_and_rereads(tmp_path: Path) -> None:
+    import apsw
+
+    from runicorn.store import Store
+    from runicorn.store.index import SCHEMA_VERSION
+
+    ws = tmp_path / "ws"
+    write(ws / ".rnignore", "", age=60)
+    write(ws / "a.txt", "alpha", age=60)
+    r1 = runicorn.snapshot_workspace(ws, None)
+    root = Path(os.environ["RUNICORN_DIR"])
+    from runicorn.store.store import forget_open_stores
+
+    forget_open_stores()
+    conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
+    conn.execute("DROP TABLE stat_cache")  # the version-2 table, without ctime_ns
+    conn.execute("CREATE TABLE stat_cache (path TEXT PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL, "
+                 "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode TEXT NOT NULL, "
+                 "sha256 TEXT NOT NULL, recorded_ns INTEGER NOT NULL) WITHOUT ROWID")
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with Store(root) as s:
+        assert s.index.version == SCHEMA_VERSION == 3
+        assert s.verify()["ok"]
+    r2 = runicorn.snapshot_workspace(ws, None)
+    assert r2["tree"] == r1["tree"] and r2["files_read"] == 2
+    assert runicorn.snapshot_workspace(ws, None)["files_read"] == 0
+
+
 def test_stat_cache_reingests_blobs_that_were_collected(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     write(ws / ".rnignore", "", age=60)

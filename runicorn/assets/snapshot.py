@@ -496,7 +496,7 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
     started_ns = time.time_ns()
     lo, hi = _cache_bounds(root)
     cached = {row[0]: row for row in store.index.query(
-        "SELECT path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns FROM stat_cache "
+        "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns FROM stat_cache "
         "WHERE path >= ? AND path < ?", (lo, hi))}
     trusted: dict[str, tuple[str, str, os.stat_result, str]] = {}
     to_read: list[tuple[str, str, os.stat_result, str]] = []
@@ -520,12 +520,13 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
             to_read.append((rel, full, st, mode))
             continue
         hits += 1
-        # row: path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns
+        # row: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
         if (row[1] == st.st_dev and row[2] == st.st_ino and row[3] == st.st_size
-                and row[4] == st.st_mtime_ns and row[5] == mode and st.st_mtime_ns < row[7] - RACY_NS):
-            trusted[full] = (rel, full, st, row[6])
+                and row[4] == st.st_mtime_ns and row[5] == st.st_ctime_ns and row[6] == mode
+                and st.st_mtime_ns < row[8] - RACY_NS):
+            trusted[full] = (rel, full, st, row[7])
             trusted_bytes += row[3]
-            lines.append((rel, mode, row[6]))
+            lines.append((rel, mode, row[7]))
         else:
             to_read.append((rel, full, st, mode))
     found = _existing_tree(store, trusted, links, want_entries, keeper, lines, trusted_bytes) if not to_read else None
@@ -545,10 +546,10 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
             if stale:
                 c.executemany("DELETE FROM stat_cache WHERE path = ?", stale)
             c.executemany(
-                "INSERT INTO stat_cache (path, dev, ino, size, mtime_ns, mode, sha256, recorded_ns) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, "
+                "INSERT INTO stat_cache (path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, "
                 "ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns, "
-                "mode = excluded.mode, sha256 = excluded.sha256, recorded_ns = excluded.recorded_ns",
+                "ctime_ns = excluded.ctime_ns, mode = excluded.mode, sha256 = excluded.sha256, recorded_ns = excluded.recorded_ns",
                 updates)
     return tree, entries, len(to_read), total
 
@@ -635,8 +636,8 @@ def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]]
             with lock:
                 for (rel, full, st, mode), info in zip(batch, infos):
                     entries[rel] = TreeEntry(info.sha256, mode, info.size)
-                    updates.append((full, st.st_dev, st.st_ino, info.size, st.st_mtime_ns, mode,
-                                    info.sha256, started_ns))
+                    updates.append((full, st.st_dev, st.st_ino, info.size, st.st_mtime_ns,
+                                    st.st_ctime_ns, mode, info.sha256, started_ns))
                 done += len(batch)
                 if progress:
                     progress(done, total)

@@ -12,11 +12,12 @@ import apsw
 
 from runicorn.errors import IndexError_, ReadOnlyStoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 120_000
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
-# Version 0 -> 1 is the initial schema (index.sql); 1 -> 2 adds the remote tables.  Every
+# Version 0 -> 1 is the initial schema (index.sql); 1 -> 2 adds the remote tables; 2 -> 3
+# adds ctime_ns to the stat cache (a cache: its rows are dropped, files are read once more).  Every
 # statement of index.sql is idempotent (IF NOT EXISTS / OR IGNORE), so a migration that
 # adds tables runs the whole file again.
 MIGRATIONS: dict[int, Callable[[apsw.Connection], None]] = {}
@@ -35,6 +36,14 @@ def _migrate_0_to_1(conn: apsw.Connection) -> None:
 
 MIGRATIONS[0] = _migrate_0_to_1
 MIGRATIONS[1] = _migrate_0_to_1  # adds remote_objects, remote_state, remote_refs
+
+
+def _migrate_2_to_3(conn: apsw.Connection) -> None:
+    conn.execute("DROP TABLE IF EXISTS stat_cache")
+    conn.execute(schema_sql())
+
+
+MIGRATIONS[2] = _migrate_2_to_3
 
 
 class Index:

@@ -67,15 +67,17 @@ CREATE TABLE IF NOT EXISTS totals (
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO totals (name, value) VALUES ('blob_count', 0), ('blob_bytes', 0);
 
--- Stat cache for snapshots: a file whose (dev, ino, size, mtime_ns) is unchanged since
--- it was hashed is not read again, unless it was recorded in the same timestamp tick
--- as its mtime ("racily clean").
+-- Stat cache for snapshots: a file whose (dev, ino, size, mtime_ns, ctime_ns) is unchanged
+-- since it was hashed is not read again, unless it was recorded in the same timestamp tick
+-- as its mtime ("racily clean").  ctime catches an edit whose mtime was put back (utime
+-- cannot set ctime).
 CREATE TABLE IF NOT EXISTS stat_cache (
     path        TEXT PRIMARY KEY,           -- absolute path
     dev         INTEGER NOT NULL,
     ino         INTEGER NOT NULL,
     size        INTEGER NOT NULL,
     mtime_ns    INTEGER NOT NULL,
+    ctime_ns    INTEGER NOT NULL,
     mode        TEXT NOT NULL,
     sha256      TEXT NOT NULL,
     recorded_ns INTEGER NOT NULL            -- wall clock when hashed
