@@ -159,7 +159,7 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
     Returns the seed's keys: ``success``, ``run_id``, ``run_dir_deleted``,
     ``orphaned_assets`` (the run's trees that go), ``kept_assets`` (shared ones, with
     ``shared_with``), ``blobs_deleted``, ``manifests_deleted``, ``outputs_deleted``
-    (files in the run directory), ``bytes_freed``, ``errors``; plus ``dry_run``,
+    (files in the run directory plus rolling output versions), ``bytes_freed``, ``errors``; plus ``dry_run``,
     ``run_dir``, ``tree_ids`` and ``blob_ids``.  An unknown run gives ``success: False``
     and an error saying it was not found.
 
@@ -199,7 +199,9 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
                                     f"pass {option('force')} to delete it anyway")
             return result
     orphaned, kept, doomed, blobs = _plan(store, run_id, refs)
-    outputs = _count_files(run_dir) if run_dir is not None else 0
+    # Files in the run directory plus the run's rolling output versions (refs run/<id>/output/...).
+    outputs = (_count_files(run_dir) if run_dir is not None else 0) + sum(
+        1 for r in refs if r.name.startswith(f"{run_id}/output/"))
     result.update(run_dir=str(run_dir) if run_dir else None, orphaned_assets=orphaned, kept_assets=kept,
                   outputs_deleted=outputs)
     if dry_run:

@@ -6,11 +6,11 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Run", "init"):
+    if name in ("Run", "init", "list_outputs"):
         from runicorn.runs import run
 
         return getattr(run, name)
     raise AttributeError(f"module 'runicorn.runs' has no attribute {name!r}")
 
 
-__all__ = ["Run", "init"]
+__all__ = ["Run", "init", "list_outputs"]

@@ -89,6 +89,7 @@ class Run:
         self._inputs_seen: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._summary: dict[str, Any] = {}
+        self._last_metrics: dict[str, Any] = {}  # latest value of each metric given to log()
 
     def __repr__(self) -> str:
         return f"Run({self.run_id!r}, path={self.path!r}, status={self.status!r})"
@@ -122,6 +123,7 @@ class Run:
             record = {"step": step, "time": time.time(), **data}
             line = json.dumps(record, ensure_ascii=False, default=_json_default) + "\n"
             self._append("events.jsonl", line)
+            self._last_metrics.update(data)
 
     def summary(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``data`` into ``summary.json`` (atomically); return the whole summary.
@@ -146,6 +148,103 @@ class Run:
             return dict(plain)
 
     # ------------------------------------------------------------------ content
+    def _ingest_path(self, src: Path) -> str:
+        """Store file, symlink or directory ``src`` as a tree (a file becomes a one-file tree).
+
+        Raises:
+            FileNotFoundError: ``src`` does not exist.
+            RunicornError: ``src`` is not a regular file, directory or symlink.
+        """
+        from runicorn.store.tree import MODE_LINK, TreeEntry, mode_of
+
+        st = os.lstat(src)  # raises FileNotFoundError naming the path
+        if stat_mod.S_ISDIR(st.st_mode):
+            return self.store.ingest_directory(src, source=str(src.absolute()))
+        mode = mode_of(st.st_mode)
+        if mode == MODE_LINK:
+            info = self.store.ingest_bytes(os.fsencode(os.readlink(src)))
+        elif stat_mod.S_ISREG(st.st_mode):
+            info = self.store.ingest_file(src)
+        else:
+            raise RunicornError(f"{src}: not a regular file, directory or symlink")
+        return self.store.put_tree({src.name: TreeEntry(info.sha256, mode, info.size)},
+                                   source=str(src.absolute()))
+
+    def save_output(self, path: str | os.PathLike[str], name: str | None = None, *,
+                    keep_last: int | None = None, keep_best: tuple[str, str] | None = None,
+                    metric_value: float | None = None) -> dict[str, Any]:
+        """Store ``path`` as the next version of rolling output ``name``; return the version record.
+
+        ``name`` defaults to the file or directory name without its suffix.  Each version is
+        ref ``run/<run_id>/output/<name>/<version>``.  With ``keep_last`` and/or
+        ``keep_best=(metric, "min"|"max")`` only the last ``keep_last`` versions plus the
+        best one are kept; the refs of the others are dropped (their content goes at the
+        next ``gc``).  The new version's ref is written before any old ref is dropped, so a
+        crash never loses the newest version.  The metric value of a version is
+        ``metric_value`` if given, else the latest value of ``metric`` logged by
+        :meth:`log`, else the one in :meth:`summary`; a version without one is never "best".
+        With neither keep option every version is kept.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: bad ``name``, ``keep_last`` or ``keep_best``.
+        """
+        src = Path(path)
+        if name is None:
+            name = src.name.split(".", 1)[0] if not src.name.startswith(".") else src.name
+        if not name or "/" in name or name in (".", "..") or "\n" in name:
+            raise ValueError(f"output name {name!r} must be a simple name without '/'")
+        if keep_last is not None and (not isinstance(keep_last, int) or isinstance(keep_last, bool)
+                                      or keep_last < 1):
+            raise ValueError(f"keep_last must be a positive integer, got {keep_last!r}")
+        metric = None
+        if keep_best is not None:
+            if (not isinstance(keep_best, (tuple, list)) or len(keep_best) != 2
+                    or not isinstance(keep_best[0], str) or keep_best[1] not in ("min", "max")):
+                raise ValueError(f"keep_best must be (metric, 'min' or 'max'), got {keep_best!r}")
+            metric, direction = keep_best
+            if metric_value is None:
+                with self._lock:
+                    metric_value = self._last_metrics.get(metric, self._summary.get(metric))
+        if metric_value is not None:
+            try:
+                metric_value = float(metric_value)
+            except (TypeError, ValueError):
+                raise ValueError(f"metric value {metric_value!r} for output {name!r} is not a number") from None
+        tree = self._ingest_path(src)
+        prefix = f"{self.run_id}/output/{name}/"
+        with _ref_naming(self.store):
+            existing = _output_refs(self.store, self.run_id, name)
+            version = max((v for v, _ in existing), default=0) + 1
+            record = {"run_id": self.run_id, "role": "output", "output": name, "version": version,
+                      "tree": tree, "source": str(src.absolute()), "saved_at": time.time(),
+                      "metric": metric, "value": metric_value}
+            # The new version's ref first: a crash after this line never loses it.
+            self.store.set_ref(REF_KIND, f"{prefix}{version}", tree,
+                               meta={k: v for k, v in record.items() if k != "tree"})
+            versions = existing + [(version, record)]
+            keep = {v for v, _ in versions}
+            if keep_last is not None or keep_best is not None:
+                keep = {v for v, _ in versions[-keep_last:]} if keep_last is not None else set()
+                if keep_best is not None:
+                    scored = [(m["value"], v) for v, m in versions
+                              if m.get("metric") == metric and m.get("value") is not None]
+                    if scored:
+                        best = (min if direction == "min" else max)(scored, key=lambda t: (t[0], -t[1]))
+                        keep.add(best[1])
+                keep.add(version)
+            for v, _ in versions:
+                if v not in keep:
+                    self.store.delete_ref(REF_KIND, f"{prefix}{v}")
+        with self._lock:
+            self.meta.setdefault("outputs", {})[name] = [
+                {"version": v, "tree": m.get("tree", tree if v == version else None),
+                 "ref": f"{REF_KIND}/{prefix}{v}", "value": m.get("value"), "metric": m.get("metric")}
+                for v, m in versions if v in keep]
+            atomic_write_json(self.run_dir / "meta.json", self.meta)
+        self.log_text(f"saved output {name} version {version} (tree {tree[:12]})")
+        return {**record, "ref": f"{REF_KIND}/{prefix}{version}"}
+
     def archive(self, path: str | os.PathLike[str], role: str = "output") -> str:
         """Store a file or directory in the store as a tree linked to this run; return the tree id.
 
@@ -156,24 +255,10 @@ class Run:
             FileNotFoundError: ``path`` does not exist.
             ValueError: ``role`` is not a simple name.
         """
-        from runicorn.store.tree import MODE_LINK, TreeEntry, mode_of
-
         if not role or "/" in role or role in (".", "..") or "\n" in role:
             raise ValueError(f"archive role {role!r} must be a simple name without '/'")
         src = Path(path)
-        st = os.lstat(src)  # raises FileNotFoundError naming the path
-        if stat_mod.S_ISDIR(st.st_mode):
-            tree = self.store.ingest_directory(src, source=str(src.absolute()))
-        else:
-            mode = mode_of(st.st_mode)
-            if mode == MODE_LINK:
-                info = self.store.ingest_bytes(os.fsencode(os.readlink(src)))
-            elif stat_mod.S_ISREG(st.st_mode):
-                info = self.store.ingest_file(src)
-            else:
-                raise RunicornError(f"{src}: not a regular file, directory or symlink")
-            tree = self.store.put_tree({src.name: TreeEntry(info.sha256, mode, info.size)},
-                                       source=str(src.absolute()))
+        tree = self._ingest_path(src)
         prefix = f"{self.run_id}/archive/{role}/"
         with _ref_naming(self.store):
             taken = [r.name[len(prefix):] for r in self.store.list_refs(REF_KIND) if r.name.startswith(prefix)]
@@ -249,6 +334,39 @@ class Run:
             self.finish("interrupted")
         else:
             self.finish("failed")
+
+
+def _output_refs(store: Any, run_id: str, name: str | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """(version, ref meta plus ``tree``) of run ``run_id``'s output versions, oldest first."""
+    prefix = f"{run_id}/output/"
+    found: list[tuple[int, dict[str, Any]]] = []
+    for r in store.list_refs(REF_KIND):
+        if not r.name.startswith(prefix):
+            continue
+        out, _, ver = r.name[len(prefix):].rpartition("/")
+        if not ver.isdigit() or (name is not None and out != name):
+            continue
+        found.append((int(ver), {**(r.meta or {}), "output": out, "tree": r.tree}))
+    found.sort(key=lambda t: (t[1]["output"], t[0]))
+    return found
+
+
+def list_outputs(run_id: str, storage: str | os.PathLike[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The kept versions of each rolling output of run ``run_id``: ``{name: [version record, ...]}``.
+
+    Each record has ``version``, ``tree``, ``ref``, ``metric``, ``value``, ``saved_at`` and
+    ``source``; oldest first.  Read from the store's refs (the source of truth).
+    """
+    from runicorn.store import open_store
+
+    store = open_store(Path(storage).expanduser()) if storage is not None else open_store()
+    result: dict[str, list[dict[str, Any]]] = {}
+    for version, m in _output_refs(store, run_id):
+        result.setdefault(m["output"], []).append(
+            {"version": version, "tree": m["tree"], "ref": f"{REF_KIND}/{run_id}/output/{m['output']}/{version}",
+             "metric": m.get("metric"), "value": m.get("value"), "saved_at": m.get("saved_at"),
+             "source": m.get("source")})
+    return result
 
 
 def _json_default(value: Any) -> Any:
