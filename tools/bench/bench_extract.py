@@ -5,7 +5,8 @@ For each payload (``--mib`` MiB of zeros, and of random bytes; one file each) an
 format (tar.gz, tar.bz2, tar.xz, tar.zst, zip) it times, ``--reps`` times each:
 
 * the reference: ``tar -xf`` (``tar --zstd -xf`` for zst) or ``unzip -q`` into a fresh
-  directory;
+  directory, then ``sync -f`` of that filesystem (timed apart: the store waits for its data
+  to reach the disk, so "reference + sync" is the durable reference);
 * ours: a fresh Python process streaming the archive into a fresh store
   (``runicorn.artifacts.extract.extract_into_store``), interpreter start included.
 
@@ -100,13 +101,15 @@ def bench(work: Path, mib: int, reps: int, formats: list[str]) -> list[tuple[str
             ext = "zip" if fmt == "zip" else f"tar.{fmt}"
             archive = work / f"{kind}.{ext}"
             _make_archive(src, fmt, archive)
-            ref_t, ref_rss, our_t, our_rss, our_delta = [], [], [], [], []
+            ref_t, ref_sync_t, ref_rss, our_t, our_rss, our_delta = [], [], [], [], [], []
             for r in range(reps):
                 out = work / f"ref-{r}"
                 out.mkdir()
                 t, rss, _ = _run(_reference_cmd(fmt, archive, out))
+                sync_t, _, _ = _run(["sync", "-f", str(out)])
                 shutil.rmtree(out)
                 ref_t.append(t)
+                ref_sync_t.append(t + sync_t)
                 ref_rss.append(rss)
                 store = work / f"store-{r}"
                 t, rss, text = _run([sys.executable, "-c", CHILD, str(archive), str(store)], env=env)
@@ -121,7 +124,8 @@ def bench(work: Path, mib: int, reps: int, formats: list[str]) -> list[tuple[str
             label = f"{kind:6s} {ext:7s} ({archive.stat().st_size / 2**20:7.1f} MiB)"
             print(f"{label}  ref {med(ref_t):6.2f} s {med(ref_rss) / 1024:6.1f} MiB | ours {med(our_t):6.2f} s "
                   f"{med(our_rss) / 1024:6.1f} MiB (+{med(our_delta) / 1024:5.1f} MiB over baseline) | "
-                  f"speed ratio ref/ours {ratio:4.2f}", flush=True)
+                  f"speed ratio ref/ours {ratio:4.2f}; ref + sync {med(ref_sync_t):6.2f} s, durable ratio "
+                  f"{med(ref_sync_t) / med(our_t):4.2f}", flush=True)
             rows.append((label, ratio, med(our_delta) / 1024, med(ref_t), med(our_t)))
             archive.unlink()
         shutil.rmtree(src)
