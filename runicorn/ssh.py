@@ -113,7 +113,7 @@ def connect(host: str, port: int | None = None, user: str | None = None, *, iden
     if cfg.get("proxycommand"):
         sock = paramiko.ProxyCommand(cfg["proxycommand"])
     try:
-        client.connect(hostname, port=port, username=user, key_filename=keys or None,
+        client.connect(hostname, port=port, username=user, key_filename=keys or None,  # type: ignore[arg-type]  # a list is accepted too
                        look_for_keys=not keys, allow_agent=True, timeout=timeout, sock=sock,
                        banner_timeout=timeout, auth_timeout=timeout)
     except SSHConnectError:

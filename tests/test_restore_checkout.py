@@ -14,7 +14,7 @@ import pytest
 
 from runicorn.assets.restore import TargetExistsError, restore_from_manifest
 from runicorn.errors import UnsafePathError
-from runicorn.store import Store, open_store
+from runicorn.store import open_store
 
 from tests.assets_helpers import tree_files, write
 

@@ -119,7 +119,7 @@ def test_tree_id_matches_the_documented_definition(store: Store, tmp_path: Path)
     for path, mode, data in [("b.txt", "100644", b"b"), ("link", "120000", b"b.txt"),
                              ("sub/run.sh", "100755", b"#!/bin/sh\n")]:
         lines.append(f"{mode} {hashlib.sha256(data).hexdigest()} {path}\n".encode())
-    lines.sort(key=lambda l: l.split(b" ", 2)[2])
+    lines.sort(key=lambda line: line.split(b" ", 2)[2])
     assert tree == hashlib.sha256(b"runicorn-tree-v1\n" + b"".join(lines)).hexdigest()
     manifest = store.get_manifest(tree)
     assert manifest["file_count"] == 3 and len(manifest["files"]) == 3

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from runicorn.assets.cleanup import delete_run_completely
 from runicorn.errors import ArtifactError, IndexError_
 from runicorn.store import Store
 

@@ -110,7 +110,7 @@ def test_new_and_deleted_runs(conn: Any, server: Path, tmp_path: Path) -> None:
     _regen(server)
     st = _sync(conn, server, cache)
     assert st["files_deleted"] == 7 + 1 and st["files_synced"] == 7
-    assert not runs[0].relative_to(server).parts[0] in ("",)
+    assert runs[0].relative_to(server).parts[0] not in ("",)
     assert not (cache / runs[0].relative_to(server)).exists()
     # Files the sync never wrote are left alone.
     assert (cache / "local_only" / "e" / "runs" / "r" / "meta.json").exists()

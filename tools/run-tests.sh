@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the test dependencies (Python extras; OpenSSH's sshd and rsync through apt
-# when missing and we are root) and runs the whole test suite.  Extra arguments go to pytest.
+# when missing and we are root), checks lint (ruff) and types (mypy), and runs the whole
+# test suite.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +22,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
         exit 1
     fi
 fi
+
+# Lint and types first: cheap, and the settings live in pyproject.toml.
+python3 -m ruff check runicorn tests tools
+python3 -m mypy
 
 exec python3 -m pytest -n 2 "$@"

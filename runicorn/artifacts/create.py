@@ -6,8 +6,9 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import IO, Any, BinaryIO
 
 from runicorn.errors import ArtifactError
 from runicorn.fsutil import narrowed_perm
@@ -178,35 +179,36 @@ def _read_link(blob_path: Callable[[str], Path], rel: str, e: TreeEntry) -> byte
         return f.read()
 
 
-def _write_tar(blob_path: Callable[[str], Path], raw: object, items: list, kind: str) -> None:
+def _write_tar(blob_path: Callable[[str], Path], raw: IO[bytes], items: list[tuple[str, Any]], kind: str) -> None:
     import tarfile
 
-    closers = []
+    closers: list[IO[bytes]] = []
+    fileobj: IO[bytes]
     if kind == "gz":
         import gzip
 
-        fileobj = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)  # type: ignore[arg-type]
+        fileobj = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)  # type: ignore[assignment]
         closers.append(fileobj)
     elif kind == "bz2":
         import bz2
 
-        fileobj = bz2.BZ2File(raw, "wb")  # type: ignore[arg-type,assignment]
+        fileobj = bz2.BZ2File(raw, "wb")
         closers.append(fileobj)
     elif kind == "xz":
         import lzma
 
-        fileobj = lzma.LZMAFile(raw, "wb", format=lzma.FORMAT_XZ)  # type: ignore[arg-type,assignment]
+        fileobj = lzma.LZMAFile(raw, "wb", format=lzma.FORMAT_XZ)
         closers.append(fileobj)
     elif kind == "zst":
         try:
             import zstandard
         except ImportError:
             raise ArtifactError("writing .tar.zst needs the 'zstandard' package") from None
-        fileobj = zstandard.ZstdCompressor(level=10).stream_writer(raw, closefd=False)  # type: ignore[assignment]
+        fileobj = zstandard.ZstdCompressor(level=10).stream_writer(raw, closefd=False)
         closers.append(fileobj)
     else:
-        fileobj = raw  # type: ignore[assignment]
-    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[arg-type]
+        fileobj = raw
+    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         for path, e in items:
             ti = tarfile.TarInfo(path)
             ti.mtime = 0
@@ -228,10 +230,10 @@ def _write_tar(blob_path: Callable[[str], Path], raw: object, items: list, kind:
         c.close()
 
 
-def _write_zip(blob_path: Callable[[str], Path], raw: object, items: list) -> None:
+def _write_zip(blob_path: Callable[[str], Path], raw: IO[bytes], items: list[tuple[str, Any]]) -> None:
     import zipfile
 
-    with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as zf:  # type: ignore[arg-type]
+    with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path, e in items:
             if e is None:
                 zi = zipfile.ZipInfo(path + "/", date_time=(1980, 1, 1, 0, 0, 0))

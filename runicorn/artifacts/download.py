@@ -14,10 +14,12 @@ refused and its partial file removed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from runicorn.errors import ArtifactError, IntegrityError, SSHConnectError
@@ -101,9 +103,9 @@ def fetch(url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | 
     partial = work_dir / f"{sha256}.partial"
     work_dir.mkdir(parents=True, exist_ok=True)
     if scheme in ("http", "https"):
-        get: Callable[[int], tuple[Any, int | None, bool]] = lambda offset: _http_open(url, offset)
+        get: Callable[[int], tuple[Any, int | None, bool]] = functools.partial(_http_open, url)
     elif scheme == "sftp":
-        get = lambda offset: _sftp_open(url, offset)
+        get = functools.partial(_sftp_open, url)
     else:
         raise PermanentError(f"unsupported URL scheme {scheme!r}")
     last: Exception | None = None
@@ -226,7 +228,7 @@ class _Closing:
     def read1(self, n: int) -> bytes:
         # read1, not read: read waits to fill the whole request, so a stalled transfer
         # would keep the bytes already received in memory instead of on disk
-        return self._resp.read1(n)  # type: ignore[no-any-return]
+        return self._resp.read1(n)
 
     def close(self) -> None:
         self._resp.close()
@@ -311,7 +313,7 @@ class _SftpStream:
         self._f, self._client = f, client
 
     def read1(self, n: int) -> bytes:
-        return self._f.read(n)  # type: ignore[no-any-return]
+        return self._f.read(n)
 
     def close(self) -> None:
         try:

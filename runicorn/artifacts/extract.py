@@ -411,7 +411,7 @@ def _decoded_stream(raw: IO[bytes], fmt: str, origin: str) -> IO[bytes]:
                             "(pip install runicorn[zstd])") from None
     dctx = zstandard.ZstdDecompressor(max_window_size=DECODER_MEMLIMIT)
     reader = dctx.stream_reader(raw, read_size=_IN, read_across_frames=True, closefd=False)
-    return io.BufferedReader(reader, _BUF)  # type: ignore[arg-type]
+    return io.BufferedReader(reader, _BUF)
 
 
 class _Forward:
@@ -466,7 +466,7 @@ class _Forward:
         if isinstance(item, BaseException):
             self._eof = True
             raise item
-        return item  # type: ignore[no-any-return]
+        return item
 
     def close(self) -> None:
         if self._q is not None:
@@ -603,7 +603,7 @@ def _zip_link_target(zf: Any, info: Any, b: _Builder) -> str:
 class _Checked(io.RawIOBase):
     """A zip member decoded by :class:`_Decoded`: no more than its declared size, CRC checked."""
 
-    def __init__(self, src: IO[bytes], size: int, crc: int, name: str) -> None:
+    def __init__(self, src: io.RawIOBase, size: int, crc: int, name: str) -> None:
         self._src, self._left, self._crc, self._want, self._name = src, size, 0, crc, name
 
     def readable(self) -> bool:
@@ -613,7 +613,7 @@ class _Checked(io.RawIOBase):
         import zipfile
         import zlib
 
-        n = self._src.readinto(b)  # type: ignore[attr-defined]
+        n = self._src.readinto(b) or 0
         if n > self._left:
             raise zipfile.BadZipFile(f"member {self._name!r} holds more than its declared size")
         if n:
@@ -636,7 +636,7 @@ def _open_zip_member(zf: Any, info: Any) -> IO[bytes]:
     import zipfile
 
     if info.compress_type not in (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
-        return zf.open(info)  # type: ignore[no-any-return]
+        return zf.open(info)
     raw_info = copy.copy(info)
     raw_info.compress_type = zipfile.ZIP_STORED
     raw_info.file_size = info.compress_size

@@ -32,6 +32,7 @@ def _wanted_for(store: Any, toml_path: str, problems: list[str] | None = None) -
     from runicorn.artifacts.install import binding_ref_name, installed_tree
     from runicorn.artifacts.toml_read import entry_hash, load_toml
 
+    why: str | None
     try:
         parsed = load_toml(toml_path)
     except TomlFormatError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from runicorn.errors import TomlFormatError
@@ -43,9 +44,9 @@ def is_artifact_name(name: object) -> bool:
     return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
-def entry_hash(entry: dict[str, Any]) -> str:
+def entry_hash(entry: Mapping[str, Any]) -> str:
     """The directory name of an entry: its ``tree-sha256``, else its ``git-tree-sha1``."""
-    return entry.get("tree-sha256") or entry["git-tree-sha1"]
+    return str(entry.get("tree-sha256") or entry["git-tree-sha1"])
 
 
 def load_toml(path: str) -> ParsedToml:

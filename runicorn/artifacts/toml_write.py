@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from runicorn.artifacts.platform import normalize_platform, platform_key, platform_tags
 from runicorn.errors import ArtifactError, TomlFormatError, option
@@ -25,7 +26,7 @@ def _downloads(download_info: Iterable[Any] | None) -> list[dict[str, Any]]:
     for item in download_info or ():
         if isinstance(item, Mapping) and item.get("remote"):
             # a runicorn remote: the tree id is the checksum, no archive involved
-            d = {"remote": str(item["remote"])}
+            d: dict[str, Any] = {"remote": str(item["remote"])}
             if item.get("endpoint"):
                 d["endpoint"] = str(item["endpoint"])
             out.append(d)

@@ -14,7 +14,7 @@ from typing import Any
 
 from runicorn.errors import BlobNotFoundError, UnsafePathError
 from runicorn.fsutil import StagedFile, fsync_dir, publish_link
-from runicorn.hashing import copy_and_hash, check_unchanged, is_sha256_hex
+from runicorn.hashing import check_unchanged, copy_and_hash, is_sha256_hex
 
 
 def _store_for(blob_root: Path) -> Any:
@@ -42,7 +42,7 @@ def store_blob(src_path: Path, blob_root: Path) -> str:
     """
     store = _store_for(blob_root)
     if store is not None:
-        return store.ingest_file(src_path).sha256  # type: ignore[no-any-return]
+        return store.ingest_file(src_path).sha256
     blob_root = Path(blob_root).expanduser()
     staging = blob_root / ".tmp"
     with open(src_path, "rb") as src, StagedFile(staging, mode=0o600) as staged:
@@ -72,7 +72,7 @@ def blob_exists(sha256: str, blob_root: Path) -> bool:
         return False
     store = _store_for(blob_root)
     if store is not None:
-        return store.has_blob(sha256) and store.blob_path(sha256).exists()  # type: ignore[no-any-return]
+        return store.has_blob(sha256) and store.blob_path(sha256).exists()
     return get_blob_path(sha256, blob_root).is_file()
 
 

@@ -32,8 +32,9 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from runicorn.errors import (
     ChangedWhileReadingError,
@@ -241,6 +242,7 @@ class IgnoreRules:
         import re
 
         key = ""
+        prefilter: Callable[..., Any] | None
         if self._identity:
             import hashlib
             import json
@@ -297,7 +299,7 @@ class IgnoreRules:
             if self._identity and len(rules.verdicts) < _CACHE_MAX_VERDICTS:
                 rules.verdicts[key] = verdict
                 self._dirty = True
-        return verdict  # type: ignore[return-value]
+        return verdict
 
     def enter(self, rel_dir: str, directory: str) -> int:
         """Load ``directory/.gitignore`` if present; return how many specs to pop on leaving."""
@@ -695,8 +697,7 @@ def write_zip(blob_path: Callable[[str], Path], entries: dict[str, TreeEntry], o
             for rel in sorted(entries, key=path_key):
                 e = entries[rel]
                 stamp = time.localtime((mtimes or {}).get(rel, time.time()))
-                info = zipfile.ZipInfo(rel, date_time=tuple(max(v, 0) for v in stamp[:6]) if stamp[0] >= 1980
-                                       else (1980, 1, 1, 0, 0, 0))
+                info = zipfile.ZipInfo(rel, date_time=stamp[:6] if stamp[0] >= 1980 else (1980, 1, 1, 0, 0, 0))
                 blob = blob_path(e.sha256)
                 if e.mode == MODE_LINK:
                     info.external_attr = (stat.S_IFLNK | 0o777) << 16

@@ -96,7 +96,7 @@ def _snapshot_tour(base: Path, storage: Path, project: Path) -> None:
     with rn.init(path="quickstart/demo", storage=storage, snapshot_code=True, workspace_root=project) as run2:
         run2.log({"loss": 0.4}, step=1)
     store = rn.open_store(storage)
-    trees = [store.get_ref("run", f"{r.run_id}/code").tree for r in (run1, run2)]  # type: ignore[union-attr]
+    trees = [store.get_ref("run", f"{r.run_id}/code").tree for r in (run1, run2)]
     assert trees[0] != trees[1]
     click.echo(f"    2 snapshots, {store.stats()['blob_count']} blobs in the store")
     _step("restore run 1's code from its manifest and compare")

@@ -7,7 +7,7 @@ import click
 from runicorn.cli import echo_json, existing_storage, parse_duration
 
 
-def _store(ctx: click.Context):  # type: ignore[no-untyped-def]
+def _store(ctx: click.Context):
     """The existing store: none of these commands creates one."""
     from runicorn.store import Store
 

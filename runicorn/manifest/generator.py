@@ -17,13 +17,13 @@ import socket
 import stat
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from runicorn.errors import CorruptManifestError, RunicornError
 from runicorn.fsutil import atomic_write_bytes, atomic_write_json, open_locked
 from runicorn.manifest.model import (
-    tail_hash,
     ExperimentEntry,
     FileEntry,
     ManifestType,
@@ -31,6 +31,7 @@ from runicorn.manifest.model import (
     content_digest,
     is_append_only_name,
     priority_for,
+    tail_hash,
 )
 from runicorn.manifest.schema import validate_file_dict, validate_manifest_dict, validate_run_fields
 from runicorn.runs.ids import valid_run_id
@@ -246,7 +247,7 @@ class ManifestGenerator:
             validate_manifest_dict(doc)
         except CorruptManifestError:
             return None
-        return doc  # type: ignore[no-any-return]
+        return doc
 
     def generate(self, manifest_type: ManifestType = ManifestType.FULL,
                  output_path: Path | None = None) -> tuple[SyncManifest, Path]:
@@ -332,4 +333,4 @@ def _read_gz_manifest(path: Path) -> dict[str, Any] | None:
         validate_manifest_dict(doc)
     except (OSError, ValueError, EOFError, CorruptManifestError):
         return None
-    return doc  # type: ignore[no-any-return]
+    return doc

@@ -20,7 +20,6 @@ from typing import Any
 from runicorn.errors import RunicornError, UnsafePathError
 from runicorn.fsutil import atomic_write_json, open_locked, syncfs
 from runicorn.hashing import sha256_bytes
-from runicorn.runs.ids import valid_run_id
 from runicorn.remote_storage.transfer import (
     RESERVED_TOP_LEVEL,
     SYNC_DIR,
@@ -36,6 +35,7 @@ from runicorn.remote_storage.transfer import (
     sync_stats,
     unplanned_budget,
 )
+from runicorn.runs.ids import valid_run_id
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,8 @@ class LegacySyncClient:
                 stats["bytes_downloaded"] += r.received
             if progress is not None:
                 progress(i, len(todo), rel)
-        for rel, exc in dl.commit().items():  # data durable, then renamed into place
-            log.warning("sync of %s failed: %s", rel, exc)
+        for rel, err in dl.commit().items():  # data durable, then renamed into place
+            log.warning("sync of %s failed: %s", rel, err)
             stats["failed_count"] += 1
             stats["files_synced"] -= 1
             stats["full_count"] -= 1

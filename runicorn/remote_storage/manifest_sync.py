@@ -90,7 +90,7 @@ def decode_manifest(raw: bytes, gz: bool) -> dict[str, Any]:
     except RecursionError:  # the JSON parser's depth bound
         raise CorruptManifestError("manifest is not valid JSON: arrays or objects nested too deeply") from None
     validate_manifest_dict(doc)
-    return doc  # type: ignore[no-any-return]
+    return doc
 
 
 def check_manifest_paths(manifest: SyncManifest, cache: Path) -> CachePaths:
@@ -233,8 +233,9 @@ class ManifestSyncClient:
             except Exception as exc:  # noqa: BLE001 - e.g. the server's MaxSessions
                 log.debug("extra SFTP channel refused: %s", exc)
                 return None
-            if extra is not None:
-                extra.get_channel().settimeout(self.CHANNEL_TIMEOUT)
+            channel = extra.get_channel() if extra is not None else None
+            if channel is not None:
+                channel.settimeout(self.CHANNEL_TIMEOUT)
             return extra
 
         with ThreadPoolExecutor(max_workers=max(1, n - 1)) as ex:
@@ -363,7 +364,7 @@ class ManifestSyncClient:
             log.warning("sync of %s failed: %s", path, results[path])
         if not failed:
             listed = {fe.path for exp in manifest.experiments for fe in exp.files}
-            tracked = cursor.get("files") if isinstance(cursor.get("files"), dict) else {}
+            tracked: dict[str, list[int]] = cursor["files"] if isinstance(cursor.get("files"), dict) else {}
             if self.manifest_type is ManifestType.FULL:
                 stats["files_deleted"] = remove_stale(self.cache_dir, tracked, listed, ledger)
             files: dict[str, list[int]] = dict(tracked) \

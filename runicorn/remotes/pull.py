@@ -11,7 +11,8 @@ its directory from ``run/<id>/files`` where ``runicorn runs`` lists it.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from runicorn.errors import IntegrityError, option
 from runicorn.hashing import is_sha256_hex
@@ -137,8 +138,8 @@ def resolve_remote_refs(backend: Any, selectors: Iterable[str], *, everything: b
             out.append(item)
             continue
         if valid_run_id(sel):
-            found = [load(i.key) for i in backend.list(layout.ref_prefix("run", sel + "/"))]
-            found = [f for f in found if f is not None and f[0].name.startswith(sel + "/")]
+            loaded = [load(i.key) for i in backend.list(layout.ref_prefix("run", sel + "/"))]
+            found = [f for f in loaded if f is not None and f[0].name.startswith(sel + "/")]
             if found:
                 out.extend(found)
                 continue

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from runicorn.errors import IntegrityError, option
 from runicorn.remotes import layout
@@ -232,7 +233,7 @@ def push(store: Store, remote: Any, backend: Any, specs: list[RefSpec], *, force
         got = b.get(key, layout.MAX_RECORD_BYTES)
         current = layout.parse_ref(got[0], f"{b.url}/{key}") if got else None
         if current is not None and current["tree"] == spec.tree:
-            cache.set_ref_state(spec.kind, spec.name, spec.tree, got[1])  # type: ignore[index]
+            cache.set_ref_state(spec.kind, spec.name, spec.tree, got[1])
             rows.append({"ref": spec.label, "tree": spec.tree, "status": "unchanged"})
         else:
             pending.append((spec, current, got[1] if got else None))

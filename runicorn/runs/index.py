@@ -38,7 +38,7 @@ def read_status(run_dir: Path) -> str:
     return str(status) if status else "unknown"
 
 
-def upsert_run(store: "Store", run_id: str, path: str, run_dir: Path, status: str, created_at: float) -> None:
+def upsert_run(store: Store, run_id: str, path: str, run_dir: Path, status: str, created_at: float) -> None:
     rel = os.path.relpath(run_dir, store.root)
     with store.index.write() as c:
         c.execute("INSERT INTO runs (run_id, path, run_dir, status, created_at) VALUES (?, ?, ?, ?, ?) "
@@ -88,7 +88,7 @@ def iter_run_dirs(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def rebuild_runs(store: "Store") -> int:
+def rebuild_runs(store: Store) -> int:
     """Re-derive the runs table from the run directories on disk; return how many runs.
 
     Registered in ``runicorn.store.verify.REBUILD_HOOKS`` so an index rebuild restores it.
@@ -99,16 +99,16 @@ def rebuild_runs(store: "Store") -> int:
         # transaction) after the scan above must keep its row.  Only rows whose run
         # directory is gone go.
         stale = [(run_id,) for run_id, rel in c.execute("SELECT run_id, run_dir FROM runs").fetchall()
-                 if not (store.root / rel / "meta.json").is_file()]
+                 if not (store.root / str(rel) / "meta.json").is_file()]
         c.executemany("DELETE FROM runs WHERE run_id = ?", stale)
         c.executemany("INSERT OR REPLACE INTO runs (run_id, path, run_dir, status, created_at) "
                       "VALUES (?, ?, ?, ?, ?)", rows)
     return len(rows)
 
 
-def _scan_rows(store: "Store") -> list[tuple[str, str, str, str | None, float]]:
+def _scan_rows(store: Store) -> list[tuple[str, str, str, str | None, float]]:
     """The runs table's rows as the run directories on disk give them."""
-    rows = []
+    rows: list[tuple[str, str, str, str | None, float]] = []
     for run_dir in iter_run_dirs(store.root):
         meta = read_meta(run_dir) or {}
         run_id = run_dir.name
@@ -122,7 +122,7 @@ def _scan_rows(store: "Store") -> list[tuple[str, str, str, str | None, float]]:
     return rows
 
 
-def find_run_dir(store: "Store", run_id: str, *, rescan: bool = True) -> Path | None:
+def find_run_dir(store: Store, run_id: str, *, rescan: bool = True) -> Path | None:
     """The directory of run ``run_id``, from the index (rescanning the disk if unknown)."""
     if not valid_run_id(run_id):
         return None
@@ -142,7 +142,7 @@ def find_run_dir(store: "Store", run_id: str, *, rescan: bool = True) -> Path | 
     return None
 
 
-def run_for_path(store: "Store", path: Path) -> str | None:
+def run_for_path(store: Store, path: Path) -> str | None:
     """The run id whose directory (below this store's root) contains ``path``, if any."""
     try:
         rel = Path(os.path.abspath(path)).relative_to(store.root)
@@ -157,7 +157,7 @@ def run_for_path(store: "Store", path: Path) -> str | None:
     return None
 
 
-def list_runs(store: "Store") -> list[dict[str, Any]]:
+def list_runs(store: Store) -> list[dict[str, Any]]:
     """All indexed runs (rescanning the disk first so the list is complete; on a read-only
     store the scan itself is the list)."""
     if store.read_only:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import apsw
 
@@ -114,7 +115,7 @@ class Index:
 
     @property
     def version(self) -> int:
-        return int(self.conn.execute("PRAGMA user_version").fetchall()[0][0])
+        return int(self.conn.execute("PRAGMA user_version").fetchall()[0][0] or 0)
 
     def _migrate(self) -> None:
         current = self.version
@@ -132,7 +133,7 @@ class Index:
             current = self.version
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[apsw.Connection]:
+    def write(self) -> Iterator[Any]:
         """A ``BEGIN IMMEDIATE`` transaction: one writer at a time across processes.
 
         Raises:
@@ -158,7 +159,7 @@ class Index:
                 raise
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[apsw.Connection]:
+    def read(self) -> Iterator[Any]:
         """A read transaction: a consistent snapshot for several queries."""
         with self._lock:
             self.conn.execute("BEGIN")

@@ -27,9 +27,10 @@ import stat
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping
+from typing import IO, Any
 from urllib.parse import quote
 
 from runicorn._lazy import resolve
@@ -154,7 +155,7 @@ class Store:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, storage: str | os.PathLike[str] | None = None) -> "Store":
+    def open(cls, storage: str | os.PathLike[str] | None = None) -> Store:
         """Open (creating if needed) the store at ``storage`` / ``$RUNICORN_DIR`` / ``~/.runicorn``."""
         return cls(resolve_storage_root(storage))
 
@@ -217,7 +218,7 @@ class Store:
                 self._writer_fd = None
         self.index.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -463,7 +464,7 @@ class Store:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-        writer = self.writer_dir().name
+        self.writer_dir()  # created and locked before this process holds anything
         now = time.time()
         unique = {sha: (intent, sha, size) for intent, sha, size in staged}
         moved: set[str] = set()
@@ -517,7 +518,7 @@ class Store:
         Used when content is known by hash (for example from a stat cache) without
         being re-read: the caller must ingest every blob this returns.
         """
-        writer = self.writer_dir().name
+        self.writer_dir()  # created and locked before this process holds anything
         now = time.time()
         wanted = sorted(set(shas))
         blobs_dir = str(self.blobs_dir)
@@ -757,7 +758,8 @@ class Store:
         """
         self._check_ref(kind, name)
         now = time.time()
-        record = {"kind": kind, "name": name, "tree": tree, "created_at": now, "meta": dict(meta or {})}
+        record: dict[str, Any] = {"kind": kind, "name": name, "tree": tree, "created_at": now,
+                                  "meta": dict(meta or {})}
         intent = self._ref_intent(kind, name)
         try:
             with self.index.write() as c:

@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from runicorn._lazy import resolve
 from runicorn.errors import CorruptManifestError
 from runicorn.fsutil import atomic_write_bytes, blob_perm, make_dir
 from runicorn.hashing import is_sha256_hex, sha256_file
 from runicorn.store.store import _read_ref_file, nascent_owner_alive, ref_filename
-from runicorn.store.tree import TreeEntry, build_manifest, compute_tree_id, manifest_bytes, normalize_entries, parse_manifest
+from runicorn.store.tree import (
+    TreeEntry,
+    build_manifest,
+    compute_tree_id,
+    manifest_bytes,
+    normalize_entries,
+    parse_manifest,
+)
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store
@@ -45,7 +53,7 @@ def _entries(top: Path) -> list[Path]:
         return []
 
 
-def _layout_problems(store: "Store") -> list[dict[str, Any]]:
+def _layout_problems(store: Store) -> list[dict[str, Any]]:
     """The store's own folders that are missing or are not folders."""
     out = []
     for d in (store.blobs_dir, store.manifests_dir, store.refs_dir, store.tmp_dir):
@@ -55,15 +63,15 @@ def _layout_problems(store: "Store") -> list[dict[str, Any]]:
     return out
 
 
-def _iter_blob_files(store: "Store") -> Iterator[tuple[Path, str | None]]:
+def _iter_blob_files(store: Store) -> Iterator[tuple[Path, str | None]]:
     return _iter_sharded(store.blobs_dir, "")
 
 
-def _iter_manifest_files(store: "Store") -> Iterator[tuple[Path, str | None]]:
+def _iter_manifest_files(store: Store) -> Iterator[tuple[Path, str | None]]:
     return _iter_sharded(store.manifests_dir, ".json")
 
 
-def _iter_ref_files(store: "Store") -> Iterator[tuple[Path, dict[str, Any] | None]]:
+def _iter_ref_files(store: Store) -> Iterator[tuple[Path, dict[str, Any] | None]]:
     for kind_dir in _entries(store.refs_dir):
         if not kind_dir.is_dir() or kind_dir.is_symlink():
             yield kind_dir, None
@@ -86,7 +94,7 @@ _DANGLING_ENTRIES = ("SELECT e.tree, e.path, e.blob FROM tree_entries e "
                      "WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = e.blob)")
 
 
-def ref_files_vs_index(store: "Store", c: Any) -> tuple[list[str], list[str]]:
+def ref_files_vs_index(store: Store, c: Any) -> tuple[list[str], list[str]]:
     """Compare the ref files on disk with the index's refs (ref files are few).
 
     Run inside a write transaction of the index: every writer changes a ref file and its
@@ -129,7 +137,7 @@ def ref_files_vs_index(store: "Store", c: Any) -> tuple[list[str], list[str]]:
 DAMAGED_MANIFEST = "damaged-manifest"
 
 
-def kept_by_damaged_manifests(store: "Store") -> tuple[set[str] | None, list[str]]:
+def kept_by_damaged_manifests(store: Store) -> tuple[set[str] | None, list[str]]:
     """Blobs that damaged manifests set aside in ``quarantine/`` may name, and warnings.
 
     Every SHA-256 in a readable file is kept; an unreadable one (torn, not JSON) could
@@ -160,7 +168,7 @@ def kept_by_damaged_manifests(store: "Store") -> tuple[set[str] | None, list[str
     return kept, warnings
 
 
-def files_vs_index(store: "Store", c: Any) -> tuple[list[str], list[str]]:
+def files_vs_index(store: Store, c: Any) -> tuple[list[str], list[str]]:
     """What gc must check before deleting by the index (inside its write transaction).
 
     Ref files against the index's refs (:func:`ref_files_vs_index`), and manifests on
@@ -176,7 +184,7 @@ def files_vs_index(store: "Store", c: Any) -> tuple[list[str], list[str]]:
     return problems, warnings
 
 
-def index_disagreements(store: "Store") -> list[str]:
+def index_disagreements(store: Store) -> list[str]:
     """A cheap check that the index agrees with the files (no manifest is parsed).
 
     The manifests and ref files on disk must be exactly the trees and refs the index
@@ -203,11 +211,10 @@ def index_disagreements(store: "Store") -> list[str]:
     return problems
 
 
-def verify_store(store: "Store", *, deep: bool = False) -> dict[str, Any]:
+def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
     """See :meth:`Store.verify`."""
     problems: list[dict[str, Any]] = []
-    c = store.index.conn
-    with store.index.read():
+    with store.index.read() as c:
         blob_rows = c.execute("SELECT sha256, size FROM blobs").fetchall()
         tree_rows = c.execute("SELECT tree, file_count FROM trees").fetchall()
         ref_rows = c.execute("SELECT kind, name, tree FROM refs").fetchall()
@@ -361,7 +368,7 @@ def _is_locked(path: Path) -> bool:
     return False
 
 
-def rebuild_index(store: "Store", *, deep: bool = False) -> dict[str, Any]:
+def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
     """See :meth:`Store.rebuild_index`.
 
     The files are read and the index reconciled inside one write transaction, so no
@@ -517,7 +524,7 @@ def _hash_verdict(path: Path, sha: str, st: os.stat_result) -> tuple[int, int, i
     return st.st_ino, st.st_size, st.st_mtime_ns, ok
 
 
-def _heal_manifest(store: "Store", c: Any, tree: str, damaged: Path | None, quarantined: list[str]) -> str:
+def _heal_manifest(store: Store, c: Any, tree: str, damaged: Path | None, quarantined: list[str]) -> str:
     """An indexed tree whose manifest is damaged or missing: write it again from the
     index's entries when they reproduce the tree id (the damaged copy is quarantined);
     otherwise keep the index's rows, and with them every blob they name."""
