@@ -2,7 +2,8 @@
 
 * Every test gets its own storage root and HOME, and never touches ~/.runicorn.
 * ``sshd``: a real OpenSSH sshd on 127.0.0.1 for the whole session (never replaced by a
-  fake); it fails, never skips, when it cannot start.
+  fake); ``seaweed``: a real SeaweedFS (S3) on 127.0.0.1, one per session (per xdist
+  worker).  Both fail, never skip, when they cannot start.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.seaweed_server import SeaweedServer, SeaweedUnavailable
 from tests.sshd_server import SshdServer, SshdUnavailable
 
 
@@ -39,16 +41,28 @@ def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     s.close()
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
-    """A running sshd for the whole session; fails (not skips) when it cannot start."""
-    server = SshdServer(tmp_path_factory.mktemp("sshd"))
+def _serve(server, unavailable: type[Exception], what: str):  # type: ignore[no-untyped-def]
+    """Start ``server`` for the session, yield it, stop it; fail (never skip) when it cannot start."""
     try:
         server.start()
-    except (SshdUnavailable, OSError) as exc:
-        pytest.fail(f"cannot start a real sshd for SFTP tests: {exc}")
+    except (unavailable, OSError) as exc:
+        pytest.fail(f"cannot start {what}: {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+    """A running sshd for the whole session."""
+    yield from _serve(SshdServer(tmp_path_factory.mktemp("sshd")), SshdUnavailable, "a real sshd for SFTP tests")
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """A running SeaweedFS for the whole session (defined here once, so every test module
+    shares one instance per worker)."""
+    yield from _serve(SeaweedServer(tmp_path_factory.mktemp("seaweed")), SeaweedUnavailable,
+                      "SeaweedFS for S3 remote tests")
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Helpers for remote tests: a SeaweedFS per test session, remotes of every kind, the CLI
-as a child process."""
+"""Helpers for remote tests: remotes of every kind (the ``seaweed`` and ``sshd`` servers are
+session fixtures in conftest.py), the CLI as a child process."""
 
 from __future__ import annotations
 
@@ -8,27 +8,12 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.seaweed_server import SeaweedServer, SeaweedUnavailable
-
 KINDS = ["file", "sftp", "s3"]
-
-
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    """A running SeaweedFS for the session; fails (never skips) when it cannot start."""
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
-    try:
-        server.start()
-    except (SeaweedUnavailable, OSError) as exc:
-        pytest.fail(f"cannot start SeaweedFS for S3 remote tests: {exc}")
-    yield server
-    server.stop()
 
 
 class Env:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.remote_support import KINDS, make_remote, make_tree, rn, rn_json, same_tree, seaweed  # noqa: F401
+from tests.remote_support import KINDS, make_remote, make_tree, rn, rn_json, same_tree
 
 RUN_SCRIPT = """
 import sys, runicorn as rn

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.remote_support import make_remote, rn, rn_json, seaweed  # noqa: F401
+from tests.remote_support import make_remote, rn, rn_json
 
 
 def _trees(store_root: Path, tmp: Path, names: list[str], *, files: int = 60) -> dict[str, str]:

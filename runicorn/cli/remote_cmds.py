@@ -42,23 +42,33 @@ def _report_refs(report: dict[str, Any]) -> None:
             click.echo(f"  {row['detail']}", err=True)
 
 
-def _transfer(ctx: click.Context, remote_name: str | None, verb: str, as_json: bool,
-              run: Callable[[Any, Any, Any], dict[str, Any]], summary: str) -> None:
-    """Open the remote, run a push or pull with a byte progress bar, report; exit 1 on conflicts."""
+def _run_on_remote(ctx: click.Context, remote_name: str | None, as_json: bool,
+                   run: Callable[[Any, Any, Any], dict[str, Any]], render: Callable[[dict[str, Any]], None], *,
+                   progress: str | None = None) -> None:
+    """Open the remote, ``run(remote, backend, bar)`` (a byte progress bar when ``progress``
+    names the verb), close it; print the report as JSON or through ``render``; exit 1
+    when the report is not ``ok``."""
     remote_, backend = _open(ctx, remote_name)
-    bar = _progress(f"{verb} {remote_.name}")
+    bar = _progress(f"{progress} {remote_.name}") if progress else None
     try:
         report = run(remote_, backend, bar)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         backend.close()
     if as_json:
         echo_json(report)
     else:
+        render(report)
+    if not report.get("ok", True):
+        ctx.exit(1)
+
+
+def _transfer_summary(summary: str) -> Callable[[dict[str, Any]], None]:
+    def render(report: dict[str, Any]) -> None:
         _report_refs(report)
         click.echo(summary.format(**report))
-    if not report["ok"]:
-        ctx.exit(1)
+    return render
 
 
 @click.group("remote")
@@ -155,20 +165,17 @@ def gc_cmd(ctx: click.Context, name: str | None, dry_run: bool, grace: str, as_j
     from runicorn.remotes.maintenance import gc
 
     grace_s = parse_duration(grace)
-    _, backend = _open(ctx, name)
-    try:
-        report = gc(backend, grace_seconds=grace_s, dry_run=dry_run)
-    finally:
-        backend.close()
-    if as_json:
-        echo_json(report)
-        return
-    verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {report['trees_deleted']} manifest(s) and {report['blobs_deleted']} blob(s), "
-               f"{report['bytes_freed']} bytes; kept {report['trees_kept']} tree(s) named by {report['refs']} ref(s)")
-    if dry_run:
-        for k in report["keys"]:
-            click.echo(f"  {k}")
+
+    def render(report: dict[str, Any]) -> None:
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} {report['trees_deleted']} manifest(s) and {report['blobs_deleted']} blob(s), "
+                   f"{report['bytes_freed']} bytes; kept {report['trees_kept']} tree(s) named by "
+                   f"{report['refs']} ref(s)")
+        if dry_run:
+            for k in report["keys"]:
+                click.echo(f"  {k}")
+
+    _run_on_remote(ctx, name, as_json, lambda r, b, _: gc(b, grace_seconds=grace_s, dry_run=dry_run), render)
 
 
 @remote.command("verify")
@@ -181,20 +188,13 @@ def verify_cmd(ctx: click.Context, name: str | None, deep: bool, jobs: int, as_j
     """Check remote NAME: every ref's manifest and every manifest's blobs. Exits 1 on problems."""
     from runicorn.remotes.maintenance import verify
 
-    _, backend = _open(ctx, name)
-    try:
-        report = verify(backend, deep=deep, jobs=jobs)
-    finally:
-        backend.close()
-    if as_json:
-        echo_json(report)
-    else:
+    def render(report: dict[str, Any]) -> None:
         for p in report["problems"]:
             click.echo(p)
         click.echo(f"checked {report['refs_checked']} refs, {report['trees_checked']} trees, "
                    f"{report['blobs_checked']} blobs{' (deep)' if deep else ''}: {len(report['problems'])} problem(s)")
-    if not report["ok"]:
-        ctx.exit(1)
+
+    _run_on_remote(ctx, name, as_json, lambda r, b, _: verify(b, deep=deep, jobs=jobs), render)
 
 
 @click.command()
@@ -224,10 +224,10 @@ def push(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, 
     resolve_remote(_root(ctx), remote_name)  # a missing remote is the first thing to say
     store = open_store(storage_from(ctx))
     specs = resolve_specs(store, targets, artifacts=artifacts, everything=everything)
-    _transfer(ctx, remote_name, "push", as_json,
-              lambda r, b, bar: do_push(store, r, b, specs, force=force, jobs=jobs, progress=bar),
-              "sent {blobs_uploaded} blob(s) ({bytes_uploaded} bytes) and {manifests_uploaded} manifest(s) "
-              "to {remote}")
+    _run_on_remote(ctx, remote_name, as_json,
+                   lambda r, b, bar: do_push(store, r, b, specs, force=force, jobs=jobs, progress=bar),
+                   _transfer_summary("sent {blobs_uploaded} blob(s) ({bytes_uploaded} bytes) and "
+                                     "{manifests_uploaded} manifest(s) to {remote}"), progress="push")
 
 
 @click.command()
@@ -248,7 +248,8 @@ def pull(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, 
     if not targets and not everything:
         raise RemoteError("nothing to pull: give TREE, PIN or RUN_ID arguments, or --all")
     store = open_store(storage_from(ctx))
-    _transfer(ctx, remote_name, "pull", as_json,
-              lambda r, b, bar: do_pull(store, r, b, targets, everything=everything, force=force, jobs=jobs,
-                                        progress=bar),
-              "received {blobs_downloaded} blob(s) ({bytes_downloaded} bytes) from {remote}")
+    _run_on_remote(ctx, remote_name, as_json,
+                   lambda r, b, bar: do_pull(store, r, b, targets, everything=everything, force=force, jobs=jobs,
+                                             progress=bar),
+                   _transfer_summary("received {blobs_downloaded} blob(s) ({bytes_downloaded} bytes) from {remote}"),
+                   progress="pull")
