@@ -17,6 +17,23 @@ from tests.seaweed_server import SeaweedServer, SeaweedUnavailable
 from tests.sshd_server import SshdServer, SshdUnavailable
 
 
+# Which real part a fixture needs, as a marker: `pytest -m "not root and not sshd"` runs the
+# rest on a machine without root or sshd (CI runs everything).
+_MARKER_OF_FIXTURE = {"sshd": "sshd", "conn": "sshd", "seaweed": "s3", "tiny_fs": "root", "ro_mount": "root"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            marker = _MARKER_OF_FIXTURE.get(fixture)
+            if marker is not None:
+                item.add_marker(marker)
+        # remote tests take their server by name, through the "kind" parameter
+        kind = getattr(getattr(item, "callspec", None), "params", {}).get("kind")
+        if kind in ("sftp", "s3"):
+            item.add_marker("sshd" if kind == "sftp" else "s3")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "rn-home"
