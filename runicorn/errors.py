@@ -53,6 +53,18 @@ class IntegrityError(RunicornError):
     """Content does not match the hash it is supposed to have."""
 
 
+class DamagedBlobError(IntegrityError):
+    """A stored blob's size or bytes disagree with its name or the tree recording it
+    (truncated, grown or altered); ``sha256``, ``path`` and ``what`` (the file of the
+    tree it was read for) name it."""
+
+    def __init__(self, message: str, *, sha256: str, path: str, what: str) -> None:
+        super().__init__(message)
+        self.sha256 = sha256
+        self.path = path
+        self.what = what
+
+
 class ChangedWhileReadingError(RunicornError):
     """A file changed (size or mtime) while it was being hashed or copied."""
 

@@ -153,30 +153,22 @@ def write_archive(entries: dict[str, TreeEntry], blob_path: Callable[[str], Path
 
 
 def _open_blob(blob_path: Callable[[str], Path], rel: str, e: TreeEntry) -> BinaryIO:
-    """Open the blob of ``rel``, checked against the size the tree records.
+    """Open the blob of ``rel``, checked: its size against the tree now, its hash as it is
+    streamed into the archive (:mod:`runicorn.store.reader`).
 
     Raises:
         BlobNotFoundError: the blob file is missing.
-        IntegrityError: its size differs (truncated or replaced), naming the file.
+        DamagedBlobError (an IntegrityError): its size or bytes differ, naming the file.
     """
-    from runicorn.errors import BlobNotFoundError, IntegrityError
+    from runicorn.store.reader import open_checked
 
-    path = blob_path(e.sha256)
-    try:
-        f = open(path, "rb")
-    except (FileNotFoundError, NotADirectoryError):
-        raise BlobNotFoundError(f"{path}: blob of {rel!r} is missing; run `runicorn verify`") from None
-    size = os.fstat(f.fileno()).st_size
-    if size != e.size:
-        f.close()
-        raise IntegrityError(f"{path}: blob of {rel!r} has {size} bytes, the tree records {e.size}; "
-                             f"run `runicorn verify`")
-    return f
+    return open_checked(blob_path(e.sha256), e.sha256, e.size, repr(rel))  # type: ignore[return-value]
 
 
 def _read_link(blob_path: Callable[[str], Path], rel: str, e: TreeEntry) -> bytes:
-    with _open_blob(blob_path, rel, e) as f:
-        return f.read()
+    from runicorn.store.reader import read_checked
+
+    return read_checked(blob_path(e.sha256), e.sha256, e.size, repr(rel))
 
 
 def _write_tar(blob_path: Callable[[str], Path], raw: IO[bytes], items: list[tuple[str, Any]], kind: str) -> None:

@@ -77,15 +77,23 @@ def blob_exists(sha256: str, blob_root: Path) -> bool:
 
 
 def read_blob(sha256: str, blob_root: Path) -> bytes:
-    """The bytes of a stored blob.
+    """The bytes of a stored blob, checked against its name (and, in an indexed store,
+    the size the index records).
 
     Raises:
         BlobNotFoundError: no such blob.
+        DamagedBlobError: the file's size or hash differs (truncated or altered).
     """
+    from runicorn.store.reader import read_checked
+
     path = get_blob_path(sha256, blob_root)
+    store = _store_for(blob_root)
+    size = None
+    if store is not None:
+        size = store.index.scalar("SELECT size FROM blobs WHERE sha256 = ?", (sha256,))
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
+        return read_checked(path, sha256, None if size is None else int(size))
+    except BlobNotFoundError:
         raise BlobNotFoundError(f"blob {sha256} not found under {blob_root}") from None
 
 

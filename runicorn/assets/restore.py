@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
-from runicorn.errors import BlobNotFoundError, IntegrityError, RunicornError, UnsafePathError, option
+from runicorn.errors import BlobNotFoundError, DamagedBlobError, IntegrityError, RunicornError, UnsafePathError, option
 from runicorn.fsutil import (
     abandoned,
     current_umask,
@@ -86,7 +86,13 @@ def _missing(blob_root: Path, entries: dict[str, TreeEntry]) -> list[str]:
     return sorted({e.sha256 for e in entries.values() if not os.path.isfile(_blob(blob_root, e.sha256))})
 
 
-def _copy_fd(src: int, dst: int, size: int) -> int:
+def _copy_fd(src: int, dst: int, size: int) -> tuple[int, str | None]:
+    """Copy ``size`` bytes; return ``(bytes copied, sha256 of them or None)``.
+
+    The kernel copies (``copy_file_range``) where it can: those bytes never pass through
+    here, so they are not hashed.  Where it cannot (another filesystem) they are read
+    and written here, and hashed on the way (a blob read through is checked whole).
+    """
     copied = 0
     try:
         while copied < size:
@@ -95,14 +101,19 @@ def _copy_fd(src: int, dst: int, size: int) -> int:
                 break
             copied += n
             start_writeback(dst)  # the disk starts while the next files are copied
-        return copied
+        return copied, None
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
             raise
+    import hashlib
+
+    h = hashlib.sha256() if copied == 0 else None
     while True:  # filesystems without copy_file_range (or across filesystems)
         chunk = os.read(src, 1 << 20)
         if not chunk:
-            return copied
+            return copied, h.hexdigest() if h is not None else None
+        if h is not None:
+            h.update(chunk)
         write_all(dst, chunk)
         copied += len(chunk)
 
@@ -111,13 +122,22 @@ _SMALL = 1 << 20
 _SYNC_AHEAD_BYTES = 8 << 20
 
 
-def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int) -> str:
+def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int, rel: str = "") -> str:
     """Materialise one regular file; return how it was done (``copy``/``hardlink``/``reflink``).
 
     The file gets the recorded mode: 0644 or 0755, without the group / other bits when the
-    blob is private (its source was), so a 0600 file comes back 0600.
+    blob is private (its source was), so a 0600 file comes back 0600.  The blob's size is
+    checked whatever the method, and its hash where its bytes are read here (small files,
+    copies across filesystems): :mod:`runicorn.store.reader`.
+
+    Raises:
+        DamagedBlobError: the blob's size or bytes differ from the tree (naming ``rel``).
     """
+    from runicorn.store.reader import check_blob_file, check_bytes, wrong_size
+
+    what = repr(rel)
     if how == "hardlink" and entry.mode != MODE_EXEC:
+        check_blob_file(blob, entry.sha256, entry.size, what)
         # Blobs are read-only and shared; an executable would need the blob's mode changed, so it is copied.
         try:
             os.link(blob, dest, follow_symlinks=False)
@@ -146,14 +166,18 @@ def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int) ->
             if not done:
                 if entry.size <= _SMALL:
                     data = os.read(src, entry.size + 1)
+                    check_bytes(data, blob, entry.sha256, entry.size, what)
                     copied = len(data)
                     write_all(dst, data)
                 else:
-                    copied = _copy_fd(src, dst, entry.size)
+                    copied, sha = _copy_fd(src, dst, entry.size)
+                    if copied == entry.size and sha is not None and sha != entry.sha256:
+                        from runicorn.store.reader import wrong_hash
+
+                        raise wrong_hash(blob, entry.sha256, sha, what)
                 done = "copy"
             if copied != entry.size:
-                raise IntegrityError(f"blob {entry.sha256} ({blob}) has {os.fstat(src).st_size} bytes, "
-                                     f"the manifest says {entry.size}")
+                raise wrong_size(blob, entry.sha256, os.fstat(src).st_size, entry.size, what)
             if perm & umask:
                 os.fchmod(dst, perm)  # exact mode, whatever the umask (never wider than the blob's)
         finally:
@@ -204,7 +228,9 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
             or the checkout would have to change something inside a ``.git`` directory.
         TargetExistsError: the target exists, is not empty, and ``overwrite`` is False
             (or it is not a directory).
-        IntegrityError: a blob has the wrong size (nothing is left behind).
+        DamagedBlobError (an IntegrityError): a blob has the wrong size, or bytes read
+            here do not hash to its name -- naming the blob and the file (nothing is left
+            behind; the target is unchanged).
         ChangedWhileReadingError: a file of the target changed while it was captured or
             before it was replaced (it is left as it is; the backup is kept).
         ValueError: an unknown ``link`` mode.
@@ -255,6 +281,9 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
                           removed=plan.removed)
         else:
             result["created"] = len(entries)
+    except DamagedBlobError as exc:
+        raise DamagedBlobError(f"{exc}; nothing was restored to {target}", sha256=exc.sha256, path=exc.path,
+                               what=exc.what) from None
     except _MissingBlob:
         missing = _missing(blob_root, entries)
         result["missing_blobs"] = missing
@@ -279,6 +308,8 @@ def _materialise(entries: dict[str, TreeEntry], staging: Path, blob_root: Path, 
                   key=path_key)
     for d in dirs:
         os.mkdir(safe_join(staging, d), 0o755)
+    from runicorn.store.reader import read_checked
+
     blob_dir = str(blob_root)
     base = str(staging)
     umask = current_umask()
@@ -297,15 +328,14 @@ def _materialise(entries: dict[str, TreeEntry], staging: Path, blob_root: Path, 
             blob = f"{blob_dir}/{sha[:2]}/{sha}"
             try:
                 if entry.mode == MODE_LINK:
-                    with open(blob, "rb") as f:
-                        link_target = f.read(entry.size + 1)
-                    if len(link_target) != entry.size or b"\0" in link_target:
-                        raise IntegrityError(f"{blob}: the symlink target of {rel!r} is not {entry.size} "
-                                             f"bytes without NUL; nothing was restored")
+                    link_target = read_checked(blob, sha, entry.size, repr(rel))
+                    if b"\0" in link_target:
+                        raise IntegrityError(f"{blob}: the symlink target of {rel!r} holds a NUL; "
+                                             f"nothing was restored")
                     os.symlink(os.fsdecode(link_target), dest)
                     how = "symlink"
                 else:
-                    how = _write_file(blob, dest, entry, link, umask)
+                    how = _write_file(blob, dest, entry, link, umask, rel)
             except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file at blobs/<aa>
                 if not os.path.exists(blob):
                     raise _MissingBlob(sha) from None
@@ -743,10 +773,13 @@ def export_manifest_to_zip(manifest_path: Path, blob_root: Path, zip_path: Path)
     """Write the tree a manifest describes to a zip (atomically), from the blobs.
 
     Returns ``success``, ``exported_count``, ``zip_path``, ``missing_blobs``, ``total_bytes``.
-    When blobs are missing nothing is written.
+    When blobs are missing nothing is written.  Every blob is checked while it is
+    streamed into the zip: its size, then its hash.
 
     Raises:
         FileNotFoundError / CorruptManifestError: the manifest is missing or invalid.
+        DamagedBlobError (an IntegrityError): a blob is truncated, grown or altered,
+            naming the blob and the file; no zip is written (an existing one is kept).
     """
     from runicorn.assets.snapshot import write_zip
 
@@ -760,7 +793,11 @@ def export_manifest_to_zip(manifest_path: Path, blob_root: Path, zip_path: Path)
         result["missing_blobs"] = missing
         result["errors"] = [f"{len(missing)} blob(s) missing from {blob_root}; no zip was written"]
         return result
-    write_zip(lambda sha: _blob(blob_root, sha), entries, zip_path)
+    try:
+        write_zip(lambda sha: _blob(blob_root, sha), entries, zip_path)
+    except DamagedBlobError as exc:
+        raise DamagedBlobError(f"{exc}; {zip_path} was not written", sha256=exc.sha256, path=exc.path,
+                               what=exc.what) from None
     result.update(success=True, exported_count=len(entries), total_bytes=sum(e.size for e in entries.values()))
     return result
 
@@ -768,18 +805,26 @@ def export_manifest_to_zip(manifest_path: Path, blob_root: Path, zip_path: Path)
 def get_file_from_manifest(manifest_path: Path, blob_root: Path, rel_path: str) -> Path:
     """The blob file holding ``rel_path`` of the tree (read-only; copy it to modify).
 
+    The blob's size is checked against the manifest (its bytes are not read here).
+
     Raises:
         FileNotFoundError: ``rel_path`` is not in the manifest (naming both).
         BlobNotFoundError: the path is listed but its blob is missing.
+        DamagedBlobError (an IntegrityError): the blob's size differs from the manifest's.
         CorruptManifestError: the manifest is invalid.
     """
+    from runicorn.store.reader import check_blob_file
+
     _, entries = _read_manifest(manifest_path)
     entry = entries.get(str(rel_path).replace(os.sep, "/"))
     if entry is None:
         raise FileNotFoundError(errno.ENOENT, f"{rel_path!r} is not in manifest {manifest_path}", str(rel_path))
     blob = _blob(Path(blob_root).expanduser(), entry.sha256)
-    if not blob.is_file():
-        raise BlobNotFoundError(f"{rel_path!r} of {manifest_path}: blob {entry.sha256} is missing from {blob_root}")
+    try:
+        check_blob_file(blob, entry.sha256, entry.size, f"{rel_path!r} of {manifest_path}")
+    except BlobNotFoundError:
+        raise BlobNotFoundError(f"{rel_path!r} of {manifest_path}: blob {entry.sha256} is missing from "
+                                f"{blob_root}") from None
     return blob
 
 

@@ -668,11 +668,10 @@ def _batches(items: list[tuple[str, str, os.stat_result, str]]) -> Iterable[list
         yield batch
 
 
-def _looks_compressible(path: Path) -> bool:
+def _looks_compressible(fd: int) -> bool:
     import zlib
 
-    with open(path, "rb") as f:
-        sample = f.read(64 << 10)
+    sample = os.pread(fd, 64 << 10, 0)
     if len(sample) < 512:
         return True
     return len(zlib.compress(sample, 1)) < 0.9 * len(sample)
@@ -684,10 +683,16 @@ def write_zip(blob_path: Callable[[str], Path], entries: dict[str, TreeEntry], o
 
     Compressible files are deflated at level 1 (fast); already-compressed data is
     stored.  Symlinks are stored as links (``unzip`` recreates them) and modes are kept.
+    Every blob is checked while it is streamed (size, then hash: :mod:`runicorn.store.reader`).
+
+    Raises:
+        BlobNotFoundError / DamagedBlobError: a blob is missing, or its size or bytes
+            differ from the tree (naming the blob and the file); no zip is written.
     """
     import shutil
     import zipfile
 
+    from runicorn.store.reader import open_checked, read_checked
     from runicorn.store.tree import path_key
 
     out_zip = Path(out_zip)
@@ -701,17 +706,18 @@ def write_zip(blob_path: Callable[[str], Path], entries: dict[str, TreeEntry], o
                 blob = blob_path(e.sha256)
                 if e.mode == MODE_LINK:
                     info.external_attr = (stat.S_IFLNK | 0o777) << 16
-                    zf.writestr(info, blob.read_bytes())
+                    zf.writestr(info, read_checked(blob, e.sha256, e.size, repr(rel)))
                     continue
-                perm = narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o644, os.stat(blob).st_mode)
-                info.external_attr = (stat.S_IFREG | perm) << 16
-                if e.size and _looks_compressible(blob):
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info._compresslevel = 1  # type: ignore[attr-defined]  # (a settable property on newer Pythons)
-                else:
-                    info.compress_type = zipfile.ZIP_STORED
-                with open(blob, "rb") as src, zf.open(info, "w", force_zip64=e.size > (1 << 31)) as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                with open_checked(blob, e.sha256, e.size, repr(rel)) as src:
+                    perm = narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o644, os.fstat(src.fileno()).st_mode)
+                    info.external_attr = (stat.S_IFREG | perm) << 16
+                    if e.size and _looks_compressible(src.fileno()):
+                        info.compress_type = zipfile.ZIP_DEFLATED
+                        info._compresslevel = 1  # type: ignore[attr-defined]  # (a settable property on newer Pythons)
+                    else:
+                        info.compress_type = zipfile.ZIP_STORED
+                    with zf.open(info, "w", force_zip64=e.size > (1 << 31)) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
         return staged.commit(out_zip)
 
 

@@ -203,7 +203,12 @@ def export(ctx: click.Context, source: str, out: Path, as_json: bool) -> None:
     if missing:
         raise RunicornError(f"{len(missing)} blob(s) missing from {blobs_dir} (e.g. {missing[0]}); "
                             f"{out} was not written")
-    sha = write_archive(entries, blob_path, out)
+    from runicorn.errors import DamagedBlobError
+
+    try:
+        sha = write_archive(entries, blob_path, out)
+    except DamagedBlobError as exc:
+        raise RunicornError(f"{exc}; {out} was not written") from None
     result = {"tree": meta["tree"], "path": str(out.absolute()), "format": kind, "sha256": sha,
               "exported_count": len(entries), "total_bytes": sum(e.size for e in entries.values())}
     if as_json:

@@ -304,16 +304,31 @@ class Store:
             raise BlobNotFoundError(f"blob {sha256} is not in the store at {self.root}")
         return int(size)
 
-    def open_blob(self, sha256: str) -> IO[bytes]:
-        """Open a stored blob for reading.
+    def open_blob(self, sha256: str, *, what: str = "") -> IO[bytes]:
+        """Open a stored blob for reading, checked: its size against the index now, its
+        hash when the last byte is read (:class:`runicorn.store.reader.BlobReader`).
+
+        ``what`` (e.g. the file of a tree) is named in errors.
 
         Raises:
             BlobNotFoundError: unknown blob or file missing.
+            DamagedBlobError: the file's size differs from the index's, or (when read
+                to the end) its bytes do not hash to its name.
         """
-        try:
-            return open(self.blob_path(sha256), "rb")
-        except (FileNotFoundError, NotADirectoryError):
-            raise BlobNotFoundError(f"blob {sha256} is missing from {self.blobs_dir}") from None
+        from runicorn.store.reader import open_checked
+
+        return open_checked(self.blob_path(sha256), sha256, self.blob_size(sha256), what)  # type: ignore[return-value]
+
+    def read_blob(self, sha256: str, *, what: str = "") -> bytes:
+        """The bytes of a stored blob, checked against the index's size and the blob's name.
+
+        Raises:
+            BlobNotFoundError: unknown blob or file missing.
+            DamagedBlobError: the size or hash differs.
+        """
+        from runicorn.store.reader import read_checked
+
+        return read_checked(self.blob_path(sha256), sha256, self.blob_size(sha256), what)
 
     def _stage_stream(self, src: IO[bytes], *, origin: str, perm: int = 0o444) -> tuple[Path, str, int]:
         staged = StagedFile(self.writer_dir(), mode=0o600)
