@@ -571,12 +571,19 @@ def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result
     are protected by the tree itself.  When the ref that will keep the tree alive
     (``keeper``: kind and name, with the tree id in place of ``None`` as name) already
     names it, no gc can take it, so a read suffices and nothing is written.
+
+    A stored tree is returned only when it is restorable: every blob file is there with
+    the size the tree records (one ``stat`` per blob).  A lost, quarantined or resized
+    blob sends the snapshot down the slow path, which re-reads exactly those files from
+    the workspace (``Store.hold_blobs`` finds them) and so stores their bytes again.
     """
     # Paths come from our own directory walk (already checked), so no re-validation here.
     link_shas = {rel: sha256_bytes(t) for rel, t in links.items()}
     lines += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
     tree = tree_id_of(lines)
     if not os.path.exists(store.manifest_path(tree)):
+        return None
+    if not _blob_files_intact(store, trusted, links, link_shas):
         return None
     if keeper is None or not _kept_by(store, tree, keeper):
         with store.index.write() as c:
@@ -589,6 +596,27 @@ def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result
     entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for rel, _, st, sha in trusted.values()}
     entries.update({rel: TreeEntry(link_shas[rel], MODE_LINK, len(t)) for rel, t in links.items()})
     return tree, entries, total
+
+
+def _blob_files_intact(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
+                       links: dict[str, bytes], link_shas: dict[str, str]) -> bool:
+    """Whether every blob of the trusted files and links is in ``blobs/`` with its size.
+
+    One ``stat`` per distinct blob: the unchanged re-snapshot stays a metadata pass, and
+    the blob files are in the same page cache as the index.  (Their bytes are checked by
+    ``runicorn verify --deep`` and by every reader, :mod:`runicorn.store.reader`.)
+    """
+    blobs = f"{store.blobs_dir}/"
+    sizes: dict[str, int] = {sha: st.st_size for _, _, st, sha in trusted.values()}
+    sizes.update({link_shas[rel]: len(t) for rel, t in links.items()})
+    stat_ = os.stat
+    try:
+        for sha, size in sizes.items():
+            if stat_(f"{blobs}{sha[:2]}/{sha}").st_size != size:
+                return False
+    except OSError:  # missing (or a file where blobs/<aa> belongs)
+        return False
+    return True
 
 
 def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:

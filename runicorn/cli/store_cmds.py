@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from runicorn.cli import echo_json, existing_storage, parse_duration
@@ -53,19 +55,31 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @click.command()
 @click.option("--deep", is_flag=True, help="Re-hash every blob.")
 @click.option("--repair", is_flag=True, help="Rebuild the index from the files on disk, then verify again.")
+@click.option("--from", "sources", multiple=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="With --repair: store again lost, quarantined or (with --deep) corrupt blobs from files "
+                   "in DIR whose bytes hash to them (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def verify(ctx: click.Context, deep: bool, repair: bool, as_json: bool) -> None:
+def verify(ctx: click.Context, deep: bool, repair: bool, sources: tuple[Path, ...], as_json: bool) -> None:
     """Check that every indexed blob, manifest and ref is intact (fsck).
+
+    With --repair --from DIR, blobs the trees need and the store lacks are taken from
+    DIR (a workspace, a restored copy, a backup): every file there of a wanted size is
+    hashed, and only bytes with the right SHA-256 enter the store.
 
     Exits 1 when problems remain.
     """
+    from runicorn.errors import RunicornError
+
+    if sources and not repair:
+        raise RunicornError("--from heals blobs during a repair: use it with --repair")
     with _store(ctx) as store:
         before = store.verify(deep=deep)
         repaired = None
         after = before
         if repair and not before["ok"]:
-            repaired = store.rebuild_index(deep=deep)
+            repaired = store.rebuild_index(deep=deep, heal_from=list(sources) if sources else None)
             after = store.verify(deep=deep)
     if as_json:
         echo_json({"before": before, "repair": repaired, "after": after} if repair else before)
@@ -82,6 +96,13 @@ def verify(ctx: click.Context, deep: bool, repair: bool, as_json: bool) -> None:
                        f"{repaired['refs']} refs; quarantined {len(repaired['quarantined'])} file(s)")
             for note in repaired["notes"]:
                 click.echo(f"repair: {note}")
+            heal = repaired.get("heal")
+            if heal is not None:
+                click.echo(f"repair: healed {len(heal['healed'])} of {heal['wanted']} missing blob(s) from "
+                           f"{', '.join(map(str, sources))} (hashed {heal['files_hashed']} candidate file(s))")
+                if heal["still_missing"]:
+                    click.echo(f"repair: {len(heal['still_missing'])} blob(s) not found there, e.g. "
+                               f"{heal['still_missing'][0]}")
             for p in after["problems"]:
                 click.echo(f"still: {p['kind']}: {p['detail']}")
             click.echo(f"after repair: {len(after['problems'])} problem(s)")

@@ -1164,15 +1164,45 @@ class Store:
 
         return verify_store(self, deep=deep)
 
-    def rebuild_index(self, *, deep: bool = False) -> dict[str, Any]:
+    def rebuild_index(self, *, deep: bool = False,
+                      heal_from: Iterable[str | os.PathLike[str]] | None = None) -> dict[str, Any]:
         """Rebuild the whole index from the files (``verify --repair``); return what changed.
 
         Blob files whose content does not match their name (``deep``), unparsable
-        manifests and stray files are moved to ``archive/quarantine/``.
+        manifests and stray files are moved to ``archive/quarantine/``.  ``heal_from``
+        (directories; ``verify --repair --from DIR``): then store again every blob a
+        tree names that is missing, from files there whose bytes hash to it
+        (:meth:`heal_blobs`; its report is ``result["heal"]``).
         """
         from runicorn.store.verify import rebuild_index
 
-        return rebuild_index(self, deep=deep)
+        result = rebuild_index(self, deep=deep)
+        if heal_from is not None:
+            result["heal"] = self.heal_blobs(heal_from)
+        return result
+
+    def heal_blobs(self, sources: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
+        """Store again, from directories holding the right bytes, the blobs trees name that
+        the store cannot serve (lost, quarantined, or of the wrong size); return a report.
+
+        Every regular file below ``sources`` whose size is that of a wanted blob is
+        hashed (symlinks are not followed; the store's own folders are skipped); only
+        bytes whose SHA-256 is a wanted blob's enter the store, through the ordinary
+        atomic ingest (which checks the hash again as it copies).  Corrupt blobs of the
+        right size are found by :meth:`rebuild_index` with ``deep`` (which quarantines
+        them), so ``rebuild_index(deep=True, heal_from=[...])`` heals those too.
+
+        Returns ``wanted`` (count), ``healed`` (blob ids), ``sources`` (blob -> file it
+        came from), ``still_missing``, ``files_hashed``, ``bytes_hashed``.
+
+        Raises:
+            RunicornError: a source is not a directory.
+            ReadOnlyStoreError: the store is read-only.
+        """
+        from runicorn.store.verify import heal_blobs
+
+        self.require_writable()
+        return heal_blobs(self, list(sources))
 
     def _quarantine(self, path: Path, why: str) -> Path:
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)

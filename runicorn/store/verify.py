@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -512,6 +513,89 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         "refs": counts[2],
         "quarantined": quarantined,
         "notes": [n for n in notes if n],
+    }
+
+
+def blobs_to_heal(store: "Store") -> dict[str, int]:
+    """Blobs some tree names that the store cannot serve: no index row, no file, or a
+    file of another size than the tree records; as ``{sha256: size}``."""
+    with store.index.read() as c:
+        named = c.execute("SELECT blob, MIN(size), MAX(size), "
+                          "(SELECT size FROM blobs b WHERE b.sha256 = e.blob) FROM tree_entries e GROUP BY blob"
+                          ).fetchall()
+    blobs = f"{store.blobs_dir}/"
+    wanted: dict[str, int] = {}
+    for sha, size, top, indexed in named:
+        if size != top:
+            continue  # trees disagree on its size: no bytes can be right for both
+        if indexed == size:
+            try:
+                if os.stat(f"{blobs}{sha[:2]}/{sha}").st_size == size:
+                    continue
+            except OSError:
+                pass
+        wanted[sha] = int(size)
+    return wanted
+
+
+def heal_blobs(store: "Store", sources: list[str | os.PathLike[str]]) -> dict[str, Any]:
+    """See :meth:`Store.heal_blobs`."""
+    from runicorn.errors import IntegrityError, RunicornError
+
+    wanted = blobs_to_heal(store)
+    by_size: dict[int, set[str]] = {}
+    for sha, size in wanted.items():
+        by_size.setdefault(size, set()).add(sha)
+    healed: dict[str, str] = {}
+    files_hashed = bytes_hashed = 0
+    own = {store.archive.resolve()}
+    tops = [Path(source).expanduser() for source in sources]
+    for top in tops:
+        if not top.is_dir():
+            raise RunicornError(f"{top}: not a directory (a source for healing blobs must be a directory "
+                                "holding the right bytes)")
+    for top in tops:
+        if not by_size:
+            break
+        for dirpath, dirnames, filenames in os.walk(top):  # symlinks are never followed
+            # The store's own files are what is being healed: never a source.
+            dirnames[:] = [d for d in dirnames if Path(dirpath, d).resolve() not in own]
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode) or st.st_size not in by_size:
+                    continue
+                try:
+                    sha = sha256_file(path)
+                except OSError:
+                    continue  # unreadable: not a source
+                files_hashed += 1
+                bytes_hashed += st.st_size
+                if sha not in by_size[st.st_size]:
+                    continue
+                dest = store.blob_path(sha)
+                if os.path.lexists(dest) and not _hash_verdict(dest, sha, os.lstat(dest))[3]:
+                    # A damaged copy without an index row: set aside, never adopted.
+                    store._quarantine(dest, "corrupt")
+                try:
+                    # The store's one atomic ingest, checking the bytes again as it copies them.
+                    store.ingest_file(path, expected_sha256=sha)
+                except (IntegrityError, OSError):
+                    continue  # changed under us: another candidate may still do
+                healed[sha] = path
+                by_size[st.st_size].discard(sha)
+                if not by_size[st.st_size]:
+                    del by_size[st.st_size]
+    return {
+        "wanted": len(wanted),
+        "healed": sorted(healed),
+        "sources": {sha: healed[sha] for sha in sorted(healed)},
+        "still_missing": sorted(s for sizes in by_size.values() for s in sizes),
+        "files_hashed": files_hashed,
+        "bytes_hashed": bytes_hashed,
     }
 
 
