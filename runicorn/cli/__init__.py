@@ -44,6 +44,11 @@ COMMANDS: dict[str, str] = {
     "remote": "runicorn.cli.remote_cmds:remote",
     "push": "runicorn.cli.remote_cmds:push",
     "pull": "runicorn.cli.remote_cmds:pull",
+    # inspect: what the store holds (read only)
+    "ls": "runicorn.cli.inspect_cmds:ls",
+    "show": "runicorn.cli.inspect_cmds:show",
+    "diff": "runicorn.cli.inspect_cmds:diff",
+    "du": "runicorn.cli.inspect_cmds:du",
 }
 # Commands that never touch the storage root, so they take no ``--storage`` of their own.
 _NO_STORAGE = frozenset({"generate-manifest"})

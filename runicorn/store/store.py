@@ -869,6 +869,47 @@ class Store:
             "unreferenced_tree_count": int(unref_trees),
         }
 
+    # ------------------------------------------------------------------ inspect
+    def ls(self, spec: str | None = None) -> Any:
+        """Without ``spec``: snapshots, pins, runs and artifacts, newest first (a list of
+        dicts); with ``TREE[:PATH]``: that tree's files (see :mod:`runicorn.store.inspect`).
+
+        Raises:
+            TreeNotFoundError: ``spec`` names no tree, pin or run, or no path in it.
+        """
+        from runicorn.store import inspect
+
+        return inspect.ls(self) if spec is None else inspect.ls_tree(self, spec)
+
+    def show(self, spec: str) -> dict[str, Any]:
+        """What a tree, pin, ref or run id is, where it came from and what references it.
+
+        Raises:
+            TreeNotFoundError: nothing matches ``spec``.
+        """
+        from runicorn.store.inspect import show
+
+        return show(self, spec)
+
+    def diff(self, a: str | os.PathLike[str], b: str | os.PathLike[str], *,
+             all_files: bool = False) -> dict[str, Any]:
+        """Paths added, deleted, modified and mode-changed from ``a`` to ``b`` (trees by any
+        name, or directories: as a snapshot would capture them, or every file with ``all_files``).
+
+        Raises:
+            TreeNotFoundError: a side names no tree and no directory.
+        """
+        from runicorn.store.inspect import diff
+
+        return diff(self, a, b, all_files=all_files)
+
+    def du(self) -> dict[str, Any]:
+        """Stored bytes per run, pin and artifact, unique vs shared; they add up to
+        ``stats()['total_size_bytes']`` with the shared and unreferenced bytes."""
+        from runicorn.store.inspect import du
+
+        return du(self)
+
     # ------------------------------------------------------------------ gc
     def gc(self, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run: bool = False,
            trees: Iterable[str] | None = None) -> dict[str, Any]:
