@@ -22,7 +22,7 @@ def _date(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
 
 
-def _table(headers: Sequence[str], rows: list[Sequence[str]], right: Sequence[int] = ()) -> None:
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> None:
     """Columns as wide as their widest cell; ``right`` aligns those columns (numbers) right."""
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
@@ -132,7 +132,7 @@ def _print_run(data: dict[str, Any]) -> None:
         _indent_table(["OUTPUT", "VERSION", "TREE", "SIZE", "METRIC", "SAVED"], rows, right=(1, 3))
 
 
-def _indent_table(headers: Sequence[str], rows: list[Sequence[str]], right: Sequence[int] = ()) -> None:
+def _indent_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> None:
     _table(["  " + headers[0], *headers[1:]], [["  " + r[0], *r[1:]] for r in rows], right)
 
 

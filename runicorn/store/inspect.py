@@ -193,7 +193,7 @@ def ls(store: "Store") -> list[dict[str, Any]]:
     for run_id in runs:
         groups.setdefault(("run", run_id), [])
     info = _tree_rows(store, (r.tree for r in refs))
-    items = []
+    items: list[dict[str, Any]] = []
     for (typ, name), members in groups.items():
         trees = sorted({r.tree for r in members})
         date = max((r.created_at for r in members), default=0.0)
@@ -422,7 +422,10 @@ def diff(store: "Store", a: str | os.PathLike[str], b: str | os.PathLike[str], *
 
     keys_a = set(ea.items) if isinstance(ea, _DirSide) else set(ea)
     keys_b = set(eb.items) if isinstance(eb, _DirSide) else set(eb)
-    added, deleted, modified, mode_changed = [], [], [], []
+    added: list[dict[str, Any]] = []
+    deleted: list[dict[str, Any]] = []
+    modified: list[dict[str, Any]] = []
+    mode_changed: list[dict[str, Any]] = []
     for p in sorted(keys_b - keys_a):
         e = get(eb, p, None)
         added.append({"path": p, "mode": e.mode, "size": e.size, "sha256": e.sha256})
@@ -496,7 +499,7 @@ def du(store: "Store") -> dict[str, Any]:
                           param).fetchone()
         total = dict(c.execute("SELECT name, value FROM totals").fetchall())
     found = {int(o): (int(n), int(s), int(u)) for o, n, s, u in per}
-    owners = []
+    owners: list[dict[str, Any]] = []
     for i, (typ, name) in enumerate(keys):
         n, size, unique = found.get(i, (0, 0, 0))
         owners.append({"type": typ, "name": name, "trees": len(trees.get(i, ())), "blobs": n,
