@@ -3,6 +3,7 @@ exports that keep a private file private, secrets left out by default (issue 15,
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import subprocess
@@ -179,3 +180,68 @@ def test_shared_store_mode_is_a_documented_setting_that_stays_with_the_store(
         Store(tmp_path / "new")
     readme = (Path(__file__).resolve().parents[1] / "docs" / "permissions.md").read_text()
     assert "RUNICORN_DIR_MODE" in readme
+
+
+def _member_modes_archives(tmp_path: Path) -> tuple[Path, Path]:
+    """A real tar.gz and a real zip holding members private (0600), group-readable (0640),
+    public (0644) and a private script (0700); the zip also holds a member without a unix
+    mode (as zips made on Windows do)."""
+    files = {"secret.txt": (b"tar secret\n", 0o600), "group.txt": (b"tar group\n", 0o640),
+             "public.txt": (b"tar public\n", 0o644), "run.sh": (b"#!/bin/sh\necho tar\n", 0o700)}
+    src = tmp_path / "members"
+    src.mkdir()
+    for name, (data, mode) in files.items():
+        (src / name).write_bytes(data)
+        os.chmod(src / name, mode)
+    tar_path = tmp_path / "members.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tf:
+        for name in files:
+            tf.add(src / name, arcname=name)
+    zip_path = tmp_path / "members.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, (data, mode) in files.items():
+            zi = zipfile.ZipInfo("z-" + name)
+            zi.create_system = 3
+            zi.external_attr = (stat.S_IFREG | mode) << 16
+            zf.writestr(zi, data.replace(b"tar", b"zip"))
+        plain = zipfile.ZipInfo("z-plain.txt")
+        plain.create_system = 0  # MS-DOS: no unix mode recorded
+        plain.external_attr = 0x20  # FILE_ATTRIBUTE_ARCHIVE only, as Windows tools write
+        zf.writestr(plain, b"zip plain\n")
+    return tar_path, zip_path
+
+
+def test_archive_members_keep_their_privacy_as_blobs_and_when_installed(tmp_path: Path) -> None:
+    os.umask(0o022)
+    from runicorn.artifacts.extract import extract_into_store
+
+    tar_path, zip_path = _member_modes_archives(tmp_path)
+    with Store(tmp_path / "st") as store:
+        ex = extract_into_store(store, tar_path)
+        blob_modes = {rel: perm(store.blob_path(e.sha256)) for rel, e in ex.entries.items()}
+        assert blob_modes == {"secret.txt": 0o400, "group.txt": 0o440, "public.txt": 0o444, "run.sh": 0o400}
+        assert ex.entries["run.sh"].mode == "100755" and ex.entries["secret.txt"].mode == "100644"
+        ez = extract_into_store(store, zip_path)
+        blob_modes = {rel: perm(store.blob_path(e.sha256)) for rel, e in ez.entries.items()}
+        assert blob_modes == {"z-secret.txt": 0o400, "z-group.txt": 0o440, "z-public.txt": 0o444,
+                              "z-run.sh": 0o400, "z-plain.txt": 0o444}
+        assert ez.entries["z-run.sh"].mode == "100755" and ez.entries["z-plain.txt"].mode == "100644"
+        # the same bytes from a public member never widen the private blob again
+        again = tmp_path / "again.tar"
+        with tarfile.open(again, "w") as tf:
+            ti = tarfile.TarInfo("copy.txt")
+            ti.size, ti.mode = len(b"tar secret\n"), 0o644
+            tf.addfile(ti, io.BytesIO(b"tar secret\n"))
+        ea = extract_into_store(store, again)
+        assert perm(store.blob_path(ea.entries["copy.txt"].sha256)) == 0o400
+    # end to end: `runicorn bind` of the tarball installs it; the installed files stay private
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    storage = tmp_path / "st2"
+    r = cli("--storage", str(storage), "bind", "data", str(tar_path), cwd=proj)
+    assert r.returncode == 0, r.stderr
+    r = cli("--storage", str(storage), "fetch", cwd=proj)
+    assert r.returncode == 0, r.stderr
+    (installed,) = (p for p in (storage / "artifacts").iterdir() if p.is_dir())
+    modes = {p.name: perm(p) for p in installed.iterdir()}
+    assert modes == {"secret.txt": 0o400, "group.txt": 0o440, "public.txt": 0o444, "run.sh": 0o700}, modes

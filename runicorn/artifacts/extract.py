@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from runicorn.errors import ArtifactError, RunicornError, UnsafeArchiveError, UnsafePathError
+from runicorn.fsutil import blob_perm
 from runicorn.hashing import GitBlobHasher, git_blob_sha1_bytes
 from runicorn.relpath import short_repr, validate_relpath
 from runicorn.store import Store, TreeEntry
@@ -193,21 +194,24 @@ class _Builder:
         self._claim(path, raw, is_dir=True)
         self.out.dirs.add(path)
 
-    def add_file(self, store: Store, raw: str, src: IO[bytes], size: int, executable: bool) -> None:
+    def add_file(self, store: Store, raw: str, src: IO[bytes], size: int, mode: int) -> None:
+        """Store one regular member; ``mode`` is its permission bits as the archive records
+        them (0644 when it records none): the blob is no more readable than that
+        (:func:`runicorn.fsutil.blob_perm`), and owner-execute makes it ``100755``."""
         path = self._path(raw)
         if path is None:
             raise UnsafeArchiveError(f"{self.origin}: refused member {raw!r}: not a file name")
         self._claim(path, raw)
         self.reserve(raw, size)
         tee = _GitTee(src, size) if self.want_git else None
-        info = store.ingest_stream(tee if tee is not None else src)  # type: ignore[arg-type]
+        info = store.ingest_stream(tee if tee is not None else src, perm=blob_perm(mode))  # type: ignore[arg-type]
         self.shas.add(info.sha256)
         if info.size != size:
             raise UnsafeArchiveError(f"{self.origin}: member {raw!r} is {info.size} bytes, header says {size}")
-        mode = MODE_EXEC if executable else MODE_FILE
-        self.out.entries[path] = TreeEntry(info.sha256, mode, info.size)
+        kind = MODE_EXEC if mode & 0o100 else MODE_FILE
+        self.out.entries[path] = TreeEntry(info.sha256, kind, info.size)
         if tee is not None:
-            self.out.git[path] = (mode, tee.hasher.hexdigest())
+            self.out.git[path] = (kind, tee.hasher.hexdigest())
 
     def add_symlink(self, store: Store, raw: str, target: str) -> None:
         path = self._path(raw)
@@ -575,7 +579,7 @@ def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
                     else:  # tarfile's reader would copy every byte once more
                         fileobj.seek(m.offset_data)
                         f = _Member(fileobj, m.size)
-                    b.add_file(store, m.name, f, m.size, bool(m.mode & 0o100))
+                    b.add_file(store, m.name, f, m.size, m.mode)
                 elif m.isdir():
                     b.add_dir(m.name)
                 elif m.issym():
@@ -681,7 +685,8 @@ def _extract_zip(store: Store, archive: Path, b: _Builder) -> None:
                 # the declared size is checked before a byte is read; zipfile (and
                 # _Checked) never return more than it
                 with _open_zip_member(zf, info) as f:
-                    b.add_file(store, info.filename, f, info.file_size, bool(unix & 0o100))
+                    # no unix mode recorded (a zip made on Windows, say): an ordinary 0644 file
+                    b.add_file(store, info.filename, f, info.file_size, unix & 0o7777 if unix else 0o644)
             else:
                 raise UnsafeArchiveError(f"{b.origin}: refused member {info.filename!r}: "
                                          "device, FIFO or special file")

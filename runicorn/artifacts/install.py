@@ -33,7 +33,7 @@ from runicorn.artifacts.lookup import (
 from runicorn.artifacts.platform import platform_key, platform_tags
 from runicorn.artifacts.toml_read import entry_hash, load_toml
 from runicorn.errors import ArtifactError, DownloadError, IntegrityError, RunicornError
-from runicorn.fsutil import append_line_durable, fsync_dir, open_locked, syncfs
+from runicorn.fsutil import append_line_durable, fsync_dir, narrowed_perm, open_locked, syncfs
 from runicorn.relpath import ensure_no_symlink_parents, safe_join
 from runicorn.store import Store, TreeEntry, open_store
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, compute_tree_id
@@ -374,14 +374,15 @@ def _place(store: Store, root: Path, path: str, e: TreeEntry) -> None:
     if e.mode == MODE_LINK:
         os.symlink(os.fsdecode(blob.read_bytes()), target)
     elif e.mode == MODE_EXEC:
+        # a copy (the blob stays read-only), executable but no more readable than the blob
         shutil.copyfile(blob, target)
-        os.chmod(target, 0o755)
+        os.chmod(target, narrowed_perm(0o755, os.stat(blob).st_mode))
     else:
         try:
             os.link(blob, target)
         except OSError:
             shutil.copyfile(blob, target)
-            os.chmod(target, 0o444)
+            os.chmod(target, narrowed_perm(0o444, os.stat(blob).st_mode))
 
 
 def remove_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None) -> bool:
