@@ -158,10 +158,10 @@ def _require_entry(parsed: ParsedToml, name: str, platform: Mapping[str, Any] | 
     entry = select_entry(parsed, name, platform)
     if entry is None:
         if name in parsed.artifacts:
-            from runicorn.artifacts.platform import normalize_platform, platform_key
+            from runicorn.artifacts.platform import describe, normalize_platform
 
             raise ArtifactError(f"{parsed.path}: artifact {name!r} has no variant for platform "
-                                f"{platform_key(normalize_platform(platform))}")
+                                f"{describe(normalize_platform(platform))}")
         raise ArtifactError(f"{parsed.path}: no artifact named {name!r}")
     return entry
 

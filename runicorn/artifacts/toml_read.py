@@ -15,7 +15,8 @@ from runicorn.errors import TomlFormatError
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
-TOML_NAMES = ("Runicorn.toml", "Artifacts.toml", "JuliaArtifacts.toml")
+# Julia looks for JuliaArtifacts.toml before Artifacts.toml (Artifacts.artifact_names).
+TOML_NAMES = ("Runicorn.toml", "JuliaArtifacts.toml", "Artifacts.toml")
 
 
 class ParsedToml:
@@ -160,6 +161,14 @@ def _check_entry(entry: dict[str, Any], where: str, *, in_array: bool) -> dict[s
             continue
         if not isinstance(v, str) or not v:
             raise TomlFormatError(f"{where}: platform tag {k!r} must be a non-empty string, got {v!r}")
+        if in_array:
+            from runicorn.artifacts.platform import FORBIDDEN_CHARS
+
+            for text in (k, v):
+                bad = next((c for c in FORBIDDEN_CHARS if c in text.lower()), None)
+                if bad is not None:
+                    raise TomlFormatError(f"{where}: platform tag {k!r} = {v!r}: {bad!r} is not allowed "
+                                          "in platform tags (Julia refuses it)")
     downloads = entry.get("download", [])
     if isinstance(downloads, dict):
         downloads = [downloads]

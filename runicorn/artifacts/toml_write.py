@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from runicorn.artifacts.platform import normalize_platform, platform_key, platform_tags
+from runicorn.artifacts.platform import describe, entry_platform, make_platform, platform_key
 from runicorn.errors import ArtifactError, TomlFormatError, option
 from runicorn.fsutil import atomic_write_text, open_locked
 from runicorn.hashing import is_sha256_hex, is_tree_id
@@ -148,7 +148,7 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
         raise ArtifactError(f"{toml_path}: artifact name {name!r} must be letters, digits, '_', '.', '+', '-'")
     _check_tree(tree)
     downloads = _downloads(download_info)
-    tags = normalize_platform(platform) if platform is not None else None
+    tags = make_platform(platform) if platform is not None else None
     if tags is not None:
         for k in ("os", "arch"):
             if k not in tags:
@@ -184,10 +184,10 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
             doc[name] = aot
             return
         for i, variant in enumerate(existing):
-            if platform_key(platform_tags(dict(variant))) == key:
+            if _variant_key(variant) == key:
                 if not force:
                     raise ArtifactError(f"{toml_path}: artifact {name!r} is already bound for platform "
-                                        f"{key}; use {option('force')} to replace it")
+                                        f"{describe(tags)}; use {option('force')} to replace it")
                 _update_in_place(variant, tree, downloads, lazy)
                 return
         existing.append(table)
@@ -196,6 +196,14 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
     _edit(toml_path, change)
     forget_lookups()
     _after_write(store, toml_path)
+
+
+def _variant_key(variant: Any) -> str:
+    """The normalised platform key of a written variant (``"5"`` and ``"5.0.0"`` agree)."""
+    try:
+        return platform_key(entry_platform(dict(variant)))
+    except ArtifactError:
+        return ""  # a tag Julia refuses: never equal to a platform being bound
 
 
 def unbind_artifact(toml: str | os.PathLike[str], name: str, *, platform: Mapping[str, Any] | None = None,
@@ -209,7 +217,7 @@ def unbind_artifact(toml: str | os.PathLike[str], name: str, *, platform: Mappin
     toml_path = os.path.abspath(os.fspath(toml))
     if not os.path.exists(toml_path):
         raise TomlFormatError(f"{toml_path}: no such artifacts file")
-    tags = normalize_platform(platform) if platform is not None else None
+    tags = make_platform(platform) if platform is not None else None
 
     def change(doc: Any) -> None:
         if name not in doc:
@@ -222,12 +230,12 @@ def unbind_artifact(toml: str | os.PathLike[str], name: str, *, platform: Mappin
             raise ArtifactError(f"{toml_path}: artifact {name!r} has no platform variants")
         key = platform_key(tags)
         for i, variant in enumerate(existing):
-            if platform_key(platform_tags(dict(variant))) == key:
+            if _variant_key(variant) == key:
                 del existing[i]
                 if not len(existing):
                     del doc[name]
                 return
-        raise ArtifactError(f"{toml_path}: artifact {name!r} has no variant for platform {key}")
+        raise ArtifactError(f"{toml_path}: artifact {name!r} has no variant for platform {describe(tags)}")
 
     store = _record_usage(toml_path, storage)
     _edit(toml_path, change)

@@ -13,7 +13,8 @@ from runicorn.cli import echo_json, existing_storage, storage_from
 from runicorn.errors import ArtifactError, RunicornError
 
 _TOML_HELP = "Artifacts file (default: Runicorn.toml found upward from the working directory)."
-_PLATFORM_HELP = "Target platform instead of the host, e.g. os=linux,arch=aarch64,libc=glibc."
+_PLATFORM_HELP = ("Target platform instead of the host: a triplet (aarch64-linux-gnu, "
+                  "x86_64-linux-gnu-libgfortran5-cxx11) or os=linux,arch=aarch64,libc=glibc.")
 
 
 def _toml(toml: str | None, *, create: bool = False) -> str:
@@ -71,7 +72,7 @@ class _Progress:
 @click.option("--url", "urls", multiple=True, help="Download URL of the archive (repeatable, tried in order).")
 @click.option("--archive", "archive_out", type=click.Path(dir_okay=False),
               help="Write a reproducible archive of the tree here; --url entries refer to it.")
-@click.option("--platform", "platform_text", help="Bind a platform variant, e.g. os=linux,arch=x86_64.")
+@click.option("--platform", "platform_text", help="Bind a platform variant: a triplet (x86_64-linux-gnu) or os=linux,arch=x86_64.")
 @click.option("--force", is_flag=True, help="Replace an existing binding of NAME (for that platform).")
 @click.option("--push", "push_remote", metavar="REMOTE",
               help="Push the tree to this remote and record it as a download source (no archive needed).")
@@ -120,7 +121,7 @@ def bind(ctx: click.Context, name: str, source: str, toml: str | None, lazy: boo
 @click.command()
 @click.argument("name")
 @click.option("--toml", type=click.Path(dir_okay=False), help=_TOML_HELP)
-@click.option("--platform", "platform_text", help="Remove only this platform variant.")
+@click.option("--platform", "platform_text", help="Remove only this platform variant (a triplet or os=...,arch=...).")
 @click.pass_context
 def unbind(ctx: click.Context, name: str, toml: str | None, platform_text: str | None) -> None:
     """Remove the binding of NAME."""
