@@ -8,6 +8,8 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,27 @@ def make_remote(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> En
     server = request.getfixturevalue("seaweed")
     env.update(server.env())
     return Env(kind, f"s3://t{secrets.token_hex(6)}/team/runicorn", server.endpoint, env)
+
+
+@contextmanager
+def opened(remote: Env) -> Iterator[Any]:
+    """The remote's backend, opened in this process with the remote's environment."""
+    from runicorn.remotes.config import Remote, open_backend
+
+    old = {k: os.environ.get(k) for k in remote.env}
+    os.environ.update(remote.env)
+    try:
+        backend = open_backend(Remote("t", remote.url, remote.endpoint))
+        try:
+            yield backend
+        finally:
+            backend.close()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def rn(args: list[str], *, storage: Path, env: Env | None = None, cwd: Path | None = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.remote_support import make_remote, rn, rn_json
+from tests.remote_support import Env, make_remote, opened, rn, rn_json
 
 
 def _trees(store_root: Path, tmp: Path, names: list[str], *, files: int = 60) -> dict[str, str]:
@@ -40,25 +40,12 @@ def _spawn(args: list[str], storage: Path, env: dict[str, str]) -> subprocess.Po
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _check_refs_complete(remote_url: str, endpoint: str | None, env: dict[str, str]) -> dict:
+def _check_refs_complete(remote: Env) -> dict:
     """Every remote ref's manifest and blobs exist (in process, no SIGKILL can hit it)."""
-    from runicorn.remotes.config import Remote, open_backend
     from runicorn.remotes.maintenance import verify
 
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        backend = open_backend(Remote("t", remote_url, endpoint))
-        try:
-            return verify(backend)
-        finally:
-            backend.close()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with opened(remote) as backend:
+        return verify(backend)
 
 
 @pytest.mark.slow
@@ -117,7 +104,7 @@ def test_sigkill_during_push_and_remote_gc_never_leaves_a_ref_naming_a_missing_o
                 p.send_signal(signal.SIGKILL)
                 killed += 1
             p.wait()
-        report = _check_refs_complete(remote.url, remote.endpoint, remote.env)
+        report = _check_refs_complete(remote)
         assert report["ok"], (name, report["problems"])
     # the killed processes' locks are recognised as dead: gc runs, then everything is clean
     swept = rn_json(["remote", "gc", "--grace", "0"], storage=a, env=remote)

@@ -13,7 +13,9 @@ Operations (keys are ``/``-separated, relative to the remote's root):
 
 File and SFTP remotes have no conditional writes, so their compare-and-swap takes a
 mutex object (created create-only, stale after :data:`MUTEX_STALE_SECONDS`) around the
-read-compare-write; their etag is the SHA-256 of the object's bytes.
+read-compare-write; their etag is the SHA-256 of the object's bytes.  They also have
+``move_aside(key)`` (rename to a fresh ``tmp/`` name) and ``restore(aside, key)``
+(rename back, create-only), with which a stale mutex is broken rename-then-check.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def mutex_cas(backend: "Backend", key: str, data: bytes, expected: str | None) -
             holder = {}
         if got is not None and (not isinstance(holder, dict) or time.time() - float(holder.get("time", 0)) >
                                 MUTEX_STALE_SECONDS or _dead_here(holder)):
-            backend.delete(mutex)  # its holder died mid-update; the update itself is atomic
+            _break_mutex(backend, mutex, got[1])  # its holder died mid-update; the update itself is atomic
             continue
         if time.monotonic() > deadline:
             raise RemoteBusyError(f"{backend.url}/{mutex}: held for over {2 * MUTEX_STALE_SECONDS:.0f}s")
@@ -120,6 +122,19 @@ def mutex_cas(backend: "Backend", key: str, data: bytes, expected: str | None) -
         return content_etag(data)
     finally:
         backend.delete(mutex)
+
+
+def _break_mutex(backend: "Backend", mutex: str, etag: str) -> None:
+    """Remove a stale mutex only if it is still the one read (``etag``): rename it aside,
+    then check what was moved.  A fresh mutex (another breaker was faster and took one) is
+    renamed back create-only, so of two breakers at most one proceeds."""
+    aside = backend.move_aside(mutex)  # type: ignore[attr-defined]
+    if aside is None:
+        return  # gone meanwhile
+    moved = backend.get(aside, 4096)
+    if moved is not None and moved[1] != etag and backend.restore(aside, mutex):  # type: ignore[attr-defined]
+        return
+    backend.delete(aside)
 
 
 def _dead_here(holder: dict) -> bool:
@@ -220,6 +235,20 @@ class FileBackend:
 
     def put_cas(self, key: str, data: bytes, expected: str | None) -> str:
         return mutex_cas(self, key, data, expected)
+
+    def move_aside(self, key: str) -> str | None:
+        aside = f"tmp/aside-{os.urandom(8).hex()}"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(self._path(key), self._path(aside))
+        except FileNotFoundError:
+            return None
+        return aside
+
+    def restore(self, aside: str, key: str) -> bool:
+        from runicorn.fsutil import rename_noreplace
+
+        return rename_noreplace(str(self._path(aside)), str(self._path(key)))
 
     def put_replace(self, key: str, data: bytes) -> None:
         from runicorn.fsutil import atomic_write_bytes

@@ -9,6 +9,12 @@ lock, then looks for an exclusive one (and backs off, deleting its own, if there
 live one); a gc creates the exclusive lock create-only, then waits until no live shared
 lock remains.  Either way one of two racing parties sees the other.
 
+A stale lock is broken only while it is still the object that was judged stale: it is
+replaced by compare-and-swap on the etag read with it (S3 ``If-Match``; file and sftp: under
+the key's mutex), so of two processes breaking the same stale lock one wins and the other
+sees a live lock.  A gc takes the exclusive lock over that way; anyone else writes a
+``breaking`` record and then deletes it.
+
 ``locks/epoch-<time_ns>-<hex>`` is written by each remote gc before it deletes anything: a pusher
 notes the newest epoch under its lock, and the local cache of what the remote holds is
 dropped when it changed.
@@ -25,7 +31,7 @@ import time
 from typing import Any
 
 from runicorn.remotes.backend import _dead_here
-from runicorn.remotes.errors import RemoteBusyError
+from runicorn.remotes.errors import RemoteBusyError, RemoteConflictError
 from runicorn.remotes.layout import LOCKS, MAX_RECORD_BYTES, dumps
 
 EXCLUSIVE = f"{LOCKS}exclusive.json"
@@ -56,15 +62,40 @@ def is_stale(record: dict[str, Any] | None, now: float | None = None) -> bool:
     return False
 
 
-def read_lock(backend: Any, key: str) -> dict[str, Any] | None:
-    got = backend.get(key)
-    if got is None or len(got[0]) > MAX_RECORD_BYTES:
+def read_lock(backend: Any, key: str) -> tuple[dict[str, Any] | None, str] | None:
+    """``(record, etag)`` of a lock object (record None when unreadable), None when absent."""
+    got = backend.get(key, MAX_RECORD_BYTES)
+    if got is None:
         return None
     try:
-        rec = json.loads(got[0])
+        rec = json.loads(got[0]) if len(got[0]) <= MAX_RECORD_BYTES else None
     except ValueError:
-        return None
-    return rec if isinstance(rec, dict) else None
+        rec = None
+    return (rec if isinstance(rec, dict) else None), got[1]
+
+
+def _record(kind: str, token: str) -> bytes:
+    return dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "kind": kind,
+                  "token": token})
+
+
+def take_over(backend: Any, key: str, etag: str, record: bytes) -> bool:
+    """Replace the lock object at ``key`` with ``record`` only if its etag is still ``etag``
+    (the stale lock that was read); False when it changed meanwhile."""
+    try:
+        backend.put_cas(key, record, etag)
+    except RemoteConflictError:
+        return False
+    return True
+
+
+def break_stale(backend: Any, key: str, etag: str) -> bool:
+    """Delete a stale lock object only if it is still the one read (``etag``): take it over
+    with a ``breaking`` record, then delete that.  False when it changed meanwhile."""
+    if not take_over(backend, key, etag, _record("breaking", secrets.token_hex(6))):
+        return False
+    backend.delete(key)  # our own record now: nobody judges a live one stale
+    return True
 
 
 def describe(rec: dict[str, Any] | None) -> str:
@@ -87,8 +118,7 @@ class RemoteLock:
         self._thread: threading.Thread | None = None
 
     def record(self) -> bytes:
-        return dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-                      "kind": self.kind, "token": self.token})
+        return _record(self.kind, self.token)
 
     def _refresh(self) -> None:
         interval = max(0.2, stale_seconds() / 4)
@@ -136,9 +166,9 @@ def acquire_shared(backend: Any) -> RemoteLock:
             lock._start_refresh()
             return lock
         backend.delete(lock.key)  # back off: the gc waits for shared locks to go
-        rec = read_lock(backend, EXCLUSIVE)
-        if rec is not None and is_stale(rec):
-            backend.delete(EXCLUSIVE)
+        got = read_lock(backend, EXCLUSIVE)
+        rec = got[0] if got else None
+        if got is not None and is_stale(rec) and break_stale(backend, EXCLUSIVE, got[1]):
             continue
         if time.monotonic() > deadline:
             raise RemoteBusyError(f"{backend.url}: busy with a remote gc ({describe(rec)}); try again later")
@@ -152,23 +182,34 @@ def acquire_exclusive(backend: Any) -> RemoteLock:
         RemoteBusyError: another gc holds it, or pushes kept the remote busy too long.
     """
     lock = RemoteLock(backend, "exclusive")
+    deadline = time.monotonic() + wait_seconds()
     while not backend.put_create(EXCLUSIVE, lock.record()):
-        rec = read_lock(backend, EXCLUSIVE)
-        if rec is not None and not is_stale(rec):
+        got = read_lock(backend, EXCLUSIVE)
+        if got is None:
+            continue  # released meanwhile
+        rec, etag = got
+        if is_stale(rec):
+            if take_over(backend, EXCLUSIVE, etag, lock.record()):
+                break  # it is ours now; a racing breaker's compare-and-swap fails
+            continue
+        if rec.get("kind") != "breaking":  # type: ignore[union-attr]
             raise RemoteBusyError(f"{backend.url}: another remote gc is running ({describe(rec)})")
-        backend.delete(EXCLUSIVE)
+        if time.monotonic() > deadline:  # a pusher is removing a stale lock: a moment
+            raise RemoteBusyError(f"{backend.url}: the exclusive lock stays busy ({describe(rec)})")
+        time.sleep(0.05)
     lock._start_refresh()
     deadline = time.monotonic() + wait_seconds()
     try:
         while True:
             live = []
             for info in backend.list(SHARED_PREFIX):
-                rec = read_lock(backend, info.key)
-                if rec is None and backend.head(info.key) is None:
+                got = read_lock(backend, info.key)
+                if got is None:
                     continue  # released meanwhile
-                if is_stale(rec):
-                    backend.delete(info.key)  # a killed pusher's lock
-                else:
+                rec, etag = got
+                if not is_stale(rec):
+                    live.append(rec)
+                elif not break_stale(backend, info.key, etag):  # a killed pusher's lock, unless refreshed
                     live.append(rec)
             if not live:
                 lock.epoch = current_epoch(list(backend.list(EPOCH_PREFIX)))

@@ -1,8 +1,10 @@
 """The SFTP backend (``sftp://[USER@]HOST[:PORT]/PATH``), through :mod:`runicorn.ssh`.
 
-Create-only writes: the object is written to ``tmp/`` and moved with the plain SFTP
-``rename``, which OpenSSH's sftp-server refuses when the target exists (it links, then
-unlinks); ``remote add`` probes that.  Each thread gets its own SFTP channel on one SSH
+Create-only writes: the object is written to ``tmp/``, fsynced on the server
+(``fsync@openssh.com``), and moved with the plain SFTP ``rename``, which OpenSSH's
+sftp-server refuses when the target exists (it links, then unlinks); ``remote add`` probes
+that.  SFTP has no directory fsync, so the rename itself is as durable as the server's
+filesystem makes it.  Each thread gets its own SFTP channel on one SSH
 connection.  Compare-and-swap takes a mutex object (:func:`runicorn.remotes.backend.mutex_cas`).
 """
 
@@ -35,6 +37,8 @@ class SftpBackend:
         self._channels: list[Any] = []
         self._lock = threading.Lock()
         self._dirs: set[str] = set()
+        self.fsync_supported: bool | None = None  # unknown until the first upload
+        self.fsyncs = 0  # files fsynced on the server (tests read it)
         path = ""
         for part in self.root.strip("/").split("/"):  # the remote's root, created when missing
             path += "/" + part
@@ -106,6 +110,31 @@ class SftpBackend:
                 pass  # exists (or a real problem the next write reports)
         self._dirs.add(rel_dir)
 
+    def fsync(self, f: Any) -> bool:
+        """Ask the server to fsync an open file (OpenSSH's ``fsync@openssh.com``; paramiko
+        has no call for it).  Returns False when the server lacks the extension (then the
+        bytes are as durable as its page cache), remembered for the connection.
+
+        Raises:
+            OSError: the server failed the fsync.
+        """
+        from paramiko.sftp import CMD_EXTENDED
+
+        if self.fsync_supported is False:
+            return False
+        f.flush()  # pipelined writes are sent (and, answered in order, done) before the fsync
+        try:
+            self.sftp._request(CMD_EXTENDED, "fsync@openssh.com", f.handle)
+        except OSError as exc:
+            if "unsupported" not in str(exc).lower():
+                raise
+            self.fsync_supported = False
+            return False
+        self.fsync_supported = True
+        with self._lock:
+            self.fsyncs += 1
+        return True
+
     def _stage(self, data: bytes | Path) -> str:
         self._mkdirs("tmp")
         tmp = self._p(f"tmp/{os.getpid()}-{os.urandom(8).hex()}.part")
@@ -117,6 +146,7 @@ class SftpBackend:
                         f.write(chunk)
             else:
                 f.write(data)
+            self.fsync(f)
         return tmp
 
     def put_create(self, key: str, data: bytes | Path) -> bool:
@@ -144,6 +174,26 @@ class SftpBackend:
 
     def put_cas(self, key: str, data: bytes, expected: str | None) -> str:
         return mutex_cas(self, key, data, expected)
+
+    def move_aside(self, key: str) -> str | None:
+        self._mkdirs("tmp")
+        aside = f"tmp/aside-{os.urandom(8).hex()}"
+        try:
+            self.sftp.rename(self._p(key), self._p(aside))
+        except OSError:
+            if self.head(key) is None:
+                return None
+            raise
+        return aside
+
+    def restore(self, aside: str, key: str) -> bool:
+        try:
+            self.sftp.rename(self._p(aside), self._p(key))  # plain rename: refused when key exists
+        except OSError:
+            if self.head(key) is not None:
+                return False
+            raise
+        return True
 
     def put_replace(self, key: str, data: bytes) -> None:
         self._mkdirs(posixpath.dirname(key))
