@@ -170,9 +170,11 @@ def gc_cmd(ctx: click.Context, name: str | None, dry_run: bool, grace: str, as_j
         verb = "would delete" if dry_run else "deleted"
         click.echo(f"{verb} {report['trees_deleted']} manifest(s) and {report['blobs_deleted']} blob(s), "
                    f"{report['bytes_freed']} bytes; kept {report['trees_kept']} tree(s) named by "
-                   f"{report['refs']} ref(s)")
+                   f"{report['refs']} ref(s)" + (f"; {'would abort' if dry_run else 'aborted'} "
+                                                 f"{report['uploads_aborted']} unfinished upload(s)"
+                                                 if report["uploads_aborted"] else ""))
         if dry_run:
-            for k in report["keys"]:
+            for k in report["keys"] + report["uploads"]:
                 click.echo(f"  {k}")
 
     _run_on_remote(ctx, name, as_json, lambda r, b, _: gc(b, grace_seconds=grace_s, dry_run=dry_run), render)

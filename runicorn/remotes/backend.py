@@ -16,6 +16,11 @@ mutex object (created create-only, stale after :data:`MUTEX_STALE_SECONDS`) arou
 read-compare-write; their etag is the SHA-256 of the object's bytes.  They also have
 ``move_aside(key)`` (rename to a fresh ``tmp/`` name) and ``restore(aside, key)``
 (rename back, create-only), with which a stale mutex is broken rename-then-check.
+
+``put_large(key, path, size, sha, resume, on_bytes)`` uploads a blob larger than one part
+so that an interrupted upload resumes (:mod:`runicorn.remotes.resume`): S3 by a multipart
+upload, file and SFTP by :func:`put_large_staged` (a partial file in ``tmp/`` continued
+from its verified length).  It returns ``(created, bytes_sent, bytes_resumed)``.
 """
 
 from __future__ import annotations
@@ -124,6 +129,82 @@ def mutex_cas(backend: "Backend", key: str, data: bytes, expected: str | None) -
         backend.delete(mutex)
 
 
+def _verified_length(backend: Any, staged: str, path: Path, verified: int) -> int:
+    """How much of a staged partial file can be kept: the length recorded after its last
+    fsync, if the file still has it and its last piece equals the local bytes there."""
+    if verified <= 0:
+        return 0
+    have = backend.partial_size(staged)
+    if have is None or have < verified:
+        return 0
+    n = min(CHUNK, verified)
+    with open(path, "rb") as f:
+        f.seek(verified - n)
+        local = f.read(n)
+    return verified if backend.read_range(staged, verified - n, n) == local else 0
+
+
+def put_large_staged(backend: Any, key: str, path: Path, size: int, sha: str, resume: Any,
+                     on_bytes: Callable[[int], None] | None = None) -> tuple[bool, int, int]:
+    """Create-only upload of a large local blob through a partial file in ``tmp/``, fsynced
+    and recorded in ``resume`` every part, so a killed upload continues from there.
+
+    Raises:
+        IntegrityError: the local file is not ``size`` bytes hashing to ``sha`` (nothing is published).
+        RemoteError / OSError: the remote failed.
+    """
+    from runicorn.errors import IntegrityError
+    from runicorn.remotes.resume import part_size
+
+    rec = resume.load(remote=backend.url, key=key, size=size) if resume is not None else None
+    if rec is not None and not str(rec.get("staged", "")).startswith("tmp/partial-"):
+        rec = None
+    if backend.head(key) is not None:  # already there (another pusher, or our killed self)
+        if rec is not None:
+            backend.delete(rec["staged"])
+        if resume is not None:
+            resume.clear()
+        return False, 0, 0
+    if rec is None:
+        rec = {"remote": backend.url, "key": key, "size": size, "verified": 0,
+               "staged": f"tmp/partial-{sha[:16]}-{os.urandom(6).hex()}"}
+        if resume is not None:
+            resume.save(rec)
+    staged = rec["staged"]
+    start = _verified_length(backend, staged, path, int(rec.get("verified") or 0))
+    part = part_size()
+    h = hashlib.sha256()
+    pos = 0
+    with open(path, "rb") as src:
+        while pos < start and (chunk := src.read(min(CHUNK, start - pos))):
+            h.update(chunk)  # the kept prefix is hashed too: the whole blob is checked
+            pos += len(chunk)
+        with backend.open_partial(staged, start) as out:
+            checkpoint = pos
+            while chunk := src.read(CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+                pos += len(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+                if pos - checkpoint >= part:
+                    out.sync()
+                    checkpoint = rec["verified"] = pos
+                    if resume is not None:
+                        resume.save(rec)
+            out.sync()
+    if pos != size or h.hexdigest() != sha:
+        backend.delete(staged)
+        if resume is not None:
+            resume.clear()
+        raise IntegrityError(f"{path}: local blob is damaged (size or sha256 differs); run "
+                             "`runicorn verify --deep`; nothing of it was published")
+    placed = backend.publish_partial(staged, key)
+    if resume is not None:
+        resume.clear()
+    return placed, pos - start, start
+
+
 def _break_mutex(backend: "Backend", mutex: str, etag: str) -> None:
     """Remove a stale mutex only if it is still the one read (``etag``): rename it aside,
     then check what was moved.  A fresh mutex (another breaker was faster and took one) is
@@ -148,6 +229,27 @@ def _dead_here(holder: dict) -> bool:
     except (PermissionError, ValueError, TypeError, OverflowError):
         return False
     return False
+
+
+class _PartialFile:
+    """A staged partial file of a file remote, open for appending."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes) -> None:
+        from runicorn.fsutil import write_all
+
+        write_all(self.fd, data)
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def __enter__(self) -> "_PartialFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        os.close(self.fd)
 
 
 class FileBackend:
@@ -235,6 +337,44 @@ class FileBackend:
 
     def put_cas(self, key: str, data: bytes, expected: str | None) -> str:
         return mutex_cas(self, key, data, expected)
+
+    def put_large(self, key: str, path: Path, size: int, sha: str, resume: Any,
+                  on_bytes: Callable[[int], None] | None = None) -> tuple[bool, int, int]:
+        return put_large_staged(self, key, path, size, sha, resume, on_bytes)
+
+    def partial_size(self, name: str) -> int | None:
+        try:
+            return os.stat(self._path(name)).st_size
+        except FileNotFoundError:
+            return None
+
+    def read_range(self, name: str, offset: int, n: int) -> bytes:
+        with open(self._path(name), "rb") as f:
+            f.seek(offset)
+            return f.read(n)
+
+    def open_partial(self, name: str, offset: int) -> "_PartialFile":
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path(name), os.O_WRONLY | os.O_CREAT, 0o444)
+        try:
+            os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return _PartialFile(fd)
+
+    def publish_partial(self, name: str, key: str) -> bool:
+        from runicorn.fsutil import fsync_dir, rename_noreplace
+
+        dest, staged = self._path(key), self._path(name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        placed = rename_noreplace(str(staged), str(dest))
+        if placed:
+            fsync_dir(dest.parent)
+        else:
+            staged.unlink()
+        return placed
 
     def move_aside(self, key: str) -> str | None:
         aside = f"tmp/aside-{os.urandom(8).hex()}"

@@ -68,7 +68,8 @@ def _reachable(backend: Any) -> tuple[list[dict[str, Any]], dict[str, Any], list
 
 
 def gc(backend: Any, *, grace_seconds: float = 3600.0, dry_run: bool = False) -> dict[str, Any]:
-    """Delete manifests and blobs no remote ref reaches that are older than the grace period.
+    """Delete manifests and blobs no remote ref reaches that are older than the grace period,
+    and abort unfinished S3 multipart uploads started before it.
 
     Runs under the exclusive lock; pushes wait for it.  Manifests go before blobs (roots
     before leaves).  A dry run lists exactly what a real run deletes (both hold the lock).
@@ -98,6 +99,10 @@ def gc(backend: Any, *, grace_seconds: float = 3600.0, dry_run: bool = False) ->
         dead_blobs = [(i.key, i.size) for i in b.list(layout.BLOBS)
                       if layout.id_from_key(i.key, layout.BLOBS) not in blobs and i.mtime <= cutoff]
         stale_tmp = [(i.key, i.size) for i in b.list(layout.TMP) if i.mtime <= time.time() - max(grace_seconds, 3600)]
+        # S3 multipart uploads a killed push left (pushes resume them; none runs now, under
+        # the exclusive lock): aborted past the grace period, as unreached objects are
+        uploads = [(key, uid) for key, uid, started in b.list_uploads(layout.BLOBS) if started <= cutoff] \
+            if hasattr(b, "list_uploads") else []
         if not dry_run:
             if dead_trees or dead_blobs:
                 # The new epoch goes first: a gc killed halfway has already told every
@@ -105,10 +110,13 @@ def gc(backend: Any, *, grace_seconds: float = 3600.0, dry_run: bool = False) ->
                 new_epoch(b, lock.epoch)
             for key, _ in dead_trees + dead_blobs + stale_tmp:
                 b.delete(key)
+            for key, uid in uploads:
+                b.abort_upload(key, uid)
     return {"remote": b.url, "dry_run": dry_run, "refs": len(refs), "trees_kept": len(trees),
             "blobs_kept": len(blobs), "trees_deleted": len(dead_trees), "blobs_deleted": len(dead_blobs),
             "bytes_freed": sum(s for _, s in dead_trees + dead_blobs),
-            "keys": [k for k, _ in dead_trees + dead_blobs], "requests": b.requests}
+            "keys": [k for k, _ in dead_trees + dead_blobs], "uploads_aborted": len(uploads),
+            "uploads": [f"{k} (unfinished upload {uid})" for k, uid in uploads], "requests": b.requests}
 
 
 def verify(backend: Any, *, deep: bool = False, jobs: int = 8) -> dict[str, Any]:

@@ -4,7 +4,8 @@
    unchanged push costs one request per ref and nothing else).
 2. Otherwise, under a shared lock (:mod:`runicorn.remotes.locks`), the blobs the remote
    is not known to hold (the index's ``remote_objects``, dropped when the remote's gc
-   epoch changed) are uploaded create-only, concurrently; then each tree's manifest;
+   epoch changed) are uploaded create-only, concurrently (blobs larger than one part
+   resumably, :mod:`runicorn.remotes.resume`); then each tree's manifest;
    only then the refs, by compare-and-swap.  A remote ref that moved since this store
    last saw it is a conflict, reported and left alone unless ``force``.
 """
@@ -21,6 +22,7 @@ from typing import Any
 from runicorn.errors import IntegrityError, option
 from runicorn.remotes import layout
 from runicorn.remotes.errors import RemoteConflictError, RemoteError
+from runicorn.remotes.resume import Resume, part_size
 from runicorn.store import Store
 from runicorn.store.remote_cache import BLOB, TREE, RemoteCache
 
@@ -53,7 +55,8 @@ class Counter:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._b, name)
-        if name in ("get", "get_chunks", "head", "list", "put_create", "put_cas", "put_replace", "delete"):
+        if name in ("get", "get_chunks", "head", "list", "put_create", "put_cas", "put_replace", "delete",
+                    "put_large"):
             def counted(*a: Any, **kw: Any) -> Any:
                 with self._lock:
                     self.requests += 1
@@ -168,8 +171,19 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
             sizes[e.sha256] = e.size
     unknown = sorted(set(sizes) - cache.known(BLOB, sizes))
     total = sum(sizes[s] for s in unknown)
-    done = [0, 0, 0]  # bytes, blobs sent, blobs already there
+    done = [0, 0, 0, 0, 0]  # bytes handled, blobs sent, blobs already there, bytes sent, bytes resumed
     lock = threading.Lock()
+    part = part_size()
+
+    def advance(nbytes: int, sent: int = 0, kept: int = 0, created: bool | None = None) -> None:
+        with lock:
+            done[0] += nbytes
+            done[3] += sent
+            done[4] += kept
+            if created is not None:
+                done[1 if created else 2] += 1
+            if progress is not None:
+                progress(done[0], total)
 
     def work(group: list[str]) -> None:
         confirmed: list[str] = []
@@ -184,16 +198,21 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
                     raise IntegrityError(f"{path}: local blob is damaged (size or sha256 differs); "
                                          "run `runicorn verify --deep`; nothing of it was pushed")
                 created = backend.put_create(key, data)
+                advance(size, size if created else 0, created=created)
+            elif size > part:
+                # multipart (S3) or a staged partial file (file, sftp), recorded so that a
+                # killed push resumes it; put_large checks the whole blob's sha256 before publishing
+                resume = Resume(store.archive, cache.remote, sha)
+                with resume.held() as mine:
+                    created, sent, kept = backend.put_large(key, path, size, sha, resume if mine else None,
+                                                            lambda n: advance(n))
+                advance(0, sent, kept, created=created)
             else:
                 if os.stat(path).st_size != size:
                     raise IntegrityError(f"{path}: local blob has the wrong size; run `runicorn verify --deep`")
                 created = False if backend.head(key) is not None else backend.put_create(key, path)
+                advance(size, size if created else 0, created=created)
             confirmed.append(sha)
-            with lock:
-                done[0] += size
-                done[1 if created else 2] += 1
-                if progress is not None:
-                    progress(done[0], total)
             if len(confirmed) >= 512:
                 cache.record(BLOB, confirmed)
                 confirmed = []
@@ -206,8 +225,8 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
         if backend.put_create(layout.manifest_key(t), store.manifest_path(t).read_bytes()):
             manifests += 1
     cache.record(TREE, need_trees)
-    return {"blobs_uploaded": done[1], "blobs_present": done[2], "bytes_uploaded": done[0],
-            "manifests_uploaded": manifests}
+    return {"blobs_uploaded": done[1], "blobs_present": done[2], "bytes_uploaded": done[3],
+            "bytes_resumed": done[4], "manifests_uploaded": manifests}
 
 
 def push(store: Store, remote: Any, backend: Any, specs: list[RefSpec], *, force: bool = False,
@@ -227,7 +246,7 @@ def push(store: Store, remote: Any, backend: Any, specs: list[RefSpec], *, force
     cache = RemoteCache(store, remote.identity)
     rows: list[dict[str, Any]] = []
     pending: list[tuple[RefSpec, dict[str, Any] | None, str | None]] = []
-    stats = {"blobs_uploaded": 0, "blobs_present": 0, "bytes_uploaded": 0, "manifests_uploaded": 0}
+    stats = {"blobs_uploaded": 0, "blobs_present": 0, "bytes_uploaded": 0, "bytes_resumed": 0, "manifests_uploaded": 0}
     for spec in specs:
         key = layout.ref_key(spec.kind, spec.name)
         got = b.get(key, layout.MAX_RECORD_BYTES)

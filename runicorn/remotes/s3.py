@@ -8,9 +8,17 @@ The remote's ``endpoint`` option names a non-AWS store (SeaweedFS, MinIO, R2, Ce
 
 Create-only writes are ``PUT`` with ``If-None-Match: *`` (obstore ``mode="create"``); a ref
 update is ``PUT`` with ``If-Match: <etag>``.  Every upload carries its
-``x-amz-checksum-sha256`` so the store checks the bytes it received.  Objects up to
-:data:`SINGLE_PUT_MAX` go in one conditional PUT; larger ones (read into memory whole otherwise)
-as a multipart upload after a HEAD found the key absent.
+``x-amz-checksum-sha256`` so the store checks the bytes it received.
+
+Blobs larger than one part (:func:`runicorn.remotes.resume.part_size`) go as an S3
+multipart upload that survives the process: its upload id and every confirmed part's ETag
+and SHA-256 are recorded in the local store, and the next push lists the upload's parts and
+sends only the missing ones; completion is create-only (``If-None-Match: *``).  obstore
+(0.12) drives a multipart upload only inside one call (``put(use_multipart=True)``,
+``open_writer``) and exposes neither the upload id nor object_store's ``MultipartStore``
+(create / put_part / complete / abort), and its signed URLs cannot carry ``uploadId`` /
+``partNumber``; so these calls (and listing and aborting stale uploads for remote gc) go
+through botocore, imported only for them.
 """
 
 from __future__ import annotations
@@ -18,12 +26,12 @@ from __future__ import annotations
 import configparser
 import os
 from pathlib import Path
-from typing import Any, Iterator
+import threading
+from typing import Any, Callable, Iterator
 
 from runicorn.remotes.backend import CHUNK, ObjectInfo
 from runicorn.remotes.errors import RemoteConflictError, RemoteError
 
-SINGLE_PUT_MAX = 256 << 20  # bytes held in memory for one conditional PUT
 
 
 def _aws_files(profile: str) -> dict[str, str]:
@@ -54,6 +62,10 @@ class S3Backend:
 
         self.obstore = obstore
         self.url = url
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._boto: Any = None
+        self._boto_lock = threading.Lock()
         kw: dict[str, Any] = {"checksum_algorithm": "sha256"}
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if not os.environ.get("AWS_ACCESS_KEY_ID"):
@@ -74,6 +86,8 @@ class S3Backend:
             region = region or "us-east-1"  # signing needs one; non-AWS stores ignore it
         if region:
             kw["region"] = region
+        self.endpoint, self.region = endpoint, region
+        self._keys = {k: kw[k] for k in ("access_key_id", "secret_access_key", "session_token") if k in kw}
         try:
             self.store = S3Store(bucket, prefix=prefix or None, **kw)
         except Exception as exc:  # noqa: BLE001 - obstore's configuration errors
@@ -133,12 +147,6 @@ class S3Backend:
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
-            if isinstance(data, Path) and data.stat().st_size > SINGLE_PUT_MAX:
-                if self.head(key) is not None:
-                    return False
-                with open(data, "rb") as f:
-                    self.obstore.put(self.store, key, f, use_multipart=True, chunk_size=64 << 20)
-                return True
             self.obstore.put(self.store, key, data.read_bytes() if isinstance(data, Path) else data,
                              mode="create")
             return True
@@ -146,6 +154,155 @@ class S3Backend:
             return False
         except Exception as exc:  # noqa: BLE001
             raise self._err(key, exc) from None
+
+    # ------------------------------------------------------------------ multipart, resumable
+    def _client(self) -> Any:
+        """The botocore S3 client for multipart calls (same endpoint, region and credentials)."""
+        with self._boto_lock:
+            if self._boto is None:
+                import botocore.session
+                from botocore.config import Config
+
+                conf = Config(s3={"addressing_style": "path"} if self.endpoint else {},
+                              request_checksum_calculation="when_required",
+                              response_checksum_validation="when_required",
+                              retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
+                keys = {"aws_access_key_id": self._keys.get("access_key_id"),
+                        "aws_secret_access_key": self._keys.get("secret_access_key"),
+                        "aws_session_token": self._keys.get("session_token")}
+                self._boto = botocore.session.Session().create_client(
+                    "s3", region_name=self.region, endpoint_url=self.endpoint, config=conf,
+                    **{k: v for k, v in keys.items() if v})
+            return self._boto
+
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _code(self, exc: BaseException) -> str:
+        return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+    def _listed_parts(self, full: str, upload_id: str) -> dict[int, str] | None:
+        """Part number -> ETag of an unfinished upload; None when the upload is gone."""
+        out: dict[int, str] = {}
+        try:
+            for page in self._client().get_paginator("list_parts").paginate(
+                    Bucket=self.bucket, Key=full, UploadId=upload_id):
+                for p in page.get("Parts", []):
+                    out[int(p["PartNumber"])] = str(p["ETag"])
+        except Exception as exc:  # noqa: BLE001 - botocore's ClientError
+            if self._code(exc) in ("NoSuchUpload", "404", "NoSuchKey"):
+                return None
+            raise self._err(full, exc) from None
+        return out
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            self._client().abort_multipart_upload(Bucket=self.bucket, Key=self._full(key), UploadId=upload_id)
+        except Exception as exc:  # noqa: BLE001
+            if self._code(exc) not in ("NoSuchUpload", "404", "NoSuchKey"):
+                raise self._err(key, exc) from None
+
+    def list_uploads(self, prefix: str) -> Iterator[tuple[str, str, float]]:
+        """Unfinished multipart uploads under ``prefix``: ``(key, upload_id, initiated)``."""
+        try:
+            for page in self._client().get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=self._full(prefix)):
+                for u in page.get("Uploads", []):
+                    key = str(u["Key"])[len(self.prefix) + 1:] if self.prefix else str(u["Key"])
+                    yield key, str(u["UploadId"]), u["Initiated"].timestamp()
+        except Exception as exc:  # noqa: BLE001
+            raise self._err(prefix, exc) from None
+
+    def put_large(self, key: str, path: Path, size: int, sha: str, resume: Any,
+                  on_bytes: Callable[[int], None] | None = None) -> tuple[bool, int, int]:
+        """Create-only multipart upload of a large local blob, resumed from ``resume``'s record.
+
+        Raises:
+            IntegrityError: the local file is not ``size`` bytes hashing to ``sha`` (the upload
+                is aborted; nothing is published).
+            RemoteError: the store failed.
+        """
+        import base64
+        import hashlib
+
+        from runicorn.errors import IntegrityError
+        from runicorn.remotes.resume import part_size
+
+        part = part_size()
+        full = self._full(key)
+        rec = resume.load(remote=self.url, key=key, size=size, part_size=part) if resume is not None else None
+        listed: dict[int, str] = {}
+        if rec is not None:
+            got = self._listed_parts(full, str(rec.get("upload_id")))
+            if got is None:  # aborted (remote gc) or completed meanwhile
+                rec = None
+            else:
+                listed = got
+        if self.head(key) is not None:
+            if rec is not None:
+                self.abort_upload(key, rec["upload_id"])
+            if resume is not None:
+                resume.clear()
+            return False, 0, 0
+        c = self._client()
+        if rec is None:
+            try:
+                upload_id = c.create_multipart_upload(Bucket=self.bucket, Key=full,
+                                                      ChecksumAlgorithm="SHA256")["UploadId"]
+            except Exception as exc:  # noqa: BLE001
+                raise self._err(key, exc) from None
+            rec = {"remote": self.url, "key": key, "size": size, "part_size": part, "upload_id": upload_id,
+                   "parts": {}}
+            if resume is not None:
+                resume.save(rec)
+        upload_id = rec["upload_id"]
+        h = hashlib.sha256()
+        sent = kept = 0
+        parts: list[dict[str, Any]] = []
+        try:
+            with open(path, "rb") as f:
+                n = 0
+                while data := f.read(part):
+                    n += 1
+                    h.update(data)
+                    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+                    done = rec["parts"].get(str(n))
+                    if isinstance(done, dict) and done.get("sha256") == checksum and listed.get(n) == done.get("etag"):
+                        kept += len(data)  # the store holds this part: not sent again
+                    else:
+                        etag = c.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=n,
+                                             Body=data, ChecksumSHA256=checksum)["ETag"]
+                        done = rec["parts"][str(n)] = {"etag": etag, "sha256": checksum}
+                        if resume is not None:
+                            resume.save(rec)
+                        sent += len(data)
+                    if on_bytes is not None:
+                        on_bytes(len(data))
+                    parts.append({"PartNumber": n, "ETag": done["etag"], "ChecksumSHA256": checksum})
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - botocore; the record stays for the next push
+            raise self._err(key, exc) from None
+        if sent + kept != size or h.hexdigest() != sha:
+            self.abort_upload(key, upload_id)
+            if resume is not None:
+                resume.clear()
+            raise IntegrityError(f"{path}: local blob is damaged (size or sha256 differs); run "
+                                 "`runicorn verify --deep`; nothing of it was published")
+        try:
+            c.complete_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id,
+                                        MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+            created = True
+        except Exception as exc:  # noqa: BLE001
+            if self._code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                if self._code(exc) in ("NoSuchUpload", "InvalidPart") and resume is not None:
+                    resume.clear()  # the upload is gone: the next push starts afresh
+                raise self._err(key, exc) from None
+            self.abort_upload(key, upload_id)  # someone else created it: same bytes, by its name
+            created = False
+        if resume is not None:
+            resume.clear()
+        return created, sent, kept
 
     def put_cas(self, key: str, data: bytes, expected: str | None) -> str:
         from obstore.exceptions import AlreadyExistsError, PreconditionError

@@ -10,14 +10,15 @@ connection.  Compare-and-swap takes a mutex object (:func:`runicorn.remotes.back
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import stat
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from runicorn.remotes.backend import CHUNK, ObjectInfo, mutex_cas, read_chunks, read_object
+from runicorn.remotes.backend import CHUNK, ObjectInfo, mutex_cas, put_large_staged, read_chunks, read_object
 from runicorn.remotes.errors import RemoteError
 
 
@@ -122,7 +123,12 @@ class SftpBackend:
 
         if self.fsync_supported is False:
             return False
-        f.flush()  # pipelined writes are sent (and, answered in order, done) before the fsync
+        f.flush()
+        # Collect the acks of the pipelined writes first: a failed write surfaces here, and
+        # paramiko would otherwise wait later for acks our own request already read past.
+        pending = getattr(f, "_reqs", None)
+        while pending:
+            self.sftp._read_response(pending.popleft())
         try:
             self.sftp._request(CMD_EXTENDED, "fsync@openssh.com", f.handle)
         except OSError as exc:
@@ -174,6 +180,44 @@ class SftpBackend:
 
     def put_cas(self, key: str, data: bytes, expected: str | None) -> str:
         return mutex_cas(self, key, data, expected)
+
+    def put_large(self, key: str, path: Path, size: int, sha: str, resume: Any,
+                  on_bytes: Callable[[int], None] | None = None) -> tuple[bool, int, int]:
+        return put_large_staged(self, key, path, size, sha, resume, on_bytes)
+
+    def partial_size(self, name: str) -> int | None:
+        info = self.head(name)
+        return None if info is None else info.size
+
+    def read_range(self, name: str, offset: int, n: int) -> bytes:
+        with self.sftp.open(self._p(name), "rb") as f:
+            f.seek(offset)
+            return f.read(n)
+
+    @contextlib.contextmanager
+    def open_partial(self, name: str, offset: int) -> Iterator[Any]:
+        self._mkdirs("tmp")
+        with self.sftp.open(self._p(name), "r+b" if offset else "wb") as f:
+            if offset:
+                f.truncate(offset)
+                f.seek(offset)
+            f.set_pipelined(True)
+            f.sync = lambda: self.fsync(f)
+            yield f
+
+    def publish_partial(self, name: str, key: str) -> bool:
+        for attempt in range(2):
+            try:
+                self.sftp.rename(self._p(name), self._p(key))  # plain rename: refused when key exists
+                return True
+            except OSError:
+                if self.head(key) is not None:
+                    self.delete(name)
+                    return False
+                if attempt:
+                    raise
+                self._mkdirs(posixpath.dirname(key))
+        return False
 
     def move_aside(self, key: str) -> str | None:
         self._mkdirs("tmp")
