@@ -8,7 +8,7 @@ hashing release the GIL, so two to four threads use the cores the way several
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -51,4 +51,37 @@ def run_groups(work: Callable[[list[T]], None], groups: list[list[T]]) -> None:
 
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
         for future in [pool.submit(work, g) for g in groups]:
+            future.result()
+
+
+def run_queue(work: Callable[[Iterator[T]], None], items: Sequence[T], n: int,
+              size_of: Callable[[T], int]) -> None:
+    """Run ``n`` workers that each take items, largest first, from one shared queue until it
+    is empty: for network transfers, whose cost per item (a round trip, the store's latency)
+    is unknown up front, so no worker idles while another still has a backlog (as a static
+    :func:`share` would leave it).
+
+    Raises: the first exception a worker raised (after every thread has stopped).
+    """
+    import threading
+
+    ordered = iter(sorted(items, key=size_of, reverse=True))
+    lock = threading.Lock()
+    done = object()
+
+    def take() -> Iterator[T]:
+        while True:
+            with lock:
+                item = next(ordered, done)
+            if item is done:
+                return
+            yield item  # type: ignore[misc]
+
+    if n <= 1 or len(items) <= 1:
+        work(take())
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        for future in [pool.submit(work, take()) for _ in range(n)]:
             future.result()

@@ -205,7 +205,7 @@ def verify_cmd(ctx: click.Context, name: str | None, deep: bool, jobs: int, as_j
 @click.option("--artifacts", is_flag=True, help="Push every tree bound as an artifact in this store.")
 @click.option("--all", "everything", is_flag=True, help="Push every pin, run and bound artifact.")
 @click.option("--force", is_flag=True, help="Overwrite remote refs that moved since this store saw them.")
-@click.option("-j", "--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help=_JOBS_HELP)
+@click.option("-j", "--jobs", default=32, show_default=True, type=click.IntRange(1, 64), help=_JOBS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def push(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, artifacts: bool, everything: bool,

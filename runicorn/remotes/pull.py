@@ -49,7 +49,7 @@ def fetch_tree(store: Store, backend: Any, tree: str, *, jobs: int = 8,
     """
     from runicorn.store.ingest import BlobBatch
     from runicorn.store.tree import parse_manifest
-    from runicorn.workers import run_groups, share
+    from runicorn.workers import run_queue
 
     key = layout.manifest_key(tree)
     got = backend.get(key, layout.MAX_MANIFEST_BYTES)
@@ -67,7 +67,7 @@ def fetch_tree(store: Store, backend: Any, tree: str, *, jobs: int = 8,
 
     lock = threading.Lock()
 
-    def work(group: list[str]) -> None:
+    def work(group: Iterator[str]) -> None:
         batch = BlobBatch(store)
         with lock:
             batches.append(batch)
@@ -94,7 +94,7 @@ def fetch_tree(store: Store, backend: Any, tree: str, *, jobs: int = 8,
 
     n = max(1, min(jobs, getattr(backend, "max_jobs", jobs), len(missing) // 4 + 1))
     try:
-        run_groups(work, share(missing, n, lambda s: sizes[s]))
+        run_queue(work, missing, n, lambda s: sizes[s])
     except BaseException:
         for batch in batches:
             batch.discard()

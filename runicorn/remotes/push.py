@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,10 @@ from runicorn.store.remote_cache import BLOB, TREE, RemoteCache
 
 Progress = Callable[[int, int], None]
 SMALL = 1 << 20  # blobs up to this size are read whole, hashed and sent in one request
+# Requests in flight: an object store answers each small PUT in tens of milliseconds, mostly
+# waiting, so many overlap (measured: tools/bench/profile_remote_push.py, 32 against 8 threads).
+# SFTP caps it at its channels (max_jobs).
+JOBS = 32
 RUN_KIND = "run"
 ARTIFACT_KIND = "artifact"
 
@@ -161,7 +165,7 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
         IntegrityError: a local blob does not match its name (nothing of it is sent).
         RemoteError: the remote failed.
     """
-    from runicorn.workers import run_groups, share
+    from runicorn.workers import run_queue
 
     trees = sorted(set(trees))
     need_trees = [t for t in trees if t not in cache.known(TREE, trees)]
@@ -185,7 +189,7 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
             if progress is not None:
                 progress(done[0], total)
 
-    def work(group: list[str]) -> None:
+    def work(group: Iterator[str]) -> None:
         confirmed: list[str] = []
         for sha in group:
             size = sizes[sha]
@@ -219,7 +223,7 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
         cache.record(BLOB, confirmed)
 
     n = max(1, min(jobs, getattr(backend, "max_jobs", jobs), len(unknown) // 4 + 1))
-    run_groups(work, share(unknown, n, lambda s: sizes[s]))
+    run_queue(work, unknown, n, lambda s: sizes[s])
     manifests = 0
     for t in need_trees:
         if backend.put_create(layout.manifest_key(t), store.manifest_path(t).read_bytes()):
@@ -230,7 +234,7 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
 
 
 def push(store: Store, remote: Any, backend: Any, specs: list[RefSpec], *, force: bool = False,
-         jobs: int = 8, progress: Progress | None = None) -> dict[str, Any]:
+         jobs: int = JOBS, progress: Progress | None = None) -> dict[str, Any]:
     """Push ``specs`` (refs and their trees) to ``backend``; return a report.
 
     ``report["refs"]`` has one row per ref with ``status`` created / updated / unchanged /
