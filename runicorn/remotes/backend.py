@@ -355,7 +355,7 @@ class FileBackend:
 
     def open_partial(self, name: str, offset: int) -> "_PartialFile":
         self.tmp.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path(name), os.O_WRONLY | os.O_CREAT, 0o444)
+        fd = os.open(self._path(name), os.O_WRONLY | os.O_CREAT, 0o644)  # read-only once published
         try:
             os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
@@ -368,6 +368,7 @@ class FileBackend:
         from runicorn.fsutil import fsync_dir, rename_noreplace
 
         dest, staged = self._path(key), self._path(name)
+        os.chmod(staged, 0o444)  # as every published object
         dest.parent.mkdir(parents=True, exist_ok=True)
         placed = rename_noreplace(str(staged), str(dest))
         if placed:
