@@ -32,7 +32,7 @@ from runicorn.artifacts.lookup import (
 )
 from runicorn.artifacts.platform import platform_key, platform_tags
 from runicorn.artifacts.toml_read import entry_hash, load_toml
-from runicorn.errors import ArtifactError, DownloadError, IntegrityError, RunicornError
+from runicorn.errors import ArtifactError, DownloadError, IntegrityError, RunicornError, TreeNotFoundError
 from runicorn.fsutil import append_line_durable, fsync_dir, narrowed_perm, open_locked, syncfs
 from runicorn.relpath import ensure_no_symlink_parents, safe_join
 from runicorn.store import Store, TreeEntry, open_store
@@ -157,27 +157,69 @@ def ensure_artifact_installed(name: str, toml: str | os.PathLike[str] | None = N
                                 f"{override}, which is not a directory")
         return Path(override)
     dest = store.artifacts_dir / h
+    where = f"{tpath}: artifact {name!r}"
+    if dest.is_dir() and _bound(store, tpath, name, entry):
+        return dest  # the binding ref keeps the tree, so gc keeps the directory
+    with open_locked(store.artifacts_dir / ".locks" / f"{h}.lock"):
+        tree = install_entry(store, entry, base_dir=Path(tpath).parent, where=where, progress=progress,
+                             keep_hold=True)
+    try:
+        _bind_ref(store, tpath, name, entry)
+    finally:
+        store.release_holds({tree})  # the binding ref keeps it from here
     if not dest.is_dir():
-        with open_locked(store.artifacts_dir / ".locks" / f"{h}.lock"):
-            if not dest.is_dir():
-                install_entry(store, entry, base_dir=Path(tpath).parent,
-                              where=f"{tpath}: artifact {name!r}", progress=progress)
-    _bind_ref(store, tpath, name, entry)
+        # Success means installed: never hand out a directory that is not there.
+        raise ArtifactError(f"{where}: {h[:12]} was installed but {dest} is gone (a concurrent gc or "
+                            "remove?); run the command again")
     return dest
 
 
+def _bound(store: Store, toml_path: str, name: str, entry: Mapping[str, Any]) -> bool:
+    """True when this file's binding ref of the entry names its installed tree (no write)."""
+    tree = entry.get("tree-sha256") or installed_tree(store, entry_hash(entry))
+    ref = store.get_ref(BINDING_KIND, binding_ref_name(toml_path, name, entry)) if tree else None
+    return ref is not None and ref.tree == tree
+
+
 def install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, where: str,
-                  progress: Progress | None = None) -> str:
+                  progress: Progress | None = None, keep_hold: bool = False) -> str:
     """Install one entry (caller holds the tree lock); return its tree-sha256.
+
+    The tree is held against gc from the moment it is found in the store (or stored)
+    until it is materialised, so a concurrent gc cannot collect it mid-install; with
+    ``keep_hold`` the hold is the caller's to release (after it set a ref), so the tree
+    is never unprotected in between.
 
     Raises:
         DownloadError: listing every source tried and why it failed.
     """
+    tree = _install_entry(store, entry, base_dir=base_dir, where=where, progress=progress)
+    if not keep_hold:
+        store.release_holds({tree})
+    return tree
+
+
+def _install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, where: str,
+                   progress: Progress | None) -> str:
+    """:func:`install_entry`, returning the tree held for this operation."""
     want_tree: str | None = entry.get("tree-sha256")
     want_git: str | None = entry.get("git-tree-sha1")
-    if want_tree and store.has_tree(want_tree) and _blobs_present(store, want_tree):
-        materialize(store, want_tree)
-        return want_tree
+    if want_tree and store.has_tree(want_tree):
+        try:
+            # Held in the transaction that finds it: a gc either ran before (and we
+            # install from the sources) or keeps it until we let go.
+            store.resolve_tree(want_tree, hold=True)
+        except TreeNotFoundError:
+            pass
+        else:
+            if _blobs_present(store, want_tree):
+                try:
+                    materialize(store, want_tree)
+                except BaseException:
+                    store.release_holds({want_tree})
+                    raise
+                return want_tree
+            store.release_holds({want_tree})
     failures: list[str] = []
     work = store.artifacts_dir / ".downloads"
     for d in downloads_of(entry):
