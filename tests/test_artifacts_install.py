@@ -455,8 +455,6 @@ def test_gc_survives_an_unreadable_logged_toml_and_keeps_its_bindings(tmp_path: 
 
 
 def test_gc_trash_names_do_not_collide_with_an_earlier_gc(tmp_path: Path) -> None:
-    from runicorn.artifacts.gcroots import _drop_collected_dirs
-
     store = open_store()
     adir = store.artifacts_dir
     gone = "d" * 64  # an installed directory whose tree is no longer in the store
@@ -465,14 +463,14 @@ def test_gc_trash_names_do_not_collide_with_an_earlier_gc(tmp_path: Path) -> Non
     leftover = adir / f".trash-{gone[:16]}-gc"  # what an interrupted earlier gc left under the old name
     leftover.mkdir()
     (leftover / "old").write_text("y")
-    _drop_collected_dirs(store)
+    store.gc(grace_seconds=0)
     assert not (adir / gone).exists()
     assert not [p for p in adir.iterdir() if p.name.startswith(".trash-") and p != leftover]
     # and twice in a row, each with a leftover of the new kind, works too
     for _ in range(2):
         (adir / gone).mkdir()
         (adir / gone / "f").write_text("x")
-        _drop_collected_dirs(store)
+        store.gc(grace_seconds=0)
         assert not (adir / gone).exists()
 
 

@@ -58,3 +58,180 @@ def test_install_entry_holds_the_tree_against_a_concurrent_gc(tmp_path: Path, mo
     assert store.verify(deep=True)["ok"]
     assert store.index.scalar("SELECT COUNT(*) FROM holds") == 0, "the hold ends after materialising"
     store.close()
+
+
+# ---------------------------------------------------------------- 9. gc removes installed folders
+def installed_tree(root: Path, tmp_path: Path, name: str, *, seed: int = 0, files: int = 0) -> tuple[Path, str]:
+    """A tree installed at artifacts/<tree>/ in a child process, named by nothing."""
+    src = make_tree(tmp_path / name, seed=seed)
+    for i in range(files):
+        (src / "many").mkdir(exist_ok=True)
+        (src / "many" / f"{i}.txt").write_text(f"{name} {i}\n" * 20)
+    code = ("import sys\nfrom runicorn.artifacts.create import create_artifact\n"
+            "print(create_artifact(src=sys.argv[1], storage=sys.argv[2]))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(src), str(root)], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    tree = out.split()[-1]
+    assert (root / "artifacts" / tree).is_dir()
+    return src, tree
+
+
+def test_gc_removes_the_installed_folder_and_counts_only_bytes_it_frees(tmp_path: Path) -> None:
+    from runicorn.artifacts.lookup import artifact_exists
+
+    root = tmp_path / "st"
+    src, tree = installed_tree(root, tmp_path, "data")
+    folder = root / "artifacts" / tree
+    # The user keeps a hard link of one installed file (cp -l): that blob frees nothing.
+    kept = tmp_path / "my-copy.bin"
+    os.link(folder / "sub" / "b.bin", kept)
+    with Store(root) as s:
+        entries = s.tree_entries(tree)
+        blob_files = {e.sha256: s.blob_path(e.sha256).stat().st_size for e in entries.values()}
+    kept_sha = next(e.sha256 for p, e in entries.items() if p == "sub/b.bin")
+    tool_copy = (folder / "sub" / "deeper" / "tool.sh").stat().st_size  # executables are copies
+    want = sum(size for sha, size in blob_files.items() if sha != kept_sha) + tool_copy
+
+    dry = json.loads(cli(root, "gc", "--grace", "0", "--dry-run", "--json").stdout)
+    assert folder.is_dir() and dry["trees_deleted"] == 1 and dry["bytes_freed"] == want
+    real = json.loads(cli(root, "gc", "--grace", "0", "--json").stdout)
+    assert real["trees_deleted"] == 1 and real["bytes_freed"] == want
+    assert not folder.exists() and not artifact_exists(tree, storage=root)
+    assert [p.name for p in (root / "artifacts").iterdir() if not p.name.startswith(".locks")] == []
+    assert kept.read_bytes() == (src / "sub" / "b.bin").read_bytes()
+    assert "0 problem(s)" in cli(root, "verify").stdout
+
+
+def test_verify_reports_installed_folders_and_repair_fixes_them(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    src, tree = installed_tree(root, tmp_path, "data")
+    with Store(root) as s:
+        s.pin(tree, "keep")
+    adir = root / "artifacts"
+    # a folder whose tree is gone (left by an old gc), one a killed gc left, one edited
+    orphan = adir / ("ab" * 32)
+    orphan.mkdir()
+    (orphan / "x.txt").write_text("old\n")
+    left = adir / f".trash-{'cd' * 8}-gc-0123456789ab"
+    (left / "deep").mkdir(parents=True)
+    (left / "deep" / "y.txt").write_text("half removed\n")
+    (adir / tree / "a.txt").unlink()
+    (adir / tree / "stray.txt").write_text("not in the tree\n")
+
+    out = cli(root, "verify", check=1).stdout
+    assert f"orphan_installed: {orphan}" in out
+    assert f"interrupted_removal: {left}" in out
+    assert f"installed_mismatch: {adir / tree}: differs from tree {tree[:12]}: a.txt: missing (and 1 more)" in out
+    rep = cli(root, "verify", "--repair").stdout
+    assert "after repair: 0 problem(s)" in rep, rep
+    assert not orphan.exists() and not left.exists()
+    assert files_of(adir / tree) == files_of(src)
+    aside = list((root / "archive" / "quarantine").glob("*installed-mismatch*"))
+    assert len(aside) == 1 and (aside[0] / "stray.txt").read_text() == "not in the tree\n"  # nothing deleted
+    assert "0 problem(s)" in cli(root, "verify", "--deep").stdout
+
+
+_KILL_CHILD = """
+import os, signal, sys, threading, time
+import runicorn.artifacts.installed as inst
+point, root = sys.argv[1], sys.argv[2]
+real_remove = inst.remove_taken
+def die(*args, **kw):
+    if point == "mid_removal":  # part of the first folder removed, then killed
+        victim = next(p for p in args[0][0][0].rglob("*") if p.is_file())
+        victim.unlink()
+    os.kill(os.getpid(), signal.SIGKILL)
+def die_within(*args, **kw):  # killed at a given instant of the real removal
+    threading.Timer(float(point), os.kill, (os.getpid(), signal.SIGKILL)).start()
+    real_remove(*args, **kw)
+    time.sleep(60)
+if point == "before_rename":
+    inst.take_installed = die
+elif point in ("after_rename", "mid_removal"):
+    inst.remove_taken = die
+else:
+    inst.remove_taken = die_within
+from runicorn.cli import main
+sys.argv = ["runicorn", "--storage", root, "gc", "--grace", "0"]
+main()
+"""
+
+
+def _crash_store(root: Path, tmp_path: Path, trial: int) -> tuple[Path, str, list[str]]:
+    keep_src, keep = installed_tree(root, tmp_path / f"t{trial}", "keep", seed=100 + trial)
+    with Store(root) as s:
+        s.pin(keep, "keep")
+    doomed = [installed_tree(root, tmp_path / f"t{trial}", f"doomed{i}", seed=10 * trial + i, files=300)[1]
+              for i in range(2)]
+    return keep_src, keep, doomed
+
+
+def _check_finished(root: Path, keep_src: Path, keep: str, doomed: list[str], finisher: str) -> None:
+    """After a killed gc: verify names only what a gc left, the finisher clears it, and a
+    last gc leaves exactly the pinned tree and its folder."""
+    report = json.loads(cli(root, "verify", "--json", check=None).stdout)
+    assert {p["kind"] for p in report["problems"]} <= {"orphan_installed", "interrupted_removal"}, report
+    assert files_of(root / "artifacts" / keep) == files_of(keep_src)
+    if finisher == "verify":
+        cli(root, "verify", "--repair", check=None)
+    else:
+        cli(root, "gc", "--grace", "0")
+    assert "0 problem(s)" in cli(root, "verify", "--deep").stdout
+    cli(root, "gc", "--grace", "0")
+    left = sorted(p.name for p in (root / "artifacts").iterdir() if p.name not in (".locks", "usage.log"))
+    assert left == [keep], left
+    with Store(root) as s:
+        assert not any(s.has_tree(t) for t in doomed) and s.has_tree(keep)
+        blobs = {p.name for p in (root / "archive" / "blobs").rglob("*") if p.is_file()}
+        assert blobs == {e.sha256 for e in s.tree_entries(keep).values()}
+    assert files_of(root / "artifacts" / keep) == files_of(keep_src)
+
+
+def test_gc_killed_while_removing_installed_folders_is_finished_later(tmp_path: Path) -> None:
+    import random
+    import signal
+    import time
+
+    # Fixed points: after the COMMIT before any folder moved, after the moves, mid-removal.
+    for trial, point in enumerate(("before_rename", "after_rename", "mid_removal")):
+        root = tmp_path / f"fixed{trial}"
+        keep_src, keep, doomed = _crash_store(root, tmp_path, trial)
+        proc = subprocess.run([sys.executable, "-c", _KILL_CHILD, point, str(root)], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        with Store(root) as s:
+            assert not any(s.has_tree(t) for t in doomed), "killed after the COMMIT"
+        names = [p.name for p in (root / "artifacts").iterdir()]
+        if point == "before_rename":
+            assert set(doomed) <= set(names)
+        else:
+            assert sum(GC_MARK in n for n in names) == 2 and not set(doomed) & set(names)
+        _check_finished(root, keep_src, keep, doomed, "gc" if trial % 2 else "verify")
+
+    # Kills at random instants of the removal (two folders of 300+ files), then at random
+    # instants of a whole gc run.
+    rng = random.Random(9)
+    for trial in range(3, 9):
+        root = tmp_path / f"within{trial}"
+        keep_src, keep, doomed = _crash_store(root, tmp_path, trial)
+        proc = subprocess.run([sys.executable, "-c", _KILL_CHILD, f"{rng.uniform(0, 0.04):.4f}", str(root)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        _check_finished(root, keep_src, keep, doomed, "gc" if trial % 2 else "verify")
+    root = tmp_path / "timing"
+    _crash_store(root, tmp_path, 99)
+    t0 = time.monotonic()
+    cli(root, "gc", "--grace", "0")
+    whole = time.monotonic() - t0
+    for trial in range(9, 11):
+        root = tmp_path / f"random{trial}"
+        keep_src, keep, doomed = _crash_store(root, tmp_path, trial)
+        proc = subprocess.Popen([sys.executable, "-m", "runicorn", "--storage", str(root), "gc", "--grace", "0"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.3, 1.0) * whole)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=300)
+        _check_finished(root, keep_src, keep, doomed, "gc" if trial % 2 else "verify")
+
+
+GC_MARK = "-gc-"

@@ -17,11 +17,12 @@ changes nothing else (the usage log and installed directories are left alone).
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from typing import Any
 
 from runicorn.errors import RunicornError, TomlFormatError
+
+from runicorn.artifacts.installed import GC_TRASH_MARK
 
 BINDING_KIND = "binding"
 
@@ -127,8 +128,9 @@ STALE_SECONDS = 3600.0
 
 
 def _drop_collected_dirs(store: Any) -> None:
-    """Remove installed directories whose tree an earlier gc took from the store, and
-    staging/trash left by installers that died (older than an hour, so never a live one)."""
+    """Remove staging/trash left by installers that died (older than an hour, so never a
+    live one).  Installed folders of collected trees go with the gc that collects them
+    (:mod:`runicorn.artifacts.installed`)."""
     import time
 
     adir = store.artifacts_dir
@@ -137,7 +139,7 @@ def _drop_collected_dirs(store: Any) -> None:
     cutoff = time.time() - STALE_SECONDS
     for d in adir.iterdir():
         name = d.name
-        if name.startswith((".staging-", ".trash-", ".link-")):
+        if name.startswith((".staging-", ".trash-", ".link-")) and GC_TRASH_MARK not in name:
             try:
                 if os.lstat(d).st_mtime < cutoff:
                     if d.is_symlink() or not d.is_dir():
@@ -147,12 +149,6 @@ def _drop_collected_dirs(store: Any) -> None:
             except FileNotFoundError:
                 pass
             continue
-        if len(name) == 64 and not d.is_symlink() and not store.has_tree(name):
-            trash = adir / f".trash-{name[:16]}-gc-{secrets.token_hex(6)}"  # unique: an old one may remain
-            os.rename(d, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        elif len(name) == 40 and d.is_symlink() and not (adir / os.readlink(d)).is_dir():
-            d.unlink()
 
 
 def rebuild_usage(store: Any) -> None:

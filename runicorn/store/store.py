@@ -83,6 +83,11 @@ GC_ROOT_REFRESHERS: list[str] = [
     "runicorn.assets.cleanup:finish_interrupted_deletions",
     "runicorn.artifacts.gcroots:refresh_binding_refs",
 ]
+# "module:function" called as f(store, trees, dry_run=...) once a gc has committed (for a
+# dry run: once it has planned): it takes what lives outside the archive for the trees the
+# gc collects (installed artifact folders), returning ``(path, lock fd or None)`` pairs
+# that the gc counts, removes and unlocks (see runicorn.artifacts.installed).
+GC_COLLECTED_HOOK = "runicorn.artifacts.installed:take_installed"
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 _WRITER_STALE_SECONDS = 3600.0
 
@@ -960,19 +965,44 @@ class Store:
             raise IndexError_(f"{self.archive}: gc stopped, nothing was deleted: the index disagrees with the "
                               f"files ({'; '.join(problems)}); fix or remove damaged files, then run `runicorn verify --repair`")
         warnings.extend(notes)
-        if not dry_run and self._writer is not None:
-            shutil.rmtree(self._writer / "trash", ignore_errors=True)
+        freed = self._remove_collected([t for t, _ in dead_trees], dead_blobs, dry_run, warnings)
         return {
             "dry_run": dry_run,
             "grace_seconds": grace_seconds,
             "trees_deleted": len(dead_trees),
             "blobs_deleted": len(dead_blobs),
-            "bytes_freed": sum(size for _, size in dead_blobs),
+            "bytes_freed": freed,
             "tree_ids": [t for t, _ in dead_trees],
             "blob_ids": [b for b, _ in dead_blobs],
             "waiting": waiting,
             "warnings": warnings,
         }
+
+    def _remove_collected(self, dead_trees: list[str], dead_blobs: list[tuple[str, int]], dry_run: bool,
+                          warnings: list[str]) -> int:
+        """After gc's COMMIT: remove the installed folders of the collected trees (and any an
+        earlier gc left) and the gc's trash; return the bytes that really frees.
+
+        Blobs and installed files count (manifests do not: they describe, they are not
+        data), each only when its last hard link goes, so a blob still linked from
+        elsewhere (a hard-linked restore) frees nothing.  A dry run counts what a real run
+        would remove, as it is now.
+        """
+        from runicorn.artifacts.installed import bytes_freed_by_removing, remove_taken
+
+        taken = resolve(GC_COLLECTED_HOOK)(self, dead_trees, dry_run=dry_run)
+        dirs = [path for path, _ in taken]
+        if dry_run:
+            return bytes_freed_by_removing([self.blob_path(b) for b, _ in dead_blobs] + dirs)
+        trash = self._writer / "trash" if self._writer is not None else None
+        try:
+            blobs = [f for f in trash.iterdir() if f.name.startswith("blob-")] if trash and trash.is_dir() else []
+            freed = bytes_freed_by_removing(blobs + dirs)
+            warnings.extend(remove_taken(taken))
+        finally:
+            if trash is not None:
+                shutil.rmtree(trash, ignore_errors=True)
+        return freed
 
     def _waiting_for_grace(self, c: Any, now: float, grace_seconds: float, scope: str | None,
                            dead_trees: list[tuple[str, int]], dead_blobs: list[tuple[str, int]],

@@ -339,6 +339,8 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
         problems.append(_problem("interrupted_deletion", f"{trash} is left by a killed deletion of run "
                                  f"{run_id}; `runicorn gc` (or verify --repair) finishes it", path=str(trash)))
 
+    problems.extend(resolve("runicorn.artifacts.installed:installed_problems")(store, deep=deep))
+
     return {
         "ok": not problems,
         "deep": deep,
@@ -506,7 +508,9 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         c.execute("UPDATE totals SET value = (SELECT COALESCE(SUM(size), 0) FROM blobs) WHERE name = 'blob_bytes'")
         counts = [c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("blobs", "trees", "refs")]
     for spec in REBUILD_HOOKS:
-        resolve(spec)(store)
+        done = resolve(spec)(store)
+        if spec in REBUILD_NOTE_HOOKS:
+            notes.extend(done)
     return {
         "blobs": counts[0],
         "trees": counts[1],
@@ -632,4 +636,7 @@ REBUILD_HOOKS: list[str] = [
     "runicorn.artifacts.gcroots:rebuild_usage",
     "runicorn.assets.cleanup:finish_interrupted_deletions",
     "runicorn.runs.index:rebuild_runs",
+    "runicorn.artifacts.installed:repair_installed",
 ]
+# Hooks whose result is a list of lines for the repair report.
+REBUILD_NOTE_HOOKS = {"runicorn.artifacts.installed:repair_installed"}
