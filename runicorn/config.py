@@ -41,3 +41,43 @@ def new_store_dir_mode() -> int:
         raise RunicornError(f"{DIR_MODE_VAR}={text!r} is not an octal directory mode giving the owner "
                             "rwx (e.g. 700, 750, 2770)")
     return mode
+
+
+# How long gc keeps the bindings of a logged Runicorn.toml that has gone missing (a checkout
+# of another branch, a project moved or deleted) before it lets their trees go.  A duration
+# like ``30d``, ``12h`` or ``0``; ``runicorn gc --keep-missing-toml`` overrides it.
+KEEP_MISSING_TOML_VAR = "RUNICORN_KEEP_MISSING_TOML"
+DEFAULT_KEEP_MISSING_TOML = "30d"
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``30s``, ``15m``, ``2h``, ``7d`` or ``1w`` (a bare number is seconds).
+
+    Raises:
+        ValueError: anything else, or a negative duration.
+    """
+    t = text.strip().lower()
+    scale = 1
+    if t and t[-1] in _DURATION_UNITS:
+        t, scale = t[:-1], _DURATION_UNITS[t[-1]]
+    seconds = float(t) * scale
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(text)
+    return seconds
+
+
+def keep_missing_toml_seconds() -> float:
+    """How long a missing Runicorn.toml keeps its bindings: ``$RUNICORN_KEEP_MISSING_TOML``
+    (a duration), else 30 days.
+
+    Raises:
+        RunicornError: the variable is not a duration.
+    """
+    text = os.environ.get(KEEP_MISSING_TOML_VAR, "").strip() or DEFAULT_KEEP_MISSING_TOML
+    try:
+        return parse_duration(text)
+    except ValueError:
+        from runicorn.errors import RunicornError
+
+        raise RunicornError(f"{KEEP_MISSING_TOML_VAR}={text!r} is not a duration like 30d, 12h or 0") from None

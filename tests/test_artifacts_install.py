@@ -212,14 +212,15 @@ def test_gc_keeps_bound_trees_and_collects_after_the_toml_goes(tmp_path: Path, s
         assert tree not in report["tree_ids"] and other not in report["tree_ids"]
     assert store.has_tree(tree) and store.has_tree(other)
     toml.unlink()
-    dry = store.gc(grace_seconds=0, dry_run=True)
+    assert store.gc(grace_seconds=0)["tree_ids"] == []  # missing for less than the retention
+    dry = store.gc(grace_seconds=0, dry_run=True, keep_missing_toml=0)
     assert set(dry["tree_ids"]) == {tree, other}
     assert store.has_tree(tree)  # a dry run deletes nothing
-    real = store.gc(grace_seconds=0)
+    real = store.gc(grace_seconds=0, keep_missing_toml=0)
     assert real["tree_ids"] == dry["tree_ids"] and real["blob_ids"] == dry["blob_ids"]
+    assert real["bytes_freed"] == dry["bytes_freed"]
     assert not store.has_tree(tree)
-    store.gc(grace_seconds=0)  # the next gc also removes the installed directory
-    assert not (store.artifacts_dir / tree).exists()
+    assert not (store.artifacts_dir / tree).exists()  # the same gc removes the installed directory
     assert store.index.query("SELECT path FROM toml_usage") == []
 
 

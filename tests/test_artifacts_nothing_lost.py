@@ -235,3 +235,105 @@ def test_gc_killed_while_removing_installed_folders_is_finished_later(tmp_path: 
 
 
 GC_MARK = "-gc-"
+
+
+# ---------------------------------------------------------------- 8. a briefly missing Runicorn.toml
+def _missing_since(root: Path, toml: Path) -> list[tuple]:
+    with Store(root) as s:
+        return s.index.query("SELECT missing_since FROM toml_usage WHERE path = ?", (str(toml),))
+
+
+def test_a_toml_missing_for_a_gc_keeps_its_bindings_until_the_retention(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    data = make_tree(tmp_path / "data")
+    want = files_of(data)
+    cli(root, "bind", "ds", "../data", cwd=proj)
+    tree = json.loads(cli(root, "refs", "--kind", "binding", "--json").stdout)[0]["tree"]
+    for p in sorted(data.rglob("*"), reverse=True):  # the store now holds the only copy
+        p.unlink() if p.is_file() or p.is_symlink() else p.rmdir()
+    toml = proj / "Runicorn.toml"
+    away = tmp_path / "other-branch.toml"
+
+    toml.rename(away)  # git checkout of a branch without it
+    r = cli(root, "gc", "--grace", "0")
+    assert "deleted 0 tree(s)" in r.stdout
+    assert r.stderr.startswith(f"warning: {toml} is missing (since ") and "1 binding(s) are kept until" in r.stderr
+    assert (root / "artifacts" / tree).is_dir() and _missing_since(root, toml)[0][0] is not None
+    away.rename(toml)  # and back
+    r = cli(root, "gc", "--grace", "0")
+    assert "deleted 0 tree(s)" in r.stdout and r.stderr == ""
+    assert _missing_since(root, toml) == [(None,)]
+    assert cli(root, "path", "ds", cwd=proj).stdout.strip() == str(root / "artifacts" / tree)
+    assert cli(root, "fetch", cwd=proj).stdout.strip() == f"ds: {root / 'artifacts' / tree}"
+    assert files_of(root / "artifacts" / tree) == want
+
+    # Missing for longer than the retention (30 days unless configured): then it goes.
+    toml.rename(away)
+    cli(root, "gc", "--grace", "0")
+    with Store(root) as s, s.index.write() as c:
+        c.execute("UPDATE toml_usage SET missing_since = missing_since - 31 * 86400")
+    r = cli(root, "gc", "--grace", "0")
+    assert "deleted 1 tree(s)" in r.stdout
+    assert not (root / "artifacts" / tree).exists() and _missing_since(root, toml) == []
+    # The file comes back after that: fetch cannot install it and says so.
+    away.rename(toml)
+    for args in (("fetch",), ("fetch", "ds")):
+        r = cli(root, *args, check=1, cwd=proj)
+        assert r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
+        assert r.stderr.startswith(f"error: ds: {toml}: artifact 'ds': cannot be installed: tree {tree} "
+                                   "is not in the store and the entry has no [[download]] sources")
+
+
+def test_the_retention_is_configurable(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "st"
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    make_tree(tmp_path / "data")
+    cli(root, "bind", "ds", str(tmp_path / "data"), cwd=proj)
+    (proj / "Runicorn.toml").rename(tmp_path / "away.toml")
+    monkeypatch.setenv("RUNICORN_KEEP_MISSING_TOML", "0")
+    assert "deleted 0 tree(s)" in cli(root, "gc", "--grace", "0", "--keep-missing-toml", "2d").stdout
+    monkeypatch.setenv("RUNICORN_KEEP_MISSING_TOML", "soon")
+    r = cli(root, "gc", "--grace", "0", check=1)
+    assert r.stderr == "error: RUNICORN_KEEP_MISSING_TOML='soon' is not a duration like 30d, 12h or 0\n"
+    r = cli(root, "gc", "--keep-missing-toml", "-1d", check=2)
+    assert "'-1d' is not a duration" in r.stderr
+    monkeypatch.setenv("RUNICORN_KEEP_MISSING_TOML", "0")
+    assert "deleted 1 tree(s)" in cli(root, "gc", "--grace", "0").stdout
+
+
+def test_fetch_fails_for_an_artifact_it_cannot_install(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    make_tree(tmp_path / "data")
+    cli(root, "bind", "good", str(tmp_path / "data"), cwd=proj)
+    toml = proj / "Runicorn.toml"
+    lost = "ab" * 32
+    toml.write_text(toml.read_text() + f'\n[lost]\ntree-sha256 = "{lost}"\n')  # no download source
+    r = cli(root, "fetch", check=1, cwd=proj)
+    assert r.stdout.startswith("good: ")
+    assert r.stderr == (f"error: lost: {toml}: artifact 'lost': cannot be installed: tree {lost} is not in the "
+                        "store and the entry has no [[download]] sources; bind it again from its directory or "
+                        "an archive\n")
+
+
+def test_an_index_of_version_3_gets_missing_since(tmp_path: Path) -> None:
+    import apsw
+
+    from runicorn.store.index import SCHEMA_VERSION
+
+    root = tmp_path / "st"
+    Store(root).close()
+    conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
+    conn.execute("DROP TABLE toml_usage")
+    conn.execute("CREATE TABLE toml_usage (path TEXT PRIMARY KEY, last_seen REAL NOT NULL) WITHOUT ROWID")
+    conn.execute("INSERT INTO toml_usage VALUES ('/p/Runicorn.toml', 1)")
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    with Store(root) as s:
+        assert s.index.version == SCHEMA_VERSION == 4
+        assert s.index.query("SELECT path, missing_since FROM toml_usage") == [("/p/Runicorn.toml", None)]
+        assert s.verify()["ok"]

@@ -60,10 +60,11 @@ def test_newlines_in_a_directory_name_and_a_platform_tag_do_not_stop_gc(
         store.rebuild_index()
         logged = {p for (p,) in store.index.query("SELECT path FROM toml_usage")}
     assert logged == {str(odd / "Runicorn.toml"), str(plain / "Runicorn.toml")}
-    # Deleting the odd project drops its refs at the next gc, which still runs; its tree
-    # stays, bound by the 'tagged' entry (whose platform tag holds the newline).
+    # Deleting the odd project drops its refs at the next gc past the retention, which
+    # still runs; its tree stays, bound by the 'tagged' entry (whose platform tag holds
+    # the newline).
     (odd / "Runicorn.toml").unlink()
-    r = cli("gc", "--grace", "0")
+    r = cli("gc", "--grace", "0", "--keep-missing-toml", "0")
     assert r.returncode == 0, r.stderr
     assert "deleted 0 tree(s)" in r.stdout
     refs = json.loads(cli("refs", "--kind", "binding", "--json").stdout)

@@ -4,14 +4,22 @@ Every ``Runicorn.toml`` / ``Artifacts.toml`` that binds or fetches is logged (in
 table ``toml_usage`` plus ``artifacts/usage.log``).  Before each gc,
 :func:`refresh_binding_refs` re-reads every logged file and makes the ``binding`` refs
 match it: every variant (all platforms) of every artifact of an existing file whose tree
-is in the store is a root; a deleted file's refs go.  A file that no longer parses, or
-cannot be read (no permission, replaced by a directory), keeps its old refs (a typo must
-not cost a dataset); the gc report lists it under ``warnings``.
+is in the store is a root.  A file that no longer parses, or cannot be read (no
+permission, replaced by a directory), keeps its old refs (a typo must not cost a
+dataset); the gc report lists it under ``warnings``.
+
+A missing file (a checkout of another branch, a moved project) keeps its refs and its
+usage-log entry for a retention (``runicorn.config.keep_missing_toml_seconds``, 30 days
+unless configured; ``gc --keep-missing-toml``): the first gc that finds it missing
+records when (``toml_usage.missing_since``) and warns; when the file is back, that mark
+is cleared and its refs follow the file again; only a file missing for longer than the
+retention loses its refs and its entry.
 
 Dry runs: binding refs are derived data -- a pure function of the logged files -- so a
 dry run refreshes them too; that is what makes its report exact, and it is harmless
 because any later refresh recomputes the same refs from the same files.  A dry run
-changes nothing else (the usage log and installed directories are left alone).
+changes nothing else (the usage log, missing marks and installed directories are left
+alone).
 """
 
 from __future__ import annotations
@@ -93,23 +101,49 @@ def refresh_file(store: Any, toml_path: str) -> None:
     _sync(store, toml_path, wanted, _existing_by_file(store).get(toml_path, {}))
 
 
-def refresh_binding_refs(store: Any, *, dry_run: bool = False) -> list[str]:
-    """Make ``binding`` refs match every logged TOML (see the module docs for dry runs).
+def refresh_binding_refs(store: Any, *, dry_run: bool = False, keep_missing_toml: float | None = None,
+                         **_: Any) -> list[str]:
+    """Make ``binding`` refs match every logged TOML (see the module docs for missing
+    files and dry runs).  ``keep_missing_toml``: the retention in seconds (None: the
+    configured one).
 
-    Returns one warning per logged file that could not be read or parsed (its refs kept).
+    Returns one warning per logged file that could not be read or parsed (its refs kept)
+    and per missing file whose bindings are kept.
+
+    Raises:
+        RunicornError: the configured retention is not a duration.
     """
-    logged = [str(p) for (p,) in store.index.query("SELECT path FROM toml_usage")]
+    import time
+
+    from runicorn.config import keep_missing_toml_seconds
+
+    keep = keep_missing_toml_seconds() if keep_missing_toml is None else keep_missing_toml
+    now = time.time()
+    logged = {str(p): since for p, since in store.index.query("SELECT path, missing_since FROM toml_usage")}
     existing = _existing_by_file(store)
     gone: list[str] = []
+    newly_missing: list[str] = []
+    back: list[str] = []
     problems: list[str] = []
     for toml_path in sorted(set(logged) | set(existing)):
         # One bad entry (a name no ref can carry, a file that cannot be parsed) is
         # reported and skipped, keeping its earlier refs: it never stops the gc.
         try:
             if _gone(toml_path):
-                _sync(store, toml_path, {}, existing.get(toml_path, {}))
-                gone.append(toml_path)
+                since = logged.get(toml_path)
+                if since is None:
+                    newly_missing.append(toml_path)
+                    since = now
+                if now - since >= keep:
+                    _sync(store, toml_path, {}, existing.get(toml_path, {}))
+                    gone.append(toml_path)
+                elif existing.get(toml_path):
+                    problems.append(f"{toml_path} is missing (since {_clock(since)}); its "
+                                    f"{len(existing[toml_path])} binding(s) are kept until {_clock(since + keep)} "
+                                    "unless it comes back")
                 continue
+            if logged.get(toml_path) is not None:
+                back.append(toml_path)
             wanted = _wanted_for(store, toml_path, problems)
             if wanted is not None:
                 _sync(store, toml_path, wanted, existing.get(toml_path, {}))
@@ -117,11 +151,23 @@ def refresh_binding_refs(store: Any, *, dry_run: bool = False) -> list[str]:
             problems.append(f"kept the earlier bindings of {toml_path!r}: {exc}")
     if dry_run:
         return problems
-    if gone:
+    if gone or newly_missing or back:
         with store.index.write() as c:
+            # A file with refs but no entry (an index rebuilt without its log line) gets one.
+            c.executemany("INSERT INTO toml_usage (path, last_seen, missing_since) VALUES (?, ?, ?) "
+                          "ON CONFLICT (path) DO UPDATE SET missing_since = "
+                          "COALESCE(toml_usage.missing_since, excluded.missing_since)",
+                          [(p, now, now) for p in newly_missing if p not in gone])
+            c.executemany("UPDATE toml_usage SET missing_since = NULL WHERE path = ?", [(p,) for p in back])
             c.executemany("DELETE FROM toml_usage WHERE path = ?", [(p,) for p in gone])
     _drop_collected_dirs(store)
     return problems
+
+
+def _clock(t: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 
 STALE_SECONDS = 3600.0

@@ -249,8 +249,8 @@ def _install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, wh
         except Exception as exc:  # noqa: BLE001 - any failure of one source means: try the next
             failures.append(f"{url} -> {type(exc).__name__}: {exc}")
     if not failures:
-        raise DownloadError(f"{where}: tree {entry_hash(entry)} is not installed and has no "
-                            "[[download]] sources; bind it from a directory or archive")
+        raise DownloadError(f"{where}: cannot be installed: tree {entry_hash(entry)} is not in the store and "
+                            "the entry has no [[download]] sources; bind it again from its directory or an archive")
     tried = "; ".join(f"[{i}] {f}" for i, f in enumerate(failures, 1))
     raise DownloadError(f"{where}: could not install {entry_hash(entry)[:12]}, nothing was installed; "
                         f"tried {len(failures)} source(s): {tried}")

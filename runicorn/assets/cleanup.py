@@ -280,7 +280,7 @@ def interrupted_deletions(store: Any) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def finish_interrupted_deletions(store: Any, *, dry_run: bool = False) -> list[str]:
+def finish_interrupted_deletions(store: Any, *, dry_run: bool = False, **_: Any) -> list[str]:
     """Finish the run deletions a killed ``delete-run`` left (see :func:`interrupted_deletions`):
     the run's refs and row go, then its directory; its trees become collectable.  A run
     whose directory is back under its own name keeps its refs.  Runs before every gc (and

@@ -155,17 +155,15 @@ def echo_json(data: Any) -> None:
 
 
 def parse_duration(text: str) -> float:
-    """Parse ``90``, ``30s``, ``15m``, ``2h``, ``7d`` into seconds.
+    """Parse ``90``, ``30s``, ``15m``, ``2h``, ``7d`` into seconds (:func:`runicorn.config.parse_duration`).
 
     Raises:
         click.BadParameter: on anything else.
     """
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    t = text.strip().lower()
+    from runicorn.config import parse_duration as seconds
+
     try:
-        if t and t[-1] in units:
-            return float(t[:-1]) * units[t[-1]]
-        return float(t)
+        return seconds(text)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a duration like 30s, 15m, 2h, 7d") from None
 

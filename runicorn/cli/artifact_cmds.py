@@ -143,11 +143,14 @@ def unbind(ctx: click.Context, name: str, toml: str | None, platform_text: str |
 @click.pass_context
 def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_lazy: bool,
           platform_text: str | None, jobs: int, accept_new_host_key: bool) -> None:
-    """Install the artifacts of a Runicorn.toml / Artifacts.toml (all non-lazy ones, or NAMES)."""
+    """Install the artifacts of a Runicorn.toml / Artifacts.toml (all non-lazy ones, or NAMES).
+
+    Exits 1 when any of them could not be installed (each is named, with the file).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
-    from runicorn.artifacts.install import ensure_artifact_installed, select_downloadable_artifacts
-    from runicorn.artifacts.lookup import _require_entry
+    from runicorn.artifacts.install import ensure_artifact_installed
+    from runicorn.artifacts.lookup import _require_entry, select_entry
     from runicorn.artifacts.toml_read import load_toml
 
     if accept_new_host_key:
@@ -155,13 +158,16 @@ def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_
     path = _toml(toml)
     platform = _platform(platform_text)
     storage = storage_from(ctx)
+    parsed = load_toml(path)
     if names:
-        parsed = load_toml(path)
         for n in names:
             _require_entry(parsed, n, platform)
         todo = list(names)
     else:
-        todo = list(select_downloadable_artifacts(path, platform=platform, include_lazy=include_lazy))
+        # Every artifact for this platform, with download sources or not: one bound from a
+        # directory is installed from the store, and one that cannot be is an error, not a skip.
+        todo = [n for n in parsed.artifacts
+                if (e := select_entry(parsed, n, platform)) is not None and (include_lazy or not e.get("lazy"))]
         if not todo:
             from runicorn.artifacts.install import record_usage
             from runicorn.store import open_store

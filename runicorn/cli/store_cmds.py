@@ -116,16 +116,24 @@ def verify(ctx: click.Context, deep: bool, repair: bool, sources: tuple[Path, ..
               help="Keep unreferenced content younger than this (e.g. 0, 30m, 2h, 7d).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="List every id.")
+@click.option("--keep-missing-toml", "keep_missing", metavar="DURATION",
+              help="Keep the bindings of a recorded Runicorn.toml that is missing (another branch checked "
+                   "out, a moved project) for this long after gc first finds it missing "
+                   "[default: $RUNICORN_KEEP_MISSING_TOML, else 30d].")
 @click.pass_context
-def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bool) -> None:
-    """Delete trees no ref keeps and blobs no tree uses.
+def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bool,
+       keep_missing: str | None) -> None:
+    """Delete trees no ref keeps and blobs no tree uses, and the installed artifact
+    folders of the trees it deletes.
 
     Roots are refs: pins, runs' snapshots and archives, and artifacts bound in any
-    Runicorn.toml recorded in the usage log that still exists.
+    Runicorn.toml recorded in the usage log that exists (or has been missing for less
+    than --keep-missing-toml).
     """
     grace_s = parse_duration(grace)
+    keep_s = None if keep_missing is None else parse_duration(keep_missing)
     with _store(ctx) as store:
-        report = store.gc(grace_seconds=grace_s, dry_run=dry_run)
+        report = store.gc(grace_seconds=grace_s, dry_run=dry_run, keep_missing_toml=keep_s)
     for w in report["warnings"]:
         click.echo(f"warning: {w}", err=True)
     if as_json:

@@ -13,12 +13,13 @@ import apsw
 
 from runicorn.errors import IndexError_, ReadOnlyStoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 120_000
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
 # Version 0 -> 1 is the initial schema (index.sql); 1 -> 2 adds the remote tables; 2 -> 3
-# adds ctime_ns to the stat cache (a cache: its rows are dropped, files are read once more).  Every
+# adds ctime_ns to the stat cache (a cache: its rows are dropped, files are read once more); 3 -> 4
+# adds toml_usage.missing_since (a missing Runicorn.toml keeps its bindings for a retention).  Every
 # statement of index.sql is idempotent (IF NOT EXISTS / OR IGNORE), so a migration that
 # adds tables runs the whole file again.
 MIGRATIONS: dict[int, Callable[[apsw.Connection], None]] = {}
@@ -45,6 +46,15 @@ def _migrate_2_to_3(conn: apsw.Connection) -> None:
 
 
 MIGRATIONS[2] = _migrate_2_to_3
+
+
+def _migrate_3_to_4(conn: apsw.Connection) -> None:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(toml_usage)")}
+    if "missing_since" not in columns:
+        conn.execute("ALTER TABLE toml_usage ADD COLUMN missing_since REAL")
+
+
+MIGRATIONS[3] = _migrate_3_to_4
 
 
 class Index:

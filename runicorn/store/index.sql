@@ -1,4 +1,4 @@
--- Runicorn index schema, version 2.
+-- Runicorn index schema, version 4.
 --
 -- One SQLite database (archive/index.sqlite3, WAL) indexes what the files under
 -- archive/ hold.  The files are the source of truth: blobs/<aa>/<sha256>,
@@ -92,10 +92,13 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at  REAL NOT NULL
 ) WITHOUT ROWID;
 
--- Runicorn.toml / Artifacts.toml files seen binding or fetching (gc roots).
+-- Runicorn.toml / Artifacts.toml files seen binding or fetching (gc roots).  Version 4:
+-- missing_since, when a gc first found the file missing (NULL while it exists); its
+-- bindings are kept until it has been missing for the retention (docs/artifacts.md).
 CREATE TABLE IF NOT EXISTS toml_usage (
-    path        TEXT PRIMARY KEY,           -- absolute path of the TOML file
-    last_seen   REAL NOT NULL
+    path          TEXT PRIMARY KEY,         -- absolute path of the TOML file
+    last_seen     REAL NOT NULL,
+    missing_since REAL                      -- unix seconds, or NULL
 ) WITHOUT ROWID;
 
 -- Version 2: what each remote (runicorn/remotes, keyed by its URL) is known to hold, so

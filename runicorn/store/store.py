@@ -76,9 +76,9 @@ from runicorn.store.tree import (
 
 DEFAULT_GC_GRACE_SECONDS = 3600.0
 
-# "module:function" called as f(store, dry_run=...) at the start of every gc, so features
-# that own refs (artifact bindings of Runicorn.toml files) bring them up to date first.
-# A refresher may return warnings (strings) for the gc report.
+# "module:function" called as f(store, dry_run=..., keep_missing_toml=...) at the start of
+# every gc, so features that own refs (artifact bindings of Runicorn.toml files) bring them
+# up to date first.  A refresher may return warnings (strings) for the gc report.
 GC_ROOT_REFRESHERS: list[str] = [
     "runicorn.assets.cleanup:finish_interrupted_deletions",
     "runicorn.artifacts.gcroots:refresh_binding_refs",
@@ -917,14 +917,15 @@ class Store:
 
     # ------------------------------------------------------------------ gc
     def gc(self, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run: bool = False,
-           trees: Iterable[str] | None = None) -> dict[str, Any]:
+           trees: Iterable[str] | None = None, keep_missing_toml: float | None = None) -> dict[str, Any]:
         """Delete trees no ref names and blobs no tree names, older than the grace period.
 
         ``trees`` limits collection to those trees and the blobs only they used (how a
         run deletion frees exactly its own content).  Blobs held by a live writer are
         never taken.  A dry run reports exactly what a real run would delete.  ``waiting``
         reports what only the grace period keeps (counts, bytes, and when it becomes
-        collectable: ``first_at`` .. ``last_at``).
+        collectable: ``first_at`` .. ``last_at``).  ``keep_missing_toml``: seconds a missing
+        Runicorn.toml keeps its bindings (None: ``runicorn.config.keep_missing_toml_seconds``).
         """
         warnings: list[str] = []
         if self.read_only:
@@ -937,7 +938,7 @@ class Store:
         else:
             self.recover()
             for spec in GC_ROOT_REFRESHERS:
-                warnings.extend(resolve(spec)(self, dry_run=dry_run) or ())
+                warnings.extend(resolve(spec)(self, dry_run=dry_run, keep_missing_toml=keep_missing_toml) or ())
         from runicorn.store.verify import files_vs_index, kept_by_damaged_manifests
 
         now = time.time()
