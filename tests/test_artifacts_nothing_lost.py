@@ -337,3 +337,28 @@ def test_an_index_of_version_3_gets_missing_since(tmp_path: Path) -> None:
         assert s.index.version == SCHEMA_VERSION == 4
         assert s.index.query("SELECT path, missing_since FROM toml_usage") == [("/p/Runicorn.toml", None)]
         assert s.verify()["ok"]
+
+
+def test_an_installed_git_tree_sha1_artifact_is_not_fetched_again(tmp_path: Path) -> None:
+    import hashlib
+    import tarfile
+
+    import runicorn as rn
+
+    src = make_tree(tmp_path / "src")
+    git = rn.tree_hash(src, kind="git-tree-sha1")
+    (tmp_path / "a").mkdir()
+    archive = tmp_path / "a" / "j.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, ".")
+    first = tmp_path / "a" / "Artifacts.toml"
+    first.write_text(f'[j]\ngit-tree-sha1 = "{git}"\n\n    [[j.download]]\n    url = "j.tar.gz"\n'
+                     f'    sha256 = "{hashlib.sha256(archive.read_bytes()).hexdigest()}"\n')
+    root = tmp_path / "st"
+    p = rn.ensure_artifact_installed("j", first, storage=root)
+    archive.unlink()  # the source is gone; the installed copy is enough for another project
+    second = tmp_path / "b" / "Artifacts.toml"
+    second.parent.mkdir()
+    second.write_text(first.read_text())
+    assert rn.ensure_artifact_installed("j", second, storage=root) == p
+    assert files_of(p) == files_of(src)

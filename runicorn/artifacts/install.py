@@ -204,22 +204,24 @@ def _install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, wh
     """:func:`install_entry`, returning the tree held for this operation."""
     want_tree: str | None = entry.get("tree-sha256")
     want_git: str | None = entry.get("git-tree-sha1")
-    if want_tree and store.has_tree(want_tree):
+    # A git-tree-sha1 entry already installed names its tree through its link.
+    known = want_tree or (installed_tree(store, want_git) if want_git else None)
+    if known and store.has_tree(known):
         try:
             # Held in the transaction that finds it: a gc either ran before (and we
             # install from the sources) or keeps it until we let go.
-            store.resolve_tree(want_tree, hold=True)
+            store.resolve_tree(known, hold=True)
         except TreeNotFoundError:
             pass
         else:
-            if _blobs_present(store, want_tree):
+            if _blobs_present(store, known):
                 try:
-                    materialize(store, want_tree)
+                    materialize(store, known, name=None if want_tree else want_git)
                 except BaseException:
-                    store.release_holds({want_tree})
+                    store.release_holds({known})
                     raise
-                return want_tree
-            store.release_holds({want_tree})
+                return known
+            store.release_holds({known})
     failures: list[str] = []
     work = store.artifacts_dir / ".downloads"
     for d in downloads_of(entry):
