@@ -277,8 +277,12 @@ def test_a_toml_missing_for_a_gc_keeps_its_bindings_until_the_retention(tmp_path
     r = cli(root, "gc", "--grace", "0")
     assert "deleted 1 tree(s)" in r.stdout
     assert not (root / "artifacts" / tree).exists() and _missing_since(root, toml) == []
-    # The file comes back after that: fetch cannot install it and says so.
+    # The file comes back after that: path and fetch say it cannot be installed.
     away.rename(toml)
+    r = cli(root, "path", "ds", check=1, cwd=proj)
+    assert r.stderr == (f"error: {toml}: artifact 'ds' ({tree[:12]}) is not installed and cannot be fetched: its "
+                        "tree is not in the store and it has no download source; bind it again from its "
+                        "directory\n")
     for args in (("fetch",), ("fetch", "ds")):
         r = cli(root, *args, check=1, cwd=proj)
         assert r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr

@@ -202,6 +202,10 @@ def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None,
                 from runicorn.artifacts.install import ensure_artifact_installed
 
                 ensure_artifact_installed(base, tpath, platform=platform, storage=storage)
+            elif not entry.get("download") and not _in_store(entry.get("tree-sha256"), storage):
+                raise ArtifactNotInstalledError(
+                    f"{tpath}: artifact {base!r} ({h[:12]}) is not installed and cannot be fetched: its tree "
+                    "is not in the store and it has no download source; bind it again from its directory")
             else:
                 raise ArtifactNotInstalledError(
                     f"{tpath}: artifact {base!r} ({h[:12]}) is not installed; "
@@ -217,6 +221,13 @@ def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None,
         for fn in observers:
             fn(base, h, path)
     return path
+
+
+def _in_store(tree: str | None, storage: str | os.PathLike[str] | None) -> bool:
+    """Whether the store has ``tree`` (only asked on the way to an error)."""
+    from runicorn.store import open_store
+
+    return bool(tree) and open_store(storage).has_tree(tree)  # type: ignore[arg-type]
 
 
 def artifact_meta(name: str, toml: str | os.PathLike[str] | None = None, *,
