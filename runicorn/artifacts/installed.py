@@ -34,7 +34,7 @@ def _folders(store: Any) -> list[tuple[str, Path]]:
     """``(name, path)`` of what ``artifacts/`` holds, sorted; none when it does not exist."""
     try:
         names = sorted(os.listdir(store.artifacts_dir))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, not a folder, or not readable: nothing gc or verify can act on
         return []
     return [(n, store.artifacts_dir / n) for n in names]
 
