@@ -72,16 +72,32 @@ def test_newlines_in_a_directory_name_and_a_platform_tag_do_not_stop_gc(
 
 
 def test_a_bad_logged_entry_is_reported_and_skipped(tmp_path: Path, _isolated_storage: Path) -> None:
+    # The store of issue 15's item 6: several projects' bindings, content nothing binds any
+    # more, and one logged Runicorn.toml that a hand edit gave a platform tag with a newline
+    # (no ref name could carry it, so every gc and gc --dry-run of the store failed).
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.txt").write_text("alpha\n")
+    tool = tmp_path / "tool"
+    tool.mkdir()
+    (tool / "t.bin").write_text("tool bytes\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "s.txt").write_text("nothing binds this\n")
     good = tmp_path / "good"
     good.mkdir()
-    r = cli("bind", "data", str(data), cwd=good)
-    assert r.returncode == 0, r.stderr
+    assert cli("bind", "data", str(data), cwd=good).returncode == 0
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    assert cli("bind", "tool", str(tool), cwd=odd).returncode == 0
+    assert cli("bind", "scratch", str(scratch), cwd=good).returncode == 0
+    trees = {r["meta"]["artifact"]: r["tree"] for r in json.loads(cli("refs", "--kind", "binding", "--json").stdout)}
+    assert cli("unbind", "scratch", cwd=good).returncode == 0  # its tree is now garbage
+    (odd / "Runicorn.toml").write_text(
+        f'[[tool]]\nos = "linux\\nmusl"\narch = "x86_64"\ntree-sha256 = "{trees["tool"]}"\n')
     with Store(_isolated_storage) as store:
-        # A logged entry no ref can ever be made for: its name is over the 4096-character
-        # ref limit even escaped, and it keeps failing; and a torn line in the log.
+        # and an entry that stays bad: a logged file that cannot be read (its name is over
+        # PATH_MAX); a torn line in the log too
         bad = "/" + "x" * 5000 + "/Runicorn.toml"
         with store.index.write() as c:
             c.execute("INSERT INTO toml_usage (path, last_seen) VALUES (?, 0)", (bad,))
@@ -89,9 +105,17 @@ def test_a_bad_logged_entry_is_reported_and_skipped(tmp_path: Path, _isolated_st
         f.write('"torn json\n')
     r = cli("gc", "--dry-run", "--grace", "0")
     assert r.returncode == 0 and "Traceback" not in r.stderr, (r.stdout, r.stderr)
+    assert "would delete 1 tree(s)" in r.stdout, r.stdout  # the unbound tree, nothing else
     assert "warning: kept the earlier bindings of /xxxx" in r.stderr  # reported, then skipped
     r = cli("gc", "--grace", "0")
     assert r.returncode == 0 and "Traceback" not in r.stderr, (r.stdout, r.stderr)
-    assert "deleted 0 tree(s)" in r.stdout
+    assert "deleted 1 tree(s)" in r.stdout, r.stdout
+    assert "warning: kept the earlier bindings of /xxxx" in r.stderr
+    with Store(_isolated_storage) as store:
+        assert not store.has_tree(trees["scratch"])
+        assert store.has_tree(trees["data"]) and store.has_tree(trees["tool"])
+        # the edited file's variant is bound under its (escaped) platform tag
+        names = {ref.name for ref in store.list_refs("binding")}
+    assert f"{odd}/Runicorn.toml#tool#arch=x86_64,os=linux%0Amusl" in names, names
     r = cli("verify", "--repair")
     assert r.returncode == 0, (r.stdout, r.stderr)
