@@ -268,3 +268,50 @@ def test_a_filesystem_error_is_not_called_a_corrupt_archive(tmp_path: Path) -> N
     finally:
         subprocess.run(["chattr", "-i", str(staging)], check=True)
     assert extract_into_store(store, archive), "works once the filesystem does"
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+def test_an_archive_refused_midway_publishes_none_of_its_members(tmp_path: Path, suffix: str) -> None:
+    # Members go into one batch, published by one group commit after the last member
+    # passed the checks: blobs of the members before the hostile one never reach blobs/.
+    big = os.urandom(3 << 20)  # streamed to staging (above the in-memory size)
+    small = [os.urandom(1000 + i) for i in range(50)]
+    archive = tmp_path / f"late-evil{suffix}"
+    if suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("big.bin", big)
+            for i, data in enumerate(small):
+                zf.writestr(f"s/{i}.bin", data)
+            zf.writestr("../evil", b"x")
+    else:
+        with tarfile.open(archive, "w:gz") as tf:
+            for name, data in [("big.bin", big), *((f"s/{i}.bin", d) for i, d in enumerate(small))]:
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+            ti = tarfile.TarInfo("s/0.bin")  # a duplicate, refused
+            ti.size = 1
+            tf.addfile(ti, io.BytesIO(b"x"))
+    with Store(tmp_path / "st") as store:
+        with pytest.raises(UnsafeArchiveError):
+            extract_into_store(store, archive)
+        assert store.index.scalar("SELECT COUNT(*) FROM blobs") == 0
+        assert not any(p.is_file() for p in store.blobs_dir.rglob("*"))
+        assert store.index.scalar("SELECT COUNT(*) FROM holds") == 0
+        assert store.verify(deep=True)["ok"]
+        # the same members without the hostile one: all published at once, held for the tree
+        good = tmp_path / f"good{suffix}"
+        if suffix == ".zip":
+            with zipfile.ZipFile(archive) as zin, zipfile.ZipFile(good, "w") as zout:
+                for info in zin.infolist()[:-1]:
+                    zout.writestr(info, zin.read(info))
+        else:
+            with tarfile.open(archive) as tin, tarfile.open(good, "w") as tout:
+                for m in tin.getmembers()[:-1]:
+                    tout.addfile(m, tin.extractfile(m))
+        ex = extract_into_store(store, good)
+        assert len(ex.entries) == 51
+        assert store.blob_path(ex.entries["big.bin"].sha256).read_bytes() == big
+        tree = store.put_tree(ex.entries)
+        assert store.tree_entries(tree)["s/7.bin"].size == 1007
+        assert store.verify(deep=True)["ok"]

@@ -1,7 +1,8 @@
 """Safe extraction of artifact archives straight into the blob store.
 
-Members are streamed from the archive into :meth:`Store.ingest_stream` (hashed while
-copied) and described as tree entries; no member is ever written at a path it names,
+Members are streamed from the archive into one :class:`~runicorn.store.ingest.BlobBatch`
+(hashed while copied, published by one group commit once every member passed its checks)
+and described as tree entries; no member is ever written at a path it names,
 so nothing can land outside the store's staging area.  Every member is also checked:
 its path through :func:`runicorn.relpath.validate_relpath`, tar members through
 ``tarfile.data_filter`` as well, and links against the virtual tree being built:
@@ -40,13 +41,14 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from runicorn.errors import ArtifactError, RunicornError, UnsafeArchiveError, UnsafePathError
 from runicorn.fsutil import blob_perm
 from runicorn.hashing import GitBlobHasher, git_blob_sha1_bytes
 from runicorn.relpath import short_repr, validate_relpath
 from runicorn.store import Store, TreeEntry
+from runicorn.store.ingest import BlobBatch
 from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK
 
 _BUF = 1 << 20  # largest piece decoded or copied at once
@@ -96,18 +98,17 @@ class Extracted:
     links: dict[str, str] = field(default_factory=dict)
 
 
-class _GitTee:
-    """A reader that feeds a git blob hasher with what passes through ``readinto``."""
+def _git_tee(chunks: Iterable[bytes | memoryview], hasher: GitBlobHasher) -> Iterator[bytes | memoryview]:
+    """``chunks``, each also fed to a git blob hasher on its way."""
+    for chunk in chunks:
+        hasher.update(chunk)
+        yield chunk
 
-    def __init__(self, src: IO[bytes], size: int) -> None:
-        self._src = src
-        self.hasher = GitBlobHasher(size)
 
-    def readinto(self, buf: Any) -> int:
-        n = self._src.readinto(buf)  # type: ignore[attr-defined]
-        if n:
-            self.hasher.update(memoryview(buf)[:n])
-        return n
+def _chunks_of(f: IO[bytes]) -> Iterator[bytes]:
+    """The bytes of a reader, at most :data:`_BUF` at a time."""
+    while chunk := f.read(_BUF):
+        yield chunk
 
 
 def detect_format(path: Path) -> str:
@@ -140,11 +141,11 @@ def detect_format(path: Path) -> str:
 class _Builder:
     """Collects members, enforcing the safety rules as each one arrives."""
 
-    def __init__(self, origin: str, want_git: bool, limit: tuple[int, str]) -> None:
+    def __init__(self, batch: BlobBatch, origin: str, want_git: bool, limit: tuple[int, str]) -> None:
+        self.batch = batch  # every blob goes into one batch: one group commit for the archive
         self.origin = origin
         self.want_git = want_git
         self.out = Extracted()
-        self.shas: set[str] = set()
         self.limit, self.limit_why = limit
         self.total = 0  # bytes of contents and link targets so far
 
@@ -194,26 +195,27 @@ class _Builder:
         self._claim(path, raw, is_dir=True)
         self.out.dirs.add(path)
 
-    def add_file(self, store: Store, raw: str, src: IO[bytes], size: int, mode: int) -> None:
-        """Store one regular member; ``mode`` is its permission bits as the archive records
-        them (0644 when it records none): the blob is no more readable than that
+    def add_file(self, raw: str, chunks: Iterable[bytes | memoryview], size: int, mode: int) -> None:
+        """Stage one regular member whose bytes ``chunks`` gives (a generator, started only
+        once its name and size passed the checks); ``mode`` is its permission bits as the archive
+        records them (0644 when it records none): the blob is no more readable than that
         (:func:`runicorn.fsutil.blob_perm`), and owner-execute makes it ``100755``."""
         path = self._path(raw)
         if path is None:
             raise UnsafeArchiveError(f"{self.origin}: refused member {raw!r}: not a file name")
         self._claim(path, raw)
         self.reserve(raw, size)
-        tee = _GitTee(src, size) if self.want_git else None
-        info = store.ingest_stream(tee if tee is not None else src, perm=blob_perm(mode))  # type: ignore[arg-type]
-        self.shas.add(info.sha256)
-        if info.size != size:
-            raise UnsafeArchiveError(f"{self.origin}: member {raw!r} is {info.size} bytes, header says {size}")
+        hasher = GitBlobHasher(size) if self.want_git else None
+        data = chunks if hasher is None else _git_tee(chunks, hasher)
+        sha, got = self.batch.add_stream(data, size, perm=blob_perm(mode), origin=f"{self.origin}: {raw}")
+        if got != size:
+            raise UnsafeArchiveError(f"{self.origin}: member {raw!r} is {got} bytes, header says {size}")
         kind = MODE_EXEC if mode & 0o100 else MODE_FILE
-        self.out.entries[path] = TreeEntry(info.sha256, kind, info.size)
-        if tee is not None:
-            self.out.git[path] = (kind, tee.hasher.hexdigest())
+        self.out.entries[path] = TreeEntry(sha, kind, got)
+        if hasher is not None:
+            self.out.git[path] = (kind, hasher.hexdigest())
 
-    def add_symlink(self, store: Store, raw: str, target: str) -> None:
+    def add_symlink(self, raw: str, target: str) -> None:
         path = self._path(raw)
         if path is None:
             raise UnsafeArchiveError(f"{self.origin}: refused member {raw!r}: not a link name")
@@ -226,10 +228,9 @@ class _Builder:
                                      "absolute or empty target")
         self._claim(path, raw)
         self.reserve(raw, len(data))
-        info = store.ingest_bytes(data)
-        self.shas.add(info.sha256)
+        sha, size = self.batch.add_stream((data,), len(data))
         self.out.links[path] = target
-        self.out.entries[path] = TreeEntry(info.sha256, MODE_LINK, info.size)
+        self.out.entries[path] = TreeEntry(sha, MODE_LINK, size)
         if self.want_git:
             self.out.git[path] = (MODE_LINK, git_blob_sha1_bytes(data))
 
@@ -284,8 +285,13 @@ def extract_into_store(store: Store, archive: Path, *, want_git: bool = False,
     ``limit``: the most bytes the archive may expand to and how to name that bound in
     the error (the declared tree's size when known); default :func:`extract_limit`.
 
-    On error the blobs ingested so far lose this process's gc hold, so nothing
-    stays reachable.
+    All members go into one :class:`~runicorn.store.ingest.BlobBatch`: small ones are
+    written together, large ones streamed to staging with write-back started as they go,
+    and one group commit (two ``syncfs``, one transaction) publishes them once every
+    member passed the checks, where a commit per member would cost an fsync and a
+    transaction each.  The blobs stay held for this process (the caller's tree names
+    them next).  On error nothing of the archive is published, and blobs the store
+    already had lose the hold taken for them, so nothing stays reachable.
 
     Raises:
         UnsafeArchiveError: a hostile member (see module docs), or more bytes than the limit.
@@ -293,14 +299,16 @@ def extract_into_store(store: Store, archive: Path, *, want_git: bool = False,
     """
     origin = origin or str(archive)
     fmt = detect_format(archive)
-    builder = _Builder(origin, want_git, limit or extract_limit(store))
+    builder = _Builder(BlobBatch(store), origin, want_git, limit or extract_limit(store))
     try:
         try:
             if fmt == "zip":
-                _extract_zip(store, archive, builder)
+                _extract_zip(archive, builder)
             else:
                 _extract_tar(store, archive, fmt, builder)
-            return builder.finish()
+            out = builder.finish()
+            builder.batch.commit()
+            return out
         except RunicornError:
             raise
         except OSError as exc:
@@ -310,8 +318,11 @@ def extract_into_store(store: Store, archive: Path, *, want_git: bool = False,
         except _decoder_errors() as exc:
             raise ArtifactError(f"{origin}: corrupt or unsupported archive ({_short(exc)})") from None
     except BaseException:
-        if builder.shas:
-            store.release_holds(builder.shas)
+        # nothing was published (a failed commit leaves its batch to recovery); the
+        # holds taken on blobs the store had go, and no other operation's
+        builder.batch.discard()
+        if builder.batch.held:
+            store.release_holds(builder.batch.held)
         raise
 
 
@@ -356,13 +367,13 @@ class _Decoded(io.RawIOBase):
         self._raw, self._make, self._trailing = raw, make, trailing_error
         self._d = make()
         self._done = False
-        self._streams = 1
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: Any) -> int:
-        n = len(b)
+    def piece(self, n: int) -> bytes:
+        """Up to ``n`` decoded bytes (b"" only at the end), as the decompressor returned
+        them: no copy."""
         while not self._done and n:
             d = self._d
             if d.eof:
@@ -384,30 +395,36 @@ class _Decoded(io.RawIOBase):
             else:
                 data = d.decompress(b"", n)
             if data:
-                b[: len(data)] = data
-                return len(data)
-        return 0
+                return data
+        return b""
+
+    def readinto(self, b: Any) -> int:
+        data = self.piece(len(b))
+        b[: len(data)] = data
+        return len(data)
 
 
-def _decoded_stream(raw: IO[bytes], fmt: str, origin: str) -> IO[bytes]:
-    """A reader of the decompressed bytes of ``raw`` (``fmt`` from :func:`detect_format`)."""
+def _decoded_pieces(raw: IO[bytes], fmt: str, origin: str) -> Callable[[int], bytes]:
+    """``read(n)`` of the decompressed bytes of ``raw`` (``fmt`` from :func:`detect_format`):
+    up to ``n`` bytes per call, b"" at the end.  Each piece is handed on as the decoder
+    made it (no buffering layer copying it once more)."""
     if fmt == "tar":
-        return raw
+        return raw.read
     if fmt == "gz":
         import gzip
 
         # GzipFile decodes with a bounded max_length per read (and checks CRC and length)
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb").read
     if fmt == "bz2":
         import bz2
 
-        return io.BufferedReader(_Decoded(raw, bz2.BZ2Decompressor, OSError), _BUF)
+        return _Decoded(raw, bz2.BZ2Decompressor, OSError).piece
     if fmt == "xz":
         import lzma
 
         def make() -> Any:
             return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=DECODER_MEMLIMIT)
-        return io.BufferedReader(_Decoded(raw, make, lzma.LZMAError), _BUF)
+        return _Decoded(raw, make, lzma.LZMAError).piece
     try:
         import zstandard
     except ImportError:
@@ -415,7 +432,7 @@ def _decoded_stream(raw: IO[bytes], fmt: str, origin: str) -> IO[bytes]:
                             "(pip install runicorn[zstd])") from None
     dctx = zstandard.ZstdDecompressor(max_window_size=DECODER_MEMLIMIT)
     reader = dctx.stream_reader(raw, read_size=_IN, read_across_frames=True, closefd=False)
-    return io.BufferedReader(reader, _BUF)
+    return reader.read
 
 
 class _Forward:
@@ -424,17 +441,17 @@ class _Forward:
     With it tarfile reads in its random-access mode (``"r:"``), whose member reads go
     straight to this stream; its stream mode (``"r|"``) copies every byte through its own
     buffer twice more.  A backward seek (tarfile never needs one reading in order) is an
-    error.  With ``ahead``, a thread decodes up to :data:`_AHEAD` pieces of :data:`_BUF`
-    bytes in advance (the decompressors release the GIL), so decoding overlaps hashing and
-    writing as it does for ``tar`` and its decompressor process; memory stays bounded by
-    the queue.
+    error.  With ``ahead``, a thread decodes up to :data:`_AHEAD` pieces of at most
+    :data:`_BUF` bytes in advance (the decompressors release the GIL), so decoding
+    overlaps hashing and writing as it does for ``tar`` and its decompressor process;
+    memory stays bounded by the queue.
     """
 
-    def __init__(self, src: IO[bytes], *, ahead: bool) -> None:
+    def __init__(self, read: Callable[[int], bytes], *, ahead: bool) -> None:
         import queue
         import threading
 
-        self._src = src
+        self._read = read
         self._pos = 0
         self._buf = b""
         self._off = 0
@@ -451,7 +468,7 @@ class _Forward:
 
         while True:
             try:
-                item: bytes | BaseException = self._src.read(_BUF)
+                item: bytes | BaseException = self._read(_BUF)
             except BaseException as exc:  # handed to the reader, raised there
                 item = exc
             while not self._stop.is_set():
@@ -463,14 +480,24 @@ class _Forward:
             if self._stop.is_set() or not isinstance(item, bytes) or not item:
                 return
 
-    def _piece(self) -> bytes:
+    def _ready(self) -> int:
+        """Bytes of the current piece not yet consumed, fetching the next piece when none
+        are left; 0 only at the end of the stream."""
+        left = len(self._buf) - self._off
+        if left or self._eof:
+            return left
         if self._q is None:
-            return self._src.read(_BUF)
-        item = self._q.get()
-        if isinstance(item, BaseException):
+            piece = self._read(_BUF)
+        else:
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            piece = item
+        self._buf, self._off = piece, 0
+        if not piece:
             self._eof = True
-            raise item
-        return item
+        return len(piece)
 
     def close(self) -> None:
         if self._q is not None:
@@ -490,68 +517,57 @@ class _Forward:
     def read(self, n: int = -1) -> bytes:
         parts: list[bytes] = []
         want = n if n >= 0 else 1 << 62
-        while want > 0:
-            if self._off >= len(self._buf):
-                if self._eof:
-                    break
-                self._buf, self._off = self._piece(), 0
-                if not self._buf:
-                    self._eof = True
-                    break
-            if self._off == 0 and want >= len(self._buf):
-                part = self._buf  # a whole piece: no copy
+        while want > 0 and (k := min(want, self._ready())):
+            if self._off == 0 and k == len(self._buf):
+                parts.append(self._buf)  # a whole piece: no copy
             else:
-                part = self._buf[self._off:self._off + want]
-            self._off += len(part)
-            want -= len(part)
-            parts.append(part)
+                parts.append(self._buf[self._off:self._off + k])
+            self._off += k
+            want -= k
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         self._pos += len(data)
         return data
 
-    def readinto(self, b: Any, most: int) -> int:
-        """Copy up to ``most`` bytes into ``b`` (no new buffer: member data goes this way)."""
-        out = memoryview(b).cast("B")
-        want = min(len(out), most)
-        n = 0
-        while n < want:
-            if self._off >= len(self._buf):
-                if self._eof:
-                    break
-                self._buf, self._off = self._piece(), 0
-                if not self._buf:
-                    self._eof = True
-                    break
-            k = min(want - n, len(self._buf) - self._off)
-            out[n:n + k] = memoryview(self._buf)[self._off:self._off + k]
+    def chunks(self, size: int) -> Iterator[memoryview]:
+        """The next ``size`` bytes, as views of the decoded pieces (no copy); each view is
+        valid until the next one is asked for.
+
+        Raises:
+            EOFError: the stream ends first (a truncated archive).
+        """
+        while size:
+            k = min(size, self._ready())
+            if not k:
+                raise EOFError("the archive ends inside a member")
+            view = memoryview(self._buf)[self._off:self._off + k]
             self._off += k
-            n += k
-        self._pos += n
-        return n
+            self._pos += k
+            size -= k
+            yield view
 
     def seek(self, pos: int, whence: int = 0) -> int:
         if whence != 0 or pos < self._pos:
             raise OSError("the archive stream can only be read forward")
-        while self._pos < pos:
-            if not self.read(min(pos - self._pos, _BUF)):
-                break
+        while self._pos < pos and (k := min(pos - self._pos, self._ready())):
+            self._off += k  # skipped without copying
+            self._pos += k
         return self._pos
 
 
-class _Member:
-    """The data of one (non-sparse) tar member, read straight from the decoded stream."""
+def _member_chunks(tf: Any, stream: _Forward, m: Any) -> Iterator[bytes | memoryview]:
+    """The data of tar member ``m``: for a plain member, the decoded pieces themselves
+    (tarfile's reader would copy every byte once more); through tarfile for a sparse one."""
+    if m.issparse():
+        yield from _chunks_of(tf.extractfile(m))
+    else:
+        stream.seek(m.offset_data)
+        yield from stream.chunks(m.size)
 
-    def __init__(self, src: _Forward, size: int) -> None:
-        self._src, self._left = src, size
 
-    def readinto(self, b: Any) -> int:
-        if not self._left or not len(b):
-            return 0
-        n = self._src.readinto(b, self._left)
-        if not n:
-            raise EOFError("the archive ends inside a member")
-        self._left -= n
-        return n
+def _zip_chunks(zf: Any, info: Any) -> Iterator[bytes]:
+    """The data of zip member ``info``, decoded at most :data:`_BUF` bytes at a time."""
+    with _open_zip_member(zf, info) as f:
+        yield from _chunks_of(f)
 
 
 def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
@@ -560,7 +576,7 @@ def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
     check_root = str(store.writer_dir() / "tar-filter-root")
     os.makedirs(check_root, exist_ok=True)
     with open(archive, "rb") as raw:
-        fileobj = _Forward(_decoded_stream(raw, fmt, b.origin), ahead=fmt != "tar")
+        fileobj = _Forward(_decoded_pieces(raw, fmt, b.origin), ahead=fmt != "tar")
         # "r:": tarfile reads a plain stream (in order); the decoding, bounded, is ours
         with contextlib.closing(fileobj), tarfile.open(fileobj=fileobj, mode="r:") as tf:  # type: ignore[call-overload]
             while True:
@@ -574,16 +590,11 @@ def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
                     raise UnsafeArchiveError(f"{b.origin}: refused member {m.name!r}: {exc}") from None
                 if m.isreg():
                     # nothing is read before add_file has checked the size
-                    if m.issparse():
-                        f: Any = tf.extractfile(m)
-                    else:  # tarfile's reader would copy every byte once more
-                        fileobj.seek(m.offset_data)
-                        f = _Member(fileobj, m.size)
-                    b.add_file(store, m.name, f, m.size, m.mode)
+                    b.add_file(m.name, _member_chunks(tf, fileobj, m), m.size, m.mode)
                 elif m.isdir():
                     b.add_dir(m.name)
                 elif m.issym():
-                    b.add_symlink(store, m.name, m.linkname)
+                    b.add_symlink(m.name, m.linkname)
                 elif m.islnk():
                     b.add_hardlink(m.name, m.linkname)
                 else:
@@ -670,7 +681,7 @@ def _open_zip_member(zf: Any, info: Any) -> IO[bytes]:
     return io.BufferedReader(_Checked(decoded, info.file_size, info.CRC, info.filename), _BUF)
 
 
-def _extract_zip(store: Store, archive: Path, b: _Builder) -> None:
+def _extract_zip(archive: Path, b: _Builder) -> None:
     import zipfile
 
     with zipfile.ZipFile(archive) as zf:
@@ -680,13 +691,12 @@ def _extract_zip(store: Store, archive: Path, b: _Builder) -> None:
             if info.is_dir() or ftype == stat.S_IFDIR:
                 b.add_dir(info.filename)
             elif ftype == stat.S_IFLNK:
-                b.add_symlink(store, info.filename, _zip_link_target(zf, info, b))
+                b.add_symlink(info.filename, _zip_link_target(zf, info, b))
             elif ftype in (0, stat.S_IFREG):
                 # the declared size is checked before a byte is read; zipfile (and
                 # _Checked) never return more than it
-                with _open_zip_member(zf, info) as f:
-                    # no unix mode recorded (a zip made on Windows, say): an ordinary 0644 file
-                    b.add_file(store, info.filename, f, info.file_size, unix & 0o7777 if unix else 0o644)
+                # no unix mode recorded (a zip made on Windows, say): an ordinary 0644 file
+                b.add_file(info.filename, _zip_chunks(zf, info), info.file_size, unix & 0o7777 if unix else 0o644)
             else:
                 raise UnsafeArchiveError(f"{b.origin}: refused member {info.filename!r}: "
                                          "device, FIFO or special file")

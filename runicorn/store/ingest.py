@@ -79,6 +79,9 @@ class BlobBatch:
         self._umask = current_umask()  # files are created 0444: fchmod only if it takes bits away
         # Blobs whose sources were not all group/other readable: blob -> permission.
         self.perms: dict[str, int] = {}
+        # Blobs the store had, held for this batch before its commit: a caller giving up
+        # releases these (and only these: another operation may hold the same blob).
+        self.held: set[str] = set()
 
     # ----------------------------------------------------------------- staging
     def _staging_dir(self) -> str:
@@ -126,9 +129,7 @@ class BlobBatch:
                 sha, size = self._stream(fd, path, before, expected_sha256)
         finally:
             os.close(fd)
-        perm = blob_perm(before.st_mode)
-        if perm != 0o444:  # a private source: the blob (new or stored) keeps its privacy
-            self.perms[sha] = self.perms.get(sha, 0o444) & perm
+        self._narrow(sha, blob_perm(before.st_mode))
         self.sizes[sha] = size
         if self._pending_bytes >= PENDING_BYTES:
             self._write_pending()
@@ -165,6 +166,39 @@ class BlobBatch:
         sha, total = self._stage_chunks(chunks, origin, expected_sha256, refused="; refused")
         self.sizes[sha] = total
         return total
+
+    def add_stream(self, chunks: Iterable[bytes | memoryview], size: int, *, perm: int = 0o444,
+                   origin: str = "<stream>") -> tuple[str, int]:
+        """Stage a blob whose bytes arrive in ``chunks`` and whose sha256 is not known in
+        advance (an archive member); return ``(sha256, size)``.
+
+        ``size`` is the size the source declares (the caller checks it against what
+        arrived): up to ``SMALL_FILE_BYTES`` the bytes are kept in memory and written with
+        the batch's other small blobs, like a small file; larger ones are streamed to
+        staging while hashed.  ``perm``: the source's :func:`runicorn.fsutil.blob_perm`.
+
+        Raises:
+            StorageFullError: no space left while staging.
+        """
+        if size <= SMALL_FILE_BYTES:
+            data = b"".join(chunks)
+            sha = hashlib.sha256(data).hexdigest()
+            self._narrow(sha, perm)
+            if sha not in self.sizes and sha not in self._pending:
+                self._pending[sha] = data
+                self._pending_bytes += len(data)
+            total = len(data)
+        else:
+            sha, total = self._stage_chunks(chunks, origin, None, perm=perm)
+            self._narrow(sha, perm)
+        self.sizes[sha] = total
+        if self._pending_bytes >= PENDING_BYTES:
+            self._write_pending()
+        return sha, total
+
+    def _narrow(self, sha: str, perm: int) -> None:
+        if perm != 0o444:  # a private source: the blob (new or stored) keeps its privacy
+            self.perms[sha] = self.perms.get(sha, 0o444) & perm
 
     def _stream(self, fd: int, path: str, before: os.stat_result,
                 expected_sha256: str | None) -> tuple[str, int]:
@@ -239,6 +273,7 @@ class BlobBatch:
         if not pending:
             return
         missing = self.store.hold_blobs(pending)
+        self.held.update(sha for sha in pending if sha not in missing)
         for sha in missing:
             if sha not in self.staged:
                 self._write_intent(sha, pending[sha])
