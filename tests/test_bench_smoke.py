@@ -21,9 +21,10 @@ def test_bench_store_runs_at_tiny_scale(tmp_path: Path) -> None:
 
 def test_bench_extract_runs_at_tiny_scale(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(BENCH / "bench_extract.py"), "--mib", "2", "--reps", "1",
-                          "--no-check"], capture_output=True, text=True, timeout=300,
+                          "--files", "30", "--no-check"], capture_output=True, text=True, timeout=300,
                          env={"BENCH_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
-    for label in ("zeros  tar.gz", "zeros  tar.bz2", "zeros  tar.xz", "zeros  tar.zst", "random zip"):
+    for label in ("zeros  tar.gz", "zeros  tar.bz2", "zeros  tar.xz", "zeros  tar.zst", "random zip",
+                  "files  tar.gz", "files  zip"):
         assert label in out.stdout
     assert "speed ratio ref/ours" in out.stdout and "over baseline" in out.stdout
