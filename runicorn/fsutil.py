@@ -151,14 +151,15 @@ _SYNC_FILE_RANGE_WRITE = 2
 
 
 def _load_libc() -> None:
-    # ctypes (and the subprocess module find_library needs) is imported only by
-    # writers that sync: a read-only command starts faster without it.
+    # ctypes is imported only by writers that sync: a read-only command starts faster
+    # without it.  The C library is already loaded into the interpreter, so its symbols
+    # are the process's own (dlopen(NULL)): ctypes.util.find_library would run
+    # /sbin/ldconfig in a child process, tens of ms on every writing command.
     global _libc
     import ctypes
-    import ctypes.util
 
     try:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        _libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
         _libc = False
 
