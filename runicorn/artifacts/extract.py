@@ -52,7 +52,7 @@ from runicorn.store.ingest import BlobBatch
 from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK
 
 _BUF = 1 << 20  # largest piece decoded or copied at once
-_IN = 1 << 16  # compressed bytes fed to a decoder at once
+_IN = 1 << 20  # compressed bytes fed to a decoder at once (a piece of stored data: up to _BUF)
 _AHEAD = 4  # decoded pieces of _BUF bytes a decoding thread may hold ready
 MAX_LINK_TARGET = 4096  # bytes; PATH_MAX on Linux, so no real symlink target is longer
 
