@@ -3,7 +3,10 @@
 Equals ``git add -A && git write-tree`` of the same directory: blobs are
 ``sha1("blob <len>\\0" + bytes)``, a tree lists ``"<mode> <name>\\0<20-byte id>"`` sorted
 as git does (a directory sorts as if its name ended in ``/``), modes are ``100644``,
-``100755``, ``120000`` and ``40000``; empty directories do not exist for git.
+``100755``, ``120000`` and ``40000``; empty directories do not exist for git.  Every
+entry named ``.git`` (a repository's directory, a worktree's ``.git`` file, at any depth)
+is left out, as Pkg's ``GitTools.tree_hash`` does, so a checkout hashes as its
+``git write-tree``.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ _DIR = object()
 
 
 def git_tree_sha1(entries: Mapping[str, tuple[str, str]]) -> str:
-    """The git tree id of ``{relpath: (mode, git blob sha1 hex)}``."""
+    """The git tree id of ``{relpath: (mode, git blob sha1 hex)}`` (paths through ``.git`` skipped)."""
     root: dict[str, Any] = {}
     for path, (mode, sha1) in entries.items():
         parts = path.split("/")
+        if ".git" in parts:
+            continue
         node = root
         for part in parts[:-1]:
             node = node.setdefault(part, {})
