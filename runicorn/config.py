@@ -22,6 +22,17 @@ def resolve_storage_root(storage: str | os.PathLike[str] | None = None) -> Path:
     return (Path.home() / ".runicorn").absolute()
 
 
+def storage_root_origin(root: Path) -> str:
+    """What chose ``root`` as the storage root, for messages: ``RUNICORN_DIR``, the default,
+    or the ``storage=`` argument / ``--storage`` option."""
+    env = os.environ.get(ENV_VAR)
+    if env and Path(env).expanduser().absolute() == root:
+        return f"set by {ENV_VAR}"
+    if root == (Path.home() / ".runicorn").absolute():
+        return f"the default; choose another with {ENV_VAR} or --storage"
+    return "set by --storage / storage="
+
+
 def new_store_dir_mode() -> int:
     """The mode for a new store's directories: ``$RUNICORN_DIR_MODE`` (octal), else 0700.
 

@@ -71,6 +71,11 @@ def start_server() -> Server:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            if route.status >= 500:
+                self.send_response(route.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             data = route.data
             start = 0
             if rng and route.ranges and rng.startswith("bytes="):

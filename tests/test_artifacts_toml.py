@@ -33,7 +33,7 @@ def test_example_file_parses() -> None:
 
 @pytest.mark.parametrize("text,needle", [
     ("[a\ntree-sha256 = 1", "not valid TOML: Expected ']' at the end of a table declaration (at line 1"),
-    ('[a]\ntree-sha256 = "abc"', "artifact 'a': 'tree-sha256' must be 64 lowercase hex digits, got 'abc'"),
+    ('[a]\ntree-sha256 = "abc"', "artifact 'a': 'tree-sha256' must be 64 hex digits, got 'abc'"),
     ("[a]\nlazy = true", "artifact 'a': needs 'tree-sha256'"),
     (f'[a]\ntree-sha256 = "{T1}"\nlazy = "yes"', "artifact 'a': 'lazy' must be true or false"),
     (f'[[a]]\nos = "linux"\ntree-sha256 = "{T1}"', "artifact 'a' variant 1: platform variants ([[...]]) need 'arch'"),
@@ -43,10 +43,10 @@ def test_example_file_parses() -> None:
     ('a = 3', "artifact 'a': must be a table"),
     (f'[a]\ntree-sha256 = "{T1}"\nos = 3', "platform tag 'os' must be a non-empty string"),
     # a trailing newline is not part of a valid id or name (a "$" regex would accept it)
-    (f'[a]\ntree-sha256 = "{T1}\\n"', "artifact 'a': 'tree-sha256' must be 64 lowercase hex digits"),
-    (f'[a]\ngit-tree-sha1 = "{"b" * 40}\\n"', "artifact 'a': 'git-tree-sha1' must be 40 lowercase hex"),
+    (f'[a]\ntree-sha256 = "{T1}\\n"', "artifact 'a': 'tree-sha256' must be 64 hex digits"),
+    (f'[a]\ngit-tree-sha1 = "{"b" * 40}\\n"', "artifact 'a': 'git-tree-sha1' must be 40 hex"),
     (f'[a]\ntree-sha256 = "{T1}"\n[[a.download]]\nurl = "u"\nsha256 = "{S}\\n"',
-     "artifact 'a' download 1: 'sha256' must be 64 lowercase hex digits"),
+     "artifact 'a' download 1: 'sha256' must be 64 hex digits"),
     (f'["a\\n"]\ntree-sha256 = "{T1}"', "artifact 'a\\n': name must be letters"),
 ])
 def test_malformed_files_name_file_artifact_and_cause(tmp_path: Path, text: str, needle: str) -> None:

@@ -2,7 +2,8 @@
 
 A download streams into ``<artifacts>/.downloads/<sha256>.partial`` while its SHA-256
 is computed; an interrupted transfer is resumed with an HTTP ``Range`` request (or an
-SFTP seek) on the next attempt, which happens after an exponential backoff.  The file is
+SFTP seek) on the next attempt, which happens after an exponential backoff capped at 10 s
+(:func:`retry_wait`); each source gets ``$RUNICORN_DOWNLOAD_RETRIES`` attempts (default 4).  The file is
 only handed back once its sha256 (and size, when known) match.
 
 Every download is bounded: by the entry's ``size`` when it has one, otherwise by
@@ -27,10 +28,45 @@ from runicorn.hashing import CHUNK, new_sha256, sha256_file, sha256_resume
 
 Progress = Callable[[int, int | None], None]
 
-RETRIES = int(os.environ.get("RUNICORN_DOWNLOAD_RETRIES", "4"))
-BACKOFF = float(os.environ.get("RUNICORN_DOWNLOAD_BACKOFF", "0.5"))
+RETRIES = 4         # attempts per source, unless $RUNICORN_DOWNLOAD_RETRIES says otherwise
+BACKOFF = 0.5       # seconds before the 2nd attempt, doubling, unless $RUNICORN_DOWNLOAD_BACKOFF
+MAX_WAIT = 10.0     # no wait between attempts is longer (seconds)
 TIMEOUT = float(os.environ.get("RUNICORN_DOWNLOAD_TIMEOUT", "30"))
 DEFAULT_DOWNLOAD_MAX = 64 << 30  # bytes, for entries without a declared size
+
+
+def _env_number(var: str, default: float, *, integer: bool, minimum: float) -> float:
+    text = os.environ.get(var, "").strip()
+    if not text:
+        return default
+    try:
+        value: float = int(text) if integer else float(text)
+    except ValueError:
+        value = minimum - 1
+    if not value >= minimum:  # also refuses nan
+        kind = "a whole number" if integer else "a number of seconds"
+        raise ArtifactError(f"{var}={text!r} is not {kind} >= {minimum:g}")
+    return value
+
+
+def download_retries() -> int:
+    """Attempts per download source: ``$RUNICORN_DOWNLOAD_RETRIES`` (default 4, at least 1).
+
+    Raises:
+        ArtifactError: the variable is not a whole number >= 1.
+    """
+    return int(_env_number("RUNICORN_DOWNLOAD_RETRIES", RETRIES, integer=True, minimum=1))
+
+
+def retry_wait(attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt`` (2, 3, ...): ``$RUNICORN_DOWNLOAD_BACKOFF``
+    (default 0.5) doubled per attempt, never more than 10 s.
+
+    Raises:
+        ArtifactError: the variable is not a number >= 0.
+    """
+    base = _env_number("RUNICORN_DOWNLOAD_BACKOFF", BACKOFF, integer=False, minimum=0)
+    return min(MAX_WAIT, base * 2.0 ** min(attempt - 2, 64))
 
 
 def download_max() -> int:
@@ -109,9 +145,10 @@ def fetch(url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | 
     else:
         raise PermanentError(f"unsupported URL scheme {scheme!r}")
     last: Exception | None = None
-    for attempt in range(RETRIES):
+    retries = download_retries()
+    for attempt in range(retries):
         if attempt:
-            time.sleep(BACKOFF * (2 ** (attempt - 1)))
+            time.sleep(retry_wait(attempt + 1))
         try:
             _download(get, partial, sha256, size, progress)
             return partial
@@ -120,7 +157,7 @@ def fetch(url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | 
             last = exc
         except TransientError as exc:
             last = exc
-    raise TransientError(f"gave up after {RETRIES} attempts: {last}")
+    raise TransientError(f"gave up after {retries} attempt(s) (RUNICORN_DOWNLOAD_RETRIES): {last}")
 
 
 def _local(path: Path, sha256: str, size: int | None) -> Path:

@@ -228,7 +228,8 @@ def artifact(name: str, *, toml: str | os.PathLike[str] | None = None,
     Lazy artifacts are installed on first use.
 
     Raises:
-        ArtifactError: no TOML, unknown name, or no variant for the platform.
+        ArtifactError: no TOML, unknown name, no variant for the platform, or a backslash
+            in ``name`` (refused on every platform: write ``name/sub``).
         ArtifactNotInstalledError: a non-lazy artifact is not installed (run ``runicorn fetch``).
         TomlFormatError: the TOML is malformed.
     """
@@ -239,6 +240,11 @@ def artifact(name: str, *, toml: str | os.PathLike[str] | None = None,
 
 def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None,
                  storage: str | os.PathLike[str] | None = None) -> Path:
+    if "\\" in name:
+        # "name\\sub" means name/sub on Windows and a file named with a backslash on POSIX:
+        # refused everywhere, so a script behaves the same on every machine.
+        raise ArtifactError(f"{tpath}: artifact path {name!r} contains a backslash; write "
+                            "'name/sub/path' with forward slashes")
     base, _, sub = name.partition("/")
     parsed = load_toml(tpath)
     entry = _require_entry(parsed, base, platform)

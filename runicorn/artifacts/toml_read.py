@@ -141,14 +141,18 @@ def validate_document(doc: dict[str, Any], path: str) -> ParsedToml:
 def _check_entry(entry: dict[str, Any], where: str, *, in_array: bool) -> dict[str, Any]:
     from runicorn.hashing import is_sha1_hex, is_sha256_hex
 
+    # Hex ids are accepted in either case (as Julia and pooch accept them) and kept lower-case.
+    for k in ("tree-sha256", "git-tree-sha1"):
+        if isinstance(entry.get(k), str):
+            entry[k] = entry[k].lower()
     tree = entry.get("tree-sha256")
     git = entry.get("git-tree-sha1")
     if tree is None and git is None:
         raise TomlFormatError(f"{where}: needs 'tree-sha256' (or Julia's 'git-tree-sha1')")
     if tree is not None and not is_sha256_hex(tree):
-        raise TomlFormatError(f"{where}: 'tree-sha256' must be 64 lowercase hex digits, got {tree!r}")
+        raise TomlFormatError(f"{where}: 'tree-sha256' must be 64 hex digits, got {tree!r}")
     if git is not None and not is_sha1_hex(git):
-        raise TomlFormatError(f"{where}: 'git-tree-sha1' must be 40 lowercase hex digits, got {git!r}")
+        raise TomlFormatError(f"{where}: 'git-tree-sha1' must be 40 hex digits, got {git!r}")
     lazy = entry.get("lazy", False)
     if not isinstance(lazy, bool):
         raise TomlFormatError(f"{where}: 'lazy' must be true or false, got {lazy!r}")
@@ -189,8 +193,10 @@ def _check_entry(entry: dict[str, Any], where: str, *, in_array: bool) -> dict[s
         if not isinstance(url, str) or not url:
             raise TomlFormatError(f"{dw}: 'url' must be a non-empty string")
         sha = d.get("sha256")
+        if isinstance(sha, str):
+            sha = d["sha256"] = sha.lower()
         if not is_sha256_hex(sha):
-            raise TomlFormatError(f"{dw}: 'sha256' must be 64 lowercase hex digits, got {sha!r}")
+            raise TomlFormatError(f"{dw}: 'sha256' must be 64 hex digits, got {sha!r}")
         size = d.get("size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
             raise TomlFormatError(f"{dw}: 'size' must be a non-negative integer, got {size!r}")

@@ -44,8 +44,10 @@ def _downloads(download_info: Iterable[Any] | None) -> list[dict[str, Any]]:
                 d["size"] = seq[2]
         if not isinstance(d["url"], str) or not d["url"]:
             raise ArtifactError(f"download info {item!r}: 'url' must be a non-empty string")
+        if isinstance(d["sha256"], str):
+            d["sha256"] = d["sha256"].lower()  # upper case accepted, written normalised
         if not is_sha256_hex(d["sha256"]):
-            raise ArtifactError(f"download info {item!r}: 'sha256' must be 64 lowercase hex digits")
+            raise ArtifactError(f"download info {item!r}: 'sha256' must be 64 hex digits")
         out.append(d)
     return out
 

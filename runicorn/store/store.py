@@ -172,16 +172,24 @@ class Store:
         that already exists keeps its mode (it may be a directory of the user's).
         """
         try:
-            mode = stat.S_IMODE(os.stat(self.archive).st_mode)
-            if self.read_only:
-                return mode
-        except FileNotFoundError:
-            mode = new_store_dir_mode()
-            self.root.parent.mkdir(parents=True, exist_ok=True)
-            make_dir(self.root, mode)
-            make_dir(self.archive, mode)
-        for d in (self.blobs_dir, self.manifests_dir, self.refs_dir, self.tmp_dir):
-            make_dir(d, mode)
+            try:
+                mode = stat.S_IMODE(os.stat(self.archive).st_mode)
+                if self.read_only:
+                    return mode
+            except FileNotFoundError:
+                mode = new_store_dir_mode()
+                self.root.parent.mkdir(parents=True, exist_ok=True)
+                make_dir(self.root, mode)
+                make_dir(self.archive, mode)
+            for d in (self.blobs_dir, self.manifests_dir, self.refs_dir, self.tmp_dir):
+                make_dir(d, mode)
+        except OSError as exc:
+            if isinstance(exc, RunicornError):
+                raise
+            from runicorn.config import storage_root_origin
+
+            raise StoreWriteError(f"cannot create the store at {self.root} ({storage_root_origin(self.root)}): "
+                                  f"{exc.strerror or exc} ({exc.filename})", exc.errno, exc.filename) from None
         return mode
 
     def _open_index(self) -> Index:
