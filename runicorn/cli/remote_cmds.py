@@ -67,7 +67,9 @@ def _run_on_remote(ctx: click.Context, remote_name: str | None, as_json: bool,
 def _transfer_summary(summary: str) -> Callable[[dict[str, Any]], None]:
     def render(report: dict[str, Any]) -> None:
         _report_refs(report)
-        click.echo(summary.format(**report))
+        resumed = report.get("bytes_resumed")  # a push that continued interrupted uploads
+        click.echo(summary.format(**report, resumed=f"; {resumed} bytes were already there from an "
+                                  "interrupted push" if resumed else ""))
     return render
 
 
@@ -228,7 +230,7 @@ def push(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, 
     specs = resolve_specs(store, targets, artifacts=artifacts, everything=everything)
     _run_on_remote(ctx, remote_name, as_json,
                    lambda r, b, bar: do_push(store, r, b, specs, force=force, jobs=jobs, progress=bar),
-                   _transfer_summary("sent {blobs_uploaded} blob(s) ({bytes_uploaded} bytes) and "
+                   _transfer_summary("sent {blobs_uploaded} blob(s) ({bytes_uploaded} bytes{resumed}) and "
                                      "{manifests_uploaded} manifest(s) to {remote}"), progress="push")
 
 

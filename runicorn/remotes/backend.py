@@ -172,6 +172,8 @@ def put_large_staged(backend: Any, key: str, path: Path, size: int, sha: str, re
             resume.save(rec)
     staged = rec["staged"]
     start = _verified_length(backend, staged, path, int(rec.get("verified") or 0))
+    if on_bytes is not None and start:
+        on_bytes(start)  # progress counts the kept prefix as done
     part = part_size()
     h = hashlib.sha256()
     pos = 0
