@@ -20,3 +20,13 @@ def test_bench_remote_runs_at_tiny_scale(tmp_path: Path) -> None:
     result = json.loads(out.stdout)
     assert result["files"] == 41 and result["unchanged_push_requests"] <= 5
     assert {"push", "push_unchanged", "pull", "pull_restore"} <= set(result["medians_s"])
+
+
+def test_push_profile_runs_at_tiny_scale() -> None:
+    profile = BENCH.parent / "profile_remote_push.py"
+    out = subprocess.run([sys.executable, str(profile), "--small", "30", "--big", "1", "--big-mib", "20",
+                          "--repeat", "1", "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["objects"] == 32  # 30 small files, the big one, the snapshot's .rnignore
+    assert {"runicorn push -j 8 wall", "raw obstore put, plain, 32 threads server cpu"} <= set(result["medians_s"])

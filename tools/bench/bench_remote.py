@@ -48,12 +48,22 @@ def timed(args: list[str], env: dict[str, str], cwd: Path | None = None) -> tupl
     return elapsed, p.stdout
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def tree_options(ap: argparse.ArgumentParser) -> None:
+    """The bench tree's size and the repetitions (shared with profile_remote_push.py)."""
     ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--big", type=int, default=4)
     ap.add_argument("--big-mib", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
+
+
+def make_tree(args: argparse.Namespace, src: Path) -> dict[str, int]:
+    return make_bench_tree(src, small_files=args.small, dirs=max(1, min(100, args.small // 100 or 1)),
+                           big_files=args.big, big_size=args.big_mib << 20)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    tree_options(ap)
     ap.add_argument("--jobs", type=int, default=8)
     ap.add_argument("--dvc", default=shutil.which("dvc"), help="dvc executable (with dvc-s3)")
     ap.add_argument("--rclone", default=shutil.which("rclone"), help="rclone executable")
@@ -73,8 +83,7 @@ def main() -> int:
 
 def run(args: argparse.Namespace, work: Path, server: SeaweedServer) -> int:
     src = work / "tree"
-    info = make_bench_tree(src, small_files=args.small, dirs=max(1, min(100, args.small // 100 or 1)),
-                           big_files=args.big, big_size=args.big_mib << 20)
+    info = make_tree(args, src)
     base_env = {**os.environ, **server.env(), "AWS_ENDPOINT_URL": server.endpoint, "DVC_NO_ANALYTICS": "1"}
     store_a = work / "store-a"
     rn = [sys.executable, "-m", "runicorn"]

@@ -35,8 +35,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_remote import timed  # noqa: E402
-from benchdata import make_bench_tree  # noqa: E402
+from bench_remote import make_tree, timed, tree_options  # noqa: E402
 from tests.seaweed_server import SeaweedServer  # noqa: E402
 
 
@@ -93,10 +92,7 @@ def read_and_hash(blobs: list[tuple[str, Path, int]]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--small", type=int, default=10_000)
-    ap.add_argument("--big", type=int, default=4)
-    ap.add_argument("--big-mib", type=int, default=64)
-    ap.add_argument("--repeat", type=int, default=3)
+    tree_options(ap)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="runicorn-profile-push-"))
@@ -104,8 +100,7 @@ def main() -> int:
     try:
         os.environ.update(server.env())
         src = work / "tree"
-        make_bench_tree(src, small_files=args.small, dirs=max(1, min(100, args.small // 100 or 1)),
-                        big_files=args.big, big_size=args.big_mib << 20)
+        make_tree(args, src)
         store_a = work / "store-a"
         env = {**os.environ, **server.env(), "RUNICORN_DIR": str(store_a)}
         rn = [sys.executable, "-m", "runicorn"]
