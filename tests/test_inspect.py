@@ -162,6 +162,10 @@ def test_show_tree_pin_and_run(world: dict[str, Any]) -> None:
     listed = runicorn.runs.list_outputs(world["run"])
     assert {n: [v["version"] for v in vs] for n, vs in r["outputs"].items()} == \
         {n: [v["version"] for v in vs] for n, vs in listed.items()} == {"ckpt": [2, 4, 5]}
+    art = data("show", "mnist")                               # an artifact by its bound name
+    assert art["type"] == "artifact" and art["file_count"] == 1
+    assert [r["kind"] for r in art["referenced_by"]] == ["binding"]
+    assert ok("ls", "mnist").endswith("\tlabels.txt\n")
     text = ok("show", world["run"])
     assert "rolling outputs:" in text and "loss=0.2" in text
     assert text.count("\n  ckpt ") == 3
@@ -247,6 +251,7 @@ def test_unknown_names_and_missing_store_are_one_line_errors(world: dict[str, An
     one_line_error(cli("show", "baselin"), "no tree, pin or run named 'baselin'", "did you mean 'baseline'")
     one_line_error(cli("show", world["run"][:-1] + "x"), "did you mean", world["run"])
     one_line_error(cli("ls", "zzzzzz"), "no tree, pin or run named 'zzzzzz'")
+    one_line_error(cli("show", "mnsit"), "did you mean 'mnist'")
     one_line_error(cli("diff", world["a"], str(tmp_path / "nowhere")), "no such directory")
     one_line_error(cli("diff", "nope", world["a"]), "'nope'")
     for args in (["ls"], ["du"], ["show", "x"], ["diff", "a", "b"]):

@@ -76,7 +76,8 @@ def _short(item: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def show(ctx: click.Context, spec: str, as_json: bool) -> None:
-    """Show what TREE, PIN or RUN_ID is, where it came from and what references it.
+    """Show what TREE, PIN or RUN_ID (or an artifact name) is, where it came from and what
+    references it.
 
     For a run: its directory, status, code snapshot, archives and inputs, and the kept
     versions of its rolling outputs.  Ids may be unique prefixes.

@@ -9,6 +9,7 @@ Names a user may give for a tree (:func:`resolve`), tried in this order:
 * ``kind/name`` of a ref (``pin/best-model``, ``run/<run_id>/code``);
 * a pin name;
 * a run id, or a unique prefix of one (the run's code snapshot, for ``ls`` and ``diff``);
+* an artifact name bound in a ``Runicorn.toml`` (when all its bindings name one tree);
 * a tree id, or a unique prefix of at least 6 hex digits.
 
 A prefix that matches both a tree and a run is refused as ambiguous.
@@ -39,7 +40,7 @@ ARTIFACT_KINDS = ("binding", "artifact")
 class Target:
     """What a name given by the user stands for.
 
-    ``type`` is ``tree``, ``pin``, ``ref`` or ``run``; ``tree`` is the tree it names (for a
+    ``type`` is ``tree``, ``pin``, ``ref``, ``artifact`` or ``run``; ``tree`` is the tree it names (for a
     run: its code snapshot, or None when it has none).
     """
 
@@ -107,6 +108,13 @@ def resolve(store: "Store", spec: str) -> Target:
     ids = run_ids(store)
     if spec in ids:
         return _run_target(store, spec)
+    bound = [r for r in store.list_refs() if r.kind in ARTIFACT_KINDS and r.meta.get("artifact") == spec]
+    if bound:
+        trees = sorted({r.tree for r in bound})
+        if len(trees) > 1:
+            raise TreeNotFoundError(f"artifact {spec!r} is bound to {len(trees)} trees ({', '.join(t[:12] for t in trees)}"
+                                    "; platform variants or several Runicorn.toml files); name one by its tree id")
+        return Target("artifact", spec, trees[0], ref=bound[0], refs=bound)
     runs = [r for r in ids if r.startswith(spec)]
     tree: str | None = None
     tree_error: TreeNotFoundError | None = None
@@ -126,7 +134,8 @@ def resolve(store: "Store", spec: str) -> Target:
                                 f"{', ...' if len(runs) > 3 else ''}); give more characters")
     if tree_error is not None and "matches" in str(tree_error) and "no trees" not in str(tree_error):
         raise tree_error  # several trees share the prefix
-    names = [r.name for r in store.list_refs("pin")] + ids
+    names = [r.name for r in store.list_refs("pin")] + ids + sorted(
+        {str(r.meta["artifact"]) for r in store.list_refs() if r.kind in ARTIFACT_KINDS and r.meta.get("artifact")})
     close = difflib.get_close_matches(spec, names, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise TreeNotFoundError(f"no tree, pin or run named {spec!r} in the store at {store.root}{hint}")
