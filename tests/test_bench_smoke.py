@@ -17,6 +17,20 @@ def test_bench_store_runs_at_tiny_scale(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "ingest / (sha256sum + cp -r)" in out.stdout
     assert "gc --dry-run (in process)" in out.stdout
+    assert "gc / rm -rf = " in out.stdout and "runicorn gc --grace 0 (CLI)" in out.stdout
+
+
+def test_bench_snapshot_runs_at_tiny_scale(tmp_path: Path) -> None:
+    """Every step with its references (git status, zip, cp -r, rm -rf) and peak RSS."""
+    out = subprocess.run([sys.executable, str(BENCH / "bench_snapshot.py"), "--repeats", "1", "--small-files", "60",
+                          "--dirs", "6", "--big-files", "1", "--big-size", "70000", "--skip-dvc",
+                          "--tmp", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    for ref in ("first.ref_durable", "unchanged.git", "change1.ref", "change1.git", "zip.zip",
+                "restore.cp_durable", "delete.rm", "rss "):
+        assert ref in out.stdout, ref
+    assert "peak RSS (KiB):" in out.stdout
 
 
 def test_bench_extract_runs_at_tiny_scale(tmp_path: Path) -> None:

@@ -9,6 +9,19 @@ Mode ``index``: an index of 1,000,000 blobs (synthetic rows, referenced by 1,000
 trees) and the time of ``stats`` and ``gc --dry-run`` with nothing to collect, in process
 and as whole CLI commands.
 
+Mode ``gc``: a store of ``--blobs`` (default 1,000,000) blobs of which ``--collect``
+(default 100,000) can be collected.  The live ones are index rows referenced by 1,000
+pinned trees, as in mode ``index``; the collectable ones are real files (100 B - 4 KiB,
+named by their SHA-256, under ``blobs/<aa>/``) named by 100 unpinned trees with real
+manifests.  Timed, as whole CLI commands, with the peak RSS of each (GNU ``time``):
+``runicorn stats`` and ``runicorn gc --dry-run`` before, then ``runicorn gc --grace 0``
+(every collectable blob goes) vs ``rm -rf`` of a copy of the same files in the same
+layout, made beside them.  The collectable part is made again for every run (untimed).
+Building the 1,000,000-row index takes about a minute; the files about 0.5 GiB of disk
+per run until that run's deletion.
+
+    python tools/bench/bench_store.py --mode gc --runs 3 [--blobs 1000000 --collect 100000]
+
 Every run copies and ingests into directories of its own, kept until the end: on ext4
 without a journal, creating files right after a bulk deletion is slowed down (recently
 freed inodes are skipped), so no timed step follows a deletion made by the benchmark.
@@ -17,7 +30,7 @@ loop-mounted in a temporary directory and removed at the end; the filesystem use
 printed first, with a warning on ext4 without a journal.  Work goes to ``$BENCH_DIR``
 (default: the system's temporary directory).
 
-    python tools/bench/bench_store.py [--mode ingest|index|all] [--runs 3] [--scale 1.0] [--fresh-fs 4G]
+    python tools/bench/bench_store.py [--mode ingest|index|gc|all] [--runs 3] [--scale 1.0] [--fresh-fs 4G]
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchdata import make_bench_tree  # noqa: E402
 from benchfs import describe, fresh_fs  # noqa: E402
+from benchrss import require_tools, run_rss  # noqa: E402
 
 from runicorn.store import Store  # noqa: E402
 
@@ -96,8 +110,9 @@ def build_big_index(root: Path, blobs: int, trees: int) -> None:
             tree = f"{t:063x}f"
             c.execute("INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
                       "VALUES (?, ?, 0, 0, ?, ?)", (tree, per_tree, now, now))
+            end = blobs if t == trees - 1 else (t + 1) * per_tree  # the last tree takes the rest
             c.executemany("INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, '100644', 0)",
-                          ((tree, f"f{i}", f"{i:064x}") for i in range(t * per_tree, (t + 1) * per_tree)))
+                          ((tree, f"f{i}", f"{i:064x}") for i in range(t * per_tree, end)))
             c.execute("INSERT INTO refs (kind, name, tree, created_at, meta) VALUES ('pin', ?, ?, ?, '{}')",
                       (f"t{t}", tree, now))
             # gc checks the ref files on disk against the index: they must exist too
@@ -140,12 +155,111 @@ def bench_index(runs: int, blobs: int, parent: Path | None) -> dict[str, float]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def add_collectable(root: Path, ref_copy: Path, count: int, trees: int, seed: int) -> int:
+    """Add ``count`` unreferenced blobs (files and rows) named by ``trees`` unpinned trees
+    with manifests to the store at ``root``, and the same files under ``ref_copy``;
+    return their bytes."""
+    import hashlib
+    import random
+
+    from runicorn.store.tree import TreeEntry, build_manifest, compute_tree_id, manifest_bytes
+
+    store = Store(root)
+    rng = random.Random(seed)
+    now = time.time() - 7200  # older than any grace period
+    total = 0
+    rows = []
+    made: set[str] = set()
+    for i in range(count):
+        data = rng.randbytes(rng.randint(100, 4096))
+        sha = hashlib.sha256(data).hexdigest()
+        for base in (store.blobs_dir, ref_copy):
+            d = base / sha[:2]
+            if sha[:2] not in made or base == ref_copy:
+                d.mkdir(parents=True, exist_ok=True)
+            (d / sha).write_bytes(data)
+        made.add(sha[:2])
+        os.chmod(store.blob_path(sha), 0o444)
+        rows.append((sha, len(data)))
+        total += len(data)
+    per_tree = -(-count // trees)
+    with store.index.write() as c:
+        c.executemany("INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?)",
+                      ((sha, size, now, now) for sha, size in rows))
+        for t in range(trees):
+            part = rows[t * per_tree:(t + 1) * per_tree]
+            entries = {f"run{seed}/t{t}/f{i}.bin": TreeEntry(sha, "100644", size) for i, (sha, size) in enumerate(part)}
+            tree = compute_tree_id(entries)
+            dest = store.manifest_path(tree)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(manifest_bytes(build_manifest(tree, entries)))
+            os.chmod(dest, 0o444)
+            c.execute("INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
+                      "VALUES (?, ?, ?, 0, ?, ?)", (tree, len(entries), sum(e.size for e in entries.values()), now, now))
+            c.executemany("INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, '100644', ?)",
+                          ((tree, path, e.sha256, e.size) for path, e in entries.items()))
+    store.close()
+    return total
+
+
+def bench_gc(runs: int, blobs: int, collect: int, parent: Path | None) -> dict[str, float]:
+    require_tools("rm")
+    work = Path(tempfile.mkdtemp(prefix="rn-bench-gc-", dir=parent))
+    try:
+        root = work / "store"
+        t = timed(lambda: build_big_index(root, blobs - collect, 1000))
+        print(f"built an index of {blobs - collect:,} live blobs in 1,000 pinned trees in {t:.1f} s", flush=True)
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        cli = [sys.executable, "-m", "runicorn", "--storage", str(root)]
+        results: dict[str, list[float]] = {}
+        rss: dict[str, list[int]] = {}
+
+        def step(key: str, cmd: list[str]) -> str:
+            os.sync()
+            t = time.perf_counter()
+            proc = run_rss(cmd, env=env)
+            results.setdefault(key, []).append(time.perf_counter() - t)
+            rss.setdefault(key, []).append(proc.rss_kib)
+            return proc.out
+
+        for r in range(runs):
+            ref_copy = work / f"rm_{r}"
+            t = timed(lambda: add_collectable(root, ref_copy, collect, 100, seed=r))
+            print(f"run {r + 1}/{runs}: {collect:,} collectable blobs made in {t:.1f} s", flush=True)
+            out = json.loads(step("runicorn stats (CLI)", cli + ["stats", "--json"]))
+            assert out["blob_count"] == blobs and out["unreferenced_blob_count"] == 0, out
+            step("runicorn gc --dry-run (CLI)", cli + ["gc", "--dry-run", "--grace", "0"])
+            out = json.loads(step("runicorn gc --grace 0 (CLI)", cli + ["gc", "--grace", "0", "--json"]))
+            assert out["blobs_deleted"] == collect and out["trees_deleted"] == 100, \
+                {k: v for k, v in out.items() if not k.endswith("_ids")}
+            step("rm -rf (same files)", ["rm", "-rf", str(ref_copy)])
+            step("python -c pass", [sys.executable, "-c", "pass"])
+        med = {k: statistics.median(v) for k, v in results.items()}
+        print(f"\n{blobs:,} blobs, {collect:,} collected; medians of {runs} run(s)")
+        print(f"{'operation':<30}{'median s':>10}{'peak RSS':>12}   runs")
+        for k, v in results.items():
+            print(f"{k:<30}{med[k]:>10.3f}{max(rss[k]) / 1024:>8.1f} MiB   {', '.join(f'{x:.3f}' for x in v)}")
+        paired = statistics.median(a / b for a, b in zip(results["runicorn gc --grace 0 (CLI)"],
+                                                          results["rm -rf (same files)"]))
+        print(f"\ngc / rm -rf = {med['runicorn gc --grace 0 (CLI)']:.3f} / {med['rm -rf (same files)']:.3f} = "
+              f"{med['runicorn gc --grace 0 (CLI)'] / med['rm -rf (same files)']:.2f}x "
+              f"(paired {paired:.2f}x)   goal <= 1.2x")
+        print("goal: stats and gc --dry-run each < 0.2 s from the CLI")
+        med["ratio"] = paired
+        return med
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["ingest", "index", "all"], default="all")
+    ap.add_argument("--mode", choices=["ingest", "index", "gc", "all"], default="all")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="shrink the ingest data (tests use 0.01)")
     ap.add_argument("--blobs", type=int, default=1_000_000)
+    ap.add_argument("--collect", type=int, default=None,
+                    help="mode gc: how many of --blobs gc collects (default: a tenth)")
     ap.add_argument("--fresh-fs", metavar="SIZE", default=None,
                     help="measure on a new journaled ext4 image of SIZE (e.g. 4G), loop-mounted and "
                          "removed at the end (needs root)")
@@ -170,6 +284,11 @@ def run_all(args: argparse.Namespace, parent: Path | None, fresh: bool = False) 
         out["ingest"] = bench_ingest(args.runs, args.scale, parent)
     if args.mode in ("index", "all"):
         out["index"] = bench_index(args.runs, args.blobs, parent)
+    if args.mode in ("gc", "all"):
+        collect = args.blobs // 10 if args.collect is None else args.collect
+        if not 0 < collect < args.blobs:
+            raise SystemExit(f"--collect must be between 1 and --blobs ({args.blobs}), not {collect}")
+        out["gc"] = bench_gc(args.runs, args.blobs, collect, parent)
     if args.json:
         print(json.dumps(out, indent=2))
 

@@ -46,14 +46,17 @@ def make_bench_tree(root: Path, small_files: int = 10_000, dirs: int = 100, big_
 
 
 def rewrite_fraction(root: Path, fraction: float = 0.01, small_files: int = 10_000, dirs: int = 100,
-                     seed: int = 1) -> int:
-    """Rewrite ``fraction`` of the small files with new content; return how many."""
+                     seed: int = 1, rewritten: list[Path] | None = None) -> int:
+    """Rewrite ``fraction`` of the small files with new content; return how many
+    (their paths are appended to ``rewritten`` when given)."""
     rng = random.Random(seed)
     picks = rng.sample(range(small_files), max(1, int(small_files * fraction)))
     for i in picks:
         path = Path(root) / f"d{i % dirs:03d}" / f"f{i:05d}.txt"
         data = path.read_bytes()
         path.write_bytes(f"# rewritten {seed} {rng.random()}\n".encode() + data[:-40])
+        if rewritten is not None:
+            rewritten.append(path)
     return len(picks)
 
 
