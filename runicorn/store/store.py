@@ -9,8 +9,11 @@ Write protocol (every write, so a crash at any instant is recoverable):
   ``BEGIN IMMEDIATE`` transaction -- hard-linked to ``blobs/<aa>/<sha>`` and upserted
   in the index; the intent is removed after COMMIT.
 * Trees and refs follow the same shape (``tree-<id>.json``, ``ref-<n>.json`` intents).
-* gc moves doomed files into ``<writer>/trash/`` inside its transaction and deletes
-  them after COMMIT.
+* gc moves doomed manifests into ``<writer>/trash/`` inside its transaction and deletes
+  them after COMMIT.  Doomed blobs are listed in a journal (``<writer>/gc-<n>.json``)
+  before that COMMIT drops their rows; after it they are unlinked in place, in batches,
+  each under the index's write lock and only if no row names the blob again (a writer
+  stores a blob by linking it and inserting its row in one transaction).
 * Opening a store finds writer directories whose lock is free (dead processes) and
   replays or discards their intents, so the index and the files agree again.
 """
@@ -75,6 +78,9 @@ from runicorn.store.tree import (
 )
 
 DEFAULT_GC_GRACE_SECONDS = 3600.0
+# Blobs per statement and per unlink transaction of gc: one set statement instead of a
+# round trip per blob, while the write lock is let go between batches.
+GC_BATCH = 10_000
 
 # "module:function" called as f(store, dry_run=..., keep_missing_toml=...) at the start of
 # every gc, so features that own refs (artifact bindings of Runicorn.toml files) bring them
@@ -956,6 +962,7 @@ class Store:
         # writer changes a file and its row in one, so inside it the ref files and manifests
         # on disk must match the index exactly.  If not (damage, a lost WAL), gc deletes nothing.
         tx = self.index.read if self.read_only else self.index.write
+        journal: Path | None = None
         for attempt in (1, 2):
             with tx() as c:
                 problems, notes = files_vs_index(self, c)
@@ -966,7 +973,7 @@ class Store:
                     dead_blobs = [] if kept is None else [b for b in dead_blobs if b[0] not in kept]
                     waiting = self._waiting_for_grace(c, now, grace_seconds, scope, dead_trees, dead_blobs, kept)
                     if not dry_run and (dead_trees or dead_blobs):
-                        self._execute_gc(c, dead_trees, dead_blobs)
+                        journal = self._execute_gc(c, dead_trees, dead_blobs)
                     break
             if attempt == 1 and not self.read_only:
                 self.recover()  # a writer that died since the first recovery
@@ -974,7 +981,7 @@ class Store:
             raise IndexError_(f"{self.archive}: gc stopped, nothing was deleted: the index disagrees with the "
                               f"files ({'; '.join(problems)}); fix or remove damaged files, then run `runicorn verify --repair`")
         warnings.extend(notes)
-        freed = self._remove_collected([t for t, _ in dead_trees], dead_blobs, dry_run, warnings)
+        freed = self._remove_collected([t for t, _ in dead_trees], dead_blobs, dry_run, warnings, journal)
         return {
             "dry_run": dry_run,
             "grace_seconds": grace_seconds,
@@ -988,9 +995,10 @@ class Store:
         }
 
     def _remove_collected(self, dead_trees: list[str], dead_blobs: list[tuple[str, int]], dry_run: bool,
-                          warnings: list[str]) -> int:
+                          warnings: list[str], journal: Path | None = None) -> int:
         """After gc's COMMIT: remove the installed folders of the collected trees (and any an
-        earlier gc left) and the gc's trash; return the bytes that really frees.
+        earlier gc left), the gc's trash and the blob files its ``journal`` lists; return
+        the bytes that really frees.
 
         Blobs and installed files count (manifests do not: they describe, they are not
         data), each only when its last hard link goes, so a blob still linked from
@@ -1005,9 +1013,11 @@ class Store:
             return bytes_freed_by_removing([self.blob_path(b) for b, _ in dead_blobs] + dirs)
         trash = self._writer / "trash" if self._writer is not None else None
         try:
-            blobs = [f for f in trash.iterdir() if f.name.startswith("blob-")] if trash and trash.is_dir() else []
-            freed = bytes_freed_by_removing(blobs + dirs)
+            # The blob files are still in place (unlinked below, after the folders): counted first.
+            freed = bytes_freed_by_removing([self.blob_path(b) for b, _ in dead_blobs] + dirs)
             warnings.extend(remove_taken(taken))
+            if journal is not None:
+                self._unlink_collected(journal, [b for b, _ in dead_blobs])
         finally:
             if trash is not None:
                 shutil.rmtree(trash, ignore_errors=True)
@@ -1058,16 +1068,74 @@ class Store:
                 blobs[sha] = size
         return dead_trees, sorted(blobs.items())
 
-    def _execute_gc(self, c: Any, dead_trees: list[tuple[str, int]], dead_blobs: list[tuple[str, int]]) -> None:
-        trash = self.writer_dir() / "trash"
-        trash.mkdir(exist_ok=True)
-        for tree, _ in dead_trees:
-            _move_if_exists(self.manifest_path(tree), trash / f"tree-{tree}.json")
-            c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
-            c.execute("DELETE FROM trees WHERE tree = ?", (tree,))
-        for sha, _ in dead_blobs:
-            _move_if_exists(self.blob_path(sha), trash / f"blob-{sha}")
-            c.execute("DELETE FROM blobs WHERE sha256 = ?", (sha,))
+    def _execute_gc(self, c: Any, dead_trees: list[tuple[str, int]],
+                    dead_blobs: list[tuple[str, int]]) -> Path | None:
+        """Inside gc's write transaction: drop the doomed rows in set statements, move the
+        manifests to the trash (few; recovery puts them back if the transaction rolls
+        back) and journal the doomed blobs, whose files stay until
+        :meth:`_unlink_collected` after COMMIT.  Returns the journal (None: no blobs)."""
+        if dead_trees:
+            trash = self.writer_dir() / "trash"
+            trash.mkdir(exist_ok=True)
+            for tree, _ in dead_trees:
+                _move_if_exists(self.manifest_path(tree), trash / f"tree-{tree}.json")
+            ids = json.dumps([t for t, _ in dead_trees])
+            c.execute("DELETE FROM tree_entries WHERE tree IN (SELECT value FROM json_each(?))", (ids,))
+            c.execute("DELETE FROM trees WHERE tree IN (SELECT value FROM json_each(?))", (ids,))
+        if not dead_blobs:
+            return None
+        shas = [b for b, _ in dead_blobs]
+        # Durable before the rows go, so a gc killed after its COMMIT is finished by recovery
+        # (without it the files would stay as unindexed strays: space, never data, lost).
+        journal = atomic_write_json(self.writer_dir() / f"gc-{secrets.token_hex(6)}.json",
+                                    {"blobs": shas}, indent=None)
+        for i in range(0, len(shas), GC_BATCH):
+            c.execute("DELETE FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
+                      (json.dumps(shas[i:i + GC_BATCH]),))
+        return journal
+
+    def _unlink_collected(self, journal: Path, shas: list[str]) -> None:
+        """Unlink the blob files gc dropped from the index, ``GC_BATCH`` per write
+        transaction (other writers go on between batches), then the journal."""
+        for i in range(0, len(shas), GC_BATCH):
+            with self.index.write() as c:
+                self._unlink_unindexed(c, shas[i:i + GC_BATCH])
+        journal.unlink()
+
+    def _unlink_unindexed(self, c: Any, shas: list[str]) -> int:
+        """Unlink ``blobs/<aa>/<sha>`` for each of ``shas`` no index row names, inside write
+        transaction ``c``; return how many went.
+
+        A row present means the blob was stored again after gc's COMMIT (its writer found
+        the old file in place and adopted it): that file is kept.
+        """
+        shas = [s for s in shas if is_sha256_hex(s)]  # a journal is a file: never trust a name
+        present = {row[0] for row in c.execute(
+            "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(shas),))}
+        blobs_dir = str(self.blobs_dir)
+        gone = 0
+        for sha in shas:  # sorted: one prefix directory after another
+            if sha in present:
+                continue
+            try:
+                os.unlink(f"{blobs_dir}/{sha[:2]}/{sha}")
+                gone += 1
+            except FileNotFoundError:
+                pass
+        return gone
+
+    def _finish_gc(self, c: Any, journal: Path) -> str:
+        """Recovery of a gc killed after its journal was written: unlink the listed blobs
+        that no row names (after its COMMIT: all of them; before it: none)."""
+        try:
+            shas = json.loads(journal.read_text("utf-8"))["blobs"]
+            if not isinstance(shas, list):
+                raise TypeError("not a list")
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""  # torn: written before the COMMIT it would have preceded, so nothing went
+        gone = self._unlink_unindexed(c, [str(s) for s in shas])
+        journal.unlink(missing_ok=True)
+        return f"finished an interrupted gc ({gone} blob file(s) removed)" if gone else ""
 
     # ------------------------------------------------------------------ recovery
     def recover(self) -> list[str]:
@@ -1122,6 +1190,8 @@ class Store:
                     actions.append(self._recover_tree(c, f, name[5:-5]))
                 elif name.startswith("ref-") and name.endswith(".json"):
                     actions.append(self._recover_ref(c, f))
+                elif name.startswith("gc-") and name.endswith(".json"):
+                    actions.append(self._finish_gc(c, f))
                 elif name == "trash" and f.is_dir():
                     actions.extend(self._recover_trash(c, f))
                 elif name.startswith("restore-") and name.endswith(".json"):
