@@ -141,8 +141,11 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def fresh_fs(parent: Path, size: str, keep_image: bool = False) -> Iterator[Path]:
-    """Mount a newly made ext4 image of ``size`` under ``parent``; yield its mount point."""
+def fresh_fs(parent: Path, size: str, keep_image: bool = False, bytes_per_inode: int | None = None) -> Iterator[Path]:
+    """Mount a newly made ext4 image of ``size`` under ``parent``; yield its mount point.
+
+    ``bytes_per_inode`` (mkfs ``-i``): mkfs's default, one inode per 16 KiB, runs out
+    before the space does with many small files (a 16G image holds 1M files)."""
     img = Path(parent) / "fresh-fs.img"
     mnt = Path(parent) / "fresh-fs"
     mnt.mkdir()
@@ -152,8 +155,9 @@ def fresh_fs(parent: Path, size: str, keep_image: bool = False) -> Iterator[Path
         _run([_tool("truncate"), "-s", size, str(img)], "creating the image")
         # Inode tables and journal initialised now, so no kernel thread writes them
         # in the background while figures are taken; no blocks reserved for root.
+        inodes = ["-i", str(bytes_per_inode)] if bytes_per_inode else []
         _run([_tool("mkfs.ext4"), "-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0",
-              str(img)], "mkfs.ext4")
+              *inodes, str(img)], "mkfs.ext4")
         proc = subprocess.run([_tool("mount"), "-o", "loop", str(img), str(mnt)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"--fresh-fs: could not loop-mount {img} on {mnt} (this needs root): "
