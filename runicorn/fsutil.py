@@ -369,9 +369,18 @@ def atomic_write_text(dest: Path, text: str, **kw: Any) -> Path:
 
 
 def atomic_write_json(dest: Path, obj: Any, *, indent: int | None = 2, **kw: Any) -> Path:
-    """Write JSON atomically, keys sorted, newline terminated."""
+    """Write JSON atomically, keys sorted, newline terminated, UTF-8.
+
+    A string holding lone surrogates (a file name that is not UTF-8, as ``os.fsdecode``
+    gives it) cannot be UTF-8: the document is then written with ASCII escapes, which
+    ``json.loads`` reads back to the same string.
+    """
     text = json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
-    return atomic_write_text(dest, text, **kw)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        data = (json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=True) + "\n").encode("ascii")
+    return atomic_write_bytes(dest, data, **kw)
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

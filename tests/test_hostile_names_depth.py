@@ -206,3 +206,37 @@ def test_deeply_nested_json_is_a_corrupt_manifest_not_a_recursion_error(tmp_path
         s.pin(s.ingest_directory(tmp_path / "st" / "p"))
     r = cli("--storage", str(tmp_path / "st"), "runs")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_bind_in_a_directory_whose_name_is_not_utf8_keeps_what_it_binds(tmp_path: Path) -> None:
+    """A project directory named in another encoding: bind records the file (usage log,
+    index, binding ref) without a traceback, and gc, an index rebuild and a checkout of
+    another branch (the file gone for a while) keep the tree it binds."""
+    root = Path(os.environ["RUNICORN_DIR"])
+    project = Path(os.fsdecode(os.fsencode(tmp_path) + b"/proj\xff\xfe"))
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "weights.bin").write_bytes(b"only copy" * 100)
+
+    r = cli("bind", "weights", "data", cwd=project)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert cli("gc", "--grace", "0", cwd=project).returncode == 0
+    path = cli("path", "weights", cwd=project)
+    assert path.returncode == 0, path.stderr
+    assert (Path(path.stdout.strip()) / "weights.bin").read_bytes() == b"only copy" * 100
+
+    # the file gone for one gc (another branch checked out), then back
+    toml = project / "Runicorn.toml"
+    toml.rename(tmp_path / "elsewhere.toml")
+    gc = cli("gc", "--grace", "0", cwd=tmp_path)
+    assert gc.returncode == 0 and "kept" in gc.stderr, gc.stderr
+    (tmp_path / "elsewhere.toml").rename(toml)
+
+    # the index rebuilt from the files (the usage log holds the path)
+    (root / "archive" / "index.sqlite3").unlink()
+    for suffix in ("-wal", "-shm"):
+        (root / "archive" / f"index.sqlite3{suffix}").unlink(missing_ok=True)
+    assert cli("gc", "--grace", "0", cwd=project).returncode == 0
+    assert cli("path", "weights", cwd=project).returncode == 0
+    with Store(root) as s:
+        report = s.verify()
+    assert report["ok"], report["problems"]

@@ -119,7 +119,10 @@ def refresh_binding_refs(store: Any, *, dry_run: bool = False, keep_missing_toml
 
     keep = keep_missing_toml_seconds() if keep_missing_toml is None else keep_missing_toml
     now = time.time()
-    logged = {str(p): since for p, since in store.index.query("SELECT path, missing_since FROM toml_usage")}
+    from runicorn.artifacts.install import usage_key, usage_path
+
+    logged = {usage_path(str(p)): since
+              for p, since in store.index.query("SELECT path, missing_since FROM toml_usage")}
     existing = _existing_by_file(store)
     gone: list[str] = []
     newly_missing: list[str] = []
@@ -157,9 +160,10 @@ def refresh_binding_refs(store: Any, *, dry_run: bool = False, keep_missing_toml
             c.executemany("INSERT INTO toml_usage (path, last_seen, missing_since) VALUES (?, ?, ?) "
                           "ON CONFLICT (path) DO UPDATE SET missing_since = "
                           "COALESCE(toml_usage.missing_since, excluded.missing_since)",
-                          [(p, now, now) for p in newly_missing if p not in gone])
-            c.executemany("UPDATE toml_usage SET missing_since = NULL WHERE path = ?", [(p,) for p in back])
-            c.executemany("DELETE FROM toml_usage WHERE path = ?", [(p,) for p in gone])
+                          [(usage_key(p), now, now) for p in newly_missing if p not in gone])
+            c.executemany("UPDATE toml_usage SET missing_since = NULL WHERE path = ?",
+                          [(usage_key(p),) for p in back])
+            c.executemany("DELETE FROM toml_usage WHERE path = ?", [(usage_key(p),) for p in gone])
     _drop_collected_dirs(store)
     return problems
 
@@ -201,7 +205,7 @@ def rebuild_usage(store: Any) -> None:
     """Re-derive the ``toml_usage`` table from ``artifacts/usage.log`` (index rebuild hook)."""
     import time
 
-    from runicorn.artifacts.install import parse_usage_line
+    from runicorn.artifacts.install import parse_usage_line, usage_key
 
     log = store.artifacts_dir / "usage.log"
     try:
@@ -212,4 +216,4 @@ def rebuild_usage(store: Any) -> None:
     now = time.time()
     with store.index.write() as c:
         c.executemany("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
-                      [(p, now) for p in dict.fromkeys(paths) if p])
+                      [(usage_key(p), now) for p in dict.fromkeys(paths) if p])

@@ -64,8 +64,10 @@ def binding_ref_name(toml_path: str, name: str, entry: Mapping[str, Any]) -> str
     return ref
 
 
-_REF_UNSAFE = re.compile("[%\n\r\x00]")
-_REF_UNSAFE_KEY = re.compile("[%#\n\r\x00]")
+# Lone surrogates stand for bytes of a name that is not UTF-8 (os.fsdecode); the index
+# stores text as UTF-8, so they are escaped like the characters a ref name cannot hold.
+_REF_UNSAFE = re.compile("[%\n\r\x00\udc80-\udcff]")
+_REF_UNSAFE_KEY = re.compile("[%#\n\r\x00\udc80-\udcff]")
 
 
 def _percent(m: "re.Match[str]") -> str:
@@ -81,12 +83,29 @@ def record_usage(store: Store, toml_path: str) -> None:
     it.  Known paths only get their ``last_seen`` updated.  (Two first-time recorders
     may both append: :func:`runicorn.artifacts.gcroots.rebuild_usage` ignores repeats.)
     """
-    known = store.index.scalar("SELECT 1 FROM toml_usage WHERE path = ?", (toml_path,))
+    key = usage_key(toml_path)
+    known = store.index.scalar("SELECT 1 FROM toml_usage WHERE path = ?", (key,))
     if not known:
         append_line_durable(store.artifacts_dir / USAGE_LOG, usage_line(toml_path))
     with store.index.write() as c:
         c.execute("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) "
-                  "ON CONFLICT (path) DO UPDATE SET last_seen = excluded.last_seen", (toml_path, time.time()))
+                  "ON CONFLICT (path) DO UPDATE SET last_seen = excluded.last_seen", (key, time.time()))
+
+
+def usage_key(toml_path: str) -> str:
+    """How ``toml_usage.path`` holds a path: itself, or -- when it is not valid UTF-8 (a
+    directory name in another encoding, held by lone surrogates) -- its JSON string, which
+    starts with ``"`` where an absolute path starts with ``/``.  :func:`usage_path` inverts it."""
+    try:
+        toml_path.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(toml_path, ensure_ascii=True)
+    return toml_path
+
+
+def usage_path(key: str) -> str:
+    """The path a ``toml_usage.path`` value stands for (see :func:`usage_key`)."""
+    return (parse_usage_line(key) or key) if key.startswith('"') else key
 
 
 def usage_line(toml_path: str) -> str:
