@@ -230,3 +230,39 @@ def test_restore_hardlink_checks_the_size(tmp_path: Path, victim: str) -> None:
     proc = cli(root, "restore", tree, str(target), "--link", "hardlink", check=1)
     names_it(proc.stderr, bad, victim)
     assert not target.exists()
+
+
+# ---------------------------------------------------------------- installing an artifact from the store
+@pytest.mark.parametrize("victim,how", [("run.sh", "truncated"), ("run.sh", "altered"),
+                                        ("link", "altered"), ("data.txt", "truncated")])
+def test_installing_an_artifact_checks_its_blobs(tmp_path: Path, victim: str, how: str) -> None:
+    """Copies (executables, other filesystems) and link targets are checked by size and
+    hash, hard links by size; a damaged blob fails the install and publishes no folder."""
+    from runicorn.artifacts.install import remove_artifact
+
+    root = tmp_path / "st"
+    project = tmp_path / "proj"
+    write(project / "model" / "data.txt", b"weights\n" * 200)
+    write(project / "model" / "run.sh", b"#!/bin/sh\necho hi\n" * 20)
+    os.chmod(project / "model" / "run.sh", 0o755)
+    os.symlink("data.txt", project / "model" / "link")
+
+    def rn(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "runicorn", "--storage", str(root), *args],
+                              cwd=project, capture_output=True, text=True, timeout=300)
+        if check is not None:
+            assert proc.returncode == check, (args, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc
+
+    rn("bind", "model", "model")
+    installed = Path(rn("path", "model").stdout.strip())
+    tree = installed.name
+    assert remove_artifact(tree, storage=root)
+    ws = project / "model"
+    damage(victim_blob(root, ws, victim), how)
+
+    failed = rn("fetch", "model", check=1)
+    assert "damaged" in failed.stderr and victim in failed.stderr, failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert not installed.exists()

@@ -433,19 +433,27 @@ def _place(store: Store, root: Path, path: str, e: TreeEntry) -> None:
     ensure_no_symlink_parents(root, path)
     target = safe_join(root, path, what="tree path")
     target.parent.mkdir(parents=True, exist_ok=True)
+    from runicorn.store.reader import check_blob_file, open_checked, read_checked
+
     blob = store.blob_path(e.sha256)
+    what = f"installing {path}"
     if e.mode == MODE_LINK:
-        os.symlink(os.fsdecode(blob.read_bytes()), target)
-    elif e.mode == MODE_EXEC:
-        # a copy (the blob stays read-only), executable but no more readable than the blob
-        shutil.copyfile(blob, target)
-        os.chmod(target, narrowed_perm(0o755, os.stat(blob).st_mode))
-    else:
+        os.symlink(os.fsdecode(read_checked(blob, e.sha256, e.size, what)), target)
+        return
+    if e.mode != MODE_EXEC:
+        # a hard link hands out the blob itself: its size is checked (verify --deep re-hashes)
+        check_blob_file(blob, e.sha256, e.size, what)
         try:
             os.link(blob, target)
+            return
         except OSError:
-            shutil.copyfile(blob, target)
-            os.chmod(target, narrowed_perm(0o444, os.stat(blob).st_mode))
+            pass
+    # a copy (the blob stays read-only), streamed so its hash is checked; executable when
+    # the entry is, and never more readable than the blob
+    with open_checked(blob, e.sha256, e.size, what) as src, open(target, "wb") as dst:
+        st = os.fstat(src.fileno())
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.chmod(target, narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o444, st.st_mode))
 
 
 def remove_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None) -> bool:
