@@ -1,3 +1,5 @@
 from runicorn.cli import main
 
-main()
+# One program name however it is started, so messages and shell completion
+# ($_RUNICORN_COMPLETE) are the same for `python -m runicorn` and `runicorn`.
+main(prog_name="runicorn")

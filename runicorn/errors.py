@@ -16,6 +16,7 @@ from typing import Iterator
 OPTIONS: dict[str, tuple[str, str | None]] = {
     "force": ("force=True", "--force"),
     "force_snapshot": ("force_snapshot=True", "--force"),
+    "force_pin": ("force_pin=True", "--force"),
     "overwrite": ("overwrite=True", "--overwrite"),
     "extra_excludes": ("extra_excludes=[...]", "--exclude PATTERN"),
     "toml": ("toml=PATH", "--toml PATH"),
@@ -75,6 +76,10 @@ class BlobNotFoundError(RunicornError, FileNotFoundError):
 
 class TreeNotFoundError(RunicornError, FileNotFoundError):
     """A tree id (or its manifest) is not present in the store."""
+
+
+class AmbiguousPrefixError(TreeNotFoundError):
+    """An id prefix (of a tree or a run) matches several; the message lists them."""
 
 
 class CorruptManifestError(RunicornError, ValueError):

@@ -33,6 +33,7 @@ class Route:
     ranges: bool = True            # honour Range requests
     stall_after: int | None = None  # send this many body bytes, then hang (once)
     chunked: bool = False          # no Content-Length: Transfer-Encoding: chunked
+    pace: float = 0.0              # seconds to wait before each 1 MiB of the body (a slow link)
 
 
 @dataclass
@@ -124,6 +125,10 @@ def start_server() -> Server:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             for i in range(0, len(body), 1 << 20):
+                if route.pace:
+                    import time
+
+                    time.sleep(route.pace)
                 self.wfile.write(body[i:i + (1 << 20)])
 
     class Quiet(http.server.ThreadingHTTPServer):

@@ -80,7 +80,7 @@ def test_writing_commands_create_the_store_then_readers_use_it(tmp_path: Path) -
     assert r.returncode == 0 and "checked 2 blobs, 1 trees, 1 refs" in r.stdout  # a.txt and the default .rnignore, (r.stdout, r.stderr)
     # generate-manifest never touches a store, so it takes no --storage of its own
     r = cli("generate-manifest", "--storage", str(root))
-    assert r.returncode == 2 and "No such option" in r.stderr
+    assert r.returncode == 1 and "No such option" in r.stderr  # usage errors exit 1, as every user error
 
 
 # ---------------------------------------------------------------- item 11: export picks the format
@@ -139,7 +139,7 @@ def test_export_refuses_an_unknown_extension_and_archive_is_gone(tmp_path: Path,
         assert_clean_error(r, str(tmp_path / name), ".tar.gz", ".zip")
         assert not list(tmp_path.glob("*x*"))
     r = cli("archive", tree, str(tmp_path / "x.tar"))
-    assert r.returncode == 2 and "No such command" in r.stderr
+    assert r.returncode == 1 and "No such command" in r.stderr
     help_text = cli("export", "--help").stdout
     assert ".tar.gz" in help_text and ".zip" in help_text
 

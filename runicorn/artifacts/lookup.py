@@ -217,7 +217,9 @@ def _require_entry(parsed: ParsedToml, name: str, platform: Mapping[str, Any] | 
 
             raise ArtifactError(f"{parsed.path}: artifact {name!r} has no variant for platform "
                                 f"{describe(normalize_platform(platform))}")
-        raise ArtifactError(f"{parsed.path}: no artifact named {name!r}")
+        from runicorn.names import did_you_mean
+
+        raise ArtifactError(f"{parsed.path}: no artifact named {name!r}{did_you_mean(name, parsed.artifacts)}")
     return entry
 
 
@@ -225,7 +227,8 @@ def artifact(name: str, *, toml: str | os.PathLike[str] | None = None,
              platform: Mapping[str, Any] | None = None) -> Path:
     """The directory of a bound artifact (``"name/sub/path"`` indexes into it).
 
-    Lazy artifacts are installed on first use.
+    Lazy artifacts are installed on first use (with a progress bar on stderr when it is
+    a terminal).
 
     Raises:
         ArtifactError: no TOML, unknown name, no variant for the platform, or a backslash
@@ -261,8 +264,14 @@ def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None,
         if not os.path.isdir(d):
             if entry.get("lazy"):
                 from runicorn.artifacts.install import ensure_artifact_installed
+                from runicorn.display import progress_bar
 
-                ensure_artifact_installed(base, tpath, platform=platform, storage=storage)
+                # A download can take minutes: a bar on stderr when it is a terminal.
+                bar = progress_bar(f"installing {base}")
+                try:
+                    ensure_artifact_installed(base, tpath, platform=platform, storage=storage, progress=bar)
+                finally:
+                    bar.close()
             elif not entry.get("download") and not _in_store(entry.get("tree-sha256"), storage):
                 raise ArtifactNotInstalledError(
                     f"{tpath}: artifact {base!r} ({h[:12]}) is not installed and cannot be fetched: its tree "

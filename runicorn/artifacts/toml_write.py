@@ -223,7 +223,9 @@ def unbind_artifact(toml: str | os.PathLike[str], name: str, *, platform: Mappin
 
     def change(doc: Any) -> None:
         if name not in doc:
-            raise ArtifactError(f"{toml_path}: no artifact named {name!r}")
+            from runicorn.names import did_you_mean
+
+            raise ArtifactError(f"{toml_path}: no artifact named {name!r}{did_you_mean(name, map(str, doc))}")
         if tags is None:
             del doc[name]
             return

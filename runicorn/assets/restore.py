@@ -213,8 +213,8 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
     ref is deleted); ``on_backup(info)`` is called with it first, and ``result["backup"]``
     holds ``ref``, ``tree``, ``files`` and ``command`` (the CLI line that puts them back).
 
-    Large trees are copied by a few threads; ``progress(done, total)`` is then called
-    from them, one call at a time.  The restored tree is synced before it is renamed
+    Large trees are copied by a few threads; ``progress(done, total)`` (bytes of the
+    tree written so far, and in all) is then called from them, one call at a time.  The restored tree is synced before it is renamed
     into place (``sync=False`` skips that: faster, but a power loss soon after may
     leave restored files empty).
 
@@ -258,9 +258,10 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
         plan.scan()  # refuses (.git, special files) before anything is written
     staging = _Staging(target, blob_root, fresh)
     methods: dict[str, int] = {}
+    total_bytes = sum(e.size for e in entries.values())  # progress counts bytes
     try:
         wanted = entries if plan is None else {p: entries[p] for p in plan.to_write}
-        methods = _materialise(wanted, staging.path, blob_root, link, sync, progress, len(entries))
+        methods = _materialise(wanted, staging.path, blob_root, link, sync, progress, total_bytes)
         if plan is None:
             try:
                 _publish(staging.path, target)
@@ -273,7 +274,7 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
                 plan.scan()
                 staging = _Staging(target, blob_root, False)
                 methods = _materialise({p: entries[p] for p in plan.to_write}, staging.path, blob_root,
-                                       link, sync, progress, len(entries))
+                                       link, sync, progress, total_bytes)
         if plan is not None:
             result["backup"] = plan.capture(blob_root, on_backup)
             plan.apply(staging.path)
@@ -296,9 +297,13 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
     return result
 
 
+_PROGRESS_BYTES = 8 << 20  # report progress at least this often (bytes written)
+
+
 def _materialise(entries: dict[str, TreeEntry], staging: Path, blob_root: Path, link: str, sync: bool,
                  progress: Progress | None, total: int) -> dict[str, int]:
     """Write ``entries`` below the (empty) ``staging`` directory; return files per method.
+    ``progress(done, total)`` counts bytes of the whole tree (``total``).
 
     Raises:
         _MissingBlob: a blob is missing (the caller lists them all).
@@ -313,13 +318,14 @@ def _materialise(entries: dict[str, TreeEntry], staging: Path, blob_root: Path, 
     blob_dir = str(blob_root)
     base = str(staging)
     umask = current_umask()
-    done = total - len(entries)  # files a checkout leaves as they are count as done
+    # Bytes: files a checkout leaves as they are count as done.
+    done = total - sum(e.size for e in entries.values())
     lock = threading.Lock()
 
     def work(items: list[tuple[str, TreeEntry]]) -> None:
         nonlocal done
         counts: dict[str, int] = {}
-        written = reported = 0
+        written = reported = unreported = 0
         for i, (rel, entry) in enumerate(items, 1):
             # Paths were validated by the manifest parser; validate again before any
             # write, as the one rule for every path that reaches the filesystem.
@@ -345,10 +351,11 @@ def _materialise(entries: dict[str, TreeEntry], staging: Path, blob_root: Path, 
             if written >= _SYNC_AHEAD_BYTES:
                 syncfs_in_background(staging)  # the final sync then has little left
                 written = 0
-            if i - reported == 256 or i == len(items):
+            unreported += entry.size
+            if i - reported == 256 or i == len(items) or unreported >= _PROGRESS_BYTES:
                 with lock:
-                    done += i - reported
-                    reported = i
+                    done += unreported
+                    reported, unreported = i, 0
                     if progress is not None:
                         progress(done, total)
         with lock:

@@ -45,6 +45,7 @@ from runicorn.errors import (
     option,
 )
 from runicorn.fsutil import StagedFile, atomic_write_text, narrowed_perm
+from runicorn.gitinfo import git_provenance
 from runicorn.hashing import sha256_bytes
 from runicorn.relpath import MAX_DEPTH, check_names
 from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
@@ -386,12 +387,15 @@ def _limit_error(root: Path, what: str, value: int, limit: int) -> ValueError:
 
 def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, int]],
                    skip_files: set[str], max_files: int, max_total_bytes: int,
-                   force: bool, run_root: str | None = None) -> list[tuple[str, str, os.stat_result]]:
+                   force: bool, run_root: str | None = None,
+                   counts: dict[str, int] | None = None) -> list[tuple[str, str, os.stat_result]]:
     """List ``(relpath, abspath, lstat)`` for every captured regular file and symlink.
 
     Directories in ``skip_dirs`` (by device and inode) are left out, and so is every
     run directory (``.../runs/<id>/meta.json``) below ``run_root`` (the storage root):
     when the storage root is the workspace, its runs are store content, not code.
+    ``counts["excluded"]`` (when given) grows by each file or directory the ignore rules
+    leave out.
 
     Raises:
         ValueError: a limit is exceeded (unless ``force``), as soon as it is.
@@ -447,6 +451,8 @@ def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, 
                 if (st.st_dev, st.st_ino) not in skip_dirs:
                     kept.append((name + "/", st))
         dropped = rules.excluded(prefix, [key for key, _ in kept])
+        if counts is not None:
+            counts["excluded"] += len(dropped)
         if not joined.isascii() or prefix.count("/") >= MAX_DEPTH:
             # Checked before anything is read: a refused name or depth stores nothing.
             try:
@@ -643,7 +649,9 @@ def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]]
     for rel, _, st, sha in trusted.values():
         entries[rel] = TreeEntry(sha, mode_of(st.st_mode), st.st_size)
     updates: list[tuple[Any, ...]] = []
-    done, total = len(trusted), len(files)
+    # Progress in bytes: cached files count as done, symlinks are not counted.
+    done = sum(t[2].st_size for t in trusted.values())
+    total = done + sum(it[2].st_size for it in to_read)
     if progress:
         progress(done, total)
     lock = threading.Lock()
@@ -668,7 +676,7 @@ def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]]
                     entries[rel] = TreeEntry(info.sha256, mode, info.size)
                     updates.append((full, st.st_dev, st.st_ino, info.size, st.st_mtime_ns,
                                     st.st_ctime_ns, mode, info.sha256, started_ns))
-                done += len(batch)
+                done += sum(info.size for info in infos)
                 if progress:
                     progress(done, total)
 
@@ -797,21 +805,33 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
                        max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
                        max_files: int = DEFAULT_MAX_FILES, force_snapshot: bool = False,
                        storage: str | os.PathLike[str] | None = None,
-                       progress: Progress | None = None, run_id: str | None = None) -> dict[str, Any]:
+                       progress: Progress | None = None, run_id: str | None = None,
+                       name: str | None = None, message: str | None = None,
+                       force_pin: bool = False) -> dict[str, Any]:
     """Capture a workspace into the store as a tree, and write ``out_zip`` if given.
 
     Returns the seed's keys ``workspace_root``, ``archive_path``, ``format``,
     ``file_count``, ``total_bytes`` plus ``tree``, ``manifest_path``, ``files_read``
-    (files hashed this time; the rest came from the stat cache) and ``ref``.
+    (files hashed this time; the rest came from the stat cache), ``ref``, ``name``,
+    ``message``, ``git`` (commit, branch, dirty of the workspace's git checkout, or
+    None), ``excluded_count`` (files and directories the ignore rules left out; an
+    excluded directory counts once, its contents are never listed) and
+    ``created_rnignore`` (a default ``.rnignore`` was written this time).
+
+    ``name`` pins the tree as ``pin/<name>`` (instead of a pin named after the tree),
+    with ``message`` and ``git`` in the pin's meta; a name that already pins another
+    tree is moved only with ``force_pin``.
 
     The tree is kept alive by a ref: ``run/<run_id>/code`` for ``run_id`` or when
     ``out_zip`` lies in a run directory, else a pin named after the tree
     (``runicorn unpin <tree>`` drops it).  ``storage`` picks the store and
-    ``progress(done, total)`` is called as files are hashed.
+    ``progress(done, total)`` is called with bytes as files are hashed.
 
     Raises:
         ValueError: more than ``max_files`` files or ``max_total_bytes`` bytes would
             be captured and ``force_snapshot`` is False.
+        RefError: ``name`` pins another tree and ``force_pin`` is False, or is not a valid
+            ref name (checked before anything is read).
         RunicornError: ``root`` is not a directory, an ignore file is unreadable, or
             a file changed or vanished while read (nothing is recorded then).
     """
@@ -822,9 +842,13 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
         raise RunicornError(f"{root}: workspace root is not a directory")
     root = root.resolve()
     store = open_store(storage)
+    if name is not None:
+        store._check_ref("pin", name)
     out_abs = Path(out_zip).expanduser().absolute() if out_zip is not None else None
+    had_ignore_file = (root / ignore_file).exists()
     rules = IgnoreRules(root, read_ignore_file(root, ignore_file), extra_excludes,
                         cache=store.archive / IGNORE_CACHE)
+    created_rnignore = not had_ignore_file and (root / ignore_file).is_file()
     skip_dirs: set[tuple[int, int]] = set()
     # The store's own folders, wherever the workspace sits relative to the storage root.
     for d in (store.root, store.archive, store.artifacts_dir):
@@ -836,16 +860,26 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     skip_files = {str(out_abs)} if out_abs is not None else set()
     if out_abs is not None and out_abs.parent.exists():
         skip_files.add(str(out_abs.parent.resolve() / out_abs.name))
+    counts = {"excluded": 0}
     files = scan_workspace(root, rules, skip_dirs=skip_dirs, skip_files=skip_files,
                            max_files=max_files, max_total_bytes=max_total_bytes, force=force_snapshot,
-                           run_root=str(store.root.resolve()) + os.sep)
+                           run_root=str(store.root.resolve()) + os.sep, counts=counts)
     rules.save()
+    git = git_provenance(root)
     # A plain snapshot is kept by the pin named after its tree (see _keep_alive).
-    keeper = ("pin", None) if out_abs is None and run_id is None else None
+    keeper = ("pin", None) if out_abs is None and run_id is None and name is None else None
     tree, entries, files_read, total_bytes = capture_tree(
         store, root, files, source=str(root), progress=progress, want_entries=out_abs is not None,
         keeper=keeper)
-    ref = _keep_alive(store, tree, out_abs, root, run_id)
+    if name is not None:
+        meta = {"source": str(root), "message": message, "git": git}
+        store.set_ref("pin", name, tree, meta={k: v for k, v in meta.items() if v is not None},
+                      move=force_pin, force_option="force_pin")
+        ref = f"pin/{name}"
+        if run_id is not None or out_abs is not None:
+            _keep_alive(store, tree, out_abs, root, run_id)
+    else:
+        ref = _keep_alive(store, tree, out_abs, root, run_id)
     archive_path = None
     if out_abs is not None:
         assert entries is not None  # asked for
@@ -862,6 +896,11 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
         "manifest_path": str(store.manifest_path(tree)),
         "files_read": files_read,
         "ref": ref,
+        "name": name,
+        "message": message,
+        "git": git,
+        "excluded_count": counts["excluded"],
+        "created_rnignore": created_rnignore,
     }
 
 

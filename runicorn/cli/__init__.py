@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, Sequence
 
 import click
 
@@ -69,8 +69,45 @@ def _with_storage_option(cmd: click.Command) -> click.Command:
     return cmd
 
 
+class UserError(click.ClickException):
+    """A usage error (unknown option or command, missing or bad argument), shown as every
+    other user error is: one line ``error: ...`` on stderr, exit status 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _one_line(exc: click.UsageError) -> UserError:
+    """click's usage error as a :class:`UserError`, naming the command and where help is."""
+    where = exc.ctx.command_path if exc.ctx is not None else "runicorn"
+    return UserError(f"{where}: {exc.format_message()} (see `{where} --help`)")
+
+
+def _help_and_exit(exc: click.exceptions.NoArgsIsHelpError) -> NoReturn:
+    """A group given no command prints its help on stdout and succeeds, as ``--help`` does."""
+    assert exc.ctx is not None
+    click.echo(exc.ctx.get_help())
+    raise click.exceptions.Exit(0)
+
+
 class LazyGroup(click.Group):
-    """A click group whose subcommands are imported on first use."""
+    """A click group whose subcommands are imported on first use.
+
+    Exit status is one rule for the whole CLI: 0 on success (and for a group given no
+    command, which prints its help), 1 for every user error, including click's usage
+    errors (which click itself would exit 2 for), 130 when interrupted.  Errors are one
+    line on stderr.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            _help_and_exit(exc)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
@@ -90,6 +127,10 @@ class LazyGroup(click.Group):
         try:
             with cli_spelling():  # library messages name --flags, not keyword arguments
                 return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            _help_and_exit(exc)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
         except RunicornError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
@@ -145,6 +186,20 @@ def existing_storage(ctx: click.Context) -> Path:
         raise RunicornError(f"no store at {root} ({why}); commands that add content, such as "
                             f"`runicorn snapshot`, create one")
     return root
+
+
+def echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> None:
+    """Print a table with a header line; columns as wide as their widest cell, ``right``
+    aligns those columns (numbers, sizes) right."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(out).rstrip()
+
+    click.echo(line(headers))
+    for r in rows:
+        click.echo(line(r))
 
 
 def echo_json(data: Any) -> None:

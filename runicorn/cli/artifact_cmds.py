@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from runicorn.cli import echo_json, existing_storage, storage_from
+from runicorn.cli import echo_json, echo_table, existing_storage, storage_from
+from runicorn.cli.complete import complete_artifacts
 from runicorn.errors import ArtifactError, RunicornError
 
 _TOML_HELP = "Artifacts file (default: Runicorn.toml found upward from the working directory)."
@@ -36,33 +36,6 @@ def _platform(text: str | None) -> dict[str, str] | None:
     return parse_platform(text) if text else None
 
 
-class _Progress:
-    """A one-line progress display on stderr, only when stderr is a terminal."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.tty = sys.stderr.isatty()
-        self.shown = False
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if not self.tty:
-            return
-        mib = done / 1048576
-        if total:
-            pct = 100 * done / total
-            bar = "#" * int(pct / 5)
-            text = f"\r{self.label}: [{bar:<20}] {pct:5.1f}% {mib:8.1f} MiB"
-        else:
-            text = f"\r{self.label}: {mib:8.1f} MiB"
-        sys.stderr.write(text)
-        sys.stderr.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
-
-
 @click.command()
 @click.argument("name")
 @click.argument("source")
@@ -76,9 +49,11 @@ class _Progress:
 @click.option("--force", is_flag=True, help="Replace an existing binding of NAME (for that platform).")
 @click.option("--push", "push_remote", metavar="REMOTE",
               help="Push the tree to this remote and record it as a download source (no archive needed).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def bind(ctx: click.Context, name: str, source: str, toml: str | None, lazy: bool, urls: tuple[str, ...],
-         archive_out: str | None, platform_text: str | None, force: bool, push_remote: str | None) -> None:
+         archive_out: str | None, platform_text: str | None, force: bool, push_remote: str | None,
+         as_json: bool) -> None:
     """Bind NAME to SOURCE: a directory, an archive, or a tree id in the store."""
     from runicorn.artifacts.create import archive_artifact, create_artifact
     from runicorn.artifacts.install import _ingest_source, materialize
@@ -115,43 +90,55 @@ def bind(ctx: click.Context, name: str, source: str, toml: str | None, lazy: boo
     path = _toml(toml, create=True) if toml is None else os.path.abspath(toml)
     bind_artifact(path, name, tree, download_info=downloads, lazy=lazy, force=force,
                   platform=_platform(platform_text), storage=storage)
-    click.echo(f"{name} = {tree}  ({path})")
+    if as_json:
+        echo_json({"name": name, "tree": tree, "toml": path, "lazy": lazy, "downloads": downloads,
+                   "archive": os.path.abspath(archive_out) if archive_out else None})
+    else:
+        click.echo(f"{name} = {tree}  ({path})")
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_artifacts)
 @click.option("--toml", type=click.Path(dir_okay=False), help=_TOML_HELP)
 @click.option("--platform", "platform_text", help="Remove only this platform variant (a triplet or os=...,arch=...).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def unbind(ctx: click.Context, name: str, toml: str | None, platform_text: str | None) -> None:
+def unbind(ctx: click.Context, name: str, toml: str | None, platform_text: str | None, as_json: bool) -> None:
     """Remove the binding of NAME."""
     from runicorn.artifacts.toml_write import unbind_artifact
 
     path = _toml(toml)
     unbind_artifact(path, name, platform=_platform(platform_text), storage=storage_from(ctx))
-    click.echo(f"unbound {name} ({path})")
+    if as_json:
+        echo_json({"unbound": name, "toml": path, "platform": platform_text})
+    else:
+        click.echo(f"unbound {name} ({path})")
 
 
 @click.command()
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_artifacts)
 @click.option("--toml", type=click.Path(dir_okay=False), help=_TOML_HELP)
 @click.option("--include-lazy", is_flag=True, help="Also install lazy artifacts.")
 @click.option("--platform", "platform_text", help=_PLATFORM_HELP)
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Artifacts installed in parallel.")
 @click.option("--accept-new-host-key", is_flag=True, help="Trust (and remember) unknown SSH host keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_lazy: bool,
-          platform_text: str | None, jobs: int, accept_new_host_key: bool) -> None:
+          platform_text: str | None, jobs: int, accept_new_host_key: bool, as_json: bool) -> None:
     """Install the artifacts of a Runicorn.toml / Artifacts.toml (all non-lazy ones, or NAMES).
 
-    Exits 1 when any of them could not be installed (each is named, with the file).
+    On a terminal, each artifact has one progress line on stderr while it installs.
+    Prints `NAME: DIRECTORY` per artifact; exits 1 when any of them could not be
+    installed (each is named on stderr, with the file).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from runicorn.artifacts.install import ensure_artifact_installed
     from runicorn.artifacts.lookup import _require_entry, select_entry
     from runicorn.artifacts.toml_read import load_toml
+    from runicorn.display import ProgressLines, human_size
 
     if accept_new_host_key:
         os.environ["RUNICORN_SSH_ACCEPT_NEW_HOST_KEY"] = "1"
@@ -162,7 +149,7 @@ def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_
     if names:
         for n in names:
             _require_entry(parsed, n, platform)
-        todo = list(names)
+        todo = list(dict.fromkeys(names))
     else:
         # Every artifact for this platform, with download sources or not: one bound from a
         # directory is installed from the store, and one that cannot be is an error, not a skip.
@@ -174,38 +161,55 @@ def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_
 
             record_usage(open_store(storage), path)
 
-    def one(n: str) -> tuple[str, str | None, str | None]:
-        bar = _Progress(n)
-        try:
-            p = ensure_artifact_installed(n, path, platform=platform, progress=bar, storage=storage)
-            return n, str(p), None
-        except RunicornError as exc:
-            return n, None, str(exc)
-        finally:
-            bar.close()
+    block = ProgressLines()
+    width = max((len(n) for n in todo), default=0)
+    lines = {n: block.line(f"{n:<{width}}", f"{n:<{width}} waiting") for n in todo}
 
-    failed = 0
+    def one(n: str) -> tuple[str, str | None, str | None]:
+        line = lines[n]
+        line.finish("checking")
+        try:
+            p = ensure_artifact_installed(n, path, platform=platform, progress=line, storage=storage)
+        except RunicornError as exc:
+            line.finish("failed")
+            return n, None, str(exc)
+        line.finish(f"installed {human_size(line.done)}" if line.done else "already installed")
+        return n, str(p), None
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for n, p, err in pool.map(one, todo):
-            if err:
-                failed += 1
-                click.echo(f"error: {n}: {err}", err=True)
-            else:
-                click.echo(f"{n}: {p}")
+        results = list(pool.map(one, todo))  # printed after the progress block is complete
+    block.close()
+    failed = [(n, why) for n, _, why in results if why]
+    for n, why in failed:
+        click.echo(f"error: {n}: {why}", err=True)
+    if as_json:
+        echo_json({"toml": path, "artifacts": [{"name": n, "path": where, "error": err}
+                                               for n, where, err in results]})
+    else:
+        for n, where, err in results:
+            if not err:
+                click.echo(f"{n}: {where}")
     if failed:
         ctx.exit(1)
 
 
 @click.command("path")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_artifacts)
 @click.option("--toml", type=click.Path(dir_okay=False), help=_TOML_HELP)
 @click.option("--platform", "platform_text", help=_PLATFORM_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def path_cmd(ctx: click.Context, name: str, toml: str | None, platform_text: str | None) -> None:
-    """Print the directory of artifact NAME (installing it first if it is lazy)."""
+def path_cmd(ctx: click.Context, name: str, toml: str | None, platform_text: str | None, as_json: bool) -> None:
+    """Print the directory of artifact NAME (installing it first if it is lazy, with a
+    progress bar on a terminal)."""
     from runicorn.artifacts.lookup import _artifact_at
 
-    click.echo(str(_artifact_at(_toml(toml), name, _platform(platform_text), storage_from(ctx))))
+    tpath = _toml(toml)
+    found = _artifact_at(tpath, name, _platform(platform_text), storage_from(ctx))
+    if as_json:
+        echo_json({"name": name, "path": str(found), "toml": tpath})
+    else:
+        click.echo(str(found))
 
 
 @click.command()
@@ -247,8 +251,10 @@ def status(ctx: click.Context, toml: str | None, platform_text: str | None, as_j
     if as_json:
         echo_json({"toml": path, "artifacts": rows})
         return
+    from runicorn.display import human_size
+
     click.echo(path)
-    for r in rows:
-        size = "-" if r["size"] is None else f"{r['size']}"
-        click.echo(f"  {r['name']:<20} {(r['tree'] or '-')[:16]:<16} {'lazy' if r['lazy'] else '    '} "
-                   f"{'installed' if r['installed'] else 'missing  '} {size}")
+    echo_table(["NAME", "TREE", "LAZY", "STATE", "SIZE"],
+               [[r["name"], (r["tree"] or "-")[:12], "lazy" if r["lazy"] else "-",
+                 "installed" if r["installed"] else "missing", "-" if r["size"] is None else human_size(r["size"])]
+                for r in rows], right=(4,))

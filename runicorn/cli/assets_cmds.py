@@ -9,29 +9,9 @@ from typing import Any, Callable
 
 import click
 
-from runicorn.cli import echo_json, existing_storage, storage_from
-
-
-class _Progress:
-    """A one-line progress display on a TTY, shown only once work has taken over a second."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.start = time.monotonic()
-        self.enabled = sys.stderr.isatty()
-        self.shown = False
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or time.monotonic() - self.start < 1.0:
-            return
-        self.shown = True
-        pct = 100 * done // total if total else 100
-        bar = "#" * (pct // 4)
-        click.echo(f"\r{self.label} [{bar:<25}] {done}/{total}", err=True, nl=False)
-
-    def close(self) -> None:
-        if self.shown:
-            click.echo("", err=True)
+from runicorn.cli import echo_json, echo_table, existing_storage, storage_from
+from runicorn.cli.complete import complete_runs, complete_trees
+from runicorn.display import human_size
 
 
 def _os_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,7 +41,8 @@ def _store(ctx: click.Context) -> Any:
 
 
 def _manifest_for(ctx: click.Context, what: str) -> tuple[Path, Path]:
-    """``(manifest, blobs_dir)`` from a manifest file, a tree id or a unique tree-id prefix.
+    """``(manifest, blobs_dir)`` from a manifest file, or a tree id, unique prefix, pin or run
+    id (its code snapshot) as ``runicorn show`` takes them.
 
     A manifest file is checked on its own, so a bad one is named even where no store
     exists (its blobs are then reported missing); a tree id needs the existing store.
@@ -71,21 +52,27 @@ def _manifest_for(ctx: click.Context, what: str) -> tuple[Path, Path]:
         from runicorn.config import resolve_storage_root
 
         return p, resolve_storage_root(storage_from(ctx)) / "archive" / "blobs"
-    from runicorn.errors import TreeNotFoundError
+    from runicorn.errors import AmbiguousPrefixError, TreeNotFoundError
+    from runicorn.store.inspect import _tree_of
 
     store = _store(ctx)
     try:
-        return store.manifest_path(store.resolve_tree(what)), store.blobs_dir
+        return store.manifest_path(_tree_of(store, what)[0]), store.blobs_dir
+    except AmbiguousPrefixError:
+        raise
     except TreeNotFoundError as exc:
         raise TreeNotFoundError(f"{what}: not a manifest file, and {exc}") from None
 
 
 def _run_with_progress(label: str, fn: Callable[[Any], Any]) -> Any:
-    progress = _Progress(label)
+    """``fn(progress)`` with a byte progress bar on a terminal, drawn once work takes a second."""
+    from runicorn.display import progress_bar
+
+    bar = progress_bar(label, delay=1.0)
     try:
-        return fn(progress)
+        return fn(bar)
     finally:
-        progress.close()
+        bar.close()
 
 
 @click.command()
@@ -94,23 +81,31 @@ def _run_with_progress(label: str, fn: Callable[[Any], Any]) -> Any:
               help="Also write the snapshot as a zip file.")
 @click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
               help="Extra gitignore-style pattern to leave out (repeatable).")
-@click.option("--force", is_flag=True, help="Ignore the size and file-count limits.")
+@click.option("--name", help="Pin the snapshot under this name (see `runicorn ls`, `runicorn show NAME`).")
+@click.option("--message", "-m", help="A note stored with the named snapshot.")
+@click.option("--force", is_flag=True,
+              help="Ignore the size and file-count limits, and move an existing --name to this snapshot.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @_os_errors
 def snapshot(ctx: click.Context, root: Path, out_zip: Path | None, excludes: tuple[str, ...],
-             force: bool, as_json: bool) -> None:
+             name: str | None, message: str | None, force: bool, as_json: bool) -> None:
     """Capture the workspace ROOT (default: .) into the store and print its tree id.
 
     Honours .rnignore (created with defaults when missing) and .gitignore files.
-    The tree is pinned; `runicorn unpin TREE` lets gc collect it.
+    The tree is pinned (as NAME with --name, else under its id); `runicorn unpin`
+    lets gc collect it.  The git commit, branch and dirty flag of ROOT are recorded
+    when it is a git checkout.
     """
     from runicorn.assets.snapshot import snapshot_workspace
+    from runicorn.errors import RunicornError
 
+    if message is not None and name is None:
+        raise RunicornError("--message is stored with a named snapshot: give --name too")
     try:
         result = _run_with_progress("hashing", lambda p: snapshot_workspace(
             root, out_zip, extra_excludes=list(excludes), force_snapshot=force,
-            storage=storage_from(ctx), progress=p))
+            storage=storage_from(ctx), progress=p, name=name, message=message, force_pin=force))
     except ValueError as exc:
         from runicorn.errors import RunicornError
 
@@ -120,12 +115,20 @@ def snapshot(ctx: click.Context, root: Path, out_zip: Path | None, excludes: tup
         return
     click.echo(result["tree"])
     extra = f", zip {result['archive_path']}" if result["archive_path"] else ""
-    click.echo(f"{result['file_count']} files, {result['total_bytes']} bytes, "
-               f"{result['files_read']} read{extra}", err=True)
+    click.echo(f"{result['file_count']} files, {human_size(result['total_bytes'])}, "
+               f"{result['files_read']} read{extra}; {result['excluded_count']} path(s) excluded by "
+               f"the ignore rules; kept as {result['ref']}", err=True)
+    if result["created_rnignore"]:
+        click.echo(f"created {Path(result['workspace_root']) / '.rnignore'} with default rules "
+                   f"(edit it to choose what snapshots leave out)", err=True)
+    git = result["git"]
+    if git is not None:
+        click.echo(f"git {git['commit'][:12]} on {git['branch'] or '(detached)'}"
+                   f"{' with uncommitted changes' if git['dirty'] else ''}", err=True)
 
 
 @click.command()
-@click.argument("source", metavar="TREE|MANIFEST")
+@click.argument("source", metavar="TREE|MANIFEST", shell_complete=complete_trees)
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True,
               help="TARGET may hold files: replace the paths the tree names (others stay; .git is never "
@@ -150,16 +153,24 @@ def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, dele
     from runicorn.assets.restore import restore_from_manifest
     from runicorn.errors import RunicornError
 
+    from runicorn.display import progress_bar
+
+    bar = progress_bar("restoring", delay=1.0)
+
     def announce(backup: dict[str, Any]) -> None:
-        # Printed before anything in TARGET changes, so it is there even if we are killed.
+        # Printed before anything in TARGET changes, so it is there even if we are killed;
+        # the bar is finished first so that no redraw covers this line.
+        bar.close()
         click.echo(f"kept {backup['files']} file(s) that will be replaced or removed as {backup['ref']}; "
                    f"to get them back: {backup['command']}", err=True)
         sys.stderr.flush()
 
     manifest, blobs_dir = _manifest_for(ctx, source)
-    result = _run_with_progress("restoring", lambda p: restore_from_manifest(
-        manifest, blobs_dir, target, overwrite=overwrite, delete=delete, link=link, progress=p,
-        on_backup=announce))
+    try:
+        result = restore_from_manifest(manifest, blobs_dir, target, overwrite=overwrite, delete=delete,
+                                       link=link, progress=bar, on_backup=announce)
+    finally:
+        bar.close()
     if as_json:
         echo_json(result)
     if not result["success"]:
@@ -175,7 +186,7 @@ def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, dele
 
 
 @click.command()
-@click.argument("source", metavar="TREE|MANIFEST")
+@click.argument("source", metavar="TREE|MANIFEST", shell_complete=complete_trees)
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -230,25 +241,28 @@ def runs(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    for r in rows:
-        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"]))
-        click.echo(f"{r['run_id']}  {r['status']:<10} {stamp}  {r['path']}")
+    echo_table(["RUN", "STATUS", "CREATED", "PATH"],
+               [[r["run_id"], r["status"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])),
+                 r["path"]] for r in rows])
 
 
 @click.command("delete-run")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_runs)
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
 @click.option("--force", is_flag=True, help="Delete the run even if its process is still running.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @_os_errors
 def delete_run(ctx: click.Context, run_id: str, dry_run: bool, force: bool, as_json: bool) -> None:
-    """Delete run RUN_ID and every blob and tree only it used (shared content stays)."""
+    """Delete run RUN_ID (an id or unique prefix) and every blob and tree only it used
+    (shared content stays)."""
     from runicorn.assets.cleanup import delete_run_completely
     from runicorn.errors import RunicornError
+    from runicorn.store.inspect import resolve_run_id
 
-    result = delete_run_completely(run_id, existing_storage(ctx), dry_run=dry_run,
-                                   force=force)
+    root = existing_storage(ctx)
+    run_id = resolve_run_id(_store(ctx), run_id)
+    result = delete_run_completely(run_id, root, dry_run=dry_run, force=force)
     if as_json:
         echo_json(result)
     if not result["success"]:
@@ -256,5 +270,5 @@ def delete_run(ctx: click.Context, run_id: str, dry_run: bool, force: bool, as_j
     if not as_json:
         verb = "would delete" if dry_run else "deleted"
         click.echo(f"{verb} run {run_id}: {result['manifests_deleted']} trees, {result['blobs_deleted']} blobs, "
-                   f"{result['bytes_freed']} bytes, {result['outputs_deleted']} run files; "
+                   f"{human_size(result['bytes_freed'])}, {result['outputs_deleted']} run files; "
                    f"{len(result['kept_assets'])} shared asset(s) kept")

@@ -7,8 +7,9 @@ from typing import Any, Sequence
 
 import click
 
-from runicorn.cli import echo_json, existing_storage
-from runicorn.cli.store_cmds import _human
+from runicorn.cli import echo_json, echo_table, existing_storage
+from runicorn.cli.complete import complete_trees
+from runicorn.display import human_size as _human
 
 
 def _store(ctx: click.Context) -> Any:
@@ -22,21 +23,11 @@ def _date(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> None:
-    """Columns as wide as their widest cell; ``right`` aligns those columns (numbers) right."""
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return "  ".join(out).rstrip()
-
-    click.echo(line(headers))
-    for r in rows:
-        click.echo(line(r))
+_table = echo_table
 
 
 @click.command("ls")
-@click.argument("spec", required=False, metavar="[TREE[:PATH]]")
+@click.argument("spec", required=False, metavar="[TREE[:PATH]]", shell_complete=complete_trees)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def ls(ctx: click.Context, spec: str | None, as_json: bool) -> None:
@@ -72,7 +63,7 @@ def _short(item: dict[str, Any]) -> str:
 
 
 @click.command("show")
-@click.argument("spec", metavar="TREE|PIN|RUN_ID")
+@click.argument("spec", metavar="TREE|PIN|RUN_ID", shell_complete=complete_trees)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def show(ctx: click.Context, spec: str, as_json: bool) -> None:
@@ -141,8 +132,8 @@ _LABELS = {"added": "added", "deleted": "deleted", "modified": "modified", "mode
 
 
 @click.command("diff")
-@click.argument("a", metavar="A")
-@click.argument("b", metavar="B")
+@click.argument("a", metavar="A", shell_complete=complete_trees)
+@click.argument("b", metavar="B", shell_complete=complete_trees)
 @click.option("--stat", "as_stat", is_flag=True, help="Sizes per path and a summary line.")
 @click.option("--all", "all_files", is_flag=True,
               help="Compare every file of a directory, not what a snapshot of it would capture.")

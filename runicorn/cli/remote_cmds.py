@@ -8,6 +8,7 @@ from typing import Any, Callable
 import click
 
 from runicorn.cli import echo_json, parse_duration, storage_from
+from runicorn.cli.complete import complete_trees
 
 _REMOTE_HELP = "Remote name (see `runicorn remote list`) or URL; default: the default remote."
 _JOBS_HELP = "Concurrent transfers."
@@ -27,9 +28,9 @@ def _open(ctx: click.Context, name: str | None) -> tuple[Any, Any]:
 
 
 def _progress(label: str) -> Any:
-    from runicorn.cli.artifact_cmds import _Progress
+    from runicorn.display import progress_bar
 
-    return _Progress(label)
+    return progress_bar(label)
 
 
 def _report_refs(report: dict[str, Any]) -> None:
@@ -202,7 +203,7 @@ def verify_cmd(ctx: click.Context, name: str | None, deep: bool, jobs: int, as_j
 
 
 @click.command()
-@click.argument("targets", nargs=-1)
+@click.argument("targets", nargs=-1, shell_complete=complete_trees)
 @click.option("--remote", "remote_name", help=_REMOTE_HELP)
 @click.option("--artifacts", is_flag=True, help="Push every tree bound as an artifact in this store.")
 @click.option("--all", "everything", is_flag=True, help="Push every pin, run and bound artifact.")
@@ -235,7 +236,7 @@ def push(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, 
 
 
 @click.command()
-@click.argument("targets", nargs=-1)
+@click.argument("targets", nargs=-1, shell_complete=complete_trees)
 @click.option("--remote", "remote_name", help=_REMOTE_HELP)
 @click.option("--all", "everything", is_flag=True, help="Pull every ref on the remote.")
 @click.option("--force", is_flag=True, help="Replace local refs (and run directories) that differ.")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from runicorn.cli import echo_json, existing_storage, parse_duration
+from runicorn.cli import echo_json, echo_table, existing_storage, parse_duration
+from runicorn.cli.complete import complete_pins, complete_trees
+from runicorn.display import human_size
 
 
 def _store(ctx: click.Context):
@@ -14,14 +17,6 @@ def _store(ctx: click.Context):
     from runicorn.store import Store
 
     return Store.open(existing_storage(ctx))
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _clock(t: float) -> str:
@@ -44,11 +39,11 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         echo_json(data)
         return
     click.echo(f"storage root:        {data['storage_root']}")
-    click.echo(f"blobs:               {data['blob_count']} ({_human(data['total_size_bytes'])})")
+    click.echo(f"blobs:               {data['blob_count']} ({human_size(data['total_size_bytes'])})")
     click.echo(f"trees:               {data['tree_count']}")
     click.echo(f"refs:                {data['ref_count']}")
     click.echo(f"unreferenced blobs:  {data['unreferenced_blob_count']} "
-               f"({_human(data['unreferenced_blob_bytes'])})")
+               f"({human_size(data['unreferenced_blob_bytes'])})")
     click.echo(f"unreferenced trees:  {data['unreferenced_tree_count']}")
 
 
@@ -141,13 +136,13 @@ def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bo
         return
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {report['trees_deleted']} tree(s) and {report['blobs_deleted']} blob(s), "
-               f"{_human(report['bytes_freed'])}")
+               f"{human_size(report['bytes_freed'])}")
     w = report["waiting"]
     if w["trees"] or w["blobs"]:
         when = _clock(w["first_at"]) if w["last_at"] - w["first_at"] < 60 else \
             f"{_clock(w['first_at'])} (all by {_clock(w['last_at'])})"
         click.echo(f"kept by the grace period ({grace}): {w['trees']} tree(s) and {w['blobs']} blob(s), "
-                   f"{_human(w['bytes'])}, unreferenced but used within it; collectable from {when} "
+                   f"{human_size(w['bytes'])}, unreferenced but used within it; collectable from {when} "
                    f"(or now with --grace 0)")
     if (verbose or dry_run) and (report["tree_ids"] or report["blob_ids"]):
         # One write: a dry run listing 100,000 blobs line by line spends seconds in echo.
@@ -156,32 +151,50 @@ def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bo
 
 
 @click.command()
-@click.argument("tree")
+@click.argument("tree", shell_complete=complete_trees)
 @click.option("--name", help="Pin name (default: the tree id).")
+@click.option("--force", is_flag=True, help="Move an existing pin NAME that names another tree.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def pin(ctx: click.Context, tree: str, name: str | None) -> None:
-    """Keep TREE (an id or unique prefix) alive across gc."""
+def pin(ctx: click.Context, tree: str, name: str | None, force: bool, as_json: bool) -> None:
+    """Keep TREE (an id or unique prefix, or a pin name) alive across gc."""
     with _store(ctx) as store:
-        ref = store.pin(store.resolve_tree(tree, hold=True), name)
-    click.echo(f"pinned {ref.tree} as pin/{ref.name}")
+        existing = store.get_ref("pin", tree)
+        target = existing.tree if existing is not None else store.resolve_tree(tree, hold=True)
+        ref = store.pin(target, name, force=force)
+    if as_json:
+        echo_json(_ref_dict(ref))
+    else:
+        click.echo(f"pinned {ref.tree} as pin/{ref.name}")
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_pins)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def unpin(ctx: click.Context, name: str) -> None:
+def unpin(ctx: click.Context, name: str, as_json: bool) -> None:
     """Remove a pin (by pin name, tree id or unique tree prefix)."""
     from runicorn.errors import RefError
+    from runicorn.names import did_you_mean, unique_prefix
 
     with _store(ctx) as store:
-        if store.unpin(name):
-            click.echo(f"unpinned {name}")
-            return
-        matches = [r for r in store.list_refs("pin") if r.tree.startswith(name.lower())]
-        if len(matches) != 1:
-            raise RefError(f"no pin named {name!r}")
-        store.unpin(matches[0].name)
-        click.echo(f"unpinned {matches[0].name}")
+        pins = store.list_refs("pin")
+        ref = store.get_ref("pin", name)
+        if ref is None:
+            by_tree = {r.tree: r for r in pins}
+            tree = unique_prefix(name.lower(), by_tree, what="tree") if len(name) >= 6 else None
+            if tree is None:
+                raise RefError(f"no pin named {name!r}{did_you_mean(name, [r.name for r in pins])}")
+            ref = by_tree[tree]
+        store.unpin(ref.name)
+    if as_json:
+        echo_json({"unpinned": ref.name, "tree": ref.tree})
+    else:
+        click.echo(f"unpinned {ref.name} (tree {ref.tree[:12]})")
+
+
+def _ref_dict(r: Any) -> dict[str, Any]:
+    return {"kind": r.kind, "name": r.name, "tree": r.tree, "created_at": r.created_at, "meta": r.meta}
 
 
 @click.command()
@@ -193,8 +206,7 @@ def refs(ctx: click.Context, kind: str | None, as_json: bool) -> None:
     with _store(ctx) as store:
         items = store.list_refs(kind)
     if as_json:
-        echo_json([{"kind": r.kind, "name": r.name, "tree": r.tree, "created_at": r.created_at, "meta": r.meta}
-                   for r in items])
+        echo_json([_ref_dict(r) for r in items])
         return
-    for r in items:
-        click.echo(f"{r.kind:10} {r.tree[:16]}  {r.name}")
+    echo_table(["KIND", "TREE", "CREATED", "NAME"],
+               [[r.kind, r.tree[:12], _clock(r.created_at), r.name] for r in items])

@@ -9,15 +9,8 @@ from typing import Any
 
 import click
 
+from runicorn.display import human_size
 from runicorn.errors import RunicornError
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TB"
 
 
 @click.command("generate-manifest")
@@ -31,8 +24,9 @@ def _human(n: float) -> str:
               help="Seconds a run counts as active after its last write.")
 @click.option("--no-incremental", is_flag=True, help="Re-read every run instead of reusing the scan cache.")
 @click.option("--verbose", is_flag=True, help="Debug logging; list every skipped run and file.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def generate_manifest(root: Path, output: Path | None, mode: str, active_window: int,
-                      no_incremental: bool, verbose: bool) -> None:
+                      no_incremental: bool, verbose: bool, as_json: bool) -> None:
     """Write a sync manifest describing every run under ROOT (exit 0 ok, 1 error, 130 Ctrl+C)."""
     from runicorn.manifest import ManifestGenerator, ManifestType
 
@@ -44,6 +38,16 @@ def generate_manifest(root: Path, output: Path | None, mode: str, active_window:
         manifest, path = gen.generate(ManifestType(mode), output_path=output)
     except OSError as exc:
         raise RunicornError(f"cannot write manifest: {exc}") from None
+    if as_json:
+        from runicorn.cli import echo_json
+
+        echo_json({"type": manifest.manifest_type.value, "path": str(path), "compressed": f"{path}.gz",
+                   "revision": manifest.revision, "snapshot_id": manifest.snapshot_id,
+                   "experiments": manifest.total_experiments, "files": manifest.total_files,
+                   "total_bytes": manifest.total_bytes,
+                   "skipped_runs": [{"run": r, "why": w} for r, w in gen.skipped_runs],
+                   "skipped_files": [{"file": f, "why": w} for f, w in gen.skipped_files]})
+        return
     bar = "=" * 60
     click.echo("\n".join([
         bar, "Manifest Generation Complete", bar,
@@ -54,7 +58,7 @@ def generate_manifest(root: Path, output: Path | None, mode: str, active_window:
         f"Snapshot ID:   {manifest.snapshot_id}",
         f"Experiments:   {manifest.total_experiments}",
         f"Files:         {manifest.total_files}",
-        f"Total Size:    {_human(manifest.total_bytes)}",
+        f"Total Size:    {human_size(manifest.total_bytes)}",
         f"Skipped:       {len(gen.skipped_runs)} runs, {len(gen.skipped_files)} files"
         " (names or metadata the manifest format cannot represent)",
         bar]))
@@ -130,7 +134,7 @@ def sync(ctx: click.Context, target: str, cache: Path | None, identity: str | No
             f"Files synced: {stats['files_synced']} (full {stats['full_count']}, "
             f"incremental {stats['incremental_count']}, failed {stats['failed_count']}, "
             f"deleted {stats['files_deleted']})\n"
-            f"Downloaded: {_human(stats['bytes_downloaded'])} in {stats['sftp_requests']} "
+            f"Downloaded: {human_size(stats['bytes_downloaded'])} in {stats['sftp_requests']} "
             f"SFTP operations, {stats['duration']:.2f}s\n"
             f"Cache: {stats['cache']}")
     conflicts = stats.get("conflicts") or []

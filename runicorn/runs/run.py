@@ -304,6 +304,8 @@ class Run:
         with self._lock:
             self.meta["code_tree"] = result["tree"]
             self.meta["workspace_root"] = result["workspace_root"]
+            if result["git"] is not None:
+                self.meta["git"] = result["git"]
             atomic_write_json(self.run_dir / "meta.json", self.meta)
         return result
 
@@ -492,6 +494,12 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
     }
+    from runicorn.gitinfo import git_provenance
+
+    # The checkout the run's code comes from (its workspace, else the working directory).
+    git = git_provenance(workspace_root if workspace_root is not None else os.getcwd())
+    if git is not None:
+        meta["git"] = git
     with store.index.write() as c:
         _refuse_taken_run_id(store, c, run_id, run_dir)
         try:

@@ -17,7 +17,6 @@ A prefix that matches both a tree and a run is refused as ambiguous.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import stat
@@ -25,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from runicorn.errors import RunicornError, TreeNotFoundError
+from runicorn.errors import AmbiguousPrefixError, RunicornError, TreeNotFoundError
 from runicorn.hashing import sha256_bytes, sha256_file
+from runicorn.names import did_you_mean, unique_prefix
 from runicorn.store.tree import MODE_LINK, TreeEntry
 
 if TYPE_CHECKING:
@@ -60,6 +60,20 @@ def run_ids(store: "Store") -> list[str]:
     ids = {r["run_id"] for r in list_runs(store)}
     ids.update(_run_of(r) for r in store.list_refs(RUN_KIND))
     return sorted(ids)
+
+
+def resolve_run_id(store: "Store", spec: str) -> str:
+    """The run id ``spec`` names: the id itself or a unique prefix of one.
+
+    Raises:
+        AmbiguousPrefixError: several run ids start with ``spec`` (listed).
+        RunicornError: none does (the message suggests close ids).
+    """
+    ids = run_ids(store)
+    run = unique_prefix(spec, ids, what="run")
+    if run is None:
+        raise RunicornError(f"no run {spec!r} in the store at {store.root}{did_you_mean(spec, ids)}")
+    return run
 
 
 def _run_of(ref: "Ref") -> str:
@@ -106,7 +120,8 @@ def resolve(store: "Store", spec: str) -> Target:
         # A snapshot pinned under its own tree id is shown as the tree it is.
         return Target("tree", ref.tree, ref.tree) if ref.tree == spec else Target("pin", spec, ref.tree, ref=ref)
     ids = run_ids(store)
-    if spec in ids:
+    run = unique_prefix(spec, ids, what="run")  # AmbiguousPrefixError lists the runs
+    if run == spec:
         return _run_target(store, spec)
     bound = [r for r in store.list_refs() if r.kind in ARTIFACT_KINDS and r.meta.get("artifact") == spec]
     if bound:
@@ -115,30 +130,24 @@ def resolve(store: "Store", spec: str) -> Target:
             raise TreeNotFoundError(f"artifact {spec!r} is bound to {len(trees)} trees ({', '.join(t[:12] for t in trees)}"
                                     "; platform variants or several Runicorn.toml files); name one by its tree id")
         return Target("artifact", spec, trees[0], ref=bound[0], refs=bound)
-    runs = [r for r in ids if r.startswith(spec)]
     tree: str | None = None
-    tree_error: TreeNotFoundError | None = None
     try:
         tree = store.resolve_tree(spec)
-    except TreeNotFoundError as exc:
-        tree_error = exc
-    if tree is not None and runs:
-        raise TreeNotFoundError(f"{spec!r} is ambiguous: tree {tree[:12]} and run {runs[0]} both start with it; "
-                                "give more characters")
+    except AmbiguousPrefixError:
+        raise
+    except TreeNotFoundError:
+        pass
+    if tree is not None and run is not None:
+        raise AmbiguousPrefixError(f"{spec!r} is ambiguous: tree {tree[:12]} and run {run} both start with it; "
+                                   "give more characters")
     if tree is not None:
         return Target("tree", tree, tree)
-    if len(runs) == 1:
-        return _run_target(store, runs[0])
-    if len(runs) > 1:
-        raise TreeNotFoundError(f"run prefix {spec!r} matches {len(runs)} runs ({', '.join(runs[:3])}"
-                                f"{', ...' if len(runs) > 3 else ''}); give more characters")
-    if tree_error is not None and "matches" in str(tree_error) and "no trees" not in str(tree_error):
-        raise tree_error  # several trees share the prefix
+    if run is not None:
+        return _run_target(store, run)
     names = [r.name for r in store.list_refs("pin")] + ids + sorted(
         {str(r.meta["artifact"]) for r in store.list_refs() if r.kind in ARTIFACT_KINDS and r.meta.get("artifact")})
-    close = difflib.get_close_matches(spec, names, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise TreeNotFoundError(f"no tree, pin or run named {spec!r} in the store at {store.root}{hint}")
+    raise TreeNotFoundError(f"no tree, pin or run named {spec!r} in the store at {store.root}"
+                            f"{did_you_mean(spec, names)}")
 
 
 def _tree_of(store: "Store", spec: str) -> tuple[str, str]:

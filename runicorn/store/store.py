@@ -50,6 +50,7 @@ from runicorn.errors import (
     StoreWriteError,
     TreeNotFoundError,
     UnsafePathError,
+    option,
 )
 from runicorn.fsutil import (
     StagedFile,
@@ -726,7 +727,8 @@ class Store:
         that finds it, so a ref set next (which ends the hold) cannot find it collected.
 
         Raises:
-            TreeNotFoundError: no tree, or several, match.
+            TreeNotFoundError: no tree matches.
+            AmbiguousPrefixError: several do (the message lists some).
         """
         tree = self._resolve_tree(prefix)
         if hold:
@@ -744,11 +746,15 @@ class Store:
             raise TreeNotFoundError(f"tree {prefix} is not in the store at {self.root}")
         if len(prefix) < 6 or not re.fullmatch(r"[0-9a-f]+", prefix):
             raise TreeNotFoundError(f"{prefix!r} is not a tree id (give at least 6 hex digits)")
-        rows = self.index.query("SELECT tree FROM trees WHERE tree >= ? AND tree < ? LIMIT 2",
-                                (prefix, prefix + "g"))
-        if len(rows) != 1:
-            raise TreeNotFoundError(f"tree prefix {prefix!r} matches {len(rows) or 'no'} trees")
-        return str(rows[0][0])
+        from runicorn.names import SHOWN, unique_prefix
+
+        # A range scan of the primary key: a few rows however many trees there are.
+        rows = self.index.query("SELECT tree FROM trees WHERE tree >= ? AND tree < ? ORDER BY tree LIMIT ?",
+                                (prefix, prefix + "g", SHOWN + 1))
+        tree = unique_prefix(prefix, [str(r[0]) for r in rows], what="tree")
+        if tree is None:
+            raise TreeNotFoundError(f"tree prefix {prefix!r} matches no trees in the store at {self.root}")
+        return tree
 
     def ingest_directory(self, root: str | os.PathLike[str], *, source: str | None = None,
                          include: Any = None) -> str:
@@ -783,11 +789,16 @@ class Store:
         if not name or "\x00" in name or "\n" in name or len(name) > 4096:
             raise RefError(f"ref name {name!r} must be 1-4096 characters without NUL or newline")
 
-    def set_ref(self, kind: str, name: str, tree: str, *, meta: Mapping[str, Any] | None = None) -> Ref:
+    def set_ref(self, kind: str, name: str, tree: str, *, meta: Mapping[str, Any] | None = None,
+                move: bool = True, force_option: str = "force") -> Ref:
         """Point ref ``kind/name`` at ``tree`` (creating or moving it); return it.
 
+        ``move=False`` refuses to move an existing ref to another tree (checked in the
+        transaction that writes it, so two writers cannot both think the name was free);
+        the refusal names the option (a key of ``runicorn.errors.OPTIONS``) that allows it.
+
         Raises:
-            RefError: bad kind or name.
+            RefError: bad kind or name, or the ref names another tree and ``move`` is False.
             TreeNotFoundError: the tree is not in the store.
         """
         self._check_ref(kind, name)
@@ -799,6 +810,11 @@ class Store:
             with self.index.write() as c:
                 if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
                     raise TreeNotFoundError(f"tree {tree} is not in the store at {self.root}")
+                if not move:
+                    old = c.execute("SELECT tree FROM refs WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+                    if old is not None and old[0] != tree:
+                        raise RefError(f"{kind} {name!r} already names tree {old[0][:12]}; pass "
+                                       f"{option(force_option)} to move it to {tree[:12]}")
                 atomic_write_json(self.ref_path(kind, name), record, staging_dir=self.writer_dir())
                 c.execute("INSERT INTO refs (kind, name, tree, created_at, meta) VALUES (?, ?, ?, ?, ?) "
                           "ON CONFLICT (kind, name) DO UPDATE SET tree = excluded.tree, "
@@ -855,13 +871,18 @@ class Store:
             params.append(tree)
         return [_row_to_ref(r) for r in self.index.query(sql + " ORDER BY kind, name", params)]
 
-    def pin(self, tree: str, name: str | None = None) -> Ref:
-        """Keep ``tree`` alive under ref ``pin/<name or tree>``.
+    def pin(self, tree: str, name: str | None = None, *, force: bool = False,
+            meta: Mapping[str, Any] | None = None) -> Ref:
+        """Keep ``tree`` alive under ref ``pin/<name or tree>``; ``meta`` is stored with it.
+
+        Pinning a name again to the same tree updates it; moving a name to another tree
+        needs ``force`` (the other tree stays only if something else keeps it).
 
         Raises:
             TreeNotFoundError: unknown tree.
+            RefError: the name already pins another tree and ``force`` is False.
         """
-        return self.set_ref("pin", name or tree, tree)
+        return self.set_ref("pin", name or tree, tree, meta=meta, move=force)
 
     def unpin(self, name: str) -> bool:
         """Remove the pin ``name`` (a pin name or the tree id it was pinned under)."""
