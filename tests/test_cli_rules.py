@@ -158,7 +158,7 @@ def test_did_you_mean_for_artifacts_pins_and_runs(populated: dict[str, Any]) -> 
     assert_clean_error(cli("unbind", "mnst", "--toml", toml), "did you mean 'mnist'?")
     assert_clean_error(cli("unpin", "bset"), "no pin named 'bset'", "did you mean 'best'?")
     assert_clean_error(cli("show", "baseine"), "did you mean 'baseline'?")
-    assert_clean_error(cli("delete-run", "exp-aab1"), "no run 'exp-aab1'", "did you mean 'exp-aaa1'")
+    assert_clean_error(cli("delete-run", "exp-aab1"), "run 'exp-aab1' not found", "did you mean 'exp-aaa1'")
     assert_clean_error(cli("restore", "bestt", str(populated["ws"].parent / "out")), "did you mean 'best'?")
     # nothing close: no suggestion
     r = cli("unpin", "zzzzzz")

@@ -158,7 +158,7 @@ def test_remote_gc_deletes_exactly_what_its_dry_run_lists(kind: str, tmp_path: P
     t2 = rn_json(["snapshot", str(make_tree(tmp_path / "d2", 8, big=False))], storage=a)["tree"]
     rn(["pin", t1, "--name", "x"], storage=a)
     rn(["push", "x"], storage=a, env=remote)
-    rn(["pin", t2, "--name", "x"], storage=a)
+    rn(["pin", t2, "--name", "x", "--force"], storage=a)  # moving a pin name needs --force
     rn(["push", "x"], storage=a, env=remote)  # the remote's x moves from t1 to t2
     assert rn_json(["remote", "gc", "--grace", "1h"], storage=a, env=remote)["trees_deleted"] == 0
     dry = rn_json(["remote", "gc", "--grace", "0", "--dry-run"], storage=a, env=remote)
@@ -168,7 +168,7 @@ def test_remote_gc_deletes_exactly_what_its_dry_run_lists(kind: str, tmp_path: P
     assert rn_json(["remote", "verify", "--deep"], storage=a, env=remote)["ok"]
     # the gc changed the remote's epoch: a's index no longer trusts what it cached, so
     # pushing t1 again sends its blobs again instead of naming deleted ones
-    rn(["pin", t1, "--name", "x"], storage=a)
+    rn(["pin", t1, "--name", "x", "--force"], storage=a)
     back = rn_json(["push", "x"], storage=a, env=remote)
     assert back["blobs_uploaded"] == 12 and back["manifests_uploaded"] == 1
     assert rn_json(["remote", "verify", "--deep"], storage=a, env=remote)["ok"]

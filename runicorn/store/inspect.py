@@ -72,7 +72,7 @@ def resolve_run_id(store: "Store", spec: str) -> str:
     ids = run_ids(store)
     run = unique_prefix(spec, ids, what="run")
     if run is None:
-        raise RunicornError(f"no run {spec!r} in the store at {store.root}{did_you_mean(spec, ids)}")
+        raise RunicornError(f"run {spec!r} not found in the store at {store.root}{did_you_mean(spec, ids)}")
     return run
 
 
