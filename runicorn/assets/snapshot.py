@@ -800,6 +800,19 @@ def write_zip(blob_path: Callable[[str], Path], entries: dict[str, TreeEntry], o
         return staged.commit(out_zip)
 
 
+def store_dirs(store: Any) -> set[tuple[int, int]]:
+    """(device, inode) of the store's own folders: a scan never enters them, wherever the
+    workspace sits relative to the storage root."""
+    found: set[tuple[int, int]] = set()
+    for d in (store.root, store.archive, store.artifacts_dir):
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return found
+
+
 def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = ".rnignore",
                        extra_excludes: list[str] | None = None,
                        max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
@@ -849,14 +862,7 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     rules = IgnoreRules(root, read_ignore_file(root, ignore_file), extra_excludes,
                         cache=store.archive / IGNORE_CACHE)
     created_rnignore = not had_ignore_file and (root / ignore_file).is_file()
-    skip_dirs: set[tuple[int, int]] = set()
-    # The store's own folders, wherever the workspace sits relative to the storage root.
-    for d in (store.root, store.archive, store.artifacts_dir):
-        try:
-            st = os.stat(d)
-            skip_dirs.add((st.st_dev, st.st_ino))
-        except FileNotFoundError:
-            pass
+    skip_dirs = store_dirs(store)
     skip_files = {str(out_abs)} if out_abs is not None else set()
     if out_abs is not None and out_abs.parent.exists():
         skip_files.add(str(out_abs.parent.resolve() / out_abs.name))

@@ -377,17 +377,10 @@ class _DirSide:
 
 def _workspace_files(store: "Store", root: Path) -> list[tuple[str, str, os.stat_result]]:
     """What ``runicorn snapshot ROOT`` would capture now (no limits, nothing written)."""
-    from runicorn.assets.snapshot import IgnoreRules, read_ignore_file, scan_workspace
+    from runicorn.assets.snapshot import IgnoreRules, read_ignore_file, scan_workspace, store_dirs
 
     rules = IgnoreRules(root, read_ignore_file(root, ".rnignore", create_default=False), None)
-    skip = set()
-    for d in (store.root, store.archive, store.artifacts_dir):
-        try:
-            st = os.stat(d)
-            skip.add((st.st_dev, st.st_ino))
-        except OSError:
-            pass
-    return scan_workspace(root.resolve(), rules, skip_dirs=skip, skip_files=set(), max_files=0,
+    return scan_workspace(root.resolve(), rules, skip_dirs=store_dirs(store), skip_files=set(), max_files=0,
                           max_total_bytes=0, force=True, run_root=str(store.root.resolve()) + os.sep)
 
 
