@@ -2,19 +2,20 @@
 
 Commands live in one module per concern under ``runicorn.cli`` and are imported only
 when invoked, so ``runicorn --help`` and the library stay light.  To add a command,
-add one line to ``COMMANDS``: ``name -> "module:attribute"``.
+add one line to ``COMMANDS``: ``name -> "module:attribute"``.  Command modules share
+:mod:`runicorn.cli.options` (the storage root, durations) and :mod:`runicorn.cli.output`
+(tables, JSON) and never import this module, which imports them.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import click
 
 from runicorn._version import __version__
+from runicorn.cli.options import with_storage_option
 
 COMMANDS: dict[str, str] = {
     # store (issue: foundation)
@@ -52,21 +53,6 @@ COMMANDS: dict[str, str] = {
 }
 # Commands that never touch the storage root, so they take no ``--storage`` of their own.
 _NO_STORAGE = frozenset({"generate-manifest"})
-
-
-def _storage_after_subcommand(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """``runicorn CMD --storage X`` means the same as ``runicorn --storage X CMD``."""
-    if value is not None:
-        root = ctx.find_root()
-        root.obj = dict(root.obj or {}, storage=value, storage_source="--storage")
-
-
-def _with_storage_option(cmd: click.Command) -> click.Command:
-    if not any(p.name == "storage" for p in cmd.params):
-        cmd.params.append(click.Option(
-            ["--storage"], type=click.Path(file_okay=False), expose_value=False,
-            callback=_storage_after_subcommand, help="Storage root (same as `runicorn --storage`)."))
-    return cmd
 
 
 class UserError(click.ClickException):
@@ -119,7 +105,7 @@ class LazyGroup(click.Group):
         from runicorn._lazy import resolve
 
         cmd: click.Command = resolve(spec)
-        return cmd if cmd_name in _NO_STORAGE else _with_storage_option(cmd)
+        return cmd if cmd_name in _NO_STORAGE else with_storage_option(cmd)
 
     def invoke(self, ctx: click.Context) -> Any:
         from runicorn.errors import RunicornError, cli_spelling
@@ -155,72 +141,6 @@ def main(ctx: click.Context, storage: str | None) -> None:
     given = {click.core.ParameterSource.COMMANDLINE: "--storage",
              click.core.ParameterSource.ENVIRONMENT: "RUNICORN_DIR"}.get(source)  # type: ignore[arg-type]
     ctx.obj = {"storage": storage, "storage_source": given if storage else None}
-
-
-def storage_from(ctx: click.Context) -> str | None:
-    """The ``--storage`` (before or after the subcommand) or ``$RUNICORN_DIR``, if any."""
-    root = ctx.find_root()
-    return (root.obj or {}).get("storage")
-
-
-def existing_storage(ctx: click.Context) -> Path:
-    """The storage root for a command that only reads or removes: it must hold a store already.
-
-    Only commands that add content create a store; the others must not leave an empty
-    one behind a mistyped path.
-
-    Raises:
-        RunicornError: "no store at PATH", naming what chose PATH (``--storage``,
-            ``RUNICORN_DIR`` or the default).
-    """
-    from runicorn.config import ENV_VAR, resolve_storage_root
-    from runicorn.errors import RunicornError
-
-    root = resolve_storage_root(storage_from(ctx))
-    if not (root / "archive").is_dir():
-        source = (ctx.find_root().obj or {}).get("storage_source")
-        if source is None and os.environ.get(ENV_VAR):
-            source = ENV_VAR
-        why = (f"set by {source}" if source else
-               "the default storage root; choose another with --storage or RUNICORN_DIR")
-        raise RunicornError(f"no store at {root} ({why}); commands that add content, such as "
-                            f"`runicorn snapshot`, create one")
-    return root
-
-
-def echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> None:
-    """Print a table with a header line; columns as wide as their widest cell, ``right``
-    aligns those columns (numbers, sizes) right."""
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return "  ".join(out).rstrip()
-
-    click.echo(line(headers))
-    for r in rows:
-        click.echo(line(r))
-
-
-def echo_json(data: Any) -> None:
-    """Print data as indented JSON on stdout."""
-    import json
-
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def parse_duration(text: str) -> float:
-    """Parse ``90``, ``30s``, ``15m``, ``2h``, ``7d`` into seconds (:func:`runicorn.config.parse_duration`).
-
-    Raises:
-        click.BadParameter: on anything else.
-    """
-    from runicorn.config import parse_duration as seconds
-
-    try:
-        return seconds(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a duration like 30s, 15m, 2h, 7d") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

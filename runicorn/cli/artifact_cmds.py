@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from runicorn.cli import echo_json, echo_table, existing_storage, storage_from
+from runicorn.cli.options import existing_storage, storage_from
+from runicorn.cli.output import echo_json, echo_table
 from runicorn.cli.complete import complete_artifacts
 from runicorn.errors import ArtifactError, RunicornError
 

@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 import click
 
-from runicorn.cli import echo_json, echo_table, existing_storage, storage_from
+from runicorn.cli.options import existing_storage, storage_from
+from runicorn.cli.output import echo_json, echo_table
 from runicorn.cli.complete import complete_runs, complete_trees
 from runicorn.display import human_size
 

@@ -7,7 +7,8 @@ from typing import Any, Sequence
 
 import click
 
-from runicorn.cli import echo_json, echo_table, existing_storage
+from runicorn.cli.options import existing_storage
+from runicorn.cli.output import echo_json, echo_table
 from runicorn.cli.complete import complete_trees
 from runicorn.display import human_size as _human
 

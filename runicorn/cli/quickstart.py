@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import tempfile
 from pathlib import Path
@@ -116,6 +115,7 @@ def _snapshot_tour(base: Path, storage: Path, project: Path) -> None:
 
 def _artifact_tour(base: Path, storage: Path, project: Path) -> None:
     import functools
+    import http.server
     import threading
 
     import runicorn as rn
@@ -130,7 +130,11 @@ def _artifact_tour(base: Path, storage: Path, project: Path) -> None:
     sha = rn.archive_artifact(tree, archive, storage=publisher)
     click.echo(f"    tree {tree[:16]}..., archive sha256 {sha[:16]}...")
 
-    handler = functools.partial(_QuietHandler, directory=str(served))
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/demo-data.tar.gz"
@@ -158,7 +162,3 @@ def _artifact_tour(base: Path, storage: Path, project: Path) -> None:
     assert tree in report["tree_ids"]
     click.echo(f"    gc deleted {report['trees_deleted']} tree and {report['blobs_deleted']} blobs")
 
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        pass

@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 import click
 
-from runicorn.cli import echo_json, parse_duration, storage_from
+from runicorn.cli.options import parse_duration, storage_from
+from runicorn.cli.output import echo_json
 from runicorn.cli.complete import complete_trees
 
 _REMOTE_HELP = "Remote name (see `runicorn remote list`) or URL; default: the default remote."

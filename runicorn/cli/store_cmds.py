@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from runicorn.cli import echo_json, echo_table, existing_storage, parse_duration
+from runicorn.cli.options import existing_storage, parse_duration
+from runicorn.cli.output import echo_json, echo_table
 from runicorn.cli.complete import complete_pins, complete_trees
 from runicorn.display import human_size
 

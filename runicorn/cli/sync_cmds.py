@@ -39,7 +39,7 @@ def generate_manifest(root: Path, output: Path | None, mode: str, active_window:
     except OSError as exc:
         raise RunicornError(f"cannot write manifest: {exc}") from None
     if as_json:
-        from runicorn.cli import echo_json
+        from runicorn.cli.output import echo_json
 
         echo_json({"type": manifest.manifest_type.value, "path": str(path), "compressed": f"{path}.gz",
                    "revision": manifest.revision, "snapshot_id": manifest.snapshot_id,
@@ -103,7 +103,8 @@ class _Progress:
 def sync(ctx: click.Context, target: str, cache: Path | None, identity: str | None, workers: int,
          jitter: float, accept_new_host_key: bool, legacy: bool, as_json: bool) -> None:
     """Sync runs from TARGET = [USER@]HOST[:PORT]:REMOTE_ROOT into the local store."""
-    from runicorn.cli import echo_json, storage_from
+    from runicorn.cli.options import storage_from
+    from runicorn.cli.output import echo_json
     from runicorn.remote_storage.cache_manager import LocalCacheManager
     from runicorn.remote_storage.service import MetadataSyncService
     from runicorn.ssh import connect, parse_target
