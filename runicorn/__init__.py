@@ -30,8 +30,8 @@ _LAZY: dict[str, str] = {
     "remove_artifact": "runicorn.artifacts:remove_artifact",
     "host_platform": "runicorn.artifacts:host_platform",
     "tree_hash": "runicorn.artifacts:tree_hash",
-    # assets and runs
-    "snapshot_workspace": "runicorn.assets.snapshot:snapshot_workspace",
+    # snapshots and runs
+    "snapshot_workspace": "runicorn.snapshot.workspace:snapshot_workspace",
     "init": "runicorn.runs.run:init",
     "Run": "runicorn.runs.run:Run",
     "current_run": "runicorn.runs.run:current_run",

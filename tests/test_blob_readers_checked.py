@@ -16,7 +16,7 @@ import pytest
 
 from runicorn.assets.blob_store import read_blob
 from runicorn.assets.restore import export_manifest_to_zip, get_file_from_manifest, restore_from_manifest
-from runicorn.assets.snapshot import snapshot_workspace
+from runicorn.snapshot.workspace import snapshot_workspace
 from runicorn.errors import IntegrityError
 from runicorn.store import Store
 from tests.assets_helpers import write

@@ -275,7 +275,7 @@ def test_each_surface_names_its_own_options(tmp_path: Path, _isolated_storage: P
         assert r.returncode == 1 and flag in r.stderr, (argv, r.stderr)
         assert not any(p in r.stderr for p in PY_SPELLINGS), r.stderr
     # From Python, the same errors name keyword arguments.
-    from runicorn.assets.snapshot import _limit_error
+    from runicorn.snapshot.scan import _limit_error
 
     python = str(_limit_error(Path("/w"), "files", 3, 2))
     assert "extra_excludes=" in python and "force_snapshot=True" in python and "max_files=" in python
@@ -297,7 +297,7 @@ def test_snapshot_over_the_limit_names_cli_flags(tmp_path: Path) -> None:
     for i in range(3):
         (ws / f"f{i}").write_text("x")
     code = ("import sys\n"
-            "import runicorn.assets.snapshot as s\n"
+            "import runicorn.snapshot.workspace as s\n"
             "s.DEFAULT_MAX_FILES = 2\n"
             "s.snapshot_workspace.__kwdefaults__['max_files'] = 2\n"
             "from runicorn.cli import main\n"

@@ -350,7 +350,7 @@ def test_path_of_a_lazy_artifact_shows_a_bar_only_on_a_terminal(tmp_path: Path, 
 
 def test_snapshot_and_restore_bars_count_bytes(tmp_path: Path) -> None:
     from runicorn.assets.restore import restore_from_manifest
-    from runicorn.assets.snapshot import snapshot_workspace
+    from runicorn.snapshot.workspace import snapshot_workspace
 
     ws = tmp_path / "ws"
     ws.mkdir()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runicorn.assets.restore import TargetExistsError, restore_from_manifest
+from runicorn.restore.engine import TargetExistsError, restore_from_manifest
 from runicorn.errors import UnsafePathError
 from runicorn.store import open_store
 

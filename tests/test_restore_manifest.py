@@ -10,13 +10,13 @@ import pytest
 
 import runicorn
 from runicorn.assets.restore import (
-    TargetExistsError,
     export_manifest_to_zip,
     get_file_from_manifest,
     load_manifest,
     restore_from_manifest,
 )
 from runicorn.errors import CorruptManifestError, UnsafePathError
+from runicorn.restore.engine import TargetExistsError
 from runicorn.store import open_store
 
 from tests.assets_helpers import hostile_manifest, tree_files, write

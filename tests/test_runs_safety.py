@@ -176,7 +176,7 @@ def test_record_input_and_archive_from_threads_lose_nothing(tmp_path: Path) -> N
 
 def test_run_dir_that_cannot_be_moved_aside_deletes_nothing(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import runicorn.assets.cleanup as cleanup
+    import runicorn.runs.delete as cleanup
 
     run = rn.init(path="safety/rename")
     (tmp_path / "m.bin").write_bytes(b"model bytes")

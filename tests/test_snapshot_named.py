@@ -91,7 +91,7 @@ def test_repinning_a_name_to_another_tree_needs_force(tmp_path: Path, _isolated_
     r = cli("pin", first[:10], "--name", "best", "--force", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["tree"] == first
     # the library spells the option as a keyword argument
-    from runicorn.assets.snapshot import snapshot_workspace
+    from runicorn.snapshot.workspace import snapshot_workspace
 
     with pytest.raises(Exception, match="force_pin=True"):
         snapshot_workspace(ws, None, name="best", storage=_isolated_storage)

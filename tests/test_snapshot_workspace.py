@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import runicorn
-from runicorn.assets.snapshot import DEFAULT_RNIGNORE, RACY_NS
+from runicorn.snapshot.ignore import DEFAULT_RNIGNORE
+from runicorn.snapshot.statcache import RACY_NS
 from runicorn.errors import RunicornError
 from runicorn.store import open_store
 
@@ -297,7 +298,7 @@ _KEYS = ["a.log", "keep.log", "sub/keep.log", "top.txt", "sub/top.txt", "docs/dr
 def test_ignore_prefilter_agrees_with_pathspec(tmp_path: Path, lines: list[str]) -> None:
     import pathspec
 
-    from runicorn.assets.snapshot import IgnoreRules
+    from runicorn.snapshot.ignore import IgnoreRules
 
     spec = pathspec.GitIgnoreSpec.from_lines(lines)
     cache = tmp_path / "ignore-cache.json"
@@ -317,7 +318,7 @@ def test_ignore_prefilter_agrees_with_pathspec(tmp_path: Path, lines: list[str])
 
 
 def test_excluded_applies_nested_gitignore_to_its_own_subtree(tmp_path: Path) -> None:
-    from runicorn.assets.snapshot import IgnoreRules
+    from runicorn.snapshot.ignore import IgnoreRules
 
     write(tmp_path / "sub" / ".gitignore", "*.txt\n!keep.txt\n/local.md\nbin/\n")
     rules = IgnoreRules(tmp_path, ["!important.txt"], None)
@@ -392,10 +393,10 @@ def test_ignore_cache_spares_pathspec_and_follows_rule_changes(tmp_path: Path) -
 def test_ignore_cache_keeps_the_most_recently_written_rule_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from runicorn.assets import snapshot
-    from runicorn.assets.snapshot import IgnoreRules
+    from runicorn.snapshot import ignore
+    from runicorn.snapshot.ignore import IgnoreRules
 
-    monkeypatch.setattr(snapshot, "_CACHE_MAX_SPECS", 2)
+    monkeypatch.setattr(ignore, "_CACHE_MAX_SPECS", 2)
     cache = tmp_path / "ignore-cache.json"
     keys = []
     for lines in (["*.a"], ["*.b"], ["*.a"], ["*.c"]):

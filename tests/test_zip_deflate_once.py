@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runicorn.assets.snapshot import _ZIP_WHOLE_BYTES, write_zip
+from runicorn.treezip import _ZIP_WHOLE_BYTES, write_zip
 from runicorn.errors import DamagedBlobError
 from runicorn.store import Store
 

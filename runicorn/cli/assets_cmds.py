@@ -98,7 +98,7 @@ def snapshot(ctx: click.Context, root: Path, out_zip: Path | None, excludes: tup
     lets gc collect it.  The git commit, branch and dirty flag of ROOT are recorded
     when it is a git checkout.
     """
-    from runicorn.assets.snapshot import snapshot_workspace
+    from runicorn.snapshot.workspace import snapshot_workspace
     from runicorn.errors import RunicornError
 
     if message is not None and name is None:
@@ -151,7 +151,7 @@ def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, dele
     replaced (or, with --delete, removed) are first stored under a ref
     restore-backup/<time>-<id>, and the command that puts them back is printed.
     """
-    from runicorn.assets.restore import restore_from_manifest
+    from runicorn.restore.engine import restore_from_manifest
     from runicorn.errors import RunicornError
 
     from runicorn.display import progress_bar
@@ -257,7 +257,7 @@ def runs(ctx: click.Context, as_json: bool) -> None:
 def delete_run(ctx: click.Context, run_id: str, dry_run: bool, force: bool, as_json: bool) -> None:
     """Delete run RUN_ID (an id or unique prefix) and every blob and tree only it used
     (shared content stays)."""
-    from runicorn.assets.cleanup import delete_run_completely
+    from runicorn.runs.delete import delete_run_completely
     from runicorn.errors import RunicornError
     from runicorn.store.inspect import resolve_run_id
 

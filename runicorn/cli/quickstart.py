@@ -83,8 +83,8 @@ def _store_tour(storage: Path, project: Path) -> None:
 
 def _snapshot_tour(base: Path, storage: Path, project: Path) -> None:
     import runicorn as rn
-    from runicorn.assets.cleanup import delete_run_completely
-    from runicorn.assets.restore import restore_from_manifest
+    from runicorn.runs.delete import delete_run_completely
+    from runicorn.restore.engine import restore_from_manifest
 
     _step("run 1: rn.init(snapshot_code=True) captures the workspace, run.log records metrics")
     with rn.init(path="quickstart/demo", storage=storage, snapshot_code=True, workspace_root=project) as run1:

@@ -222,7 +222,7 @@ def _set_local_ref(store: Store, cache: RemoteCache, spec: RefSpec, etag: str, f
 
 def _recreate_run(store: Store, spec: RefSpec, force: bool) -> str:
     """Restore a pulled run's directory; return what happened."""
-    from runicorn.assets.restore import restore_from_manifest
+    from runicorn.restore.engine import restore_from_manifest
     from runicorn.relpath import validate_relpath
     from runicorn.runs.index import RESERVED_TOP, read_meta, read_status, upsert_run, valid_run_id
 

@@ -1,4 +1,8 @@
-"""Cleanup: collecting orphaned blobs (and, with runs, deleting runs completely)."""
+"""Run deletion: a run's directory, refs and row, then the trees and blobs only it used.
+
+A deletion renames the run directory aside first (its commit point); what a killed
+deletion left is finished by the store's recovery (:func:`finish_interrupted_deletions`).
+"""
 
 from __future__ import annotations
 
@@ -14,28 +18,6 @@ from runicorn.fsutil import abandoned, atomic_write_json, lock_dir, remove_tree
 from runicorn.store import open_store
 
 DELETING_MARK = ".rn-deleting-"
-
-
-def cleanup_orphaned_blobs(storage_root: Path, dry_run: bool = False, *,
-                           grace_seconds: float = 0.0) -> dict[str, Any]:
-    """Remove blobs (and trees) that nothing references; report what went.
-
-    Built on the store's gc: unreferenced means "no tree names it" for a blob and
-    "no ref names it" for a tree, answered from the index.  Blobs a live writer is
-    still using are never taken.  Returns the seed's keys: ``orphaned_blobs``,
-    ``bytes_freed``, ``dry_run``, plus ``trees_deleted``, ``blob_ids`` and ``errors``.
-    """
-    store = open_store(Path(storage_root).expanduser())
-    report = store.gc(grace_seconds=grace_seconds, dry_run=dry_run)
-    return {
-        "success": True,
-        "dry_run": dry_run,
-        "orphaned_blobs": report["blobs_deleted"],
-        "bytes_freed": report["bytes_freed"],
-        "trees_deleted": report["trees_deleted"],
-        "blob_ids": report["blob_ids"],
-        "errors": [],
-    }
 
 
 def _trustworthy_index(store: Any, dry_run: bool = False) -> tuple[list[str], list[str]]:
@@ -298,5 +280,4 @@ def finish_interrupted_deletions(store: Any, *, dry_run: bool = False, **_: Any)
     return lines
 
 
-__all__ = ["cleanup_orphaned_blobs", "delete_run_completely", "interrupted_deletions",
-           "finish_interrupted_deletions"]
+__all__ = ["delete_run_completely", "interrupted_deletions", "finish_interrupted_deletions", "DELETING_MARK"]

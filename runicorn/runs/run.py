@@ -297,7 +297,7 @@ class Run:
 
         Raises: as :func:`runicorn.snapshot_workspace`.
         """
-        from runicorn.assets.snapshot import snapshot_workspace
+        from runicorn.snapshot.workspace import snapshot_workspace
 
         root = Path(workspace_root) if workspace_root is not None else Path.cwd()
         result = snapshot_workspace(root, None, storage=self.store.root, run_id=self.run_id, **kw)

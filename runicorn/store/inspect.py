@@ -377,7 +377,8 @@ class _DirSide:
 
 def _workspace_files(store: "Store", root: Path) -> list[tuple[str, str, os.stat_result]]:
     """What ``runicorn snapshot ROOT`` would capture now (no limits, nothing written)."""
-    from runicorn.assets.snapshot import IgnoreRules, read_ignore_file, scan_workspace, store_dirs
+    from runicorn.snapshot.ignore import IgnoreRules, read_ignore_file
+    from runicorn.snapshot.scan import scan_workspace, store_dirs
 
     rules = IgnoreRules(root, read_ignore_file(root, ".rnignore", create_default=False), None)
     return scan_workspace(root.resolve(), rules, skip_dirs=store_dirs(store), skip_files=set(), max_files=0,

@@ -87,7 +87,7 @@ GC_BATCH = 10_000
 # every gc, so features that own refs (artifact bindings of Runicorn.toml files) bring them
 # up to date first.  A refresher may return warnings (strings) for the gc report.
 GC_ROOT_REFRESHERS: list[str] = [
-    "runicorn.assets.cleanup:finish_interrupted_deletions",
+    "runicorn.runs.delete:finish_interrupted_deletions",
     "runicorn.artifacts.gcroots:refresh_binding_refs",
 ]
 # "module:function" called as f(store, trees, dry_run=...) once a gc has committed (for a

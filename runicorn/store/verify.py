@@ -335,7 +335,7 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
         if entry.is_dir() and entry.name.startswith("n-") and nascent_owner_alive(entry):
             continue  # a writer that is starting up
         problems.append(_problem("temp_file", f"{entry} is left over from an interrupted write", path=str(entry)))
-    for run_id, trash in resolve("runicorn.assets.cleanup:interrupted_deletions")(store):
+    for run_id, trash in resolve("runicorn.runs.delete:interrupted_deletions")(store):
         problems.append(_problem("interrupted_deletion", f"{trash} is left by a killed deletion of run "
                                  f"{run_id}; `runicorn gc` (or verify --repair) finishes it", path=str(trash)))
 
@@ -634,7 +634,7 @@ def _heal_manifest(store: Store, c: Any, tree: str, damaged: Path | None, quaran
 # tables -- runs, artifact usage -- from their own files after a rebuild.
 REBUILD_HOOKS: list[str] = [
     "runicorn.artifacts.gcroots:rebuild_usage",
-    "runicorn.assets.cleanup:finish_interrupted_deletions",
+    "runicorn.runs.delete:finish_interrupted_deletions",
     "runicorn.runs.index:rebuild_runs",
     "runicorn.artifacts.installed:repair_installed",
 ]

@@ -126,7 +126,7 @@ import json, sys, time
 from pathlib import Path
 import runicorn
 if sys.argv[3:] == ["nocheck"]:
-    import runicorn.assets.snapshot as snapshot_mod
+    import runicorn.snapshot.capture as snapshot_mod
     snapshot_mod._blob_files_intact = lambda *a: True
 t = time.perf_counter()
 res = runicorn.snapshot_workspace(Path(sys.argv[1]), None, storage=sys.argv[2])

@@ -1,0 +1,50 @@
+"""What a restore reads: a tree manifest and the blob folder it names blobs in."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+from runicorn.errors import UnsafePathError
+from runicorn.hashing import is_sha256_hex
+from runicorn.store.tree import TreeEntry, parse_manifest
+
+
+def read_manifest(manifest_path: Path) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
+    path = Path(manifest_path).expanduser()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "manifest not found", str(path)) from None
+    return parse_manifest(data, origin=path)
+
+
+def load_manifest(manifest_path: Path) -> dict[str, Any]:
+    """Read and validate a manifest; return it (``manifest["files"]`` maps path -> entry).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CorruptManifestError: not a valid manifest (bad JSON, bad path, wrong tree id).
+    """
+    return read_manifest(manifest_path)[0]
+
+
+def blob_file(blob_root: Path, sha: str) -> Path:
+    if not is_sha256_hex(sha):
+        raise UnsafePathError(f"{sha!r} is not a sha256 hex digest")
+    return blob_root / sha[:2] / sha
+
+
+def missing_blobs(blob_root: Path, entries: dict[str, TreeEntry]) -> list[str]:
+    return sorted({e.sha256 for e in entries.values() if not os.path.isfile(blob_file(blob_root, e.sha256))})
+
+
+def store_root_of(blob_root: Path) -> Path:
+    return blob_root.parent.parent if blob_root.name == "blobs" and blob_root.parent.name == "archive" \
+        else blob_root
+
+
+
+__all__ = ["read_manifest", "load_manifest", "blob_file", "missing_blobs", "store_root_of"]

@@ -1,0 +1,90 @@
+"""Restore staging directories: where a restore writes before it renames into place."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from runicorn.fsutil import abandoned, lock_dir, remove_tree
+
+
+class Staging:
+    """A private staging directory on the target's filesystem (so renames are atomic).
+
+    Beside the target (``.<name>.rn-restore-<random>``), or inside it when the target
+    is a mount point of its own.  Locked while in use and named in the store's writer
+    directory: one left by a killed restore is removed by the next restore of the
+    target or by the store's recovery.  ``close`` removes it.
+    """
+
+    def __init__(self, target: Path, blob_root: Path, fresh: bool) -> None:
+        where, name = target.parent, f".{target.name}{RESTORE_MARK}{secrets.token_hex(6)}"
+        if not fresh and os.stat(target).st_dev != os.stat(target.parent).st_dev:
+            where, name = target, f"{RESTORE_MARK}{secrets.token_hex(6)}"
+        self.path = where / name
+        os.mkdir(self.path, 0o700)
+        # Held until the end: a staging directory whose lock is free was left by a killed
+        # restore, and the next restore of this target (or the store's recovery) removes it.
+        self._lock: int | None = lock_dir(self.path)
+        self._note = _note_staging(blob_root, self.path)
+
+    def close(self) -> None:
+        if self._lock is None:
+            return
+        _discard(self.path)
+        os.close(self._lock)
+        self._lock = None
+        if self._note is not None:
+            self._note.unlink(missing_ok=True)
+
+
+RESTORE_MARK = ".rn-restore-"
+
+
+def _discard(staging: Path) -> None:
+    try:
+        remove_tree(staging)
+    except OSError:
+        pass  # left with its lock free: the next restore of the target removes it
+
+
+def sweep_abandoned_restores(target: Path) -> list[str]:
+    """Remove the staging directories of earlier restores of ``target`` that were killed
+    (``.<name>.rn-restore-*`` beside it, ``.rn-restore-*`` inside it, whose lock no live
+    process holds); return them."""
+    removed: list[str] = []
+    stale: list[str] = []
+    for where, prefix in ((target.parent, f".{target.name}{RESTORE_MARK}"), (target, RESTORE_MARK)):
+        try:
+            with os.scandir(where) as it:
+                stale += [e.path for e in it if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+    for path in stale:
+        if abandoned(path):
+            remove_tree(path)
+            removed.append(path)
+    return removed
+
+
+def _note_staging(blob_root: Path, staging: Path) -> Path | None:
+    """When restoring from a store this process may write, name the staging directory in
+    the store's writer directory: if the restore is killed, the store's recovery (every
+    command that opens it next; gc, verify) finds and removes it."""
+    archive = blob_root.parent
+    if blob_root.name != "blobs" or archive.name != "archive" or not (archive / "index.sqlite3").is_file():
+        return None
+    from runicorn.fsutil import atomic_write_json
+    from runicorn.store import open_store
+
+    store = open_store(archive.parent)
+    if store.read_only:
+        return None
+    note = store.writer_dir() / f"restore-{secrets.token_hex(6)}.json"
+    atomic_write_json(note, {"staging": str(staging)})
+    return note
+
+
+
+__all__ = ["Staging", "RESTORE_MARK", "sweep_abandoned_restores"]

@@ -1,0 +1,240 @@
+"""Capture into the store: scanned workspace files become a stored tree.
+
+Files the stat cache (:mod:`runicorn.snapshot.statcache`) vouches for are not read
+again; when it vouches for all of them and their tree is stored, nothing is written.
+The rest are ingested in few large batches (one group sync each) by a few threads.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from runicorn.errors import ChangedWhileReadingError, RunicornError, StorageFullError, StoreWriteError
+from runicorn.hashing import sha256_bytes
+from runicorn.snapshot import statcache
+from runicorn.snapshot.statcache import RACY_NS
+from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
+from runicorn.workers import run_groups, share, worker_count
+
+# One batch = one group commit (two syncfs calls).  Few, large batches let the disk
+# write back large files while small ones are read; the store bounds its memory itself.
+_INGEST_BATCH_FILES = 16384
+_INGEST_BATCH_BYTES = 2 << 30
+
+Progress = Callable[[int, int], None]
+
+
+def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]], *,
+                 source: str, progress: Progress | None = None,
+                 want_entries: bool = True,
+                 keeper: tuple[str, str | None] | None = None) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
+    """Put the scanned files into the store as a tree, using and updating the stat cache.
+
+    Returns ``(tree, entries, files_read, total_bytes)``; ``entries`` is None when
+    ``want_entries`` is False and the tree was already stored (nothing was read).
+    ``keeper`` is the ref (kind, name; None for the tree id) the caller will keep the
+    tree alive with: when it already names the stored tree, nothing is written.
+
+    Raises:
+        RunicornError: a file vanished or changed while being read (naming it).
+    """
+    started_ns = time.time_ns()
+    cached = statcache.cached_rows(store, root)
+    trusted: dict[str, tuple[str, str, os.stat_result, str]] = {}
+    to_read: list[tuple[str, str, os.stat_result, str]] = []
+    links: dict[str, bytes] = {}
+    hits = 0  # files with a cache row: when all rows are hit, none is stale
+    trusted_bytes = 0
+    lines: list[tuple[str, str, str]] = []  # (path, mode, sha256) of trusted files, for the tree id
+    get, S_ISLNK = cached.get, stat.S_ISLNK
+    for rel, full, st in files:
+        st_mode = st.st_mode
+        if S_ISLNK(st_mode):
+            try:
+                links[rel] = os.fsencode(os.readlink(full))
+            except FileNotFoundError:
+                raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
+            hits += full in cached
+            continue
+        mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
+        row = get(full)
+        if row is None:
+            to_read.append((rel, full, st, mode))
+            continue
+        hits += 1
+        # row: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
+        if (row[1] == st.st_dev and row[2] == st.st_ino and row[3] == st.st_size
+                and row[4] == st.st_mtime_ns and row[5] == st.st_ctime_ns and row[6] == mode
+                and st.st_mtime_ns < row[8] - RACY_NS):
+            trusted[full] = (rel, full, st, row[7])
+            trusted_bytes += row[3]
+            lines.append((rel, mode, row[7]))
+        else:
+            to_read.append((rel, full, st, mode))
+    found = _existing_tree(store, trusted, links, want_entries, keeper, lines, trusted_bytes) if not to_read else None
+    updates: list[tuple[Any, ...]] = []
+    entries: dict[str, TreeEntry] | None
+    if found is None:
+        tree, entries, updates = _ingest(store, root, files, trusted, to_read, links, started_ns, progress)
+        total = sum(e.size for e in entries.values())
+    else:
+        tree, entries, total = found
+    stale: list[tuple[str]] = []
+    if hits < len(cached):
+        seen = {full for _, full, _ in files}
+        stale = [(p,) for p in cached if p not in seen]
+    if updates or stale:
+        statcache.record(store, updates, stale)
+    return tree, entries, len(to_read), total
+
+
+def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
+                   links: dict[str, bytes], want_entries: bool,
+                   keeper: tuple[str, str | None] | None, lines: list[tuple[str, str, str]],
+                   trusted_bytes: int) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
+    """Fast path when the stat cache vouches for every file: (tree, entries, total bytes) if stored.
+
+    ``lines`` (the trusted files' ``(path, mode, sha256)``, consumed) and ``trusted_bytes``
+    (their total size) come from the caller's pass over the stat cache.
+
+    ``entries`` is None unless ``want_entries``.  The tree's existence is checked and
+    its ``touched_at`` bumped in one write transaction, so a concurrent gc either ran
+    before (and the tree is gone: slow path) or must wait the grace period; its blobs
+    are protected by the tree itself.  When the ref that will keep the tree alive
+    (``keeper``: kind and name, with the tree id in place of ``None`` as name) already
+    names it, no gc can take it, so a read suffices and nothing is written.
+
+    A stored tree is returned only when it is restorable: every blob file is there with
+    the size the tree records (one ``stat`` per blob).  A lost, quarantined or resized
+    blob sends the snapshot down the slow path, which re-reads exactly those files from
+    the workspace (``Store.hold_blobs`` finds them) and so stores their bytes again.
+    """
+    # Paths come from our own directory walk (already checked), so no re-validation here.
+    link_shas = {rel: sha256_bytes(t) for rel, t in links.items()}
+    lines += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
+    tree = tree_id_of(lines)
+    if not os.path.exists(store.manifest_path(tree)):
+        return None
+    if not _blob_files_intact(store, trusted, links, link_shas):
+        return None
+    if keeper is None or not _kept_by(store, tree, keeper):
+        with store.index.write() as c:
+            if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
+                return None
+            c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
+    total = trusted_bytes + sum(len(t) for t in links.values())
+    if not want_entries:
+        return tree, None, total
+    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for rel, _, st, sha in trusted.values()}
+    entries.update({rel: TreeEntry(link_shas[rel], MODE_LINK, len(t)) for rel, t in links.items()})
+    return tree, entries, total
+
+
+def _blob_files_intact(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
+                       links: dict[str, bytes], link_shas: dict[str, str]) -> bool:
+    """Whether every blob of the trusted files and links is in ``blobs/`` with its size.
+
+    One ``stat`` per distinct blob: the unchanged re-snapshot stays a metadata pass, and
+    the blob files are in the same page cache as the index.  (Their bytes are checked by
+    ``runicorn verify --deep`` and by every reader, :mod:`runicorn.store.reader`.)
+    """
+    blobs = f"{store.blobs_dir}/"
+    sizes: dict[str, int] = {sha: st.st_size for _, _, st, sha in trusted.values()}
+    sizes.update({link_shas[rel]: len(t) for rel, t in links.items()})
+    stat_ = os.stat
+    try:
+        for sha, size in sizes.items():
+            if stat_(f"{blobs}{sha[:2]}/{sha}").st_size != size:
+                return False
+    except OSError:  # missing (or a file where blobs/<aa> belongs)
+        return False
+    return True
+
+
+def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:
+    """Whether the tree is stored and the ref ``keeper`` names it, in one read snapshot."""
+    kind, name = keeper
+    with store.index.read() as c:
+        return (c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is not None
+                and c.execute("SELECT 1 FROM refs WHERE kind = ? AND name = ? AND tree = ?",
+                              (kind, name or tree, tree)).fetchone() is not None)
+
+
+def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]],
+            trusted: dict[str, tuple[str, str, os.stat_result, str]],
+            to_read: list[tuple[str, str, os.stat_result, str]], links: dict[str, bytes],
+            started_ns: int, progress: Progress | None) -> tuple[str, dict[str, TreeEntry], list[tuple[Any, ...]]]:
+    """Slow path: hold cached blobs, read changed files, store links, record the tree."""
+    entries: dict[str, TreeEntry] = {}
+    if trusted:
+        missing = store.hold_blobs({t[3] for t in trusted.values()})
+        for full, (rel, _, st, sha) in list(trusted.items()):
+            if sha in missing:
+                del trusted[full]
+                to_read.append((rel, full, st, mode_of(st.st_mode)))
+    for rel, _, st, sha in trusted.values():
+        entries[rel] = TreeEntry(sha, mode_of(st.st_mode), st.st_size)
+    updates: list[tuple[Any, ...]] = []
+    # Progress in bytes: cached files count as done, symlinks are not counted.
+    done = sum(t[2].st_size for t in trusted.values())
+    total = done + sum(it[2].st_size for it in to_read)
+    if progress:
+        progress(done, total)
+    lock = threading.Lock()
+
+    def work(group: list[tuple[str, str, os.stat_result, str]]) -> None:
+        nonlocal done
+        for batch in _batches(group):
+            try:
+                infos = store.ingest_files([full for _, full, _, _ in batch])
+            except FileNotFoundError as exc:
+                raise RunicornError(f"{exc.filename}: vanished during the snapshot of {root}; "
+                                    f"nothing was recorded, try again") from None
+            except ChangedWhileReadingError as exc:
+                raise RunicornError(f"{exc}; nothing was recorded, try again") from None
+            except (StorageFullError, StoreWriteError):
+                raise  # the store's side, not the source's: its own message says so
+            except OSError as exc:
+                raise RunicornError(f"{exc.filename or root}: cannot be read ({exc.strerror}); "
+                                    f"exclude it in .rnignore or fix its permissions") from None
+            with lock:
+                for (rel, full, st, mode), info in zip(batch, infos):
+                    entries[rel] = TreeEntry(info.sha256, mode, info.size)
+                    updates.append((full, st.st_dev, st.st_ino, info.size, st.st_mtime_ns,
+                                    st.st_ctime_ns, mode, info.sha256, started_ns))
+                done += sum(info.size for info in infos)
+                if progress:
+                    progress(done, total)
+
+    groups = share(to_read, worker_count(len(to_read), sum(it[2].st_size for it in to_read)),
+                   lambda it: it[2].st_size)
+    run_groups(work, groups)
+    for rel, target in links.items():
+        info = store.ingest_bytes(target)
+        entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
+    tree = store.put_tree(entries, source=str(root))
+    return tree, entries, updates
+
+
+def _batches(items: list[tuple[str, str, os.stat_result, str]]) -> Iterable[list[tuple[str, str, os.stat_result, str]]]:
+    # Batches bound the work lost on an error and give progress; each costs one group sync.
+    batch: list[tuple[str, str, os.stat_result, str]] = []
+    size = 0
+    for item in items:
+        batch.append(item)
+        size += item[2].st_size
+        if len(batch) >= _INGEST_BATCH_FILES or size >= _INGEST_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+
+__all__ = ["capture_tree"]

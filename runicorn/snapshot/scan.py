@@ -1,0 +1,140 @@
+"""The workspace scan: every regular file and symlink a snapshot captures.
+
+The storage root and the output zip are never captured, nor run directories below the
+storage root; what the ignore rules (:mod:`runicorn.snapshot.ignore`) exclude is not
+listed, and an excluded directory is not entered.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from runicorn.errors import RunicornError, UnsafePathError, option
+from runicorn.relpath import MAX_DEPTH, check_names
+from runicorn.snapshot.ignore import IgnoreRules
+
+
+def _limit_error(root: Path, what: str, value: int, limit: int) -> ValueError:
+    limits = option("limits")
+    return ValueError(
+        f"snapshot of {root} would hold {what} {value:,} > limit {limit:,}; exclude large or "
+        f"generated files in {root / '.rnignore'} or with {option('extra_excludes')}, "
+        + (f"raise the limit ({limits}), " if limits else "")
+        + f"or pass {option('force_snapshot')}")
+
+
+def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, int]],
+                   skip_files: set[str], max_files: int, max_total_bytes: int,
+                   force: bool, run_root: str | None = None,
+                   counts: dict[str, int] | None = None) -> list[tuple[str, str, os.stat_result]]:
+    """List ``(relpath, abspath, lstat)`` for every captured regular file and symlink.
+
+    Directories in ``skip_dirs`` (by device and inode) are left out, and so is every
+    run directory (``.../runs/<id>/meta.json``) below ``run_root`` (the storage root):
+    when the storage root is the workspace, its runs are store content, not code.
+    ``counts["excluded"]`` (when given) grows by each file or directory the ignore rules
+    leave out.
+
+    Raises:
+        ValueError: a limit is exceeded (unless ``force``), as soon as it is.
+        RunicornError: a name contains a newline or a directory cannot be read.
+    """
+    out: list[tuple[str, str, os.stat_result]] = []
+    total = 0
+    IFMT, IFDIR, IFREG, IFLNK = 0o170000, stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK  # S_IS* without calls
+    skip_names = {os.path.basename(p) for p in skip_files}  # a cheap test before building full paths
+    # Depth-first with an explicit stack of (absolute dir, relative prefix); a None
+    # frame pops the .gitignore spec its directory pushed, after the whole subtree.
+    stack: list[tuple[str, str] | None] = [(str(root), "")]
+    while stack:
+        frame = stack.pop()
+        if frame is None:
+            rules.git.pop()
+            continue
+        directory, prefix = frame
+        if rules.enter(prefix, directory):
+            stack.append(None)
+        base = directory if directory.endswith(os.sep) else directory + os.sep
+        # Listing through a directory descriptor makes each entry's lstat resolve one
+        # name instead of the whole path again.
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                with os.scandir(fd) as it:
+                    found = list(it)
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            raise RunicornError(f"{directory}: cannot list directory ({exc.strerror})") from None
+        try:
+            listing = [(e.name, e.stat(follow_symlinks=False)) for e in found]
+        except OSError as exc:  # name the file by its full path, as a path-based lstat would
+            raise type(exc)(exc.errno, exc.strerror, base + str(exc.filename)) from None
+        finally:
+            os.close(fd)
+        listing.sort()
+        joined = "/".join(name for name, _ in listing)
+        if "\n" in joined or "\r" in joined:
+            bad = next(name for name, _ in listing if "\n" in name or "\r" in name)
+            raise RunicornError(f"{base + bad}: file names with a newline cannot be snapshotted")
+        # Keys: names with a trailing "/" for directories, as the ignore rules want them.
+        kept: list[tuple[str, os.stat_result]] = []
+        for name, st in listing:
+            kind = st.st_mode & IFMT
+            if kind == IFREG or kind == IFLNK:
+                if name not in skip_names or base + name not in skip_files:
+                    kept.append((name, st))
+            elif kind == IFDIR:
+                if (st.st_dev, st.st_ino) not in skip_dirs:
+                    kept.append((name + "/", st))
+        dropped = rules.excluded(prefix, [key for key, _ in kept])
+        if counts is not None:
+            counts["excluded"] += len(dropped)
+        if not joined.isascii() or prefix.count("/") >= MAX_DEPTH:
+            # Checked before anything is read: a refused name or depth stores nothing.
+            try:
+                check_names(prefix, "/".join(k.rstrip("/") for k, _ in kept if k not in dropped), what="file")
+            except UnsafePathError as exc:
+                raise UnsafePathError(f"{root}: {exc}; nothing was stored") from None
+        subdirs: list[tuple[str, str]] = []
+        for key, st in kept:
+            if key in dropped:
+                continue
+            if key[-1] == "/":
+                full = base + key[:-1]
+                if (run_root is not None and directory.endswith(f"{os.sep}runs")
+                        and full.startswith(run_root)
+                        and os.path.isfile(os.path.join(full, "meta.json"))):
+                    continue
+                subdirs.append((full, prefix + key))
+                continue
+            out.append((prefix + key, base + key, st))
+            total += st.st_size
+            if not force:
+                if len(out) > max_files:
+                    raise _limit_error(root, "files", len(out), max_files)
+                if total > max_total_bytes:
+                    raise _limit_error(root, "bytes", total, max_total_bytes)
+        stack.extend(reversed(subdirs))
+    return out
+
+
+def store_dirs(store: Any) -> set[tuple[int, int]]:
+    """(device, inode) of the store's own folders: a scan never enters them, wherever the
+    workspace sits relative to the storage root."""
+    found: set[tuple[int, int]] = set()
+    for d in (store.root, store.archive, store.artifacts_dir):
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return found
+
+
+
+__all__ = ["scan_workspace", "store_dirs"]
