@@ -312,9 +312,9 @@ def _sync_doc(rng: random.Random, base: dict[str, Any], outside: Path) -> dict[s
 
 def test_fuzz_sync_manifests(tmp_path: Path, conn: Any) -> None:
     """Many decoded and path-checked in process, some through a real sync over SFTP."""
-    from runicorn.manifest import ManifestGenerator
-    from runicorn.manifest.model import SyncManifest
-    from runicorn.remote_storage.manifest_sync import ManifestSyncClient, check_manifest_paths, decode_manifest
+    from runicorn.sync.server.generator import ManifestGenerator
+    from runicorn.sync.manifest import SyncManifest
+    from runicorn.sync.client.manifest_client import ManifestSyncClient, check_manifest_paths, decode_manifest
     from tests.sync_util import make_tree
 
     server, outside, caches = tmp_path / "server", tmp_path / "outside", tmp_path / "caches"

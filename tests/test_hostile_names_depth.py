@@ -187,7 +187,7 @@ def test_deeply_nested_toml_gives_one_line_naming_the_file(tmp_path: Path, body:
 
 def test_deeply_nested_json_is_a_corrupt_manifest_not_a_recursion_error(tmp_path: Path) -> None:
     from runicorn.errors import CorruptManifestError
-    from runicorn.remote_storage.manifest_sync import decode_manifest
+    from runicorn.sync.client.manifest_client import decode_manifest
 
     deep = b'{"files": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     manifest = tmp_path / "deep.json"

@@ -15,8 +15,10 @@ from click.testing import CliRunner
 
 from runicorn.cli import main
 from runicorn.hashing import sha256_bytes
-from runicorn.manifest import ManifestGenerator, ManifestType, validate_manifest_dict
-from runicorn.manifest.generator import STATE_NAME
+from runicorn.sync.manifest import ManifestType
+from runicorn.sync.manifest_schema import validate_manifest_dict
+from runicorn.sync.server.generator import ManifestGenerator
+from runicorn.sync.server.generator import STATE_NAME
 from tests.sync_util import make_tree
 
 

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from runicorn.errors import CorruptManifestError
-from runicorn.manifest import validate_manifest_dict
+from runicorn.sync.manifest_schema import validate_manifest_dict
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schema" /
                      "sync-manifest.schema.json").read_text())
@@ -89,7 +89,7 @@ def test_invalid_samples_agree(doc: Any) -> None:
 
 
 def test_generated_manifest_matches_schema(tmp_path: Path) -> None:
-    from runicorn.manifest import ManifestGenerator
+    from runicorn.sync.server.generator import ManifestGenerator
     from tests.sync_util import make_tree
 
     make_tree(tmp_path, 3)
@@ -117,9 +117,9 @@ def test_trailing_newline_is_refused(doc: Any) -> None:
 
 
 def test_paths_use_the_shared_relpath_rules() -> None:
-    from runicorn.manifest import schema
+    from runicorn.sync import manifest_schema
 
-    assert not hasattr(schema, "_RELPATH_RE")
+    assert not hasattr(manifest_schema, "_RELPATH_RE")
     with pytest.raises(CorruptManifestError, match=r"files\[0\]\.path.*backslash"):
         validate_manifest_dict(_mut([*FILE, "path"], f"{RUN}/weird\\name.txt"))
     with pytest.raises(CorruptManifestError, match=r"files\[0\]\.path.*newline"):

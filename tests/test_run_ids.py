@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from runicorn.errors import CorruptManifestError
-from runicorn.manifest import ManifestGenerator, validate_manifest_dict
+from runicorn.sync.manifest_schema import validate_manifest_dict
+from runicorn.sync.server.generator import ManifestGenerator
 from runicorn.runs.ids import RUN_ID_MAX_LEN, valid_run_id
 from tests.sync_util import make_run
 from tests.test_manifest_schema import _mut
@@ -22,12 +23,13 @@ def test_the_rule() -> None:
 
 
 def test_every_user_shares_the_rule() -> None:
-    from runicorn.manifest import generator, schema
-    from runicorn.remote_storage import legacy_sync
+    from runicorn.sync import manifest_schema
+    from runicorn.sync.server import generator
+    from runicorn.sync.client import walk_client
     from runicorn.runs import ids, index
 
-    assert index.valid_run_id is generator.valid_run_id is legacy_sync.valid_run_id is ids.valid_run_id
-    assert schema.RUN_ID_RE is ids.RUN_ID_RE
+    assert index.valid_run_id is generator.valid_run_id is walk_client.valid_run_id is ids.valid_run_id
+    assert manifest_schema.RUN_ID_RE is ids.RUN_ID_RE
 
 
 def test_runs_generator_and_client_agree_on_the_limit(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from runicorn.errors import CorruptManifestError, UnsafePathError
-from runicorn.manifest import ManifestGenerator
-from runicorn.remote_storage import manifest_sync
-from runicorn.remote_storage.manifest_sync import ManifestSyncClient
-from runicorn.remote_storage.transfer import SyncError
+from runicorn.sync.server.generator import ManifestGenerator
+from runicorn.sync.client import manifest_client
+from runicorn.sync.client.manifest_client import ManifestSyncClient
+from runicorn.sync.client.transfer import SyncError
 from tests.sshd_server import SshdServer
 from tests.sync_util import assert_mirror, make_tree, tree_files
 
@@ -218,7 +218,7 @@ def test_manifest_size_bounds(conn: Any, server: Path, tmp_path: Path,
                               monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
     # A gzip bomb: small on the wire, beyond the bound once inflated.
-    monkeypatch.setattr(manifest_sync, "MAX_MANIFEST_BYTES", 50_000)
+    monkeypatch.setattr(manifest_client, "MAX_MANIFEST_BYTES", 50_000)
     bomb = gzip.compress(b'{"a": "' + b"0" * 5_000_000 + b'"}')
     (server / ".runicorn" / "full_manifest.json.gz").write_bytes(bomb)
     with pytest.raises(CorruptManifestError, match="expands beyond"):
@@ -227,9 +227,9 @@ def test_manifest_size_bounds(conn: Any, server: Path, tmp_path: Path,
     with pytest.raises(CorruptManifestError, match="gzip"):
         _sync(conn, server, cache)
     # Too many files, with the bound lowered so the test stays small.
-    from runicorn.manifest import schema
-    monkeypatch.setattr(schema, "MAX_FILES", 10)
-    monkeypatch.setattr(manifest_sync, "MAX_MANIFEST_BYTES", 256 << 20)
+    from runicorn.sync import manifest_schema
+    monkeypatch.setattr(manifest_schema, "MAX_FILES", 10)
+    monkeypatch.setattr(manifest_client, "MAX_MANIFEST_BYTES", 256 << 20)
     (server / ".runicorn" / "full_manifest.json.gz").unlink()
     with pytest.raises(CorruptManifestError, match="more than 10 files"):
         _sync(conn, server, cache)
@@ -265,7 +265,7 @@ def test_pruned_cache_is_repaired_at_same_revision(conn: Any, server: Path,
 
 def test_active_and_full_cursors_are_independent(conn: Any, server: Path,
                                                  tmp_path: Path) -> None:
-    from runicorn.manifest import ManifestType
+    from runicorn.sync.manifest import ManifestType
 
     runs = sorted(server.glob("*/**/runs/*"))
     old = 1_600_000_000
@@ -301,7 +301,7 @@ def test_server_answering_short_reads(conn: Any, tmp_path: Path,
 
     from tests.sync_util import make_run
 
-    from runicorn.remote_storage import transfer
+    from runicorn.sync.client import transfer
     server = tmp_path / "server"
     make_run(server, "p", "e", "20250101_000000_big001", rng=random.Random(3), media=2,
              media_bytes=transfer.PipelinedFetcher.MAX_SIZE)
@@ -325,7 +325,7 @@ def test_file_grown_beyond_the_manifest_fails_alone(conn: Any, server: Path, tmp
                                                     caplog: Any) -> None:
     """A server cannot make us download more than the manifest (plus a bounded slack)
     promised: the grown file fails by name, the others arrive, the cursor stays put."""
-    from runicorn.remote_storage.transfer import growth_allowance
+    from runicorn.sync.client.transfer import growth_allowance
 
     cache = tmp_path / "cache"
     rd = sorted(server.glob("*/**/runs/*"))[0]
@@ -359,7 +359,7 @@ def test_growth_must_fit_the_free_space(conn: Any, server: Path, tmp_path: Path,
     _grow(rd, "summary.json", 1 << 20)
     need = sum(len(b) for b in tree_files(server).values())  # more than the plan needs
     real = shutil.disk_usage
-    monkeypatch.setattr(manifest_sync.shutil, "disk_usage",
+    monkeypatch.setattr(manifest_client.shutil, "disk_usage",
                         lambda p: real(p)._replace(free=need + (64 << 10)))
     with caplog.at_level("WARNING"):
         st = _sync(conn, server, cache)

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from runicorn.cli import main
-from runicorn.manifest import ManifestGenerator
-from runicorn.remote_storage import MetadataSyncService
-from runicorn.remote_storage.cache_manager import LocalCacheManager
+from runicorn.sync.server.generator import ManifestGenerator
+from runicorn.sync.client.service import MetadataSyncService
+from runicorn.sync.client.local_cache import LocalCacheManager
 from tests.sshd_server import SshdServer
 from tests.sync_util import assert_mirror, make_run, make_tree, tree_files
 

@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from runicorn.cli import main
-from runicorn.manifest import ManifestGenerator
-from runicorn.remote_storage import MetadataSyncService
-from runicorn.remote_storage.cache_manager import LocalCacheManager
-from runicorn.remote_storage.legacy_sync import LegacySyncClient
+from runicorn.sync.server.generator import ManifestGenerator
+from runicorn.sync.client.service import MetadataSyncService
+from runicorn.sync.client.local_cache import LocalCacheManager
+from runicorn.sync.client.walk_client import LegacySyncClient
 from runicorn.ssh import parse_target
 from tests.sshd_server import SshdServer
 from tests.sync_util import assert_mirror, make_tree, tree_files
@@ -198,8 +198,8 @@ def test_both_sync_paths_share_paths_and_stats(conn: Any, server: Path, tmp_path
                                                monkeypatch: Any) -> None:
     """One cache-path checker per sync (parent directories checked once, not per file)
     and one statistics constructor for the manifest and the legacy client."""
-    from runicorn.remote_storage import transfer
-    from runicorn.remote_storage.manifest_sync import ManifestSyncClient
+    from runicorn.sync.client import transfer
+    from runicorn.sync.client.manifest_client import ManifestSyncClient
 
     assert not hasattr(transfer, "cache_dest")
     checks: list[str] = []

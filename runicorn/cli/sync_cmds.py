@@ -28,7 +28,8 @@ from runicorn.errors import RunicornError
 def generate_manifest(root: Path, output: Path | None, mode: str, active_window: int,
                       no_incremental: bool, verbose: bool, as_json: bool) -> None:
     """Write a sync manifest describing every run under ROOT (exit 0 ok, 1 error, 130 Ctrl+C)."""
-    from runicorn.manifest import ManifestGenerator, ManifestType
+    from runicorn.sync.manifest import ManifestType
+    from runicorn.sync.server.generator import ManifestGenerator
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -105,8 +106,8 @@ def sync(ctx: click.Context, target: str, cache: Path | None, identity: str | No
     """Sync runs from TARGET = [USER@]HOST[:PORT]:REMOTE_ROOT into the local store."""
     from runicorn.cli.options import storage_from
     from runicorn.cli.output import echo_json
-    from runicorn.remote_storage.cache_manager import LocalCacheManager
-    from runicorn.remote_storage.service import MetadataSyncService
+    from runicorn.sync.client.local_cache import LocalCacheManager
+    from runicorn.sync.client.service import MetadataSyncService
     from runicorn.ssh import connect, parse_target
 
     tgt = parse_target(target)

@@ -1,15 +1,15 @@
-"""Sync manifests: what a server publishes so clients can sync runs incrementally."""
+"""The seed's import path for the sync manifest generator; the code lives in :mod:`runicorn.sync`."""
 
 from __future__ import annotations
 
-from runicorn.manifest.generator import ManifestGenerator
-from runicorn.manifest.model import (
+from runicorn.sync.server.generator import ManifestGenerator
+from runicorn.sync.manifest import (
     ExperimentEntry,
     FileEntry,
     ManifestType,
     SyncManifest,
 )
-from runicorn.manifest.schema import validate_manifest_dict
+from runicorn.sync.manifest_schema import validate_manifest_dict
 
 __all__ = ["ExperimentEntry", "FileEntry", "ManifestGenerator", "ManifestType",
            "SyncManifest", "validate_manifest_dict"]

@@ -1,4 +1,4 @@
-"""Syncing runs from remote servers over SFTP.
+"""The seed's import path for the run sync client; the code lives in :mod:`runicorn.sync.client`.
 
 Imports are lazy so ``import runicorn`` never loads paramiko.
 """
@@ -10,9 +10,9 @@ from runicorn._lazy import lazy_attributes
 __all__ = ["LocalCacheManager", "ManifestSyncClient", "MetadataSyncService"]
 
 _LAZY = {
-    "MetadataSyncService": "runicorn.remote_storage.service:MetadataSyncService",
-    "LocalCacheManager": "runicorn.remote_storage.cache_manager:LocalCacheManager",
-    "ManifestSyncClient": "runicorn.remote_storage.manifest_sync:ManifestSyncClient",
+    "MetadataSyncService": "runicorn.sync.client.service:MetadataSyncService",
+    "LocalCacheManager": "runicorn.sync.client.local_cache:LocalCacheManager",
+    "ManifestSyncClient": "runicorn.sync.client.manifest_client:ManifestSyncClient",
 }
 
 

@@ -32,9 +32,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from runicorn.manifest import ManifestGenerator  # noqa: E402
-from runicorn.remote_storage.legacy_sync import LegacySyncClient  # noqa: E402
-from runicorn.remote_storage.manifest_sync import ManifestSyncClient  # noqa: E402
+from runicorn.sync.server.generator import ManifestGenerator  # noqa: E402
+from runicorn.sync.client.walk_client import LegacySyncClient  # noqa: E402
+from runicorn.sync.client.manifest_client import ManifestSyncClient  # noqa: E402
 from tests.sshd_server import SshdServer  # noqa: E402
 from tests.sync_util import assert_mirror, make_run  # noqa: E402
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from runicorn.config import resolve_storage_root
-from runicorn.remote_storage.transfer import SYNC_DIR
+from runicorn.sync.client.transfer import SYNC_DIR
 
 
 class LocalCacheManager:

@@ -20,7 +20,7 @@ from typing import Any
 from runicorn.errors import RunicornError, UnsafePathError
 from runicorn.fsutil import atomic_write_json, open_locked, syncfs
 from runicorn.hashing import sha256_bytes
-from runicorn.remote_storage.transfer import (
+from runicorn.sync.client.transfer import (
     RESERVED_TOP_LEVEL,
     SYNC_DIR,
     CountingSFTP,

@@ -33,9 +33,9 @@ from typing import Any
 from runicorn.errors import RunicornError, UnsafePathError
 from runicorn.fsutil import GroupCommit, StagedFile, atomic_write_json
 from runicorn.hashing import sha256_bytes
-from runicorn.manifest.model import TAIL_WINDOW
-from runicorn.manifest.model import tail_hash as file_tail_hash
-from runicorn.manifest.schema import MAX_FILE_SIZE
+from runicorn.sync.manifest import TAIL_WINDOW
+from runicorn.sync.manifest import tail_hash as file_tail_hash
+from runicorn.sync.manifest_schema import MAX_FILE_SIZE
 from runicorn.relpath import ensure_no_symlink_parents, validate_relpath
 
 SINGLE_READ_MAX = 32768  # paramiko's largest single read request

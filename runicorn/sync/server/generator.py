@@ -23,7 +23,7 @@ from typing import Any
 
 from runicorn.errors import CorruptManifestError, RunicornError
 from runicorn.fsutil import atomic_write_bytes, atomic_write_json, open_locked
-from runicorn.manifest.model import (
+from runicorn.sync.manifest import (
     ExperimentEntry,
     FileEntry,
     ManifestType,
@@ -33,7 +33,7 @@ from runicorn.manifest.model import (
     priority_for,
     tail_hash,
 )
-from runicorn.manifest.schema import validate_file_dict, validate_manifest_dict, validate_run_fields
+from runicorn.sync.manifest_schema import validate_file_dict, validate_manifest_dict, validate_run_fields
 from runicorn.runs.ids import valid_run_id
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Sync manifest data model: what a server publishes about its runs.
 
-The JSON form is specified by ``schema/sync-manifest.schema.json``; :mod:`.schema`
+The JSON form is specified by ``schema/sync-manifest.schema.json``; :mod:`.manifest_schema`
 enforces it without third-party libraries.
 """
 

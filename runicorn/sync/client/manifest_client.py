@@ -26,10 +26,10 @@ from typing import Any
 from runicorn.errors import CorruptManifestError, RunicornError, UnsafePathError
 from runicorn.fsutil import atomic_write_json, open_locked, syncfs
 from runicorn.hashing import sha256_bytes
-from runicorn.manifest.model import TAIL_WINDOW, FileEntry, ManifestType, SyncManifest, tail_hash
-from runicorn.manifest.schema import validate_manifest_dict
+from runicorn.sync.manifest import TAIL_WINDOW, FileEntry, ManifestType, SyncManifest, tail_hash
+from runicorn.sync.manifest_schema import validate_manifest_dict
 from runicorn.relpath import validate_relpath
-from runicorn.remote_storage.transfer import (
+from runicorn.sync.client.transfer import (
     RESERVED_TOP_LEVEL,
     SYNC_DIR,
     CachePaths,

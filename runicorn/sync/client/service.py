@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runicorn.errors import RunicornError
-from runicorn.remote_storage.cache_manager import LocalCacheManager
-from runicorn.remote_storage.transfer import SyncError
+from runicorn.sync.client.local_cache import LocalCacheManager
+from runicorn.sync.client.transfer import SyncError
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class MetadataSyncService:
         Falls back to the legacy walk when the manifest is missing, unreadable, invalid
         or hostile.  Raises SyncError (another sync running, disk too small) as is.
         """
-        from runicorn.remote_storage.legacy_sync import LegacySyncClient
-        from runicorn.remote_storage.manifest_sync import ManifestSyncClient
+        from runicorn.sync.client.walk_client import LegacySyncClient
+        from runicorn.sync.client.manifest_client import ManifestSyncClient
 
         cache = self.cache_manager.ensure()
         stats: dict[str, Any] | None = None

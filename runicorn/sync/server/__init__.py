@@ -1,0 +1,1 @@
+"""The server side of run sync: :mod:`.generator` publishes the sync manifest."""
