@@ -6,14 +6,16 @@
 2. Warm ``artifact("name")`` latency: median of 10,000 calls.
 3. ``python -c "import runicorn"`` vs. ``python -c "pass"``.
 
-Usage: python tools/bench/bench_artifacts.py [--mib 256] [--reps 3]
+Usage: python tools/bench/bench_artifacts.py [--mib 256] [--reps 3] [--json]
 Prints medians and ratios; exits 1 if a target is missed (fetch <= 1.3x the plain
-baseline, warm artifact() <= 50 us, import adds <= 60 ms).
+baseline, warm artifact() <= 50 us, import adds <= 60 ms).  ``--json`` adds one last
+line with the figures as a JSON object (for ``tools/bench/ab.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -148,6 +150,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="end with one line of the figures as JSON")
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     ok = True
@@ -167,6 +170,10 @@ def main() -> int:
         print(f"import runicorn: {imp * 1000:.1f} ms vs python -c pass {bare * 1000:.1f} ms -> "
               f"+{added:.1f} ms (target <= 60 ms)")
     print("all targets met" if ok else "TARGET MISSED")
+    if args.json:
+        print(json.dumps({"fetch_s": ours, "fetch_baseline_s": base, "fetch_ratio": ratio,
+                          "warm_artifact_us": warm, "import_s": imp, "python_pass_s": bare,
+                          "import_added_ms": added, "targets_met": bool(ok)}))
     return 0 if ok else 1
 
 
