@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# The benchmark starts its own SeaweedFS; `-m "not s3"` deselects it like the fixtures' tests.
+pytestmark = pytest.mark.s3
+
 BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench" / "bench_remote.py"
 
 

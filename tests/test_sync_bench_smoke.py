@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# The benchmark starts its own sshd; `-m "not sshd"` deselects it like the fixtures' tests.
+pytestmark = pytest.mark.sshd
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
