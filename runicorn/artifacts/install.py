@@ -58,9 +58,9 @@ def binding_ref_name(toml_path: str, name: str, entry: Mapping[str, Any]) -> str
     key = _REF_UNSAFE_KEY.sub(_percent, platform_key(platform_tags(entry)))
     ref = f"{_REF_UNSAFE.sub(_percent, toml_path)}#{name}#{key}"
     if len(ref) > 4000:
-        import hashlib
+        from runicorn.hashing import sha256_bytes
 
-        ref = f"~{hashlib.sha256(ref.encode('utf-8', 'surrogateescape')).hexdigest()}#{name}#{key[:256]}"
+        ref = f"~{sha256_bytes(ref.encode('utf-8', 'surrogateescape'))}#{name}#{key[:256]}"
     return ref
 
 

@@ -33,6 +33,7 @@ from runicorn.fsutil import (
     syncfs_in_background,
     write_all,
 )
+from runicorn.hashing import new_sha256
 from runicorn.relpath import safe_join, validate_relpath
 from runicorn.restore.checkout import BACKUP_REF_KIND, BackupCallback, Checkout
 from runicorn.restore.source import missing_blobs, read_manifest, store_root_of
@@ -72,9 +73,7 @@ def _copy_fd(src: int, dst: int, size: int) -> tuple[int, str | None]:
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
             raise
-    import hashlib
-
-    h = hashlib.sha256() if copied == 0 else None
+    h = new_sha256() if copied == 0 else None
     while True:  # filesystems without copy_file_range (or across filesystems)
         chunk = os.read(src, 1 << 20)
         if not chunk:

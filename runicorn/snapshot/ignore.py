@@ -207,11 +207,12 @@ class IgnoreRules:
         key = ""
         prefilter: Callable[..., Any] | None
         if self._identity:
-            import hashlib
             import json
 
+            from runicorn.hashing import sha256_bytes
+
             # JSON keeps the key unambiguous whatever the lines hold (NULs, newlines, surrogates).
-            key = hashlib.sha256(json.dumps([self._identity, lines]).encode("ascii")).hexdigest()
+            key = sha256_bytes(json.dumps([self._identity, lines]).encode("ascii"))
             known = self._cache.get(key)
             if (isinstance(known, dict) and isinstance(known.get("re"), (str, type(None)))
                     and isinstance(known.get("verdicts"), dict)):
