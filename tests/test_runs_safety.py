@@ -136,7 +136,7 @@ def test_concurrent_code_links_each_get_a_ref(tmp_path: Path) -> None:
         store.pin(trees[-1])
     code = ("import sys\n"
             "from runicorn.store import open_store\n"
-            "from runicorn.runs.run import link_code_tree\n"
+            "from runicorn.runs.refs import link_code_tree\n"
             "print(link_code_tree(open_store(sys.argv[1]), 'rid', sys.argv[2], source='x'))\n")
     procs = [_python(code, str(store.root), t) for t in trees]
     names = []

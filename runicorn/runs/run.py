@@ -16,7 +16,6 @@ Artifacts obtained with ``runicorn.artifact()`` while the run is active are its 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -27,15 +26,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from runicorn.errors import RunicornError
 from runicorn.fsutil import atomic_write_json
 from runicorn.relpath import validate_relpath
 from runicorn.runs.index import RESERVED_TOP, find_run_dir, upsert_run, valid_run_id
 from runicorn.runs.ids import RUN_ID_MAX_LEN
+from runicorn.runs.refs import REF_KIND, ref_naming
 
-REF_KIND = "run"
 _active: list["Run"] = []
 _active_lock = threading.Lock()
 
@@ -213,7 +212,7 @@ class Run:
                 raise ValueError(f"metric value {metric_value!r} for output {name!r} is not a number") from None
         tree = self._ingest_path(src)
         prefix = f"{self.run_id}/output/{name}/"
-        with _ref_naming(self.store):
+        with ref_naming(self.store):
             existing = _output_refs(self.store, self.run_id, name)
             version = max((v for v, _ in existing), default=0) + 1
             record = {"run_id": self.run_id, "role": "output", "output": name, "version": version,
@@ -260,7 +259,7 @@ class Run:
         src = Path(path)
         tree = self._ingest_path(src)
         prefix = f"{self.run_id}/archive/{role}/"
-        with _ref_naming(self.store):
+        with ref_naming(self.store):
             taken = [r.name[len(prefix):] for r in self.store.list_refs(REF_KIND) if r.name.startswith(prefix)]
             n = max((int(t) for t in taken if t.isdigit()), default=-1) + 1
             name = f"{prefix}{n}"
@@ -377,37 +376,6 @@ def _json_default(value: Any) -> Any:
         if callable(fn):
             return fn()
     raise NotSerialisableError(f"value {value!r} of type {type(value).__name__} is not JSON serialisable")
-
-
-def link_code_tree(store: Any, run_id: str, tree: str, *, source: str) -> str:
-    """Name ``tree`` as run ``run_id``'s code (``run/<run_id>/code``); return the ref."""
-    name = f"{run_id}/code"
-    with _ref_naming(store):
-        if store.get_ref(REF_KIND, name) is not None:
-            # A second snapshot into the same run is kept too, under the next free number.
-            n = 1
-            while store.get_ref(REF_KIND, f"{name}/{n}") is not None:
-                n += 1
-            name = f"{name}/{n}"
-        store.set_ref(REF_KIND, name, tree, meta={"run_id": run_id, "role": "code", "source": source})
-    return f"{REF_KIND}/{name}"
-
-
-@contextlib.contextmanager
-def _ref_naming(store: Any) -> Iterator[None]:
-    """Serialise "pick a free run ref name, then set it" across threads and processes.
-
-    ``set_ref`` cannot run inside an index transaction, so the pick and the set are made
-    atomic by an ``flock`` on the store's refs directory (no extra file in the store).
-    """
-    import fcntl
-
-    fd = os.open(store.refs_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _record_artifact_use(name: str, tree: str, path: Path) -> None:
@@ -529,4 +497,4 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
     return run
 
 
-__all__ = ["Run", "init", "current_run", "new_run_id", "link_code_tree"]
+__all__ = ["Run", "init", "current_run", "new_run_id"]

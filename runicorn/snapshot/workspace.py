@@ -132,7 +132,7 @@ def _keep_alive(store: Any, tree: str, out_zip: Path | None, root: Path, run_id:
 
         run_id = run_for_path(store, out_zip)
     if run_id is not None:
-        from runicorn.runs.run import link_code_tree
+        from runicorn.runs.refs import link_code_tree
 
         return link_code_tree(store, run_id, tree, source=str(root))
     if store.get_ref("pin", tree) is None:
