@@ -86,7 +86,7 @@ class CorruptManifestError(RunicornError, ValueError):
     """A manifest file is not valid JSON or does not follow the manifest format."""
 
 
-class IndexError_(RunicornError):
+class StoreIndexError(RunicornError):
     """The SQLite index is unusable (wrong schema version, corrupt file)."""
 
 

@@ -42,7 +42,7 @@ def _isolated_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     (tmp_path / "home").mkdir()
     yield root
     from runicorn.runs import run as runs_module
-    from runicorn.store.store import forget_open_stores
+    from runicorn.store.cache import forget_open_stores
 
     with runs_module._active_lock:
         runs_module._active.clear()  # a run a test left open must not leak into the next
@@ -96,7 +96,7 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     import os
     import subprocess
 
-    from runicorn.store.store import forget_open_stores
+    from runicorn.store.cache import forget_open_stores
 
     mnt = tmp_path / "tiny"
     mnt.mkdir()

@@ -128,7 +128,7 @@ def test_cli_path_honours_the_global_storage_option(tmp_path: Path, monkeypatch:
     from click.testing import CliRunner
 
     from runicorn.cli import main
-    from runicorn.store.store import forget_open_stores
+    from runicorn.store.cache import forget_open_stores
 
     monkeypatch.delenv("RUNICORN_DIR")  # only --storage says where the store is
     root = tmp_path / "elsewhere"

@@ -32,7 +32,7 @@ def test_formats_round_trip_and_are_reproducible(tmp_path: Path, suffix: str,
     assert rn.archive_artifact(other.ingest_directory(src), tmp_path / f"c{suffix}", store=other) == sha
     other.close()
     # installing from the archive into a fresh storage root gives the same tree back
-    from runicorn.store.store import forget_open_stores
+    from runicorn.store.cache import forget_open_stores
 
     forget_open_stores()
     monkeypatch.setenv("RUNICORN_DIR", str(tmp_path / "fresh-root"))

@@ -395,7 +395,7 @@ def test_download_max_must_be_a_number(tmp_path: Path, server,  # type: ignore[n
 def test_download_without_size_stops_at_the_free_space(tmp_path: Path, server,  # type: ignore[no-untyped-def]
                                                        monkeypatch: pytest.MonkeyPatch, tiny_fs: Path) -> None:
     """A real 4 MiB tmpfs as the storage root: a 6 MiB body with no length is refused early."""
-    from runicorn.store.store import forget_open_stores
+    from runicorn.store.cache import forget_open_stores
 
     forget_open_stores()
     monkeypatch.setenv("RUNICORN_DIR", str(tiny_fs / "root"))

@@ -59,14 +59,15 @@ def test_gc_killed_between_unlink_batches_is_finished_by_recovery(tmp_path: Path
     code = f"""
         import os, signal
         from pathlib import Path
-        import runicorn.store.store as st
-        st.GC_BATCH = 2
-        real = st.Store._unlink_unindexed
-        def unlink_then_die(self, c, shas):
-            real(self, c, shas)
+        import runicorn.store.gc as gc
+        from runicorn.store import Store
+        gc.GC_BATCH = 2
+        real = gc.unlink_unindexed
+        def unlink_then_die(store, c, shas):
+            real(store, c, shas)
             os.kill(os.getpid(), signal.SIGKILL)
-        st.Store._unlink_unindexed = unlink_then_die
-        st.Store(Path({str(root)!r})).gc(grace_seconds=0)
+        gc.unlink_unindexed = unlink_then_die
+        Store(Path({str(root)!r})).gc(grace_seconds=0)
     """
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -88,20 +89,23 @@ def test_a_blob_stored_again_after_gc_commits_keeps_its_file(tmp_path: Path) -> 
     root = tmp_path / "store"
     with Store(root) as store:
         shas = unreferenced(store, 3)
-    collector, writer = Store(root), Store(root)
-    real = collector._unlink_collected
+    import runicorn.store.gc as gc
 
-    def store_again_first(journal: Path, doomed: list[str]) -> None:
+    collector, writer = Store(root), Store(root)
+    real = gc.unlink_collected
+
+    def store_again_first(store: Store, journal: Path, doomed: list[str]) -> None:
         assert journal.exists() and not writer.has_blob(shas[1])
         assert writer.ingest_bytes(b"blob 1\n").sha256 == shas[1]  # the file is there: adopted
         tree = one_tree(writer, [shas[1]])
         writer.pin(tree, "kept")
-        real(journal, doomed)
+        real(store, journal, doomed)
 
-    collector._unlink_collected = store_again_first  # type: ignore[method-assign]
+    gc.unlink_collected = store_again_first
     try:
         report = collector.gc(grace_seconds=0)
     finally:
+        gc.unlink_collected = real
         collector.close()
     assert report["blobs_deleted"] == 3  # what the COMMIT dropped; one was stored again since
     assert writer.blob_path(shas[1]).exists() and not writer.blob_path(shas[0]).exists()

@@ -94,7 +94,7 @@ def world(tmp_path: Path, _isolated_storage: Path) -> dict[str, Any]:
     proj = tmp_path / "proj"
     write(proj / "build/mnist/labels.txt", "0 1 2\n" * 1000)
     ok("bind", "mnist", "build/mnist", cwd=proj)
-    from runicorn.store.store import forget_open_stores
+    from runicorn.store.cache import forget_open_stores
 
     forget_open_stores()
     return {"ws": ws, "a": a, "b": b, "run": run_id, "tmp": tmp_path, "proj": proj}

@@ -97,7 +97,7 @@ def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProc
 
 
 def test_a_storage_root_that_cannot_be_created_is_one_line_naming_its_origin(tmp_path: Path) -> None:
-    from runicorn.store.store import forget_open_stores
+    from runicorn.store.cache import forget_open_stores
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

@@ -25,7 +25,7 @@ def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
 @pytest.fixture
 def ro_mount(tmp_path: Path) -> Iterator[Path]:
     """A real tmpfs that the test fills and then remounts read-only."""
-    from runicorn.store.store import forget_open_stores
+    from runicorn.store.cache import forget_open_stores
 
     if os.geteuid() != 0:
         pytest.fail("this test mounts a tmpfs and needs root (CI runs as root)")
@@ -40,7 +40,7 @@ def ro_mount(tmp_path: Path) -> Iterator[Path]:
 
 
 def remount_ro(mnt: Path) -> None:
-    from runicorn.store.store import forget_open_stores
+    from runicorn.store.cache import forget_open_stores
 
     forget_open_stores()
     r = subprocess.run(["mount", "-o", "remount,ro", str(mnt)], capture_output=True, text=True)

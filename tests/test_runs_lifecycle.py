@@ -15,7 +15,7 @@ from runicorn.assets.cleanup import delete_run_completely
 from runicorn.assets.restore import restore_from_manifest
 from runicorn.cli import main
 from runicorn.store import open_store
-from runicorn.store.store import forget_open_stores
+from runicorn.store.cache import forget_open_stores
 
 from tests.assets_helpers import tree_files, write
 

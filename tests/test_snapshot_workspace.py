@@ -209,7 +209,7 @@ def test_index_of_version_2_drops_its_stat_cache_and_rereads(tmp_path: Path) -> 
     write(ws / "a.txt", "alpha", age=60)
     r1 = runicorn.snapshot_workspace(ws, None)
     root = Path(os.environ["RUNICORN_DIR"])
-    from runicorn.store.store import forget_open_stores
+    from runicorn.store.cache import forget_open_stores
 
     forget_open_stores()
     conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))

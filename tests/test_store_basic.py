@@ -170,7 +170,7 @@ def test_file_changing_while_read_is_not_stored(store: Store, tmp_path: Path) ->
 
     f = tmp_path / "growing.bin"
     f.write_bytes(b"a" * (3 << 20))
-    import runicorn.store.store as mod
+    import runicorn.store.blobs as mod
 
     real = mod.copy_and_hash
 

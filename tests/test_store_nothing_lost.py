@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runicorn.errors import ArtifactError, IndexError_
+from runicorn.errors import ArtifactError, StoreIndexError
 from runicorn.store import Store
 
 
@@ -82,7 +82,7 @@ def test_rebuild_keeps_a_live_writers_holds(tmp_path: Path) -> None:
 PAUSED_WRITER = """
 import sys
 from pathlib import Path
-import runicorn.store.store as st
+import runicorn.store.trees as st
 from runicorn.store import Store
 
 root, src = Path(sys.argv[1]), Path(sys.argv[2])
@@ -152,7 +152,7 @@ def test_gc_never_deletes_what_a_ref_file_names_when_the_wal_is_lost(tmp_path: P
     assert "gc stopped, nothing was deleted" in proc.stderr and "verify --repair" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     with Store(copy) as s:
-        with pytest.raises(IndexError_, match="ref"):
+        with pytest.raises(StoreIndexError, match="ref"):
             s.gc(grace_seconds=0, dry_run=True)
     cli(copy, "verify", "--repair", check=None)
     cli(copy, "gc", "--grace", "0")

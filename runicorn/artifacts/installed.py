@@ -243,7 +243,7 @@ def repair_installed(store: Any) -> list[str]:
         try:
             with open_locked(store.artifacts_dir / ".locks" / f"{name}.lock", blocking=False):
                 store.quarantine_dir.mkdir(parents=True, exist_ok=True)
-                aside = store._quarantine(path, "installed-mismatch")
+                aside = store.quarantine(path, "installed-mismatch")
                 materialize(store, name)
         except BlockingIOError:
             notes.append(f"{path}: differs from tree {name[:12]}, but an installer holds it; left as it is")

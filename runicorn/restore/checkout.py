@@ -133,7 +133,7 @@ class Checkout:
 
     def _scan_extra(self) -> None:
         """With ``delete``: every file outside ``.git`` that the tree does not name goes."""
-        from runicorn.store.store import walk_files
+        from runicorn.store.walk import walk_files
 
         def include(rel: str, is_dir: bool) -> bool:
             return not rel.split("/")[-1] == ".git" and not rel.split("/")[-1].startswith(RESTORE_MARK) \
@@ -148,7 +148,7 @@ class Checkout:
 
     def _files_to_capture(self) -> list[tuple[str, Path]]:
         """Every regular file and symlink that will be replaced or removed (below displaced dirs too)."""
-        from runicorn.store.store import walk_files
+        from runicorn.store.walk import walk_files
 
         out: list[tuple[str, Path]] = []
         for rel, kind in self.displace.items():
@@ -168,7 +168,7 @@ class Checkout:
         files = self._files_to_capture()
         if not files:
             return None
-        from runicorn.store.store import open_store
+        from runicorn.store.cache import open_store
         from runicorn.store.tree import TreeEntry as Entry, mode_of
 
         store_root = store_root_of(blob_root)
@@ -224,7 +224,7 @@ class Checkout:
             ChangedWhileReadingError: something was added or changed in it meanwhile.
         """
         from runicorn.errors import ChangedWhileReadingError
-        from runicorn.store.store import walk_files
+        from runicorn.store.walk import walk_files
 
         try:
             now = {f"{rel}/{sub}": _stat_key(st) for sub, _, st in walk_files(aside)}

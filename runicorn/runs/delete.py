@@ -274,7 +274,7 @@ def finish_interrupted_deletions(store: Any, *, dry_run: bool = False, **_: Any)
             continue
         if not (trash.parent / run_id).exists():
             with store.index.write() as c:
-                store._drop_run_refs(c, run_id)
+                store.drop_run_refs(c, run_id)
         remove_tree(trash)
         lines.append(f"finished the interrupted deletion of run {run_id} ({trash})")
     return lines

@@ -71,7 +71,7 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     root = root.resolve()
     store = open_store(storage)
     if name is not None:
-        store._check_ref("pin", name)
+        store.check_ref("pin", name)
     out_abs = Path(out_zip).expanduser().absolute() if out_zip is not None else None
     had_ignore_file = (root / ignore_file).exists()
     rules = IgnoreRules(root, read_ignore_file(root, ignore_file), extra_excludes,

@@ -11,7 +11,7 @@ from typing import Any
 
 import apsw
 
-from runicorn.errors import IndexError_, ReadOnlyStoreError
+from runicorn.errors import StoreIndexError, ReadOnlyStoreError
 
 SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 120_000
@@ -61,7 +61,7 @@ class Index:
     """One apsw connection to ``index.sqlite3`` with serialized write transactions.
 
     Raises:
-        IndexError_: when the file is not a database, is corrupt, or has a schema
+        StoreIndexError: when the file is not a database, is corrupt, or has a schema
             version newer than this code understands.
     """
 
@@ -79,7 +79,7 @@ class Index:
             self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
             mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
             if str(mode).lower() != "wal":
-                raise IndexError_(f"{path}: could not switch to WAL mode (got {mode})")
+                raise StoreIndexError(f"{path}: could not switch to WAL mode (got {mode})")
             self.conn.execute("PRAGMA synchronous=FULL")
             # A 10,000-file tree touches more pages than the 2 MB default holds; beyond
             # that SQLite spills and re-reads pages mid-transaction (3x slower inserts).
@@ -90,7 +90,7 @@ class Index:
             self.created = self.version == 0
             self._migrate()
         except apsw.Error as exc:
-            raise IndexError_(f"{path}: index database is unusable ({exc.__class__.__name__}: {exc})") from None
+            raise StoreIndexError(f"{path}: index database is unusable ({exc.__class__.__name__}: {exc})") from None
 
     def _open_read_only(self, path: Path) -> None:
         """Open the index of a store this process cannot write (a read-only mount, another
@@ -101,7 +101,7 @@ class Index:
         this mount, so nothing changes under the reader).
 
         Raises:
-            IndexError_: no index, unusable, or a schema this code would have to migrate.
+            StoreIndexError: no index, unusable, or a schema this code would have to migrate.
         """
         from urllib.parse import quote
 
@@ -117,10 +117,10 @@ class Index:
             except apsw.Error as exc:
                 last = exc
         else:
-            raise IndexError_(f"{path}: index cannot be opened read-only "
+            raise StoreIndexError(f"{path}: index cannot be opened read-only "
                               f"({last.__class__.__name__}: {last})") from None
         if current != SCHEMA_VERSION:
-            raise IndexError_(f"{path}: schema version {current}, this runicorn needs {SCHEMA_VERSION}; "
+            raise StoreIndexError(f"{path}: schema version {current}, this runicorn needs {SCHEMA_VERSION}; "
                               "the store is read-only, so it cannot be upgraded here")
 
     @property
@@ -130,7 +130,7 @@ class Index:
     def _migrate(self) -> None:
         current = self.version
         if current > SCHEMA_VERSION:
-            raise IndexError_(
+            raise StoreIndexError(
                 f"{self.path}: schema version {current} is newer than this runicorn ({SCHEMA_VERSION})")
         while current < SCHEMA_VERSION:
             with self.write():

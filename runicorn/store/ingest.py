@@ -17,7 +17,7 @@ One batch (one call of :meth:`Store.ingest_files`) follows the store's write pro
    durable; then, in one ``BEGIN IMMEDIATE`` transaction, each new blob is renamed into
    ``blobs/<aa>/`` without replacing an existing file, a second ``syncfs`` makes the
    renames durable, and the blobs are upserted and held for this writer
-   (``Store._commit_blobs``, the commit of every ingest, with ``move``).  After COMMIT
+   (:func:`runicorn.store.blobs.commit_blobs`, the commit of every ingest, with ``move``).  After COMMIT
    the batch directory goes.  A crash between a rename and COMMIT leaves a blob the
    journal names: recovery re-hashes and adopts it (:func:`recover_batch`).
 
@@ -41,8 +41,12 @@ from runicorn.errors import IntegrityError, RunicornError, StorageFullError
 from runicorn.fsutil import blob_perm, current_umask, start_writeback, syncfs, syncfs_in_background, write_all
 from runicorn.hashing import changed_while_reading, is_sha256_hex
 
+from runicorn.store.blobs import adopt_staged_blob, commit_blobs
+from runicorn.store.layout import BlobInfo, quarantine
+from runicorn.store.rows import insert_blob_rows
+
 if TYPE_CHECKING:
-    from runicorn.store.store import BlobInfo, Store
+    from runicorn.store.store import Store
 
 SMALL_FILE_BYTES = 1 << 20  # read whole: one read, one hash call, one write
 PENDING_BYTES = 8 << 20  # small blobs kept in memory before they are written
@@ -323,8 +327,8 @@ class BlobBatch:
             syncfs(store.tmp_dir)
         try:
             if staged:
-                store._commit_blobs([(f"{self.dir}/blob-{sha}", sha, self.sizes[sha]) for sha in staged],
-                                    group=True, move=True, perms=self.perms)
+                commit_blobs(store, [(f"{self.dir}/blob-{sha}", sha, self.sizes[sha]) for sha in staged],
+                             group=True, move=True, perms=self.perms)
             else:
                 store.narrow_blobs(self.perms)  # content the store had, from a private file
         except BaseException:
@@ -375,16 +379,15 @@ def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:
         if c.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (sha,)).fetchone() or not dest.exists():
             continue
         if sha256_file(dest) != sha:
-            store._quarantine(dest, "corrupt")
+            quarantine(store, dest, "corrupt")
             actions.append(f"quarantined torn blob {sha[:12]}")
             continue
         os.chmod(dest, blob_perm(dest.stat().st_mode))  # read-only, never more readable
-        c.execute("INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?) "
-                  "ON CONFLICT (sha256) DO NOTHING", (sha, dest.stat().st_size, now, now))
+        insert_blob_rows(c, [(sha, dest.stat().st_size, now, now)])
         actions.append(f"adopted blob {sha[:12]}")
     for g in sorted(batch_dir.iterdir()):
         if g.name.startswith("blob-") and is_sha256_hex(g.name[5:]):
-            actions.append(store._recover_blob(c, g, g.name[5:]))
+            actions.append(adopt_staged_blob(store, c, g, g.name[5:]))
     return actions
 
 
@@ -393,8 +396,6 @@ def ingest_paths(store: "Store", paths: Iterable[str | os.PathLike[str]]) -> lis
 
     Raises: as :meth:`BlobBatch.add_file`; on error nothing of the batch is indexed.
     """
-    from runicorn.store.store import BlobInfo
-
     batch = BlobBatch(store)
     out: list[BlobInfo] = []
     try:

@@ -30,7 +30,8 @@ from runicorn.names import did_you_mean, unique_prefix
 from runicorn.store.tree import MODE_LINK, TreeEntry
 
 if TYPE_CHECKING:
-    from runicorn.store.store import Ref, Store
+    from runicorn.store.layout import Ref
+    from runicorn.store.store import Store
 
 RUN_KIND = "run"
 ARTIFACT_KINDS = ("binding", "artifact")
@@ -361,7 +362,7 @@ class _DirSide:
         if not all_files and (root / ".rnignore").is_file():
             found: Iterable[tuple[str, Any, os.stat_result]] = _workspace_files(store, root)
         else:
-            from runicorn.store.store import walk_files
+            from runicorn.store.walk import walk_files
 
             found = walk_files(root)
         for rel, full, st in found:

@@ -14,7 +14,8 @@ from runicorn._lazy import resolve
 from runicorn.errors import CorruptManifestError
 from runicorn.fsutil import atomic_write_bytes, blob_perm, make_dir
 from runicorn.hashing import is_sha256_hex, sha256_file
-from runicorn.store.store import _read_ref_file, nascent_owner_alive, ref_filename
+from runicorn.store.layout import nascent_owner_alive, quarantine, read_ref_file, ref_filename
+from runicorn.store.rows import insert_blob_rows, insert_tree_rows, upsert_ref_rows
 from runicorn.store.tree import (
     TreeEntry,
     build_manifest,
@@ -78,7 +79,7 @@ def _iter_ref_files(store: Store) -> Iterator[tuple[Path, dict[str, Any] | None]
             yield kind_dir, None
             continue
         for f in kind_dir.iterdir():
-            record = _read_ref_file(f)
+            record = read_ref_file(f)
             if record is not None and (record.get("kind") != kind_dir.name
                                        or ref_filename(str(record.get("name", ""))) != f.name):
                 record = None
@@ -326,7 +327,7 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
     for key in indexed_refs.keys() - seen_refs:
         problems.append(_problem("ref_mismatch", f"ref {key[0]}/{key[1]} is indexed but has no file"))
 
-    own = store._writer
+    own = store.current_writer
     for entry in _entries(store.tmp_dir):
         if own is not None and entry == own:
             continue
@@ -411,7 +412,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         damaged_manifests: dict[str, Path] = {}
         for path, tree in _iter_manifest_files(store):
             if tree is None:
-                quarantined.append(str(store._quarantine(path, "stray")))
+                quarantined.append(str(quarantine(store, path, "stray")))
                 continue
             try:
                 _, entries = parse_manifest(path.read_bytes(), origin=path, expected_tree=tree)
@@ -426,7 +427,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
             notes.append(_heal_manifest(store, c, tree, damaged_manifests.get(tree), quarantined))
         for tree, path in sorted(damaged_manifests.items()):
             if tree not in indexed_trees:
-                moved = store._quarantine(path, DAMAGED_MANIFEST)
+                moved = quarantine(store, path, DAMAGED_MANIFEST)
                 quarantined.append(str(moved))
                 notes.append(f"{path}: damaged manifest the index has no copy of; set aside as {moved}, "
                              "and gc keeps every blob it may name until you delete it")
@@ -436,7 +437,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         keep: dict[str, tuple[int, float]] = {}
         for path, sha in _iter_blob_files(store):
             if sha is None:
-                quarantined.append(str(store._quarantine(path, "stray")))
+                quarantined.append(str(quarantine(store, path, "stray")))
                 continue
             try:
                 st = path.stat()
@@ -445,34 +446,28 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
             want = indexed.get(sha)
             sizes = named_sizes.get(sha, set())
             if (want is not None and want != st.st_size) or (sizes and sizes != {st.st_size}):
-                quarantined.append(str(store._quarantine(path, "size-mismatch")))
+                quarantined.append(str(quarantine(store, path, "size-mismatch")))
                 continue
             if deep or want is None or st.st_mode & 0o222:
                 verdict = hashed.get(sha)
                 if verdict is None or verdict[:3] != (st.st_ino, st.st_size, st.st_mtime_ns):
                     verdict = _hash_verdict(path, sha, st)
                 if not verdict[3]:
-                    quarantined.append(str(store._quarantine(path, "corrupt")))
+                    quarantined.append(str(quarantine(store, path, "corrupt")))
                     continue
             if st.st_mode & 0o222:
                 os.chmod(path, blob_perm(st.st_mode))  # read-only again, no more readable than it was
             keep[sha] = (st.st_size, st.st_mtime)
         gone = [s for s in indexed if s not in keep]
         c.executemany("DELETE FROM blobs WHERE sha256 = ?", [(s,) for s in gone])
-        c.executemany("INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?)",
-                      [(sha, size, mtime, now) for sha, (size, mtime) in keep.items() if sha not in indexed])
+        insert_blob_rows(c, [(sha, size, mtime, now) for sha, (size, mtime) in keep.items() if sha not in indexed])
 
         for tree, entries in manifests.items():
             count = c.execute("SELECT COUNT(*) FROM tree_entries WHERE tree = ?", (tree,)).fetchone()[0]
             if tree in indexed_trees and count == len(entries):
                 continue
             c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
-            c.execute("INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
-                      "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (tree) DO UPDATE SET "
-                      "file_count = excluded.file_count, total_size = excluded.total_size",
-                      (tree, len(entries), sum(e.size for e in entries.values()), now, now))
-            c.executemany("INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, ?, ?)",
-                          [(tree, p, e.sha256, e.mode, e.size) for p, e in entries.items()])
+            insert_tree_rows(c, tree, entries, now)
 
         # Refs: the files are the truth, but a damaged file keeps the index's copy.
         on_disk: dict[tuple[str, str], dict[str, Any]] = {}
@@ -496,10 +491,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
                              "collects nothing until you fix or remove it")
         c.executemany("DELETE FROM refs WHERE kind = ? AND name = ?",
                       [k for k in indexed_refs if k not in on_disk and k not in kept_refs])
-        c.executemany("INSERT INTO refs (kind, name, tree, created_at, meta) VALUES (?, ?, ?, ?, ?) "
-                      "ON CONFLICT (kind, name) DO UPDATE SET tree = excluded.tree, meta = excluded.meta",
-                      [(r["kind"], r["name"], r["tree"], float(r.get("created_at", now)),
-                        json.dumps(r.get("meta", {}), sort_keys=True)) for r in on_disk.values()])
+        upsert_ref_rows(c, on_disk.values(), now)
 
         # Counts from a recount, whatever the triggers saw on the way.
         c.execute("UPDATE blobs SET refcount = (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = blobs.sha256)")
@@ -583,7 +575,7 @@ def heal_blobs(store: "Store", sources: list[str | os.PathLike[str]]) -> dict[st
                 dest = store.blob_path(sha)
                 if os.path.lexists(dest) and not _hash_verdict(dest, sha, os.lstat(dest))[3]:
                     # A damaged copy without an index row: set aside, never adopted.
-                    store._quarantine(dest, "corrupt")
+                    quarantine(store, dest, "corrupt")
                 try:
                     # The store's one atomic ingest, checking the bytes again as it copies them.
                     store.ingest_file(path, expected_sha256=sha)
@@ -624,7 +616,7 @@ def _heal_manifest(store: Store, c: Any, tree: str, damaged: Path | None, quaran
                 "the index's entries are kept (they keep their blobs) until you decide")
     data = manifest_bytes(build_manifest(tree, normalize_entries(entries)))
     if damaged is not None:
-        quarantined.append(str(store._quarantine(damaged, "corrupt")))
+        quarantined.append(str(quarantine(store, damaged, "corrupt")))
     make_dir(store.manifest_path(tree).parent, store.dir_mode)
     atomic_write_bytes(store.manifest_path(tree), data, staging_dir=store.writer_dir(), mode=0o444)
     return f"{where}: manifest {'damaged' if damaged else 'missing'}; written again from the index's entries"

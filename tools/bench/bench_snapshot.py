@@ -220,7 +220,7 @@ def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
     git(gitdir, ws, "status", "--porcelain")  # refreshes the index's racily clean entries
 
     import runicorn
-    from runicorn.store.store import forget_open_stores
+    from runicorn.store.cache import forget_open_stores
 
     R: dict[str, list[float]] = {}
     RSS: dict[str, list[int]] = {}

@@ -1,0 +1,261 @@
+"""gc: plan, execute, unlink and journal (``schema/README.md``, "Write protocol" and
+"Rebuild and gc never spread damage").
+
+:func:`gc` plans inside one write transaction (after comparing files and index), drops the
+doomed rows there, moves doomed manifests to the writer's trash and journals doomed blobs;
+after COMMIT the blob files are unlinked in batches (:func:`unlink_collected`).  A gc killed
+after its journal is finished by recovery (:func:`finish_gc`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runicorn._lazy import resolve
+from runicorn.errors import StoreIndexError
+from runicorn.fsutil import atomic_write_json
+from runicorn.hashing import is_sha256_hex
+from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, move_if_exists
+
+if TYPE_CHECKING:
+    from runicorn.store.store import Store
+
+# Blobs per statement and per unlink transaction of gc: one set statement instead of a
+# round trip per blob, while the write lock is let go between batches.
+GC_BATCH = 10_000
+
+# "module:function" called as f(store, dry_run=..., keep_missing_toml=...) at the start of
+# every gc, so features that own refs (artifact bindings of Runicorn.toml files) bring them
+# up to date first.  A refresher may return warnings (strings) for the gc report.
+GC_ROOT_REFRESHERS: list[str] = [
+    "runicorn.runs.delete:finish_interrupted_deletions",
+    "runicorn.artifacts.gcroots:refresh_binding_refs",
+]
+# "module:function" called as f(store, trees, dry_run=...) once a gc has committed (for a
+# dry run: once it has planned): it takes what lives outside the archive for the trees the
+# gc collects (installed artifact folders), returning ``(path, lock fd or None)`` pairs
+# that the gc counts, removes and unlocks (see runicorn.artifacts.installed).
+GC_COLLECTED_HOOK = "runicorn.artifacts.installed:take_installed"
+
+Planned = list[tuple[str, int]]
+
+
+def gc(store: Store, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run: bool = False,
+       trees: Iterable[str] | None = None, keep_missing_toml: float | None = None) -> dict[str, Any]:
+    """:meth:`Store.gc`.
+
+    Raises:
+        ReadOnlyStoreError: a real run on a read-only store.
+        StoreIndexError: the index disagrees with the files (nothing was deleted).
+    """
+    warnings: list[str] = []
+    if store.read_only:
+        if not dry_run:
+            store.require_writable()
+        # The refreshers bring binding refs up to date by writing them: here the report
+        # uses the refs as last recorded, and says so.
+        warnings.append(f"{store.root} is read-only: planned from the refs as last recorded "
+                        "(Runicorn.toml files were not re-read)")
+    else:
+        store.recover()
+        for spec in GC_ROOT_REFRESHERS:
+            warnings.extend(resolve(spec)(store, dry_run=dry_run, keep_missing_toml=keep_missing_toml) or ())
+    from runicorn.store.verify import files_vs_index, kept_by_damaged_manifests
+
+    now = time.time()
+    cutoff = now - grace_seconds
+    scope = json.dumps(sorted(set(trees))) if trees is not None else None
+    # A write transaction even for a dry run (a read-only store has no writers): every
+    # writer changes a file and its row in one, so inside it the ref files and manifests
+    # on disk must match the index exactly.  If not (damage, a lost WAL), gc deletes nothing.
+    tx = store.index.read if store.read_only else store.index.write
+    journal: Path | None = None
+    for attempt in (1, 2):
+        with tx() as c:
+            problems, notes = files_vs_index(store, c)
+            if not problems:
+                dead_trees, dead_blobs = plan_gc(c, cutoff, scope)
+                kept, damaged = kept_by_damaged_manifests(store)
+                notes.extend(damaged)
+                dead_blobs = [] if kept is None else [b for b in dead_blobs if b[0] not in kept]
+                waiting = waiting_for_grace(c, now, grace_seconds, scope, dead_trees, dead_blobs, kept)
+                if not dry_run and (dead_trees or dead_blobs):
+                    journal = execute_gc(store, c, dead_trees, dead_blobs)
+                break
+        if attempt == 1 and not store.read_only:
+            store.recover()  # a writer that died since the first recovery
+    else:
+        raise StoreIndexError(f"{store.archive}: gc stopped, nothing was deleted: the index disagrees with the "
+                          f"files ({'; '.join(problems)}); fix or remove damaged files, then run `runicorn verify --repair`")
+    warnings.extend(notes)
+    freed = remove_collected(store, [t for t, _ in dead_trees], dead_blobs, dry_run, warnings, journal)
+    return {
+        "dry_run": dry_run,
+        "grace_seconds": grace_seconds,
+        "trees_deleted": len(dead_trees),
+        "blobs_deleted": len(dead_blobs),
+        "bytes_freed": freed,
+        "tree_ids": [t for t, _ in dead_trees],
+        "blob_ids": [b for b, _ in dead_blobs],
+        "waiting": waiting,
+        "warnings": warnings,
+    }
+
+
+def remove_collected(store: Store, dead_trees: list[str], dead_blobs: Planned, dry_run: bool,
+                     warnings: list[str], journal: Path | None = None) -> int:
+    """After gc's COMMIT: remove the installed folders of the collected trees (and any an
+    earlier gc left), the gc's trash and the blob files its ``journal`` lists; return
+    the bytes that really frees.
+
+    Blobs and installed files count (manifests do not: they describe, they are not
+    data), each only when its last hard link goes, so a blob still linked from
+    elsewhere (a hard-linked restore) frees nothing.  A dry run counts what a real run
+    would remove, as it is now.
+    """
+    from runicorn.artifacts.installed import bytes_freed_by_removing, remove_taken
+
+    taken = resolve(GC_COLLECTED_HOOK)(store, dead_trees, dry_run=dry_run)
+    dirs = [path for path, _ in taken]
+    if dry_run:
+        return bytes_freed_by_removing([store.blob_path(b) for b, _ in dead_blobs] + dirs)
+    writer = store.current_writer
+    trash = writer / "trash" if writer is not None else None
+    try:
+        # The blob files are still in place (unlinked below, after the folders): counted first.
+        freed: int = bytes_freed_by_removing([store.blob_path(b) for b, _ in dead_blobs] + dirs)
+        warnings.extend(remove_taken(taken))
+        if journal is not None:
+            unlink_collected(store, journal, [b for b, _ in dead_blobs])
+    finally:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    return freed
+
+
+def waiting_for_grace(c: Any, now: float, grace_seconds: float, scope: str | None,
+                      dead_trees: Planned, dead_blobs: Planned, kept: set[str] | None) -> dict[str, Any]:
+    """What only the grace period keeps: unreferenced trees and blobs touched within it,
+    and when they become collectable (``first_at``/``last_at``, Unix seconds, or None).
+    ``kept``: blobs damaged manifests may still name (None: every blob), never counted."""
+    all_trees, all_blobs = plan_gc(c, now, scope) if grace_seconds > 0 else ([], [])
+    all_blobs = [] if kept is None else [b for b in all_blobs if b[0] not in kept]
+    gone_t, gone_b = {t for t, _ in dead_trees}, {b for b, _ in dead_blobs}
+    trees = [t for t, _ in all_trees if t not in gone_t]
+    blobs = [(b, size) for b, size in all_blobs if b not in gone_b]
+    first = last = None
+    if trees or blobs:
+        row = c.execute(
+            "SELECT MIN(t), MAX(t) FROM (SELECT touched_at AS t FROM trees WHERE tree IN "
+            "(SELECT value FROM json_each(?)) UNION ALL SELECT touched_at FROM blobs WHERE sha256 IN "
+            "(SELECT value FROM json_each(?)))", (json.dumps(trees), json.dumps([b for b, _ in blobs]))).fetchone()
+        first, last = row[0] + grace_seconds, row[1] + grace_seconds
+    return {"trees": len(trees), "blobs": len(blobs), "bytes": sum(size for _, size in blobs),
+            "first_at": first, "last_at": last}
+
+
+def plan_gc(c: Any, cutoff: float, scope: str | None) -> tuple[Planned, Planned]:
+    """The trees and blobs a gc would collect now, ``(id, size)`` each, sorted: unreferenced,
+    unheld, touched before ``cutoff``; ``scope`` (a JSON list of tree ids) limits it to those
+    trees and the blobs only they name."""
+    tree_sql = ("SELECT tree, total_size FROM trees WHERE refcount = 0 AND touched_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = trees.tree)")
+    params: list[Any] = [cutoff]
+    if scope is not None:
+        tree_sql += " AND tree IN (SELECT value FROM json_each(?))"
+        params.append(scope)
+    dead_trees = [(t, s) for t, s in c.execute(tree_sql + " ORDER BY tree", params).fetchall()]
+    # Blobs that lose their last reference when the dead trees go.
+    freed_sql = (
+        "WITH dead(tree) AS (SELECT value FROM json_each(?)), "
+        "freed AS (SELECT blob, COUNT(*) AS n FROM tree_entries WHERE tree IN (SELECT tree FROM dead) "
+        "GROUP BY blob) "
+        "SELECT b.sha256, b.size FROM freed f JOIN blobs b ON b.sha256 = f.blob "
+        "WHERE b.refcount = f.n AND b.touched_at < ? "
+        "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256)")
+    blobs = dict(c.execute(freed_sql, (json.dumps([t for t, _ in dead_trees]), cutoff)).fetchall())
+    if scope is None:
+        for sha, size in c.execute(
+                "SELECT sha256, size FROM blobs WHERE refcount = 0 AND touched_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256)", (cutoff,)):
+            blobs[sha] = size
+    return dead_trees, sorted(blobs.items())
+
+
+def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned) -> Path | None:
+    """Inside gc's write transaction: drop the doomed rows in set statements, move the
+    manifests to the trash (few; recovery puts them back if the transaction rolls
+    back) and journal the doomed blobs, whose files stay until :func:`unlink_collected`
+    after COMMIT.  Returns the journal (None: no blobs)."""
+    if dead_trees:
+        trash = store.writer_dir() / "trash"
+        trash.mkdir(exist_ok=True)
+        for tree, _ in dead_trees:
+            move_if_exists(store.manifest_path(tree), trash / f"tree-{tree}.json")
+        ids = json.dumps([t for t, _ in dead_trees])
+        c.execute("DELETE FROM tree_entries WHERE tree IN (SELECT value FROM json_each(?))", (ids,))
+        c.execute("DELETE FROM trees WHERE tree IN (SELECT value FROM json_each(?))", (ids,))
+    if not dead_blobs:
+        return None
+    shas = [b for b, _ in dead_blobs]
+    # Durable before the rows go, so a gc killed after its COMMIT is finished by recovery
+    # (without it the files would stay as unindexed strays: space, never data, lost).
+    journal = atomic_write_json(store.writer_dir() / f"gc-{secrets.token_hex(6)}.json",
+                                {"blobs": shas}, indent=None)
+    for i in range(0, len(shas), GC_BATCH):
+        c.execute("DELETE FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
+                  (json.dumps(shas[i:i + GC_BATCH]),))
+    return journal
+
+
+def unlink_collected(store: Store, journal: Path, shas: list[str]) -> None:
+    """Unlink the blob files gc dropped from the index, ``GC_BATCH`` per write
+    transaction (other writers go on between batches), then the journal."""
+    for i in range(0, len(shas), GC_BATCH):
+        with store.index.write() as c:
+            unlink_unindexed(store, c, shas[i:i + GC_BATCH])
+    journal.unlink()
+
+
+def unlink_unindexed(store: Store, c: Any, shas: list[str]) -> int:
+    """Unlink ``blobs/<aa>/<sha>`` for each of ``shas`` no index row names, inside write
+    transaction ``c``; return how many went.
+
+    A row present means the blob was stored again after gc's COMMIT (its writer found
+    the old file in place and adopted it): that file is kept.
+    """
+    shas = [s for s in shas if is_sha256_hex(s)]  # a journal is a file: never trust a name
+    present = {row[0] for row in c.execute(
+        "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(shas),))}
+    blobs_dir = str(store.blobs_dir)
+    gone = 0
+    for sha in shas:  # sorted: one prefix directory after another
+        if sha in present:
+            continue
+        try:
+            os.unlink(f"{blobs_dir}/{sha[:2]}/{sha}")
+            gone += 1
+        except FileNotFoundError:
+            pass
+    return gone
+
+
+def finish_gc(store: Store, c: Any, journal: Path) -> str:
+    """Recovery of a gc killed after its journal was written: unlink the listed blobs
+    that no row names (after its COMMIT: all of them; before it: none)."""
+    try:
+        shas = json.loads(journal.read_text("utf-8"))["blobs"]
+        if not isinstance(shas, list):
+            raise TypeError("not a list")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # torn: written before the COMMIT it would have preceded, so nothing went
+    gone = unlink_unindexed(store, c, [str(s) for s in shas])
+    journal.unlink(missing_ok=True)
+    return f"finished an interrupted gc ({gone} blob file(s) removed)" if gone else ""

@@ -1,0 +1,128 @@
+"""Names and records of the storage layout (``schema/README.md``, "Storage layout"; ref
+files: ``schema/refs.md``): blob and ref records, ref file names and their reading,
+quarantining a file, and the writer-directory naming recovery relies on.
+
+Every part of the store uses these; this module imports no other part of the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from runicorn.errors import RefError
+from runicorn.hashing import is_sha256_hex
+
+if TYPE_CHECKING:
+    from runicorn.store.store import Store
+
+DEFAULT_GC_GRACE_SECONDS = 3600.0
+KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+WRITER_STALE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """A stored blob: its SHA-256 and size in bytes."""
+
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A named root that keeps a tree alive."""
+
+    kind: str
+    name: str
+    tree: str
+    created_at: float
+    meta: dict[str, Any]
+
+
+def ref_filename(name: str) -> str:
+    """File name for a ref: percent-encoded name, or a digest when too long."""
+    encoded = quote(name, safe="")
+    if len(encoded) > 200:
+        import hashlib
+
+        encoded = "~" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+    return encoded + ".json"
+
+
+def check_ref(kind: str, name: str) -> None:
+    """Refuse a ref kind or name the layout cannot hold.
+
+    Raises:
+        RefError: bad kind or name.
+    """
+    if not KIND_RE.match(kind or ""):
+        raise RefError(f"ref kind {kind!r} must match {KIND_RE.pattern}")
+    if not name or "\x00" in name or "\n" in name or len(name) > 4096:
+        raise RefError(f"ref name {name!r} must be 1-4096 characters without NUL or newline")
+
+
+def read_ref_file(path: Path) -> dict[str, Any] | None:
+    """A ref file's record, or None when it is missing or damaged."""
+    try:
+        record = json.loads(path.read_text("utf-8"))
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict) or not is_sha256_hex(record.get("tree")):
+        return None
+    return record
+
+
+def row_to_ref(row: tuple[Any, ...]) -> Ref:
+    """A :class:`Ref` from a ``refs`` row ``(kind, name, tree, created_at, meta)``."""
+    kind, name, tree, created_at, meta = row
+    return Ref(kind, name, tree, float(created_at), json.loads(meta or "{}"))
+
+
+def quarantine(store: Store, path: Path, why: str) -> Path:
+    """Move ``path`` into ``archive/quarantine/`` under a name saying ``why``; return where."""
+    store.quarantine_dir.mkdir(parents=True, exist_ok=True)
+    dest = store.quarantine_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{why}-{path.name}-{secrets.token_hex(3)}"
+    os.replace(path, dest)
+    return dest
+
+
+def nascent_owner_alive(d: Path) -> bool:
+    """Whether the process that is creating staging dir ``n-<pid>-<hex>`` may still live."""
+    try:
+        pid = int(d.name.split("-")[1])
+        os.kill(pid, 0)
+    except (IndexError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    try:
+        return time.time() - d.stat().st_mtime < WRITER_STALE_SECONDS
+    except FileNotFoundError:
+        return True
+
+
+def file_size(path: str) -> int:
+    """The size of ``path``, or -1 when it is not there."""
+    try:
+        return os.stat(path).st_size
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file stands at blobs/<aa>
+        return -1
+
+
+def move_if_exists(src: Path, dest: Path) -> None:
+    """Rename ``src`` to ``dest`` (creating its folder) unless ``src`` is gone."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+    except FileNotFoundError:
+        pass
