@@ -122,7 +122,7 @@ def refresh_binding_refs(store: Any, *, dry_run: bool = False, keep_missing_toml
     from runicorn.artifacts.install import usage_key, usage_path
 
     logged = {usage_path(str(p)): since
-              for p, since in store.index.query("SELECT path, missing_since FROM toml_usage")}
+              for p, since in store.toml_usage.all()}
     existing = _existing_by_file(store)
     gone: list[str] = []
     newly_missing: list[str] = []
@@ -155,15 +155,9 @@ def refresh_binding_refs(store: Any, *, dry_run: bool = False, keep_missing_toml
     if dry_run:
         return problems
     if gone or newly_missing or back:
-        with store.index.write() as c:
-            # A file with refs but no entry (an index rebuilt without its log line) gets one.
-            c.executemany("INSERT INTO toml_usage (path, last_seen, missing_since) VALUES (?, ?, ?) "
-                          "ON CONFLICT (path) DO UPDATE SET missing_since = "
-                          "COALESCE(toml_usage.missing_since, excluded.missing_since)",
-                          [(usage_key(p), now, now) for p in newly_missing if p not in gone])
-            c.executemany("UPDATE toml_usage SET missing_since = NULL WHERE path = ?",
-                          [(usage_key(p),) for p in back])
-            c.executemany("DELETE FROM toml_usage WHERE path = ?", [(usage_key(p),) for p in gone])
+        # A file with refs but no entry (an index rebuilt without its log line) gets one.
+        store.toml_usage.mark(missing=[usage_key(p) for p in newly_missing if p not in gone],
+                              back=[usage_key(p) for p in back], gone=[usage_key(p) for p in gone], now=now)
     _drop_collected_dirs(store)
     return problems
 
@@ -214,6 +208,4 @@ def rebuild_usage(store: Any) -> None:
         return
     paths = [parse_usage_line(line) for line in lines]
     now = time.time()
-    with store.index.write() as c:
-        c.executemany("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
-                      [(usage_key(p), now) for p in dict.fromkeys(paths) if p])
+    store.toml_usage.add([usage_key(p) for p in dict.fromkeys(paths) if p], now)

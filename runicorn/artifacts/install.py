@@ -84,12 +84,9 @@ def record_usage(store: Store, toml_path: str) -> None:
     may both append: :func:`runicorn.artifacts.gcroots.rebuild_usage` ignores repeats.)
     """
     key = usage_key(toml_path)
-    known = store.index.scalar("SELECT 1 FROM toml_usage WHERE path = ?", (key,))
-    if not known:
+    if not store.toml_usage.known(key):
         append_line_durable(store.artifacts_dir / USAGE_LOG, usage_line(toml_path))
-    with store.index.write() as c:
-        c.execute("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) "
-                  "ON CONFLICT (path) DO UPDATE SET last_seen = excluded.last_seen", (key, time.time()))
+    store.toml_usage.seen(key, time.time())
 
 
 def usage_key(toml_path: str) -> str:

@@ -90,7 +90,10 @@ def read_blob(sha256: str, blob_root: Path) -> bytes:
     store = _store_for(blob_root)
     size = None
     if store is not None:
-        size = store.index.scalar("SELECT size FROM blobs WHERE sha256 = ?", (sha256,))
+        try:
+            size = store.blob_size(sha256)
+        except BlobNotFoundError:
+            pass  # not indexed: checked against its name only
     try:
         return read_checked(path, sha256, None if size is None else int(size))
     except BlobNotFoundError:

@@ -242,7 +242,8 @@ def status(ctx: click.Context, toml: str | None, platform_text: str | None, as_j
         tree = entry.get("tree-sha256") or installed_tree(store, h)
         size = None
         if tree:
-            size = store.index.scalar("SELECT total_size FROM trees WHERE tree = ?", (tree,))
+            info = store.tree_info(tree)
+            size = info.total_size if info is not None else None
         installed = os.path.isdir(override) if override else installed_tree(store, h) is not None
         row = {"name": name, "tree": h, "lazy": bool(entry.get("lazy", False)), "installed": installed,
                "size": size}

@@ -6,7 +6,6 @@ deletion left is finished by the store's recovery (:func:`finish_interrupted_del
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -60,39 +59,28 @@ def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]
     orphaned: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
     doomed: list[str] = []
-    with store.index.read() as c:
-        for r in refs:
-            row = c.execute("SELECT refcount, file_count, total_size FROM trees WHERE tree = ?",
-                            (r.tree,)).fetchone()
-            refcount, files, size = row if row else (0, 0, 0)
-            asset = {"ref": f"{r.kind}/{r.name}", "tree": r.tree, "role": r.meta.get("role"),
-                     "file_count": files, "total_size_bytes": size}
-            # As gc decides: a tree goes when no other ref names it and no live writer holds it.
-            held = c.execute("SELECT 1 FROM holds WHERE sha256 = ? LIMIT 1", (r.tree,)).fetchone() is not None
-            if refcount <= mine[r.tree] and held:
-                kept.append({**asset, "shared_with": [], "held_by_writer": True})
-            elif refcount <= mine[r.tree]:
-                orphaned.append(asset)
-                if r.tree not in doomed:
-                    doomed.append(r.tree)
-            else:
-                others = [f"{k}/{n}" for k, n in c.execute(
-                    "SELECT kind, name FROM refs WHERE tree = ? AND NOT (kind = 'run' AND "
-                    "(name = ? OR name LIKE ? ESCAPE '\\'))",
-                    (r.tree, run_id, _like_prefix(run_id + "/"))).fetchall()]
-                kept.append({**asset, "shared_with": others})
-        blobs = c.execute(
-            "WITH dead(tree) AS (SELECT value FROM json_each(?)), "
-            "freed AS (SELECT blob, COUNT(*) AS n FROM tree_entries WHERE tree IN (SELECT tree FROM dead) "
-            "GROUP BY blob) "
-            "SELECT b.sha256, b.size FROM freed f JOIN blobs b ON b.sha256 = f.blob "
-            "WHERE b.refcount = f.n AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256) "
-            "ORDER BY b.sha256", (json.dumps(sorted(doomed)),)).fetchall()
-    return orphaned, kept, sorted(doomed), [(s, int(n)) for s, n in blobs]
-
-
-def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    # gc's own plan, limited to the run's trees, as if the run's refs were gone: one read
+    # snapshot gives each tree's refs and holds and the blobs only the doomed trees use.
+    plan = store.gc_plan(mine, refs_gone=[(r.kind, r.name) for r in refs])
+    prefix = run_id + "/"
+    for r in refs:
+        info = plan.infos.get(r.tree)
+        refcount, files, size = (info.refcount, info.file_count, info.total_size) if info else (0, 0, 0)
+        asset = {"ref": f"{r.kind}/{r.name}", "tree": r.tree, "role": r.meta.get("role"),
+                 "file_count": files, "total_size_bytes": size}
+        # As gc decides: a tree goes when no other ref names it and no live writer holds it.
+        held = info is not None and info.held
+        if refcount <= mine[r.tree] and held:
+            kept.append({**asset, "shared_with": [], "held_by_writer": True})
+        elif refcount <= mine[r.tree]:
+            orphaned.append(asset)
+            if r.tree not in doomed:
+                doomed.append(r.tree)
+        else:
+            others = [f"{k}/{n}" for k, n in (info.refs if info else ())
+                      if not (k == "run" and (n == run_id or n.startswith(prefix)))]
+            kept.append({**asset, "shared_with": others})
+    return orphaned, kept, sorted(doomed), list(plan.blobs)
 
 
 def _count_files(root: Path) -> int:
@@ -233,8 +221,7 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
         except OSError as exc:
             result["errors"].append(f"{trash}: the run directory was moved here but could not be removed "
                                     f"({exc.strerror}); delete it by hand")
-    with store.index.write() as c:
-        c.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+    store.run_rows.delete(run_id)
     if lock is not None:
         os.close(lock)
     if note is not None:
@@ -273,8 +260,7 @@ def finish_interrupted_deletions(store: Any, *, dry_run: bool = False, **_: Any)
             lines.append(f"would finish the interrupted deletion of run {run_id} ({trash})")
             continue
         if not (trash.parent / run_id).exists():
-            with store.index.write() as c:
-                store.drop_run_refs(c, run_id)
+            store.drop_run(run_id)
         remove_tree(trash)
         lines.append(f"finished the interrupted deletion of run {run_id} ({trash})")
     return lines

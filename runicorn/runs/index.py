@@ -39,11 +39,7 @@ def read_status(run_dir: Path) -> str:
 
 
 def upsert_run(store: Store, run_id: str, path: str, run_dir: Path, status: str, created_at: float) -> None:
-    rel = os.path.relpath(run_dir, store.root)
-    with store.index.write() as c:
-        c.execute("INSERT INTO runs (run_id, path, run_dir, status, created_at) VALUES (?, ?, ?, ?, ?) "
-                  "ON CONFLICT (run_id) DO UPDATE SET path = excluded.path, run_dir = excluded.run_dir, "
-                  "status = excluded.status", (run_id, path, rel, status, created_at))
+    store.run_rows.upsert(run_id, path, os.path.relpath(run_dir, store.root), status, created_at)
 
 
 def iter_runs_parents(root: Path) -> list[Path]:
@@ -94,15 +90,10 @@ def rebuild_runs(store: Store) -> int:
     Registered in ``runicorn.store.verify.REBUILD_HOOKS`` so an index rebuild restores it.
     """
     rows = _scan_rows(store)
-    with store.index.write() as c:
-        # Not "DELETE FROM runs": a run created (directory, meta.json and row in one
-        # transaction) after the scan above must keep its row.  Only rows whose run
-        # directory is gone go.
-        stale = [(run_id,) for run_id, rel in c.execute("SELECT run_id, run_dir FROM runs").fetchall()
-                 if not (store.root / str(rel) / "meta.json").is_file()]
-        c.executemany("DELETE FROM runs WHERE run_id = ?", stale)
-        c.executemany("INSERT OR REPLACE INTO runs (run_id, path, run_dir, status, created_at) "
-                      "VALUES (?, ?, ?, ?, ?)", rows)
+    # Not every row replaced: a run created (directory, meta.json and row in one
+    # transaction) after the scan above must keep its row.  Only rows whose run
+    # directory is gone go.
+    store.run_rows.replace(rows, lambda rel: (store.root / rel / "meta.json").is_file())
     return len(rows)
 
 
@@ -127,7 +118,7 @@ def find_run_dir(store: Store, run_id: str, *, rescan: bool = True) -> Path | No
     if not valid_run_id(run_id):
         return None
     for attempt in (0, 1):
-        rel = store.index.scalar("SELECT run_dir FROM runs WHERE run_id = ?", (run_id,))
+        rel = store.run_rows.run_dir(run_id)
         if rel is not None:
             candidate = (store.root / rel)
             # Only a real '<...>/runs/<run_id>' directory below the root counts.
@@ -164,8 +155,7 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
         rows = sorted(_scan_rows(store), key=lambda r: (r[4], r[0]))
     else:
         rebuild_runs(store)
-        rows = store.index.query("SELECT run_id, path, run_dir, status, created_at FROM runs "
-                                 "ORDER BY created_at, run_id")
+        rows = store.run_rows.all()
     return [{"run_id": r, "path": p, "run_dir": str(store.root / d), "status": s, "created_at": t}
             for r, p, d, s, t in rows]
 

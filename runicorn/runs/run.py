@@ -398,20 +398,17 @@ def _watch_artifacts() -> None:
         observers.append(_record_artifact_use)
 
 
-def _refuse_taken_run_id(store: Any, c: Any, run_id: str, run_dir: Path) -> None:
-    """Raise FileExistsError if ``run_id`` is in use anywhere in the store (``c``: a write transaction)."""
-    row = c.execute("SELECT run_dir FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    if row is not None:
-        existing = store.root / row[0]
+def _refuse_taken_run_id(store: Any, claim: Any, run_id: str, run_dir: Path) -> None:
+    """Raise FileExistsError if ``run_id`` is in use anywhere in the store (``claim``: what
+    the store's run claim found, inside its write transaction)."""
+    if claim.indexed_dir is not None:
+        existing = store.root / claim.indexed_dir
         if existing.is_dir() or existing == run_dir:
             raise FileExistsError(f"{existing}: a run with id {run_id!r} already exists "
                                   f"(run ids are unique in {store.root})")
-    prefix = run_id + "/"
-    ref = c.execute("SELECT name FROM refs WHERE kind = ? AND substr(name, 1, ?) = ? ORDER BY name LIMIT 1",
-                    (REF_KIND, len(prefix), prefix)).fetchone()
-    if ref is not None:
+    if claim.ref_name is not None:
         raise FileExistsError(f"run id {run_id!r} is already in use in {store.root}: "
-                              f"ref {REF_KIND}/{ref[0]} exists")
+                              f"ref {REF_KIND}/{claim.ref_name} exists")
 
 
 def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
@@ -468,8 +465,8 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
     git = git_provenance(workspace_root if workspace_root is not None else os.getcwd())
     if git is not None:
         meta["git"] = git
-    with store.index.write() as c:
-        _refuse_taken_run_id(store, c, run_id, run_dir)
+    with store.run_rows.claim(run_id, REF_KIND) as claim:
+        _refuse_taken_run_id(store, claim, run_id, run_dir)
         try:
             run_dir.mkdir()
         except FileExistsError:
@@ -477,10 +474,7 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
         try:
             # meta.json inside the transaction: a concurrent index rebuild then sees the run.
             atomic_write_json(run_dir / "meta.json", meta)
-            c.execute("INSERT INTO runs (run_id, path, run_dir, status, created_at) VALUES (?, ?, ?, ?, ?) "
-                      "ON CONFLICT (run_id) DO UPDATE SET path = excluded.path, run_dir = excluded.run_dir, "
-                      "status = excluded.status, created_at = excluded.created_at",
-                      (run_id, rel, os.path.relpath(run_dir, store.root), "running", now))
+            claim.record(rel, os.path.relpath(run_dir, store.root), "running", now)
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise

@@ -124,10 +124,8 @@ def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result
     if not _blob_files_intact(store, trusted, links, link_shas):
         return None
     if keeper is None or not _kept_by(store, tree, keeper):
-        with store.index.write() as c:
-            if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
-                return None
-            c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
+        if not store.touch_tree(tree):
+            return None
     total = trusted_bytes + sum(len(t) for t in links.values())
     if not want_entries:
         return tree, None, total
@@ -160,10 +158,7 @@ def _blob_files_intact(store: Any, trusted: dict[str, tuple[str, str, os.stat_re
 def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:
     """Whether the tree is stored and the ref ``keeper`` names it, in one read snapshot."""
     kind, name = keeper
-    with store.index.read() as c:
-        return (c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is not None
-                and c.execute("SELECT 1 FROM refs WHERE kind = ? AND name = ? AND tree = ?",
-                              (kind, name or tree, tree)).fetchone() is not None)
+    return bool(store.tree_kept_by(tree, kind, name or tree))
 
 
 def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]],

@@ -27,23 +27,13 @@ def cached_rows(store: Any, root: Path) -> dict[str, tuple[Any, ...]]:
     """The stat cache rows of the files below ``root``, by absolute path: ``(path, dev, ino,
     size, mtime_ns, ctime_ns, mode, sha256, recorded_ns)``."""
     lo, hi = _cache_bounds(root)
-    return {row[0]: row for row in store.index.query(
-        "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns FROM stat_cache "
-        "WHERE path >= ? AND path < ?", (lo, hi))}
+    return store.stat_cache.rows(lo, hi)
 
 
 def record(store: Any, updates: Sequence[tuple[Any, ...]], stale: Sequence[tuple[str]]) -> None:
     """Drop the ``stale`` paths' rows and write ``updates`` (rows as :func:`cached_rows` gives
     them), in one transaction."""
-    with store.index.write() as c:
-        if stale:
-            c.executemany("DELETE FROM stat_cache WHERE path = ?", stale)
-        c.executemany(
-            "INSERT INTO stat_cache (path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, "
-            "ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns, "
-            "ctime_ns = excluded.ctime_ns, mode = excluded.mode, sha256 = excluded.sha256, recorded_ns = excluded.recorded_ns",
-            updates)
+    store.stat_cache.update(updates, [p for (p,) in stale])
 
 
 __all__ = ["RACY_NS", "cached_rows", "record"]

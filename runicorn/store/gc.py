@@ -15,6 +15,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from runicorn._lazy import resolve
 from runicorn.errors import StoreIndexError
 from runicorn.fsutil import atomic_write_json
 from runicorn.hashing import is_sha256_hex
-from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, move_if_exists
+from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, TreeInfo, move_if_exists
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store
@@ -45,6 +46,30 @@ GC_ROOT_REFRESHERS: list[str] = [
 GC_COLLECTED_HOOK = "runicorn.artifacts.installed:take_installed"
 
 Planned = list[tuple[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class GcPlan:
+    """What a gc limited to some trees would collect now (:meth:`Store.gc_plan`): ``infos``
+    of those trees (as the index has them), the ``trees`` and ``blobs`` it would delete
+    (``(id, size)``, sorted), all from one read snapshot."""
+
+    infos: dict[str, TreeInfo]
+    trees: Planned
+    blobs: Planned
+
+
+def gc_plan(store: Store, trees: Iterable[str], *, refs_gone: Iterable[tuple[str, str]] = (),
+            grace_seconds: float = 0.0) -> GcPlan:
+    """:meth:`Store.gc_plan`."""
+    from runicorn.store.trees import tree_infos
+
+    wanted = sorted(set(trees))
+    gone = json.dumps(sorted({f"{k}\n{n}" for k, n in refs_gone}))
+    with store.index.read() as c:
+        infos = tree_infos(store, wanted, c)
+        dead_trees, dead_blobs = plan_gc(c, time.time() - grace_seconds, json.dumps(wanted), gone)
+    return GcPlan(infos, dead_trees, dead_blobs)
 
 
 def gc(store: Store, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run: bool = False,
@@ -161,13 +186,21 @@ def waiting_for_grace(c: Any, now: float, grace_seconds: float, scope: str | Non
             "first_at": first, "last_at": last}
 
 
-def plan_gc(c: Any, cutoff: float, scope: str | None) -> tuple[Planned, Planned]:
+def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -> tuple[Planned, Planned]:
     """The trees and blobs a gc would collect now, ``(id, size)`` each, sorted: unreferenced,
     unheld, touched before ``cutoff``; ``scope`` (a JSON list of tree ids) limits it to those
-    trees and the blobs only they name."""
-    tree_sql = ("SELECT tree, total_size FROM trees WHERE refcount = 0 AND touched_at < ? "
+    trees and the blobs only they name.  ``gone`` (a JSON list of ``kind LF name``; neither
+    can hold a newline): refs counted as already deleted (a run deletion plans before it
+    deletes the run's refs)."""
+    unreferenced = "refcount = 0"
+    params: list[Any] = []
+    if gone is not None:
+        unreferenced = ("refcount = (SELECT COUNT(*) FROM refs r WHERE r.tree = trees.tree AND "
+                        "r.kind || char(10) || r.name IN (SELECT value FROM json_each(?)))")
+        params.append(gone)
+    tree_sql = (f"SELECT tree, total_size FROM trees WHERE {unreferenced} AND touched_at < ? "
                 "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = trees.tree)")
-    params: list[Any] = [cutoff]
+    params.append(cutoff)
     if scope is not None:
         tree_sql += " AND tree IN (SELECT value FROM json_each(?))"
         params.append(scope)

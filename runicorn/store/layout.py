@@ -47,6 +47,19 @@ class Ref:
     meta: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class TreeInfo:
+    """What the index knows of a stored tree: its size, how many refs name it (and
+    which), and whether a live writer holds it against gc."""
+
+    tree: str
+    file_count: int
+    total_size: int
+    refcount: int
+    held: bool
+    refs: tuple[tuple[str, str], ...]
+
+
 def ref_filename(name: str) -> str:
     """File name for a ref: percent-encoded name, or a digest when too long."""
     encoded = quote(name, safe="")

@@ -29,7 +29,7 @@ import stat
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from runicorn.config import new_store_dir_mode, resolve_storage_root
 from runicorn.errors import (
@@ -47,11 +47,24 @@ from runicorn.store import refs as _refs
 from runicorn.store import trees as _trees
 from runicorn.store.holds import Holds
 from runicorn.store.index import Index, quarantine_index
-from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, BlobInfo, Ref, check_ref, quarantine, ref_filename
+from runicorn.store.layout import (
+    DEFAULT_GC_GRACE_SECONDS,
+    BlobInfo,
+    Ref,
+    TreeInfo,
+    check_ref,
+    quarantine,
+    ref_filename,
+)
 from runicorn.store.recovery import drop_run_refs, recover, recover_writer
+from runicorn.store.trees import tree_infos
 from runicorn.store.tree import TreeEntry
 
-__all__ = ["DEFAULT_GC_GRACE_SECONDS", "BlobInfo", "Ref", "Store", "ref_filename"]
+if TYPE_CHECKING:
+    from runicorn.store.gc import GcPlan
+    from runicorn.store.tables import RunRows, StatCache, TomlUsage
+
+__all__ = ["DEFAULT_GC_GRACE_SECONDS", "BlobInfo", "Ref", "Store", "TreeInfo", "ref_filename"]
 
 
 class Store:
@@ -363,6 +376,20 @@ class Store:
         """
         return _trees.put_tree(self, entries, source=source, ref=ref, ref_meta=ref_meta)
 
+    def tree_info(self, tree: str) -> TreeInfo | None:
+        """What the index knows of ``tree`` (size, file count, the refs naming it, whether a
+        live writer holds it), or None when it is not stored."""
+        return tree_infos(self, [tree]).get(tree)
+
+    def touch_tree(self, tree: str) -> bool:
+        """Mark ``tree`` as just used (gc's grace period starts again), in a write
+        transaction that also finds it: False when it is not stored (a gc took it)."""
+        return _trees.touch_tree(self, tree)
+
+    def tree_kept_by(self, tree: str, kind: str, name: str) -> bool:
+        """Whether ``tree`` is stored and ref ``kind/name`` names it (one read snapshot)."""
+        return _trees.kept_by(self, tree, kind, name)
+
     def get_manifest(self, tree: str) -> dict[str, Any]:
         """Load and validate a tree's manifest.
 
@@ -460,9 +487,32 @@ class Store:
         """Remove the pin ``name`` (a pin name or the tree id it was pinned under)."""
         return self.delete_ref("pin", name)
 
-    def drop_run_refs(self, c: Any, run_id: str) -> None:
-        """Delete run ``run_id``'s refs (files and rows) and row inside write transaction ``c``."""
-        drop_run_refs(self, c, run_id)
+    def drop_run(self, run_id: str) -> None:
+        """Delete run ``run_id``'s refs (files and rows) and its row, in one transaction."""
+        with self.index.write() as c:
+            drop_run_refs(self, c, run_id)
+
+    # ------------------------------------------------------------------ feature tables
+    @property
+    def stat_cache(self) -> StatCache:
+        """The snapshot stat cache (:class:`runicorn.store.tables.StatCache`)."""
+        from runicorn.store.tables import StatCache
+
+        return StatCache(self)
+
+    @property
+    def run_rows(self) -> RunRows:
+        """The runs table (:class:`runicorn.store.tables.RunRows`)."""
+        from runicorn.store.tables import RunRows
+
+        return RunRows(self)
+
+    @property
+    def toml_usage(self) -> TomlUsage:
+        """The ``Runicorn.toml`` usage table (:class:`runicorn.store.tables.TomlUsage`)."""
+        from runicorn.store.tables import TomlUsage
+
+        return TomlUsage(self)
 
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict[str, Any]:
@@ -544,6 +594,14 @@ class Store:
         """
         return _gc.gc(self, grace_seconds=grace_seconds, dry_run=dry_run, trees=trees,
                       keep_missing_toml=keep_missing_toml)
+
+    def gc_plan(self, trees: Iterable[str], *, refs_gone: Iterable[tuple[str, str]] = (),
+                grace_seconds: float = 0.0) -> GcPlan:
+        """What ``gc(trees=trees, grace_seconds=...)`` would collect now if the refs
+        ``refs_gone`` (``(kind, name)``) were deleted first, with the index's
+        :class:`TreeInfo` of each of ``trees``, from one read snapshot and gc's own
+        planning query (how a run deletion plans, and reports a dry run)."""
+        return _gc.gc_plan(self, trees, refs_gone=refs_gone, grace_seconds=grace_seconds)
 
     # ------------------------------------------------------------------ recovery
     def recover(self) -> list[str]:

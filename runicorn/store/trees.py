@@ -9,14 +9,14 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runicorn.errors import BlobNotFoundError, RunicornError, TreeNotFoundError
 from runicorn.fsutil import StagedFile, fsync_dir, publish_link
 from runicorn.hashing import is_sha256_hex
-from runicorn.store.layout import BlobInfo
+from runicorn.store.layout import BlobInfo, TreeInfo
 from runicorn.store.rows import insert_tree_rows
 from runicorn.store.tree import (
     MODE_LINK,
@@ -36,6 +36,41 @@ if TYPE_CHECKING:
 def has_tree(store: Store, tree: str) -> bool:
     """:meth:`Store.has_tree`."""
     return store.index.scalar("SELECT 1 FROM trees WHERE tree = ?", (tree,)) is not None
+
+
+def tree_infos(store: Store, trees: Iterable[str], c: Any = None) -> dict[str, TreeInfo]:
+    """:meth:`Store.tree_info` of several trees (in transaction ``c``, else one read
+    snapshot); unknown trees are left out."""
+    if c is None:
+        with store.index.read() as c:
+            return tree_infos(store, trees, c)
+    out: dict[str, TreeInfo] = {}
+    for tree in dict.fromkeys(trees):
+        row = c.execute("SELECT file_count, total_size, refcount FROM trees WHERE tree = ?", (tree,)).fetchone()
+        if row is None:
+            continue
+        held = c.execute("SELECT 1 FROM holds WHERE sha256 = ? LIMIT 1", (tree,)).fetchone() is not None
+        refs = tuple((str(k), str(n)) for k, n in c.execute(
+            "SELECT kind, name FROM refs WHERE tree = ? ORDER BY kind, name", (tree,)).fetchall())
+        out[tree] = TreeInfo(tree, int(row[0]), int(row[1]), int(row[2]), held, refs)
+    return out
+
+
+def touch_tree(store: Store, tree: str) -> bool:
+    """:meth:`Store.touch_tree`."""
+    with store.index.write() as c:
+        if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None:
+            return False
+        c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
+    return True
+
+
+def kept_by(store: Store, tree: str, kind: str, name: str) -> bool:
+    """:meth:`Store.tree_kept_by`."""
+    with store.index.read() as c:
+        return (c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is not None
+                and c.execute("SELECT 1 FROM refs WHERE kind = ? AND name = ? AND tree = ?",
+                              (kind, name, tree)).fetchone() is not None)
 
 
 def put_tree(store: Store, entries: Mapping[str, Any], *, source: str | None = None,
