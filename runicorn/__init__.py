@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from runicorn._lazy import lazy_attributes
 from runicorn._version import __version__
+from runicorn.extensions import register_features
+
+# The one composition point: the features' parts in the store (gc roots, tables, rebuild,
+# verify) are registered here, which Python runs before any runicorn.* module, so no store
+# is ever opened without them (runicorn.store imports no feature).
+register_features()
 
 # public name -> "module:attribute"
 _LAZY: dict[str, str] = {

@@ -1,8 +1,8 @@
 """Late binding by name: ``"module:attribute"`` specs and lazy package attributes.
 
 Keeps ``import runicorn`` light: a public name is imported from its module the first
-time it is used, and features plug into shared mechanisms (CLI commands, gc roots,
-index rebuild hooks) by naming a function rather than importing it.
+time it is used, and CLI commands are found by naming a function rather than importing it
+(features join the store through objects instead, see ``runicorn.store.extensions``).
 """
 
 from __future__ import annotations

@@ -77,7 +77,10 @@ def test_manifest_doc_lists_every_key_the_code_writes() -> None:
 
 
 def test_index_sql_in_schema_is_what_the_code_runs() -> None:
+    from runicorn.store.tables import feature_tables_sql
+
     assert (SCHEMA / "index.sql").read_text() == schema_sql()
+    assert (SCHEMA / "feature-tables.sql").read_text() == feature_tables_sql()
     assert f"`PRAGMA user_version` = {SCHEMA_VERSION}" in (SCHEMA / "README.md").read_text()
 
 

@@ -104,30 +104,6 @@ def take_installed(store: Any, trees: list[str], *, dry_run: bool = False) -> li
     return out
 
 
-def bytes_freed_by_removing(paths: list[Path]) -> int:
-    """Bytes that removing every file at or below ``paths`` frees: a file's size counts
-    only when all its hard links are among them (a blob also linked from an installed
-    folder or a user's hard-linked restore frees nothing until its last link goes)."""
-    inodes: dict[tuple[int, int], list[int]] = {}
-    stack = [os.fspath(p) for p in paths]
-    while stack:
-        p = stack.pop()
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                with os.scandir(p) as it:
-                    stack.extend(e.path for e in it)
-            except OSError:
-                pass
-        elif stat.S_ISREG(st.st_mode):
-            rec = inodes.setdefault((st.st_dev, st.st_ino), [0, st.st_nlink, st.st_size])
-            rec[0] += 1
-    return sum(size for seen, nlink, size in inodes.values() if seen >= nlink)
-
-
 def remove_taken(taken: list[tuple[Path, int | None]]) -> list[str]:
     """Remove what :func:`take_installed` took and let go of its locks; return warnings
     for folders that could not be removed (the next gc tries again)."""

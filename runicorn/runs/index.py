@@ -87,7 +87,7 @@ def iter_run_dirs(root: Path) -> list[Path]:
 def rebuild_runs(store: Store) -> int:
     """Re-derive the runs table from the run directories on disk; return how many runs.
 
-    Registered in ``runicorn.store.verify.REBUILD_HOOKS`` so an index rebuild restores it.
+    The runs extension (``runicorn.extensions``) runs it after an index rebuild.
     """
     rows = _scan_rows(store)
     # Not every row replaced: a run created (directory, meta.json and row in one

@@ -13,16 +13,17 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runicorn._lazy import resolve
 from runicorn.errors import StoreIndexError
 from runicorn.fsutil import atomic_write_json
 from runicorn.hashing import is_sha256_hex
+from runicorn.store.extensions import registered
 from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, TreeInfo, move_if_exists
 
 if TYPE_CHECKING:
@@ -31,19 +32,9 @@ if TYPE_CHECKING:
 # Blobs per statement and per unlink transaction of gc: one set statement instead of a
 # round trip per blob, while the write lock is let go between batches.
 GC_BATCH = 10_000
-
-# "module:function" called as f(store, dry_run=..., keep_missing_toml=...) at the start of
-# every gc, so features that own refs (artifact bindings of Runicorn.toml files) bring them
-# up to date first.  A refresher may return warnings (strings) for the gc report.
-GC_ROOT_REFRESHERS: list[str] = [
-    "runicorn.runs.delete:finish_interrupted_deletions",
-    "runicorn.artifacts.gcroots:refresh_binding_refs",
-]
-# "module:function" called as f(store, trees, dry_run=...) once a gc has committed (for a
-# dry run: once it has planned): it takes what lives outside the archive for the trees the
-# gc collects (installed artifact folders), returning ``(path, lock fd or None)`` pairs
-# that the gc counts, removes and unlocks (see runicorn.artifacts.installed).
-GC_COLLECTED_HOOK = "runicorn.artifacts.installed:take_installed"
+# Features take part in every gc through their extensions (runicorn.store.extensions):
+# refresh_roots before planning (refs they derive from their own files, e.g. artifact
+# bindings of Runicorn.toml files), take_collected / remove_collected after COMMIT.
 
 Planned = list[tuple[str, int]]
 
@@ -90,8 +81,8 @@ def gc(store: Store, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run
                         "(Runicorn.toml files were not re-read)")
     else:
         store.recover()
-        for spec in GC_ROOT_REFRESHERS:
-            warnings.extend(resolve(spec)(store, dry_run=dry_run, keep_missing_toml=keep_missing_toml) or ())
+        for extension in registered():
+            warnings.extend(extension.refresh_roots(store, dry_run=dry_run, keep_missing_toml=keep_missing_toml))
     from runicorn.store.verify import files_vs_index, kept_by_damaged_manifests
 
     now = time.time()
@@ -145,24 +136,48 @@ def remove_collected(store: Store, dead_trees: list[str], dead_blobs: Planned, d
     elsewhere (a hard-linked restore) frees nothing.  A dry run counts what a real run
     would remove, as it is now.
     """
-    from runicorn.artifacts.installed import bytes_freed_by_removing, remove_taken
-
-    taken = resolve(GC_COLLECTED_HOOK)(store, dead_trees, dry_run=dry_run)
-    dirs = [path for path, _ in taken]
+    taken = [(extension, extension.take_collected(store, dead_trees, dry_run=dry_run))
+             for extension in registered()]
+    dirs = [path for _, pairs in taken for path, _ in pairs]
     if dry_run:
         return bytes_freed_by_removing([store.blob_path(b) for b, _ in dead_blobs] + dirs)
     writer = store.current_writer
     trash = writer / "trash" if writer is not None else None
     try:
         # The blob files are still in place (unlinked below, after the folders): counted first.
-        freed: int = bytes_freed_by_removing([store.blob_path(b) for b, _ in dead_blobs] + dirs)
-        warnings.extend(remove_taken(taken))
+        freed = bytes_freed_by_removing([store.blob_path(b) for b, _ in dead_blobs] + dirs)
+        for extension, pairs in taken:
+            warnings.extend(extension.remove_collected(store, pairs))
         if journal is not None:
             unlink_collected(store, journal, [b for b, _ in dead_blobs])
     finally:
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
     return freed
+
+
+def bytes_freed_by_removing(paths: list[Path]) -> int:
+    """Bytes that removing every file at or below ``paths`` frees: a file's size counts
+    only when all its hard links are among them (a blob also linked from an installed
+    folder or a user's hard-linked restore frees nothing until its last link goes)."""
+    inodes: dict[tuple[int, int], list[int]] = {}
+    stack = [os.fspath(p) for p in paths]
+    while stack:
+        p = stack.pop()
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                with os.scandir(p) as it:
+                    stack.extend(e.path for e in it)
+            except OSError:
+                pass
+        elif stat.S_ISREG(st.st_mode):
+            rec = inodes.setdefault((st.st_dev, st.st_ino), [0, st.st_nlink, st.st_size])
+            rec[0] += 1
+    return sum(size for seen, nlink, size in inodes.values() if seen >= nlink)
 
 
 def waiting_for_grace(c: Any, now: float, grace_seconds: float, scope: str | None,

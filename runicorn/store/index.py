@@ -21,7 +21,10 @@ BUSY_TIMEOUT_MS = 120_000
 # adds ctime_ns to the stat cache (a cache: its rows are dropped, files are read once more); 3 -> 4
 # adds toml_usage.missing_since (a missing Runicorn.toml keeps its bindings for a retention).  Every
 # statement of index.sql is idempotent (IF NOT EXISTS / OR IGNORE), so a migration that
-# adds tables runs the whole file again.
+# adds tables runs the whole file again.  The feature tables (stat_cache, runs, toml_usage) are
+# not in index.sql: a store creates them, as of the current version, for the features that use
+# them (runicorn.store.tables), after these migrations; a migration of a feature table therefore
+# changes it only where it exists.
 MIGRATIONS: dict[int, Callable[[apsw.Connection], None]] = {}
 
 
@@ -50,7 +53,7 @@ MIGRATIONS[2] = _migrate_2_to_3
 
 def _migrate_3_to_4(conn: apsw.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(toml_usage)")}
-    if "missing_since" not in columns:
+    if columns and "missing_since" not in columns:  # no columns: no table yet (created as of now)
         conn.execute("ALTER TABLE toml_usage ADD COLUMN missing_since REAL")
 
 

@@ -45,6 +45,7 @@ from runicorn.store import blobs as _blobs
 from runicorn.store import gc as _gc
 from runicorn.store import refs as _refs
 from runicorn.store import trees as _trees
+from runicorn.store.extensions import tables as extension_tables
 from runicorn.store.holds import Holds
 from runicorn.store.index import Index, quarantine_index
 from runicorn.store.layout import (
@@ -57,6 +58,7 @@ from runicorn.store.layout import (
     ref_filename,
 )
 from runicorn.store.recovery import drop_run_refs, recover, recover_writer
+from runicorn.store.tables import ensure_tables
 from runicorn.store.trees import tree_infos
 from runicorn.store.tree import TreeEntry
 
@@ -97,6 +99,9 @@ class Store:
         self.read_only = os.path.isdir(self.archive) and not os.access(self.archive, os.W_OK)
         self.dir_mode = self._make_dirs()
         self.index = self._open_index()
+        # The tables of the registered features (runicorn.store.extensions), before
+        # recovery or a rebuild fills them.
+        ensure_tables(self, extension_tables())
         self.recovered: list[str] = self.recover()
         if self.index.created and self._has_content():
             self.rebuild_index()

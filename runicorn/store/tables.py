@@ -13,6 +13,79 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from runicorn.store.store import Store
 
+# The feature tables, by name: the DDL that creates each (``schema/feature-tables.sql``).
+# A store creates those its registered extensions name (runicorn.store.extensions) when it
+# is opened; the statements are idempotent and are the definitions of index version 4, so
+# stores made before the tables left the core schema open unchanged.
+TABLES: dict[str, str] = {
+    "stat_cache": """\
+-- Stat cache for snapshots: a file whose (dev, ino, size, mtime_ns, ctime_ns) is unchanged
+-- since it was hashed is not read again, unless it was recorded in the same timestamp tick
+-- as its mtime ("racily clean").  ctime catches an edit whose mtime was put back (utime
+-- cannot set ctime).
+CREATE TABLE IF NOT EXISTS stat_cache (
+    path        TEXT PRIMARY KEY,           -- absolute path
+    dev         INTEGER NOT NULL,
+    ino         INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    ctime_ns    INTEGER NOT NULL,
+    mode        TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    recorded_ns INTEGER NOT NULL            -- wall clock when hashed
+) WITHOUT ROWID;
+""",
+    "runs": """\
+-- Experiment runs known to this store (rebuilt from run directories).
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    path        TEXT NOT NULL,              -- '<project>/<experiment>'
+    run_dir     TEXT NOT NULL,              -- relative to the storage root
+    status      TEXT NOT NULL,
+    created_at  REAL NOT NULL
+) WITHOUT ROWID;
+""",
+    "toml_usage": """\
+-- Runicorn.toml / Artifacts.toml files seen binding or fetching (gc roots).  Version 4:
+-- missing_since, when a gc first found the file missing (NULL while it exists); its
+-- bindings are kept until it has been missing for the retention (docs/artifacts.md).
+CREATE TABLE IF NOT EXISTS toml_usage (
+    path          TEXT PRIMARY KEY,         -- absolute path of the TOML file
+    last_seen     REAL NOT NULL,
+    missing_since REAL                      -- unix seconds, or NULL
+) WITHOUT ROWID;
+""",
+}
+
+
+def feature_tables_sql() -> str:
+    """The DDL of every feature table (published as ``schema/feature-tables.sql``)."""
+    return "\n".join(TABLES.values())
+
+
+def ensure_tables(store: Store, names: Iterable[str]) -> None:
+    """Create the feature tables ``names`` that the store's index lacks (one read when
+    none is missing).
+
+    Raises:
+        RunicornError: a name is not a feature table.
+    """
+    wanted = list(names)
+    unknown = [n for n in wanted if n not in TABLES]
+    if unknown:
+        from runicorn.errors import RunicornError
+
+        raise RunicornError(f"unknown feature table(s) {', '.join(unknown)} (known: {', '.join(TABLES)})")
+    if not wanted or store.read_only:
+        return
+    have = {str(r[0]) for r in store.index.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = [n for n in wanted if n not in have]
+    if missing:
+        with store.index.write() as c:
+            for name in missing:
+                c.execute(TABLES[name])
+
+
 StatRow = tuple[str, int, int, int, int, int, str, str, int]
 RunRow = tuple[str, str, str, str | None, float]
 

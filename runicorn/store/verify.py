@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runicorn._lazy import resolve
 from runicorn.errors import CorruptManifestError
 from runicorn.fsutil import atomic_write_bytes, blob_perm, make_dir
 from runicorn.hashing import is_sha256_hex, sha256_file
+from runicorn.store.extensions import registered
 from runicorn.store.layout import nascent_owner_alive, quarantine, read_ref_file, ref_filename
 from runicorn.store.rows import insert_blob_rows, insert_tree_rows, upsert_ref_rows
 from runicorn.store.tree import (
@@ -336,11 +336,8 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
         if entry.is_dir() and entry.name.startswith("n-") and nascent_owner_alive(entry):
             continue  # a writer that is starting up
         problems.append(_problem("temp_file", f"{entry} is left over from an interrupted write", path=str(entry)))
-    for run_id, trash in resolve("runicorn.runs.delete:interrupted_deletions")(store):
-        problems.append(_problem("interrupted_deletion", f"{trash} is left by a killed deletion of run "
-                                 f"{run_id}; `runicorn gc` (or verify --repair) finishes it", path=str(trash)))
-
-    problems.extend(resolve("runicorn.artifacts.installed:installed_problems")(store, deep=deep))
+    for extension in registered():  # the features' own state (runicorn.store.extensions)
+        problems.extend(extension.problems(store, deep=deep))
 
     return {
         "ok": not problems,
@@ -499,10 +496,8 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         c.execute("UPDATE totals SET value = (SELECT COUNT(*) FROM blobs) WHERE name = 'blob_count'")
         c.execute("UPDATE totals SET value = (SELECT COALESCE(SUM(size), 0) FROM blobs) WHERE name = 'blob_bytes'")
         counts = [c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("blobs", "trees", "refs")]
-    for spec in REBUILD_HOOKS:
-        done = resolve(spec)(store)
-        if spec in REBUILD_NOTE_HOOKS:
-            notes.extend(done)
+    for extension in registered():  # the features' tables, from their own files
+        notes.extend(extension.rebuild(store))
     return {
         "blobs": counts[0],
         "trees": counts[1],
@@ -620,15 +615,3 @@ def _heal_manifest(store: Store, c: Any, tree: str, damaged: Path | None, quaran
     make_dir(store.manifest_path(tree).parent, store.dir_mode)
     atomic_write_bytes(store.manifest_path(tree), data, staging_dir=store.writer_dir(), mode=0o444)
     return f"{where}: manifest {'damaged' if damaged else 'missing'}; written again from the index's entries"
-
-
-# Functions (``"module:function"``, called with the store) that re-derive other index
-# tables -- runs, artifact usage -- from their own files after a rebuild.
-REBUILD_HOOKS: list[str] = [
-    "runicorn.artifacts.gcroots:rebuild_usage",
-    "runicorn.runs.delete:finish_interrupted_deletions",
-    "runicorn.runs.index:rebuild_runs",
-    "runicorn.artifacts.installed:repair_installed",
-]
-# Hooks whose result is a list of lines for the repair report.
-REBUILD_NOTE_HOOKS = {"runicorn.artifacts.installed:repair_installed"}
