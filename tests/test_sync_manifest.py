@@ -15,7 +15,7 @@ from runicorn.errors import CorruptManifestError, UnsafePathError
 from runicorn.sync.server.generator import ManifestGenerator
 from runicorn.sync.client import manifest_client
 from runicorn.sync.client.manifest_client import ManifestSyncClient
-from runicorn.sync.client.transfer import SyncError
+from runicorn.sync.client.report import SyncError
 from tests.sshd_server import SshdServer
 from tests.sync_util import assert_mirror, make_tree, tree_files
 
@@ -301,12 +301,12 @@ def test_server_answering_short_reads(conn: Any, tmp_path: Path,
 
     from tests.sync_util import make_run
 
-    from runicorn.sync.client import transfer
+    from runicorn.sync.client.pipelined_fetch import PipelinedFetcher
     server = tmp_path / "server"
     make_run(server, "p", "e", "20250101_000000_big001", rng=random.Random(3), media=2,
-             media_bytes=transfer.PipelinedFetcher.MAX_SIZE)
+             media_bytes=PipelinedFetcher.MAX_SIZE)
     ManifestGenerator(server).generate()
-    monkeypatch.setattr(transfer.PipelinedFetcher, "READ_SIZE", 1 << 20)
+    monkeypatch.setattr(PipelinedFetcher, "READ_SIZE", 1 << 20)
     st = _sync(conn, server, tmp_path / "cache")
     assert st["failed_count"] == 0 and st["full_count"] == 7
     assert st["sftp_wire_requests"] > 3 + 7 * 3  # the follow-up reads happened
@@ -325,7 +325,7 @@ def test_file_grown_beyond_the_manifest_fails_alone(conn: Any, server: Path, tmp
                                                     caplog: Any) -> None:
     """A server cannot make us download more than the manifest (plus a bounded slack)
     promised: the grown file fails by name, the others arrive, the cursor stays put."""
-    from runicorn.sync.client.transfer import growth_allowance
+    from runicorn.sync.client.budget import growth_allowance
 
     cache = tmp_path / "cache"
     rd = sorted(server.glob("*/**/runs/*"))[0]

@@ -198,18 +198,19 @@ def test_both_sync_paths_share_paths_and_stats(conn: Any, server: Path, tmp_path
                                                monkeypatch: Any) -> None:
     """One cache-path checker per sync (parent directories checked once, not per file)
     and one statistics constructor for the manifest and the legacy client."""
-    from runicorn.sync.client import transfer
+    from runicorn.sync.client import local_cache
     from runicorn.sync.client.manifest_client import ManifestSyncClient
+    from runicorn.sync.client.report import sync_stats
 
-    assert not hasattr(transfer, "cache_dest")
+    assert not hasattr(local_cache, "cache_dest")
     checks: list[str] = []
-    real = transfer.ensure_no_symlink_parents
+    real = local_cache.ensure_no_symlink_parents
 
     def counting(root: Path, rel: str) -> None:
         checks.append(rel)
         real(root, rel)
 
-    monkeypatch.setattr(transfer, "ensure_no_symlink_parents", counting)
+    monkeypatch.setattr(local_cache, "ensure_no_symlink_parents", counting)
     files = [p for p in server.rglob("*") if p.is_file() and ".runicorn" not in p.parts]
     dirs = {p.parent for p in files}
     legacy = LegacySyncClient(conn.open_sftp(), str(server), tmp_path / "legacy").sync()
@@ -220,7 +221,7 @@ def test_both_sync_paths_share_paths_and_stats(conn: Any, server: Path, tmp_path
     manifest = ManifestSyncClient(conn.open_sftp(), str(server), tmp_path / "manifest",
                                   jitter_max=0).sync()
     assert manifest["failed_count"] == 0 and len(checks) <= len(dirs)
-    assert sorted(legacy) == sorted(manifest) == sorted(transfer.sync_stats("x"))
+    assert sorted(legacy) == sorted(manifest) == sorted(sync_stats("x"))
     assert (legacy["method"], manifest["method"]) == ("legacy", "manifest")
 
 

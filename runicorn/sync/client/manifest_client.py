@@ -29,26 +29,17 @@ from runicorn.hashing import sha256_bytes
 from runicorn.sync.manifest import TAIL_WINDOW, FileEntry, ManifestType, SyncManifest, tail_hash
 from runicorn.sync.manifest_schema import validate_manifest_dict
 from runicorn.relpath import validate_relpath
-from runicorn.sync.client.transfer import (
-    RESERVED_TOP_LEVEL,
-    SYNC_DIR,
-    CachePaths,
-    CountingSFTP,
-    Downloader,
-    FetchResult,
-    OpCounter,
-    PipeItem,
-    PipelinedFetcher,
-    SyncError,
+from runicorn.sync.client.budget import unplanned_budget
+from runicorn.sync.client.downloader import Downloader, FetchResult, mtime_ns, same_mtime
+from runicorn.sync.client.local_cache import RESERVED_TOP_LEVEL, SYNC_DIR, CachePaths
+from runicorn.sync.client.pipelined_fetch import PipeItem, PipelinedFetcher
+from runicorn.sync.client.report import SyncError, sync_stats
+from runicorn.sync.client.sftp_io import CountingSFTP, OpCounter, set_nodelay
+from runicorn.sync.client.written_ledger import (
     WrittenLedger,
     collision_message,
     foreign_files,
-    mtime_ns,
     remove_stale,
-    same_mtime,
-    set_nodelay,
-    sync_stats,
-    unplanned_budget,
 )
 
 log = logging.getLogger(__name__)

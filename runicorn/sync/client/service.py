@@ -8,7 +8,7 @@ from typing import Any
 
 from runicorn.errors import RunicornError
 from runicorn.sync.client.local_cache import LocalCacheManager
-from runicorn.sync.client.transfer import SyncError
+from runicorn.sync.client.report import SyncError
 
 log = logging.getLogger(__name__)
 

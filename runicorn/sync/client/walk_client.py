@@ -20,20 +20,16 @@ from typing import Any
 from runicorn.errors import RunicornError, UnsafePathError
 from runicorn.fsutil import atomic_write_json, open_locked, syncfs
 from runicorn.hashing import sha256_bytes
-from runicorn.sync.client.transfer import (
-    RESERVED_TOP_LEVEL,
-    SYNC_DIR,
-    CountingSFTP,
-    Downloader,
-    OpCounter,
-    SyncError,
+from runicorn.sync.client.budget import unplanned_budget
+from runicorn.sync.client.downloader import Downloader
+from runicorn.sync.client.local_cache import RESERVED_TOP_LEVEL, SYNC_DIR
+from runicorn.sync.client.report import SyncError, sync_stats
+from runicorn.sync.client.sftp_io import CountingSFTP, OpCounter, set_nodelay
+from runicorn.sync.client.written_ledger import (
     WrittenLedger,
     collision_message,
     foreign_files,
     remove_stale,
-    set_nodelay,
-    sync_stats,
-    unplanned_budget,
 )
 from runicorn.runs.ids import valid_run_id
 
