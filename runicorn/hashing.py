@@ -43,6 +43,13 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_digest(data: bytes) -> bytes:
+    """Raw 32-byte SHA-256 of ``data`` (S3's ``ChecksumSHA256`` is its base64)."""
+    import hashlib
+
+    return hashlib.sha256(data).digest()
+
+
 def sha256_file(path: Path | str) -> str:
     """Hex SHA-256 of a file's bytes (what ``sha256sum`` prints)."""
     import hashlib

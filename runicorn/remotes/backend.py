@@ -26,7 +26,6 @@ from its verified length).  It returns ``(created, bytes_sent, bytes_resumed)``.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import socket
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
+from runicorn.hashing import new_sha256, sha256_bytes
 from runicorn.remotes.errors import RemoteConflictError, RemoteError
 
 CHUNK = 1 << 20
@@ -62,7 +62,7 @@ class Backend(Protocol):
 
 
 def content_etag(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return sha256_bytes(data)
 
 
 def read_object(opener: Callable[[], Any], max_bytes: int | None) -> tuple[bytes, str] | None:
@@ -101,7 +101,7 @@ def mutex_cas(backend: "Backend", key: str, data: bytes, expected: str | None) -
     from runicorn.remotes.errors import RemoteBusyError
     from runicorn.remotes.layout import LOCKS, dumps
 
-    mutex = f"{LOCKS}mutex-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    mutex = f"{LOCKS}mutex-{sha256_bytes(key.encode())[:32]}.json"
     record = dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "key": key})
     deadline = time.monotonic() + 2 * MUTEX_STALE_SECONDS
     while not backend.put_create(mutex, record):
@@ -175,7 +175,7 @@ def put_large_staged(backend: Any, key: str, path: Path, size: int, sha: str, re
     if on_bytes is not None and start:
         on_bytes(start)  # progress counts the kept prefix as done
     part = part_size()
-    h = hashlib.sha256()
+    h = new_sha256()
     pos = 0
     with open(path, "rb") as src:
         while pos < start and (chunk := src.read(min(CHUNK, start - pos))):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from typing import Any
 
+from runicorn.hashing import new_sha256
 from runicorn.remotes import layout
 from runicorn.remotes.errors import RemoteError
 from runicorn.remotes.push import Counter, ensure_config
@@ -159,7 +159,7 @@ def verify(backend: Any, *, deep: bool = False, jobs: int = 8) -> dict[str, Any]
 
         def work(group: list[str]) -> None:
             for sha in group:
-                h = hashlib.sha256()
+                h = new_sha256()
                 try:
                     for chunk in b.get_chunks(layout.blob_key(sha)):
                         h.update(chunk)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runicorn.errors import IntegrityError, option
+from runicorn.hashing import sha256_bytes
 from runicorn.remotes import layout
 from runicorn.remotes.errors import RemoteConflictError, RemoteError
 from runicorn.remotes.resume import Resume, part_size
@@ -198,7 +198,7 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
             if size <= SMALL:
                 with open(path, "rb") as f:
                     data: Any = f.read(size + 1)
-                if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+                if len(data) != size or sha256_bytes(data) != sha:
                     raise IntegrityError(f"{path}: local blob is damaged (size or sha256 differs); "
                                          "run `runicorn verify --deep`; nothing of it was pushed")
                 created = backend.put_create(key, data)

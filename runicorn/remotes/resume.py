@@ -12,13 +12,12 @@ means the upload starts again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from runicorn.hashing import is_sha256_hex
+from runicorn.hashing import is_sha256_hex, sha256_bytes
 
 FORMAT_VERSION = 1
 DEFAULT_PART_SIZE = 16 << 20
@@ -40,7 +39,7 @@ class Resume:
 
     def __init__(self, store_archive: Path, remote_identity: str, sha: str) -> None:
         assert is_sha256_hex(sha)
-        rid = hashlib.sha256(remote_identity.encode()).hexdigest()[:32]
+        rid = sha256_bytes(remote_identity.encode())[:32]
         self.dir = Path(store_archive) / "remote-uploads" / rid
         self.path = self.dir / f"{sha}.json"
         self.sha = sha

@@ -223,9 +223,9 @@ class S3Backend:
             RemoteError: the store failed.
         """
         import base64
-        import hashlib
 
         from runicorn.errors import IntegrityError
+        from runicorn.hashing import new_sha256, sha256_digest
         from runicorn.remotes.resume import part_size
 
         part = part_size()
@@ -256,7 +256,7 @@ class S3Backend:
             if resume is not None:
                 resume.save(rec)
         upload_id = rec["upload_id"]
-        h = hashlib.sha256()
+        h = new_sha256()
         sent = kept = 0
         parts: list[dict[str, Any]] = []
         try:
@@ -265,7 +265,7 @@ class S3Backend:
                 while data := f.read(part):
                     n += 1
                     h.update(data)
-                    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+                    checksum = base64.b64encode(sha256_digest(data)).decode()
                     done = rec["parts"].get(str(n))
                     if isinstance(done, dict) and done.get("sha256") == checksum and listed.get(n) == done.get("etag"):
                         kept += len(data)  # the store holds this part: not sent again
