@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.seaweed_server import SeaweedServer, SeaweedUnavailable
-from tests.sshd_server import SshdServer, SshdUnavailable
+from tools.testbed.seaweed import SeaweedServer, SeaweedUnavailable
+from tools.testbed.sshd import SshdServer, SshdUnavailable
 
 
 # Which real part a fixture needs, as a marker: `pytest -m "not root and not sshd"` runs the

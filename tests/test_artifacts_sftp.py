@@ -11,7 +11,7 @@ import runicorn as rn
 from runicorn.artifacts import download
 from runicorn.errors import DownloadError
 from tests.artifacts_support import make_tree
-from tests.sshd_server import SshdServer as Sshd
+from tools.testbed.sshd import SshdServer as Sshd
 
 
 def _publish(tmp_path: Path) -> tuple[str, Path, str]:

@@ -315,7 +315,7 @@ def test_fuzz_sync_manifests(tmp_path: Path, conn: Any) -> None:
     from runicorn.sync.server.generator import ManifestGenerator
     from runicorn.sync.manifest import SyncManifest
     from runicorn.sync.client.manifest_client import ManifestSyncClient, check_manifest_paths, decode_manifest
-    from tests.sync_util import make_tree
+    from tools.testbed.run_trees import make_tree
 
     server, outside, caches = tmp_path / "server", tmp_path / "outside", tmp_path / "caches"
     outside.mkdir()

@@ -19,7 +19,7 @@ from runicorn.sync.manifest import ManifestType
 from runicorn.sync.manifest_schema import validate_manifest_dict
 from runicorn.sync.server.generator import ManifestGenerator
 from runicorn.sync.server.generator import STATE_NAME
-from tests.sync_util import make_tree
+from tools.testbed.run_trees import make_tree
 
 
 def _load(path: Path) -> dict:

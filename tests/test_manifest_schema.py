@@ -90,7 +90,7 @@ def test_invalid_samples_agree(doc: Any) -> None:
 
 def test_generated_manifest_matches_schema(tmp_path: Path) -> None:
     from runicorn.sync.server.generator import ManifestGenerator
-    from tests.sync_util import make_tree
+    from tools.testbed.run_trees import make_tree
 
     make_tree(tmp_path, 3)
     _, path = ManifestGenerator(tmp_path).generate()

@@ -11,7 +11,7 @@ from runicorn.errors import CorruptManifestError
 from runicorn.sync.manifest_schema import validate_manifest_dict
 from runicorn.sync.server.generator import ManifestGenerator
 from runicorn.runs.ids import RUN_ID_MAX_LEN, valid_run_id
-from tests.sync_util import make_run
+from tools.testbed.run_trees import make_run
 from tests.test_manifest_schema import _mut
 
 

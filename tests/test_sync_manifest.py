@@ -16,8 +16,8 @@ from runicorn.sync.server.generator import ManifestGenerator
 from runicorn.sync.client import manifest_client
 from runicorn.sync.client.manifest_client import ManifestSyncClient
 from runicorn.sync.client.report import SyncError
-from tests.sshd_server import SshdServer
-from tests.sync_util import assert_mirror, make_tree, tree_files
+from tools.testbed.sshd import SshdServer
+from tools.testbed.run_trees import assert_mirror, make_tree, tree_files
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_new_and_deleted_runs(conn: Any, server: Path, tmp_path: Path) -> None:
     (runs[1] / "media" / "img1.png").unlink()
     import random
 
-    from tests.sync_util import make_run
+    from tools.testbed.run_trees import make_run
     make_run(server, "newproj", "deep/er/exp", "20250201_000000_new001", rng=random.Random(7))
     _regen(server)
     st = _sync(conn, server, cache)
@@ -122,7 +122,7 @@ def test_killed_connection_mid_transfer_then_clean_resume(sshd: SshdServer, serv
                                                           tmp_path: Path) -> None:
     import random
 
-    from tests.sync_util import make_run
+    from tools.testbed.run_trees import make_run
     for i in range(20):  # enough files that the kill lands mid-transfer
         make_run(server, "bulk", "e", f"20250301_000000_b{i:03d}", rng=random.Random(i),
                  media=4, media_bytes=40_000)
@@ -299,7 +299,7 @@ def test_server_answering_short_reads(conn: Any, tmp_path: Path,
     """Ask for more per read than sftp-server answers: follow-up reads fill the gap."""
     import random
 
-    from tests.sync_util import make_run
+    from tools.testbed.run_trees import make_run
 
     from runicorn.sync.client.pipelined_fetch import PipelinedFetcher
     server = tmp_path / "server"

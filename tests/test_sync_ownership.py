@@ -18,8 +18,8 @@ from runicorn.cli import main
 from runicorn.sync.server.generator import ManifestGenerator
 from runicorn.sync.client.service import MetadataSyncService
 from runicorn.sync.client.local_cache import LocalCacheManager
-from tests.sshd_server import SshdServer
-from tests.sync_util import assert_mirror, make_run, make_tree, tree_files
+from tools.testbed.sshd import SshdServer
+from tools.testbed.run_trees import assert_mirror, make_run, make_tree, tree_files
 
 RUN = Path("proj0") / "exp9" / "runs" / "20250115_103099_loc001"
 

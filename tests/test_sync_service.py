@@ -18,8 +18,8 @@ from runicorn.sync.client.service import MetadataSyncService
 from runicorn.sync.client.local_cache import LocalCacheManager
 from runicorn.sync.client.walk_client import LegacySyncClient
 from runicorn.ssh import parse_target
-from tests.sshd_server import SshdServer
-from tests.sync_util import assert_mirror, make_tree, tree_files
+from tools.testbed.sshd import SshdServer
+from tools.testbed.run_trees import assert_mirror, make_tree, tree_files
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ def test_runs_under_store_reserved_names_are_skipped(conn: Any, server: Path, tm
                                                      use_manifest: bool) -> None:
     import random
 
-    from tests.sync_util import make_run
+    from tools.testbed.run_trees import make_run
     make_run(server, "archive", "blobs", "20250101_000000_evil01", rng=random.Random(1))
     if use_manifest:
         ManifestGenerator(server).generate()

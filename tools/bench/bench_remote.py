@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchdata import make_bench_tree  # noqa: E402
-from tests.seaweed_server import SeaweedServer  # noqa: E402
+from tools.testbed.seaweed import SeaweedServer  # noqa: E402
 
 
 def timed(args: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, str]:

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from runicorn.sync.server.generator import ManifestGenerator  # noqa: E402
 from runicorn.sync.client.walk_client import LegacySyncClient  # noqa: E402
 from runicorn.sync.client.manifest_client import ManifestSyncClient  # noqa: E402
-from tests.sshd_server import SshdServer  # noqa: E402
-from tests.sync_util import assert_mirror, make_run  # noqa: E402
+from tools.testbed.sshd import SshdServer  # noqa: E402
+from tools.testbed.run_trees import assert_mirror, make_run  # noqa: E402
 
 APPEND_TOTAL = 1 << 20
 CHANGED_RUNS = 10

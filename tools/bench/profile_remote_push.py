@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_remote import make_tree, timed, tree_options  # noqa: E402
-from tests.seaweed_server import SeaweedServer  # noqa: E402
+from tools.testbed.seaweed import SeaweedServer  # noqa: E402
 
 
 def cpu_of(pid: int) -> float:

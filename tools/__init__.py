@@ -1,0 +1,1 @@
+"""Developer tooling (tests' and benchmarks' shared parts, benchmarks, the test script); not shipped."""
