@@ -3,7 +3,9 @@
 * Every test gets its own storage root and HOME, and never touches ~/.runicorn.
 * ``sshd``: a real OpenSSH sshd on 127.0.0.1 for the whole session (never replaced by a
   fake); ``seaweed``: a real SeaweedFS (S3) on 127.0.0.1, one per session (per xdist
-  worker).  Both fail, never skip, when they cannot start.
+  worker).  Both fail, never skip, when they cannot start.  The servers themselves live in
+  ``tools/testbed`` (the benchmarks start them too); the fixtures here only start and stop them.
+* ``sync_server``: a run-sync server's directory of runs, shared by the sync tests.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tools.testbed.run_trees import make_tree
 from tools.testbed.seaweed import SeaweedServer, SeaweedUnavailable
 from tools.testbed.sshd import SshdServer, SshdUnavailable
 
@@ -80,6 +83,15 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]
     shares one instance per worker)."""
     yield from _serve(SeaweedServer(tmp_path_factory.mktemp("seaweed")), SeaweedUnavailable,
                       "SeaweedFS for S3 remote tests")
+
+
+@pytest.fixture
+def sync_server(tmp_path: Path) -> Path:
+    """A run-sync server's root: six runs over a few projects and experiments, no sync manifest
+    yet (tests that need one generate it)."""
+    root = tmp_path / "server"
+    make_tree(root, 6)
+    return root
 
 
 @pytest.fixture

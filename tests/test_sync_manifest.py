@@ -17,15 +17,14 @@ from runicorn.sync.client import manifest_client
 from runicorn.sync.client.manifest_client import ManifestSyncClient
 from runicorn.sync.client.report import SyncError
 from tools.testbed.sshd import SshdServer
-from tools.testbed.run_trees import assert_mirror, make_tree, tree_files
+from tools.testbed.run_trees import assert_mirror, tree_files
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Path:
-    root = tmp_path / "server"
-    make_tree(root, 6)
-    ManifestGenerator(root).generate()
-    return root
+def server(sync_server: Path) -> Path:
+    """The shared run-sync server (``sync_server`` in conftest) with its sync manifest published."""
+    ManifestGenerator(sync_server).generate()
+    return sync_server
 
 
 def _sync(conn: Any, server: Path, cache: Path, **kw: Any) -> dict[str, Any]:

@@ -19,14 +19,7 @@ from runicorn.sync.client.local_cache import LocalCacheManager
 from runicorn.sync.client.walk_client import LegacySyncClient
 from runicorn.ssh import parse_target
 from tools.testbed.sshd import SshdServer
-from tools.testbed.run_trees import assert_mirror, make_tree, tree_files
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Path:
-    root = tmp_path / "server"
-    make_tree(root, 5)
-    return root
+from tools.testbed.run_trees import assert_mirror, tree_files
 
 
 def _service(conn: Any, server: Path, cache: Path, **kw: Any) -> MetadataSyncService:
@@ -36,62 +29,62 @@ def _service(conn: Any, server: Path, cache: Path, **kw: Any) -> MetadataSyncSer
                                manifest_sync_jitter=0, **kw)
 
 
-def test_service_uses_manifest(conn: Any, server: Path, tmp_path: Path) -> None:
-    ManifestGenerator(server).generate()
-    svc = _service(conn, server, tmp_path / "cache")
+def test_service_uses_manifest(conn: Any, sync_server: Path, tmp_path: Path) -> None:
+    ManifestGenerator(sync_server).generate()
+    svc = _service(conn, sync_server, tmp_path / "cache")
     assert svc.sync_all()
     assert svc.progress.method == "manifest"
-    assert svc.progress.synced_files == len(tree_files(server)) and svc.progress.synced_bytes > 0
-    assert_mirror(server, tmp_path / "cache")
+    assert svc.progress.synced_files == len(tree_files(sync_server)) and svc.progress.synced_bytes > 0
+    assert_mirror(sync_server, tmp_path / "cache")
 
 
 @pytest.mark.parametrize("why", ["missing", "malformed", "hostile"])
-def test_service_falls_back_to_legacy_walk(conn: Any, server: Path, tmp_path: Path,
+def test_service_falls_back_to_legacy_walk(conn: Any, sync_server: Path, tmp_path: Path,
                                            why: str) -> None:
     if why != "missing":
-        ManifestGenerator(server).generate()
-        (server / ".runicorn" / "full_manifest.json.gz").unlink()
-        mf = server / ".runicorn" / "full_manifest.json"
+        ManifestGenerator(sync_server).generate()
+        (sync_server / ".runicorn" / "full_manifest.json.gz").unlink()
+        mf = sync_server / ".runicorn" / "full_manifest.json"
         if why == "malformed":
             mf.write_text("{not json")
         else:
             doc = json.loads(mf.read_bytes())
             doc["experiments"][0]["files"][0]["path"] = "../../../etc/cron.d/x"
             mf.write_text(json.dumps(doc))
-    svc = _service(conn, server, tmp_path / "cache")
+    svc = _service(conn, sync_server, tmp_path / "cache")
     assert svc.sync_all()
     assert svc.progress.method == "legacy"
     assert svc.progress.stats["reason"].startswith("fallback:")
-    assert_mirror(server, tmp_path / "cache")
+    assert_mirror(sync_server, tmp_path / "cache")
 
 
-def test_legacy_walk_mirrors_and_is_safe(conn: Any, server: Path, tmp_path: Path) -> None:
+def test_legacy_walk_mirrors_and_is_safe(conn: Any, sync_server: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     secret = tmp_path / "secret.txt"
     secret.write_text("do not copy")
-    rd = sorted(server.glob("*/**/runs/*"))[0]
+    rd = sorted(sync_server.glob("*/**/runs/*"))[0]
     (rd / "link.txt").symlink_to(secret)  # never followed
     (rd / "media" / "dirlink").symlink_to(tmp_path)
-    client = LegacySyncClient(conn.open_sftp(), str(server), cache)
+    client = LegacySyncClient(conn.open_sftp(), str(sync_server), cache)
     st = client.sync()
     assert st["failed_count"] == 0 and st["method"] == "legacy"
-    assert not (cache / (rd / "link.txt").relative_to(server)).exists()
-    assert_mirror(server, cache)
-    st = LegacySyncClient(conn.open_sftp(), str(server), cache).sync()
-    assert st["files_synced"] == 0 and st["files_unchanged"] == len(tree_files(server))
+    assert not (cache / (rd / "link.txt").relative_to(sync_server)).exists()
+    assert_mirror(sync_server, cache)
+    st = LegacySyncClient(conn.open_sftp(), str(sync_server), cache).sync()
+    assert st["files_synced"] == 0 and st["files_unchanged"] == len(tree_files(sync_server))
     with open(rd / "logs.txt", "ab") as f:
         f.write(b"more")
-    shutil.rmtree(sorted(server.glob("*/**/runs/*"))[1])
-    st = LegacySyncClient(conn.open_sftp(), str(server), cache).sync()
+    shutil.rmtree(sorted(sync_server.glob("*/**/runs/*"))[1])
+    st = LegacySyncClient(conn.open_sftp(), str(sync_server), cache).sync()
     assert st["files_synced"] == 1 and st["files_deleted"] == 7
-    assert_mirror(server, cache)
+    assert_mirror(sync_server, cache)
 
 
-def test_manifest_disabled_uses_legacy(conn: Any, server: Path, tmp_path: Path) -> None:
-    ManifestGenerator(server).generate()
-    svc = _service(conn, server, tmp_path / "cache", use_manifest_sync=False)
+def test_manifest_disabled_uses_legacy(conn: Any, sync_server: Path, tmp_path: Path) -> None:
+    ManifestGenerator(sync_server).generate()
+    svc = _service(conn, sync_server, tmp_path / "cache", use_manifest_sync=False)
     assert svc.sync_all() and svc.progress.method == "legacy"
-    assert_mirror(server, tmp_path / "cache")
+    assert_mirror(sync_server, tmp_path / "cache")
 
 
 def test_parse_target() -> None:
@@ -123,9 +116,9 @@ def _cli(home: Path, *args: str) -> Any:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
-def test_cli_sync_host_key_policy_and_stats(home: Path, server: Path, sshd: SshdServer) -> None:
-    ManifestGenerator(server).generate()
-    target = f"testbox:{server}"
+def test_cli_sync_host_key_policy_and_stats(home: Path, sync_server: Path, sshd: SshdServer) -> None:
+    ManifestGenerator(sync_server).generate()
+    target = f"testbox:{sync_server}"
     res = _cli(home, "sync", target)
     assert res.exit_code == 1 and "unknown" in res.output and "--accept-new-host-key" in res.output
     assert not (home / "store").exists() or tree_files(home / "store") == {}
@@ -134,7 +127,7 @@ def test_cli_sync_host_key_policy_and_stats(home: Path, server: Path, sshd: Sshd
     stats = json.loads(res.output)
     assert stats["method"] == "manifest" and stats["failed_count"] == 0
     assert stats["cache"] == str(home / "store")  # default cache is the storage root
-    assert_mirror(server, home / "store")
+    assert_mirror(sync_server, home / "store")
     assert f"[{sshd.host}]:{sshd.port}" in (home / ".ssh" / "known_hosts").read_text()
     res = _cli(home, "sync", target)  # key now known: no opt-in needed
     assert res.exit_code == 0 and "Up to date" in res.output
@@ -147,16 +140,16 @@ def test_cli_sync_host_key_policy_and_stats(home: Path, server: Path, sshd: Sshd
     assert res.exit_code == 1 and "CHANGED" in res.output
 
 
-def test_cli_sync_explicit_target_and_cache(home: Path, server: Path, sshd: SshdServer,
+def test_cli_sync_explicit_target_and_cache(home: Path, sync_server: Path, sshd: SshdServer,
                                             tmp_path: Path) -> None:
     shutil.copy(sshd.known_hosts_path, home / ".ssh" / "known_hosts")
     cache = tmp_path / "c2"
-    res = _cli(home, "sync", f"{sshd.user}@{sshd.host}:{sshd.port}:{server}", "--cache",
+    res = _cli(home, "sync", f"{sshd.user}@{sshd.host}:{sshd.port}:{sync_server}", "--cache",
                str(cache), "--identity", str(sshd.key_path), "--workers", "2")
     assert res.exit_code == 0, res.output
     assert "Method: legacy" in res.output  # no manifest on this server
-    assert_mirror(server, cache)
-    res = _cli(home, "sync", f"{sshd.host}:{sshd.port}:{server}", "--identity",
+    assert_mirror(sync_server, cache)
+    res = _cli(home, "sync", f"{sshd.host}:{sshd.port}:{sync_server}", "--identity",
                str(home / "nope"))
     assert res.exit_code == 1 and "identity file not found" in res.output
 
@@ -177,24 +170,24 @@ def test_cli_sync_missing_remote_root_is_a_clean_error(home: Path, sshd: SshdSer
 
 
 @pytest.mark.parametrize("use_manifest", [True, False])
-def test_runs_under_store_reserved_names_are_skipped(conn: Any, server: Path, tmp_path: Path,
+def test_runs_under_store_reserved_names_are_skipped(conn: Any, sync_server: Path, tmp_path: Path,
                                                      use_manifest: bool) -> None:
     import random
 
     from tools.testbed.run_trees import make_run
-    make_run(server, "archive", "blobs", "20250101_000000_evil01", rng=random.Random(1))
+    make_run(sync_server, "archive", "blobs", "20250101_000000_evil01", rng=random.Random(1))
     if use_manifest:
-        ManifestGenerator(server).generate()
+        ManifestGenerator(sync_server).generate()
     cache = tmp_path / "cache"
-    svc = _service(conn, server, cache)
+    svc = _service(conn, sync_server, cache)
     assert svc.sync_all()
     assert svc.progress.method == ("manifest" if use_manifest else "legacy")
     assert not (cache / "archive").exists()
-    shutil.rmtree(server / "archive")
-    assert_mirror(server, cache)
+    shutil.rmtree(sync_server / "archive")
+    assert_mirror(sync_server, cache)
 
 
-def test_both_sync_paths_share_paths_and_stats(conn: Any, server: Path, tmp_path: Path,
+def test_both_sync_paths_share_paths_and_stats(conn: Any, sync_server: Path, tmp_path: Path,
                                                monkeypatch: Any) -> None:
     """One cache-path checker per sync (parent directories checked once, not per file)
     and one statistics constructor for the manifest and the legacy client."""
@@ -211,14 +204,14 @@ def test_both_sync_paths_share_paths_and_stats(conn: Any, server: Path, tmp_path
         real(root, rel)
 
     monkeypatch.setattr(local_cache, "ensure_no_symlink_parents", counting)
-    files = [p for p in server.rglob("*") if p.is_file() and ".runicorn" not in p.parts]
+    files = [p for p in sync_server.rglob("*") if p.is_file() and ".runicorn" not in p.parts]
     dirs = {p.parent for p in files}
-    legacy = LegacySyncClient(conn.open_sftp(), str(server), tmp_path / "legacy").sync()
+    legacy = LegacySyncClient(conn.open_sftp(), str(sync_server), tmp_path / "legacy").sync()
     assert legacy["failed_count"] == 0 and legacy["files_synced"] == len(files)
     assert len(checks) <= len(dirs) < len(files)
     checks.clear()
-    ManifestGenerator(server).generate()
-    manifest = ManifestSyncClient(conn.open_sftp(), str(server), tmp_path / "manifest",
+    ManifestGenerator(sync_server).generate()
+    manifest = ManifestSyncClient(conn.open_sftp(), str(sync_server), tmp_path / "manifest",
                                   jitter_max=0).sync()
     assert manifest["failed_count"] == 0 and len(checks) <= len(dirs)
     assert sorted(legacy) == sorted(manifest) == sorted(sync_stats("x"))
@@ -226,17 +219,17 @@ def test_both_sync_paths_share_paths_and_stats(conn: Any, server: Path, tmp_path
 
 
 def test_unrepresentable_server_name_does_not_force_the_legacy_walk(
-        conn: Any, server: Path, tmp_path: Path, caplog: Any) -> None:
+        conn: Any, sync_server: Path, tmp_path: Path, caplog: Any) -> None:
     """A server file named "f\\n" used to pass the generator's "$"-anchored check and then
     fail every client's path check, discarding the whole manifest.  Now the generator
     leaves it out with a warning and clients keep using the manifest."""
-    run = sorted(server.glob("*/**/runs/*"))[0]
+    run = sorted(sync_server.glob("*/**/runs/*"))[0]
     (run / "f\n").write_text("x")
     with caplog.at_level("WARNING"):
-        ManifestGenerator(server).generate()
+        ManifestGenerator(sync_server).generate()
     assert repr(str(run / "f\n")) in caplog.text
-    svc = _service(conn, server, tmp_path / "cache")
+    svc = _service(conn, sync_server, tmp_path / "cache")
     assert svc.sync_all() and svc.progress.method == "manifest"
     assert svc.progress.stats["failed_count"] == 0
     (run / "f\n").unlink()
-    assert_mirror(server, tmp_path / "cache")
+    assert_mirror(sync_server, tmp_path / "cache")
