@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from runicorn.cli import main
 from runicorn.sync.server.generator import ManifestGenerator
-from runicorn.sync.client.service import MetadataSyncService
+from runicorn.sync.client.service import RunSyncService
 from runicorn.sync.client.local_cache import LocalCacheManager
 from tools.testbed.sshd import SshdServer
 from tools.testbed.run_trees import assert_mirror, make_run, make_tree, tree_files
@@ -28,9 +28,9 @@ def _sync(conn: Any, server: Path, cache: Path, method: str) -> dict[str, Any]:
     """One sync over the real sshd, by manifest (regenerated first) or by the legacy walk."""
     if method == "manifest":
         ManifestGenerator(server).generate()
-    svc = MetadataSyncService(ssh_session=conn, sftp_client=conn.open_sftp(), remote_root=str(server),
-                              cache_manager=LocalCacheManager(root_dir=cache), manifest_sync_jitter=0,
-                              use_manifest_sync=method == "manifest")
+    svc = RunSyncService(ssh_session=conn, sftp_client=conn.open_sftp(), remote_root=str(server),
+                         cache_manager=LocalCacheManager(root_dir=cache), manifest_sync_jitter=0,
+                         use_manifest_sync=method == "manifest")
     stats = svc.run()
     assert stats["method"] == method and stats["failed_count"] == 0, stats
     return stats

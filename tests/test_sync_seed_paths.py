@@ -15,7 +15,7 @@ def test_seed_import_paths_name_the_sync_package_objects() -> None:
     from runicorn.remote_storage.manifest_sync import ManifestSyncClient
     from runicorn.sync.client.local_cache import LocalCacheManager as Cache
     from runicorn.sync.client.manifest_client import ManifestSyncClient as Client
-    from runicorn.sync.client.service import MetadataSyncService as Service
+    from runicorn.sync.client.service import RunSyncService as Service
     from runicorn.sync.manifest import ManifestType as Type
     from runicorn.sync.server.generator import ManifestGenerator as Generator
 

@@ -1,4 +1,4 @@
-"""MetadataSyncService, the legacy walk fallback and ``runicorn sync`` over a real sshd."""
+"""RunSyncService, the legacy walk fallback and ``runicorn sync`` over a real sshd."""
 
 from __future__ import annotations
 
@@ -14,19 +14,19 @@ from click.testing import CliRunner
 
 from runicorn.cli import main
 from runicorn.sync.server.generator import ManifestGenerator
-from runicorn.sync.client.service import MetadataSyncService
+from runicorn.sync.client.service import RunSyncService
 from runicorn.sync.client.local_cache import LocalCacheManager
-from runicorn.sync.client.walk_client import LegacySyncClient
+from runicorn.sync.client.walk_client import WalkSyncClient
 from runicorn.ssh import parse_target
 from tools.testbed.sshd import SshdServer
 from tools.testbed.run_trees import assert_mirror, tree_files
 
 
-def _service(conn: Any, server: Path, cache: Path, **kw: Any) -> MetadataSyncService:
-    return MetadataSyncService(ssh_session=conn, sftp_client=conn.open_sftp(),
-                               remote_root=str(server),
-                               cache_manager=LocalCacheManager(root_dir=cache),
-                               manifest_sync_jitter=0, **kw)
+def _service(conn: Any, server: Path, cache: Path, **kw: Any) -> RunSyncService:
+    return RunSyncService(ssh_session=conn, sftp_client=conn.open_sftp(),
+                          remote_root=str(server),
+                          cache_manager=LocalCacheManager(root_dir=cache),
+                          manifest_sync_jitter=0, **kw)
 
 
 def test_service_uses_manifest(conn: Any, sync_server: Path, tmp_path: Path) -> None:
@@ -65,17 +65,17 @@ def test_legacy_walk_mirrors_and_is_safe(conn: Any, sync_server: Path, tmp_path:
     rd = sorted(sync_server.glob("*/**/runs/*"))[0]
     (rd / "link.txt").symlink_to(secret)  # never followed
     (rd / "media" / "dirlink").symlink_to(tmp_path)
-    client = LegacySyncClient(conn.open_sftp(), str(sync_server), cache)
+    client = WalkSyncClient(conn.open_sftp(), str(sync_server), cache)
     st = client.sync()
     assert st["failed_count"] == 0 and st["method"] == "legacy"
     assert not (cache / (rd / "link.txt").relative_to(sync_server)).exists()
     assert_mirror(sync_server, cache)
-    st = LegacySyncClient(conn.open_sftp(), str(sync_server), cache).sync()
+    st = WalkSyncClient(conn.open_sftp(), str(sync_server), cache).sync()
     assert st["files_synced"] == 0 and st["files_unchanged"] == len(tree_files(sync_server))
     with open(rd / "logs.txt", "ab") as f:
         f.write(b"more")
     shutil.rmtree(sorted(sync_server.glob("*/**/runs/*"))[1])
-    st = LegacySyncClient(conn.open_sftp(), str(sync_server), cache).sync()
+    st = WalkSyncClient(conn.open_sftp(), str(sync_server), cache).sync()
     assert st["files_synced"] == 1 and st["files_deleted"] == 7
     assert_mirror(sync_server, cache)
 
@@ -206,7 +206,7 @@ def test_both_sync_paths_share_paths_and_stats(conn: Any, sync_server: Path, tmp
     monkeypatch.setattr(local_cache, "ensure_no_symlink_parents", counting)
     files = [p for p in sync_server.rglob("*") if p.is_file() and ".runicorn" not in p.parts]
     dirs = {p.parent for p in files}
-    legacy = LegacySyncClient(conn.open_sftp(), str(sync_server), tmp_path / "legacy").sync()
+    legacy = WalkSyncClient(conn.open_sftp(), str(sync_server), tmp_path / "legacy").sync()
     assert legacy["failed_count"] == 0 and legacy["files_synced"] == len(files)
     assert len(checks) <= len(dirs) < len(files)
     checks.clear()

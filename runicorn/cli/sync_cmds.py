@@ -107,7 +107,7 @@ def sync(ctx: click.Context, target: str, cache: Path | None, identity: str | No
     from runicorn.cli.options import storage_from
     from runicorn.cli.output import echo_json
     from runicorn.sync.client.local_cache import LocalCacheManager
-    from runicorn.sync.client.service import MetadataSyncService
+    from runicorn.sync.client.service import RunSyncService
     from runicorn.ssh import connect, parse_target
 
     tgt = parse_target(target)
@@ -117,8 +117,8 @@ def sync(ctx: click.Context, target: str, cache: Path | None, identity: str | No
     client = connect(tgt.host, tgt.port, tgt.user, identity=identity, accept_new_host_key=accept_new_host_key)
     try:
         sftp = client.open_sftp()
-        service = MetadataSyncService(client, sftp, tgt.path, manager,
-                                      use_manifest_sync=not legacy, manifest_sync_jitter=jitter)
+        service = RunSyncService(client, sftp, tgt.path, manager,
+                                 use_manifest_sync=not legacy, manifest_sync_jitter=jitter)
         service.max_workers = workers
         stats: dict[str, Any] = service.run(_Progress(sys.stderr.isatty() and not as_json))
     except (paramiko.SSHException, EOFError, OSError) as exc:

@@ -10,7 +10,7 @@ from runicorn._lazy import lazy_attributes
 __all__ = ["LocalCacheManager", "ManifestSyncClient", "MetadataSyncService"]
 
 _LAZY = {
-    "MetadataSyncService": "runicorn.sync.client.service:MetadataSyncService",
+    "MetadataSyncService": "runicorn.sync.client.service:RunSyncService",
     "LocalCacheManager": "runicorn.sync.client.local_cache:LocalCacheManager",
     "ManifestSyncClient": "runicorn.sync.client.manifest_client:ManifestSyncClient",
 }

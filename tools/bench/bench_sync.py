@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from runicorn.sync.server.generator import ManifestGenerator  # noqa: E402
-from runicorn.sync.client.walk_client import LegacySyncClient  # noqa: E402
+from runicorn.sync.client.walk_client import WalkSyncClient  # noqa: E402
 from runicorn.sync.client.manifest_client import ManifestSyncClient  # noqa: E402
 from tools.testbed.sshd import SshdServer  # noqa: E402
 from tools.testbed.run_trees import assert_mirror, make_run  # noqa: E402
@@ -70,7 +70,7 @@ def run_client(server: SshdServer, root: Path, cache: Path, method: str) -> dict
         if method == "manifest":
             st = ManifestSyncClient(sftp, str(root), cache, jitter_max=0).sync()
         else:
-            st = LegacySyncClient(sftp, str(root), cache).sync()
+            st = WalkSyncClient(sftp, str(root), cache).sync()
     finally:
         client.close()
     wall = time.perf_counter() - t

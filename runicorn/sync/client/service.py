@@ -1,4 +1,5 @@
-"""``MetadataSyncService``: manifest sync first, the directory walk when that is impossible."""
+"""``RunSyncService`` (the seed's ``MetadataSyncService``): sync every run of a server, from its
+sync manifest first, by walking its directories when that is impossible."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class SyncProgress:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-class MetadataSyncService:
+class RunSyncService:
     """Sync every run of a remote root into a :class:`LocalCacheManager`'s directory."""
 
     def __init__(self, ssh_session: Any, sftp_client: Any, remote_root: str,
@@ -45,7 +46,7 @@ class MetadataSyncService:
         Falls back to the legacy walk when the manifest is missing, unreadable, invalid
         or hostile.  Raises SyncError (another sync running, disk too small) as is.
         """
-        from runicorn.sync.client.walk_client import LegacySyncClient
+        from runicorn.sync.client.walk_client import WalkSyncClient
         from runicorn.sync.client.manifest_client import ManifestSyncClient
 
         cache = self.cache_manager.ensure()
@@ -70,7 +71,7 @@ class MetadataSyncService:
             import paramiko
 
             try:
-                stats = LegacySyncClient(self.sftp_client, self.remote_root, cache).sync(
+                stats = WalkSyncClient(self.sftp_client, self.remote_root, cache).sync(
                     progress_callback)
             except (paramiko.SSHException, EOFError) as exc:
                 raise SyncError(f"connection to the server failed: {exc}") from exc

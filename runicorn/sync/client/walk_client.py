@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 MAX_WALK_ENTRIES = 1_000_000
 
 
-class LegacySyncClient:
+class WalkSyncClient:
     """Mirror every run under ``remote_root`` by listing directories."""
 
     def __init__(self, sftp_client: Any, remote_root: str, cache_dir: Path) -> None:
