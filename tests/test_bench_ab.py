@@ -64,7 +64,8 @@ def test_note_flags_only_outside_a_range() -> None:
     assert ab.note([1.0, 1.2, 1.1], [0.8, 0.9, 0.7], "s") == "faster (outside A's range, disjoint)"
     assert ab.note([8, 8, 8], [9, 9, 9], "n") == "differs"
     assert ab.note([6016214, 6016230], [6016235, 6016240], "n") == ""  # jitter of a byte count
-    table = "\n".join(ab.table({"x: y": {"unit": "s", "ref": False, "A": [1.0, 1.2, 1.1], "B": [2.0, 2.2, 2.1]}},
+    table = "\n".join(ab.table({"x: y": {"unit": "s", "ref": False, "A": [1.0, 1.2, 1.1], "B": [2.0, 2.2, 2.1],
+                                         "pairs": [(1.0, 2.0), (1.2, 2.2), (1.1, 2.1)]}},
                                ["x: y"]))
     assert "1.91" in table and "slower (outside A's range, disjoint)" in table
 

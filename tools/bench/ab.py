@@ -33,8 +33,8 @@ image rather than on a disk whose inode allocator remembers what ran before.  No
 leaves the machine: servers (HTTP, sshd) listen on 127.0.0.1, DVC is not installed.
 The sshd and SeaweedFS launchers are whatever each revision's benchmarks import.
 
-The table lists, per figure: median of A's rounds, median of B's, B/A, A's range over the
-rounds, and a note when B's median lies outside A's range (``slower``/``faster``/
+The table lists, per figure: median of A's rounds, median of B's, B/A, the median of the
+per-round ratios (A and B of a round ran back to back), A's range over the rounds, and a note when B's median lies outside A's range (``slower``/``faster``/
 ``differs`` for counts) -- with ``disjoint`` when no B round falls inside A's range.
 Reference figures measured beside the product (``[ref]``: sha256sum, cp -r, rsync, git,
 python -c pass ...) show how much the machine itself moved between A and B.  Logs of every
@@ -468,6 +468,8 @@ FMT = {"s": "{:.3f}", "ms": "{:.1f}", "us": "{:.2f}", "KiB": "{:.0f}", "n": "{:.
 
 
 def fmt(value: float, unit: str) -> str:
+    if unit == "ms" and abs(value) < 10:
+        return f"{value:.2f}"
     return FMT.get(unit, "{:.3g}").format(value)
 
 
@@ -476,10 +478,14 @@ def note(a: list[float], b: list[float], unit: str) -> str:
     lo, hi, mb = min(a), max(a), statistics.median(b)
     if lo <= mb <= hi:
         return ""
-    if unit == "n":
-        # Counts are exact, but byte counts carry a few timestamps' worth of jitter.
+    if unit in ("n", "KiB"):
+        # Counts are exact, but byte counts carry a few timestamps' worth of jitter, and
+        # peak RSS a few pages'.
         ma = statistics.median(a)
-        return "differs" if abs(mb - ma) > 0.01 * abs(ma) else ""
+        if abs(mb - ma) <= 0.01 * abs(ma):
+            return ""
+    if unit == "n":
+        return "differs"
     # Every figure here is a cost (time, memory, a ratio to a reference): lower is better.
     word = "slower" if mb > hi else "faster"
     if unit == "KiB":
@@ -489,27 +495,47 @@ def note(a: list[float], b: list[float], unit: str) -> str:
 
 
 def table(results: dict[str, dict[str, Any]], order: list[str]) -> list[str]:
-    rows = [("step", "unit", "median A", "median B", "B/A", "A range (rounds)", "note")]
+    rows = [("step", "unit", "median A", "median B", "B/A", "paired", "A range (rounds)", "note")]
     for key in order:
         r = results[key]
         a, b, unit = r["A"], r["B"], r["unit"]
         name = key + (" [ref]" if r["ref"] else "")
         if not a or not b:
             rows.append((name, unit, fmt(statistics.median(a), unit) if a else "-",
-                         fmt(statistics.median(b), unit) if b else "-", "-", "", "missing on one side"))
+                         fmt(statistics.median(b), unit) if b else "-", "-", "-", "", "missing on one side"))
             continue
         ma, mb = statistics.median(a), statistics.median(b)
         ratio = f"{mb / ma:.2f}" if ma else ("1.00" if mb == ma else "inf")
-        rows.append((name, unit, fmt(ma, unit), fmt(mb, unit), ratio,
+        # A and B of one round ran back to back: the median of per-round ratios is the
+        # figure a slow drift of the machine disturbs least.
+        pairs = [pb / pa for pa, pb in r.get("pairs", []) if pa]
+        paired = f"{statistics.median(pairs):.2f}" if pairs else "-"
+        rows.append((name, unit, fmt(ma, unit), fmt(mb, unit), ratio, paired,
                      f"{fmt(min(a), unit)}-{fmt(max(a), unit)}", note(a, b, unit)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out = []
     for j, row in enumerate(rows):
-        cells = [c.ljust(widths[i]) if i in (0, 1, 5, 6) else c.rjust(widths[i]) for i, c in enumerate(row)]
+        cells = [c.ljust(widths[i]) if i in (0, 1, 6, 7) else c.rjust(widths[i]) for i, c in enumerate(row)]
         out.append("  ".join(cells).rstrip())
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
     return out
+
+
+def summary(results: dict[str, dict[str, Any]], order: list[str]) -> list[str]:
+    """One line per product figure whose B median lies on the costly side of A's range."""
+    flagged = []
+    for key in order:
+        r = results[key]
+        if r["ref"] or not r["A"] or not r["B"]:
+            continue
+        n = note(r["A"], r["B"], r["unit"])
+        if n.startswith(("slower", "larger", "differs")):
+            ratio = statistics.median(r["B"]) / statistics.median(r["A"]) if statistics.median(r["A"]) else 0
+            flagged.append(f"  {key}: B/A {ratio:.2f}, {n}")
+    product = sum(1 for k in order if not results[k]["ref"])
+    return [f"product figures with B's median on the costly side of A's range: {len(flagged)} of {product}",
+            *flagged]
 
 
 def loadavg() -> str:
@@ -575,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     for r in range(args.rounds):
         for bench in runnable:
+            this_round: dict[str, dict[str, float]] = {}
             for rev in revs:
                 log(f"round {r + 1}/{args.rounds} {bench.name} {rev.label} ({rev.sha[:12]})")
                 log_path = logs / f"{bench.name}-{rev.label}-{r + 1}.txt"
@@ -587,9 +614,13 @@ def main(argv: list[str] | None = None) -> int:
                 for f in figs:
                     key = f"{bench.name}: {f.name}"
                     if key not in results:
-                        results[key] = {"unit": f.unit, "ref": f.ref, "A": [], "B": []}
+                        results[key] = {"unit": f.unit, "ref": f.ref, "A": [], "B": [], "pairs": []}
                         order.append(key)
                     results[key][rev.label].append(f.value)
+                    this_round.setdefault(key, {})[rev.label] = f.value
+            for key, by_rev in this_round.items():
+                if len(by_rev) == 2:
+                    results[key]["pairs"].append((by_rev["A"], by_rev["B"]))
 
     elapsed = time.time() - started
     lines = [
@@ -600,8 +631,10 @@ def main(argv: list[str] | None = None) -> int:
         *(f"{rev.label} = {rev.sha[:12]} ({rev.spec}): {rev.subject[:90]}" for rev in revs),
         f"load average: {load_start} at the start, {loadavg()} at the end; {os.cpu_count()} cores",
         "", *table(results, order), "",
-        "B/A = median B / median A; [ref] = a reference measured in the same benchmark run (machine noise); "
-        "note = B's median outside A's range over the rounds",
+        "B/A = median B / median A; paired = median over rounds of B/A within a round (A and B back to back); "
+        "[ref] = a reference measured in the same benchmark run (machine noise); note = B's median outside "
+        "A's range over the rounds (disjoint: no B round inside it)",
+        *summary(results, order),
     ]
     lines += [f"FAILED {f}" for f in failures] + [f"SKIPPED {p}" for p in problems]
     print("\n".join(lines))
