@@ -32,6 +32,40 @@ def test_warm_path_imports_nothing_heavy(tmp_path: Path) -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_lookup_never_loads_the_install_path(tmp_path: Path) -> None:
+    """artifact() and friends on an installed artifact load no module of the mutating path."""
+    import ast
+
+    tree = rn.create_artifact(src=make_tree(tmp_path / "src"))
+    toml = tmp_path / "Runicorn.toml"
+    rn.bind_artifact(toml, "d", tree)
+    code = (
+        "import sys, runicorn as rn\n"
+        f"rn.artifact('d', toml={str(toml)!r}); rn.artifact_hash('d', {str(toml)!r})\n"
+        f"rn.artifact_meta('d', {str(toml)!r}); rn.artifact_exists({tree!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('runicorn.artifacts.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    mutating = {f"runicorn.artifacts.{m}" for m in ("install", "download", "extract", "create", "materialize",
+                                                    "toml_write", "gcroots", "installed", "bindings", "usage")}
+    assert "runicorn.artifacts.lookup" in out.stdout and not mutating & set(ast.literal_eval(out.stdout))
+
+
+def test_install_uses_no_private_helper_of_lookup() -> None:
+    """install imports what it shares with lookup from public modules (locate, overrides,
+    toml_read); lookup imports install only where a lazy artifact is installed."""
+    import ast
+
+    pkg = REPO / "runicorn" / "artifacts"
+    install = ast.parse((pkg / "install.py").read_text("utf-8"))
+    assert not [n.lineno for n in ast.walk(install)
+                if isinstance(n, ast.ImportFrom) and n.module == "runicorn.artifacts.lookup"]
+    lookup = ast.parse((pkg / "lookup.py").read_text("utf-8"))
+    top = [n.module for n in lookup.body if isinstance(n, ast.ImportFrom)]
+    assert "runicorn.artifacts.install" not in top
+
+
 def test_verify_and_remove(tmp_path: Path) -> None:
     tree = rn.create_artifact(src=make_tree(tmp_path / "src"))
     p = rn.artifact_path(tree)

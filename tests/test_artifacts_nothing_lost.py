@@ -37,13 +37,14 @@ def files_of(d: Path) -> dict[str, bytes]:
 # ---------------------------------------------------------------- install holds its tree
 def test_install_entry_holds_the_tree_against_a_concurrent_gc(tmp_path: Path, monkeypatch) -> None:
     import runicorn.artifacts.install as inst
+    import runicorn.artifacts.materialize as mat
 
     root = tmp_path / "st"
     src = make_tree(tmp_path / "src")
     with Store(root) as s:
         tree = s.ingest_directory(src)  # in the store, named by nothing: gc --grace 0 may take it
     store = Store(root)
-    real_place = inst._place
+    real_place = mat._place
     gcs: list[dict] = []
 
     def place_after_a_gc(*args: object) -> None:
@@ -51,7 +52,7 @@ def test_install_entry_holds_the_tree_against_a_concurrent_gc(tmp_path: Path, mo
             gcs.append(json.loads(cli(root, "gc", "--grace", "0", "--json").stdout))
         real_place(*args)
 
-    monkeypatch.setattr(inst, "_place", place_after_a_gc)
+    monkeypatch.setattr(mat, "_place", place_after_a_gc)
     assert inst.install_entry(store, {"tree-sha256": tree}, base_dir=tmp_path, where="test") == tree
     assert gcs[0]["trees_deleted"] == 0 and gcs[0]["blobs_deleted"] == 0
     assert files_of(root / "artifacts" / tree) == files_of(src)

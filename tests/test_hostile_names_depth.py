@@ -176,7 +176,7 @@ def test_deeply_nested_toml_gives_one_line_naming_the_file(tmp_path: Path, body:
     with pytest.raises(TomlFormatError, match="nested too deeply"):
         runicorn.artifact_hash("a", str(toml))
     # Overrides.toml goes through the same reader.
-    from runicorn.artifacts.lookup import load_overrides
+    from runicorn.artifacts.overrides import load_overrides
 
     adir = tmp_path / "adir"
     adir.mkdir()

@@ -62,7 +62,7 @@ def create_artifact(fn: Callable[[Path], object] | None = None, *, src: str | os
     Raises:
         ArtifactError: neither or both of ``fn`` and ``src`` given, or ``src`` not a directory.
     """
-    from runicorn.artifacts.install import materialize
+    from runicorn.artifacts.materialize import materialize
 
     if (fn is None) == (src is None):
         raise ArtifactError("create_artifact needs exactly one of fn=... or src=...")

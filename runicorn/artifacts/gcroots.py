@@ -30,15 +30,15 @@ from typing import Any
 
 from runicorn.errors import RunicornError, TomlFormatError
 
+from runicorn.artifacts.bindings import BINDING_KIND
 from runicorn.artifacts.installed import GC_TRASH_MARK
 
-BINDING_KIND = "binding"
 
 
 def _wanted_for(store: Any, toml_path: str, problems: list[str] | None = None) -> dict[str, str] | None:
     """``{ref name: tree}`` a file binds (trees present in the store); None if it cannot be
     read or parsed (the reason is appended to ``problems``)."""
-    from runicorn.artifacts.install import binding_ref_name, installed_tree
+    from runicorn.artifacts.bindings import binding_ref_name, installed_tree
     from runicorn.artifacts.toml_read import entry_hash, load_toml
 
     why: str | None
@@ -119,7 +119,7 @@ def refresh_binding_refs(store: Any, *, dry_run: bool = False, keep_missing_toml
 
     keep = keep_missing_toml_seconds() if keep_missing_toml is None else keep_missing_toml
     now = time.time()
-    from runicorn.artifacts.install import usage_key, usage_path
+    from runicorn.artifacts.usage import usage_key, usage_path
 
     logged = {usage_path(str(p)): since
               for p, since in store.toml_usage.all()}
@@ -199,7 +199,7 @@ def rebuild_usage(store: Any) -> None:
     """Re-derive the ``toml_usage`` table from ``artifacts/usage.log`` (index rebuild hook)."""
     import time
 
-    from runicorn.artifacts.install import parse_usage_line, usage_key
+    from runicorn.artifacts.usage import parse_usage_line, usage_key
 
     log = store.artifacts_dir / "usage.log"
     try:

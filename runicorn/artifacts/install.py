@@ -11,9 +11,7 @@ once.  Bindings keep installed trees alive through refs of kind ``binding``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import secrets
 import shutil
 import sys
@@ -21,57 +19,23 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from runicorn.artifacts.bindings import BINDING_KIND, binding_ref_name, installed_tree
 from runicorn.artifacts.download import Progress, fetch, is_remote, partial_lock
-from runicorn.artifacts.gcroots import BINDING_KIND
-from runicorn.artifacts.lookup import (
-    _require_entry,
-    artifacts_dir,
-    load_overrides,
-    require_tree_id,
-    resolve_toml_path,
-)
-from runicorn.artifacts.platform import platform_key, platform_tags
-from runicorn.artifacts.toml_read import entry_hash, load_toml
+from runicorn.artifacts.locate import artifacts_dir, require_tree_id, resolve_toml_path
+from runicorn.artifacts.materialize import materialize
+from runicorn.artifacts.overrides import override_dir
+from runicorn.artifacts.toml_read import copy_entry, entry_hash, load_toml, require_entry, select_entry
+from runicorn.artifacts.usage import USAGE_LOG, usage_key, usage_line
 from runicorn.errors import ArtifactError, DownloadError, IntegrityError, RunicornError, TreeNotFoundError
-from runicorn.fsutil import append_line_durable, fsync_dir, narrowed_perm, open_locked, syncfs
-from runicorn.relpath import ensure_no_symlink_parents, safe_join
-from runicorn.store import Store, TreeEntry, open_store
-from runicorn.store.tree import MODE_EXEC, MODE_LINK, compute_tree_id
-
-USAGE_LOG = "usage.log"
+from runicorn.fsutil import append_line_durable, open_locked
+from runicorn.store import Store, open_store
+from runicorn.store.tree import compute_tree_id
 
 
 def downloads_of(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The ``[[name.download]]`` tables of an entry, in file order."""
     d = entry.get("download", [])
     return [d] if isinstance(d, dict) else list(d)
-
-
-def binding_ref_name(toml_path: str, name: str, entry: Mapping[str, Any]) -> str:
-    """``<abs toml>#<artifact>#<platform key>``: one ref per bound variant.
-
-    Whatever the directory names and platform tags hold, the name is a valid ref name:
-    ``%``, newline, carriage return and NUL are percent-escaped (and ``#`` in the platform
-    key, so the last two ``#`` still split the name); a name too long for a ref is the
-    file, the artifact and a digest of the rest.
-    """
-    key = _REF_UNSAFE_KEY.sub(_percent, platform_key(platform_tags(entry)))
-    ref = f"{_REF_UNSAFE.sub(_percent, toml_path)}#{name}#{key}"
-    if len(ref) > 4000:
-        from runicorn.hashing import sha256_bytes
-
-        ref = f"~{sha256_bytes(ref.encode('utf-8', 'surrogateescape'))}#{name}#{key[:256]}"
-    return ref
-
-
-# Lone surrogates stand for bytes of a name that is not UTF-8 (os.fsdecode); the index
-# stores text as UTF-8, so they are escaped like the characters a ref name cannot hold.
-_REF_UNSAFE = re.compile("[%\n\r\x00\udc80-\udcff]")
-_REF_UNSAFE_KEY = re.compile("[%#\n\r\x00\udc80-\udcff]")
-
-
-def _percent(m: "re.Match[str]") -> str:
-    return f"%{ord(m.group()):02X}"
 
 
 def record_usage(store: Store, toml_path: str) -> None:
@@ -87,55 +51,6 @@ def record_usage(store: Store, toml_path: str) -> None:
     if not store.toml_usage.known(key):
         append_line_durable(store.artifacts_dir / USAGE_LOG, usage_line(toml_path))
     store.toml_usage.seen(key, time.time())
-
-
-def usage_key(toml_path: str) -> str:
-    """How ``toml_usage.path`` holds a path: itself, or -- when it is not valid UTF-8 (a
-    directory name in another encoding, held by lone surrogates) -- its JSON string, which
-    starts with ``"`` where an absolute path starts with ``/``.  :func:`usage_path` inverts it."""
-    try:
-        toml_path.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(toml_path, ensure_ascii=True)
-    return toml_path
-
-
-def usage_path(key: str) -> str:
-    """The path a ``toml_usage.path`` value stands for (see :func:`usage_key`)."""
-    return (parse_usage_line(key) or key) if key.startswith('"') else key
-
-
-def usage_line(toml_path: str) -> str:
-    """One ``usage.log`` line for a path: the path itself, or -- when it holds a newline,
-    a carriage return or a backslash, or starts with ``"`` -- a JSON string (ASCII-escaped),
-    so every line is one whole path (``schema/runicorn-toml.md``)."""
-    if "\n" in toml_path or "\r" in toml_path or "\\" in toml_path or toml_path.startswith('"'):
-        return json.dumps(toml_path, ensure_ascii=True)
-    return toml_path
-
-
-def parse_usage_line(line: str) -> str | None:
-    """The path a ``usage.log`` line records (see :func:`usage_line`); None for a line that
-    is not one (torn, or a quoted line that is not a JSON string)."""
-    if not line.startswith('"'):
-        return line or None
-    try:
-        path = json.loads(line)
-    except ValueError:
-        return None
-    return path if isinstance(path, str) and path else None
-
-
-def installed_tree(store: Store, h: str) -> str | None:
-    """The tree-sha256 installed for hash ``h`` (a tree id, or a git-tree-sha1 link), if any."""
-    d = store.artifacts_dir / h
-    if len(h) == 64:
-        return h if d.is_dir() else None
-    try:
-        target = os.readlink(d)
-    except OSError:
-        return None
-    return target if (store.artifacts_dir / target).is_dir() else None
 
 
 def _bind_ref(store: Store, toml_path: str, name: str, entry: Mapping[str, Any]) -> None:
@@ -161,16 +76,12 @@ def ensure_artifact_installed(name: str, toml: str | os.PathLike[str] | None = N
         TomlFormatError: the TOML is malformed.
     """
     tpath = resolve_toml_path(toml, sys._getframe(1).f_code.co_filename)
-    entry = _require_entry(load_toml(tpath), name, platform)
+    entry = require_entry(load_toml(tpath), name, platform)
     store = open_store(storage)
     record_usage(store, tpath)
     h = entry_hash(entry)
-    ov = load_overrides(str(store.artifacts_dir))
-    override = ov.get(name) or ov.get(h)
+    override = override_dir(str(store.artifacts_dir), name, h)
     if override is not None:
-        if not os.path.isdir(override):
-            raise ArtifactError(f"{store.artifacts_dir}/Overrides.toml: override for {name!r} points to "
-                                f"{override}, which is not a directory")
         return Path(override)
     dest = store.artifacts_dir / h
     where = f"{tpath}: artifact {name!r}"
@@ -389,70 +300,6 @@ def _stored_git_tree_sha1(store: Store, tree: str) -> str:
     return git_tree_sha1(git)
 
 
-def materialize(store: Store, tree: str, *, name: str | None = None) -> Path:
-    """Make ``artifacts/<tree>/`` from the store by one atomic rename; return it.
-
-    Plain files are hard links to the read-only blobs (copies across filesystems);
-    executables are copies (a shared blob's mode must not change); symlinks are
-    recreated.  ``name`` (a git-tree-sha1) additionally gets ``artifacts/<name>`` as a
-    symlink to the tree directory.  If another process won the race, its copy is kept.
-    """
-    adir = store.artifacts_dir
-    adir.mkdir(parents=True, exist_ok=True)
-    dest = adir / tree
-    if not dest.is_dir():
-        staging = adir / f".staging-{tree[:16]}-{secrets.token_hex(6)}"
-        staging.mkdir()
-        try:
-            for path, e in sorted(store.tree_entries(tree).items()):
-                _place(store, staging, path, e)
-            syncfs(staging)
-            try:
-                os.rename(staging, dest)
-            except OSError:
-                if not dest.is_dir():
-                    raise
-                shutil.rmtree(staging, ignore_errors=True)
-            fsync_dir(adir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    if name and name != tree:
-        link = adir / name
-        tmp = adir / f".link-{name}-{secrets.token_hex(6)}"
-        os.symlink(tree, tmp)
-        os.replace(tmp, link)
-        fsync_dir(adir)
-    return dest
-
-
-def _place(store: Store, root: Path, path: str, e: TreeEntry) -> None:
-    ensure_no_symlink_parents(root, path)
-    target = safe_join(root, path, what="tree path")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    from runicorn.store.reader import check_blob_file, open_checked, read_checked
-
-    blob = store.blob_path(e.sha256)
-    what = f"installing {path}"
-    if e.mode == MODE_LINK:
-        os.symlink(os.fsdecode(read_checked(blob, e.sha256, e.size, what)), target)
-        return
-    if e.mode != MODE_EXEC:
-        # a hard link hands out the blob itself: its size is checked (verify --deep re-hashes)
-        check_blob_file(blob, e.sha256, e.size, what)
-        try:
-            os.link(blob, target)
-            return
-        except OSError:
-            pass
-    # a copy (the blob stays read-only), streamed so its hash is checked; executable when
-    # the entry is, and never more readable than the blob
-    with open_checked(blob, e.sha256, e.size, what) as src, open(target, "wb") as dst:
-        st = os.fstat(src.fileno())
-        shutil.copyfileobj(src, dst, 1 << 20)
-    os.chmod(target, narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o444, st.st_mode))
-
-
 def remove_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None) -> bool:
     """Delete the installed directory of ``tree`` (a tree id or git-tree-sha1); True if it existed.
 
@@ -504,8 +351,6 @@ def select_downloadable_artifacts(toml: str | os.PathLike[str] | None = None, *,
     Raises:
         TomlFormatError: malformed TOML.
     """
-    from runicorn.artifacts.lookup import _copy_entry, select_entry
-
     tpath = resolve_toml_path(toml, sys._getframe(1).f_code.co_filename)
     parsed = load_toml(tpath)
     out: dict[str, dict[str, Any]] = {}
@@ -515,5 +360,5 @@ def select_downloadable_artifacts(toml: str | os.PathLike[str] | None = None, *,
             continue
         if entry.get("lazy") and not include_lazy:
             continue
-        out[name] = _copy_entry(entry)
+        out[name] = copy_entry(entry)
     return out

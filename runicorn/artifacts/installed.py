@@ -198,7 +198,7 @@ def repair_installed(store: Any) -> list[str]:
     what a killed gc left; reinstall folders that differ from their tree when the store
     has every blob of it (the old folder is moved to ``archive/quarantine/``, never
     deleted, in case something of the user's is in it).  Returns what was done."""
-    from runicorn.artifacts.install import materialize
+    from runicorn.artifacts.materialize import materialize
 
     notes = []
     taken = take_installed(store, [])

@@ -13,214 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from runicorn.artifacts.toml_read import TOML_NAMES, ParsedToml, entry_hash, is_artifact_name, load_toml
-from runicorn.errors import ArtifactError, ArtifactNotInstalledError, TomlFormatError, option
+from runicorn.artifacts.locate import artifacts_dir, find_toml, require_tree_id, resolve_toml_path
+from runicorn.artifacts.overrides import load_overrides, override_dir
+from runicorn.artifacts.toml_read import copy_entry, entry_hash, load_toml, require_entry, select_entry
+from runicorn.errors import ArtifactError, ArtifactNotInstalledError
 
 # Called as f(name, tree_hash, path) each time artifact() hands out a path; the runs
 # package registers one to record a run's inputs.  Empty by default, so it costs nothing.
 observers: list[Callable[[str, str, Path], None]] = []
-
-_caller_toml: dict[str, str | None] = {}
-_cwd_toml: dict[str, str | None] = {}
-_artifacts_dirs: dict[tuple[str | None, str | None], str] = {}
-_overrides_cache: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}
-
-
-def _find_upward(start: str) -> str | None:
-    d = start
-    while True:
-        for n in TOML_NAMES:
-            p = os.path.join(d, n)
-            if os.path.isfile(p):
-                return p
-        parent = os.path.dirname(d)
-        if parent == d:
-            return None
-        d = parent
-
-
-def find_toml(caller_file: str | None) -> str:
-    """The artifacts TOML for code in ``caller_file``: upward from its directory, else from the cwd.
-
-    Raises:
-        ArtifactError: none found.
-    """
-    found = _caller_toml.get(caller_file) if caller_file is not None else None
-    if found is not None:
-        return found
-    if caller_file is not None and caller_file not in _caller_toml:
-        if not caller_file.startswith("<"):
-            found = _find_upward(os.path.dirname(os.path.abspath(caller_file)))
-        _caller_toml[caller_file] = found
-        if found is not None:
-            return found
-    cwd = os.getcwd()
-    try:
-        found = _cwd_toml[cwd]
-    except KeyError:
-        found = _cwd_toml[cwd] = _find_upward(cwd)
-    if found is None:
-        _cwd_toml.pop(cwd, None)  # a TOML may be created later; do not remember absence
-        start = os.path.dirname(os.path.abspath(caller_file)) if caller_file and not caller_file.startswith("<") else cwd
-        raise ArtifactError(f"no {' / '.join(TOML_NAMES)} found upward from {start} or from the "
-                            f"working directory {cwd}; pass {option('toml')}")
-    return found
-
-
-def forget_lookups() -> None:
-    """Drop cached caller -> TOML lookups (after a TOML is created or removed)."""
-    _caller_toml.clear()
-    _cwd_toml.clear()
-
-
-def resolve_toml_path(toml: str | os.PathLike[str] | None, caller_file: str | None) -> str:
-    """An absolute TOML path: ``toml`` (file or directory holding one) or the caller's."""
-    if toml is None:
-        return find_toml(caller_file)
-    p = os.path.abspath(os.fspath(toml))
-    if os.path.isdir(p):
-        for n in TOML_NAMES:
-            if os.path.isfile(os.path.join(p, n)):
-                return os.path.join(p, n)
-        return os.path.join(p, TOML_NAMES[0])
-    return p
-
-
-def artifacts_dir(storage: str | os.PathLike[str] | None = None) -> str:
-    """``<storage_root>/artifacts`` as a string (cached per storage argument and $RUNICORN_DIR)."""
-    key = (None if storage is None else os.fspath(storage), os.environ.get("RUNICORN_DIR"))
-    d = _artifacts_dirs.get(key)
-    if d is None:
-        from runicorn.config import resolve_storage_root
-
-        d = _artifacts_dirs[key] = str(resolve_storage_root(storage) / "artifacts")
-    return d
-
-
-def load_overrides(adir: str) -> dict[str, str]:
-    """``<artifacts>/Overrides.toml`` as ``{tree id or artifact name: directory}`` (cached by stat).
-
-    Julia's rules (stdlib Artifacts ``load_overrides``): a key is a tree id
-    (``git-tree-sha1`` or ``tree-sha256``, any case) or an artifact name -- also inside a
-    ``[<package UUID>]`` table; a target is an absolute directory path or a tree id (that
-    tree's ``artifacts/<tree>``); an empty string means "no override".
-
-    Raises:
-        TomlFormatError: the file is not valid TOML, or a key or target Julia rejects
-            (naming the file and the key).
-    """
-    path = adir + "/Overrides.toml"
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return {}
-    key = (st.st_mtime_ns, st.st_size)
-    hit = _overrides_cache.get(path)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    from runicorn.artifacts.toml_read import loads_toml
-
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        doc = loads_toml(data.decode("utf-8"), path)
-    except UnicodeDecodeError as exc:
-        raise TomlFormatError(f"{path}: not UTF-8 text ({exc})") from None
-    out: dict[str, str] = {}
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            _override_table(path, adir, k, v, out)
-            continue
-        tree = _tree_key(k)
-        if tree is None:
-            if _is_uuid(k) or not is_artifact_name(k):
-                raise TomlFormatError(f"{path}: override key {k!r} is neither a tree id (40 or 64 hex "
-                                      "digits) nor an artifact name")
-        target = _override_target(path, adir, k, v)
-        if target is not None:
-            out[tree or k] = target
-    _overrides_cache[path] = (key, out)
-    return out
-
-
-def _override_table(path: str, adir: str, k: str, table: dict[str, Any], out: dict[str, str]) -> None:
-    # Julia's [<package UUID>] table of name = target; Runicorn files carry no package
-    # UUID, so its names override that name in any file (a top-level name wins).
-    if not _is_uuid(k):
-        raise TomlFormatError(f"{path}: override table [{k}] must be named by a package UUID "
-                              "(name overrides may also be written at top level: name = \"/dir\")")
-    for name, v in table.items():
-        if not is_artifact_name(name):
-            raise TomlFormatError(f"{path}: override [{k}] key {name!r} is not an artifact name")
-        target = _override_target(path, adir, f"{k}.{name}", v)
-        if target is not None:
-            out.setdefault(name, target)
-
-
-def _tree_key(text: str) -> str | None:
-    from runicorn.hashing import is_tree_id
-
-    low = text.lower()
-    return low if is_tree_id(low) else None
-
-
-def _is_uuid(text: str) -> bool:
-    import re
-
-    return re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", text) is not None
-
-
-def _override_target(path: str, adir: str, k: str, v: object) -> str | None:
-    if not isinstance(v, str):
-        raise TomlFormatError(f"{path}: override {k!r} must be a directory path string, got {v!r}")
-    if v == "":
-        return None  # Julia: an empty string means "not overridden"
-    tree = _tree_key(v)
-    if tree is not None:
-        return adir + "/" + tree
-    if not os.path.isabs(v):
-        raise TomlFormatError(f"{path}: override {k!r} must map to an absolute path or a tree id, "
-                              f"got {v!r}")
-    return os.path.normpath(v)
-
-
-def select_entry(parsed: ParsedToml, name: str, platform: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The entry of ``name`` for ``platform`` (host when None), or None if unbound / no match."""
-    variants = parsed.artifacts.get(name)
-    if variants is None:
-        return None
-    if platform is None:
-        pkey = os.environ.get("RUNICORN_PLATFORM", "")
-    else:
-        from runicorn.artifacts.platform import normalize_platform, platform_key
-
-        pkey = "=" + platform_key(normalize_platform(platform))
-    ck = (name, pkey)
-    try:
-        idx = parsed.select_cache[ck]
-    except KeyError:
-        if not parsed.variants[name]:
-            idx = 0
-        else:
-            from runicorn.artifacts.platform import normalize_platform, select_variant
-
-            idx = select_variant(variants, normalize_platform(platform))
-        parsed.select_cache[ck] = idx
-    return None if idx is None else variants[idx]
-
-
-def _require_entry(parsed: ParsedToml, name: str, platform: Mapping[str, Any] | None) -> dict[str, Any]:
-    entry = select_entry(parsed, name, platform)
-    if entry is None:
-        if name in parsed.artifacts:
-            from runicorn.artifacts.platform import describe, normalize_platform
-
-            raise ArtifactError(f"{parsed.path}: artifact {name!r} has no variant for platform "
-                                f"{describe(normalize_platform(platform))}")
-        from runicorn.names import did_you_mean
-
-        raise ArtifactError(f"{parsed.path}: no artifact named {name!r}{did_you_mean(name, parsed.artifacts)}")
-    return entry
 
 
 def artifact(name: str, *, toml: str | os.PathLike[str] | None = None,
@@ -250,16 +50,11 @@ def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None,
                             "'name/sub/path' with forward slashes")
     base, _, sub = name.partition("/")
     parsed = load_toml(tpath)
-    entry = _require_entry(parsed, base, platform)
+    entry = require_entry(parsed, base, platform)
     h = entry_hash(entry)
     adir = artifacts_dir(storage)
-    ov = load_overrides(adir)
-    d = (ov.get(base) or ov.get(h)) if ov else None
-    if d is not None:
-        if not os.path.isdir(d):
-            raise ArtifactError(f"{adir}/Overrides.toml: override for {base!r} points to {d}, "
-                                "which is not a directory")
-    else:
+    d = override_dir(adir, base, h)
+    if d is None:
         d = adir + "/" + h
         if not os.path.isdir(d):
             if entry.get("lazy"):
@@ -312,15 +107,7 @@ def artifact_meta(name: str, toml: str | os.PathLike[str] | None = None, *,
     if toml is not None and not os.path.exists(tpath):
         return None  # a file not written yet binds nothing (create-then-bind scripts)
     entry = select_entry(load_toml(tpath), name, platform)
-    return None if entry is None else _copy_entry(entry)
-
-
-def _copy_entry(entry: dict[str, Any]) -> dict[str, Any]:
-    out = dict(entry)
-    if "download" in out:
-        d = out["download"]
-        out["download"] = [dict(x) for x in (d if isinstance(d, list) else [d])]
-    return out
+    return None if entry is None else copy_entry(entry)
 
 
 def artifact_hash(name: str, toml: str | os.PathLike[str] | None = None, *,
@@ -336,21 +123,6 @@ def artifact_hash(name: str, toml: str | os.PathLike[str] | None = None, *,
         return None
     entry = select_entry(load_toml(tpath), name, platform)
     return None if entry is None else entry_hash(entry)
-
-
-def require_tree_id(tree: object) -> str:
-    """``tree`` if it is a ``tree-sha256`` (64 hex) or ``git-tree-sha1`` (40 hex); it names a
-    directory below ``artifacts/``, so nothing else (``../x``, ``/abs``) may reach the filesystem.
-
-    Raises:
-        ArtifactError: naming the bad value.
-    """
-    from runicorn.hashing import is_tree_id
-
-    if not is_tree_id(tree):
-        raise ArtifactError(f"{tree!r} is not a tree id (64 lowercase hex digits) or "
-                            "git-tree-sha1 (40 lowercase hex digits)")
-    return tree  # type: ignore[return-value]
 
 
 def artifact_path(tree: str, *, storage: str | os.PathLike[str] | None = None) -> Path:
@@ -369,3 +141,6 @@ def artifact_path(tree: str, *, storage: str | os.PathLike[str] | None = None) -
 def artifact_exists(tree: str, *, storage: str | os.PathLike[str] | None = None) -> bool:
     """True if the tree is installed (or overridden to an existing directory)."""
     return os.path.isdir(artifact_path(tree, storage=storage))
+
+
+__all__ = ["artifact", "artifact_meta", "artifact_hash", "artifact_path", "artifact_exists", "observers"]

@@ -1,4 +1,5 @@
-"""Reading ``Runicorn.toml`` / Julia ``Artifacts.toml``: tomllib, validated, cached by stat.
+"""Reading ``Runicorn.toml`` / Julia ``Artifacts.toml``: tomllib, validated, cached by stat,
+and choosing an entry (the variant of an artifact for a platform).
 
 This module is on the hot path of :func:`runicorn.artifact`: after the first parse a
 lookup costs one ``os.stat`` of the file.  ``tomllib`` is imported only on a parse.
@@ -11,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from runicorn.errors import TomlFormatError
+from runicorn.errors import ArtifactError, TomlFormatError
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
@@ -201,3 +202,51 @@ def _check_entry(entry: dict[str, Any], where: str, *, in_array: bool) -> dict[s
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
             raise TomlFormatError(f"{dw}: 'size' must be a non-negative integer, got {size!r}")
     return entry
+
+
+# ---------------------------------------------------------------- choosing an entry
+def select_entry(parsed: ParsedToml, name: str, platform: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The entry of ``name`` for ``platform`` (host when None), or None if unbound / no match."""
+    variants = parsed.artifacts.get(name)
+    if variants is None:
+        return None
+    if platform is None:
+        pkey = os.environ.get("RUNICORN_PLATFORM", "")
+    else:
+        from runicorn.artifacts.platform import normalize_platform, platform_key
+
+        pkey = "=" + platform_key(normalize_platform(platform))
+    ck = (name, pkey)
+    try:
+        idx = parsed.select_cache[ck]
+    except KeyError:
+        if not parsed.variants[name]:
+            idx = 0
+        else:
+            from runicorn.artifacts.platform import normalize_platform, select_variant
+
+            idx = select_variant(variants, normalize_platform(platform))
+        parsed.select_cache[ck] = idx
+    return None if idx is None else variants[idx]
+
+
+def require_entry(parsed: ParsedToml, name: str, platform: Mapping[str, Any] | None) -> dict[str, Any]:
+    entry = select_entry(parsed, name, platform)
+    if entry is None:
+        if name in parsed.artifacts:
+            from runicorn.artifacts.platform import describe, normalize_platform
+
+            raise ArtifactError(f"{parsed.path}: artifact {name!r} has no variant for platform "
+                                f"{describe(normalize_platform(platform))}")
+        from runicorn.names import did_you_mean
+
+        raise ArtifactError(f"{parsed.path}: no artifact named {name!r}{did_you_mean(name, parsed.artifacts)}")
+    return entry
+
+
+def copy_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    out = dict(entry)
+    if "download" in out:
+        d = out["download"]
+        out["download"] = [dict(x) for x in (d if isinstance(d, list) else [d])]
+    return out

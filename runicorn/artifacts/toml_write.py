@@ -142,7 +142,7 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
             bound and ``force`` not given.
         TomlFormatError: the existing file is malformed (it is left untouched).
     """
-    from runicorn.artifacts.lookup import forget_lookups
+    from runicorn.artifacts.locate import forget_lookups
     from runicorn.artifacts.toml_read import is_artifact_name
 
     toml_path = os.path.abspath(os.fspath(toml))

@@ -19,7 +19,7 @@ _PLATFORM_HELP = ("Target platform instead of the host: a triplet (aarch64-linux
 
 
 def _toml(toml: str | None, *, create: bool = False) -> str:
-    from runicorn.artifacts.lookup import find_toml, resolve_toml_path
+    from runicorn.artifacts.locate import find_toml, resolve_toml_path
 
     if toml is not None:
         return resolve_toml_path(toml, None)
@@ -57,7 +57,8 @@ def bind(ctx: click.Context, name: str, source: str, toml: str | None, lazy: boo
          as_json: bool) -> None:
     """Bind NAME to SOURCE: a directory, an archive, or a tree id in the store."""
     from runicorn.artifacts.create import archive_artifact, create_artifact
-    from runicorn.artifacts.install import _ingest_source, materialize
+    from runicorn.artifacts.install import _ingest_source
+    from runicorn.artifacts.materialize import materialize
     from runicorn.artifacts.toml_write import bind_artifact
     from runicorn.hashing import sha256_file
     from runicorn.store import open_store
@@ -137,8 +138,7 @@ def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_
     from concurrent.futures import ThreadPoolExecutor
 
     from runicorn.artifacts.install import ensure_artifact_installed
-    from runicorn.artifacts.lookup import _require_entry, select_entry
-    from runicorn.artifacts.toml_read import load_toml
+    from runicorn.artifacts.toml_read import load_toml, require_entry, select_entry
     from runicorn.display import ProgressLines, human_size
 
     if accept_new_host_key:
@@ -149,7 +149,7 @@ def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_
     parsed = load_toml(path)
     if names:
         for n in names:
-            _require_entry(parsed, n, platform)
+            require_entry(parsed, n, platform)
         todo = list(dict.fromkeys(names))
     else:
         # Every artifact for this platform, with download sources or not: one bound from a
@@ -220,9 +220,9 @@ def path_cmd(ctx: click.Context, name: str, toml: str | None, platform_text: str
 @click.pass_context
 def status(ctx: click.Context, toml: str | None, platform_text: str | None, as_json: bool) -> None:
     """List the artifacts of a TOML: name, tree, lazy, installed, size."""
-    from runicorn.artifacts.install import installed_tree
-    from runicorn.artifacts.lookup import load_overrides, select_entry
-    from runicorn.artifacts.toml_read import entry_hash, load_toml
+    from runicorn.artifacts.bindings import installed_tree
+    from runicorn.artifacts.overrides import load_overrides
+    from runicorn.artifacts.toml_read import entry_hash, load_toml, select_entry
     from runicorn.store import open_store
 
     path = _toml(toml)

@@ -75,7 +75,7 @@ def complete_trees(ctx: click.Context, incomplete: str) -> list[tuple[str, str]]
 @_quietly
 def complete_artifacts(ctx: click.Context, incomplete: str) -> list[tuple[str, str]]:
     """Artifact names of the Runicorn.toml the command would use (--toml, else found upward)."""
-    from runicorn.artifacts.lookup import find_toml, resolve_toml_path
+    from runicorn.artifacts.locate import find_toml, resolve_toml_path
     from runicorn.artifacts.toml_read import load_toml
 
     toml = ctx.params.get("toml")

@@ -108,7 +108,7 @@ def specs_for_run(store: Store, run_id: str) -> list[RefSpec]:
 
 def specs_for_artifacts(store: Store) -> list[RefSpec]:
     """Every tree bound as an artifact in this store, as ``artifact/<tree>``."""
-    from runicorn.artifacts.gcroots import BINDING_KIND
+    from runicorn.artifacts.bindings import BINDING_KIND
 
     out: dict[str, RefSpec] = {}
     for r in store.list_refs(BINDING_KIND):
