@@ -65,6 +65,36 @@ def test_a_gc_in_an_interpreter_that_imports_only_the_store_refreshes_artifact_r
     assert tree in _gc_in_a_fresh_interpreter(_isolated_storage, "without")["collected"]
 
 
+def test_an_index_rebuilt_in_an_interpreter_that_imports_only_the_store_has_runs_and_usage(
+        tmp_path: Path, _isolated_storage: Path) -> None:
+    """A lost index is rebuilt when the store is opened: the features' tables come back
+    from their own files (run directories, artifacts/usage.log) however the store is reached."""
+    tree = rn.create_artifact(lambda d: (d / "x").write_text("bound"))
+    toml = tmp_path / "p" / "Runicorn.toml"
+    toml.parent.mkdir()
+    rn.bind_artifact(toml, "data", tree)
+    run = rn.init("proj/exp", run_id="r1")
+    run.finish()
+    from runicorn.store.cache import forget_open_stores
+
+    forget_open_stores()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(_isolated_storage / "archive" / "index.sqlite3") + suffix).unlink(missing_ok=True)
+    code = textwrap.dedent("""
+        import json, sys
+        from pathlib import Path
+        import runicorn.store.store as only_the_store
+        store = only_the_store.Store(Path(sys.argv[1]))
+        print(json.dumps({"runs": [r[0] for r in store.run_rows.all()],
+                          "usage": [k for k, _ in store.toml_usage.all()],
+                          "bindings": [r.tree for r in store.list_refs("binding")]}))
+    """)
+    r = subprocess.run([sys.executable, "-c", code, str(_isolated_storage)], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"runs": ["r1"], "usage": [str(toml)], "bindings": [tree]}
+
+
 def test_the_store_package_imports_no_feature_and_runicorn_registers_them() -> None:
     code = textwrap.dedent("""
         import sys
