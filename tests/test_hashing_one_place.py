@@ -9,7 +9,8 @@ import runicorn
 
 PACKAGE = Path(runicorn.__file__).parent
 # The engines and features that hash only through runicorn.hashing.
-THROUGH_HASHING = ["snapshot", "restore", "runs", "artifacts", "assets", "treezip.py"]
+THROUGH_HASHING = ["snapshot", "restore", "runs", "artifacts", "assets", "treezip.py",
+                   "sync", "manifest", "remote_storage", "remotes"]
 
 
 def test_engines_hash_through_runicorn_hashing() -> None:
