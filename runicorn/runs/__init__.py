@@ -1,4 +1,6 @@
-"""Experiment runs: ``runicorn.init`` and the run index (kept light to import)."""
+"""Experiment runs: ``runicorn.init`` (:mod:`~runicorn.runs.run`), the run index
+(:mod:`~runicorn.runs.index`), run refs (:mod:`~runicorn.runs.refs`) and run deletion
+(:mod:`~runicorn.runs.delete`); kept light to import."""
 
 from __future__ import annotations
 

@@ -22,7 +22,6 @@ def _cache_bounds(root: Path) -> tuple[str, str]:
     return base, base[:-1] + "0"  # '0' sorts right after '/'
 
 
-
 def cached_rows(store: Any, root: Path) -> dict[str, tuple[Any, ...]]:
     """The stat cache rows of the files below ``root``, by absolute path: ``(path, dev, ino,
     size, mtime_ns, ctime_ns, mode, sha256, recorded_ns)``."""
