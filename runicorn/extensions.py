@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from runicorn.store.extensions import StoreExtension, register
 
 if TYPE_CHECKING:  # annotations only: ``import runicorn`` imports this module
+    import os
     from collections.abc import Iterable
     from pathlib import Path
 
@@ -42,6 +43,19 @@ class RunsExtension(StoreExtension):
                            "`runicorn gc` (or verify --repair) finishes it",
                  "path": str(trash)}
                 for run_id, trash in interrupted_deletions(store)]
+
+    def runs(self, store: Any) -> Iterable[dict[str, Any]]:
+        from runicorn.runs.index import list_runs
+
+        return list_runs(store)
+
+    def run_details(self, store: Any, run_id: str) -> dict[str, Any] | None:
+        from runicorn.runs.index import find_run_dir, read_meta, read_status
+
+        run_dir = find_run_dir(store, run_id, rescan=not store.read_only)
+        if run_dir is None:
+            return None
+        return {"run_dir": run_dir, "meta": read_meta(run_dir) or {}, "status": read_status(run_dir)}
 
 
 class ArtifactsExtension(StoreExtension):
@@ -84,6 +98,16 @@ class SnapshotsExtension(StoreExtension):
 
     name = "snapshots"
     tables = ("stat_cache",)
+
+    def workspace_files(self, store: Any, root: Path) -> list[tuple[str, str, os.stat_result]] | None:
+        import os
+
+        from runicorn.snapshot.ignore import IgnoreRules, read_ignore_file
+        from runicorn.snapshot.scan import scan_workspace, store_dirs
+
+        rules = IgnoreRules(root, read_ignore_file(root, ".rnignore", create_default=False), None)
+        return scan_workspace(root.resolve(), rules, skip_dirs=store_dirs(store), skip_files=set(), max_files=0,
+                              max_total_bytes=0, force=True, run_root=str(store.root.resolve()) + os.sep)
 
 
 def register_features() -> None:

@@ -173,3 +173,22 @@ def test_delete_run_plans_with_the_gc_query_and_does_what_its_dry_run_says(tmp_p
         report = store.gc(grace_seconds=0, trees=[t1, t2])
         assert report["tree_ids"] == [t for t, _ in plan.trees]
         assert report["blob_ids"] == [b for b, _ in plan.blobs]
+
+
+def test_no_module_of_the_store_imports_a_feature_even_lazily() -> None:
+    """The store reaches features only through registered extensions: no import of another
+    runicorn package anywhere in runicorn/store, inside functions included (``ls``, ``show``
+    and ``diff`` get runs and workspace files from the extensions)."""
+    import ast
+
+    allowed = {"runicorn.store", "runicorn.errors", "runicorn.fsutil", "runicorn.hashing", "runicorn.relpath",
+               "runicorn.config", "runicorn.names", "runicorn._lazy", "runicorn.workers"}
+    found = []
+    for path in sorted((REPO / "runicorn" / "store").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            for name in names:
+                if name.startswith("runicorn") and not any(name == a or name.startswith(a + ".") for a in allowed):
+                    found.append(f"{path.name}:{node.lineno} imports {name}")
+    assert found == []

@@ -16,6 +16,10 @@ own files, or keeps state outside ``archive/`` for trees, gives the store an obj
 * ``rebuild(store)``: after an index rebuild, re-derive its tables from its own files;
   returns notes for the repair report.
 * ``problems(store, deep=)``: what ``verify`` should report about its state.
+* ``runs(store)``, ``run_details(store, run_id)``: the runs it knows and one run's folder,
+  metadata and status, for ``ls`` and ``show`` (:mod:`runicorn.store.inspect`).
+* ``workspace_files(store, root)``: the files a snapshot of ``root`` would capture now, for
+  ``diff`` against a workspace; None when the feature does not capture workspaces.
 
 The store imports no feature: ``runicorn/__init__.py`` registers the features' extensions
 (``runicorn.extensions``), and Python runs it before any ``runicorn.*`` module, so every
@@ -27,6 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: importing this module stays cheap
+    import os
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
@@ -60,6 +65,18 @@ class StoreExtension:
     def problems(self, store: Store, *, deep: bool) -> Iterable[dict[str, Any]]:
         """What ``verify`` reports about this feature's state (problem dicts)."""
         return ()
+
+    def runs(self, store: Store) -> Iterable[dict[str, Any]]:
+        """Runs this feature knows: dicts with ``run_id``, ``path``, ``status``, ``created_at``."""
+        return ()
+
+    def run_details(self, store: Store, run_id: str) -> dict[str, Any] | None:
+        """``run_dir`` (a Path or None), ``meta`` (dict) and ``status`` of one run, or None."""
+        return None
+
+    def workspace_files(self, store: Store, root: Path) -> list[tuple[str, str, os.stat_result]] | None:
+        """``(relpath, path, lstat)`` of what a snapshot of ``root`` would capture now, or None."""
+        return None
 
 
 _registered: list[StoreExtension] = []

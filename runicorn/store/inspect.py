@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from runicorn.errors import AmbiguousPrefixError, RunicornError, TreeNotFoundError
 from runicorn.hashing import sha256_bytes, sha256_file
 from runicorn.names import did_you_mean, unique_prefix
+from runicorn.store.extensions import registered
 from runicorn.store.tree import MODE_LINK, TreeEntry
 
 if TYPE_CHECKING:
@@ -54,11 +55,14 @@ class Target:
 
 
 # ------------------------------------------------------------------ resolving names
+def _runs(store: "Store") -> list[dict[str, Any]]:
+    """The runs the registered features know (the runs feature: the indexed run folders)."""
+    return [run for ext in registered() for run in ext.runs(store)]
+
+
 def run_ids(store: "Store") -> list[str]:
     """Every run id the store knows: indexed run directories and runs named by refs."""
-    from runicorn.runs.index import list_runs
-
-    ids = {r["run_id"] for r in list_runs(store)}
+    ids = {r["run_id"] for r in _runs(store)}
     ids.update(_run_of(r) for r in store.list_refs(RUN_KIND))
     return sorted(ids)
 
@@ -202,13 +206,11 @@ def ls(store: "Store") -> list[dict[str, Any]]:
     Each item: ``type``, ``name``, ``date`` (unix seconds), ``source``, ``file_count``,
     ``size`` (bytes of its files, each tree once), ``trees`` and ``refs`` (``kind/name``).
     """
-    from runicorn.runs.index import list_runs
-
     refs = store.list_refs()
     groups: dict[tuple[str, str], list["Ref"]] = {}
     for r in refs:
         groups.setdefault(_item_type(r), []).append(r)
-    runs = {r["run_id"]: r for r in list_runs(store)}
+    runs = {r["run_id"]: r for r in _runs(store)}
     for run_id in runs:
         groups.setdefault(("run", run_id), [])
     info = _tree_rows(store, (r.tree for r in refs))
@@ -306,11 +308,10 @@ def show(store: "Store", spec: str) -> dict[str, Any]:
 
 
 def _show_run(store: "Store", t: Target) -> dict[str, Any]:
-    from runicorn.runs.index import find_run_dir, read_meta, read_status
-
     run_id = str(t.run_id)
-    run_dir = find_run_dir(store, run_id, rescan=not store.read_only)
-    meta = (read_meta(run_dir) or {}) if run_dir is not None else {}
+    details = next((d for ext in registered() if (d := ext.run_details(store, run_id)) is not None), {})
+    run_dir = details.get("run_dir")
+    meta = details.get("meta") or {}
     info = _tree_rows(store, (r.tree for r in t.refs))
     trees = []
     outputs: dict[str, list[dict[str, Any]]] = {}
@@ -333,7 +334,7 @@ def _show_run(store: "Store", t: Target) -> dict[str, Any]:
     return {
         "type": "run", "name": run_id, "run_id": run_id,
         "run_dir": str(run_dir) if run_dir is not None else None,
-        "status": read_status(run_dir) if run_dir is not None else "deleted",
+        "status": details.get("status") or "deleted",
         "created_at": meta.get("created_at", min((r.created_at for r in t.refs), default=None)),
         "meta": {k: meta[k] for k in keep if k in meta},
         "code_tree": t.tree,
@@ -359,9 +360,10 @@ class _DirSide:
 
         self.root = root
         self.items: dict[str, tuple[str, int, Path]] = {}
+        found: Iterable[tuple[str, Any, os.stat_result]] | None = None
         if not all_files and (root / ".rnignore").is_file():
-            found: Iterable[tuple[str, Any, os.stat_result]] = _workspace_files(store, root)
-        else:
+            found = _workspace_files(store, root)
+        if found is None:
             from runicorn.store.walk import walk_files
 
             found = walk_files(root)
@@ -376,14 +378,14 @@ class _DirSide:
         return sha256_file(full)
 
 
-def _workspace_files(store: "Store", root: Path) -> list[tuple[str, str, os.stat_result]]:
-    """What ``runicorn snapshot ROOT`` would capture now (no limits, nothing written)."""
-    from runicorn.snapshot.ignore import IgnoreRules, read_ignore_file
-    from runicorn.snapshot.scan import scan_workspace, store_dirs
-
-    rules = IgnoreRules(root, read_ignore_file(root, ".rnignore", create_default=False), None)
-    return scan_workspace(root.resolve(), rules, skip_dirs=store_dirs(store), skip_files=set(), max_files=0,
-                          max_total_bytes=0, force=True, run_root=str(store.root.resolve()) + os.sep)
+def _workspace_files(store: "Store", root: Path) -> list[tuple[str, str, os.stat_result]] | None:
+    """What ``runicorn snapshot ROOT`` would capture now (no limits, nothing written), as the
+    feature that captures workspaces says; None without one."""
+    for ext in registered():
+        found = ext.workspace_files(store, root)
+        if found is not None:
+            return found
+    return None
 
 
 def _side(store: "Store", spec: str | os.PathLike[str],
