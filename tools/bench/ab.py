@@ -23,7 +23,7 @@ revision and round on an idle 2-core machine):
 * ``startup``       measured here: ``python -X importtime -c "import runicorn"`` (the
   ``runicorn`` cumulative line, and the sum of every line), modules ``import runicorn`` loads, ``python -c "import
   runicorn"`` and ``runicorn --help`` wall time, and a warm ``artifact("name")`` (timeit,
-  best of 7 x 2,000 calls) in a throwaway project
+  best of 15 x 3,000 calls) in a throwaway project; the modules each side loads are listed where they differ
 
 Each benchmark's figures are read from its machine-readable output (``--json`` where the
 script has it, else its ``all samples:`` line or its text lines; both the old and the new
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -214,6 +215,7 @@ class Rev:
     venv: Path
     helps: dict[str, str] = field(default_factory=dict)  # script -> its --help output
     project: Path | None = None  # the throwaway project of the warm artifact() figure
+    modules: dict[str, list[str]] = field(default_factory=dict)  # what import / artifact() load
 
     @property
     def python(self) -> str:
@@ -309,7 +311,7 @@ def benches(profile: str) -> dict[str, Bench]:
               parse_snapshot, fresh_fs=True),
         Bench("artifacts", "bench_artifacts.py", ["--mib", "32" if quick else "256", "--reps", "3"],
               parse_artifacts),
-        Bench("sync", "bench_sync.py", ["--runs", "30" if quick else "100", "--repeat", "2" if quick else "5"],
+        Bench("sync", "bench_sync.py", ["--runs", "30" if quick else "100", "--repeat", "3" if quick else "5"],
               parse_sync),
         Bench("startup", None, [], lambda out: []),
     ]}
@@ -362,14 +364,14 @@ ARTIFACT_WARM = """
 import json, os, sys, timeit
 os.chdir(sys.argv[1])
 import runicorn as rn
-before = len(sys.modules)
+before = set(sys.modules)
 rn.artifact("name")
-added = len(sys.modules) - before
-best = min(timeit.Timer(lambda: rn.artifact("name")).repeat(repeat=7, number=2000)) / 2000
+added = sorted(set(sys.modules) - before)
+best = min(timeit.Timer(lambda: rn.artifact("name")).repeat(repeat=15, number=3000)) / 3000
 print(json.dumps({"us": best * 1e6, "modules_added": added}))
 """
 
-IMPORT_COUNT = "import sys; before = set(sys.modules); import runicorn; print(len(set(sys.modules) - before))"
+IMPORT_MODULES = "import sys; before = set(sys.modules); import runicorn; print(' '.join(sorted(set(sys.modules) - before)))"
 
 
 def _wall(cmd: list[str], env: dict[str, str], cwd: Path, n: int) -> float:
@@ -409,22 +411,23 @@ def run_startup(rev: Rev, work: Path) -> list[Figure]:
         totals.append(total / 1000)
     if not importtimes:
         raise ValueError("python -X importtime printed no 'runicorn' line")
-    count = subprocess.run([rev.python, "-c", IMPORT_COUNT], check=True, capture_output=True, text=True,
-                           env=env, cwd=cwd).stdout
+    rev.modules["import runicorn"] = subprocess.run([rev.python, "-c", IMPORT_MODULES], check=True,
+                                                    capture_output=True, text=True, env=env, cwd=cwd).stdout.split()
     warm = json.loads(subprocess.run([rev.python, "-c", ARTIFACT_WARM, str(rev.project)], check=True,
                                      capture_output=True, text=True, env=env, cwd=cwd).stdout)
+    rev.modules["the first artifact()"] = warm["modules_added"]
     return [
         Figure("importtime: runicorn cumulative (median of 7)", statistics.median(importtimes), "ms"),
         Figure("importtime: total, interpreter start-up included", statistics.median(totals), "ms"),
-        Figure("modules loaded by import runicorn", int(count), "n"),
-        Figure("python -c 'import runicorn' (median of 10)",
-               _wall([rev.python, "-c", "import runicorn"], env, cwd, 10) * 1000, "ms"),
-        Figure("python -c pass (median of 10)", _wall([rev.python, "-c", "pass"], env, cwd, 10) * 1000, "ms",
+        Figure("modules loaded by import runicorn", len(rev.modules["import runicorn"]), "n"),
+        Figure("python -c 'import runicorn' (median of 20)",
+               _wall([rev.python, "-c", "import runicorn"], env, cwd, 20) * 1000, "ms"),
+        Figure("python -c pass (median of 20)", _wall([rev.python, "-c", "pass"], env, cwd, 20) * 1000, "ms",
                ref=True),
-        Figure("runicorn --help (median of 10)",
-               _wall([str(rev.venv / "bin" / "runicorn"), "--help"], env, cwd, 10) * 1000, "ms"),
-        Figure("warm artifact() (timeit, best of 7 x 2000)", warm["us"], "us"),
-        Figure("modules loaded by the first artifact()", warm["modules_added"], "n"),
+        Figure("runicorn --help (median of 20)",
+               _wall([str(rev.venv / "bin" / "runicorn"), "--help"], env, cwd, 20) * 1000, "ms"),
+        Figure("warm artifact() (timeit, best of 15 x 3000)", warm["us"], "us"),
+        Figure("modules loaded by the first artifact()", len(warm["modules_added"]), "n"),
     ]
 
 
@@ -534,8 +537,11 @@ def summary(results: dict[str, dict[str, Any]], order: list[str]) -> list[str]:
             ratio = statistics.median(r["B"]) / statistics.median(r["A"]) if statistics.median(r["A"]) else 0
             flagged.append(f"  {key}: B/A {ratio:.2f}, {n}")
     product = sum(1 for k in order if not results[k]["ref"])
-    return [f"product figures with B's median on the costly side of A's range: {len(flagged)} of {product}",
-            *flagged]
+    rounds = max((len(results[k]["A"]) for k in order), default=0)
+    chance = 1 / math.comb(2 * rounds, rounds) if rounds else 1.0
+    return [f"product figures with B's median on the costly side of A's range: {len(flagged)} of {product} "
+            f"(with {rounds} rounds, a figure whose A and B are the same is 'slower, disjoint' by chance "
+            f"with probability {chance:.3f}: about {chance * product:.1f} of {product})", *flagged]
 
 
 def loadavg() -> str:
@@ -636,6 +642,13 @@ def main(argv: list[str] | None = None) -> int:
         "A's range over the rounds (disjoint: no B round inside it)",
         *summary(results, order),
     ]
+    a, b = revs
+    for what in sorted(set(a.modules) & set(b.modules)):
+        only_b = sorted(set(b.modules[what]) - set(a.modules[what]))
+        only_a = sorted(set(a.modules[what]) - set(b.modules[what]))
+        if only_a or only_b:
+            lines.append(f"modules {what} loads: only in B: {' '.join(only_b) or '-'}; "
+                         f"only in A: {' '.join(only_a) or '-'}")
     lines += [f"FAILED {f}" for f in failures] + [f"SKIPPED {p}" for p in problems]
     print("\n".join(lines))
     out = work / f"ab-{stamp}.json"
