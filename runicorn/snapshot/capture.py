@@ -18,6 +18,7 @@ from typing import Any
 from runicorn.errors import ChangedWhileReadingError, RunicornError, StorageFullError, StoreWriteError
 from runicorn.hashing import sha256_bytes
 from runicorn.snapshot import statcache
+from runicorn.snapshot.scan import cycle_gc_paused
 from runicorn.snapshot.statcache import RACY_NS
 from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
 from runicorn.workers import run_groups, share, worker_count
@@ -45,17 +46,31 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
         RunicornError: a file vanished or changed while being read (naming it).
     """
     started_ns = time.time_ns()
+    with cycle_gc_paused() as resume_gc:
+        return _capture(store, root, files, started_ns, progress, want_entries, keeper, resume_gc)
+
+
+def _capture(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]], started_ns: int,
+             progress: Progress | None, want_entries: bool,
+             keeper: tuple[str, str | None] | None,
+             resume_gc: Callable[[], None]) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
+    """:func:`capture_tree` with the cyclic collector paused (the slow path resumes it)."""
     cached = statcache.cached_rows(store, root)
-    trusted: dict[str, tuple[str, str, os.stat_result, str]] = {}
+    # Per file, only what the fast path needs: the scan's own tuple and its hash (two
+    # parallel lists), the tree id's line, the blob's size.  The slow path builds more.
+    vouched: list[tuple[str, str, os.stat_result]] = []
+    vouched_shas: list[str] = []
     to_read: list[tuple[str, str, os.stat_result, str]] = []
     links: dict[str, bytes] = {}
     hits = 0  # files with a cache row: when all rows are hit, none is stale
     trusted_bytes = 0
     lines: list[tuple[str, str, str]] = []  # (path, mode, sha256) of trusted files, for the tree id
-    get, S_ISLNK = cached.get, stat.S_ISLNK
-    for rel, full, st in files:
+    sizes: dict[str, int] = {}  # sha256 -> size of the trusted files' blobs
+    get, S_IFMT, IFLNK, racy = cached.get, 0o170000, stat.S_IFLNK, RACY_NS
+    for item in files:
+        rel, full, st = item
         st_mode = st.st_mode
-        if S_ISLNK(st_mode):
+        if st_mode & S_IFMT == IFLNK:
             try:
                 links[rel] = os.fsencode(os.readlink(full))
             except FileNotFoundError:
@@ -69,18 +84,24 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
             continue
         hits += 1
         # row: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
-        if (row[1] == st.st_dev and row[2] == st.st_ino and row[3] == st.st_size
-                and row[4] == st.st_mtime_ns and row[5] == st.st_ctime_ns and row[6] == mode
-                and st.st_mtime_ns < row[8] - RACY_NS):
-            trusted[full] = (rel, full, st, row[7])
+        mtime = st.st_mtime_ns
+        if (row[4] == mtime and row[3] == st.st_size and row[2] == st.st_ino and row[1] == st.st_dev
+                and row[5] == st.st_ctime_ns and row[6] == mode and mtime < row[8] - racy):
+            sha = row[7]
+            vouched.append(item)
+            vouched_shas.append(sha)
+            lines.append((rel, mode, sha))
+            sizes[sha] = row[3]
             trusted_bytes += row[3]
-            lines.append((rel, mode, row[7]))
         else:
             to_read.append((rel, full, st, mode))
-    found = _existing_tree(store, trusted, links, want_entries, keeper, lines, trusted_bytes) if not to_read else None
+    found = _existing_tree(store, vouched, vouched_shas, links, want_entries, keeper, lines, sizes,
+                           trusted_bytes) if not to_read else None
     updates: list[tuple[Any, ...]] = []
     entries: dict[str, TreeEntry] | None
     if found is None:
+        trusted = {full: (rel, full, st, sha) for (rel, full, st), sha in zip(vouched, vouched_shas)}
+        resume_gc()  # reading files makes garbage of its own (and may run long)
         tree, entries, updates = _ingest(store, root, files, trusted, to_read, links, started_ns, progress)
         total = sum(e.size for e in entries.values())
     else:
@@ -94,14 +115,16 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
     return tree, entries, len(to_read), total
 
 
-def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
+def _existing_tree(store: Any, vouched: list[tuple[str, str, os.stat_result]], vouched_shas: list[str],
                    links: dict[str, bytes], want_entries: bool,
                    keeper: tuple[str, str | None] | None, lines: list[tuple[str, str, str]],
-                   trusted_bytes: int) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
+                   sizes: dict[str, int], trusted_bytes: int) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
     """Fast path when the stat cache vouches for every file: (tree, entries, total bytes) if stored.
 
-    ``lines`` (the trusted files' ``(path, mode, sha256)``, consumed) and ``trusted_bytes``
-    (their total size) come from the caller's pass over the stat cache.
+    ``vouched`` (the scanned files the cache vouches for) and ``vouched_shas`` (their
+    hashes) are parallel lists; ``lines`` (their ``(path, mode, sha256)``, consumed),
+    ``sizes`` (their blobs' sizes, consumed) and ``trusted_bytes`` (their total size)
+    come from the caller's pass over the stat cache.
 
     ``entries`` is None unless ``want_entries``.  The tree's existence is checked and
     its ``touched_at`` bumped in one write transaction, so a concurrent gc either ran
@@ -121,7 +144,8 @@ def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result
     tree = tree_id_of(lines)
     if not os.path.exists(store.manifest_path(tree)):
         return None
-    if not _blob_files_intact(store, trusted, links, link_shas):
+    sizes.update({link_shas[rel]: len(t) for rel, t in links.items()})
+    if not _blob_files_intact(store, sizes):
         return None
     if keeper is None or not _kept_by(store, tree, keeper):
         if not store.touch_tree(tree):
@@ -129,30 +153,20 @@ def _existing_tree(store: Any, trusted: dict[str, tuple[str, str, os.stat_result
     total = trusted_bytes + sum(len(t) for t in links.values())
     if not want_entries:
         return tree, None, total
-    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for rel, _, st, sha in trusted.values()}
+    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size)
+               for (rel, _, st), sha in zip(vouched, vouched_shas)}
     entries.update({rel: TreeEntry(link_shas[rel], MODE_LINK, len(t)) for rel, t in links.items()})
     return tree, entries, total
 
 
-def _blob_files_intact(store: Any, trusted: dict[str, tuple[str, str, os.stat_result, str]],
-                       links: dict[str, bytes], link_shas: dict[str, str]) -> bool:
-    """Whether every blob of the trusted files and links is in ``blobs/`` with its size.
+def _blob_files_intact(store: Any, sizes: dict[str, int]) -> bool:
+    """Whether every blob of ``sizes`` (sha256 -> size) is in ``blobs/`` with its size.
 
     One ``stat`` per distinct blob: the unchanged re-snapshot stays a metadata pass, and
     the blob files are in the same page cache as the index.  (Their bytes are checked by
     ``runicorn verify --deep`` and by every reader, :mod:`runicorn.store.reader`.)
     """
-    blobs = f"{store.blobs_dir}/"
-    sizes: dict[str, int] = {sha: st.st_size for _, _, st, sha in trusted.values()}
-    sizes.update({link_shas[rel]: len(t) for rel, t in links.items()})
-    stat_ = os.stat
-    try:
-        for sha, size in sizes.items():
-            if stat_(f"{blobs}{sha[:2]}/{sha}").st_size != size:
-                return False
-    except OSError:  # missing (or a file where blobs/<aa> belongs)
-        return False
-    return True
+    return not store.blob_files_off(sizes, first=True)
 
 
 def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:

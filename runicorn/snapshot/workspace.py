@@ -19,7 +19,7 @@ from runicorn.errors import RunicornError
 from runicorn.gitinfo import git_provenance
 from runicorn.snapshot.capture import capture_tree
 from runicorn.snapshot.ignore import IGNORE_CACHE, IgnoreRules, read_ignore_file
-from runicorn.snapshot.scan import scan_workspace, store_dirs
+from runicorn.snapshot.scan import cycle_gc_paused, scan_workspace, store_dirs
 from runicorn.treezip import write_zip
 
 DEFAULT_MAX_TOTAL_BYTES = 500 * 1024 * 1024
@@ -82,9 +82,10 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
     if out_abs is not None and out_abs.parent.exists():
         skip_files.add(str(out_abs.parent.resolve() / out_abs.name))
     counts = {"excluded": 0}
-    files = scan_workspace(root, rules, skip_dirs=skip_dirs, skip_files=skip_files,
-                           max_files=max_files, max_total_bytes=max_total_bytes, force=force_snapshot,
-                           run_root=str(store.root.resolve()) + os.sep, counts=counts)
+    with cycle_gc_paused():
+        files = scan_workspace(root, rules, skip_dirs=skip_dirs, skip_files=skip_files,
+                               max_files=max_files, max_total_bytes=max_total_bytes, force=force_snapshot,
+                               run_root=str(store.root.resolve()) + os.sep, counts=counts)
     rules.save()
     git = git_provenance(root)
     # A plain snapshot is kept by the pin named after its tree (see _keep_alive).

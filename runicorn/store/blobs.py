@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 from runicorn.errors import IntegrityError, RunicornError, StorageFullError
 from runicorn.fsutil import StagedFile, blob_perm, fsync_dir, make_dir, publish_link, rename_noreplace, syncfs
 from runicorn.hashing import check_unchanged, copy_and_hash, sha256_file
-from runicorn.store.layout import BlobInfo, file_size, quarantine
+from runicorn.store.layout import BlobInfo, blob_files_off, quarantine
 from runicorn.store.rows import insert_blob_rows
 
 if TYPE_CHECKING:
@@ -216,7 +216,6 @@ def hold_blobs(store: Store, shas: Iterable[str]) -> set[str]:
     store.writer_dir()  # created and locked before this process holds anything
     now = time.time()
     wanted = sorted(set(shas))
-    blobs_dir = str(store.blobs_dir)
     with store.index.write() as c:
         # One set query and two batched statements: this runs for every file a
         # stat cache vouches for, so it must not cost a round trip per blob.
@@ -225,7 +224,8 @@ def hold_blobs(store: Store, shas: Iterable[str]) -> set[str]:
             (json.dumps(wanted),)).fetchall())
         # The file must be there with the indexed size, else the caller writes it
         # again (and the damaged file is moved aside when the new one is placed).
-        present = [s for s in wanted if s in known and file_size(f"{blobs_dir}/{s[:2]}/{s}") == known[s]]
+        off = set(blob_files_off(store.blobs_dir, known))
+        present = [s for s in wanted if s in known and s not in off]
         c.executemany("UPDATE blobs SET touched_at = ? WHERE sha256 = ?", [(now, s) for s in present])
         store.holds.acquire(c, present)
     return set(wanted) - set(present)

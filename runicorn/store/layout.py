@@ -14,6 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -130,6 +131,59 @@ def file_size(path: str) -> int:
         return os.stat(path).st_size
     except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file stands at blobs/<aa>
         return -1
+
+
+def blob_files_off(blobs_dir: str | os.PathLike[str], sizes: Mapping[str, int], *,
+                   first: bool = False) -> list[str]:
+    """The blobs of ``sizes`` (sha256 -> size) whose file under ``blobs_dir`` is missing or
+    has another size; with ``first``, at most the first one found (an early "no").
+
+    One ``stat`` per blob, each resolving one name below its open ``blobs/<aa>`` folder
+    (not the whole path again), in hash order so each folder is opened once.  Raises nothing:
+    a folder that cannot be opened (or a file where it belongs) counts its blobs as off.
+    """
+    off: list[str] = []
+    top = _open_dir(blobs_dir, None)
+    if top < 0:
+        off = sorted(sizes)
+        return off[:1] if first else off
+    stat_, prefix, fd = os.stat, "", -1
+    try:
+        for sha in sorted(sizes):
+            if sha[:2] != prefix:
+                prefix = sha[:2]
+                if fd >= 0:
+                    os.close(fd)
+                    fd = -1
+                fd = _open_dir(prefix, top)
+            try:
+                if fd >= 0 and stat_(sha, dir_fd=fd).st_size == sizes[sha]:
+                    continue
+            except OSError:
+                pass
+            off.append(sha)
+            if first:
+                break
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        os.close(top)
+    return off
+
+
+def _open_dir(path: str | os.PathLike[str], dir_fd: int | None) -> int:
+    """A descriptor to resolve names below the folder ``path``, or -1 when it cannot be opened.
+
+    O_RDONLY measured faster for ``stat`` below it than O_PATH, which is the fallback for
+    a folder that may be searched but not listed."""
+    for flags in (os.O_RDONLY, getattr(os, "O_PATH", 0)):
+        try:
+            return os.open(path, flags | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+        except PermissionError:
+            continue
+        except OSError:
+            break
+    return -1
 
 
 def move_if_exists(src: Path, dest: Path) -> None:

@@ -49,6 +49,7 @@ from runicorn.store.extensions import tables as extension_tables
 from runicorn.store.holds import Holds
 from runicorn.store.index import Index, quarantine_index
 from runicorn.store.layout import (
+    blob_files_off,
     DEFAULT_GC_GRACE_SECONDS,
     BlobInfo,
     Ref,
@@ -354,6 +355,11 @@ class Store:
         being re-read: the caller must ingest every blob this returns.
         """
         return _blobs.hold_blobs(self, shas)
+
+    def blob_files_off(self, sizes: Mapping[str, int], *, first: bool = False) -> list[str]:
+        """The blobs of ``sizes`` (sha256 -> size) whose file is missing or has another size
+        (at most one with ``first``): one ``stat`` each, no index read."""
+        return blob_files_off(self.blobs_dir, sizes, first=first)
 
     def release_holds(self, shas: Iterable[str] | None = None) -> None:
         """Let go of one hold on each of ``shas`` that the caller's operation took (every
