@@ -11,8 +11,9 @@ import re
 from typing import Any, Mapping
 
 from runicorn.artifacts.platform import platform_key, platform_tags
+from runicorn.store import refkinds
 
-BINDING_KIND = "binding"
+BINDING_KIND = refkinds.BINDING
 
 
 def binding_ref_name(toml_path: str, name: str, entry: Mapping[str, Any]) -> str:

@@ -23,6 +23,7 @@ from runicorn.hashing import sha256_bytes
 from runicorn.remotes import layout
 from runicorn.remotes.errors import RemoteConflictError, RemoteError
 from runicorn.remotes.resume import Resume, part_size
+from runicorn.store import refkinds
 from runicorn.store import Store
 from runicorn.store.remote_cache import BLOB, TREE, RemoteCache
 
@@ -32,8 +33,8 @@ SMALL = 1 << 20  # blobs up to this size are read whole, hashed and sent in one 
 # waiting, so many overlap (measured: tools/bench/profile_remote_push.py, 32 against 8 threads).
 # SFTP caps it at its channels (max_jobs).
 JOBS = 32
-RUN_KIND = "run"
-ARTIFACT_KIND = "artifact"
+RUN_KIND = refkinds.RUN
+ARTIFACT_KIND = refkinds.ARTIFACT
 
 
 @dataclass
@@ -108,10 +109,8 @@ def specs_for_run(store: Store, run_id: str) -> list[RefSpec]:
 
 def specs_for_artifacts(store: Store) -> list[RefSpec]:
     """Every tree bound as an artifact in this store, as ``artifact/<tree>``."""
-    from runicorn.artifacts.bindings import BINDING_KIND
-
     out: dict[str, RefSpec] = {}
-    for r in store.list_refs(BINDING_KIND):
+    for r in store.list_refs(refkinds.BINDING):
         out[r.tree] = RefSpec(ARTIFACT_KIND, r.tree, r.tree, {"artifact": r.meta.get("artifact")})
     return list(out.values())
 

@@ -15,9 +15,10 @@ from runicorn.fsutil import current_umask, syncfs
 from runicorn.relpath import safe_join
 from runicorn.restore.source import store_root_of
 from runicorn.restore.staging import RESTORE_MARK
+from runicorn.store import refkinds
 from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, path_key
 
-BACKUP_REF_KIND = "restore-backup"
+BACKUP_REF_KIND = refkinds.RESTORE_BACKUP
 BackupCallback = Callable[[dict[str, Any]], None]
 
 

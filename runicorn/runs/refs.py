@@ -11,8 +11,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
+from runicorn.store import refkinds
 
-REF_KIND = "run"
+REF_KIND = refkinds.RUN
 
 
 def link_code_tree(store: Any, run_id: str, tree: str, *, source: str) -> str:

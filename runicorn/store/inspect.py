@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from runicorn.errors import AmbiguousPrefixError, RunicornError, TreeNotFoundError
 from runicorn.hashing import sha256_bytes, sha256_file
 from runicorn.names import did_you_mean, unique_prefix
+from runicorn.store import refkinds
 from runicorn.store.extensions import registered
 from runicorn.store.tree import MODE_LINK, TreeEntry
 
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
     from runicorn.store.layout import Ref
     from runicorn.store.store import Store
 
-RUN_KIND = "run"
-ARTIFACT_KINDS = ("binding", "artifact")
+RUN_KIND = refkinds.RUN
+ARTIFACT_KINDS = (refkinds.BINDING, refkinds.ARTIFACT)
 
 
 @dataclass
