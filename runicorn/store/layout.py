@@ -7,6 +7,7 @@ Every part of the store uses these; this module imports no other part of the sto
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -136,28 +137,33 @@ def file_size(path: str) -> int:
 def blob_files_off(blobs_dir: str | os.PathLike[str], sizes: Mapping[str, int], *,
                    first: bool = False) -> list[str]:
     """The blobs of ``sizes`` (sha256 -> size) whose file under ``blobs_dir`` is missing or
-    has another size; with ``first``, at most the first one found (an early "no").
+    has another size, in hash order; with ``first``, at most one of them (an early "no").
 
-    One ``stat`` per blob, each resolving one name below its open ``blobs/<aa>`` folder
-    (not the whole path again), in hash order so each folder is opened once.  Raises nothing:
-    a folder that cannot be opened (or a file where it belongs) counts its blobs as off.
+    One ``stat`` per blob, each resolving one name below its ``blobs/<aa>`` folder, which
+    is opened once (not the whole path again; measured a fifth faster than path-based
+    stats at 100,000 blobs, and sorting the hashes to visit the folders in turn cost more
+    than it saved).  Raises nothing: a folder that cannot be opened (or a file where it
+    belongs) counts its blobs as off.
     """
     off: list[str] = []
     top = _open_dir(blobs_dir, None)
     if top < 0:
         off = sorted(sizes)
         return off[:1] if first else off
-    stat_, prefix, fd = os.stat, "", -1
+    base = f"{os.fspath(blobs_dir)}/"
+    fds: dict[str, int] = {}
+    stat_ = os.stat
     try:
-        for sha in sorted(sizes):
-            if sha[:2] != prefix:
-                prefix = sha[:2]
-                if fd >= 0:
-                    os.close(fd)
-                    fd = -1
-                fd = _open_dir(prefix, top)
+        for sha, size in sizes.items():
+            prefix = sha[:2]
+            fd = fds.get(prefix)
+            if fd is None:
+                fd = fds[prefix] = _open_dir(prefix, top)
             try:
-                if fd >= 0 and stat_(sha, dir_fd=fd).st_size == sizes[sha]:
+                if fd >= 0:
+                    if stat_(sha, dir_fd=fd).st_size == size:
+                        continue
+                elif fd == _NO_FD_LEFT and stat_(f"{base}{prefix}/{sha}").st_size == size:
                     continue
             except OSError:
                 pass
@@ -165,14 +171,20 @@ def blob_files_off(blobs_dir: str | os.PathLike[str], sizes: Mapping[str, int], 
             if first:
                 break
     finally:
-        if fd >= 0:
-            os.close(fd)
+        for fd in fds.values():
+            if fd >= 0:
+                os.close(fd)
         os.close(top)
+    off.sort()
     return off
 
 
+_NO_FD_LEFT = -2  # _open_dir: the process is out of descriptors, resolve whole paths instead
+
+
 def _open_dir(path: str | os.PathLike[str], dir_fd: int | None) -> int:
-    """A descriptor to resolve names below the folder ``path``, or -1 when it cannot be opened.
+    """A descriptor to resolve names below the folder ``path``; -1 when it cannot be opened,
+    ``_NO_FD_LEFT`` when the process has no descriptor to spare.
 
     O_RDONLY measured faster for ``stat`` below it than O_PATH, which is the fallback for
     a folder that may be searched but not listed."""
@@ -181,8 +193,8 @@ def _open_dir(path: str | os.PathLike[str], dir_fd: int | None) -> int:
             return os.open(path, flags | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
         except PermissionError:
             continue
-        except OSError:
-            break
+        except OSError as exc:
+            return _NO_FD_LEFT if exc.errno in (errno.EMFILE, errno.ENFILE) else -1
     return -1
 
 
