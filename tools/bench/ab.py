@@ -23,7 +23,8 @@ revision and round on an idle 2-core machine):
 * ``startup``       measured here: ``python -X importtime -c "import runicorn"`` (the
   ``runicorn`` cumulative line, and the sum of every line), modules ``import runicorn`` loads, ``python -c "import
   runicorn"`` and ``runicorn --help`` wall time, and a warm ``artifact("name")`` (timeit,
-  best of 15 x 3,000 calls) in a throwaway project; the modules each side loads are listed where they differ
+  best of 15 x 3,000 calls) in a throwaway project, an unchanged ``snapshot_workspace()`` of 200
+  files as a fresh process's first call (imports included); the modules each side loads are listed where they differ
 
 Each benchmark's figures are read from its machine-readable output (``--json`` where the
 script has it, else its ``all samples:`` line or its text lines; both the old and the new
@@ -371,6 +372,32 @@ best = min(timeit.Timer(lambda: rn.artifact("name")).repeat(repeat=15, number=30
 print(json.dumps({"us": best * 1e6, "modules_added": added}))
 """
 
+# An unchanged re-snapshot of 200 small files as the first call of a fresh process: what
+# the snapshot path imports is part of its cost (the in-process figure of bench_snapshot).
+SNAPSHOT_SETUP = """
+import sys, time
+from pathlib import Path
+import runicorn
+ws = Path(sys.argv[1])
+for i in range(200):
+    (ws / f"d{i % 10}").mkdir(parents=True, exist_ok=True)
+    (ws / f"d{i % 10}" / f"f{i}.txt").write_text(f"file {i} " * 50)
+(ws / ".rnignore").write_text("# nothing excluded")
+time.sleep(2.1)  # out of the racy window, so the capture below is trusted and re-snapshots read nothing
+runicorn.snapshot_workspace(ws, None, storage=sys.argv[2])
+"""
+
+SNAPSHOT_FIRST = """
+import json, sys, time
+from pathlib import Path
+import runicorn
+before = set(sys.modules)
+t = time.perf_counter()
+res = runicorn.snapshot_workspace(Path(sys.argv[1]), None, storage=sys.argv[2])
+t = time.perf_counter() - t
+print(json.dumps({"ms": t * 1000, "files_read": res["files_read"], "modules_added": sorted(set(sys.modules) - before)}))
+"""
+
 IMPORT_MODULES = "import sys; before = set(sys.modules); import runicorn; print(' '.join(sorted(set(sys.modules) - before)))"
 
 
@@ -395,6 +422,8 @@ def run_startup(rev: Rev, work: Path) -> list[Figure]:
         rev.project = Path(tempfile.mkdtemp(prefix=f"artifact-{rev.label}-", dir=cwd))
         subprocess.run([rev.python, "-c", ARTIFACT_SETUP, str(rev.project), str(rev.project / "src")],
                        check=True, capture_output=True, env=env, cwd=rev.project)
+        subprocess.run([rev.python, "-c", SNAPSHOT_SETUP, str(rev.project / "ws"), str(rev.project / "snap-store")],
+                       check=True, capture_output=True, env=env, cwd=rev.project)
     importtimes, totals = [], []
     for _ in range(7):
         p = subprocess.run([rev.python, "-X", "importtime", "-c", "import runicorn"], check=True,
@@ -416,6 +445,15 @@ def run_startup(rev: Rev, work: Path) -> list[Figure]:
     warm = json.loads(subprocess.run([rev.python, "-c", ARTIFACT_WARM, str(rev.project)], check=True,
                                      capture_output=True, text=True, env=env, cwd=cwd).stdout)
     rev.modules["the first artifact()"] = warm["modules_added"]
+    snaps = []
+    for _ in range(5):
+        snap = json.loads(subprocess.run([rev.python, "-c", SNAPSHOT_FIRST, str(rev.project / "ws"),
+                                          str(rev.project / "snap-store")], check=True, capture_output=True,
+                                         text=True, env=env, cwd=cwd).stdout)
+        if snap["files_read"]:
+            raise ValueError(f"the unchanged re-snapshot read {snap['files_read']} files")
+        snaps.append(snap["ms"])
+    rev.modules["the first snapshot_workspace()"] = snap["modules_added"]
     return [
         Figure("importtime: runicorn cumulative (median of 7)", statistics.median(importtimes), "ms"),
         Figure("importtime: total, interpreter start-up included", statistics.median(totals), "ms"),
@@ -428,6 +466,9 @@ def run_startup(rev: Rev, work: Path) -> list[Figure]:
                _wall([str(rev.venv / "bin" / "runicorn"), "--help"], env, cwd, 20) * 1000, "ms"),
         Figure("warm artifact() (timeit, best of 15 x 3000)", warm["us"], "us"),
         Figure("modules loaded by the first artifact()", len(warm["modules_added"]), "n"),
+        Figure("unchanged snapshot_workspace() of 200 files, first call (median of 5)", statistics.median(snaps),
+               "ms"),
+        Figure("modules loaded by that first snapshot_workspace()", len(snap["modules_added"]), "n"),
     ]
 
 
