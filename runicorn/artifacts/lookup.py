@@ -11,16 +11,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from runicorn.artifacts.locate import artifacts_dir, find_toml, require_tree_id, resolve_toml_path
 from runicorn.artifacts.overrides import load_overrides, override_dir
 from runicorn.artifacts.toml_read import copy_entry, entry_hash, load_toml, require_entry, select_entry
 from runicorn.errors import ArtifactError, ArtifactNotInstalledError
-
-# Called as f(name, tree_hash, path) each time artifact() hands out a path; the runs
-# package registers one to record a run's inputs.  Empty by default, so it costs nothing.
-observers: list[Callable[[str, str, Path], None]] = []
+from runicorn.lineage import observers  # told f(name, tree_hash, path) for each path handed out
 
 
 def artifact(name: str, *, toml: str | os.PathLike[str] | None = None,

@@ -392,7 +392,7 @@ def _record_artifact_use(name: str, tree: str, path: Path) -> None:
 
 def _watch_artifacts() -> None:
     """Have ``artifact()`` report what it hands out while a run is active (lineage)."""
-    from runicorn.artifacts.lookup import observers
+    from runicorn.lineage import observers
 
     if _record_artifact_use not in observers:
         observers.append(_record_artifact_use)
