@@ -12,9 +12,10 @@ from typing import IO, Any, BinaryIO
 
 from runicorn.errors import ArtifactError
 from runicorn.fsutil import narrowed_perm
-from runicorn.hashing import copy_and_hash, git_blob_sha1_bytes, git_blob_sha1_file, sha256_bytes, sha256_file
+from runicorn.hashing import git_blob_sha1_bytes, git_blob_sha1_file, sha256_file
 from runicorn.store import Store, TreeEntry, open_store, scan_directory
-from runicorn.store.tree import MODE_EXEC, MODE_LINK, compute_tree_id
+from runicorn.store.tree import MODE_EXEC, MODE_LINK
+from runicorn.store.walk import directory_tree_id
 
 TREE_KINDS = ("tree-sha256", "git-tree-sha1")
 
@@ -33,17 +34,11 @@ def tree_hash(path: str | os.PathLike[str], kind: str = "tree-sha256") -> str:
         raise ArtifactError(f"{root}: not a directory")
     if kind not in TREE_KINDS:
         raise ArtifactError(f"unknown tree hash kind {kind!r}; use one of {', '.join(TREE_KINDS)}")
-    files, links = scan_directory(root)
     if kind == "tree-sha256":
-        entries: dict[str, TreeEntry] = {}
-        for rel, full, mode in files:
-            with open(full, "rb") as f:
-                sha, size = copy_and_hash(f, None)
-            entries[rel] = TreeEntry(sha, mode, size)
-        for rel, target in links:
-            entries[rel] = TreeEntry(sha256_bytes(target), MODE_LINK, len(target))
-        return compute_tree_id(entries)
+        return directory_tree_id(root)
     from runicorn.artifacts.githash import git_tree_sha1
+
+    files, links = scan_directory(root)
 
     git: dict[str, tuple[str, str]] = {rel: (mode, git_blob_sha1_file(full)) for rel, full, mode in files}
     for rel, target in links:

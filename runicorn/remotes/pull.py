@@ -253,10 +253,12 @@ def _recreate_run(store: Store, spec: RefSpec, force: bool) -> str:
 
 
 def _dir_tree(store: Store, directory: os.PathLike[str]) -> str | None:
-    from runicorn.artifacts.create import tree_hash
+    from pathlib import Path
+
+    from runicorn.store.walk import directory_tree_id
 
     try:
-        return tree_hash(directory, kind="tree-sha256")
+        return directory_tree_id(Path(directory))
     except Exception:  # noqa: BLE001 - an unreadable directory simply differs
         return None
 

@@ -1,5 +1,5 @@
 """Walking a directory as a tree sees it: the one walk behind every ``tree-sha256`` of a
-directory (``schema/tree-id.md``)."""
+directory (``schema/tree-id.md``), and that id computed without storing."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from runicorn.errors import RunicornError, UnsafePathError
+from runicorn.hashing import copy_and_hash, sha256_bytes
 from runicorn.relpath import check_names
-from runicorn.store.tree import mode_of
+from runicorn.store.tree import MODE_LINK, TreeEntry, compute_tree_id, mode_of
 
 
 def scan_directory(root: Path, include: Any = None) -> tuple[list[tuple[str, Path, str]], list[tuple[str, bytes]]]:
@@ -29,6 +30,25 @@ def scan_directory(root: Path, include: Any = None) -> tuple[list[tuple[str, Pat
         else:
             files.append((rel, full, mode_of(st.st_mode)))
     return files, links
+
+
+def directory_tree_id(root: Path, include: Any = None) -> str:
+    """The ``tree-sha256`` a directory has now (what :meth:`Store.ingest_directory` would
+    return), computed without storing anything.
+
+    Raises:
+        RunicornError / UnsafePathError: a name a tree cannot hold (see :func:`walk_files`).
+        OSError: ``root`` or a file below it cannot be read.
+    """
+    files, links = scan_directory(root, include)
+    entries: dict[str, TreeEntry] = {}
+    for rel, full, mode in files:
+        with open(full, "rb") as f:
+            sha, size = copy_and_hash(f, None)
+        entries[rel] = TreeEntry(sha, mode, size)
+    for rel, target in links:
+        entries[rel] = TreeEntry(sha256_bytes(target), MODE_LINK, len(target))
+    return compute_tree_id(entries)
 
 
 def walk_files(root: Path, include: Any = None) -> Iterator[tuple[str, Path, os.stat_result]]:
