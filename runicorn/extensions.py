@@ -44,6 +44,18 @@ class RunsExtension(StoreExtension):
                  "path": str(trash)}
                 for run_id, trash in interrupted_deletions(store)]
 
+    def keep_code_tree(self, store: Any, tree: str, *, run_id: str | None, near: Path | None,
+                       source: str) -> str | None:
+        if run_id is None and near is not None:
+            from runicorn.runs.index import run_for_path
+
+            run_id = run_for_path(store, near)
+        if run_id is None:
+            return None
+        from runicorn.runs.refs import link_code_tree
+
+        return link_code_tree(store, run_id, tree, source=source)
+
     def runs(self, store: Any) -> Iterable[dict[str, Any]]:
         from runicorn.runs.index import list_runs
 

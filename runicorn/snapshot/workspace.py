@@ -127,15 +127,17 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
 
 
 def _keep_alive(store: Any, tree: str, out_zip: Path | None, root: Path, run_id: str | None) -> str:
-    """Reference the new tree so gc keeps it; return the ref as ``kind/name``."""
-    if run_id is None and out_zip is not None:
-        from runicorn.runs.index import run_for_path
+    """Reference the new tree so gc keeps it; return the ref as ``kind/name``: a run's code
+    ref when the runs feature claims it (``run_id``, or the run whose folder holds
+    ``out_zip``; asked through the store's extensions, so this package imports no run
+    code), else the pin named after the tree."""
+    if run_id is not None or out_zip is not None:
+        from runicorn.store.extensions import registered
 
-        run_id = run_for_path(store, out_zip)
-    if run_id is not None:
-        from runicorn.runs.refs import link_code_tree
-
-        return link_code_tree(store, run_id, tree, source=str(root))
+        for ext in registered():
+            ref = ext.keep_code_tree(store, tree, run_id=run_id, near=out_zip, source=str(root))
+            if ref is not None:
+                return ref
     if store.get_ref("pin", tree) is None:
         store.pin(tree)
     return f"pin/{tree}"

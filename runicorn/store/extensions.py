@@ -20,6 +20,9 @@ own files, or keeps state outside ``archive/`` for trees, gives the store an obj
   metadata and status, for ``ls`` and ``show`` (:mod:`runicorn.store.inspect`).
 * ``workspace_files(store, root)``: the files a snapshot of ``root`` would capture now, for
   ``diff`` against a workspace; None when the feature does not capture workspaces.
+* ``keep_code_tree(store, tree, run_id=, near=, source=)``: keep a new snapshot's tree as a
+  run's code (run ``run_id``, or the run whose folder holds the path ``near``); returns the
+  ref (``kind/name``), or None when no run of this feature is meant.
 
 The store imports no feature: ``runicorn/__init__.py`` registers the features' extensions
 (``runicorn.extensions``), and Python runs it before any ``runicorn.*`` module, so every
@@ -76,6 +79,12 @@ class StoreExtension:
 
     def workspace_files(self, store: Store, root: Path) -> list[tuple[str, str, os.stat_result]] | None:
         """``(relpath, path, lstat)`` of what a snapshot of ``root`` would capture now, or None."""
+        return None
+
+    def keep_code_tree(self, store: Store, tree: str, *, run_id: str | None, near: Path | None,
+                       source: str) -> str | None:
+        """Keep ``tree`` as the code of run ``run_id`` (or of the run whose folder holds
+        ``near``); return the ref as ``kind/name``, or None when no run is meant."""
         return None
 
 
