@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from runicorn.fsutil import StagedFile, narrowed_perm
-from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry
+from runicorn.store.tree_format import MODE_EXEC, MODE_LINK, TreeEntry
 
 # Files up to this size are read whole and deflated once; larger ones are streamed.
 _ZIP_WHOLE_BYTES = 1 << 20
@@ -74,7 +74,7 @@ def write_zip(blob_path: Callable[[str], Path], entries: dict[str, TreeEntry], o
     import zipfile
 
     from runicorn.store.reader import open_checked, read_checked
-    from runicorn.store.tree import path_key
+    from runicorn.store.tree_format import path_key
 
     out_zip = Path(out_zip)
     out_zip.parent.mkdir(parents=True, exist_ok=True)

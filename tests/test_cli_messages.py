@@ -154,7 +154,7 @@ def _snapshot(ws: Path) -> str:
 def test_verify_counts_what_it_checked(tmp_path: Path, _isolated_storage: Path) -> None:
     from runicorn.hashing import sha256_bytes
     from runicorn.store import Store
-    from runicorn.store.tree import TreeEntry, build_manifest, manifest_bytes, tree_id_of
+    from runicorn.store.tree_format import TreeEntry, build_manifest, manifest_bytes, tree_id_of
 
     proj, data = tmp_path / "proj", tmp_path / "data"
     proj.mkdir()

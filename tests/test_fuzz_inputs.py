@@ -222,7 +222,7 @@ def test_fuzz_archives_through_the_cli(tmp_path: Path) -> None:
 def test_fuzz_restore_manifests(tmp_path: Path) -> None:
     from runicorn.assets.restore import restore_from_manifest
     from runicorn.hashing import sha256_bytes
-    from runicorn.store.tree import TreeEntry, build_manifest, manifest_bytes, tree_id_of
+    from runicorn.store.tree_format import TreeEntry, build_manifest, manifest_bytes, tree_id_of
 
     store_root, work, out, outside = tmp_path / "store", tmp_path / "work", tmp_path / "out", tmp_path / "outside"
     for d in (work, out, outside):

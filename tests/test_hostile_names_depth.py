@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runicorn.store import Store
-from runicorn.store.tree import TreeEntry, build_manifest, manifest_bytes, tree_id_of
+from runicorn.store.tree_format import TreeEntry, build_manifest, manifest_bytes, tree_id_of
 
 BAD = b"bad\xff.txt".decode("utf-8", "surrogateescape")
 

@@ -271,7 +271,7 @@ def test_the_checker_finds_package_cycles_and_imports_of_the_composers(tmp_path:
         "store/tree.py": "",
         "artifacts/__init__.py": "",
         "artifacts/roots.py": "def roots(): ...\n",
-        "artifacts/install.py": "from runicorn.store.tree import x\n",
+        "artifacts/install.py": "from runicorn.store.tree_format import x\n",
         # The composers import anything; only __main__ imports them.
         "__init__.py": '_LAZY = {"gc": "runicorn.store.core:gc"}\n',
         "cli/__init__.py": "import runicorn\nfrom runicorn.store import core\n",

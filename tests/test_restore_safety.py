@@ -11,7 +11,7 @@ import pytest
 from runicorn.assets.restore import export_manifest_to_zip, restore_from_manifest
 from runicorn.errors import CorruptManifestError, UnsafePathError
 from runicorn.store import Store
-from runicorn.store.tree import build_manifest, compute_tree_id, manifest_bytes, normalize_entries
+from runicorn.store.tree_format import build_manifest, compute_tree_id, manifest_bytes, normalize_entries
 
 
 def _store_with_tree(tmp_path: Path) -> tuple[Store, str]:
@@ -34,7 +34,7 @@ def test_nested_entries_are_refused_everywhere(tmp_path: Path) -> None:
         store.put_tree(entries)
     # a hand-made manifest with the same shape is refused by restore and by export
     norm = {p: v for p, v in entries.items()}
-    from runicorn.store.tree import TreeEntry
+    from runicorn.store.tree_format import TreeEntry
 
     raw = {p: TreeEntry(s, m, n) for p, (s, m, n) in norm.items()}
     manifest = build_manifest(compute_tree_id(raw), raw)

@@ -276,7 +276,7 @@ def test_finished_run_of_a_live_process_is_deletable() -> None:
 
 def test_dry_run_matches_real_delete_when_a_writer_holds_the_tree(tmp_path: Path) -> None:
     from runicorn.store import Store
-    from runicorn.store.tree import parse_manifest
+    from runicorn.store.tree_format import parse_manifest
 
     run = rn.init(path="safety/held")
     (tmp_path / "m.bin").write_bytes(b"held model")

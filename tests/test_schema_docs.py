@@ -11,7 +11,7 @@ from pathlib import Path
 
 from runicorn.store import Store
 from runicorn.store.index import SCHEMA_VERSION, schema_sql
-from runicorn.store.tree import build_manifest, compute_tree_id
+from runicorn.store.tree_format import build_manifest, compute_tree_id
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schema"
 
@@ -43,7 +43,7 @@ def test_reference_tree_id_implementation_agrees_with_the_store(tmp_path: Path) 
 
 
 def test_tree_id_sorts_by_utf8_bytes_also_for_undecodable_names() -> None:
-    from runicorn.store.tree import TreeEntry, path_key
+    from runicorn.store.tree_format import TreeEntry, path_key
 
     def by_the_definition(entries: dict[str, TreeEntry]) -> str:
         h = hashlib.sha256(b"runicorn-tree-v1\n")

@@ -96,7 +96,7 @@ def test_dead_writers_batch_is_recovered(tmp_path: Path) -> None:
 def test_manifest_bytes_are_plain_sorted_json_one_file_per_line() -> None:
     import json
 
-    from runicorn.store.tree import TreeEntry, build_manifest, compute_tree_id, manifest_bytes
+    from runicorn.store.tree_format import TreeEntry, build_manifest, compute_tree_id, manifest_bytes
 
     entries = {"b/x.txt": TreeEntry("c" * 64, "100644", 3), "a \u00e9\"q": TreeEntry("d" * 64, "120000", 1),
                "run.sh": TreeEntry("e" * 64, "100755", 0)}

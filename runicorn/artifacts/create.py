@@ -14,7 +14,7 @@ from runicorn.errors import ArtifactError
 from runicorn.fsutil import narrowed_perm
 from runicorn.hashing import git_blob_sha1_bytes, git_blob_sha1_file, sha256_file
 from runicorn.store import Store, TreeEntry, open_store, scan_directory
-from runicorn.store.tree import MODE_EXEC, MODE_LINK
+from runicorn.store.tree_format import MODE_EXEC, MODE_LINK
 from runicorn.store.walk import directory_tree_id
 
 TREE_KINDS = ("tree-sha256", "git-tree-sha1")

@@ -49,7 +49,7 @@ from runicorn.hashing import GitBlobHasher, git_blob_sha1_bytes
 from runicorn.relpath import short_repr, validate_relpath
 from runicorn.store import Store, TreeEntry
 from runicorn.store.ingest import BlobBatch
-from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK
+from runicorn.store.tree_format import MODE_EXEC, MODE_FILE, MODE_LINK
 
 _BUF = 1 << 20  # largest piece decoded or copied at once
 _IN = 1 << 20  # compressed bytes fed to a decoder at once (a piece of stored data: up to _BUF)

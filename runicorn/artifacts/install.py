@@ -29,7 +29,7 @@ from runicorn.artifacts.usage import USAGE_LOG, usage_key, usage_line
 from runicorn.errors import ArtifactError, DownloadError, IntegrityError, RunicornError, TreeNotFoundError
 from runicorn.fsutil import append_line_durable, open_locked
 from runicorn.store import Store, open_store
-from runicorn.store.tree import compute_tree_id
+from runicorn.store.tree_format import compute_tree_id
 
 
 def downloads_of(entry: Mapping[str, Any]) -> list[dict[str, Any]]:

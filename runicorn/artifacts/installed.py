@@ -130,7 +130,7 @@ def folder_differences(store: Any, tree: str, folder: Path, *, deep: bool = Fals
     from runicorn.errors import RunicornError
     from runicorn.hashing import sha256_file
     from runicorn.store import walk_files
-    from runicorn.store.tree import MODE_EXEC, MODE_LINK
+    from runicorn.store.tree_format import MODE_EXEC, MODE_LINK
 
     entries = store.tree_entries(tree)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from runicorn.fsutil import fsync_dir, narrowed_perm, syncfs
 from runicorn.relpath import ensure_no_symlink_parents, safe_join
 from runicorn.store import Store, TreeEntry
-from runicorn.store.tree import MODE_EXEC, MODE_LINK
+from runicorn.store.tree_format import MODE_EXEC, MODE_LINK
 
 
 def materialize(store: Store, tree: str, *, name: str | None = None) -> Path:

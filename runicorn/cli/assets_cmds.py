@@ -201,7 +201,7 @@ def export(ctx: click.Context, source: str, out: Path, as_json: bool) -> None:
     """
     from runicorn.artifacts.create import archive_kind, write_archive
     from runicorn.errors import RunicornError
-    from runicorn.store.tree import parse_manifest
+    from runicorn.store.tree_format import parse_manifest
 
     kind = archive_kind(out)  # an unknown extension is refused before anything is read
     kind = kind if kind in ("tar", "zip") else f"tar.{kind}"

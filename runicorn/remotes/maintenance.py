@@ -39,7 +39,7 @@ def probe(backend: Any) -> None:
 
 def _reachable(backend: Any) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
     """The remote's refs, the entries of each tree they name, and problems found."""
-    from runicorn.store.tree import parse_manifest
+    from runicorn.store.tree_format import parse_manifest
 
     refs: list[dict[str, Any]] = []
     problems: list[str] = []

@@ -48,7 +48,7 @@ def fetch_tree(store: Store, backend: Any, tree: str, *, jobs: int = 8,
         IntegrityError: a blob's bytes differ from its name or size (nothing enters the store).
     """
     from runicorn.store.ingest import BlobBatch
-    from runicorn.store.tree import parse_manifest
+    from runicorn.store.tree_format import parse_manifest
     from runicorn.workers import run_queue
 
     key = layout.manifest_key(tree)

@@ -16,7 +16,7 @@ from runicorn.relpath import safe_join
 from runicorn.restore.source import store_root_of
 from runicorn.restore.staging import RESTORE_MARK
 from runicorn.store import refkinds
-from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, path_key
+from runicorn.store.tree_format import MODE_EXEC, MODE_LINK, TreeEntry, path_key
 
 BACKUP_REF_KIND = refkinds.RESTORE_BACKUP
 BackupCallback = Callable[[dict[str, Any]], None]
@@ -170,7 +170,7 @@ class Checkout:
         if not files:
             return None
         from runicorn.store.cache import open_store
-        from runicorn.store.tree import TreeEntry as Entry, mode_of
+        from runicorn.store.tree_format import TreeEntry as Entry, mode_of
 
         store_root = store_root_of(blob_root)
         if store_root == blob_root or not (store_root / "archive").is_dir():

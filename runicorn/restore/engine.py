@@ -38,7 +38,7 @@ from runicorn.relpath import safe_join, validate_relpath
 from runicorn.restore.checkout import BACKUP_REF_KIND, BackupCallback, Checkout
 from runicorn.restore.source import missing_blobs, read_manifest, store_root_of
 from runicorn.restore.staging import Staging, sweep_abandoned_restores
-from runicorn.store.tree import MODE_EXEC, MODE_LINK, TreeEntry, path_key
+from runicorn.store.tree_format import MODE_EXEC, MODE_LINK, TreeEntry, path_key
 from runicorn.workers import run_groups, share, worker_count
 
 LINK_MODES = ("copy", "hardlink", "reflink", "auto")

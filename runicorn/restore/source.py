@@ -9,7 +9,7 @@ from typing import Any
 
 from runicorn.errors import UnsafePathError
 from runicorn.hashing import is_sha256_hex
-from runicorn.store.tree import TreeEntry, parse_manifest
+from runicorn.store.tree_format import TreeEntry, parse_manifest
 
 
 def read_manifest(manifest_path: Path) -> tuple[dict[str, Any], dict[str, TreeEntry]]:

@@ -154,7 +154,7 @@ class Run:
             FileNotFoundError: ``src`` does not exist.
             RunicornError: ``src`` is not a regular file, directory or symlink.
         """
-        from runicorn.store.tree import MODE_LINK, TreeEntry, mode_of
+        from runicorn.store.tree_format import MODE_LINK, TreeEntry, mode_of
 
         st = os.lstat(src)  # raises FileNotFoundError naming the path
         if stat_mod.S_ISDIR(st.st_mode):

@@ -20,7 +20,7 @@ from runicorn.hashing import sha256_bytes
 from runicorn.snapshot import statcache
 from runicorn.snapshot.scan import cycle_gc_paused
 from runicorn.snapshot.statcache import RACY_NS
-from runicorn.store.tree import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
+from runicorn.store.tree_format import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
 from runicorn.workers import run_groups, share, worker_count
 
 # One batch = one group commit (two syncfs calls).  Few, large batches let the disk

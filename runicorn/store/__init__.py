@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from runicorn.store.layout import BlobInfo as BlobInfo
     from runicorn.store.layout import Ref as Ref
     from runicorn.store.store import Store as Store
-    from runicorn.store.tree import TreeEntry as TreeEntry
-    from runicorn.store.tree import compute_tree_id as compute_tree_id
+    from runicorn.store.tree_format import TreeEntry as TreeEntry
+    from runicorn.store.tree_format import compute_tree_id as compute_tree_id
     from runicorn.store.walk import scan_directory as scan_directory
     from runicorn.store.walk import walk_files as walk_files
 
@@ -35,8 +35,8 @@ _LAZY: dict[str, str] = {
     "BlobInfo": "runicorn.store.layout:BlobInfo",
     "Ref": "runicorn.store.layout:Ref",
     "Store": "runicorn.store.store:Store",
-    "TreeEntry": "runicorn.store.tree:TreeEntry",
-    "compute_tree_id": "runicorn.store.tree:compute_tree_id",
+    "TreeEntry": "runicorn.store.tree_format:TreeEntry",
+    "compute_tree_id": "runicorn.store.tree_format:compute_tree_id",
     "open_store": "runicorn.store.cache:open_store",
     "scan_directory": "runicorn.store.walk:scan_directory",
     "walk_files": "runicorn.store.walk:walk_files",

@@ -29,7 +29,7 @@ from runicorn.hashing import sha256_bytes, sha256_file
 from runicorn.names import did_you_mean, unique_prefix
 from runicorn.store import refkinds
 from runicorn.store.extensions import registered
-from runicorn.store.tree import MODE_LINK, TreeEntry
+from runicorn.store.tree_format import MODE_LINK, TreeEntry
 
 if TYPE_CHECKING:
     from runicorn.store.layout import Ref
@@ -357,7 +357,7 @@ class _DirSide:
     """
 
     def __init__(self, store: "Store", root: Path, *, all_files: bool = False) -> None:
-        from runicorn.store.tree import mode_of
+        from runicorn.store.tree_format import mode_of
 
         self.root = root
         self.items: dict[str, tuple[str, int, Path]] = {}

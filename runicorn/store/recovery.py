@@ -21,7 +21,7 @@ from runicorn.store.ingest import recover_batch
 from runicorn.store.layout import move_if_exists, nascent_owner_alive
 from runicorn.store.refs import sync_ref_row
 from runicorn.store.rows import insert_tree_rows
-from runicorn.store.tree import parse_manifest
+from runicorn.store.tree_format import parse_manifest
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store

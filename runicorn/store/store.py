@@ -61,7 +61,7 @@ from runicorn.store.layout import (
 from runicorn.store.recovery import drop_run_refs, recover, recover_writer
 from runicorn.store.tables import ensure_tables
 from runicorn.store.trees import tree_infos
-from runicorn.store.tree import TreeEntry
+from runicorn.store.tree_format import TreeEntry
 
 if TYPE_CHECKING:
     from runicorn.store.gc import GcPlan

@@ -1,6 +1,6 @@
 """Trees in the store: putting them (manifest intent, then manifest and rows in one
 transaction, ``schema/README.md`` "Write protocol"), reading them and resolving id prefixes.
-The manifest format itself is :mod:`runicorn.store.tree` (``schema/manifest.md``).
+The manifest format itself is :mod:`runicorn.store.tree_format` (``schema/manifest.md``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from runicorn.fsutil import StagedFile, fsync_dir, publish_link
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.layout import BlobInfo, TreeInfo
 from runicorn.store.rows import insert_tree_rows
-from runicorn.store.tree import (
+from runicorn.store.tree_format import (
     MODE_LINK,
     TreeEntry,
     build_manifest,

@@ -16,7 +16,7 @@ from runicorn.hashing import is_sha256_hex, sha256_file
 from runicorn.store.extensions import registered
 from runicorn.store.layout import nascent_owner_alive, quarantine, read_ref_file, ref_filename
 from runicorn.store.rows import insert_blob_rows, insert_tree_rows, upsert_ref_rows
-from runicorn.store.tree import (
+from runicorn.store.tree_format import (
     TreeEntry,
     build_manifest,
     compute_tree_id,

@@ -12,7 +12,7 @@ from typing import Any
 from runicorn.errors import RunicornError, UnsafePathError
 from runicorn.hashing import copy_and_hash, sha256_bytes
 from runicorn.relpath import check_names
-from runicorn.store.tree import MODE_LINK, TreeEntry, compute_tree_id, mode_of
+from runicorn.store.tree_format import MODE_LINK, TreeEntry, compute_tree_id, mode_of
 
 
 def scan_directory(root: Path, include: Any = None) -> tuple[list[tuple[str, Path, str]], list[tuple[str, bytes]]]:

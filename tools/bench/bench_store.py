@@ -162,7 +162,7 @@ def add_collectable(root: Path, ref_copy: Path, count: int, trees: int, seed: in
     import hashlib
     import random
 
-    from runicorn.store.tree import TreeEntry, build_manifest, compute_tree_id, manifest_bytes
+    from runicorn.store.tree_format import TreeEntry, build_manifest, compute_tree_id, manifest_bytes
 
     store = Store(root)
     rng = random.Random(seed)
