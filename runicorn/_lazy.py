@@ -17,8 +17,9 @@ def resolve(spec: str) -> Any:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def lazy_attributes(module_name: str, namespace: dict[str, Any],
-                    table: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_attributes(
+    module_name: str, namespace: dict[str, Any], table: dict[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """Module-level ``__getattr__`` and ``__dir__`` serving ``table`` (name -> spec) lazily."""
 
     def __getattr__(name: str) -> Any:

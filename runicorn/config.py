@@ -49,8 +49,9 @@ def new_store_dir_mode() -> int:
     if not 0 <= mode <= 0o7777 or mode & 0o700 != 0o700:
         from runicorn.errors import RunicornError
 
-        raise RunicornError(f"{DIR_MODE_VAR}={text!r} is not an octal directory mode giving the owner "
-                            "rwx (e.g. 700, 750, 2770)")
+        raise RunicornError(
+            f"{DIR_MODE_VAR}={text!r} is not an octal directory mode giving the owner rwx (e.g. 700, 750, 2770)"
+        )
     return mode
 
 

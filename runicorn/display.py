@@ -46,8 +46,9 @@ class ProgressLines:
     the block has existed this long (quick work then prints no bar).
     """
 
-    def __init__(self, stream: IO[str] | None = None, *, enabled: bool | None = None,
-                 interval: float = 0.1, delay: float = 0.0) -> None:
+    def __init__(
+        self, stream: IO[str] | None = None, *, enabled: bool | None = None, interval: float = 0.1, delay: float = 0.0
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = _isatty(self.stream) if enabled is None else enabled
         self.interval = interval
@@ -81,7 +82,7 @@ class ProgressLines:
             width = _columns(self.stream)
             out = [f"\x1b[{self.drawn}A"] if self.drawn else []
             # A line as wide as the terminal would wrap and break the cursor arithmetic.
-            out += ["\r\x1b[2K" + t[:width - 1] + "\n" for t in self.texts]
+            out += ["\r\x1b[2K" + t[: width - 1] + "\n" for t in self.texts]
             self.drawn = len(self.texts)
             try:
                 self.stream.write("".join(out))

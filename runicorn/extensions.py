@@ -38,14 +38,19 @@ class RunsExtension(StoreExtension):
     def problems(self, store: Any, *, deep: bool) -> Iterable[dict[str, Any]]:
         from runicorn.runs.delete import interrupted_deletions
 
-        return [{"kind": "interrupted_deletion",
-                 "detail": f"{trash} is left by a killed deletion of run {run_id}; "
-                           "`runicorn gc` (or verify --repair) finishes it",
-                 "path": str(trash)}
-                for run_id, trash in interrupted_deletions(store)]
+        return [
+            {
+                "kind": "interrupted_deletion",
+                "detail": f"{trash} is left by a killed deletion of run {run_id}; "
+                "`runicorn gc` (or verify --repair) finishes it",
+                "path": str(trash),
+            }
+            for run_id, trash in interrupted_deletions(store)
+        ]
 
-    def keep_code_tree(self, store: Any, tree: str, *, run_id: str | None, near: Path | None,
-                       source: str) -> str | None:
+    def keep_code_tree(
+        self, store: Any, tree: str, *, run_id: str | None, near: Path | None, source: str
+    ) -> str | None:
         if run_id is None and near is not None:
             from runicorn.runs.index import run_for_path
 
@@ -118,8 +123,16 @@ class SnapshotsExtension(StoreExtension):
         from runicorn.snapshot.scan import scan_workspace, store_dirs
 
         rules = IgnoreRules(root, read_ignore_file(root, ".rnignore", create_default=False), None)
-        return scan_workspace(root.resolve(), rules, skip_dirs=store_dirs(store), skip_files=set(), max_files=0,
-                              max_total_bytes=0, force=True, run_root=str(store.root.resolve()) + os.sep)
+        return scan_workspace(
+            root.resolve(),
+            rules,
+            skip_dirs=store_dirs(store),
+            skip_files=set(),
+            max_files=0,
+            max_total_bytes=0,
+            force=True,
+            run_root=str(store.root.resolve()) + os.sep,
+        )
 
 
 def register_features() -> None:

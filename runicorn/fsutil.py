@@ -289,9 +289,15 @@ class GroupCommit:
     with :meth:`StagedFile.hand_over`.
     """
 
-    def __init__(self, root: Path, *, max_files: int = 4096, max_bytes: int = 1 << 30,
-                 keep: Callable[[Path, str], bool] | None = None,
-                 before_renames: Callable[[list[str]], None] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_files: int = 4096,
+        max_bytes: int = 1 << 30,
+        keep: Callable[[Path, str], bool] | None = None,
+        before_renames: Callable[[list[str]], None] | None = None,
+    ) -> None:
         """``keep(dest, key)`` is asked just before each rename (False: not published);
         ``before_renames(keys)`` runs once per batch, after the data sync, before the renames."""
         self.root = root
@@ -350,8 +356,7 @@ class GroupCommit:
                     self.failed[key or str(dest)] = exc
 
 
-def atomic_write_bytes(dest: Path, data: bytes, *, staging_dir: Path | None = None,
-                       mode: int = 0o644) -> Path:
+def atomic_write_bytes(dest: Path, data: bytes, *, staging_dir: Path | None = None, mode: int = 0o644) -> Path:
     """Write ``data`` to ``dest`` atomically and durably.
 
     ``staging_dir`` defaults to ``dest``'s directory (always the same filesystem).
@@ -391,7 +396,7 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
     """
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def append_line_durable(path: Path, line: str) -> None:

@@ -28,9 +28,15 @@ def git_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
     env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")  # read only: take no index lock
     try:
-        out = subprocess.run([git, "-C", os.fspath(path), "status", "--porcelain=v2", "--branch"],
-                             capture_output=True, text=True, timeout=GIT_TIMEOUT_S, env=env,
-                             stdin=subprocess.DEVNULL, errors="replace")
+        out = subprocess.run(
+            [git, "-C", os.fspath(path), "status", "--porcelain=v2", "--branch"],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            errors="replace",
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:

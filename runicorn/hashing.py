@@ -108,7 +108,8 @@ def changed_while_reading(path: Path | str, before: os.stat_result, after: os.st
     """The error for a file whose size or mtime moved between ``before`` and ``after``."""
     return ChangedWhileReadingError(
         f"{path}: file changed while it was being read "
-        f"(size {before.st_size}->{after.st_size}, mtime_ns {before.st_mtime_ns}->{after.st_mtime_ns})")
+        f"(size {before.st_size}->{after.st_size}, mtime_ns {before.st_mtime_ns}->{after.st_mtime_ns})"
+    )
 
 
 class GitBlobHasher:

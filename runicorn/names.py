@@ -34,8 +34,9 @@ def ambiguous(prefix: str, what: str, matches: list[str]) -> str:
     return f"{what} prefix {prefix!r} is ambiguous: it matches {count} {what}s ({shown}); give more characters"
 
 
-def unique_prefix(prefix: str, candidates: Iterable[str], *, what: str,
-                  error: type[Exception] = AmbiguousPrefixError) -> str | None:
+def unique_prefix(
+    prefix: str, candidates: Iterable[str], *, what: str, error: type[Exception] = AmbiguousPrefixError
+) -> str | None:
     """The candidate equal to ``prefix``, else the only one starting with it, else None.
 
     Raises:

@@ -55,8 +55,10 @@ def validate_relpath(rel: str, *, what: str = "path", portable: bool = False) ->
     if len(rel) > MAX_NAME_BYTES // 4:  # shorter paths cannot hold a too-long name
         for part in parts:
             if len(part) > MAX_NAME_BYTES // 4 and len(part.encode("utf-8")) > MAX_NAME_BYTES:
-                raise UnsafePathError(f"{what} {short_repr(rel)} has a name of {len(part.encode('utf-8'))} "
-                                      f"bytes; the limit is {MAX_NAME_BYTES}")
+                raise UnsafePathError(
+                    f"{what} {short_repr(rel)} has a name of {len(part.encode('utf-8'))} "
+                    f"bytes; the limit is {MAX_NAME_BYTES}"
+                )
     return rel
 
 
@@ -78,8 +80,9 @@ def check_name_and_depth(rel: str, depth: int, *, what: str = "path") -> None:
             size = len(rel.encode("utf-8"))
         except UnicodeEncodeError:
             raw = rel.encode("utf-8", "surrogateescape")
-            raise UnsafePathError(f"{what} {short_repr(raw)} is not valid UTF-8; rename it (only UTF-8 "
-                                  "names can be stored)") from None
+            raise UnsafePathError(
+                f"{what} {short_repr(raw)} is not valid UTF-8; rename it (only UTF-8 names can be stored)"
+            ) from None
     if size > MAX_PATH_BYTES:
         raise UnsafePathError(f"{what} {short_repr(rel)} is {size} bytes long; the limit is {MAX_PATH_BYTES}")
 

@@ -19,8 +19,10 @@ from typing import Any
 
 from runicorn.errors import RunicornError, SSHConnectError, SSHRefusedError
 
-_TARGET_RE = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>\[[^\]\s]+\]|[^@:/\s\[\]]+)"
-                        r"(?::(?P<port>\d{1,5}))?:(?P<path>.+)$")
+_TARGET_RE = re.compile(
+    r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>\[[^\]\s]+\]|[^@:/\s\[\]]+)"
+    r"(?::(?P<port>\d{1,5}))?:(?P<path>.+)$"
+)
 
 
 @dataclass
@@ -56,8 +58,15 @@ def _known_hosts_files(cfg: dict[str, Any]) -> list[Path]:
     return paths
 
 
-def connect(host: str, port: int | None = None, user: str | None = None, *, identity: str | None = None,
-            accept_new_host_key: bool = False, timeout: float = 20.0) -> Any:
+def connect(
+    host: str,
+    port: int | None = None,
+    user: str | None = None,
+    *,
+    identity: str | None = None,
+    accept_new_host_key: bool = False,
+    timeout: float = 20.0,
+) -> Any:
     """Return a connected ``paramiko.SSHClient`` for ``[user@]host[:port]`` (``~/.ssh/config`` aliases work).
 
     Raises:
@@ -106,16 +115,26 @@ def connect(host: str, port: int | None = None, user: str | None = None, *, iden
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
             raise SSHRefusedError(
                 f"host key for {hostname} is unknown ({key.get_name()} {key.fingerprint}); verify it, "
-                f"then rerun with --accept-new-host-key (or RUNICORN_SSH_ACCEPT_NEW_HOST_KEY=1)")
+                f"then rerun with --accept-new-host-key (or RUNICORN_SSH_ACCEPT_NEW_HOST_KEY=1)"
+            )
 
     client.set_missing_host_key_policy(_AcceptNew() if accept_new_host_key else _Reject())
     sock = None
     if cfg.get("proxycommand"):
         sock = paramiko.ProxyCommand(cfg["proxycommand"])
     try:
-        client.connect(hostname, port=port, username=user, key_filename=keys or None,  # type: ignore[arg-type]  # a list is accepted too
-                       look_for_keys=not keys, allow_agent=True, timeout=timeout, sock=sock,
-                       banner_timeout=timeout, auth_timeout=timeout)
+        client.connect(
+            hostname,
+            port=port,
+            username=user,
+            key_filename=keys or None,  # type: ignore[arg-type]  # a list is accepted too
+            look_for_keys=not keys,
+            allow_agent=True,
+            timeout=timeout,
+            sock=sock,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
     except SSHConnectError:
         client.close()
         raise
@@ -123,7 +142,8 @@ def connect(host: str, port: int | None = None, user: str | None = None, *, iden
         client.close()
         raise SSHRefusedError(
             f"host key for {hostname} CHANGED (got {exc.key.get_name()}, known hosts say "
-            f"otherwise); refusing to connect - possible man-in-the-middle") from None
+            f"otherwise); refusing to connect - possible man-in-the-middle"
+        ) from None
     except paramiko.AuthenticationException as exc:
         client.close()
         raise SSHRefusedError(f"authentication as {user}@{hostname}:{port} failed: {exc}") from None

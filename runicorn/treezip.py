@@ -56,8 +56,12 @@ def _add_whole(zf: Any, info: Any, data: bytes) -> None:
     zf.start_dir = zf.fp.tell()
 
 
-def write_zip(blob_path: Callable[[str], Path], entries: dict[str, TreeEntry], out_zip: Path,
-              mtimes: dict[str, float] | None = None) -> Path:
+def write_zip(
+    blob_path: Callable[[str], Path],
+    entries: dict[str, TreeEntry],
+    out_zip: Path,
+    mtimes: dict[str, float] | None = None,
+) -> Path:
     """Write a zip of a tree from blobs (``blob_path(sha)`` locates one), atomically; return its path.
 
     Compressible files are deflated at level 1 (fast); already-compressed data is
@@ -106,7 +110,6 @@ def write_zip(blob_path: Callable[[str], Path], entries: dict[str, TreeEntry], o
                     with zf.open(info, "w", force_zip64=e.size > (1 << 31)) as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
         return staged.commit(out_zip)
-
 
 
 __all__ = ["write_zip"]

@@ -54,8 +54,7 @@ def run_groups(work: Callable[[list[T]], None], groups: list[list[T]]) -> None:
             future.result()
 
 
-def run_queue(work: Callable[[Iterator[T]], None], items: Sequence[T], n: int,
-              size_of: Callable[[T], int]) -> None:
+def run_queue(work: Callable[[Iterator[T]], None], items: Sequence[T], n: int, size_of: Callable[[T], int]) -> None:
     """Run ``n`` workers that each take items, largest first, from one shared queue until it
     is empty: for network transfers, whose cost per item (a round trip, the store's latency)
     is unknown up front, so no worker idles while another still has a backlog (as a static

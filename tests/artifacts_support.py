@@ -30,10 +30,10 @@ class Route:
     data: bytes = b""
     status: int = 200
     cut_after: int | None = None  # close the connection after this many body bytes (once)
-    ranges: bool = True            # honour Range requests
+    ranges: bool = True  # honour Range requests
     stall_after: int | None = None  # send this many body bytes, then hang (once)
-    chunked: bool = False          # no Content-Length: Transfer-Encoding: chunked
-    pace: float = 0.0              # seconds to wait before each 1 MiB of the body (a slow link)
+    chunked: bool = False  # no Content-Length: Transfer-Encoding: chunked
+    pace: float = 0.0  # seconds to wait before each 1 MiB of the body (a slow link)
 
 
 @dataclass
@@ -96,7 +96,7 @@ def start_server() -> Server:
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 for i in range(0, len(body), 1 << 16):
-                    piece = body[i:i + (1 << 16)]
+                    piece = body[i : i + (1 << 16)]
                     try:
                         self.wfile.write(b"%x\r\n" % len(piece) + bytes(piece) + b"\r\n")
                     except OSError:  # the client hung up (it may refuse an over-long body)
@@ -129,7 +129,7 @@ def start_server() -> Server:
                     import time
 
                     time.sleep(route.pace)
-                self.wfile.write(body[i:i + (1 << 20)])
+                self.wfile.write(body[i : i + (1 << 20)])
 
     class Quiet(http.server.ThreadingHTTPServer):
         def handle_error(self, request: Any, client_address: Any) -> None:

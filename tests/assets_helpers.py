@@ -42,8 +42,12 @@ def hostile_manifest(path: Path, files: dict[str, tuple[str, str, int]]) -> Path
         sha, mode, _ = files[p]
         h.update(f"{mode} {sha} ".encode() + p.encode() + b"\n")
     manifest = {
-        "format": "runicorn.manifest", "format_version": 1, "tree": h.hexdigest(),
-        "created_at": "2025-01-01T00:00:00Z", "source": None, "file_count": len(files),
+        "format": "runicorn.manifest",
+        "format_version": 1,
+        "tree": h.hexdigest(),
+        "created_at": "2025-01-01T00:00:00Z",
+        "source": None,
+        "file_count": len(files),
         "total_size_bytes": sum(s for _, _, s in files.values()),
         "files": {p: {"sha256": sha, "mode": mode, "size_bytes": size} for p, (sha, mode, size) in files.items()},
     }

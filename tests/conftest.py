@@ -81,8 +81,9 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
     """A running SeaweedFS for the whole session (defined here once, so every test module
     shares one instance per worker)."""
-    yield from _serve(SeaweedServer(tmp_path_factory.mktemp("seaweed")), SeaweedUnavailable,
-                      "SeaweedFS for S3 remote tests")
+    yield from _serve(
+        SeaweedServer(tmp_path_factory.mktemp("seaweed")), SeaweedUnavailable, "SeaweedFS for S3 remote tests"
+    )
 
 
 @pytest.fixture

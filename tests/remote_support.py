@@ -62,12 +62,14 @@ def opened(remote: Env) -> Iterator[Any]:
                 os.environ[k] = v
 
 
-def rn(args: list[str], *, storage: Path, env: Env | None = None, cwd: Path | None = None,
-       check: bool = True) -> subprocess.CompletedProcess[str]:
+def rn(
+    args: list[str], *, storage: Path, env: Env | None = None, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a child process, as a user would."""
     full = {**os.environ, "RUNICORN_DIR": str(storage), **(env.env if env else {})}
-    p = subprocess.run([sys.executable, "-m", "runicorn", *args], cwd=cwd, env=full, capture_output=True,
-                       text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "runicorn", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=300
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"runicorn {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
     return p
@@ -96,6 +98,7 @@ def make_tree(root: Path, seed: int, *, big: bool = True) -> Path:
 
 def same_tree(a: Path, b: Path) -> None:
     """Assert two directories hold byte-identical files, symlinks and exec bits."""
+
     def listing(root: Path) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for p in sorted(root.rglob("*")):

@@ -25,9 +25,11 @@ def test_warm_path_imports_nothing_heavy(tmp_path: Path) -> None:
         "heavy = ('tomlkit', 'click', 'paramiko', 'urllib.request', 'tarfile', 'http.client', 'apsw')\n"
         "assert not [m for m in heavy if m in sys.modules], 'import runicorn'\n"
         f"rn.artifact('d', toml={str(toml)!r})\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)),
-                         capture_output=True, text=True)
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -43,12 +45,27 @@ def test_lookup_never_loads_the_install_path(tmp_path: Path) -> None:
         "import sys, runicorn as rn\n"
         f"rn.artifact('d', toml={str(toml)!r}); rn.artifact_hash('d', {str(toml)!r})\n"
         f"rn.artifact_meta('d', {str(toml)!r}); rn.artifact_exists({tree!r})\n"
-        "print(sorted(m for m in sys.modules if m.startswith('runicorn.artifacts.')))\n")
-    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)),
-                         capture_output=True, text=True)
+        "print(sorted(m for m in sys.modules if m.startswith('runicorn.artifacts.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
-    mutating = {f"runicorn.artifacts.{m}" for m in ("install", "download", "extract", "create", "materialize",
-                                                    "toml_write", "gcroots", "installed", "bindings", "usage")}
+    mutating = {
+        f"runicorn.artifacts.{m}"
+        for m in (
+            "install",
+            "download",
+            "extract",
+            "create",
+            "materialize",
+            "toml_write",
+            "gcroots",
+            "installed",
+            "bindings",
+            "usage",
+        )
+    }
     assert "runicorn.artifacts.lookup" in out.stdout and not mutating & set(ast.literal_eval(out.stdout))
 
 
@@ -59,8 +76,9 @@ def test_install_uses_no_private_helper_of_lookup() -> None:
 
     pkg = REPO / "runicorn" / "artifacts"
     install = ast.parse((pkg / "install.py").read_text("utf-8"))
-    assert not [n.lineno for n in ast.walk(install)
-                if isinstance(n, ast.ImportFrom) and n.module == "runicorn.artifacts.lookup"]
+    assert not [
+        n.lineno for n in ast.walk(install) if isinstance(n, ast.ImportFrom) and n.module == "runicorn.artifacts.lookup"
+    ]
     lookup = ast.parse((pkg / "lookup.py").read_text("utf-8"))
     top = [n.module for n in lookup.body if isinstance(n, ast.ImportFrom)]
     assert "runicorn.artifacts.install" not in top
@@ -70,7 +88,7 @@ def test_verify_and_remove(tmp_path: Path) -> None:
     tree = rn.create_artifact(src=make_tree(tmp_path / "src"))
     p = rn.artifact_path(tree)
     assert rn.verify_artifact(tree)
-    tool = p / "sub" / "deeper" / "tool.sh"   # executables are private copies, so writable here
+    tool = p / "sub" / "deeper" / "tool.sh"  # executables are private copies, so writable here
     tool.write_text("#!/bin/sh\necho tampered\n")
     assert not rn.verify_artifact(tree)
     assert rn.remove_artifact(tree) and not rn.artifact_exists(tree)
@@ -89,8 +107,12 @@ def test_create_artifact_argument_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("cmd", ["bind", "unbind", "fetch", "path", "status", "export"])
 def test_cli_help(cmd: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "runicorn", cmd, "--help"],
-                         env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "runicorn", cmd, "--help"],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and "Usage:" in out.stdout
 
 
@@ -126,9 +148,11 @@ def test_create_then_bind_script_is_idempotent(tmp_path: Path) -> None:
     def script() -> Path:
         h = rn.artifact_hash("iris", toml)
         if h is None or not rn.artifact_exists(h):
+
             def fill(d: Path) -> None:
                 calls.append(d)
                 (d / "iris.csv").write_text("5.1,3.5,1.4,0.2,setosa\n")
+
             h = rn.create_artifact(fill)
             rn.bind_artifact(toml, "iris", h)
         return rn.artifact_path(h)
@@ -144,8 +168,10 @@ def test_empty_tree_has_gits_empty_tree_id(tmp_path: Path) -> None:
     assert rn.tree_hash(tmp_path / "empty", kind="git-tree-sha1") == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
-@pytest.mark.parametrize("bad", ["../../x", "/abs", "/etc", "..", "", "a" * 63, "a" * 64 + "\n",
-                                 "A" * 64, "../" + "a" * 61, "b" * 40 + "/.."])
+@pytest.mark.parametrize(
+    "bad",
+    ["../../x", "/abs", "/etc", "..", "", "a" * 63, "a" * 64 + "\n", "A" * 64, "../" + "a" * 61, "b" * 40 + "/.."],
+)
 def test_tree_arguments_must_be_tree_ids(tmp_path: Path, bad: str) -> None:
     tree = rn.create_artifact(src=make_tree(tmp_path / "src"))
     victim = tmp_path / "x"

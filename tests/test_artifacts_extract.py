@@ -19,8 +19,7 @@ from tests.artifacts_support import make_tree
 
 
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".zip"])
-def test_formats_round_trip_and_are_reproducible(tmp_path: Path, suffix: str,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_formats_round_trip_and_are_reproducible(tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     src = make_tree(tmp_path / "src")
     tree = rn.create_artifact(src=src)
     a, b = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
@@ -72,12 +71,22 @@ HOSTILE = {
     "dotdot": ([(_ti("ok/../../evil-dotdot"), b"x")], "evil-dotdot"),
     "symlink escape": ([(_ti("link", tarfile.SYMTYPE, "../../outside"), None)], "link"),
     "absolute symlink": ([(_ti("link", tarfile.SYMTYPE, "/etc"), None)], "link"),
-    "write through symlink": ([(_ti("sub", tarfile.DIRTYPE), None),
-                               (_ti("d", tarfile.SYMTYPE, "sub"), None),
-                               (_ti("d/evil", tarfile.REGTYPE), b"x")], "through the symlink"),
-    "chained symlink escape": ([(_ti("d", tarfile.DIRTYPE), None),
-                                (_ti("d/x", tarfile.SYMTYPE, ".."), None),
-                                (_ti("d/y", tarfile.SYMTYPE, "x/.."), None)], "outside"),
+    "write through symlink": (
+        [
+            (_ti("sub", tarfile.DIRTYPE), None),
+            (_ti("d", tarfile.SYMTYPE, "sub"), None),
+            (_ti("d/evil", tarfile.REGTYPE), b"x"),
+        ],
+        "through the symlink",
+    ),
+    "chained symlink escape": (
+        [
+            (_ti("d", tarfile.DIRTYPE), None),
+            (_ti("d/x", tarfile.SYMTYPE, ".."), None),
+            (_ti("d/y", tarfile.SYMTYPE, "x/.."), None),
+        ],
+        "outside",
+    ),
     "hardlink escape": ([(_ti("h", tarfile.LNKTYPE, "../../etc/passwd"), None)], "h"),
     "hardlink to unknown": ([(_ti("h", tarfile.LNKTYPE, "later"), None), (_ti("later"), b"x")], "hardlink"),
     "device node": ([(_ti("dev", tarfile.CHRTYPE), None)], "dev"),
@@ -127,13 +136,16 @@ def _zip(entries: list[tuple[str, bytes, int]]) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("entries,needle", [
-    ([("../evil", b"x", 0o100644)], "../evil"),
-    ([("/abs", b"x", 0o100644)], "/abs"),
-    ([("l", b"../../x", 0o120777)], "outside"),
-    ([("l", b"sub", 0o120777), ("l/f", b"x", 0o100644)], "through the symlink"),
-    ([("fifo", b"", 0o010644)], "FIFO"),
-])
+@pytest.mark.parametrize(
+    "entries,needle",
+    [
+        ([("../evil", b"x", 0o100644)], "../evil"),
+        ([("/abs", b"x", 0o100644)], "/abs"),
+        ([("l", b"../../x", 0o120777)], "outside"),
+        ([("l", b"sub", 0o120777), ("l/f", b"x", 0o100644)], "through the symlink"),
+        ([("fifo", b"", 0o010644)], "FIFO"),
+    ],
+)
 def test_hostile_zip_is_refused(tmp_path: Path, entries: list, needle: str) -> None:
     archive = tmp_path / "evil.zip"
     archive.write_bytes(_zip(entries))
@@ -204,7 +216,7 @@ def _corrupt_archives(tmp_path: Path) -> dict[str, Path]:
     raw = bytearray(buf.getvalue())
     unsupported = tmp_path / "method99.zip"  # an unknown compression method -> NotImplementedError
     for off in (8, raw.rfind(b"PK\x01\x02") + 10):
-        raw[off:off + 2] = (99).to_bytes(2, "little")
+        raw[off : off + 2] = (99).to_bytes(2, "little")
     unsupported.write_bytes(bytes(raw))
     out["unsupported.zip"] = unsupported
     raw = bytearray(buf.getvalue())
@@ -226,8 +238,11 @@ def test_corrupt_or_unsupported_archives_are_one_clear_error(tmp_path: Path) -> 
         msg = str(ei.value)
         assert msg.startswith(f"{archive}: "), (case, msg)
         assert "\n" not in msg and len(msg) < len(str(archive)) + 300, (case, msg)
-        assert type(ei.value) is ArtifactError and "corrupt or unsupported archive" in msg \
-            or type(ei.value) is UnsafeArchiveError, (case, msg)  # garbage may also decode as a bad member
+        assert (
+            type(ei.value) is ArtifactError
+            and "corrupt or unsupported archive" in msg
+            or type(ei.value) is UnsafeArchiveError
+        ), (case, msg)  # garbage may also decode as a bad member
     assert store.index.scalar("SELECT COUNT(*) FROM trees") == 1  # only the tree the archives came from
     assert store.index.scalar("SELECT COUNT(*) FROM holds") == holds
 
@@ -239,9 +254,13 @@ def test_cli_bind_of_a_corrupt_archive_exits_1_with_one_line(tmp_path: Path, cas
 
     archive = _corrupt_archives(tmp_path)[case]
     repo = Path(__file__).resolve().parent.parent
-    r = subprocess.run([sys.executable, "-m", "runicorn", "bind", "x", str(archive)],
-                       env=dict(os.environ, PYTHONPATH=str(repo)), capture_output=True, text=True,
-                       cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "runicorn", "bind", "x", str(archive)],
+        env=dict(os.environ, PYTHONPATH=str(repo)),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith(f"error: {archive}: ") and "archive" in r.stderr

@@ -21,8 +21,7 @@ def _git_write_tree(path: Path) -> str:
     env = dict(os.environ, GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1")
     subprocess.run(["git", "init", "-q", str(path)], check=True, env=env)
     subprocess.run(["git", "-C", str(path), "add", "-A"], check=True, env=env)
-    out = subprocess.run(["git", "-C", str(path), "write-tree"], check=True, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(["git", "-C", str(path), "write-tree"], check=True, env=env, capture_output=True, text=True)
     return out.stdout.strip()
 
 

@@ -84,8 +84,12 @@ def test_mirror_fallback_after_404_and_wrong_sha(tmp_path: Path, server) -> None
     server.routes["/wrong"] = Route(data[:-10] + b"0123456789")
     server.routes["/good"] = Route(data)
     toml = tmp_path / "Runicorn.toml"
-    rn.bind_artifact(toml, "data", tree, download_info=[
-        (server.url("/gone"), sha), (server.url("/wrong"), sha), (server.url("/good"), sha)])
+    rn.bind_artifact(
+        toml,
+        "data",
+        tree,
+        download_info=[(server.url("/gone"), sha), (server.url("/wrong"), sha), (server.url("/good"), sha)],
+    )
     p = rn.ensure_artifact_installed("data", toml)
     assert (p / "a.txt").exists()
     assert [len(server.gets(x)) for x in ("/gone", "/wrong", "/good")] == [1, 1, 1]  # no pointless retries
@@ -97,8 +101,9 @@ def test_every_source_failing_lists_each_and_installs_nothing(tmp_path: Path, se
     server.routes["/other"] = Route(other_data)
     toml = tmp_path / "Runicorn.toml"
     # the archive is intact (its sha256 matches) but holds a different tree
-    rn.bind_artifact(toml, "data", tree, download_info=[
-        (server.url("/missing"), sha), (server.url("/other"), other_sha)])
+    rn.bind_artifact(
+        toml, "data", tree, download_info=[(server.url("/missing"), sha), (server.url("/other"), other_sha)]
+    )
     with pytest.raises(DownloadError) as ei:
         rn.ensure_artifact_installed("data", toml)
     msg = str(ei.value)
@@ -125,8 +130,9 @@ def test_resume_after_interrupted_download(tmp_path: Path, server) -> None:  # t
     assert not list((open_store().artifacts_dir / ".downloads").iterdir())
 
 
-def test_partial_file_survives_a_failed_fetch_and_is_resumed_later(tmp_path: Path, server,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_partial_file_survives_a_failed_fetch_and_is_resumed_later(
+    tmp_path: Path, server, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     tree, data, sha = _published(tmp_path)
     monkeypatch.setattr(download, "RETRIES", 1)
     server.routes["/big"] = Route(data, cut_after=3000)
@@ -150,8 +156,12 @@ def test_two_processes_install_once(tmp_path: Path, server) -> None:  # type: ig
         print(rn.ensure_artifact_installed("data", {str(toml)!r}))
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert {o.strip() for o, _ in outs} == {str(open_store().artifacts_dir / tree)}
@@ -163,15 +173,17 @@ def test_julia_artifacts_toml_with_git_tree_sha1(tmp_path: Path, server) -> None
     git = rn.tree_hash(tmp_path / "src0", kind="git-tree-sha1")
     server.routes["/j.tar.gz"] = Route(data)
     toml = tmp_path / "Artifacts.toml"
-    toml.write_text(textwrap.dedent(f"""
+    toml.write_text(
+        textwrap.dedent(f"""
         [jdata]
         git-tree-sha1 = "{git}"
         lazy = true
 
             [[jdata.download]]
-            url = "{server.url('/j.tar.gz')}"
+            url = "{server.url("/j.tar.gz")}"
             sha256 = "{sha}"
-    """))
+    """)
+    )
     p = rn.artifact("jdata", toml=toml)
     assert p.name == git and (p / "a.txt").read_text() == "alpha 0\n"
     assert rn.verify_artifact(git) and rn.verify_artifact(tree)
@@ -181,8 +193,12 @@ def test_julia_artifacts_toml_with_git_tree_sha1(tmp_path: Path, server) -> None
         rn.ensure_artifact_installed("jdata", toml)
     # the CLI reads Julia files too
     toml.write_text(toml.read_text().replace("0" * 40, git))
-    out = subprocess.run([sys.executable, "-m", "runicorn", "fetch", "--include-lazy", "--toml", str(toml)],
-                         env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "runicorn", "fetch", "--include-lazy", "--toml", str(toml)],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -201,7 +217,9 @@ def test_gc_keeps_bound_trees_and_collects_after_the_toml_goes(tmp_path: Path, s
     server.routes["/a"] = Route(data)
     toml = tmp_path / "p" / "Runicorn.toml"
     toml.parent.mkdir()
-    rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/a"), sha)], platform={"os": "linux", "arch": "x86_64"})
+    rn.bind_artifact(
+        toml, "data", tree, download_info=[(server.url("/a"), sha)], platform={"os": "linux", "arch": "x86_64"}
+    )
     rn.ensure_artifact_installed("data", toml, platform={"os": "linux", "arch": "x86_64"})
     # another platform's variant of the same file, never installed here, stays a root too
     other = rn.create_artifact(lambda d: (d / "x").write_text("arm"))
@@ -232,8 +250,9 @@ def test_cli_bind_fetch_status_path(tmp_path: Path, server) -> None:  # type: ig
     out = tmp_path / "pub.tar.gz"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "runicorn", *args], env=env, capture_output=True,
-                              text=True, cwd=toml.parent)
+        return subprocess.run(
+            [sys.executable, "-m", "runicorn", *args], env=env, capture_output=True, text=True, cwd=toml.parent
+        )
 
     r = run("bind", "data", str(src), "--archive", str(out), "--url", server.url("/pub.tar.gz"), "--lazy")
     assert r.returncode == 0, r.stderr
@@ -330,13 +349,15 @@ def test_cli_bind_from_tree_id_and_archive_with_platforms(tmp_path: Path, server
     toml.parent.mkdir()
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "runicorn", *args], env=env, capture_output=True,
-                              text=True, cwd=toml.parent)
+        return subprocess.run(
+            [sys.executable, "-m", "runicorn", *args], env=env, capture_output=True, text=True, cwd=toml.parent
+        )
 
     r = run("bind", "tool", str(archive), "--url", server.url("/pub0.tar.gz"), "--platform", "os=linux,arch=aarch64")
     assert r.returncode == 0, r.stderr
     assert rn.artifact_meta("tool", toml, platform={"os": "linux", "arch": "aarch64"})["download"] == [
-        {"url": server.url("/pub0.tar.gz"), "sha256": sha, "size": len(data)}]
+        {"url": server.url("/pub0.tar.gz"), "sha256": sha, "size": len(data)}
+    ]
     other = rn.create_artifact(lambda d: (d / "x86").write_text("x"))
     r = run("bind", "tool", other[:10], "--platform", "os=linux,arch=x86_64")
     assert r.returncode == 0, r.stderr
@@ -351,13 +372,16 @@ def test_cli_bind_from_tree_id_and_archive_with_platforms(tmp_path: Path, server
     assert json.loads(r.stdout)["artifacts"][0]["tree"] == tree
 
 
-def test_downloads_are_bounded_by_size_or_by_download_max(tmp_path: Path, server,  # type: ignore[no-untyped-def]
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_downloads_are_bounded_by_size_or_by_download_max(
+    tmp_path: Path,
+    server,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     tree, data, sha = _published(tmp_path)
     toml = tmp_path / "Runicorn.toml"
     big = data + os.urandom(200_000)
-    server.routes["/announced"] = Route(big)               # Content-Length says more than size
-    server.routes["/chunked"] = Route(big, chunked=True)   # no length: only the bytes tell
+    server.routes["/announced"] = Route(big)  # Content-Length says more than size
+    server.routes["/chunked"] = Route(big, chunked=True)  # no length: only the bytes tell
     for route in ("/announced", "/chunked"):
         rn.bind_artifact(toml, "data", tree, download_info=[(server.url(route), sha, len(data))], force=True)
         with pytest.raises(DownloadError) as ei:
@@ -369,8 +393,11 @@ def test_downloads_are_bounded_by_size_or_by_download_max(tmp_path: Path, server
     # no size declared and no Content-Length: $RUNICORN_DOWNLOAD_MAX stops it
     monkeypatch.setenv("RUNICORN_DOWNLOAD_MAX", str(len(data) // 2))
     rn.bind_artifact(toml, "data", tree, download_info=[(server.url("/chunked"), sha)], force=True)
-    with pytest.raises(DownloadError, match=rf"/chunked -> the source sent more than "
-                                            rf"RUNICORN_DOWNLOAD_MAX={len(data) // 2} bytes"):
+    with pytest.raises(
+        DownloadError,
+        match=rf"/chunked -> the source sent more than "
+        rf"RUNICORN_DOWNLOAD_MAX={len(data) // 2} bytes",
+    ):
         rn.ensure_artifact_installed("data", toml)
     store = open_store()
     assert not (store.artifacts_dir / tree).exists()
@@ -381,8 +408,11 @@ def test_downloads_are_bounded_by_size_or_by_download_max(tmp_path: Path, server
     assert (rn.ensure_artifact_installed("data", toml) / "a.txt").read_text() == "alpha 0\n"
 
 
-def test_download_max_must_be_a_number(tmp_path: Path, server,  # type: ignore[no-untyped-def]
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_max_must_be_a_number(
+    tmp_path: Path,
+    server,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     tree, data, sha = _published(tmp_path)
     server.routes["/a"] = Route(data, chunked=True)
     toml = tmp_path / "Runicorn.toml"
@@ -392,8 +422,12 @@ def test_download_max_must_be_a_number(tmp_path: Path, server,  # type: ignore[n
         rn.ensure_artifact_installed("data", toml)
 
 
-def test_download_without_size_stops_at_the_free_space(tmp_path: Path, server,  # type: ignore[no-untyped-def]
-                                                       monkeypatch: pytest.MonkeyPatch, tiny_fs: Path) -> None:
+def test_download_without_size_stops_at_the_free_space(
+    tmp_path: Path,
+    server,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_fs: Path,
+) -> None:
     """A real 4 MiB tmpfs as the storage root: a 6 MiB body with no length is refused early."""
     from runicorn.store.cache import forget_open_stores
 
@@ -443,13 +477,16 @@ def test_gc_survives_an_unreadable_logged_toml_and_keeps_its_bindings(tmp_path: 
     for dry in (True, False):
         report = store.gc(grace_seconds=0, dry_run=dry)
         assert tree not in report["tree_ids"]
-        assert report["warnings"] == [f"kept the earlier bindings of {toml}: {toml}: cannot be read "
-                                      "(Is a directory)"]
+        assert report["warnings"] == [f"kept the earlier bindings of {toml}: {toml}: cannot be read (Is a directory)"]
     assert store.has_tree(tree) and rn.artifact_exists(tree)
     assert store.index.query("SELECT path FROM toml_usage") == [(str(toml),)]
     # the CLI says so on stderr, once, and still succeeds
-    r = subprocess.run([sys.executable, "-m", "runicorn", "gc", "--grace", "0s"], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    r = subprocess.run(
+        [sys.executable, "-m", "runicorn", "gc", "--grace", "0s"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert r.returncode == 0, r.stderr
     assert r.stderr == f"warning: kept the earlier bindings of {toml}: {toml}: cannot be read (Is a directory)\n"
     assert "Traceback" not in r.stderr and store.has_tree(tree)
@@ -487,7 +524,8 @@ def test_bind_logs_usage_before_writing_the_toml(tmp_path: Path) -> None:
     toml = tmp_path / "p" / "Runicorn.toml"
     toml.parent.mkdir()
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    _killed_midway(f"""
+    _killed_midway(
+        f"""
         import os, signal
         import runicorn as rn
         from runicorn.artifacts import toml_write
@@ -497,7 +535,9 @@ def test_bind_logs_usage_before_writing_the_toml(tmp_path: Path) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         toml_write.atomic_write_text = write_then_die
         rn.bind_artifact({str(toml)!r}, "data", {tree!r})
-    """, env)
+    """,
+        env,
+    )
     assert rn.artifact_hash("data", toml) == tree
     store = open_store()
     assert (store.artifacts_dir / "usage.log").read_text() == f"{toml}\n"
@@ -511,7 +551,8 @@ def test_usage_log_line_is_written_before_the_index_row(tmp_path: Path) -> None:
     toml = tmp_path / "Runicorn.toml"
     toml.write_text("")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    _killed_midway(f"""
+    _killed_midway(
+        f"""
         import os, signal
         from runicorn.artifacts.install import record_usage
         from runicorn.store import open_store
@@ -520,7 +561,9 @@ def test_usage_log_line_is_written_before_the_index_row(tmp_path: Path) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         store.index.write = die
         record_usage(store, {str(toml)!r})
-    """, env)
+    """,
+        env,
+    )
     store = open_store()
     assert (store.artifacts_dir / "usage.log").read_text() == f"{toml}\n"
     assert store.index.query("SELECT path FROM toml_usage") == []

@@ -15,8 +15,13 @@ from tests.artifacts_support import make_tree
 
 
 def cli(root: Path, *args: str, check: int | None = 0, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "runicorn", "--storage", str(root), *args],
-                          capture_output=True, text=True, timeout=300, cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runicorn", "--storage", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
     if check is not None:
         assert proc.returncode == check, (args, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -68,10 +73,13 @@ def installed_tree(root: Path, tmp_path: Path, name: str, *, seed: int = 0, file
     for i in range(files):
         (src / "many").mkdir(exist_ok=True)
         (src / "many" / f"{i}.txt").write_text(f"{name} {i}\n" * 20)
-    code = ("import sys\nfrom runicorn.artifacts.create import create_artifact\n"
-            "print(create_artifact(src=sys.argv[1], storage=sys.argv[2]))\n")
-    out = subprocess.run([sys.executable, "-c", code, str(src), str(root)], capture_output=True, text=True,
-                         timeout=300, check=True).stdout
+    code = (
+        "import sys\nfrom runicorn.artifacts.create import create_artifact\n"
+        "print(create_artifact(src=sys.argv[1], storage=sys.argv[2]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(src), str(root)], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
     tree = out.split()[-1]
     assert (root / "artifacts" / tree).is_dir()
     return src, tree
@@ -162,8 +170,9 @@ def _crash_store(root: Path, tmp_path: Path, trial: int) -> tuple[Path, str, lis
     keep_src, keep = installed_tree(root, tmp_path / f"t{trial}", "keep", seed=100 + trial)
     with Store(root) as s:
         s.pin(keep, "keep")
-    doomed = [installed_tree(root, tmp_path / f"t{trial}", f"doomed{i}", seed=10 * trial + i, files=300)[1]
-              for i in range(2)]
+    doomed = [
+        installed_tree(root, tmp_path / f"t{trial}", f"doomed{i}", seed=10 * trial + i, files=300)[1] for i in range(2)
+    ]
     return keep_src, keep, doomed
 
 
@@ -197,8 +206,9 @@ def test_gc_killed_while_removing_installed_folders_is_finished_later(tmp_path: 
     for trial, point in enumerate(("before_rename", "after_rename", "mid_removal")):
         root = tmp_path / f"fixed{trial}"
         keep_src, keep, doomed = _crash_store(root, tmp_path, trial)
-        proc = subprocess.run([sys.executable, "-c", _KILL_CHILD, point, str(root)], capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", _KILL_CHILD, point, str(root)], capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         with Store(root) as s:
             assert not any(s.has_tree(t) for t in doomed), "killed after the COMMIT"
@@ -215,8 +225,12 @@ def test_gc_killed_while_removing_installed_folders_is_finished_later(tmp_path: 
     for trial in range(3, 9):
         root = tmp_path / f"within{trial}"
         keep_src, keep, doomed = _crash_store(root, tmp_path, trial)
-        proc = subprocess.run([sys.executable, "-c", _KILL_CHILD, f"{rng.uniform(0, 0.04):.4f}", str(root)],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", _KILL_CHILD, f"{rng.uniform(0, 0.04):.4f}", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         _check_finished(root, keep_src, keep, doomed, "gc" if trial % 2 else "verify")
     root = tmp_path / "timing"
@@ -227,8 +241,11 @@ def test_gc_killed_while_removing_installed_folders_is_finished_later(tmp_path: 
     for trial in range(9, 11):
         root = tmp_path / f"random{trial}"
         keep_src, keep, doomed = _crash_store(root, tmp_path, trial)
-        proc = subprocess.Popen([sys.executable, "-m", "runicorn", "--storage", str(root), "gc", "--grace", "0"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runicorn", "--storage", str(root), "gc", "--grace", "0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(rng.uniform(0.3, 1.0) * whole)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=300)
@@ -281,14 +298,18 @@ def test_a_toml_missing_for_a_gc_keeps_its_bindings_until_the_retention(tmp_path
     # The file comes back after that: path and fetch say it cannot be installed.
     away.rename(toml)
     r = cli(root, "path", "ds", check=1, cwd=proj)
-    assert r.stderr == (f"error: {toml}: artifact 'ds' ({tree[:12]}) is not installed and cannot be fetched: its "
-                        "tree is not in the store and it has no download source; bind it again from its "
-                        "directory\n")
+    assert r.stderr == (
+        f"error: {toml}: artifact 'ds' ({tree[:12]}) is not installed and cannot be fetched: its "
+        "tree is not in the store and it has no download source; bind it again from its "
+        "directory\n"
+    )
     for args in (("fetch",), ("fetch", "ds")):
         r = cli(root, *args, check=1, cwd=proj)
         assert r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
-        assert r.stderr.startswith(f"error: ds: {toml}: artifact 'ds': cannot be installed: tree {tree} "
-                                   "is not in the store and the entry has no [[download]] sources")
+        assert r.stderr.startswith(
+            f"error: ds: {toml}: artifact 'ds': cannot be installed: tree {tree} "
+            "is not in the store and the entry has no [[download]] sources"
+        )
 
 
 def test_the_retention_is_configurable(tmp_path: Path, monkeypatch) -> None:
@@ -320,9 +341,11 @@ def test_fetch_fails_for_an_artifact_it_cannot_install(tmp_path: Path) -> None:
     toml.write_text(toml.read_text() + f'\n[lost]\ntree-sha256 = "{lost}"\n')  # no download source
     r = cli(root, "fetch", check=1, cwd=proj)
     assert r.stdout.startswith("good: ")
-    assert r.stderr == (f"error: lost: {toml}: artifact 'lost': cannot be installed: tree {lost} is not in the "
-                        "store and the entry has no [[download]] sources; bind it again from its directory or "
-                        "an archive\n")
+    assert r.stderr == (
+        f"error: lost: {toml}: artifact 'lost': cannot be installed: tree {lost} is not in the "
+        "store and the entry has no [[download]] sources; bind it again from its directory or "
+        "an archive\n"
+    )
 
 
 def test_an_index_of_version_3_gets_missing_since(tmp_path: Path) -> None:
@@ -357,8 +380,10 @@ def test_an_installed_git_tree_sha1_artifact_is_not_fetched_again(tmp_path: Path
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(src, ".")
     first = tmp_path / "a" / "Artifacts.toml"
-    first.write_text(f'[j]\ngit-tree-sha1 = "{git}"\n\n    [[j.download]]\n    url = "j.tar.gz"\n'
-                     f'    sha256 = "{hashlib.sha256(archive.read_bytes()).hexdigest()}"\n')
+    first.write_text(
+        f'[j]\ngit-tree-sha1 = "{git}"\n\n    [[j.download]]\n    url = "j.tar.gz"\n'
+        f'    sha256 = "{hashlib.sha256(archive.read_bytes()).hexdigest()}"\n'
+    )
     root = tmp_path / "st"
     p = rn.ensure_artifact_installed("j", first, storage=root)
     archive.unlink()  # the source is gone; the installed copy is enough for another project

@@ -30,9 +30,16 @@ def test_sftp_lazy_install_with_ssh_config_alias(tmp_path: Path, sshd: Sshd) -> 
     tree, out, sha = _publish(tmp_path)
     sshd.write_client_config(Path(os.environ["HOME"]), "artsrv", trust_host=True)
     toml = tmp_path / "Runicorn.toml"
-    rn.bind_artifact(toml, "d", tree, lazy=True, download_info=[
-        (f"sftp://artsrv{tmp_path}/served/missing.tar.xz", sha),   # mirror that lacks the file
-        (f"sftp://artsrv{out}", sha, out.stat().st_size)])
+    rn.bind_artifact(
+        toml,
+        "d",
+        tree,
+        lazy=True,
+        download_info=[
+            (f"sftp://artsrv{tmp_path}/served/missing.tar.xz", sha),  # mirror that lacks the file
+            (f"sftp://artsrv{out}", sha, out.stat().st_size),
+        ],
+    )
     p = rn.artifact("d", toml=toml)
     assert (p / "a.txt").read_text() == "alpha 0\n" and rn.verify_artifact(tree)
 
@@ -45,8 +52,9 @@ def test_sftp_explicit_user_host_port(tmp_path: Path, sshd: Sshd) -> None:
     assert rn.ensure_artifact_installed("d", toml).name == tree
 
 
-def test_sftp_unknown_host_key_is_refused_unless_opted_in(tmp_path: Path, sshd: Sshd,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sftp_unknown_host_key_is_refused_unless_opted_in(
+    tmp_path: Path, sshd: Sshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(download, "BACKOFF", 0.01)
     tree, out, sha = _publish(tmp_path)
     home = Path(os.environ["HOME"])

@@ -23,32 +23,45 @@ S = "a" * 64
 def test_example_file_parses() -> None:
     parsed = load_toml(str(REPO / "Runicorn.toml.example"))
     assert set(parsed.artifacts) == {"mnist", "ffmpeg", "julia_style", "fixtures"}
-    assert rn.artifact_meta("ffmpeg", REPO / "Runicorn.toml.example",
-                            platform={"os": "linux", "arch": "aarch64"})["tree-sha256"] == "3" * 64
-    sel = rn.select_downloadable_artifacts(REPO / "Runicorn.toml.example",
-                                           platform={"os": "linux", "arch": "x86_64", "libc": "glibc"})
+    assert (
+        rn.artifact_meta("ffmpeg", REPO / "Runicorn.toml.example", platform={"os": "linux", "arch": "aarch64"})[
+            "tree-sha256"
+        ]
+        == "3" * 64
+    )
+    sel = rn.select_downloadable_artifacts(
+        REPO / "Runicorn.toml.example", platform={"os": "linux", "arch": "x86_64", "libc": "glibc"}
+    )
     assert set(sel) == {"ffmpeg", "julia_style", "fixtures"} and sel["ffmpeg"]["tree-sha256"] == "1" * 64
     assert "mnist" in rn.select_downloadable_artifacts(REPO / "Runicorn.toml.example", include_lazy=True)
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("[a\ntree-sha256 = 1", "not valid TOML: Expected ']' at the end of a table declaration (at line 1"),
-    ('[a]\ntree-sha256 = "abc"', "artifact 'a': 'tree-sha256' must be 64 hex digits, got 'abc'"),
-    ("[a]\nlazy = true", "artifact 'a': needs 'tree-sha256'"),
-    (f'[a]\ntree-sha256 = "{T1}"\nlazy = "yes"', "artifact 'a': 'lazy' must be true or false"),
-    (f'[[a]]\nos = "linux"\ntree-sha256 = "{T1}"', "artifact 'a' variant 1: platform variants ([[...]]) need 'arch'"),
-    (f'[a]\ntree-sha256 = "{T1}"\n[[a.download]]\nurl = "http://x"', "artifact 'a' download 1: 'sha256' must be"),
-    (f'[a]\ntree-sha256 = "{T1}"\n[[a.download]]\nsha256 = "{S}"', "download 1: 'url' must be a non-empty string"),
-    (f'[a]\ntree-sha256 = "{T1}"\n[[a.download]]\nurl = "u"\nsha256 = "{S}"\nsize = -1', "'size' must be"),
-    ('a = 3', "artifact 'a': must be a table"),
-    (f'[a]\ntree-sha256 = "{T1}"\nos = 3', "platform tag 'os' must be a non-empty string"),
-    # a trailing newline is not part of a valid id or name (a "$" regex would accept it)
-    (f'[a]\ntree-sha256 = "{T1}\\n"', "artifact 'a': 'tree-sha256' must be 64 hex digits"),
-    (f'[a]\ngit-tree-sha1 = "{"b" * 40}\\n"', "artifact 'a': 'git-tree-sha1' must be 40 hex"),
-    (f'[a]\ntree-sha256 = "{T1}"\n[[a.download]]\nurl = "u"\nsha256 = "{S}\\n"',
-     "artifact 'a' download 1: 'sha256' must be 64 hex digits"),
-    (f'["a\\n"]\ntree-sha256 = "{T1}"', "artifact 'a\\n': name must be letters"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("[a\ntree-sha256 = 1", "not valid TOML: Expected ']' at the end of a table declaration (at line 1"),
+        ('[a]\ntree-sha256 = "abc"', "artifact 'a': 'tree-sha256' must be 64 hex digits, got 'abc'"),
+        ("[a]\nlazy = true", "artifact 'a': needs 'tree-sha256'"),
+        (f'[a]\ntree-sha256 = "{T1}"\nlazy = "yes"', "artifact 'a': 'lazy' must be true or false"),
+        (
+            f'[[a]]\nos = "linux"\ntree-sha256 = "{T1}"',
+            "artifact 'a' variant 1: platform variants ([[...]]) need 'arch'",
+        ),
+        (f'[a]\ntree-sha256 = "{T1}"\n[[a.download]]\nurl = "http://x"', "artifact 'a' download 1: 'sha256' must be"),
+        (f'[a]\ntree-sha256 = "{T1}"\n[[a.download]]\nsha256 = "{S}"', "download 1: 'url' must be a non-empty string"),
+        (f'[a]\ntree-sha256 = "{T1}"\n[[a.download]]\nurl = "u"\nsha256 = "{S}"\nsize = -1', "'size' must be"),
+        ("a = 3", "artifact 'a': must be a table"),
+        (f'[a]\ntree-sha256 = "{T1}"\nos = 3', "platform tag 'os' must be a non-empty string"),
+        # a trailing newline is not part of a valid id or name (a "$" regex would accept it)
+        (f'[a]\ntree-sha256 = "{T1}\\n"', "artifact 'a': 'tree-sha256' must be 64 hex digits"),
+        (f'[a]\ngit-tree-sha1 = "{"b" * 40}\\n"', "artifact 'a': 'git-tree-sha1' must be 40 hex"),
+        (
+            f'[a]\ntree-sha256 = "{T1}"\n[[a.download]]\nurl = "u"\nsha256 = "{S}\\n"',
+            "artifact 'a' download 1: 'sha256' must be 64 hex digits",
+        ),
+        (f'["a\\n"]\ntree-sha256 = "{T1}"', "artifact 'a\\n': name must be letters"),
+    ],
+)
 def test_malformed_files_name_file_artifact_and_cause(tmp_path: Path, text: str, needle: str) -> None:
     toml = tmp_path / "Runicorn.toml"
     toml.write_text(text)
@@ -104,7 +117,7 @@ def test_tomlkit_round_trip_keeps_every_comment(tmp_path: Path) -> None:
         if "#" in line:
             assert line.split("#", 1)[1] in text, line
     assert text.startswith(HAND_WRITTEN.split("[weights]")[0])
-    assert 'lazy    =   true      # odd spacing kept' in text
+    assert "lazy    =   true      # odd spacing kept" in text
     assert rn.artifact_meta("extra", toml)["download"] == [{"url": "https://m/x.tgz", "sha256": S, "size": 5}]
     assert rn.artifact_hash("tool", toml, platform={"os": "linux", "arch": "x86_64"}) == T1
     assert rn.artifact_hash("tool", toml, platform={"os": "linux", "arch": "aarch64"}) == T3
@@ -155,7 +168,8 @@ def test_concurrent_binders_lose_nothing(tmp_path: Path) -> None:
 
 def test_platform_selection_follows_julia_rules(tmp_path: Path) -> None:
     toml = tmp_path / "Runicorn.toml"
-    toml.write_text(textwrap.dedent(f"""
+    toml.write_text(
+        textwrap.dedent(f"""
         [[lib]]
         os = "linux"
         arch = "x86_64"
@@ -169,12 +183,13 @@ def test_platform_selection_follows_julia_rules(tmp_path: Path) -> None:
         os = "macos"
         arch = "aarch64"
         tree-sha256 = "{T3}"
-    """))
+    """)
+    )
     h = lambda **p: rn.artifact_hash("lib", toml, platform=p)  # noqa: E731
-    assert h(os="linux", arch="x86_64") == T1                   # the extra cuda tag costs: fewest differing tags
-    assert h(os="linux", arch="x86_64", cuda="12") == T2        # exact tag set wins
-    assert h(os="linux", arch="x86_64", cuda="11") == T1        # cuda present on both and differs: no match
-    assert h(os="darwin", arch="arm64") == T3                   # aliases normalised
+    assert h(os="linux", arch="x86_64") == T1  # the extra cuda tag costs: fewest differing tags
+    assert h(os="linux", arch="x86_64", cuda="12") == T2  # exact tag set wins
+    assert h(os="linux", arch="x86_64", cuda="11") == T1  # cuda present on both and differs: no match
+    assert h(os="darwin", arch="arm64") == T3  # aliases normalised
     assert h(os="windows", arch="x86_64") is None
     assert h(os="linux", arch="amd64", libc="glibc") == T1
     with pytest.raises(ArtifactError, match="'lib' has no variant for platform x86_64-w64-mingw32"):
@@ -202,7 +217,7 @@ def test_overrides_by_name_and_by_tree(tmp_path: Path) -> None:
     assert rn.artifact("other/x.txt", toml=toml) == by_tree / "x.txt"
     assert rn.artifact_path(T2) == by_tree and rn.artifact_exists(T2)
     assert rn.ensure_artifact_installed("ds", toml) == shared
-    (adir / "Overrides.toml").write_text('ds = 5\n')
+    (adir / "Overrides.toml").write_text("ds = 5\n")
     with pytest.raises(TomlFormatError, match="Overrides.toml: override 'ds' must be a directory path"):
         rn.artifact("ds", toml=toml)
 
@@ -215,20 +230,30 @@ def test_artifact_finds_toml_from_the_calling_file_then_cwd(tmp_path: Path) -> N
     proj = tmp_path / "proj"
     (proj / "pkg" / "deep").mkdir(parents=True)
     rn.bind_artifact(proj / "Runicorn.toml", "d", tree)
-    (proj / "pkg" / "deep" / "mod.py").write_text(
-        "import runicorn as rn\nprint(rn.artifact('d/f.txt').read_text())\n")
+    (proj / "pkg" / "deep" / "mod.py").write_text("import runicorn as rn\nprint(rn.artifact('d/f.txt').read_text())\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    out = subprocess.run([sys.executable, str(proj / "pkg" / "deep" / "mod.py")], cwd=elsewhere, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, str(proj / "pkg" / "deep" / "mod.py")], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
     assert out.stdout == "hi\n", out.stderr
     # code without a file (python -c) falls back to the working directory
-    out = subprocess.run([sys.executable, "-c", "import runicorn as rn; print(rn.artifact('d'))"],
-                         cwd=proj / "pkg", env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import runicorn as rn; print(rn.artifact('d'))"],
+        cwd=proj / "pkg",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip().endswith(tree), out.stderr
-    out = subprocess.run([sys.executable, "-c", "import runicorn as rn; rn.artifact('d')"],
-                         cwd=elsewhere, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import runicorn as rn; rn.artifact('d')"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert "no Runicorn.toml / JuliaArtifacts.toml / Artifacts.toml found upward" in out.stderr
     with pytest.raises(ArtifactError, match="no artifact named 'nope'"):
         rn.artifact("nope", toml=proj / "Runicorn.toml")

@@ -42,9 +42,18 @@ def test_artifacts_text_and_json_give_the_same_figures() -> None:
     assert old["curl + sha256sum + tar xzf"] == (0.30, "s", True)
     assert old["warm artifact() (median of 10,000)"] == (11.6, "us", False)
     assert abs(old["python -c 'import runicorn'"][0] - 27.2) < 1e-9
-    new_line = json.dumps({"fetch_s": 0.32, "fetch_baseline_s": 0.30, "fetch_ratio": 1.07, "warm_artifact_us": 11.6,
-                           "import_s": 0.0272, "python_pass_s": 0.0236, "import_added_ms": 3.6,
-                           "targets_met": True})
+    new_line = json.dumps(
+        {
+            "fetch_s": 0.32,
+            "fetch_baseline_s": 0.30,
+            "fetch_ratio": 1.07,
+            "warm_artifact_us": 11.6,
+            "import_s": 0.0272,
+            "python_pass_s": 0.0236,
+            "import_added_ms": 3.6,
+            "targets_met": True,
+        }
+    )
     new = figures(ab.parse_artifacts(ARTIFACTS_TEXT + new_line + "\n"))
     assert new.keys() == old.keys()
     for name in new:
@@ -64,27 +73,78 @@ def test_note_flags_only_outside_a_range() -> None:
     assert ab.note([1.0, 1.2, 1.1], [0.8, 0.9, 0.7], "s") == "faster (outside A's range, disjoint)"
     assert ab.note([8, 8, 8], [9, 9, 9], "n") == "differs"
     assert ab.note([6016214, 6016230], [6016235, 6016240], "n") == ""  # jitter of a byte count
-    table = "\n".join(ab.table({"x: y": {"unit": "s", "ref": False, "A": [1.0, 1.2, 1.1], "B": [2.0, 2.2, 2.1],
-                                         "pairs": [(1.0, 2.0), (1.2, 2.2), (1.1, 2.1)]}},
-                               ["x: y"]))
+    table = "\n".join(
+        ab.table(
+            {
+                "x: y": {
+                    "unit": "s",
+                    "ref": False,
+                    "A": [1.0, 1.2, 1.1],
+                    "B": [2.0, 2.2, 2.1],
+                    "pairs": [(1.0, 2.0), (1.2, 2.2), (1.1, 2.1)],
+                }
+            },
+            ["x: y"],
+        )
+    )
     assert "1.91" in table and "slower (outside A's range, disjoint)" in table
 
 
 def test_ab_reads_the_current_benchmarks(tmp_path: Path) -> None:
     """The benchmarks of this checkout, at tiny sizes, parsed as ab.py parses them."""
     env = {"BENCH_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, str(BENCH / "bench_artifacts.py"), "--mib", "1", "--reps", "1", "--json"],
-                         capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "bench_artifacts.py"), "--mib", "1", "--reps", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode in (0, 1), out.stderr  # 1: a target missed, figures still printed
     assert figures(ab.parse_artifacts(out.stdout)).keys() == figures(ab.parse_artifacts(ARTIFACTS_TEXT)).keys()
-    out = subprocess.run([sys.executable, str(BENCH / "bench_store.py"), "--mode", "ingest", "--runs", "1",
-                          "--scale", "0.002", "--json"], capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_store.py"),
+            "--mode",
+            "ingest",
+            "--runs",
+            "1",
+            "--scale",
+            "0.002",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     got = figures(ab.parse_store(out.stdout, "ingest"))
     assert {"runicorn ingest", "sha256sum", "cp -r", "ingest / (sha256sum + cp -r)"} <= got.keys()
-    out = subprocess.run([sys.executable, str(BENCH / "bench_snapshot.py"), "--repeats", "1", "--small-files", "40",
-                          "--dirs", "4", "--big-files", "1", "--big-size", "50000", "--skip-dvc",
-                          "--tmp", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_snapshot.py"),
+            "--repeats",
+            "1",
+            "--small-files",
+            "40",
+            "--dirs",
+            "4",
+            "--big-files",
+            "1",
+            "--big-size",
+            "50000",
+            "--skip-dvc",
+            "--tmp",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     got = figures(ab.parse_snapshot(out.stdout))
     assert {"first.rn", "unchanged.rn_cli", "restore_copy.rn", "delete.rn", "peak RSS first.rn"} <= got.keys()

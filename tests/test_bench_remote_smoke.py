@@ -18,9 +18,29 @@ BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench" / "bench_remote.
 
 def test_bench_remote_runs_at_tiny_scale(tmp_path: Path) -> None:
     env = {**os.environ, "BENCH_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, str(BENCH), "--small", "40", "--big", "1", "--big-mib", "2",
-                          "--repeat", "1", "--json", "--dvc", "", "--rclone", ""],
-                         capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--small",
+            "40",
+            "--big",
+            "1",
+            "--big-mib",
+            "2",
+            "--repeat",
+            "1",
+            "--json",
+            "--dvc",
+            "",
+            "--rclone",
+            "",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["files"] == 41 and result["unchanged_push_requests"] <= 5
@@ -29,8 +49,12 @@ def test_bench_remote_runs_at_tiny_scale(tmp_path: Path) -> None:
 
 def test_push_profile_runs_at_tiny_scale() -> None:
     profile = BENCH.parent / "profile_remote_push.py"
-    out = subprocess.run([sys.executable, str(profile), "--small", "30", "--big", "1", "--big-mib", "20",
-                          "--repeat", "1", "--json"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(profile), "--small", "30", "--big", "1", "--big-mib", "20", "--repeat", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["objects"] == 32  # 30 small files, the big one, the snapshot's .rnignore

@@ -25,8 +25,9 @@ BIG = 2 << 20  # above the restore's small-file size: streamed, not read whole
 
 
 def cli(root: Path, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "runicorn", "--storage", str(root), *args],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runicorn", "--storage", str(root), *args], capture_output=True, text=True, timeout=300
+    )
     if check is not None:
         assert proc.returncode == check, (args, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -233,8 +234,9 @@ def test_restore_hardlink_checks_the_size(tmp_path: Path, victim: str) -> None:
 
 
 # ---------------------------------------------------------------- installing an artifact from the store
-@pytest.mark.parametrize("victim,how", [("run.sh", "truncated"), ("run.sh", "altered"),
-                                        ("link", "altered"), ("data.txt", "truncated")])
+@pytest.mark.parametrize(
+    "victim,how", [("run.sh", "truncated"), ("run.sh", "altered"), ("link", "altered"), ("data.txt", "truncated")]
+)
 def test_installing_an_artifact_checks_its_blobs(tmp_path: Path, victim: str, how: str) -> None:
     """Copies (executables, other filesystems) and link targets are checked by size and
     hash, hard links by size; a damaged blob fails the install and publishes no folder."""
@@ -248,8 +250,13 @@ def test_installing_an_artifact_checks_its_blobs(tmp_path: Path, victim: str, ho
     os.symlink("data.txt", project / "model" / "link")
 
     def rn(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "runicorn", "--storage", str(root), *args],
-                              cwd=project, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "runicorn", "--storage", str(root), *args],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if check is not None:
             assert proc.returncode == check, (args, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr, proc.stderr

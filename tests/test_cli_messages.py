@@ -16,8 +16,9 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) 
     """Run ``python -m runicorn ARGS`` in a child process (the environment the test set, plus ``env``)."""
     full = dict(os.environ, **(env or {}))
     full = {k: v for k, v in full.items() if v is not None}
-    return subprocess.run([sys.executable, "-m", "runicorn", *args], capture_output=True, text=True,
-                          env=full, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "runicorn", *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=120
+    )
 
 
 def assert_clean_error(r: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -32,17 +33,30 @@ def assert_clean_error(r: subprocess.CompletedProcess[str], *needles: str) -> No
 
 # ---------------------------------------------------------------- item 9: no store at PATH
 READ_ONLY = [
-    ["stats"], ["refs"], ["runs"], ["verify"], ["verify", "--repair"], ["gc", "--dry-run"], ["gc"],
-    ["pin", "abcd"], ["unpin", "abcd"], ["restore", "abcd", "OUT"], ["export", "abcd", "OUT.zip"],
-    ["delete-run", "20250101_000000_abcdef"], ["export", "abcd", "OUT.tar.gz"], ["status", "--toml", "TOML"],
+    ["stats"],
+    ["refs"],
+    ["runs"],
+    ["verify"],
+    ["verify", "--repair"],
+    ["gc", "--dry-run"],
+    ["gc"],
+    ["pin", "abcd"],
+    ["unpin", "abcd"],
+    ["restore", "abcd", "OUT"],
+    ["export", "abcd", "OUT.zip"],
+    ["delete-run", "20250101_000000_abcdef"],
+    ["export", "abcd", "OUT.tar.gz"],
+    ["status", "--toml", "TOML"],
 ]
 
 
 @pytest.mark.parametrize("args", READ_ONLY, ids=lambda a: " ".join(a))
 def test_read_only_commands_need_an_existing_store(tmp_path: Path, args: list[str]) -> None:
     (tmp_path / "Runicorn.toml").write_text("")
-    args = [str(tmp_path / "Runicorn.toml") if a == "TOML" else str(tmp_path / a) if a.startswith("OUT")
-            else a for a in args]
+    args = [
+        str(tmp_path / "Runicorn.toml") if a == "TOML" else str(tmp_path / a) if a.startswith("OUT") else a
+        for a in args
+    ]
     missing = tmp_path / "missing" / "store"
     r = cli(*args, env={"RUNICORN_DIR": str(missing)})
     assert_clean_error(r, f"no store at {missing}", "RUNICORN_DIR")
@@ -77,7 +91,9 @@ def test_writing_commands_create_the_store_then_readers_use_it(tmp_path: Path) -
     r = cli("refs", "--storage", str(root))
     assert r.returncode == 0 and tree[:16] in r.stdout, r.stderr
     r = cli("verify", env={"RUNICORN_DIR": str(root)})
-    assert r.returncode == 0 and "checked 2 blobs, 1 trees, 1 refs" in r.stdout  # a.txt and the default .rnignore, (r.stdout, r.stderr)
+    assert (
+        r.returncode == 0 and "checked 2 blobs, 1 trees, 1 refs" in r.stdout
+    )  # a.txt and the default .rnignore, (r.stdout, r.stderr)
     # generate-manifest never touches a store, so it takes no --storage of its own
     r = cli("generate-manifest", "--storage", str(root))
     assert r.returncode == 1 and "No such option" in r.stderr  # usage errors exit 1, as every user error
@@ -99,11 +115,21 @@ def _tree_in(root: Path, tmp_path: Path) -> str:
     return tree
 
 
-@pytest.mark.parametrize("name,opener", [
-    ("x.zip", "zip"), ("x.tar", "r:"), ("x.tar.gz", "r:gz"), ("x.tgz", "r:gz"), ("x.tar.bz2", "r:bz2"),
-    ("x.tar.xz", "r:xz"), ("X.TAR.GZ", "r:gz")])
-def test_export_picks_the_format_from_the_extension(tmp_path: Path, _isolated_storage: Path,
-                                                     name: str, opener: str) -> None:
+@pytest.mark.parametrize(
+    "name,opener",
+    [
+        ("x.zip", "zip"),
+        ("x.tar", "r:"),
+        ("x.tar.gz", "r:gz"),
+        ("x.tgz", "r:gz"),
+        ("x.tar.bz2", "r:bz2"),
+        ("x.tar.xz", "r:xz"),
+        ("X.TAR.GZ", "r:gz"),
+    ],
+)
+def test_export_picks_the_format_from_the_extension(
+    tmp_path: Path, _isolated_storage: Path, name: str, opener: str
+) -> None:
     import tarfile
     import zipfile
 
@@ -131,8 +157,7 @@ def test_export_picks_the_format_from_the_extension(tmp_path: Path, _isolated_st
     assert r.returncode == 0 and again.read_bytes() == out.read_bytes(), r.stderr
 
 
-def test_export_refuses_an_unknown_extension_and_archive_is_gone(tmp_path: Path,
-                                                                 _isolated_storage: Path) -> None:
+def test_export_refuses_an_unknown_extension_and_archive_is_gone(tmp_path: Path, _isolated_storage: Path) -> None:
     tree = _tree_in(_isolated_storage, tmp_path)
     for name in ("x.rar", "x.gz", "x", "x.tar.lz4"):
         r = cli("export", tree, str(tmp_path / name))
@@ -296,12 +321,14 @@ def test_snapshot_over_the_limit_names_cli_flags(tmp_path: Path) -> None:
     ws.mkdir()
     for i in range(3):
         (ws / f"f{i}").write_text("x")
-    code = ("import sys\n"
-            "import runicorn.snapshot.workspace as s\n"
-            "s.DEFAULT_MAX_FILES = 2\n"
-            "s.snapshot_workspace.__kwdefaults__['max_files'] = 2\n"
-            "from runicorn.cli import main\n"
-            "sys.exit(main(['snapshot', sys.argv[1]]))\n")
+    code = (
+        "import sys\n"
+        "import runicorn.snapshot.workspace as s\n"
+        "s.DEFAULT_MAX_FILES = 2\n"
+        "s.snapshot_workspace.__kwdefaults__['max_files'] = 2\n"
+        "from runicorn.cli import main\n"
+        "sys.exit(main(['snapshot', sys.argv[1]]))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(ws)], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.startswith("error: snapshot of ") and "limit 2" in r.stderr, r.stderr
     assert "--exclude PATTERN" in r.stderr and "--force" in r.stderr and "Traceback" not in r.stderr
@@ -331,4 +358,9 @@ def test_gc_says_what_waits_for_the_grace_period(tmp_path: Path, _isolated_stora
     r = cli("gc", "--grace", "0")
     assert r.stdout.splitlines() == [f"deleted 1 tree(s) and 2 blob(s), {w['bytes']} B"], r.stdout
     assert json.loads(cli("gc", "--json").stdout)["waiting"] == {
-        "trees": 0, "blobs": 0, "bytes": 0, "first_at": None, "last_at": None}
+        "trees": 0,
+        "blobs": 0,
+        "bytes": 0,
+        "first_at": None,
+        "last_at": None,
+    }

@@ -43,6 +43,7 @@ def all_commands() -> Iterator[tuple[str, click.Command]]:
                 yield from walk(cmd, f"{prefix}{name} ")
             else:
                 yield f"{prefix}{name}", cmd
+
     yield from walk(main, "")
 
 
@@ -103,8 +104,7 @@ def populated(tmp_path: Path, _isolated_storage: Path) -> dict[str, Any]:
     second = cli("snapshot", str(ws), "--name", "baseline").stdout.strip()
     runs = []
     for rid in ("exp-aaa1", "exp-aaa2", "exp-bbb"):
-        with rn.init("proj/exp", run_id=rid, storage=_isolated_storage, workspace_root=ws,
-                     snapshot_code=True) as run:
+        with rn.init("proj/exp", run_id=rid, storage=_isolated_storage, workspace_root=ws, snapshot_code=True) as run:
             runs.append(run.run_id)
     toml = tmp_path / "Runicorn.toml"
     rn.bind_artifact(toml, "mnist", first)
@@ -114,11 +114,13 @@ def populated(tmp_path: Path, _isolated_storage: Path) -> dict[str, Any]:
 
 def test_tables_have_headers_and_human_sizes_unless_json(populated: dict[str, Any]) -> None:
     toml = str(populated["toml"])
-    for args, header in [(["refs"], ["KIND", "TREE", "CREATED", "NAME"]),
-                         (["runs"], ["RUN", "STATUS", "CREATED", "PATH"]),
-                         (["status", "--toml", toml], ["NAME", "TREE", "LAZY", "STATE", "SIZE"]),
-                         (["ls"], ["DATE", "TYPE", "NAME", "FILES", "SIZE", "SOURCE"]),
-                         (["du"], ["TYPE", "NAME", "TREES", "SIZE", "UNIQUE", "SHARED"])]:
+    for args, header in [
+        (["refs"], ["KIND", "TREE", "CREATED", "NAME"]),
+        (["runs"], ["RUN", "STATUS", "CREATED", "PATH"]),
+        (["status", "--toml", toml], ["NAME", "TREE", "LAZY", "STATE", "SIZE"]),
+        (["ls"], ["DATE", "TYPE", "NAME", "FILES", "SIZE", "SOURCE"]),
+        (["du"], ["TYPE", "NAME", "TREES", "SIZE", "UNIQUE", "SHARED"]),
+    ]:
         r = cli(*args)
         assert r.returncode == 0, r.stderr
         lines = [line for line in r.stdout.splitlines() if line.split() == header]
@@ -169,8 +171,9 @@ def test_did_you_mean_for_artifacts_pins_and_runs(populated: dict[str, Any]) -> 
 def test_run_and_tree_ids_by_unique_prefix_everywhere(populated: dict[str, Any], tmp_path: Path) -> None:
     first, second = populated["first"], populated["second"]
     # an ambiguous run prefix names every candidate
-    assert_clean_error(cli("delete-run", "exp-aaa", "--dry-run"), "run prefix 'exp-aaa' is ambiguous",
-                       "exp-aaa1", "exp-aaa2")
+    assert_clean_error(
+        cli("delete-run", "exp-aaa", "--dry-run"), "run prefix 'exp-aaa' is ambiguous", "exp-aaa1", "exp-aaa2"
+    )
     assert_clean_error(cli("show", "exp-aa"), "is ambiguous", "exp-aaa1, exp-aaa2")
     r = cli("delete-run", "exp-b", "--dry-run", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["success"], r.stderr
@@ -194,8 +197,11 @@ def test_the_one_prefix_resolver_lists_candidates() -> None:
     ids = [f"run{i:02d}" for i in range(8)]
     assert unique_prefix("run03", ids, what="run") == "run03"
     assert unique_prefix("zz", ids, what="run") is None
-    with pytest.raises(AmbiguousPrefixError, match=r"matches more than 5 runs \(run00, run01, run02, run03, "
-                                                   r"run04, \.\.\.\)"):
+    with pytest.raises(
+        AmbiguousPrefixError,
+        match=r"matches more than 5 runs \(run00, run01, run02, run03, "
+        r"run04, \.\.\.\)",
+    ):
         unique_prefix("run", ids, what="run")
     with pytest.raises(AmbiguousPrefixError, match=r"matches 2 trees \(abc1, abc2\)"):
         unique_prefix("abc", ["abc1", "abc2", "abd"], what="tree")
@@ -205,8 +211,11 @@ def test_the_one_prefix_resolver_lists_candidates() -> None:
 
 def test_shell_completion_of_artifacts_pins_and_runs(populated: dict[str, Any]) -> None:
     def complete(*words: str, cwd: Path | None = None) -> list[str]:
-        env = {"_RUNICORN_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(("runicorn",) + words),
-               "COMP_CWORD": str(len(words))}
+        env = {
+            "_RUNICORN_COMPLETE": "bash_complete",
+            "COMP_WORDS": " ".join(("runicorn",) + words),
+            "COMP_CWORD": str(len(words)),
+        }
         r = cli(env=env, cwd=cwd)
         assert r.returncode == 0, r.stderr
         return [line.split(",", 1)[1] for line in r.stdout.splitlines() if line]
@@ -218,8 +227,14 @@ def test_shell_completion_of_artifacts_pins_and_runs(populated: dict[str, Any]) 
     assert sorted(complete("delete-run", "exp-a")) == ["exp-aaa1", "exp-aaa2"]
     assert "exp-bbb" in complete("show", "exp") and "best" in complete("restore", "be")
     # no store: nothing completes, and none is created
-    r = cli(env={"_RUNICORN_COMPLETE": "bash_complete", "COMP_WORDS": "runicorn unpin b", "COMP_CWORD": "2",
-                 "RUNICORN_DIR": str(proj / "nostore")})
+    r = cli(
+        env={
+            "_RUNICORN_COMPLETE": "bash_complete",
+            "COMP_WORDS": "runicorn unpin b",
+            "COMP_CWORD": "2",
+            "RUNICORN_DIR": str(proj / "nostore"),
+        }
+    )
     assert r.returncode == 0 and r.stdout.strip() == "" and not (proj / "nostore").exists()
     # the documented script is what click generates
     r = cli(env={"_RUNICORN_COMPLETE": "bash_source"})
@@ -236,8 +251,14 @@ def run_on_pty(args: list[str], env: dict[str, str], cols: int = 100) -> tuple[i
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
-    p = subprocess.Popen([sys.executable, "-m", "runicorn", *args], stdin=slave, stdout=slave, stderr=slave,
-                         env=dict(os.environ, **env), close_fds=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "runicorn", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=dict(os.environ, **env),
+        close_fds=True,
+    )
     os.close(slave)
     out = bytearray()
     while True:
@@ -265,7 +286,7 @@ def screen(raw: bytes) -> list[str]:
         ch = text[i]
         if ch == "\x1b":
             m = re.match(r"\x1b\[(\d*)([AK])", text[i:])
-            assert m, f"unexpected control sequence {text[i:i + 8]!r}"
+            assert m, f"unexpected control sequence {text[i : i + 8]!r}"
             if m.group(2) == "A":
                 row = max(0, row - int(m.group(1) or 1))
             else:
@@ -281,7 +302,7 @@ def screen(raw: bytes) -> list[str]:
                 rows.append("")
         else:
             line = rows[row].ljust(col)
-            rows[row] = line[:col] + ch + line[col + 1:]
+            rows[row] = line[:col] + ch + line[col + 1 :]
             col += 1
         i += 1
     while rows and rows[-1] == "":
@@ -336,8 +357,7 @@ def test_path_of_a_lazy_artifact_shows_a_bar_only_on_a_terminal(tmp_path: Path, 
         sha = rn.archive_artifact(tree, out, store=scratch)
     server.routes["/lazy.tar"] = Route(out.read_bytes(), pace=0.15)
     toml = tmp_path / "Runicorn.toml"
-    rn.bind_artifact(toml, "lazy", tree, download_info=[(server.url("/lazy.tar"), sha, out.stat().st_size)],
-                     lazy=True)
+    rn.bind_artifact(toml, "lazy", tree, download_info=[(server.url("/lazy.tar"), sha, out.stat().st_size)], lazy=True)
     r = cli("path", "lazy", "--toml", str(toml))  # a pipe: no bar
     assert r.returncode == 0 and r.stderr == "", r.stderr
     # a fresh store, so that it downloads again, now on a terminal

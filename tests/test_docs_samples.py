@@ -79,12 +79,13 @@ def blocks(doc: Path) -> list[Block]:
         body = []
         i += 1
         while i < len(lines) and lines[i].strip() != "```":
-            body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i])
+            body.append(lines[i][len(indent) :] if lines[i].startswith(indent) else lines[i])
             i += 1
         prev = next((lines[j] for j in range(start - 1, -1, -1) if lines[j].strip()), "")
         marker = NOT_RUN.search(prev)
-        found.append(Block(doc, start + 1, lang, textwrap.dedent("\n".join(body)) + "\n",
-                           marker.group(1) if marker else None))
+        found.append(
+            Block(doc, start + 1, lang, textwrap.dedent("\n".join(body)) + "\n", marker.group(1) if marker else None)
+        )
         i += 1
     return found
 
@@ -158,8 +159,9 @@ def _run(block: Block, cwd: Path, env: dict[str, str]) -> None:
         body = "\n".join(console_commands(block.text)) if block.lang == "console" else block.text
         cmd = ["bash", "-c", "set -eo pipefail\n" + body]
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f"{block.where} ({block.lang}) failed:\n{block.text}\n--- stdout\n{r.stdout}\n" \
-                              f"--- stderr\n{r.stderr}"
+    assert r.returncode == 0, (
+        f"{block.where} ({block.lang}) failed:\n{block.text}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
+    )
     assert "Traceback" not in r.stderr, f"{block.where}: {r.stderr}"
 
 
@@ -169,8 +171,12 @@ def test_every_sample_runs_as_written_in_a_fresh_store(doc: Path, tmp_path: Path
     cwd.mkdir()
     home.mkdir()
     _project(cwd)
-    env = dict(os.environ, RUNICORN_DIR=str(store), HOME=str(home),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        RUNICORN_DIR=str(store),
+        HOME=str(home),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     ran = 0
     for block in blocks(doc):
         if block.lang in RUN_LANGS and block.not_run is None:

@@ -199,8 +199,12 @@ def test_peak_memory_is_bounded_whatever_the_ratio(tmp_path: Path, fmt: str) -> 
     else:
         warm = zeros_tar(tmp_path / f"warm.tar.{fmt}", fmt, CHUNK, name="w.bin")
         big = zeros_tar(tmp_path / f"big.tar.{fmt}", fmt, size)
-    out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(warm), str(big), str(tmp_path / "s"), str(size)],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD, str(warm), str(big), str(tmp_path / "s"), str(size)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     extra = int(out.stdout)
     assert extra < 64 * MIB, f"{fmt}: peak RSS grew by {extra / MIB:.1f} MiB"
@@ -216,8 +220,9 @@ def test_local_directory_of_another_tree_stores_nothing(tmp_path: Path, monkeypa
     tree = rn.tree_hash(src)
     toml = tmp_path / "Runicorn.toml"
     rn.bind_artifact(toml, "d", "1" * 64, download_info=[(str(src), "0" * 64)])
-    with pytest.raises(DownloadError, match=f"directory {src} holds tree-sha256 {tree}, expected 1{{64}}; "
-                                            "nothing was stored"):
+    with pytest.raises(
+        DownloadError, match=f"directory {src} holds tree-sha256 {tree}, expected 1{{64}}; nothing was stored"
+    ):
         rn.ensure_artifact_installed("d", toml)
     store = open_store()
     assert [p for p in store.blobs_dir.rglob("*") if p.is_file()] == []
@@ -225,8 +230,11 @@ def test_local_directory_of_another_tree_stores_nothing(tmp_path: Path, monkeypa
     # too big: refused before it is even hashed
     rn.bind_artifact(toml, "d", tree, download_info=[(str(src), "0" * 64)], force=True)
     monkeypatch.setenv("RUNICORN_EXTRACT_MAX", "10")
-    with pytest.raises(DownloadError, match=f"directory {src} holds more than 10 bytes "
-                                            r"\(RUNICORN_EXTRACT_MAX=10 bytes\); nothing was stored"):
+    with pytest.raises(
+        DownloadError,
+        match=f"directory {src} holds more than 10 bytes "
+        r"\(RUNICORN_EXTRACT_MAX=10 bytes\); nothing was stored",
+    ):
         rn.ensure_artifact_installed("d", toml)
     assert [p for p in store.blobs_dir.rglob("*") if p.is_file()] == []
     # the right tree installs, and the 0600 file's blob is not readable by others

@@ -84,8 +84,9 @@ def _name(rng: random.Random, outside: Path) -> str:
 
 
 def _link_target(rng: random.Random, outside: Path) -> str:
-    return rng.choice(["a", "sub/f.txt", "..", "../outside", "../../..", str(outside), "b/../../x",
-                       "", "/etc/passwd", "é", "d/" * 50])
+    return rng.choice(
+        ["a", "sub/f.txt", "..", "../outside", "../../..", str(outside), "b/../../x", "", "/etc/passwd", "é", "d/" * 50]
+    )
 
 
 def _payload(rng: random.Random) -> bytes:
@@ -203,16 +204,25 @@ def test_fuzz_archives_through_the_cli(tmp_path: Path) -> None:
         data = _damage(rng, _zip_bytes(rng, outside) if i % 2 else _tar_bytes(rng, outside))
         archive = work / f"case{i}.{'zip' if i % 2 else 'tar'}"
         archive.write_bytes(data)
-        r = subprocess.run([sys.executable, "-m", "runicorn", "bind", f"a{i}", str(archive)], cwd=proj,
-                           env=env, capture_output=True, text=True, errors="replace", timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "runicorn", "bind", f"a{i}", str(archive)],
+            cwd=proj,
+            env=env,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=120,
+        )
         assert r.returncode in (0, 1), r.stderr
         assert "Traceback" not in r.stderr, r.stderr
         if r.returncode == 1:
             assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: "), r.stderr
     assert list(outside.iterdir()) == []
     # bind writes the project's Runicorn.toml (and its lock file) and nothing else there.
-    assert {p.name for p in _files_outside(tmp_path, [store_root, work]) if p.parent == proj} <= \
-        {"Runicorn.toml", ".Runicorn.toml.lock"}
+    assert {p.name for p in _files_outside(tmp_path, [store_root, work]) if p.parent == proj} <= {
+        "Runicorn.toml",
+        ".Runicorn.toml.lock",
+    }
     assert [p for p in _files_outside(tmp_path, [store_root, work]) if p.parent != proj] == []
     with Store(store_root) as store:
         _assert_clean(store, "cli archives")
@@ -269,9 +279,10 @@ def test_fuzz_restore_manifests(tmp_path: Path) -> None:
                 (target / "existing").write_text("keep me\n")
             link = rng.choice(["copy", "hardlink", "auto"])
             overwrite = rng.random() < 0.3
-            _own_error_or_success(lambda: restore_from_manifest(manifest, store.blobs_dir, target,
-                                                                overwrite=overwrite, link=link),
-                                  f"restore case {i}")
+            _own_error_or_success(
+                lambda: restore_from_manifest(manifest, store.blobs_dir, target, overwrite=overwrite, link=link),
+                f"restore case {i}",
+            )
             _assert_clean(store, f"restore case {i}")
     assert list(outside.iterdir()) == []
     assert _files_outside(tmp_path, [store_root, work, out]) == []
@@ -293,14 +304,23 @@ def _sync_doc(rng: random.Random, base: dict[str, Any], outside: Path) -> dict[s
             doc[rng.choice(sorted(doc))] = rng.choice([None, 1, "x", [], {}, -1, "1.0\n"])
         elif roll < 0.3:
             exp[rng.choice(["run_id", "project", "name"])] = rng.choice(
-                ["..", ".hidden", "a/b", "x\n", "ok", "archive", "r" * 129, str(outside), ""])
+                ["..", ".hidden", "a/b", "x\n", "ok", "archive", "r" * 129, str(outside), ""]
+            )
         elif roll < 0.7 and exp["files"]:
             f = rng.choice(exp["files"])
             run = "{project}/{name}/runs/{run_id}".format(**exp)
             f = dict(f) if not isinstance(f, dict) else f
-            f["path"] = rng.choice([f"{run}/../../../escape", str(outside / "x"), f"{run}/ok.txt",
-                                    f"{run}//x", f"{run}/a\\b", f"{run}/" + "/".join(["d"] * 300),
-                                    f"{run}/{_name(rng, outside)}"])
+            f["path"] = rng.choice(
+                [
+                    f"{run}/../../../escape",
+                    str(outside / "x"),
+                    f"{run}/ok.txt",
+                    f"{run}//x",
+                    f"{run}/a\\b",
+                    f"{run}/" + "/".join(["d"] * 300),
+                    f"{run}/{_name(rng, outside)}",
+                ]
+            )
             if rng.random() < 0.3:
                 f["size"] = rng.choice([-1, 1 << 62, 0, "1", None])
         elif roll < 0.85 and exp["files"]:
@@ -347,8 +367,9 @@ def test_fuzz_sync_manifests(tmp_path: Path, conn: Any) -> None:
         if i % 40 == 0:  # the real client, end to end, against a real sshd
             manifest_file.write_bytes(raw)
             cache = caches / f"sync{i}"
-            _own_error_or_success(lambda: ManifestSyncClient(sftp, str(server), cache, jitter_max=0).sync(),
-                                  f"sync case {i}")
+            _own_error_or_success(
+                lambda: ManifestSyncClient(sftp, str(server), cache, jitter_max=0).sync(), f"sync case {i}"
+            )
             if cache.exists():
                 with Store(cache) as store:
                     _assert_clean(store, f"sync case {i}")
@@ -360,20 +381,37 @@ def test_fuzz_sync_manifests(tmp_path: Path, conn: Any) -> None:
 def _toml_text(rng: random.Random, archive_url: str, archive_sha: str, outside: Path) -> str:
     name = rng.choice(["data", "x y", "ok-name", "é", "a.b", "", "1", "data\nx", "archive"])
     tree = rng.choice(["0" * 64, "f" * 63, "F" * 64, archive_sha, 5, "", "../" * 10])
-    lines = [f"[{json.dumps(name) if rng.random() < 0.5 else name}]",
-             f"tree-sha256 = {json.dumps(tree)}",
-             f"lazy = {rng.choice(['true', 'false', '1', json.dumps('yes')])}"]
+    lines = [
+        f"[{json.dumps(name) if rng.random() < 0.5 else name}]",
+        f"tree-sha256 = {json.dumps(tree)}",
+        f"lazy = {rng.choice(['true', 'false', '1', json.dumps('yes')])}",
+    ]
     for _ in range(rng.randint(0, 2)):
-        url = rng.choice([archive_url, "file://" + str(outside / "nope.tar"), "file://../../etc/passwd",
-                          "sftp://host\n/x", "http://127.0.0.1:1/x.tar", "gopher://x", "", "relative/path.tar"])
-        lines += [f"[[{json.dumps(name)}.download]]", f"url = {json.dumps(url)}",
-                  f"sha256 = {json.dumps(rng.choice([archive_sha, 'z' * 64, '']))}"]
+        url = rng.choice(
+            [
+                archive_url,
+                "file://" + str(outside / "nope.tar"),
+                "file://../../etc/passwd",
+                "sftp://host\n/x",
+                "http://127.0.0.1:1/x.tar",
+                "gopher://x",
+                "",
+                "relative/path.tar",
+            ]
+        )
+        lines += [
+            f"[[{json.dumps(name)}.download]]",
+            f"url = {json.dumps(url)}",
+            f"sha256 = {json.dumps(rng.choice([archive_sha, 'z' * 64, '']))}",
+        ]
         if rng.random() < 0.3:
             lines.append(f"size = {rng.choice(['-1', '0', '99999999999999999999', '1.5', json.dumps('10')])}")
     if rng.random() < 0.15:
-        lines.append(f"[[{rng.choice(['ffmpeg', 'data'])}]]\nos = {json.dumps(rng.choice(['linux', 'x/y', '']))}\n"
-                     f"arch = {json.dumps(rng.choice(['x86_64', 'aarch64', 'a' * 300]))}\n"
-                     f"tree-sha256 = {json.dumps('1' * 64)}")
+        lines.append(
+            f"[[{rng.choice(['ffmpeg', 'data'])}]]\nos = {json.dumps(rng.choice(['linux', 'x/y', '']))}\n"
+            f"arch = {json.dumps(rng.choice(['x86_64', 'aarch64', 'a' * 300]))}\n"
+            f"tree-sha256 = {json.dumps('1' * 64)}"
+        )
     roll = rng.random()
     if roll < 0.05:
         lines.append("deep = " + "[" * 3000 + "]" * 3000)
@@ -407,12 +445,15 @@ def test_fuzz_runicorn_toml(tmp_path: Path) -> None:
             toml.write_bytes(_toml_text(rng, url, sha, outside).encode("utf-8", "surrogateescape"))
             parsed = _own_error_or_success(lambda: load_toml(str(toml)), f"toml case {i}")
             if parsed is not None:
-                _own_error_or_success(lambda: select_downloadable_artifacts(str(toml), include_lazy=True),
-                                      f"toml select {i}")
+                _own_error_or_success(
+                    lambda: select_downloadable_artifacts(str(toml), include_lazy=True), f"toml select {i}"
+                )
                 _own_error_or_success(lambda: record_usage(store, str(toml)), f"toml usage {i}")
                 for name in list(parsed.artifacts)[:2]:
-                    _own_error_or_success(lambda: ensure_artifact_installed(name, str(toml), storage=store_root),
-                                          f"toml install {i} {name!r}")
+                    _own_error_or_success(
+                        lambda: ensure_artifact_installed(name, str(toml), storage=store_root),
+                        f"toml install {i} {name!r}",
+                    )
             if i % 25 == 0:
                 _own_error_or_success(lambda: store.gc(dry_run=True), f"gc after toml {i}")
             _assert_clean(store, f"toml case {i}")
@@ -432,10 +473,17 @@ def test_fuzz_toml_through_the_cli(tmp_path: Path, which: str) -> None:
     env = dict(os.environ, RUNICORN_DIR=str(store_root))
     for i, rng in _cases(4):
         toml = work / f"R{i}.toml"
-        toml.write_bytes(_toml_text(rng, "file:///nonexistent.tar", "0" * 64, outside)
-                         .encode("utf-8", "surrogateescape"))
-        r = subprocess.run([sys.executable, "-m", "runicorn", which, "--toml", str(toml)], env=env,
-                           capture_output=True, text=True, errors="replace", timeout=120)
+        toml.write_bytes(
+            _toml_text(rng, "file:///nonexistent.tar", "0" * 64, outside).encode("utf-8", "surrogateescape")
+        )
+        r = subprocess.run(
+            [sys.executable, "-m", "runicorn", which, "--toml", str(toml)],
+            env=env,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=120,
+        )
         assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr
     assert list(outside.iterdir()) == []
     with Store(store_root) as store:

@@ -13,12 +13,14 @@ from runicorn.store import Store
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runicorn", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "runicorn", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_newlines_in_a_directory_name_and_a_platform_tag_do_not_stop_gc(
-        tmp_path: Path, _isolated_storage: Path) -> None:
+    tmp_path: Path, _isolated_storage: Path
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.txt").write_text("alpha\n")
@@ -37,7 +39,8 @@ def test_newlines_in_a_directory_name_and_a_platform_tag_do_not_stop_gc(
     tree = json.loads(cli("refs", "--json").stdout)[0]["tree"]
     (plain / "Runicorn.toml").write_text(
         (plain / "Runicorn.toml").read_text()
-        + f'\n[[tagged]]\nos = "linux\\nx#y"\narch = "x86_64"\ntree-sha256 = "{tree}"\n')
+        + f'\n[[tagged]]\nos = "linux\\nx#y"\narch = "x86_64"\ntree-sha256 = "{tree}"\n'
+    )
     # A path the log could not record whole before: it is one line, escaped.
     log = (_isolated_storage / "artifacts" / "usage.log").read_text()
     lines = log.split("\n")[:-1]
@@ -49,11 +52,13 @@ def test_newlines_in_a_directory_name_and_a_platform_tag_do_not_stop_gc(
         assert "deleted 0 tree(s)" in r.stdout or "would delete 0 tree(s)" in r.stdout
     refs = json.loads(cli("refs", "--kind", "binding", "--json").stdout)
     names = sorted(r["name"] for r in refs)
-    assert names == sorted([
-        f"{tmp_path}/odd%0Aproject/Runicorn.toml#data#any",
-        f"{plain}/Runicorn.toml#other#any",
-        f"{plain}/Runicorn.toml#tagged#arch=x86_64,os=linux%0Ax%23y",
-    ])
+    assert names == sorted(
+        [
+            f"{tmp_path}/odd%0Aproject/Runicorn.toml#data#any",
+            f"{plain}/Runicorn.toml#other#any",
+            f"{plain}/Runicorn.toml#tagged#arch=x86_64,os=linux%0Ax%23y",
+        ]
+    )
     assert {r["meta"]["toml"] for r in refs} == {str(odd / "Runicorn.toml"), str(plain / "Runicorn.toml")}
     # The log is the source of the index table: a rebuild reads the escaped line back.
     with Store(_isolated_storage) as store:
@@ -94,7 +99,8 @@ def test_a_bad_logged_entry_is_reported_and_skipped(tmp_path: Path, _isolated_st
     trees = {r["meta"]["artifact"]: r["tree"] for r in json.loads(cli("refs", "--kind", "binding", "--json").stdout)}
     assert cli("unbind", "scratch", cwd=good).returncode == 0  # its tree is now garbage
     (odd / "Runicorn.toml").write_text(
-        f'[[tool]]\nos = "linux\\nmusl"\narch = "x86_64"\ntree-sha256 = "{trees["tool"]}"\n')
+        f'[[tool]]\nos = "linux\\nmusl"\narch = "x86_64"\ntree-sha256 = "{trees["tool"]}"\n'
+    )
     with Store(_isolated_storage) as store:
         # and an entry that stays bad: a logged file that cannot be read (its name is over
         # PATH_MAX); a torn line in the log too

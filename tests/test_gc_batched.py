@@ -69,8 +69,12 @@ def test_gc_killed_between_unlink_batches_is_finished_by_recovery(tmp_path: Path
         gc.unlink_unindexed = unlink_then_die
         Store(Path({str(root)!r})).gc(grace_seconds=0)
     """
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert r.returncode == -9, r.stderr
     left = [s for s in shas if os.path.exists(root / "archive" / "blobs" / s[:2] / s)]
     assert len(left) == 5  # the first batch went; the rows of all seven are gone

@@ -9,8 +9,18 @@ import runicorn
 
 PACKAGE = Path(runicorn.__file__).parent
 # The engines and features that hash only through runicorn.hashing.
-THROUGH_HASHING = ["snapshot", "restore", "runs", "artifacts", "assets", "treezip.py",
-                   "sync", "manifest", "remote_storage", "remotes"]
+THROUGH_HASHING = [
+    "snapshot",
+    "restore",
+    "runs",
+    "artifacts",
+    "assets",
+    "treezip.py",
+    "sync",
+    "manifest",
+    "remote_storage",
+    "remotes",
+]
 
 
 def test_engines_hash_through_runicorn_hashing() -> None:
@@ -19,8 +29,13 @@ def test_engines_hash_through_runicorn_hashing() -> None:
         root = PACKAGE / part
         for path in sorted([root] if root.is_file() else root.rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
                 if any(n.split(".")[0] == "hashlib" for n in names):
                     found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert found == [], f"import hashlib outside runicorn/hashing.py: {found}"

@@ -20,8 +20,14 @@ BAD = b"bad\xff.txt".decode("utf-8", "surrogateescape")
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The real command, as a user runs it (environment from the test's isolated storage)."""
-    return subprocess.run([sys.executable, "-m", "runicorn", *args], cwd=cwd, capture_output=True,
-                          text=True, errors="replace", timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "runicorn", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=300,
+    )
 
 
 def one_line_error(r: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -42,7 +48,8 @@ def store_is_clean(root: Path) -> None:
 
 
 def test_snapshot_of_a_name_that_is_not_utf8_is_refused_before_anything_is_written(
-        tmp_path: Path, _isolated_storage: Path) -> None:
+    tmp_path: Path, _isolated_storage: Path
+) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "ok.txt").write_text("fine\n")
@@ -87,7 +94,8 @@ def test_bind_of_a_tar_with_a_name_that_is_not_utf8_is_refused(tmp_path: Path, _
 
 
 def test_a_manifest_an_older_version_left_with_such_a_name_crashes_no_command(
-        tmp_path: Path, _isolated_storage: Path) -> None:
+    tmp_path: Path, _isolated_storage: Path
+) -> None:
     with Store(_isolated_storage) as s:
         blob = s.ingest_bytes(b"secret")
         entries = {BAD: TreeEntry(blob.sha256, "100644", 6)}
@@ -145,7 +153,8 @@ def test_restore_of_a_4000_level_manifest_is_refused_and_leaves_nothing(tmp_path
 
 
 def test_a_workspace_deeper_than_the_limit_is_refused_before_anything_is_read(
-        tmp_path: Path, _isolated_storage: Path) -> None:
+    tmp_path: Path, _isolated_storage: Path
+) -> None:
     ws = tmp_path / "ws"
     deep = ws.joinpath(*["d"] * 300)
     deep.mkdir(parents=True)
@@ -157,10 +166,14 @@ def test_a_workspace_deeper_than_the_limit_is_refused_before_anything_is_read(
         assert s.stats()["blob_count"] == 0
 
 
-@pytest.mark.parametrize("body", [
-    "x = " + "[" * 5000 + "]" * 5000 + "\n",
-    "[a]\nb = " + "{c = " * 3000 + "1" + "}" * 3000 + "\n",
-], ids=["5000-nested-arrays", "3000-nested-inline-tables"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "x = " + "[" * 5000 + "]" * 5000 + "\n",
+        "[a]\nb = " + "{c = " * 3000 + "1" + "}" * 3000 + "\n",
+    ],
+    ids=["5000-nested-arrays", "3000-nested-inline-tables"],
+)
 def test_deeply_nested_toml_gives_one_line_naming_the_file(tmp_path: Path, body: str) -> None:
     import runicorn
     from runicorn.errors import TomlFormatError

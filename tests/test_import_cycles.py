@@ -46,8 +46,9 @@ def _module_name(path: Path, root: Path) -> str:
 
 
 def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imported_names(name: str, path: Path, top: str) -> list[tuple[str, int]]:
@@ -72,7 +73,7 @@ def _imported_names(name: str, path: Path, top: str) -> list[tuple[str, int]]:
             base = node.module or ""
             if node.level:
                 pkg = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-                pkg = pkg[:len(pkg) - (node.level - 1)]
+                pkg = pkg[: len(pkg) - (node.level - 1)]
                 base = ".".join([*pkg, base] if base else pkg)
             # `from pkg import sub` imports the submodule when there is one: keep both
             # candidates, the resolver below takes the longest that is a module.
@@ -86,8 +87,12 @@ def _imported_names(name: str, path: Path, top: str) -> list[tuple[str, int]]:
         def visit_Call(self, node: ast.Call) -> None:
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if called in ("import_module", "__import__") and node.args and \
-                    isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            if (
+                called in ("import_module", "__import__")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
                 found.append((node.args[0].value, node.lineno))
             self.generic_visit(node)
 
@@ -195,19 +200,30 @@ def shortest_cycle(graph: Graph, component: list[str]) -> str:
     raise AssertionError(f"{component} is not a cycle")
 
 
-def problems(graph: Graph, known_modules: Sequence[set[str]] = (),
-             known_packages: Sequence[set[str]] = ()) -> list[str]:
+def problems(
+    graph: Graph, known_modules: Sequence[set[str]] = (), known_packages: Sequence[set[str]] = ()
+) -> list[str]:
     """Everything wrong with ``graph`` by the rules of this file, one line each; cycles
     inside one of the ``known_*`` sets are tolerated."""
-    out = [f"module cycle of {len(c)}: {shortest_cycle(graph, c)}  [all: {', '.join(c)}]"
-           for c in cycles(graph) if not any(set(c) <= k for k in known_modules)]
+    out = [
+        f"module cycle of {len(c)}: {shortest_cycle(graph, c)}  [all: {', '.join(c)}]"
+        for c in cycles(graph)
+        if not any(set(c) <= k for k in known_modules)
+    ]
     units = package_graph(graph)
-    out += [f"package cycle of {len(c)}: {shortest_cycle(units, c)}  [all: {', '.join(c)}]"
-            for c in cycles(units) if not any(set(c) <= k for k in known_packages)]
+    out += [
+        f"package cycle of {len(c)}: {shortest_cycle(units, c)}  [all: {', '.join(c)}]"
+        for c in cycles(units)
+        if not any(set(c) <= k for k in known_packages)
+    ]
     allowed = {*COMPOSERS, ENTRY_POINT}
-    out += [f"{unit} imports {dep} ({where}), which only {', '.join(sorted(allowed))} may"
-            for unit, deps in sorted(units.items()) if unit not in allowed
-            for dep, where in sorted(deps.items()) if dep in COMPOSERS]
+    out += [
+        f"{unit} imports {dep} ({where}), which only {', '.join(sorted(allowed))} may"
+        for unit, deps in sorted(units.items())
+        if unit not in allowed
+        for dep, where in sorted(deps.items())
+        if dep in COMPOSERS
+    ]
     return out
 
 
@@ -224,26 +240,34 @@ def _package(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_checker_finds_a_cycle_through_a_lazy_import(tmp_path: Path) -> None:
-    root = _package(tmp_path, {
-        "a.py": "def f():\n    from runicorn import b\n    return b\n",
-        "b.py": "import runicorn.a\n",
-        "c.py": "from runicorn.a import f\n",
-    })
+    root = _package(
+        tmp_path,
+        {
+            "a.py": "def f():\n    from runicorn import b\n    return b\n",
+            "b.py": "import runicorn.a\n",
+            "c.py": "from runicorn.a import f\n",
+        },
+    )
     graph = import_graph(root)
     assert cycles(graph) == [["runicorn.a", "runicorn.b"]]
-    assert shortest_cycle(graph, ["runicorn.a", "runicorn.b"]) == \
-        "runicorn.a (runicorn/a.py:2) -> runicorn.b (runicorn/b.py:1) -> runicorn.a"
+    assert (
+        shortest_cycle(graph, ["runicorn.a", "runicorn.b"])
+        == "runicorn.a (runicorn/a.py:2) -> runicorn.b (runicorn/b.py:1) -> runicorn.a"
+    )
 
 
 def test_the_checker_finds_a_cycle_through_a_module_attr_string(tmp_path: Path) -> None:
-    root = _package(tmp_path, {
-        "hooks.py": 'HOOKS = ["runicorn.feature:refresh"]\n',
-        "feature.py": "from runicorn.hooks import HOOKS\n\ndef refresh(): ...\n",
-        "lazy.py": 'import importlib\n\ndef g():\n    return importlib.import_module("runicorn.hooks")\n',
-        "pkg/__init__.py": '_LAZY = {"x": "runicorn.pkg:sub"}\n',
-        "pkg/sub.py": "from runicorn.pkg import _LAZY\n",
-        "doc.py": '"""See runicorn.feature:refresh, which is prose, not a spec."""\nimport runicorn.lazy\n',
-    })
+    root = _package(
+        tmp_path,
+        {
+            "hooks.py": 'HOOKS = ["runicorn.feature:refresh"]\n',
+            "feature.py": "from runicorn.hooks import HOOKS\n\ndef refresh(): ...\n",
+            "lazy.py": 'import importlib\n\ndef g():\n    return importlib.import_module("runicorn.hooks")\n',
+            "pkg/__init__.py": '_LAZY = {"x": "runicorn.pkg:sub"}\n',
+            "pkg/sub.py": "from runicorn.pkg import _LAZY\n",
+            "doc.py": '"""See runicorn.feature:refresh, which is prose, not a spec."""\nimport runicorn.lazy\n',
+        },
+    )
     graph = import_graph(root)
     assert graph["runicorn.lazy"] == {"runicorn.hooks": "runicorn/lazy.py:4"}
     assert graph["runicorn.doc"] == {"runicorn.lazy": "runicorn/doc.py:2"}
@@ -251,33 +275,43 @@ def test_the_checker_finds_a_cycle_through_a_module_attr_string(tmp_path: Path) 
 
 
 def test_the_checker_ignores_type_checking_imports(tmp_path: Path) -> None:
-    root = _package(tmp_path, {
-        "a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from runicorn.b import B\n",
-        "b.py": "import typing\nif typing.TYPE_CHECKING:\n    import runicorn.a\nelse:\n    import runicorn.c\n"
-                "class B: ...\n",
-        "c.py": "from runicorn import a\n",
-    })
+    root = _package(
+        tmp_path,
+        {
+            "a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from runicorn.b import B\n",
+            "b.py": "import typing\nif typing.TYPE_CHECKING:\n    import runicorn.a\nelse:\n    import runicorn.c\n"
+            "class B: ...\n",
+            "c.py": "from runicorn import a\n",
+        },
+    )
     graph = import_graph(root)
-    assert graph == {"runicorn": {}, "runicorn.a": {}, "runicorn.b": {"runicorn.c": "runicorn/b.py:5"},
-                     "runicorn.c": {"runicorn.a": "runicorn/c.py:1"}}
+    assert graph == {
+        "runicorn": {},
+        "runicorn.a": {},
+        "runicorn.b": {"runicorn.c": "runicorn/b.py:5"},
+        "runicorn.c": {"runicorn.a": "runicorn/c.py:1"},
+    }
     assert problems(graph) == []
 
 
 def test_the_checker_finds_package_cycles_and_imports_of_the_composers(tmp_path: Path) -> None:
-    root = _package(tmp_path, {
-        # No module cycle, but store and artifacts need each other.
-        "store/__init__.py": "",
-        "store/core.py": "def gc():\n    from runicorn.artifacts.roots import roots\n",
-        "store/tree.py": "",
-        "artifacts/__init__.py": "",
-        "artifacts/roots.py": "def roots(): ...\n",
-        "artifacts/install.py": "from runicorn.store.tree_format import x\n",
-        # The composers import anything; only __main__ imports them.
-        "__init__.py": '_LAZY = {"gc": "runicorn.store.core:gc"}\n',
-        "cli/__init__.py": "import runicorn\nfrom runicorn.store import core\n",
-        "__main__.py": "from runicorn.cli import main\n",
-        "errors.py": "def f():\n    from runicorn.cli import main\n",
-    })
+    root = _package(
+        tmp_path,
+        {
+            # No module cycle, but store and artifacts need each other.
+            "store/__init__.py": "",
+            "store/core.py": "def gc():\n    from runicorn.artifacts.roots import roots\n",
+            "store/tree.py": "",
+            "artifacts/__init__.py": "",
+            "artifacts/roots.py": "def roots(): ...\n",
+            "artifacts/install.py": "from runicorn.store.tree_format import x\n",
+            # The composers import anything; only __main__ imports them.
+            "__init__.py": '_LAZY = {"gc": "runicorn.store.core:gc"}\n',
+            "cli/__init__.py": "import runicorn\nfrom runicorn.store import core\n",
+            "__main__.py": "from runicorn.cli import main\n",
+            "errors.py": "def f():\n    from runicorn.cli import main\n",
+        },
+    )
     graph = import_graph(root)
     assert cycles(graph) == []
     assert problems(graph) == [

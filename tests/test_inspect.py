@@ -20,8 +20,9 @@ from runicorn.store import Store
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runicorn", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "runicorn", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def ok(*args: str, cwd: Path | None = None) -> str:
@@ -67,13 +68,13 @@ def world(tmp_path: Path, _isolated_storage: Path) -> dict[str, Any]:
     os.symlink("src", ws / "retarget")
     a = ok("snapshot", str(ws)).strip()
     write(ws / "src/train.py", "print('v2, longer')\n")
-    os.chmod(ws / "src/run.sh", 0o755)                       # mode only
+    os.chmod(ws / "src/run.sh", 0o755)  # mode only
     (ws / "gone.txt").unlink()
     write(ws / "new/added.txt", "new file\n")
     (ws / "retarget").unlink()
-    os.symlink("data", ws / "retarget")                      # a symlink to another target
+    os.symlink("data", ws / "retarget")  # a symlink to another target
     (ws / "README.md").unlink()
-    write(ws / "README.md", "hello\n", 0o755)                # same bytes, executable now
+    write(ws / "README.md", "hello\n", 0o755)  # same bytes, executable now
     b = ok("snapshot", str(ws)).strip()
     ok("pin", a[:10], "--name", "baseline")
 
@@ -83,7 +84,7 @@ def world(tmp_path: Path, _isolated_storage: Path) -> dict[str, Any]:
     os.chdir(ws)
     try:
         with rn.init(path="training/resnet", snapshot_code=True) as run:
-            run.archive(str(ws / "data"), role="dataset")    # the same blob as both snapshots
+            run.archive(str(ws / "data"), role="dataset")  # the same blob as both snapshots
             for epoch in range(5):
                 write(tmp_path / "ckpt.pt", b"weights %d" % epoch * 1000)
                 run.log({"loss": [0.9, 0.2, 0.5, 0.4, 0.3][epoch]})
@@ -131,11 +132,16 @@ def test_ls_tree_is_git_ls_tree_r_l(world: dict[str, Any]) -> None:
     for line in lines:
         meta, path = line.split("\t")
         mode, kind, sha, size = meta.split()
-        assert kind == "blob" and (mode, sha, int(size)) == (entries[path].mode, entries[path].sha256,
-                                                             entries[path].size)
-    assert [json_e["path"] for json_e in data("ls", f"{world['a'][:8]}:src")["entries"]] == \
-        ["src/run.sh", "src/train.py"]
-    assert ok("ls", "baseline:src/train.py").count("\n") == 1        # a pin name, one file
+        assert kind == "blob" and (mode, sha, int(size)) == (
+            entries[path].mode,
+            entries[path].sha256,
+            entries[path].size,
+        )
+    assert [json_e["path"] for json_e in data("ls", f"{world['a'][:8]}:src")["entries"]] == [
+        "src/run.sh",
+        "src/train.py",
+    ]
+    assert ok("ls", "baseline:src/train.py").count("\n") == 1  # a pin name, one file
     assert ok("ls", world["run"]).splitlines() == ok("ls", world["b"]).splitlines()  # a run: its code
     one_line_error(cli("ls", f"{world['a'][:8]}:nothing/here"), "has no path 'nothing/here'")
 
@@ -153,16 +159,19 @@ def test_show_tree_pin_and_run(world: dict[str, Any]) -> None:
     assert p["type"] == "pin" and p["tree"] == world["a"] and p["ref"]["ref"] == "pin/baseline"
     assert {r["ref"] for r in p["referenced_by"]} == {"pin/baseline", f"pin/{world['a']}"}
 
-    r = data("show", world["run"][:17])                      # a unique run-id prefix
+    r = data("show", world["run"][:17])  # a unique run-id prefix
     assert r["type"] == "run" and r["run_id"] == world["run"] and r["status"] == "finished"
     assert r["code_tree"] == world["b"] and r["meta"]["path"] == "training/resnet"
     assert {t["role"] for t in r["trees"]} == {"code", "dataset"}
     import runicorn.runs
 
     listed = runicorn.runs.list_outputs(world["run"])
-    assert {n: [v["version"] for v in vs] for n, vs in r["outputs"].items()} == \
-        {n: [v["version"] for v in vs] for n, vs in listed.items()} == {"ckpt": [2, 4, 5]}
-    art = data("show", "mnist")                               # an artifact by its bound name
+    assert (
+        {n: [v["version"] for v in vs] for n, vs in r["outputs"].items()}
+        == {n: [v["version"] for v in vs] for n, vs in listed.items()}
+        == {"ckpt": [2, 4, 5]}
+    )
+    art = data("show", "mnist")  # an artifact by its bound name
     assert art["type"] == "artifact" and art["file_count"] == 1
     assert [r["kind"] for r in art["referenced_by"]] == ["binding"]
     assert ok("ls", "mnist").endswith("\tlabels.txt\n")
@@ -199,8 +208,12 @@ def test_diff_of_two_snapshots_matches_comparing_their_restores(world: dict[str,
         "mode_changed": sorted(p for p in set(fa) & set(fb) if fa[p][1] == fb[p][1] and fa[p][0] != fb[p][0]),
     }
     # Every kind of change is present, so the comparison means something.
-    assert expected == {"added": ["new/added.txt"], "deleted": ["gone.txt"],
-                        "modified": ["retarget", "src/train.py"], "mode_changed": ["README.md", "src/run.sh"]}
+    assert expected == {
+        "added": ["new/added.txt"],
+        "deleted": ["gone.txt"],
+        "modified": ["retarget", "src/train.py"],
+        "mode_changed": ["README.md", "src/run.sh"],
+    }
     got = data("diff", world["a"][:8], world["b"][:8])
     assert {k: [e["path"] for e in got[k]] for k in expected} == expected
     assert got["stat"]["added"] == 1 and got["stat"]["mode_changed"] == 2
@@ -210,12 +223,23 @@ def test_diff_of_two_snapshots_matches_comparing_their_restores(world: dict[str,
     with Store.open() as store:
         api = store.diff("baseline", rb)
     assert {k: [e["path"] for e in api[k]] for k in expected} == expected
-    assert data("diff", world["a"], str(ra))["stat"] == {"added": 0, "deleted": 0, "modified": 0,
-                                                         "mode_changed": 0, "bytes_added": 0, "bytes_removed": 0}
+    assert data("diff", world["a"], str(ra))["stat"] == {
+        "added": 0,
+        "deleted": 0,
+        "modified": 0,
+        "mode_changed": 0,
+        "bytes_added": 0,
+        "bytes_removed": 0,
+    }
 
     assert ok("diff", world["a"][:8], world["b"][:8]).splitlines() == [  # by path, as git does
-        "mode      README.md", "deleted   gone.txt", "added     new/added.txt", "modified  retarget",
-        "mode      src/run.sh", "modified  src/train.py"]
+        "mode      README.md",
+        "deleted   gone.txt",
+        "added     new/added.txt",
+        "modified  retarget",
+        "mode      src/run.sh",
+        "modified  src/train.py",
+    ]
     st = ok("diff", "--stat", world["a"][:8], world["b"][:8])
     assert re.search(r"^ src/train.py +\| modified 12 B -> 20 B$", st, re.M), st
     assert st.splitlines()[-1].startswith("6 path(s) changed: 1 added, 2 modified, 1 deleted, 2 mode changed")
@@ -232,7 +256,7 @@ def test_du_unique_bytes_add_up_to_the_stats_total(world: dict[str, Any]) -> Non
     # data/big.bin is in both snapshots and the run's archive: shared, never unique.
     assert run["shared"] >= 300_000 and run["unique"] < 300_000
     assert owners[("artifact", "mnist")]["unique"] == 6000
-    assert d["unreferenced_bytes"] == 2 * 9000                 # the two dropped checkpoint versions
+    assert d["unreferenced_bytes"] == 2 * 9000  # the two dropped checkpoint versions
     for o in d["owners"]:
         assert o["size"] == o["unique"] + o["shared"]
     # gc frees exactly the unreferenced bytes; the sum still holds afterwards.
@@ -256,7 +280,7 @@ def test_unknown_names_and_missing_store_are_one_line_errors(world: dict[str, An
     one_line_error(cli("diff", "nope", world["a"]), "'nope'")
     for args in (["ls"], ["du"], ["show", "x"], ["diff", "a", "b"]):
         one_line_error(cli("--storage", str(tmp_path / "empty"), *args), "no store at")
-    assert not (tmp_path / "empty").exists()                 # read-only commands create nothing
+    assert not (tmp_path / "empty").exists()  # read-only commands create nothing
     for cmd in ("ls", "show", "diff", "du"):
         assert "Usage:" in ok(cmd, "--help")
 
@@ -264,7 +288,7 @@ def test_unknown_names_and_missing_store_are_one_line_errors(world: dict[str, An
 def test_diff_against_a_workspace_follows_its_ignore_rules_unless_all(world: dict[str, Any]) -> None:
     ws = world["ws"]
     write(ws / "scratch.tmp", "ignored by the workspace's .rnignore\n")
-    assert data("diff", world["b"], str(ws))["stat"]["added"] == 0       # what a snapshot would take
+    assert data("diff", world["b"], str(ws))["stat"]["added"] == 0  # what a snapshot would take
     assert [e["path"] for e in data("diff", world["b"], str(ws), "--all")["added"]] == ["scratch.tmp"]
     write(ws / "src/train.py", "print('v3')\n")
     assert ok("diff", world["b"], str(ws)).splitlines() == ["modified  src/train.py"]

@@ -12,8 +12,11 @@ import pytest
 from tests.test_read_only_store import cli, remount_ro, ro_mount  # noqa: F401  (ro_mount is a fixture)
 
 
-def test_inspect_commands_serve_a_read_only_store(ro_mount: Path, tmp_path: Path,  # noqa: F811
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inspect_commands_serve_a_read_only_store(
+    ro_mount: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     store = ro_mount / "store"
     monkeypatch.setenv("RUNICORN_DIR", str(store))
     ws = tmp_path / "ws"
@@ -21,10 +24,19 @@ def test_inspect_commands_serve_a_read_only_store(ro_mount: Path, tmp_path: Path
     (ws / "train.py").write_text("print('hi')\n")
     a = cli("snapshot", str(ws)).stdout.strip()
     (ws / "train.py").write_text("print('hello')\n")
-    r = subprocess.run([sys.executable, "-c", (
-        "import runicorn as rn\n"
-        f"with rn.init(path='p/e', snapshot_code=True, workspace_root={str(ws)!r}) as run:\n"
-        "    print(run.run_id)\n")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import runicorn as rn\n"
+                f"with rn.init(path='p/e', snapshot_code=True, workspace_root={str(ws)!r}) as run:\n"
+                "    print(run.run_id)\n"
+            ),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.strip()
     remount_ro(ro_mount)
@@ -42,5 +54,7 @@ def test_inspect_commands_serve_a_read_only_store(ro_mount: Path, tmp_path: Path
     changes = data("diff", a[:8], run_id)
     assert [e["path"] for e in changes["modified"]] == ["train.py"]  # type: ignore[index]
     du = data("du")
-    assert sum(o["unique"] for o in du["owners"]) + du["shared_bytes"] + du["unreferenced_bytes"] == \
-        data("stats")["total_size_bytes"]  # type: ignore[index]
+    assert (
+        sum(o["unique"] for o in du["owners"]) + du["shared_bytes"] + du["unreferenced_bytes"]
+        == data("stats")["total_size_bytes"]
+    )  # type: ignore[index]

@@ -47,8 +47,10 @@ def test_upper_case_sha256_is_accepted_and_normalised(tmp_path: Path, server) ->
     server.routes["/a.tar.gz"] = Route(archive.read_bytes())
     toml = tmp_path / "p" / "Runicorn.toml"
     toml.parent.mkdir()
-    toml.write_text(f'[data]\ntree-sha256 = "{tree.upper()}"\nlazy = true\n'
-                    f'[[data.download]]\nurl = "{server.url("/a.tar.gz")}"\nsha256 = "{sha.upper()}"\n')
+    toml.write_text(
+        f'[data]\ntree-sha256 = "{tree.upper()}"\nlazy = true\n'
+        f'[[data.download]]\nurl = "{server.url("/a.tar.gz")}"\nsha256 = "{sha.upper()}"\n'
+    )
     meta = rn.artifact_meta("data", toml)
     assert meta is not None and meta["download"][0]["sha256"] == sha and meta["tree-sha256"] == tree
     assert rn.artifact("data", toml=toml).name == tree
@@ -58,14 +60,18 @@ def test_upper_case_sha256_is_accepted_and_normalised(tmp_path: Path, server) ->
     assert f'sha256 = "{sha}"' in toml2.read_text()
 
 
-def test_retry_count_is_a_setting_and_waits_are_capped(tmp_path: Path, server,  # type: ignore[no-untyped-def]
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retry_count_is_a_setting_and_waits_are_capped(
+    tmp_path: Path,
+    server,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     server.routes["/busy"] = Route(status=503)
     monkeypatch.setenv("RUNICORN_DOWNLOAD_BACKOFF", "0.01")
     monkeypatch.setenv("RUNICORN_DOWNLOAD_RETRIES", "3")
     toml = tmp_path / "Runicorn.toml"
-    toml.write_text(f'[x]\ntree-sha256 = "{"1" * 64}"\n[[x.download]]\nurl = "{server.url("/busy")}"\n'
-                    f'sha256 = "{"2" * 64}"\n')
+    toml.write_text(
+        f'[x]\ntree-sha256 = "{"1" * 64}"\n[[x.download]]\nurl = "{server.url("/busy")}"\nsha256 = "{"2" * 64}"\n'
+    )
     with pytest.raises(ArtifactError, match=r"gave up after 3 attempt\(s\) \(RUNICORN_DOWNLOAD_RETRIES\): HTTP 503"):
         rn.ensure_artifact_installed("x", toml)
     assert len(server.gets("/busy")) == 3
@@ -92,8 +98,13 @@ def test_retry_count_is_a_setting_and_waits_are_capped(tmp_path: Path, server,  
 
 
 def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runicorn", *args], capture_output=True, text=True,
-                          env=dict(env, PYTHONPATH=str(REPO)), cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "runicorn", *args],
+        capture_output=True,
+        text=True,
+        env=dict(env, PYTHONPATH=str(REPO)),
+        cwd=cwd,
+    )
 
 
 def test_a_storage_root_that_cannot_be_created_is_one_line_naming_its_origin(tmp_path: Path) -> None:

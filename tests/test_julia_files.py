@@ -33,8 +33,9 @@ def test_julia_artifacts_toml_wins_over_artifacts_toml(tmp_path: Path) -> None:
     (pkg / "src").mkdir()
     (pkg / "src" / "mod.py").write_text("import runicorn as rn\nprint(rn.artifact_hash('data'))\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, str(pkg / "src" / "mod.py")], cwd=tmp_path, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, str(pkg / "src" / "mod.py")], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert out.stdout.strip() == T2, out.stderr
     # Runicorn's own file comes first of all
     (pkg / "Runicorn.toml").write_text(f'[data]\ntree-sha256 = "{"3" * 64}"\n')
@@ -53,12 +54,15 @@ def test_overrides_follow_julia(tmp_path: Path) -> None:
     # package's UUID table) to another hash, a name to a directory on disk.
     toml = tmp_path / "Runicorn.toml"
     bar, baz, arty_t, barty_t = ("b" * 40, "c" * 40, "d" * 40, "e" * 40)
-    toml.write_text(f'[baz]\ngit-tree-sha1 = "{baz}"\n[arty]\ngit-tree-sha1 = "{arty_t}"\n'
-                    f'[barty]\ngit-tree-sha1 = "{barty_t}"\n[plain]\ngit-tree-sha1 = "{bar}"\n')
+    toml.write_text(
+        f'[baz]\ngit-tree-sha1 = "{baz}"\n[arty]\ngit-tree-sha1 = "{arty_t}"\n'
+        f'[barty]\ngit-tree-sha1 = "{barty_t}"\n[plain]\ngit-tree-sha1 = "{bar}"\n'
+    )
     barty_dir = tmp_path / "a_wild_barty_appears"
     barty_dir.mkdir()
-    adir = _overrides(f'"{baz.upper()}" = "{bar}"\n'
-                      f'[d57dbccd-ca19-4d82-b9b8-9d660942965b]\narty = "{bar}"\nbarty = "{barty_dir}"\n')
+    adir = _overrides(
+        f'"{baz.upper()}" = "{bar}"\n[d57dbccd-ca19-4d82-b9b8-9d660942965b]\narty = "{bar}"\nbarty = "{barty_dir}"\n'
+    )
     (adir / bar).mkdir()
     assert rn.artifact("baz", toml=toml) == adir / bar
     assert rn.artifact_path(baz) == adir / bar
@@ -75,17 +79,22 @@ def test_overrides_follow_julia(tmp_path: Path) -> None:
     assert rn.artifact("plain", toml=toml) == adir / bar  # other lookups are unaffected
 
 
-@pytest.mark.parametrize("body,message", [
-    ('"not a name!" = "/x"\n', "override key 'not a name!' is neither a tree id"),
-    ('"abc/def" = "/x"\n', "override key 'abc/def' is neither a tree id"),
-    ('ds = "relative/dir"\n', "override 'ds' must map to an absolute path or a tree id, got 'relative/dir'"),
-    ('ds = "abc123"\n', "override 'ds' must map to an absolute path or a tree id, got 'abc123'"),
-    ('ds = 5\n', "override 'ds' must be a directory path string, got 5"),
-    ('[notauuid]\nds = "/x"\n', r"override table \[notauuid\] must be named by a package UUID"),
-    ('[d57dbccd-ca19-4d82-b9b8-9d660942965b]\n"a b" = "/x"\n', "key 'a b' is not an artifact name"),
-    ('[d57dbccd-ca19-4d82-b9b8-9d660942965b]\nds = "rel"\n',
-     "override 'd57dbccd-ca19-4d82-b9b8-9d660942965b.ds' must map to an absolute path"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ('"not a name!" = "/x"\n', "override key 'not a name!' is neither a tree id"),
+        ('"abc/def" = "/x"\n', "override key 'abc/def' is neither a tree id"),
+        ('ds = "relative/dir"\n', "override 'ds' must map to an absolute path or a tree id, got 'relative/dir'"),
+        ('ds = "abc123"\n', "override 'ds' must map to an absolute path or a tree id, got 'abc123'"),
+        ("ds = 5\n", "override 'ds' must be a directory path string, got 5"),
+        ('[notauuid]\nds = "/x"\n', r"override table \[notauuid\] must be named by a package UUID"),
+        ('[d57dbccd-ca19-4d82-b9b8-9d660942965b]\n"a b" = "/x"\n', "key 'a b' is not an artifact name"),
+        (
+            '[d57dbccd-ca19-4d82-b9b8-9d660942965b]\nds = "rel"\n',
+            "override 'd57dbccd-ca19-4d82-b9b8-9d660942965b.ds' must map to an absolute path",
+        ),
+    ],
+)
 def test_bad_override_entries_are_reported_with_file_and_key(tmp_path: Path, body: str, message: str) -> None:
     toml = tmp_path / "Runicorn.toml"
     toml.write_text(f'[ds]\ntree-sha256 = "{T1}"\n')
@@ -95,7 +104,11 @@ def test_bad_override_entries_are_reported_with_file_and_key(tmp_path: Path, bod
     assert str(info.value).startswith(f"{adir}/Overrides.toml: ")
     assert re.search(message, str(info.value)), str(info.value)
     # the CLI: one line, exit 1
-    r = subprocess.run([sys.executable, "-m", "runicorn", "path", "ds", "--toml", str(toml)],
-                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    r = subprocess.run(
+        [sys.executable, "-m", "runicorn", "path", "ds", "--toml", str(toml)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "Overrides.toml" in r.stderr

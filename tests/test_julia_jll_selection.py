@@ -20,7 +20,7 @@ import pytest
 import runicorn as rn
 from runicorn.artifacts.platform import parse_platform, parse_triplet, select_variant
 
-IPOPT_JLL_ARTIFACTS_TOML = r'''
+IPOPT_JLL_ARTIFACTS_TOML = r"""
 [[Ipopt]]
 arch = "aarch64"
 git-tree-sha1 = "847f0aae4b4b7851248d669268a9aa2ba02499e5"
@@ -954,7 +954,7 @@ os = "windows"
     [[Ipopt.download]]
     sha256 = "3c1c823d27e7bc9365b6515996062c7d1fa3b1326ceab76cd6efa957f5bf5cd4"
     url = "https://github.com/JuliaBinaryWrappers/Ipopt_jll.jl/releases/download/Ipopt-v300.1400.1700+0/Ipopt.v300.1400.1700.x86_64-w64-mingw32-libgfortran5-cxx11.tar.gz"
-'''
+"""
 
 ENTRIES = tomllib.loads(IPOPT_JLL_ARTIFACTS_TOML)["Ipopt"]
 
@@ -1016,5 +1016,6 @@ def test_real_jll_file_has_no_variant_for_an_unbuilt_platform(tmp_path: Path) ->
     assert rn.artifact_hash("Ipopt", toml, platform=parse_triplet("riscv64-linux-gnu")) is None
     # a host with libgfortran 5 on macOS x86_64 but asking for cxx11: macOS variants have
     # no cxxstring_abi, so the tag is a wildcard there
-    assert rn.artifact_hash("Ipopt", toml, platform=parse_triplet("x86_64-apple-darwin-libgfortran5-cxx11")) \
-        == tree_of("x86_64-apple-darwin-libgfortran5")
+    assert rn.artifact_hash("Ipopt", toml, platform=parse_triplet("x86_64-apple-darwin-libgfortran5-cxx11")) == tree_of(
+        "x86_64-apple-darwin-libgfortran5"
+    )

@@ -43,8 +43,14 @@ def test_constructor_normalises_like_julia() -> None:
     assert P("amd64", "freebsd")["arch"] == "x86_64"
     assert P("ARM", "linux")["arch"] == "armv7l"
     assert P("ppc64le", "linux")["arch"] == "powerpc64le"
-    for alias, arch in (("i386", "i686"), ("i586", "i686"), ("armv6", "armv6l"), ("armv7", "armv7l"),
-                        ("armv8l", "armv7l"), ("arm64", "aarch64")):
+    for alias, arch in (
+        ("i386", "i686"),
+        ("i586", "i686"),
+        ("armv6", "armv6l"),
+        ("armv7", "armv7l"),
+        ("armv8l", "armv7l"),
+        ("arm64", "aarch64"),
+    ):
         assert P(alias, "linux")["arch"] == arch
     # a linux platform without libc is glibc; a 32-bit ARM linux one without call_abi is eabihf
     assert P("x86_64", "linux") == {"arch": "x86_64", "os": "linux", "libc": "glibc"}
@@ -63,62 +69,68 @@ def test_constructor_normalises_like_julia() -> None:
         P("x86_64", "linux", cuda="12-2")
 
 
-@pytest.mark.parametrize("platform,expected", [
-    (P("i686", "Windows"), "i686-w64-mingw32"),
-    (P("x86_64", "linux", libc="musl"), "x86_64-linux-musl"),
-    (P("armv7l", "linux", libc="musl"), "armv7l-linux-musleabihf"),
-    (P("armv6l", "linux", libc="musl", call_abi="eabihf"), "armv6l-linux-musleabihf"),
-    (P("armv6l", "linux", call_abi="eabi"), "armv6l-linux-gnueabi"),
-    (P("x86_64", "linux"), "x86_64-linux-gnu"),
-    (P("armv6l", "linux"), "armv6l-linux-gnueabihf"),
-    (P("x86_64", "macos"), "x86_64-apple-darwin"),
-    (P("x86_64", "macos", os_version="16"), "x86_64-apple-darwin16"),
-    (P("x86_64", "freebsd"), "x86_64-unknown-freebsd"),
-    (P("i686", "freebsd"), "i686-unknown-freebsd"),
-    (P("x86_64", "linux", libgfortran_version="3", cxxstring_abi="cxx11"), "x86_64-linux-gnu-libgfortran3-cxx11"),
-    (P("armv7l", "linux", libc="musl", cxxstring_abi="cxx03"), "armv7l-linux-musleabihf-cxx03"),
-    (P("x86_64", "linux", libstdcxx_version="3.4.26"), "x86_64-linux-gnu-libstdcxx26"),
-    (P("armv7l", "Linux", libgfortran_version="3"), "armv7l-linux-gnueabihf-libgfortran3"),
-    # extra tags follow, sorted (Julia's "Deterministic serialization" testset)
-    (P("aarch64", "macos", tag9="d", cuda="10.1", tag1="a"), "aarch64-apple-darwin-cuda+10.1-tag1+a-tag9+d"),
-])
+@pytest.mark.parametrize(
+    "platform,expected",
+    [
+        (P("i686", "Windows"), "i686-w64-mingw32"),
+        (P("x86_64", "linux", libc="musl"), "x86_64-linux-musl"),
+        (P("armv7l", "linux", libc="musl"), "armv7l-linux-musleabihf"),
+        (P("armv6l", "linux", libc="musl", call_abi="eabihf"), "armv6l-linux-musleabihf"),
+        (P("armv6l", "linux", call_abi="eabi"), "armv6l-linux-gnueabi"),
+        (P("x86_64", "linux"), "x86_64-linux-gnu"),
+        (P("armv6l", "linux"), "armv6l-linux-gnueabihf"),
+        (P("x86_64", "macos"), "x86_64-apple-darwin"),
+        (P("x86_64", "macos", os_version="16"), "x86_64-apple-darwin16"),
+        (P("x86_64", "freebsd"), "x86_64-unknown-freebsd"),
+        (P("i686", "freebsd"), "i686-unknown-freebsd"),
+        (P("x86_64", "linux", libgfortran_version="3", cxxstring_abi="cxx11"), "x86_64-linux-gnu-libgfortran3-cxx11"),
+        (P("armv7l", "linux", libc="musl", cxxstring_abi="cxx03"), "armv7l-linux-musleabihf-cxx03"),
+        (P("x86_64", "linux", libstdcxx_version="3.4.26"), "x86_64-linux-gnu-libstdcxx26"),
+        (P("armv7l", "Linux", libgfortran_version="3"), "armv7l-linux-gnueabihf-libgfortran3"),
+        # extra tags follow, sorted (Julia's "Deterministic serialization" testset)
+        (P("aarch64", "macos", tag9="d", cuda="10.1", tag1="a"), "aarch64-apple-darwin-cuda+10.1-tag1+a-tag9+d"),
+    ],
+)
 def test_triplet_printing(platform: dict[str, str], expected: str) -> None:
     assert triplet(platform) == expected
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("x86_64-linux-gnu", P("x86_64", "linux")),
-    ("x86_64-linux-musl", P("x86_64", "linux", libc="musl")),
-    ("i686-unknown-linux-gnu", P("i686", "linux")),
-    ("x86_64-apple-darwin", P("x86_64", "macos")),
-    ("x86_64-apple-darwin14", P("x86_64", "macos", os_version="14")),
-    ("x86_64-apple-darwin17.0.0", P("x86_64", "macos", os_version="17")),
-    ("armv7l-pc-linux-gnueabihf", P("armv7l", "linux")),
-    ("armv7l-linux-musleabihf", P("armv7l", "linux", libc="musl")),
-    ("armv6l-linux-gnueabi", P("armv6l", "linux", call_abi="eabi")),
-    ("arm-linux-gnueabihf", P("armv7l", "linux")),
-    ("aarch64-unknown-linux-gnu", P("aarch64", "linux")),
-    ("powerpc64le-linux-gnu", P("powerpc64le", "linux")),
-    ("ppc64le-linux-gnu", P("powerpc64le", "linux")),
-    ("x86_64-w64-mingw32", P("x86_64", "windows")),
-    ("i686-w64-mingw32", P("i686", "windows")),
-    ("x86_64-unknown-freebsd11.1", P("x86_64", "freebsd", os_version="11.1")),
-    ("i686-unknown-freebsd11.1", P("i686", "freebsd", os_version="11.1")),
-    ("amd64-unknown-freebsd12.0", P("x86_64", "freebsd", os_version="12.0")),
-    ("i386-unknown-freebsd10.3", P("i686", "freebsd", os_version="10.3")),
-    ("aarch64-apple-darwin18.7", P("aarch64", "macos", os_version="18.7")),
-    ("arm64-apple-darwin20", P("aarch64", "macos", os_version="20")),
-    ("x86_64-linux-gnu-gcc7", P("x86_64", "linux", libgfortran_version="4")),
-    ("x86_64-linux-gnu-gcc4-cxx11", P("x86_64", "linux", libgfortran_version="3", cxxstring_abi="cxx11")),
-    ("x86_64-linux-gnu-cxx11", P("x86_64", "linux", cxxstring_abi="cxx11")),
-    ("x86_64-linux-gnu-libgfortran3-cxx03", P("x86_64", "linux", libgfortran_version="3", cxxstring_abi="cxx03")),
-    ("x86_64-linux-gnu-libstdcxx26", P("x86_64", "linux", libstdcxx_version="3.4.26")),
-    ("aarch64-linux-gnueabihf", P("aarch64", "linux", call_abi="eabihf")),
-    ("x86_64-linux-gnu-march+avx2", P("x86_64", "linux", march="avx2")),
-    ("x86_64-linux-gnu-march+x86_64-cuda+10.1", P("x86_64", "linux", march="x86_64", cuda="10.1")),
-    ("riscv64-linux-gnu", P("riscv64", "linux")),
-    ("x86_64-unknown-openbsd", P("x86_64", "openbsd")),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("x86_64-linux-gnu", P("x86_64", "linux")),
+        ("x86_64-linux-musl", P("x86_64", "linux", libc="musl")),
+        ("i686-unknown-linux-gnu", P("i686", "linux")),
+        ("x86_64-apple-darwin", P("x86_64", "macos")),
+        ("x86_64-apple-darwin14", P("x86_64", "macos", os_version="14")),
+        ("x86_64-apple-darwin17.0.0", P("x86_64", "macos", os_version="17")),
+        ("armv7l-pc-linux-gnueabihf", P("armv7l", "linux")),
+        ("armv7l-linux-musleabihf", P("armv7l", "linux", libc="musl")),
+        ("armv6l-linux-gnueabi", P("armv6l", "linux", call_abi="eabi")),
+        ("arm-linux-gnueabihf", P("armv7l", "linux")),
+        ("aarch64-unknown-linux-gnu", P("aarch64", "linux")),
+        ("powerpc64le-linux-gnu", P("powerpc64le", "linux")),
+        ("ppc64le-linux-gnu", P("powerpc64le", "linux")),
+        ("x86_64-w64-mingw32", P("x86_64", "windows")),
+        ("i686-w64-mingw32", P("i686", "windows")),
+        ("x86_64-unknown-freebsd11.1", P("x86_64", "freebsd", os_version="11.1")),
+        ("i686-unknown-freebsd11.1", P("i686", "freebsd", os_version="11.1")),
+        ("amd64-unknown-freebsd12.0", P("x86_64", "freebsd", os_version="12.0")),
+        ("i386-unknown-freebsd10.3", P("i686", "freebsd", os_version="10.3")),
+        ("aarch64-apple-darwin18.7", P("aarch64", "macos", os_version="18.7")),
+        ("arm64-apple-darwin20", P("aarch64", "macos", os_version="20")),
+        ("x86_64-linux-gnu-gcc7", P("x86_64", "linux", libgfortran_version="4")),
+        ("x86_64-linux-gnu-gcc4-cxx11", P("x86_64", "linux", libgfortran_version="3", cxxstring_abi="cxx11")),
+        ("x86_64-linux-gnu-cxx11", P("x86_64", "linux", cxxstring_abi="cxx11")),
+        ("x86_64-linux-gnu-libgfortran3-cxx03", P("x86_64", "linux", libgfortran_version="3", cxxstring_abi="cxx03")),
+        ("x86_64-linux-gnu-libstdcxx26", P("x86_64", "linux", libstdcxx_version="3.4.26")),
+        ("aarch64-linux-gnueabihf", P("aarch64", "linux", call_abi="eabihf")),
+        ("x86_64-linux-gnu-march+avx2", P("x86_64", "linux", march="avx2")),
+        ("x86_64-linux-gnu-march+x86_64-cuda+10.1", P("x86_64", "linux", march="x86_64", cuda="10.1")),
+        ("riscv64-linux-gnu", P("riscv64", "linux")),
+        ("x86_64-unknown-openbsd", P("x86_64", "openbsd")),
+    ],
+)
 def test_triplet_parsing(text: str, expected: dict[str, str]) -> None:
     assert parse_triplet(text) == expected
     assert parse_platform(text) == expected
@@ -131,14 +143,34 @@ def test_triplet_parsing_refuses_what_julia_refuses(text: str) -> None:
 
 
 ROUND_TRIP = [
-    "x86_64-linux-gnu", "x86_64-linux-musl", "i686-linux-gnu", "aarch64-linux-gnu", "aarch64-linux-musl",
-    "armv7l-linux-gnueabihf", "armv7l-linux-musleabihf", "armv6l-linux-gnueabihf", "armv6l-linux-gnueabi",
-    "powerpc64le-linux-gnu", "riscv64-linux-gnu", "x86_64-apple-darwin", "aarch64-apple-darwin",
-    "x86_64-apple-darwin14", "x86_64-w64-mingw32", "i686-w64-mingw32", "x86_64-unknown-freebsd",
-    "x86_64-unknown-freebsd11.1", "x86_64-unknown-openbsd", "x86_64-linux-gnu-libgfortran3",
-    "x86_64-linux-gnu-libgfortran5-cxx11", "x86_64-linux-gnu-cxx03", "x86_64-linux-gnu-libstdcxx26",
-    "x86_64-linux-gnu-libgfortran4-cxx11-libstdcxx22", "armv7l-linux-musleabihf-cxx03",
-    "x86_64-linux-gnu-march+avx2", "x86_64-linux-gnu-cuda+10.1-march+x86_64", "x86_64-linux-gnu-sanitize+memory",
+    "x86_64-linux-gnu",
+    "x86_64-linux-musl",
+    "i686-linux-gnu",
+    "aarch64-linux-gnu",
+    "aarch64-linux-musl",
+    "armv7l-linux-gnueabihf",
+    "armv7l-linux-musleabihf",
+    "armv6l-linux-gnueabihf",
+    "armv6l-linux-gnueabi",
+    "powerpc64le-linux-gnu",
+    "riscv64-linux-gnu",
+    "x86_64-apple-darwin",
+    "aarch64-apple-darwin",
+    "x86_64-apple-darwin14",
+    "x86_64-w64-mingw32",
+    "i686-w64-mingw32",
+    "x86_64-unknown-freebsd",
+    "x86_64-unknown-freebsd11.1",
+    "x86_64-unknown-openbsd",
+    "x86_64-linux-gnu-libgfortran3",
+    "x86_64-linux-gnu-libgfortran5-cxx11",
+    "x86_64-linux-gnu-cxx03",
+    "x86_64-linux-gnu-libstdcxx26",
+    "x86_64-linux-gnu-libgfortran4-cxx11-libstdcxx22",
+    "armv7l-linux-musleabihf-cxx03",
+    "x86_64-linux-gnu-march+avx2",
+    "x86_64-linux-gnu-cuda+10.1-march+x86_64",
+    "x86_64-linux-gnu-sanitize+memory",
     "aarch64-apple-darwin20-march+armv8_4_crypto_sve",
 ]
 
@@ -155,8 +187,11 @@ def test_platforms_match_like_julia() -> None:
     for gf in (None, "3", "5"):
         for cxx in (None, "3.4.18", "3.4.26"):
             for abi in (None, "cxx03", "cxx11"):
-                tags = {k: v for k, v in (("libgfortran_version", gf), ("libstdcxx_version", cxx),
-                                          ("cxxstring_abi", abi)) if v is not None}
+                tags = {
+                    k: v
+                    for k, v in (("libgfortran_version", gf), ("libstdcxx_version", cxx), ("cxxstring_abi", abi))
+                    if v is not None
+                }
                 p = P("x86_64", "linux", **tags)
                 assert platforms_match(linux, p) and platforms_match(p, linux)
                 assert platforms_match(parse_triplet(triplet(linux)), p)
@@ -169,9 +204,12 @@ def test_platforms_match_like_julia() -> None:
     assert not platforms_match(linux, P("x86_64", "macos"))
     for arch in ("x86_64", "i686", "aarch64", "armv6l", "armv7l", "powerpc64le"):
         a = P(arch, "linux", libgfortran_version="5", cxxstring_abi="cxx11")
-        for kw in ({"libgfortran_version": "3"}, {"cxxstring_abi": "cxx03"},
-                   {"libgfortran_version": "4", "cxxstring_abi": "cxx11"},
-                   {"libgfortran_version": "3", "cxxstring_abi": "cxx03"}):
+        for kw in (
+            {"libgfortran_version": "3"},
+            {"cxxstring_abi": "cxx03"},
+            {"libgfortran_version": "4", "cxxstring_abi": "cxx11"},
+            {"libgfortran_version": "3", "cxxstring_abi": "cxx03"},
+        ):
             assert not platforms_match(P(arch, "linux", **kw), a)
     # The platform selected for is a host: its os_version and libstdcxx_version are caps.
     host = P("x86_64", "macos", os_version="14", libstdcxx_version="3.4.26")
@@ -228,8 +266,10 @@ def test_select_platform_like_julia_in_any_order(seed: int) -> None:
     assert _select(both, P("x86_64", "linux")) == "normal"
     assert _select(both, P("x86_64", "linux", sanitize="memory")) == "sanitized"
     # ties are broken by reverse-sorting by triplet
-    gf = [(P("x86_64", "linux", libgfortran_version="3"), "libgfortran3"),
-          (P("x86_64", "linux", libgfortran_version="4"), "libgfortran4")]
+    gf = [
+        (P("x86_64", "linux", libgfortran_version="3"), "libgfortran3"),
+        (P("x86_64", "linux", libgfortran_version="4"), "libgfortran4"),
+    ]
     random.Random(seed).shuffle(gf)
     assert _select(gf, P("x86_64", "linux")) == "libgfortran4"
     assert _select(gf, P("x86_64", "linux", libgfortran_version="3")) == "libgfortran3"
@@ -237,34 +277,59 @@ def test_select_platform_like_julia_in_any_order(seed: int) -> None:
 
 # Every platform Julia's test/binaryplatforms.jl constructs or parses (commit above), as
 # (os, arch, tags) after Julia's normalisation, deduplicated.
-JULIA_TEST_PLATFORMS = sorted({triplet(p): p for p in [
-    *(P("x86_64", o) for o in ("linux", "freebsd", "windows", "macos")),
-    *(P(a, "linux") for a in ("x86_64", "armv7l", "armv6l", "i686", "powerpc64le", "aarch64", "riscv64")),
-    P("aarch64", "macos"), P("armv7l", "windows"), P("i686", "windows"), P("i686", "freebsd"),
-    P("armv7l", "linux", call_abi="eabi"), P("armv6l", "linux", call_abi="eabi"),
-    P("x86_64", "linux", libc="musl"), P("armv7l", "linux", libc="musl"), P("aarch64", "linux", libc="musl"),
-    P("armv6l", "linux", libc="musl", call_abi="eabihf"),
-    P("x86_64", "macos", os_version="16"), P("x86_64", "macos", os_version="14"),
-    P("x86_64", "macos", os_version="17"), P("aarch64", "macos", os_version="18.7"),
-    P("aarch64", "macos", os_version="20"), P("aarch64", "macos", os_version="20", march="armv8_4_crypto_sve"),
-    P("x86_64", "freebsd", os_version="11.1"), P("i686", "freebsd", os_version="11.1"),
-    P("x86_64", "freebsd", os_version="12.0"), P("i686", "freebsd", os_version="10.3"),
-    P("x86_64", "linux", libgfortran_version="3", cxxstring_abi="cxx11"),
-    P("x86_64", "linux", libgfortran_version="3", cxxstring_abi="cxx03"),
-    P("armv7l", "linux", libc="musl", cxxstring_abi="cxx03"),
-    P("x86_64", "linux", libstdcxx_version="3.4.26"), P("x86_64", "linux", libstdcxx_version="3.4.18"),
-    P("x86_64", "linux", cxxstring_abi="cxx11"), P("x86_64", "linux", cxxstring_abi="cxx03"),
-    P("x86_64", "linux", libgfortran_version="3"), P("x86_64", "linux", libgfortran_version="4"),
-    P("x86_64", "linux", libgfortran_version="5"), P("x86_64", "linux", libgfortran_version="5", cxxstring_abi="cxx11"),
-    P("aarch64", "linux", libgfortran_version="3"),
-    P("aarch64", "linux", libgfortran_version="3", libstdcxx_version="3.4.18"),
-    P("aarch64", "linux", libgfortran_version="3", libstdcxx_version="3.4.18", foo="bar"),
-    P("x86_64", "macos", libgfortran_version="3"), P("x86_64", "windows", cxxstring_abi="cxx11"),
-    P("x86_64", "linux", sanitize="memory"), P("aarch64", "linux", call_abi="eabihf"),
-    P("x86_64", "linux", march="avx2"), P("x86_64", "linux", march="x86_64", cuda="10.1"),
-    P("x86_64", "linux", customtag="foo"), P("x86_64", "linux", cuda="11"),
-    P("x86_64", "linux", julia_version="1.6.0"), P("jpu", "linux"),
-]}.items())
+JULIA_TEST_PLATFORMS = sorted(
+    {
+        triplet(p): p
+        for p in [
+            *(P("x86_64", o) for o in ("linux", "freebsd", "windows", "macos")),
+            *(P(a, "linux") for a in ("x86_64", "armv7l", "armv6l", "i686", "powerpc64le", "aarch64", "riscv64")),
+            P("aarch64", "macos"),
+            P("armv7l", "windows"),
+            P("i686", "windows"),
+            P("i686", "freebsd"),
+            P("armv7l", "linux", call_abi="eabi"),
+            P("armv6l", "linux", call_abi="eabi"),
+            P("x86_64", "linux", libc="musl"),
+            P("armv7l", "linux", libc="musl"),
+            P("aarch64", "linux", libc="musl"),
+            P("armv6l", "linux", libc="musl", call_abi="eabihf"),
+            P("x86_64", "macos", os_version="16"),
+            P("x86_64", "macos", os_version="14"),
+            P("x86_64", "macos", os_version="17"),
+            P("aarch64", "macos", os_version="18.7"),
+            P("aarch64", "macos", os_version="20"),
+            P("aarch64", "macos", os_version="20", march="armv8_4_crypto_sve"),
+            P("x86_64", "freebsd", os_version="11.1"),
+            P("i686", "freebsd", os_version="11.1"),
+            P("x86_64", "freebsd", os_version="12.0"),
+            P("i686", "freebsd", os_version="10.3"),
+            P("x86_64", "linux", libgfortran_version="3", cxxstring_abi="cxx11"),
+            P("x86_64", "linux", libgfortran_version="3", cxxstring_abi="cxx03"),
+            P("armv7l", "linux", libc="musl", cxxstring_abi="cxx03"),
+            P("x86_64", "linux", libstdcxx_version="3.4.26"),
+            P("x86_64", "linux", libstdcxx_version="3.4.18"),
+            P("x86_64", "linux", cxxstring_abi="cxx11"),
+            P("x86_64", "linux", cxxstring_abi="cxx03"),
+            P("x86_64", "linux", libgfortran_version="3"),
+            P("x86_64", "linux", libgfortran_version="4"),
+            P("x86_64", "linux", libgfortran_version="5"),
+            P("x86_64", "linux", libgfortran_version="5", cxxstring_abi="cxx11"),
+            P("aarch64", "linux", libgfortran_version="3"),
+            P("aarch64", "linux", libgfortran_version="3", libstdcxx_version="3.4.18"),
+            P("aarch64", "linux", libgfortran_version="3", libstdcxx_version="3.4.18", foo="bar"),
+            P("x86_64", "macos", libgfortran_version="3"),
+            P("x86_64", "windows", cxxstring_abi="cxx11"),
+            P("x86_64", "linux", sanitize="memory"),
+            P("aarch64", "linux", call_abi="eabihf"),
+            P("x86_64", "linux", march="avx2"),
+            P("x86_64", "linux", march="x86_64", cuda="10.1"),
+            P("x86_64", "linux", customtag="foo"),
+            P("x86_64", "linux", cuda="11"),
+            P("x86_64", "linux", julia_version="1.6.0"),
+            P("jpu", "linux"),
+        ]
+    }.items()
+)
 
 
 def _write_variants(path: Path, platforms: list[tuple[str, dict[str, str]]]) -> dict[str, str]:
@@ -300,7 +365,10 @@ def test_equal_julia_versions_select_the_greater_triplet(tmp_path: Path) -> None
     # julia_version 1.5.0 and 1.5.1 are the same to Julia (major.minor): both match a
     # 1.5.0 host with the same loss and the greater triplet (1.5.1) wins -- so such a pair
     # cannot be in the each-selects-its-own file above.
-    entries = [(P("x86_64", "linux", julia_version="1.5.0"), "150"), (P("x86_64", "linux", julia_version="1.5.1"), "151")]
+    entries = [
+        (P("x86_64", "linux", julia_version="1.5.0"), "150"),
+        (P("x86_64", "linux", julia_version="1.5.1"), "151"),
+    ]
     for order in (entries, entries[::-1]):
         assert _select(order, P("x86_64", "linux", julia_version="1.5.0")) == "151"
 
@@ -325,13 +393,16 @@ def test_bind_writes_tags_normalised_as_julia(tmp_path: Path) -> None:
 def test_a_variant_tag_julia_refuses_is_reported(tmp_path: Path) -> None:
     toml = tmp_path / "Runicorn.toml"
     toml.write_text(f'[[x]]\nos = "linux"\narch = "x86_64"\ncuda = "12-2"\ntree-sha256 = "{"4" * 64}"\n')
-    with pytest.raises(TomlFormatError, match=r"artifact 'x' variant 1: platform tag 'cuda' = '12-2': '-' is not allowed"):
+    with pytest.raises(
+        TomlFormatError, match=r"artifact 'x' variant 1: platform tag 'cuda' = '12-2': '-' is not allowed"
+    ):
         rn.artifact_hash("x", toml)
 
 
 def test_cli_platform_accepts_a_triplet(tmp_path: Path) -> None:
     toml = tmp_path / "Runicorn.toml"
-    toml.write_text(textwrap.dedent(f"""
+    toml.write_text(
+        textwrap.dedent(f"""
         [[lib]]
         os = "linux"
         arch = "aarch64"
@@ -342,11 +413,11 @@ def test_cli_platform_accepts_a_triplet(tmp_path: Path) -> None:
         arch = "aarch64"
         libgfortran_version = "5.0.0"
         tree-sha256 = "{"2" * 64}"
-    """))
+    """)
+    )
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "runicorn", *args], capture_output=True, text=True,
-                              cwd=tmp_path)
+        return subprocess.run([sys.executable, "-m", "runicorn", *args], capture_output=True, text=True, cwd=tmp_path)
 
     import json
     import os

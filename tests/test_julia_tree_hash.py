@@ -54,15 +54,14 @@ CREATORS: list[tuple[Callable[[Path], None], str]] = [
 def _add_git_dirs(p: Path) -> None:
     (p / ".git" / "objects").mkdir(parents=True)
     (p / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
-    (p / "sub" / ".git").mkdir(parents=True)          # a nested repository's .git
+    (p / "sub" / ".git").mkdir(parents=True)  # a nested repository's .git
     (p / "sub" / ".git" / "config").write_text("[core]\n")
     (p / "gitfile").mkdir()
     (p / "gitfile" / ".git").write_text("gitdir: ../.git/modules/x\n")  # a worktree's .git file
 
 
 @pytest.mark.parametrize("creator,known", CREATORS)
-def test_known_julia_hashes_and_dot_git_is_skipped(tmp_path: Path, creator: Callable[[Path], None],
-                                                   known: str) -> None:
+def test_known_julia_hashes_and_dot_git_is_skipped(tmp_path: Path, creator: Callable[[Path], None], known: str) -> None:
     root = tmp_path / "t"
     root.mkdir()
     creator(root)
@@ -80,8 +79,9 @@ def test_git_checkout_hashes_as_git_write_tree(tmp_path: Path) -> None:
     env = dict(os.environ, GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1")
     subprocess.run(["git", "init", "-q", str(root)], check=True, env=env)
     subprocess.run(["git", "-C", str(root), "add", "-A"], check=True, env=env)
-    written = subprocess.run(["git", "-C", str(root), "write-tree"], check=True, env=env,
-                             capture_output=True, text=True).stdout.strip()
+    written = subprocess.run(
+        ["git", "-C", str(root), "write-tree"], check=True, env=env, capture_output=True, text=True
+    ).stdout.strip()
     assert (root / ".git").is_dir()
     assert rn.tree_hash(root, kind="git-tree-sha1") == written == "86a1ce580587d5851fdfa841aeb3c8d55663f6f9"
 
@@ -91,8 +91,11 @@ def test_archive_with_dot_git_installs_against_julia_hash(tmp_path: Path) -> Non
     # computes for it, which leaves .git out.
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in (("foo", b"Hello, world!"), (".git/HEAD", b"ref: refs/heads/main\n"),
-                           ("deep/.git/config", b"[core]\n")):
+        for name, data in (
+            ("foo", b"Hello, world!"),
+            (".git/HEAD", b"ref: refs/heads/main\n"),
+            ("deep/.git/config", b"[core]\n"),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
@@ -100,7 +103,9 @@ def test_archive_with_dot_git_installs_against_julia_hash(tmp_path: Path) -> Non
     archive = tmp_path / "a.tar.gz"
     archive.write_bytes(buf.getvalue())
     toml = tmp_path / "Artifacts.toml"
-    toml.write_text(f'[hello]\ngit-tree-sha1 = "339aad93c0f854604248ea3b7c5b7edea20625a9"\n'
-                    f'[[hello.download]]\nurl = "a.tar.gz"\nsha256 = "{sha256_file(archive)}"\n')
+    toml.write_text(
+        f'[hello]\ngit-tree-sha1 = "339aad93c0f854604248ea3b7c5b7edea20625a9"\n'
+        f'[[hello.download]]\nurl = "a.tar.gz"\nsha256 = "{sha256_file(archive)}"\n'
+    )
     path = rn.ensure_artifact_installed("hello", toml)
     assert (path / "foo").read_text() == "Hello, world!"

@@ -44,8 +44,10 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 120.0)
 
 def _kill_mid_restore(manifest: Path, blobs: Path, target: Path, tmp_path: Path) -> list[Path]:
     marker = tmp_path / f"marker-{time.monotonic_ns()}"
-    proc = subprocess.Popen([sys.executable, "-c", RESTORE_CHILD, str(manifest), str(blobs), str(target),
-                             str(marker)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RESTORE_CHILD, str(manifest), str(blobs), str(target), str(marker)],
+        stderr=subprocess.PIPE,
+    )
     _wait_for(marker, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -69,7 +71,8 @@ def big_tree(tmp_path: Path, _isolated_storage: Path) -> tuple[Store, str]:
 
 
 def test_a_killed_restore_is_cleaned_by_the_next_command_and_reported_by_verify(
-        big_tree: tuple[Store, str], tmp_path: Path, _isolated_storage: Path) -> None:
+    big_tree: tuple[Store, str], tmp_path: Path, _isolated_storage: Path
+) -> None:
     store, tree = big_tree
     target = tmp_path / "out" / "work"
     target.parent.mkdir()
@@ -95,7 +98,8 @@ def test_a_killed_restore_is_cleaned_by_the_next_command_and_reported_by_verify(
 
 
 def test_a_killed_restore_from_a_plain_blob_folder_is_removed_by_the_next_restore(
-        big_tree: tuple[Store, str], tmp_path: Path) -> None:
+    big_tree: tuple[Store, str], tmp_path: Path
+) -> None:
     import shutil
 
     store, tree = big_tree
@@ -122,7 +126,8 @@ def _make_run(root: Path, files: int) -> tuple[str, Path]:
         "    (out / f'f{i}.txt').write_text(run.run_id + str(i))\n"
         "run.archive(str(out / 'f0.txt'), role='weights')\n"
         "run.finish()\n"
-        "print(run.run_id)\n")
+        "print(run.run_id)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.strip()
@@ -135,8 +140,11 @@ def test_a_killed_delete_run_is_finished_by_the_next_command(tmp_path: Path, _is
     for attempt in range(5):
         run_id, run_dir = _make_run(root, files)
         runs = run_dir.parent
-        proc = subprocess.Popen([sys.executable, "-m", "runicorn", "delete-run", run_id],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runicorn", "delete-run", run_id],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         while proc.poll() is None and not any(".rn-deleting-" in n for n in os.listdir(runs)):
             time.sleep(0.001)
         proc.send_signal(signal.SIGKILL)
@@ -161,7 +169,8 @@ def test_a_killed_delete_run_is_finished_by_the_next_command(tmp_path: Path, _is
 
 
 def test_a_deletion_left_by_an_older_version_is_reported_by_verify_and_finished_by_gc(
-        tmp_path: Path, _isolated_storage: Path) -> None:
+    tmp_path: Path, _isolated_storage: Path
+) -> None:
     root = _isolated_storage
     run_id, run_dir = _make_run(root, 3)
     keep_id, keep_dir = _make_run(root, 3)

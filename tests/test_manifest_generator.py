@@ -116,14 +116,19 @@ def test_custom_output_path(tmp_path: Path) -> None:
 
 def test_concurrent_generators_never_reuse_a_revision(tmp_path: Path) -> None:
     runs = make_tree(tmp_path, 2)
-    code = ("import sys; from pathlib import Path; from runicorn.manifest import ManifestGenerator;"
-            "m,_=ManifestGenerator(Path(sys.argv[1])).generate(); print(m.revision, m.snapshot_id)")
+    code = (
+        "import sys; from pathlib import Path; from runicorn.manifest import ManifestGenerator;"
+        "m,_=ManifestGenerator(Path(sys.argv[1])).generate(); print(m.revision, m.snapshot_id)"
+    )
     seen = {}
     for round_ in range(3):
         (runs[0] / "status.json").write_text(json.dumps({"status": f"s{round_}"}))
-        procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
-                                  stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
-                 for _ in range(3)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+            )
+            for _ in range(3)
+        ]
         for p in procs:
             rev, snap = p.communicate(timeout=60)[0].split()
             assert seen.setdefault(int(rev), snap) == snap  # one snapshot per revision
@@ -134,11 +139,18 @@ def test_cli_generate_manifest(tmp_path: Path) -> None:
     make_tree(tmp_path, 2)
     res = CliRunner().invoke(main, ["generate-manifest", "--root", str(tmp_path), "--verbose"])
     assert res.exit_code == 0, res.output
-    for label in ("Manifest Generation Complete", "Type:          full", "Revision:      1",
-                  "Experiments:   2", "Files:         14", "Compressed:"):
+    for label in (
+        "Manifest Generation Complete",
+        "Type:          full",
+        "Revision:      1",
+        "Experiments:   2",
+        "Files:         14",
+        "Compressed:",
+    ):
         assert label in res.output
-    res = CliRunner().invoke(main, ["generate-manifest", "--root", str(tmp_path), "--active",
-                                    "--active-window", "60", "--no-incremental"])
+    res = CliRunner().invoke(
+        main, ["generate-manifest", "--root", str(tmp_path), "--active", "--active-window", "60", "--no-incremental"]
+    )
     assert res.exit_code == 0 and "Type:          active" in res.output
     res = CliRunner().invoke(main, ["generate-manifest", "--root", str(tmp_path / "missing")])
     assert res.exit_code == 1 and "not a directory" in res.output
@@ -169,10 +181,13 @@ def test_cli_skips_what_the_format_cannot_represent(tmp_path: Path) -> None:
     good = sum(1 for p in root.rglob("*") if p.is_file() and ".runicorn" not in p.parts) - 4
 
     def gen(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "runicorn", "generate-manifest",
-                               "--root", str(root), *extra],
-                              capture_output=True, text=True, timeout=120,
-                              cwd=Path(__file__).resolve().parents[1])
+        return subprocess.run(
+            [sys.executable, "-m", "runicorn", "generate-manifest", "--root", str(root), *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).resolve().parents[1],
+        )
 
     res = gen()
     assert res.returncode == 0, res.stderr

@@ -13,24 +13,45 @@ import pytest
 from runicorn.errors import CorruptManifestError
 from runicorn.sync.manifest_schema import validate_manifest_dict
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schema" /
-                     "sync-manifest.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schema" / "sync-manifest.schema.json").read_text())
 RUN = "proj/exp/runs/20250101_120000_abc123"
 
 VALID: dict[str, Any] = {
-    "format_version": "1.0", "manifest_type": "full", "revision": 42,
-    "snapshot_id": "550e8400-e29b-41d4-a716-446655440000", "generated_at": 1704067200.0,
-    "server_hostname": "ml-server-01", "remote_root": "/data/experiments",
-    "experiments": [{
-        "run_id": "20250101_120000_abc123", "project": "proj", "name": "exp",
-        "status": "completed", "created_at": 1704060000.0, "updated_at": 1704067000.0,
-        "files": [
-            {"path": f"{RUN}/meta.json", "size": 1024, "mtime": 1704060000.0, "priority": 1,
-             "is_append_only": False},
-            {"path": f"{RUN}/events.jsonl", "size": 524288, "mtime": 1704067000.0,
-             "tail_hash": "a" * 64, "priority": 3, "is_append_only": True},
-        ],
-        "tags": ["production", "v2"]}],
+    "format_version": "1.0",
+    "manifest_type": "full",
+    "revision": 42,
+    "snapshot_id": "550e8400-e29b-41d4-a716-446655440000",
+    "generated_at": 1704067200.0,
+    "server_hostname": "ml-server-01",
+    "remote_root": "/data/experiments",
+    "experiments": [
+        {
+            "run_id": "20250101_120000_abc123",
+            "project": "proj",
+            "name": "exp",
+            "status": "completed",
+            "created_at": 1704060000.0,
+            "updated_at": 1704067000.0,
+            "files": [
+                {
+                    "path": f"{RUN}/meta.json",
+                    "size": 1024,
+                    "mtime": 1704060000.0,
+                    "priority": 1,
+                    "is_append_only": False,
+                },
+                {
+                    "path": f"{RUN}/events.jsonl",
+                    "size": 524288,
+                    "mtime": 1704067000.0,
+                    "tail_hash": "a" * 64,
+                    "priority": 3,
+                    "is_append_only": True,
+                },
+            ],
+            "tags": ["production", "v2"],
+        }
+    ],
     "statistics": {"total_experiments": 1, "total_files": 2, "total_bytes": 525312},
     "generator_version": "1.0",
 }
@@ -50,27 +71,51 @@ def _mut(path: list[Any], value: Any) -> dict[str, Any]:
 
 FILE = ["experiments", 0, "files", 0]
 INVALID = [
-    _mut(["revision"], -1), _mut(["revision"], "42"), _mut(["revision"], True),
-    _mut(["manifest_type"], "partial"), _mut(["snapshot_id"], "nope"),
-    _mut(["format_version"], "2.0"), _mut(["experiments"], {}), _mut(["remote_root"], KeyError),
-    _mut([*FILE, "path"], "/etc/passwd"), _mut([*FILE, "path"], f"{RUN}/../../x"),
-    _mut([*FILE, "path"], "../x"), _mut([*FILE, "path"], f"{RUN}//x"),
-    _mut([*FILE, "path"], f"{RUN}/./x"), _mut([*FILE, "path"], "C:/x"),
-    _mut([*FILE, "path"], f"{RUN}/x/"), _mut([*FILE, "path"], "a\\..\\b"),
-    _mut([*FILE, "path"], "a\nb"), _mut([*FILE, "path"], ""),
-    _mut([*FILE, "size"], -5), _mut([*FILE, "size"], 1 << 50), _mut([*FILE, "size"], 1.5),
-    _mut([*FILE, "mtime"], "yesterday"), _mut([*FILE, "priority"], 9),
-    _mut([*FILE, "is_append_only"], "yes"), _mut([*FILE, "tail_hash"], "XYZ"),
-    _mut([*FILE, "size"], KeyError), _mut(["experiments", 0, "project"], "a/b"),
-    _mut(["experiments", 0, "project"], ".runicorn-sync"), _mut(["experiments", 0, "run_id"], ".."),
-    _mut(["experiments", 0, "name"], "../x"), _mut(["experiments", 0, "tags"], [1]),
-    _mut(["experiments", 0, "files"], KeyError), _mut(["statistics", "total_files"], -1),
-    [], "manifest", None,
+    _mut(["revision"], -1),
+    _mut(["revision"], "42"),
+    _mut(["revision"], True),
+    _mut(["manifest_type"], "partial"),
+    _mut(["snapshot_id"], "nope"),
+    _mut(["format_version"], "2.0"),
+    _mut(["experiments"], {}),
+    _mut(["remote_root"], KeyError),
+    _mut([*FILE, "path"], "/etc/passwd"),
+    _mut([*FILE, "path"], f"{RUN}/../../x"),
+    _mut([*FILE, "path"], "../x"),
+    _mut([*FILE, "path"], f"{RUN}//x"),
+    _mut([*FILE, "path"], f"{RUN}/./x"),
+    _mut([*FILE, "path"], "C:/x"),
+    _mut([*FILE, "path"], f"{RUN}/x/"),
+    _mut([*FILE, "path"], "a\\..\\b"),
+    _mut([*FILE, "path"], "a\nb"),
+    _mut([*FILE, "path"], ""),
+    _mut([*FILE, "size"], -5),
+    _mut([*FILE, "size"], 1 << 50),
+    _mut([*FILE, "size"], 1.5),
+    _mut([*FILE, "mtime"], "yesterday"),
+    _mut([*FILE, "priority"], 9),
+    _mut([*FILE, "is_append_only"], "yes"),
+    _mut([*FILE, "tail_hash"], "XYZ"),
+    _mut([*FILE, "size"], KeyError),
+    _mut(["experiments", 0, "project"], "a/b"),
+    _mut(["experiments", 0, "project"], ".runicorn-sync"),
+    _mut(["experiments", 0, "run_id"], ".."),
+    _mut(["experiments", 0, "name"], "../x"),
+    _mut(["experiments", 0, "tags"], [1]),
+    _mut(["experiments", 0, "files"], KeyError),
+    _mut(["statistics", "total_files"], -1),
+    [],
+    "manifest",
+    None,
 ]
 VALID_SAMPLES = [
-    VALID, _mut(["experiments"], []), _mut(["manifest_type"], "active"),
-    _mut([*FILE, "priority"], KeyError), _mut(["experiments", 0, "name"], "deep/er/name"),
-    _mut(["statistics"], KeyError), _mut(["extra_field_from_the_future"], 1),
+    VALID,
+    _mut(["experiments"], []),
+    _mut(["manifest_type"], "active"),
+    _mut([*FILE, "priority"], KeyError),
+    _mut(["experiments", 0, "name"], "deep/er/name"),
+    _mut(["statistics"], KeyError),
+    _mut(["extra_field_from_the_future"], 1),
 ]
 
 
@@ -102,10 +147,12 @@ def test_generated_manifest_matches_schema(tmp_path: Path) -> None:
 # JSON Schema patterns are ECMA regexes, where "$" is the true end; jsonschema's Python
 # regex engine differs there, so these are checked against the hand-written validator.
 TRAILING_NEWLINE = [
-    _mut([*FILE, "path"], f"{RUN}/f\n"), _mut(["experiments", 0, "name"], "exp\n"),
+    _mut([*FILE, "path"], f"{RUN}/f\n"),
+    _mut(["experiments", 0, "name"], "exp\n"),
     _mut(["experiments", 0, "project"], "proj\n"),
     _mut(["experiments", 0, "run_id"], "20250101_120000_abc123\n"),
-    _mut(["snapshot_id"], VALID["snapshot_id"] + "\n"), _mut(["format_version"], "1.0\n"),
+    _mut(["snapshot_id"], VALID["snapshot_id"] + "\n"),
+    _mut(["format_version"], "1.0\n"),
     _mut([*FILE, "tail_hash"], "a" * 63 + "\n"),
 ]
 

@@ -22,8 +22,9 @@ def perm(path: Path) -> int:
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runicorn", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "runicorn", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture
@@ -55,15 +56,22 @@ def _blob_of(store: Store, tree: str, rel: str) -> Path:
 
 
 def test_snapshot_keeps_private_files_private_in_store_restore_and_exports(
-        workspace: Path, tmp_path: Path, _isolated_storage: Path) -> None:
+    workspace: Path, tmp_path: Path, _isolated_storage: Path
+) -> None:
     os.umask(0o022)
     zip_path = tmp_path / "code.zip"
     r = cli("snapshot", str(workspace), "--zip", str(zip_path))
     assert r.returncode == 0, r.stderr
     root = _isolated_storage
     # Store directories are private to the owner by default.
-    for d in (root, root / "archive", root / "archive" / "blobs", root / "archive" / "manifests",
-              root / "archive" / "refs", root / "archive" / "tmp"):
+    for d in (
+        root,
+        root / "archive",
+        root / "archive" / "blobs",
+        root / "archive" / "manifests",
+        root / "archive" / "refs",
+        root / "archive" / "tmp",
+    ):
         assert perm(d) == 0o700, d
     assert {perm(p) for p in (root / "archive" / "blobs").iterdir()} == {0o700}
     with Store(root) as store:
@@ -157,7 +165,8 @@ def test_a_later_ingest_from_a_private_file_narrows_a_public_blob(tmp_path: Path
 
 
 def test_shared_store_mode_is_a_documented_setting_that_stays_with_the_store(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     os.umask(0o022)
     monkeypatch.setenv("RUNICORN_DIR_MODE", "2770")
     f = tmp_path / "f.txt"
@@ -186,8 +195,12 @@ def _member_modes_archives(tmp_path: Path) -> tuple[Path, Path]:
     """A real tar.gz and a real zip holding members private (0600), group-readable (0640),
     public (0644) and a private script (0700); the zip also holds a member without a unix
     mode (as zips made on Windows do)."""
-    files = {"secret.txt": (b"tar secret\n", 0o600), "group.txt": (b"tar group\n", 0o640),
-             "public.txt": (b"tar public\n", 0o644), "run.sh": (b"#!/bin/sh\necho tar\n", 0o700)}
+    files = {
+        "secret.txt": (b"tar secret\n", 0o600),
+        "group.txt": (b"tar group\n", 0o640),
+        "public.txt": (b"tar public\n", 0o644),
+        "run.sh": (b"#!/bin/sh\necho tar\n", 0o700),
+    }
     src = tmp_path / "members"
     src.mkdir()
     for name, (data, mode) in files.items():
@@ -223,8 +236,13 @@ def test_archive_members_keep_their_privacy_as_blobs_and_when_installed(tmp_path
         assert ex.entries["run.sh"].mode == "100755" and ex.entries["secret.txt"].mode == "100644"
         ez = extract_into_store(store, zip_path)
         blob_modes = {rel: perm(store.blob_path(e.sha256)) for rel, e in ez.entries.items()}
-        assert blob_modes == {"z-secret.txt": 0o400, "z-group.txt": 0o440, "z-public.txt": 0o444,
-                              "z-run.sh": 0o400, "z-plain.txt": 0o444}
+        assert blob_modes == {
+            "z-secret.txt": 0o400,
+            "z-group.txt": 0o440,
+            "z-public.txt": 0o444,
+            "z-run.sh": 0o400,
+            "z-plain.txt": 0o444,
+        }
         assert ez.entries["z-run.sh"].mode == "100755" and ez.entries["z-plain.txt"].mode == "100644"
         # the same bytes from a public member never widen the private blob again
         again = tmp_path / "again.tar"

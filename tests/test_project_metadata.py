@@ -22,8 +22,11 @@ def test_one_version_source() -> None:
     assert runicorn.__version__ == __version__
     out = subprocess.run([sys.executable, "-m", "runicorn", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"runicorn, version {__version__}"
-    written = [p for p in (ROOT / "runicorn").rglob("*.py")
-               if p.name != "_version.py" and re.search(r"__version__\s*=", p.read_text("utf-8"))]
+    written = [
+        p
+        for p in (ROOT / "runicorn").rglob("*.py")
+        if p.name != "_version.py" and re.search(r"__version__\s*=", p.read_text("utf-8"))
+    ]
     assert written == []
 
 

@@ -18,8 +18,9 @@ import pytest
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runicorn", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "runicorn", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 @pytest.fixture
@@ -51,8 +52,9 @@ def remount_ro(mnt: Path) -> None:
         probe.write_text("x")
 
 
-def test_read_only_commands_work_on_a_read_only_mount(ro_mount: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_commands_work_on_a_read_only_mount(
+    ro_mount: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = ro_mount / "store"
     monkeypatch.setenv("RUNICORN_DIR", str(store))
     ws = tmp_path / "ws"
@@ -64,10 +66,19 @@ def test_read_only_commands_work_on_a_read_only_mount(ro_mount: Path, tmp_path: 
     # Fill the store through the product: a snapshot, a run, a bound artifact.
     r = cli("snapshot", str(ws))
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-c", (
-        "import runicorn as rn\n"
-        f"with rn.init(path='p/e', snapshot_code=True, workspace_root={str(ws)!r}) as run:\n"
-        "    run.log({'loss': 1.0})\n")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import runicorn as rn\n"
+                f"with rn.init(path='p/e', snapshot_code=True, workspace_root={str(ws)!r}) as run:\n"
+                "    run.log({'loss': 1.0})\n"
+            ),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     r = cli("bind", "data", str(ws), cwd=proj)
     assert r.returncode == 0, r.stderr
@@ -95,8 +106,12 @@ def test_read_only_commands_work_on_a_read_only_mount(ro_mount: Path, tmp_path: 
     with zipfile.ZipFile(tmp_path / "x.zip") as zf:
         assert sorted(zf.namelist()) == [".rnignore", "data.csv", "train.py"]
     assert "installed" in ok("status", cwd=proj).stdout
-    r = subprocess.run([sys.executable, "-c", "import runicorn; print(runicorn.artifact('data'))"],
-                       cwd=proj, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", "import runicorn; print(runicorn.artifact('data'))"],
+        cwd=proj,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0 and Path(r.stdout.strip(), "train.py").is_file(), r.stderr
     # Commands that write say so in one line, naming the store.
     for args in (["gc"], ["snapshot", str(ws)], ["pin", tree, "--name", "x"]):

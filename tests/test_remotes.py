@@ -25,8 +25,9 @@ print(run.run_id)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_push_pin_run_and_artifact_then_a_fresh_clone_pulls_them(kind: str, tmp_path: Path,
-                                                                  request: pytest.FixtureRequest) -> None:
+def test_push_pin_run_and_artifact_then_a_fresh_clone_pulls_them(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     remote = make_remote(kind, tmp_path, request)
     a, b = tmp_path / "store-a", tmp_path / "store-b"
     project = tmp_path / "project"
@@ -38,16 +39,30 @@ def test_push_pin_run_and_artifact_then_a_fresh_clone_pulls_them(kind: str, tmp_
     tree = rn_json(["snapshot", str(data)], storage=a, env=remote, cwd=project)["tree"]
     rn(["pin", tree, "--name", "dataset-v1"], storage=a, env=remote)
     env = {**os.environ, "RUNICORN_DIR": str(a), **remote.env}
-    run_id = subprocess.run([sys.executable, "-c", RUN_SCRIPT, str(project), str(ckpt)], env=env, check=True,
-                            capture_output=True, text=True, cwd=project).stdout.strip().splitlines()[-1]
+    run_id = (
+        subprocess.run(
+            [sys.executable, "-c", RUN_SCRIPT, str(project), str(ckpt)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=project,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     rn(["bind", "ds", "data", "--lazy", "--push", "team"], storage=a, env=remote, cwd=project)
     toml = (project / "Runicorn.toml").read_text()
     assert "remote = " in toml and "tree-sha256" in toml
 
     report = rn_json(["push", "dataset-v1", run_id], storage=a, env=remote, cwd=project)
     assert report["ok"] and {r["status"] for r in report["refs"]} == {"created"}
-    assert {r["ref"] for r in report["refs"]} >= {"pin/dataset-v1", f"run/{run_id}/code", f"run/{run_id}/files",
-                                                  f"run/{run_id}/archive/weights/0"}
+    assert {r["ref"] for r in report["refs"]} >= {
+        "pin/dataset-v1",
+        f"run/{run_id}/code",
+        f"run/{run_id}/files",
+        f"run/{run_id}/archive/weights/0",
+    }
 
     # a teammate: a fresh clone (the committed TOML files only) and an empty store
     clone = tmp_path / "clone"
@@ -66,16 +81,23 @@ def test_push_pin_run_and_artifact_then_a_fresh_clone_pulls_them(kind: str, tmp_
     same_tree(ckpt, tmp_path / "weights")
     # the bound artifact installs lazily from the remote on first use
     env_b = {**os.environ, "RUNICORN_DIR": str(b), **remote.env}
-    path = subprocess.run([sys.executable, "-c", "import runicorn as rn; print(rn.artifact('ds'))"], env=env_b,
-                          cwd=clone, check=True, capture_output=True, text=True).stdout.strip()
+    path = subprocess.run(
+        [sys.executable, "-c", "import runicorn as rn; print(rn.artifact('ds'))"],
+        env=env_b,
+        cwd=clone,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     same_tree(data, Path(path))
     assert rn_json(["verify", "--deep"], storage=b)["ok"]
     assert rn_json(["remote", "verify", "team", "--deep"], storage=b, env=remote, cwd=clone)["ok"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_unchanged_push_makes_a_constant_number_of_requests(kind: str, tmp_path: Path,
-                                                             request: pytest.FixtureRequest) -> None:
+def test_unchanged_push_makes_a_constant_number_of_requests(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     remote = make_remote(kind, tmp_path, request)
     a = tmp_path / "a"
     rn(["remote", "add", "team", *remote.add_args(), "--default"], storage=a, env=remote)
@@ -95,8 +117,9 @@ def test_unchanged_push_makes_a_constant_number_of_requests(kind: str, tmp_path:
 
 
 @pytest.mark.parametrize("kind", ["file", "s3"])
-def test_a_tampered_remote_blob_is_refused_and_nothing_enters_the_store(kind: str, tmp_path: Path,
-                                                                         request: pytest.FixtureRequest) -> None:
+def test_a_tampered_remote_blob_is_refused_and_nothing_enters_the_store(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     remote = make_remote(kind, tmp_path, request)
     a, b = tmp_path / "a", tmp_path / "b"
     rn(["remote", "add", "team", *remote.add_args(), "--default"], storage=a, env=remote)
@@ -108,13 +131,13 @@ def test_a_tampered_remote_blob_is_refused_and_nothing_enters_the_store(kind: st
     key = f"blobs/{sha[:2]}/{sha}"
     evil = b"content every tree sharez\n"
     if kind == "file":
-        p = Path(remote.url[len("file://"):]) / key
+        p = Path(remote.url[len("file://") :]) / key
         p.chmod(0o644)
         p.write_bytes(evil)
     else:
         import obstore
 
-        bucket, _, prefix = remote.url[len("s3://"):].partition("/")
+        bucket, _, prefix = remote.url[len("s3://") :].partition("/")
         obstore.put(request.getfixturevalue("seaweed").store(bucket), f"{prefix}/{key}", evil)
     b.mkdir()
     shutil.copy(tmp_path / "remotes.toml", b / "remotes.toml")
@@ -149,8 +172,9 @@ def test_ref_conflicts_are_reported_and_force_overwrites(tmp_path: Path, request
 
 
 @pytest.mark.parametrize("kind", ["file", "s3"])
-def test_remote_gc_deletes_exactly_what_its_dry_run_lists(kind: str, tmp_path: Path,
-                                                          request: pytest.FixtureRequest) -> None:
+def test_remote_gc_deletes_exactly_what_its_dry_run_lists(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     remote = make_remote(kind, tmp_path, request)
     a = tmp_path / "a"
     rn(["remote", "add", "team", *remote.add_args(), "--default"], storage=a, env=remote)
@@ -175,14 +199,25 @@ def test_remote_gc_deletes_exactly_what_its_dry_run_lists(kind: str, tmp_path: P
 
 
 def test_cli_help_and_one_line_errors(tmp_path: Path) -> None:
-    for args in (["remote"], ["remote", "add"], ["remote", "list"], ["remote", "remove"], ["remote", "gc"],
-                 ["remote", "verify"], ["push"], ["pull"]):
+    for args in (
+        ["remote"],
+        ["remote", "add"],
+        ["remote", "list"],
+        ["remote", "remove"],
+        ["remote", "gc"],
+        ["remote", "verify"],
+        ["push"],
+        ["pull"],
+    ):
         assert rn([*args, "--help"], storage=tmp_path / "s").stdout.startswith("Usage:")
-    for args, text in ((["push", "x"], "no remote given"), (["push"], "nothing to push"),
-                       (["remote", "add", "bad name", "/tmp/x"], "remote name"),
-                       (["remote", "add", "r", "ftp://host/x"], "unsupported remote URL"),
-                       (["pull", "p", "--remote", "nope"], "no remote named 'nope'"),
-                       (["remote", "verify", str(tmp_path / "empty")], "config.json: missing")):
+    for args, text in (
+        (["push", "x"], "no remote given"),
+        (["push"], "nothing to push"),
+        (["remote", "add", "bad name", "/tmp/x"], "remote name"),
+        (["remote", "add", "r", "ftp://host/x"], "unsupported remote URL"),
+        (["pull", "p", "--remote", "nope"], "no remote named 'nope'"),
+        (["remote", "verify", str(tmp_path / "empty")], "config.json: missing"),
+    ):
         p = rn(list(args), storage=tmp_path / "s", check=False)
         assert p.returncode == 1, args
         assert "Traceback" not in p.stderr

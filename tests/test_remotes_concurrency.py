@@ -35,9 +35,12 @@ def _trees(store_root: Path, tmp: Path, names: list[str], *, files: int = 60) ->
 
 
 def _spawn(args: list[str], storage: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "runicorn", *args],
-                            env={**os.environ, "RUNICORN_DIR": str(storage), **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runicorn", *args],
+        env={**os.environ, "RUNICORN_DIR": str(storage), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _check_refs_complete(remote: Env) -> dict:
@@ -50,8 +53,9 @@ def _check_refs_complete(remote: Env) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["file", "s3", "sftp"])
-def test_four_pushers_and_a_gc_at_once_leave_every_ref_complete(kind: str, tmp_path: Path,
-                                                                 request: pytest.FixtureRequest) -> None:
+def test_four_pushers_and_a_gc_at_once_leave_every_ref_complete(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     remote = make_remote(kind, tmp_path, request)
     stores = [tmp_path / f"s{i}" for i in range(4)]
     pinned: dict[tuple[int, str], str] = {}
@@ -81,7 +85,8 @@ def test_four_pushers_and_a_gc_at_once_leave_every_ref_complete(kind: str, tmp_p
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,trials", [("file", 16), ("s3", 10), ("sftp", 6)])
 def test_sigkill_during_push_and_remote_gc_never_leaves_a_ref_naming_a_missing_object(
-        kind: str, trials: int, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    kind: str, trials: int, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     remote = make_remote(kind, tmp_path, request)
     a = tmp_path / "a"
     rn(["remote", "add", "team", *remote.add_args(), "--default"], storage=a, env=remote)
@@ -112,5 +117,7 @@ def test_sigkill_during_push_and_remote_gc_never_leaves_a_ref_naming_a_missing_o
     assert final["ok"] and {r["tree"] for r in final["refs"]} == set(trees.values())
     report = rn_json(["remote", "verify", "--deep"], storage=a, env=remote)
     assert report["ok"], report["problems"]
-    print(f"\n{kind}: {trials} trials, {killed} processes killed by SIGKILL while running; the last gc swept {swept['blobs_deleted']} orphaned blob(s)")
+    print(
+        f"\n{kind}: {trials} trials, {killed} processes killed by SIGKILL while running; the last gc swept {swept['blobs_deleted']} orphaned blob(s)"
+    )
     assert killed >= 1

@@ -10,8 +10,9 @@ import pytest
 from tests.remote_support import make_remote, opened
 
 
-def test_sftp_uploads_are_fsynced_on_the_server_before_the_rename(tmp_path: Path,
-                                                                  request: pytest.FixtureRequest) -> None:
+def test_sftp_uploads_are_fsynced_on_the_server_before_the_rename(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     remote = make_remote("sftp", tmp_path, request)
     src = tmp_path / "big.bin"
     src.write_bytes(b"x" * (3 << 20))
@@ -47,8 +48,9 @@ print("held", start, end)
 
 
 @pytest.mark.parametrize("kind", ["file", "s3", "sftp"])
-def test_processes_racing_to_break_one_stale_lock_never_both_hold_it(kind: str, tmp_path: Path,
-                                                                     request: pytest.FixtureRequest) -> None:
+def test_processes_racing_to_break_one_stale_lock_never_both_hold_it(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     import json
     import os
     import socket
@@ -61,21 +63,33 @@ def test_processes_racing_to_break_one_stale_lock_never_both_hold_it(kind: str, 
 
     remote = make_remote(kind, tmp_path, request)
     env = {**os.environ, **remote.env}
-    stale = json.dumps({"host": socket.gethostname(), "pid": 1, "time": time.time() - 3600, "kind": "exclusive",
-                        "token": "dead"}).encode()
+    stale = json.dumps(
+        {"host": socket.gethostname(), "pid": 1, "time": time.time() - 3600, "kind": "exclusive", "token": "dead"}
+    ).encode()
     wins = 0
     for trial in range(6):
         with opened(remote) as backend:
             ensure_config(backend)
             backend.put_replace(EXCLUSIVE, stale)  # a gc killed long ago
         at = time.time() + 2.5
-        procs = [subprocess.Popen([sys.executable, "-c", BREAKER, remote.url, remote.endpoint or "", str(at)],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(3)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", BREAKER, remote.url, remote.endpoint or "", str(at)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
         outs = [p.communicate(timeout=120) for p in procs]
         assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
-        held = sorted((float(a), float(b)) for line in (o[0] for o in outs) if line.startswith("held")
-                      for a, b in [line.split()[1:3]])
+        held = sorted(
+            (float(a), float(b))
+            for line in (o[0] for o in outs)
+            if line.startswith("held")
+            for a, b in [line.split()[1:3]]
+        )
         assert held, (trial, outs)  # the stale lock was broken by someone
         for (_, end), (start, _) in zip(held, held[1:]):
             assert end <= start, (trial, held)  # never two holders at once
@@ -125,8 +139,9 @@ def _push_killed_mid_upload(a: Path, remote, tmp_path: Path, seed: int) -> tuple
         with Store(a) as s:  # a tree of exactly this one blob
             s.pin(s.ingest_directory(d), pin)
         env = {**os.environ, "RUNICORN_DIR": str(a), "RUNICORN_REMOTE_PART_SIZE": str(PART), **remote.env}
-        p = subprocess.Popen([sys.executable, "-m", "runicorn", "push", pin], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "runicorn", "push", pin], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + 120
         while p.poll() is None and time.monotonic() < deadline:
             if any(_kept(r) >= 2 * PART for r in _upload_records(a)):
@@ -144,7 +159,8 @@ def _push_killed_mid_upload(a: Path, remote, tmp_path: Path, seed: int) -> tuple
 
 @pytest.mark.parametrize("kind", ["s3", "file", "sftp"])
 def test_a_push_killed_mid_upload_resumes_without_resending_confirmed_parts(
-        kind: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     from tests.remote_support import rn, rn_json
@@ -160,8 +176,10 @@ def test_a_push_killed_mid_upload_resumes_without_resending_confirmed_parts(
     assert again["ok"] and again["blobs_uploaded"] == 1, again
     assert again["bytes_resumed"] == kept and again["bytes_uploaded"] == len(data) - kept
     assert _upload_records(a) == []  # the record goes once the blob is published
-    print(f"\n{kind}: killed after {kept} of {len(data)} bytes were confirmed; the next push sent "
-          f"{again['bytes_uploaded']} bytes and kept {again['bytes_resumed']}")
+    print(
+        f"\n{kind}: killed after {kept} of {len(data)} bytes were confirmed; the next push sent "
+        f"{again['bytes_uploaded']} bytes and kept {again['bytes_resumed']}"
+    )
     # a fresh store pulls it byte-identical (its sha256 checked on the way in)
     b.mkdir()
     shutil.copy(a / "remotes.toml", b / "remotes.toml")

@@ -22,16 +22,14 @@ BACKUP_REF_KIND = "restore-backup"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runicorn", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", "runicorn", *args], capture_output=True, text=True, timeout=120)
 
 
 def run_printed(command: str) -> subprocess.CompletedProcess[str]:
     """Run the exact ``runicorn ...`` line a restore printed (as this test's Python)."""
     argv = shlex.split(command)
     assert argv[0] == "runicorn", command
-    return subprocess.run([sys.executable, "-m", "runicorn", *argv[1:]], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", "runicorn", *argv[1:]], capture_output=True, text=True, timeout=120)
 
 
 def printed_command(stderr: str) -> str | None:
@@ -87,8 +85,15 @@ def test_cli_delete_keeps_git_and_everything_it_removed(tree: str, work: Path) -
     r = cli("restore", tree, str(work), "--delete")
     assert r.returncode == 0, r.stderr
     after = tree_files(work)
-    assert set(after) == {".git/HEAD", ".git/objects/ab/cdef", "sub/.git", "train.py", "conf/a.yaml",
-                          "same.txt", ".rnignore"}
+    assert set(after) == {
+        ".git/HEAD",
+        ".git/objects/ab/cdef",
+        "sub/.git",
+        "train.py",
+        "conf/a.yaml",
+        "same.txt",
+        ".rnignore",
+    }
     assert not (work / "data").exists(), "a directory emptied by --delete goes"
     assert after[".git/HEAD"] == before[".git/HEAD"] and after["sub/.git"] == before["sub/.git"]
     gc = cli("gc", "--grace", "0")
@@ -121,8 +126,7 @@ def test_python_api_checkout_and_delete(tmp_path: Path) -> None:
     with pytest.raises(TargetExistsError):
         restore_from_manifest(store.manifest_path(t), store.blobs_dir, target)
     seen: list[dict] = []
-    r = restore_from_manifest(store.manifest_path(t), store.blobs_dir, target, overwrite=True,
-                              on_backup=seen.append)
+    r = restore_from_manifest(store.manifest_path(t), store.blobs_dir, target, overwrite=True, on_backup=seen.append)
     assert r["success"] and r["replaced"] == 1 and r["created"] == 1 and r["removed"] == 0
     assert (target / "extra.txt").read_text() == "extra\n" and (target / ".git" / "config").exists()
     assert seen == [r["backup"]] and r["backup"]["files"] == 1

@@ -120,11 +120,13 @@ def test_sigkilled_restores_lose_nothing(tmp_path: Path) -> None:
             outcomes["killed mid-change"] += now != finished[mode]
             argv = shlex.split(command)
             assert argv[0] == "runicorn"
-            back = subprocess.run([sys.executable, "-m", "runicorn", *argv[1:]], capture_output=True,
-                                  text=True, timeout=120)
+            back = subprocess.run(
+                [sys.executable, "-m", "runicorn", *argv[1:]], capture_output=True, text=True, timeout=120
+            )
             assert back.returncode == 0, back.stderr
-            assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".w{trial}.rn-restore-")], \
+            assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".w{trial}.rn-restore-")], (
                 "the next restore into the target removes a killed one's staging"
+            )
             now = tree_files(work)
             for rel, value in original.items():
                 assert now.get(rel) == value, f"trial {trial} ({mode}): {rel} not recovered"

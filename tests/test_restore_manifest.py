@@ -53,10 +53,12 @@ def test_round_trip_modes_and_symlinks(snap: dict, tmp_path: Path, link: str) ->
     assert [p.name for p in tmp_path.iterdir() if ".rn-restore-" in p.name] == []
     if link == "hardlink":
         assert r["methods"]["hardlink"] >= 1
-        assert os.path.samefile(target / "train.py", get_file_from_manifest(
-            Path(snap["manifest_path"]), _blobs(), "train.py"))
-        assert not os.path.samefile(target / "bin" / "run.sh", get_file_from_manifest(
-            Path(snap["manifest_path"]), _blobs(), "bin/run.sh"))  # executables are copied
+        assert os.path.samefile(
+            target / "train.py", get_file_from_manifest(Path(snap["manifest_path"]), _blobs(), "train.py")
+        )
+        assert not os.path.samefile(
+            target / "bin" / "run.sh", get_file_from_manifest(Path(snap["manifest_path"]), _blobs(), "bin/run.sh")
+        )  # executables are copied
 
 
 def test_reflink_is_strict_auto_falls_back(snap: dict, tmp_path: Path) -> None:
@@ -107,8 +109,9 @@ def test_missing_blob_restores_nothing(snap: dict, tmp_path: Path) -> None:
 
 
 def test_export_and_single_file(snap: dict, tmp_path: Path) -> None:
-    r = export_manifest_to_zip(manifest_path=Path(snap["manifest_path"]), blob_root=_blobs(),
-                               zip_path=tmp_path / "out" / "export.zip")
+    r = export_manifest_to_zip(
+        manifest_path=Path(snap["manifest_path"]), blob_root=_blobs(), zip_path=tmp_path / "out" / "export.zip"
+    )
     assert r["success"] and r["exported_count"] == snap["file_count"]
     with zipfile.ZipFile(r["zip_path"]) as zf:
         assert zf.read("pkg/deep/m.py") == b"m = 1\n"
@@ -125,8 +128,9 @@ def _outside_snapshot(tmp_path: Path) -> set[str]:
 @pytest.mark.parametrize("evil", ["../escape.txt", "a/../../escape.txt", "/tmp/escape.txt", "./x", "a//b"])
 def test_hostile_paths_are_refused(tmp_path: Path, evil: str) -> None:
     info = open_store().ingest_bytes(b"pwned")
-    m = hostile_manifest(tmp_path / "evil.json", {"ok.txt": (info.sha256, "100644", 5),
-                                                  evil: (info.sha256, "100644", 5)})
+    m = hostile_manifest(
+        tmp_path / "evil.json", {"ok.txt": (info.sha256, "100644", 5), evil: (info.sha256, "100644", 5)}
+    )
     before = _outside_snapshot(tmp_path)
     with pytest.raises(CorruptManifestError, match=r"evil\.json: bad file entry"):
         restore_from_manifest(m, _blobs(), tmp_path / "target")
@@ -142,8 +146,9 @@ def test_writing_through_a_symlink_is_refused(tmp_path: Path) -> None:
     outside.mkdir()
     link = store.ingest_bytes(str(outside).encode())
     data = store.ingest_bytes(b"pwned")
-    m = hostile_manifest(tmp_path / "evil.json", {"dir": (link.sha256, "120000", link.size),
-                                                  "dir/passwd": (data.sha256, "100644", 5)})
+    m = hostile_manifest(
+        tmp_path / "evil.json", {"dir": (link.sha256, "120000", link.size), "dir/passwd": (data.sha256, "100644", 5)}
+    )
     # refused by the manifest parser, like every other hostile path, naming the file
     with pytest.raises(CorruptManifestError, match=r"evil\.json.*'dir/passwd' lies below 'dir', which is a symlink"):
         restore_from_manifest(m, _blobs(), tmp_path / "target")

@@ -53,8 +53,12 @@ def test_nested_entries_are_refused_everywhere(tmp_path: Path) -> None:
 @pytest.mark.parametrize("where", ["root", "parent", "blobs", "inside-blobs"])
 def test_restore_never_targets_the_store(tmp_path: Path, where: str) -> None:
     store, tree = _store_with_tree(tmp_path)
-    target = {"root": store.root, "parent": store.root.parent, "blobs": store.blobs_dir,
-              "inside-blobs": store.blobs_dir / "zz"}[where]
+    target = {
+        "root": store.root,
+        "parent": store.root.parent,
+        "blobs": store.blobs_dir,
+        "inside-blobs": store.blobs_dir / "zz",
+    }[where]
     with pytest.raises(UnsafePathError, match="refusing to restore onto or around the store"):
         restore_from_manifest(store.manifest_path(tree), store.blobs_dir, target, overwrite=True)
     assert store.verify(deep=True)["ok"]

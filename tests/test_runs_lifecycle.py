@@ -24,8 +24,13 @@ def test_init_layout_log_summary_finish() -> None:
     run = rn.init(path="training/resnet", alias="baseline")
     assert re.fullmatch(r"\d{8}_\d{6}_[0-9a-f]{6}", run.run_id)
     assert run.run_dir == open_store().root / "training" / "resnet" / "runs" / run.run_id
-    assert {p.name for p in run.run_dir.iterdir()} == {"meta.json", "status.json", "events.jsonl",
-                                                       "summary.json", "logs.txt"}
+    assert {p.name for p in run.run_dir.iterdir()} == {
+        "meta.json",
+        "status.json",
+        "events.jsonl",
+        "summary.json",
+        "logs.txt",
+    }
     run.log({"loss": 0.5})
     run.log({"loss": 0.25}, step=10)
     run.log({"loss": 0.1})
@@ -130,8 +135,17 @@ def test_delete_run_keeps_the_other_run_restorable(tmp_path: Path) -> None:
     dry = delete_run_completely(run1.run_id, store.root, dry_run=True)
     assert dry["success"] and dry["dry_run"] and run1.run_dir.exists()
     real = delete_run_completely(run1.run_id, store.root)
-    for key in ("blobs_deleted", "manifests_deleted", "outputs_deleted", "bytes_freed", "run_dir_deleted",
-                "orphaned_assets", "kept_assets", "tree_ids", "blob_ids"):
+    for key in (
+        "blobs_deleted",
+        "manifests_deleted",
+        "outputs_deleted",
+        "bytes_freed",
+        "run_dir_deleted",
+        "orphaned_assets",
+        "kept_assets",
+        "tree_ids",
+        "blob_ids",
+    ):
         assert dry[key] == real[key], key
     assert real["success"] and real["errors"] == [] and real["run_dir_deleted"]
     assert real["manifests_deleted"] == 2  # its code tree and its archive
@@ -225,10 +239,17 @@ def test_import_stays_light() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, runicorn, runicorn.runs; runicorn.init; "
-            "print(sorted(m for m in ('click', 'pathspec', 'paramiko', 'tomlkit') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys, runicorn, runicorn.runs; runicorn.init; "
+        "print(sorted(m for m in ('click', 'pathspec', 'paramiko', 'tomlkit') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == "[]"
 
 

@@ -62,13 +62,15 @@ def test_released_versions_blobs_are_collected(tmp_path: Path) -> None:
     assert not any(store.has_tree(t) for t in released)
     assert all(store.has_tree(trees[v - 1]) for v in (5, 8, 9, 10))
     import hashlib
+
     for i in (0, 1, 2, 3, 5, 6):  # their unique blobs are gone from disk
         assert not store.has_blob(hashlib.sha256(bytes([i]) * 4096).hexdigest())
     run.finish()
 
 
-def test_new_version_ref_is_written_before_old_refs_are_dropped(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_version_ref_is_written_before_old_refs_are_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = rn.init(path="train/rolling3")
     store = open_store()
     f = tmp_path / "ckpt.txt"

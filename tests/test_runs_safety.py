@@ -52,8 +52,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _python(code: str, *args: str, **kw: object) -> "subprocess.Popen[str]":
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=str(REPO), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=str(REPO),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )  # type: ignore[call-overload]
 
 
 def test_run_id_is_unique_across_paths(tmp_path: Path) -> None:
@@ -85,11 +91,13 @@ def test_run_id_taken_by_refs_alone_is_refused(tmp_path: Path) -> None:
 
 def test_concurrent_inits_with_one_id_only_one_wins() -> None:
     root = open_store().root
-    code = ("import sys, runicorn as rn\n"
-            "try:\n"
-            "    rn.init(path=sys.argv[1], run_id='race-id', storage=sys.argv[2]).finish()\n"
-            "except FileExistsError:\n"
-            "    sys.exit(3)\n")
+    code = (
+        "import sys, runicorn as rn\n"
+        "try:\n"
+        "    rn.init(path=sys.argv[1], run_id='race-id', storage=sys.argv[2]).finish()\n"
+        "except FileExistsError:\n"
+        "    sys.exit(3)\n"
+    )
     procs = [_python(code, f"race/p{i}", str(root)) for i in range(4)]
     codes = []
     for p in procs:
@@ -134,10 +142,12 @@ def test_concurrent_code_links_each_get_a_ref(tmp_path: Path) -> None:
         (ws / "a.py").write_text(f"print({i})\n")
         trees.append(store.ingest_directory(ws, source=str(ws)))
         store.pin(trees[-1])
-    code = ("import sys\n"
-            "from runicorn.store import open_store\n"
-            "from runicorn.runs.refs import link_code_tree\n"
-            "print(link_code_tree(open_store(sys.argv[1]), 'rid', sys.argv[2], source='x'))\n")
+    code = (
+        "import sys\n"
+        "from runicorn.store import open_store\n"
+        "from runicorn.runs.refs import link_code_tree\n"
+        "print(link_code_tree(open_store(sys.argv[1]), 'rid', sys.argv[2], source='x'))\n"
+    )
     procs = [_python(code, str(store.root), t) for t in trees]
     names = []
     for p in procs:
@@ -145,7 +155,7 @@ def test_concurrent_code_links_each_get_a_ref(tmp_path: Path) -> None:
         assert p.returncode == 0, errout
         names.append(out.strip())
     assert sorted(names) == ["run/rid/code", "run/rid/code/1", "run/rid/code/2", "run/rid/code/3"]
-    got = {store.get_ref("run", n[len("run/"):]).tree for n in names}
+    got = {store.get_ref("run", n[len("run/") :]).tree for n in names}
     assert got == set(trees)
 
 
@@ -174,8 +184,7 @@ def test_record_input_and_archive_from_threads_lose_nothing(tmp_path: Path) -> N
     run.finish()
 
 
-def test_run_dir_that_cannot_be_moved_aside_deletes_nothing(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_dir_that_cannot_be_moved_aside_deletes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import runicorn.runs.delete as cleanup
 
     run = rn.init(path="safety/rename")
@@ -206,11 +215,13 @@ def test_run_dir_that_cannot_be_moved_aside_deletes_nothing(tmp_path: Path,
     assert store.index.scalar("SELECT 1 FROM runs WHERE run_id = ?", (run.run_id,)) is None
 
 
-_LIVE_RUN = ("import sys, time, runicorn as rn\n"
-             "run = rn.init(path='live/' + sys.argv[2], storage=sys.argv[1])\n"
-             "print(run.run_id, flush=True)\n"
-             "sys.stdin.read()\n"  # until the test closes stdin or kills us
-             "run.log({'x': 1})\n")
+_LIVE_RUN = (
+    "import sys, time, runicorn as rn\n"
+    "run = rn.init(path='live/' + sys.argv[2], storage=sys.argv[1])\n"
+    "print(run.run_id, flush=True)\n"
+    "sys.stdin.read()\n"  # until the test closes stdin or kills us
+    "run.log({'x': 1})\n"
+)
 
 
 def _start_live_run(root: Path, name: str) -> "tuple[subprocess.Popen[str], str]":
@@ -258,11 +269,13 @@ def test_force_deletes_a_live_run() -> None:
 
 def test_finished_run_of_a_live_process_is_deletable() -> None:
     root = open_store().root
-    code = ("import sys, runicorn as rn\n"
-            "run = rn.init(path='live/c', storage=sys.argv[1])\n"
-            "run.finish()\n"
-            "print(run.run_id, flush=True)\n"
-            "sys.stdin.read()\n")
+    code = (
+        "import sys, runicorn as rn\n"
+        "run = rn.init(path='live/c', storage=sys.argv[1])\n"
+        "run.finish()\n"
+        "print(run.run_id, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
     proc = _python(code, str(root), stdin=subprocess.PIPE)
     try:
         assert proc.stdout is not None
@@ -290,8 +303,15 @@ def test_dry_run_matches_real_delete_when_a_writer_holds_the_tree(tmp_path: Path
         assert other.put_tree(entries) == tree
         dry = delete_run_completely(run.run_id, store.root, dry_run=True)
         real = delete_run_completely(run.run_id, store.root)
-        for key in ("blobs_deleted", "manifests_deleted", "bytes_freed", "orphaned_assets", "kept_assets",
-                    "tree_ids", "blob_ids"):
+        for key in (
+            "blobs_deleted",
+            "manifests_deleted",
+            "bytes_freed",
+            "orphaned_assets",
+            "kept_assets",
+            "tree_ids",
+            "blob_ids",
+        ):
             assert dry[key] == real[key], key
         assert real["success"] and real["tree_ids"] == [] and real["blobs_deleted"] == 0
         assert real["kept_assets"][0]["tree"] == tree and real["kept_assets"][0]["held_by_writer"]

@@ -55,7 +55,7 @@ def test_tree_id_sorts_by_utf8_bytes_also_for_undecodable_names() -> None:
     # Surrogate-escaped bytes (0x80-0xFF) sort differently as code points and as bytes.
     names = ["a", "B", "a/b", "a b", "\u00e9", "z\udc80", "\udcff", "\uffff", "\U0001f600", "a.b"]
     for k in range(len(names) + 1):
-        chosen = names[:k] + names[::-1][:k // 2]
+        chosen = names[:k] + names[::-1][: k // 2]
         entries = {n: TreeEntry(hashlib.sha256(path_key(n)).hexdigest(), "100644", 1) for n in chosen}
         assert compute_tree_id(entries) == by_the_definition(entries), chosen
 

@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 
 SAMPLES: list[tuple[str, str]] = [
-    ("quick start: creating workspace snapshots", '''
+    (
+        "quick start: creating workspace snapshots",
+        """
 import runicorn as rn
 from runicorn import snapshot_workspace
 from pathlib import Path
@@ -44,8 +46,11 @@ print(f"Captured {result['file_count']} files ({result['total_bytes']} bytes)")
 # Continue with training...
 run.log({"loss": 0.5})
 run.finish()
-'''),
-    ("quick start: using blob storage", '''
+""",
+    ),
+    (
+        "quick start: using blob storage",
+        """
 from runicorn.assets.blob_store import store_blob, get_blob_path, get_blob_stats
 from pathlib import Path
 
@@ -68,8 +73,11 @@ print(f"Blob stored at: {blob_path}")
 stats = get_blob_stats(blob_root)
 print(f"Total blobs: {stats['blob_count']}")
 print(f"Total size: {stats['total_size_bytes']} bytes")
-'''),
-    ("fingerprint calculation", '''
+""",
+    ),
+    (
+        "fingerprint calculation",
+        """
 from runicorn.assets.fingerprint import sha256_file
 from pathlib import Path
 
@@ -77,8 +85,11 @@ from pathlib import Path
 fingerprint = sha256_file(Path("model.pth"))
 print(f"SHA256: {fingerprint}")
 # Output: SHA256: a47eb79188cdc67a601ebf32...
-'''),
-    ("blob store imports", '''
+""",
+    ),
+    (
+        "blob store imports",
+        """
 from runicorn.assets.blob_store import (
     store_blob,
     get_blob_path,
@@ -86,8 +97,11 @@ from runicorn.assets.blob_store import (
     read_blob,
     get_blob_stats,
 )
-'''),
-    ("manifest-based restore", '''
+""",
+    ),
+    (
+        "manifest-based restore",
+        """
 from runicorn.assets.restore import (
     load_manifest,
     restore_from_manifest,
@@ -124,8 +138,11 @@ blob_path = get_file_from_manifest(
     rel_path="train.py",
 )
 print(f"train.py stored at: {blob_path}")
-'''),
-    ("cleanup: delete_run_completely", '''
+""",
+    ),
+    (
+        "cleanup: delete_run_completely",
+        """
 from runicorn.assets.cleanup import delete_run_completely
 from pathlib import Path
 
@@ -146,8 +163,11 @@ result = delete_run_completely(
 )
 print(f"Deleted {result['blobs_deleted']} blobs")
 print(f"Freed {result['bytes_freed']} bytes")
-'''),
-    ("cleanup: cleanup_orphaned_blobs", '''
+""",
+    ),
+    (
+        "cleanup: cleanup_orphaned_blobs",
+        """
 from runicorn.assets.cleanup import cleanup_orphaned_blobs
 from pathlib import Path
 
@@ -165,27 +185,39 @@ result = cleanup_orphaned_blobs(
     dry_run=False,
 )
 print(f"Cleaned {result['orphaned_blobs']} orphaned blobs")
-'''),
-    ("migration step 1 (new imports)", '''
+""",
+    ),
+    (
+        "migration step 1 (new imports)",
+        """
 from runicorn import snapshot_workspace
 from runicorn.assets.restore import restore_from_manifest
-'''),
-    ("migration step 2 (new snapshot code)", '''
+""",
+    ),
+    (
+        "migration step 2 (new snapshot code)",
+        """
 from runicorn import snapshot_workspace
 snapshot_workspace(
     root=Path("."),
     out_zip=run.run_dir / "code_snapshot.zip",
 )
-'''),
-    ("migration step 3 (new restore code)", '''
+""",
+    ),
+    (
+        "migration step 3 (new restore code)",
+        """
 from runicorn.assets.restore import restore_from_manifest
 result = restore_from_manifest(
     manifest_path=Path("archive/manifests/run_001.json"),
     blob_root=Path("archive/blobs"),
     target_dir=Path("restored"),
 )
-'''),
-    ("best practice 2: snapshots for reproducibility", '''
+""",
+    ),
+    (
+        "best practice 2: snapshots for reproducibility",
+        """
 run = rn.init(path="important_experiment")
 
 # Snapshot immediately after init
@@ -195,42 +227,58 @@ snapshot_workspace(
 )
 
 # Now train...
-'''),
-    ("best practice 3: monitor storage usage", '''
+""",
+    ),
+    (
+        "best practice 3: monitor storage usage",
+        """
 from runicorn.assets.blob_store import get_blob_stats
 from pathlib import Path
 
 stats = get_blob_stats(Path("~/.runicorn/archive/blobs").expanduser())
 print(f"Blobs: {stats['blob_count']}")
 print(f"Size: {stats['total_size_bytes'] / 1024 / 1024:.1f} MB")
-'''),
-    ("best practice 4: clean up old runs", '''
+""",
+    ),
+    (
+        "best practice 4: clean up old runs",
+        """
 from runicorn.assets.cleanup import delete_run_completely
 
 # Delete old runs (shared blobs are preserved)
 for run_id in old_run_ids:
     delete_run_completely(run_id, storage_root)
-'''),
-    ("troubleshooting: extra_excludes", '''
+""",
+    ),
+    (
+        "troubleshooting: extra_excludes",
+        """
 snapshot_workspace(
     root=Path("."),
     out_zip=out_path,
     extra_excludes=["large_folder/", "*.bin"],
 )
-'''),
-    ("troubleshooting: missing blobs (placeholder filled in)", '''
+""",
+    ),
+    (
+        "troubleshooting: missing blobs (placeholder filled in)",
+        """
 result = restore_from_manifest(MANIFEST, BLOBS, Path("restored_again"))
 if "missing_blobs" in result:
     print(f"Missing: {result['missing_blobs']}")
-'''),
-    ("troubleshooting: disk space not freed", '''
+""",
+    ),
+    (
+        "troubleshooting: disk space not freed",
+        """
 # Delete runs first
 for run_id in runs_to_delete:
     delete_run_completely(run_id, storage_root)
 
 # Then clean orphaned blobs
 cleanup_orphaned_blobs(storage_root)
-'''),
+""",
+    ),
 ]
 
 
@@ -257,8 +305,13 @@ def _prepare(ws: Path) -> dict:
     manifests = ws / "archive" / "manifests"
     shutil.copyfile(snap["manifest_path"], manifests / "run_001.json")
     home_store = Path("~/.runicorn").expanduser()
-    seed_run = rn.init(path="training/resnet", storage=home_store, run_id="20250115_103015_abc123",
-                       snapshot_code=True, workspace_root=ws)
+    seed_run = rn.init(
+        path="training/resnet",
+        storage=home_store,
+        run_id="20250115_103015_abc123",
+        snapshot_code=True,
+        workspace_root=ws,
+    )
     seed_run.finish()
     old = [rn.init(path="old/exp", storage=home_store) for _ in range(2)]
     doomed = [rn.init(path="old/exp", storage=home_store) for _ in range(2)]
@@ -329,10 +382,12 @@ def test_signatures_match_the_guide() -> None:
     assert [n for n, _, _ in params(store_blob)] == ["src_path", "blob_root"]
     assert [n for n, _, _ in params(get_blob_path)] == ["sha256", "blob_root"]
     r = params(restore_from_manifest)
-    assert r[:4] == [("manifest_path", "POSITIONAL_OR_KEYWORD", inspect.Parameter.empty),
-                     ("blob_root", "POSITIONAL_OR_KEYWORD", inspect.Parameter.empty),
-                     ("target_dir", "POSITIONAL_OR_KEYWORD", inspect.Parameter.empty),
-                     ("overwrite", "KEYWORD_ONLY", False)]
+    assert r[:4] == [
+        ("manifest_path", "POSITIONAL_OR_KEYWORD", inspect.Parameter.empty),
+        ("blob_root", "POSITIONAL_OR_KEYWORD", inspect.Parameter.empty),
+        ("target_dir", "POSITIONAL_OR_KEYWORD", inspect.Parameter.empty),
+        ("overwrite", "KEYWORD_ONLY", False),
+    ]
     assert [n for n, _, _ in params(export_manifest_to_zip)] == ["manifest_path", "blob_root", "zip_path"]
     assert [n for n, _, _ in params(delete_run_completely)][:3] == ["run_id", "storage_root", "dry_run"]
     assert [n for n, _, _ in params(cleanup_orphaned_blobs)][:2] == ["storage_root", "dry_run"]

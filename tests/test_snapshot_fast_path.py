@@ -165,7 +165,8 @@ open_now = len(os.listdir("/proc/self/fd"))
 resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 4, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 print(store.blob_files_off(sizes) == [lost], len({s[:2] for s in sizes}) > 8)
 """
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "st")], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "st")], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "True"]

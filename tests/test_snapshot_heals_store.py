@@ -18,8 +18,9 @@ from tests.assets_helpers import write
 
 
 def cli(root: Path, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "runicorn", "--storage", str(root), *args],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runicorn", "--storage", str(root), *args], capture_output=True, text=True, timeout=300
+    )
     if check is not None:
         assert proc.returncode == check, (args, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -198,7 +199,8 @@ def test_store_api_heals_from_directories(tmp_path: Path) -> None:
     with Store(root) as s:
         report = s.rebuild_index(deep=True, heal_from=[ws])
         assert sorted(report["heal"]["healed"]) == sorted(
-            hashlib.sha256((ws / n).read_bytes()).hexdigest() for n in ("f0.txt", "f4.txt"))
+            hashlib.sha256((ws / n).read_bytes()).hexdigest() for n in ("f0.txt", "f4.txt")
+        )
         assert report["heal"]["still_missing"] == []
         assert s.verify(deep=True)["ok"]
         assert s.heal_blobs([ws])["wanted"] == 0  # nothing left to heal

@@ -73,17 +73,39 @@ def test_existing_rnignore_is_not_replaced(tmp_path: Path) -> None:
 
 def test_gitignore_semantics(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    write(ws / ".rnignore", "\n".join([
-        "*.log", "!keep.log",          # negation
-        "/top.txt",                    # anchored to the root
-        "docs/**/draft.md",            # ** in the middle
-        "cache/",                      # directory only
-        "out",                         # file or directory
-        "excluded_dir/", "!excluded_dir/inside.txt",  # cannot re-include below an excluded dir
-    ]) + "\n")
-    for rel in ["a.log", "keep.log", "sub/b.log", "top.txt", "sub/top.txt", "docs/draft.md",
-                "docs/x/y/draft.md", "docs/x/final.md", "cache/c.bin", "sub/cache/d.bin",
-                "notdir/cache", "out", "sub/out/f.txt", "excluded_dir/inside.txt", "ok.txt"]:
+    write(
+        ws / ".rnignore",
+        "\n".join(
+            [
+                "*.log",
+                "!keep.log",  # negation
+                "/top.txt",  # anchored to the root
+                "docs/**/draft.md",  # ** in the middle
+                "cache/",  # directory only
+                "out",  # file or directory
+                "excluded_dir/",
+                "!excluded_dir/inside.txt",  # cannot re-include below an excluded dir
+            ]
+        )
+        + "\n",
+    )
+    for rel in [
+        "a.log",
+        "keep.log",
+        "sub/b.log",
+        "top.txt",
+        "sub/top.txt",
+        "docs/draft.md",
+        "docs/x/y/draft.md",
+        "docs/x/final.md",
+        "cache/c.bin",
+        "sub/cache/d.bin",
+        "notdir/cache",
+        "out",
+        "sub/out/f.txt",
+        "excluded_dir/inside.txt",
+        "ok.txt",
+    ]:
         write(ws / rel, rel)
     r = runicorn.snapshot_workspace(ws, None)
     assert _files(r) == {".rnignore", "keep.log", "sub/top.txt", "docs/x/final.md", "notdir/cache", "ok.txt"}
@@ -94,12 +116,29 @@ def test_nested_gitignore_and_rnignore_precedence(tmp_path: Path) -> None:
     write(ws / ".rnignore", "!important.tmp\n")
     write(ws / ".gitignore", "*.tmp\nbuild/\n")
     write(ws / "sub" / ".gitignore", "*.txt\n!keep.txt\n/local.md\n")
-    for rel in ["a.tmp", "important.tmp", "build/x.o", "sub/a.txt", "sub/keep.txt", "a.txt",
-                "sub/local.md", "sub/deeper/local.md", "local.md"]:
+    for rel in [
+        "a.tmp",
+        "important.tmp",
+        "build/x.o",
+        "sub/a.txt",
+        "sub/keep.txt",
+        "a.txt",
+        "sub/local.md",
+        "sub/deeper/local.md",
+        "local.md",
+    ]:
         write(ws / rel, rel)
     r = runicorn.snapshot_workspace(ws, None)
-    assert _files(r) == {".rnignore", ".gitignore", "sub/.gitignore", "important.tmp", "sub/keep.txt",
-                         "a.txt", "sub/deeper/local.md", "local.md"}
+    assert _files(r) == {
+        ".rnignore",
+        ".gitignore",
+        "sub/.gitignore",
+        "important.tmp",
+        "sub/keep.txt",
+        "a.txt",
+        "sub/deeper/local.md",
+        "local.md",
+    }
 
 
 def test_extra_excludes(tmp_path: Path) -> None:
@@ -156,8 +195,10 @@ def test_stat_cache_skips_unchanged_and_sees_changes(tmp_path: Path) -> None:
     write(ws / "f3.txt", "CONTENT 3", age=30)
     r3 = runicorn.snapshot_workspace(ws, None)
     assert r3["files_read"] == 1 and r3["tree"] != r1["tree"]
-    assert open_store().get_manifest(r3["tree"])["files"]["f3.txt"]["sha256"] != \
-        open_store().get_manifest(r1["tree"])["files"]["f3.txt"]["sha256"]
+    assert (
+        open_store().get_manifest(r3["tree"])["files"]["f3.txt"]["sha256"]
+        != open_store().get_manifest(r1["tree"])["files"]["f3.txt"]["sha256"]
+    )
     # deleting a file changes the tree without reading anything
     (ws / "f4.txt").unlink()
     r4 = runicorn.snapshot_workspace(ws, None)
@@ -176,8 +217,9 @@ def test_racily_clean_files_are_reread(tmp_path: Path) -> None:
     r2 = runicorn.snapshot_workspace(ws, None)
     assert r2["files_read"] == 1
     assert r2["tree"] != r1["tree"]
-    row = open_store().index.query("SELECT mtime_ns, recorded_ns FROM stat_cache WHERE path = ?",
-                                   (str(path.resolve()),))[0]
+    row = open_store().index.query(
+        "SELECT mtime_ns, recorded_ns FROM stat_cache WHERE path = ?", (str(path.resolve()),)
+    )[0]
     assert row[0] >= row[1] - RACY_NS  # still racy: will be read again next time
 
 
@@ -214,9 +256,11 @@ def test_index_of_version_2_drops_its_stat_cache_and_rereads(tmp_path: Path) -> 
     forget_open_stores()
     conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
     conn.execute("DROP TABLE stat_cache")  # the version-2 table, without ctime_ns
-    conn.execute("CREATE TABLE stat_cache (path TEXT PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL, "
-                 "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode TEXT NOT NULL, "
-                 "sha256 TEXT NOT NULL, recorded_ns INTEGER NOT NULL) WITHOUT ROWID")
+    conn.execute(
+        "CREATE TABLE stat_cache (path TEXT PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL, "
+        "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode TEXT NOT NULL, "
+        "sha256 TEXT NOT NULL, recorded_ns INTEGER NOT NULL) WITHOUT ROWID"
+    )
     conn.execute("PRAGMA user_version = 2")
     conn.close()
     with Store(root) as s:
@@ -282,19 +326,73 @@ def test_many_duplicate_files_across_worker_threads(tmp_path: Path) -> None:
     assert open_store().stats()["blob_count"] == 8
 
 
-_PATTERNS = ["*.log", "!keep.log", "/top.txt", "docs/**/draft.md", "cache/", "out", "a/b/", "**/deep",
-             "x?z", "[abc]*.tmp", "!b.tmp", "\\#hash", "trail\\ ", "build/**", "!build/keep/",
-             "*.egg-info/", "/anchored/dir/", "sub/*.md", "**", "!**/", "node_modules"]
-_KEYS = ["a.log", "keep.log", "sub/keep.log", "top.txt", "sub/top.txt", "docs/draft.md",
-         "docs/x/y/draft.md", "cache/", "cache", "sub/cache/", "out", "out/", "sub/out/",
-         "a/b/", "z/a/b/", "deep", "q/deep/", "xyz", "x/z", "a.tmp", "b.tmp", "d.tmp", "#hash",
-         "trail ", "build/", "build/keep/", "build/x.o", "p.egg-info/", "anchored/dir/",
-         "z/anchored/dir/", "sub/r.md", "sub/s/r.md", "node_modules/", "w/node_modules",
-         "plain.txt", "dir/plain.txt", "d000/f00000.txt"]
+_PATTERNS = [
+    "*.log",
+    "!keep.log",
+    "/top.txt",
+    "docs/**/draft.md",
+    "cache/",
+    "out",
+    "a/b/",
+    "**/deep",
+    "x?z",
+    "[abc]*.tmp",
+    "!b.tmp",
+    "\\#hash",
+    "trail\\ ",
+    "build/**",
+    "!build/keep/",
+    "*.egg-info/",
+    "/anchored/dir/",
+    "sub/*.md",
+    "**",
+    "!**/",
+    "node_modules",
+]
+_KEYS = [
+    "a.log",
+    "keep.log",
+    "sub/keep.log",
+    "top.txt",
+    "sub/top.txt",
+    "docs/draft.md",
+    "docs/x/y/draft.md",
+    "cache/",
+    "cache",
+    "sub/cache/",
+    "out",
+    "out/",
+    "sub/out/",
+    "a/b/",
+    "z/a/b/",
+    "deep",
+    "q/deep/",
+    "xyz",
+    "x/z",
+    "a.tmp",
+    "b.tmp",
+    "d.tmp",
+    "#hash",
+    "trail ",
+    "build/",
+    "build/keep/",
+    "build/x.o",
+    "p.egg-info/",
+    "anchored/dir/",
+    "z/anchored/dir/",
+    "sub/r.md",
+    "sub/s/r.md",
+    "node_modules/",
+    "w/node_modules",
+    "plain.txt",
+    "dir/plain.txt",
+    "d000/f00000.txt",
+]
 
 
-@pytest.mark.parametrize("lines", [_PATTERNS[:k] for k in range(1, len(_PATTERNS) + 1)]
-                         + [DEFAULT_RNIGNORE.splitlines()])
+@pytest.mark.parametrize(
+    "lines", [_PATTERNS[:k] for k in range(1, len(_PATTERNS) + 1)] + [DEFAULT_RNIGNORE.splitlines()]
+)
 def test_ignore_prefilter_agrees_with_pathspec(tmp_path: Path, lines: list[str]) -> None:
     import pathspec
 
@@ -323,8 +421,11 @@ def test_excluded_applies_nested_gitignore_to_its_own_subtree(tmp_path: Path) ->
     write(tmp_path / "sub" / ".gitignore", "*.txt\n!keep.txt\n/local.md\nbin/\n")
     rules = IgnoreRules(tmp_path, ["!important.txt"], None)
     assert rules.enter("sub/", str(tmp_path / "sub")) == 1
-    assert rules.excluded("sub/", ["a.txt", "keep.txt", "important.txt", "local.md", "bin/", "bin"]) \
-        == {"a.txt", "local.md", "bin/"}
+    assert rules.excluded("sub/", ["a.txt", "keep.txt", "important.txt", "local.md", "bin/", "bin"]) == {
+        "a.txt",
+        "local.md",
+        "bin/",
+    }
     assert rules.excluded("sub/deeper/", ["a.txt", "local.md", "bin/"]) == {"a.txt", "bin/"}
     assert rules.excluded("", ["a.txt", "local.md", "bin/"]) == set()  # outside sub/
 
@@ -375,10 +476,13 @@ def test_ignore_cache_spares_pathspec_and_follows_rule_changes(tmp_path: Path) -
     assert _files(first) == {".rnignore", "keep.log", "a.py", "sub/.gitignore", "sub/y.py", ".git/HEAD"}
     cache = open_store().archive / "ignore-cache.json"
     assert json.loads(cache.read_text())["format"] == "runicorn.ignore-cache"
-    script = ("import sys, runicorn; r = runicorn.snapshot_workspace(sys.argv[1], None); "
-              "print(r['tree'], 'pathspec' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", script, str(ws)], capture_output=True, text=True,
-                         check=True, env=dict(os.environ)).stdout.split()
+    script = (
+        "import sys, runicorn; r = runicorn.snapshot_workspace(sys.argv[1], None); "
+        "print(r['tree'], 'pathspec' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(ws)], capture_output=True, text=True, check=True, env=dict(os.environ)
+    ).stdout.split()
     assert out == [first["tree"], "False"]  # every verdict came from the cache
     # Changed rules are another rule set: pathspec decides again.
     write(ws / "sub" / ".gitignore", "*.py\n")
@@ -390,7 +494,9 @@ def test_ignore_cache_spares_pathspec_and_follows_rule_changes(tmp_path: Path) -
     assert json.loads(cache.read_text())["version"] == 1
 
 
-def test_ignore_cache_keeps_the_most_recently_written_rule_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ignore_cache_keeps_the_most_recently_written_rule_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     from runicorn.snapshot import ignore

@@ -24,16 +24,19 @@ from runicorn.store import Store
 SOAK_SECONDS = float(os.environ.get("RUNICORN_SOAK_SECONDS", "30"))
 SHARED = [f"shared content {i}\n".encode() * (50 * (i + 1)) for i in range(6)]
 
-MAKE_RUN = ("import sys, runicorn as rn\n"
-            "run = rn.init(path='soak/loop', storage=sys.argv[1])\n"
-            "run.archive(sys.argv[2], role='weights')\n"
-            "run.finish()\n"
-            "print(run.run_id)\n")
+MAKE_RUN = (
+    "import sys, runicorn as rn\n"
+    "run = rn.init(path='soak/loop', storage=sys.argv[1])\n"
+    "run.archive(sys.argv[2], role='weights')\n"
+    "run.finish()\n"
+    "print(run.run_id)\n"
+)
 
 
 def runicorn(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runicorn", "--storage", str(root), *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "runicorn", "--storage", str(root), *args], capture_output=True, text=True, timeout=60
+    )
 
 
 class Soak:
@@ -57,6 +60,7 @@ class Soak:
                 n += 1
             with self.lock:
                 self.counts[name] = n
+
         t = threading.Thread(target=run, name=name)
         t.start()
         return t
@@ -86,6 +90,7 @@ class Soak:
                 return
             with self.lock:
                 self.pinned[tree] = content
+
         return step
 
     def deleter(self, scratch: Path) -> Callable[[int], None]:
@@ -94,11 +99,16 @@ class Soak:
         def step(n: int) -> None:
             weights = scratch / f"w{n}.bin"
             weights.write_bytes(SHARED[n % len(SHARED)] if n % 2 else f"run weights {n}\n".encode() * 30)
-            made = subprocess.run([sys.executable, "-c", MAKE_RUN, str(self.root), str(weights)],
-                                  capture_output=True, text=True, timeout=120)
+            made = subprocess.run(
+                [sys.executable, "-c", MAKE_RUN, str(self.root), str(weights)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             self.check("make run", made)
             if made.returncode == 0:
                 self.check("delete-run", runicorn(self.root, "delete-run", made.stdout.split()[-1]))
+
         return step
 
 
@@ -114,14 +124,12 @@ def test_soak_snapshots_delete_run_gc_and_repair_at_once(tmp_path: Path) -> None
         soak.loop("gc", lambda n: soak.check("gc", runicorn(root, "gc", "--grace", "0"))),
         # Under live writers a check can see a moment between two commits and then
         # repairs; either exit is fine, a traceback or lost data is not.
-        soak.loop("verify", lambda n: soak.check("verify --repair", runicorn(root, "verify", "--repair"),
-                                                 ok=(0, 1))),
+        soak.loop("verify", lambda n: soak.check("verify --repair", runicorn(root, "verify", "--repair"), ok=(0, 1))),
     ]
     started = time.monotonic()
     for t in threads:
         t.join(timeout=SOAK_SECONDS + 60)
-    print(f"soak: {soak.counts} iterations in {time.monotonic() - started:.0f} s, "
-          f"{len(soak.pinned)} pinned snapshots")
+    print(f"soak: {soak.counts} iterations in {time.monotonic() - started:.0f} s, {len(soak.pinned)} pinned snapshots")
     assert not soak.failures, soak.failures[:10]
     assert soak.counts.get("snapshot-1", 0) > 3 and soak.counts.get("gc", 0) > 3, soak.counts
     assert soak.pinned

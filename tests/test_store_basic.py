@@ -15,9 +15,11 @@ from runicorn.store import Store, TreeEntry
 
 def recount_ok(store: Store) -> bool:
     rows = store.index.query(
-        "SELECT COUNT(*) FROM blobs b WHERE b.refcount != (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256)")
+        "SELECT COUNT(*) FROM blobs b WHERE b.refcount != (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256)"
+    )
     trows = store.index.query(
-        "SELECT COUNT(*) FROM trees t WHERE t.refcount != (SELECT COUNT(*) FROM refs r WHERE r.tree = t.tree)")
+        "SELECT COUNT(*) FROM trees t WHERE t.refcount != (SELECT COUNT(*) FROM refs r WHERE r.tree = t.tree)"
+    )
     return rows[0][0] == 0 and trows[0][0] == 0
 
 
@@ -42,8 +44,9 @@ def test_refcounts_exact_through_puts_refs_and_gc(store: Store) -> None:
     x = store.ingest_bytes(b"shared")
     y = store.ingest_bytes(b"only-in-t1")
     z = store.ingest_bytes(b"only-in-t2")
-    t1 = store.put_tree({"a": (x.sha256, "100644", x.size), "b": (y.sha256, "100644", y.size),
-                         "dup": (x.sha256, "100644", x.size)})
+    t1 = store.put_tree(
+        {"a": (x.sha256, "100644", x.size), "b": (y.sha256, "100644", y.size), "dup": (x.sha256, "100644", x.size)}
+    )
     t2 = store.put_tree({"a": TreeEntry(x.sha256, "100755", x.size), "c": TreeEntry(z.sha256, "100644", z.size)})
     rc = dict(store.index.query("SELECT sha256, refcount FROM blobs"))
     assert rc == {x.sha256: 3, y.sha256: 1, z.sha256: 1}
@@ -68,8 +71,10 @@ def test_refcounts_exact_through_puts_refs_and_gc(store: Store) -> None:
 
 def test_gc_dry_run_reports_exactly_what_real_run_deletes(store: Store) -> None:
     blobs = [store.ingest_bytes(f"blob {i}".encode()) for i in range(20)]
-    trees = [store.put_tree({f"f{j}": (blobs[j].sha256, "100644", blobs[j].size) for j in range(i, i + 5)})
-             for i in range(0, 15, 3)]
+    trees = [
+        store.put_tree({f"f{j}": (blobs[j].sha256, "100644", blobs[j].size) for j in range(i, i + 5)})
+        for i in range(0, 15, 3)
+    ]
     store.pin(trees[0])
     store.release_holds()
     dry = store.gc(grace_seconds=0, dry_run=True)
@@ -116,8 +121,11 @@ def test_tree_id_matches_the_documented_definition(store: Store, tmp_path: Path)
     (src / "empty").mkdir()
     tree = store.ingest_directory(src)
     lines = []
-    for path, mode, data in [("b.txt", "100644", b"b"), ("link", "120000", b"b.txt"),
-                             ("sub/run.sh", "100755", b"#!/bin/sh\n")]:
+    for path, mode, data in [
+        ("b.txt", "100644", b"b"),
+        ("link", "120000", b"b.txt"),
+        ("sub/run.sh", "100755", b"#!/bin/sh\n"),
+    ]:
         lines.append(f"{mode} {hashlib.sha256(data).hexdigest()} {path}\n".encode())
     lines.sort(key=lambda line: line.split(b" ", 2)[2])
     assert tree == hashlib.sha256(b"runicorn-tree-v1\n" + b"".join(lines)).hexdigest()

@@ -98,8 +98,11 @@ def test_manifest_bytes_are_plain_sorted_json_one_file_per_line() -> None:
 
     from runicorn.store.tree_format import TreeEntry, build_manifest, compute_tree_id, manifest_bytes
 
-    entries = {"b/x.txt": TreeEntry("c" * 64, "100644", 3), "a \u00e9\"q": TreeEntry("d" * 64, "120000", 1),
-               "run.sh": TreeEntry("e" * 64, "100755", 0)}
+    entries = {
+        "b/x.txt": TreeEntry("c" * 64, "100644", 3),
+        'a \u00e9"q': TreeEntry("d" * 64, "120000", 1),
+        "run.sh": TreeEntry("e" * 64, "100755", 0),
+    }
     manifest = build_manifest(compute_tree_id(entries), entries, source="/x")
     data = manifest_bytes(manifest)
     assert json.loads(data) == manifest
@@ -134,9 +137,14 @@ def test_blobs_are_read_only_for_all_whatever_the_umask(tmp_path: Path) -> None:
         "from runicorn.store import Store\n"
         "with Store(sys.argv[1]) as s:\n"
         "    for i in s.ingest_files(sys.argv[2:]):\n"
-        "        print(oct(s.blob_path(i.sha256).stat().st_mode & 0o777))\n")
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "store"), *map(str, src)],
-                         capture_output=True, text=True, check=True).stdout.split()
+        "        print(oct(s.blob_path(i.sha256).stat().st_mode & 0o777))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "store"), *map(str, src)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == ["0o444", "0o444"]
 
 

@@ -18,8 +18,11 @@ WORKER = Path(__file__).with_name("store_worker.py")
 
 
 def spawn(root: Path, role: str, seed: int, iterations: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(WORKER), str(root), role, str(seed), str(iterations)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(root), role, str(seed), str(iterations)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def assert_consistent(root: Path) -> list[str]:
@@ -33,9 +36,13 @@ def assert_consistent(root: Path) -> list[str]:
                 data = store.blob_path(entry.sha256).read_bytes()
                 assert hashlib.sha256(data).hexdigest() == entry.sha256, (ref, path)
         # refcounts equal a recount
-        assert store.index.query(
-            "SELECT COUNT(*) FROM blobs b WHERE refcount != "
-            "(SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256)")[0][0] == 0
+        assert (
+            store.index.query(
+                "SELECT COUNT(*) FROM blobs b WHERE refcount != "
+                "(SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256)"
+            )[0][0]
+            == 0
+        )
         assert not [p for p in store.tmp_dir.iterdir()], "staging is clean after recovery"
     return recovered
 

@@ -34,14 +34,19 @@ print(json.dumps({"collected": report["tree_ids"], "bindings": len(store.list_re
 
 
 def _gc_in_a_fresh_interpreter(root: Path, mode: str) -> dict:  # type: ignore[type-arg]
-    r = subprocess.run([sys.executable, "-c", _GC_IN_A_FRESH_INTERPRETER, str(root), mode],
-                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    r = subprocess.run(
+        [sys.executable, "-c", _GC_IN_A_FRESH_INTERPRETER, str(root), mode],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
 
 def test_a_gc_in_an_interpreter_that_imports_only_the_store_refreshes_artifact_roots(
-        tmp_path: Path, _isolated_storage: Path) -> None:
+    tmp_path: Path, _isolated_storage: Path
+) -> None:
     tree = rn.create_artifact(lambda d: (d / "x").write_text("bound"))
     toml = tmp_path / "p" / "Runicorn.toml"
     toml.parent.mkdir()
@@ -66,7 +71,8 @@ def test_a_gc_in_an_interpreter_that_imports_only_the_store_refreshes_artifact_r
 
 
 def test_an_index_rebuilt_in_an_interpreter_that_imports_only_the_store_has_runs_and_usage(
-        tmp_path: Path, _isolated_storage: Path) -> None:
+    tmp_path: Path, _isolated_storage: Path
+) -> None:
     """A lost index is rebuilt when the store is opened: the features' tables come back
     from their own files (run directories, artifacts/usage.log) however the store is reached."""
     tree = rn.create_artifact(lambda d: (d / "x").write_text("bound"))
@@ -89,8 +95,12 @@ def test_an_index_rebuilt_in_an_interpreter_that_imports_only_the_store_has_runs
                           "usage": [k for k, _ in store.toml_usage.all()],
                           "bindings": [r.tree for r in store.list_refs("binding")]}))
     """)
-    r = subprocess.run([sys.executable, "-c", code, str(_isolated_storage)], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(_isolated_storage)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"runs": ["r1"], "usage": [str(toml)], "bindings": [tree]}
 
@@ -103,13 +113,27 @@ def test_the_store_package_imports_no_feature_and_runicorn_registers_them() -> N
         print([e.name for e in registered()], tables())
         print(sorted(m for m in sys.modules if m.startswith("runicorn.")))
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     names, loaded = r.stdout.splitlines()
     assert names == "['runs', 'artifacts', 'snapshots'] ['runs', 'toml_usage', 'stat_cache']"
     # the composition point and the extension registry only: no feature, no store class, no SQLite
-    assert loaded == str(sorted(["runicorn._lazy", "runicorn._version", "runicorn.extensions",
-                                 "runicorn.store", "runicorn.store.extensions"]))
+    assert loaded == str(
+        sorted(
+            [
+                "runicorn._lazy",
+                "runicorn._version",
+                "runicorn.extensions",
+                "runicorn.store",
+                "runicorn.store.extensions",
+            ]
+        )
+    )
 
 
 def test_a_store_made_with_the_feature_tables_in_the_core_schema_opens_unchanged(tmp_path: Path) -> None:
@@ -127,8 +151,11 @@ def test_a_store_made_with_the_feature_tables_in_the_core_schema_opens_unchanged
     for table in ("stat_cache", "runs", "toml_usage"):
         conn.execute(f"DROP TABLE {table}")
     # exactly how the index of a store of the previous layout was created: one script
-    conn.execute(schema_sql().replace("-- Version 2: what each remote",
-                                      feature_tables_sql() + "\n-- Version 2: what each remote", 1))
+    conn.execute(
+        schema_sql().replace(
+            "-- Version 2: what each remote", feature_tables_sql() + "\n-- Version 2: what each remote", 1
+        )
+    )
     conn.execute("INSERT INTO runs VALUES ('r1', 'p/e', 'p/e/runs/r1', 'done', 1.0)")
     conn.execute("INSERT INTO toml_usage VALUES ('/x/Runicorn.toml', 1.0, NULL)")
     before = conn.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
@@ -146,7 +173,7 @@ def test_a_new_store_has_the_feature_tables_as_before(tmp_path: Path) -> None:
     with Store(tmp_path / "new") as store:
         got = dict(store.index.query("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
     for name, ddl in TABLES.items():
-        create = ddl[ddl.index("CREATE TABLE"):].strip().rstrip(";").replace(" IF NOT EXISTS", "")
+        create = ddl[ddl.index("CREATE TABLE") :].strip().rstrip(";").replace(" IF NOT EXISTS", "")
         assert got[name] == create, name
 
 
@@ -181,13 +208,27 @@ def test_no_module_of_the_store_imports_a_feature_even_lazily() -> None:
     and ``diff`` get runs and workspace files from the extensions)."""
     import ast
 
-    allowed = {"runicorn.store", "runicorn.errors", "runicorn.fsutil", "runicorn.hashing", "runicorn.relpath",
-               "runicorn.config", "runicorn.names", "runicorn._lazy", "runicorn.workers"}
+    allowed = {
+        "runicorn.store",
+        "runicorn.errors",
+        "runicorn.fsutil",
+        "runicorn.hashing",
+        "runicorn.relpath",
+        "runicorn.config",
+        "runicorn.names",
+        "runicorn._lazy",
+        "runicorn.workers",
+    }
     found = []
     for path in sorted((REPO / "runicorn" / "store").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             for name in names:
                 if name.startswith("runicorn") and not any(name == a or name.startswith(a + ".") for a in allowed):
                     found.append(f"{path.name}:{node.lineno} imports {name}")

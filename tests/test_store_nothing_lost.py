@@ -19,8 +19,9 @@ from runicorn.store import Store
 
 
 def cli(root: Path, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "runicorn", "--storage", str(root), *args],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runicorn", "--storage", str(root), *args], capture_output=True, text=True, timeout=300
+    )
     if check is not None:
         assert proc.returncode == check, (args, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -50,15 +51,18 @@ def pinned(root: Path, tmp_path: Path, name: str = "important") -> tuple[Path, s
 
 
 def make_run(root: Path, name: str) -> str:
-    code = ("import sys, runicorn as rn\n"
-            "run = rn.init(path='proj/' + sys.argv[1], storage=sys.argv[2])\n"
-            "open(sys.argv[3], 'w').write('weights of ' + sys.argv[1])\n"
-            "run.archive(sys.argv[3], role='weights')\n"
-            "run.finish()\n"
-            "print(run.run_id)\n")
+    code = (
+        "import sys, runicorn as rn\n"
+        "run = rn.init(path='proj/' + sys.argv[1], storage=sys.argv[2])\n"
+        "open(sys.argv[3], 'w').write('weights of ' + sys.argv[1])\n"
+        "run.archive(sys.argv[3], role='weights')\n"
+        "run.finish()\n"
+        "print(run.run_id)\n"
+    )
     f = root.parent / f"{name}.bin"
-    proc = subprocess.run([sys.executable, "-c", code, name, str(root), str(f)], capture_output=True,
-                          text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, name, str(root), str(f)], capture_output=True, text=True, timeout=120, check=True
+    )
     return proc.stdout.split()[-1]
 
 
@@ -108,12 +112,21 @@ def test_delete_run_while_a_writer_is_between_a_file_and_its_commit(tmp_path: Pa
     root = tmp_path / "st"
     run_id = make_run(root, "doomed")
     src = workspace(tmp_path)
-    writer = subprocess.Popen([sys.executable, "-c", PAUSED_WRITER, str(root), str(src)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_WRITER, str(root), str(src)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert writer.stdout is not None and writer.stdin is not None
     assert writer.stdout.readline().strip() == "paused"
-    deleter = subprocess.Popen([sys.executable, "-m", "runicorn", "--storage", str(root), "delete-run", run_id,
-                                "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deleter = subprocess.Popen(
+        [sys.executable, "-m", "runicorn", "--storage", str(root), "delete-run", run_id, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deleter.wait(timeout=3)  # the old code reads the half-written state here and rebuilds
     except subprocess.TimeoutExpired:

@@ -12,10 +12,14 @@ PACKAGE = Path(runicorn.__file__).parent
 STORE = PACKAGE / "store"
 
 # SQL statements (as code writes them) and the index's own entry points.
-SQL = re.compile(r"\b(SELECT\s+[\w*(]|INSERT\s+(OR\s+\w+\s+)?INTO\b|DELETE\s+FROM\b|UPDATE\s+\w+\s+SET\b|"
-                 r"(CREATE|DROP|ALTER)\s+(TABLE|INDEX|TRIGGER|VIEW)\b|PRAGMA\s+\w+|BEGIN\s+IMMEDIATE\b)")
-INDEX_ACCESS = re.compile(r"\.index\.(query|scalar|read|write|conn)\b|\.execute(many)?\(|\bimport\s+apsw\b|"
-                          r"\bimport\s+sqlite3\b|runicorn\.store\.index\b")
+SQL = re.compile(
+    r"\b(SELECT\s+[\w*(]|INSERT\s+(OR\s+\w+\s+)?INTO\b|DELETE\s+FROM\b|UPDATE\s+\w+\s+SET\b|"
+    r"(CREATE|DROP|ALTER)\s+(TABLE|INDEX|TRIGGER|VIEW)\b|PRAGMA\s+\w+|BEGIN\s+IMMEDIATE\b)"
+)
+INDEX_ACCESS = re.compile(
+    r"\.index\.(query|scalar|read|write|conn)\b|\.execute(many)?\(|\bimport\s+apsw\b|"
+    r"\bimport\s+sqlite3\b|runicorn\.store\.index\b"
+)
 
 
 def _offenders(pattern: re.Pattern[str]) -> list[str]:
@@ -41,7 +45,12 @@ def test_the_patterns_find_what_they_look_for() -> None:
     # The check is only as good as its patterns: they match the statements the store runs.
     text = (STORE / "gc.py").read_text("utf-8") + (STORE / "tables.py").read_text("utf-8")
     assert SQL.search('c.execute("SELECT tree, total_size FROM trees")')
-    for statement in ("DELETE FROM blobs", "INSERT INTO stat_cache", "UPDATE toml_usage SET",
-                      "INSERT OR REPLACE INTO runs", "SELECT sha256, size FROM blobs"):
+    for statement in (
+        "DELETE FROM blobs",
+        "INSERT INTO stat_cache",
+        "UPDATE toml_usage SET",
+        "INSERT OR REPLACE INTO runs",
+        "SELECT sha256, size FROM blobs",
+    ):
         assert SQL.search(statement) and statement in text, statement
     assert INDEX_ACCESS.search("store.index.write()") and INDEX_ACCESS.search("c.executemany(")

@@ -16,9 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_sync_smoke() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "bench_sync.py"),
-                          "--runs", "4", "--repeat", "1", "--json"],
-                         capture_output=True, text=True, check=True, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench" / "bench_sync.py"), "--runs", "4", "--repeat", "1", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     summary = json.loads(out.stdout)
     assert summary["files"] == 4 * 8
     for scen in ("first", "unchanged", "changed"):

@@ -46,8 +46,9 @@ def test_first_sync_then_unchanged(conn: Any, server: Path, tmp_path: Path) -> N
     assert len(seen) == n and seen[-1][:2] == (n, n)
     # Priority order: every meta/status file arrives before any media file.
     order = [f for _, _, f in seen]
-    assert max(i for i, f in enumerate(order) if f.endswith(("meta.json", "status.json"))) < \
-        min(i for i, f in enumerate(order) if "/media/" in f)
+    assert max(i for i, f in enumerate(order) if f.endswith(("meta.json", "status.json"))) < min(
+        i for i, f in enumerate(order) if "/media/" in f
+    )
     assert_mirror(server, cache)
     st = _sync(conn, server, cache)
     assert st["skipped"] and "unchanged" in st["reason"] and st["files_synced"] == 0
@@ -105,6 +106,7 @@ def test_new_and_deleted_runs(conn: Any, server: Path, tmp_path: Path) -> None:
     import random
 
     from tools.testbed.run_trees import make_run
+
     make_run(server, "newproj", "deep/er/exp", "20250201_000000_new001", rng=random.Random(7))
     _regen(server)
     st = _sync(conn, server, cache)
@@ -117,14 +119,13 @@ def test_new_and_deleted_runs(conn: Any, server: Path, tmp_path: Path) -> None:
     assert_mirror(server, cache)
 
 
-def test_killed_connection_mid_transfer_then_clean_resume(sshd: SshdServer, server: Path,
-                                                          tmp_path: Path) -> None:
+def test_killed_connection_mid_transfer_then_clean_resume(sshd: SshdServer, server: Path, tmp_path: Path) -> None:
     import random
 
     from tools.testbed.run_trees import make_run
+
     for i in range(20):  # enough files that the kill lands mid-transfer
-        make_run(server, "bulk", "e", f"20250301_000000_b{i:03d}", rng=random.Random(i),
-                 media=4, media_bytes=40_000)
+        make_run(server, "bulk", "e", f"20250301_000000_b{i:03d}", rng=random.Random(i), media=4, media_bytes=40_000)
     _regen(server)
     cache = tmp_path / "cache"
     client = sshd.connect()
@@ -135,7 +136,8 @@ def test_killed_connection_mid_transfer_then_clean_resume(sshd: SshdServer, serv
             killed.append(sshd.kill_sessions())
 
     st = ManifestSyncClient(client.open_sftp(), str(server), cache, jitter_max=0).sync(
-        progress_callback=kill_after_some)
+        progress_callback=kill_after_some
+    )
     client.close()
     assert killed and killed[0] >= 1
     assert st["failed_count"] > 0 and st["files_synced"] < len(tree_files(server))
@@ -168,11 +170,22 @@ def _doctor(server: Path, fn: Any) -> None:
     _write_manifest(server, doc)
 
 
-@pytest.mark.parametrize("hostile", [
-    "traversal", "absolute", "other_run", "bookkeeping", "dup", "huge_schema", "huge_disk",
-    "malformed", "wrong_type", "symlink_cache"])
-def test_hostile_manifest_is_refused(conn: Any, server: Path, tmp_path: Path,
-                                     hostile: str) -> None:
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "traversal",
+        "absolute",
+        "other_run",
+        "bookkeeping",
+        "dup",
+        "huge_schema",
+        "huge_disk",
+        "malformed",
+        "wrong_type",
+        "symlink_cache",
+    ],
+)
+def test_hostile_manifest_is_refused(conn: Any, server: Path, tmp_path: Path, hostile: str) -> None:
     cache = tmp_path / "cache"
     f0 = lambda d: d["experiments"][0]["files"][0]  # noqa: E731
     run0 = lambda d: "{project}/{name}/runs/{run_id}".format(**d["experiments"][0])  # noqa: E731
@@ -208,13 +221,11 @@ def test_hostile_manifest_is_refused(conn: Any, server: Path, tmp_path: Path,
     with pytest.raises(expected):
         _sync(conn, server, cache)
     assert not (tmp_path / "escape").exists()
-    assert not any(p.is_file() for p in (tmp_path / "outside").rglob("*")) \
-        if (tmp_path / "outside").exists() else True
+    assert not any(p.is_file() for p in (tmp_path / "outside").rglob("*")) if (tmp_path / "outside").exists() else True
     assert tree_files(cache) == {}  # nothing was downloaded
 
 
-def test_manifest_size_bounds(conn: Any, server: Path, tmp_path: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_manifest_size_bounds(conn: Any, server: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
     # A gzip bomb: small on the wire, beyond the bound once inflated.
     monkeypatch.setattr(manifest_client, "MAX_MANIFEST_BYTES", 50_000)
@@ -227,6 +238,7 @@ def test_manifest_size_bounds(conn: Any, server: Path, tmp_path: Path,
         _sync(conn, server, cache)
     # Too many files, with the bound lowered so the test stays small.
     from runicorn.sync import manifest_schema
+
     monkeypatch.setattr(manifest_schema, "MAX_FILES", 10)
     monkeypatch.setattr(manifest_client, "MAX_MANIFEST_BYTES", 256 << 20)
     (server / ".runicorn" / "full_manifest.json.gz").unlink()
@@ -246,13 +258,11 @@ def test_changed_after_manifest_is_fetched_fresh(conn: Any, server: Path, tmp_pa
     (rd / "status.json").write_text('{"status": "finished", "pad": "' + "x" * 50 + '"}')
     st = _sync(conn, server, cache)  # manifest still describes the old status.json
     assert st["failed_count"] == 0
-    assert (cache / (rd / "status.json").relative_to(server)).read_bytes() == \
-        (rd / "status.json").read_bytes()
+    assert (cache / (rd / "status.json").relative_to(server)).read_bytes() == (rd / "status.json").read_bytes()
     assert_mirror(server, cache, check_mtime=False)
 
 
-def test_pruned_cache_is_repaired_at_same_revision(conn: Any, server: Path,
-                                                   tmp_path: Path) -> None:
+def test_pruned_cache_is_repaired_at_same_revision(conn: Any, server: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     _sync(conn, server, cache)
     victim = next(p for p in sorted(cache.rglob("summary.json")))
@@ -262,8 +272,7 @@ def test_pruned_cache_is_repaired_at_same_revision(conn: Any, server: Path,
     assert_mirror(server, cache)
 
 
-def test_active_and_full_cursors_are_independent(conn: Any, server: Path,
-                                                 tmp_path: Path) -> None:
+def test_active_and_full_cursors_are_independent(conn: Any, server: Path, tmp_path: Path) -> None:
     from runicorn.sync.manifest import ManifestType
 
     runs = sorted(server.glob("*/**/runs/*"))
@@ -279,8 +288,9 @@ def test_active_and_full_cursors_are_independent(conn: Any, server: Path,
             f.write(b"tick\n")
         gen.generate(ManifestType.ACTIVE)
     cache = tmp_path / "cache"
-    active = ManifestSyncClient(conn.open_sftp(), str(server), cache, jitter_max=0,
-                                manifest_type=ManifestType.ACTIVE).sync()
+    active = ManifestSyncClient(
+        conn.open_sftp(), str(server), cache, jitter_max=0, manifest_type=ManifestType.ACTIVE
+    ).sync()
     assert active["manifest_revision"] == 3 and active["files_synced"] == 7
     full = _sync(conn, server, cache)
     assert full["manifest_revision"] == 2 and not full["skipped"]
@@ -293,24 +303,26 @@ def test_active_and_full_cursors_are_independent(conn: Any, server: Path,
     assert_mirror(server, cache)
 
 
-def test_server_answering_short_reads(conn: Any, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_answering_short_reads(conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ask for more per read than sftp-server answers: follow-up reads fill the gap."""
     import random
 
     from tools.testbed.run_trees import make_run
 
     from runicorn.sync.client.pipelined_fetch import PipelinedFetcher
+
     server = tmp_path / "server"
-    make_run(server, "p", "e", "20250101_000000_big001", rng=random.Random(3), media=2,
-             media_bytes=PipelinedFetcher.MAX_SIZE)
+    make_run(
+        server, "p", "e", "20250101_000000_big001", rng=random.Random(3), media=2, media_bytes=PipelinedFetcher.MAX_SIZE
+    )
     ManifestGenerator(server).generate()
     monkeypatch.setattr(PipelinedFetcher, "READ_SIZE", 1 << 20)
     st = _sync(conn, server, tmp_path / "cache")
     assert st["failed_count"] == 0 and st["full_count"] == 7
     assert st["sftp_wire_requests"] > 3 + 7 * 3  # the follow-up reads happened
     assert st["bytes_downloaded"] == st["manifest_bytes"] + sum(
-        len(v) for v in tree_files(server).values())  # nothing fetched twice
+        len(v) for v in tree_files(server).values()
+    )  # nothing fetched twice
     assert_mirror(server, tmp_path / "cache")
 
 
@@ -320,8 +332,7 @@ def _grow(rd: Path, name: str, size: int) -> bytes:
     return data
 
 
-def test_file_grown_beyond_the_manifest_fails_alone(conn: Any, server: Path, tmp_path: Path,
-                                                    caplog: Any) -> None:
+def test_file_grown_beyond_the_manifest_fails_alone(conn: Any, server: Path, tmp_path: Path, caplog: Any) -> None:
     """A server cannot make us download more than the manifest (plus a bounded slack)
     promised: the grown file fails by name, the others arrive, the cursor stays put."""
     from runicorn.sync.client.budget import growth_allowance
@@ -350,16 +361,14 @@ def test_file_grown_beyond_the_manifest_fails_alone(conn: Any, server: Path, tmp
     assert_mirror(server, cache)
 
 
-def test_growth_must_fit_the_free_space(conn: Any, server: Path, tmp_path: Path,
-                                        caplog: Any, monkeypatch: Any) -> None:
+def test_growth_must_fit_the_free_space(conn: Any, server: Path, tmp_path: Path, caplog: Any, monkeypatch: Any) -> None:
     """Growth within the slack still has to fit in the disk space the plan left."""
     cache = tmp_path / "cache"
     rd = sorted(server.glob("*/**/runs/*"))[0]
     _grow(rd, "summary.json", 1 << 20)
     need = sum(len(b) for b in tree_files(server).values())  # more than the plan needs
     real = shutil.disk_usage
-    monkeypatch.setattr(manifest_client.shutil, "disk_usage",
-                        lambda p: real(p)._replace(free=need + (64 << 10)))
+    monkeypatch.setattr(manifest_client.shutil, "disk_usage", lambda p: real(p)._replace(free=need + (64 << 10)))
     with caplog.at_level("WARNING"):
         st = _sync(conn, server, cache)
     monkeypatch.undo()
@@ -372,8 +381,7 @@ def test_growth_must_fit_the_free_space(conn: Any, server: Path, tmp_path: Path,
     assert_mirror(server, cache, check_mtime=False)
 
 
-def test_data_is_durable_before_any_rename(conn: Any, server: Path, tmp_path: Path,
-                                           monkeypatch: Any) -> None:
+def test_data_is_durable_before_any_rename(conn: Any, server: Path, tmp_path: Path, monkeypatch: Any) -> None:
     """Group commit: every downloaded file's bytes were flushed (syncfs) before it was
     renamed into place, so a power loss cannot leave a file with the server's size and
     mtime over lost data (the planner would skip it forever)."""
@@ -392,8 +400,9 @@ def test_data_is_durable_before_any_rename(conn: Any, server: Path, tmp_path: Pa
 
     def replace(src: Any, dst: Any) -> None:
         if Path(src).parent == staging:
-            assert flushed.get(str(src)) == Path(src).stat().st_size, \
+            assert flushed.get(str(src)) == Path(src).stat().st_size, (
                 f"{dst} renamed into place before its data was flushed"
+            )
             renamed.append(str(dst))
         real_replace(src, dst)
 

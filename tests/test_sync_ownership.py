@@ -28,9 +28,14 @@ def _sync(conn: Any, server: Path, cache: Path, method: str) -> dict[str, Any]:
     """One sync over the real sshd, by manifest (regenerated first) or by the legacy walk."""
     if method == "manifest":
         ManifestGenerator(server).generate()
-    svc = RunSyncService(ssh_session=conn, sftp_client=conn.open_sftp(), remote_root=str(server),
-                         cache_manager=LocalCacheManager(root_dir=cache), manifest_sync_jitter=0,
-                         use_manifest_sync=method == "manifest")
+    svc = RunSyncService(
+        ssh_session=conn,
+        sftp_client=conn.open_sftp(),
+        remote_root=str(server),
+        cache_manager=LocalCacheManager(root_dir=cache),
+        manifest_sync_jitter=0,
+        use_manifest_sync=method == "manifest",
+    )
     stats = svc.run()
     assert stats["method"] == method and stats["failed_count"] == 0, stats
     return stats
@@ -112,9 +117,19 @@ def test_cli_reports_the_collision(tmp_path: Path, sshd: SshdServer) -> None:
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     shutil.copy(sshd.known_hosts_path, home / ".ssh" / "known_hosts")
-    res = CliRunner().invoke(main, ["sync", f"{sshd.user}@{sshd.host}:{sshd.port}:{server}", "--cache", str(cache),
-                                    "--identity", str(sshd.key_path)],
-                             env={"HOME": str(home)}, catch_exceptions=False)
+    res = CliRunner().invoke(
+        main,
+        [
+            "sync",
+            f"{sshd.user}@{sshd.host}:{sshd.port}:{server}",
+            "--cache",
+            str(cache),
+            "--identity",
+            str(sshd.key_path),
+        ],
+        env={"HOME": str(home)},
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     assert "left alone: run " + str(RUN) in res.output
     assert (cache / RUN / "model.bin").read_bytes() == mine[str(RUN / "model.bin")]

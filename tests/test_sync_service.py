@@ -23,10 +23,14 @@ from tools.testbed.run_trees import assert_mirror, tree_files
 
 
 def _service(conn: Any, server: Path, cache: Path, **kw: Any) -> RunSyncService:
-    return RunSyncService(ssh_session=conn, sftp_client=conn.open_sftp(),
-                          remote_root=str(server),
-                          cache_manager=LocalCacheManager(root_dir=cache),
-                          manifest_sync_jitter=0, **kw)
+    return RunSyncService(
+        ssh_session=conn,
+        sftp_client=conn.open_sftp(),
+        remote_root=str(server),
+        cache_manager=LocalCacheManager(root_dir=cache),
+        manifest_sync_jitter=0,
+        **kw,
+    )
 
 
 def test_service_uses_manifest(conn: Any, sync_server: Path, tmp_path: Path) -> None:
@@ -39,8 +43,7 @@ def test_service_uses_manifest(conn: Any, sync_server: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("why", ["missing", "malformed", "hostile"])
-def test_service_falls_back_to_legacy_walk(conn: Any, sync_server: Path, tmp_path: Path,
-                                           why: str) -> None:
+def test_service_falls_back_to_legacy_walk(conn: Any, sync_server: Path, tmp_path: Path, why: str) -> None:
     if why != "missing":
         ManifestGenerator(sync_server).generate()
         (sync_server / ".runicorn" / "full_manifest.json.gz").unlink()
@@ -95,6 +98,7 @@ def test_parse_target() -> None:
     t = parse_target("[::1]:22:/d")
     assert (t.host, t.port) == ("::1", 22)
     from runicorn.errors import RunicornError
+
     for bad in ("nohost", "host:", "a@b:99999:/x"):
         with pytest.raises(RunicornError):
             parse_target(bad)
@@ -107,7 +111,8 @@ def home(tmp_path: Path, sshd: SshdServer) -> Path:
     (h / ".ssh").mkdir(parents=True)
     (h / ".ssh" / "config").write_text(
         f"Host testbox\n  HostName {sshd.host}\n  Port {sshd.port}\n  User {sshd.user}\n"
-        f"  IdentityFile {sshd.key_path}\n")
+        f"  IdentityFile {sshd.key_path}\n"
+    )
     return h
 
 
@@ -140,41 +145,56 @@ def test_cli_sync_host_key_policy_and_stats(home: Path, sync_server: Path, sshd:
     assert res.exit_code == 1 and "CHANGED" in res.output
 
 
-def test_cli_sync_explicit_target_and_cache(home: Path, sync_server: Path, sshd: SshdServer,
-                                            tmp_path: Path) -> None:
+def test_cli_sync_explicit_target_and_cache(home: Path, sync_server: Path, sshd: SshdServer, tmp_path: Path) -> None:
     shutil.copy(sshd.known_hosts_path, home / ".ssh" / "known_hosts")
     cache = tmp_path / "c2"
-    res = _cli(home, "sync", f"{sshd.user}@{sshd.host}:{sshd.port}:{sync_server}", "--cache",
-               str(cache), "--identity", str(sshd.key_path), "--workers", "2")
+    res = _cli(
+        home,
+        "sync",
+        f"{sshd.user}@{sshd.host}:{sshd.port}:{sync_server}",
+        "--cache",
+        str(cache),
+        "--identity",
+        str(sshd.key_path),
+        "--workers",
+        "2",
+    )
     assert res.exit_code == 0, res.output
     assert "Method: legacy" in res.output  # no manifest on this server
     assert_mirror(sync_server, cache)
-    res = _cli(home, "sync", f"{sshd.host}:{sshd.port}:{sync_server}", "--identity",
-               str(home / "nope"))
+    res = _cli(home, "sync", f"{sshd.host}:{sshd.port}:{sync_server}", "--identity", str(home / "nope"))
     assert res.exit_code == 1 and "identity file not found" in res.output
 
 
 def test_import_runicorn_does_not_load_paramiko() -> None:
-    code = ("import sys, runicorn, runicorn.remote_storage, runicorn.manifest, runicorn.cli;"
-            "print('paramiko' in sys.modules)")
-    out = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    code = (
+        "import sys, runicorn, runicorn.remote_storage, runicorn.manifest, runicorn.cli;"
+        "print('paramiko' in sys.modules)"
+    )
+    out = subprocess.run(
+        [os.sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout
     assert out.strip() == "False"
 
 
-def test_cli_sync_missing_remote_root_is_a_clean_error(home: Path, sshd: SshdServer,
-                                                       tmp_path: Path) -> None:
+def test_cli_sync_missing_remote_root_is_a_clean_error(home: Path, sshd: SshdServer, tmp_path: Path) -> None:
     shutil.copy(sshd.known_hosts_path, home / ".ssh" / "known_hosts")
     res = _cli(home, "sync", f"testbox:{tmp_path / 'does-not-exist'}")
     assert res.exit_code == 1 and "failed" in res.output and "Traceback" not in res.output
 
 
 @pytest.mark.parametrize("use_manifest", [True, False])
-def test_runs_under_store_reserved_names_are_skipped(conn: Any, sync_server: Path, tmp_path: Path,
-                                                     use_manifest: bool) -> None:
+def test_runs_under_store_reserved_names_are_skipped(
+    conn: Any, sync_server: Path, tmp_path: Path, use_manifest: bool
+) -> None:
     import random
 
     from tools.testbed.run_trees import make_run
+
     make_run(sync_server, "archive", "blobs", "20250101_000000_evil01", rng=random.Random(1))
     if use_manifest:
         ManifestGenerator(sync_server).generate()
@@ -187,8 +207,7 @@ def test_runs_under_store_reserved_names_are_skipped(conn: Any, sync_server: Pat
     assert_mirror(sync_server, cache)
 
 
-def test_both_sync_paths_share_paths_and_stats(conn: Any, sync_server: Path, tmp_path: Path,
-                                               monkeypatch: Any) -> None:
+def test_both_sync_paths_share_paths_and_stats(conn: Any, sync_server: Path, tmp_path: Path, monkeypatch: Any) -> None:
     """One cache-path checker per sync (parent directories checked once, not per file)
     and one statistics constructor for the manifest and the legacy client."""
     from runicorn.sync.client import local_cache
@@ -211,15 +230,15 @@ def test_both_sync_paths_share_paths_and_stats(conn: Any, sync_server: Path, tmp
     assert len(checks) <= len(dirs) < len(files)
     checks.clear()
     ManifestGenerator(sync_server).generate()
-    manifest = ManifestSyncClient(conn.open_sftp(), str(sync_server), tmp_path / "manifest",
-                                  jitter_max=0).sync()
+    manifest = ManifestSyncClient(conn.open_sftp(), str(sync_server), tmp_path / "manifest", jitter_max=0).sync()
     assert manifest["failed_count"] == 0 and len(checks) <= len(dirs)
     assert sorted(legacy) == sorted(manifest) == sorted(sync_stats("x"))
     assert (legacy["method"], manifest["method"]) == ("legacy", "manifest")
 
 
 def test_unrepresentable_server_name_does_not_force_the_legacy_walk(
-        conn: Any, sync_server: Path, tmp_path: Path, caplog: Any) -> None:
+    conn: Any, sync_server: Path, tmp_path: Path, caplog: Any
+) -> None:
     """A server file named "f\\n" used to pass the generator's "$"-anchored check and then
     fail every client's path check, discarding the whole manifest.  Now the generator
     leaves it out with a warning and clients keep using the manifest."""

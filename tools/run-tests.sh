@@ -28,6 +28,7 @@ fi
 
 # Lint and types first: cheap, and the settings live in pyproject.toml.
 python3 -m ruff check runicorn tests tools
+python3 -m ruff format --check runicorn tests tools
 python3 -m mypy
 
 exec python3 -m pytest -n 2 "$@"

@@ -35,5 +35,4 @@ _LAZY: dict[str, str] = {
 __getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)
 
 
-__all__ = ["artifact", "artifact_exists", "artifact_hash", "artifact_meta", "artifact_path",
-           "observers", *_LAZY]
+__all__ = ["artifact", "artifact_exists", "artifact_hash", "artifact_meta", "artifact_path", "observers", *_LAZY]

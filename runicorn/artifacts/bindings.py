@@ -43,7 +43,6 @@ def _percent(m: "re.Match[str]") -> str:
     return f"%{ord(m.group()):02X}"
 
 
-
 def installed_tree(store: Any, h: str) -> str | None:
     """The tree-sha256 installed for hash ``h`` (a tree id, or a git-tree-sha1 link), if any."""
     d = store.artifacts_dir / h
@@ -54,7 +53,6 @@ def installed_tree(store: Any, h: str) -> str | None:
     except OSError:
         return None
     return target if (store.artifacts_dir / target).is_dir() else None
-
 
 
 __all__ = ["BINDING_KIND", "binding_ref_name", "installed_tree"]

@@ -46,8 +46,12 @@ def tree_hash(path: str | os.PathLike[str], kind: str = "tree-sha256") -> str:
     return git_tree_sha1(git)
 
 
-def create_artifact(fn: Callable[[Path], object] | None = None, *, src: str | os.PathLike[str] | None = None,
-                    storage: str | os.PathLike[str] | None = None) -> str:
+def create_artifact(
+    fn: Callable[[Path], object] | None = None,
+    *,
+    src: str | os.PathLike[str] | None = None,
+    storage: str | os.PathLike[str] | None = None,
+) -> str:
     """Capture a new artifact and install it; return its tree id.
 
     Either ``fn(path)`` populates a fresh staging directory, or ``src`` (a directory)
@@ -81,8 +85,14 @@ def create_artifact(fn: Callable[[Path], object] | None = None, *, src: str | os
 # Archive formats by file-name ending (checked in this order); the one table ``export``,
 # ``bind --archive`` and :func:`archive_artifact` choose from.
 ARCHIVE_SUFFIXES: tuple[tuple[str, str], ...] = (
-    (".tar.gz", "gz"), (".tgz", "gz"), (".tar.bz2", "bz2"), (".tar.xz", "xz"), (".tar.zst", "zst"),
-    (".tar", "tar"), (".zip", "zip"))
+    (".tar.gz", "gz"),
+    (".tgz", "gz"),
+    (".tar.bz2", "bz2"),
+    (".tar.xz", "xz"),
+    (".tar.zst", "zst"),
+    (".tar", "tar"),
+    (".zip", "zip"),
+)
 
 
 def archive_kind(out: str | os.PathLike[str]) -> str:
@@ -95,12 +105,19 @@ def archive_kind(out: str | os.PathLike[str]) -> str:
     for suffix, kind in ARCHIVE_SUFFIXES:
         if name.endswith(suffix):
             return kind
-    raise ArtifactError(f"{out}: archive name must end in .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, "
-                        ".tar.zst or .zip (the extension picks the format)")
+    raise ArtifactError(
+        f"{out}: archive name must end in .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, "
+        ".tar.zst or .zip (the extension picks the format)"
+    )
 
 
-def archive_artifact(tree: str, out_path: str | os.PathLike[str], *,
-                     storage: str | os.PathLike[str] | None = None, store: Store | None = None) -> str:
+def archive_artifact(
+    tree: str,
+    out_path: str | os.PathLike[str],
+    *,
+    storage: str | os.PathLike[str] | None = None,
+    store: Store | None = None,
+) -> str:
     """Write a reproducible archive of a stored tree; return the archive's sha256.
 
     Entries are sorted, parent directories are listed, mtime is 0, uid/gid 0 with empty
@@ -119,8 +136,9 @@ def archive_artifact(tree: str, out_path: str | os.PathLike[str], *,
     return write_archive(store.tree_entries(tree), store.blob_path, out_path)
 
 
-def write_archive(entries: dict[str, TreeEntry], blob_path: Callable[[str], Path],
-                  out_path: str | os.PathLike[str]) -> str:
+def write_archive(
+    entries: dict[str, TreeEntry], blob_path: Callable[[str], Path], out_path: str | os.PathLike[str]
+) -> str:
     """Write the reproducible archive of a tree (``blob_path(sha)`` locates a blob),
     atomically, in the format the extension of ``out_path`` names; return its sha256.
 
@@ -135,8 +153,10 @@ def write_archive(entries: dict[str, TreeEntry], blob_path: Callable[[str], Path
     kind = archive_kind(out)
     paths = sorted(entries, key=lambda p: p.encode("utf-8", "surrogateescape"))
     dirs = sorted({"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)})
-    items = sorted([(d, None) for d in dirs] + [(p, entries[p]) for p in paths],
-                   key=lambda it: it[0].encode("utf-8", "surrogateescape"))
+    items = sorted(
+        [(d, None) for d in dirs] + [(p, entries[p]) for p in paths],
+        key=lambda it: it[0].encode("utf-8", "surrogateescape"),
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with StagedFile(out.parent, prefix=f".{out.name}.") as staged:
         if kind == "zip":

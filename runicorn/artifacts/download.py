@@ -28,9 +28,9 @@ from runicorn.hashing import CHUNK, new_sha256, sha256_file, sha256_resume
 
 Progress = Callable[[int, int | None], None]
 
-RETRIES = 4         # attempts per source, unless $RUNICORN_DOWNLOAD_RETRIES says otherwise
-BACKOFF = 0.5       # seconds before the 2nd attempt, doubling, unless $RUNICORN_DOWNLOAD_BACKOFF
-MAX_WAIT = 10.0     # no wait between attempts is longer (seconds)
+RETRIES = 4  # attempts per source, unless $RUNICORN_DOWNLOAD_RETRIES says otherwise
+BACKOFF = 0.5  # seconds before the 2nd attempt, doubling, unless $RUNICORN_DOWNLOAD_BACKOFF
+MAX_WAIT = 10.0  # no wait between attempts is longer (seconds)
 TIMEOUT = float(os.environ.get("RUNICORN_DOWNLOAD_TIMEOUT", "30"))
 DEFAULT_DOWNLOAD_MAX = 64 << 30  # bytes, for entries without a declared size
 
@@ -118,8 +118,9 @@ def partial_lock(lock_dir: Path, sha256: str) -> Iterator[None]:
         yield
 
 
-def fetch(url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | None,
-          progress: Progress | None = None) -> Path:
+def fetch(
+    url: str, *, base_dir: Path, work_dir: Path, sha256: str, size: int | None, progress: Progress | None = None
+) -> Path:
     """Make the source's bytes available as a local file (or a local directory) and return it.
 
     Local files are verified in place; remote ones are downloaded to ``work_dir`` (the
@@ -173,8 +174,13 @@ def _local(path: Path, sha256: str, size: int | None) -> Path:
     return path
 
 
-def _download(get: Callable[[int], tuple[Any, int | None, bool]], partial: Path, sha256: str,
-              size: int | None, progress: Progress | None) -> None:
+def _download(
+    get: Callable[[int], tuple[Any, int | None, bool]],
+    partial: Path,
+    sha256: str,
+    size: int | None,
+    progress: Progress | None,
+) -> None:
     offset = partial.stat().st_size if partial.exists() else 0
     if size is not None and offset > size:
         partial.unlink()

@@ -154,7 +154,8 @@ class _Builder:
         if self.total + size > self.limit:
             raise UnsafeArchiveError(
                 f"{self.origin}: refused: it expands to more than {self.limit} bytes ({self.limit_why}); "
-                f"member {short_repr(raw)} declares {size} bytes ({self.total} extracted before it)")
+                f"member {short_repr(raw)} declares {size} bytes ({self.total} extracted before it)"
+            )
         self.total += size
 
     def _path(self, raw: str) -> str | None:
@@ -175,8 +176,9 @@ class _Builder:
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             if parent in out.links:
-                raise UnsafeArchiveError(f"{self.origin}: refused member {raw!r}: it would be written "
-                                         f"through the symlink {parent!r}")
+                raise UnsafeArchiveError(
+                    f"{self.origin}: refused member {raw!r}: it would be written through the symlink {parent!r}"
+                )
             if parent in out.entries:
                 raise UnsafeArchiveError(f"{self.origin}: refused member {raw!r}: {parent!r} is a file")
         if path in out.entries or path in out.links:
@@ -221,11 +223,11 @@ class _Builder:
             raise UnsafeArchiveError(f"{self.origin}: refused member {raw!r}: not a link name")
         data = os.fsencode(target)
         if len(data) > MAX_LINK_TARGET:
-            raise UnsafeArchiveError(f"{self.origin}: refused symlink {raw!r}: its target is longer "
-                                     f"than {MAX_LINK_TARGET} bytes")
+            raise UnsafeArchiveError(
+                f"{self.origin}: refused symlink {raw!r}: its target is longer than {MAX_LINK_TARGET} bytes"
+            )
         if not target or target.startswith("/") or "\x00" in target:
-            raise UnsafeArchiveError(f"{self.origin}: refused symlink {raw!r} -> {target!r}: "
-                                     "absolute or empty target")
+            raise UnsafeArchiveError(f"{self.origin}: refused symlink {raw!r} -> {target!r}: absolute or empty target")
         self._claim(path, raw)
         self.reserve(raw, len(data))
         sha, size = self.batch.add_stream((data,), len(data))
@@ -238,8 +240,10 @@ class _Builder:
         path = self._path(raw)
         target = self._path(target_raw) if target_raw else None
         if path is None or target is None or target not in self.out.entries or target in self.out.links:
-            raise UnsafeArchiveError(f"{self.origin}: refused hardlink {raw!r} -> {target_raw!r}: "
-                                     "its target is not an earlier regular member of the archive")
+            raise UnsafeArchiveError(
+                f"{self.origin}: refused hardlink {raw!r} -> {target_raw!r}: "
+                "its target is not an earlier regular member of the archive"
+            )
         self._claim(path, raw)
         self.out.entries[path] = self.out.entries[target]
         if self.want_git:
@@ -263,8 +267,9 @@ class _Builder:
                 continue
             if part == "..":
                 if not resolved:
-                    raise UnsafeArchiveError(f"{self.origin}: refused symlink {path!r} -> {target!r}: "
-                                             "it points outside the artifact")
+                    raise UnsafeArchiveError(
+                        f"{self.origin}: refused symlink {path!r} -> {target!r}: it points outside the artifact"
+                    )
                 resolved.pop()
                 continue
             candidate = "/".join(resolved + [part])
@@ -278,8 +283,14 @@ class _Builder:
             resolved.append(part)
 
 
-def extract_into_store(store: Store, archive: Path, *, want_git: bool = False,
-                       origin: str | None = None, limit: tuple[int, str] | None = None) -> Extracted:
+def extract_into_store(
+    store: Store,
+    archive: Path,
+    *,
+    want_git: bool = False,
+    origin: str | None = None,
+    limit: tuple[int, str] | None = None,
+) -> Extracted:
     """Stream every member of ``archive`` into the store; return the entries.
 
     ``limit``: the most bytes the archive may expand to and how to name that bound in
@@ -345,9 +356,17 @@ def _decoder_errors() -> tuple[type[BaseException], ...]:
     import zipfile
     import zlib
 
-    errors: list[type[BaseException]] = [tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile,
-                                         EOFError, zlib.error, lzma.LZMAError,
-                                         NotImplementedError, RuntimeError, UnicodeDecodeError]
+    errors: list[type[BaseException]] = [
+        tarfile.TarError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        NotImplementedError,
+        RuntimeError,
+        UnicodeDecodeError,
+    ]
     zstd = sys.modules.get("zstandard")
     if zstd is not None and hasattr(zstd, "ZstdError"):
         errors.append(zstd.ZstdError)
@@ -424,12 +443,14 @@ def _decoded_pieces(raw: IO[bytes], fmt: str, origin: str) -> Callable[[int], by
 
         def make() -> Any:
             return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=DECODER_MEMLIMIT)
+
         return _Decoded(raw, make, lzma.LZMAError).piece
     try:
         import zstandard
     except ImportError:
-        raise ArtifactError(f"{origin}: a tar.zst archive needs the 'zstandard' package "
-                            "(pip install runicorn[zstd])") from None
+        raise ArtifactError(
+            f"{origin}: a tar.zst archive needs the 'zstandard' package (pip install runicorn[zstd])"
+        ) from None
     dctx = zstandard.ZstdDecompressor(max_window_size=DECODER_MEMLIMIT)
     reader = dctx.stream_reader(raw, read_size=_IN, read_across_frames=True, closefd=False)
     return reader.read
@@ -521,7 +542,7 @@ class _Forward:
             if self._off == 0 and k == len(self._buf):
                 parts.append(self._buf)  # a whole piece: no copy
             else:
-                parts.append(self._buf[self._off:self._off + k])
+                parts.append(self._buf[self._off : self._off + k])
             self._off += k
             want -= k
         data = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -539,7 +560,7 @@ class _Forward:
             k = min(size, self._ready())
             if not k:
                 raise EOFError("the archive ends inside a member")
-            view = memoryview(self._buf)[self._off:self._off + k]
+            view = memoryview(self._buf)[self._off : self._off + k]
             self._off += k
             self._pos += k
             size -= k
@@ -604,8 +625,9 @@ def _extract_tar(store: Store, archive: Path, fmt: str, b: _Builder) -> None:
 
 def _zip_link_target(zf: Any, info: Any, b: _Builder) -> str:
     """The target of a zip symlink member, read no further than :data:`MAX_LINK_TARGET` + 1 bytes."""
-    too_long = UnsafeArchiveError(f"{b.origin}: refused symlink {info.filename!r}: its target is "
-                                  f"longer than {MAX_LINK_TARGET} bytes")
+    too_long = UnsafeArchiveError(
+        f"{b.origin}: refused symlink {info.filename!r}: its target is longer than {MAX_LINK_TARGET} bytes"
+    )
     if info.file_size > MAX_LINK_TARGET:
         raise too_long
     with _open_zip_member(zf, info) as f:
@@ -671,12 +693,14 @@ def _open_zip_member(zf: Any, info: Any) -> IO[bytes]:
             raise EOFError(f"member {info.filename!r} ends inside its LZMA header")
         props = raw.read(struct.unpack("<H", head[2:])[0])
         if len(props) >= 5 and struct.unpack("<I", props[1:5])[0] > DECODER_MEMLIMIT:
-            raise lzma.LZMAError(f"member {info.filename!r} needs a decoder window larger than "
-                                 f"{DECODER_MEMLIMIT} bytes")
+            raise lzma.LZMAError(
+                f"member {info.filename!r} needs a decoder window larger than {DECODER_MEMLIMIT} bytes"
+            )
         filters = [lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)]  # type: ignore[attr-defined]
 
         def make() -> Any:
             return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
+
         decoded = _Decoded(raw, make, lzma.LZMAError)
     return io.BufferedReader(_Checked(decoded, info.file_size, info.CRC, info.filename), _BUF)
 
@@ -698,5 +722,4 @@ def _extract_zip(archive: Path, b: _Builder) -> None:
                 # no unix mode recorded (a zip made on Windows, say): an ordinary 0644 file
                 b.add_file(info.filename, _zip_chunks(zf, info), info.file_size, unix & 0o7777 if unix else 0o644)
             else:
-                raise UnsafeArchiveError(f"{b.origin}: refused member {info.filename!r}: "
-                                         "device, FIFO or special file")
+                raise UnsafeArchiveError(f"{b.origin}: refused member {info.filename!r}: device, FIFO or special file")

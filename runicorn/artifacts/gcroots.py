@@ -34,7 +34,6 @@ from runicorn.artifacts.bindings import BINDING_KIND
 from runicorn.artifacts.installed import GC_TRASH_MARK
 
 
-
 def _wanted_for(store: Any, toml_path: str, problems: list[str] | None = None) -> dict[str, str] | None:
     """``{ref name: tree}`` a file binds (trees present in the store); None if it cannot be
     read or parsed (the reason is appended to ``problems``)."""
@@ -101,8 +100,9 @@ def refresh_file(store: Any, toml_path: str) -> None:
     _sync(store, toml_path, wanted, _existing_by_file(store).get(toml_path, {}))
 
 
-def refresh_binding_refs(store: Any, *, dry_run: bool = False, keep_missing_toml: float | None = None,
-                         **_: Any) -> list[str]:
+def refresh_binding_refs(
+    store: Any, *, dry_run: bool = False, keep_missing_toml: float | None = None, **_: Any
+) -> list[str]:
     """Make ``binding`` refs match every logged TOML (see the module docs for missing
     files and dry runs).  ``keep_missing_toml``: the retention in seconds (None: the
     configured one).
@@ -121,8 +121,7 @@ def refresh_binding_refs(store: Any, *, dry_run: bool = False, keep_missing_toml
     now = time.time()
     from runicorn.artifacts.usage import usage_key, usage_path
 
-    logged = {usage_path(str(p)): since
-              for p, since in store.toml_usage.all()}
+    logged = {usage_path(str(p)): since for p, since in store.toml_usage.all()}
     existing = _existing_by_file(store)
     gone: list[str] = []
     newly_missing: list[str] = []
@@ -141,9 +140,11 @@ def refresh_binding_refs(store: Any, *, dry_run: bool = False, keep_missing_toml
                     _sync(store, toml_path, {}, existing.get(toml_path, {}))
                     gone.append(toml_path)
                 elif existing.get(toml_path):
-                    problems.append(f"{toml_path} is missing (since {_clock(since)}); its "
-                                    f"{len(existing[toml_path])} binding(s) are kept until {_clock(since + keep)} "
-                                    "unless it comes back")
+                    problems.append(
+                        f"{toml_path} is missing (since {_clock(since)}); its "
+                        f"{len(existing[toml_path])} binding(s) are kept until {_clock(since + keep)} "
+                        "unless it comes back"
+                    )
                 continue
             if logged.get(toml_path) is not None:
                 back.append(toml_path)
@@ -156,8 +157,12 @@ def refresh_binding_refs(store: Any, *, dry_run: bool = False, keep_missing_toml
         return problems
     if gone or newly_missing or back:
         # A file with refs but no entry (an index rebuilt without its log line) gets one.
-        store.toml_usage.mark(missing=[usage_key(p) for p in newly_missing if p not in gone],
-                              back=[usage_key(p) for p in back], gone=[usage_key(p) for p in gone], now=now)
+        store.toml_usage.mark(
+            missing=[usage_key(p) for p in newly_missing if p not in gone],
+            back=[usage_key(p) for p in back],
+            gone=[usage_key(p) for p in gone],
+            now=now,
+        )
     _drop_collected_dirs(store)
     return problems
 

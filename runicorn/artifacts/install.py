@@ -63,10 +63,14 @@ def _bind_ref(store: Store, toml_path: str, name: str, entry: Mapping[str, Any])
             store.set_ref(BINDING_KIND, ref_name, tree, meta={"toml": toml_path, "artifact": name})
 
 
-def ensure_artifact_installed(name: str, toml: str | os.PathLike[str] | None = None, *,
-                              platform: Mapping[str, Any] | None = None,
-                              progress: Progress | None = None,
-                              storage: str | os.PathLike[str] | None = None) -> Path:
+def ensure_artifact_installed(
+    name: str,
+    toml: str | os.PathLike[str] | None = None,
+    *,
+    platform: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+    storage: str | os.PathLike[str] | None = None,
+) -> Path:
     """Install the artifact ``name`` (for ``platform``) if needed; return its directory.
 
     Raises:
@@ -88,16 +92,16 @@ def ensure_artifact_installed(name: str, toml: str | os.PathLike[str] | None = N
     if dest.is_dir() and _bound(store, tpath, name, entry):
         return dest  # the binding ref keeps the tree, so gc keeps the directory
     with open_locked(store.artifacts_dir / ".locks" / f"{h}.lock"):
-        tree = install_entry(store, entry, base_dir=Path(tpath).parent, where=where, progress=progress,
-                             keep_hold=True)
+        tree = install_entry(store, entry, base_dir=Path(tpath).parent, where=where, progress=progress, keep_hold=True)
     try:
         _bind_ref(store, tpath, name, entry)
     finally:
         store.release_holds({tree})  # the binding ref keeps it from here
     if not dest.is_dir():
         # Success means installed: never hand out a directory that is not there.
-        raise ArtifactError(f"{where}: {h[:12]} was installed but {dest} is gone (a concurrent gc or "
-                            "remove?); run the command again")
+        raise ArtifactError(
+            f"{where}: {h[:12]} was installed but {dest} is gone (a concurrent gc or remove?); run the command again"
+        )
     return dest
 
 
@@ -108,8 +112,15 @@ def _bound(store: Store, toml_path: str, name: str, entry: Mapping[str, Any]) ->
     return ref is not None and ref.tree == tree
 
 
-def install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, where: str,
-                  progress: Progress | None = None, keep_hold: bool = False) -> str:
+def install_entry(
+    store: Store,
+    entry: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    where: str,
+    progress: Progress | None = None,
+    keep_hold: bool = False,
+) -> str:
     """Install one entry (caller holds the tree lock); return its tree-sha256.
 
     The tree is held against gc from the moment it is found in the store (or stored)
@@ -126,8 +137,9 @@ def install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, whe
     return tree
 
 
-def _install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, where: str,
-                   progress: Progress | None) -> str:
+def _install_entry(
+    store: Store, entry: Mapping[str, Any], *, base_dir: Path, where: str, progress: Progress | None
+) -> str:
     """:func:`install_entry`, returning the tree held for this operation."""
     want_tree: str | None = entry.get("tree-sha256")
     want_git: str | None = entry.get("git-tree-sha1")
@@ -164,10 +176,14 @@ def _install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, wh
         url = d["url"]
         try:
             # the partial file is per archive, which entries with other tree ids may share
-            with partial_lock(store.artifacts_dir / ".locks", d["sha256"]) if is_remote(url) \
-                    else contextlib.nullcontext():
-                src = fetch(url, base_dir=base_dir, work_dir=work, sha256=d["sha256"], size=d.get("size"),
-                            progress=progress)
+            with (
+                partial_lock(store.artifacts_dir / ".locks", d["sha256"])
+                if is_remote(url)
+                else contextlib.nullcontext()
+            ):
+                src = fetch(
+                    url, base_dir=base_dir, work_dir=work, sha256=d["sha256"], size=d.get("size"), progress=progress
+                )
                 tree = _ingest_source(store, src, url, want_tree, want_git)
                 materialize(store, tree, name=want_tree or want_git)
                 if src.parent == work:
@@ -178,11 +194,15 @@ def _install_entry(store: Store, entry: Mapping[str, Any], *, base_dir: Path, wh
         except Exception as exc:  # noqa: BLE001 - any failure of one source means: try the next
             failures.append(f"{url} -> {type(exc).__name__}: {exc}")
     if not failures:
-        raise DownloadError(f"{where}: cannot be installed: tree {entry_hash(entry)} is not in the store and "
-                            "the entry has no [[download]] sources; bind it again from its directory or an archive")
+        raise DownloadError(
+            f"{where}: cannot be installed: tree {entry_hash(entry)} is not in the store and "
+            "the entry has no [[download]] sources; bind it again from its directory or an archive"
+        )
     tried = "; ".join(f"[{i}] {f}" for i, f in enumerate(failures, 1))
-    raise DownloadError(f"{where}: could not install {entry_hash(entry)[:12]}, nothing was installed; "
-                        f"tried {len(failures)} source(s): {tried}")
+    raise DownloadError(
+        f"{where}: could not install {entry_hash(entry)[:12]}, nothing was installed; "
+        f"tried {len(failures)} source(s): {tried}"
+    )
 
 
 def _install_from_remote(store: Store, d: Mapping[str, Any], tree: str, progress: Progress | None) -> str:
@@ -239,8 +259,9 @@ def _size_limit(store: Store, want_tree: str | None) -> tuple[int, str]:
     return extract_limit(store)
 
 
-def _ingest_directory_source(store: Store, src: Path, origin: str, want_tree: str | None,
-                             want_git: str | None, limit: tuple[int, str]) -> str:
+def _ingest_directory_source(
+    store: Store, src: Path, origin: str, want_tree: str | None, want_git: str | None, limit: tuple[int, str]
+) -> str:
     """Store a local directory source only if it is the declared tree.
 
     It is sized and hashed first, so a directory that is too big or not the declared tree
@@ -263,23 +284,23 @@ def _ingest_directory_source(store: Store, src: Path, origin: str, want_tree: st
     if want_tree:
         got = tree_hash(src)
         if got != want_tree:
-            raise IntegrityError(f"directory {src} holds tree-sha256 {got}, expected {want_tree}; "
-                                 "nothing was stored")
+            raise IntegrityError(f"directory {src} holds tree-sha256 {got}, expected {want_tree}; nothing was stored")
     elif want_git:
         got = tree_hash(src, kind="git-tree-sha1")
         if got != want_git:
-            raise IntegrityError(f"directory {src} holds git-tree-sha1 {got}, expected {want_git}; "
-                                 "nothing was stored")
+            raise IntegrityError(f"directory {src} holds git-tree-sha1 {got}, expected {want_git}; nothing was stored")
     tree = store.ingest_directory(src, source=origin)
     try:
         if want_tree and tree != want_tree:
-            raise IntegrityError(f"directory {src} holds tree-sha256 {tree}, expected {want_tree} "
-                                 "(it changed while it was stored)")
+            raise IntegrityError(
+                f"directory {src} holds tree-sha256 {tree}, expected {want_tree} (it changed while it was stored)"
+            )
         if want_git:
             git = _stored_git_tree_sha1(store, tree)
             if git != want_git:
-                raise IntegrityError(f"directory {src} holds git-tree-sha1 {git}, expected {want_git} "
-                                     "(it changed while it was stored)")
+                raise IntegrityError(
+                    f"directory {src} holds git-tree-sha1 {git}, expected {want_git} (it changed while it was stored)"
+                )
     except BaseException:
         store.release_holds({tree})  # recorded but unwanted: gc may take it
         raise
@@ -342,9 +363,9 @@ def verify_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None)
     return tree_hash(d, kind=kind) == tree
 
 
-def select_downloadable_artifacts(toml: str | os.PathLike[str] | None = None, *,
-                                  platform: Mapping[str, Any] | None = None,
-                                  include_lazy: bool = False) -> dict[str, dict[str, Any]]:
+def select_downloadable_artifacts(
+    toml: str | os.PathLike[str] | None = None, *, platform: Mapping[str, Any] | None = None, include_lazy: bool = False
+) -> dict[str, dict[str, Any]]:
     """``{name: entry}`` of every artifact with download sources for ``platform``
     (lazy ones only with ``include_lazy``).
 

@@ -175,21 +175,37 @@ def installed_problems(store: Any, *, deep: bool = False) -> list[dict[str, Any]
     for name, path in _folders(store):
         if _is_gc_trash(name, path):
             if abandoned(path):
-                problems.append({"kind": "interrupted_removal", "path": str(path),
-                                 "detail": f"{path} is left by a killed gc; `runicorn gc` (or verify --repair) "
-                                           "removes it"})
+                problems.append(
+                    {
+                        "kind": "interrupted_removal",
+                        "path": str(path),
+                        "detail": f"{path} is left by a killed gc; `runicorn gc` (or verify --repair) removes it",
+                    }
+                )
         elif _is_tree_folder(name, path):
             if not store.has_tree(name):
-                problems.append({"kind": "orphan_installed", "id": name, "path": str(path),
-                                 "detail": f"{path}: installed folder of tree {name[:12]}, which is not in the "
-                                           "store; `runicorn gc` (or verify --repair) removes it"})
+                problems.append(
+                    {
+                        "kind": "orphan_installed",
+                        "id": name,
+                        "path": str(path),
+                        "detail": f"{path}: installed folder of tree {name[:12]}, which is not in the "
+                        "store; `runicorn gc` (or verify --repair) removes it",
+                    }
+                )
                 continue
             diff = folder_differences(store, name, path, deep=deep)
             if diff:
                 more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
-                problems.append({"kind": "installed_mismatch", "id": name, "path": str(path),
-                                 "detail": f"{path}: differs from tree {name[:12]}: {diff[0]}{more}; "
-                                           "verify --repair reinstalls it"})
+                problems.append(
+                    {
+                        "kind": "installed_mismatch",
+                        "id": name,
+                        "path": str(path),
+                        "detail": f"{path}: differs from tree {name[:12]}: {diff[0]}{more}; "
+                        "verify --repair reinstalls it",
+                    }
+                )
     return problems
 
 
@@ -213,8 +229,10 @@ def repair_installed(store: Any) -> list[str]:
             continue
         entries = store.tree_entries(name)
         if not all(os.path.isfile(store.blob_path(e.sha256)) for e in entries.values()):
-            notes.append(f"{path}: differs from tree {name[:12]} ({diff[0]}), but the store lacks blobs of "
-                         "the tree; left as it is")
+            notes.append(
+                f"{path}: differs from tree {name[:12]} ({diff[0]}), but the store lacks blobs of "
+                "the tree; left as it is"
+            )
             continue
         try:
             with open_locked(store.artifacts_dir / ".locks" / f"{name}.lock", blocking=False):
@@ -225,9 +243,12 @@ def repair_installed(store: Any) -> list[str]:
             notes.append(f"{path}: differs from tree {name[:12]}, but an installer holds it; left as it is")
             continue
         except OSError as exc:
-            notes.append(f"{path}: differs from tree {name[:12]} ({diff[0]}) and could not be reinstalled "
-                         f"({exc.strerror or exc})")
+            notes.append(
+                f"{path}: differs from tree {name[:12]} ({diff[0]}) and could not be reinstalled "
+                f"({exc.strerror or exc})"
+            )
             continue
-        notes.append(f"{path}: differed from tree {name[:12]} ({diff[0]}); reinstalled, the old folder "
-                     f"moved to {aside}")
+        notes.append(
+            f"{path}: differed from tree {name[:12]} ({diff[0]}); reinstalled, the old folder moved to {aside}"
+        )
     return notes

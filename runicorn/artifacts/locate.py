@@ -51,9 +51,13 @@ def find_toml(caller_file: str | None) -> str:
         found = _cwd_toml[cwd] = _find_upward(cwd)
     if found is None:
         _cwd_toml.pop(cwd, None)  # a TOML may be created later; do not remember absence
-        start = os.path.dirname(os.path.abspath(caller_file)) if caller_file and not caller_file.startswith("<") else cwd
-        raise ArtifactError(f"no {' / '.join(TOML_NAMES)} found upward from {start} or from the "
-                            f"working directory {cwd}; pass {option('toml')}")
+        start = (
+            os.path.dirname(os.path.abspath(caller_file)) if caller_file and not caller_file.startswith("<") else cwd
+        )
+        raise ArtifactError(
+            f"no {' / '.join(TOML_NAMES)} found upward from {start} or from the "
+            f"working directory {cwd}; pass {option('toml')}"
+        )
     return found
 
 
@@ -97,10 +101,10 @@ def require_tree_id(tree: object) -> str:
     from runicorn.hashing import is_tree_id
 
     if not is_tree_id(tree):
-        raise ArtifactError(f"{tree!r} is not a tree id (64 lowercase hex digits) or "
-                            "git-tree-sha1 (40 lowercase hex digits)")
+        raise ArtifactError(
+            f"{tree!r} is not a tree id (64 lowercase hex digits) or git-tree-sha1 (40 lowercase hex digits)"
+        )
     return tree  # type: ignore[return-value]
-
 
 
 __all__ = ["find_toml", "forget_lookups", "resolve_toml_path", "artifacts_dir", "require_tree_id"]

@@ -20,8 +20,9 @@ from runicorn.errors import ArtifactError, ArtifactNotInstalledError
 from runicorn.lineage import observers  # told f(name, tree_hash, path) for each path handed out
 
 
-def artifact(name: str, *, toml: str | os.PathLike[str] | None = None,
-             platform: Mapping[str, Any] | None = None) -> Path:
+def artifact(
+    name: str, *, toml: str | os.PathLike[str] | None = None, platform: Mapping[str, Any] | None = None
+) -> Path:
     """The directory of a bound artifact (``"name/sub/path"`` indexes into it).
 
     Lazy artifacts are installed on first use (with a progress bar on stderr when it is
@@ -33,18 +34,23 @@ def artifact(name: str, *, toml: str | os.PathLike[str] | None = None,
         ArtifactNotInstalledError: a non-lazy artifact is not installed (run ``runicorn fetch``).
         TomlFormatError: the TOML is malformed.
     """
-    tpath = resolve_toml_path(toml, sys._getframe(1).f_code.co_filename) if toml is not None \
+    tpath = (
+        resolve_toml_path(toml, sys._getframe(1).f_code.co_filename)
+        if toml is not None
         else find_toml(sys._getframe(1).f_code.co_filename)
+    )
     return _artifact_at(tpath, name, platform)
 
 
-def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None,
-                 storage: str | os.PathLike[str] | None = None) -> Path:
+def _artifact_at(
+    tpath: str, name: str, platform: Mapping[str, Any] | None, storage: str | os.PathLike[str] | None = None
+) -> Path:
     if "\\" in name:
         # "name\\sub" means name/sub on Windows and a file named with a backslash on POSIX:
         # refused everywhere, so a script behaves the same on every machine.
-        raise ArtifactError(f"{tpath}: artifact path {name!r} contains a backslash; write "
-                            "'name/sub/path' with forward slashes")
+        raise ArtifactError(
+            f"{tpath}: artifact path {name!r} contains a backslash; write 'name/sub/path' with forward slashes"
+        )
     base, _, sub = name.partition("/")
     parsed = load_toml(tpath)
     entry = require_entry(parsed, base, platform)
@@ -67,11 +73,13 @@ def _artifact_at(tpath: str, name: str, platform: Mapping[str, Any] | None,
             elif not entry.get("download") and not _in_store(entry.get("tree-sha256"), storage):
                 raise ArtifactNotInstalledError(
                     f"{tpath}: artifact {base!r} ({h[:12]}) is not installed and cannot be fetched: its tree "
-                    "is not in the store and it has no download source; bind it again from its directory")
+                    "is not in the store and it has no download source; bind it again from its directory"
+                )
             else:
                 raise ArtifactNotInstalledError(
                     f"{tpath}: artifact {base!r} ({h[:12]}) is not installed; "
-                    f"run `runicorn fetch {base} --toml {tpath}`")
+                    f"run `runicorn fetch {base} --toml {tpath}`"
+                )
     if sub:
         from runicorn.relpath import validate_relpath
 
@@ -92,8 +100,9 @@ def _in_store(tree: str | None, storage: str | os.PathLike[str] | None) -> bool:
     return bool(tree) and open_store(storage).has_tree(tree)  # type: ignore[arg-type]
 
 
-def artifact_meta(name: str, toml: str | os.PathLike[str] | None = None, *,
-                  platform: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+def artifact_meta(
+    name: str, toml: str | os.PathLike[str] | None = None, *, platform: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The selected entry of ``name`` as a dict with the file's own keys, or None if unbound
     (or if the ``toml`` given does not exist yet).
 
@@ -107,8 +116,9 @@ def artifact_meta(name: str, toml: str | os.PathLike[str] | None = None, *,
     return None if entry is None else copy_entry(entry)
 
 
-def artifact_hash(name: str, toml: str | os.PathLike[str] | None = None, *,
-                  platform: Mapping[str, Any] | None = None) -> str | None:
+def artifact_hash(
+    name: str, toml: str | os.PathLike[str] | None = None, *, platform: Mapping[str, Any] | None = None
+) -> str | None:
     """The tree id (``tree-sha256``, else ``git-tree-sha1``) bound to ``name``, or None
     (also when the ``toml`` given does not exist yet).
 

@@ -77,5 +77,4 @@ def _place(store: Store, root: Path, path: str, e: TreeEntry) -> None:
     os.chmod(target, narrowed_perm(0o755 if e.mode == MODE_EXEC else 0o444, st.st_mode))
 
 
-
 __all__ = ["materialize"]

@@ -52,8 +52,9 @@ def load_overrides(adir: str) -> dict[str, str]:
         tree = _tree_key(k)
         if tree is None:
             if _is_uuid(k) or not is_artifact_name(k):
-                raise TomlFormatError(f"{path}: override key {k!r} is neither a tree id (40 or 64 hex "
-                                      "digits) nor an artifact name")
+                raise TomlFormatError(
+                    f"{path}: override key {k!r} is neither a tree id (40 or 64 hex digits) nor an artifact name"
+                )
         target = _override_target(path, adir, k, v)
         if target is not None:
             out[tree or k] = target
@@ -65,8 +66,10 @@ def _override_table(path: str, adir: str, k: str, table: dict[str, Any], out: di
     # Julia's [<package UUID>] table of name = target; Runicorn files carry no package
     # UUID, so its names override that name in any file (a top-level name wins).
     if not _is_uuid(k):
-        raise TomlFormatError(f"{path}: override table [{k}] must be named by a package UUID "
-                              "(name overrides may also be written at top level: name = \"/dir\")")
+        raise TomlFormatError(
+            f"{path}: override table [{k}] must be named by a package UUID "
+            '(name overrides may also be written at top level: name = "/dir")'
+        )
     for name, v in table.items():
         if not is_artifact_name(name):
             raise TomlFormatError(f"{path}: override [{k}] key {name!r} is not an artifact name")
@@ -85,7 +88,9 @@ def _tree_key(text: str) -> str | None:
 def _is_uuid(text: str) -> bool:
     import re
 
-    return re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", text) is not None
+    return (
+        re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", text) is not None
+    )
 
 
 def _override_target(path: str, adir: str, k: str, v: object) -> str | None:
@@ -97,10 +102,8 @@ def _override_target(path: str, adir: str, k: str, v: object) -> str | None:
     if tree is not None:
         return adir + "/" + tree
     if not os.path.isabs(v):
-        raise TomlFormatError(f"{path}: override {k!r} must map to an absolute path or a tree id, "
-                              f"got {v!r}")
+        raise TomlFormatError(f"{path}: override {k!r} must map to an absolute path or a tree id, got {v!r}")
     return os.path.normpath(v)
-
 
 
 def override_dir(adir: str, name: str, tree: str) -> str | None:
@@ -114,8 +117,7 @@ def override_dir(adir: str, name: str, tree: str) -> str | None:
     ov = load_overrides(adir)
     d = (ov.get(name) or ov.get(tree)) if ov else None
     if d is not None and not os.path.isdir(d):
-        raise ArtifactError(f"{adir}/Overrides.toml: override for {name!r} points to {d}, "
-                            "which is not a directory")
+        raise ArtifactError(f"{adir}/Overrides.toml: override for {name!r} points to {d}, which is not a directory")
     return d
 
 

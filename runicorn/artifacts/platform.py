@@ -31,9 +31,19 @@ from runicorn.errors import ArtifactError
 RESERVED_KEYS = frozenset({"tree-sha256", "git-tree-sha1", "lazy", "download"})
 
 # Julia's CPUID.normalize_arch table (values seen in `uname -m` and triplets).
-ARCH_ALIASES = {"amd64": "x86_64", "i386": "i686", "i486": "i686", "i586": "i686",
-                "armv6": "armv6l", "arm": "armv7l", "armv7": "armv7l", "armv8": "armv7l",
-                "armv8l": "armv7l", "arm64": "aarch64", "ppc64le": "powerpc64le"}
+ARCH_ALIASES = {
+    "amd64": "x86_64",
+    "i386": "i686",
+    "i486": "i686",
+    "i586": "i686",
+    "armv6": "armv6l",
+    "arm": "armv7l",
+    "armv7": "armv7l",
+    "armv8": "armv7l",
+    "armv8l": "armv7l",
+    "arm64": "aarch64",
+    "ppc64le": "powerpc64le",
+}
 # Not Julia's (its constructor only lower-cases the os): accepted from users because
 # `sys.platform` and other tools spell them so; Julia files never hold them.
 _OS_ALIASES = {"darwin": "macos", "osx": "macos", "win32": "windows", "mingw32": "windows"}
@@ -67,8 +77,10 @@ def normalize_version(text: str) -> str:
 def _check_chars(what: str, text: str) -> None:
     bad = [c for c in FORBIDDEN_CHARS if c in text]
     if bad:
-        raise ArtifactError(f"platform {what} {text!r}: {bad[0]!r} is not allowed in platform tags "
-                            f"(Julia refuses any of {FORBIDDEN_CHARS!r})")
+        raise ArtifactError(
+            f"platform {what} {text!r}: {bad[0]!r} is not allowed in platform tags "
+            f"(Julia refuses any of {FORBIDDEN_CHARS!r})"
+        )
 
 
 def make_platform(tags: Mapping[str, Any]) -> dict[str, str]:
@@ -234,8 +246,7 @@ def triplet(p: Mapping[str, str]) -> str:
     cxx = parse_version(p["libstdcxx_version"]) if "libstdcxx_version" in p else None
     if cxx is not None:
         s += f"-libstdcxx{cxx[2]}"
-    skip = {"os", "arch", "libc", "call_abi", "libgfortran_version", "libstdcxx_version",
-            "cxxstring_abi", "os_version"}
+    skip = {"os", "arch", "libc", "call_abi", "libgfortran_version", "libstdcxx_version", "cxxstring_abi", "os_version"}
     for k in sorted(p):
         if k not in skip:
             s += f"-{k}+{p[k]}"
@@ -263,11 +274,14 @@ def parse_triplet(text: str) -> dict[str, str]:
     """
     m = _TRIPLET.fullmatch(text)
     if m is None:
-        raise ArtifactError(f"platform {text!r} is neither a triplet such as x86_64-linux-gnu "
-                            "nor KEY=VALUE items such as os=linux,arch=x86_64")
+        raise ArtifactError(
+            f"platform {text!r} is neither a triplet such as x86_64-linux-gnu "
+            "nor KEY=VALUE items such as os=linux,arch=x86_64"
+        )
     arch = m["arch"]
-    arch = {"amd64": "x86_64", "arm64": "aarch64", "arm": "armv7l", "rv64": "riscv64",
-            "ppc64le": "powerpc64le"}.get(arch, arch)
+    arch = {"amd64": "x86_64", "arm64": "aarch64", "arm": "armv7l", "rv64": "riscv64", "ppc64le": "powerpc64le"}.get(
+        arch, arch
+    )
     if re.fullmatch(r"i\d86", arch):
         arch = "i686"
     tags: dict[str, str] = {"arch": arch}
@@ -301,7 +315,7 @@ def parse_triplet(text: str) -> dict[str, str]:
     if m["cxxstring"]:
         tags["cxxstring_abi"] = m["cxxstring"][1:]
     if m["libstdcxx"]:
-        tags["libstdcxx_version"] = "3.4." + m["libstdcxx"][len("-libstdcxx"):]
+        tags["libstdcxx_version"] = "3.4." + m["libstdcxx"][len("-libstdcxx") :]
     for field in filter(None, m["tags"].split("-")):
         k, _, v = field.partition("+")
         tags[k] = v

@@ -29,8 +29,7 @@ class ParsedToml:
 
     __slots__ = ("path", "artifacts", "variants", "select_cache")
 
-    def __init__(self, path: str, artifacts: dict[str, list[dict[str, Any]]],
-                 variants: dict[str, bool]) -> None:
+    def __init__(self, path: str, artifacts: dict[str, list[dict[str, Any]]], variants: dict[str, bool]) -> None:
         self.path = path
         self.artifacts = artifacts
         self.variants = variants  # name -> written as [[name]] (platform variants)
@@ -124,18 +123,17 @@ def validate_document(doc: dict[str, Any], path: str) -> ParsedToml:
     for name, value in doc.items():
         where = f"{path}: artifact {name!r}"
         if not is_artifact_name(name):
-            raise TomlFormatError(f"{where}: name must be letters, digits, '_', '.', '+', '-' "
-                                  "and must not contain '/'")
+            raise TomlFormatError(f"{where}: name must be letters, digits, '_', '.', '+', '-' and must not contain '/'")
         if isinstance(value, dict):
             artifacts[name] = [_check_entry(value, where, in_array=False)]
             variants[name] = False
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            artifacts[name] = [_check_entry(v, f"{where} variant {i + 1}", in_array=True)
-                               for i, v in enumerate(value)]
+            artifacts[name] = [_check_entry(v, f"{where} variant {i + 1}", in_array=True) for i, v in enumerate(value)]
             variants[name] = True
         else:
-            raise TomlFormatError(f"{where}: must be a table [{name}] or an array of tables [[{name}]], "
-                                  f"not {type(value).__name__}")
+            raise TomlFormatError(
+                f"{where}: must be a table [{name}] or an array of tables [[{name}]], not {type(value).__name__}"
+            )
     return ParsedToml(path, artifacts, variants)
 
 
@@ -172,8 +170,10 @@ def _check_entry(entry: dict[str, Any], where: str, *, in_array: bool) -> dict[s
             for text in (k, v):
                 bad = next((c for c in FORBIDDEN_CHARS if c in text.lower()), None)
                 if bad is not None:
-                    raise TomlFormatError(f"{where}: platform tag {k!r} = {v!r}: {bad!r} is not allowed "
-                                          "in platform tags (Julia refuses it)")
+                    raise TomlFormatError(
+                        f"{where}: platform tag {k!r} = {v!r}: {bad!r} is not allowed "
+                        "in platform tags (Julia refuses it)"
+                    )
     downloads = entry.get("download", [])
     if isinstance(downloads, dict):
         downloads = [downloads]
@@ -236,8 +236,9 @@ def require_entry(parsed: ParsedToml, name: str, platform: Mapping[str, Any] | N
         if name in parsed.artifacts:
             from runicorn.artifacts.platform import describe, normalize_platform
 
-            raise ArtifactError(f"{parsed.path}: artifact {name!r} has no variant for platform "
-                                f"{describe(normalize_platform(platform))}")
+            raise ArtifactError(
+                f"{parsed.path}: artifact {name!r} has no variant for platform {describe(normalize_platform(platform))}"
+            )
         from runicorn.names import did_you_mean
 
         raise ArtifactError(f"{parsed.path}: no artifact named {name!r}{did_you_mean(name, parsed.artifacts)}")

@@ -52,8 +52,7 @@ def _downloads(download_info: Iterable[Any] | None) -> list[dict[str, Any]]:
     return out
 
 
-def _entry_table(tree: str, downloads: list[dict[str, Any]], lazy: bool,
-                 tags: Mapping[str, str] | None) -> Any:
+def _entry_table(tree: str, downloads: list[dict[str, Any]], lazy: bool, tags: Mapping[str, str] | None) -> Any:
     import tomlkit
 
     t = tomlkit.table()
@@ -127,10 +126,17 @@ def _edit(toml_path: str, change: Any) -> None:
         forget(str(path))
 
 
-def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
-                  download_info: Iterable[Any] | None = None, lazy: bool = False, force: bool = False,
-                  platform: Mapping[str, Any] | None = None,
-                  storage: str | os.PathLike[str] | None = None) -> None:
+def bind_artifact(
+    toml: str | os.PathLike[str],
+    name: str,
+    tree: str,
+    *,
+    download_info: Iterable[Any] | None = None,
+    lazy: bool = False,
+    force: bool = False,
+    platform: Mapping[str, Any] | None = None,
+    storage: str | os.PathLike[str] | None = None,
+) -> None:
     """Bind ``name`` to ``tree`` in a TOML file (created if missing).
 
     ``platform`` makes the binding one ``[[name]]`` variant (``os`` and ``arch``
@@ -179,8 +185,10 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
             return
         if not isinstance(existing, list):
             if not force:
-                raise ArtifactError(f"{toml_path}: artifact {name!r} is bound without a platform; "
-                                    f"use {option('force')} to replace it with platform variants")
+                raise ArtifactError(
+                    f"{toml_path}: artifact {name!r} is bound without a platform; "
+                    f"use {option('force')} to replace it with platform variants"
+                )
             aot = tomlkit.aot()
             aot.append(table)
             doc[name] = aot
@@ -188,8 +196,10 @@ def bind_artifact(toml: str | os.PathLike[str], name: str, tree: str, *,
         for i, variant in enumerate(existing):
             if _variant_key(variant) == key:
                 if not force:
-                    raise ArtifactError(f"{toml_path}: artifact {name!r} is already bound for platform "
-                                        f"{describe(tags)}; use {option('force')} to replace it")
+                    raise ArtifactError(
+                        f"{toml_path}: artifact {name!r} is already bound for platform "
+                        f"{describe(tags)}; use {option('force')} to replace it"
+                    )
                 _update_in_place(variant, tree, downloads, lazy)
                 return
         existing.append(table)
@@ -208,8 +218,13 @@ def _variant_key(variant: Any) -> str:
         return ""  # a tag Julia refuses: never equal to a platform being bound
 
 
-def unbind_artifact(toml: str | os.PathLike[str], name: str, *, platform: Mapping[str, Any] | None = None,
-                    storage: str | os.PathLike[str] | None = None) -> None:
+def unbind_artifact(
+    toml: str | os.PathLike[str],
+    name: str,
+    *,
+    platform: Mapping[str, Any] | None = None,
+    storage: str | os.PathLike[str] | None = None,
+) -> None:
     """Remove ``name`` (or only its variant for ``platform``) from a TOML file.
 
     Raises:
@@ -261,5 +276,3 @@ def _after_write(store: Any, toml_path: str) -> None:
     from runicorn.artifacts.gcroots import refresh_file
 
     refresh_file(store, toml_path)
-
-

@@ -48,5 +48,4 @@ def parse_usage_line(line: str) -> str | None:
     return path if isinstance(path, str) and path else None
 
 
-
 __all__ = ["USAGE_LOG", "usage_key", "usage_path", "usage_line", "parse_usage_line"]

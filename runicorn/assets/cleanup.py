@@ -9,8 +9,7 @@ from runicorn.runs.delete import delete_run_completely
 from runicorn.store import open_store
 
 
-def cleanup_orphaned_blobs(storage_root: Path, dry_run: bool = False, *,
-                           grace_seconds: float = 0.0) -> dict[str, Any]:
+def cleanup_orphaned_blobs(storage_root: Path, dry_run: bool = False, *, grace_seconds: float = 0.0) -> dict[str, Any]:
     """Remove blobs (and trees) that nothing references; report what went.
 
     Built on the store's gc: unreferenced means "no tree names it" for a blob and

@@ -132,14 +132,20 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="runicorn")
-@click.option("--storage", type=click.Path(file_okay=False), envvar="RUNICORN_DIR",
-              help="Storage root (default: $RUNICORN_DIR, else ~/.runicorn).")
+@click.option(
+    "--storage",
+    type=click.Path(file_okay=False),
+    envvar="RUNICORN_DIR",
+    help="Storage root (default: $RUNICORN_DIR, else ~/.runicorn).",
+)
 @click.pass_context
 def main(ctx: click.Context, storage: str | None) -> None:
     """Runicorn: a local-first, content-addressed store for ML files."""
     source = ctx.get_parameter_source("storage")
-    given = {click.core.ParameterSource.COMMANDLINE: "--storage",
-             click.core.ParameterSource.ENVIRONMENT: "RUNICORN_DIR"}.get(source)  # type: ignore[arg-type]
+    given = {
+        click.core.ParameterSource.COMMANDLINE: "--storage",
+        click.core.ParameterSource.ENVIRONMENT: "RUNICORN_DIR",
+    }.get(source)  # type: ignore[arg-type]
     ctx.obj = {"storage": storage, "storage_source": given if storage else None}
 
 

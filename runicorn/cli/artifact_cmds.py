@@ -14,8 +14,10 @@ from runicorn.cli.complete import complete_artifacts
 from runicorn.errors import ArtifactError, RunicornError
 
 _TOML_HELP = "Artifacts file (default: Runicorn.toml found upward from the working directory)."
-_PLATFORM_HELP = ("Target platform instead of the host: a triplet (aarch64-linux-gnu, "
-                  "x86_64-linux-gnu-libgfortran5-cxx11) or os=linux,arch=aarch64,libc=glibc.")
+_PLATFORM_HELP = (
+    "Target platform instead of the host: a triplet (aarch64-linux-gnu, "
+    "x86_64-linux-gnu-libgfortran5-cxx11) or os=linux,arch=aarch64,libc=glibc."
+)
 
 
 def _toml(toml: str | None, *, create: bool = False) -> str:
@@ -40,21 +42,42 @@ def _platform(text: str | None) -> dict[str, str] | None:
 @click.command()
 @click.argument("name")
 @click.argument("source")
-@click.option("--toml", type=click.Path(dir_okay=False), help="File to write (default: ./Runicorn.toml "
-              "or the one found upward).")
+@click.option(
+    "--toml", type=click.Path(dir_okay=False), help="File to write (default: ./Runicorn.toml or the one found upward)."
+)
 @click.option("--lazy", is_flag=True, help="Install on first use instead of on `runicorn fetch`.")
 @click.option("--url", "urls", multiple=True, help="Download URL of the archive (repeatable, tried in order).")
-@click.option("--archive", "archive_out", type=click.Path(dir_okay=False),
-              help="Write a reproducible archive of the tree here; --url entries refer to it.")
-@click.option("--platform", "platform_text", help="Bind a platform variant: a triplet (x86_64-linux-gnu) or os=linux,arch=x86_64.")
+@click.option(
+    "--archive",
+    "archive_out",
+    type=click.Path(dir_okay=False),
+    help="Write a reproducible archive of the tree here; --url entries refer to it.",
+)
+@click.option(
+    "--platform", "platform_text", help="Bind a platform variant: a triplet (x86_64-linux-gnu) or os=linux,arch=x86_64."
+)
 @click.option("--force", is_flag=True, help="Replace an existing binding of NAME (for that platform).")
-@click.option("--push", "push_remote", metavar="REMOTE",
-              help="Push the tree to this remote and record it as a download source (no archive needed).")
+@click.option(
+    "--push",
+    "push_remote",
+    metavar="REMOTE",
+    help="Push the tree to this remote and record it as a download source (no archive needed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def bind(ctx: click.Context, name: str, source: str, toml: str | None, lazy: bool, urls: tuple[str, ...],
-         archive_out: str | None, platform_text: str | None, force: bool, push_remote: str | None,
-         as_json: bool) -> None:
+def bind(
+    ctx: click.Context,
+    name: str,
+    source: str,
+    toml: str | None,
+    lazy: bool,
+    urls: tuple[str, ...],
+    archive_out: str | None,
+    platform_text: str | None,
+    force: bool,
+    push_remote: str | None,
+    as_json: bool,
+) -> None:
     """Bind NAME to SOURCE: a directory, an archive, or a tree id in the store."""
     from runicorn.artifacts.create import archive_artifact, create_artifact
     from runicorn.artifacts.install import _ingest_source
@@ -90,11 +113,27 @@ def bind(ctx: click.Context, name: str, source: str, toml: str | None, lazy: boo
 
         downloads.append(publish_tree(store, storage, push_remote, tree, name))
     path = _toml(toml, create=True) if toml is None else os.path.abspath(toml)
-    bind_artifact(path, name, tree, download_info=downloads, lazy=lazy, force=force,
-                  platform=_platform(platform_text), storage=storage)
+    bind_artifact(
+        path,
+        name,
+        tree,
+        download_info=downloads,
+        lazy=lazy,
+        force=force,
+        platform=_platform(platform_text),
+        storage=storage,
+    )
     if as_json:
-        echo_json({"name": name, "tree": tree, "toml": path, "lazy": lazy, "downloads": downloads,
-                   "archive": os.path.abspath(archive_out) if archive_out else None})
+        echo_json(
+            {
+                "name": name,
+                "tree": tree,
+                "toml": path,
+                "lazy": lazy,
+                "downloads": downloads,
+                "archive": os.path.abspath(archive_out) if archive_out else None,
+            }
+        )
     else:
         click.echo(f"{name} = {tree}  ({path})")
 
@@ -122,13 +161,22 @@ def unbind(ctx: click.Context, name: str, toml: str | None, platform_text: str |
 @click.option("--toml", type=click.Path(dir_okay=False), help=_TOML_HELP)
 @click.option("--include-lazy", is_flag=True, help="Also install lazy artifacts.")
 @click.option("--platform", "platform_text", help=_PLATFORM_HELP)
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Artifacts installed in parallel.")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True, help="Artifacts installed in parallel."
+)
 @click.option("--accept-new-host-key", is_flag=True, help="Trust (and remember) unknown SSH host keys.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_lazy: bool,
-          platform_text: str | None, jobs: int, accept_new_host_key: bool, as_json: bool) -> None:
+def fetch(
+    ctx: click.Context,
+    names: tuple[str, ...],
+    toml: str | None,
+    include_lazy: bool,
+    platform_text: str | None,
+    jobs: int,
+    accept_new_host_key: bool,
+    as_json: bool,
+) -> None:
     """Install the artifacts of a Runicorn.toml / Artifacts.toml (all non-lazy ones, or NAMES).
 
     On a terminal, each artifact has one progress line on stderr while it installs.
@@ -154,8 +202,11 @@ def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_
     else:
         # Every artifact for this platform, with download sources or not: one bound from a
         # directory is installed from the store, and one that cannot be is an error, not a skip.
-        todo = [n for n in parsed.artifacts
-                if (e := select_entry(parsed, n, platform)) is not None and (include_lazy or not e.get("lazy"))]
+        todo = [
+            n
+            for n in parsed.artifacts
+            if (e := select_entry(parsed, n, platform)) is not None and (include_lazy or not e.get("lazy"))
+        ]
         if not todo:
             from runicorn.artifacts.install import record_usage
             from runicorn.store import open_store
@@ -184,8 +235,7 @@ def fetch(ctx: click.Context, names: tuple[str, ...], toml: str | None, include_
     for n, why in failed:
         click.echo(f"error: {n}: {why}", err=True)
     if as_json:
-        echo_json({"toml": path, "artifacts": [{"name": n, "path": where, "error": err}
-                                               for n, where, err in results]})
+        echo_json({"toml": path, "artifacts": [{"name": n, "path": where, "error": err} for n, where, err in results]})
     else:
         for n, where, err in results:
             if not err:
@@ -234,8 +284,16 @@ def status(ctx: click.Context, toml: str | None, platform_text: str | None, as_j
     for name in parsed.artifacts:
         entry = select_entry(parsed, name, platform)
         if entry is None:
-            rows.append({"name": name, "tree": None, "lazy": None, "installed": False, "size": None,
-                         "note": "no variant for this platform"})
+            rows.append(
+                {
+                    "name": name,
+                    "tree": None,
+                    "lazy": None,
+                    "installed": False,
+                    "size": None,
+                    "note": "no variant for this platform",
+                }
+            )
             continue
         h = entry_hash(entry)
         override = ov.get(name) or ov.get(h)
@@ -245,8 +303,7 @@ def status(ctx: click.Context, toml: str | None, platform_text: str | None, as_j
             info = store.tree_info(tree)
             size = info.total_size if info is not None else None
         installed = os.path.isdir(override) if override else installed_tree(store, h) is not None
-        row = {"name": name, "tree": h, "lazy": bool(entry.get("lazy", False)), "installed": installed,
-               "size": size}
+        row = {"name": name, "tree": h, "lazy": bool(entry.get("lazy", False)), "installed": installed, "size": size}
         if override:
             row["override"] = override
         rows.append(row)
@@ -256,7 +313,17 @@ def status(ctx: click.Context, toml: str | None, platform_text: str | None, as_j
     from runicorn.display import human_size
 
     click.echo(path)
-    echo_table(["NAME", "TREE", "LAZY", "STATE", "SIZE"],
-               [[r["name"], (r["tree"] or "-")[:12], "lazy" if r["lazy"] else "-",
-                 "installed" if r["installed"] else "missing", "-" if r["size"] is None else human_size(r["size"])]
-                for r in rows], right=(4,))
+    echo_table(
+        ["NAME", "TREE", "LAZY", "STATE", "SIZE"],
+        [
+            [
+                r["name"],
+                (r["tree"] or "-")[:12],
+                "lazy" if r["lazy"] else "-",
+                "installed" if r["installed"] else "missing",
+                "-" if r["size"] is None else human_size(r["size"]),
+            ]
+            for r in rows
+        ],
+        right=(4,),
+    )

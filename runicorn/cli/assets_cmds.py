@@ -78,19 +78,34 @@ def _run_with_progress(label: str, fn: Callable[[Any], Any]) -> Any:
 
 @click.command()
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path), default=".")
-@click.option("--zip", "out_zip", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the snapshot as a zip file.")
-@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
-              help="Extra gitignore-style pattern to leave out (repeatable).")
+@click.option(
+    "--zip", "out_zip", type=click.Path(dir_okay=False, path_type=Path), help="Also write the snapshot as a zip file."
+)
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="PATTERN",
+    help="Extra gitignore-style pattern to leave out (repeatable).",
+)
 @click.option("--name", help="Pin the snapshot under this name (see `runicorn ls`, `runicorn show NAME`).")
 @click.option("--message", "-m", help="A note stored with the named snapshot.")
-@click.option("--force", is_flag=True,
-              help="Ignore the size and file-count limits, and move an existing --name to this snapshot.")
+@click.option(
+    "--force", is_flag=True, help="Ignore the size and file-count limits, and move an existing --name to this snapshot."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @_os_errors
-def snapshot(ctx: click.Context, root: Path, out_zip: Path | None, excludes: tuple[str, ...],
-             name: str | None, message: str | None, force: bool, as_json: bool) -> None:
+def snapshot(
+    ctx: click.Context,
+    root: Path,
+    out_zip: Path | None,
+    excludes: tuple[str, ...],
+    name: str | None,
+    message: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Capture the workspace ROOT (default: .) into the store and print its tree id.
 
     Honours .rnignore (created with defaults when missing) and .gitignore files.
@@ -104,9 +119,20 @@ def snapshot(ctx: click.Context, root: Path, out_zip: Path | None, excludes: tup
     if message is not None and name is None:
         raise RunicornError("--message is stored with a named snapshot: give --name too")
     try:
-        result = _run_with_progress("hashing", lambda p: snapshot_workspace(
-            root, out_zip, extra_excludes=list(excludes), force_snapshot=force,
-            storage=storage_from(ctx), progress=p, name=name, message=message, force_pin=force))
+        result = _run_with_progress(
+            "hashing",
+            lambda p: snapshot_workspace(
+                root,
+                out_zip,
+                extra_excludes=list(excludes),
+                force_snapshot=force,
+                storage=storage_from(ctx),
+                progress=p,
+                name=name,
+                message=message,
+                force_pin=force,
+            ),
+        )
     except ValueError as exc:
         from runicorn.errors import RunicornError
 
@@ -116,34 +142,56 @@ def snapshot(ctx: click.Context, root: Path, out_zip: Path | None, excludes: tup
         return
     click.echo(result["tree"])
     extra = f", zip {result['archive_path']}" if result["archive_path"] else ""
-    click.echo(f"{result['file_count']} files, {human_size(result['total_bytes'])}, "
-               f"{result['files_read']} read{extra}; {result['excluded_count']} path(s) excluded by "
-               f"the ignore rules; kept as {result['ref']}", err=True)
+    click.echo(
+        f"{result['file_count']} files, {human_size(result['total_bytes'])}, "
+        f"{result['files_read']} read{extra}; {result['excluded_count']} path(s) excluded by "
+        f"the ignore rules; kept as {result['ref']}",
+        err=True,
+    )
     if result["created_rnignore"]:
-        click.echo(f"created {Path(result['workspace_root']) / '.rnignore'} with default rules "
-                   f"(edit it to choose what snapshots leave out)", err=True)
+        click.echo(
+            f"created {Path(result['workspace_root']) / '.rnignore'} with default rules "
+            f"(edit it to choose what snapshots leave out)",
+            err=True,
+        )
     git = result["git"]
     if git is not None:
-        click.echo(f"git {git['commit'][:12]} on {git['branch'] or '(detached)'}"
-                   f"{' with uncommitted changes' if git['dirty'] else ''}", err=True)
+        click.echo(
+            f"git {git['commit'][:12]} on {git['branch'] or '(detached)'}"
+            f"{' with uncommitted changes' if git['dirty'] else ''}",
+            err=True,
+        )
 
 
 @click.command()
 @click.argument("source", metavar="TREE|MANIFEST", shell_complete=complete_trees)
 @click.argument("target", type=click.Path(path_type=Path))
-@click.option("--overwrite", is_flag=True,
-              help="TARGET may hold files: replace the paths the tree names (others stay; .git is never "
-                   "touched). What is replaced is kept in the store first.")
-@click.option("--delete", is_flag=True,
-              help="Like --overwrite, and also remove files the tree does not name (outside .git), "
-                   "after keeping them in the store.")
-@click.option("--link", "link", type=click.Choice(["copy", "hardlink", "reflink", "auto"]), default="copy",
-              show_default=True, help="How files are materialised; hardlinked files are read-only and shared.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="TARGET may hold files: replace the paths the tree names (others stay; .git is never "
+    "touched). What is replaced is kept in the store first.",
+)
+@click.option(
+    "--delete",
+    is_flag=True,
+    help="Like --overwrite, and also remove files the tree does not name (outside .git), "
+    "after keeping them in the store.",
+)
+@click.option(
+    "--link",
+    "link",
+    type=click.Choice(["copy", "hardlink", "reflink", "auto"]),
+    default="copy",
+    show_default=True,
+    help="How files are materialised; hardlinked files are read-only and shared.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @_os_errors
-def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, delete: bool, link: str,
-            as_json: bool) -> None:
+def restore(
+    ctx: click.Context, source: str, target: Path, overwrite: bool, delete: bool, link: str, as_json: bool
+) -> None:
     """Recreate a stored tree (by id, id prefix or manifest file) at TARGET.
 
     A missing or empty TARGET is created all or nothing.  Into a non-empty TARGET,
@@ -162,27 +210,32 @@ def restore(ctx: click.Context, source: str, target: Path, overwrite: bool, dele
         # Printed before anything in TARGET changes, so it is there even if we are killed;
         # the bar is finished first so that no redraw covers this line.
         bar.close()
-        click.echo(f"kept {backup['files']} file(s) that will be replaced or removed as {backup['ref']}; "
-                   f"to get them back: {backup['command']}", err=True)
+        click.echo(
+            f"kept {backup['files']} file(s) that will be replaced or removed as {backup['ref']}; "
+            f"to get them back: {backup['command']}",
+            err=True,
+        )
         sys.stderr.flush()
 
     manifest, blobs_dir = _manifest_for(ctx, source)
     try:
-        result = restore_from_manifest(manifest, blobs_dir, target, overwrite=overwrite, delete=delete,
-                                       link=link, progress=bar, on_backup=announce)
+        result = restore_from_manifest(
+            manifest, blobs_dir, target, overwrite=overwrite, delete=delete, link=link, progress=bar, on_backup=announce
+        )
     finally:
         bar.close()
     if as_json:
         echo_json(result)
     if not result["success"]:
         missing = result["missing_blobs"]
-        raise RunicornError(f"{len(missing)} blob(s) missing (e.g. {missing[0]}); nothing was restored "
-                            f"to {target}")
+        raise RunicornError(f"{len(missing)} blob(s) missing (e.g. {missing[0]}); nothing was restored to {target}")
     if not as_json:
         extra = ""
         if result["replaced"] or result["unchanged"] or result["removed"]:
-            extra = (f" ({result['created']} created, {result['replaced']} replaced, "
-                     f"{result['unchanged']} already identical, {result['removed']} removed)")
+            extra = (
+                f" ({result['created']} created, {result['replaced']} replaced, "
+                f"{result['unchanged']} already identical, {result['removed']} removed)"
+            )
         click.echo(f"restored {result['restored_count']} files to {result['target_dir']}{extra}")
 
 
@@ -213,16 +266,23 @@ def export(ctx: click.Context, source: str, out: Path, as_json: bool) -> None:
 
     missing = sorted({e.sha256 for e in entries.values() if not blob_path(e.sha256).is_file()})
     if missing:
-        raise RunicornError(f"{len(missing)} blob(s) missing from {blobs_dir} (e.g. {missing[0]}); "
-                            f"{out} was not written")
+        raise RunicornError(
+            f"{len(missing)} blob(s) missing from {blobs_dir} (e.g. {missing[0]}); {out} was not written"
+        )
     from runicorn.errors import DamagedBlobError
 
     try:
         sha = write_archive(entries, blob_path, out)
     except DamagedBlobError as exc:
         raise RunicornError(f"{exc}; {out} was not written") from None
-    result = {"tree": meta["tree"], "path": str(out.absolute()), "format": kind, "sha256": sha,
-              "exported_count": len(entries), "total_bytes": sum(e.size for e in entries.values())}
+    result = {
+        "tree": meta["tree"],
+        "path": str(out.absolute()),
+        "format": kind,
+        "sha256": sha,
+        "exported_count": len(entries),
+        "total_bytes": sum(e.size for e in entries.values()),
+    }
     if as_json:
         echo_json(result)
     else:
@@ -242,9 +302,13 @@ def runs(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    echo_table(["RUN", "STATUS", "CREATED", "PATH"],
-               [[r["run_id"], r["status"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])),
-                 r["path"]] for r in rows])
+    echo_table(
+        ["RUN", "STATUS", "CREATED", "PATH"],
+        [
+            [r["run_id"], r["status"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])), r["path"]]
+            for r in rows
+        ],
+    )
 
 
 @click.command("delete-run")
@@ -270,6 +334,8 @@ def delete_run(ctx: click.Context, run_id: str, dry_run: bool, force: bool, as_j
         raise RunicornError("; ".join(result["errors"]))
     if not as_json:
         verb = "would delete" if dry_run else "deleted"
-        click.echo(f"{verb} run {run_id}: {result['manifests_deleted']} trees, {result['blobs_deleted']} blobs, "
-                   f"{human_size(result['bytes_freed'])}, {result['outputs_deleted']} run files; "
-                   f"{len(result['kept_assets'])} shared asset(s) kept")
+        click.echo(
+            f"{verb} run {run_id}: {result['manifests_deleted']} trees, {result['blobs_deleted']} blobs, "
+            f"{human_size(result['bytes_freed'])}, {result['outputs_deleted']} run files; "
+            f"{len(result['kept_assets'])} shared asset(s) kept"
+        )

@@ -29,6 +29,7 @@ def _quietly(fn: Callable[[click.Context, str], list[tuple[str, str]]]) -> Calla
             return [CompletionItem(v, help=h) for v, h in fn(ctx, incomplete) if v.startswith(incomplete)]
         except Exception:  # completion must never print a traceback into the user's shell
             return []
+
     complete.__name__ = fn.__name__
     complete.__doc__ = fn.__doc__
     return complete

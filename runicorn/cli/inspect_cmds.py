@@ -52,8 +52,10 @@ def ls(ctx: click.Context, spec: str | None, as_json: bool) -> None:
     if not data:
         click.echo("the store keeps nothing yet (`runicorn snapshot .` captures a directory)", err=True)
         return
-    rows = [[_date(i["date"]), i["type"], _short(i), str(i["file_count"]), _human(i["size"]),
-             i["source"] or "-"] for i in data]
+    rows = [
+        [_date(i["date"]), i["type"], _short(i), str(i["file_count"]), _human(i["size"]), i["source"] or "-"]
+        for i in data
+    ]
     _table(["DATE", "TYPE", "NAME", "FILES", "SIZE", "SOURCE"], rows, right=(3, 4))
 
 
@@ -107,8 +109,7 @@ def _print_run(data: dict[str, Any]) -> None:
     click.echo(f"size:     {_human(data['size'])} in its trees")
     if data["trees"]:
         click.echo("trees:")
-        rows = [[t["role"], t["tree"][:12], str(t["file_count"]), _human(t["size"]), t["ref"]]
-                for t in data["trees"]]
+        rows = [[t["role"], t["tree"][:12], str(t["file_count"]), _human(t["size"]), t["ref"]] for t in data["trees"]]
         _indent_table(["ROLE", "TREE", "FILES", "SIZE", "REF"], rows, right=(2, 3))
     if data["inputs"]:
         click.echo("inputs:")
@@ -120,8 +121,7 @@ def _print_run(data: dict[str, Any]) -> None:
         for name, versions in sorted(data["outputs"].items()):
             for v in versions:
                 value = "-" if v["value"] is None else f"{v['metric']}={v['value']:g}"
-                rows.append([name, str(v["version"]), v["tree"][:12], _human(v["size"]), value,
-                             _date(v["saved_at"])])
+                rows.append([name, str(v["version"]), v["tree"][:12], _human(v["size"]), value, _date(v["saved_at"])])
         _indent_table(["OUTPUT", "VERSION", "TREE", "SIZE", "METRIC", "SAVED"], rows, right=(1, 3))
 
 
@@ -136,8 +136,12 @@ _LABELS = {"added": "added", "deleted": "deleted", "modified": "modified", "mode
 @click.argument("a", metavar="A", shell_complete=complete_trees)
 @click.argument("b", metavar="B", shell_complete=complete_trees)
 @click.option("--stat", "as_stat", is_flag=True, help="Sizes per path and a summary line.")
-@click.option("--all", "all_files", is_flag=True,
-              help="Compare every file of a directory, not what a snapshot of it would capture.")
+@click.option(
+    "--all",
+    "all_files",
+    is_flag=True,
+    help="Compare every file of a directory, not what a snapshot of it would capture.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def diff(ctx: click.Context, a: str, b: str, as_stat: bool, all_files: bool, as_json: bool) -> None:
@@ -174,10 +178,12 @@ def diff(ctx: click.Context, a: str, b: str, as_stat: bool, all_files: bool, as_
             click.echo(f"{kind:<9} {path}")
     if as_stat or not rows:
         changed = s["added"] + s["deleted"] + s["modified"] + s["mode_changed"]
-        click.echo(f"{changed} path(s) changed: {s['added']} added, {s['modified']} modified, "
-                   f"{s['deleted']} deleted, {s['mode_changed']} mode changed; "
-                   f"+{_human(s['bytes_added'])}, -{_human(s['bytes_removed'])}",
-                   err=not as_stat)
+        click.echo(
+            f"{changed} path(s) changed: {s['added']} added, {s['modified']} modified, "
+            f"{s['deleted']} deleted, {s['mode_changed']} mode changed; "
+            f"+{_human(s['bytes_added'])}, -{_human(s['bytes_removed'])}",
+            err=not as_stat,
+        )
 
 
 @click.command("du")
@@ -195,14 +201,18 @@ def du(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
-    rows = [[o["type"], _short(o), str(o["trees"]), _human(o["size"]), _human(o["unique"]),
-             _human(o["shared"])] for o in data["owners"]]
+    rows = [
+        [o["type"], _short(o), str(o["trees"]), _human(o["size"]), _human(o["unique"]), _human(o["shared"])]
+        for o in data["owners"]
+    ]
     if rows:
         _table(["TYPE", "NAME", "TREES", "SIZE", "UNIQUE", "SHARED"], rows, right=(2, 3, 4, 5))
         click.echo("")
     unique = sum(o["unique"] for o in data["owners"])
     click.echo(f"unique to one entry:   {_human(unique)}")
     click.echo(f"shared by several:     {_human(data['shared_bytes'])} ({data['shared_blobs']} blob(s))")
-    click.echo(f"unreferenced:          {_human(data['unreferenced_bytes'])} ({data['unreferenced_blobs']} "
-               f"blob(s); `runicorn gc` frees them)")
+    click.echo(
+        f"unreferenced:          {_human(data['unreferenced_bytes'])} ({data['unreferenced_blobs']} "
+        f"blob(s); `runicorn gc` frees them)"
+    )
     click.echo(f"total stored:          {_human(data['total_bytes'])} in {data['blob_count']} blob(s)")

@@ -23,9 +23,15 @@ def _storage_after_subcommand(ctx: click.Context, param: click.Parameter, value:
 def with_storage_option(cmd: click.Command) -> click.Command:
     """``cmd`` taking ``--storage`` after the subcommand too, unless it has its own."""
     if not any(p.name == "storage" for p in cmd.params):
-        cmd.params.append(click.Option(
-            ["--storage"], type=click.Path(file_okay=False), expose_value=False,
-            callback=_storage_after_subcommand, help="Storage root (same as `runicorn --storage`)."))
+        cmd.params.append(
+            click.Option(
+                ["--storage"],
+                type=click.Path(file_okay=False),
+                expose_value=False,
+                callback=_storage_after_subcommand,
+                help="Storage root (same as `runicorn --storage`).",
+            )
+        )
     return cmd
 
 
@@ -53,10 +59,12 @@ def existing_storage(ctx: click.Context) -> Path:
         source = (ctx.find_root().obj or {}).get("storage_source")
         if source is None and os.environ.get(ENV_VAR):
             source = ENV_VAR
-        why = (f"set by {source}" if source else
-               "the default storage root; choose another with --storage or RUNICORN_DIR")
-        raise RunicornError(f"no store at {root} ({why}); commands that add content, such as "
-                            f"`runicorn snapshot`, create one")
+        why = (
+            f"set by {source}" if source else "the default storage root; choose another with --storage or RUNICORN_DIR"
+        )
+        raise RunicornError(
+            f"no store at {root} ({why}); commands that add content, such as `runicorn snapshot`, create one"
+        )
     return root
 
 

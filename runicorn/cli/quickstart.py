@@ -29,8 +29,12 @@ def _step(title: str) -> None:
 
 
 @click.command()
-@click.option("--keep", type=click.Path(file_okay=False), default=None,
-              help="Run in this directory and keep it (default: a temporary directory).")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run in this directory and keep it (default: a temporary directory).",
+)
 def quickstart(keep: str | None) -> None:
     """Run the end-to-end tour on embedded demo data (touches nothing of yours)."""
     if keep:
@@ -100,8 +104,9 @@ def _snapshot_tour(base: Path, storage: Path, project: Path) -> None:
     click.echo(f"    2 snapshots, {store.stats()['blob_count']} blobs in the store")
     _step("restore run 1's code from its manifest and compare")
     target = base / "restored-run1"
-    result = restore_from_manifest(manifest_path=store.manifest_path(trees[0]), blob_root=store.blobs_dir,
-                                   target_dir=target)
+    result = restore_from_manifest(
+        manifest_path=store.manifest_path(trees[0]), blob_root=store.blobs_dir, target_dir=target
+    )
     assert (target / "train.py").read_text() == DEMO_FILES["train.py"]
     click.echo(f"    restored {result['restored_count']} files into {target}")
     _step("delete run 1 completely: what run 2 shares stays")
@@ -141,8 +146,9 @@ def _artifact_tour(base: Path, storage: Path, project: Path) -> None:
     try:
         toml = project / "Runicorn.toml"
         _step(f"bind demo-data in {toml.name} (lazy, downloadable from {url})")
-        rn.bind_artifact(toml, "demo-data", tree, lazy=True,
-                         download_info=[(url, sha, archive.stat().st_size)], storage=storage)
+        rn.bind_artifact(
+            toml, "demo-data", tree, lazy=True, download_info=[(url, sha, archive.stat().st_size)], storage=storage
+        )
         click.echo("    " + toml.read_text().replace("\n", "\n    ").rstrip())
         _step("fetch: artifact('demo-data') downloads, verifies and installs on first use")
         assert not rn.artifact_exists(tree)
@@ -161,4 +167,3 @@ def _artifact_tour(base: Path, storage: Path, project: Path) -> None:
     report = store.gc(grace_seconds=0)
     assert tree in report["tree_ids"]
     click.echo(f"    gc deleted {report['trees_deleted']} tree and {report['blobs_deleted']} blobs")
-

@@ -44,9 +44,15 @@ def _report_refs(report: dict[str, Any]) -> None:
             click.echo(f"  {row['detail']}", err=True)
 
 
-def _run_on_remote(ctx: click.Context, remote_name: str | None, as_json: bool,
-                   run: Callable[[Any, Any, Any], dict[str, Any]], render: Callable[[dict[str, Any]], None], *,
-                   progress: str | None = None) -> None:
+def _run_on_remote(
+    ctx: click.Context,
+    remote_name: str | None,
+    as_json: bool,
+    run: Callable[[Any, Any, Any], dict[str, Any]],
+    render: Callable[[dict[str, Any]], None],
+    *,
+    progress: str | None = None,
+) -> None:
     """Open the remote, ``run(remote, backend, bar)`` (a byte progress bar when ``progress``
     names the verb), close it; print the report as JSON or through ``render``; exit 1
     when the report is not ``ok``."""
@@ -70,8 +76,12 @@ def _transfer_summary(summary: str) -> Callable[[dict[str, Any]], None]:
     def render(report: dict[str, Any]) -> None:
         _report_refs(report)
         resumed = report.get("bytes_resumed")  # a push that continued interrupted uploads
-        click.echo(summary.format(**report, resumed=f"; {resumed} bytes were already there from an "
-                                  "interrupted push" if resumed else ""))
+        click.echo(
+            summary.format(
+                **report, resumed=f"; {resumed} bytes were already there from an interrupted push" if resumed else ""
+            )
+        )
+
     return render
 
 
@@ -86,19 +96,39 @@ def remote() -> None:
 @click.option("--default", "make_default", is_flag=True, help="Use this remote when --remote is not given.")
 @click.option("--endpoint", help="S3 endpoint URL for non-AWS stores (SeaweedFS, MinIO, R2, Ceph).")
 @click.option("--region", help="S3 region (default: $AWS_REGION or the AWS config).")
-@click.option("--project", "project", is_flag=True,
-              help="Record it in ./runicorn-remotes.toml (committed with the project) instead of the store.")
+@click.option(
+    "--project",
+    "project",
+    is_flag=True,
+    help="Record it in ./runicorn-remotes.toml (committed with the project) instead of the store.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing remote of this name.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def add(ctx: click.Context, name: str, url: str, make_default: bool, endpoint: str | None, region: str | None,
-        project: bool, force: bool, as_json: bool) -> None:
+def add(
+    ctx: click.Context,
+    name: str,
+    url: str,
+    make_default: bool,
+    endpoint: str | None,
+    region: str | None,
+    project: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Add remote NAME at URL: s3://BUCKET/PREFIX, file:///PATH (or a path), sftp://[USER@]HOST[:PORT]/PATH.
 
     The remote is probed first: it must refuse a second create-only write of one key.
     """
-    from runicorn.remotes.config import PROJECT_FILE, Remote, add_remote, canonical_url, open_backend, \
-        project_file, store_file
+    from runicorn.remotes.config import (
+        PROJECT_FILE,
+        Remote,
+        add_remote,
+        canonical_url,
+        open_backend,
+        project_file,
+        store_file,
+    )
     from runicorn.remotes.maintenance import probe
 
     candidate = Remote(name, canonical_url(url), endpoint, region)
@@ -124,8 +154,12 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
 
     rows = list_remotes(_root(ctx))
     if as_json:
-        echo_json([{"name": r.name, "url": r.url, "endpoint": r.endpoint, "default": r.default, "file": r.source}
-                   for r in rows])
+        echo_json(
+            [
+                {"name": r.name, "url": r.url, "endpoint": r.endpoint, "default": r.default, "file": r.source}
+                for r in rows
+            ]
+        )
         return
     for r in rows:
         extra = f"  endpoint={r.endpoint}" if r.endpoint else ""
@@ -148,8 +182,10 @@ def remove(ctx: click.Context, name: str, project: bool, as_json: bool) -> None:
     r = resolve_remote(root, name)
     path = project_file() if project else store_file(root)
     if path is None or not remove_remote(path, name):
-        raise RemoteError(f"remote {name!r} is not in {path or 'a project runicorn-remotes.toml'}"
-                          + ("" if project else f" (it is defined in {r.source}; use --project)"))
+        raise RemoteError(
+            f"remote {name!r} is not in {path or 'a project runicorn-remotes.toml'}"
+            + ("" if project else f" (it is defined in {r.source}; use --project)")
+        )
     RemoteCache(open_store(storage_from(ctx)), r.identity).forget()
     if as_json:
         echo_json({"removed": name, "url": r.url, "file": str(path)})
@@ -160,8 +196,12 @@ def remove(ctx: click.Context, name: str, project: bool, as_json: bool) -> None:
 @remote.command("gc")
 @click.argument("name", required=False)
 @click.option("--dry-run", is_flag=True, help="List exactly what a real run deletes; delete nothing.")
-@click.option("--grace", default="1h", show_default=True,
-              help="Keep unreferenced objects younger than this (protects pushes in flight).")
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    help="Keep unreferenced objects younger than this (protects pushes in flight).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def gc_cmd(ctx: click.Context, name: str | None, dry_run: bool, grace: str, as_json: bool) -> None:
@@ -172,11 +212,16 @@ def gc_cmd(ctx: click.Context, name: str | None, dry_run: bool, grace: str, as_j
 
     def render(report: dict[str, Any]) -> None:
         verb = "would delete" if dry_run else "deleted"
-        click.echo(f"{verb} {report['trees_deleted']} manifest(s) and {report['blobs_deleted']} blob(s), "
-                   f"{report['bytes_freed']} bytes; kept {report['trees_kept']} tree(s) named by "
-                   f"{report['refs']} ref(s)" + (f"; {'would abort' if dry_run else 'aborted'} "
-                                                 f"{report['uploads_aborted']} unfinished upload(s)"
-                                                 if report["uploads_aborted"] else ""))
+        click.echo(
+            f"{verb} {report['trees_deleted']} manifest(s) and {report['blobs_deleted']} blob(s), "
+            f"{report['bytes_freed']} bytes; kept {report['trees_kept']} tree(s) named by "
+            f"{report['refs']} ref(s)"
+            + (
+                f"; {'would abort' if dry_run else 'aborted'} {report['uploads_aborted']} unfinished upload(s)"
+                if report["uploads_aborted"]
+                else ""
+            )
+        )
         if dry_run:
             for k in report["keys"] + report["uploads"]:
                 click.echo(f"  {k}")
@@ -197,8 +242,10 @@ def verify_cmd(ctx: click.Context, name: str | None, deep: bool, jobs: int, as_j
     def render(report: dict[str, Any]) -> None:
         for p in report["problems"]:
             click.echo(p)
-        click.echo(f"checked {report['refs_checked']} refs, {report['trees_checked']} trees, "
-                   f"{report['blobs_checked']} blobs{' (deep)' if deep else ''}: {len(report['problems'])} problem(s)")
+        click.echo(
+            f"checked {report['refs_checked']} refs, {report['trees_checked']} trees, "
+            f"{report['blobs_checked']} blobs{' (deep)' if deep else ''}: {len(report['problems'])} problem(s)"
+        )
 
     _run_on_remote(ctx, name, as_json, lambda r, b, _: verify(b, deep=deep, jobs=jobs), render)
 
@@ -212,8 +259,16 @@ def verify_cmd(ctx: click.Context, name: str | None, deep: bool, jobs: int, as_j
 @click.option("-j", "--jobs", default=32, show_default=True, type=click.IntRange(1, 64), help=_JOBS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def push(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, artifacts: bool, everything: bool,
-         force: bool, jobs: int, as_json: bool) -> None:
+def push(
+    ctx: click.Context,
+    targets: tuple[str, ...],
+    remote_name: str | None,
+    artifacts: bool,
+    everything: bool,
+    force: bool,
+    jobs: int,
+    as_json: bool,
+) -> None:
     """Push TREE | PIN | RUN_ID ... to a remote: only what it lacks, leaves before roots.
 
     A remote ref someone else moved is reported as a conflict (exit 1) unless --force.
@@ -230,10 +285,17 @@ def push(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, 
     resolve_remote(_root(ctx), remote_name)  # a missing remote is the first thing to say
     store = open_store(storage_from(ctx))
     specs = resolve_specs(store, targets, artifacts=artifacts, everything=everything)
-    _run_on_remote(ctx, remote_name, as_json,
-                   lambda r, b, bar: do_push(store, r, b, specs, force=force, jobs=jobs, progress=bar),
-                   _transfer_summary("sent {blobs_uploaded} blob(s) ({bytes_uploaded} bytes{resumed}) and "
-                                     "{manifests_uploaded} manifest(s) to {remote}"), progress="push")
+    _run_on_remote(
+        ctx,
+        remote_name,
+        as_json,
+        lambda r, b, bar: do_push(store, r, b, specs, force=force, jobs=jobs, progress=bar),
+        _transfer_summary(
+            "sent {blobs_uploaded} blob(s) ({bytes_uploaded} bytes{resumed}) and "
+            "{manifests_uploaded} manifest(s) to {remote}"
+        ),
+        progress="push",
+    )
 
 
 @click.command()
@@ -244,8 +306,15 @@ def push(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, 
 @click.option("-j", "--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help=_JOBS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def pull(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, everything: bool, force: bool,
-         jobs: int, as_json: bool) -> None:
+def pull(
+    ctx: click.Context,
+    targets: tuple[str, ...],
+    remote_name: str | None,
+    everything: bool,
+    force: bool,
+    jobs: int,
+    as_json: bool,
+) -> None:
     """Pull TREE | PIN | RUN_ID ... from a remote; every blob is verified before it is stored."""
     from runicorn.remotes.errors import RemoteError
     from runicorn.remotes.pull import pull as do_pull
@@ -254,8 +323,11 @@ def pull(ctx: click.Context, targets: tuple[str, ...], remote_name: str | None, 
     if not targets and not everything:
         raise RemoteError("nothing to pull: give TREE, PIN or RUN_ID arguments, or --all")
     store = open_store(storage_from(ctx))
-    _run_on_remote(ctx, remote_name, as_json,
-                   lambda r, b, bar: do_pull(store, r, b, targets, everything=everything, force=force, jobs=jobs,
-                                             progress=bar),
-                   _transfer_summary("received {blobs_downloaded} blob(s) ({bytes_downloaded} bytes) from {remote}"),
-                   progress="pull")
+    _run_on_remote(
+        ctx,
+        remote_name,
+        as_json,
+        lambda r, b, bar: do_pull(store, r, b, targets, everything=everything, force=force, jobs=jobs, progress=bar),
+        _transfer_summary("received {blobs_downloaded} blob(s) ({bytes_downloaded} bytes) from {remote}"),
+        progress="pull",
+    )

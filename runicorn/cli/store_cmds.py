@@ -43,18 +43,24 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"blobs:               {data['blob_count']} ({human_size(data['total_size_bytes'])})")
     click.echo(f"trees:               {data['tree_count']}")
     click.echo(f"refs:                {data['ref_count']}")
-    click.echo(f"unreferenced blobs:  {data['unreferenced_blob_count']} "
-               f"({human_size(data['unreferenced_blob_bytes'])})")
+    click.echo(
+        f"unreferenced blobs:  {data['unreferenced_blob_count']} ({human_size(data['unreferenced_blob_bytes'])})"
+    )
     click.echo(f"unreferenced trees:  {data['unreferenced_tree_count']}")
 
 
 @click.command()
 @click.option("--deep", is_flag=True, help="Re-hash every blob.")
 @click.option("--repair", is_flag=True, help="Rebuild the index from the files on disk, then verify again.")
-@click.option("--from", "sources", multiple=True, metavar="DIR",
-              type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="With --repair: store again lost, quarantined or (with --deep) corrupt blobs from files "
-                   "in DIR whose bytes hash to them (repeatable).")
+@click.option(
+    "--from",
+    "sources",
+    multiple=True,
+    metavar="DIR",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="With --repair: store again lost, quarantined or (with --deep) corrupt blobs from files "
+    "in DIR whose bytes hash to them (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def verify(ctx: click.Context, deep: bool, repair: bool, sources: tuple[Path, ...], as_json: bool) -> None:
@@ -84,21 +90,28 @@ def verify(ctx: click.Context, deep: bool, repair: bool, sources: tuple[Path, ..
             click.echo(f"recovered: {line}")
         for p in before["problems"]:
             click.echo(f"{p['kind']}: {p['detail']}")
-        click.echo(f"checked {before['blobs_checked']} blobs, {before['trees_checked']} trees, "
-                   f"{before['refs_checked']} refs{' (deep)' if deep else ''}: "
-                   f"{len(before['problems'])} problem(s)")
+        click.echo(
+            f"checked {before['blobs_checked']} blobs, {before['trees_checked']} trees, "
+            f"{before['refs_checked']} refs{' (deep)' if deep else ''}: "
+            f"{len(before['problems'])} problem(s)"
+        )
         if repaired is not None:
-            click.echo(f"repair: rebuilt index from {repaired['blobs']} blobs, {repaired['trees']} trees, "
-                       f"{repaired['refs']} refs; quarantined {len(repaired['quarantined'])} file(s)")
+            click.echo(
+                f"repair: rebuilt index from {repaired['blobs']} blobs, {repaired['trees']} trees, "
+                f"{repaired['refs']} refs; quarantined {len(repaired['quarantined'])} file(s)"
+            )
             for note in repaired["notes"]:
                 click.echo(f"repair: {note}")
             heal = repaired.get("heal")
             if heal is not None:
-                click.echo(f"repair: healed {len(heal['healed'])} of {heal['wanted']} missing blob(s) from "
-                           f"{', '.join(map(str, sources))} (hashed {heal['files_hashed']} candidate file(s))")
+                click.echo(
+                    f"repair: healed {len(heal['healed'])} of {heal['wanted']} missing blob(s) from "
+                    f"{', '.join(map(str, sources))} (hashed {heal['files_hashed']} candidate file(s))"
+                )
                 if heal["still_missing"]:
-                    click.echo(f"repair: {len(heal['still_missing'])} blob(s) not found there, e.g. "
-                               f"{heal['still_missing'][0]}")
+                    click.echo(
+                        f"repair: {len(heal['still_missing'])} blob(s) not found there, e.g. {heal['still_missing'][0]}"
+                    )
             for p in after["problems"]:
                 click.echo(f"still: {p['kind']}: {p['detail']}")
             click.echo(f"after repair: {len(after['problems'])} problem(s)")
@@ -108,17 +121,24 @@ def verify(ctx: click.Context, deep: bool, repair: bool, sources: tuple[Path, ..
 
 @click.command()
 @click.option("--dry-run", is_flag=True, help="Report what would be deleted; delete nothing.")
-@click.option("--grace", default="1h", show_default=True,
-              help="Keep unreferenced content younger than this (e.g. 0, 30m, 2h, 7d).")
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    help="Keep unreferenced content younger than this (e.g. 0, 30m, 2h, 7d).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="List every id.")
-@click.option("--keep-missing-toml", "keep_missing", metavar="DURATION",
-              help="Keep the bindings of a recorded Runicorn.toml that is missing (another branch checked "
-                   "out, a moved project) for this long after gc first finds it missing "
-                   "[default: $RUNICORN_KEEP_MISSING_TOML, else 30d].")
+@click.option(
+    "--keep-missing-toml",
+    "keep_missing",
+    metavar="DURATION",
+    help="Keep the bindings of a recorded Runicorn.toml that is missing (another branch checked "
+    "out, a moved project) for this long after gc first finds it missing "
+    "[default: $RUNICORN_KEEP_MISSING_TOML, else 30d].",
+)
 @click.pass_context
-def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bool,
-       keep_missing: str | None) -> None:
+def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bool, keep_missing: str | None) -> None:
     """Delete trees no ref keeps and blobs no tree uses, and the installed artifact
     folders of the trees it deletes.
 
@@ -136,19 +156,25 @@ def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bo
         echo_json(report)
         return
     verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {report['trees_deleted']} tree(s) and {report['blobs_deleted']} blob(s), "
-               f"{human_size(report['bytes_freed'])}")
+    click.echo(
+        f"{verb} {report['trees_deleted']} tree(s) and {report['blobs_deleted']} blob(s), "
+        f"{human_size(report['bytes_freed'])}"
+    )
     w = report["waiting"]
     if w["trees"] or w["blobs"]:
-        when = _clock(w["first_at"]) if w["last_at"] - w["first_at"] < 60 else \
-            f"{_clock(w['first_at'])} (all by {_clock(w['last_at'])})"
-        click.echo(f"kept by the grace period ({grace}): {w['trees']} tree(s) and {w['blobs']} blob(s), "
-                   f"{human_size(w['bytes'])}, unreferenced but used within it; collectable from {when} "
-                   f"(or now with --grace 0)")
+        when = (
+            _clock(w["first_at"])
+            if w["last_at"] - w["first_at"] < 60
+            else f"{_clock(w['first_at'])} (all by {_clock(w['last_at'])})"
+        )
+        click.echo(
+            f"kept by the grace period ({grace}): {w['trees']} tree(s) and {w['blobs']} blob(s), "
+            f"{human_size(w['bytes'])}, unreferenced but used within it; collectable from {when} "
+            f"(or now with --grace 0)"
+        )
     if (verbose or dry_run) and (report["tree_ids"] or report["blob_ids"]):
         # One write: a dry run listing 100,000 blobs line by line spends seconds in echo.
-        click.echo("\n".join([f"  tree {t}" for t in report["tree_ids"]] +
-                              [f"  blob {b}" for b in report["blob_ids"]]))
+        click.echo("\n".join([f"  tree {t}" for t in report["tree_ids"]] + [f"  blob {b}" for b in report["blob_ids"]]))
 
 
 @click.command()
@@ -209,5 +235,6 @@ def refs(ctx: click.Context, kind: str | None, as_json: bool) -> None:
     if as_json:
         echo_json([_ref_dict(r) for r in items])
         return
-    echo_table(["KIND", "TREE", "CREATED", "NAME"],
-               [[r.kind, r.tree[:12], _clock(r.created_at), r.name] for r in items])
+    echo_table(
+        ["KIND", "TREE", "CREATED", "NAME"], [[r.kind, r.tree[:12], _clock(r.created_at), r.name] for r in items]
+    )

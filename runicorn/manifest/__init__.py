@@ -11,5 +11,11 @@ from runicorn.sync.manifest import (
 )
 from runicorn.sync.manifest_schema import validate_manifest_dict
 
-__all__ = ["ExperimentEntry", "FileEntry", "ManifestGenerator", "ManifestType",
-           "SyncManifest", "validate_manifest_dict"]
+__all__ = [
+    "ExperimentEntry",
+    "FileEntry",
+    "ManifestGenerator",
+    "ManifestType",
+    "SyncManifest",
+    "validate_manifest_dict",
+]

@@ -112,8 +112,11 @@ def mutex_cas(backend: "Backend", key: str, data: bytes, expected: str | None) -
             holder = json.loads(got[0]) if got else None
         except ValueError:
             holder = {}
-        if got is not None and (not isinstance(holder, dict) or time.time() - float(holder.get("time", 0)) >
-                                MUTEX_STALE_SECONDS or _dead_here(holder)):
+        if got is not None and (
+            not isinstance(holder, dict)
+            or time.time() - float(holder.get("time", 0)) > MUTEX_STALE_SECONDS
+            or _dead_here(holder)
+        ):
             _break_mutex(backend, mutex, got[1])  # its holder died mid-update; the update itself is atomic
             continue
         if time.monotonic() > deadline:
@@ -144,8 +147,9 @@ def _verified_length(backend: Any, staged: str, path: Path, verified: int) -> in
     return verified if backend.read_range(staged, verified - n, n) == local else 0
 
 
-def put_large_staged(backend: Any, key: str, path: Path, size: int, sha: str, resume: Any,
-                     on_bytes: Callable[[int], None] | None = None) -> tuple[bool, int, int]:
+def put_large_staged(
+    backend: Any, key: str, path: Path, size: int, sha: str, resume: Any, on_bytes: Callable[[int], None] | None = None
+) -> tuple[bool, int, int]:
     """Create-only upload of a large local blob through a partial file in ``tmp/``, fsynced
     and recorded in ``resume`` every part, so a killed upload continues from there.
 
@@ -166,8 +170,13 @@ def put_large_staged(backend: Any, key: str, path: Path, size: int, sha: str, re
             resume.clear()
         return False, 0, 0
     if rec is None:
-        rec = {"remote": backend.url, "key": key, "size": size, "verified": 0,
-               "staged": f"tmp/partial-{sha[:16]}-{os.urandom(6).hex()}"}
+        rec = {
+            "remote": backend.url,
+            "key": key,
+            "size": size,
+            "verified": 0,
+            "staged": f"tmp/partial-{sha[:16]}-{os.urandom(6).hex()}",
+        }
         if resume is not None:
             resume.save(rec)
     staged = rec["staged"]
@@ -199,8 +208,10 @@ def put_large_staged(backend: Any, key: str, path: Path, size: int, sha: str, re
         backend.delete(staged)
         if resume is not None:
             resume.clear()
-        raise IntegrityError(f"{path}: local blob is damaged (size or sha256 differs); run "
-                             "`runicorn verify --deep`; nothing of it was published")
+        raise IntegrityError(
+            f"{path}: local blob is damaged (size or sha256 differs); run "
+            "`runicorn verify --deep`; nothing of it was published"
+        )
     placed = backend.publish_partial(staged, key)
     if resume is not None:
         resume.clear()
@@ -340,8 +351,9 @@ class FileBackend:
     def put_cas(self, key: str, data: bytes, expected: str | None) -> str:
         return mutex_cas(self, key, data, expected)
 
-    def put_large(self, key: str, path: Path, size: int, sha: str, resume: Any,
-                  on_bytes: Callable[[int], None] | None = None) -> tuple[bool, int, int]:
+    def put_large(
+        self, key: str, path: Path, size: int, sha: str, resume: Any, on_bytes: Callable[[int], None] | None = None
+    ) -> tuple[bool, int, int]:
         return put_large_staged(self, key, path, size, sha, resume, on_bytes)
 
     def partial_size(self, name: str) -> int | None:

@@ -86,8 +86,10 @@ def canonical_url(text: str, *, base: Path | None = None) -> str:
             raise RemoteError(f"{text!r}: bad port") from None
         user = f"{parts.username}@" if parts.username else ""
         return f"sftp://{user}{parts.hostname}" + (f":{port}" if port else "") + "/" + parts.path.strip("/")
-    raise RemoteError(f"{text!r}: unsupported remote URL (use s3://BUCKET/PREFIX, file:///PATH or a path, "
-                      "or sftp://[USER@]HOST[:PORT]/PATH)")
+    raise RemoteError(
+        f"{text!r}: unsupported remote URL (use s3://BUCKET/PREFIX, file:///PATH or a path, "
+        "or sftp://[USER@]HOST[:PORT]/PATH)"
+    )
 
 
 def project_file(start: Path | None = None) -> Path | None:
@@ -118,7 +120,7 @@ def _read(path: Path) -> list[Remote]:
         if not _NAME.match(name):
             raise RemoteError(f"{where}: names are letters, digits, '_', '.', '-'")
         if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
-            raise RemoteError(f"{where}: needs url = \"...\"")
+            raise RemoteError(f'{where}: needs url = "..."')
         for k in ("endpoint", "region"):
             if k in spec and not isinstance(spec[k], str):
                 raise RemoteError(f"{where}: {k} must be a string")
@@ -128,8 +130,7 @@ def _read(path: Path) -> list[Remote]:
             url = canonical_url(spec["url"], base=path.parent)
         except RemoteError as exc:
             raise RemoteError(f"{where}: {exc}") from None
-        out.append(Remote(name, url, spec.get("endpoint"), spec.get("region"), bool(spec.get("default")),
-                          str(path)))
+        out.append(Remote(name, url, spec.get("endpoint"), spec.get("region"), bool(spec.get("default")), str(path)))
     return out
 
 
@@ -158,8 +159,10 @@ def resolve_remote(storage_root: Path, name: str | None) -> Remote:
             return defaults[0]
         if len(remotes) == 1:
             return remotes[0]
-        raise RemoteError("no remote given and no default remote; use --remote NAME "
-                          "(see `runicorn remote list`, `runicorn remote add NAME URL --default`)")
+        raise RemoteError(
+            "no remote given and no default remote; use --remote NAME "
+            "(see `runicorn remote list`, `runicorn remote add NAME URL --default`)"
+        )
     for r in remotes:
         if r.name == name:
             return r
@@ -191,8 +194,16 @@ def _edit(path: Path, change: Any) -> None:
     _read(path)  # what was written reads back
 
 
-def add_remote(path: Path, name: str, url: str, *, endpoint: str | None = None, region: str | None = None,
-               default: bool = False, force: bool = False) -> Remote:
+def add_remote(
+    path: Path,
+    name: str,
+    url: str,
+    *,
+    endpoint: str | None = None,
+    region: str | None = None,
+    default: bool = False,
+    force: bool = False,
+) -> Remote:
     """Record remote ``name`` in the registry file ``path``; return it.
 
     Raises:
@@ -209,8 +220,9 @@ def add_remote(path: Path, name: str, url: str, *, endpoint: str | None = None, 
             doc["remotes"] = tomlkit.table(is_super_table=True)
         table = doc["remotes"]
         if name in table and not force:
-            raise RemoteError(f"{path}: remote {name!r} exists ({table[name].get('url')}); "
-                              f"remove it first or pass {option('force')}")
+            raise RemoteError(
+                f"{path}: remote {name!r} exists ({table[name].get('url')}); remove it first or pass {option('force')}"
+            )
         if default:
             for other in table.values():
                 if isinstance(other, dict) and "default" in other:

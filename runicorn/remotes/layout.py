@@ -36,7 +36,7 @@ def ref_key(kind: str, name: str) -> str:
 
 def ref_prefix(kind: str, name_prefix: str = "") -> str:
     """Key prefix of the refs of ``kind`` whose names start with ``name_prefix``."""
-    return f"{REFS}{kind}/" + (ref_filename(name_prefix)[:-len(".json")] if name_prefix else "")
+    return f"{REFS}{kind}/" + (ref_filename(name_prefix)[: -len(".json")] if name_prefix else "")
 
 
 def id_from_key(key: str, prefix: str, suffix: str = "") -> str | None:
@@ -45,14 +45,13 @@ def id_from_key(key: str, prefix: str, suffix: str = "") -> str | None:
 
     if not key.startswith(prefix) or not key.endswith(suffix):
         return None
-    rest = key[len(prefix):len(key) - len(suffix)] if suffix else key[len(prefix):]
+    rest = key[len(prefix) : len(key) - len(suffix)] if suffix else key[len(prefix) :]
     aa, _, ident = rest.partition("/")
     return ident if is_sha256_hex(ident) and ident[:2] == aa else None
 
 
 def config_record() -> bytes:
-    return dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "hash": "sha256",
-                  "created_at": time.time()})
+    return dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "hash": "sha256", "created_at": time.time()})
 
 
 def check_config(data: bytes, where: str) -> None:
@@ -64,15 +63,26 @@ def check_config(data: bytes, where: str) -> None:
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise RemoteError(f"{where}/{CONFIG_KEY}: not a runicorn remote")
     if cfg.get("format_version") != FORMAT_VERSION or cfg.get("hash") != "sha256":
-        raise RemoteError(f"{where}/{CONFIG_KEY}: format_version {cfg.get('format_version')!r} / hash "
-                          f"{cfg.get('hash')!r} is not supported by this runicorn (1 / sha256)")
+        raise RemoteError(
+            f"{where}/{CONFIG_KEY}: format_version {cfg.get('format_version')!r} / hash "
+            f"{cfg.get('hash')!r} is not supported by this runicorn (1 / sha256)"
+        )
 
 
 def ref_record(kind: str, name: str, tree: str, meta: dict[str, Any]) -> bytes:
     import socket
 
-    return dumps({"format_version": FORMAT_VERSION, "kind": kind, "name": name, "tree": tree,
-                  "created_at": time.time(), "pushed_from": socket.gethostname(), "meta": meta})
+    return dumps(
+        {
+            "format_version": FORMAT_VERSION,
+            "kind": kind,
+            "name": name,
+            "tree": tree,
+            "created_at": time.time(),
+            "pushed_from": socket.gethostname(),
+            "meta": meta,
+        }
+    )
 
 
 def parse_ref(data: bytes, where: str) -> dict[str, Any]:
@@ -87,8 +97,13 @@ def parse_ref(data: bytes, where: str) -> dict[str, Any]:
         rec = json.loads(data)
     except ValueError:
         raise RemoteError(f"{where}: ref is not valid JSON") from None
-    if (not isinstance(rec, dict) or not isinstance(rec.get("kind"), str) or not isinstance(rec.get("name"), str)
-            or not is_sha256_hex(rec.get("tree")) or not isinstance(rec.get("meta", {}), dict)):
+    if (
+        not isinstance(rec, dict)
+        or not isinstance(rec.get("kind"), str)
+        or not isinstance(rec.get("name"), str)
+        or not is_sha256_hex(rec.get("tree"))
+        or not isinstance(rec.get("meta", {}), dict)
+    ):
         raise RemoteError(f"{where}: not a ref record (kind, name, tree)")
     return rec
 
@@ -97,7 +112,7 @@ def key_of_ref_name(key: str) -> tuple[str, str] | None:
     """``(kind, name)`` from a ref key, or None."""
     if not key.startswith(REFS) or not key.endswith(".json"):
         return None
-    kind, _, enc = key[len(REFS):-len(".json")].partition("/")
+    kind, _, enc = key[len(REFS) : -len(".json")].partition("/")
     if not kind or not enc or enc.startswith("~"):
         return None
     return kind, unquote(enc)

@@ -75,8 +75,7 @@ def read_lock(backend: Any, key: str) -> tuple[dict[str, Any] | None, str] | Non
 
 
 def _record(kind: str, token: str) -> bytes:
-    return dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "kind": kind,
-                  "token": token})
+    return dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "kind": kind, "token": token})
 
 
 def take_over(backend: Any, key: str, etag: str, record: bytes) -> bool:
@@ -147,7 +146,7 @@ class RemoteLock:
 
 def current_epoch(infos: list[Any]) -> str:
     epochs = sorted(i.key for i in infos if i.key.startswith(EPOCH_PREFIX))
-    return epochs[-1][len(EPOCH_PREFIX):] if epochs else "0"
+    return epochs[-1][len(EPOCH_PREFIX) :] if epochs else "0"
 
 
 def acquire_shared(backend: Any) -> RemoteLock:

@@ -26,9 +26,11 @@ def probe(backend: Any) -> None:
         if not backend.put_create(key, b"first\n"):
             raise RemoteError(f"{backend.url}: a fresh probe object was reported as existing")
         if backend.put_create(key, b"second\n"):
-            raise RemoteError(f"{backend.url}: the store does not enforce create-only writes (writing {key} "
-                              "twice succeeded; S3 stores need If-None-Match support); refusing it for shared "
-                              "use, since concurrent pushes could overwrite each other")
+            raise RemoteError(
+                f"{backend.url}: the store does not enforce create-only writes (writing {key} "
+                "twice succeeded; S3 stores need If-None-Match support); refusing it for shared "
+                "use, since concurrent pushes could overwrite each other"
+            )
         got = backend.get(key, 64)
         if got is None or got[0] != b"first\n":
             raise RemoteError(f"{backend.url}: the probe object did not read back as written")
@@ -90,19 +92,29 @@ def gc(backend: Any, *, grace_seconds: float = 3600.0, dry_run: bool = False) ->
         trees = set(manifests)
         blobs = {e.sha256 for entries in manifests.values() for e in entries.values()}
         if problems:
-            raise RemoteError(f"{b.url}: remote gc stopped, nothing deleted: {problems[0]}"
-                              + (f" (and {len(problems) - 1} more; run `runicorn remote verify`)"
-                                 if len(problems) > 1 else ""))
+            raise RemoteError(
+                f"{b.url}: remote gc stopped, nothing deleted: {problems[0]}"
+                + (f" (and {len(problems) - 1} more; run `runicorn remote verify`)" if len(problems) > 1 else "")
+            )
         cutoff = time.time() - grace_seconds
-        dead_trees = [(i.key, i.size) for i in b.list(layout.MANIFESTS)
-                      if layout.id_from_key(i.key, layout.MANIFESTS, ".json") not in trees and i.mtime <= cutoff]
-        dead_blobs = [(i.key, i.size) for i in b.list(layout.BLOBS)
-                      if layout.id_from_key(i.key, layout.BLOBS) not in blobs and i.mtime <= cutoff]
+        dead_trees = [
+            (i.key, i.size)
+            for i in b.list(layout.MANIFESTS)
+            if layout.id_from_key(i.key, layout.MANIFESTS, ".json") not in trees and i.mtime <= cutoff
+        ]
+        dead_blobs = [
+            (i.key, i.size)
+            for i in b.list(layout.BLOBS)
+            if layout.id_from_key(i.key, layout.BLOBS) not in blobs and i.mtime <= cutoff
+        ]
         stale_tmp = [(i.key, i.size) for i in b.list(layout.TMP) if i.mtime <= time.time() - max(grace_seconds, 3600)]
         # S3 multipart uploads a killed push left (pushes resume them; none runs now, under
         # the exclusive lock): aborted past the grace period, as unreached objects are
-        uploads = [(key, uid) for key, uid, started in b.list_uploads(layout.BLOBS) if started <= cutoff] \
-            if hasattr(b, "list_uploads") else []
+        uploads = (
+            [(key, uid) for key, uid, started in b.list_uploads(layout.BLOBS) if started <= cutoff]
+            if hasattr(b, "list_uploads")
+            else []
+        )
         if not dry_run:
             if dead_trees or dead_blobs:
                 # The new epoch goes first: a gc killed halfway has already told every
@@ -112,11 +124,20 @@ def gc(backend: Any, *, grace_seconds: float = 3600.0, dry_run: bool = False) ->
                 b.delete(key)
             for key, uid in uploads:
                 b.abort_upload(key, uid)
-    return {"remote": b.url, "dry_run": dry_run, "refs": len(refs), "trees_kept": len(trees),
-            "blobs_kept": len(blobs), "trees_deleted": len(dead_trees), "blobs_deleted": len(dead_blobs),
-            "bytes_freed": sum(s for _, s in dead_trees + dead_blobs),
-            "keys": [k for k, _ in dead_trees + dead_blobs], "uploads_aborted": len(uploads),
-            "uploads": [f"{k} (unfinished upload {uid})" for k, uid in uploads], "requests": b.requests}
+    return {
+        "remote": b.url,
+        "dry_run": dry_run,
+        "refs": len(refs),
+        "trees_kept": len(trees),
+        "blobs_kept": len(blobs),
+        "trees_deleted": len(dead_trees),
+        "blobs_deleted": len(dead_blobs),
+        "bytes_freed": sum(s for _, s in dead_trees + dead_blobs),
+        "keys": [k for k, _ in dead_trees + dead_blobs],
+        "uploads_aborted": len(uploads),
+        "uploads": [f"{k} (unfinished upload {uid})" for k, uid in uploads],
+        "requests": b.requests,
+    }
 
 
 def verify(backend: Any, *, deep: bool = False, jobs: int = 8) -> dict[str, Any]:
@@ -149,8 +170,9 @@ def verify(backend: Any, *, deep: bool = False, jobs: int = 8) -> dict[str, Any]
             if e.sha256 not in present:
                 problems.append(f"tree {tree[:12]}: {path}: blob {e.sha256} missing on the remote")
             elif present[e.sha256] != e.size:
-                problems.append(f"tree {tree[:12]}: {path}: blob {e.sha256} has {present[e.sha256]} bytes, "
-                                f"expected {e.size}")
+                problems.append(
+                    f"tree {tree[:12]}: {path}: blob {e.sha256} has {present[e.sha256]} bytes, expected {e.size}"
+                )
     bad: list[str] = []
     if deep:
         import threading
@@ -172,5 +194,13 @@ def verify(backend: Any, *, deep: bool = False, jobs: int = 8) -> dict[str, Any]
         n = max(1, min(jobs, getattr(b, "max_jobs", jobs), len(present) // 4 + 1))
         run_groups(work, share(sorted(present), n, lambda s: present[s]))
         problems += sorted(bad)
-    return {"remote": b.url, "ok": not problems, "problems": problems, "refs_checked": len(refs),
-            "trees_checked": len(manifests), "blobs_checked": len(present), "deep": deep, "requests": b.requests}
+    return {
+        "remote": b.url,
+        "ok": not problems,
+        "problems": problems,
+        "refs_checked": len(refs),
+        "trees_checked": len(manifests),
+        "blobs_checked": len(present),
+        "deep": deep,
+        "requests": b.requests,
+    }

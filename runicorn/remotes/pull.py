@@ -36,8 +36,9 @@ def _limited(chunks: Iterable[bytes], size: int, where: str) -> Iterator[bytes]:
         raise IntegrityError(f"{where}: {got} bytes, its manifest says {size}; refused")
 
 
-def fetch_tree(store: Store, backend: Any, tree: str, *, jobs: int = 8,
-               progress: Progress | None = None) -> dict[str, int]:
+def fetch_tree(
+    store: Store, backend: Any, tree: str, *, jobs: int = 8, progress: Progress | None = None
+) -> dict[str, int]:
     """Make ``tree`` and all its blobs present in ``store`` from ``backend``.
 
     The tree is held for this process until a ref names it.
@@ -82,8 +83,10 @@ def fetch_tree(store: Store, backend: Any, tree: str, *, jobs: int = 8,
                 if blob is None:
                     raise RemoteError(f"{where}: missing on the remote (tree {tree[:12]} names it)")
                 if len(blob[0]) != size:
-                    raise IntegrityError(f"{where}: {len(blob[0])}{'+' if len(blob[0]) > size else ''} bytes, "
-                                         f"its manifest says {size}; refused")
+                    raise IntegrityError(
+                        f"{where}: {len(blob[0])}{'+' if len(blob[0]) > size else ''} bytes, "
+                        f"its manifest says {size}; refused"
+                    )
                 batch.add_data(blob[0], sha, origin=where)
             else:
                 batch.add_chunks(_limited(backend.get_chunks(bkey), size, where), sha, origin=where)
@@ -106,8 +109,9 @@ def fetch_tree(store: Store, backend: Any, tree: str, *, jobs: int = 8,
     return {"blobs_downloaded": len(missing), "bytes_downloaded": total}
 
 
-def resolve_remote_refs(backend: Any, selectors: Iterable[str], *, everything: bool = False
-                        ) -> list[tuple[RefSpec, str]]:
+def resolve_remote_refs(
+    backend: Any, selectors: Iterable[str], *, everything: bool = False
+) -> list[tuple[RefSpec, str]]:
     """Remote refs (with their etags) for ``PIN | RUN_ID | TREE`` arguments or ``--all``.
 
     A bare tree id (or unique prefix of at least 6 digits) becomes ``pin/<tree>``.
@@ -156,16 +160,26 @@ def _remote_tree(backend: Any, sel: str) -> str | None:
         return sel if backend.head(layout.manifest_key(sel)) is not None else None
     if len(sel) < 6 or any(c not in "0123456789abcdef" for c in sel):
         return None
-    hits = [layout.id_from_key(i.key, layout.MANIFESTS, ".json")
-            for i in backend.list(f"{layout.MANIFESTS}{sel[:2]}/{sel}")]
+    hits = [
+        layout.id_from_key(i.key, layout.MANIFESTS, ".json") for i in backend.list(f"{layout.MANIFESTS}{sel[:2]}/{sel}")
+    ]
     hits = [h for h in hits if h]
     if len(hits) > 1:
         raise RemoteError(f"tree prefix {sel!r} matches {len(hits)} trees on {backend.url}")
     return hits[0] if hits else None
 
 
-def pull(store: Store, remote: Any, backend: Any, selectors: Iterable[str], *, everything: bool = False,
-         force: bool = False, jobs: int = 8, progress: Progress | None = None) -> dict[str, Any]:
+def pull(
+    store: Store,
+    remote: Any,
+    backend: Any,
+    selectors: Iterable[str],
+    *,
+    everything: bool = False,
+    force: bool = False,
+    jobs: int = 8,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Pull refs (and their trees) from ``backend`` into ``store``; return a report.
 
     A local ref that names another tree is a conflict (reported, left alone) unless
@@ -197,8 +211,13 @@ def pull(store: Store, remote: Any, backend: Any, selectors: Iterable[str], *, e
     for row, (spec, _) in zip(rows, refs):
         if spec.kind == "run" and spec.meta.get("role") == "files" and row["status"] != "conflict":
             row["run"] = _recreate_run(store, spec, force)
-    return {"remote": remote.url, "refs": rows, **stats, "requests": b.requests,
-            "ok": all(r["status"] != "conflict" for r in rows)}
+    return {
+        "remote": remote.url,
+        "refs": rows,
+        **stats,
+        "requests": b.requests,
+        "ok": all(r["status"] != "conflict" for r in rows),
+    }
 
 
 def _set_local_ref(store: Store, cache: RemoteCache, spec: RefSpec, etag: str, force: bool) -> dict[str, Any]:
@@ -208,8 +227,11 @@ def _set_local_ref(store: Store, cache: RemoteCache, spec: RefSpec, etag: str, f
         row["status"] = "unchanged"
         store.release_holds({spec.tree})
     elif local is not None and not force:
-        row.update(status="conflict", local_tree=local.tree,
-                   detail=f"local {spec.label} is {local.tree[:12]}; pull with {option('force')} to replace it")
+        row.update(
+            status="conflict",
+            local_tree=local.tree,
+            detail=f"local {spec.label} is {local.tree[:12]}; pull with {option('force')} to replace it",
+        )
         store.release_holds({spec.tree})
         return row
     else:
@@ -247,8 +269,14 @@ def _recreate_run(store: Store, spec: RefSpec, force: bool) -> str:
     restore_from_manifest(store.manifest_path(spec.tree), store.blobs_dir, target, overwrite=force, link="copy")
     meta = read_meta(target) or {}
     created = meta.get("created_at")
-    upsert_run(store, run_id, str(meta.get("path") or "/".join(parts[:-2])), target, read_status(target),
-               float(created) if isinstance(created, (int, float)) else target.stat().st_mtime)
+    upsert_run(
+        store,
+        run_id,
+        str(meta.get("path") or "/".join(parts[:-2])),
+        target,
+        read_status(target),
+        float(created) if isinstance(created, (int, float)) else target.stat().st_mtime,
+    )
     return f"restored at {target}"
 
 
@@ -263,8 +291,9 @@ def _dir_tree(store: Store, directory: os.PathLike[str]) -> str | None:
         return None
 
 
-def install_tree_from_remote(store: Store, url: str, tree: str, *, endpoint: str | None = None,
-                             jobs: int = 8, progress: Progress | None = None) -> None:
+def install_tree_from_remote(
+    store: Store, url: str, tree: str, *, endpoint: str | None = None, jobs: int = 8, progress: Progress | None = None
+) -> None:
     """Fetch ``tree`` from the remote at ``url`` (an artifact's ``remote`` download source).
 
     Raises: as :func:`fetch_tree`, plus RemoteError when the remote cannot be opened.

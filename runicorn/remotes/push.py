@@ -60,12 +60,13 @@ class Counter:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._b, name)
-        if name in ("get", "get_chunks", "head", "list", "put_create", "put_cas", "put_replace", "delete",
-                    "put_large"):
+        if name in ("get", "get_chunks", "head", "list", "put_create", "put_cas", "put_replace", "delete", "put_large"):
+
             def counted(*a: Any, **kw: Any) -> Any:
                 with self._lock:
                     self.requests += 1
                 return attr(*a, **kw)
+
             return counted
         return attr
 
@@ -103,8 +104,9 @@ def specs_for_run(store: Store, run_id: str) -> list[RefSpec]:
     tree = store.ingest_directory(run_dir, source=str(run_dir))
     store.set_ref(RUN_KIND, f"{run_id}/files", tree, meta={"run_id": run_id, "role": "files", "run_dir": rel})
     prefix = run_id + "/"
-    return [RefSpec(r.kind, r.name, r.tree, dict(r.meta)) for r in store.list_refs(RUN_KIND)
-            if r.name.startswith(prefix)]
+    return [
+        RefSpec(r.kind, r.name, r.tree, dict(r.meta)) for r in store.list_refs(RUN_KIND) if r.name.startswith(prefix)
+    ]
 
 
 def specs_for_artifacts(store: Store) -> list[RefSpec]:
@@ -115,8 +117,9 @@ def specs_for_artifacts(store: Store) -> list[RefSpec]:
     return list(out.values())
 
 
-def resolve_specs(store: Store, selectors: Iterable[str], *, artifacts: bool = False,
-                  everything: bool = False) -> list[RefSpec]:
+def resolve_specs(
+    store: Store, selectors: Iterable[str], *, artifacts: bool = False, everything: bool = False
+) -> list[RefSpec]:
     """Turn ``TREE | PIN | RUN_ID`` arguments (and --artifacts / --all) into refs to push.
 
     Raises:
@@ -154,8 +157,9 @@ def resolve_specs(store: Store, selectors: Iterable[str], *, artifacts: bool = F
 
 
 # ---------------------------------------------------------------------- sending
-def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable[str], *, jobs: int,
-                 progress: Progress | None = None) -> dict[str, int]:
+def upload_trees(
+    store: Store, backend: Any, cache: RemoteCache, trees: Iterable[str], *, jobs: int, progress: Progress | None = None
+) -> dict[str, int]:
     """Upload what the remote lacks of ``trees``: blobs first, then manifests.
 
     The caller holds a shared lock and has checked the cache's epoch.
@@ -198,8 +202,10 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
                 with open(path, "rb") as f:
                     data: Any = f.read(size + 1)
                 if len(data) != size or sha256_bytes(data) != sha:
-                    raise IntegrityError(f"{path}: local blob is damaged (size or sha256 differs); "
-                                         "run `runicorn verify --deep`; nothing of it was pushed")
+                    raise IntegrityError(
+                        f"{path}: local blob is damaged (size or sha256 differs); "
+                        "run `runicorn verify --deep`; nothing of it was pushed"
+                    )
                 created = backend.put_create(key, data)
                 advance(size, size if created else 0, created=created)
             elif size > part:
@@ -207,8 +213,9 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
                 # killed push resumes it; put_large checks the whole blob's sha256 before publishing
                 resume = Resume(store.archive, cache.remote, sha)
                 with resume.held() as mine:
-                    created, sent, kept = backend.put_large(key, path, size, sha, resume if mine else None,
-                                                            lambda n: advance(n))
+                    created, sent, kept = backend.put_large(
+                        key, path, size, sha, resume if mine else None, lambda n: advance(n)
+                    )
                 advance(0, sent, kept, created=created)
             else:
                 if os.stat(path).st_size != size:
@@ -228,12 +235,25 @@ def upload_trees(store: Store, backend: Any, cache: RemoteCache, trees: Iterable
         if backend.put_create(layout.manifest_key(t), store.manifest_path(t).read_bytes()):
             manifests += 1
     cache.record(TREE, need_trees)
-    return {"blobs_uploaded": done[1], "blobs_present": done[2], "bytes_uploaded": done[3],
-            "bytes_resumed": done[4], "manifests_uploaded": manifests}
+    return {
+        "blobs_uploaded": done[1],
+        "blobs_present": done[2],
+        "bytes_uploaded": done[3],
+        "bytes_resumed": done[4],
+        "manifests_uploaded": manifests,
+    }
 
 
-def push(store: Store, remote: Any, backend: Any, specs: list[RefSpec], *, force: bool = False,
-         jobs: int = JOBS, progress: Progress | None = None) -> dict[str, Any]:
+def push(
+    store: Store,
+    remote: Any,
+    backend: Any,
+    specs: list[RefSpec],
+    *,
+    force: bool = False,
+    jobs: int = JOBS,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Push ``specs`` (refs and their trees) to ``backend``; return a report.
 
     ``report["refs"]`` has one row per ref with ``status`` created / updated / unchanged /
@@ -266,21 +286,30 @@ def push(store: Store, remote: Any, backend: Any, specs: list[RefSpec], *, force
             stats = upload_trees(store, b, cache, [s.tree for s, _, _ in pending], jobs=jobs, progress=progress)
             for spec, current, etag in pending:
                 rows.append(_write_ref(b, cache, spec, current, etag, force))
-    return {"remote": remote.url, "refs": rows, **stats, "requests": b.requests,
-            "ok": all(r["status"] != "conflict" for r in rows)}
+    return {
+        "remote": remote.url,
+        "refs": rows,
+        **stats,
+        "requests": b.requests,
+        "ok": all(r["status"] != "conflict" for r in rows),
+    }
 
 
-def _write_ref(b: Any, cache: RemoteCache, spec: RefSpec, current: dict[str, Any] | None, etag: str | None,
-               force: bool) -> dict[str, Any]:
+def _write_ref(
+    b: Any, cache: RemoteCache, spec: RefSpec, current: dict[str, Any] | None, etag: str | None, force: bool
+) -> dict[str, Any]:
     key = layout.ref_key(spec.kind, spec.name)
     row: dict[str, Any] = {"ref": spec.label, "tree": spec.tree}
     if current is not None and not force:
         known = cache.ref_state(spec.kind, spec.name)
         if known is None or known[0] != current["tree"]:
-            row.update(status="conflict", remote_tree=current["tree"],
-                       detail=f"the remote's {spec.label} is {current['tree'][:12]} (from "
-                              f"{current.get('pushed_from', '?')}), which this store never saw; "
-                              f"pull it first, or push with {option('force')} to overwrite")
+            row.update(
+                status="conflict",
+                remote_tree=current["tree"],
+                detail=f"the remote's {spec.label} is {current['tree'][:12]} (from "
+                f"{current.get('pushed_from', '?')}), which this store never saw; "
+                f"pull it first, or push with {option('force')} to overwrite",
+            )
             return row
     try:
         new_etag = b.put_cas(key, layout.ref_record(spec.kind, spec.name, spec.tree, spec.meta), etag)

@@ -33,15 +33,17 @@ from runicorn.remotes.backend import CHUNK, ObjectInfo
 from runicorn.remotes.errors import RemoteConflictError, RemoteError
 
 
-
 def _aws_files(profile: str) -> dict[str, str]:
     """Keys of ``profile`` from ~/.aws/credentials and ~/.aws/config (credentials win)."""
     out: dict[str, str] = {}
     home = Path(os.path.expanduser("~/.aws"))
-    for name, section in (("config", profile if profile == "default" else f"profile {profile}"),
-                          ("credentials", profile)):
-        path = Path(os.environ.get(f"AWS_{'SHARED_CREDENTIALS' if name == 'credentials' else 'CONFIG'}_FILE",
-                                   home / name))
+    for name, section in (
+        ("config", profile if profile == "default" else f"profile {profile}"),
+        ("credentials", profile),
+    ):
+        path = Path(
+            os.environ.get(f"AWS_{'SHARED_CREDENTIALS' if name == 'credentials' else 'CONFIG'}_FILE", home / name)
+        )
         if not path.is_file():
             continue
         cp = configparser.RawConfigParser()
@@ -55,8 +57,9 @@ def _aws_files(profile: str) -> dict[str, str]:
 
 
 class S3Backend:
-    def __init__(self, bucket: str, prefix: str, url: str, *, endpoint: str | None = None,
-                 region: str | None = None) -> None:
+    def __init__(
+        self, bucket: str, prefix: str, url: str, *, endpoint: str | None = None, region: str | None = None
+    ) -> None:
         import obstore
         from obstore.store import S3Store
 
@@ -138,8 +141,9 @@ class S3Backend:
             for batch in self.obstore.list(self.store, prefix=top or None, chunk_size=1000):
                 for m in batch:
                     if m["path"].startswith(prefix):
-                        yield ObjectInfo(m["path"], int(m["size"]), m["last_modified"].timestamp(),
-                                         str(m.get("e_tag") or ""))
+                        yield ObjectInfo(
+                            m["path"], int(m["size"]), m["last_modified"].timestamp(), str(m.get("e_tag") or "")
+                        )
         except Exception as exc:  # noqa: BLE001
             raise self._err(prefix, exc) from None
 
@@ -147,8 +151,7 @@ class S3Backend:
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
-            self.obstore.put(self.store, key, data.read_bytes() if isinstance(data, Path) else data,
-                             mode="create")
+            self.obstore.put(self.store, key, data.read_bytes() if isinstance(data, Path) else data, mode="create")
             return True
         except (AlreadyExistsError, PreconditionError):
             return False
@@ -163,16 +166,25 @@ class S3Backend:
                 import botocore.session
                 from botocore.config import Config
 
-                conf = Config(s3={"addressing_style": "path"} if self.endpoint else {},
-                              request_checksum_calculation="when_required",
-                              response_checksum_validation="when_required",
-                              retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
-                keys = {"aws_access_key_id": self._keys.get("access_key_id"),
-                        "aws_secret_access_key": self._keys.get("secret_access_key"),
-                        "aws_session_token": self._keys.get("session_token")}
+                conf = Config(
+                    s3={"addressing_style": "path"} if self.endpoint else {},
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                    retries={"max_attempts": 5, "mode": "standard"},
+                    max_pool_connections=32,
+                )
+                keys = {
+                    "aws_access_key_id": self._keys.get("access_key_id"),
+                    "aws_secret_access_key": self._keys.get("secret_access_key"),
+                    "aws_session_token": self._keys.get("session_token"),
+                }
                 self._boto = botocore.session.Session().create_client(
-                    "s3", region_name=self.region, endpoint_url=self.endpoint, config=conf,
-                    **{k: v for k, v in keys.items() if v})
+                    "s3",
+                    region_name=self.region,
+                    endpoint_url=self.endpoint,
+                    config=conf,
+                    **{k: v for k, v in keys.items() if v},
+                )
             return self._boto
 
     def _full(self, key: str) -> str:
@@ -185,8 +197,9 @@ class S3Backend:
         """Part number -> ETag of an unfinished upload; None when the upload is gone."""
         out: dict[int, str] = {}
         try:
-            for page in self._client().get_paginator("list_parts").paginate(
-                    Bucket=self.bucket, Key=full, UploadId=upload_id):
+            for page in (
+                self._client().get_paginator("list_parts").paginate(Bucket=self.bucket, Key=full, UploadId=upload_id)
+            ):
                 for p in page.get("Parts", []):
                     out[int(p["PartNumber"])] = str(p["ETag"])
         except Exception as exc:  # noqa: BLE001 - botocore's ClientError
@@ -205,16 +218,20 @@ class S3Backend:
     def list_uploads(self, prefix: str) -> Iterator[tuple[str, str, float]]:
         """Unfinished multipart uploads under ``prefix``: ``(key, upload_id, initiated)``."""
         try:
-            for page in self._client().get_paginator("list_multipart_uploads").paginate(
-                    Bucket=self.bucket, Prefix=self._full(prefix)):
+            for page in (
+                self._client()
+                .get_paginator("list_multipart_uploads")
+                .paginate(Bucket=self.bucket, Prefix=self._full(prefix))
+            ):
                 for u in page.get("Uploads", []):
-                    key = str(u["Key"])[len(self.prefix) + 1:] if self.prefix else str(u["Key"])
+                    key = str(u["Key"])[len(self.prefix) + 1 :] if self.prefix else str(u["Key"])
                     yield key, str(u["UploadId"]), u["Initiated"].timestamp()
         except Exception as exc:  # noqa: BLE001
             raise self._err(prefix, exc) from None
 
-    def put_large(self, key: str, path: Path, size: int, sha: str, resume: Any,
-                  on_bytes: Callable[[int], None] | None = None) -> tuple[bool, int, int]:
+    def put_large(
+        self, key: str, path: Path, size: int, sha: str, resume: Any, on_bytes: Callable[[int], None] | None = None
+    ) -> tuple[bool, int, int]:
         """Create-only multipart upload of a large local blob, resumed from ``resume``'s record.
 
         Raises:
@@ -247,12 +264,12 @@ class S3Backend:
         c = self._client()
         if rec is None:
             try:
-                upload_id = c.create_multipart_upload(Bucket=self.bucket, Key=full,
-                                                      ChecksumAlgorithm="SHA256")["UploadId"]
+                upload_id = c.create_multipart_upload(Bucket=self.bucket, Key=full, ChecksumAlgorithm="SHA256")[
+                    "UploadId"
+                ]
             except Exception as exc:  # noqa: BLE001
                 raise self._err(key, exc) from None
-            rec = {"remote": self.url, "key": key, "size": size, "part_size": part, "upload_id": upload_id,
-                   "parts": {}}
+            rec = {"remote": self.url, "key": key, "size": size, "part_size": part, "upload_id": upload_id, "parts": {}}
             if resume is not None:
                 resume.save(rec)
         upload_id = rec["upload_id"]
@@ -270,8 +287,14 @@ class S3Backend:
                     if isinstance(done, dict) and done.get("sha256") == checksum and listed.get(n) == done.get("etag"):
                         kept += len(data)  # the store holds this part: not sent again
                     else:
-                        etag = c.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=n,
-                                             Body=data, ChecksumSHA256=checksum)["ETag"]
+                        etag = c.upload_part(
+                            Bucket=self.bucket,
+                            Key=full,
+                            UploadId=upload_id,
+                            PartNumber=n,
+                            Body=data,
+                            ChecksumSHA256=checksum,
+                        )["ETag"]
                         done = rec["parts"][str(n)] = {"etag": etag, "sha256": checksum}
                         if resume is not None:
                             resume.save(rec)
@@ -287,11 +310,14 @@ class S3Backend:
             self.abort_upload(key, upload_id)
             if resume is not None:
                 resume.clear()
-            raise IntegrityError(f"{path}: local blob is damaged (size or sha256 differs); run "
-                                 "`runicorn verify --deep`; nothing of it was published")
+            raise IntegrityError(
+                f"{path}: local blob is damaged (size or sha256 differs); run "
+                "`runicorn verify --deep`; nothing of it was published"
+            )
         try:
-            c.complete_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id,
-                                        MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+            c.complete_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+            )
             created = True
         except Exception as exc:  # noqa: BLE001
             if self._code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):

@@ -181,8 +181,9 @@ class SftpBackend:
     def put_cas(self, key: str, data: bytes, expected: str | None) -> str:
         return mutex_cas(self, key, data, expected)
 
-    def put_large(self, key: str, path: Path, size: int, sha: str, resume: Any,
-                  on_bytes: Callable[[int], None] | None = None) -> tuple[bool, int, int]:
+    def put_large(
+        self, key: str, path: Path, size: int, sha: str, resume: Any, on_bytes: Callable[[int], None] | None = None
+    ) -> tuple[bool, int, int]:
         return put_large_staged(self, key, path, size, sha, resume, on_bytes)
 
     def partial_size(self, name: str) -> int | None:

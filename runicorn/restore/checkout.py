@@ -66,10 +66,13 @@ class Checkout:
         from runicorn.hashing import sha256_file
 
         if ".git" in self.target.parts:
-            raise UnsafePathError(f"{self.target}: lies inside a .git directory; a restore never changes "
-                                  f".git (restore into an empty directory)")
-        dirs = sorted({"/".join(p.split("/")[:i]) for p in self.entries for i in range(1, p.count("/") + 1)},
-                      key=path_key)
+            raise UnsafePathError(
+                f"{self.target}: lies inside a .git directory; a restore never changes "
+                f".git (restore into an empty directory)"
+            )
+        dirs = sorted(
+            {"/".join(p.split("/")[:i]) for p in self.entries for i in range(1, p.count("/") + 1)}, key=path_key
+        )
         blocked: set[str] = set()  # tree directories missing in the target (so is all below)
         for d in dirs:
             parent = d.rpartition("/")[0]
@@ -83,20 +86,27 @@ class Checkout:
                 self._displace(d, st)
         for rel, entry in sorted(self.entries.items(), key=lambda it: path_key(it[0])):
             if _is_git(rel):
-                raise UnsafePathError(f"{self.target}: the tree names {rel!r}; a restore into an existing "
-                                      f"directory never writes inside .git (restore into an empty one)")
+                raise UnsafePathError(
+                    f"{self.target}: the tree names {rel!r}; a restore into an existing "
+                    f"directory never writes inside .git (restore into an empty one)"
+                )
             parent = rel.rpartition("/")[0]
-            if parent and (parent in blocked or parent in self.displace or
-                           any(a in self.displace for a in _ancestors(parent))):
+            if parent and (
+                parent in blocked or parent in self.displace or any(a in self.displace for a in _ancestors(parent))
+            ):
                 self.to_write.append(rel)
                 continue
             st = self._lstat(rel)
             if st is None:
                 self.to_write.append(rel)
                 continue
-            if stat.S_ISREG(st.st_mode) and entry.mode != MODE_LINK and st.st_size == entry.size \
-                    and (entry.mode == MODE_EXEC) == bool(st.st_mode & 0o100) \
-                    and sha256_file(os.path.join(self.target, rel)) == entry.sha256:
+            if (
+                stat.S_ISREG(st.st_mode)
+                and entry.mode != MODE_LINK
+                and st.st_size == entry.size
+                and (entry.mode == MODE_EXEC) == bool(st.st_mode & 0o100)
+                and sha256_file(os.path.join(self.target, rel)) == entry.sha256
+            ):
                 self.unchanged.append(rel)
                 continue
             if stat.S_ISLNK(st.st_mode) and entry.mode == MODE_LINK:
@@ -119,14 +129,17 @@ class Checkout:
         elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
             self.displace[rel] = "file"
         else:
-            raise UnsafePathError(f"{self.target / rel}: a special file (not a regular file, symlink or "
-                                  f"directory) is where the tree has a path; move it away first")
+            raise UnsafePathError(
+                f"{self.target / rel}: a special file (not a regular file, symlink or "
+                f"directory) is where the tree has a path; move it away first"
+            )
 
     def _check_dir_free_of_git(self, rel: str) -> None:
         for dirpath, dirnames, filenames in os.walk(self.target / rel):
             if ".git" in dirnames or ".git" in filenames:
-                raise UnsafePathError(f"{self.target / rel}: restoring would replace this directory, which "
-                                      f"holds a .git; refused")
+                raise UnsafePathError(
+                    f"{self.target / rel}: restoring would replace this directory, which holds a .git; refused"
+                )
             for name in filenames:
                 p = os.path.join(dirpath, name)
                 if not (os.path.islink(p) or os.path.isfile(p)):
@@ -137,8 +150,11 @@ class Checkout:
         from runicorn.store.walk import walk_files
 
         def include(rel: str, is_dir: bool) -> bool:
-            return not rel.split("/")[-1] == ".git" and not rel.split("/")[-1].startswith(RESTORE_MARK) \
+            return (
+                not rel.split("/")[-1] == ".git"
+                and not rel.split("/")[-1].startswith(RESTORE_MARK)
                 and rel not in self.displace
+            )
 
         for rel, _full, _st in walk_files(self.target, include):
             if rel in self.entries or rel in self.displace:
@@ -174,9 +190,11 @@ class Checkout:
 
         store_root = store_root_of(blob_root)
         if store_root == blob_root or not (store_root / "archive").is_dir():
-            raise RunicornError(f"{self.target}: {len(files)} file(s) would be replaced or removed, but "
-                                f"{blob_root} is not the blobs directory of a store, so they cannot be "
-                                f"kept first; restore into an empty directory")
+            raise RunicornError(
+                f"{self.target}: {len(files)} file(s) would be replaced or removed, but "
+                f"{blob_root} is not the blobs directory of a store, so they cannot be "
+                f"kept first; restore into an empty directory"
+            )
         store = open_store(store_root)
         regular: list[tuple[str, Path]] = []
         entries: dict[str, Entry] = {}
@@ -196,13 +214,18 @@ class Checkout:
             entries[rel] = Entry(info.sha256, mode_of(self.captured[rel][0]), info.size)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name = f"{stamp}-{secrets.token_hex(4)}"
-        meta = {"target": str(self.target), "files": len(entries),
-                "removed": sum(1 for k in self.displace.values() if k == "removed")}
+        meta = {
+            "target": str(self.target),
+            "files": len(entries),
+            "removed": sum(1 for k in self.displace.values() if k == "removed"),
+        }
         tree = store.put_tree(entries, source=str(self.target), ref=(BACKUP_REF_KIND, name), ref_meta=meta)
         import shlex
 
-        command = (f"runicorn --storage {shlex.quote(str(store_root.absolute()))} restore {tree} "
-                   f"{shlex.quote(str(self.target))} --overwrite")
+        command = (
+            f"runicorn --storage {shlex.quote(str(store_root.absolute()))} restore {tree} "
+            f"{shlex.quote(str(self.target))} --overwrite"
+        )
         info_ = {"ref": f"{BACKUP_REF_KIND}/{name}", "tree": tree, "files": len(entries), "command": command}
         if on_backup is not None:
             on_backup(info_)
@@ -215,8 +238,9 @@ class Checkout:
         for r, key in sub:
             st = self._lstat(r)
             if st is None or _stat_key(st) != key:
-                raise ChangedWhileReadingError(f"{self.target / r}: changed while restoring; it was left "
-                                               f"as it is (run the restore again)")
+                raise ChangedWhileReadingError(
+                    f"{self.target / r}: changed while restoring; it was left as it is (run the restore again)"
+                )
 
     def _same_as_captured(self, rel: str, aside: Path, home: Path) -> None:
         """A directory moved aside must hold exactly what was captured; else it goes back.
@@ -234,8 +258,9 @@ class Checkout:
         want = {r: k for r, k in self.captured.items() if r.startswith(rel + "/")}
         if now != want:
             os.rename(aside, home)
-            raise ChangedWhileReadingError(f"{home}: changed while restoring; it was left as it is "
-                                           f"(run the restore again)")
+            raise ChangedWhileReadingError(
+                f"{home}: changed while restoring; it was left as it is (run the restore again)"
+            )
 
     def apply(self, staging: Path) -> None:
         """Change the target: remove, move aside, create directories, rename files in."""
@@ -259,8 +284,9 @@ class Checkout:
                 self.removed += 1
                 touched_parents.add(rel.rpartition("/")[0])
         umask = current_umask()
-        dirs = sorted({"/".join(p.split("/")[:i]) for p in self.to_write for i in range(1, p.count("/") + 1)},
-                      key=path_key)
+        dirs = sorted(
+            {"/".join(p.split("/")[:i]) for p in self.to_write for i in range(1, p.count("/") + 1)}, key=path_key
+        )
         for d in dirs:
             try:
                 os.mkdir(safe_join(self.target, d), 0o755 & ~umask)
@@ -294,7 +320,6 @@ def _ancestors(rel: str) -> Iterator[str]:
     parts = rel.split("/")
     for i in range(1, len(parts)):
         yield "/".join(parts[:i])
-
 
 
 __all__ = ["Checkout", "BACKUP_REF_KIND", "BackupCallback"]

@@ -153,10 +153,18 @@ def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int, re
     return done
 
 
-def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path, *,
-                          overwrite: bool = False, link: str = "copy", sync: bool = True,
-                          progress: Progress | None = None, delete: bool = False,
-                          on_backup: BackupCallback | None = None) -> dict[str, Any]:
+def restore_from_manifest(
+    manifest_path: Path,
+    blob_root: Path,
+    target_dir: Path,
+    *,
+    overwrite: bool = False,
+    link: str = "copy",
+    sync: bool = True,
+    progress: Progress | None = None,
+    delete: bool = False,
+    on_backup: BackupCallback | None = None,
+) -> dict[str, Any]:
     """Recreate the tree a manifest describes at ``target_dir``.
 
     ``link``: ``copy`` (default), ``hardlink`` (files share the read-only blob, so they
@@ -204,9 +212,19 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
     blob_root = Path(blob_root).expanduser()
     target = Path(target_dir).expanduser().absolute()
     result: dict[str, Any] = {
-        "success": False, "restored_count": 0, "missing_blobs": [], "target_dir": str(target),
-        "tree": manifest["tree"], "total_bytes": 0, "link_mode": link, "methods": {},
-        "created": 0, "replaced": 0, "unchanged": 0, "removed": 0, "backup": None,
+        "success": False,
+        "restored_count": 0,
+        "missing_blobs": [],
+        "target_dir": str(target),
+        "tree": manifest["tree"],
+        "total_bytes": 0,
+        "link_mode": link,
+        "methods": {},
+        "created": 0,
+        "replaced": 0,
+        "unchanged": 0,
+        "removed": 0,
+        "backup": None,
     }
     # Missing blobs are found while copying (a missing one aborts the restore and then
     # all are listed): a stat of every blob up front costs as much as the small copies.
@@ -235,18 +253,21 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
                 plan = Checkout(target, entries, delete)
                 plan.scan()
                 staging = Staging(target, blob_root, False)
-                methods = _materialise({p: entries[p] for p in plan.to_write}, staging.path, blob_root,
-                                       link, sync, progress, total_bytes)
+                methods = _materialise(
+                    {p: entries[p] for p in plan.to_write}, staging.path, blob_root, link, sync, progress, total_bytes
+                )
         if plan is not None:
             result["backup"] = plan.capture(blob_root, on_backup)
             plan.apply(staging.path)
-            result.update(created=plan.created, replaced=plan.replaced, unchanged=len(plan.unchanged),
-                          removed=plan.removed)
+            result.update(
+                created=plan.created, replaced=plan.replaced, unchanged=len(plan.unchanged), removed=plan.removed
+            )
         else:
             result["created"] = len(entries)
     except DamagedBlobError as exc:
-        raise DamagedBlobError(f"{exc}; nothing was restored to {target}", sha256=exc.sha256, path=exc.path,
-                               what=exc.what) from None
+        raise DamagedBlobError(
+            f"{exc}; nothing was restored to {target}", sha256=exc.sha256, path=exc.path, what=exc.what
+        ) from None
     except _MissingBlob:
         missing = missing_blobs(blob_root, entries)
         result["missing_blobs"] = missing
@@ -254,16 +275,24 @@ def restore_from_manifest(manifest_path: Path, blob_root: Path, target_dir: Path
         return result
     finally:
         staging.close()
-    result.update(success=True, restored_count=len(entries), methods=methods,
-                  total_bytes=sum(e.size for e in entries.values()))
+    result.update(
+        success=True, restored_count=len(entries), methods=methods, total_bytes=sum(e.size for e in entries.values())
+    )
     return result
 
 
 _PROGRESS_BYTES = 8 << 20  # report progress at least this often (bytes written)
 
 
-def _materialise(entries: dict[str, TreeEntry], staging: Path, blob_root: Path, link: str, sync: bool,
-                 progress: Progress | None, total: int) -> dict[str, int]:
+def _materialise(
+    entries: dict[str, TreeEntry],
+    staging: Path,
+    blob_root: Path,
+    link: str,
+    sync: bool,
+    progress: Progress | None,
+    total: int,
+) -> dict[str, int]:
     """Write ``entries`` below the (empty) ``staging`` directory; return files per method.
     ``progress(done, total)`` counts bytes of the whole tree (``total``).
 
@@ -271,8 +300,7 @@ def _materialise(entries: dict[str, TreeEntry], staging: Path, blob_root: Path, 
         _MissingBlob: a blob is missing (the caller lists them all).
     """
     methods: dict[str, int] = {}
-    dirs = sorted({"/".join(p.split("/")[:i]) for p in entries for i in range(1, p.count("/") + 1)},
-                  key=path_key)
+    dirs = sorted({"/".join(p.split("/")[:i]) for p in entries for i in range(1, p.count("/") + 1)}, key=path_key)
     for d in dirs:
         os.mkdir(safe_join(staging, d), 0o755)
     from runicorn.store.reader import read_checked
@@ -298,8 +326,7 @@ def _materialise(entries: dict[str, TreeEntry], staging: Path, blob_root: Path, 
                 if entry.mode == MODE_LINK:
                     link_target = read_checked(blob, sha, entry.size, repr(rel))
                     if b"\0" in link_target:
-                        raise IntegrityError(f"{blob}: the symlink target of {rel!r} holds a NUL; "
-                                             f"nothing was restored")
+                        raise IntegrityError(f"{blob}: the symlink target of {rel!r} holds a NUL; nothing was restored")
                     os.symlink(os.fsdecode(link_target), dest)
                     how = "symlink"
                 else:
@@ -325,8 +352,9 @@ def _materialise(entries: dict[str, TreeEntry], staging: Path, blob_root: Path, 
                 methods[how] = methods.get(how, 0) + c
 
     items = list(entries.items())
-    run_groups(work, share(items, worker_count(len(items), sum(e.size for e in entries.values())),
-                           lambda it: it[1].size))
+    run_groups(
+        work, share(items, worker_count(len(items), sum(e.size for e in entries.values())), lambda it: it[1].size)
+    )
     os.chmod(staging, 0o755)
     if sync:
         syncfs(staging)  # one group sync: what is renamed into place is complete even after a crash
@@ -338,8 +366,11 @@ def _check_not_the_store(target: Path, blob_root: Path) -> None:
     store_root = store_root_of(blob_root)
     t = os.path.realpath(target)
     for protected in {os.path.realpath(blob_root), os.path.realpath(store_root)}:
-        if t == protected or protected.startswith(t.rstrip("/") + "/") or \
-                t.startswith(os.path.realpath(blob_root).rstrip("/") + "/"):
+        if (
+            t == protected
+            or protected.startswith(t.rstrip("/") + "/")
+            or t.startswith(os.path.realpath(blob_root).rstrip("/") + "/")
+        ):
             raise UnsafePathError(f"{target}: refusing to restore onto or around the store at {protected}")
 
 
@@ -362,8 +393,10 @@ def _check_target(target: Path, overwrite: bool) -> bool:
         if not any(True for _ in it):
             return True
     if not overwrite:
-        raise TargetExistsError(f"{target}: exists and is not empty (pass {option('overwrite')} "
-                                f"to check the tree out into it: only the paths it names are replaced)")
+        raise TargetExistsError(
+            f"{target}: exists and is not empty (pass {option('overwrite')} "
+            f"to check the tree out into it: only the paths it names are replaced)"
+        )
     return False
 
 
@@ -380,7 +413,6 @@ def _publish(staging: Path, target: Path) -> None:
             raise TargetExistsError(f"{target}: appeared while restoring and is not empty") from None
         raise
     fsync_dir(target.parent)
-
 
 
 __all__ = ["restore_from_manifest", "LINK_MODES", "TargetExistsError", "BACKUP_REF_KIND"]

@@ -28,8 +28,14 @@ def export_manifest_to_zip(manifest_path: Path, blob_root: Path, zip_path: Path)
     manifest, entries = read_manifest(manifest_path)
     blob_root = Path(blob_root).expanduser()
     zip_path = Path(zip_path).expanduser().absolute()
-    result: dict[str, Any] = {"success": False, "exported_count": 0, "zip_path": str(zip_path),
-                              "missing_blobs": [], "tree": manifest["tree"], "total_bytes": 0}
+    result: dict[str, Any] = {
+        "success": False,
+        "exported_count": 0,
+        "zip_path": str(zip_path),
+        "missing_blobs": [],
+        "tree": manifest["tree"],
+        "total_bytes": 0,
+    }
     missing = missing_blobs(blob_root, entries)
     if missing:
         result["missing_blobs"] = missing
@@ -38,8 +44,9 @@ def export_manifest_to_zip(manifest_path: Path, blob_root: Path, zip_path: Path)
     try:
         write_zip(lambda sha: blob_file(blob_root, sha), entries, zip_path)
     except DamagedBlobError as exc:
-        raise DamagedBlobError(f"{exc}; {zip_path} was not written", sha256=exc.sha256, path=exc.path,
-                               what=exc.what) from None
+        raise DamagedBlobError(
+            f"{exc}; {zip_path} was not written", sha256=exc.sha256, path=exc.path, what=exc.what
+        ) from None
     result.update(success=True, exported_count=len(entries), total_bytes=sum(e.size for e in entries.values()))
     return result
 
@@ -65,10 +72,10 @@ def get_file_from_manifest(manifest_path: Path, blob_root: Path, rel_path: str) 
     try:
         check_blob_file(blob, entry.sha256, entry.size, f"{rel_path!r} of {manifest_path}")
     except BlobNotFoundError:
-        raise BlobNotFoundError(f"{rel_path!r} of {manifest_path}: blob {entry.sha256} is missing from "
-                                f"{blob_root}") from None
+        raise BlobNotFoundError(
+            f"{rel_path!r} of {manifest_path}: blob {entry.sha256} is missing from {blob_root}"
+        ) from None
     return blob
-
 
 
 __all__ = ["export_manifest_to_zip", "get_file_from_manifest"]

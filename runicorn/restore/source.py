@@ -42,9 +42,7 @@ def missing_blobs(blob_root: Path, entries: dict[str, TreeEntry]) -> list[str]:
 
 
 def store_root_of(blob_root: Path) -> Path:
-    return blob_root.parent.parent if blob_root.name == "blobs" and blob_root.parent.name == "archive" \
-        else blob_root
-
+    return blob_root.parent.parent if blob_root.name == "blobs" and blob_root.parent.name == "archive" else blob_root
 
 
 __all__ = ["read_manifest", "load_manifest", "blob_file", "missing_blobs", "store_root_of"]

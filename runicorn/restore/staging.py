@@ -86,5 +86,4 @@ def _note_staging(blob_root: Path, staging: Path) -> Path | None:
     return note
 
 
-
 __all__ = ["Staging", "RESTORE_MARK", "sweep_abandoned_restores"]

@@ -38,15 +38,17 @@ def _trustworthy_index(store: Any, dry_run: bool = False) -> tuple[list[str], li
     report = store.rebuild_index()
     left = index_disagreements(store)
     if dry_run:
-        done = (f"dry run: index rebuilt from the files before planning ({'; '.join(problems)}); "
-                "no run content was changed")
+        done = (
+            f"dry run: index rebuilt from the files before planning ({'; '.join(problems)}); no run content was changed"
+        )
     else:
         done = f"index rebuilt before deleting ({'; '.join(problems)})"
     return [done, *report.get("notes", [])], left
 
 
-def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                                                list[str], list[tuple[str, int]]]:
+def _plan(
+    store: Any, run_id: str, refs: list[Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], list[tuple[str, int]]]:
     """Which of the run's trees go and which blobs only they use, as if its refs were gone.
 
     Mirrors ``Store.gc(grace_seconds=0, trees=...)`` after the refs are deleted, so a dry
@@ -66,8 +68,13 @@ def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]
     for r in refs:
         info = plan.infos.get(r.tree)
         refcount, files, size = (info.refcount, info.file_count, info.total_size) if info else (0, 0, 0)
-        asset = {"ref": f"{r.kind}/{r.name}", "tree": r.tree, "role": r.meta.get("role"),
-                 "file_count": files, "total_size_bytes": size}
+        asset = {
+            "ref": f"{r.kind}/{r.name}",
+            "tree": r.tree,
+            "role": r.meta.get("role"),
+            "file_count": files,
+            "total_size_bytes": size,
+        }
         # As gc decides: a tree goes when no other ref names it and no live writer holds it.
         held = info is not None and info.held
         if refcount <= mine[r.tree] and held:
@@ -77,8 +84,11 @@ def _plan(store: Any, run_id: str, refs: list[Any]) -> tuple[list[dict[str, Any]
             if r.tree not in doomed:
                 doomed.append(r.tree)
         else:
-            others = [f"{k}/{n}" for k, n in (info.refs if info else ())
-                      if not (k == "run" and (n == run_id or n.startswith(prefix)))]
+            others = [
+                f"{k}/{n}"
+                for k, n in (info.refs if info else ())
+                if not (k == "run" and (n == run_id or n.startswith(prefix)))
+            ]
             kept.append({**asset, "shared_with": others})
     return orphaned, kept, sorted(doomed), list(plan.blobs)
 
@@ -117,8 +127,9 @@ def _live_writer_pid(run_dir: Path) -> int | None:
     return pid
 
 
-def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False, *,
-                          force: bool = False) -> dict[str, Any]:
+def delete_run_completely(
+    run_id: str, storage_root: Path, dry_run: bool = False, *, force: bool = False
+) -> dict[str, Any]:
     """Delete a run's directory and refs, then the trees and blobs nothing else references.
 
     A blob shared with any other tree is never deleted, and only the run's own
@@ -140,10 +151,21 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
     from runicorn.runs.index import find_run_dir, valid_run_id
 
     result: dict[str, Any] = {
-        "success": False, "run_id": run_id, "dry_run": dry_run, "run_dir": None,
-        "run_dir_deleted": False, "orphaned_assets": [], "kept_assets": [], "blobs_deleted": 0,
-        "manifests_deleted": 0, "outputs_deleted": 0, "bytes_freed": 0, "tree_ids": [],
-        "blob_ids": [], "errors": [], "notes": [],
+        "success": False,
+        "run_id": run_id,
+        "dry_run": dry_run,
+        "run_dir": None,
+        "run_dir_deleted": False,
+        "orphaned_assets": [],
+        "kept_assets": [],
+        "blobs_deleted": 0,
+        "manifests_deleted": 0,
+        "outputs_deleted": 0,
+        "bytes_freed": 0,
+        "tree_ids": [],
+        "blob_ids": [],
+        "errors": [],
+        "notes": [],
     }
     if not valid_run_id(run_id):
         result["errors"].append(f"run {run_id!r} not found (not a valid run id)")
@@ -151,9 +173,11 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
     store = open_store(Path(storage_root).expanduser())
     result["notes"], disagree = _trustworthy_index(store, dry_run)
     if disagree:
-        result["errors"].append(f"{store.archive}: the index disagrees with the files even after a rebuild "
-                                f"({'; '.join(disagree)}); nothing was deleted: fix or remove the damaged "
-                                "files, then run `runicorn verify --repair`")
+        result["errors"].append(
+            f"{store.archive}: the index disagrees with the files even after a rebuild "
+            f"({'; '.join(disagree)}); nothing was deleted: fix or remove the damaged "
+            "files, then run `runicorn verify --repair`"
+        )
         return result
     run_dir = find_run_dir(store, run_id)
     prefix = run_id + "/"
@@ -165,19 +189,28 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
         pid = _live_writer_pid(run_dir)
         if pid is not None:
             result["run_dir"] = str(run_dir)
-            result["errors"].append(f"run {run_id} is still running (pid {pid}); "
-                                    f"pass {option('force')} to delete it anyway")
+            result["errors"].append(
+                f"run {run_id} is still running (pid {pid}); pass {option('force')} to delete it anyway"
+            )
             return result
     orphaned, kept, doomed, blobs = _plan(store, run_id, refs)
     # Files in the run directory plus the run's rolling output versions (refs run/<id>/output/...).
     outputs = (_count_files(run_dir) if run_dir is not None else 0) + sum(
-        1 for r in refs if r.name.startswith(f"{run_id}/output/"))
-    result.update(run_dir=str(run_dir) if run_dir else None, orphaned_assets=orphaned, kept_assets=kept,
-                  outputs_deleted=outputs)
+        1 for r in refs if r.name.startswith(f"{run_id}/output/")
+    )
+    result.update(
+        run_dir=str(run_dir) if run_dir else None, orphaned_assets=orphaned, kept_assets=kept, outputs_deleted=outputs
+    )
     if dry_run:
-        result.update(success=True, run_dir_deleted=run_dir is not None, manifests_deleted=len(doomed),
-                      tree_ids=doomed, blobs_deleted=len(blobs), blob_ids=[s for s, _ in blobs],
-                      bytes_freed=sum(n for _, n in blobs))
+        result.update(
+            success=True,
+            run_dir_deleted=run_dir is not None,
+            manifests_deleted=len(doomed),
+            tree_ids=doomed,
+            blobs_deleted=len(blobs),
+            blob_ids=[s for s, _ in blobs],
+            bytes_freed=sum(n for _, n in blobs),
+        )
         return result
     trash: Path | None = None
     lock: int | None = None
@@ -199,8 +232,9 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
                 os.close(lock)
             if note is not None:
                 note.unlink(missing_ok=True)
-            result["errors"].append(f"{run_dir}: could not move the run directory aside ({exc.strerror}); "
-                                    "nothing was deleted")
+            result["errors"].append(
+                f"{run_dir}: could not move the run directory aside ({exc.strerror}); nothing was deleted"
+            )
             return result
         result["run_dir_deleted"] = True
     for r in refs:
@@ -212,15 +246,21 @@ def delete_run_completely(run_id: str, storage_root: Path, dry_run: bool = False
         except RunicornError as exc:
             # The refs are gone, so a later gc may collect the trees; nothing was lost.
             result["errors"].append(f"the run's content was kept: {exc}")
-    result.update(manifests_deleted=report["trees_deleted"], tree_ids=report["tree_ids"],
-                  blobs_deleted=report["blobs_deleted"], blob_ids=report["blob_ids"],
-                  bytes_freed=report["bytes_freed"])
+    result.update(
+        manifests_deleted=report["trees_deleted"],
+        tree_ids=report["tree_ids"],
+        blobs_deleted=report["blobs_deleted"],
+        blob_ids=report["blob_ids"],
+        bytes_freed=report["bytes_freed"],
+    )
     if trash is not None:
         try:
             remove_tree(trash)
         except OSError as exc:
-            result["errors"].append(f"{trash}: the run directory was moved here but could not be removed "
-                                    f"({exc.strerror}); delete it by hand")
+            result["errors"].append(
+                f"{trash}: the run directory was moved here but could not be removed "
+                f"({exc.strerror}); delete it by hand"
+            )
     store.run_rows.delete(run_id)
     if lock is not None:
         os.close(lock)

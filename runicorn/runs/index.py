@@ -76,8 +76,11 @@ def iter_run_dirs(root: Path) -> list[Path]:
         try:
             with os.scandir(runs_dir) as runs:
                 for r in runs:
-                    if r.is_dir(follow_symlinks=False) and valid_run_id(r.name) \
-                            and os.path.isfile(os.path.join(r.path, "meta.json")):
+                    if (
+                        r.is_dir(follow_symlinks=False)
+                        and valid_run_id(r.name)
+                        and os.path.isfile(os.path.join(r.path, "meta.json"))
+                    ):
                         found.append(Path(r.path))
         except OSError:
             pass
@@ -120,11 +123,15 @@ def find_run_dir(store: Store, run_id: str, *, rescan: bool = True) -> Path | No
     for attempt in (0, 1):
         rel = store.run_rows.run_dir(run_id)
         if rel is not None:
-            candidate = (store.root / rel)
+            candidate = store.root / rel
             # Only a real '<...>/runs/<run_id>' directory below the root counts.
-            if (candidate.name == run_id and candidate.parent.name == "runs"
-                    and not candidate.is_symlink() and (candidate / "meta.json").is_file()
-                    and os.path.realpath(candidate).startswith(os.path.realpath(store.root) + os.sep)):
+            if (
+                candidate.name == run_id
+                and candidate.parent.name == "runs"
+                and not candidate.is_symlink()
+                and (candidate / "meta.json").is_file()
+                and os.path.realpath(candidate).startswith(os.path.realpath(store.root) + os.sep)
+            ):
                 return candidate
         if attempt == 0 and rescan and not store.read_only:
             rebuild_runs(store)
@@ -156,8 +163,9 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
     else:
         rebuild_runs(store)
         rows = store.run_rows.all()
-    return [{"run_id": r, "path": p, "run_dir": str(store.root / d), "status": s, "created_at": t}
-            for r, p, d, s, t in rows]
+    return [
+        {"run_id": r, "path": p, "run_dir": str(store.root / d), "status": s, "created_at": t} for r, p, d, s, t in rows
+    ]
 
 
 __all__ = ["rebuild_runs", "find_run_dir", "run_for_path", "list_runs", "valid_run_id", "iter_run_dirs"]

@@ -166,12 +166,17 @@ class Run:
             info = self.store.ingest_file(src)
         else:
             raise RunicornError(f"{src}: not a regular file, directory or symlink")
-        return self.store.put_tree({src.name: TreeEntry(info.sha256, mode, info.size)},
-                                   source=str(src.absolute()))
+        return self.store.put_tree({src.name: TreeEntry(info.sha256, mode, info.size)}, source=str(src.absolute()))
 
-    def save_output(self, path: str | os.PathLike[str], name: str | None = None, *,
-                    keep_last: int | None = None, keep_best: tuple[str, str] | None = None,
-                    metric_value: float | None = None) -> dict[str, Any]:
+    def save_output(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        keep_last: int | None = None,
+        keep_best: tuple[str, str] | None = None,
+        metric_value: float | None = None,
+    ) -> dict[str, Any]:
         """Store ``path`` as the next version of rolling output ``name``; return the version record.
 
         ``name`` defaults to the file or directory name without its suffix.  Each version is
@@ -193,13 +198,16 @@ class Run:
             name = src.name.split(".", 1)[0] if not src.name.startswith(".") else src.name
         if not name or "/" in name or name in (".", "..") or "\n" in name:
             raise ValueError(f"output name {name!r} must be a simple name without '/'")
-        if keep_last is not None and (not isinstance(keep_last, int) or isinstance(keep_last, bool)
-                                      or keep_last < 1):
+        if keep_last is not None and (not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1):
             raise ValueError(f"keep_last must be a positive integer, got {keep_last!r}")
         metric = None
         if keep_best is not None:
-            if (not isinstance(keep_best, (tuple, list)) or len(keep_best) != 2
-                    or not isinstance(keep_best[0], str) or keep_best[1] not in ("min", "max")):
+            if (
+                not isinstance(keep_best, (tuple, list))
+                or len(keep_best) != 2
+                or not isinstance(keep_best[0], str)
+                or keep_best[1] not in ("min", "max")
+            ):
                 raise ValueError(f"keep_best must be (metric, 'min' or 'max'), got {keep_best!r}")
             metric, direction = keep_best
             if metric_value is None:
@@ -215,19 +223,29 @@ class Run:
         with ref_naming(self.store):
             existing = _output_refs(self.store, self.run_id, name)
             version = max((v for v, _ in existing), default=0) + 1
-            record = {"run_id": self.run_id, "role": "output", "output": name, "version": version,
-                      "tree": tree, "source": str(src.absolute()), "saved_at": time.time(),
-                      "metric": metric, "value": metric_value}
+            record = {
+                "run_id": self.run_id,
+                "role": "output",
+                "output": name,
+                "version": version,
+                "tree": tree,
+                "source": str(src.absolute()),
+                "saved_at": time.time(),
+                "metric": metric,
+                "value": metric_value,
+            }
             # The new version's ref first: a crash after this line never loses it.
-            self.store.set_ref(REF_KIND, f"{prefix}{version}", tree,
-                               meta={k: v for k, v in record.items() if k != "tree"})
+            self.store.set_ref(
+                REF_KIND, f"{prefix}{version}", tree, meta={k: v for k, v in record.items() if k != "tree"}
+            )
             versions = existing + [(version, record)]
             keep = {v for v, _ in versions}
             if keep_last is not None or keep_best is not None:
                 keep = {v for v, _ in versions[-keep_last:]} if keep_last is not None else set()
                 if keep_best is not None:
-                    scored = [(m["value"], v) for v, m in versions
-                              if m.get("metric") == metric and m.get("value") is not None]
+                    scored = [
+                        (m["value"], v) for v, m in versions if m.get("metric") == metric and m.get("value") is not None
+                    ]
                     if scored:
                         best = (min if direction == "min" else max)(scored, key=lambda t: (t[0], -t[1]))
                         keep.add(best[1])
@@ -237,9 +255,16 @@ class Run:
                     self.store.delete_ref(REF_KIND, f"{prefix}{v}")
         with self._lock:
             self.meta.setdefault("outputs", {})[name] = [
-                {"version": v, "tree": m.get("tree", tree if v == version else None),
-                 "ref": f"{REF_KIND}/{prefix}{v}", "value": m.get("value"), "metric": m.get("metric")}
-                for v, m in versions if v in keep]
+                {
+                    "version": v,
+                    "tree": m.get("tree", tree if v == version else None),
+                    "ref": f"{REF_KIND}/{prefix}{v}",
+                    "value": m.get("value"),
+                    "metric": m.get("metric"),
+                }
+                for v, m in versions
+                if v in keep
+            ]
             atomic_write_json(self.run_dir / "meta.json", self.meta)
         self.log_text(f"saved output {name} version {version} (tree {tree[:12]})")
         return {**record, "ref": f"{REF_KIND}/{prefix}{version}"}
@@ -260,14 +285,16 @@ class Run:
         tree = self._ingest_path(src)
         prefix = f"{self.run_id}/archive/{role}/"
         with ref_naming(self.store):
-            taken = [r.name[len(prefix):] for r in self.store.list_refs(REF_KIND) if r.name.startswith(prefix)]
+            taken = [r.name[len(prefix) :] for r in self.store.list_refs(REF_KIND) if r.name.startswith(prefix)]
             n = max((int(t) for t in taken if t.isdigit()), default=-1) + 1
             name = f"{prefix}{n}"
-            self.store.set_ref(REF_KIND, name, tree,
-                               meta={"run_id": self.run_id, "role": role, "source": str(src.absolute())})
+            self.store.set_ref(
+                REF_KIND, name, tree, meta={"run_id": self.run_id, "role": role, "source": str(src.absolute())}
+            )
         with self._lock:
             self.meta.setdefault("archives", []).append(
-                {"role": role, "tree": tree, "ref": f"{REF_KIND}/{name}", "source": str(src.absolute())})
+                {"role": role, "tree": tree, "ref": f"{REF_KIND}/{name}", "source": str(src.absolute())}
+            )
             atomic_write_json(self.run_dir / "meta.json", self.meta)
         self.log_text(f"archived {src} as {role} (tree {tree[:12]})")
         return tree
@@ -287,8 +314,12 @@ class Run:
             inputs.append({"name": name, "tree": tree, "path": str(path), "at": time.time()})
             atomic_write_json(self.run_dir / "meta.json", self.meta)
         if self.store.has_tree(tree):
-            self.store.set_ref(REF_KIND, f"{self.run_id}/input/{name}", tree,
-                               meta={"run_id": self.run_id, "role": "input", "artifact": name})
+            self.store.set_ref(
+                REF_KIND,
+                f"{self.run_id}/input/{name}",
+                tree,
+                meta={"run_id": self.run_id, "role": "input", "artifact": name},
+            )
         self.log_text(f"input {name} = {tree}")
 
     def snapshot_code(self, workspace_root: str | os.PathLike[str] | None = None, **kw: Any) -> dict[str, Any]:
@@ -344,7 +375,7 @@ def _output_refs(store: Any, run_id: str, name: str | None = None) -> list[tuple
     for r in store.list_refs(REF_KIND):
         if not r.name.startswith(prefix):
             continue
-        out, _, ver = r.name[len(prefix):].rpartition("/")
+        out, _, ver = r.name[len(prefix) :].rpartition("/")
         if not ver.isdigit() or (name is not None and out != name):
             continue
         found.append((int(ver), {**(r.meta or {}), "output": out, "tree": r.tree}))
@@ -364,9 +395,16 @@ def list_outputs(run_id: str, storage: str | os.PathLike[str] | None = None) -> 
     result: dict[str, list[dict[str, Any]]] = {}
     for version, m in _output_refs(store, run_id):
         result.setdefault(m["output"], []).append(
-            {"version": version, "tree": m["tree"], "ref": f"{REF_KIND}/{run_id}/output/{m['output']}/{version}",
-             "metric": m.get("metric"), "value": m.get("value"), "saved_at": m.get("saved_at"),
-             "source": m.get("source")})
+            {
+                "version": version,
+                "tree": m["tree"],
+                "ref": f"{REF_KIND}/{run_id}/output/{m['output']}/{version}",
+                "metric": m.get("metric"),
+                "value": m.get("value"),
+                "saved_at": m.get("saved_at"),
+                "source": m.get("source"),
+            }
+        )
     return result
 
 
@@ -386,8 +424,7 @@ def _record_artifact_use(name: str, tree: str, path: Path) -> None:
         except Exception as exc:  # noqa: BLE001 - lineage must never break data access
             import warnings
 
-            warnings.warn(f"run {run.run_id}: could not record input {name} ({exc})", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(f"run {run.run_id}: could not record input {name} ({exc})", RuntimeWarning, stacklevel=3)
 
 
 def _watch_artifacts() -> None:
@@ -404,17 +441,26 @@ def _refuse_taken_run_id(store: Any, claim: Any, run_id: str, run_dir: Path) -> 
     if claim.indexed_dir is not None:
         existing = store.root / claim.indexed_dir
         if existing.is_dir() or existing == run_dir:
-            raise FileExistsError(f"{existing}: a run with id {run_id!r} already exists "
-                                  f"(run ids are unique in {store.root})")
+            raise FileExistsError(
+                f"{existing}: a run with id {run_id!r} already exists (run ids are unique in {store.root})"
+            )
     if claim.ref_name is not None:
-        raise FileExistsError(f"run id {run_id!r} is already in use in {store.root}: "
-                              f"ref {REF_KIND}/{claim.ref_name} exists")
+        raise FileExistsError(
+            f"run id {run_id!r} is already in use in {store.root}: ref {REF_KIND}/{claim.ref_name} exists"
+        )
 
 
-def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
-         run_id: str | None = None, alias: str | None = None, snapshot_code: bool = False,
-         workspace_root: str | os.PathLike[str] | None = None, *, project: str | None = None,
-         name: str | None = None) -> Run:
+def init(
+    path: str | None = None,
+    storage: str | os.PathLike[str] | None = None,
+    run_id: str | None = None,
+    alias: str | None = None,
+    snapshot_code: bool = False,
+    workspace_root: str | os.PathLike[str] | None = None,
+    *,
+    project: str | None = None,
+    name: str | None = None,
+) -> Run:
     """Start a run in ``<storage_root>/<path>/runs/<run_id>/``; return it.
 
     ``path`` is ``"<project>/<experiment>"`` (or give ``project=``/``name=``).
@@ -432,8 +478,10 @@ def init(path: str | None = None, storage: str | os.PathLike[str] | None = None,
     if run_id is None:
         run_id = new_run_id()
     elif not valid_run_id(run_id):
-        raise ValueError(f"run id {run_id!r} must be a letter or digit followed by at most "
-                         f"{RUN_ID_MAX_LEN - 1} letters, digits, '_', '-' or '.'")
+        raise ValueError(
+            f"run id {run_id!r} must be a letter or digit followed by at most "
+            f"{RUN_ID_MAX_LEN - 1} letters, digits, '_', '-' or '.'"
+        )
     runs_dir = store.root.joinpath(*rel.split("/"), "runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
     run_dir = runs_dir / run_id

@@ -31,10 +31,16 @@ _INGEST_BATCH_BYTES = 2 << 30
 Progress = Callable[[int, int], None]
 
 
-def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]], *,
-                 source: str, progress: Progress | None = None,
-                 want_entries: bool = True,
-                 keeper: tuple[str, str | None] | None = None) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
+def capture_tree(
+    store: Any,
+    root: Path,
+    files: list[tuple[str, str, os.stat_result]],
+    *,
+    source: str,
+    progress: Progress | None = None,
+    want_entries: bool = True,
+    keeper: tuple[str, str | None] | None = None,
+) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
     """Put the scanned files into the store as a tree, using and updating the stat cache.
 
     Returns ``(tree, entries, files_read, total_bytes)``; ``entries`` is None when
@@ -50,10 +56,16 @@ def capture_tree(store: Any, root: Path, files: list[tuple[str, str, os.stat_res
         return _capture(store, root, files, started_ns, progress, want_entries, keeper, resume_gc)
 
 
-def _capture(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]], started_ns: int,
-             progress: Progress | None, want_entries: bool,
-             keeper: tuple[str, str | None] | None,
-             resume_gc: Callable[[], None]) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
+def _capture(
+    store: Any,
+    root: Path,
+    files: list[tuple[str, str, os.stat_result]],
+    started_ns: int,
+    progress: Progress | None,
+    want_entries: bool,
+    keeper: tuple[str, str | None] | None,
+    resume_gc: Callable[[], None],
+) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
     """:func:`capture_tree` with the cyclic collector paused (the slow path resumes it)."""
     cached = statcache.cached_rows(store, root)
     # Per file, only what the fast path needs: the scan's own tuple and its hash (two
@@ -85,8 +97,15 @@ def _capture(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]
         hits += 1
         # row: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
         mtime = st.st_mtime_ns
-        if (row[4] == mtime and row[3] == st.st_size and row[2] == st.st_ino and row[1] == st.st_dev
-                and row[5] == st.st_ctime_ns and row[6] == mode and mtime < row[8] - racy):
+        if (
+            row[4] == mtime
+            and row[3] == st.st_size
+            and row[2] == st.st_ino
+            and row[1] == st.st_dev
+            and row[5] == st.st_ctime_ns
+            and row[6] == mode
+            and mtime < row[8] - racy
+        ):
             sha = row[7]
             vouched.append(item)
             vouched_shas.append(sha)
@@ -95,8 +114,11 @@ def _capture(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]
             trusted_bytes += row[3]
         else:
             to_read.append((rel, full, st, mode))
-    found = _existing_tree(store, vouched, vouched_shas, links, want_entries, keeper, lines, sizes,
-                           trusted_bytes) if not to_read else None
+    found = (
+        _existing_tree(store, vouched, vouched_shas, links, want_entries, keeper, lines, sizes, trusted_bytes)
+        if not to_read
+        else None
+    )
     updates: list[tuple[Any, ...]] = []
     entries: dict[str, TreeEntry] | None
     if found is None:
@@ -115,10 +137,17 @@ def _capture(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]
     return tree, entries, len(to_read), total
 
 
-def _existing_tree(store: Any, vouched: list[tuple[str, str, os.stat_result]], vouched_shas: list[str],
-                   links: dict[str, bytes], want_entries: bool,
-                   keeper: tuple[str, str | None] | None, lines: list[tuple[str, str, str]],
-                   sizes: dict[str, int], trusted_bytes: int) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
+def _existing_tree(
+    store: Any,
+    vouched: list[tuple[str, str, os.stat_result]],
+    vouched_shas: list[str],
+    links: dict[str, bytes],
+    want_entries: bool,
+    keeper: tuple[str, str | None] | None,
+    lines: list[tuple[str, str, str]],
+    sizes: dict[str, int],
+    trusted_bytes: int,
+) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
     """Fast path when the stat cache vouches for every file: (tree, entries, total bytes) if stored.
 
     ``vouched`` (the scanned files the cache vouches for) and ``vouched_shas`` (their
@@ -153,8 +182,7 @@ def _existing_tree(store: Any, vouched: list[tuple[str, str, os.stat_result]], v
     total = trusted_bytes + sum(len(t) for t in links.values())
     if not want_entries:
         return tree, None, total
-    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size)
-               for (rel, _, st), sha in zip(vouched, vouched_shas)}
+    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for (rel, _, st), sha in zip(vouched, vouched_shas)}
     entries.update({rel: TreeEntry(link_shas[rel], MODE_LINK, len(t)) for rel, t in links.items()})
     return tree, entries, total
 
@@ -175,10 +203,16 @@ def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:
     return bool(store.tree_kept_by(tree, kind, name or tree))
 
 
-def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]],
-            trusted: dict[str, tuple[str, str, os.stat_result, str]],
-            to_read: list[tuple[str, str, os.stat_result, str]], links: dict[str, bytes],
-            started_ns: int, progress: Progress | None) -> tuple[str, dict[str, TreeEntry], list[tuple[Any, ...]]]:
+def _ingest(
+    store: Any,
+    root: Path,
+    files: list[tuple[str, str, os.stat_result]],
+    trusted: dict[str, tuple[str, str, os.stat_result, str]],
+    to_read: list[tuple[str, str, os.stat_result, str]],
+    links: dict[str, bytes],
+    started_ns: int,
+    progress: Progress | None,
+) -> tuple[str, dict[str, TreeEntry], list[tuple[Any, ...]]]:
     """Slow path: hold cached blobs, read changed files, store links, record the tree."""
     entries: dict[str, TreeEntry] = {}
     if trusted:
@@ -203,26 +237,39 @@ def _ingest(store: Any, root: Path, files: list[tuple[str, str, os.stat_result]]
             try:
                 infos = store.ingest_files([full for _, full, _, _ in batch])
             except FileNotFoundError as exc:
-                raise RunicornError(f"{exc.filename}: vanished during the snapshot of {root}; "
-                                    f"nothing was recorded, try again") from None
+                raise RunicornError(
+                    f"{exc.filename}: vanished during the snapshot of {root}; nothing was recorded, try again"
+                ) from None
             except ChangedWhileReadingError as exc:
                 raise RunicornError(f"{exc}; nothing was recorded, try again") from None
             except (StorageFullError, StoreWriteError):
                 raise  # the store's side, not the source's: its own message says so
             except OSError as exc:
-                raise RunicornError(f"{exc.filename or root}: cannot be read ({exc.strerror}); "
-                                    f"exclude it in .rnignore or fix its permissions") from None
+                raise RunicornError(
+                    f"{exc.filename or root}: cannot be read ({exc.strerror}); "
+                    f"exclude it in .rnignore or fix its permissions"
+                ) from None
             with lock:
                 for (rel, full, st, mode), info in zip(batch, infos):
                     entries[rel] = TreeEntry(info.sha256, mode, info.size)
-                    updates.append((full, st.st_dev, st.st_ino, info.size, st.st_mtime_ns,
-                                    st.st_ctime_ns, mode, info.sha256, started_ns))
+                    updates.append(
+                        (
+                            full,
+                            st.st_dev,
+                            st.st_ino,
+                            info.size,
+                            st.st_mtime_ns,
+                            st.st_ctime_ns,
+                            mode,
+                            info.sha256,
+                            started_ns,
+                        )
+                    )
                 done += sum(info.size for info in infos)
                 if progress:
                     progress(done, total)
 
-    groups = share(to_read, worker_count(len(to_read), sum(it[2].st_size for it in to_read)),
-                   lambda it: it[2].st_size)
+    groups = share(to_read, worker_count(len(to_read), sum(it[2].st_size for it in to_read)), lambda it: it[2].st_size)
     run_groups(work, groups)
     for rel, target in links.items():
         info = store.ingest_bytes(target)
@@ -243,7 +290,6 @@ def _batches(items: list[tuple[str, str, os.stat_result, str]]) -> Iterable[list
             batch, size = [], 0
     if batch:
         yield batch
-
 
 
 __all__ = ["capture_tree"]

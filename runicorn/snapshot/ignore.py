@@ -86,7 +86,6 @@ outputs/
 """
 
 
-
 # The prefix pathspec gives every unanchored pattern's regex ("match in any directory").
 _ANY_DIR = "^(?:.+/)?"
 # Ignore cache: what pathspec said about a rule set, so an unchanged one needs no pathspec.
@@ -126,8 +125,7 @@ class _Rules:
 
     __slots__ = ("lines", "prefilter", "verdicts", "spec")
 
-    def __init__(self, lines: list[str], prefilter: Any, verdicts: dict[str, bool | None],
-                 spec: Any = None) -> None:
+    def __init__(self, lines: list[str], prefilter: Any, verdicts: dict[str, bool | None], spec: Any = None) -> None:
         self.lines = lines
         self.prefilter = prefilter  # re.Pattern.match, or None: every path goes to the spec
         self.verdicts = verdicts
@@ -146,8 +144,7 @@ class IgnoreRules:
         RunicornError: an ignore file cannot be read or decoded, naming it.
     """
 
-    def __init__(self, root: Path, rn_lines: list[str], extra: Iterable[str] | None,
-                 cache: Path | None = None) -> None:
+    def __init__(self, root: Path, rn_lines: list[str], extra: Iterable[str] | None, cache: Path | None = None) -> None:
         self.root = root
         self._cache_path = cache
         self._identity = _pathspec_identity() if cache is not None else ""
@@ -168,8 +165,12 @@ class IgnoreRules:
                 data = json.loads(f.read())
         except (OSError, ValueError):
             return {}  # missing or damaged: it is only a cache
-        if (not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT
-                or data.get("version") != _CACHE_VERSION or not isinstance(data.get("specs"), dict)):
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != _CACHE_FORMAT
+            or data.get("version") != _CACHE_VERSION
+            or not isinstance(data.get("specs"), dict)
+        ):
             return {}
         return data["specs"]
 
@@ -184,8 +185,11 @@ class IgnoreRules:
         specs.update({k: self._cache[k] for k in self._used if k in self._cache})
         specs = dict(list(specs.items())[-_CACHE_MAX_SPECS:])
         # ASCII escapes keep names that are not UTF-8 (lone surrogates) writable.
-        text = json.dumps({"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "specs": specs},
-                          ensure_ascii=True, separators=(",", ":"))
+        text = json.dumps(
+            {"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "specs": specs},
+            ensure_ascii=True,
+            separators=(",", ":"),
+        )
         try:
             atomic_write_text(self._cache_path, text)
         except OSError:
@@ -214,8 +218,11 @@ class IgnoreRules:
             # JSON keeps the key unambiguous whatever the lines hold (NULs, newlines, surrogates).
             key = sha256_bytes(json.dumps([self._identity, lines]).encode("ascii"))
             known = self._cache.get(key)
-            if (isinstance(known, dict) and isinstance(known.get("re"), (str, type(None)))
-                    and isinstance(known.get("verdicts"), dict)):
+            if (
+                isinstance(known, dict)
+                and isinstance(known.get("re"), (str, type(None)))
+                and isinstance(known.get("verdicts"), dict)
+            ):
                 self._used.add(key)
                 if known.get("empty") is True:
                     return None
@@ -225,11 +232,14 @@ class IgnoreRules:
                     prefilter = None
                 return _Rules(lines, prefilter, known["verdicts"])
         spec = self._gitignore_spec(lines)
-        parts = [re.sub(r"[(][?]P<[^>]+>", "(?:", p.regex.pattern)
-                 for p in spec.patterns if getattr(p, "regex", None) is not None]
+        parts = [
+            re.sub(r"[(][?]P<[^>]+>", "(?:", p.regex.pattern)
+            for p in spec.patterns
+            if getattr(p, "regex", None) is not None
+        ]
         source: str | None = None
         if parts:
-            anywhere = [p[len(_ANY_DIR):] for p in parts if p.startswith(_ANY_DIR)]
+            anywhere = [p[len(_ANY_DIR) :] for p in parts if p.startswith(_ANY_DIR)]
             alternatives = [p for p in parts if not p.startswith(_ANY_DIR)]
             if anywhere:
                 alternatives.append(_ANY_DIR + "(?:" + "|".join(f"(?:{p})" for p in anywhere) + ")")
@@ -292,7 +302,7 @@ class IgnoreRules:
                 return not verdict
         for prefix, compiled in reversed(self.git):
             if key.startswith(prefix):
-                verdict = self._verdict(compiled, key[len(prefix):])
+                verdict = self._verdict(compiled, key[len(prefix) :])
                 if verdict is not None:
                     return not verdict
         return True
@@ -307,7 +317,7 @@ class IgnoreRules:
         """
         suspects: set[str] = set()
         specs = [(prefix, self.rn)] if self.rn is not None else []
-        specs += [(prefix[len(base):], rules) for base, rules in self.git if prefix.startswith(base)]
+        specs += [(prefix[len(base) :], rules) for base, rules in self.git if prefix.startswith(base)]
         for sub, rules in specs:
             prefilter = rules.prefilter
             if prefilter is None:
@@ -337,7 +347,6 @@ def read_ignore_file(root: Path, ignore_file: str, *, create_default: bool = Tru
         return DEFAULT_RNIGNORE.splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise RunicornError(f"{path}: cannot read ignore file ({exc})") from None
-
 
 
 __all__ = ["DEFAULT_RNIGNORE", "IGNORE_CACHE", "IgnoreRules", "read_ignore_file"]

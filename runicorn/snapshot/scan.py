@@ -26,13 +26,22 @@ def _limit_error(root: Path, what: str, value: int, limit: int) -> ValueError:
         f"snapshot of {root} would hold {what} {value:,} > limit {limit:,}; exclude large or "
         f"generated files in {root / '.rnignore'} or with {option('extra_excludes')}, "
         + (f"raise the limit ({limits}), " if limits else "")
-        + f"or pass {option('force_snapshot')}")
+        + f"or pass {option('force_snapshot')}"
+    )
 
 
-def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, int]],
-                   skip_files: set[str], max_files: int, max_total_bytes: int,
-                   force: bool, run_root: str | None = None,
-                   counts: dict[str, int] | None = None) -> list[tuple[str, str, os.stat_result]]:
+def scan_workspace(
+    root: Path,
+    rules: IgnoreRules,
+    *,
+    skip_dirs: set[tuple[int, int]],
+    skip_files: set[str],
+    max_files: int,
+    max_total_bytes: int,
+    force: bool,
+    run_root: str | None = None,
+    counts: dict[str, int] | None = None,
+) -> list[tuple[str, str, os.stat_result]]:
     """List ``(relpath, abspath, lstat)`` for every captured regular file and symlink.
 
     Directories in ``skip_dirs`` (by device and inode) are left out, and so is every
@@ -109,9 +118,12 @@ def scan_workspace(root: Path, rules: IgnoreRules, *, skip_dirs: set[tuple[int, 
                 continue
             if key[-1] == "/":
                 full = base + key[:-1]
-                if (run_root is not None and directory.endswith(f"{os.sep}runs")
-                        and full.startswith(run_root)
-                        and os.path.isfile(os.path.join(full, "meta.json"))):
+                if (
+                    run_root is not None
+                    and directory.endswith(f"{os.sep}runs")
+                    and full.startswith(run_root)
+                    and os.path.isfile(os.path.join(full, "meta.json"))
+                ):
                     continue
                 subdirs.append((full, prefix + key))
                 continue
@@ -157,7 +169,6 @@ def store_dirs(store: Any) -> set[tuple[int, int]]:
             continue
         found.add((st.st_dev, st.st_ino))
     return found
-
 
 
 __all__ = ["cycle_gc_paused", "scan_workspace", "store_dirs"]

@@ -28,14 +28,22 @@ DEFAULT_MAX_FILES = 200_000
 Progress = Callable[[int, int], None]
 
 
-def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = ".rnignore",
-                       extra_excludes: list[str] | None = None,
-                       max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
-                       max_files: int = DEFAULT_MAX_FILES, force_snapshot: bool = False,
-                       storage: str | os.PathLike[str] | None = None,
-                       progress: Progress | None = None, run_id: str | None = None,
-                       name: str | None = None, message: str | None = None,
-                       force_pin: bool = False) -> dict[str, Any]:
+def snapshot_workspace(
+    root: Path,
+    out_zip: Path | None,
+    *,
+    ignore_file: str = ".rnignore",
+    extra_excludes: list[str] | None = None,
+    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    max_files: int = DEFAULT_MAX_FILES,
+    force_snapshot: bool = False,
+    storage: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    run_id: str | None = None,
+    name: str | None = None,
+    message: str | None = None,
+    force_pin: bool = False,
+) -> dict[str, Any]:
     """Capture a workspace into the store as a tree, and write ``out_zip`` if given.
 
     Returns the seed's keys ``workspace_root``, ``archive_path``, ``format``,
@@ -74,8 +82,7 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
         store.check_ref("pin", name)
     out_abs = Path(out_zip).expanduser().absolute() if out_zip is not None else None
     had_ignore_file = (root / ignore_file).exists()
-    rules = IgnoreRules(root, read_ignore_file(root, ignore_file), extra_excludes,
-                        cache=store.archive / IGNORE_CACHE)
+    rules = IgnoreRules(root, read_ignore_file(root, ignore_file), extra_excludes, cache=store.archive / IGNORE_CACHE)
     created_rnignore = not had_ignore_file and (root / ignore_file).is_file()
     skip_dirs = store_dirs(store)
     skip_files = {str(out_abs)} if out_abs is not None else set()
@@ -83,20 +90,34 @@ def snapshot_workspace(root: Path, out_zip: Path | None, *, ignore_file: str = "
         skip_files.add(str(out_abs.parent.resolve() / out_abs.name))
     counts = {"excluded": 0}
     with cycle_gc_paused():
-        files = scan_workspace(root, rules, skip_dirs=skip_dirs, skip_files=skip_files,
-                               max_files=max_files, max_total_bytes=max_total_bytes, force=force_snapshot,
-                               run_root=str(store.root.resolve()) + os.sep, counts=counts)
+        files = scan_workspace(
+            root,
+            rules,
+            skip_dirs=skip_dirs,
+            skip_files=skip_files,
+            max_files=max_files,
+            max_total_bytes=max_total_bytes,
+            force=force_snapshot,
+            run_root=str(store.root.resolve()) + os.sep,
+            counts=counts,
+        )
     rules.save()
     git = git_provenance(root)
     # A plain snapshot is kept by the pin named after its tree (see _keep_alive).
     keeper = ("pin", None) if out_abs is None and run_id is None and name is None else None
     tree, entries, files_read, total_bytes = capture_tree(
-        store, root, files, source=str(root), progress=progress, want_entries=out_abs is not None,
-        keeper=keeper)
+        store, root, files, source=str(root), progress=progress, want_entries=out_abs is not None, keeper=keeper
+    )
     if name is not None:
         meta = {"source": str(root), "message": message, "git": git}
-        store.set_ref("pin", name, tree, meta={k: v for k, v in meta.items() if v is not None},
-                      move=force_pin, force_option="force_pin")
+        store.set_ref(
+            "pin",
+            name,
+            tree,
+            meta={k: v for k, v in meta.items() if v is not None},
+            move=force_pin,
+            force_option="force_pin",
+        )
         ref = f"pin/{name}"
         if run_id is not None or out_abs is not None:
             _keep_alive(store, tree, out_abs, root, run_id)
@@ -141,7 +162,6 @@ def _keep_alive(store: Any, tree: str, out_zip: Path | None, root: Path, run_id:
     if store.get_ref("pin", tree) is None:
         store.pin(tree)
     return f"pin/{tree}"
-
 
 
 __all__ = ["snapshot_workspace", "DEFAULT_MAX_TOTAL_BYTES", "DEFAULT_MAX_FILES"]

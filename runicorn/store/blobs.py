@@ -95,8 +95,7 @@ def ingest_bytes(store: Store, data: bytes) -> BlobInfo:
     return BlobInfo(sha, size)
 
 
-def ingest_stream(store: Store, src: IO[bytes], *, expected_sha256: str | None = None,
-                  perm: int = 0o444) -> BlobInfo:
+def ingest_stream(store: Store, src: IO[bytes], *, expected_sha256: str | None = None, perm: int = 0o444) -> BlobInfo:
     """:meth:`Store.ingest_stream`."""
     intent, sha, size = stage_stream(store, src, origin="<stream>", perm=perm)
     if expected_sha256 is not None and sha != expected_sha256:
@@ -148,9 +147,15 @@ def place_blob(store: Store, intent: Path | str, sha: str, size: int, *, move: b
     raise RunicornError(f"{dest}: cannot be placed (it keeps appearing and vanishing)")
 
 
-def commit_blobs(store: Store, staged: list[tuple[Path | str, str, int]], *, group: bool,
-                 fsync_data: bool = False, move: bool = False,
-                 perms: Mapping[str, int] | None = None) -> None:
+def commit_blobs(
+    store: Store,
+    staged: list[tuple[Path | str, str, int]],
+    *,
+    group: bool,
+    fsync_data: bool = False,
+    move: bool = False,
+    perms: Mapping[str, int] | None = None,
+) -> None:
     """Place staged blobs and index them, held for this writer, in one transaction.
 
     ``group``: the data is already flushed and many directories change, so one
@@ -219,9 +224,11 @@ def hold_blobs(store: Store, shas: Iterable[str]) -> set[str]:
     with store.index.write() as c:
         # One set query and two batched statements: this runs for every file a
         # stat cache vouches for, so it must not cost a round trip per blob.
-        known = dict(c.execute(
-            "SELECT sha256, size FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
-            (json.dumps(wanted),)).fetchall())
+        known = dict(
+            c.execute(
+                "SELECT sha256, size FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(wanted),)
+            ).fetchall()
+        )
         # The file must be there with the indexed size, else the caller writes it
         # again (and the damaged file is moved aside when the new one is placed).
         off = set(blob_files_off(store.blobs_dir, known))

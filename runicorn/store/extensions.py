@@ -81,8 +81,9 @@ class StoreExtension:
         """``(relpath, path, lstat)`` of what a snapshot of ``root`` would capture now, or None."""
         return None
 
-    def keep_code_tree(self, store: Store, tree: str, *, run_id: str | None, near: Path | None,
-                       source: str) -> str | None:
+    def keep_code_tree(
+        self, store: Store, tree: str, *, run_id: str | None, near: Path | None, source: str
+    ) -> str | None:
         """Keep ``tree`` as the code of run ``run_id`` (or of the run whose folder holds
         ``near``); return the ref as ``kind/name``, or None when no run is meant."""
         return None

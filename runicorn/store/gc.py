@@ -50,8 +50,9 @@ class GcPlan:
     blobs: Planned
 
 
-def gc_plan(store: Store, trees: Iterable[str], *, refs_gone: Iterable[tuple[str, str]] = (),
-            grace_seconds: float = 0.0) -> GcPlan:
+def gc_plan(
+    store: Store, trees: Iterable[str], *, refs_gone: Iterable[tuple[str, str]] = (), grace_seconds: float = 0.0
+) -> GcPlan:
     """:meth:`Store.gc_plan`."""
     from runicorn.store.trees import tree_infos
 
@@ -63,8 +64,14 @@ def gc_plan(store: Store, trees: Iterable[str], *, refs_gone: Iterable[tuple[str
     return GcPlan(infos, dead_trees, dead_blobs)
 
 
-def gc(store: Store, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run: bool = False,
-       trees: Iterable[str] | None = None, keep_missing_toml: float | None = None) -> dict[str, Any]:
+def gc(
+    store: Store,
+    *,
+    grace_seconds: float = DEFAULT_GC_GRACE_SECONDS,
+    dry_run: bool = False,
+    trees: Iterable[str] | None = None,
+    keep_missing_toml: float | None = None,
+) -> dict[str, Any]:
     """:meth:`Store.gc`.
 
     Raises:
@@ -77,8 +84,9 @@ def gc(store: Store, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run
             store.require_writable()
         # The refreshers bring binding refs up to date by writing them: here the report
         # uses the refs as last recorded, and says so.
-        warnings.append(f"{store.root} is read-only: planned from the refs as last recorded "
-                        "(Runicorn.toml files were not re-read)")
+        warnings.append(
+            f"{store.root} is read-only: planned from the refs as last recorded (Runicorn.toml files were not re-read)"
+        )
     else:
         store.recover()
         for extension in registered():
@@ -108,8 +116,10 @@ def gc(store: Store, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run
         if attempt == 1 and not store.read_only:
             store.recover()  # a writer that died since the first recovery
     else:
-        raise StoreIndexError(f"{store.archive}: gc stopped, nothing was deleted: the index disagrees with the "
-                          f"files ({'; '.join(problems)}); fix or remove damaged files, then run `runicorn verify --repair`")
+        raise StoreIndexError(
+            f"{store.archive}: gc stopped, nothing was deleted: the index disagrees with the "
+            f"files ({'; '.join(problems)}); fix or remove damaged files, then run `runicorn verify --repair`"
+        )
     warnings.extend(notes)
     freed = remove_collected(store, [t for t, _ in dead_trees], dead_blobs, dry_run, warnings, journal)
     return {
@@ -125,8 +135,14 @@ def gc(store: Store, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run
     }
 
 
-def remove_collected(store: Store, dead_trees: list[str], dead_blobs: Planned, dry_run: bool,
-                     warnings: list[str], journal: Path | None = None) -> int:
+def remove_collected(
+    store: Store,
+    dead_trees: list[str],
+    dead_blobs: Planned,
+    dry_run: bool,
+    warnings: list[str],
+    journal: Path | None = None,
+) -> int:
     """After gc's COMMIT: remove the installed folders of the collected trees (and any an
     earlier gc left), the gc's trash and the blob files its ``journal`` lists; return
     the bytes that really frees.
@@ -136,8 +152,7 @@ def remove_collected(store: Store, dead_trees: list[str], dead_blobs: Planned, d
     elsewhere (a hard-linked restore) frees nothing.  A dry run counts what a real run
     would remove, as it is now.
     """
-    taken = [(extension, extension.take_collected(store, dead_trees, dry_run=dry_run))
-             for extension in registered()]
+    taken = [(extension, extension.take_collected(store, dead_trees, dry_run=dry_run)) for extension in registered()]
     dirs = [path for _, pairs in taken for path, _ in pairs]
     if dry_run:
         return bytes_freed_by_removing([store.blob_path(b) for b, _ in dead_blobs] + dirs)
@@ -180,8 +195,15 @@ def bytes_freed_by_removing(paths: list[Path]) -> int:
     return sum(size for seen, nlink, size in inodes.values() if seen >= nlink)
 
 
-def waiting_for_grace(c: Any, now: float, grace_seconds: float, scope: str | None,
-                      dead_trees: Planned, dead_blobs: Planned, kept: set[str] | None) -> dict[str, Any]:
+def waiting_for_grace(
+    c: Any,
+    now: float,
+    grace_seconds: float,
+    scope: str | None,
+    dead_trees: Planned,
+    dead_blobs: Planned,
+    kept: set[str] | None,
+) -> dict[str, Any]:
     """What only the grace period keeps: unreferenced trees and blobs touched within it,
     and when they become collectable (``first_at``/``last_at``, Unix seconds, or None).
     ``kept``: blobs damaged manifests may still name (None: every blob), never counted."""
@@ -195,10 +217,17 @@ def waiting_for_grace(c: Any, now: float, grace_seconds: float, scope: str | Non
         row = c.execute(
             "SELECT MIN(t), MAX(t) FROM (SELECT touched_at AS t FROM trees WHERE tree IN "
             "(SELECT value FROM json_each(?)) UNION ALL SELECT touched_at FROM blobs WHERE sha256 IN "
-            "(SELECT value FROM json_each(?)))", (json.dumps(trees), json.dumps([b for b, _ in blobs]))).fetchone()
+            "(SELECT value FROM json_each(?)))",
+            (json.dumps(trees), json.dumps([b for b, _ in blobs])),
+        ).fetchone()
         first, last = row[0] + grace_seconds, row[1] + grace_seconds
-    return {"trees": len(trees), "blobs": len(blobs), "bytes": sum(size for _, size in blobs),
-            "first_at": first, "last_at": last}
+    return {
+        "trees": len(trees),
+        "blobs": len(blobs),
+        "bytes": sum(size for _, size in blobs),
+        "first_at": first,
+        "last_at": last,
+    }
 
 
 def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -> tuple[Planned, Planned]:
@@ -210,11 +239,15 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
     unreferenced = "refcount = 0"
     params: list[Any] = []
     if gone is not None:
-        unreferenced = ("refcount = (SELECT COUNT(*) FROM refs r WHERE r.tree = trees.tree AND "
-                        "r.kind || char(10) || r.name IN (SELECT value FROM json_each(?)))")
+        unreferenced = (
+            "refcount = (SELECT COUNT(*) FROM refs r WHERE r.tree = trees.tree AND "
+            "r.kind || char(10) || r.name IN (SELECT value FROM json_each(?)))"
+        )
         params.append(gone)
-    tree_sql = (f"SELECT tree, total_size FROM trees WHERE {unreferenced} AND touched_at < ? "
-                "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = trees.tree)")
+    tree_sql = (
+        f"SELECT tree, total_size FROM trees WHERE {unreferenced} AND touched_at < ? "
+        "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = trees.tree)"
+    )
     params.append(cutoff)
     if scope is not None:
         tree_sql += " AND tree IN (SELECT value FROM json_each(?))"
@@ -227,12 +260,15 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
         "GROUP BY blob) "
         "SELECT b.sha256, b.size FROM freed f JOIN blobs b ON b.sha256 = f.blob "
         "WHERE b.refcount = f.n AND b.touched_at < ? "
-        "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256)")
+        "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256)"
+    )
     blobs = dict(c.execute(freed_sql, (json.dumps([t for t, _ in dead_trees]), cutoff)).fetchall())
     if scope is None:
         for sha, size in c.execute(
-                "SELECT sha256, size FROM blobs WHERE refcount = 0 AND touched_at < ? "
-                "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256)", (cutoff,)):
+            "SELECT sha256, size FROM blobs WHERE refcount = 0 AND touched_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256)",
+            (cutoff,),
+        ):
             blobs[sha] = size
     return dead_trees, sorted(blobs.items())
 
@@ -255,11 +291,11 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned) -
     shas = [b for b, _ in dead_blobs]
     # Durable before the rows go, so a gc killed after its COMMIT is finished by recovery
     # (without it the files would stay as unindexed strays: space, never data, lost).
-    journal = atomic_write_json(store.writer_dir() / f"gc-{secrets.token_hex(6)}.json",
-                                {"blobs": shas}, indent=None)
+    journal = atomic_write_json(store.writer_dir() / f"gc-{secrets.token_hex(6)}.json", {"blobs": shas}, indent=None)
     for i in range(0, len(shas), GC_BATCH):
-        c.execute("DELETE FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
-                  (json.dumps(shas[i:i + GC_BATCH]),))
+        c.execute(
+            "DELETE FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(shas[i : i + GC_BATCH]),)
+        )
     return journal
 
 
@@ -268,7 +304,7 @@ def unlink_collected(store: Store, journal: Path, shas: list[str]) -> None:
     transaction (other writers go on between batches), then the journal."""
     for i in range(0, len(shas), GC_BATCH):
         with store.index.write() as c:
-            unlink_unindexed(store, c, shas[i:i + GC_BATCH])
+            unlink_unindexed(store, c, shas[i : i + GC_BATCH])
     journal.unlink()
 
 
@@ -280,8 +316,12 @@ def unlink_unindexed(store: Store, c: Any, shas: list[str]) -> int:
     the old file in place and adopted it): that file is kept.
     """
     shas = [s for s in shas if is_sha256_hex(s)]  # a journal is a file: never trust a name
-    present = {row[0] for row in c.execute(
-        "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(shas),))}
+    present = {
+        row[0]
+        for row in c.execute(
+            "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(shas),)
+        )
+    }
     blobs_dir = str(store.blobs_dir)
     gone = 0
     for sha in shas:  # sorted: one prefix directory after another

@@ -120,11 +120,14 @@ class Index:
             except apsw.Error as exc:
                 last = exc
         else:
-            raise StoreIndexError(f"{path}: index cannot be opened read-only "
-                              f"({last.__class__.__name__}: {last})") from None
+            raise StoreIndexError(
+                f"{path}: index cannot be opened read-only ({last.__class__.__name__}: {last})"
+            ) from None
         if current != SCHEMA_VERSION:
-            raise StoreIndexError(f"{path}: schema version {current}, this runicorn needs {SCHEMA_VERSION}; "
-                              "the store is read-only, so it cannot be upgraded here")
+            raise StoreIndexError(
+                f"{path}: schema version {current}, this runicorn needs {SCHEMA_VERSION}; "
+                "the store is read-only, so it cannot be upgraded here"
+            )
 
     @property
     def version(self) -> int:
@@ -134,7 +137,8 @@ class Index:
         current = self.version
         if current > SCHEMA_VERSION:
             raise StoreIndexError(
-                f"{self.path}: schema version {current} is newer than this runicorn ({SCHEMA_VERSION})")
+                f"{self.path}: schema version {current} is newer than this runicorn ({SCHEMA_VERSION})"
+            )
         while current < SCHEMA_VERSION:
             with self.write():
                 # Re-read inside the write lock: another process may have migrated.
@@ -153,8 +157,10 @@ class Index:
             ReadOnlyStoreError: the index was opened read-only.
         """
         if self.read_only:
-            raise ReadOnlyStoreError(f"{self.path.parent.parent}: the store is read-only "
-                                     "(read-only filesystem or no write permission); this command writes to it")
+            raise ReadOnlyStoreError(
+                f"{self.path.parent.parent}: the store is read-only "
+                "(read-only filesystem or no write permission); this command writes to it"
+            )
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:

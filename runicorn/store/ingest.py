@@ -171,8 +171,9 @@ class BlobBatch:
         self.sizes[sha] = total
         return total
 
-    def add_stream(self, chunks: Iterable[bytes | memoryview], size: int, *, perm: int = 0o444,
-                   origin: str = "<stream>") -> tuple[str, int]:
+    def add_stream(
+        self, chunks: Iterable[bytes | memoryview], size: int, *, perm: int = 0o444, origin: str = "<stream>"
+    ) -> tuple[str, int]:
         """Stage a blob whose bytes arrive in ``chunks`` and whose sha256 is not known in
         advance (an archive member); return ``(sha256, size)``.
 
@@ -204,8 +205,7 @@ class BlobBatch:
         if perm != 0o444:  # a private source: the blob (new or stored) keeps its privacy
             self.perms[sha] = self.perms.get(sha, 0o444) & perm
 
-    def _stream(self, fd: int, path: str, before: os.stat_result,
-                expected_sha256: str | None) -> tuple[str, int]:
+    def _stream(self, fd: int, path: str, before: os.stat_result, expected_sha256: str | None) -> tuple[str, int]:
         buf = _buffer()
 
         def chunks() -> Iterator[memoryview]:
@@ -219,9 +219,16 @@ class BlobBatch:
 
         return self._stage_chunks(chunks(), path, expected_sha256, check=unchanged, perm=blob_perm(before.st_mode))
 
-    def _stage_chunks(self, chunks: Iterable[bytes | memoryview], origin: str, expected_sha256: str | None, *,
-                      check: Callable[[int], None] | None = None, perm: int = 0o444,
-                      refused: str = "") -> tuple[str, int]:
+    def _stage_chunks(
+        self,
+        chunks: Iterable[bytes | memoryview],
+        origin: str,
+        expected_sha256: str | None,
+        *,
+        check: Callable[[int], None] | None = None,
+        perm: int = 0o444,
+        refused: str = "",
+    ) -> tuple[str, int]:
         """Write ``chunks`` to a staging file while hashing them (write-back started as it
         goes), run ``check(total)``, compare the hash, and rename the file to its intent
         name ``blob-<sha>``; return ``(sha256, size)``.  On any error nothing is left."""
@@ -327,8 +334,13 @@ class BlobBatch:
             syncfs(store.tmp_dir)
         try:
             if staged:
-                commit_blobs(store, [(f"{self.dir}/blob-{sha}", sha, self.sizes[sha]) for sha in staged],
-                             group=True, move=True, perms=self.perms)
+                commit_blobs(
+                    store,
+                    [(f"{self.dir}/blob-{sha}", sha, self.sizes[sha]) for sha in staged],
+                    group=True,
+                    move=True,
+                    perms=self.perms,
+                )
             else:
                 store.narrow_blobs(self.perms)  # content the store had, from a private file
         except BaseException:

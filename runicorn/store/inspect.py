@@ -119,8 +119,7 @@ def resolve(store: "Store", spec: str) -> Target:
         except RunicornError:
             ref = None
         if ref is not None:
-            return Target("pin", name, ref.tree, ref=ref) if kind == "pin" else \
-                Target("ref", spec, ref.tree, ref=ref)
+            return Target("pin", name, ref.tree, ref=ref) if kind == "pin" else Target("ref", spec, ref.tree, ref=ref)
     ref = store.get_ref("pin", spec)
     if ref is not None:
         # A snapshot pinned under its own tree id is shown as the tree it is.
@@ -133,8 +132,10 @@ def resolve(store: "Store", spec: str) -> Target:
     if bound:
         trees = sorted({r.tree for r in bound})
         if len(trees) > 1:
-            raise TreeNotFoundError(f"artifact {spec!r} is bound to {len(trees)} trees ({', '.join(t[:12] for t in trees)}"
-                                    "; platform variants or several Runicorn.toml files); name one by its tree id")
+            raise TreeNotFoundError(
+                f"artifact {spec!r} is bound to {len(trees)} trees ({', '.join(t[:12] for t in trees)}"
+                "; platform variants or several Runicorn.toml files); name one by its tree id"
+            )
         return Target("artifact", spec, trees[0], ref=bound[0], refs=bound)
     tree: str | None = None
     try:
@@ -144,16 +145,23 @@ def resolve(store: "Store", spec: str) -> Target:
     except TreeNotFoundError:
         pass
     if tree is not None and run is not None:
-        raise AmbiguousPrefixError(f"{spec!r} is ambiguous: tree {tree[:12]} and run {run} both start with it; "
-                                   "give more characters")
+        raise AmbiguousPrefixError(
+            f"{spec!r} is ambiguous: tree {tree[:12]} and run {run} both start with it; give more characters"
+        )
     if tree is not None:
         return Target("tree", tree, tree)
     if run is not None:
         return _run_target(store, run)
-    names = [r.name for r in store.list_refs("pin")] + ids + sorted(
-        {str(r.meta["artifact"]) for r in store.list_refs() if r.kind in ARTIFACT_KINDS and r.meta.get("artifact")})
-    raise TreeNotFoundError(f"no tree, pin or run named {spec!r} in the store at {store.root}"
-                            f"{did_you_mean(spec, names)}")
+    names = (
+        [r.name for r in store.list_refs("pin")]
+        + ids
+        + sorted(
+            {str(r.meta["artifact"]) for r in store.list_refs() if r.kind in ARTIFACT_KINDS and r.meta.get("artifact")}
+        )
+    )
+    raise TreeNotFoundError(
+        f"no tree, pin or run named {spec!r} in the store at {store.root}{did_you_mean(spec, names)}"
+    )
 
 
 def _tree_of(store: "Store", spec: str) -> tuple[str, str]:
@@ -164,8 +172,9 @@ def _tree_of(store: "Store", spec: str) -> tuple[str, str]:
     """
     t = resolve(store, spec)
     if t.tree is None:
-        raise TreeNotFoundError(f"run {t.run_id} has no code snapshot; name one of its trees "
-                                f"(`runicorn show {t.run_id}` lists them)")
+        raise TreeNotFoundError(
+            f"run {t.run_id} has no code snapshot; name one of its trees (`runicorn show {t.run_id}` lists them)"
+        )
     return t.tree, spec
 
 
@@ -186,8 +195,9 @@ def _tree_rows(store: "Store", trees: Iterable[str]) -> dict[str, tuple[int, int
     """``tree -> (file_count, total_size, created_at)`` from the index."""
     wanted = sorted(set(trees))
     rows = store.index.query(
-        "SELECT tree, file_count, total_size, created_at FROM trees "
-        "WHERE tree IN (SELECT value FROM json_each(?))", (json.dumps(wanted),))
+        "SELECT tree, file_count, total_size, created_at FROM trees WHERE tree IN (SELECT value FROM json_each(?))",
+        (json.dumps(wanted),),
+    )
     return {t: (int(n), int(s), float(c)) for t, n, s, c in rows}
 
 
@@ -234,12 +244,18 @@ def ls(store: "Store") -> list[dict[str, Any]]:
             source = next((str(r.meta[k]) for r in members for k in ("source", "target") if r.meta.get(k)), None)
             if source is None and trees:
                 source = manifest_source(store, trees[0])
-        items.append({
-            "type": typ, "name": name, "date": date, "source": source,
-            "file_count": sum(info.get(t, (0, 0, 0.0))[0] for t in trees),
-            "size": sum(info.get(t, (0, 0, 0.0))[1] for t in trees),
-            "trees": trees, "refs": sorted(f"{r.kind}/{r.name}" for r in members),
-        })
+        items.append(
+            {
+                "type": typ,
+                "name": name,
+                "date": date,
+                "source": source,
+                "file_count": sum(info.get(t, (0, 0, 0.0))[0] for t in trees),
+                "size": sum(info.get(t, (0, 0, 0.0))[1] for t in trees),
+                "trees": trees,
+                "refs": sorted(f"{r.kind}/{r.name}" for r in members),
+            }
+        )
     items.sort(key=lambda i: (-i["date"], i["type"], i["name"]))
     return items
 
@@ -263,8 +279,11 @@ def ls_tree(store: "Store", spec: str) -> dict[str, Any]:
         tree, _ = _tree_of(store, head)
     sub = sub.strip("/")
     entries = store.tree_entries(tree)
-    rows = [{"path": p, "mode": e.mode, "sha256": e.sha256, "size": e.size}
-            for p, e in sorted(entries.items()) if not sub or p == sub or p.startswith(sub + "/")]
+    rows = [
+        {"path": p, "mode": e.mode, "sha256": e.sha256, "size": e.size}
+        for p, e in sorted(entries.items())
+        if not sub or p == sub or p.startswith(sub + "/")
+    ]
     if sub and not rows:
         raise TreeNotFoundError(f"tree {tree[:12]} has no path {sub!r}")
     return {"tree": tree, "path": sub, "entries": rows}
@@ -277,15 +296,26 @@ def _tree_info(store: "Store", tree: str) -> dict[str, Any]:
         raise TreeNotFoundError(f"tree {tree} is not in the store at {store.root}")
     n, size, created = rows[tree]
     users = store.list_refs(tree=tree)
-    return {"tree": tree, "file_count": n, "size": size, "created_at": created,
-            "source": manifest_source(store, tree),
-            "referenced_by": [_ref_dict(r) for r in users],
-            "runs": sorted({_run_of(r) for r in users if r.kind == RUN_KIND})}
+    return {
+        "tree": tree,
+        "file_count": n,
+        "size": size,
+        "created_at": created,
+        "source": manifest_source(store, tree),
+        "referenced_by": [_ref_dict(r) for r in users],
+        "runs": sorted({_run_of(r) for r in users if r.kind == RUN_KIND}),
+    }
 
 
 def _ref_dict(r: "Ref") -> dict[str, Any]:
-    return {"ref": f"{r.kind}/{r.name}", "kind": r.kind, "name": r.name, "tree": r.tree,
-            "created_at": r.created_at, "meta": r.meta}
+    return {
+        "ref": f"{r.kind}/{r.name}",
+        "kind": r.kind,
+        "name": r.name,
+        "tree": r.tree,
+        "created_at": r.created_at,
+        "meta": r.meta,
+    }
 
 
 def show(store: "Store", spec: str) -> dict[str, Any]:
@@ -319,21 +349,38 @@ def _show_run(store: "Store", t: Target) -> dict[str, Any]:
     for r in t.refs:
         n, size, _ = info.get(r.tree, (0, 0, 0.0))
         role = str(r.meta.get("role") or (r.name.split("/")[1] if "/" in r.name else "run"))
-        entry = {"ref": f"{r.kind}/{r.name}", "role": role, "tree": r.tree, "file_count": n, "size": size,
-                 "created_at": r.created_at, "source": r.meta.get("source")}
-        rest = r.name[len(run_id) + 1:].split("/")
+        entry = {
+            "ref": f"{r.kind}/{r.name}",
+            "role": role,
+            "tree": r.tree,
+            "file_count": n,
+            "size": size,
+            "created_at": r.created_at,
+            "source": r.meta.get("source"),
+        }
+        rest = r.name[len(run_id) + 1 :].split("/")
         if rest[0] == "output" and len(rest) == 3 and rest[2].isdigit():
-            outputs.setdefault(rest[1], []).append({
-                "version": int(rest[2]), "tree": r.tree, "ref": entry["ref"], "size": size,
-                "metric": r.meta.get("metric"), "value": r.meta.get("value"),
-                "saved_at": r.meta.get("saved_at"), "source": r.meta.get("source")})
+            outputs.setdefault(rest[1], []).append(
+                {
+                    "version": int(rest[2]),
+                    "tree": r.tree,
+                    "ref": entry["ref"],
+                    "size": size,
+                    "metric": r.meta.get("metric"),
+                    "value": r.meta.get("value"),
+                    "saved_at": r.meta.get("saved_at"),
+                    "source": r.meta.get("source"),
+                }
+            )
         else:
             trees.append(entry)
     for versions in outputs.values():
         versions.sort(key=lambda v: v["version"])
     keep = ("path", "project", "name", "alias", "host", "pid", "argv", "git")
     return {
-        "type": "run", "name": run_id, "run_id": run_id,
+        "type": "run",
+        "name": run_id,
+        "run_id": run_id,
         "run_dir": str(run_dir) if run_dir is not None else None,
         "status": details.get("status") or "deleted",
         "created_at": meta.get("created_at", min((r.created_at for r in t.refs), default=None)),
@@ -389,8 +436,7 @@ def _workspace_files(store: "Store", root: Path) -> list[tuple[str, str, os.stat
     return None
 
 
-def _side(store: "Store", spec: str | os.PathLike[str],
-          all_files: bool) -> tuple[str, dict[str, TreeEntry] | _DirSide]:
+def _side(store: "Store", spec: str | os.PathLike[str], all_files: bool) -> tuple[str, dict[str, TreeEntry] | _DirSide]:
     """(label, entries) of a tree name, or of a directory (a Path, or a string that names
     an existing directory and no tree)."""
     if isinstance(spec, os.PathLike):
@@ -410,8 +456,9 @@ def _side(store: "Store", spec: str | os.PathLike[str],
     return str(path), _DirSide(store, path, all_files=all_files)
 
 
-def diff(store: "Store", a: str | os.PathLike[str], b: str | os.PathLike[str], *,
-         all_files: bool = False) -> dict[str, Any]:
+def diff(
+    store: "Store", a: str | os.PathLike[str], b: str | os.PathLike[str], *, all_files: bool = False
+) -> dict[str, Any]:
     """Paths added, deleted, modified and mode-changed from ``a`` to ``b``.
 
     Each side is a tree (any name :func:`resolve` accepts) or a directory (a ``Path``, or a
@@ -459,17 +506,34 @@ def diff(store: "Store", a: str | os.PathLike[str], b: str | os.PathLike[str], *
             if x.mode != y.mode:
                 mode_changed.append({"path": p, "old_mode": x.mode, "new_mode": y.mode, "size": y.size})
             continue
-        modified.append({"path": p, "old_mode": x.mode, "new_mode": y.mode, "old_size": x.size,
-                         "new_size": y.size, "old_sha256": x.sha256 or None, "new_sha256": y.sha256 or None})
+        modified.append(
+            {
+                "path": p,
+                "old_mode": x.mode,
+                "new_mode": y.mode,
+                "old_size": x.size,
+                "new_size": y.size,
+                "old_sha256": x.sha256 or None,
+                "new_sha256": y.sha256 or None,
+            }
+        )
     stat_ = {
-        "added": len(added), "deleted": len(deleted), "modified": len(modified),
+        "added": len(added),
+        "deleted": len(deleted),
+        "modified": len(modified),
         "mode_changed": len(mode_changed),
         "bytes_added": sum(e["size"] for e in added) + sum(max(0, m["new_size"] - m["old_size"]) for m in modified),
-        "bytes_removed": sum(e["size"] for e in deleted) + sum(max(0, m["old_size"] - m["new_size"])
-                                                               for m in modified),
+        "bytes_removed": sum(e["size"] for e in deleted) + sum(max(0, m["old_size"] - m["new_size"]) for m in modified),
     }
-    return {"a": la, "b": lb, "added": added, "deleted": deleted, "modified": modified,
-            "mode_changed": mode_changed, "stat": stat_}
+    return {
+        "a": la,
+        "b": lb,
+        "added": added,
+        "deleted": deleted,
+        "modified": modified,
+        "mode_changed": mode_changed,
+        "stat": stat_,
+    }
 
 
 # ------------------------------------------------------------------ du
@@ -503,28 +567,52 @@ def du(store: "Store") -> dict[str, Any]:
         trees.setdefault(i, set()).add(r.tree)
     param = (json.dumps(pairs),)
     with store.index.read() as c:
-        per = c.execute(_DU_OWNERS + """
+        per = c.execute(
+            _DU_OWNERS
+            + """
             SELECT ob.owner, COUNT(*), SUM(b.size), SUM(CASE WHEN bo.n = 1 THEN b.size ELSE 0 END)
             FROM ob JOIN bo ON bo.blob = ob.blob JOIN blobs b ON b.sha256 = ob.blob GROUP BY ob.owner""",
-                        param).fetchall()
-        shared = c.execute(_DU_OWNERS + """
+            param,
+        ).fetchall()
+        shared = c.execute(
+            _DU_OWNERS
+            + """
             SELECT COUNT(*), COALESCE(SUM(b.size), 0) FROM bo JOIN blobs b ON b.sha256 = bo.blob
-            WHERE bo.n > 1""", param).fetchone()
-        unref = c.execute(_DU_OWNERS + """
+            WHERE bo.n > 1""",
+            param,
+        ).fetchone()
+        unref = c.execute(
+            _DU_OWNERS
+            + """
             SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE sha256 NOT IN (SELECT blob FROM ob)""",
-                          param).fetchone()
+            param,
+        ).fetchone()
         total = dict(c.execute("SELECT name, value FROM totals").fetchall())
     found = {int(o): (int(n), int(s), int(u)) for o, n, s, u in per}
     owners: list[dict[str, Any]] = []
     for i, (typ, name) in enumerate(keys):
         n, size, unique = found.get(i, (0, 0, 0))
-        owners.append({"type": typ, "name": name, "trees": len(trees.get(i, ())), "blobs": n,
-                       "size": size, "unique": unique, "shared": size - unique})
+        owners.append(
+            {
+                "type": typ,
+                "name": name,
+                "trees": len(trees.get(i, ())),
+                "blobs": n,
+                "size": size,
+                "unique": unique,
+                "shared": size - unique,
+            }
+        )
     owners.sort(key=lambda o: (-o["size"], o["type"], o["name"]))
-    return {"owners": owners,
-            "shared_blobs": int(shared[0]), "shared_bytes": int(shared[1]),
-            "unreferenced_blobs": int(unref[0]), "unreferenced_bytes": int(unref[1]),
-            "blob_count": int(total.get("blob_count", 0)), "total_bytes": int(total.get("blob_bytes", 0))}
+    return {
+        "owners": owners,
+        "shared_blobs": int(shared[0]),
+        "shared_bytes": int(shared[1]),
+        "unreferenced_blobs": int(unref[0]),
+        "unreferenced_bytes": int(unref[1]),
+        "blob_count": int(total.get("blob_count", 0)),
+        "total_bytes": int(total.get("blob_bytes", 0)),
+    }
 
 
 __all__ = ["Target", "resolve", "run_ids", "ls", "ls_tree", "show", "diff", "du", "manifest_source"]

@@ -134,8 +134,7 @@ def file_size(path: str) -> int:
         return -1
 
 
-def blob_files_off(blobs_dir: str | os.PathLike[str], sizes: Mapping[str, int], *,
-                   first: bool = False) -> list[str]:
+def blob_files_off(blobs_dir: str | os.PathLike[str], sizes: Mapping[str, int], *, first: bool = False) -> list[str]:
     """The blobs of ``sizes`` (sha256 -> size) whose file under ``blobs_dir`` is missing or
     has another size, in hash order; with ``first``, at most one of them (an early "no").
 

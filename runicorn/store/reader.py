@@ -34,15 +34,23 @@ def _missing(path: str, sha256: str, what: str) -> BlobNotFoundError:
 def wrong_size(path: str | os.PathLike[str], sha256: str, size: int, expected: int, what: str = "") -> DamagedBlobError:
     """The error for a blob file of ``size`` bytes where ``expected`` are recorded."""
     how = "truncated" if size < expected else "grown"
-    return DamagedBlobError(f"{_for(what)}blob {sha256} ({path}) is damaged ({how}): it has {size} bytes, "
-                            f"the tree records {expected}; {_HINT}",
-                            sha256=sha256, path=os.fspath(path), what=what)
+    return DamagedBlobError(
+        f"{_for(what)}blob {sha256} ({path}) is damaged ({how}): it has {size} bytes, "
+        f"the tree records {expected}; {_HINT}",
+        sha256=sha256,
+        path=os.fspath(path),
+        what=what,
+    )
 
 
 def wrong_hash(path: str | os.PathLike[str], sha256: str, actual: str, what: str = "") -> DamagedBlobError:
     """The error for a blob file whose bytes hash to ``actual`` instead of its name."""
-    return DamagedBlobError(f"{_for(what)}blob {sha256} ({path}) is damaged: its bytes hash to {actual}; {_HINT}",
-                            sha256=sha256, path=os.fspath(path), what=what)
+    return DamagedBlobError(
+        f"{_for(what)}blob {sha256} ({path}) is damaged: its bytes hash to {actual}; {_HINT}",
+        sha256=sha256,
+        path=os.fspath(path),
+        what=what,
+    )
 
 
 def check_blob_file(path: str | os.PathLike[str], sha256: str, size: int | None, what: str = "") -> os.stat_result:
@@ -61,8 +69,9 @@ def check_blob_file(path: str | os.PathLike[str], sha256: str, size: int | None,
     return st
 
 
-def check_bytes(data: bytes | memoryview, path: str | os.PathLike[str], sha256: str, size: int | None,
-                what: str = "") -> None:
+def check_bytes(
+    data: bytes | memoryview, path: str | os.PathLike[str], sha256: str, size: int | None, what: str = ""
+) -> None:
     """Check bytes read whole from a blob file against its size and name.
 
     Raises:
@@ -169,5 +178,4 @@ class BlobReader(io.RawIOBase):
                 super().close()
 
 
-__all__ = ["BlobReader", "check_blob_file", "check_bytes", "open_checked", "read_checked",
-           "wrong_hash", "wrong_size"]
+__all__ = ["BlobReader", "check_blob_file", "check_bytes", "open_checked", "read_checked", "wrong_hash", "wrong_size"]

@@ -131,8 +131,9 @@ def finish_deletion(store: Store, c: Any, note: Path) -> str:
 
 def drop_run_refs(store: Store, c: Any, run_id: str) -> None:
     """Delete run ``run_id``'s refs (files and rows) and row inside transaction ``c``."""
-    names = [n for (n,) in c.execute("SELECT name FROM refs WHERE kind = 'run'") if
-             n == run_id or n.startswith(run_id + "/")]
+    names = [
+        n for (n,) in c.execute("SELECT name FROM refs WHERE kind = 'run'") if n == run_id or n.startswith(run_id + "/")
+    ]
     for name in names:
         store.ref_path("run", name).unlink(missing_ok=True)
         c.execute("DELETE FROM refs WHERE kind = 'run' AND name = ?", (name,))

@@ -18,13 +18,20 @@ if TYPE_CHECKING:
     from runicorn.store.store import Store
 
 
-def set_ref(store: Store, kind: str, name: str, tree: str, *, meta: Mapping[str, Any] | None = None,
-            move: bool = True, force_option: str = "force") -> Ref:
+def set_ref(
+    store: Store,
+    kind: str,
+    name: str,
+    tree: str,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    move: bool = True,
+    force_option: str = "force",
+) -> Ref:
     """:meth:`Store.set_ref`."""
     check_ref(kind, name)
     now = time.time()
-    record: dict[str, Any] = {"kind": kind, "name": name, "tree": tree, "created_at": now,
-                              "meta": dict(meta or {})}
+    record: dict[str, Any] = {"kind": kind, "name": name, "tree": tree, "created_at": now, "meta": dict(meta or {})}
     intent = ref_intent(store, kind, name)
     try:
         with store.index.write() as c:
@@ -33,8 +40,10 @@ def set_ref(store: Store, kind: str, name: str, tree: str, *, meta: Mapping[str,
             if not move:
                 old = c.execute("SELECT tree FROM refs WHERE kind = ? AND name = ?", (kind, name)).fetchone()
                 if old is not None and old[0] != tree:
-                    raise RefError(f"{kind} {name!r} already names tree {old[0][:12]}; pass "
-                                   f"{option(force_option)} to move it to {tree[:12]}")
+                    raise RefError(
+                        f"{kind} {name!r} already names tree {old[0][:12]}; pass "
+                        f"{option(force_option)} to move it to {tree[:12]}"
+                    )
             atomic_write_json(store.ref_path(kind, name), record, staging_dir=store.writer_dir())
             upsert_ref_rows(c, [record], now, moved=True)
             c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (now, tree))
@@ -51,8 +60,7 @@ def delete_ref(store: Store, kind: str, name: str) -> bool:
     intent = ref_intent(store, kind, name)
     try:
         with store.index.write() as c:
-            existed = c.execute("SELECT 1 FROM refs WHERE kind = ? AND name = ?",
-                                (kind, name)).fetchone() is not None
+            existed = c.execute("SELECT 1 FROM refs WHERE kind = ? AND name = ?", (kind, name)).fetchone() is not None
             path = store.ref_path(kind, name)
             if path.exists():
                 path.unlink()
@@ -73,8 +81,9 @@ def ref_intent(store: Store, kind: str, name: str) -> Path:
 
 def get_ref(store: Store, kind: str, name: str) -> Ref | None:
     """:meth:`Store.get_ref`."""
-    rows = store.index.query("SELECT kind, name, tree, created_at, meta FROM refs WHERE kind = ? AND name = ?",
-                             (kind, name))
+    rows = store.index.query(
+        "SELECT kind, name, tree, created_at, meta FROM refs WHERE kind = ? AND name = ?", (kind, name)
+    )
     return row_to_ref(rows[0]) if rows else None
 
 

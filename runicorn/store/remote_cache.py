@@ -31,8 +31,9 @@ class RemoteCache:
         if not wanted:
             return set()
         rows = self.store.index.query(
-            "SELECT id FROM remote_objects WHERE remote = ? AND kind = ? "
-            "AND id IN (SELECT value FROM json_each(?))", (self.remote, kind, json.dumps(wanted)))
+            "SELECT id FROM remote_objects WHERE remote = ? AND kind = ? AND id IN (SELECT value FROM json_each(?))",
+            (self.remote, kind, json.dumps(wanted)),
+        )
         return {r[0] for r in rows}
 
     def record(self, kind: str, ids: Iterable[str]) -> None:
@@ -52,22 +53,28 @@ class RemoteCache:
             if row is not None and row[0] == epoch:
                 return True
             c.execute("DELETE FROM remote_objects WHERE remote = ?", (self.remote,))
-            c.execute("INSERT INTO remote_state (remote, epoch) VALUES (?, ?) "
-                      "ON CONFLICT (remote) DO UPDATE SET epoch = excluded.epoch", (self.remote, epoch))
+            c.execute(
+                "INSERT INTO remote_state (remote, epoch) VALUES (?, ?) "
+                "ON CONFLICT (remote) DO UPDATE SET epoch = excluded.epoch",
+                (self.remote, epoch),
+            )
             return False
 
     def ref_state(self, kind: str, name: str) -> tuple[str, str] | None:
         """``(tree, etag)`` of the remote ref as this store last pushed or pulled it."""
-        rows = self.store.index.query("SELECT tree, etag FROM remote_refs WHERE remote = ? AND kind = ? AND name = ?",
-                                      (self.remote, kind, name))
+        rows = self.store.index.query(
+            "SELECT tree, etag FROM remote_refs WHERE remote = ? AND kind = ? AND name = ?", (self.remote, kind, name)
+        )
         return (rows[0][0], rows[0][1]) if rows else None
 
     def set_ref_state(self, kind: str, name: str, tree: str, etag: str) -> None:
         """Remember the remote ref's state after a push or pull."""
         with self.store.index.write() as c:
-            c.execute("INSERT INTO remote_refs (remote, kind, name, tree, etag) VALUES (?, ?, ?, ?, ?) "
-                      "ON CONFLICT (remote, kind, name) DO UPDATE SET tree = excluded.tree, etag = excluded.etag",
-                      (self.remote, kind, name, tree, etag))
+            c.execute(
+                "INSERT INTO remote_refs (remote, kind, name, tree, etag) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (remote, kind, name) DO UPDATE SET tree = excluded.tree, etag = excluded.etag",
+                (self.remote, kind, name, tree, etag),
+            )
 
     def forget(self) -> None:
         """Drop every row of this remote (``runicorn remote remove``)."""

@@ -137,8 +137,12 @@ class Store:
                 raise
             from runicorn.config import storage_root_origin
 
-            raise StoreWriteError(f"cannot create the store at {self.root} ({storage_root_origin(self.root)}): "
-                                  f"{exc.strerror or exc} ({exc.filename})", exc.errno, exc.filename) from None
+            raise StoreWriteError(
+                f"cannot create the store at {self.root} ({storage_root_origin(self.root)}): "
+                f"{exc.strerror or exc} ({exc.filename})",
+                exc.errno,
+                exc.filename,
+            ) from None
         return mode
 
     def _open_index(self) -> Index:
@@ -202,8 +206,10 @@ class Store:
     def require_writable(self) -> None:
         """Raise ReadOnlyStoreError (naming the store) when this process cannot write it."""
         if self.read_only:
-            raise ReadOnlyStoreError(f"{self.root}: the store is read-only (read-only filesystem or no "
-                                     "write permission); this command writes to it")
+            raise ReadOnlyStoreError(
+                f"{self.root}: the store is read-only (read-only filesystem or no "
+                "write permission); this command writes to it"
+            )
 
     def writer_dir(self) -> Path:
         """This process's staging directory, created (and locked) on first use.
@@ -244,11 +250,15 @@ class Store:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return StorageFullError(f"{self.root}: no space left on device while writing {where}")
         if exc.errno == errno.ENOTDIR:
-            msg = (f"{where}: the store at {self.root} is damaged (a file stands where a folder belongs); "
-                   f"run `runicorn verify --repair`")
+            msg = (
+                f"{where}: the store at {self.root} is damaged (a file stands where a folder belongs); "
+                f"run `runicorn verify --repair`"
+            )
         else:
-            msg = (f"{where}: cannot write to the store at {self.root} ({exc.strerror or exc}); "
-                   f"check the permissions of {self.archive}")
+            msg = (
+                f"{where}: cannot write to the store at {self.root} ({exc.strerror or exc}); "
+                f"check the permissions of {self.archive}"
+            )
         return StoreWriteError(msg, exc.errno, str(where))
 
     @property
@@ -330,8 +340,7 @@ class Store:
         """Store a byte string; return its blob."""
         return _blobs.ingest_bytes(self, data)
 
-    def ingest_stream(self, src: IO[bytes], *, expected_sha256: str | None = None,
-                      perm: int = 0o444) -> BlobInfo:
+    def ingest_stream(self, src: IO[bytes], *, expected_sha256: str | None = None, perm: int = 0o444) -> BlobInfo:
         """Store everything readable from a binary stream.
 
         ``perm``: the blob's permission, as :func:`runicorn.fsutil.blob_perm` gives for the
@@ -372,8 +381,14 @@ class Store:
         """True if the index knows the tree."""
         return _trees.has_tree(self, tree)
 
-    def put_tree(self, entries: Mapping[str, Any], *, source: str | None = None,
-                 ref: tuple[str, str] | None = None, ref_meta: Mapping[str, Any] | None = None) -> str:
+    def put_tree(
+        self,
+        entries: Mapping[str, Any],
+        *,
+        source: str | None = None,
+        ref: tuple[str, str] | None = None,
+        ref_meta: Mapping[str, Any] | None = None,
+    ) -> str:
         """Record a tree from ``relpath -> (sha256, mode, size)``; return its tree id.
 
         Every blob must already be stored.  Writes the manifest atomically, indexes the
@@ -430,8 +445,7 @@ class Store:
         """
         return _trees.resolve_tree(self, prefix, hold=hold)
 
-    def ingest_directory(self, root: str | os.PathLike[str], *, source: str | None = None,
-                         include: Any = None) -> str:
+    def ingest_directory(self, root: str | os.PathLike[str], *, source: str | None = None, include: Any = None) -> str:
         """Capture a directory (regular files and symlinks, never followed) as a tree.
 
         ``include(relpath, is_dir) -> bool`` may prune paths.  Returns the tree id.
@@ -452,8 +466,16 @@ class Store:
         """
         check_ref(kind, name)
 
-    def set_ref(self, kind: str, name: str, tree: str, *, meta: Mapping[str, Any] | None = None,
-                move: bool = True, force_option: str = "force") -> Ref:
+    def set_ref(
+        self,
+        kind: str,
+        name: str,
+        tree: str,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        move: bool = True,
+        force_option: str = "force",
+    ) -> Ref:
         """Point ref ``kind/name`` at ``tree`` (creating or moving it); return it.
 
         ``move=False`` refuses to move an existing ref to another tree (checked in the
@@ -481,8 +503,9 @@ class Store:
         """All refs, optionally of one kind and/or naming one tree."""
         return _refs.list_refs(self, kind, tree=tree)
 
-    def pin(self, tree: str, name: str | None = None, *, force: bool = False,
-            meta: Mapping[str, Any] | None = None) -> Ref:
+    def pin(
+        self, tree: str, name: str | None = None, *, force: bool = False, meta: Mapping[str, Any] | None = None
+    ) -> Ref:
         """Keep ``tree`` alive under ref ``pin/<name or tree>``; ``meta`` is stored with it.
 
         Pinning a name again to the same tree updates it; moving a name to another tree
@@ -530,8 +553,7 @@ class Store:
         """Counts and sizes from the index (O(1) in the number of blobs)."""
         with self.index.read() as c:
             totals = dict(c.execute("SELECT name, value FROM totals").fetchall())
-            unref_blobs = c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE refcount = 0"
-                                    ).fetchone()
+            unref_blobs = c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE refcount = 0").fetchone()
             trees = c.execute("SELECT COUNT(*) FROM trees").fetchone()[0]
             unref_trees = c.execute("SELECT COUNT(*) FROM trees WHERE refcount = 0").fetchone()[0]
             refs = c.execute("SELECT COUNT(*) FROM refs").fetchone()[0]
@@ -568,8 +590,7 @@ class Store:
 
         return show(self, spec)
 
-    def diff(self, a: str | os.PathLike[str], b: str | os.PathLike[str], *,
-             all_files: bool = False) -> dict[str, Any]:
+    def diff(self, a: str | os.PathLike[str], b: str | os.PathLike[str], *, all_files: bool = False) -> dict[str, Any]:
         """Paths added, deleted, modified and mode-changed from ``a`` to ``b`` (trees by any
         name, or directories: as a snapshot would capture them, or every file with ``all_files``).
 
@@ -588,8 +609,14 @@ class Store:
         return du(self)
 
     # ------------------------------------------------------------------ gc
-    def gc(self, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run: bool = False,
-           trees: Iterable[str] | None = None, keep_missing_toml: float | None = None) -> dict[str, Any]:
+    def gc(
+        self,
+        *,
+        grace_seconds: float = DEFAULT_GC_GRACE_SECONDS,
+        dry_run: bool = False,
+        trees: Iterable[str] | None = None,
+        keep_missing_toml: float | None = None,
+    ) -> dict[str, Any]:
         """Delete trees no ref names and blobs no tree names, older than the grace period.
 
         ``trees`` limits collection to those trees and the blobs only they used (how a
@@ -603,11 +630,13 @@ class Store:
             ReadOnlyStoreError: a real run on a read-only store.
             StoreIndexError: the index disagrees with the files (nothing was deleted).
         """
-        return _gc.gc(self, grace_seconds=grace_seconds, dry_run=dry_run, trees=trees,
-                      keep_missing_toml=keep_missing_toml)
+        return _gc.gc(
+            self, grace_seconds=grace_seconds, dry_run=dry_run, trees=trees, keep_missing_toml=keep_missing_toml
+        )
 
-    def gc_plan(self, trees: Iterable[str], *, refs_gone: Iterable[tuple[str, str]] = (),
-                grace_seconds: float = 0.0) -> GcPlan:
+    def gc_plan(
+        self, trees: Iterable[str], *, refs_gone: Iterable[tuple[str, str]] = (), grace_seconds: float = 0.0
+    ) -> GcPlan:
         """What ``gc(trees=trees, grace_seconds=...)`` would collect now if the refs
         ``refs_gone`` (``(kind, name)``) were deleted first, with the index's
         :class:`TreeInfo` of each of ``trees``, from one read snapshot and gc's own
@@ -634,8 +663,9 @@ class Store:
 
         return verify_store(self, deep=deep)
 
-    def rebuild_index(self, *, deep: bool = False,
-                      heal_from: Iterable[str | os.PathLike[str]] | None = None) -> dict[str, Any]:
+    def rebuild_index(
+        self, *, deep: bool = False, heal_from: Iterable[str | os.PathLike[str]] | None = None
+    ) -> dict[str, Any]:
         """Rebuild the whole index from the files (``verify --repair``); return what changed.
 
         Blob files whose content does not match their name (``deep``), unparsable

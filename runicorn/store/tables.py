@@ -99,9 +99,14 @@ class StatCache:
 
     def rows(self, lo: str, hi: str) -> dict[str, StatRow]:
         """The rows whose path is in ``[lo, hi)`` (one workspace), by path."""
-        return {row[0]: row for row in self.store.index.query(
-            "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns FROM stat_cache "
-            "WHERE path >= ? AND path < ?", (lo, hi))}
+        return {
+            row[0]: row
+            for row in self.store.index.query(
+                "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns FROM stat_cache "
+                "WHERE path >= ? AND path < ?",
+                (lo, hi),
+            )
+        }
 
     def update(self, rows: Sequence[StatRow], stale: Sequence[str] = ()) -> None:
         """Write ``rows`` (replacing a path's row) and delete the rows of ``stale`` paths, in
@@ -117,7 +122,8 @@ class StatCache:
                 "ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns, "
                 "ctime_ns = excluded.ctime_ns, mode = excluded.mode, sha256 = excluded.sha256, "
                 "recorded_ns = excluded.recorded_ns",
-                rows)
+                rows,
+            )
 
 
 class RunClaim:
@@ -131,17 +137,21 @@ class RunClaim:
         #: the indexed run directory (relative to the storage root) of this id, or None
         self.indexed_dir: str | None = None if row is None else str(row[0])
         prefix = run_id + "/"
-        ref = c.execute("SELECT name FROM refs WHERE kind = ? AND substr(name, 1, ?) = ? ORDER BY name LIMIT 1",
-                        (ref_kind, len(prefix), prefix)).fetchone()
+        ref = c.execute(
+            "SELECT name FROM refs WHERE kind = ? AND substr(name, 1, ?) = ? ORDER BY name LIMIT 1",
+            (ref_kind, len(prefix), prefix),
+        ).fetchone()
         #: the first ref ``<ref_kind>/<run_id>/...`` that exists, or None
         self.ref_name: str | None = None if ref is None else str(ref[0])
 
     def record(self, path: str, run_dir: str, status: str, created_at: float) -> None:
         """Write the run's row (in the claim's transaction)."""
-        self._c.execute("INSERT INTO runs (run_id, path, run_dir, status, created_at) VALUES (?, ?, ?, ?, ?) "
-                        "ON CONFLICT (run_id) DO UPDATE SET path = excluded.path, run_dir = excluded.run_dir, "
-                        "status = excluded.status, created_at = excluded.created_at",
-                        (self.run_id, path, run_dir, status, created_at))
+        self._c.execute(
+            "INSERT INTO runs (run_id, path, run_dir, status, created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id) DO UPDATE SET path = excluded.path, run_dir = excluded.run_dir, "
+            "status = excluded.status, created_at = excluded.created_at",
+            (self.run_id, path, run_dir, status, created_at),
+        )
 
 
 class RunRows:
@@ -158,25 +168,37 @@ class RunRows:
 
     def all(self) -> list[RunRow]:
         """Every row, oldest first."""
-        return [(str(r), str(p), str(d), s, float(t)) for r, p, d, s, t in self.store.index.query(
-            "SELECT run_id, path, run_dir, status, created_at FROM runs ORDER BY created_at, run_id")]
+        return [
+            (str(r), str(p), str(d), s, float(t))
+            for r, p, d, s, t in self.store.index.query(
+                "SELECT run_id, path, run_dir, status, created_at FROM runs ORDER BY created_at, run_id"
+            )
+        ]
 
     def upsert(self, run_id: str, path: str, run_dir: str, status: str, created_at: float) -> None:
         """Write a run's row; an indexed run keeps its ``created_at``."""
         with self.store.index.write() as c:
-            c.execute("INSERT INTO runs (run_id, path, run_dir, status, created_at) VALUES (?, ?, ?, ?, ?) "
-                      "ON CONFLICT (run_id) DO UPDATE SET path = excluded.path, run_dir = excluded.run_dir, "
-                      "status = excluded.status", (run_id, path, run_dir, status, created_at))
+            c.execute(
+                "INSERT INTO runs (run_id, path, run_dir, status, created_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET path = excluded.path, run_dir = excluded.run_dir, "
+                "status = excluded.status",
+                (run_id, path, run_dir, status, created_at),
+            )
 
     def replace(self, rows: Iterable[RunRow], alive: Callable[[str], bool]) -> None:
         """In one transaction: drop the rows whose run directory ``alive(run_dir)`` denies,
         then write ``rows`` (replacing a run's row)."""
         with self.store.index.write() as c:
-            stale = [(run_id,) for run_id, rel in c.execute("SELECT run_id, run_dir FROM runs").fetchall()
-                     if not alive(str(rel))]
+            stale = [
+                (run_id,)
+                for run_id, rel in c.execute("SELECT run_id, run_dir FROM runs").fetchall()
+                if not alive(str(rel))
+            ]
             c.executemany("DELETE FROM runs WHERE run_id = ?", stale)
-            c.executemany("INSERT OR REPLACE INTO runs (run_id, path, run_dir, status, created_at) "
-                          "VALUES (?, ?, ?, ?, ?)", list(rows))
+            c.executemany(
+                "INSERT OR REPLACE INTO runs (run_id, path, run_dir, status, created_at) VALUES (?, ?, ?, ?, ?)",
+                list(rows),
+            )
 
     def delete(self, run_id: str) -> None:
         """Drop run ``run_id``'s row."""
@@ -210,23 +232,31 @@ class TomlUsage:
     def seen(self, key: str, now: float) -> None:
         """Record that ``key`` was used at ``now`` (a row is created or its ``last_seen`` moves)."""
         with self.store.index.write() as c:
-            c.execute("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) "
-                      "ON CONFLICT (path) DO UPDATE SET last_seen = excluded.last_seen", (key, now))
+            c.execute(
+                "INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET last_seen = excluded.last_seen",
+                (key, now),
+            )
 
     def add(self, keys: Iterable[str], now: float) -> None:
         """Rows for ``keys`` that have none (an index rebuild from the usage log)."""
         with self.store.index.write() as c:
-            c.executemany("INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
-                          [(k, now) for k in keys])
+            c.executemany(
+                "INSERT INTO toml_usage (path, last_seen) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
+                [(k, now) for k in keys],
+            )
 
-    def mark(self, *, missing: Iterable[str] = (), back: Iterable[str] = (), gone: Iterable[str] = (),
-             now: float) -> None:
+    def mark(
+        self, *, missing: Iterable[str] = (), back: Iterable[str] = (), gone: Iterable[str] = (), now: float
+    ) -> None:
         """In one transaction: ``missing`` keys get ``missing_since`` (kept if set; a key
         without a row gets one), ``back`` keys lose it, ``gone`` keys lose their row."""
         with self.store.index.write() as c:
-            c.executemany("INSERT INTO toml_usage (path, last_seen, missing_since) VALUES (?, ?, ?) "
-                          "ON CONFLICT (path) DO UPDATE SET missing_since = "
-                          "COALESCE(toml_usage.missing_since, excluded.missing_since)",
-                          [(k, now, now) for k in missing])
+            c.executemany(
+                "INSERT INTO toml_usage (path, last_seen, missing_since) VALUES (?, ?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET missing_since = "
+                "COALESCE(toml_usage.missing_since, excluded.missing_since)",
+                [(k, now, now) for k in missing],
+            )
             c.executemany("UPDATE toml_usage SET missing_since = NULL WHERE path = ?", [(k,) for k in back])
             c.executemany("DELETE FROM toml_usage WHERE path = ?", [(k,) for k in gone])

@@ -65,8 +65,9 @@ def coerce_entry(path: str, value: Any) -> TreeEntry:
         raise ValueError(f"tree path {path!r}: size {entry.size!r} is not a non-negative integer")
     if entry.mode == MODE_LINK and not 0 < entry.size <= MAX_LINK_TARGET_BYTES:
         # What the OS can create: no empty link, no target longer than PATH_MAX.
-        raise ValueError(f"tree path {path!r}: a symlink target of {entry.size} bytes (1 to "
-                         f"{MAX_LINK_TARGET_BYTES} can be restored)")
+        raise ValueError(
+            f"tree path {path!r}: a symlink target of {entry.size} bytes (1 to {MAX_LINK_TARGET_BYTES} can be restored)"
+        )
     return entry
 
 
@@ -118,13 +119,13 @@ def tree_id_of(items: list[tuple[str, str, str]]) -> str:
         data = text.encode("utf-8")
     except UnicodeEncodeError:
         items.sort(key=lambda item: path_key(item[0]))
-        data = b"".join([f"{mode} {sha} ".encode("ascii") + path_key(path) + b"\n"
-                         for path, mode, sha in items])
+        data = b"".join([f"{mode} {sha} ".encode("ascii") + path_key(path) + b"\n" for path, mode, sha in items])
     return hashlib.sha256(TREE_HEADER + data).hexdigest()
 
 
-def build_manifest(tree: str, entries: Mapping[str, TreeEntry], *, source: str | None = None,
-                   created_at: float | None = None) -> dict[str, Any]:
+def build_manifest(
+    tree: str, entries: Mapping[str, TreeEntry], *, source: str | None = None, created_at: float | None = None
+) -> dict[str, Any]:
     """The manifest JSON object for a tree (``schema/manifest.md``)."""
     files = {p: {"sha256": e.sha256, "size_bytes": e.size, "mode": e.mode} for p, e in entries.items()}
     return {
@@ -152,7 +153,9 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
         value = manifest[key]
         sep = ",\n" if i < len(keys) - 1 else "\n"
         if key == "files" and isinstance(value, Mapping):
-            lines = [f"  {dumps(path, ensure_ascii=False)}: {_entry_json(entry)}" for path, entry in sorted(value.items())]
+            lines = [
+                f"  {dumps(path, ensure_ascii=False)}: {_entry_json(entry)}" for path, entry in sorted(value.items())
+            ]
             body = "{\n" + ",\n".join(lines) + "\n }" if lines else "{}"
             parts.append(f" {dumps(key)}: {body}{sep}")
         else:
@@ -163,15 +166,20 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
 
 def _entry_json(entry: Any) -> str:
     """One ``files`` entry as JSON, keys sorted (a plain f-string when the values are plain)."""
-    if (type(entry) is dict and entry.keys() == {"mode", "sha256", "size_bytes"}
-            and type(entry["size_bytes"]) is int and is_sha256_hex(entry["sha256"])
-            and entry["mode"] in (MODE_FILE, MODE_EXEC, MODE_LINK)):
+    if (
+        type(entry) is dict
+        and entry.keys() == {"mode", "sha256", "size_bytes"}
+        and type(entry["size_bytes"]) is int
+        and is_sha256_hex(entry["sha256"])
+        and entry["mode"] in (MODE_FILE, MODE_EXEC, MODE_LINK)
+    ):
         return f'{{"mode": "{entry["mode"]}", "sha256": "{entry["sha256"]}", "size_bytes": {entry["size_bytes"]}}}'
     return json.dumps(entry, sort_keys=True, ensure_ascii=False)
 
 
-def parse_manifest(data: bytes, *, origin: str | Path = "<manifest>",
-                   expected_tree: str | None = None) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
+def parse_manifest(
+    data: bytes, *, origin: str | Path = "<manifest>", expected_tree: str | None = None
+) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
     """Parse and fully validate a manifest; return (manifest, entries).
 
     The tree id is recomputed from the entries and must equal the recorded one (and
@@ -191,8 +199,7 @@ def parse_manifest(data: bytes, *, origin: str | Path = "<manifest>",
     if manifest.get("format") != MANIFEST_FORMAT:
         raise CorruptManifestError(f"{origin}: format is {manifest.get('format')!r}, not {MANIFEST_FORMAT!r}")
     if manifest.get("format_version") != MANIFEST_VERSION:
-        raise CorruptManifestError(
-            f"{origin}: unsupported format_version {manifest.get('format_version')!r}")
+        raise CorruptManifestError(f"{origin}: unsupported format_version {manifest.get('format_version')!r}")
     try:
         entries = normalize_entries(manifest["files"])
     except (UnsafePathError, ValueError, KeyError, TypeError) as exc:
@@ -200,7 +207,8 @@ def parse_manifest(data: bytes, *, origin: str | Path = "<manifest>",
     tree = compute_tree_id(entries)
     if manifest.get("tree") != tree:
         raise CorruptManifestError(
-            f"{origin}: recorded tree {manifest.get('tree')!r} does not match its files ({tree})")
+            f"{origin}: recorded tree {manifest.get('tree')!r} does not match its files ({tree})"
+        )
     if expected_tree is not None and tree != expected_tree:
         raise CorruptManifestError(f"{origin}: holds tree {tree}, expected {expected_tree}")
     return manifest, entries

@@ -50,8 +50,10 @@ def tree_infos(store: Store, trees: Iterable[str], c: Any = None) -> dict[str, T
         if row is None:
             continue
         held = c.execute("SELECT 1 FROM holds WHERE sha256 = ? LIMIT 1", (tree,)).fetchone() is not None
-        refs = tuple((str(k), str(n)) for k, n in c.execute(
-            "SELECT kind, name FROM refs WHERE tree = ? ORDER BY kind, name", (tree,)).fetchall())
+        refs = tuple(
+            (str(k), str(n))
+            for k, n in c.execute("SELECT kind, name FROM refs WHERE tree = ? ORDER BY kind, name", (tree,)).fetchall()
+        )
         out[tree] = TreeInfo(tree, int(row[0]), int(row[1]), int(row[2]), held, refs)
     return out
 
@@ -68,18 +70,25 @@ def touch_tree(store: Store, tree: str) -> bool:
 def kept_by(store: Store, tree: str, kind: str, name: str) -> bool:
     """:meth:`Store.tree_kept_by`."""
     with store.index.read() as c:
-        return (c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is not None
-                and c.execute("SELECT 1 FROM refs WHERE kind = ? AND name = ? AND tree = ?",
-                              (kind, name, tree)).fetchone() is not None)
+        return (
+            c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is not None
+            and c.execute("SELECT 1 FROM refs WHERE kind = ? AND name = ? AND tree = ?", (kind, name, tree)).fetchone()
+            is not None
+        )
 
 
-def put_tree(store: Store, entries: Mapping[str, Any], *, source: str | None = None,
-             ref: tuple[str, str] | None = None, ref_meta: Mapping[str, Any] | None = None) -> str:
+def put_tree(
+    store: Store,
+    entries: Mapping[str, Any],
+    *,
+    source: str | None = None,
+    ref: tuple[str, str] | None = None,
+    ref_meta: Mapping[str, Any] | None = None,
+) -> str:
     """:meth:`Store.put_tree`."""
     norm = normalize_entries(entries)
     tree = compute_tree_id(norm)
-    if store.index.scalar("SELECT 1 FROM trees WHERE tree = ?", (tree,)) and \
-            store.manifest_path(tree).exists():
+    if store.index.scalar("SELECT 1 FROM trees WHERE tree = ?", (tree,)) and store.manifest_path(tree).exists():
         with store.index.write() as c:
             if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
                 c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
@@ -129,13 +138,16 @@ def commit_tree(store: Store, intent: Path, tree: str, norm: Mapping[str, TreeEn
             c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (now, tree))
         else:
             # One set query, not a round trip per blob: trees can have 100k entries.
-            known = {row[0] for row in c.execute(
-                "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
-                (json.dumps(sorted(shas)),))}
+            known = {
+                row[0]
+                for row in c.execute(
+                    "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
+                    (json.dumps(sorted(shas)),),
+                )
+            }
             missing = sorted(shas - known)
             if missing:
-                err = BlobNotFoundError(
-                    f"tree {tree}: {len(missing)} blob(s) not in the store, e.g. {missing[0]}")
+                err = BlobNotFoundError(f"tree {tree}: {len(missing)} blob(s) not in the store, e.g. {missing[0]}")
                 err.missing = missing  # type: ignore[attr-defined]
                 raise err
             insert_tree_rows(c, tree, norm, now)
@@ -184,8 +196,9 @@ def _resolve_prefix(store: Store, prefix: str) -> str:
     from runicorn.names import SHOWN, unique_prefix
 
     # A range scan of the primary key: a few rows however many trees there are.
-    rows = store.index.query("SELECT tree FROM trees WHERE tree >= ? AND tree < ? ORDER BY tree LIMIT ?",
-                             (prefix, prefix + "g", SHOWN + 1))
+    rows = store.index.query(
+        "SELECT tree FROM trees WHERE tree >= ? AND tree < ? ORDER BY tree LIMIT ?", (prefix, prefix + "g", SHOWN + 1)
+    )
     tree = unique_prefix(prefix, [str(r[0]) for r in rows], what="tree")
     if tree is None:
         raise TreeNotFoundError(f"tree prefix {prefix!r} matches no trees in the store at {store.root}")

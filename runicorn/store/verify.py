@@ -80,20 +80,26 @@ def _iter_ref_files(store: Store) -> Iterator[tuple[Path, dict[str, Any] | None]
             continue
         for f in kind_dir.iterdir():
             record = read_ref_file(f)
-            if record is not None and (record.get("kind") != kind_dir.name
-                                       or ref_filename(str(record.get("name", ""))) != f.name):
+            if record is not None and (
+                record.get("kind") != kind_dir.name or ref_filename(str(record.get("name", ""))) != f.name
+            ):
                 record = None
             yield f, record
 
 
 # Recounts the triggers should have kept equal, and entries naming no blob: the same
 # queries for the full verify and the quick check before a run deletion.
-_BAD_BLOB_COUNTS = ("SELECT b.sha256, b.refcount, (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256) AS n "
-                    "FROM blobs b WHERE b.refcount != n")
-_BAD_TREE_COUNTS = ("SELECT t.tree, t.refcount, (SELECT COUNT(*) FROM refs r WHERE r.tree = t.tree) AS n "
-                    "FROM trees t WHERE t.refcount != n")
-_DANGLING_ENTRIES = ("SELECT e.tree, e.path, e.blob FROM tree_entries e "
-                     "WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = e.blob)")
+_BAD_BLOB_COUNTS = (
+    "SELECT b.sha256, b.refcount, (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256) AS n "
+    "FROM blobs b WHERE b.refcount != n"
+)
+_BAD_TREE_COUNTS = (
+    "SELECT t.tree, t.refcount, (SELECT COUNT(*) FROM refs r WHERE r.tree = t.tree) AS n "
+    "FROM trees t WHERE t.refcount != n"
+)
+_DANGLING_ENTRIES = (
+    "SELECT e.tree, e.path, e.blob FROM tree_entries e WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = e.blob)"
+)
 
 
 def ref_files_vs_index(store: Store, c: Any) -> tuple[list[str], list[str]]:
@@ -118,20 +124,29 @@ def ref_files_vs_index(store: Store, c: Any) -> tuple[list[str], list[str]]:
     warnings: list[str] = []
     covered: set[tuple[str, str]] = set()
     for path in damaged:
-        copy = [key for key in indexed if key[0] == path.parent.name and ref_filename(key[1]) == path.name
-                and path.parent.parent == store.refs_dir and key not in on_disk]
+        copy = [
+            key
+            for key in indexed
+            if key[0] == path.parent.name
+            and ref_filename(key[1]) == path.name
+            and path.parent.parent == store.refs_dir
+            and key not in on_disk
+        ]
         if copy:
             covered.update(copy)
-            warnings.append(f"{path}: damaged ref file; the index's copy keeps tree {indexed[copy[0]]} "
-                            "until you fix or remove the file")
+            warnings.append(
+                f"{path}: damaged ref file; the index's copy keeps tree {indexed[copy[0]]} "
+                "until you fix or remove the file"
+            )
         else:
             problems.append(f"{path}: damaged ref file the index has no copy of")
-    differ = [k for k in on_disk.keys() | indexed.keys()
-              if k not in covered and on_disk.get(k) != indexed.get(k)]
+    differ = [k for k in on_disk.keys() | indexed.keys() if k not in covered and on_disk.get(k) != indexed.get(k)]
     if differ:
         kind, name = sorted(differ)[0]
-        problems.append(f"{len(differ)} ref(s) differ from their files, e.g. {kind}/{name} "
-                        f"(file: {on_disk.get((kind, name))}, index: {indexed.get((kind, name))})")
+        problems.append(
+            f"{len(differ)} ref(s) differ from their files, e.g. {kind}/{name} "
+            f"(file: {on_disk.get((kind, name))}, index: {indexed.get((kind, name))})"
+        )
     return problems, warnings
 
 
@@ -159,14 +174,16 @@ def kept_by_damaged_manifests(store: Store) -> tuple[set[str] | None, list[str]]
             json.loads(text)
         except (OSError, ValueError):
             kept = None
-            warnings.append(f"{path}: damaged manifest set aside; it may name any blob, so gc collects no "
-                            "blob until you delete it")
+            warnings.append(
+                f"{path}: damaged manifest set aside; it may name any blob, so gc collects no blob until you delete it"
+            )
             continue
         shas = set(re.findall(r"[0-9a-f]{64}", text))
         if kept is not None:
             kept |= shas
-        warnings.append(f"{path}: damaged manifest set aside; gc keeps the {len(shas)} blob(s) it names "
-                        "until you delete it")
+        warnings.append(
+            f"{path}: damaged manifest set aside; gc keeps the {len(shas)} blob(s) it names until you delete it"
+        )
     return kept, warnings
 
 
@@ -179,8 +196,11 @@ def files_vs_index(store: Store, c: Any) -> tuple[list[str], list[str]]:
     Returns ``(problems, warnings)``.
     """
     problems, warnings = ref_files_vs_index(store, c)
-    unindexed = [path for path, tree in _iter_manifest_files(store)
-                 if tree is None or c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None]
+    unindexed = [
+        path
+        for path, tree in _iter_manifest_files(store)
+        if tree is None or c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone() is None
+    ]
     if unindexed:
         problems.append(f"{len(unindexed)} manifest file(s) not in the index, e.g. {unindexed[0]}")
     return problems, warnings
@@ -200,9 +220,11 @@ def index_disagreements(store: Store) -> list[str]:
     with store.index.read() as c:
         short_trees = c.execute(
             "SELECT COUNT(*) FROM trees t WHERE t.file_count != "
-            "(SELECT COUNT(*) FROM tree_entries e WHERE e.tree = t.tree)").fetchone()[0]
-        bad_counts = sum(c.execute(f"SELECT COUNT(*) FROM ({q})").fetchone()[0]
-                         for q in (_BAD_BLOB_COUNTS, _BAD_TREE_COUNTS))
+            "(SELECT COUNT(*) FROM tree_entries e WHERE e.tree = t.tree)"
+        ).fetchone()[0]
+        bad_counts = sum(
+            c.execute(f"SELECT COUNT(*) FROM ({q})").fetchone()[0] for q in (_BAD_BLOB_COUNTS, _BAD_TREE_COUNTS)
+        )
         dangling = c.execute(f"SELECT COUNT(*) FROM ({_DANGLING_ENTRIES})").fetchone()[0]
     if short_trees:
         problems.append(f"{short_trees} tree(s) with missing entries")
@@ -224,8 +246,8 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
         bad_tree_counts = c.execute(_BAD_TREE_COUNTS).fetchall()
         dangling_entries = c.execute(_DANGLING_ENTRIES + " LIMIT 1000").fetchall()
         dangling_refs = c.execute(
-            "SELECT r.kind, r.name, r.tree FROM refs r "
-            "WHERE NOT EXISTS (SELECT 1 FROM trees t WHERE t.tree = r.tree)").fetchall()
+            "SELECT r.kind, r.name, r.tree FROM refs r WHERE NOT EXISTS (SELECT 1 FROM trees t WHERE t.tree = r.tree)"
+        ).fetchall()
         totals = dict(c.execute("SELECT name, value FROM totals").fetchall())
         actual = c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs").fetchone()
 
@@ -240,21 +262,28 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
             problems.append(_problem("missing_blob", f"blob {sha} is indexed but {path} is missing", id=sha))
             continue
         if st.st_size != size:
-            problems.append(_problem("size_mismatch", f"blob {sha}: file has {st.st_size} bytes, index says {size}",
-                                     id=sha))
+            problems.append(
+                _problem("size_mismatch", f"blob {sha}: file has {st.st_size} bytes, index says {size}", id=sha)
+            )
             continue
         if st.st_mode & 0o222:
             # Blobs are read-only; a writable one was chmod'ed through a hardlinked restore or
             # artifact, and may have been edited in place.
-            problems.append(_problem("writable_blob", f"blob {sha} is writable (mode {st.st_mode & 0o777:o}); "
-                                                      f"a hard-linked copy may have been edited: run verify --deep",
-                                     id=sha))
+            problems.append(
+                _problem(
+                    "writable_blob",
+                    f"blob {sha} is writable (mode {st.st_mode & 0o777:o}); "
+                    f"a hard-linked copy may have been edited: run verify --deep",
+                    id=sha,
+                )
+            )
         if deep:
             try:
                 actual_sha = sha256_file(path)
             except OSError as exc:
-                problems.append(_problem("unreadable_blob", f"blob {sha}: {path} cannot be read "
-                                                            f"({exc.strerror or exc})", id=sha))
+                problems.append(
+                    _problem("unreadable_blob", f"blob {sha}: {path} cannot be read ({exc.strerror or exc})", id=sha)
+                )
                 continue
             bytes_hashed += size
             if actual_sha != sha:
@@ -279,19 +308,31 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
             problems.append(_problem("missing_manifest", f"tree {tree}: {path} is missing", id=tree))
             continue
         except OSError as exc:
-            problems.append(_problem("unreadable_manifest", f"tree {tree}: {path} cannot be read "
-                                                            f"({exc.strerror or exc})", id=tree))
+            problems.append(
+                _problem("unreadable_manifest", f"tree {tree}: {path} cannot be read ({exc.strerror or exc})", id=tree)
+            )
             continue
         except CorruptManifestError as exc:
             problems.append(_problem("corrupt_manifest", str(exc), id=tree))
             continue
         if len(entries) != file_count:
-            problems.append(_problem("index_mismatch", f"tree {tree}: manifest has {len(entries)} files, "
-                                                       f"index says {file_count}", id=tree))
+            problems.append(
+                _problem(
+                    "index_mismatch",
+                    f"tree {tree}: manifest has {len(entries)} files, index says {file_count}",
+                    id=tree,
+                )
+            )
         missing = sorted({e.sha256 for e in entries.values()} - indexed_blobs.keys())
         if missing:
-            problems.append(_problem("tree_missing_blob", f"tree {tree} names {len(missing)} blob(s) not in the "
-                                                          f"store, e.g. {missing[0]}", id=tree, blobs=missing))
+            problems.append(
+                _problem(
+                    "tree_missing_blob",
+                    f"tree {tree} names {len(missing)} blob(s) not in the store, e.g. {missing[0]}",
+                    id=tree,
+                    blobs=missing,
+                )
+            )
     seen_trees = set(indexed_trees)
     for path, tree in _iter_manifest_files(store):
         if tree is None:
@@ -322,8 +363,13 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
         key = (record["kind"], record["name"])
         seen_refs.add(key)
         if indexed_refs.get(key) != record["tree"]:
-            problems.append(_problem("ref_mismatch", f"ref {key[0]}/{key[1]}: file says {record['tree']}, "
-                                                     f"index says {indexed_refs.get(key)}", path=str(path)))
+            problems.append(
+                _problem(
+                    "ref_mismatch",
+                    f"ref {key[0]}/{key[1]}: file says {record['tree']}, index says {indexed_refs.get(key)}",
+                    path=str(path),
+                )
+            )
     for key in indexed_refs.keys() - seen_refs:
         problems.append(_problem("ref_mismatch", f"ref {key[0]}/{key[1]} is indexed but has no file"))
 
@@ -426,8 +472,10 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
             if tree not in indexed_trees:
                 moved = quarantine(store, path, DAMAGED_MANIFEST)
                 quarantined.append(str(moved))
-                notes.append(f"{path}: damaged manifest the index has no copy of; set aside as {moved}, "
-                             "and gc keeps every blob it may name until you delete it")
+                notes.append(
+                    f"{path}: damaged manifest the index has no copy of; set aside as {moved}, "
+                    "and gc keeps every blob it may name until you delete it"
+                )
 
         # Blobs: a file is kept only when its size (and, where read, its hash) agrees
         # with its name, its index row and every manifest naming it.
@@ -477,17 +525,29 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         indexed_refs = {(k, n): t for k, n, t in c.execute("SELECT kind, name, tree FROM refs")}
         kept_refs: set[tuple[str, str]] = set()
         for path in damaged_refs:
-            copy = [k for k in indexed_refs if path.parent.parent == store.refs_dir
-                    and k[0] == path.parent.name and ref_filename(k[1]) == path.name and k not in on_disk]
+            copy = [
+                k
+                for k in indexed_refs
+                if path.parent.parent == store.refs_dir
+                and k[0] == path.parent.name
+                and ref_filename(k[1]) == path.name
+                and k not in on_disk
+            ]
             kept_refs.update(copy)
             if copy:
-                notes.append(f"{path}: damaged ref file; kept in place with the index's copy "
-                             f"(tree {indexed_refs[copy[0]]}) until you fix or remove it")
+                notes.append(
+                    f"{path}: damaged ref file; kept in place with the index's copy "
+                    f"(tree {indexed_refs[copy[0]]}) until you fix or remove it"
+                )
             else:
-                notes.append(f"{path}: damaged ref file the index has no copy of; kept in place, and gc "
-                             "collects nothing until you fix or remove it")
-        c.executemany("DELETE FROM refs WHERE kind = ? AND name = ?",
-                      [k for k in indexed_refs if k not in on_disk and k not in kept_refs])
+                notes.append(
+                    f"{path}: damaged ref file the index has no copy of; kept in place, and gc "
+                    "collects nothing until you fix or remove it"
+                )
+        c.executemany(
+            "DELETE FROM refs WHERE kind = ? AND name = ?",
+            [k for k in indexed_refs if k not in on_disk and k not in kept_refs],
+        )
         upsert_ref_rows(c, on_disk.values(), now)
 
         # Counts from a recount, whatever the triggers saw on the way.
@@ -511,9 +571,10 @@ def blobs_to_heal(store: "Store") -> dict[str, int]:
     """Blobs some tree names that the store cannot serve: no index row, no file, or a
     file of another size than the tree records; as ``{sha256: size}``."""
     with store.index.read() as c:
-        named = c.execute("SELECT blob, MIN(size), MAX(size), "
-                          "(SELECT size FROM blobs b WHERE b.sha256 = e.blob) FROM tree_entries e GROUP BY blob"
-                          ).fetchall()
+        named = c.execute(
+            "SELECT blob, MIN(size), MAX(size), "
+            "(SELECT size FROM blobs b WHERE b.sha256 = e.blob) FROM tree_entries e GROUP BY blob"
+        ).fetchall()
     blobs = f"{store.blobs_dir}/"
     wanted: dict[str, int] = {}
     for sha, size, top, indexed in named:
@@ -543,8 +604,9 @@ def heal_blobs(store: "Store", sources: list[str | os.PathLike[str]]) -> dict[st
     tops = [Path(source).expanduser() for source in sources]
     for top in tops:
         if not top.is_dir():
-            raise RunicornError(f"{top}: not a directory (a source for healing blobs must be a directory "
-                                "holding the right bytes)")
+            raise RunicornError(
+                f"{top}: not a directory (a source for healing blobs must be a directory holding the right bytes)"
+            )
     for top in tops:
         if not by_size:
             break
@@ -607,8 +669,10 @@ def _heal_manifest(store: Store, c: Any, tree: str, damaged: Path | None, quaran
     entries = {p: TreeEntry(b, m, s) for p, b, m, s in rows}
     where = damaged or store.manifest_path(tree)
     if not entries or compute_tree_id(entries) != tree:
-        return (f"{where}: manifest {'damaged' if damaged else 'missing'} and the index's copy is incomplete; "
-                "the index's entries are kept (they keep their blobs) until you decide")
+        return (
+            f"{where}: manifest {'damaged' if damaged else 'missing'} and the index's copy is incomplete; "
+            "the index's entries are kept (they keep their blobs) until you decide"
+        )
     data = manifest_bytes(build_manifest(tree, normalize_entries(entries)))
     if damaged is not None:
         quarantined.append(str(quarantine(store, damaged, "corrupt")))

@@ -35,6 +35,7 @@ def tail_hash(path: Path, size: int) -> str | None:
         return None
     return sha256_bytes(data) if len(data) == size - start else None
 
+
 # Files a run only ever appends to; the client fetches just their new bytes.
 APPEND_ONLY_NAMES = frozenset({"events.jsonl", "logs.txt"})
 APPEND_ONLY_SUFFIXES = (".jsonl", ".log")
@@ -79,8 +80,11 @@ class FileEntry:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "path": self.path, "size": self.size, "mtime": self.mtime,
-            "priority": self.priority, "is_append_only": self.is_append_only,
+            "path": self.path,
+            "size": self.size,
+            "mtime": self.mtime,
+            "priority": self.priority,
+            "is_append_only": self.is_append_only,
         }
         if self.tail_hash is not None:
             d["tail_hash"] = self.tail_hash
@@ -88,10 +92,14 @@ class FileEntry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FileEntry":
-        return cls(path=d["path"], size=int(d["size"]), mtime=float(d["mtime"]),
-                   priority=int(d.get("priority", 4)),
-                   is_append_only=bool(d.get("is_append_only", False)),
-                   tail_hash=d.get("tail_hash"))
+        return cls(
+            path=d["path"],
+            size=int(d["size"]),
+            mtime=float(d["mtime"]),
+            priority=int(d.get("priority", 4)),
+            is_append_only=bool(d.get("is_append_only", False)),
+            tail_hash=d.get("tail_hash"),
+        )
 
 
 @dataclass
@@ -114,17 +122,28 @@ class ExperimentEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "project": self.project, "name": self.name,
-            "status": self.status, "created_at": self.created_at, "updated_at": self.updated_at,
-            "files": [f.to_dict() for f in self.files], "tags": list(self.tags),
+            "run_id": self.run_id,
+            "project": self.project,
+            "name": self.name,
+            "status": self.status,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "files": [f.to_dict() for f in self.files],
+            "tags": list(self.tags),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentEntry":
-        return cls(run_id=d["run_id"], project=d["project"], name=d["name"], status=d["status"],
-                   created_at=float(d["created_at"]), updated_at=float(d["updated_at"]),
-                   files=[FileEntry.from_dict(f) for f in d["files"]],
-                   tags=list(d.get("tags", [])))
+        return cls(
+            run_id=d["run_id"],
+            project=d["project"],
+            name=d["name"],
+            status=d["status"],
+            created_at=float(d["created_at"]),
+            updated_at=float(d["updated_at"]),
+            files=[FileEntry.from_dict(f) for f in d["files"]],
+            tags=list(d.get("tags", [])),
+        )
 
 
 @dataclass
@@ -155,8 +174,11 @@ class SyncManifest:
 
     @property
     def statistics(self) -> dict[str, int]:
-        return {"total_experiments": self.total_experiments, "total_files": self.total_files,
-                "total_bytes": self.total_bytes}
+        return {
+            "total_experiments": self.total_experiments,
+            "total_files": self.total_files,
+            "total_bytes": self.total_bytes,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,12 +197,17 @@ class SyncManifest:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SyncManifest":
         """Build from a dict that already passed :func:`validate_manifest_dict`."""
-        return cls(manifest_type=ManifestType(d["manifest_type"]), revision=int(d["revision"]),
-                   snapshot_id=d["snapshot_id"], generated_at=float(d["generated_at"]),
-                   server_hostname=d["server_hostname"], remote_root=d["remote_root"],
-                   experiments=[ExperimentEntry.from_dict(e) for e in d["experiments"]],
-                   format_version=d["format_version"],
-                   generator_version=d.get("generator_version", GENERATOR_VERSION))
+        return cls(
+            manifest_type=ManifestType(d["manifest_type"]),
+            revision=int(d["revision"]),
+            snapshot_id=d["snapshot_id"],
+            generated_at=float(d["generated_at"]),
+            server_hostname=d["server_hostname"],
+            remote_root=d["remote_root"],
+            experiments=[ExperimentEntry.from_dict(e) for e in d["experiments"]],
+            format_version=d["format_version"],
+            generator_version=d.get("generator_version", GENERATOR_VERSION),
+        )
 
 
 VOLATILE_KEYS = ("revision", "snapshot_id", "generated_at")

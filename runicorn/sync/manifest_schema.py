@@ -39,9 +39,16 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # NaN fails
 
 
-def _str(obj: dict[str, Any], key: str, where: str, *, max_len: int,
-         pattern: re.Pattern[str] | None = None, min_len: int = 0,
-         relpath: bool = False) -> None:
+def _str(
+    obj: dict[str, Any],
+    key: str,
+    where: str,
+    *,
+    max_len: int,
+    pattern: re.Pattern[str] | None = None,
+    min_len: int = 0,
+    relpath: bool = False,
+) -> None:
     v = obj[key]
     if not isinstance(v, str):
         raise _fail(f"{where}.{key}", "must be a string")
@@ -62,8 +69,7 @@ def _int(obj: dict[str, Any], key: str, where: str, lo: int, hi: int) -> None:
         raise _fail(f"{where}.{key}", f"must be an integer in [{lo}, {hi}], got {str(v)[:40]}")
 
 
-def _num(obj: dict[str, Any], key: str, where: str, lo: float | None = None,
-         hi: float | None = None) -> None:
+def _num(obj: dict[str, Any], key: str, where: str, lo: float | None = None, hi: float | None = None) -> None:
     v = obj[key]
     if not _is_num(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
         raise _fail(f"{where}.{key}", f"must be a number in range, got {str(v)[:40]}")
@@ -133,8 +139,20 @@ def validate_manifest_dict(d: Any) -> None:
     Raises:
         CorruptManifestError: naming the first offending field.
     """
-    _require(d, ("format_version", "manifest_type", "revision", "snapshot_id", "generated_at",
-                 "server_hostname", "remote_root", "experiments"), "root")
+    _require(
+        d,
+        (
+            "format_version",
+            "manifest_type",
+            "revision",
+            "snapshot_id",
+            "generated_at",
+            "server_hostname",
+            "remote_root",
+            "experiments",
+        ),
+        "root",
+    )
     _str(d, "format_version", "root", max_len=8, pattern=_FORMAT_RE)
     if d["manifest_type"] not in ("full", "active"):
         raise _fail("root.manifest_type", "must be 'full' or 'active'")

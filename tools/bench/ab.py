@@ -113,8 +113,7 @@ def parse_store(out: str, mode: str) -> list[Figure]:
     try:
         data = _last_json_object(out)[mode]
     except (ValueError, KeyError, TypeError):
-        data = {m.group("name").strip(): float(m.group("med"))
-                for m in map(_STORE_ROW.match, out.splitlines()) if m}
+        data = {m.group("name").strip(): float(m.group("med")) for m in map(_STORE_ROW.match, out.splitlines()) if m}
         m = re.search(r"= (\d+\.\d+)x", out)
         if m:
             data["ratio"] = float(m.group(1))
@@ -144,13 +143,16 @@ def parse_snapshot(out: str) -> list[Figure]:
     rss: dict[str, list[int]] = {}
     for line in out.splitlines():
         if line.startswith("all samples: "):
-            samples = json.loads(line[len("all samples: "):])
+            samples = json.loads(line[len("all samples: ") :])
         elif line.startswith("peak RSS (KiB): "):
-            rss = json.loads(line[len("peak RSS (KiB): "):])
+            rss = json.loads(line[len("peak RSS (KiB): ") :])
     if not samples:
         raise ValueError("no 'all samples:' line in the output")
-    figs = [Figure(step, statistics.median(v), "s", ref=not _is_rn(step))
-            for step, v in samples.items() if step not in SNAPSHOT_DERIVED and v]
+    figs = [
+        Figure(step, statistics.median(v), "s", ref=not _is_rn(step))
+        for step, v in samples.items()
+        if step not in SNAPSHOT_DERIVED and v
+    ]
     figs += [Figure(f"peak RSS {step}", max(v), "KiB") for step, v in rss.items() if _is_rn(step) and v]
     return figs
 
@@ -188,8 +190,10 @@ def parse_artifacts(out: str) -> list[Figure]:
 def parse_sync(out: str) -> list[Figure]:
     """bench_sync.py --json: wall time, SFTP operations and bytes per scenario and method."""
     data = _last_json_object(out)
-    figs = [Figure("generate-manifest first", data["generate_first_s"], "s"),
-            Figure("generate-manifest unchanged", data["generate_unchanged_s"], "s")]
+    figs = [
+        Figure("generate-manifest first", data["generate_first_s"], "s"),
+        Figure("generate-manifest unchanged", data["generate_unchanged_s"], "s"),
+    ]
     for scen, by_method in data["scenarios"].items():
         for method, r in by_method.items():
             ref = method == "rsync"
@@ -236,8 +240,7 @@ class Rev:
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def prepare(label: str, spec: str, repo: Path, work: Path, python: str, log: Callable[[str], None]) -> Rev:
@@ -267,16 +270,24 @@ def prepare(label: str, spec: str, repo: Path, work: Path, python: str, log: Cal
         log(f"{label}: installing {sha[:12]} into {rev.venv} (pip install -e)")
         shutil.rmtree(rev.venv, ignore_errors=True)
         subprocess.run([python, "-m", "venv", str(rev.venv)], check=True)
-        p = subprocess.run([str(rev.venv / "bin" / "pip"), "install", "-q", "-e", str(rev.src)],
-                           capture_output=True, text=True)
+        p = subprocess.run(
+            [str(rev.venv / "bin" / "pip"), "install", "-q", "-e", str(rev.src)], capture_output=True, text=True
+        )
         if p.returncode:
             raise SystemExit(f"ab: pip install -e {rev.src} failed:\n{p.stderr[-3000:]}")
         stamp.write_text(sha)
-    where = subprocess.run([rev.python, "-c", "import runicorn; print(runicorn.__file__)"],
-                           capture_output=True, text=True, cwd="/", env=rev.env(work))
+    where = subprocess.run(
+        [rev.python, "-c", "import runicorn; print(runicorn.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=rev.env(work),
+    )
     if where.returncode or not where.stdout.strip().startswith(str(rev.src)):
-        raise SystemExit(f"ab: {label}'s venv does not import runicorn from {rev.src}: "
-                         f"{where.stdout.strip()} {where.stderr.strip()[-500:]}")
+        raise SystemExit(
+            f"ab: {label}'s venv does not import runicorn from {rev.src}: "
+            f"{where.stdout.strip()} {where.stderr.strip()[-500:]}"
+        )
     return rev
 
 
@@ -294,28 +305,55 @@ class Bench:
 
 def benches(profile: str) -> dict[str, Bench]:
     quick = profile == "quick"
-    return {b.name: b for b in [
-        Bench("store-ingest", "bench_store.py",
-              ["--mode", "ingest", "--runs", "3"] + (["--scale", "0.2"] if quick else []),
-              lambda out: parse_store(out, "ingest"), fresh_fs=True),
-        Bench("store-index", "bench_store.py",
-              ["--mode", "index", "--runs", "5"] + (["--blobs", "200000"] if quick else []),
-              lambda out: parse_store(out, "index"), fresh_fs=True),
-        Bench("store-gc", "bench_store.py",
-              ["--mode", "gc"] + (["--runs", "2", "--blobs", "100000", "--collect", "10000"] if quick
-                                  else ["--runs", "3"]),
-              lambda out: parse_store(out, "gc"), fresh_fs=True),
-        Bench("snapshot", "bench_snapshot.py",
-              ["--skip-dvc", "--repeats", "1" if quick else "3"]
-              + (["--small-files", "2000", "--dirs", "20", "--big-files", "2", "--big-size", str(16 << 20)]
-                 if quick else []),
-              parse_snapshot, fresh_fs=True),
-        Bench("artifacts", "bench_artifacts.py", ["--mib", "32" if quick else "256", "--reps", "3"],
-              parse_artifacts),
-        Bench("sync", "bench_sync.py", ["--runs", "30" if quick else "100", "--repeat", "3" if quick else "5"],
-              parse_sync),
-        Bench("startup", None, [], lambda out: []),
-    ]}
+    return {
+        b.name: b
+        for b in [
+            Bench(
+                "store-ingest",
+                "bench_store.py",
+                ["--mode", "ingest", "--runs", "3"] + (["--scale", "0.2"] if quick else []),
+                lambda out: parse_store(out, "ingest"),
+                fresh_fs=True,
+            ),
+            Bench(
+                "store-index",
+                "bench_store.py",
+                ["--mode", "index", "--runs", "5"] + (["--blobs", "200000"] if quick else []),
+                lambda out: parse_store(out, "index"),
+                fresh_fs=True,
+            ),
+            Bench(
+                "store-gc",
+                "bench_store.py",
+                ["--mode", "gc"]
+                + (["--runs", "2", "--blobs", "100000", "--collect", "10000"] if quick else ["--runs", "3"]),
+                lambda out: parse_store(out, "gc"),
+                fresh_fs=True,
+            ),
+            Bench(
+                "snapshot",
+                "bench_snapshot.py",
+                ["--skip-dvc", "--repeats", "1" if quick else "3"]
+                + (
+                    ["--small-files", "2000", "--dirs", "20", "--big-files", "2", "--big-size", str(16 << 20)]
+                    if quick
+                    else []
+                ),
+                parse_snapshot,
+                fresh_fs=True,
+            ),
+            Bench(
+                "artifacts", "bench_artifacts.py", ["--mib", "32" if quick else "256", "--reps", "3"], parse_artifacts
+            ),
+            Bench(
+                "sync",
+                "bench_sync.py",
+                ["--runs", "30" if quick else "100", "--repeat", "3" if quick else "5"],
+                parse_sync,
+            ),
+            Bench("startup", None, [], lambda out: []),
+        ]
+    }
 
 
 def bench_command(rev: Rev, bench: Bench, fresh_fs: str | None) -> list[str]:
@@ -338,8 +376,14 @@ def preflight(rev: Rev, chosen: list[Bench], work: Path) -> dict[str, str]:
         if not path.exists():
             problems[script] = f"{rev.label}: {path} does not exist"
             continue
-        p = subprocess.run([rev.python, str(path), "--help"], capture_output=True, text=True,
-                           cwd=rev.src, env=rev.env(work), timeout=120)
+        p = subprocess.run(
+            [rev.python, str(path), "--help"],
+            capture_output=True,
+            text=True,
+            cwd=rev.src,
+            env=rev.env(work),
+            timeout=120,
+        )
         if p.returncode:
             last = (p.stderr.strip().splitlines() or ["?"])[-1]
             problems[script] = f"{rev.label}: {script} --help failed: {last}"
@@ -398,7 +442,9 @@ t = time.perf_counter() - t
 print(json.dumps({"ms": t * 1000, "files_read": res["files_read"], "modules_added": sorted(set(sys.modules) - before)}))
 """
 
-IMPORT_MODULES = "import sys; before = set(sys.modules); import runicorn; print(' '.join(sorted(set(sys.modules) - before)))"
+IMPORT_MODULES = (
+    "import sys; before = set(sys.modules); import runicorn; print(' '.join(sorted(set(sys.modules) - before)))"
+)
 
 
 def _wall(cmd: list[str], env: dict[str, str], cwd: Path, n: int) -> float:
@@ -420,14 +466,30 @@ def run_startup(rev: Rev, work: Path) -> list[Figure]:
     cwd = work / "tmp"
     if rev.project is None:  # the throwaway project, made once per revision (untimed)
         rev.project = Path(tempfile.mkdtemp(prefix=f"artifact-{rev.label}-", dir=cwd))
-        subprocess.run([rev.python, "-c", ARTIFACT_SETUP, str(rev.project), str(rev.project / "src")],
-                       check=True, capture_output=True, env=env, cwd=rev.project)
-        subprocess.run([rev.python, "-c", SNAPSHOT_SETUP, str(rev.project / "ws"), str(rev.project / "snap-store")],
-                       check=True, capture_output=True, env=env, cwd=rev.project)
+        subprocess.run(
+            [rev.python, "-c", ARTIFACT_SETUP, str(rev.project), str(rev.project / "src")],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=rev.project,
+        )
+        subprocess.run(
+            [rev.python, "-c", SNAPSHOT_SETUP, str(rev.project / "ws"), str(rev.project / "snap-store")],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=rev.project,
+        )
     importtimes, totals = [], []
     for _ in range(7):
-        p = subprocess.run([rev.python, "-X", "importtime", "-c", "import runicorn"], check=True,
-                           capture_output=True, text=True, env=env, cwd=cwd)
+        p = subprocess.run(
+            [rev.python, "-X", "importtime", "-c", "import runicorn"],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+        )
         total = 0
         for line in p.stderr.splitlines():
             # "import time: <self us> | <cumulative us> | <indented module name>"
@@ -440,16 +502,32 @@ def run_startup(rev: Rev, work: Path) -> list[Figure]:
         totals.append(total / 1000)
     if not importtimes:
         raise ValueError("python -X importtime printed no 'runicorn' line")
-    rev.modules["import runicorn"] = subprocess.run([rev.python, "-c", IMPORT_MODULES], check=True,
-                                                    capture_output=True, text=True, env=env, cwd=cwd).stdout.split()
-    warm = json.loads(subprocess.run([rev.python, "-c", ARTIFACT_WARM, str(rev.project)], check=True,
-                                     capture_output=True, text=True, env=env, cwd=cwd).stdout)
+    rev.modules["import runicorn"] = subprocess.run(
+        [rev.python, "-c", IMPORT_MODULES], check=True, capture_output=True, text=True, env=env, cwd=cwd
+    ).stdout.split()
+    warm = json.loads(
+        subprocess.run(
+            [rev.python, "-c", ARTIFACT_WARM, str(rev.project)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+        ).stdout
+    )
     rev.modules["the first artifact()"] = warm["modules_added"]
     snaps = []
     for _ in range(5):
-        snap = json.loads(subprocess.run([rev.python, "-c", SNAPSHOT_FIRST, str(rev.project / "ws"),
-                                          str(rev.project / "snap-store")], check=True, capture_output=True,
-                                         text=True, env=env, cwd=cwd).stdout)
+        snap = json.loads(
+            subprocess.run(
+                [rev.python, "-c", SNAPSHOT_FIRST, str(rev.project / "ws"), str(rev.project / "snap-store")],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=cwd,
+            ).stdout
+        )
         if snap["files_read"]:
             raise ValueError(f"the unchanged re-snapshot read {snap['files_read']} files")
         snaps.append(snap["ms"])
@@ -458,22 +536,25 @@ def run_startup(rev: Rev, work: Path) -> list[Figure]:
         Figure("importtime: runicorn cumulative (median of 7)", statistics.median(importtimes), "ms"),
         Figure("importtime: total, interpreter start-up included", statistics.median(totals), "ms"),
         Figure("modules loaded by import runicorn", len(rev.modules["import runicorn"]), "n"),
-        Figure("python -c 'import runicorn' (median of 20)",
-               _wall([rev.python, "-c", "import runicorn"], env, cwd, 20) * 1000, "ms"),
-        Figure("python -c pass (median of 20)", _wall([rev.python, "-c", "pass"], env, cwd, 20) * 1000, "ms",
-               ref=True),
-        Figure("runicorn --help (median of 20)",
-               _wall([str(rev.venv / "bin" / "runicorn"), "--help"], env, cwd, 20) * 1000, "ms"),
+        Figure(
+            "python -c 'import runicorn' (median of 20)",
+            _wall([rev.python, "-c", "import runicorn"], env, cwd, 20) * 1000,
+            "ms",
+        ),
+        Figure("python -c pass (median of 20)", _wall([rev.python, "-c", "pass"], env, cwd, 20) * 1000, "ms", ref=True),
+        Figure(
+            "runicorn --help (median of 20)",
+            _wall([str(rev.venv / "bin" / "runicorn"), "--help"], env, cwd, 20) * 1000,
+            "ms",
+        ),
         Figure("warm artifact() (timeit, best of 15 x 3000)", warm["us"], "us"),
         Figure("modules loaded by the first artifact()", len(warm["modules_added"]), "n"),
-        Figure("unchanged snapshot_workspace() of 200 files, first call (median of 5)", statistics.median(snaps),
-               "ms"),
+        Figure("unchanged snapshot_workspace() of 200 files, first call (median of 5)", statistics.median(snaps), "ms"),
         Figure("modules loaded by that first snapshot_workspace()", len(snap["modules_added"]), "n"),
     ]
 
 
-def run_bench(rev: Rev, bench: Bench, work: Path, fresh_fs: str | None, log_path: Path,
-              timeout: float) -> list[Figure]:
+def run_bench(rev: Rev, bench: Bench, work: Path, fresh_fs: str | None, log_path: Path, timeout: float) -> list[Figure]:
     """One run of ``bench`` for ``rev``; its output goes to ``log_path``.
 
     Raises:
@@ -545,8 +626,18 @@ def table(results: dict[str, dict[str, Any]], order: list[str]) -> list[str]:
         a, b, unit = r["A"], r["B"], r["unit"]
         name = key + (" [ref]" if r["ref"] else "")
         if not a or not b:
-            rows.append((name, unit, fmt(statistics.median(a), unit) if a else "-",
-                         fmt(statistics.median(b), unit) if b else "-", "-", "-", "", "missing on one side"))
+            rows.append(
+                (
+                    name,
+                    unit,
+                    fmt(statistics.median(a), unit) if a else "-",
+                    fmt(statistics.median(b), unit) if b else "-",
+                    "-",
+                    "-",
+                    "",
+                    "missing on one side",
+                )
+            )
             continue
         ma, mb = statistics.median(a), statistics.median(b)
         ratio = f"{mb / ma:.2f}" if ma else ("1.00" if mb == ma else "inf")
@@ -554,8 +645,18 @@ def table(results: dict[str, dict[str, Any]], order: list[str]) -> list[str]:
         # figure a slow drift of the machine disturbs least.
         pairs = [pb / pa for pa, pb in r.get("pairs", []) if pa]
         paired = f"{statistics.median(pairs):.2f}" if pairs else "-"
-        rows.append((name, unit, fmt(ma, unit), fmt(mb, unit), ratio, paired,
-                     f"{fmt(min(a), unit)}-{fmt(max(a), unit)}", note(a, b, unit)))
+        rows.append(
+            (
+                name,
+                unit,
+                fmt(ma, unit),
+                fmt(mb, unit),
+                ratio,
+                paired,
+                f"{fmt(min(a), unit)}-{fmt(max(a), unit)}",
+                note(a, b, unit),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out = []
     for j, row in enumerate(rows):
@@ -580,9 +681,12 @@ def summary(results: dict[str, dict[str, Any]], order: list[str]) -> list[str]:
     product = sum(1 for k in order if not results[k]["ref"])
     rounds = max((len(results[k]["A"]) for k in order), default=0)
     chance = 1 / math.comb(2 * rounds, rounds) if rounds else 1.0
-    return [f"product figures with B's median on the costly side of A's range: {len(flagged)} of {product} "
-            f"(with {rounds} rounds, a figure whose A and B are the same is 'slower, disjoint' by chance "
-            f"with probability {chance:.3f}: about {chance * product:.1f} of {product})", *flagged]
+    return [
+        f"product figures with B's median on the costly side of A's range: {len(flagged)} of {product} "
+        f"(with {rounds} rounds, a figure whose A and B are the same is 'slower, disjoint' by chance "
+        f"with probability {chance:.3f}: about {chance * product:.1f} of {product})",
+        *flagged,
+    ]
 
 
 def loadavg() -> str:
@@ -596,24 +700,43 @@ def loadavg() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--a", default=DEFAULT_A, help=f"revision A, the reference (default {DEFAULT_A})")
     ap.add_argument("--b", default=DEFAULT_B, help=f"revision B, measured against A (default {DEFAULT_B})")
     ap.add_argument("--rounds", type=int, default=3, help="A/B pairs per benchmark (default 3)")
-    ap.add_argument("--bench", default=",".join(benches("quick")),
-                    help="comma-separated benchmarks (default: all): " + ", ".join(benches("quick")))
-    ap.add_argument("--profile", choices=["quick", "full"], default="quick",
-                    help="quick: small data, the whole A/B in ~10-15 min; full: the issues' sizes (hours)")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/rn-ab"),
-                    help="checkouts and venvs cached by commit, logs, results (default /tmp/rn-ab)")
+    ap.add_argument(
+        "--bench",
+        default=",".join(benches("quick")),
+        help="comma-separated benchmarks (default: all): " + ", ".join(benches("quick")),
+    )
+    ap.add_argument(
+        "--profile",
+        choices=["quick", "full"],
+        default="quick",
+        help="quick: small data, the whole A/B in ~10-15 min; full: the issues' sizes (hours)",
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/rn-ab"),
+        help="checkouts and venvs cached by commit, logs, results (default /tmp/rn-ab)",
+    )
     ap.add_argument("--repo", type=Path, default=HERE.parents[1], help="the git repository (default: this one)")
-    ap.add_argument("--fresh-fs", default="2G" if os.geteuid() == 0 else "",
-                    help="image size for the benchmarks' --fresh-fs (default 2G when root; '' to measure "
-                         "on the disk of --work)")
+    ap.add_argument(
+        "--fresh-fs",
+        default="2G" if os.geteuid() == 0 else "",
+        help="image size for the benchmarks' --fresh-fs (default 2G when root; '' to measure on the disk of --work)",
+    )
     ap.add_argument("--timeout", type=float, default=900, help="seconds one benchmark run may take (default 900)")
-    ap.add_argument("--python", default=getattr(sys, "_base_executable", sys.executable),
-                    help="interpreter the venvs are made from (default: the one running this)")
+    ap.add_argument(
+        "--python",
+        default=getattr(sys, "_base_executable", sys.executable),
+        help="interpreter the venvs are made from (default: the one running this)",
+    )
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
@@ -634,8 +757,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     load_start = loadavg()
-    revs = [prepare("A", args.a, args.repo, work, args.python, log),
-            prepare("B", args.b, args.repo, work, args.python, log)]
+    revs = [
+        prepare("A", args.a, args.repo, work, args.python, log),
+        prepare("B", args.b, args.repo, work, args.python, log),
+    ]
     found = [preflight(rev, chosen, work) for rev in revs]
     broken = {script for f in found for script in f}
     problems = [why for f in found for why in f.values()]
@@ -677,7 +802,9 @@ def main(argv: list[str] | None = None) -> int:
         f"command: {' '.join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])}",
         *(f"{rev.label} = {rev.sha[:12]} ({rev.spec}): {rev.subject[:90]}" for rev in revs),
         f"load average: {load_start} at the start, {loadavg()} at the end; {os.cpu_count()} cores",
-        "", *table(results, order), "",
+        "",
+        *table(results, order),
+        "",
         "B/A = median B / median A; paired = median over rounds of B/A within a round (A and B back to back); "
         "[ref] = a reference measured in the same benchmark run (machine noise); note = B's median outside "
         "A's range over the rounds (disjoint: no B round inside it)",
@@ -688,15 +815,26 @@ def main(argv: list[str] | None = None) -> int:
         only_b = sorted(set(b.modules[what]) - set(a.modules[what]))
         only_a = sorted(set(a.modules[what]) - set(b.modules[what]))
         if only_a or only_b:
-            lines.append(f"modules {what} loads: only in B: {' '.join(only_b) or '-'}; "
-                         f"only in A: {' '.join(only_a) or '-'}")
+            lines.append(
+                f"modules {what} loads: only in B: {' '.join(only_b) or '-'}; only in A: {' '.join(only_a) or '-'}"
+            )
     lines += [f"FAILED {f}" for f in failures] + [f"SKIPPED {p}" for p in problems]
     print("\n".join(lines))
     out = work / f"ab-{stamp}.json"
-    out.write_text(json.dumps({"revisions": {rev.label: {"spec": rev.spec, "sha": rev.sha, "subject": rev.subject}
-                                             for rev in revs},
-                               "rounds": args.rounds, "profile": args.profile, "results": results,
-                               "failures": failures, "skipped": problems, "table": lines}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "revisions": {rev.label: {"spec": rev.spec, "sha": rev.sha, "subject": rev.subject} for rev in revs},
+                "rounds": args.rounds,
+                "profile": args.profile,
+                "results": results,
+                "failures": failures,
+                "skipped": problems,
+                "table": lines,
+            },
+            indent=1,
+        )
+    )
     print(f"\nsamples: {out}; logs: {logs}")
     for rev in revs:
         if rev.project:

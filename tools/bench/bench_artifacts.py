@@ -70,16 +70,21 @@ def bench_fetch(work: Path, mib: int, reps: int, env: dict[str, str]) -> tuple[f
     serve.mkdir()
     archive = serve / "payload.tar.gz"
     subprocess.run(f"tar -C {src} -cf - . | gzip -6 > {archive}", shell=True, check=True)
-    print(f"payload: {sum(f.stat().st_size for f in src.rglob('*') if f.is_file()) / 2**20:.0f} MiB in "
-          f"{len(list(src.rglob('*')))} entries; archive {archive.stat().st_size / 2**20:.0f} MiB")
-    sha = subprocess.run(["sha256sum", str(archive)], capture_output=True, text=True,
-                         check=True).stdout.split()[0]
-    code = ("import sys, runicorn as rn; print(rn.tree_hash(sys.argv[1]))")
-    tree = subprocess.run([sys.executable, "-c", code, str(src)], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    print(
+        f"payload: {sum(f.stat().st_size for f in src.rglob('*') if f.is_file()) / 2**20:.0f} MiB in "
+        f"{len(list(src.rglob('*')))} entries; archive {archive.stat().st_size / 2**20:.0f} MiB"
+    )
+    sha = subprocess.run(["sha256sum", str(archive)], capture_output=True, text=True, check=True).stdout.split()[0]
+    code = "import sys, runicorn as rn; print(rn.tree_hash(sys.argv[1]))"
+    tree = subprocess.run(
+        [sys.executable, "-c", code, str(src)], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                               "--directory", str(serve)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(serve)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/payload.tar.gz"
     try:
         for _ in range(100):
@@ -92,18 +97,36 @@ def bench_fetch(work: Path, mib: int, reps: int, env: dict[str, str]) -> tuple[f
         proj.mkdir()
         (proj / "Runicorn.toml").write_text(
             f'[payload]\ntree-sha256 = "{tree}"\n\n[[payload.download]]\nurl = "{url}"\n'
-            f'sha256 = "{sha}"\nsize = {archive.stat().st_size}\n')
+            f'sha256 = "{sha}"\nsize = {archive.stat().st_size}\n'
+        )
         base_times, ours_times = [], []
         for r in range(reps):
             out = work / f"plain-{r}"
             out.mkdir()
-            base_times.append(_timed(
-                f"curl -sf -o {out}/p.tar.gz {url} && sha256sum {out}/p.tar.gz && "
-                f"mkdir {out}/x && tar -C {out}/x -xzf {out}/p.tar.gz", shell=True))
+            base_times.append(
+                _timed(
+                    f"curl -sf -o {out}/p.tar.gz {url} && sha256sum {out}/p.tar.gz && "
+                    f"mkdir {out}/x && tar -C {out}/x -xzf {out}/p.tar.gz",
+                    shell=True,
+                )
+            )
             shutil.rmtree(out)
             store = work / f"store-{r}"
-            ours_times.append(_timed([sys.executable, "-m", "runicorn", "--storage", str(store), "fetch",
-                                      "--toml", str(proj / "Runicorn.toml")], env=env))
+            ours_times.append(
+                _timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "runicorn",
+                        "--storage",
+                        str(store),
+                        "fetch",
+                        "--toml",
+                        str(proj / "Runicorn.toml"),
+                    ],
+                    env=env,
+                )
+            )
             shutil.rmtree(store)
     finally:
         server.terminate()
@@ -114,13 +137,13 @@ def bench_fetch(work: Path, mib: int, reps: int, env: dict[str, str]) -> tuple[f
 def bench_warm_lookup(work: Path, env: dict[str, str]) -> float:
     code = f"""
 import os, statistics, sys, time
-os.environ["RUNICORN_DIR"] = {str(work / 'lookup-store')!r}
+os.environ["RUNICORN_DIR"] = {str(work / "lookup-store")!r}
 import runicorn as rn
-src = {str(work / 'lookup-src')!r}
+src = {str(work / "lookup-src")!r}
 os.makedirs(src, exist_ok=True)
 open(os.path.join(src, "f.txt"), "w").write("x")
 tree = rn.create_artifact(src=src)
-toml = {str(work / 'lookup-proj' / 'Runicorn.toml')!r}
+toml = {str(work / "lookup-proj" / "Runicorn.toml")!r}
 os.makedirs(os.path.dirname(toml), exist_ok=True)
 rn.bind_artifact(toml, "name", tree)
 os.chdir(os.path.dirname(toml))
@@ -159,21 +182,36 @@ def main() -> int:
         base, ours = bench_fetch(work, args.mib, args.reps, env)
         ratio = ours / base
         ok &= ratio <= 1.3
-        print(f"fetch {args.mib} MiB tar.gz over HTTP: runicorn fetch {ours:.2f} s (median of {args.reps}) vs "
-              f"curl+sha256sum+tar xzf {base:.2f} s -> {ratio:.2f}x (target <= 1.30x)")
+        print(
+            f"fetch {args.mib} MiB tar.gz over HTTP: runicorn fetch {ours:.2f} s (median of {args.reps}) vs "
+            f"curl+sha256sum+tar xzf {base:.2f} s -> {ratio:.2f}x (target <= 1.30x)"
+        )
         warm = bench_warm_lookup(work, env)
         ok &= warm <= 50
-        print(f"warm artifact(\"name\"): median {warm:.1f} us over 10,000 calls (target <= 50 us)")
+        print(f'warm artifact("name"): median {warm:.1f} us over 10,000 calls (target <= 50 us)')
         bare, imp = bench_import(env)
         added = (imp - bare) * 1000
         ok &= added <= 60
-        print(f"import runicorn: {imp * 1000:.1f} ms vs python -c pass {bare * 1000:.1f} ms -> "
-              f"+{added:.1f} ms (target <= 60 ms)")
+        print(
+            f"import runicorn: {imp * 1000:.1f} ms vs python -c pass {bare * 1000:.1f} ms -> "
+            f"+{added:.1f} ms (target <= 60 ms)"
+        )
     print("all targets met" if ok else "TARGET MISSED")
     if args.json:
-        print(json.dumps({"fetch_s": ours, "fetch_baseline_s": base, "fetch_ratio": ratio,
-                          "warm_artifact_us": warm, "import_s": imp, "python_pass_s": bare,
-                          "import_added_ms": added, "targets_met": bool(ok)}))
+        print(
+            json.dumps(
+                {
+                    "fetch_s": ours,
+                    "fetch_baseline_s": base,
+                    "fetch_ratio": ratio,
+                    "warm_artifact_us": warm,
+                    "import_s": imp,
+                    "python_pass_s": bare,
+                    "import_added_ms": added,
+                    "targets_met": bool(ok),
+                }
+            )
+        )
     return 0 if ok else 1
 
 

@@ -88,8 +88,9 @@ def _make_archive(src: Path, fmt: str, out: Path) -> None:
         subprocess.run(["zip", "-q", "-r", str(out), "."], cwd=src, check=True)
         return
     flag = {"gz": "-z", "bz2": "-j", "xz": "-J", "zst": "--zstd"}[fmt]
-    subprocess.run(["tar", "-C", str(src), flag, "-cf", str(out), "."], check=True,
-                   env={**os.environ, "XZ_DEFAULTS": "-T2"})
+    subprocess.run(
+        ["tar", "-C", str(src), flag, "-cf", str(out), "."], check=True, env={**os.environ, "XZ_DEFAULTS": "-T2"}
+    )
 
 
 def _reference_cmd(fmt: str, archive: Path, out: Path) -> list[str]:
@@ -100,11 +101,12 @@ def _reference_cmd(fmt: str, archive: Path, out: Path) -> list[str]:
     return ["tar", "-C", str(out), "-xf", str(archive)]
 
 
-def bench(work: Path, mib: int, reps: int, formats: list[str],
-          files: int) -> list[tuple[str, float, float, float, float]]:
+def bench(
+    work: Path, mib: int, reps: int, formats: list[str], files: int
+) -> list[tuple[str, float, float, float, float]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     rows = []
-    for kind in ("zeros", "random", "files")[:3 if files else 2]:
+    for kind in ("zeros", "random", "files")[: 3 if files else 2]:
         src = work / f"src-{kind}"
         count = _payload(src, kind, mib, files)
         for fmt in formats:
@@ -132,10 +134,13 @@ def bench(work: Path, mib: int, reps: int, formats: list[str],
             med = statistics.median
             ratio = med(ref_t) / med(our_t)
             label = f"{kind:6s} {ext:7s} ({archive.stat().st_size / 2**20:7.1f} MiB)"
-            print(f"{label}  ref {med(ref_t):6.2f} s {med(ref_rss) / 1024:6.1f} MiB | ours {med(our_t):6.2f} s "
-                  f"{med(our_rss) / 1024:6.1f} MiB (+{med(our_delta) / 1024:5.1f} MiB over baseline) | "
-                  f"speed ratio ref/ours {ratio:4.2f}; ref + sync {med(ref_sync_t):6.2f} s, durable ratio "
-                  f"{med(ref_sync_t) / med(our_t):4.2f}", flush=True)
+            print(
+                f"{label}  ref {med(ref_t):6.2f} s {med(ref_rss) / 1024:6.1f} MiB | ours {med(our_t):6.2f} s "
+                f"{med(our_rss) / 1024:6.1f} MiB (+{med(our_delta) / 1024:5.1f} MiB over baseline) | "
+                f"speed ratio ref/ours {ratio:4.2f}; ref + sync {med(ref_sync_t):6.2f} s, durable ratio "
+                f"{med(ref_sync_t) / med(our_t):4.2f}",
+                flush=True,
+            )
             rows.append((label, ratio, med(our_delta) / 1024, med(ref_t), med(our_t)))
             archive.unlink()
         shutil.rmtree(src)
@@ -146,8 +151,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mib", type=int, default=256, help="payload size in MiB (default 256)")
     ap.add_argument("--reps", type=int, default=3, help="runs per measurement; medians are printed")
-    ap.add_argument("--files", type=int, default=5000,
-                    help="small files in the many-files payload (default 5000; 0 leaves it out)")
+    ap.add_argument(
+        "--files", type=int, default=5000, help="small files in the many-files payload (default 5000; 0 leaves it out)"
+    )
     ap.add_argument("--formats", default=",".join(FORMATS), help="comma-separated subset of " + ",".join(FORMATS))
     ap.add_argument("--no-check", action="store_true", help="exit 0 even when a target is missed")
     args = ap.parse_args()
@@ -158,14 +164,18 @@ def main() -> int:
     parent = os.environ.get("BENCH_DIR") or None
     work = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=parent))
     try:
-        print(f"payloads {args.mib} MiB of zeros, {args.mib} MiB random, {args.files} files of 2 KiB; "
-              f"{args.reps} runs each, medians; work dir {work}")
+        print(
+            f"payloads {args.mib} MiB of zeros, {args.mib} MiB random, {args.files} files of 2 KiB; "
+            f"{args.reps} runs each, medians; work dir {work}"
+        )
         rows = bench(work, args.mib, args.reps, formats, args.files)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     missed = [label for label, ratio, delta, _, _ in rows if ratio < SPEED_TARGET or delta > RSS_TARGET_MIB]
-    print(f"targets: speed ratio >= {SPEED_TARGET}, peak RSS <= {RSS_TARGET_MIB} MiB over baseline; "
-          f"missed: {', '.join(missed) if missed else 'none'}")
+    print(
+        f"targets: speed ratio >= {SPEED_TARGET}, peak RSS <= {RSS_TARGET_MIB} MiB over baseline; "
+        f"missed: {', '.join(missed) if missed else 'none'}"
+    )
     return 1 if missed and not args.no_check else 0
 
 

@@ -57,8 +57,13 @@ def tree_options(ap: argparse.ArgumentParser) -> None:
 
 
 def make_tree(args: argparse.Namespace, src: Path) -> dict[str, int]:
-    return make_bench_tree(src, small_files=args.small, dirs=max(1, min(100, args.small // 100 or 1)),
-                           big_files=args.big, big_size=args.big_mib << 20)
+    return make_bench_tree(
+        src,
+        small_files=args.small,
+        dirs=max(1, min(100, args.small // 100 or 1)),
+        big_files=args.big,
+        big_size=args.big_mib << 20,
+    )
 
 
 def main() -> int:
@@ -90,8 +95,9 @@ def run(args: argparse.Namespace, work: Path, server: SeaweedServer) -> int:
     env_a = {**base_env, "RUNICORN_DIR": str(store_a)}
     tree = json.loads(timed(rn + ["snapshot", str(src), "--json"], env_a)[1])["tree"]
     timed(rn + ["pin", tree, "--name", "bench"], env_a)
-    rows: dict[str, list[float]] = {k: [] for k in (
-        "push", "push_unchanged", "pull", "pull_restore", "rclone", "dvc_push", "dvc_pull")}
+    rows: dict[str, list[float]] = {
+        k: [] for k in ("push", "push_unchanged", "pull", "pull_restore", "rclone", "dvc_push", "dvc_pull")
+    }
     unchanged_requests: list[int] = []
     dvc_repo = None
     if args.dvc:
@@ -103,8 +109,10 @@ def run(args: argparse.Namespace, work: Path, server: SeaweedServer) -> int:
     for rep in range(args.repeat):
         bucket = f"bench{rep}{os.urandom(3).hex()}"
         remote = f"s3://{bucket}/rn"
-        t, _ = timed(rn + ["push", "bench", "--remote", remote, "-j", str(args.jobs)],
-                     {**env_a, "AWS_ENDPOINT_URL": server.endpoint})
+        t, _ = timed(
+            rn + ["push", "bench", "--remote", remote, "-j", str(args.jobs)],
+            {**env_a, "AWS_ENDPOINT_URL": server.endpoint},
+        )
         rows["push"].append(t)
         t, out = timed(rn + ["push", "bench", "--remote", remote, "--json"], env_a)
         rows["push_unchanged"].append(t)
@@ -119,11 +127,28 @@ def run(args: argparse.Namespace, work: Path, server: SeaweedServer) -> int:
         if args.rclone:
             # a CA bundle variable makes rclone refuse its plain-HTTP transport; the endpoint is http://
             renv = {k: v for k, v in base_env.items() if k != "AWS_CA_BUNDLE"}
-            renv = {**renv, "RCLONE_CONFIG_SW_TYPE": "s3", "RCLONE_CONFIG_SW_PROVIDER": "Other",
-                    "RCLONE_CONFIG_SW_ENDPOINT": server.endpoint, "RCLONE_CONFIG_SW_ENV_AUTH": "true",
-                    "RCLONE_CONFIG_SW_REGION": "us-east-1"}
-            t, _ = timed([args.rclone, "copy", str(src), f"sw:{bucket}-rclone/tree", "--transfers", str(args.jobs),
-                          "--checkers", str(2 * args.jobs), "--s3-no-check-bucket"], renv)
+            renv = {
+                **renv,
+                "RCLONE_CONFIG_SW_TYPE": "s3",
+                "RCLONE_CONFIG_SW_PROVIDER": "Other",
+                "RCLONE_CONFIG_SW_ENDPOINT": server.endpoint,
+                "RCLONE_CONFIG_SW_ENV_AUTH": "true",
+                "RCLONE_CONFIG_SW_REGION": "us-east-1",
+            }
+            t, _ = timed(
+                [
+                    args.rclone,
+                    "copy",
+                    str(src),
+                    f"sw:{bucket}-rclone/tree",
+                    "--transfers",
+                    str(args.jobs),
+                    "--checkers",
+                    str(2 * args.jobs),
+                    "--s3-no-check-bucket",
+                ],
+                renv,
+            )
             rows["rclone"].append(t)
         if dvc_repo is not None:
             import obstore
@@ -138,8 +163,13 @@ def run(args: argparse.Namespace, work: Path, server: SeaweedServer) -> int:
             t, _ = timed([args.dvc, "pull", "-q", "-j", str(args.jobs)], base_env, dvc_repo)
             rows["dvc_pull"].append(t)
     med = {k: statistics.median(v) for k, v in rows.items() if v}
-    result: dict[str, Any] = {"files": info["files"], "bytes": info["bytes"], "repeat": args.repeat,
-                              "medians_s": med, "unchanged_push_requests": max(unchanged_requests)}
+    result: dict[str, Any] = {
+        "files": info["files"],
+        "bytes": info["bytes"],
+        "repeat": args.repeat,
+        "medians_s": med,
+        "unchanged_push_requests": max(unchanged_requests),
+    }
     ratios: dict[str, float] = {}
     if "rclone" in med:
         ratios["push / rclone copy"] = med["push"] / med["rclone"]
@@ -151,11 +181,19 @@ def run(args: argparse.Namespace, work: Path, server: SeaweedServer) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"bench tree: {info['files']} files, {info['bytes'] / 2**20:.0f} MiB; medians of {args.repeat}; "
-          f"SeaweedFS at {server.endpoint}")
-    names = {"push": "runicorn push (first)", "push_unchanged": "runicorn push (unchanged)",
-             "pull": "runicorn pull (empty store)", "pull_restore": "runicorn pull + restore",
-             "rclone": "rclone copy", "dvc_push": "dvc push", "dvc_pull": "dvc pull (+checkout)"}
+    print(
+        f"bench tree: {info['files']} files, {info['bytes'] / 2**20:.0f} MiB; medians of {args.repeat}; "
+        f"SeaweedFS at {server.endpoint}"
+    )
+    names = {
+        "push": "runicorn push (first)",
+        "push_unchanged": "runicorn push (unchanged)",
+        "pull": "runicorn pull (empty store)",
+        "pull_restore": "runicorn pull + restore",
+        "rclone": "rclone copy",
+        "dvc_push": "dvc push",
+        "dvc_pull": "dvc pull (+checkout)",
+    }
     for k, v in med.items():
         print(f"  {names[k]:<30} {v:8.2f} s")
     print(f"  unchanged push requests: {result['unchanged_push_requests']}")

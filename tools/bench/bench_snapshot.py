@@ -156,13 +156,18 @@ def main() -> None:
     ap.add_argument("--big-files", type=int, default=4)
     ap.add_argument("--big-size", type=int, default=64 << 20)
     ap.add_argument("--tmp", type=Path, default=None, help="where to work (default: a new temp dir)")
-    ap.add_argument("--fresh-fs", metavar="SIZE", default=None,
-                    help="measure on a new journaled ext4 image of SIZE (e.g. 10G), loop-mounted in the "
-                         "temp dir and removed at the end (needs root)")
+    ap.add_argument(
+        "--fresh-fs",
+        metavar="SIZE",
+        default=None,
+        help="measure on a new journaled ext4 image of SIZE (e.g. 10G), loop-mounted in the "
+        "temp dir and removed at the end (needs root)",
+    )
     ap.add_argument("--dvc", default=None, help="an existing dvc executable (default: install one)")
     ap.add_argument("--skip-dvc", action="store_true")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the temporary directory (with --fresh-fs: its image file, unmounted)")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (with --fresh-fs: its image file, unmounted)"
+    )
     args = ap.parse_args()
     require_tools("git", "zip", "sha256sum")
 
@@ -191,8 +196,7 @@ def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
     print("\n".join(fs_lines), flush=True)
     dvc = None if args.skip_dvc else (args.dvc or install_dvc(tmp))
     ws = work / "ws"
-    t_gen, info = timed(lambda: make_bench_tree(ws, args.small_files, args.dirs, args.big_files,
-                                                args.big_size))
+    t_gen, info = timed(lambda: make_bench_tree(ws, args.small_files, args.dirs, args.big_files, args.big_size))
     (ws / ".rnignore").write_text("# nothing excluded\n")  # same file set for every tool
     print(f"data: {info['files']} files, {info['bytes'] / 2**20:.1f} MiB (generated in {t_gen:.1f} s)")
     # Nothing is deleted before the last phase, so every repeat's copies stay: check
@@ -203,12 +207,16 @@ def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
     inodes_need = (info["files"] + args.dirs + 2) * (10 if dvc else 9) * args.repeats
     inodes_free = os.statvfs(work).f_favail
     if inodes_need > inodes_free:
-        raise SystemExit(f"not enough inodes in {work}: about {inodes_need:,} needed ({args.repeats} repeats), "
-                         f"{inodes_free:,} free" + (" (use a larger --fresh-fs)" if args.fresh_fs else ""))
+        raise SystemExit(
+            f"not enough inodes in {work}: about {inodes_need:,} needed ({args.repeats} repeats), "
+            f"{inodes_free:,} free" + (" (use a larger --fresh-fs)" if args.fresh_fs else "")
+        )
     if need > free:
-        raise SystemExit(f"not enough space in {work}: about {need / 2**30:.1f} GiB needed "
-                         f"({args.repeats} repeats), {free / 2**30:.1f} GiB free"
-                         + (" (use a larger --fresh-fs)" if args.fresh_fs else ""))
+        raise SystemExit(
+            f"not enough space in {work}: about {need / 2**30:.1f} GiB needed "
+            f"({args.repeats} repeats), {free / 2**30:.1f} GiB free"
+            + (" (use a larger --fresh-fs)" if args.fresh_fs else "")
+        )
     used_before = shutil.disk_usage(work).used
     # git's reference: a prebuilt index of the same tree, in a repository outside it.
     gitdir = work / "git"
@@ -243,12 +251,17 @@ def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
         # --- first snapshot
         out = step("first.rn", lambda: rn_cli(store, "snapshot", str(ws), "--json")).out
         tree = json.loads(out)["tree"]
-        step("first.sha256sum", lambda: run_rss(f"find '{ws}' -type f -print0 | xargs -0 sha256sum > /dev/null",
-                                                shell=True))
+        step(
+            "first.sha256sum",
+            lambda: run_rss(f"find '{ws}' -type f -print0 | xargs -0 sha256sum > /dev/null", shell=True),
+        )
         cp_dst = work / f"cp_{i}"
         step("first.cp", lambda: run_rss(["cp", "-r", str(ws), str(cp_dst)]))
-        add("first.ref", R["first.sha256sum"][-1] + R["first.cp"][-1],
-            max(RSS["first.sha256sum"][-1], RSS["first.cp"][-1]))
+        add(
+            "first.ref",
+            R["first.sha256sum"][-1] + R["first.cp"][-1],
+            max(RSS["first.sha256sum"][-1], RSS["first.cp"][-1]),
+        )
         t = time.perf_counter()
         os.sync()  # what making cp's copy durable would add (runicorn's figure includes it)
         add("first.cp_flush", time.perf_counter() - t)
@@ -299,8 +312,11 @@ def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
         step("change1.cp", lambda: run_rss(f"xargs -0 cp -t '{changed_dst}' < '{listing}'", shell=True))
         t = time.perf_counter()
         os.sync()
-        add("change1.floor", R["change1.sha256sum"][-1] + R["change1.cp"][-1] + time.perf_counter() - t,
-            max(RSS["change1.sha256sum"][-1], RSS["change1.cp"][-1]))
+        add(
+            "change1.floor",
+            R["change1.sha256sum"][-1] + R["change1.cp"][-1] + time.perf_counter() - t,
+            max(RSS["change1.sha256sum"][-1], RSS["change1.cp"][-1]),
+        )
         add("change1.ref", R["unchanged.rn_cli"][-1] + 1.3 * R["change1.floor"][-1], RSS["unchanged.rn_cli"][-1])
         if dvc:
             rewrite_fraction(proj / "data", 0.01, args.small_files, args.dirs, seed=100 + i)
@@ -332,9 +348,12 @@ def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
             # out of the racy window, and at small sizes a repeat takes less than that.
             time.sleep(2.1)
 
-    print(f"space taken on the filesystem since the data was made (by anything): "
-          f"{(shutil.disk_usage(work).used - used_before) / 2**30:.2f} GiB; "
-          f"estimated for the benchmark: {need / 2**30:.2f} GiB", flush=True)
+    print(
+        f"space taken on the filesystem since the data was made (by anything): "
+        f"{(shutil.disk_usage(work).used - used_before) / 2**30:.2f} GiB; "
+        f"estimated for the benchmark: {need / 2**30:.2f} GiB",
+        flush=True,
+    )
     # --- deletion phase: nothing timed creates files after this
     for i, (store2, run_id, plain, proj) in enumerate(to_delete):
         print(f"deletions {i + 1}/{args.repeats}", flush=True)
@@ -349,15 +368,18 @@ def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
     report(R, RSS, dvc is not None, fs_lines, info)
 
 
-def report(R: dict[str, list[float]], RSS: dict[str, list[int]], have_dvc: bool, fs_lines: list[str],
-           info: dict[str, int]) -> None:
+def report(
+    R: dict[str, list[float]], RSS: dict[str, list[int]], have_dvc: bool, fs_lines: list[str], info: dict[str, int]
+) -> None:
     med = {k: statistics.median(v) for k, v in R.items()}
     rss = {k: max(v) for k, v in RSS.items()}
 
     def mib(key: str) -> str:
         return f"{rss[key] / 1024:7.1f} MiB" if key in rss else " " * 11
 
-    def row(label: str, ours: str, ref: str | None, goal: str = "", check: Callable[[float], bool] | None = None) -> None:
+    def row(
+        label: str, ours: str, ref: str | None, goal: str = "", check: Callable[[float], bool] | None = None
+    ) -> None:
         o = med[ours]
         if ref is None or ref not in med:
             print(f"{label:<38} {o:8.3f} s  rss {mib(ours)}")
@@ -368,17 +390,23 @@ def report(R: dict[str, list[float]], RSS: dict[str, list[int]], have_dvc: bool,
         # is the figure least disturbed by a noisy machine.
         paired = statistics.median(a / b for a, b in zip(R[ours], R[ref]) if b)
         verdict = ("PASS" if check(paired) else "FAIL") if check else ""
-        print(f"{label:<38} {o:8.3f} s  rss {mib(ours)}  vs {ref:<18} {r:8.3f} s  rss {mib(ref)}  "
-              f"ratio {ratio:5.2f} (paired {paired:5.2f})  {goal} {verdict}")
+        print(
+            f"{label:<38} {o:8.3f} s  rss {mib(ours)}  vs {ref:<18} {r:8.3f} s  rss {mib(ref)}  "
+            f"ratio {ratio:5.2f} (paired {paired:5.2f})  {goal} {verdict}"
+        )
 
     print()
     print("\n".join(fs_lines))
     print(f"data: {info['files']} files, {info['bytes'] / 2**20:.1f} MiB")
-    print("medians (seconds); ratio = runicorn / reference (of medians, and median of per-repeat ratios); "
-          "rss = peak resident set of the step's process (largest over the repeats)")
+    print(
+        "medians (seconds); ratio = runicorn / reference (of medians, and median of per-repeat ratios); "
+        "rss = peak resident set of the step's process (largest over the repeats)"
+    )
     row("first snapshot (CLI)", "first.rn", "first.ref")
-    print(f"{'':<38} (reference = sha256sum {med['first.sha256sum']:.3f} s + cp -r {med['first.cp']:.3f} s; "
-          f"a sync after cp -r would add {med['first.cp_flush']:.3f} s)")
+    print(
+        f"{'':<38} (reference = sha256sum {med['first.sha256sum']:.3f} s + cp -r {med['first.cp']:.3f} s; "
+        f"a sync after cp -r would add {med['first.cp_flush']:.3f} s)"
+    )
     row("first snapshot (CLI)", "first.rn", "first.ref_durable", "goal <= 1.2", lambda x: x <= 1.2)
     print(f"{'':<38} (durable reference: the same plus the sync after cp -r; runicorn syncs before it records)")
     if have_dvc:
@@ -388,14 +416,23 @@ def report(R: dict[str, list[float]], RSS: dict[str, list[int]], have_dvc: bool,
     print(f"{'':<38} (reference: the same with the check that every blob is stored bypassed)")
     row("unchanged re-snapshot (CLI)", "unchanged.rn_cli", "unchanged.git")
     cli_extra = med["unchanged.rn_cli"] - med["unchanged.rn_api"]
-    print(f"{'':<38} (git status --porcelain with a prebuilt index; the CLI adds {cli_extra:.3f} s to the API "
-          f"call, goal <= 0.2 s: {'PASS' if cli_extra <= 0.2 else 'FAIL'})")
+    print(
+        f"{'':<38} (git status --porcelain with a prebuilt index; the CLI adds {cli_extra:.3f} s to the API "
+        f"call, goal <= 0.2 s: {'PASS' if cli_extra <= 0.2 else 'FAIL'})"
+    )
     if have_dvc:
-        row("unchanged re-snapshot (CLI)", "unchanged.rn_cli", "unchanged.dvc", "goal <= 0.2 (5x faster)",
-            lambda x: x <= 0.2)
+        row(
+            "unchanged re-snapshot (CLI)",
+            "unchanged.rn_cli",
+            "unchanged.dvc",
+            "goal <= 0.2 (5x faster)",
+            lambda x: x <= 0.2,
+        )
     row("re-snapshot after 1% change (CLI)", "change1.rn_cli", "change1.ref", "goal <= 1.0", lambda x: x <= 1.0)
-    print(f"{'':<38} (reference = unchanged re-snapshot (CLI) + 1.3 x (sha256sum + cp + sync of the rewritten "
-          f"files, {med['change1.floor']:.3f} s))")
+    print(
+        f"{'':<38} (reference = unchanged re-snapshot (CLI) + 1.3 x (sha256sum + cp + sync of the rewritten "
+        f"files, {med['change1.floor']:.3f} s))"
+    )
     row("re-snapshot after 1% change (CLI)", "change1.rn_cli", "change1.git")
     if have_dvc:
         row("re-snapshot after 1% change (CLI)", "change1.rn_cli", "change1.dvc")
@@ -407,8 +444,13 @@ def report(R: dict[str, list[float]], RSS: dict[str, list[int]], have_dvc: bool,
     row("restore --link hardlink (CLI)", "restore_hardlink.rn", "restore.cp")
     if have_dvc:
         row("restore --link copy (CLI)", "restore_copy.rn", "restore_copy.dvc")
-        row("restore --link hardlink (CLI)", "restore_hardlink.rn", "restore_copy.dvc",
-            "goal <= 0.33 (3x faster)", lambda x: x <= 1 / 3)
+        row(
+            "restore --link hardlink (CLI)",
+            "restore_hardlink.rn",
+            "restore_copy.dvc",
+            "goal <= 0.33 (3x faster)",
+            lambda x: x <= 1 / 3,
+        )
         row("restore --link hardlink (CLI)", "restore_hardlink.rn", "restore_hardlink.dvc")
     row("delete-run + gc (CLI)", "delete.rn", "delete.rm", "goal <= 1.2", lambda x: x <= 1.2)
     if have_dvc:

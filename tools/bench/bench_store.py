@@ -75,8 +75,9 @@ def bench_ingest(runs: int, scale: float, parent: Path | None) -> dict[str, floa
         sh(f"cat $(find {src} -type f) > /dev/null")  # warm the page cache for everyone
         results: dict[str, list[float]] = {"sha256sum": [], "cp -r": [], "runicorn ingest": []}
         for r in range(runs):
-            results["sha256sum"].append(timed(lambda: sh(
-                f"cd {src} && find . -type f -print0 | xargs -0 sha256sum > /dev/null")))
+            results["sha256sum"].append(
+                timed(lambda: sh(f"cd {src} && find . -type f -print0 | xargs -0 sha256sum > /dev/null"))
+            )
             dst = work / f"cp{r}"
             results["cp -r"].append(timed(lambda: sh(f"cp -r {src} {dst}")))
             store_root = work / f"store{r}"
@@ -91,8 +92,10 @@ def bench_ingest(runs: int, scale: float, parent: Path | None) -> dict[str, floa
         print(f"\n{'contender':<22}{'median s':>10}   runs")
         for k, v in results.items():
             print(f"{k:<22}{med[k]:>10.3f}   {', '.join(f'{x:.3f}' for x in v)}")
-        print(f"\ningest / (sha256sum + cp -r) = {med['runicorn ingest']:.3f} / {ref:.3f} = "
-              f"{med['runicorn ingest'] / ref:.2f}x   (target <= 1.3x)")
+        print(
+            f"\ningest / (sha256sum + cp -r) = {med['runicorn ingest']:.3f} / {ref:.3f} = "
+            f"{med['runicorn ingest'] / ref:.2f}x   (target <= 1.3x)"
+        )
         med["ratio"] = med["runicorn ingest"] / ref
         return med
     finally:
@@ -104,17 +107,26 @@ def build_big_index(root: Path, blobs: int, trees: int) -> None:
     per_tree = blobs // trees
     now = time.time()
     with store.index.write() as c:
-        c.executemany("INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?)",
-                      ((f"{i:064x}", 1000 + i % 5000, now, now) for i in range(blobs)))
+        c.executemany(
+            "INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?)",
+            ((f"{i:064x}", 1000 + i % 5000, now, now) for i in range(blobs)),
+        )
         for t in range(trees):
             tree = f"{t:063x}f"
-            c.execute("INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
-                      "VALUES (?, ?, 0, 0, ?, ?)", (tree, per_tree, now, now))
+            c.execute(
+                "INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
+                "VALUES (?, ?, 0, 0, ?, ?)",
+                (tree, per_tree, now, now),
+            )
             end = blobs if t == trees - 1 else (t + 1) * per_tree  # the last tree takes the rest
-            c.executemany("INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, '100644', 0)",
-                          ((tree, f"f{i}", f"{i:064x}") for i in range(t * per_tree, end)))
-            c.execute("INSERT INTO refs (kind, name, tree, created_at, meta) VALUES ('pin', ?, ?, ?, '{}')",
-                      (f"t{t}", tree, now))
+            c.executemany(
+                "INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, '100644', 0)",
+                ((tree, f"f{i}", f"{i:064x}") for i in range(t * per_tree, end)),
+            )
+            c.execute(
+                "INSERT INTO refs (kind, name, tree, created_at, meta) VALUES ('pin', ?, ?, ?, '{}')",
+                (f"t{t}", tree, now),
+            )
             # gc checks the ref files on disk against the index: they must exist too
             ref = store.ref_path("pin", f"t{t}")
             ref.parent.mkdir(parents=True, exist_ok=True)
@@ -128,22 +140,33 @@ def bench_index(runs: int, blobs: int, parent: Path | None) -> dict[str, float]:
         root = work / "store"
         t = timed(lambda: build_big_index(root, blobs, 1000))
         print(f"built an index of {blobs:,} blobs in 1,000 pinned trees in {t:.1f} s")
-        results: dict[str, list[float]] = {"stats (in process)": [], "gc --dry-run (in process)": [],
-                                           "runicorn stats (CLI)": [], "runicorn gc --dry-run (CLI)": [],
-                                           "python -c pass": []}
+        results: dict[str, list[float]] = {
+            "stats (in process)": [],
+            "gc --dry-run (in process)": [],
+            "runicorn stats (CLI)": [],
+            "runicorn gc --dry-run (CLI)": [],
+            "python -c pass": [],
+        }
         for _ in range(max(runs, 5)):
             with Store(root) as store:
                 results["stats (in process)"].append(timed(store.stats))
                 report: dict = {}
                 results["gc --dry-run (in process)"].append(
-                    timed(lambda: report.update(store.gc(grace_seconds=0, dry_run=True))))
+                    timed(lambda: report.update(store.gc(grace_seconds=0, dry_run=True)))
+                )
                 assert report["blobs_deleted"] == 0 and report["trees_deleted"] == 0
                 assert store.stats()["blob_count"] == blobs
             cli = [sys.executable, "-m", "runicorn", "--storage", str(root)]
-            results["runicorn stats (CLI)"].append(timed(lambda: subprocess.run(
-                cli + ["stats", "--json"], check=True, stdout=subprocess.DEVNULL)))
-            results["runicorn gc --dry-run (CLI)"].append(timed(lambda: subprocess.run(
-                cli + ["gc", "--dry-run", "--grace", "0"], check=True, stdout=subprocess.DEVNULL)))
+            results["runicorn stats (CLI)"].append(
+                timed(lambda: subprocess.run(cli + ["stats", "--json"], check=True, stdout=subprocess.DEVNULL))
+            )
+            results["runicorn gc --dry-run (CLI)"].append(
+                timed(
+                    lambda: subprocess.run(
+                        cli + ["gc", "--dry-run", "--grace", "0"], check=True, stdout=subprocess.DEVNULL
+                    )
+                )
+            )
             results["python -c pass"].append(timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True)))
         med = {k: statistics.median(v) for k, v in results.items()}
         print(f"\n{'operation':<30}{'median s':>10}   runs")
@@ -184,20 +207,27 @@ def add_collectable(root: Path, ref_copy: Path, count: int, trees: int, seed: in
         total += len(data)
     per_tree = -(-count // trees)
     with store.index.write() as c:
-        c.executemany("INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?)",
-                      ((sha, size, now, now) for sha, size in rows))
+        c.executemany(
+            "INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?)",
+            ((sha, size, now, now) for sha, size in rows),
+        )
         for t in range(trees):
-            part = rows[t * per_tree:(t + 1) * per_tree]
+            part = rows[t * per_tree : (t + 1) * per_tree]
             entries = {f"run{seed}/t{t}/f{i}.bin": TreeEntry(sha, "100644", size) for i, (sha, size) in enumerate(part)}
             tree = compute_tree_id(entries)
             dest = store.manifest_path(tree)
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(manifest_bytes(build_manifest(tree, entries)))
             os.chmod(dest, 0o444)
-            c.execute("INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
-                      "VALUES (?, ?, ?, 0, ?, ?)", (tree, len(entries), sum(e.size for e in entries.values()), now, now))
-            c.executemany("INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, '100644', ?)",
-                          ((tree, path, e.sha256, e.size) for path, e in entries.items()))
+            c.execute(
+                "INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
+                "VALUES (?, ?, ?, 0, ?, ?)",
+                (tree, len(entries), sum(e.size for e in entries.values()), now, now),
+            )
+            c.executemany(
+                "INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, '100644', ?)",
+                ((tree, path, e.sha256, e.size) for path, e in entries.items()),
+            )
     store.close()
     return total
 
@@ -231,8 +261,9 @@ def bench_gc(runs: int, blobs: int, collect: int, parent: Path | None) -> dict[s
             assert out["blob_count"] == blobs and out["unreferenced_blob_count"] == 0, out
             step("runicorn gc --dry-run (CLI)", cli + ["gc", "--dry-run", "--grace", "0"])
             out = json.loads(step("runicorn gc --grace 0 (CLI)", cli + ["gc", "--grace", "0", "--json"]))
-            assert out["blobs_deleted"] == collect and out["trees_deleted"] == 100, \
-                {k: v for k, v in out.items() if not k.endswith("_ids")}
+            assert out["blobs_deleted"] == collect and out["trees_deleted"] == 100, {
+                k: v for k, v in out.items() if not k.endswith("_ids")
+            }
             step("rm -rf (same files)", ["rm", "-rf", str(ref_copy)])
             step("python -c pass", [sys.executable, "-c", "pass"])
         med = {k: statistics.median(v) for k, v in results.items()}
@@ -240,11 +271,14 @@ def bench_gc(runs: int, blobs: int, collect: int, parent: Path | None) -> dict[s
         print(f"{'operation':<30}{'median s':>10}{'peak RSS':>12}   runs")
         for k, v in results.items():
             print(f"{k:<30}{med[k]:>10.3f}{max(rss[k]) / 1024:>8.1f} MiB   {', '.join(f'{x:.3f}' for x in v)}")
-        paired = statistics.median(a / b for a, b in zip(results["runicorn gc --grace 0 (CLI)"],
-                                                          results["rm -rf (same files)"]))
-        print(f"\ngc / rm -rf = {med['runicorn gc --grace 0 (CLI)']:.3f} / {med['rm -rf (same files)']:.3f} = "
-              f"{med['runicorn gc --grace 0 (CLI)'] / med['rm -rf (same files)']:.2f}x "
-              f"(paired {paired:.2f}x)   goal <= 1.2x")
+        paired = statistics.median(
+            a / b for a, b in zip(results["runicorn gc --grace 0 (CLI)"], results["rm -rf (same files)"])
+        )
+        print(
+            f"\ngc / rm -rf = {med['runicorn gc --grace 0 (CLI)']:.3f} / {med['rm -rf (same files)']:.3f} = "
+            f"{med['runicorn gc --grace 0 (CLI)'] / med['rm -rf (same files)']:.2f}x "
+            f"(paired {paired:.2f}x)   goal <= 1.2x"
+        )
         print("goal: stats and gc --dry-run each < 0.2 s from the CLI")
         med["ratio"] = paired
         return med
@@ -258,11 +292,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="shrink the ingest data (tests use 0.01)")
     ap.add_argument("--blobs", type=int, default=1_000_000)
-    ap.add_argument("--collect", type=int, default=None,
-                    help="mode gc: how many of --blobs gc collects (default: a tenth)")
-    ap.add_argument("--fresh-fs", metavar="SIZE", default=None,
-                    help="measure on a new journaled ext4 image of SIZE (e.g. 4G), loop-mounted and "
-                         "removed at the end (needs root)")
+    ap.add_argument(
+        "--collect", type=int, default=None, help="mode gc: how many of --blobs gc collects (default: a tenth)"
+    )
+    ap.add_argument(
+        "--fresh-fs",
+        metavar="SIZE",
+        default=None,
+        help="measure on a new journaled ext4 image of SIZE (e.g. 4G), loop-mounted and "
+        "removed at the end (needs root)",
+    )
     ap.add_argument("--json", action="store_true", help="print the medians as JSON at the end")
     args = ap.parse_args()
     bench_dir = os.environ.get("BENCH_DIR")

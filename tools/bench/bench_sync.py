@@ -44,22 +44,45 @@ CHANGED_RUNS = 10
 
 def build_server(root: Path, runs: int) -> list[Path]:
     rng = random.Random(1234)
-    return [make_run(root, f"proj{i % 4}", f"exp{i % 10}", f"20250115_10{i:04d}_r{i:04d}",
-                     rng=rng, media=3, log_bytes=25_000, media_bytes=50_000)
-            for i in range(runs)]
+    return [
+        make_run(
+            root,
+            f"proj{i % 4}",
+            f"exp{i % 10}",
+            f"20250115_10{i:04d}_r{i:04d}",
+            rng=rng,
+            media=3,
+            log_bytes=25_000,
+            media_bytes=50_000,
+        )
+        for i in range(runs)
+    ]
 
 
 def run_rsync(server: SshdServer, root: Path, cache: Path) -> dict[str, Any]:
-    ssh = (f"ssh -p {server.port} -i {server.key_path} -o BatchMode=yes "
-           f"-o UserKnownHostsFile={server.known_hosts_path} -o StrictHostKeyChecking=yes")
+    ssh = (
+        f"ssh -p {server.port} -i {server.key_path} -o BatchMode=yes "
+        f"-o UserKnownHostsFile={server.known_hosts_path} -o StrictHostKeyChecking=yes"
+    )
     t = time.perf_counter()
-    out = subprocess.run(["rsync", "-a", "--stats", "--exclude=/.runicorn", "-e", ssh,
-                          f"{server.user}@{server.host}:{root}/", f"{cache}/"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            "rsync",
+            "-a",
+            "--stats",
+            "--exclude=/.runicorn",
+            "-e",
+            ssh,
+            f"{server.user}@{server.host}:{root}/",
+            f"{cache}/",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     wall = time.perf_counter() - t
     m = re.search(r"Total bytes received: ([\d,]+)", out)
-    return {"wall": wall, "bytes": int(m.group(1).replace(",", "")) if m else -1,
-            "ops": None, "wire": None}
+    return {"wall": wall, "bytes": int(m.group(1).replace(",", "")) if m else -1, "ops": None, "wire": None}
 
 
 def run_client(server: SshdServer, root: Path, cache: Path, method: str) -> dict[str, Any]:
@@ -76,9 +99,15 @@ def run_client(server: SshdServer, root: Path, cache: Path, method: str) -> dict
     wall = time.perf_counter() - t
     if st["failed_count"]:
         raise RuntimeError(f"{method}: {st['failed_count']} files failed")
-    return {"wall": wall, "sync": st["duration"], "bytes": st["bytes_downloaded"],
-            "ops": st["sftp_requests"], "wire": st["sftp_wire_requests"],
-            "files": st["files_synced"], "manifest_bytes": st["manifest_bytes"]}
+    return {
+        "wall": wall,
+        "sync": st["duration"],
+        "bytes": st["bytes_downloaded"],
+        "ops": st["sftp_requests"],
+        "wire": st["sftp_wire_requests"],
+        "files": st["files_synced"],
+        "manifest_bytes": st["manifest_bytes"],
+    }
 
 
 def change_runs(runs: list[Path], rng: random.Random, rep: int) -> None:
@@ -86,8 +115,7 @@ def change_runs(runs: list[Path], rng: random.Random, rep: int) -> None:
     for i, rd in enumerate(runs[:CHANGED_RUNS]):
         with open(rd / "logs.txt", "ab") as f:
             f.write(rng.randbytes(per + (APPEND_TOTAL % CHANGED_RUNS if i == 0 else 0)))
-        (rd / "status.json").write_text(json.dumps({"status": "running", "step": rep,
-                                                    "t": time.time()}))
+        (rd / "status.json").write_text(json.dumps({"status": "running", "step": rep, "t": time.time()}))
 
 
 def median(rows: list[dict[str, Any]], key: str) -> Any:
@@ -135,8 +163,7 @@ def main() -> int:
                     assert_mirror(root, caches[m], check_mtime=(m != "legacy"))
             for rep in range(args.repeat):
                 for m in methods:
-                    results.setdefault("unchanged", {}).setdefault(m, []).append(
-                        one(m, caches[m]))
+                    results.setdefault("unchanged", {}).setdefault(m, []).append(one(m, caches[m]))
                     assert_mirror(root, caches[m], check_mtime=(m != "legacy"))
             rng = random.Random(99)
             for rep in range(args.repeat):
@@ -144,41 +171,50 @@ def main() -> int:
                 ManifestGenerator(root).generate()
                 os.sync()
                 for m in methods:
-                    results.setdefault("changed", {}).setdefault(m, []).append(
-                        one(m, caches[m]))
+                    results.setdefault("changed", {}).setdefault(m, []).append(one(m, caches[m]))
                     assert_mirror(root, caches[m], check_mtime=(m != "legacy"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    summary: dict[str, Any] = {"runs": args.runs, "files": nfiles, "bytes": nbytes,
-                               "repeat": args.repeat, "generate_first_s": gen_first,
-                               "generate_unchanged_s": gen_again, "scenarios": {}}
+    summary: dict[str, Any] = {
+        "runs": args.runs,
+        "files": nfiles,
+        "bytes": nbytes,
+        "repeat": args.repeat,
+        "generate_first_s": gen_first,
+        "generate_unchanged_s": gen_again,
+        "scenarios": {},
+    }
     for scen, by_method in results.items():
         summary["scenarios"][scen] = {
-            m: {k: median(rows, k) for k in ("wall", "sync", "bytes", "ops", "wire", "files",
-                                              "manifest_bytes")}
-            for m, rows in by_method.items()}
+            m: {k: median(rows, k) for k in ("wall", "sync", "bytes", "ops", "wire", "files", "manifest_bytes")}
+            for m, rows in by_method.items()
+        }
     s = summary["scenarios"]
     man_first = s["first"]["manifest"]
     checks = [
         ("unchanged server <= 3 SFTP ops", s["unchanged"]["manifest"]["ops"] <= 3),
         ("10 runs changed <= 100 SFTP ops", s["changed"]["manifest"]["ops"] <= 100),
-        ("first sync <= 3.5 ops per file fetched",
-         man_first["ops"] <= 3.5 * man_first["files"]),
-        ("1 MiB appended: bytes <= 1 MiB + manifest + 64 KiB",
-         s["changed"]["manifest"]["bytes"] <= APPEND_TOTAL + s["changed"]["manifest"][
-             "manifest_bytes"] + 65536),
+        ("first sync <= 3.5 ops per file fetched", man_first["ops"] <= 3.5 * man_first["files"]),
+        (
+            "1 MiB appended: bytes <= 1 MiB + manifest + 64 KiB",
+            s["changed"]["manifest"]["bytes"] <= APPEND_TOTAL + s["changed"]["manifest"]["manifest_bytes"] + 65536,
+        ),
         ("first sync wall <= 1.5x rsync", man_first["wall"] <= 1.5 * s["first"]["rsync"]["wall"]),
     ]
     summary["checks"] = {name: ok for name, ok in checks}
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"server: {args.runs} runs, {nfiles} files, {nbytes / 1e6:.1f} MB; "
-          f"median of {args.repeat} runs; sshd on 127.0.0.1")
+    print(
+        f"server: {args.runs} runs, {nfiles} files, {nbytes / 1e6:.1f} MB; "
+        f"median of {args.repeat} runs; sshd on 127.0.0.1"
+    )
     print(f"generate-manifest: first {gen_first:.3f}s, unchanged {gen_again:.3f}s")
-    hdr = f"{'scenario':<10} {'method':<9} {'SFTP ops':>9} {'wire req':>9} {'files':>6} " \
-          f"{'bytes recv':>12} {'wall s':>7} {'vs rsync':>8}"
+    hdr = (
+        f"{'scenario':<10} {'method':<9} {'SFTP ops':>9} {'wire req':>9} {'files':>6} "
+        f"{'bytes recv':>12} {'wall s':>7} {'vs rsync':>8}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for scen in ("first", "unchanged", "changed"):
@@ -188,10 +224,11 @@ def main() -> int:
             ops = "-" if r["ops"] is None else f"{r['ops']:.0f}"
             wire = "-" if r["wire"] is None else f"{r['wire']:.0f}"
             files = "-" if r["files"] is None else f"{r['files']:.0f}"
-            print(f"{scen:<10} {m:<9} {ops:>9} {wire:>9} {files:>6} {r['bytes']:>12.0f} "
-                  f"{r['wall']:>7.3f} {r['wall'] / ref:>7.2f}x")
-    print("(wall = connect + sync for every method; manifest sync alone: first "
-          f"{s['first']['manifest']['sync']:.3f}s)")
+            print(
+                f"{scen:<10} {m:<9} {ops:>9} {wire:>9} {files:>6} {r['bytes']:>12.0f} "
+                f"{r['wall']:>7.3f} {r['wall'] / ref:>7.2f}x"
+            )
+    print(f"(wall = connect + sync for every method; manifest sync alone: first {s['first']['manifest']['sync']:.3f}s)")
     for name, ok in checks:
         print(f"[{'PASS' if ok else 'FAIL'}] {name}")
     return 0

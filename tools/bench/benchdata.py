@@ -12,8 +12,9 @@ import random
 from pathlib import Path
 
 
-def make_bench_tree(root: Path, small_files: int = 10_000, dirs: int = 100, big_files: int = 4,
-                    big_size: int = 64 << 20, seed: int = 0) -> dict[str, int]:
+def make_bench_tree(
+    root: Path, small_files: int = 10_000, dirs: int = 100, big_files: int = 4, big_size: int = 64 << 20, seed: int = 0
+) -> dict[str, int]:
     """Create the benchmark tree under ``root`` (created if needed); return counts and bytes."""
     root = Path(root)
     rng = random.Random(seed)
@@ -30,8 +31,10 @@ def make_bench_tree(root: Path, small_files: int = 10_000, dirs: int = 100, big_
                 f.write(block_rng.randbytes(n))
                 left -= n
         total += big_size
-    words = [f"{w}_{i}" for i, w in enumerate(["loss", "acc", "model", "layer", "train", "eval",
-                                                "step", "batch", "epoch", "grad"] * 20)]
+    words = [
+        f"{w}_{i}"
+        for i, w in enumerate(["loss", "acc", "model", "layer", "train", "eval", "step", "batch", "epoch", "grad"] * 20)
+    ]
     for d in range(dirs):
         (root / f"d{d:03d}").mkdir(exist_ok=True)
     for i in range(small_files):
@@ -45,8 +48,14 @@ def make_bench_tree(root: Path, small_files: int = 10_000, dirs: int = 100, big_
     return {"files": small_files + big_files, "bytes": total}
 
 
-def rewrite_fraction(root: Path, fraction: float = 0.01, small_files: int = 10_000, dirs: int = 100,
-                     seed: int = 1, rewritten: list[Path] | None = None) -> int:
+def rewrite_fraction(
+    root: Path,
+    fraction: float = 0.01,
+    small_files: int = 10_000,
+    dirs: int = 100,
+    seed: int = 1,
+    rewritten: list[Path] | None = None,
+) -> int:
     """Rewrite ``fraction`` of the small files with new content; return how many
     (their paths are appended to ``rewritten`` when given)."""
     rng = random.Random(seed)

@@ -87,8 +87,7 @@ def fs_info(path: Path) -> FsInfo | None:
             continue
         opts = f[5].split(",") + (r[2].split(",") if len(r) > 2 else [])
         options = ",".join(dict.fromkeys(opts))  # mount and superblock options, each once
-        best = FsInfo(fstype=r[0], source=_unescape(r[1]), mountpoint=mnt, options=options,
-                      device=f[2], journal=None)
+        best = FsInfo(fstype=r[0], source=_unescape(r[1]), mountpoint=mnt, options=options, device=f[2], journal=None)
     if best is not None:
         best.journal = _journal(best.fstype, best.device)
     return best
@@ -101,12 +100,16 @@ def describe(path: Path, fresh: bool = False) -> list[str]:
         return [f"filesystem: unknown (no mount found for {path})"]
     journal = {True: "yes", False: "no", None: "n/a"}[info.journal]
     how = "fresh image, loop-mounted" if fresh else "existing"
-    lines = [f"filesystem: {info.fstype} ({how}) on {info.source} at {info.mountpoint}, "
-             f"journal: {journal}, options: {info.options}"]
+    lines = [
+        f"filesystem: {info.fstype} ({how}) on {info.source} at {info.mountpoint}, "
+        f"journal: {journal}, options: {info.options}"
+    ]
     if info.fstype in ("ext3", "ext4") and info.journal is False:
-        lines.append("warning: ext4 without a journal: its inode allocator skips inodes freed in the last "
-                     "minutes (by any process), so creating files after a bulk deletion is slower by an "
-                     "amount that depends on what ran before and figures can vary (--fresh-fs SIZE avoids this)")
+        lines.append(
+            "warning: ext4 without a journal: its inode allocator skips inodes freed in the last "
+            "minutes (by any process), so creating files after a bulk deletion is slower by an "
+            "amount that depends on what ran before and figures can vary (--fresh-fs SIZE avoids this)"
+        )
     return lines
 
 
@@ -120,8 +123,9 @@ def _tool(name: str) -> str:
 def _run(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"--fresh-fs: {what} failed ({proc.returncode}): {' '.join(cmd)}\n"
-                         f"{proc.stdout}{proc.stderr}".rstrip())
+        raise SystemExit(
+            f"--fresh-fs: {what} failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}".rstrip()
+        )
 
 
 def _unmount(mnt: Path) -> None:
@@ -132,8 +136,7 @@ def _unmount(mnt: Path) -> None:
             return
         time.sleep(0.5)  # something still exiting may hold it busy for a moment
     proc = subprocess.run([umount, "--lazy", str(mnt)], capture_output=True, text=True)
-    print(f"warning: {mnt} was busy; lazily unmounted ({proc.returncode}) {proc.stderr.strip()}",
-          file=sys.stderr)
+    print(f"warning: {mnt} was busy; lazily unmounted ({proc.returncode}) {proc.stderr.strip()}", file=sys.stderr)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -156,12 +159,25 @@ def fresh_fs(parent: Path, size: str, keep_image: bool = False, bytes_per_inode:
         # Inode tables and journal initialised now, so no kernel thread writes them
         # in the background while figures are taken; no blocks reserved for root.
         inodes = ["-i", str(bytes_per_inode)] if bytes_per_inode else []
-        _run([_tool("mkfs.ext4"), "-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0",
-              *inodes, str(img)], "mkfs.ext4")
+        _run(
+            [
+                _tool("mkfs.ext4"),
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-E",
+                "lazy_itable_init=0,lazy_journal_init=0",
+                *inodes,
+                str(img),
+            ],
+            "mkfs.ext4",
+        )
         proc = subprocess.run([_tool("mount"), "-o", "loop", str(img), str(mnt)], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise SystemExit(f"--fresh-fs: could not loop-mount {img} on {mnt} (this needs root): "
-                             f"{proc.stderr.strip()}")
+            raise SystemExit(
+                f"--fresh-fs: could not loop-mount {img} on {mnt} (this needs root): {proc.stderr.strip()}"
+            )
         mounted = True
         signal.signal(signal.SIGTERM, _terminate)
         yield mnt

@@ -34,13 +34,19 @@ def require_tools(*tools: str) -> None:
             raise SystemExit(f"{tool} not found: the benchmark needs it (apt-get install time git zip)")
 
 
-def run_rss(cmd: list[str] | str, *, cwd: Path | None = None, shell: bool = False,
-            env: dict[str, str] | None = None) -> Proc:
+def run_rss(
+    cmd: list[str] | str, *, cwd: Path | None = None, shell: bool = False, env: dict[str, str] | None = None
+) -> Proc:
     """Run ``cmd`` (a shell command line with ``shell``); exit naming it on failure."""
     argv = ["sh", "-c", cmd] if shell and isinstance(cmd, str) else list(cmd)
     with tempfile.NamedTemporaryFile(mode="r") as rss:
-        proc = subprocess.run([TIME, "-q", "-f", "%M", "-o", rss.name, *argv], cwd=cwd,
-                              env=os.environ if env is None else env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [TIME, "-q", "-f", "%M", "-o", rss.name, *argv],
+            cwd=cwd,
+            env=os.environ if env is None else env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"command failed ({proc.returncode}): {cmd}\n{proc.stdout}\n{proc.stderr}")
         return Proc(proc.stdout, int(rss.read().split()[-1]))

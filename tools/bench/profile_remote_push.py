@@ -53,15 +53,23 @@ def blobs_of(store_root: Path, tree: str) -> list[tuple[str, Path, int]]:
         return [(sha, s.blob_path(sha), size) for sha, size in sorted(entries.items())]
 
 
-def raw_put_loop(server: SeaweedServer, bucket: str, blobs: list[tuple[str, Path, int]], threads: int,
-                 conditional: bool) -> float:
+def raw_put_loop(
+    server: SeaweedServer, bucket: str, blobs: list[tuple[str, Path, int]], threads: int, conditional: bool
+) -> float:
     """Put every blob once as its own object (big ones as obstore multipart) from ``threads`` threads."""
     import obstore
     from obstore.store import S3Store
 
     kw: dict[str, Any] = {"checksum_algorithm": "sha256"} if conditional else {}
-    store = S3Store(bucket, endpoint=server.endpoint, region="us-east-1", virtual_hosted_style_request=False,
-                    client_options={"allow_http": True}, prefix="raw", **kw)
+    store = S3Store(
+        bucket,
+        endpoint=server.endpoint,
+        region="us-east-1",
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True},
+        prefix="raw",
+        **kw,
+    )
     obstore.put(store, "created", b"")
 
     def one(item: tuple[str, Path, int]) -> None:
@@ -115,8 +123,16 @@ def main() -> int:
             c0, w0 = os.times(), cpu_of(weed)
             wall = fn()
             c1, w1 = os.times(), cpu_of(weed)
-            client = (c1.user + c1.system + c1.children_user + c1.children_system
-                      - c0.user - c0.system - c0.children_user - c0.children_system)
+            client = (
+                c1.user
+                + c1.system
+                + c1.children_user
+                + c1.children_system
+                - c0.user
+                - c0.system
+                - c0.children_user
+                - c0.children_system
+            )
             rows.setdefault(f"{name} wall", []).append(wall)
             rows.setdefault(f"{name} client cpu", []).append(client)
             rows.setdefault(f"{name} server cpu", []).append(w1 - w0)
@@ -124,21 +140,30 @@ def main() -> int:
         for rep in range(args.repeat):
             tag = f"p{rep}{os.urandom(3).hex()}"
             for jobs in (8, 32):
-                measure(f"runicorn push -j {jobs}", lambda: timed(
-                    rn + ["push", "bench", "--remote", f"s3://{tag}-j{jobs}/rn", "-j", str(jobs)],
-                    {**env, "AWS_ENDPOINT_URL": server.endpoint})[0])
+                measure(
+                    f"runicorn push -j {jobs}",
+                    lambda: timed(
+                        rn + ["push", "bench", "--remote", f"s3://{tag}-j{jobs}/rn", "-j", str(jobs)],
+                        {**env, "AWS_ENDPOINT_URL": server.endpoint},
+                    )[0],
+                )
             measure("read + sha256 every blob", lambda: read_and_hash(blobs))
             for threads in (8, 32):
-                measure(f"raw obstore put, create-only + sha256, {threads} threads",
-                        lambda: raw_put_loop(server, f"{tag}-raw{threads}", blobs, threads, True))
-            measure("raw obstore put, plain, 32 threads",
-                    lambda: raw_put_loop(server, f"{tag}-plain", blobs, 32, False))
+                measure(
+                    f"raw obstore put, create-only + sha256, {threads} threads",
+                    lambda: raw_put_loop(server, f"{tag}-raw{threads}", blobs, threads, True),
+                )
+            measure(
+                "raw obstore put, plain, 32 threads", lambda: raw_put_loop(server, f"{tag}-plain", blobs, 32, False)
+            )
         med = {k: statistics.median(v) for k, v in rows.items()}
         if args.json:
             print(json.dumps({"objects": len(blobs), "repeat": args.repeat, "medians_s": med}, indent=2))
             return 0
-        print(f"{len(blobs)} objects ({sum(b[2] for b in blobs) / 2**20:.0f} MiB); medians of {args.repeat}; "
-              f"{os.cpu_count()} CPUs; SeaweedFS at {server.endpoint}")
+        print(
+            f"{len(blobs)} objects ({sum(b[2] for b in blobs) / 2**20:.0f} MiB); medians of {args.repeat}; "
+            f"{os.cpu_count()} CPUs; SeaweedFS at {server.endpoint}"
+        )
         for k, v in med.items():
             print(f"  {k:<62} {v:8.2f} s")
         return 0

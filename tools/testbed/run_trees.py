@@ -10,13 +10,21 @@ from pathlib import Path
 BOOKKEEPING = (".runicorn", ".runicorn-sync")
 
 
-def make_run(root: Path, project: str, name: str, run_id: str, *, rng: random.Random,
-             media: int = 2, log_bytes: int = 3000, media_bytes: int = 5000) -> Path:
+def make_run(
+    root: Path,
+    project: str,
+    name: str,
+    run_id: str,
+    *,
+    rng: random.Random,
+    media: int = 2,
+    log_bytes: int = 3000,
+    media_bytes: int = 5000,
+) -> Path:
     """Create one run directory with the usual files; returns it."""
     rd = root / project / Path(*name.split("/")) / "runs" / run_id
     (rd / "media").mkdir(parents=True, exist_ok=True)
-    (rd / "meta.json").write_text(json.dumps({"run_id": run_id, "created_at": 1736937015.0,
-                                              "tags": ["t"]}))
+    (rd / "meta.json").write_text(json.dumps({"run_id": run_id, "created_at": 1736937015.0, "tags": ["t"]}))
     (rd / "status.json").write_text(json.dumps({"status": "running"}))
     (rd / "summary.json").write_text(json.dumps({"loss": rng.random()}))
     (rd / "events.jsonl").write_bytes(rng.randbytes(log_bytes))
@@ -32,8 +40,7 @@ def make_tree(root: Path, runs: int, *, seed: int = 0, **kw: int) -> list[Path]:
     out = []
     for i in range(runs):
         name = f"exp{i % 3}" if i % 4 else f"group/sub{i % 2}"
-        out.append(make_run(root, f"proj{i % 2}", name, f"20250115_1030{i:02d}_abc{i:03d}",
-                            rng=rng, **kw))
+        out.append(make_run(root, f"proj{i % 2}", name, f"20250115_1030{i:02d}_abc{i:03d}", rng=rng, **kw))
     return out
 
 

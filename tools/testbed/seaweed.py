@@ -63,23 +63,48 @@ class SeaweedServer:
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         p = _free_ports(10)
-        args = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-master.port={p[0]}", f"-master.port.grpc={p[1]}", f"-volume.port={p[2]}",
-                f"-volume.port.grpc={p[3]}", f"-filer.port={p[4]}", f"-filer.port.grpc={p[5]}",
-                f"-s3.port={p[6]}", f"-s3.port.grpc={p[7]}", f"-admin.port={p[8]}", f"-admin.port.grpc={p[9]}",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
-                "-master.telemetry=false", "-master.volumeSizeLimitMB=64"]
+        args = [
+            weed,
+            "mini",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={p[0]}",
+            f"-master.port.grpc={p[1]}",
+            f"-volume.port={p[2]}",
+            f"-volume.port.grpc={p[3]}",
+            f"-filer.port={p[4]}",
+            f"-filer.port.grpc={p[5]}",
+            f"-s3.port={p[6]}",
+            f"-s3.port.grpc={p[7]}",
+            f"-admin.port={p[8]}",
+            f"-admin.port.grpc={p[9]}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=64",
+        ]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                     env={**os.environ, **self.env()}, cwd=self.workdir, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env()},
+            cwd=self.workdir,
+            start_new_session=True,
+        )
         log.close()
         self.endpoint = f"http://127.0.0.1:{p[6]}"
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SeaweedUnavailable(f"weed exited with {self.proc.returncode}: "
-                                         f"{self.log_path.read_text(errors='replace')[-2000:]}")
+                raise SeaweedUnavailable(
+                    f"weed exited with {self.proc.returncode}: {self.log_path.read_text(errors='replace')[-2000:]}"
+                )
             try:
                 self._probe()
                 return self
@@ -92,12 +117,24 @@ class SeaweedServer:
     def store(self, bucket: str) -> Any:
         from obstore.store import S3Store
 
-        return S3Store(bucket, endpoint=self.endpoint, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY,
-                       region="us-east-1", client_options={"allow_http": True, "timeout": "5s"},
-                       retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=2),
-                                     "backoff": {"init_backoff": timedelta(milliseconds=100),
-                                                 "max_backoff": timedelta(milliseconds=200), "base": 2}},
-                       virtual_hosted_style_request=False)
+        return S3Store(
+            bucket,
+            endpoint=self.endpoint,
+            access_key_id=ACCESS_KEY,
+            secret_access_key=SECRET_KEY,
+            region="us-east-1",
+            client_options={"allow_http": True, "timeout": "5s"},
+            retry_config={
+                "max_retries": 0,
+                "retry_timeout": timedelta(seconds=2),
+                "backoff": {
+                    "init_backoff": timedelta(milliseconds=100),
+                    "max_backoff": timedelta(milliseconds=200),
+                    "base": 2,
+                },
+            },
+            virtual_hosted_style_request=False,
+        )
 
     def _probe(self) -> None:
         import obstore

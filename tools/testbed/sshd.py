@@ -18,8 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-SFTP_SERVER_CANDIDATES = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
-                          "/usr/libexec/sftp-server", "/usr/lib/ssh/sftp-server")
+SFTP_SERVER_CANDIDATES = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/libexec/sftp-server",
+    "/usr/lib/ssh/sftp-server",
+)
 
 
 class SshdUnavailable(RuntimeError):
@@ -37,8 +41,13 @@ def find_sshd(install: bool = True) -> str:
             return cand
     if install and os.geteuid() == 0 and shutil.which("apt-get"):
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "-q", "openssh-server"], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "openssh-server"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
         if os.access("/usr/sbin/sshd", os.X_OK):
             return "/usr/sbin/sshd"
     raise SshdUnavailable("sshd not found (install openssh-server)")
@@ -69,8 +78,9 @@ class SshdServer:
         self.log_path = self.workdir / "sshd.log"
 
     def _keygen(self, path: Path) -> None:
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, stdout=subprocess.DEVNULL
+        )
 
     def start(self, timeout: float = 15.0) -> "SshdServer":
         """Generate keys and config, start sshd and wait until it accepts connections.
@@ -87,43 +97,47 @@ class SshdServer:
             self._keygen(self.key_path)
         shutil.copyfile(self.key_path.with_suffix(".pub"), self.workdir / "authorized_keys")
         os.chmod(self.workdir / "authorized_keys", 0o600)
-        sftp_server = next((p for p in SFTP_SERVER_CANDIDATES if os.path.exists(p)),
-                           "internal-sftp")
+        sftp_server = next((p for p in SFTP_SERVER_CANDIDATES if os.path.exists(p)), "internal-sftp")
         if os.geteuid() == 0:
             # sshd insists on its privilege-separation directory existing.
             Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         cfg = self.workdir / "sshd_config"
-        cfg.write_text("\n".join([
-            f"ListenAddress {self.host}",
-            f"Port {self.port}",
-            f"HostKey {self.host_key_path}",
-            f"PidFile {self.workdir / 'sshd.pid'}",
-            f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}",
-            "PermitRootLogin yes",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "StrictModes no",
-            "UsePAM no",
-            "MaxSessions 32",
-            "MaxStartups 64",
-            "LogLevel ERROR",
-            f"Subsystem sftp {sftp_server}",
-            "",
-        ]))
+        cfg.write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {self.host}",
+                    f"Port {self.port}",
+                    f"HostKey {self.host_key_path}",
+                    f"PidFile {self.workdir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}",
+                    "PermitRootLogin yes",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "MaxSessions 32",
+                    "MaxStartups 64",
+                    "LogLevel ERROR",
+                    f"Subsystem sftp {sftp_server}",
+                    "",
+                ]
+            )
+        )
         host_pub = self.host_key_path.with_suffix(".pub").read_text().split()
-        self.known_hosts_path.write_text(
-            f"[{self.host}]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        self.known_hosts_path.write_text(f"[{self.host}]:{self.port} {host_pub[0]} {host_pub[1]}\n")
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(cfg)], stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sshd, "-D", "-e", "-f", str(cfg)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SshdUnavailable(f"sshd exited with {self.proc.returncode}: "
-                                      f"{self.log_path.read_text(errors='replace')[-2000:]}")
+                raise SshdUnavailable(
+                    f"sshd exited with {self.proc.returncode}: {self.log_path.read_text(errors='replace')[-2000:]}"
+                )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5) as s:
                     s.settimeout(2)
@@ -141,17 +155,25 @@ class SshdServer:
         client = paramiko.SSHClient()
         client.load_host_keys(str(self.known_hosts_path))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(self.host, port=self.port, username=self.user,
-                       key_filename=str(self.key_path), look_for_keys=False, allow_agent=False,
-                       timeout=10, **kw)
+        client.connect(
+            self.host,
+            port=self.port,
+            username=self.user,
+            key_filename=str(self.key_path),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=10,
+            **kw,
+        )
         return client
 
     def session_pids(self) -> list[int]:
         """PIDs of the per-connection sshd children (to kill a connection mid-transfer)."""
         if self.proc is None:
             return []
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
-                             capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True, check=False
+        ).stdout
         return [int(x) for x in out.split()]
 
     def kill_sessions(self) -> int:
@@ -170,7 +192,8 @@ class SshdServer:
         ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
         (ssh / "config").write_text(
             f"Host {alias} 127.0.0.1\n    HostName 127.0.0.1\n    Port {self.port}\n    User {self.user}\n"
-            f"    IdentityFile {self.key_path}\n")
+            f"    IdentityFile {self.key_path}\n"
+        )
         (ssh / "known_hosts").write_text(self.known_hosts_path.read_text() if trust_host else "")
 
     def stop(self) -> None:

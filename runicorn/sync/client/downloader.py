@@ -52,8 +52,14 @@ class FetchResult:
 class Downloader:
     """Atomic file downloads into a cache directory (one instance per sync)."""
 
-    def __init__(self, cache: Path, remote_root: str, budget: ByteBudget | None = None,
-                 paths: CachePaths | None = None, ledger: "WrittenLedger | None" = None) -> None:
+    def __init__(
+        self,
+        cache: Path,
+        remote_root: str,
+        budget: ByteBudget | None = None,
+        paths: CachePaths | None = None,
+        ledger: "WrittenLedger | None" = None,
+    ) -> None:
         self.cache = cache
         # Unplanned bytes (files grown since the manifest) this sync may still write.
         self.budget = budget if budget is not None else ByteBudget(0)
@@ -128,8 +134,7 @@ class Downloader:
             if WrittenLedger.record(st) == self.staged[rel]:
                 self.ledger.settle(rel, st)
 
-    def fetch_full(self, sftp: CountingSFTP, rel: str, size: int, mtime: float,
-                   tail_hash: str | None) -> FetchResult:
+    def fetch_full(self, sftp: CountingSFTP, rel: str, size: int, mtime: float, tail_hash: str | None) -> FetchResult:
         """Download ``rel`` whole, as the manifest describes it, then publish it.
 
         When the server file no longer matches (shorter, or a different tail), the file
@@ -180,11 +185,13 @@ class Downloader:
                     raise FileChangedError(
                         f"{rel}: is {st.st_size} bytes on the server but the manifest lists "
                         f"{listed_size}; growth beyond {growth_allowance(listed_size)} bytes is "
-                        f"refused (regenerate the manifest, then sync again)")
+                        f"refused (regenerate the manifest, then sync again)"
+                    )
                 if extra > 0 and not self.budget.take(extra):
                     raise FileChangedError(
                         f"{rel}: grew by {extra} bytes since the manifest, more than the "
-                        f"{self.budget.left} bytes of free space this sync has left")
+                        f"{self.budget.left} bytes of free space this sync has left"
+                    )
                 for piece in read_range(f, 0, st.st_size):
                     received += len(piece)
                     staged.file.write(piece)
@@ -193,8 +200,9 @@ class Downloader:
             self.publish(staged, rel, dest, int(st.st_mtime or 0) * 1_000_000_000)
         return received
 
-    def fetch_append(self, sftp: CountingSFTP, rel: str, local_size: int, size: int,
-                     mtime: float, tail_hash: str | None) -> FetchResult:
+    def fetch_append(
+        self, sftp: CountingSFTP, rel: str, local_size: int, size: int, mtime: float, tail_hash: str | None
+    ) -> FetchResult:
         """Fetch only the bytes after ``local_size``, proving the local copy is a prefix.
 
         One read starts ``OVERLAP`` bytes before the local end; if those bytes differ from

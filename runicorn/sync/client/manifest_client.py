@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 256 << 20
 ProgressCallback = Callable[[int, int, str], None]
+
+
 def _connection_errors() -> tuple[type[BaseException], ...]:
     """What paramiko raises when the connection itself fails (not OSError subclasses)."""
     import paramiko
@@ -97,10 +99,8 @@ def check_manifest_paths(manifest: SyncManifest, cache: Path) -> CachePaths:
     paths = CachePaths(cache)
     reserved = [e for e in manifest.experiments if e.project in RESERVED_TOP_LEVEL]
     for exp in reserved:
-        log.warning("skipping run %s: project name %r is reserved by the local store",
-                    exp.run_dir, exp.project)
-    manifest.experiments = [e for e in manifest.experiments
-                            if e.project not in RESERVED_TOP_LEVEL]
+        log.warning("skipping run %s: project name %r is reserved by the local store", exp.run_dir, exp.project)
+    manifest.experiments = [e for e in manifest.experiments if e.project not in RESERVED_TOP_LEVEL]
     for exp in manifest.experiments:
         run_dir = validate_relpath(exp.run_dir, what="run directory")
         for fe in exp.files:
@@ -120,9 +120,14 @@ class ManifestSyncClient:
     BATCH_SIZE = 5  # kept for API compatibility; work is scheduled per file
     CHANNEL_TIMEOUT = 120.0  # seconds without any response before a request fails
 
-    def __init__(self, sftp_client: Any, remote_root: str, cache_dir: Path,
-                 jitter_max: float = 5.0,
-                 manifest_type: ManifestType = ManifestType.FULL) -> None:
+    def __init__(
+        self,
+        sftp_client: Any,
+        remote_root: str,
+        cache_dir: Path,
+        jitter_max: float = 5.0,
+        manifest_type: ManifestType = ManifestType.FULL,
+    ) -> None:
         self.sftp_client = sftp_client
         self.remote_root = str(remote_root).rstrip("/") or "/"
         self.cache_dir = Path(cache_dir).expanduser().absolute()
@@ -170,8 +175,8 @@ class ManifestSyncClient:
             doc = decode_manifest(raw, gz)
             if doc["manifest_type"] != self.manifest_type.value:
                 raise CorruptManifestError(
-                    f"{path}: is a {doc['manifest_type']!r} manifest, expected "
-                    f"{self.manifest_type.value!r}")
+                    f"{path}: is a {doc['manifest_type']!r} manifest, expected {self.manifest_type.value!r}"
+                )
             return SyncManifest.from_dict(doc), len(raw)
         raise OSError(f"no manifest at {base}[.gz]: {last_exc}")
 
@@ -192,13 +197,21 @@ class ManifestSyncClient:
             return "skip", st.st_size
         if fe.is_append_only and 0 < st.st_size < fe.size:
             return "append", st.st_size
-        if fe.is_append_only and st.st_size > fe.size and fe.tail_hash is not None \
-                and tail_hash(dest, fe.size) == fe.tail_hash:
+        if (
+            fe.is_append_only
+            and st.st_size > fe.size
+            and fe.tail_hash is not None
+            and tail_hash(dest, fe.size) == fe.tail_hash
+        ):
             # Our copy already extends what this (older) manifest describes, e.g. after
             # syncing a newer active manifest: keep it rather than step back in time.
             return "skip", st.st_size
-        if st.st_size == fe.size and fe.tail_hash is not None and fe.size <= TAIL_WINDOW \
-                and tail_hash(dest, fe.size) == fe.tail_hash:
+        if (
+            st.st_size == fe.size
+            and fe.tail_hash is not None
+            and fe.size <= TAIL_WINDOW
+            and tail_hash(dest, fe.size) == fe.tail_hash
+        ):
             return "touch", st.st_size  # identical bytes; only the mtime differs
         return "full", 0
 
@@ -293,15 +306,21 @@ class ManifestSyncClient:
         self._paths = check_manifest_paths(manifest, self.cache_dir)
         cursor_path = self._cursor_path(manifest.server_hostname)
         cursor = self._load_cursor(cursor_path)
-        stats = sync_stats("manifest", manifest_revision=manifest.revision, manifest_bytes=mbytes,
-                            bytes_downloaded=mbytes)
-        if cursor.get("revision") == manifest.revision \
-                and cursor.get("snapshot_id") == manifest.snapshot_id \
-                and self._cache_intact(cursor):
-            stats.update(skipped=True, reason=f"manifest revision {manifest.revision} unchanged",
-                         sftp_requests=self.counter.value,
-                         sftp_wire_requests=main.wire_requests,
-                         duration=time.monotonic() - start)
+        stats = sync_stats(
+            "manifest", manifest_revision=manifest.revision, manifest_bytes=mbytes, bytes_downloaded=mbytes
+        )
+        if (
+            cursor.get("revision") == manifest.revision
+            and cursor.get("snapshot_id") == manifest.snapshot_id
+            and self._cache_intact(cursor)
+        ):
+            stats.update(
+                skipped=True,
+                reason=f"manifest revision {manifest.revision} unchanged",
+                sftp_requests=self.counter.value,
+                sftp_wire_requests=main.wire_requests,
+                duration=time.monotonic() - start,
+            )
             return stats
 
         tasks: list[tuple[FileEntry, str, int]] = []
@@ -334,8 +353,7 @@ class ManifestSyncClient:
             raise SyncError(f"{self.cache_dir}: sync needs {need} bytes but only {free} are free")
         tasks.sort(key=lambda t: (t[0].priority, t[0].path))
 
-        downloader = Downloader(self.cache_dir, self.remote_root, unplanned_budget(free, need),
-                                self._paths, ledger)
+        downloader = Downloader(self.cache_dir, self.remote_root, unplanned_budget(free, need), self._paths, ledger)
         results = self._run_tasks(tasks, downloader, progress)
         downloader.settle()
         ledger.save()
@@ -358,8 +376,7 @@ class ManifestSyncClient:
             tracked: dict[str, list[int]] = cursor["files"] if isinstance(cursor.get("files"), dict) else {}
             if self.manifest_type is ManifestType.FULL:
                 stats["files_deleted"] = remove_stale(self.cache_dir, tracked, listed, ledger)
-            files: dict[str, list[int]] = dict(tracked) \
-                if self.manifest_type is ManifestType.ACTIVE else {}
+            files: dict[str, list[int]] = dict(tracked) if self.manifest_type is ManifestType.ACTIVE else {}
             for rel in listed:
                 try:
                     st = os.lstat(self._paths(rel))
@@ -369,11 +386,19 @@ class ManifestSyncClient:
                     files[rel] = [st.st_size, st.st_mtime_ns]
             syncfs(self.cache_dir)  # every file durable before the cursor says so
             ledger.save()
-            atomic_write_json(cursor_path, {
-                "revision": manifest.revision, "snapshot_id": manifest.snapshot_id,
-                "manifest_type": manifest.manifest_type.value,
-                "server_hostname": manifest.server_hostname, "remote_root": self.remote_root,
-                "synced_at": time.time(), "files": files}, indent=None)
+            atomic_write_json(
+                cursor_path,
+                {
+                    "revision": manifest.revision,
+                    "snapshot_id": manifest.snapshot_id,
+                    "manifest_type": manifest.manifest_type.value,
+                    "server_hostname": manifest.server_hostname,
+                    "remote_root": self.remote_root,
+                    "synced_at": time.time(),
+                    "files": files,
+                },
+                indent=None,
+            )
         stats["sftp_requests"] = self.counter.value
         stats["sftp_wire_requests"] = sum(c.wire_requests for c in self._clients)
         stats["duration"] = time.monotonic() - start
@@ -399,8 +424,9 @@ class ManifestSyncClient:
     POOL_MIN_FILES = 16  # below this, extra channels (~0.1 s each to open) do not pay off
     POOL_MIN_BYTES = 64 << 20
 
-    def _run_tasks(self, tasks: list[tuple[FileEntry, str, int]], dl: Downloader,
-                   progress: ProgressCallback | None) -> dict[str, FetchResult | BaseException]:
+    def _run_tasks(
+        self, tasks: list[tuple[FileEntry, str, int]], dl: Downloader, progress: ProgressCallback | None
+    ) -> dict[str, FetchResult | BaseException]:
         """Fetch in priority order.  Within a priority, small whole files go through the
         pipeline on the main channel; appends and large files run one by one on it, or
         on a small pool of extra channels when there are many of them."""
@@ -423,7 +449,8 @@ class ManifestSyncClient:
             try:
                 if action == "append":
                     res: FetchResult | BaseException = dl.fetch_append(
-                        sftp, fe.path, local_size, fe.size, fe.mtime, fe.tail_hash)
+                        sftp, fe.path, local_size, fe.size, fe.mtime, fe.tail_hash
+                    )
                 else:
                     res = dl.fetch_full(sftp, fe.path, fe.size, fe.mtime, fe.tail_hash)
             except errors as exc:
@@ -435,18 +462,18 @@ class ManifestSyncClient:
 
         for prio in sorted({t[0].priority for t in tasks}):
             group = [t for t in tasks if t[0].priority == prio]
-            small = [PipeItem(fe.path, fe.size, fe.mtime, fe.tail_hash)
-                     for fe, action, _ in group if pipelined((fe, action, 0))]
+            small = [
+                PipeItem(fe.path, fe.size, fe.mtime, fe.tail_hash)
+                for fe, action, _ in group
+                if pipelined((fe, action, 0))
+            ]
             other = [t for t in group if not pipelined(t)]
-            retry, untouched = PipelinedFetcher(main, dl).run(
-                small, lambda it, res: report(it.rel, res))
+            retry, untouched = PipelinedFetcher(main, dl).run(small, lambda it, res: report(it.rel, res))
             for it in retry:
-                run(main, FileEntry(it.rel, it.size, it.mtime, prio, False, it.tail_hash),
-                    "full", 0)
+                run(main, FileEntry(it.rel, it.size, it.mtime, prio, False, it.tail_hash), "full", 0)
             for it in untouched:
                 report(it.rel, ConnectionError(f"{it.rel}: connection lost before transfer"))
-            big = len(other) >= self.POOL_MIN_FILES or \
-                sum(t[0].size - t[2] for t in other) >= self.POOL_MIN_BYTES
+            big = len(other) >= self.POOL_MIN_FILES or sum(t[0].size - t[2] for t in other) >= self.POOL_MIN_BYTES
             if big and int(self.MAX_WORKERS) > 1 and len(self._clients) == 1:
                 self._clients = self._worker_clients(int(self.MAX_WORKERS))
             if not big or len(self._clients) == 1:
@@ -464,8 +491,7 @@ class ManifestSyncClient:
                 finally:
                     pool.put(sftp)
 
-            with ThreadPoolExecutor(max_workers=len(self._clients),
-                                    thread_name_prefix="runicorn-sync") as ex:
+            with ThreadPoolExecutor(max_workers=len(self._clients), thread_name_prefix="runicorn-sync") as ex:
                 for fut in [ex.submit(pooled, t) for t in other]:
                     fut.result()
         for path, exc in dl.commit().items():  # data durable, then renamed into place

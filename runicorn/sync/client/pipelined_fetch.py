@@ -53,8 +53,7 @@ class PipelinedFetcher:
     # sftp-server answers up to ~255 KiB; a server answering less gets follow-up reads.
     READ_SIZE = 128 << 10
 
-    def __init__(self, sftp: CountingSFTP, downloader: Downloader, window: int = 64,
-                 writers: int = 2) -> None:
+    def __init__(self, sftp: CountingSFTP, downloader: Downloader, window: int = 64, writers: int = 2) -> None:
         self.sftp = sftp
         self.dl = downloader
         self.window = window
@@ -75,10 +74,9 @@ class PipelinedFetcher:
             return [], []
         # Bounds the bytes waiting for a writer.
         slots = threading.BoundedSemaphore(4 * self.window)
-        with ThreadPoolExecutor(max_workers=self.writers,
-                                thread_name_prefix="runicorn-write") as ex:
-            def finish(it: PipeItem, data: bytes | None, err: str | None,
-                       retry: list[PipeItem], cb: Any) -> None:
+        with ThreadPoolExecutor(max_workers=self.writers, thread_name_prefix="runicorn-write") as ex:
+
+            def finish(it: PipeItem, data: bytes | None, err: str | None, retry: list[PipeItem], cb: Any) -> None:
                 slots.acquire()
 
                 def job() -> None:
@@ -88,11 +86,12 @@ class PipelinedFetcher:
                         cb(it, exc)
                     finally:
                         slots.release()
+
                 ex.submit(job)
+
             return self._run(items, done_cb, finish)
 
-    def _run(self, items: list[PipeItem], done_cb: Any,
-             finish: Any) -> tuple[list[PipeItem], list[PipeItem]]:
+    def _run(self, items: list[PipeItem], done_cb: Any, finish: Any) -> tuple[list[PipeItem], list[PipeItem]]:
         from paramiko.sftp import (
             CMD_CLOSE,
             CMD_DATA,
@@ -121,8 +120,7 @@ class PipelinedFetcher:
 
         def start(i: int) -> None:
             self.sftp.counter.add()
-            send("open", i, 0, 0, CMD_OPEN, self.dl.remote(items[i].rel), SFTP_FLAG_READ,
-                 SFTPAttributes())
+            send("open", i, 0, 0, CMD_OPEN, self.dl.remote(items[i].rel), SFTP_FLAG_READ, SFTPAttributes())
 
         def close(i: int) -> None:
             send("close", i, 0, 0, CMD_CLOSE, handles.pop(i))
@@ -164,8 +162,7 @@ class PipelinedFetcher:
                             # The server answered with less than asked (its own read
                             # limit): ask for the rest before closing.
                             rest = n - len(got)
-                            send("read", i, off + len(got), rest, CMD_READ, handles[i],
-                                 int64(off + len(got)), rest)
+                            send("read", i, off + len(got), rest, CMD_READ, handles[i], int64(off + len(got)), rest)
                             continue
                         if not got:
                             failed.setdefault(i, "short read")
@@ -184,15 +181,16 @@ class PipelinedFetcher:
                         open_files += 1
         except Exception:
             # Connection trouble: whatever was not finished is reported as untouched.
-            return retry, items[next_i:] + [items[i] for i in sorted(
-                {i for _, i, _, _ in pending.values()})]
+            return retry, items[next_i:] + [items[i] for i in sorted({i for _, i, _, _ in pending.values()})]
         return retry, []
 
-    def _finish(self, it: PipeItem, data: bytes | None, err: str | None,
-                retry: list[PipeItem], done_cb: Any) -> None:
-        if data is None or err is not None or len(data) != it.size or (
-                it.tail_hash is not None
-                and sha256_bytes(data[-TAIL_WINDOW:] if it.size else b"") != it.tail_hash):
+    def _finish(self, it: PipeItem, data: bytes | None, err: str | None, retry: list[PipeItem], done_cb: Any) -> None:
+        if (
+            data is None
+            or err is not None
+            or len(data) != it.size
+            or (it.tail_hash is not None and sha256_bytes(data[-TAIL_WINDOW:] if it.size else b"") != it.tail_hash)
+        ):
             with self._retry_lock:
                 if data is not None:
                     self.dl.wasted += len(data)

@@ -28,9 +28,15 @@ class SyncProgress:
 class RunSyncService:
     """Sync every run of a remote root into a :class:`LocalCacheManager`'s directory."""
 
-    def __init__(self, ssh_session: Any, sftp_client: Any, remote_root: str,
-                 cache_manager: LocalCacheManager, use_manifest_sync: bool = True,
-                 manifest_sync_jitter: float = 5.0) -> None:
+    def __init__(
+        self,
+        ssh_session: Any,
+        sftp_client: Any,
+        remote_root: str,
+        cache_manager: LocalCacheManager,
+        use_manifest_sync: bool = True,
+        manifest_sync_jitter: float = 5.0,
+    ) -> None:
         self.ssh_session = ssh_session
         self.sftp_client = sftp_client
         self.remote_root = remote_root
@@ -52,8 +58,7 @@ class RunSyncService:
         cache = self.cache_manager.ensure()
         stats: dict[str, Any] | None = None
         if self.use_manifest_sync:
-            client = ManifestSyncClient(self.sftp_client, self.remote_root, cache,
-                                        jitter_max=self.manifest_sync_jitter)
+            client = ManifestSyncClient(self.sftp_client, self.remote_root, cache, jitter_max=self.manifest_sync_jitter)
             if self.max_workers:
                 client.MAX_WORKERS = self.max_workers
             try:
@@ -71,16 +76,18 @@ class RunSyncService:
             import paramiko
 
             try:
-                stats = WalkSyncClient(self.sftp_client, self.remote_root, cache).sync(
-                    progress_callback)
+                stats = WalkSyncClient(self.sftp_client, self.remote_root, cache).sync(progress_callback)
             except (paramiko.SSHException, EOFError) as exc:
                 raise SyncError(f"connection to the server failed: {exc}") from exc
             if self.use_manifest_sync:
                 stats["reason"] = f"fallback: {fallback_reason}"
-        self.progress = SyncProgress(synced_files=stats["files_synced"],
-                                     synced_bytes=stats["bytes_downloaded"],
-                                     failed_files=stats["failed_count"],
-                                     method=stats["method"], stats=stats)
+        self.progress = SyncProgress(
+            synced_files=stats["files_synced"],
+            synced_bytes=stats["bytes_downloaded"],
+            failed_files=stats["failed_count"],
+            method=stats["method"],
+            stats=stats,
+        )
         return stats
 
     def sync_all(self) -> bool:

@@ -51,9 +51,14 @@ class WalkSyncClient:
         return f"{self.remote_root}/{rel}" if rel else self.remote_root
 
     def _list(self, rel: str) -> list[Any]:
-        return [a for a in self.sftp.listdir_attr(self._remote(rel))
-                if a.filename not in (".", "..") and not a.filename.startswith(".")
-                and "/" not in a.filename and "\\" not in a.filename]
+        return [
+            a
+            for a in self.sftp.listdir_attr(self._remote(rel))
+            if a.filename not in (".", "..")
+            and not a.filename.startswith(".")
+            and "/" not in a.filename
+            and "\\" not in a.filename
+        ]
 
     def walk(self) -> list[tuple[str, int, int]]:
         """``(relpath, size, mtime)`` of every regular file inside every run directory.
@@ -73,8 +78,7 @@ class WalkSyncClient:
                 if not stat.S_ISDIR(a.st_mode or 0):
                     continue
                 if not rel and a.filename in RESERVED_TOP_LEVEL:
-                    log.warning("skipping %s: the name is reserved by the local store",
-                                a.filename)
+                    log.warning("skipping %s: the name is reserved by the local store", a.filename)
                     continue
                 child = f"{rel}/{a.filename}" if rel else a.filename
                 if a.filename == "runs" and depth >= 2:
@@ -98,8 +102,7 @@ class WalkSyncClient:
                     out.append((p, int(a.st_size or 0), int(a.st_mtime or 0)))
                     self.run_of[p] = run_rel
 
-    def sync(self, progress_callback: Callable[[int, int, str], None] | None = None
-             ) -> dict[str, Any]:
+    def sync(self, progress_callback: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
         """Walk and mirror; returns the same statistics keys as the manifest client.
 
         Raises:
@@ -115,8 +118,7 @@ class WalkSyncClient:
         except BlockingIOError:
             raise SyncError(f"{self.cache_dir}: another sync is running") from None
 
-    def _sync_locked(self, progress: Callable[[int, int, str], None] | None,
-                     start: float) -> dict[str, Any]:
+    def _sync_locked(self, progress: Callable[[int, int, str], None] | None, start: float) -> dict[str, Any]:
         sync_dir = self.cache_dir / SYNC_DIR
         shutil.rmtree(sync_dir / "tmp", ignore_errors=True)
         set_nodelay(self.sftp.raw)
@@ -186,8 +188,9 @@ class WalkSyncClient:
             stats["files_synced"] -= 1
             stats["full_count"] -= 1
         if stats["failed_count"] == 0:
-            cursor_path = sync_dir / "servers" / \
-                sha256_bytes(f"legacy\0{self.remote_root}".encode())[:16] / "legacy_cursor.json"
+            cursor_path = (
+                sync_dir / "servers" / sha256_bytes(f"legacy\0{self.remote_root}".encode())[:16] / "legacy_cursor.json"
+            )
             try:
                 tracked = json.loads(cursor_path.read_bytes()).get("files", {})
             except (OSError, ValueError, AttributeError):
@@ -206,9 +209,9 @@ class WalkSyncClient:
                     files[rel] = [st.st_size, st.st_mtime_ns]
             syncfs(self.cache_dir)
             ledger.save()
-            atomic_write_json(cursor_path, {"remote_root": self.remote_root,
-                                            "synced_at": time.time(), "files": files},
-                              indent=None)
+            atomic_write_json(
+                cursor_path, {"remote_root": self.remote_root, "synced_at": time.time(), "files": files}, indent=None
+            )
         stats["sftp_requests"] = self.sftp.counter.value
         stats["sftp_wire_requests"] = self.sftp.wire_requests
         stats["duration"] = time.monotonic() - start

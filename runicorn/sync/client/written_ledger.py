@@ -79,8 +79,9 @@ class WrittenLedger:
         if isinstance(files, dict):
             for rel, recs in files.items():
                 if isinstance(rel, str) and isinstance(recs, list):
-                    good = [r for r in recs if isinstance(r, list) and len(r) == 3
-                            and all(isinstance(x, int) for x in r)]
+                    good = [
+                        r for r in recs if isinstance(r, list) and len(r) == 3 and all(isinstance(x, int) for x in r)
+                    ]
                     if good:
                         self.files[rel] = good
 
@@ -151,5 +152,7 @@ def foreign_files(cache: Path, run_dir: str, ledger: WrittenLedger, limit: int =
 
 
 def collision_message(run_dir: str, foreign: list[str]) -> str:
-    return (f"run {run_dir} exists locally with files sync did not write or that changed since "
-            f"(e.g. {foreign[0]}); the server's run was not synced and the local one was left alone")
+    return (
+        f"run {run_dir} exists locally with files sync did not write or that changed since "
+        f"(e.g. {foreign[0]}); the server's run was not synced and the local one was left alone"
+    )

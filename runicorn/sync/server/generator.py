@@ -123,11 +123,15 @@ _SMALL_JSON = 1 << 20  # bound for run metadata (status.json, meta.json) and the
 class ManifestGenerator:
     """Scan ``remote_root`` for runs and write ``{full,active}_manifest.json[.gz]``."""
 
-    def __init__(self, remote_root: Path, output_dir: Path | None = None,
-                 active_window_seconds: int = 3600, incremental: bool = True) -> None:
+    def __init__(
+        self,
+        remote_root: Path,
+        output_dir: Path | None = None,
+        active_window_seconds: int = 3600,
+        incremental: bool = True,
+    ) -> None:
         self.remote_root = Path(remote_root).expanduser().absolute()
-        self.output_dir = (Path(output_dir) if output_dir is not None
-                           else self.remote_root / ".runicorn")
+        self.output_dir = Path(output_dir) if output_dir is not None else self.remote_root / ".runicorn"
         self.active_window_seconds = active_window_seconds
         self.incremental = incremental
         self.runs_rescanned = 0  # how many runs the last generate() re-read
@@ -137,8 +141,9 @@ class ManifestGenerator:
         self.skipped_files: list[tuple[str, str]] = []
 
     # -- scanning ----------------------------------------------------------------------
-    def _scan_run(self, project: str, name: str, run_id: str,
-                  cache: dict[str, Any]) -> tuple[ExperimentEntry, dict[str, Any]] | None:
+    def _scan_run(
+        self, project: str, name: str, run_id: str, cache: dict[str, Any]
+    ) -> tuple[ExperimentEntry, dict[str, Any]] | None:
         run_rel = f"{project}/{name}/runs/{run_id}"
         run_path = self.remote_root.joinpath(*run_rel.split("/"))
         listing = _list_run_files(run_path)
@@ -146,8 +151,12 @@ class ManifestGenerator:
             return None
         signature = [[rel, st.st_size, st.st_mtime_ns, st.st_ino] for rel, st in listing]
         cached = cache.get(run_rel)
-        if self.incremental and cached is not None and cached.get("sig") == signature \
-                and isinstance(cached.get("skipped"), list):
+        if (
+            self.incremental
+            and cached is not None
+            and cached.get("sig") == signature
+            and isinstance(cached.get("skipped"), list)
+        ):
             self._note_skipped_files(cached["skipped"], log_it=False)
             return ExperimentEntry.from_dict(cached["entry"]), cached
         self.runs_rescanned += 1
@@ -157,9 +166,13 @@ class ManifestGenerator:
         for rel, st in listing:
             full = run_path.joinpath(*rel.split("/"))
             fe = FileEntry(
-                path=f"{run_rel}/{rel}", size=st.st_size, mtime=st.st_mtime,
-                priority=priority_for(rel), is_append_only=is_append_only_name(rel),
-                tail_hash=None)
+                path=f"{run_rel}/{rel}",
+                size=st.st_size,
+                mtime=st.st_mtime,
+                priority=priority_for(rel),
+                is_append_only=is_append_only_name(rel),
+                tail_hash=None,
+            )
             try:
                 validate_file_dict(fe.to_dict(), "file")
             except CorruptManifestError as exc:
@@ -175,16 +188,25 @@ class ManifestGenerator:
         if isinstance(status_doc, dict) and isinstance(status_doc.get("status"), str):
             status = status_doc["status"][:64]
         created = min((st.st_mtime for st in kept), default=0.0)
-        if isinstance(meta_doc, dict) and isinstance(meta_doc.get("created_at"), (int, float)) \
-                and not isinstance(meta_doc.get("created_at"), bool):
+        if (
+            isinstance(meta_doc, dict)
+            and isinstance(meta_doc.get("created_at"), (int, float))
+            and not isinstance(meta_doc.get("created_at"), bool)
+        ):
             created = float(meta_doc["created_at"])
         tags: list[str] = []
         if isinstance(meta_doc, dict) and isinstance(meta_doc.get("tags"), list):
             tags = [t[:256] for t in meta_doc["tags"] if isinstance(t, str)][:256]
-        entry = ExperimentEntry(run_id=run_id, project=project, name=name, status=status,
-                                created_at=created,
-                                updated_at=max((st.st_mtime for st in kept), default=0.0),
-                                files=files, tags=tags)
+        entry = ExperimentEntry(
+            run_id=run_id,
+            project=project,
+            name=name,
+            status=status,
+            created_at=created,
+            updated_at=max((st.st_mtime for st in kept), default=0.0),
+            files=files,
+            tags=tags,
+        )
         return entry, {"sig": signature, "entry": entry.to_dict(), "skipped": skipped}
 
     def _note_skipped_files(self, skipped: list[Any], *, log_it: bool) -> None:
@@ -194,13 +216,19 @@ class ManifestGenerator:
             path, why = str(item[0]), str(item[1])
             self.skipped_files.append((path, why))
             if log_it:
-                log.warning("skipping %r: %s; rename it to include it in the manifest",
-                            path, why)
+                log.warning("skipping %r: %s; rename it to include it in the manifest", path, why)
 
     def _run_problem(self, project: str, name: str, run_id: str) -> str | None:
         """Why the manifest format cannot describe this run, or None."""
-        probe = {"run_id": run_id, "project": project, "name": name, "status": "",
-                 "created_at": 0.0, "updated_at": 0.0, "files": []}
+        probe = {
+            "run_id": run_id,
+            "project": project,
+            "name": name,
+            "status": "",
+            "created_at": 0.0,
+            "updated_at": 0.0,
+            "files": [],
+        }
         try:
             validate_run_fields(probe, "run")
         except CorruptManifestError as exc:
@@ -213,8 +241,11 @@ class ManifestGenerator:
         cache: dict[str, Any] = {}
         if self.incremental:
             doc = _read_json(cache_path)
-            if isinstance(doc, dict) and doc.get("version") == _SCAN_CACHE_VERSION \
-                    and isinstance(doc.get("runs"), dict):
+            if (
+                isinstance(doc, dict)
+                and doc.get("version") == _SCAN_CACHE_VERSION
+                and isinstance(doc.get("runs"), dict)
+            ):
                 cache = doc["runs"]
         self.runs_rescanned = 0
         self.skipped_runs = []
@@ -226,8 +257,7 @@ class ManifestGenerator:
             if problem is not None:
                 real = str(self.remote_root.joinpath(project, *name.split("/"), "runs", run_id))
                 self.skipped_runs.append((real, problem))
-                log.warning("skipping run %r: %s; rename it to include it in the manifest",
-                            real, problem)
+                log.warning("skipping run %r: %s; rename it to include it in the manifest", real, problem)
                 continue
             res = self._scan_run(project, name, run_id, cache)
             if res is None:
@@ -236,8 +266,7 @@ class ManifestGenerator:
             out.append(entry)
             new_cache[entry.run_dir] = cache_item
         if new_cache != cache:
-            atomic_write_json(cache_path, {"version": _SCAN_CACHE_VERSION, "runs": new_cache},
-                              indent=None)
+            atomic_write_json(cache_path, {"version": _SCAN_CACHE_VERSION, "runs": new_cache}, indent=None)
         return out
 
     # -- publishing ---------------------------------------------------------------------
@@ -249,8 +278,9 @@ class ManifestGenerator:
             return None
         return doc
 
-    def generate(self, manifest_type: ManifestType = ManifestType.FULL,
-                 output_path: Path | None = None) -> tuple[SyncManifest, Path]:
+    def generate(
+        self, manifest_type: ManifestType = ManifestType.FULL, output_path: Path | None = None
+    ) -> tuple[SyncManifest, Path]:
         """Scan the root and publish a manifest of ``manifest_type``.
 
         Returns ``(manifest, path_of_json)``; ``path + ".gz"`` holds the same bytes gzipped.
@@ -261,8 +291,7 @@ class ManifestGenerator:
         manifest_type = ManifestType(manifest_type)
         if not self.remote_root.is_dir():
             raise RunicornError(f"{self.remote_root}: experiment root is not a directory")
-        out_path = Path(output_path) if output_path is not None \
-            else self.output_dir / manifest_filename(manifest_type)
+        out_path = Path(output_path) if output_path is not None else self.output_dir / manifest_filename(manifest_type)
         gz_path = out_path.with_name(out_path.name + ".gz")
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -272,13 +301,16 @@ class ManifestGenerator:
             experiments = self.scan()
             if manifest_type is ManifestType.ACTIVE:
                 cutoff = time.time() - self.active_window_seconds
-                experiments = [e for e in experiments
-                               if e.updated_at >= cutoff or e.status == "running"]
-            manifest = SyncManifest(manifest_type=manifest_type, revision=0,
-                                    snapshot_id=str(uuid.uuid4()), generated_at=time.time(),
-                                    server_hostname=socket.gethostname()[:255],
-                                    remote_root=str(self.remote_root)[:4096],
-                                    experiments=experiments)
+                experiments = [e for e in experiments if e.updated_at >= cutoff or e.status == "running"]
+            manifest = SyncManifest(
+                manifest_type=manifest_type,
+                revision=0,
+                snapshot_id=str(uuid.uuid4()),
+                generated_at=time.time(),
+                server_hostname=socket.gethostname()[:255],
+                remote_root=str(self.remote_root)[:4096],
+                experiments=experiments,
+            )
             body = manifest.to_dict()
             digest = content_digest(body)
 
@@ -293,17 +325,24 @@ class ManifestGenerator:
             state_rev = state_rev if isinstance(state_rev, int) else 0
             existing = self._existing(out_path)
             existing_gz = _read_gz_manifest(gz_path)
-            on_disk = [d for d in (existing, existing_gz)
-                       if d is not None and d["manifest_type"] == manifest_type.value]
+            on_disk = [
+                d for d in (existing, existing_gz) if d is not None and d["manifest_type"] == manifest_type.value
+            ]
             prev_rev = max([state_rev] + [d["revision"] for d in on_disk])
             # Unchanged content: keep the published files (and their revision) as they are,
             # so clients see the same revision and skip.
-            if on_disk and all(content_digest(d) == digest and d["revision"] == prev_rev
-                               for d in on_disk) and len(on_disk) == 2:
+            if (
+                on_disk
+                and all(content_digest(d) == digest and d["revision"] == prev_rev for d in on_disk)
+                and len(on_disk) == 2
+            ):
                 kept = SyncManifest.from_dict(on_disk[0])
                 if type_state.get("revision") != prev_rev or type_state.get("digest") != digest:
-                    state[manifest_type.value] = {"revision": prev_rev, "digest": digest,
-                                                  "snapshot_id": kept.snapshot_id}
+                    state[manifest_type.value] = {
+                        "revision": prev_rev,
+                        "digest": digest,
+                        "snapshot_id": kept.snapshot_id,
+                    }
                     atomic_write_json(state_path, state)
                 return kept, out_path
             manifest.revision = prev_rev + 1
@@ -312,18 +351,20 @@ class ManifestGenerator:
             raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
             atomic_write_bytes(gz_path, gzip.compress(raw, compresslevel=6, mtime=0))
             atomic_write_bytes(out_path, raw)
-            state[manifest_type.value] = {"revision": manifest.revision, "digest": digest,
-                                          "snapshot_id": manifest.snapshot_id}
+            state[manifest_type.value] = {
+                "revision": manifest.revision,
+                "digest": digest,
+                "snapshot_id": manifest.snapshot_id,
+            }
             atomic_write_json(state_path, state)
-            log.debug("published %s revision %d (%d runs rescanned)", out_path,
-                      manifest.revision, self.runs_rescanned)
+            log.debug("published %s revision %d (%d runs rescanned)", out_path, manifest.revision, self.runs_rescanned)
         return manifest, out_path
 
 
 def _reason(exc: CorruptManifestError) -> str:
     """The schema's complaint (field and why) without its "manifest " prefix."""
     msg = str(exc)
-    return msg[len("manifest "):] if msg.startswith("manifest ") else msg
+    return msg[len("manifest ") :] if msg.startswith("manifest ") else msg
 
 
 def _read_gz_manifest(path: Path) -> dict[str, Any] | None:
