@@ -155,6 +155,9 @@ def test_json_for_the_commands_that_lacked_it(populated: dict[str, Any], tmp_pat
 
 def test_did_you_mean_for_artifacts_pins_and_runs(populated: dict[str, Any]) -> None:
     toml = str(populated["toml"])
+    # a mistyped command, too
+    assert_clean_error(cli("snapshto", str(populated["ws"])), "No such command 'snapshto'", "did you mean 'snapshot'?")
+    assert_clean_error(cli("ferch"), "did you mean 'fetch'?")
     assert_clean_error(cli("path", "mnsit", "--toml", toml), "no artifact named 'mnsit'", "did you mean 'mnist'?")
     assert_clean_error(cli("fetch", "imagenett", "--toml", toml), "did you mean 'imagenet'?")
     assert_clean_error(cli("unbind", "mnst", "--toml", toml), "did you mean 'mnist'?")

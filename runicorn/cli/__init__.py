@@ -107,6 +107,16 @@ class LazyGroup(click.Group):
         cmd: click.Command = resolve(spec)
         return cmd if cmd_name in _NO_STORAGE else with_storage_option(cmd)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            from runicorn.names import did_you_mean
+
+            ctx.fail(f"No such command {name!r}{did_you_mean(name, self.list_commands(ctx))}")
+        return super().resolve_command(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         from runicorn.errors import RunicornError, cli_spelling
 
