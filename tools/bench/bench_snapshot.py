@@ -130,7 +130,7 @@ if sys.argv[3:] == ["nocheck"]:
     snapshot_mod._blob_files_intact = lambda *a: True
 t = time.perf_counter()
 res = runicorn.snapshot_workspace(Path(sys.argv[1]), None, storage=sys.argv[2])
-print(json.dumps({"seconds": time.perf_counter() - t, "tree": res["tree"]}))
+print(json.dumps({"seconds": time.perf_counter() - t, "tree": res["tree"], "files_read": res["files_read"]}))
 """
 
 

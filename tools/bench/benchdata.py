@@ -1,7 +1,7 @@
 """Benchmark data shared by the store and snapshot benchmarks.
 
 ``make_bench_tree(root)`` writes, deterministically from ``seed``: ``small_files``
-files of 1-8 KiB spread over ``dirs`` directories (``d000/f00000.txt`` ...) plus
+files of 1-8 KiB (``small_size``) spread over ``dirs`` directories (``d000/f00000.txt`` ...) plus
 ``big_files`` files of ``big_size`` bytes (``big/big0.bin`` ...).  Small files are
 text-like (compressible), big ones random (incompressible), like code next to weights.
 """
@@ -13,7 +13,13 @@ from pathlib import Path
 
 
 def make_bench_tree(
-    root: Path, small_files: int = 10_000, dirs: int = 100, big_files: int = 4, big_size: int = 64 << 20, seed: int = 0
+    root: Path,
+    small_files: int = 10_000,
+    dirs: int = 100,
+    big_files: int = 4,
+    big_size: int = 64 << 20,
+    seed: int = 0,
+    small_size: tuple[int, int] = (1024, 8192),
 ) -> dict[str, int]:
     """Create the benchmark tree under ``root`` (created if needed); return counts and bytes."""
     root = Path(root)
@@ -38,7 +44,7 @@ def make_bench_tree(
     for d in range(dirs):
         (root / f"d{d:03d}").mkdir(exist_ok=True)
     for i in range(small_files):
-        size = rng.randint(1024, 8192)
+        size = rng.randint(*small_size)
         text = f"# file {i} seed {seed}\n"
         while len(text) < size:
             text += " ".join(rng.choices(words, k=12)) + "\n"
