@@ -68,6 +68,20 @@ def store(root: Path) -> Iterator[Store]:
     s.close()
 
 
+# The fixture is frozen: made again by later code it would test nothing (see
+# tools/make_store_fixture.py).  A changed byte fails here, before anything else.
+FROZEN = {
+    "store-schema4.tar.gz": "d4187dda8c9eea34ac3f44227fd90a9a65e21faa1dee7691282da48ecbff6a2c",
+    "store-schema4.json": "f0ccc75b63ab29dfbd8e5861f02d50574e3d95e77cbc59bd2ccd4ea9f22b63af",
+}
+
+
+def test_fixture_is_the_frozen_one() -> None:
+    for name, sha in FROZEN.items():
+        got = hashlib.sha256((TARBALL.parent / name).read_bytes()).hexdigest()
+        assert got == sha, f"tests/data/{name} changed; it is frozen (tools/make_store_fixture.py): restore it from git"
+
+
 def test_fixture_describes_a_varied_store() -> None:
     """The fixture has the cases the other tests rely on."""
     assert FIXTURE["index_schema"] == 4 and FIXTURE["manifest_version"] == 1
