@@ -175,10 +175,13 @@ def test_damaged_index_rebuilt_before_deleting(tmp_path: Path) -> None:
     run1, run2, ws = _two_runs_sharing(tmp_path)
     store = open_store()
     code2 = store.get_ref("run", f"{run2.run_id}/code").tree
-    # Damage the index: forget the other run's ref and its tree's entries, as if lost.
+    # Damage the index: forget the other run's ref and its tree's links to blobs, as if lost.
     with store.index.write() as c:
         c.execute("DELETE FROM refs WHERE name LIKE ?", (run2.run_id + "%",))
-        c.execute("DELETE FROM tree_entries WHERE tree = ?", (code2,))
+        c.execute(
+            "DELETE FROM page_blobs WHERE page IN (SELECT value FROM json_each((SELECT pages FROM trees WHERE tree = ?)))",
+            (code2,),
+        )
     r = delete_run_completely(run1.run_id, store.root)
     assert r["success"] and any("index rebuilt" in n for n in r["notes"])
     res = restore_from_manifest(store.manifest_path(code2), store.blobs_dir, tmp_path / "back")

@@ -296,7 +296,9 @@ def test_dry_run_matches_real_delete_when_a_writer_holds_the_tree(tmp_path: Path
     tree = run.archive(tmp_path / "m.bin", role="model")
     run.finish()
     store = open_store()
-    _, parsed = parse_manifest(store.manifest_path(tree).read_bytes(), origin=store.manifest_path(tree))
+    _, parsed = parse_manifest(
+        store.manifest_path(tree).read_bytes(), origin=store.manifest_path(tree), load_page=store.load_page
+    )
     entries = {p: (e.sha256, e.mode, e.size) for p, e in parsed.items()}
     other = Store(store.root)  # another writer, kept open: it holds the tree it just put
     try:

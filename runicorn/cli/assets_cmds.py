@@ -254,12 +254,12 @@ def export(ctx: click.Context, source: str, out: Path, as_json: bool) -> None:
     """
     from runicorn.artifacts.create import archive_kind, write_archive
     from runicorn.errors import RunicornError
-    from runicorn.store.tree_format import parse_manifest
+    from runicorn.restore.source import read_manifest
 
     kind = archive_kind(out)  # an unknown extension is refused before anything is read
     kind = kind if kind in ("tar", "zip") else f"tar.{kind}"
     manifest, blobs_dir = _manifest_for(ctx, source)
-    meta, entries = parse_manifest(manifest.read_bytes(), origin=manifest)
+    meta, entries = read_manifest(manifest, blobs_dir)
 
     def blob_path(sha: str) -> Path:
         return blobs_dir / sha[:2] / sha

@@ -232,7 +232,7 @@ def upload_trees(
     run_queue(work, unknown, n, lambda s: sizes[s])
     manifests = 0
     for t in need_trees:
-        if backend.put_create(layout.manifest_key(t), store.manifest_path(t).read_bytes()):
+        if backend.put_create(layout.manifest_key(t), store.portable_manifest(t)):
             manifests += 1
     cache.record(TREE, need_trees)
     return {

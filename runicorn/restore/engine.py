@@ -208,7 +208,7 @@ def restore_from_manifest(
     if link not in LINK_MODES:
         raise ValueError(f"link mode {link!r} is not one of {', '.join(LINK_MODES)}")
     overwrite = overwrite or delete
-    manifest, entries = read_manifest(manifest_path)
+    manifest, entries = read_manifest(manifest_path, blob_root)
     blob_root = Path(blob_root).expanduser()
     target = Path(target_dir).expanduser().absolute()
     result: dict[str, Any] = {

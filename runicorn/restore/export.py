@@ -25,7 +25,7 @@ def export_manifest_to_zip(manifest_path: Path, blob_root: Path, zip_path: Path)
     """
     from runicorn.treezip import write_zip
 
-    manifest, entries = read_manifest(manifest_path)
+    manifest, entries = read_manifest(manifest_path, blob_root)
     blob_root = Path(blob_root).expanduser()
     zip_path = Path(zip_path).expanduser().absolute()
     result: dict[str, Any] = {
@@ -64,7 +64,7 @@ def get_file_from_manifest(manifest_path: Path, blob_root: Path, rel_path: str) 
     """
     from runicorn.store.reader import check_blob_file
 
-    _, entries = read_manifest(manifest_path)
+    _, entries = read_manifest(manifest_path, blob_root)
     entry = entries.get(str(rel_path).replace(os.sep, "/"))
     if entry is None:
         raise FileNotFoundError(errno.ENOENT, f"{rel_path!r} is not in manifest {manifest_path}", str(rel_path))

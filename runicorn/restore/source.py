@@ -10,15 +10,31 @@ from typing import Any
 from runicorn.errors import UnsafePathError
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.tree_format import TreeEntry, parse_manifest
+from runicorn.store.trees import page_loader
 
 
-def read_manifest(manifest_path: Path) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
+def read_manifest(manifest_path: Path, blob_root: Path | None = None) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
+    """Read and validate a manifest of either version.  A version-2 manifest's pages are
+    read from ``blob_root`` (a store keeps them among its blobs), else from the blob
+    folder of the store the manifest lies in (``archive/blobs``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CorruptManifestError: not a valid manifest, or a page missing or damaged.
+    """
     path = Path(manifest_path).expanduser()
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, "manifest not found", str(path)) from None
-    return parse_manifest(data, origin=path)
+    if blob_root is None:  # the store's layout (or the seed's flat manifests/ folder)
+        for archive in (path.parent.parent.parent, path.parent.parent):
+            if path.parent.name == "manifests" or path.parent.parent.name == "manifests":
+                if (archive / "blobs").is_dir():
+                    blob_root = archive / "blobs"
+                    break
+    load = page_loader(Path(blob_root).expanduser()) if blob_root is not None else None
+    return parse_manifest(data, origin=path, load_page=load)
 
 
 def load_manifest(manifest_path: Path) -> dict[str, Any]:

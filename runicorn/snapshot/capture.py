@@ -274,7 +274,7 @@ def _ingest(
     for rel, target in links.items():
         info = store.ingest_bytes(target)
         entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
-    tree = store.put_tree(entries, source=str(root))
+    tree = store.put_tree(entries, source=str(root), walked=True)
     return tree, entries, updates
 
 

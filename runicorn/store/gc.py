@@ -48,6 +48,7 @@ class GcPlan:
     infos: dict[str, TreeInfo]
     trees: Planned
     blobs: Planned
+    pages: Planned = ()  # type: ignore[assignment]
 
 
 def gc_plan(
@@ -60,8 +61,8 @@ def gc_plan(
     gone = json.dumps(sorted({f"{k}\n{n}" for k, n in refs_gone}))
     with store.index.read() as c:
         infos = tree_infos(store, wanted, c)
-        dead_trees, dead_blobs = plan_gc(c, time.time() - grace_seconds, json.dumps(wanted), gone)
-    return GcPlan(infos, dead_trees, dead_blobs)
+        dead_trees, dead_pages, dead_blobs = plan_gc(c, time.time() - grace_seconds, json.dumps(wanted), gone)
+    return GcPlan(infos, dead_trees, dead_blobs, dead_pages)
 
 
 def gc(
@@ -105,13 +106,13 @@ def gc(
         with tx() as c:
             problems, notes = files_vs_index(store, c)
             if not problems:
-                dead_trees, dead_blobs = plan_gc(c, cutoff, scope)
+                dead_trees, dead_pages, dead_blobs = plan_gc(c, cutoff, scope)
                 kept, damaged = kept_by_damaged_manifests(store)
                 notes.extend(damaged)
                 dead_blobs = [] if kept is None else [b for b in dead_blobs if b[0] not in kept]
                 waiting = waiting_for_grace(c, now, grace_seconds, scope, dead_trees, dead_blobs, kept)
-                if not dry_run and (dead_trees or dead_blobs):
-                    journal = execute_gc(store, c, dead_trees, dead_blobs)
+                if not dry_run and (dead_trees or dead_blobs or dead_pages):
+                    journal = execute_gc(store, c, dead_trees, dead_blobs, dead_pages)
                 break
         if attempt == 1 and not store.read_only:
             store.recover()  # a writer that died since the first recovery
@@ -121,12 +122,13 @@ def gc(
             f"files ({'; '.join(problems)}); fix or remove damaged files, then run `runicorn verify --repair`"
         )
     warnings.extend(notes)
-    freed = remove_collected(store, [t for t, _ in dead_trees], dead_blobs, dry_run, warnings, journal)
+    freed = remove_collected(store, [t for t, _ in dead_trees], dead_blobs, dry_run, warnings, journal, dead_pages)
     return {
         "dry_run": dry_run,
         "grace_seconds": grace_seconds,
         "trees_deleted": len(dead_trees),
         "blobs_deleted": len(dead_blobs),
+        "pages_deleted": len(dead_pages),
         "bytes_freed": freed,
         "tree_ids": [t for t, _ in dead_trees],
         "blob_ids": [b for b, _ in dead_blobs],
@@ -142,6 +144,7 @@ def remove_collected(
     dry_run: bool,
     warnings: list[str],
     journal: Path | None = None,
+    dead_pages: Planned = (),  # type: ignore[assignment]
 ) -> int:
     """After gc's COMMIT: remove the installed folders of the collected trees (and any an
     earlier gc left), the gc's trash and the blob files its ``journal`` lists; return
@@ -164,7 +167,7 @@ def remove_collected(
         for extension, pairs in taken:
             warnings.extend(extension.remove_collected(store, pairs))
         if journal is not None:
-            unlink_collected(store, journal, [b for b, _ in dead_blobs])
+            unlink_collected(store, journal, [b for b, _ in dead_blobs] + [p for p, _ in dead_pages])
     finally:
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
@@ -207,7 +210,7 @@ def waiting_for_grace(
     """What only the grace period keeps: unreferenced trees and blobs touched within it,
     and when they become collectable (``first_at``/``last_at``, Unix seconds, or None).
     ``kept``: blobs damaged manifests may still name (None: every blob), never counted."""
-    all_trees, all_blobs = plan_gc(c, now, scope) if grace_seconds > 0 else ([], [])
+    all_trees, _, all_blobs = plan_gc(c, now, scope) if grace_seconds > 0 else ([], [], [])
     all_blobs = [] if kept is None else [b for b in all_blobs if b[0] not in kept]
     gone_t, gone_b = {t for t, _ in dead_trees}, {b for b, _ in dead_blobs}
     trees = [t for t, _ in all_trees if t not in gone_t]
@@ -230,12 +233,13 @@ def waiting_for_grace(
     }
 
 
-def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -> tuple[Planned, Planned]:
-    """The trees and blobs a gc would collect now, ``(id, size)`` each, sorted: unreferenced,
-    unheld, touched before ``cutoff``; ``scope`` (a JSON list of tree ids) limits it to those
-    trees and the blobs only they name.  ``gone`` (a JSON list of ``kind LF name``; neither
-    can hold a newline): refs counted as already deleted (a run deletion plans before it
-    deletes the run's refs)."""
+def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -> tuple[Planned, Planned, Planned]:
+    """The trees, pages and blobs a gc would collect now, ``(id, size)`` each, sorted:
+    trees unreferenced, unheld, touched before ``cutoff``; the pages no remaining tree
+    reaches once those go; blobs then unreferenced, unheld and touched before ``cutoff``.
+    ``scope`` (a JSON list of tree ids) limits it to those trees and what only they
+    name.  ``gone`` (a JSON list of ``kind LF name``; neither can hold a newline): refs
+    counted as already deleted (a run deletion plans before it deletes the run's refs)."""
     unreferenced = "refcount = 0"
     params: list[Any] = []
     if gone is not None:
@@ -244,25 +248,62 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
             "r.kind || char(10) || r.name IN (SELECT value FROM json_each(?)))"
         )
         params.append(gone)
+    # A tree still in the schema-4 format (pages NULL: its rows were damaged) is never
+    # collected: its blobs are counted by rows this plan does not read.
     tree_sql = (
-        f"SELECT tree, total_size FROM trees WHERE {unreferenced} AND touched_at < ? "
+        f"SELECT tree, total_size, pages FROM trees WHERE {unreferenced} AND touched_at < ? AND pages IS NOT NULL "
         "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = trees.tree)"
     )
     params.append(cutoff)
     if scope is not None:
         tree_sql += " AND tree IN (SELECT value FROM json_each(?))"
         params.append(scope)
-    dead_trees = [(t, s) for t, s in c.execute(tree_sql + " ORDER BY tree", params).fetchall()]
-    # Blobs that lose their last reference when the dead trees go.
-    freed_sql = (
-        "WITH dead(tree) AS (SELECT value FROM json_each(?)), "
-        "freed AS (SELECT blob, COUNT(*) AS n FROM tree_entries WHERE tree IN (SELECT tree FROM dead) "
-        "GROUP BY blob) "
-        "SELECT b.sha256, b.size FROM freed f JOIN blobs b ON b.sha256 = f.blob "
-        "WHERE b.refcount = f.n AND b.touched_at < ? "
-        "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256)"
-    )
-    blobs = dict(c.execute(freed_sql, (json.dumps([t for t, _ in dead_trees]), cutoff)).fetchall())
+    rows = c.execute(tree_sql + " ORDER BY tree", params).fetchall()
+    dead_trees = [(t, s) for t, s, _ in rows]
+    # Pages: what the dead trees (and pages dying with them) named, counted against
+    # each page's refcount, level by level down to the leaves and their blobs.
+    lost: dict[str, int] = {}
+    for _, _, top in rows:
+        for pid in json.loads(top):
+            lost[pid] = lost.get(pid, 0) + 1
+    frontier = set(lost)
+    if scope is None:  # pages nothing names (left by an interrupted repair)
+        frontier.update(r[0] for r in c.execute("SELECT page FROM pages WHERE refcount = 0"))
+    dead_pages: dict[str, int] = {}
+    freed: dict[str, int] = {}
+    while frontier:
+        ids = json.dumps(sorted(frontier))
+        frontier = set()
+        dying = [
+            (pid, leaf, size)
+            for pid, refcount, leaf, size in c.execute(
+                "SELECT page, refcount, leaf, size FROM pages WHERE page IN (SELECT value FROM json_each(?))", (ids,)
+            )
+            if pid not in dead_pages and refcount <= lost.get(pid, 0)
+        ]
+        for pid, _, size in dying:
+            dead_pages[pid] = size
+        leaves = json.dumps([pid for pid, leaf, _ in dying if leaf])
+        for blob, n in c.execute(
+            "SELECT blob, n FROM page_blobs WHERE page IN (SELECT value FROM json_each(?))", (leaves,)
+        ):
+            freed[blob] = freed.get(blob, 0) + n
+        nodes = json.dumps([pid for pid, leaf, _ in dying if not leaf])
+        for (child,) in c.execute(
+            "SELECT child FROM page_children WHERE page IN (SELECT value FROM json_each(?))", (nodes,)
+        ):
+            lost[child] = lost.get(child, 0) + 1
+            frontier.add(child)
+    blobs: dict[str, int] = {}
+    for i in range(0, len(freed), GC_BATCH):
+        chunk = json.dumps(sorted(freed)[i : i + GC_BATCH])
+        for sha, size, refcount in c.execute(
+            "SELECT sha256, size, refcount FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?)) "
+            "AND touched_at < ? AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256)",
+            (chunk, cutoff),
+        ):
+            if refcount <= freed[sha]:
+                blobs[sha] = size
     if scope is None:
         for sha, size in c.execute(
             "SELECT sha256, size FROM blobs WHERE refcount = 0 AND touched_at < ? "
@@ -270,28 +311,38 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
             (cutoff,),
         ):
             blobs[sha] = size
-    return dead_trees, sorted(blobs.items())
+    if blobs and c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tree_entries'").fetchone():
+        old = {r[0] for r in c.execute("SELECT DISTINCT blob FROM tree_entries")}
+        blobs = {sha: size for sha, size in blobs.items() if sha not in old}
+    return dead_trees, sorted(dead_pages.items()), sorted(blobs.items())
 
 
-def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned) -> Path | None:
-    """Inside gc's write transaction: drop the doomed rows in set statements, move the
-    manifests to the trash (few; recovery puts them back if the transaction rolls
-    back) and journal the doomed blobs, whose files stay until :func:`unlink_collected`
-    after COMMIT.  Returns the journal (None: no blobs)."""
+def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, dead_pages: Planned = ()) -> Path | None:  # type: ignore[assignment]
+    """Inside gc's write transaction: drop the doomed rows in set statements (a tree's
+    row lets go of its top pages, a page's links of what it names), move the manifests
+    to the trash (few; recovery puts them back if the transaction rolls back) and
+    journal the doomed blobs and pages, whose files stay until :func:`unlink_collected`
+    after COMMIT.  Returns the journal (None: no blobs and no pages)."""
     if dead_trees:
         trash = store.writer_dir() / "trash"
         trash.mkdir(exist_ok=True)
         for tree, _ in dead_trees:
             move_if_exists(store.manifest_path(tree), trash / f"tree-{tree}.json")
         ids = json.dumps([t for t, _ in dead_trees])
-        c.execute("DELETE FROM tree_entries WHERE tree IN (SELECT value FROM json_each(?))", (ids,))
         c.execute("DELETE FROM trees WHERE tree IN (SELECT value FROM json_each(?))", (ids,))
-    if not dead_blobs:
+    if not dead_blobs and not dead_pages:
         return None
     shas = [b for b, _ in dead_blobs]
+    pids = [p for p, _ in dead_pages]
     # Durable before the rows go, so a gc killed after its COMMIT is finished by recovery
     # (without it the files would stay as unindexed strays: space, never data, lost).
-    journal = atomic_write_json(store.writer_dir() / f"gc-{secrets.token_hex(6)}.json", {"blobs": shas}, indent=None)
+    journal = atomic_write_json(
+        store.writer_dir() / f"gc-{secrets.token_hex(6)}.json", {"blobs": shas, "pages": pids}, indent=None
+    )
+    for i in range(0, len(pids), GC_BATCH):
+        chunk = json.dumps(pids[i : i + GC_BATCH])
+        for table in ("page_blobs", "page_children", "pages"):
+            c.execute(f"DELETE FROM {table} WHERE page IN (SELECT value FROM json_each(?))", (chunk,))
     for i in range(0, len(shas), GC_BATCH):
         c.execute(
             "DELETE FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(shas[i : i + GC_BATCH]),)
@@ -300,8 +351,8 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned) -
 
 
 def unlink_collected(store: Store, journal: Path, shas: list[str]) -> None:
-    """Unlink the blob files gc dropped from the index, ``GC_BATCH`` per write
-    transaction (other writers go on between batches), then the journal."""
+    """Unlink the blob and page files (``shas``) gc dropped from the index, ``GC_BATCH``
+    per write transaction (other writers go on between batches), then the journal."""
     for i in range(0, len(shas), GC_BATCH):
         with store.index.write() as c:
             unlink_unindexed(store, c, shas[i : i + GC_BATCH])
@@ -309,26 +360,30 @@ def unlink_collected(store: Store, journal: Path, shas: list[str]) -> None:
 
 
 def unlink_unindexed(store: Store, c: Any, shas: list[str]) -> int:
-    """Unlink ``blobs/<aa>/<sha>`` for each of ``shas`` no index row names, inside write
-    transaction ``c``; return how many went.
+    """Unlink ``blobs/<aa>/<sha>`` for each of ``shas`` that no index row names (neither a
+    blob nor a page: pages live among the blobs), inside write transaction ``c``; return
+    how many went.
 
-    A row present means the blob was stored again after gc's COMMIT (its writer found
+    A row present means the object was stored again after gc's COMMIT (its writer found
     the old file in place and adopted it): that file is kept.
     """
-    shas = [s for s in shas if is_sha256_hex(s)]  # a journal is a file: never trust a name
+    shas = sorted(s for s in shas if is_sha256_hex(s))  # a journal is a file: never trust a name
+    ids = json.dumps(shas)
     present = {
         row[0]
         for row in c.execute(
-            "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(shas),)
+            "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?)) "
+            "UNION SELECT page FROM pages WHERE page IN (SELECT value FROM json_each(?))",
+            (ids, ids),
         )
     }
-    blobs_dir = str(store.blobs_dir)
+    top = str(store.blobs_dir)
     gone = 0
     for sha in shas:  # sorted: one prefix directory after another
         if sha in present:
             continue
         try:
-            os.unlink(f"{blobs_dir}/{sha[:2]}/{sha}")
+            os.unlink(f"{top}/{sha[:2]}/{sha}")
             gone += 1
         except FileNotFoundError:
             pass
@@ -339,11 +394,12 @@ def finish_gc(store: Store, c: Any, journal: Path) -> str:
     """Recovery of a gc killed after its journal was written: unlink the listed blobs
     that no row names (after its COMMIT: all of them; before it: none)."""
     try:
-        shas = json.loads(journal.read_text("utf-8"))["blobs"]
-        if not isinstance(shas, list):
+        record = json.loads(journal.read_text("utf-8"))
+        shas, pages = record["blobs"], record.get("pages", [])
+        if not isinstance(shas, list) or not isinstance(pages, list):
             raise TypeError("not a list")
     except (OSError, ValueError, KeyError, TypeError):
         return ""  # torn: written before the COMMIT it would have preceded, so nothing went
-    gone = unlink_unindexed(store, c, [str(s) for s in shas])
+    gone = unlink_unindexed(store, c, [str(s) for s in shas] + [str(p) for p in pages])
     journal.unlink(missing_ok=True)
     return f"finished an interrupted gc ({gone} blob file(s) removed)" if gone else ""

@@ -13,13 +13,14 @@ import apsw
 
 from runicorn.errors import StoreIndexError, ReadOnlyStoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 120_000
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
 # Version 0 -> 1 is the initial schema (index.sql); 1 -> 2 adds the remote tables; 2 -> 3
 # adds ctime_ns to the stat cache (a cache: its rows are dropped, files are read once more); 3 -> 4
-# adds toml_usage.missing_since (a missing Runicorn.toml keeps its bindings for a retention).  Every
+# adds toml_usage.missing_since (a missing Runicorn.toml keeps its bindings for a retention); 4 -> 5
+# stores trees as pages (the trees themselves move in runicorn.store.migrate).  Every
 # statement of index.sql is idempotent (IF NOT EXISTS / OR IGNORE), so a migration that
 # adds tables runs the whole file again.  The feature tables (stat_cache, runs, toml_usage) are
 # not in index.sql: a store creates them, as of the current version, for the features that use
@@ -58,6 +59,21 @@ def _migrate_3_to_4(conn: apsw.Connection) -> None:
 
 
 MIGRATIONS[3] = _migrate_3_to_4
+
+
+def _migrate_4_to_5(conn: apsw.Connection) -> None:
+    # Trees as pages (schema/pages.md): the page tables, the trees' page columns and the
+    # blob recount of the new triggers.  The old tree_entries rows (and their triggers)
+    # stay until runicorn.store.migrate has moved every tree over.
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(trees)")}
+    if "pages" not in columns:
+        conn.execute("ALTER TABLE trees ADD COLUMN depth INTEGER")
+        conn.execute("ALTER TABLE trees ADD COLUMN pages TEXT")
+    conn.execute("DROP TRIGGER IF EXISTS blobs_ins")
+    conn.execute(schema_sql())
+
+
+MIGRATIONS[4] = _migrate_4_to_5
 
 
 class Index:

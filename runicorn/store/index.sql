@@ -1,12 +1,17 @@
--- Runicorn index schema, version 4.
+-- Runicorn index schema, version 5.
 --
 -- One SQLite database (archive/index.sqlite3, WAL) indexes what the files under
 -- archive/ hold.  The files are the source of truth: blobs/<aa>/<sha256>,
--- manifests/<aa>/<tree>.json and refs/<kind>/<name>.json.  Everything here can be
--- rebuilt from them (`runicorn verify --repair`).
+-- pages/<aa>/<page id>, manifests/<aa>/<tree>.json and refs/<kind>/<name>.json.
+-- Everything here can be rebuilt from them (`runicorn verify --repair`).
+--
+-- A tree is stored as pages (schema/pages.md): leaf pages list files, node pages list
+-- pages, a tree names its top pages.  Only pages a tree adds get rows, so a snapshot
+-- that changes one file adds a few rows, whatever the size of the tree.
 --
 -- Reference counts are maintained by triggers, never recomputed by scanning:
---   blobs.refcount = number of tree_entries rows naming the blob
+--   blobs.refcount = sum of page_blobs.n naming the blob (files of leaf pages)
+--   pages.refcount = page_children rows naming the page + trees whose pages list it
 --   trees.refcount = number of refs rows naming the tree
 -- so "which blobs are unreferenced" is a lookup in a partial index.
 -- PRAGMA user_version holds the schema version; runicorn/store/index.py migrates.
@@ -26,19 +31,42 @@ CREATE TABLE IF NOT EXISTS trees (
     total_size  INTEGER NOT NULL,
     refcount    INTEGER NOT NULL DEFAULT 0, -- refs naming this tree
     created_at  REAL NOT NULL,
-    touched_at  REAL NOT NULL
+    touched_at  REAL NOT NULL,
+    depth       INTEGER,                    -- levels of node pages above the leaves
+    pages       TEXT                        -- JSON array of the top page ids, in order
+                                            -- (NULL only while a schema-4 store migrates)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trees_unreferenced ON trees (touched_at) WHERE refcount = 0;
 
-CREATE TABLE IF NOT EXISTS tree_entries (
-    tree        TEXT NOT NULL,
-    path        TEXT NOT NULL,              -- POSIX relative path
-    blob        TEXT NOT NULL,              -- sha256 of the bytes (symlink: of its target)
-    mode        TEXT NOT NULL,              -- '100644' | '100755' | '120000'
-    size        INTEGER NOT NULL,
-    PRIMARY KEY (tree, path)
+-- Pages (archive/pages/<aa>/<id>, schema/pages.md) and what each references: a leaf
+-- the blobs of its files (n: how many of its files have those bytes), a node its child
+-- pages.  A page's row is written before any row naming it, and goes only when its
+-- refcount is 0 (gc), after its own links.
+CREATE TABLE IF NOT EXISTS pages (
+    page        TEXT PRIMARY KEY,           -- sha256 of the page's bytes
+    leaf        INTEGER NOT NULL,           -- 1: lists files, 0: lists pages
+    entries     INTEGER NOT NULL,           -- lines below its header
+    size        INTEGER NOT NULL,           -- bytes of the page file
+    refcount    INTEGER NOT NULL DEFAULT 0, -- nodes and trees naming it
+    created_at  REAL NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tree_entries_blob ON tree_entries (blob);
+CREATE INDEX IF NOT EXISTS pages_unreferenced ON pages (page) WHERE refcount = 0;
+
+CREATE TABLE IF NOT EXISTS page_blobs (
+    page        TEXT NOT NULL,              -- a leaf page
+    blob        TEXT NOT NULL,
+    n           INTEGER NOT NULL,           -- files of the page with these bytes
+    PRIMARY KEY (page, blob)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS page_blobs_blob ON page_blobs (blob);
+
+CREATE TABLE IF NOT EXISTS page_children (
+    page        TEXT NOT NULL,              -- a node page
+    child       TEXT NOT NULL,              -- a page it lists (each at most once)
+    PRIMARY KEY (page, child)
+) WITHOUT ROWID;
+-- No index by child: counts are kept by the triggers below, gc walks down from parents,
+-- and verify recounts with one grouped scan; an index would double each node's rows.
 
 CREATE TABLE IF NOT EXISTS refs (
     kind        TEXT NOT NULL,              -- 'pin', 'run', 'binding', ...
@@ -96,11 +124,29 @@ CREATE TABLE IF NOT EXISTS remote_refs (
 ) WITHOUT ROWID;
 
 -- Triggers keep refcounts and totals exact.
-CREATE TRIGGER IF NOT EXISTS tree_entries_ins AFTER INSERT ON tree_entries BEGIN
-    UPDATE blobs SET refcount = refcount + 1 WHERE sha256 = NEW.blob;
+CREATE TRIGGER IF NOT EXISTS page_blobs_ins AFTER INSERT ON page_blobs BEGIN
+    UPDATE blobs SET refcount = refcount + NEW.n WHERE sha256 = NEW.blob;
 END;
-CREATE TRIGGER IF NOT EXISTS tree_entries_del AFTER DELETE ON tree_entries BEGIN
-    UPDATE blobs SET refcount = refcount - 1 WHERE sha256 = OLD.blob;
+CREATE TRIGGER IF NOT EXISTS page_blobs_del AFTER DELETE ON page_blobs BEGIN
+    UPDATE blobs SET refcount = refcount - OLD.n WHERE sha256 = OLD.blob;
+END;
+CREATE TRIGGER IF NOT EXISTS page_children_ins AFTER INSERT ON page_children BEGIN
+    UPDATE pages SET refcount = refcount + 1 WHERE page = NEW.child;
+END;
+CREATE TRIGGER IF NOT EXISTS page_children_del AFTER DELETE ON page_children BEGIN
+    UPDATE pages SET refcount = refcount - 1 WHERE page = OLD.child;
+END;
+CREATE TRIGGER IF NOT EXISTS trees_pages_ins AFTER INSERT ON trees WHEN NEW.pages IS NOT NULL BEGIN
+    UPDATE pages SET refcount = refcount + 1 WHERE page IN (SELECT value FROM json_each(NEW.pages));
+END;
+CREATE TRIGGER IF NOT EXISTS trees_pages_del AFTER DELETE ON trees WHEN OLD.pages IS NOT NULL BEGIN
+    UPDATE pages SET refcount = refcount - 1 WHERE page IN (SELECT value FROM json_each(OLD.pages));
+END;
+CREATE TRIGGER IF NOT EXISTS trees_pages_upd AFTER UPDATE OF pages ON trees BEGIN
+    UPDATE pages SET refcount = refcount - 1
+        WHERE OLD.pages IS NOT NULL AND page IN (SELECT value FROM json_each(OLD.pages));
+    UPDATE pages SET refcount = refcount + 1
+        WHERE NEW.pages IS NOT NULL AND page IN (SELECT value FROM json_each(NEW.pages));
 END;
 CREATE TRIGGER IF NOT EXISTS refs_ins AFTER INSERT ON refs BEGIN
     UPDATE trees SET refcount = refcount + 1 WHERE tree = NEW.tree;
@@ -115,7 +161,7 @@ END;
 -- A blob or tree that (re)appears counts the references that already name it, so a
 -- blob re-ingested after damage heals its refcount.
 CREATE TRIGGER IF NOT EXISTS blobs_ins AFTER INSERT ON blobs BEGIN
-    UPDATE blobs SET refcount = (SELECT COUNT(*) FROM tree_entries WHERE blob = NEW.sha256)
+    UPDATE blobs SET refcount = (SELECT COALESCE(SUM(n), 0) FROM page_blobs WHERE blob = NEW.sha256)
         WHERE sha256 = NEW.sha256;
     UPDATE totals SET value = value + 1 WHERE name = 'blob_count';
     UPDATE totals SET value = value + NEW.size WHERE name = 'blob_bytes';

@@ -537,9 +537,13 @@ def diff(
 
 
 # ------------------------------------------------------------------ du
+# Owner -> tree -> top pages -> (node pages ->)* leaf pages -> blobs.
 _DU_OWNERS = """
-WITH ot(owner, tree) AS (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)),
-ob AS (SELECT DISTINCT ot.owner AS owner, te.blob AS blob FROM ot JOIN tree_entries te ON te.tree = ot.tree),
+WITH RECURSIVE ot(owner, tree) AS (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)),
+op(owner, page) AS (
+    SELECT ot.owner, j.value FROM ot JOIN trees t ON t.tree = ot.tree, json_each(t.pages) j
+    UNION SELECT op.owner, l.child FROM op JOIN page_children l ON l.page = op.page),
+ob AS (SELECT DISTINCT op.owner AS owner, l.blob AS blob FROM op JOIN page_blobs l ON l.page = op.page),
 bo AS (SELECT blob, COUNT(*) AS n FROM ob GROUP BY blob)
 """
 

@@ -20,8 +20,7 @@ from runicorn.store.gc import finish_gc
 from runicorn.store.ingest import recover_batch
 from runicorn.store.layout import move_if_exists, nascent_owner_alive
 from runicorn.store.refs import sync_ref_row
-from runicorn.store.rows import insert_tree_rows
-from runicorn.store.tree_format import parse_manifest
+from runicorn.store.tree_format import build_pages, parse_manifest
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store
@@ -96,8 +95,16 @@ def recover_tree(store: Store, c: Any, f: Path, tree: str) -> str:
         if not dest.exists():
             publish_link(f, dest)
         return ""
+
+    def staged_or_stored(page: str) -> bytes:
+        # The writer staged the pages beside its intent; some may be in place already.
+        try:
+            return (f.parent / f"page-{page}").read_bytes()
+        except FileNotFoundError:
+            return store.load_page(page)
+
     try:
-        _, entries = parse_manifest(f.read_bytes(), origin=f, expected_tree=tree)
+        _, entries = parse_manifest(f.read_bytes(), origin=f, expected_tree=tree, load_page=staged_or_stored)
     except CorruptManifestError:
         return f"discarded torn staged tree {tree[:12]}"
     shas = {e.sha256 for e in entries.values()}
@@ -109,7 +116,9 @@ def recover_tree(store: Store, c: Any, f: Path, tree: str) -> str:
     if not dest.exists():
         publish_link(f, dest)
         fsync_dir(dest.parent)
-    insert_tree_rows(c, tree, entries, time.time())
+    from runicorn.store.trees import index_tree
+
+    index_tree(store, c, tree, entries, build_pages(entries), time.time(), staging=f.parent)
     return f"adopted tree {tree[:12]}"
 
 

@@ -1,6 +1,7 @@
 """The index rows of the store's own objects (``schema/index.sql``): the one writer of
-``blobs``, ``trees``/``tree_entries`` and ``refs`` rows shared by commit, recovery and
-rebuild.  Each function runs inside the caller's write transaction ``c``.
+``blobs``, ``pages`` (with their links), ``trees`` and ``refs`` rows shared by commit,
+recovery, migration and rebuild.  Each function runs inside the caller's write
+transaction ``c``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from runicorn.store.tree_format import TreeEntry
+from runicorn.store.tree_format import TreePages, page_links
 
 
 def insert_blob_rows(c: Any, rows: Iterable[tuple[str, int, float, float]], *, touch: bool = False) -> None:
@@ -24,18 +25,63 @@ def insert_blob_rows(c: Any, rows: Iterable[tuple[str, int, float, float]], *, t
     )
 
 
-def insert_tree_rows(c: Any, tree: str, entries: Mapping[str, TreeEntry], now: float) -> None:
-    """Index tree ``tree`` with ``entries`` (a tree row already there gets the counts of
-    these entries; its old entries must have been deleted by the caller)."""
-    c.execute(
-        "INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
-        "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (tree) DO UPDATE SET "
-        "file_count = excluded.file_count, total_size = excluded.total_size",
-        (tree, len(entries), sum(e.size for e in entries.values()), now, now),
-    )
+def missing_pages(c: Any, pages: TreePages) -> list[str]:
+    """The pages of ``pages`` the index has no row for (in ``pages.pages`` order)."""
+    known = {
+        row[0]
+        for row in c.execute(
+            "SELECT page FROM pages WHERE page IN (SELECT value FROM json_each(?))", (json.dumps(list(pages.pages)),)
+        )
+    }
+    return [p for p in pages.pages if p not in known]
+
+
+def insert_page_rows(c: Any, pages: TreePages, new: list[str], now: float) -> None:
+    """Index the pages ``new`` of ``pages`` (none indexed yet; their files in place) with
+    their links, rows before links so every count lands (``schema/index.sql``)."""
+    if not new:
+        return
     c.executemany(
-        "INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, ?, ?)",
-        [(tree, p, e.sha256, e.mode, e.size) for p, e in entries.items()],
+        "INSERT INTO pages (page, leaf, entries, size, refcount, created_at) VALUES (?, ?, ?, ?, 0, ?)",
+        [(pid, int(pid in pages.leaves), pages.pages[pid].count(b"\n") - 1, len(pages.pages[pid]), now) for pid in new],
+    )
+    insert_links(c, pages, new)
+
+
+def insert_links(c: Any, pages: TreePages, ids: list[str]) -> None:
+    """Index what pages ``ids`` of ``pages`` name (their rows exist, their links not)."""
+    blob_links: list[tuple[str, str, int]] = []
+    child_links: list[tuple[str, str]] = []
+    for pid in ids:
+        leaf = pid in pages.leaves
+        links = page_links(pages.pages[pid], leaf, f"page {pid}")
+        if leaf:
+            blob_links.extend((pid, blob, n) for blob, n in links.items())
+        else:
+            child_links.extend((pid, child) for child in links)
+    c.executemany("INSERT INTO page_blobs (page, blob, n) VALUES (?, ?, ?)", blob_links)
+    c.executemany("INSERT INTO page_children (page, child) VALUES (?, ?)", child_links)
+
+
+def relink_pages(c: Any, pages: TreePages, ids: list[str]) -> None:
+    """Replace the links of indexed pages ``ids`` by what their bytes say (a rebuild:
+    rows lost or damaged are written again; counts are recounted after)."""
+    for i in range(0, len(ids), 500):
+        chunk = json.dumps(ids[i : i + 500])
+        c.execute("DELETE FROM page_blobs WHERE page IN (SELECT value FROM json_each(?))", (chunk,))
+        c.execute("DELETE FROM page_children WHERE page IN (SELECT value FROM json_each(?))", (chunk,))
+    insert_links(c, pages, ids)
+
+
+def insert_tree_rows(c: Any, tree: str, pages: TreePages, file_count: int, total_size: int, now: float) -> None:
+    """Index tree ``tree`` stored as ``pages`` (all indexed already).  A tree row already
+    there (a schema-4 tree being migrated, a rebuild) gets these counts and pages."""
+    c.execute(
+        "INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at, depth, pages) "
+        "VALUES (?, ?, ?, 0, ?, ?, ?, ?) ON CONFLICT (tree) DO UPDATE SET "
+        "file_count = excluded.file_count, total_size = excluded.total_size, "
+        "depth = excluded.depth, pages = excluded.pages",
+        (tree, file_count, total_size, now, now, pages.depth, json.dumps(pages.top)),
     )
 
 

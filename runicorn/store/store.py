@@ -85,6 +85,9 @@ class Store:
         self.archive = self.root / "archive"
         self.blobs_dir = self.archive / "blobs"
         self.manifests_dir = self.archive / "manifests"
+        # Pages live among the blobs (both are named by the SHA-256 of their bytes), so a
+        # manifest and its blob folder are enough to restore a tree (schema/pages.md).
+        self.pages_dir = self.blobs_dir
         self.refs_dir = self.archive / "refs"
         self.tmp_dir = self.archive / "tmp"
         self.quarantine_dir = self.archive / "quarantine"
@@ -106,6 +109,10 @@ class Store:
         self.recovered: list[str] = self.recover()
         if self.index.created and self._has_content():
             self.rebuild_index()
+        elif not self.read_only:
+            from runicorn.store.migrate import migrate_trees
+
+            self.recovered.extend(migrate_trees(self))
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -161,7 +168,7 @@ class Store:
 
     def _has_content(self) -> bool:
         for d in (self.blobs_dir, self.manifests_dir, self.refs_dir):
-            if any(d.iterdir()):
+            if d.is_dir() and any(d.iterdir()):
                 return True
         return False
 
@@ -198,6 +205,20 @@ class Store:
     def manifest_path(self, tree: str) -> Path:
         """Where a tree's manifest lives (whether or not it exists)."""
         return self.manifests_dir / tree[:2] / f"{tree}.json"
+
+    def page_path(self, page: str) -> Path:
+        """Where a tree page lives (``schema/pages.md``; whether or not it exists)."""
+        return self.pages_dir / page[:2] / page
+
+    def load_page(self, page: str) -> bytes:
+        """The bytes of a stored page (the caller checks them against ``page``).
+
+        Raises:
+            CorruptManifestError: no such page file (named, with the repair to run).
+        """
+        from runicorn.store.trees import load_page
+
+        return load_page(self, page)
 
     def ref_path(self, kind: str, name: str) -> Path:
         """Where ref ``kind/name``'s file lives (whether or not it exists)."""
@@ -388,19 +409,22 @@ class Store:
         source: str | None = None,
         ref: tuple[str, str] | None = None,
         ref_meta: Mapping[str, Any] | None = None,
+        walked: bool = False,
     ) -> str:
         """Record a tree from ``relpath -> (sha256, mode, size)``; return its tree id.
 
-        Every blob must already be stored.  Writes the manifest atomically, indexes the
-        entries and bumps blob refcounts in one transaction.  The new tree is held
-        against gc by this process until a ref names it; ``ref=(kind, name)`` sets that
-        ref at once.
+        Every blob must already be stored.  Writes the pages the store lacks and the
+        manifest atomically, and indexes them in one transaction (``schema/pages.md``).
+        The new tree is held against gc by this process until a ref names it;
+        ``ref=(kind, name)`` sets that ref at once.  ``walked``: the entries are
+        :class:`TreeEntry` values from this package's own directory walk, whose names are
+        checked as they are read, so they are not validated again.
 
         Raises:
             UnsafePathError / ValueError: a bad path, hash, mode or size.
             BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
         """
-        return _trees.put_tree(self, entries, source=source, ref=ref, ref_meta=ref_meta)
+        return _trees.put_tree(self, entries, source=source, ref=ref, ref_meta=ref_meta, walked=walked)
 
     def tree_info(self, tree: str) -> TreeInfo | None:
         """What the index knows of ``tree`` (size, file count, the refs naming it, whether a
@@ -424,6 +448,16 @@ class Store:
             CorruptManifestError: the file is damaged.
         """
         return _trees.get_manifest(self, tree)
+
+    def portable_manifest(self, tree: str) -> bytes:
+        """The version-1 manifest of a stored tree (every file listed, no pages): what a
+        remote holds (``schema/remote.md``).
+
+        Raises:
+            TreeNotFoundError: no such manifest.
+            CorruptManifestError: it or one of its pages is damaged.
+        """
+        return _trees.portable_manifest(self, tree)
 
     def tree_entries(self, tree: str) -> dict[str, TreeEntry]:
         """A tree's entries from the index.

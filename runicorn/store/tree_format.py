@@ -1,8 +1,16 @@
-"""Tree ids and manifests: the on-disk description of one captured directory.
+"""Tree ids, manifests and tree pages: the on-disk description of one captured directory.
 
 Tree id (``tree-sha256``, see ``schema/tree-id.md``): for every regular file and
 symlink below the root, the line ``"<mode> <sha256> <path>\\n"``; lines sorted by the
 path's UTF-8 bytes; the id is SHA-256 of ``b"runicorn-tree-v1\\n"`` + the lines.
+
+Manifests (``schema/manifest.md``): version 1 lists every file; version 2 names the
+tree's top *pages* (``schema/pages.md``).  A tree's entries, in tree-id order, are cut
+into leaf pages where a path's CRC-32 says so (the cut points depend on the paths only,
+so changing a file rewrites one leaf); the ids of the leaves are cut the same way into
+node pages by their own digits, and so on until at most :data:`TOP_MAX` ids are left.
+A page is named by the SHA-256 of its bytes and every reader checks it.  This module is
+pure: bytes in, bytes out; where pages are kept is the store's business.
 """
 
 from __future__ import annotations
@@ -10,17 +18,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from runicorn.errors import CorruptManifestError, UnsafePathError
-from runicorn.hashing import is_sha256_hex
+from runicorn.hashing import is_sha256_hex, sha256_bytes
 from runicorn.relpath import validate_relpath
 
 TREE_HEADER = b"runicorn-tree-v1\n"
 MANIFEST_FORMAT = "runicorn.manifest"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 1  # lists every file: what remotes hold and version 1 stores wrote
+MANIFEST_PAGED = 2  # names the top pages: what a store writes (schema/pages.md)
 MODE_FILE = "100644"
 MODE_EXEC = "100755"
 MODE_LINK = "120000"
@@ -140,6 +151,32 @@ def build_manifest(
     }
 
 
+def build_paged_manifest(
+    tree: str,
+    pages: TreePages,
+    file_count: int,
+    total_size: int,
+    *,
+    source: str | None = None,
+    created_at: float | str | None = None,
+) -> dict[str, Any]:
+    """The version-2 manifest of a tree stored as ``pages`` (``schema/pages.md``):
+    constant size, whatever the number of files."""
+    if not isinstance(created_at, str):
+        created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at or time.time()))
+    return {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_PAGED,
+        "tree": tree,
+        "created_at": created_at,
+        "source": source,
+        "file_count": file_count,
+        "total_size_bytes": total_size,
+        "depth": pages.depth,
+        "pages": list(pages.top),
+    }
+
+
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     """Canonical serialisation: keys sorted, one file per line, UTF-8, trailing newline.
 
@@ -178,15 +215,22 @@ def _entry_json(entry: Any) -> str:
 
 
 def parse_manifest(
-    data: bytes, *, origin: str | Path = "<manifest>", expected_tree: str | None = None
+    data: bytes,
+    *,
+    origin: str | Path = "<manifest>",
+    expected_tree: str | None = None,
+    load_page: PageLoader | None = None,
 ) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
-    """Parse and fully validate a manifest; return (manifest, entries).
+    """Parse and fully validate a manifest of either version; return (manifest, entries).
 
-    The tree id is recomputed from the entries and must equal the recorded one (and
-    ``expected_tree`` when given).
+    A version-2 manifest's entries come from its pages, read with ``load_page`` (each
+    checked against its id); the returned manifest then has ``files`` as version 1
+    has.  The tree id is recomputed from the entries and must equal the recorded one
+    (and ``expected_tree`` when given).
 
     Raises:
-        CorruptManifestError: naming ``origin`` and the cause.
+        CorruptManifestError: naming ``origin`` and the cause (a version-2 manifest
+            without ``load_page``, a missing or damaged page, too).
     """
     try:
         manifest = json.loads(data.decode("utf-8", "surrogateescape"))
@@ -194,14 +238,22 @@ def parse_manifest(
         raise CorruptManifestError(f"{origin}: not valid JSON ({exc})") from None
     except RecursionError:  # the JSON parser's depth bound
         raise CorruptManifestError(f"{origin}: not valid JSON (arrays or objects nested too deeply)") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise CorruptManifestError(f"{origin}: not a manifest object with a 'files' mapping")
+    if not isinstance(manifest, dict):
+        raise CorruptManifestError(f"{origin}: not a manifest object")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise CorruptManifestError(f"{origin}: format is {manifest.get('format')!r}, not {MANIFEST_FORMAT!r}")
-    if manifest.get("format_version") != MANIFEST_VERSION:
-        raise CorruptManifestError(f"{origin}: unsupported format_version {manifest.get('format_version')!r}")
+    version = manifest.get("format_version")
+    files: Any
+    if version == MANIFEST_PAGED:
+        files = _paged_files(manifest, origin, load_page)
+    elif version == MANIFEST_VERSION:
+        files = manifest.get("files")
+        if not isinstance(files, dict):
+            raise CorruptManifestError(f"{origin}: not a manifest object with a 'files' mapping")
+    else:
+        raise CorruptManifestError(f"{origin}: unsupported format_version {version!r}")
     try:
-        entries = normalize_entries(manifest["files"])
+        entries = normalize_entries(files)
     except (UnsafePathError, ValueError, KeyError, TypeError) as exc:
         raise CorruptManifestError(f"{origin}: bad file entry ({exc})") from None
     tree = compute_tree_id(entries)
@@ -211,7 +263,29 @@ def parse_manifest(
         )
     if expected_tree is not None and tree != expected_tree:
         raise CorruptManifestError(f"{origin}: holds tree {tree}, expected {expected_tree}")
+    if version == MANIFEST_PAGED:
+        manifest["files"] = {p: {"sha256": e.sha256, "size_bytes": e.size, "mode": e.mode} for p, e in entries.items()}
     return manifest, entries
+
+
+def _paged_files(manifest: dict[str, Any], origin: str | Path, load_page: PageLoader | None) -> dict[str, TreeEntry]:
+    """The entries of a version-2 manifest, from its pages (validated by the caller)."""
+    if load_page is None:
+        raise CorruptManifestError(
+            f"{origin}: a version-2 manifest is read with the blob folder that holds its pages (schema/pages.md)"
+        )
+    top, depth, count = manifest.get("pages"), manifest.get("depth"), manifest.get("file_count")
+    if not isinstance(top, list) or len(top) > TOP_MAX or not isinstance(count, int) or count < 0:
+        raise CorruptManifestError(f"{origin}: 'pages' or 'file_count' malformed")
+    if not isinstance(depth, int) or isinstance(depth, bool):
+        raise CorruptManifestError(f"{origin}: page depth {depth!r} is out of range")
+    files: dict[str, TreeEntry] = {}
+    for path, entry in read_entries(top, depth, load_page, str(origin), limit=count):
+        if files.setdefault(path, entry) is not entry:
+            raise CorruptManifestError(f"{origin}: path {path!r} is listed twice")
+    if len(files) != count:
+        raise CorruptManifestError(f"{origin}: file_count {count} but its pages list {len(files)} files")
+    return files
 
 
 def mode_of(st_mode: int) -> str:
@@ -228,3 +302,175 @@ def iter_lines(entries: Mapping[str, TreeEntry]) -> Iterable[bytes]:
     for path in sorted(entries, key=path_key):
         e = entries[path]
         yield f"{e.mode} {e.sha256} ".encode("ascii") + path_key(path) + b"\n"
+
+
+# ----------------------------------------------------------------- pages
+PageLoader = Callable[[str], bytes]
+LEAF_HEADER = b"runicorn-leaf-v1\n"
+NODE_HEADER = b"runicorn-node-v1\n"
+# Expected entries per leaf and ids per node: a cut after an entry whose path's CRC-32
+# (or a child id whose first 32 bits) is 0 modulo these.  Small pages keep a one-file
+# change small (one leaf, one node per level); MAX bounds a page whatever the names.
+LEAF_SPLIT = 64
+NODE_SPLIT = 64
+LEAF_MAX = 1024
+NODE_MAX = 1024
+# A manifest lists at most this many top pages; more get another level of nodes.
+TOP_MAX = 64
+# Bound on a page file a reader accepts: LEAF_MAX lines of at most a 4 KiB path each.
+MAX_PAGE_BYTES = LEAF_MAX * (4096 + 100) + len(LEAF_HEADER)
+# Deeper than any tree of 2**63 files at these fan-outs: refuses a hostile page cycle.
+MAX_DEPTH = 12
+
+
+@dataclass(frozen=True, slots=True)
+class TreePages:
+    """The pages of one tree: ``top`` ids at ``depth`` (0: the top pages are leaves),
+    and every page's bytes by id, leaves first, each level in order."""
+
+    depth: int
+    top: list[str]
+    pages: dict[str, bytes]
+    leaves: frozenset[str]
+
+
+def leaf_cut(path: bytes) -> bool:
+    """True when a leaf page ends after the entry of ``path`` (``schema/pages.md``)."""
+    return zlib.crc32(path) % LEAF_SPLIT == 0
+
+
+def node_cut(page_id: str) -> bool:
+    """True when a node page ends after the child ``page_id``."""
+    return int(page_id[:8], 16) % NODE_SPLIT == 0
+
+
+def _cut_points(cuts: list[bool], limit: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of each page of lines whose cut flags are ``cuts``."""
+    start = 0
+    for i, cut in enumerate(cuts):
+        if cut or i + 1 - start >= limit:
+            yield start, i + 1
+            start = i + 1
+    if start < len(cuts):
+        yield start, len(cuts)
+
+
+def build_pages(entries: Mapping[str, TreeEntry]) -> TreePages:
+    """The pages of a tree whose ``entries`` are validated and sorted by path bytes
+    (:func:`runicorn.store.tree_format.normalize_entries`)."""
+    pages: dict[str, bytes] = {}
+    raws = [path.encode("utf-8", "surrogateescape") for path in entries]
+    lines = [f"{e.mode} {e.sha256} {e.size} ".encode() + raw + b"\n" for raw, e in zip(raws, entries.values())]
+    cuts = [leaf_cut(raw) for raw in raws]
+    ids: list[str] = []
+    for start, end in _cut_points(cuts, LEAF_MAX):
+        data = b"".join([LEAF_HEADER, *lines[start:end]])
+        pid = sha256_bytes(data)
+        pages[pid] = data
+        ids.append(pid)
+    leaves = frozenset(pages)
+    depth = 0
+    while len(ids) > TOP_MAX:
+        parents: list[str] = []
+        node_lines = [f"{i}\n".encode() for i in ids]
+        for start, end in _cut_points([node_cut(i) for i in ids], NODE_MAX):
+            data = b"".join([NODE_HEADER, *node_lines[start:end]])
+            pid = sha256_bytes(data)
+            pages[pid] = data
+            parents.append(pid)
+        ids = parents
+        depth += 1
+    return TreePages(depth, ids, pages, leaves)
+
+
+def parse_leaf(data: bytes, origin: str) -> list[tuple[str, TreeEntry]]:
+    """The entries of a leaf page (paths as stored: the caller validates them when the
+    page's source is not trusted).
+
+    Raises:
+        CorruptManifestError: not a leaf page, or a malformed line.
+    """
+    if not data.startswith(LEAF_HEADER):
+        raise CorruptManifestError(f"{origin}: not a leaf page")
+    out: list[tuple[str, TreeEntry]] = []
+    body = data[len(LEAF_HEADER) :]
+    if not body.endswith(b"\n"):
+        raise CorruptManifestError(f"{origin}: a leaf page must end with a newline")
+    for line in body[:-1].split(b"\n"):
+        try:
+            mode_b, sha_b, size_b, path_b = line.split(b" ", 3)
+            mode, sha, size = mode_b.decode("ascii"), sha_b.decode("ascii"), int(size_b)
+        except ValueError:
+            raise CorruptManifestError(f"{origin}: malformed leaf line {line[:80]!r}") from None
+        if mode not in MODES or not is_sha256_hex(sha) or size < 0 or not size_b.isdigit() or not path_b:
+            raise CorruptManifestError(f"{origin}: malformed leaf line {line[:80]!r}")
+        out.append((path_b.decode("utf-8", "surrogateescape"), TreeEntry(sha, mode, size)))
+    return out
+
+
+def parse_node(data: bytes, origin: str) -> list[str]:
+    """The child page ids of a node page.
+
+    Raises:
+        CorruptManifestError: not a node page, or a line that is not a page id.
+    """
+    if not data.startswith(NODE_HEADER) or not data.endswith(b"\n") or len(data) == len(NODE_HEADER):
+        raise CorruptManifestError(f"{origin}: not a node page")
+    ids = data[len(NODE_HEADER) : -1].decode("ascii", "replace").split("\n")
+    if not all(is_sha256_hex(i) for i in ids):
+        raise CorruptManifestError(f"{origin}: a node page line is not a page id")
+    return ids
+
+
+def walk_pages(top: list[str], depth: int, load: PageLoader, origin: str) -> Iterator[tuple[str, bytes, bool]]:
+    """Every page below ``top`` (depth first, in order) as ``(id, bytes, is_leaf)``;
+    ``load(id)`` returns a page's bytes, checked against its id here.
+
+    Raises:
+        CorruptManifestError: a page that does not hash to its id, of the wrong kind
+            for its level, or malformed; ``depth`` out of range.
+        OSError / whatever ``load`` raises for a page it cannot find.
+    """
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= MAX_DEPTH:
+        raise CorruptManifestError(f"{origin}: page depth {depth!r} is out of range")
+    for pid in top:
+        if not is_sha256_hex(pid):
+            raise CorruptManifestError(f"{origin}: {pid!r} is not a page id")
+        data = load(pid)
+        if sha256_bytes(data) != pid:
+            raise CorruptManifestError(f"{origin}: page {pid} does not hash to its name")
+        if depth == 0:
+            yield pid, data, True
+        else:
+            yield pid, data, False
+            yield from walk_pages(parse_node(data, f"{origin}: page {pid}"), depth - 1, load, origin)
+
+
+def read_entries(
+    top: list[str], depth: int, load: PageLoader, origin: str, *, limit: int | None = None
+) -> list[tuple[str, TreeEntry]]:
+    """The entries of a tree from its pages, in stored order (see :func:`walk_pages`).
+
+    Raises:
+        CorruptManifestError: as :func:`walk_pages`, or more than ``limit`` entries (a
+            manifest's declared file count bounds what a hostile page set can cost).
+    """
+    out: list[tuple[str, TreeEntry]] = []
+    for pid, data, leaf in walk_pages(top, depth, load, origin):
+        if leaf:
+            out.extend(parse_leaf(data, f"{origin}: page {pid}"))
+            if limit is not None and len(out) > limit:
+                raise CorruptManifestError(f"{origin}: its pages list more than the {limit} files it declares")
+    return out
+
+
+def page_links(data: bytes, leaf: bool, origin: str) -> dict[str, int]:
+    """What a page references, with multiplicity: blobs (leaf) or child pages (node)."""
+    counts: dict[str, int] = {}
+    if leaf:
+        for _, e in parse_leaf(data, origin):
+            counts[e.sha256] = counts.get(e.sha256, 0) + 1
+    else:
+        for child in parse_node(data, origin):
+            counts[child] = counts.get(child, 0) + 1
+    return counts

@@ -1,6 +1,7 @@
-"""Trees in the store: putting them (manifest intent, then manifest and rows in one
-transaction, ``schema/README.md`` "Write protocol"), reading them and resolving id prefixes.
-The manifest format itself is :mod:`runicorn.store.tree_format` (``schema/manifest.md``).
+"""Trees in the store: putting them (pages, manifest intent, then manifest and rows in
+one transaction, ``schema/README.md`` "Write protocol"), reading them and resolving id
+prefixes.  The formats are :mod:`runicorn.store.tree_format` (``schema/manifest.md``,
+``schema/pages.md``).
 """
 
 from __future__ import annotations
@@ -9,23 +10,29 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runicorn.errors import BlobNotFoundError, RunicornError, TreeNotFoundError
-from runicorn.fsutil import StagedFile, fsync_dir, publish_link
+from runicorn.errors import BlobNotFoundError, CorruptManifestError, RunicornError, TreeNotFoundError
+from runicorn.fsutil import StagedFile, fsync_dir, make_dir, publish_link, syncfs, write_all
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.layout import BlobInfo, TreeInfo
-from runicorn.store.rows import insert_tree_rows
+from runicorn.store.rows import insert_page_rows, insert_tree_rows, missing_pages
 from runicorn.store.tree_format import (
+    MANIFEST_VERSION,
+    MAX_PAGE_BYTES,
     MODE_LINK,
     TreeEntry,
-    build_manifest,
+    TreePages,
+    build_pages,
+    build_paged_manifest,
     compute_tree_id,
     manifest_bytes,
     normalize_entries,
     parse_manifest,
+    path_key,
+    read_entries,
 )
 from runicorn.store.walk import scan_directory
 
@@ -84,9 +91,13 @@ def put_tree(
     source: str | None = None,
     ref: tuple[str, str] | None = None,
     ref_meta: Mapping[str, Any] | None = None,
+    walked: bool = False,
 ) -> str:
     """:meth:`Store.put_tree`."""
-    norm = normalize_entries(entries)
+    if walked:  # this package's own walk checked every name; only the order is left
+        norm = dict(sorted(entries.items(), key=lambda item: path_key(item[0])))
+    else:
+        norm = normalize_entries(entries)
     tree = compute_tree_id(norm)
     if store.index.scalar("SELECT 1 FROM trees WHERE tree = ?", (tree,)) and store.manifest_path(tree).exists():
         with store.index.write() as c:
@@ -101,7 +112,13 @@ def put_tree(
             if ref is not None:
                 store.set_ref(ref[0], ref[1], tree, meta=ref_meta)
             return tree
-    manifest = build_manifest(tree, norm, source=source)
+    pages = build_pages(norm)
+    # Staged before the manifest intent naming them, placed in the transaction that
+    # indexes them: recovery can always read an intent, and a crash leaves no page file
+    # without a row except beside an intent it adopts.
+    stage_pages(store, pages, [p for p in pages.pages if not store.page_path(p).exists()])
+    total = sum(e.size for e in norm.values())
+    manifest = build_paged_manifest(tree, pages, len(norm), total, source=source)
     staged = StagedFile(store.writer_dir(), mode=0o600)
     try:
         staged.file.write(manifest_bytes(manifest))
@@ -112,7 +129,7 @@ def put_tree(
     intent = staged.path.with_name(f"tree-{tree}.json")
     os.replace(staged.path, intent)
     try:
-        commit_tree(store, intent, tree, norm)
+        commit_tree(store, intent, tree, norm, pages)
     finally:
         intent.unlink(missing_ok=True)
     if ref is not None:
@@ -120,7 +137,123 @@ def put_tree(
     return tree
 
 
-def commit_tree(store: Store, intent: Path, tree: str, norm: Mapping[str, TreeEntry]) -> None:
+def stage_pages(store: Store, pages: TreePages, ids: list[str], staging: Path | None = None) -> None:
+    """Write pages ``ids`` to this writer's staging directory, durably, as
+    ``page-<id>``: :func:`index_tree` links them into place in the transaction that
+    indexes them, and recovery finds them beside a dead writer's tree intent."""
+    if not ids:
+        return
+    staging = staging or store.writer_dir()
+    try:
+        for pid in ids:
+            fd = os.open(f"{staging}/page-{pid}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o444)
+            try:
+                write_all(fd, pages.pages[pid])
+                if len(ids) <= 4:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        if len(ids) > 4:
+            syncfs(store.tmp_dir)  # one flush for many small files
+    except OSError as exc:
+        raise store.write_error(exc) from None
+
+
+def write_pages(store: Store, pages: TreePages, ids: list[str], staging: Path | None = None) -> None:
+    """Put the files of pages ``ids`` in place (``blobs/<aa>/<id>``, write-once, like
+    blobs) and make them durable: linked from the staged copy in ``staging`` (this
+    writer's directory by default, :func:`stage_pages`), written and flushed there first
+    when it has none."""
+    if not ids:
+        return
+    staging = staging or store.writer_dir()
+    missing = [pid for pid in ids if not os.path.exists(f"{staging}/page-{pid}")]
+    stage_pages(store, pages, missing, staging)
+    parents: set[Path] = set()
+    try:
+        for pid in ids:
+            dest = store.page_path(pid)
+            if make_dir(dest.parent, store.dir_mode):
+                parents.add(dest.parent.parent)
+            publish_link(Path(f"{staging}/page-{pid}"), dest)
+            parents.add(dest.parent)
+        if len(ids) > 4:
+            syncfs(store.blobs_dir)
+        else:
+            for d in parents:
+                fsync_dir(d)
+    except OSError as exc:
+        raise store.write_error(exc) from None
+    finally:
+        for pid in ids:
+            try:
+                os.unlink(f"{staging}/page-{pid}")
+            except OSError:
+                pass
+
+
+def index_tree(
+    store: Store,
+    c: Any,
+    tree: str,
+    norm: Mapping[str, TreeEntry],
+    pages: TreePages,
+    now: float,
+    *,
+    check_blobs: bool = True,
+    staging: Path | None = None,
+) -> None:
+    """Inside write transaction ``c``: index ``tree`` (entries ``norm`` stored as
+    ``pages``) with the pages the index lacks.  A page about to get its row whose file is
+    gone (a gc removed it since it was looked at) is written again first: gc unlinks
+    only under the write lock and only files no row names.
+
+    ``check_blobs=False`` (a rebuild): index it even when blobs are missing (verify
+    reports them; the links keep the count for a blob healed later).
+
+    Raises:
+        BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
+    """
+    if check_blobs:
+        check_blobs_indexed(c, tree, {e.sha256 for e in norm.values()})
+    new = missing_pages(c, pages)
+    write_pages(store, pages, [p for p in new if not _page_file_is(store, p, pages.pages[p])], staging)
+    insert_page_rows(c, pages, new, now)
+    insert_tree_rows(c, tree, pages, len(norm), sum(e.size for e in norm.values()), now)
+
+
+def _page_file_is(store: Store, page: str, data: bytes) -> bool:
+    """True when the page's file holds ``data``; a damaged file (no row names it yet) is
+    removed, so the caller writes it again."""
+    path = store.page_path(page)
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(data) + 1) == data:
+                return True
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def check_blobs_indexed(c: Any, tree: str, shas: set[str]) -> None:
+    """Raise BlobNotFoundError (``.missing`` lists them) unless every blob of ``shas`` is indexed."""
+    # One set query, not a round trip per blob: trees can have 100k entries.
+    known = {
+        row[0]
+        for row in c.execute(
+            "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(shas)),),
+        )
+    }
+    missing = sorted(shas - known)
+    if missing:
+        err = BlobNotFoundError(f"tree {tree}: {len(missing)} blob(s) not in the store, e.g. {missing[0]}")
+        err.missing = missing  # type: ignore[attr-defined]
+        raise err
+
+
+def commit_tree(store: Store, intent: Path, tree: str, norm: Mapping[str, TreeEntry], pages: TreePages) -> None:
     """Publish the manifest intent and index the tree, held for this writer, in one
     transaction; the holds on its blobs go (the tree keeps them now).
 
@@ -128,7 +261,6 @@ def commit_tree(store: Store, intent: Path, tree: str, norm: Mapping[str, TreeEn
         BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
     """
     now = time.time()
-    shas = {e.sha256 for e in norm.values()}
     with store.index.write() as c:
         dest = store.manifest_path(tree)
         if not dest.exists():
@@ -137,22 +269,35 @@ def commit_tree(store: Store, intent: Path, tree: str, norm: Mapping[str, TreeEn
         if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
             c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (now, tree))
         else:
-            # One set query, not a round trip per blob: trees can have 100k entries.
-            known = {
-                row[0]
-                for row in c.execute(
-                    "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
-                    (json.dumps(sorted(shas)),),
-                )
-            }
-            missing = sorted(shas - known)
-            if missing:
-                err = BlobNotFoundError(f"tree {tree}: {len(missing)} blob(s) not in the store, e.g. {missing[0]}")
-                err.missing = missing  # type: ignore[attr-defined]
-                raise err
-            insert_tree_rows(c, tree, norm, now)
+            index_tree(store, c, tree, norm, pages, now)
         store.holds.hold(c, tree)
-        store.holds.release(c, shas)
+        store.holds.release(c, {e.sha256 for e in norm.values()})
+
+
+def load_page(store: Store, page: str) -> bytes:
+    """:meth:`Store.load_page`."""
+    return page_loader(store.pages_dir)(page)
+
+
+def page_loader(pages_dir: Path) -> Callable[[str], bytes]:
+    """A page reader for the pages folder of a store (``archive/pages``): the bytes of a
+    page (its caller checks them against its id).
+
+    The loader raises CorruptManifestError naming a page that is missing (or not a
+    regular file of at most a page's size bound)."""
+
+    def load(page: str) -> bytes:
+        path = pages_dir / page[:2] / page
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_PAGE_BYTES + 1)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise CorruptManifestError(f"{path}: page {page} is missing; run `runicorn verify`") from None
+        if len(data) > MAX_PAGE_BYTES:
+            raise CorruptManifestError(f"{path}: page {page} is larger than any page ({MAX_PAGE_BYTES} bytes)")
+        return data
+
+    return load
 
 
 def get_manifest(store: Store, tree: str) -> dict[str, Any]:
@@ -162,16 +307,40 @@ def get_manifest(store: Store, tree: str) -> dict[str, Any]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise TreeNotFoundError(f"tree {tree} is not in the store at {store.root}") from None
-    manifest, _ = parse_manifest(data, origin=path, expected_tree=tree)
+    manifest, _ = parse_manifest(data, origin=path, expected_tree=tree, load_page=store.load_page)
     return manifest
 
 
+def portable_manifest(store: Store, tree: str) -> bytes:
+    """:meth:`Store.portable_manifest`."""
+    manifest = dict(get_manifest(store, tree))
+    manifest.pop("pages", None)
+    manifest.pop("depth", None)
+    manifest["format_version"] = MANIFEST_VERSION
+    return manifest_bytes(manifest)
+
+
 def tree_entries(store: Store, tree: str) -> dict[str, TreeEntry]:
-    """:meth:`Store.tree_entries`."""
-    rows = store.index.query("SELECT path, blob, mode, size FROM tree_entries WHERE tree = ?", (tree,))
-    if not rows and not has_tree(store, tree):
+    """:meth:`Store.tree_entries`: from the tree's pages, each checked against its id,
+    and the whole against the tree id.
+
+    Raises:
+        TreeNotFoundError: no such tree.
+        CorruptManifestError: a page is missing or damaged.
+    """
+    row = store.index.query("SELECT depth, pages FROM trees WHERE tree = ?", (tree,))
+    if not row:
         raise TreeNotFoundError(f"tree {tree} is not in the store at {store.root}")
-    return {p: TreeEntry(b, m, s) for p, b, m, s in rows}
+    depth, top = row[0]
+    if top is None:  # a schema-4 tree the migration could not convert (verify says why)
+        rows = store.index.query("SELECT path, blob, mode, size FROM tree_entries WHERE tree = ?", (tree,))
+        return {p: TreeEntry(b, m, s) for p, b, m, s in rows}
+    entries = dict(read_entries(json.loads(top), depth, store.load_page, f"tree {tree}"))
+    if compute_tree_id(entries) != tree:
+        raise CorruptManifestError(
+            f"tree {tree}: its pages ({store.pages_dir}) describe another tree; run `runicorn verify`"
+        )
+    return entries
 
 
 def resolve_tree(store: Store, prefix: str, *, hold: bool = False) -> str:

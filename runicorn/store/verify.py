@@ -10,20 +10,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runicorn.errors import CorruptManifestError
+from runicorn.errors import CorruptManifestError, UnsafePathError
 from runicorn.fsutil import atomic_write_bytes, blob_perm, make_dir
-from runicorn.hashing import is_sha256_hex, sha256_file
+from runicorn.hashing import sha256_bytes, is_sha256_hex, sha256_file
 from runicorn.store.extensions import registered
 from runicorn.store.layout import nascent_owner_alive, quarantine, read_ref_file, ref_filename
-from runicorn.store.rows import insert_blob_rows, insert_tree_rows, upsert_ref_rows
+from runicorn.store.rows import insert_blob_rows, relink_pages, upsert_ref_rows
 from runicorn.store.tree_format import (
+    LEAF_HEADER,
+    NODE_HEADER,
     TreeEntry,
-    build_manifest,
+    build_paged_manifest,
+    build_pages,
     compute_tree_id,
     manifest_bytes,
     normalize_entries,
+    parse_leaf,
     parse_manifest,
+    parse_node,
+    read_entries,
 )
+from runicorn.store.trees import index_tree, write_pages
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store
@@ -89,17 +96,45 @@ def _iter_ref_files(store: Store) -> Iterator[tuple[Path, dict[str, Any] | None]
 
 # Recounts the triggers should have kept equal, and entries naming no blob: the same
 # queries for the full verify and the quick check before a run deletion.
-_BAD_BLOB_COUNTS = (
-    "SELECT b.sha256, b.refcount, (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256) AS n "
-    "FROM blobs b WHERE b.refcount != n"
+_BLOB_RECOUNT = "(SELECT COALESCE(SUM(l.n), 0) FROM page_blobs l WHERE l.blob = b.sha256)"
+_OLD_BLOB_RECOUNT = " + (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256)"
+_BAD_BLOB_COUNTS = f"SELECT b.sha256, b.refcount, {_BLOB_RECOUNT} AS n FROM blobs b WHERE b.refcount != n"
+# What names each page (nodes and trees), in one grouped scan: ``page_children`` has no
+# index by child.
+_PAGE_NAMERS = (
+    "SELECT page, SUM(n) AS n FROM (SELECT child AS page, COUNT(*) AS n FROM page_children GROUP BY child "
+    "UNION ALL SELECT j.value, COUNT(*) FROM trees t, json_each(t.pages) j WHERE t.pages IS NOT NULL "
+    "GROUP BY j.value) GROUP BY page"
+)
+_BAD_PAGE_COUNTS = (
+    f"SELECT p.page, p.refcount, COALESCE(r.n, 0) AS n FROM pages p LEFT JOIN ({_PAGE_NAMERS}) r "
+    "ON r.page = p.page WHERE p.refcount != COALESCE(r.n, 0)"
 )
 _BAD_TREE_COUNTS = (
     "SELECT t.tree, t.refcount, (SELECT COUNT(*) FROM refs r WHERE r.tree = t.tree) AS n "
     "FROM trees t WHERE t.refcount != n"
 )
+# Links naming nothing: a leaf's blob, a node's child page or a tree's top page without a row.
 _DANGLING_ENTRIES = (
-    "SELECT e.tree, e.path, e.blob FROM tree_entries e WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = e.blob)"
+    "SELECT l.page, l.blob, 'blob' FROM page_blobs l WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = l.blob) "
+    "UNION ALL SELECT l.page, l.child, 'page' FROM page_children l WHERE NOT EXISTS "
+    "(SELECT 1 FROM pages p WHERE p.page = l.child) "
+    "UNION ALL SELECT t.tree, j.value, 'page' FROM trees t, json_each(t.pages) j WHERE t.pages IS NOT NULL "
+    "AND NOT EXISTS (SELECT 1 FROM pages p WHERE p.page = j.value)"
 )
+
+
+def _has_old_trees(c: Any) -> bool:
+    """True while schema-4 ``tree_entries`` rows may count references too."""
+    return (
+        c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tree_entries'").fetchone() is not None
+    )
+
+
+def _bad_blob_counts(c: Any) -> str:
+    if _has_old_trees(c):
+        return _BAD_BLOB_COUNTS.replace(" AS n", _OLD_BLOB_RECOUNT + " AS n")
+    return _BAD_BLOB_COUNTS
 
 
 def ref_files_vs_index(store: Store, c: Any) -> tuple[list[str], list[str]]:
@@ -178,13 +213,42 @@ def kept_by_damaged_manifests(store: Store) -> tuple[set[str] | None, list[str]]
                 f"{path}: damaged manifest set aside; it may name any blob, so gc collects no blob until you delete it"
             )
             continue
-        shas = set(re.findall(r"[0-9a-f]{64}", text))
+        shas = _with_what_pages_name(store, set(re.findall(r"[0-9a-f]{64}", text)))
         if kept is not None:
             kept |= shas
         warnings.append(
             f"{path}: damaged manifest set aside; gc keeps the {len(shas)} blob(s) it names until you delete it"
         )
     return kept, warnings
+
+
+def _with_what_pages_name(store: Store, shas: set[str]) -> set[str]:
+    """``shas`` and, for each that is an intact page file, everything below it: a version-2
+    manifest names only its top pages, and those name the blobs."""
+    out = set(shas)
+    todo = list(shas)
+    while todo:
+        sha = todo.pop()
+        try:
+            data = store.load_page(sha)
+        except (OSError, CorruptManifestError):
+            continue
+        if sha256_bytes(data) != sha:
+            continue
+        try:
+            if data.startswith(LEAF_HEADER):
+                children = [e.sha256 for _, e in parse_leaf(data, sha)]
+            elif data.startswith(NODE_HEADER):
+                children = parse_node(data, sha)
+            else:
+                continue
+        except CorruptManifestError:
+            continue
+        for child in children:
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
 
 
 def files_vs_index(store: Store, c: Any) -> tuple[list[str], list[str]]:
@@ -218,12 +282,14 @@ def index_disagreements(store: Store) -> list[str]:
     with store.index.write() as c:
         problems, _ = files_vs_index(store, c)
     with store.index.read() as c:
-        short_trees = c.execute(
-            "SELECT COUNT(*) FROM trees t WHERE t.file_count != "
-            "(SELECT COUNT(*) FROM tree_entries e WHERE e.tree = t.tree)"
-        ).fetchone()[0]
+        # A tree without pages is one a migration could not convert; once the old rows
+        # are gone it describes nothing.
+        short_trees = (
+            0 if _has_old_trees(c) else c.execute("SELECT COUNT(*) FROM trees WHERE pages IS NULL").fetchone()[0]
+        )
         bad_counts = sum(
-            c.execute(f"SELECT COUNT(*) FROM ({q})").fetchone()[0] for q in (_BAD_BLOB_COUNTS, _BAD_TREE_COUNTS)
+            c.execute(f"SELECT COUNT(*) FROM ({q})").fetchone()[0]
+            for q in (_bad_blob_counts(c), _BAD_TREE_COUNTS, _BAD_PAGE_COUNTS)
         )
         dangling = c.execute(f"SELECT COUNT(*) FROM ({_DANGLING_ENTRIES})").fetchone()[0]
     if short_trees:
@@ -242,8 +308,10 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
         blob_rows = c.execute("SELECT sha256, size FROM blobs").fetchall()
         tree_rows = c.execute("SELECT tree, file_count FROM trees").fetchall()
         ref_rows = c.execute("SELECT kind, name, tree FROM refs").fetchall()
-        bad_blob_counts = c.execute(_BAD_BLOB_COUNTS).fetchall()
+        bad_blob_counts = c.execute(_bad_blob_counts(c)).fetchall()
         bad_tree_counts = c.execute(_BAD_TREE_COUNTS).fetchall()
+        bad_page_counts = c.execute(_BAD_PAGE_COUNTS).fetchall()
+        page_rows = c.execute("SELECT page, size FROM pages").fetchall()
         dangling_entries = c.execute(_DANGLING_ENTRIES + " LIMIT 1000").fetchall()
         dangling_refs = c.execute(
             "SELECT r.kind, r.name, r.tree FROM refs r WHERE NOT EXISTS (SELECT 1 FROM trees t WHERE t.tree = r.tree)"
@@ -253,6 +321,7 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
 
     problems.extend(_layout_problems(store))
     indexed_blobs = {sha: size for sha, size in blob_rows}
+    page_sizes = dict(page_rows)
     bytes_hashed = 0
     for sha, size in blob_rows:
         path = store.blob_path(sha)
@@ -295,6 +364,8 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
         if sha is None:
             problems.append(_problem("stray_file", f"{path} is not a blob", path=str(path)))
             continue
+        if sha in page_sizes and sha not in indexed_blobs:
+            continue  # a page (checked with the pages below), not a blob
         seen_blobs.add(sha)
         if sha not in indexed_blobs:
             problems.append(_problem("unindexed_blob", f"{path} is not in the index", id=sha, path=str(path)))
@@ -303,7 +374,7 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
     for tree, file_count in tree_rows:
         path = store.manifest_path(tree)
         try:
-            _, entries = parse_manifest(path.read_bytes(), origin=path, expected_tree=tree)
+            _, entries = parse_manifest(path.read_bytes(), origin=path, expected_tree=tree, load_page=store.load_page)
         except (FileNotFoundError, NotADirectoryError):
             problems.append(_problem("missing_manifest", f"tree {tree}: {path} is missing", id=tree))
             continue
@@ -346,9 +417,24 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
         problems.append(_problem("bad_refcount", f"blob {sha}: refcount {have}, recount {want}", id=sha))
     for tree, have, want in bad_tree_counts:
         problems.append(_problem("bad_refcount", f"tree {tree}: refcount {have}, recount {want}", id=tree))
-    for tree, path, blob in dangling_entries:
-        if not any(p["kind"] == "tree_missing_blob" and p.get("id") == tree for p in problems):
-            problems.append(_problem("tree_missing_blob", f"tree {tree}: {path} names missing blob {blob}", id=tree))
+    for page, have, want in bad_page_counts:
+        problems.append(_problem("bad_refcount", f"page {page}: refcount {have}, recount {want}", id=page))
+    reported = {b for p in problems if p["kind"] == "tree_missing_blob" for b in p.get("blobs", ())}
+    for owner, target, kind in dangling_entries:
+        if kind == "blob" and target not in reported:
+            problems.append(_problem("tree_missing_blob", f"page {owner} names missing blob {target}", id=owner))
+        elif kind == "page":
+            problems.append(_problem("dangling_link", f"{owner} names page {target}, which the index lacks", id=owner))
+    for page, size in page_rows:
+        path = store.page_path(page)
+        try:
+            data = path.read_bytes() if deep else None
+            have = len(data) if data is not None else os.stat(path).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            problems.append(_problem("missing_page", f"page {page} is indexed but {path} is missing", id=page))
+            continue
+        if have != size or (data is not None and sha256_bytes(data) != page):
+            problems.append(_problem("corrupt_page", f"page {page}: {path} does not match its name", id=page))
     for kind, name, tree in dangling_refs:
         problems.append(_problem("dangling_ref", f"ref {kind}/{name} names missing tree {tree}", id=tree))
     if (totals.get("blob_count"), totals.get("blob_bytes")) != (actual[0], actual[1]):
@@ -389,6 +475,7 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
         "ok": not problems,
         "deep": deep,
         "blobs_checked": len(seen_blobs),
+        "pages_checked": len(page_sizes),
         "bytes_hashed": bytes_hashed,
         "trees_checked": len(seen_trees),
         "refs_checked": len(indexed_refs.keys() | seen_refs),
@@ -446,9 +533,9 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
     now = time.time()
     with store.index.write() as c:
         indexed = dict(c.execute("SELECT sha256, size FROM blobs").fetchall())
-        named_sizes: dict[str, set[int]] = {}
-        for blob, size in c.execute("SELECT blob, size FROM tree_entries"):
-            named_sizes.setdefault(blob, set()).add(size)
+        named_sizes = _named_sizes(store, c)
+        # Pages live among the blobs: those the index or a manifest names are not blobs.
+        page_ids = {r[0] for r in c.execute("SELECT page FROM pages")}
 
         # Trees: the manifests on disk, and what a damaged or missing one protected.
         manifests: dict[str, dict[str, Any]] = {}
@@ -458,11 +545,14 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
                 quarantined.append(str(quarantine(store, path, "stray")))
                 continue
             try:
-                _, entries = parse_manifest(path.read_bytes(), origin=path, expected_tree=tree)
+                _, entries = parse_manifest(
+                    path.read_bytes(), origin=path, expected_tree=tree, load_page=store.load_page
+                )
             except CorruptManifestError:
                 damaged_manifests[tree] = path
                 continue
             manifests[tree] = entries
+            page_ids.update(build_pages(entries).pages)
             for e in entries.values():
                 named_sizes.setdefault(e.sha256, set()).add(e.size)
         indexed_trees = {t for (t,) in c.execute("SELECT tree FROM trees")}
@@ -488,6 +578,10 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
                 st = path.stat()
             except FileNotFoundError:
                 continue
+            if sha in page_ids and sha not in indexed:
+                if sha256_file(path) != sha:  # small: always read
+                    quarantined.append(str(quarantine(store, path, "corrupt")))
+                continue
             want = indexed.get(sha)
             sizes = named_sizes.get(sha, set())
             if (want is not None and want != st.st_size) or (sizes and sizes != {st.st_size}):
@@ -507,12 +601,17 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         c.executemany("DELETE FROM blobs WHERE sha256 = ?", [(s,) for s in gone])
         insert_blob_rows(c, [(sha, size, mtime, now) for sha, (size, mtime) in keep.items() if sha not in indexed])
 
+        old_trees = _has_old_trees(c)
+        relinked: set[str] = set()
         for tree, entries in manifests.items():
-            count = c.execute("SELECT COUNT(*) FROM tree_entries WHERE tree = ?", (tree,)).fetchone()[0]
-            if tree in indexed_trees and count == len(entries):
-                continue
-            c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
-            insert_tree_rows(c, tree, entries, now)
+            pages = build_pages(entries)
+            if old_trees:
+                c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
+            index_tree(store, c, tree, entries, pages, now, check_blobs=False)
+            # Every page a manifest reaches gets its links from its bytes again.
+            fresh = [p for p in pages.pages if p not in relinked]
+            relinked.update(fresh)
+            relink_pages(c, pages, fresh)
 
         # Refs: the files are the truth, but a damaged file keeps the index's copy.
         on_disk: dict[tuple[str, str], dict[str, Any]] = {}
@@ -551,7 +650,11 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         upsert_ref_rows(c, on_disk.values(), now)
 
         # Counts from a recount, whatever the triggers saw on the way.
-        c.execute("UPDATE blobs SET refcount = (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = blobs.sha256)")
+        recount = _BLOB_RECOUNT + (_OLD_BLOB_RECOUNT if _has_old_trees(c) else "")
+        c.execute(f"UPDATE blobs AS b SET refcount = {recount}")
+        c.execute(f"CREATE TEMP TABLE page_recount AS {_PAGE_NAMERS}")
+        c.execute("UPDATE pages SET refcount = COALESCE((SELECT n FROM page_recount r WHERE r.page = pages.page), 0)")
+        c.execute("DROP TABLE temp.page_recount")
         c.execute("UPDATE trees SET refcount = (SELECT COUNT(*) FROM refs r WHERE r.tree = trees.tree)")
         c.execute("UPDATE totals SET value = (SELECT COUNT(*) FROM blobs) WHERE name = 'blob_count'")
         c.execute("UPDATE totals SET value = (SELECT COALESCE(SUM(size), 0) FROM blobs) WHERE name = 'blob_bytes'")
@@ -567,20 +670,39 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
     }
 
 
+def _named_sizes(store: Store, c: Any) -> dict[str, set[int]]:
+    """The sizes the index's trees record for each blob they name: from every readable
+    leaf page (checked against its id), and schema-4 rows while they exist."""
+    named: dict[str, set[int]] = {}
+    if _has_old_trees(c):
+        for blob, size in c.execute("SELECT blob, size FROM tree_entries"):
+            named.setdefault(blob, set()).add(size)
+    for (page,) in c.execute("SELECT page FROM pages WHERE leaf = 1").fetchall():
+        try:
+            data = store.load_page(page)
+            if sha256_bytes(data) != page:
+                continue
+            entries = parse_leaf(data, f"page {page}")
+        except (OSError, CorruptManifestError):
+            continue  # verify reports it; its blobs are kept by their rows
+        for _, e in entries:
+            named.setdefault(e.sha256, set()).add(e.size)
+    return named
+
+
 def blobs_to_heal(store: "Store") -> dict[str, int]:
     """Blobs some tree names that the store cannot serve: no index row, no file, or a
     file of another size than the tree records; as ``{sha256: size}``."""
     with store.index.read() as c:
-        named = c.execute(
-            "SELECT blob, MIN(size), MAX(size), "
-            "(SELECT size FROM blobs b WHERE b.sha256 = e.blob) FROM tree_entries e GROUP BY blob"
-        ).fetchall()
+        named = _named_sizes(store, c)
+        indexed = dict(c.execute("SELECT sha256, size FROM blobs").fetchall())
     blobs = f"{store.blobs_dir}/"
     wanted: dict[str, int] = {}
-    for sha, size, top, indexed in named:
-        if size != top:
+    for sha, sizes in named.items():
+        if len(sizes) != 1:
             continue  # trees disagree on its size: no bytes can be right for both
-        if indexed == size:
+        (size,) = sizes
+        if indexed.get(sha) == size:
             try:
                 if os.stat(f"{blobs}{sha[:2]}/{sha}").st_size == size:
                     continue
@@ -663,19 +785,35 @@ def _hash_verdict(path: Path, sha: str, st: os.stat_result) -> tuple[int, int, i
 
 def _heal_manifest(store: Store, c: Any, tree: str, damaged: Path | None, quarantined: list[str]) -> str:
     """An indexed tree whose manifest is damaged or missing: write it again from the
-    index's entries when they reproduce the tree id (the damaged copy is quarantined);
-    otherwise keep the index's rows, and with them every blob they name."""
-    rows = c.execute("SELECT path, blob, mode, size FROM tree_entries WHERE tree = ?", (tree,)).fetchall()
-    entries = {p: TreeEntry(b, m, s) for p, b, m, s in rows}
+    index's copy (its pages, or its schema-4 rows) when that reproduces the tree id (the
+    damaged copy is quarantined); otherwise keep the index's rows, and with them every
+    blob they name."""
     where = damaged or store.manifest_path(tree)
+    row = c.execute("SELECT depth, pages FROM trees WHERE tree = ?", (tree,)).fetchone()
+    entries: dict[str, TreeEntry] = {}
+    try:
+        if row is not None and row[1] is not None:
+            entries = dict(read_entries(json.loads(row[1]), row[0], store.load_page, f"tree {tree}"))
+        elif _has_old_trees(c):
+            rows = c.execute("SELECT path, blob, mode, size FROM tree_entries WHERE tree = ?", (tree,)).fetchall()
+            entries = {p: TreeEntry(b, m, sz) for p, b, m, sz in rows}
+        entries = normalize_entries(entries)
+    except (CorruptManifestError, ValueError, UnsafePathError):
+        entries = {}
     if not entries or compute_tree_id(entries) != tree:
         return (
             f"{where}: manifest {'damaged' if damaged else 'missing'} and the index's copy is incomplete; "
             "the index's entries are kept (they keep their blobs) until you decide"
         )
-    data = manifest_bytes(build_manifest(tree, normalize_entries(entries)))
+    pages = build_pages(entries)
+    write_pages(store, pages, [p for p in pages.pages if not store.page_path(p).exists()])
+    total = sum(e.size for e in entries.values())
+    data = manifest_bytes(build_paged_manifest(tree, pages, len(entries), total))
     if damaged is not None:
         quarantined.append(str(quarantine(store, damaged, "corrupt")))
     make_dir(store.manifest_path(tree).parent, store.dir_mode)
     atomic_write_bytes(store.manifest_path(tree), data, staging_dir=store.writer_dir(), mode=0o444)
+    if row is not None and row[1] is None:
+        index_tree(store, c, tree, entries, pages, time.time(), check_blobs=False)
+        c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
     return f"{where}: manifest {'damaged' if damaged else 'missing'}; written again from the index's entries"

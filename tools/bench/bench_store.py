@@ -103,6 +103,9 @@ def bench_ingest(runs: int, scale: float, parent: Path | None) -> dict[str, floa
 
 
 def build_big_index(root: Path, blobs: int, trees: int) -> None:
+    from runicorn.store.tree_format import TreeEntry, build_pages
+    from runicorn.store.trees import index_tree
+
     store = Store(root)
     per_tree = blobs // trees
     now = time.time()
@@ -113,16 +116,9 @@ def build_big_index(root: Path, blobs: int, trees: int) -> None:
         )
         for t in range(trees):
             tree = f"{t:063x}f"
-            c.execute(
-                "INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
-                "VALUES (?, ?, 0, 0, ?, ?)",
-                (tree, per_tree, now, now),
-            )
             end = blobs if t == trees - 1 else (t + 1) * per_tree  # the last tree takes the rest
-            c.executemany(
-                "INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, '100644', 0)",
-                ((tree, f"f{i}", f"{i:064x}") for i in range(t * per_tree, end)),
-            )
+            entries = {f"f{i:09d}": TreeEntry(f"{i:064x}", "100644", 0) for i in range(t * per_tree, end)}
+            index_tree(store, c, tree, entries, build_pages(entries), now, check_blobs=False)
             c.execute(
                 "INSERT INTO refs (kind, name, tree, created_at, meta) VALUES ('pin', ?, ?, ?, '{}')",
                 (f"t{t}", tree, now),
@@ -185,7 +181,14 @@ def add_collectable(root: Path, ref_copy: Path, count: int, trees: int, seed: in
     import hashlib
     import random
 
-    from runicorn.store.tree_format import TreeEntry, build_manifest, compute_tree_id, manifest_bytes
+    from runicorn.store.tree_format import (
+        TreeEntry,
+        build_paged_manifest,
+        build_pages,
+        compute_tree_id,
+        manifest_bytes,
+    )
+    from runicorn.store.trees import index_tree
 
     store = Store(root)
     rng = random.Random(seed)
@@ -214,20 +217,16 @@ def add_collectable(root: Path, ref_copy: Path, count: int, trees: int, seed: in
         for t in range(trees):
             part = rows[t * per_tree : (t + 1) * per_tree]
             entries = {f"run{seed}/t{t}/f{i}.bin": TreeEntry(sha, "100644", size) for i, (sha, size) in enumerate(part)}
+            entries = dict(sorted(entries.items()))
             tree = compute_tree_id(entries)
+            pages = build_pages(entries)
+            index_tree(store, c, tree, entries, pages, now)
+            c.execute("UPDATE trees SET created_at = ?, touched_at = ? WHERE tree = ?", (now, now, tree))
             dest = store.manifest_path(tree)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(manifest_bytes(build_manifest(tree, entries)))
+            tree_bytes = sum(e.size for e in entries.values())
+            dest.write_bytes(manifest_bytes(build_paged_manifest(tree, pages, len(entries), tree_bytes)))
             os.chmod(dest, 0o444)
-            c.execute(
-                "INSERT INTO trees (tree, file_count, total_size, refcount, created_at, touched_at) "
-                "VALUES (?, ?, ?, 0, ?, ?)",
-                (tree, len(entries), sum(e.size for e in entries.values()), now, now),
-            )
-            c.executemany(
-                "INSERT INTO tree_entries (tree, path, blob, mode, size) VALUES (?, ?, ?, '100644', ?)",
-                ((tree, path, e.sha256, e.size) for path, e in entries.items()),
-            )
     store.close()
     return total
 
