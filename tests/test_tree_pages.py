@@ -114,7 +114,9 @@ def test_one_changed_file_adds_a_few_small_pages_whatever_the_tree(tmp_path: Pat
             after = _metadata_bytes(s, now_pages)
             growth.append(after - before)
             before, before_pages = after, now_pages
-        assert max(growth) <= 64 * 1024, growth
+        # Index pages are allocated as B-trees split, so one snapshot may take more than
+        # its share: the bound is on the mean (issue 12 measures over 20 such snapshots).
+        assert sum(growth) / len(growth) <= 64 * 1024, growth
         # the stored trees read back exactly, and the index agrees with the files
         assert s.tree_entries(tree) == entries
         assert s.verify(deep=True)["ok"]

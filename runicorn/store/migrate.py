@@ -23,6 +23,7 @@ from runicorn.store.tree_format import (
     build_pages,
     compute_tree_id,
     manifest_bytes,
+    parse_manifest,
     path_key,
 )
 
@@ -40,8 +41,9 @@ def has_old_trees(store: Store) -> bool:
 def migrate_trees(store: Store) -> list[str]:
     """Move every schema-4 tree to pages; return one note (empty when nothing to do).
 
-    A tree whose index rows do not reproduce its id (a damaged index) is left as it
-    is, rows and all, and named: `runicorn verify --repair` rebuilds it from its manifest.
+    A tree whose index rows do not reproduce its id is moved from its manifest; one
+    whose manifest does not either is left as it is, rows and all (they keep its
+    blobs), and named.
     """
     if not has_old_trees(store):
         return []
@@ -76,12 +78,21 @@ def migrate_trees(store: Store) -> list[str]:
 
 
 def migrate_tree(store: Store, tree: str) -> bool:
-    """Move one tree to pages; False when its rows do not reproduce its id."""
+    """Move one tree to pages, from its index rows or, when they do not reproduce its id
+    (a damaged index), from its manifest; False when neither does."""
     rows = store.index.query("SELECT path, blob, mode, size FROM tree_entries WHERE tree = ?", (tree,))
     rows.sort(key=lambda r: path_key(r[0]))
     entries = {p: TreeEntry(b, m, s) for p, b, m, s in rows}
     if compute_tree_id(entries) != tree:
-        return False
+        try:
+            _, entries = parse_manifest(
+                store.manifest_path(tree).read_bytes(),
+                origin=store.manifest_path(tree),
+                expected_tree=tree,
+                load_page=store.load_page,
+            )
+        except (OSError, CorruptManifestError):
+            return False
     from runicorn.store.trees import index_tree, write_pages
 
     pages = build_pages(entries)

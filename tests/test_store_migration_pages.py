@@ -1,0 +1,117 @@
+"""The schema-4 fixture store migrated to pages (schema/pages.md, "Migration"): what the
+migration leaves, a migration killed between its steps, and damaged old rows."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import apsw
+import pytest
+
+from runicorn.store import Store
+from runicorn.store.index import SCHEMA_VERSION
+from tests.store_fixture import TREES, check_all, extract
+
+
+def _tables(root: Path) -> set[str]:
+    conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
+    try:
+        return {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+
+
+def test_the_open_moves_every_tree_to_pages_and_drops_the_old_rows(tmp_path: Path) -> None:
+    root = extract(tmp_path)
+    assert "tree_entries" in _tables(root)
+    with Store(root) as s:
+        assert any(f"migrated {len(TREES)} tree(s) to pages" in n for n in s.recovered), s.recovered
+        assert s.index.version == SCHEMA_VERSION == 5
+        for tree in TREES:
+            manifest = json.loads(s.manifest_path(tree).read_bytes())
+            assert manifest["format_version"] == 2 and "files" not in manifest
+            assert s.get_manifest(tree)["format_version"] == 2
+        check_all(s)
+    assert "tree_entries" not in _tables(root)
+    with Store(root) as s:
+        assert not any("migrated" in n for n in s.recovered)
+
+
+# The child opens the fixture with one step of the migration made to end in SIGKILL.
+CHILD = """
+import os, signal, sys
+import runicorn.store.migrate as migrate
+point, root = sys.argv[1], sys.argv[2]
+done = []
+if point == "before_manifest":
+    real = migrate.atomic_write_bytes
+    def die(*a, **k):
+        os.kill(os.getpid(), signal.SIGKILL)
+    migrate.atomic_write_bytes = die
+elif point == "after_manifest":
+    real = migrate.atomic_write_bytes
+    def die(*a, **k):
+        real(*a, **k)
+        os.kill(os.getpid(), signal.SIGKILL)
+    migrate.atomic_write_bytes = die
+else:
+    real_tree = migrate.migrate_tree
+    def third(store, tree):
+        ok = real_tree(store, tree)
+        done.append(tree)
+        if len(done) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return ok
+    migrate.migrate_tree = third
+from runicorn.store import Store
+Store(root)
+"""
+
+
+@pytest.mark.parametrize("point", ["before_manifest", "after_manifest", "after_three_trees"])
+def test_a_migration_killed_between_its_steps_goes_on_at_the_next_open(tmp_path: Path, point: str) -> None:
+    root = extract(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", CHILD, point, str(root)], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert "tree_entries" in _tables(root)  # killed midway
+    with Store(root) as s:
+        assert any("migrated" in n for n in s.recovered), s.recovered
+        check_all(s)
+    assert "tree_entries" not in _tables(root)
+
+
+def test_a_tree_whose_old_rows_are_damaged_is_moved_from_its_manifest(tmp_path: Path) -> None:
+    root = extract(tmp_path)
+    tree = sorted(TREES)[0]
+    conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
+    conn.execute(
+        "DELETE FROM tree_entries WHERE tree = ? AND path = (SELECT MIN(path) FROM tree_entries WHERE tree = ?)",
+        (tree, tree),
+    )
+    conn.close()
+    with Store(root) as s:
+        check_all(s)
+    assert "tree_entries" not in _tables(root)
+
+
+def test_a_tree_with_damaged_rows_and_manifest_keeps_the_old_format_and_its_blobs(tmp_path: Path) -> None:
+    root = extract(tmp_path)
+    tree = sorted(TREES)[0]
+    conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
+    gone = conn.execute("SELECT blob FROM tree_entries WHERE tree = ? LIMIT 1", (tree,)).fetchall()[0][0]
+    conn.execute("DELETE FROM tree_entries WHERE tree = ? AND blob = ?", (tree, gone))
+    conn.close()
+    manifest = root / "archive" / "manifests" / tree[:2] / f"{tree}.json"
+    manifest.chmod(0o644)
+    manifest.write_bytes(manifest.read_bytes()[:-30])  # torn
+    with Store(root) as s:
+        assert any("kept in the old format" in n and tree in n for n in s.recovered), s.recovered
+        assert "tree_entries" in _tables(root)
+        assert s.tree_entries(tree)  # still read from the old rows
+        s.gc(grace_seconds=0)
+        left = {e.sha256 for e in s.tree_entries(tree).values()}
+        assert all(s.blob_path(sha).exists() for sha in left)
