@@ -162,8 +162,8 @@ def _existing_tree(
     (``keeper``: kind and name, with the tree id in place of ``None`` as name) already
     names it, no gc can take it, so a read suffices and nothing is written.
 
-    A stored tree is returned only when it is restorable: every blob file is there with
-    the size the tree records (one ``stat`` per blob).  A lost, quarantined or resized
+    A stored tree is returned only when it is restorable: every blob and page file is
+    there with the size the index records (one ``stat`` per blob and page).  A lost, quarantined or resized
     blob sends the snapshot down the slow path, which re-reads exactly those files from
     the workspace (``Store.hold_blobs`` finds them) and so stores their bytes again.
     """
@@ -174,6 +174,7 @@ def _existing_tree(
     if not os.path.exists(store.manifest_path(tree)):
         return None
     sizes.update({link_shas[rel]: len(t) for rel, t in links.items()})
+    sizes.update(store.tree_page_sizes(tree))  # the tree's pages live among the blobs
     if not _blob_files_intact(store, sizes):
         return None
     if keeper is None or not _kept_by(store, tree, keeper):

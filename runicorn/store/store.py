@@ -449,6 +449,11 @@ class Store:
         """
         return _trees.get_manifest(self, tree)
 
+    def tree_page_sizes(self, tree: str) -> dict[str, int]:
+        """The pages of a stored tree (``schema/pages.md``) and their sizes, from the index
+        (empty for an unknown tree): what must be in ``blobs/`` for the tree to be readable."""
+        return _trees.page_sizes(self, tree)
+
     def portable_manifest(self, tree: str) -> bytes:
         """The version-1 manifest of a stored tree (every file listed, no pages): what a
         remote holds (``schema/remote.md``).

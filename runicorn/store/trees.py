@@ -109,6 +109,7 @@ def put_tree(
             else:
                 existing = False
         if existing:
+            _heal_pages(store, tree, norm)
             if ref is not None:
                 store.set_ref(ref[0], ref[1], tree, meta=ref_meta)
             return tree
@@ -157,6 +158,30 @@ def stage_pages(store: Store, pages: TreePages, ids: list[str], staging: Path | 
             syncfs(store.tmp_dir)  # one flush for many small files
     except OSError as exc:
         raise store.write_error(exc) from None
+
+
+def page_sizes(store: Store, tree: str) -> dict[str, int]:
+    """:meth:`Store.tree_page_sizes`."""
+    rows = store.index.query(
+        "WITH RECURSIVE tp(page) AS (SELECT j.value FROM trees t, json_each(t.pages) j WHERE t.tree = ? "
+        "UNION SELECT l.child FROM page_children l JOIN tp ON l.page = tp.page) "
+        "SELECT p.page, p.size FROM tp JOIN pages p ON p.page = tp.page",
+        (tree,),
+    )
+    return {str(page): int(size) for page, size in rows}
+
+
+def _heal_pages(store: Store, tree: str, norm: Mapping[str, TreeEntry]) -> None:
+    """Write again the pages of stored tree ``tree`` (entries ``norm``) whose file is
+    missing or has another size: storing a tree again repairs its listing, as storing a
+    file again repairs its blob."""
+    off = store.blob_files_off(page_sizes(store, tree))
+    if not off:
+        return
+    pages = build_pages(norm)
+    for page in off:
+        store.page_path(page).unlink(missing_ok=True)  # write-once: a damaged copy goes first
+    write_pages(store, pages, [p for p in off if p in pages.pages])
 
 
 def write_pages(store: Store, pages: TreePages, ids: list[str], staging: Path | None = None) -> None:
@@ -388,4 +413,4 @@ def ingest_directory(store: Store, root: Path, *, source: str | None = None, inc
         # Once per distinct target: each ingest is one hold, and put_tree lets go of one.
         info = stored.get(target) or stored.setdefault(target, store.ingest_bytes(target))
         entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
-    return put_tree(store, entries, source=source if source is not None else str(root.absolute()))
+    return put_tree(store, entries, source=source if source is not None else str(root.absolute()), walked=True)
