@@ -9,6 +9,7 @@ import os
 import re
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -311,3 +312,45 @@ def test_a_lost_page_is_written_again_by_the_next_snapshot_of_the_same_files(tmp
         assert s.page_path(lost).exists()
         assert s.verify(deep=True)["ok"]
         assert s.tree_entries(first["tree"]) == files
+
+
+def test_a_gc_that_takes_cached_blobs_before_the_commit_makes_the_snapshot_read_them_again(tmp_path: Path) -> None:
+    """The slow path holds no blob the stat cache vouches for: a gc between its check and
+    the commit collects them, the commit says which, and their files are read again."""
+    from runicorn import snapshot_workspace
+    from runicorn.store import store as store_module
+
+    root = tmp_path / "st"
+    ws = tmp_path / "ws"
+    for i in range(200):
+        (ws / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        (ws / f"d{i % 4}" / f"f{i}.txt").write_text(f"file {i}\n")
+    old = 1_700_000_000
+    for p in ws.rglob("*.txt"):
+        os.utime(p, (old, old))
+    first = snapshot_workspace(root=ws, out_zip=None, storage=root)
+    with Store(root) as s:
+        for ref in s.list_refs(tree=first["tree"]):
+            s.delete_ref(ref.kind, ref.name)
+    (ws / "d1" / "f1.txt").write_text("changed\n")
+    os.utime(ws / "d1" / "f1.txt", (old, old + 5))
+    real = store_module.Store.put_tree
+    calls: list[dict[str, Any]] = []
+
+    def gc_first(self: Store, entries: Any, **kw: Any) -> str:
+        if not calls:
+            with Store(root) as other:
+                calls.append(other.gc(grace_seconds=0))
+        return real(self, entries, **kw)
+
+    store_module.Store.put_tree = gc_first  # type: ignore[method-assign]
+    try:
+        second = snapshot_workspace(root=ws, out_zip=None, storage=root)
+    finally:
+        store_module.Store.put_tree = real  # type: ignore[method-assign]
+    assert calls and calls[0]["blobs_deleted"] >= 199  # the gc really took the cached blobs
+    assert second["files_read"] >= 200
+    with Store(root) as s:
+        entries = s.tree_entries(second["tree"])
+        assert len(entries) == 201 and all(s.blob_path(e.sha256).exists() for e in entries.values())
+        assert s.verify(deep=True)["ok"]

@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from runicorn.errors import ChangedWhileReadingError, RunicornError, StorageFullError, StoreWriteError
+from runicorn.errors import (
+    BlobNotFoundError,
+    ChangedWhileReadingError,
+    RunicornError,
+    StorageFullError,
+    StoreWriteError,
+)
 from runicorn.hashing import sha256_bytes
 from runicorn.snapshot import statcache
 from runicorn.snapshot.scan import cycle_gc_paused
@@ -23,6 +29,8 @@ from runicorn.snapshot.statcache import RACY_NS
 from runicorn.store.tree_format import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
 from runicorn.workers import run_groups, share, worker_count
 
+# Commits of one snapshot when gc keeps taking blobs the stat cache vouched for.
+_COMMIT_ATTEMPTS = 3
 # One batch = one group commit (two syncfs calls).  Few, large batches let the disk
 # write back large files while small ones are read; the store bounds its memory itself.
 _INGEST_BATCH_FILES = 16384
@@ -214,12 +222,18 @@ def _ingest(
     started_ns: int,
     progress: Progress | None,
 ) -> tuple[str, dict[str, TreeEntry], list[tuple[Any, ...]]]:
-    """Slow path: hold cached blobs, read changed files, store links, record the tree."""
+    """Slow path: check cached blobs, read changed files, store links, record the tree.
+
+    The blobs the stat cache vouches for get one ``stat`` each (a lost or resized file is
+    read again) and no hold: the transaction that commits the tree checks that the index
+    still has every blob, and the files of any a gc took meanwhile are read again and
+    the tree committed again.  So a one-file change writes no row per unchanged file.
+    """
     entries: dict[str, TreeEntry] = {}
     if trusted:
-        missing = store.hold_blobs({t[3] for t in trusted.values()})
+        off = set(store.blob_files_off({t[3]: t[2].st_size for t in trusted.values()}))
         for full, (rel, _, st, sha) in list(trusted.items()):
-            if sha in missing:
+            if sha in off:
                 del trusted[full]
                 to_read.append((rel, full, st, mode_of(st.st_mode)))
     for rel, _, st, sha in trusted.values():
@@ -270,12 +284,27 @@ def _ingest(
                 if progress:
                     progress(done, total)
 
-    groups = share(to_read, worker_count(len(to_read), sum(it[2].st_size for it in to_read)), lambda it: it[2].st_size)
-    run_groups(work, groups)
+    def read(items: list[tuple[str, str, os.stat_result, str]]) -> None:
+        groups = share(items, worker_count(len(items), sum(it[2].st_size for it in items)), lambda it: it[2].st_size)
+        run_groups(work, groups)
+
+    read(to_read)
     for rel, target in links.items():
         info = store.ingest_bytes(target)
         entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
-    tree = store.put_tree(entries, source=str(root), walked=True)
+    for attempt in range(_COMMIT_ATTEMPTS):
+        try:
+            tree = store.put_tree(entries, source=str(root), walked=True)
+            break
+        except BlobNotFoundError as exc:
+            gone = set(getattr(exc, "missing", ()))
+            again = [(rel, full, st, mode_of(st.st_mode)) for full, (rel, _, st, sha) in trusted.items() if sha in gone]
+            if not again or attempt == _COMMIT_ATTEMPTS - 1:
+                raise
+            for _, full, _, _ in again:
+                del trusted[full]
+            to_read.extend(again)
+            read(again)  # a gc took them since they were checked: their files are read again
     return tree, entries, updates
 
 
