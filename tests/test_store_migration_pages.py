@@ -25,10 +25,14 @@ def _tables(root: Path) -> set[str]:
         conn.close()
 
 
-def test_the_open_moves_every_tree_to_pages_and_drops_the_old_rows(tmp_path: Path) -> None:
+def test_the_open_moves_every_tree_to_pages_and_drops_the_old_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = extract(tmp_path)
     assert "tree_entries" in _tables(root)
     with Store(root) as s:
+        said = capsys.readouterr().err
+        assert f"moving {len(TREES)} tree(s) of {root} to the page format" in said and "once" in said
         assert any(f"migrated {len(TREES)} tree(s) to pages" in n for n in s.recovered), s.recovered
         assert s.index.version == SCHEMA_VERSION == 5
         for tree in TREES:
@@ -39,6 +43,7 @@ def test_the_open_moves_every_tree_to_pages_and_drops_the_old_rows(tmp_path: Pat
     assert "tree_entries" not in _tables(root)
     with Store(root) as s:
         assert not any("migrated" in n for n in s.recovered)
+        assert capsys.readouterr().err == ""  # said once
 
 
 # The child opens the fixture with one step of the migration made to end in SIGKILL.

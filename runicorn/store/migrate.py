@@ -12,6 +12,7 @@ on.  When no tree is left, ``tree_entries`` is dropped.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,14 @@ def migrate_trees(store: Store) -> list[str]:
     """
     if not has_old_trees(store):
         return []
+    count = store.index.scalar("SELECT COUNT(*) FROM trees WHERE pages IS NULL") or 0
+    if count:
+        # Once per store, and it can take a while for big trees: say so, and that it is safe.
+        print(
+            f"runicorn: moving {count} tree(s) of {store.root} to the page format (index schema 5), once; "
+            "interrupting is safe",
+            file=sys.stderr,
+        )
     moved = 0
     left: list[str] = []
     while True:
