@@ -311,7 +311,7 @@ NODE_HEADER = b"runicorn-node-v1\n"
 # Expected entries per leaf and ids per node: a cut after an entry whose path's CRC-32
 # (or a child id whose first 32 bits) is 0 modulo these.  Small pages keep a one-file
 # change small (one leaf, one node per level); MAX bounds a page whatever the names.
-LEAF_SPLIT = 64
+LEAF_SPLIT = 32
 NODE_SPLIT = 64
 LEAF_MAX = 1024
 NODE_MAX = 1024
