@@ -30,6 +30,7 @@ from runicorn.store.tree_format import (
     compute_tree_id,
     manifest_bytes,
     normalize_entries,
+    page_links,
     parse_manifest,
     path_key,
     read_entries,
@@ -95,7 +96,10 @@ def put_tree(
 ) -> str:
     """:meth:`Store.put_tree`."""
     if walked:  # this package's own walk checked every name; only the order is left
-        norm = dict(sorted(entries.items(), key=lambda item: path_key(item[0])))
+        if "".join(entries).isascii():  # code-point order is then byte order: no key needed
+            norm = {path: entries[path] for path in sorted(entries)}
+        else:
+            norm = dict(sorted(entries.items(), key=lambda item: path_key(item[0])))
     else:
         norm = normalize_entries(entries)
     tree = compute_tree_id(norm)
@@ -239,9 +243,15 @@ def index_tree(
     Raises:
         BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
     """
-    if check_blobs:
-        check_blobs_indexed(c, tree, {e.sha256 for e in norm.values()})
     new = missing_pages(c, pages)
+    if check_blobs:
+        # A leaf the index has counts its blobs already (gc takes only blobs no leaf
+        # names), so only the new leaves' blobs are looked up.
+        fresh = [p for p in new if p in pages.leaves]
+        if len(fresh) == len(pages.leaves):
+            check_blobs_indexed(c, tree, {e.sha256 for e in norm.values()})
+        else:
+            check_blobs_indexed(c, tree, {b for p in fresh for b in page_links(pages.pages[p], True, p)})
     write_pages(store, pages, [p for p in new if not _page_file_is(store, p, pages.pages[p])], staging)
     insert_page_rows(c, pages, new, now)
     insert_tree_rows(c, tree, pages, len(norm), sum(e.size for e in norm.values()), now)
