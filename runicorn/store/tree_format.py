@@ -452,13 +452,24 @@ def read_entries(
     """The entries of a tree from its pages, in stored order (see :func:`walk_pages`).
 
     Raises:
-        CorruptManifestError: as :func:`walk_pages`, or more than ``limit`` entries (a
+        CorruptManifestError: as :func:`walk_pages`, paths not in strictly increasing
+            byte order (a page repeated or reordered), or more than ``limit`` entries (a
             manifest's declared file count bounds what a hostile page set can cost).
     """
     out: list[tuple[str, TreeEntry]] = []
+    last = b""
     for pid, data, leaf in walk_pages(top, depth, load, origin):
         if leaf:
-            out.extend(parse_leaf(data, f"{origin}: page {pid}"))
+            got = parse_leaf(data, f"{origin}: page {pid}")
+            # Pages list a tree's paths in tree-id order, each once: checked as they come,
+            # a page repeated (or reordered) below a node is refused at its first repeat,
+            # not after walking every repeat a few small hostile pages can name.
+            for path, _ in got:
+                key = path_key(path)
+                if key <= last:
+                    raise CorruptManifestError(f"{origin}: page {pid} lists paths out of order or listed twice")
+                last = key
+            out.extend(got)
             if limit is not None and len(out) > limit:
                 raise CorruptManifestError(f"{origin}: its pages list more than the {limit} files it declares")
     return out

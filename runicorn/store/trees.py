@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -324,10 +325,16 @@ def page_loader(pages_dir: Path) -> Callable[[str], bytes]:
     def load(page: str) -> bytes:
         path = pages_dir / page[:2] / page
         try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_PAGE_BYTES + 1)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            # Non-blocking: a FIFO in a hostile blob folder is refused, not waited on.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
             raise CorruptManifestError(f"{path}: page {page} is missing; run `runicorn verify`") from None
+        except IsADirectoryError:
+            raise CorruptManifestError(f"{path}: page {page} is not a regular file") from None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CorruptManifestError(f"{path}: page {page} is not a regular file")
+            data = f.read(MAX_PAGE_BYTES + 1)
         if len(data) > MAX_PAGE_BYTES:
             raise CorruptManifestError(f"{path}: page {page} is larger than any page ({MAX_PAGE_BYTES} bytes)")
         return data

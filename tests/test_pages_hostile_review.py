@@ -1,0 +1,105 @@
+"""Hostile version-2 manifests and page folders: refused at once with the file named,
+whatever a page set repeats or reorders, and a page that is not a regular file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runicorn.errors import CorruptManifestError
+from runicorn.hashing import sha256_bytes
+from runicorn.store import tree_format as tf
+
+SHA = "a" * 64
+
+
+def _leaf(paths: list[str]) -> bytes:
+    return tf.LEAF_HEADER + b"".join(f"100644 {SHA} 1 {p}\n".encode() for p in paths)
+
+
+def _manifest(top: list[str], depth: int, entries: dict[str, tf.TreeEntry], count: int | None = None) -> bytes:
+    return json.dumps(
+        {
+            "format": tf.MANIFEST_FORMAT,
+            "format_version": tf.MANIFEST_PAGED,
+            "tree": tf.compute_tree_id(entries),
+            "file_count": len(entries) if count is None else count,
+            "total_size": len(entries),
+            "created_at": 0,
+            "depth": depth,
+            "pages": top,
+        }
+    ).encode()
+
+
+def test_a_page_repeated_below_a_node_is_refused_at_its_first_repeat() -> None:
+    """A small node page naming one leaf thousands of times (and a manifest declaring
+    a huge file count) costs a few page reads, not one per repeat."""
+    leaf = _leaf(["a"])
+    lid = sha256_bytes(leaf)
+    node = tf.NODE_HEADER + f"{lid}\n".encode() * 5000
+    nid = sha256_bytes(node)
+    pages = {lid: leaf, nid: node}
+    loads: list[str] = []
+
+    def load(pid: str) -> bytes:
+        loads.append(pid)
+        return pages[pid]
+
+    data = _manifest([nid], 1, {"a": tf.TreeEntry(SHA, "100644", 1)}, count=10**12)
+    with pytest.raises(CorruptManifestError, match="out of order or listed twice"):
+        tf.parse_manifest(data, origin="m.json", load_page=load)
+    assert len(loads) < 5
+
+
+def test_top_pages_out_of_order_are_refused() -> None:
+    a, b = _leaf(["a"]), _leaf(["b"])
+    pages = {sha256_bytes(a): a, sha256_bytes(b): b}
+    entries = {p: tf.TreeEntry(SHA, "100644", 1) for p in ("a", "b")}
+    data = _manifest([sha256_bytes(b), sha256_bytes(a)], 0, entries)
+    with pytest.raises(CorruptManifestError, match="m.json: .*out of order or listed twice"):
+        tf.parse_manifest(data, origin="m.json", load_page=pages.__getitem__)
+    # the same pages in order are a valid tree
+    _, got = tf.parse_manifest(
+        _manifest([sha256_bytes(a), sha256_bytes(b)], 0, entries), origin="m.json", load_page=pages.__getitem__
+    )
+    assert list(got) == ["a", "b"]
+
+
+def test_a_page_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """A hostile blob folder whose page is a FIFO: one line naming it, no hang."""
+    leaf = _leaf(["a"])
+    lid = sha256_bytes(leaf)
+    blobs = tmp_path / "blobs"
+    (blobs / lid[:2]).mkdir(parents=True)
+    os.mkfifo(blobs / lid[:2] / lid)
+    manifest = tmp_path / "m.json"
+    manifest.write_bytes(_manifest([lid], 0, {"a": tf.TreeEntry(SHA, "100644", 1)}))
+    code = (
+        "import sys\n"
+        "from runicorn.errors import CorruptManifestError\n"
+        "from runicorn.restore.source import read_manifest\n"
+        "try:\n"
+        f"    read_manifest({str(manifest)!r}, {str(blobs)!r})\n"
+        "except CorruptManifestError as e:\n"
+        "    print(e)\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("reading a manifest whose page is a FIFO never returned")
+    assert out.returncode == 0, out.stderr
+    assert lid in out.stdout and "not a regular file" in out.stdout
+
+
+def test_paths_out_of_order_inside_the_first_leaf_are_refused() -> None:
+    leaf = _leaf(["b", "a"])
+    lid = sha256_bytes(leaf)
+    entries = {p: tf.TreeEntry(SHA, "100644", 1) for p in ("a", "b")}
+    with pytest.raises(CorruptManifestError, match="out of order or listed twice"):
+        tf.parse_manifest(_manifest([lid], 0, entries), origin="m.json", load_page={lid: leaf}.__getitem__)
