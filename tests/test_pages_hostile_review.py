@@ -13,6 +13,7 @@ import pytest
 
 from runicorn.errors import CorruptManifestError
 from runicorn.hashing import sha256_bytes
+from runicorn.store import Store, TreeEntry
 from runicorn.store import tree_format as tf
 
 SHA = "a" * 64
@@ -103,3 +104,32 @@ def test_paths_out_of_order_inside_the_first_leaf_are_refused() -> None:
     entries = {p: tf.TreeEntry(SHA, "100644", 1) for p in ("a", "b")}
     with pytest.raises(CorruptManifestError, match="out of order or listed twice"):
         tf.parse_manifest(_manifest([lid], 0, entries), origin="m.json", load_page={lid: leaf}.__getitem__)
+
+
+def test_a_blob_with_the_bytes_of_a_page_survives_a_rebuilt_index(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    with Store(root) as s:
+        shas = [s.ingest_bytes(f"c{i}\n".encode()).sha256 for i in range(3)]
+        tree = s.put_tree({f"d/f{i}": TreeEntry(shas[i % 3], "100644", 3) for i in range(200)})
+        s.pin(tree, "big")
+        top = json.loads(s.manifest_path(tree).read_bytes())["pages"][0]
+        page = s.load_page(top)
+        info = s.ingest_bytes(page)  # a file whose bytes are a page (a copy of a store, say)
+        assert info.sha256 == top
+        other = s.put_tree({"copy": TreeEntry(top, "100644", len(page))})
+        s.pin(other, "copy")
+        assert s.verify()["ok"]
+    (root / "archive" / "index.sqlite3").unlink()
+    for p in root.glob("archive/index.sqlite3-*"):
+        p.unlink()
+    with Store(root) as s:
+        problems = s.verify()["problems"]
+        assert not problems, problems
+        s.gc(grace_seconds=0)
+        assert s.verify(deep=True)["ok"]
+        assert s.tree_entries(other)["copy"].sha256 == top
+        assert s.tree_entries(tree)
+        s.unpin("big")
+        s.gc(grace_seconds=0)
+        assert s.blob_path(top).exists()
+        assert s.verify(deep=True)["ok"]

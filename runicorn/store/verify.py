@@ -578,7 +578,10 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
                 st = path.stat()
             except FileNotFoundError:
                 continue
-            if sha in page_ids and sha not in indexed:
+            # A file that is a page and nothing but a page; one a tree also names as a
+            # blob (a file with a page's bytes) gets its blob row too, or gc would unlink
+            # it with the last tree using it as a page.
+            if sha in page_ids and sha not in indexed and sha not in named_sizes:
                 if sha256_file(path) != sha:  # small: always read
                     quarantined.append(str(quarantine(store, path, "corrupt")))
                 continue
