@@ -133,3 +133,33 @@ def test_a_blob_with_the_bytes_of_a_page_survives_a_rebuilt_index(tmp_path: Path
         s.gc(grace_seconds=0)
         assert s.blob_path(top).exists()
         assert s.verify(deep=True)["ok"]
+
+
+def test_a_manifest_naming_pages_cut_otherwise_is_rewritten_by_a_repair_and_gc_keeps_it_readable(
+    tmp_path: Path,
+) -> None:
+    """A manifest whose pages list the tree's files but are not its own (one leaf for
+    200 files): `verify --repair` names the tree's pages in it, so the gc after it
+    takes no page the manifest names."""
+    root = tmp_path / "st"
+    with Store(root) as s:
+        shas = [s.ingest_bytes(f"c{i}\n".encode()).sha256 for i in range(3)]
+        entries = {f"d/f{i:04d}": TreeEntry(shas[i % 3], "100644", 3) for i in range(200)}
+        tree = s.put_tree(entries)
+        s.pin(tree, "t")
+        norm = tf.normalize_entries(entries)
+        one = tf.LEAF_HEADER + b"".join(f"{e.mode} {e.sha256} {e.size} {p}\n".encode() for p, e in norm.items())
+        pid = sha256_bytes(one)
+        (s.blobs_dir / pid[:2]).mkdir(exist_ok=True)
+        (s.blobs_dir / pid[:2] / pid).write_bytes(one)
+        mpath = s.manifest_path(tree)
+        m = json.loads(mpath.read_bytes())
+        m.update(pages=[pid], depth=0)
+        os.chmod(mpath, 0o644)
+        mpath.write_text(json.dumps(m))
+        before = s.get_manifest(tree)
+        s.rebuild_index()
+        s.gc(grace_seconds=0)
+        after = s.get_manifest(tree)
+        assert after["files"] == before["files"] and after["created_at"] == before["created_at"]
+        assert s.verify(deep=True)["ok"], s.verify()["problems"]

@@ -18,8 +18,10 @@ from runicorn.store.layout import nascent_owner_alive, quarantine, read_ref_file
 from runicorn.store.rows import insert_blob_rows, relink_pages, upsert_ref_rows
 from runicorn.store.tree_format import (
     LEAF_HEADER,
+    MANIFEST_PAGED,
     NODE_HEADER,
     TreeEntry,
+    TreePages,
     build_paged_manifest,
     build_pages,
     compute_tree_id,
@@ -539,19 +541,22 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
 
         # Trees: the manifests on disk, and what a damaged or missing one protected.
         manifests: dict[str, dict[str, Any]] = {}
+        headers: dict[str, dict[str, Any]] = {}
         damaged_manifests: dict[str, Path] = {}
         for path, tree in _iter_manifest_files(store):
             if tree is None:
                 quarantined.append(str(quarantine(store, path, "stray")))
                 continue
             try:
-                _, entries = parse_manifest(
+                header, entries = parse_manifest(
                     path.read_bytes(), origin=path, expected_tree=tree, load_page=store.load_page
                 )
             except CorruptManifestError:
                 damaged_manifests[tree] = path
                 continue
             manifests[tree] = entries
+            if header.get("format_version") == MANIFEST_PAGED:
+                headers[tree] = header
             page_ids.update(build_pages(entries).pages)
             for e in entries.values():
                 named_sizes.setdefault(e.sha256, set()).add(e.size)
@@ -611,6 +616,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
             if old_trees:
                 c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
             index_tree(store, c, tree, entries, pages, now, check_blobs=False)
+            notes.append(_canonical_manifest(store, tree, headers.get(tree), entries, pages))
             # Every page a manifest reaches gets its links from its bytes again.
             fresh = [p for p in pages.pages if p not in relinked]
             relinked.update(fresh)
@@ -671,6 +677,31 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         "quarantined": quarantined,
         "notes": [n for n in notes if n],
     }
+
+
+def _canonical_manifest(
+    store: Store, tree: str, header: dict[str, Any] | None, entries: dict[str, TreeEntry], pages: TreePages
+) -> str:
+    """A version-2 manifest whose pages list the tree's files but are not the tree's own
+    pages (cut otherwise, a tampered copy): written again naming the pages the index
+    has, or gc would take the pages it names (no row keeps them)."""
+    if header is None or (header.get("depth"), header.get("pages")) == (pages.depth, pages.top):
+        return ""
+    made = header.get("created_at")
+    source = header.get("source")
+    data = manifest_bytes(
+        build_paged_manifest(
+            tree,
+            pages,
+            len(entries),
+            sum(e.size for e in entries.values()),
+            source=source if isinstance(source, str) else None,
+            created_at=made if isinstance(made, (str, int, float)) and not isinstance(made, bool) else None,
+        )
+    )
+    path = store.manifest_path(tree)
+    atomic_write_bytes(path, data, staging_dir=store.writer_dir(), mode=0o444)
+    return f"{path}: its pages were not the tree's own; written again naming the tree's pages"
 
 
 def _named_sizes(store: Store, c: Any) -> dict[str, set[int]]:
