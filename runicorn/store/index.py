@@ -207,6 +207,10 @@ class Index:
         with self._lock:
             return self.conn.execute(sql, params).fetchall()
 
+    def has_table(self, name: str) -> bool:
+        """True when the database has a table ``name``."""
+        return bool(self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
     def scalar(self, sql: str, params: Any = ()) -> Any:
         rows = self.query(sql, params)
         return rows[0][0] if rows else None

@@ -34,11 +34,6 @@ if TYPE_CHECKING:
 BATCH = 200
 
 
-def has_old_trees(store: Store) -> bool:
-    """True while the index still has the schema-4 ``tree_entries`` table."""
-    return bool(store.index.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tree_entries'"))
-
-
 def migrate_trees(store: Store) -> list[str]:
     """Move every schema-4 tree to pages; return one note (empty when nothing to do).
 
@@ -46,7 +41,7 @@ def migrate_trees(store: Store) -> list[str]:
     whose manifest does not either is left as it is, rows and all (they keep its
     blobs), and named.
     """
-    if not has_old_trees(store):
+    if not store.index.has_table("tree_entries"):
         return []
     count = store.index.scalar("SELECT COUNT(*) FROM trees WHERE pages IS NULL") or 0
     if count:

@@ -109,7 +109,7 @@ class Store:
         self.recovered: list[str] = self.recover()
         if self.index.created and self._has_content():
             self.rebuild_index()
-        elif not self.read_only:
+        elif not self.read_only and self.index.has_table("tree_entries"):  # schema-4 trees left
             from runicorn.store.migrate import migrate_trees
 
             self.recovered.extend(migrate_trees(self))
