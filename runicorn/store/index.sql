@@ -2,7 +2,8 @@
 --
 -- One SQLite database (archive/index.sqlite3, WAL) indexes what the files under
 -- archive/ hold.  The files are the source of truth: blobs/<aa>/<sha256>,
--- pages/<aa>/<page id>, manifests/<aa>/<tree>.json and refs/<kind>/<name>.json.
+-- pages (among the blobs, named the same way), manifests/<aa>/<tree>.json and
+-- refs/<kind>/<name>.json.
 -- Everything here can be rebuilt from them (`runicorn verify --repair`).
 --
 -- A tree is stored as pages (schema/pages.md): leaf pages list files, node pages list
@@ -38,7 +39,7 @@ CREATE TABLE IF NOT EXISTS trees (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trees_unreferenced ON trees (touched_at) WHERE refcount = 0;
 
--- Pages (archive/pages/<aa>/<id>, schema/pages.md) and what each references: a leaf
+-- Pages (archive/blobs/<aa>/<id>, schema/pages.md) and what each references: a leaf
 -- the blobs of its files (n: how many of its files have those bytes), a node its child
 -- pages.  A page's row is written before any row naming it, and goes only when its
 -- refcount is 0 (gc), after its own links.

@@ -316,7 +316,7 @@ def load_page(store: Store, page: str) -> bytes:
 
 
 def page_loader(pages_dir: Path) -> Callable[[str], bytes]:
-    """A page reader for the pages folder of a store (``archive/pages``): the bytes of a
+    """A page reader for a folder of pages (a store's ``archive/blobs``): the bytes of a
     page (its caller checks them against its id).
 
     The loader raises CorruptManifestError naming a page that is missing (or not a
