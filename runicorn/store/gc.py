@@ -24,6 +24,7 @@ from runicorn.errors import StoreIndexError
 from runicorn.fsutil import atomic_write_json
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.extensions import registered
+from runicorn.store.index import has_table
 from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, TreeInfo, move_if_exists
 
 if TYPE_CHECKING:
@@ -318,7 +319,7 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
             (cutoff,),
         ):
             blobs[sha] = size
-    if blobs and c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tree_entries'").fetchone():
+    if blobs and has_table(c, "tree_entries"):
         old = {r[0] for r in c.execute("SELECT DISTINCT blob FROM tree_entries")}
         blobs = {sha: size for sha, size in blobs.items() if sha not in old}
     return dead_trees, sorted(dead_pages.items()), sorted(blobs.items())

@@ -209,7 +209,8 @@ class Index:
 
     def has_table(self, name: str) -> bool:
         """True when the database has a table ``name``."""
-        return bool(self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+        with self._lock:
+            return has_table(self.conn, name)
 
     def scalar(self, sql: str, params: Any = ()) -> Any:
         rows = self.query(sql, params)
@@ -218,6 +219,11 @@ class Index:
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+
+def has_table(c: Any, name: str) -> bool:
+    """True when the database of connection ``c`` (in or out of a transaction) has a table ``name``."""
+    return c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def quarantine_index(path: Path) -> Path:

@@ -14,6 +14,7 @@ from runicorn.errors import CorruptManifestError, UnsafePathError
 from runicorn.fsutil import atomic_write_bytes, blob_perm, make_dir
 from runicorn.hashing import sha256_bytes, is_sha256_hex, sha256_file
 from runicorn.store.extensions import registered
+from runicorn.store.index import has_table
 from runicorn.store.layout import nascent_owner_alive, quarantine, read_ref_file, ref_filename
 from runicorn.store.rows import insert_blob_rows, relink_pages, upsert_ref_rows
 from runicorn.store.tree_format import (
@@ -128,9 +129,7 @@ _DANGLING_ENTRIES = (
 
 def _has_old_trees(c: Any) -> bool:
     """True while schema-4 ``tree_entries`` rows may count references too."""
-    return (
-        c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tree_entries'").fetchone() is not None
-    )
+    return has_table(c, "tree_entries")
 
 
 def _bad_blob_counts(c: Any) -> str:
@@ -541,6 +540,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
 
         # Trees: the manifests on disk, and what a damaged or missing one protected.
         manifests: dict[str, dict[str, Any]] = {}
+        manifest_pages: dict[str, TreePages] = {}
         headers: dict[str, dict[str, Any]] = {}
         damaged_manifests: dict[str, Path] = {}
         for path, tree in _iter_manifest_files(store):
@@ -557,7 +557,8 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
             manifests[tree] = entries
             if header.get("format_version") == MANIFEST_PAGED:
                 headers[tree] = header
-            page_ids.update(build_pages(entries).pages)
+            manifest_pages[tree] = build_pages(entries)
+            page_ids.update(manifest_pages[tree].pages)
             for e in entries.values():
                 named_sizes.setdefault(e.sha256, set()).add(e.size)
         indexed_trees = {t for (t,) in c.execute("SELECT tree FROM trees")}
@@ -612,7 +613,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         old_trees = _has_old_trees(c)
         relinked: set[str] = set()
         for tree, entries in manifests.items():
-            pages = build_pages(entries)
+            pages = manifest_pages[tree]
             if old_trees:
                 c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
             index_tree(store, c, tree, entries, pages, now, check_blobs=False)
