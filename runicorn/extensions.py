@@ -111,10 +111,10 @@ class ArtifactsExtension(StoreExtension):
 
 
 class SnapshotsExtension(StoreExtension):
-    """Workspace snapshots: the ``stat_cache`` table (a cache; nothing to rebuild)."""
+    """Workspace snapshots: the ``stat_cache`` tables (a cache; nothing to rebuild)."""
 
     name = "snapshots"
-    tables = ("stat_cache",)
+    tables = ("stat_cache", "stat_cache_leaves", "stat_cache_generation")
 
     def workspace_files(self, store: Any, root: Path) -> list[tuple[str, str, os.stat_result]] | None:
         import os

@@ -14,6 +14,28 @@ CREATE TABLE IF NOT EXISTS stat_cache (
     recorded_ns INTEGER NOT NULL            -- wall clock when hashed
 ) WITHOUT ROWID;
 
+-- The leaf pages of the tree each workspace root's last snapshot stored (schema/pages.md),
+-- so the next snapshot cuts again only the stretches of the tree where files changed.
+-- A root's rows describe its stat_cache rows: every write of stat_cache rows drops the
+-- rows of each root whose files it touches (the root, its parents, its subdirectories)
+-- and writes its own root's only when no write came between its read of the cache and
+-- its own (stat_cache_generation).
+CREATE TABLE IF NOT EXISTS stat_cache_leaves (
+    root        TEXT NOT NULL,              -- absolute path of the snapshot's root
+    first       TEXT NOT NULL,              -- the leaf's first path (relative to root)
+    length      INTEGER NOT NULL,           -- its entries
+    last        TEXT NOT NULL,              -- its last path
+    leaf        TEXT NOT NULL,              -- its page id
+    closed      INTEGER NOT NULL,           -- 1: it ends at a cut, 0: at the end of the tree
+    PRIMARY KEY (root, first)
+) WITHOUT ROWID;
+
+-- One row: how many times stat_cache has been written (see stat_cache_leaves).
+CREATE TABLE IF NOT EXISTS stat_cache_generation (
+    one         INTEGER PRIMARY KEY CHECK (one = 1),
+    generation  INTEGER NOT NULL
+);
+
 -- Experiment runs known to this store (rebuilt from run directories).
 CREATE TABLE IF NOT EXISTS runs (
     run_id      TEXT PRIMARY KEY,

@@ -121,7 +121,10 @@ def test_the_store_package_imports_no_feature_and_runicorn_registers_them() -> N
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
     names, loaded = r.stdout.splitlines()
-    assert names == "['runs', 'artifacts', 'snapshots'] ['runs', 'toml_usage', 'stat_cache']"
+    assert (
+        names
+        == "['runs', 'artifacts', 'snapshots'] ['runs', 'toml_usage', 'stat_cache', 'stat_cache_leaves', 'stat_cache_generation']"
+    )
     # the composition point and the extension registry only: no feature, no store class, no SQLite
     assert loaded == str(
         sorted(

@@ -334,20 +334,20 @@ def test_a_gc_that_takes_cached_blobs_before_the_commit_makes_the_snapshot_read_
             s.delete_ref(ref.kind, ref.name)
     (ws / "d1" / "f1.txt").write_text("changed\n")
     os.utime(ws / "d1" / "f1.txt", (old, old + 5))
-    real = store_module.Store.put_tree
+    real = store_module.Store.put_tree_pages
     calls: list[dict[str, Any]] = []
 
-    def gc_first(self: Store, entries: Any, **kw: Any) -> str:
+    def gc_first(self: Store, tree: str, pages: Any, **kw: Any) -> None:
         if not calls:
             with Store(root) as other:
                 calls.append(other.gc(grace_seconds=0))
-        return real(self, entries, **kw)
+        real(self, tree, pages, **kw)
 
-    store_module.Store.put_tree = gc_first  # type: ignore[method-assign]
+    store_module.Store.put_tree_pages = gc_first  # type: ignore[method-assign]
     try:
         second = snapshot_workspace(root=ws, out_zip=None, storage=root)
     finally:
-        store_module.Store.put_tree = real  # type: ignore[method-assign]
+        store_module.Store.put_tree_pages = real  # type: ignore[method-assign]
     assert calls and calls[0]["blobs_deleted"] >= 199  # the gc really took the cached blobs
     assert second["files_read"] >= 200
     with Store(root) as s:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from bisect import bisect_left
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +27,17 @@ from runicorn.hashing import sha256_bytes
 from runicorn.snapshot import statcache
 from runicorn.snapshot.scan import cycle_gc_paused
 from runicorn.snapshot.statcache import RACY_NS
-from runicorn.store.tree_format import MODE_EXEC, MODE_FILE, MODE_LINK, TreeEntry, mode_of, tree_id_of
+from runicorn.store.tree_format import (
+    MODE_EXEC,
+    MODE_FILE,
+    MODE_LINK,
+    LeafSpan,
+    TreeEntry,
+    build_pages_from_lines,
+    mode_of,
+    path_key,
+    tree_id_of,
+)
 from runicorn.workers import run_groups, share, worker_count
 
 # Commits of one snapshot when gc keeps taking blobs the stat cache vouched for.
@@ -75,7 +86,7 @@ def _capture(
     resume_gc: Callable[[], None],
 ) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
     """:func:`capture_tree` with the cyclic collector paused (the slow path resumes it)."""
-    cached = statcache.cached_rows(store, root)
+    cached, generation = statcache.cached_rows(store, root)
     # Per file, only what the fast path needs: the scan's own tuple and its hash (two
     # parallel lists), the tree id's line, the blob's size.  The slow path builds more.
     vouched: list[tuple[str, str, os.stat_result]] = []
@@ -122,27 +133,31 @@ def _capture(
             trusted_bytes += row[3]
         else:
             to_read.append((rel, full, st, mode))
+    link_shas = {rel: sha256_bytes(t) for rel, t in links.items()}
+    lines += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
+    sizes.update({link_shas[rel]: len(t) for rel, t in links.items()})
+    total = trusted_bytes + sum(len(t) for t in links.values())
     found = (
-        _existing_tree(store, vouched, vouched_shas, links, want_entries, keeper, lines, sizes, trusted_bytes)
-        if not to_read
-        else None
+        None
+        if to_read
+        else _existing_tree(store, vouched, vouched_shas, links, link_shas, want_entries, keeper, lines, sizes)
     )
-    updates: list[tuple[Any, ...]] = []
-    entries: dict[str, TreeEntry] | None
-    if found is None:
-        trusted = {full: (rel, full, st, sha) for (rel, full, st), sha in zip(vouched, vouched_shas)}
-        resume_gc()  # reading files makes garbage of its own (and may run long)
-        tree, entries, updates = _ingest(store, root, files, trusted, to_read, links, started_ns, progress)
-        total = sum(e.size for e in entries.values())
-    else:
-        tree, entries, total = found
     stale: list[tuple[str]] = []
     if hits < len(cached):
         seen = {full for _, full, _ in files}
         stale = [(p,) for p in cached if p not in seen]
-    if updates or stale:
-        statcache.record(store, updates, stale)
-    return tree, entries, len(to_read), total
+    if found is not None:
+        if stale:
+            statcache.record(store, root, generation, [], stale)
+        tree, entries = found
+        return tree, entries, 0, total
+    resume_gc()  # reading files makes garbage of its own (and may run long)
+    captured = _Capture(store, root, started_ns, progress, lines, sizes, vouched, vouched_shas, to_read, link_shas)
+    captured.read_changed(links)
+    tree, spans, known = captured.store_tree(statcache.known_leaves(store, root, generation) if lines else {})
+    statcache.record(store, root, generation, captured.updates, stale, (known, spans))
+    entries = captured.entries() if want_entries else None
+    return tree, entries, captured.files_read, captured.total
 
 
 def _existing_tree(
@@ -150,18 +165,18 @@ def _existing_tree(
     vouched: list[tuple[str, str, os.stat_result]],
     vouched_shas: list[str],
     links: dict[str, bytes],
+    link_shas: dict[str, str],
     want_entries: bool,
     keeper: tuple[str, str | None] | None,
     lines: list[tuple[str, str, str]],
     sizes: dict[str, int],
-    trusted_bytes: int,
-) -> tuple[str, dict[str, TreeEntry] | None, int] | None:
-    """Fast path when the stat cache vouches for every file: (tree, entries, total bytes) if stored.
+) -> tuple[str, dict[str, TreeEntry] | None] | None:
+    """Fast path when the stat cache vouches for every file: (tree, entries) if stored.
 
     ``vouched`` (the scanned files the cache vouches for) and ``vouched_shas`` (their
-    hashes) are parallel lists; ``lines`` (their ``(path, mode, sha256)``, consumed),
-    ``sizes`` (their blobs' sizes, consumed) and ``trusted_bytes`` (their total size)
-    come from the caller's pass over the stat cache.
+    hashes) are parallel lists; ``lines`` (every file's ``(path, mode, sha256)``, sorted
+    here in tree-id order) and ``sizes`` (their blobs' sizes) come from the caller's pass
+    over the stat cache.  None when the tree is not stored.
 
     ``entries`` is None unless ``want_entries``.  The tree's existence is checked and
     its ``touched_at`` bumped in one write transaction, so a concurrent gc either ran
@@ -173,27 +188,22 @@ def _existing_tree(
     A stored tree is returned only when it is restorable: every blob and page file is
     there with the size the index records (one ``stat`` per blob and page).  A lost, quarantined or resized
     blob sends the snapshot down the slow path, which re-reads exactly those files from
-    the workspace (``Store.hold_blobs`` finds them) and so stores their bytes again.
+    the workspace and so stores their bytes again.
     """
     # Paths come from our own directory walk (already checked), so no re-validation here.
-    link_shas = {rel: sha256_bytes(t) for rel, t in links.items()}
-    lines += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
     tree = tree_id_of(lines)
     if not os.path.exists(store.manifest_path(tree)):
         return None
-    sizes.update({link_shas[rel]: len(t) for rel, t in links.items()})
-    sizes.update(store.tree_page_sizes(tree))  # the tree's pages live among the blobs
-    if not _blob_files_intact(store, sizes):
-        return None
+    if not _blob_files_intact(store, sizes) or not _blob_files_intact(store, store.tree_page_sizes(tree)):
+        return None  # (the tree's pages live among the blobs)
     if keeper is None or not _kept_by(store, tree, keeper):
         if not store.touch_tree(tree):
             return None
-    total = trusted_bytes + sum(len(t) for t in links.values())
     if not want_entries:
-        return tree, None, total
+        return tree, None
     entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for (rel, _, st), sha in zip(vouched, vouched_shas)}
     entries.update({rel: TreeEntry(link_shas[rel], MODE_LINK, len(t)) for rel, t in links.items()})
-    return tree, entries, total
+    return tree, entries
 
 
 def _blob_files_intact(store: Any, sizes: dict[str, int]) -> bool:
@@ -212,100 +222,176 @@ def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:
     return bool(store.tree_kept_by(tree, kind, name or tree))
 
 
-def _ingest(
-    store: Any,
-    root: Path,
-    files: list[tuple[str, str, os.stat_result]],
-    trusted: dict[str, tuple[str, str, os.stat_result, str]],
-    to_read: list[tuple[str, str, os.stat_result, str]],
-    links: dict[str, bytes],
-    started_ns: int,
-    progress: Progress | None,
-) -> tuple[str, dict[str, TreeEntry], list[tuple[Any, ...]]]:
-    """Slow path: check cached blobs, read changed files, store links, record the tree.
+class _Capture:
+    """The slow path: check the vouched files' blobs, read the rest, store the tree.
 
     The blobs the stat cache vouches for get one ``stat`` each (a lost or resized file is
     read again) and no hold: the transaction that commits the tree checks that the index
-    still has every blob, and the files of any a gc took meanwhile are read again and
-    the tree committed again.  So a one-file change writes no row per unchanged file.
+    still has every blob of the leaves it lacks, and the files of any a gc took meanwhile
+    are read again and the tree committed again.  Leaves of the root's last tree that
+    hold no file read this time are taken over, not cut again
+    (:func:`runicorn.store.tree_format.build_pages_from_lines`), so a one-file change
+    costs the pages on its path, not a pass over every file's line.
     """
-    entries: dict[str, TreeEntry] = {}
-    if trusted:
-        off = set(store.blob_files_off({t[3]: t[2].st_size for t in trusted.values()}))
-        for full, (rel, _, st, sha) in list(trusted.items()):
-            if sha in off:
-                del trusted[full]
-                to_read.append((rel, full, st, mode_of(st.st_mode)))
-    for rel, _, st, sha in trusted.values():
-        entries[rel] = TreeEntry(sha, mode_of(st.st_mode), st.st_size)
-    updates: list[tuple[Any, ...]] = []
-    # Progress in bytes: cached files count as done, symlinks are not counted.
-    done = sum(t[2].st_size for t in trusted.values())
-    total = done + sum(it[2].st_size for it in to_read)
-    if progress:
-        progress(done, total)
-    lock = threading.Lock()
 
-    def work(group: list[tuple[str, str, os.stat_result, str]]) -> None:
-        nonlocal done
-        for batch in _batches(group):
-            try:
-                infos = store.ingest_files([full for _, full, _, _ in batch])
-            except FileNotFoundError as exc:
-                raise RunicornError(
-                    f"{exc.filename}: vanished during the snapshot of {root}; nothing was recorded, try again"
-                ) from None
-            except ChangedWhileReadingError as exc:
-                raise RunicornError(f"{exc}; nothing was recorded, try again") from None
-            except (StorageFullError, StoreWriteError):
-                raise  # the store's side, not the source's: its own message says so
-            except OSError as exc:
-                raise RunicornError(
-                    f"{exc.filename or root}: cannot be read ({exc.strerror}); "
-                    f"exclude it in .rnignore or fix its permissions"
-                ) from None
-            with lock:
-                for (rel, full, st, mode), info in zip(batch, infos):
-                    entries[rel] = TreeEntry(info.sha256, mode, info.size)
-                    updates.append(
-                        (
-                            full,
-                            st.st_dev,
-                            st.st_ino,
-                            info.size,
-                            st.st_mtime_ns,
-                            st.st_ctime_ns,
-                            mode,
-                            info.sha256,
-                            started_ns,
+    def __init__(
+        self,
+        store: Any,
+        root: Path,
+        started_ns: int,
+        progress: Progress | None,
+        lines: list[tuple[str, str, str]],
+        sizes: dict[str, int],
+        vouched: list[tuple[str, str, os.stat_result]],
+        vouched_shas: list[str],
+        to_read: list[tuple[str, str, os.stat_result, str]],
+        link_shas: dict[str, str],
+    ) -> None:
+        self.store, self.root, self.started_ns, self.progress = store, root, started_ns, progress
+        self.lines, self.sizes = lines, sizes
+        self._vouched_lists = (vouched, vouched_shas)
+        self._vouched: dict[str, tuple[tuple[str, str, os.stat_result], str]] | None = None
+        self.vouched_bytes = sum(st.st_size for _, _, st in vouched)
+        self.to_read = to_read
+        self.read_paths: set[str] = set()  # paths whose line comes from a read, not the cache
+        self.held: set[str] = set()  # blobs this snapshot ingested (and so holds)
+        self.updates: list[tuple[Any, ...]] = []
+        self.total = 0  # of every file's size, once the tree is stored
+        self.files_read = 0
+        # ``sizes`` has the vouched files' blobs and the links' (stored again below).
+        off = set(store.blob_files_off(sizes)) - set(link_shas.values())
+        if off:
+            self._forget({rel for rel, (_, sha) in self.vouched.items() if sha in off})
+
+    @property
+    def vouched(self) -> dict[str, tuple[tuple[str, str, os.stat_result], str]]:
+        """The files the cache vouches for (and whose blobs are in place), by path:
+        ``((rel, full, lstat), sha256)``; built only when one has to be read again."""
+        if self._vouched is None:
+            self._vouched = {item[0]: (item, sha) for item, sha in zip(*self._vouched_lists)}
+        return self._vouched
+
+    def _forget(self, rels: set[str]) -> None:
+        """Read the vouched files ``rels`` again (their blobs are gone or damaged)."""
+        for rel in rels:
+            (rel, full, st), _ = self.vouched.pop(rel)
+            self.vouched_bytes -= st.st_size
+            self.to_read.append((rel, full, st, mode_of(st.st_mode)))
+        self.lines[:] = [line for line in self.lines if line[0] not in rels]
+        kept = {line[2] for line in self.lines}
+        for sha in [s for s in self.sizes if s not in kept]:
+            del self.sizes[sha]
+
+    def read_changed(self, links: dict[str, bytes]) -> None:
+        """Read the files to read (into the store, their lines added) and store the links."""
+        for rel in links:
+            self.read_paths.add(rel)
+        for target in dict.fromkeys(links.values()):
+            info = self.store.ingest_bytes(target)  # its lines are in already
+            self.held.add(info.sha256)
+        self._read(self.to_read)
+
+    def _read(self, items: list[tuple[str, str, os.stat_result, str]]) -> None:
+        store, root, progress = self.store, self.root, self.progress
+        lock = threading.Lock()
+        # Progress in bytes: cached files count as done, symlinks are not counted.
+        done = self.vouched_bytes
+        total = done + sum(it[2].st_size for it in items)
+        if progress:
+            progress(done, total)
+
+        def work(group: list[tuple[str, str, os.stat_result, str]]) -> None:
+            nonlocal done
+            for batch in _batches(group):
+                try:
+                    infos = store.ingest_files([full for _, full, _, _ in batch])
+                except FileNotFoundError as exc:
+                    raise RunicornError(
+                        f"{exc.filename}: vanished during the snapshot of {root}; nothing was recorded, try again"
+                    ) from None
+                except ChangedWhileReadingError as exc:
+                    raise RunicornError(f"{exc}; nothing was recorded, try again") from None
+                except (StorageFullError, StoreWriteError):
+                    raise  # the store's side, not the source's: its own message says so
+                except OSError as exc:
+                    raise RunicornError(
+                        f"{exc.filename or root}: cannot be read ({exc.strerror}); "
+                        f"exclude it in .rnignore or fix its permissions"
+                    ) from None
+                with lock:
+                    for (rel, full, st, mode), info in zip(batch, infos):
+                        self.lines.append((rel, mode, info.sha256))
+                        self.sizes[info.sha256] = info.size
+                        self.held.add(info.sha256)
+                        self.read_paths.add(rel)
+                        self.updates.append(
+                            (
+                                full,
+                                st.st_dev,
+                                st.st_ino,
+                                info.size,
+                                st.st_mtime_ns,
+                                st.st_ctime_ns,
+                                mode,
+                                info.sha256,
+                                self.started_ns,
+                            )
                         )
-                    )
-                done += sum(info.size for info in infos)
-                if progress:
-                    progress(done, total)
+                    done += sum(info.size for info in infos)
+                    if progress:
+                        progress(done, total)
 
-    def read(items: list[tuple[str, str, os.stat_result, str]]) -> None:
         groups = share(items, worker_count(len(items), sum(it[2].st_size for it in items)), lambda it: it[2].st_size)
         run_groups(work, groups)
+        self.files_read += len(items)
 
-    read(to_read)
-    for rel, target in links.items():
-        info = store.ingest_bytes(target)
-        entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
-    for attempt in range(_COMMIT_ATTEMPTS):
-        try:
-            tree = store.put_tree(entries, source=str(root), walked=True)
-            break
-        except BlobNotFoundError as exc:
-            gone = set(getattr(exc, "missing", ()))
-            again = [(rel, full, st, mode_of(st.st_mode)) for full, (rel, _, st, sha) in trusted.items() if sha in gone]
-            if not again or attempt == _COMMIT_ATTEMPTS - 1:
-                raise
-            for _, full, _, _ in again:
-                del trusted[full]
-            to_read.extend(again)
-            read(again)  # a gc took them since they were checked: their files are read again
-    return tree, entries, updates
+    def store_tree(self, known: dict[str, LeafSpan]) -> tuple[str, list[LeafSpan], dict[str, LeafSpan]]:
+        """Store the tree of the lines: ``(tree, its leaves, the known leaves used)``.
+
+        Raises:
+            BlobNotFoundError: gc keeps taking blobs the cache vouched for.
+        """
+        for attempt in range(_COMMIT_ATTEMPTS):
+            tree = tree_id_of(self.lines)  # sorts the lines in tree-id order
+            pages, spans = build_pages_from_lines(self.lines, self.sizes, known=known, changed=self._changed(known))
+            sizes = self.sizes
+            self.total = sum([sizes[sha] for _, _, sha in self.lines])
+            try:
+                self.store.put_tree_pages(
+                    tree,
+                    pages,
+                    file_count=len(self.lines),
+                    total_size=self.total,
+                    blobs=sizes.keys(),
+                    source=str(self.root),
+                    held=self.held,
+                )
+                return tree, spans, known
+            except BlobNotFoundError as exc:
+                gone = set(getattr(exc, "missing", ()))
+                again = {rel for rel, (_, sha) in self.vouched.items() if sha in gone}
+                if not again or attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+                # A gc took them since they were checked: their files are read again.
+                start = len(self.to_read)
+                self._forget(again)
+                self._read(self.to_read[start:])
+        raise AssertionError("unreachable")
+
+    def _changed(self, known: dict[str, LeafSpan]) -> list[int]:
+        """The indices (in the sorted lines) of the lines not vouched for by the cache."""
+        if not known or not self.read_paths:
+            return []
+        lines, read = self.lines, self.read_paths
+        if len(read) * 64 > len(lines):
+            return [i for i, line in enumerate(lines) if line[0] in read]
+        # Lines are in path-byte order (tree_id_of): bisect by the same key.
+        return sorted(bisect_left(lines, path_key(rel), key=lambda line: path_key(line[0])) for rel in read)
+
+    def entries(self) -> dict[str, TreeEntry]:
+        """The tree's entries (for a zip of it)."""
+        sizes = self.sizes
+        return {rel: TreeEntry(sha, mode, sizes[sha]) for rel, mode, sha in self.lines}
 
 
 def _batches(items: list[tuple[str, str, os.stat_result, str]]) -> Iterable[list[tuple[str, str, os.stat_result, str]]]:

@@ -6,13 +6,19 @@ the moment its hash was taken.  A file written in the same timestamp tick as the
 (or within the coarsest common mtime granularity, FAT's 2 s) could change again without
 its mtime moving, so such an entry is re-read; the re-read refreshes ``recorded_ns`` so
 the next snapshot can trust it.
+
+With the rows, the cache keeps the leaf pages of the tree each root's last snapshot
+stored (``schema/feature-tables.sql``, ``stat_cache_leaves``): where no file changed, the
+next snapshot takes those leaves over instead of cutting its files into pages again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from runicorn.store.tree_format import LeafSpan
 
 RACY_NS = 2_000_000_000
 
@@ -22,17 +28,34 @@ def _cache_bounds(root: Path) -> tuple[str, str]:
     return base, base[:-1] + "0"  # '0' sorts right after '/'
 
 
-def cached_rows(store: Any, root: Path) -> dict[str, tuple[Any, ...]]:
+def cached_rows(store: Any, root: Path) -> tuple[dict[str, tuple[Any, ...]], int]:
     """The stat cache rows of the files below ``root``, by absolute path: ``(path, dev, ino,
-    size, mtime_ns, ctime_ns, mode, sha256, recorded_ns)``."""
+    size, mtime_ns, ctime_ns, mode, sha256, recorded_ns)``; and the cache's generation."""
     lo, hi = _cache_bounds(root)
-    return store.stat_cache.rows(lo, hi)
+    rows: dict[str, tuple[Any, ...]]
+    rows, generation = store.stat_cache.rows(lo, hi)
+    return rows, generation
 
 
-def record(store: Any, updates: Sequence[tuple[Any, ...]], stale: Sequence[tuple[str]]) -> None:
+def known_leaves(store: Any, root: Path, generation: int) -> dict[str, LeafSpan]:
+    """The leaves of ``root``'s last stored tree by first path, while the cache is still
+    at ``generation`` (else none)."""
+    leaves: dict[str, LeafSpan] = store.stat_cache.leaves(str(root), generation)
+    return leaves
+
+
+def record(
+    store: Any,
+    root: Path,
+    generation: int,
+    updates: Sequence[tuple[Any, ...]],
+    stale: Sequence[tuple[str]],
+    leaves: tuple[Mapping[str, LeafSpan], Sequence[LeafSpan]] | None = None,
+) -> None:
     """Drop the ``stale`` paths' rows and write ``updates`` (rows as :func:`cached_rows` gives
-    them), in one transaction."""
-    store.stat_cache.update(updates, [p for (p,) in stale])
+    them), in one transaction; ``leaves`` (those :func:`known_leaves` gave, and those of
+    the tree just stored) become ``root``'s, unless the cache moved past ``generation``."""
+    store.stat_cache.update(updates, [p for (p,) in stale], root=str(root), generation=generation, leaves=leaves)
 
 
-__all__ = ["RACY_NS", "cached_rows", "record"]
+__all__ = ["RACY_NS", "cached_rows", "known_leaves", "record"]

@@ -97,7 +97,7 @@ def migrate_tree(store: Store, tree: str) -> bool:
             )
         except (OSError, CorruptManifestError):
             return False
-    from runicorn.store.trees import index_tree, write_pages
+    from runicorn.store.trees import index_tree, summary_of, write_pages
 
     pages = build_pages(entries)
     write_pages(store, pages, [p for p in pages.pages if not store.page_path(p).exists()])
@@ -111,7 +111,7 @@ def migrate_tree(store: Store, tree: str) -> bool:
         row = c.execute("SELECT pages FROM trees WHERE tree = ?", (tree,)).fetchone()
         if row is None or row[0] is not None:
             return True  # collected or migrated meanwhile
-        index_tree(store, c, tree, entries, pages, time.time())
+        index_tree(store, c, tree, summary_of(entries), pages, time.time())
         c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
     return True
 

@@ -116,9 +116,9 @@ def recover_tree(store: Store, c: Any, f: Path, tree: str) -> str:
     if not dest.exists():
         publish_link(f, dest)
         fsync_dir(dest.parent)
-    from runicorn.store.trees import index_tree
+    from runicorn.store.trees import index_tree, summary_of
 
-    index_tree(store, c, tree, entries, build_pages(entries), time.time(), staging=f.parent)
+    index_tree(store, c, tree, summary_of(entries), build_pages(entries), time.time(), staging=f.parent)
     return f"adopted tree {tree[:12]}"
 
 

@@ -27,7 +27,7 @@ import secrets
 import shutil
 import stat
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -61,7 +61,7 @@ from runicorn.store.layout import (
 from runicorn.store.recovery import drop_run_refs, recover, recover_writer
 from runicorn.store.tables import ensure_tables
 from runicorn.store.trees import tree_infos
-from runicorn.store.tree_format import TreeEntry
+from runicorn.store.tree_format import TreeEntry, TreePages
 
 if TYPE_CHECKING:
     from runicorn.store.gc import GcPlan
@@ -425,6 +425,30 @@ class Store:
             BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
         """
         return _trees.put_tree(self, entries, source=source, ref=ref, ref_meta=ref_meta, walked=walked)
+
+    def put_tree_pages(
+        self,
+        tree: str,
+        pages: TreePages,
+        *,
+        file_count: int,
+        total_size: int,
+        blobs: Collection[str],
+        source: str | None = None,
+        held: Iterable[str] = (),
+    ) -> None:
+        """Record tree ``tree`` whose pages were built by the caller
+        (:func:`runicorn.store.tree_format.build_pages_from_lines`, from the tree's
+        validated lines: the caller vouches that they give ``tree``), with its file count,
+        total size and set of blobs.  Held as :meth:`put_tree` holds; the holds on
+        ``held`` (blobs the caller ingested for it) go.
+
+        Raises:
+            BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
+        """
+        _trees.store_tree(
+            self, tree, lambda: pages, _trees.TreeSummary(file_count, total_size, blobs), source=source, held=held
+        )
 
     def tree_info(self, tree: str) -> TreeInfo | None:
         """What the index knows of ``tree`` (size, file count, the refs naming it, whether a

@@ -7,11 +7,13 @@ them (``schema/index.sql``): the snapshot stat cache, the runs table and the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store
+    from runicorn.store.tree_format import LeafSpan
 
 # The feature tables, by name: the DDL that creates each (``schema/feature-tables.sql``).
 # A store creates those its registered extensions name (runicorn.store.extensions) when it
@@ -34,6 +36,30 @@ CREATE TABLE IF NOT EXISTS stat_cache (
     sha256      TEXT NOT NULL,
     recorded_ns INTEGER NOT NULL            -- wall clock when hashed
 ) WITHOUT ROWID;
+""",
+    "stat_cache_leaves": """\
+-- The leaf pages of the tree each workspace root's last snapshot stored (schema/pages.md),
+-- so the next snapshot cuts again only the stretches of the tree where files changed.
+-- A root's rows describe its stat_cache rows: every write of stat_cache rows drops the
+-- rows of each root whose files it touches (the root, its parents, its subdirectories)
+-- and writes its own root's only when no write came between its read of the cache and
+-- its own (stat_cache_generation).
+CREATE TABLE IF NOT EXISTS stat_cache_leaves (
+    root        TEXT NOT NULL,              -- absolute path of the snapshot's root
+    first       TEXT NOT NULL,              -- the leaf's first path (relative to root)
+    length      INTEGER NOT NULL,           -- its entries
+    last        TEXT NOT NULL,              -- its last path
+    leaf        TEXT NOT NULL,              -- its page id
+    closed      INTEGER NOT NULL,           -- 1: it ends at a cut, 0: at the end of the tree
+    PRIMARY KEY (root, first)
+) WITHOUT ROWID;
+""",
+    "stat_cache_generation": """\
+-- One row: how many times stat_cache has been written (see stat_cache_leaves).
+CREATE TABLE IF NOT EXISTS stat_cache_generation (
+    one         INTEGER PRIMARY KEY CHECK (one = 1),
+    generation  INTEGER NOT NULL
+);
 """,
     "runs": """\
 -- Experiment runs known to this store (rebuilt from run directories).
@@ -92,28 +118,67 @@ RunRow = tuple[str, str, str, str | None, float]
 
 class StatCache:
     """The snapshot stat cache: ``(path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256,
-    recorded_ns)`` per absolute file path, so an unchanged file is not read again."""
+    recorded_ns)`` per absolute file path, so an unchanged file is not read again; and per
+    workspace root, the leaves of the tree its last snapshot stored."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def rows(self, lo: str, hi: str) -> dict[str, StatRow]:
-        """The rows whose path is in ``[lo, hi)`` (one workspace), by path."""
-        return {
-            row[0]: row
-            for row in self.store.index.query(
-                "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns FROM stat_cache "
-                "WHERE path >= ? AND path < ?",
-                (lo, hi),
-            )
-        }
+    def rows(self, lo: str, hi: str) -> tuple[dict[str, StatRow], int]:
+        """The rows whose path is in ``[lo, hi)`` (one workspace), by path, and the
+        cache's generation they are of (one read snapshot)."""
+        with self.store.index.read() as c:
+            rows = {
+                row[0]: row
+                for row in c.execute(
+                    "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns FROM stat_cache "
+                    "WHERE path >= ? AND path < ?",
+                    (lo, hi),
+                )
+            }
+            return rows, _generation(c)
 
-    def update(self, rows: Sequence[StatRow], stale: Sequence[str] = ()) -> None:
-        """Write ``rows`` (replacing a path's row) and delete the rows of ``stale`` paths, in
-        one transaction."""
-        if not rows and not stale:
+    def leaves(self, root: str, generation: int) -> dict[str, LeafSpan]:
+        """The leaves recorded for ``root`` by first path; none unless the cache is still
+        at ``generation`` (a write since may have changed what they describe)."""
+        from runicorn.store.tree_format import LeafSpan
+
+        with self.store.index.read() as c:
+            if _generation(c) != generation:
+                return {}
+            return {
+                str(r[0]): LeafSpan(str(r[0]), int(r[1]), str(r[2]), str(r[3]), bool(r[4]))
+                for r in c.execute(
+                    "SELECT first, length, last, leaf, closed FROM stat_cache_leaves WHERE root = ?",
+                    (root.rstrip("/"),),
+                )
+            }
+
+    def update(
+        self,
+        rows: Sequence[StatRow],
+        stale: Sequence[str] = (),
+        *,
+        root: str,
+        generation: int,
+        leaves: tuple[Mapping[str, LeafSpan], Sequence[LeafSpan]] | None = None,
+    ) -> None:
+        """Write ``rows`` (replacing a path's row) and delete the rows of ``stale`` paths
+        (all below workspace ``root``, read at ``generation``), in one transaction.
+
+        The recorded leaves of every root whose files this touches go; ``leaves`` (the
+        ones :meth:`leaves` gave, and the new tree's) become ``root``'s, unless another
+        write came since ``generation``.
+        """
+        if not rows and not stale and leaves is None:
             return
         with self.store.index.write() as c:
+            current = _generation(c)
+            c.execute(
+                "INSERT INTO stat_cache_generation (one, generation) VALUES (1, ?) "
+                "ON CONFLICT (one) DO UPDATE SET generation = excluded.generation",
+                (current + 1,),
+            )
             if stale:
                 c.executemany("DELETE FROM stat_cache WHERE path = ?", [(p,) for p in stale])
             c.executemany(
@@ -124,6 +189,42 @@ class StatCache:
                 "recorded_ns = excluded.recorded_ns",
                 rows,
             )
+            keep = leaves is not None and current == generation
+            base = root.rstrip("/")
+            parents = _parents(base)
+            c.execute(
+                "DELETE FROM stat_cache_leaves WHERE (root > ? AND root < ?) "
+                "OR root IN (SELECT value FROM json_each(?))" + ("" if keep else " OR root = ?"),
+                (base + "/", base + "0", json.dumps(parents), *(() if keep else (base,))),
+            )
+            if keep and leaves is not None:
+                old, new = leaves
+                wanted = {s.first: s for s in new}
+                c.executemany(
+                    "DELETE FROM stat_cache_leaves WHERE root = ? AND first = ?",
+                    [(base, first) for first, span in old.items() if wanted.get(first) != span],
+                )
+                c.executemany(
+                    "INSERT OR REPLACE INTO stat_cache_leaves (root, first, length, last, leaf, closed) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(base, *s[:4], int(s.closed)) for s in new if old.get(s.first) != s],
+                )
+
+
+def _generation(c: Any) -> int:
+    row = c.execute("SELECT generation FROM stat_cache_generation WHERE one = 1").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _parents(path: str) -> list[str]:
+    """``/a/b/c`` -> ``["/a/b", "/a", "/"]``."""
+    out: list[str] = []
+    while True:
+        parent = path.rsplit("/", 1)[0] or "/"
+        if parent == path:
+            return out
+        out.append(parent)
+        path = parent
 
 
 class RunClaim:

@@ -19,10 +19,12 @@ import hashlib
 import json
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from runicorn.errors import CorruptManifestError, UnsafePathError
 from runicorn.hashing import is_sha256_hex, sha256_bytes
@@ -330,7 +332,7 @@ class TreePages:
 
     depth: int
     top: list[str]
-    pages: dict[str, bytes]
+    pages: Mapping[str, bytes]
     leaves: frozenset[str]
 
 
@@ -369,6 +371,12 @@ def build_pages(entries: Mapping[str, TreeEntry]) -> TreePages:
         pages[pid] = data
         ids.append(pid)
     leaves = frozenset(pages)
+    depth, top = _add_nodes(ids, pages)
+    return TreePages(depth, top, pages, leaves)
+
+
+def _add_nodes(ids: list[str], pages: dict[str, bytes]) -> tuple[int, list[str]]:
+    """Add to ``pages`` the node levels over leaves ``ids``; ``(depth, top ids)``."""
     depth = 0
     while len(ids) > TOP_MAX:
         parents: list[str] = []
@@ -380,7 +388,117 @@ def build_pages(entries: Mapping[str, TreeEntry]) -> TreePages:
             parents.append(pid)
         ids = parents
         depth += 1
-    return TreePages(depth, ids, pages, leaves)
+    return depth, ids
+
+
+class LeafSpan(NamedTuple):
+    """One leaf page of a built tree: its first path, number of entries (``length``), last path, id,
+    and whether it ended at a cut (a cut path or :data:`LEAF_MAX` entries) rather than at
+    the end of the tree."""
+
+    first: str
+    length: int
+    last: str
+    leaf: str
+    closed: bool
+
+
+class _LazyPages(Mapping[str, bytes]):
+    """Page bytes by id, some built only when asked for (leaves taken over from an
+    earlier tree: their bytes are needed only when the store lacks them)."""
+
+    def __init__(self, order: list[str], built: dict[str, bytes], later: dict[str, Callable[[], bytes]]) -> None:
+        self._order = order
+        self._built = built
+        self._later = later
+
+    def __getitem__(self, page: str) -> bytes:
+        data = self._built.get(page)
+        if data is None:
+            data = self._later[page]()  # KeyError for a page not of this tree
+            self._built[page] = data
+        return data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, page: object) -> bool:
+        return page in self._built or page in self._later
+
+
+def build_pages_from_lines(
+    lines: Sequence[tuple[str, str, str]],
+    sizes: Mapping[str, int],
+    *,
+    known: Mapping[str, LeafSpan] | None = None,
+    changed: Sequence[int] = (),
+) -> tuple[TreePages, list[LeafSpan]]:
+    """The pages of a tree given as ``(path, mode, sha256)`` lines in tree-id order (as
+    :func:`tree_id_of` leaves them) and its blobs' sizes, with the span of each leaf.
+
+    ``known``: leaves of an earlier tree by first path; ``changed``: the sorted indices
+    of the lines that may differ from that tree.  The caller vouches that every other
+    line is an entry of the earlier tree, unchanged.  A known leaf is taken over (its
+    bytes built only if asked for) where this tree's cutting starts a leaf at its first
+    path and the same number of lines, ending at its last path, holds no changed line:
+    exactly the leaf cutting these lines would give, so the pages are those of
+    :func:`build_pages` either way.
+    """
+    known = known or {}
+    n = len(lines)
+    built: dict[str, bytes] = {}
+    later: dict[str, Callable[[], bytes]] = {}
+    ids: list[str] = []
+    spans: list[LeafSpan] = []
+    crc, split, limit = zlib.crc32, LEAF_SPLIT, LEAF_MAX
+
+    def leaf_bytes(start: int, end: int) -> bytes:
+        return b"".join(
+            [
+                LEAF_HEADER,
+                *[
+                    f"{mode} {sha} {sizes[sha]} {path}\n".encode("utf-8", "surrogateescape")
+                    for path, mode, sha in lines[start:end]
+                ],
+            ]
+        )
+
+    i = 0
+    while i < n:
+        span = known.get(lines[i][0])
+        if span is not None:
+            end = i + span.length
+            if (
+                end <= n
+                and lines[end - 1][0] == span.last
+                and (span.closed or end == n)
+                and bisect_left(changed, i) == bisect_left(changed, end)
+            ):
+                ids.append(span.leaf)
+                spans.append(span)
+                later[span.leaf] = partial(leaf_bytes, i, end)
+                i = end
+                continue
+        end = i
+        while True:
+            cut = crc(lines[end][0].encode("utf-8", "surrogateescape")) % split == 0
+            end += 1
+            if cut or end - i >= limit or end == n:
+                break
+        data = leaf_bytes(i, end)
+        pid = sha256_bytes(data)
+        built[pid] = data
+        ids.append(pid)
+        spans.append(LeafSpan(lines[i][0], end - i, lines[end - 1][0], pid, cut or end - i >= limit))
+        i = end
+    leaves = frozenset(ids)
+    nodes: dict[str, bytes] = {}
+    depth, top = _add_nodes(ids, nodes)
+    built.update(nodes)
+    return TreePages(depth, top, _LazyPages(ids + list(nodes), built, later), leaves), spans
 
 
 def parse_leaf(data: bytes, origin: str) -> list[tuple[str, TreeEntry]]:

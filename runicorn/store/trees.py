@@ -11,9 +11,9 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from runicorn.errors import BlobNotFoundError, CorruptManifestError, RunicornError, TreeNotFoundError
 from runicorn.fsutil import StagedFile, fsync_dir, make_dir, publish_link, syncfs, write_all
@@ -86,6 +86,20 @@ def kept_by(store: Store, tree: str, kind: str, name: str) -> bool:
         )
 
 
+class TreeSummary(NamedTuple):
+    """What indexing a tree needs besides its pages: its file count, total size and
+    the set of its blobs."""
+
+    file_count: int
+    total_size: int
+    blobs: Collection[str]
+
+
+def summary_of(norm: Mapping[str, TreeEntry]) -> TreeSummary:
+    """The :class:`TreeSummary` of validated entries."""
+    return TreeSummary(len(norm), sum(e.size for e in norm.values()), {e.sha256 for e in norm.values()})
+
+
 def put_tree(
     store: Store,
     entries: Mapping[str, Any],
@@ -104,27 +118,51 @@ def put_tree(
     else:
         norm = normalize_entries(entries)
     tree = compute_tree_id(norm)
+    summary = summary_of(norm)
+    store_tree(store, tree, lambda: build_pages(norm), summary, source=source, held=summary.blobs)
+    if ref is not None:
+        store.set_ref(ref[0], ref[1], tree, meta=ref_meta)
+    return tree
+
+
+def store_tree(
+    store: Store,
+    tree: str,
+    pages_of: Callable[[], TreePages],
+    summary: TreeSummary,
+    *,
+    source: str | None,
+    held: Iterable[str],
+) -> None:
+    """Store tree ``tree`` (its pages from ``pages_of``, called only when needed) unless
+    it is stored; either way it ends held by this writer and the holds on ``held`` (the
+    blobs this writer ingested for it) go.
+
+    Raises:
+        BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
+    """
+    held = set(held)
     if store.index.scalar("SELECT 1 FROM trees WHERE tree = ?", (tree,)) and store.manifest_path(tree).exists():
         with store.index.write() as c:
             if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
                 c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (time.time(), tree))
                 store.holds.hold(c, tree)
-                store.holds.release(c, {e.sha256 for e in norm.values()})
+                store.holds.release(c, held)
                 existing = True
             else:
                 existing = False
         if existing:
-            _heal_pages(store, tree, norm)
-            if ref is not None:
-                store.set_ref(ref[0], ref[1], tree, meta=ref_meta)
-            return tree
-    pages = build_pages(norm)
+            _heal_pages(store, tree, pages_of)
+            return
+    pages = pages_of()
     # Staged before the manifest intent naming them, placed in the transaction that
     # indexes them: recovery can always read an intent, and a crash leaves no page file
-    # without a row except beside an intent it adopts.
-    stage_pages(store, pages, [p for p in pages.pages if not store.page_path(p).exists()])
-    total = sum(e.size for e in norm.values())
-    manifest = build_paged_manifest(tree, pages, len(norm), total, source=source)
+    # without a row except beside an intent it adopts.  Pages the index has are in
+    # place (a gc taking one meanwhile makes the commit write it).
+    with store.index.read() as c:
+        unknown = missing_pages(c, pages)
+    stage_pages(store, pages, [p for p in unknown if not store.page_path(p).exists()])
+    manifest = build_paged_manifest(tree, pages, summary.file_count, summary.total_size, source=source)
     staged = StagedFile(store.writer_dir(), mode=0o600)
     try:
         staged.file.write(manifest_bytes(manifest))
@@ -135,12 +173,9 @@ def put_tree(
     intent = staged.path.with_name(f"tree-{tree}.json")
     os.replace(staged.path, intent)
     try:
-        commit_tree(store, intent, tree, norm, pages)
+        commit_tree(store, intent, tree, summary, pages, held)
     finally:
         intent.unlink(missing_ok=True)
-    if ref is not None:
-        store.set_ref(ref[0], ref[1], tree, meta=ref_meta)
-    return tree
 
 
 def stage_pages(store: Store, pages: TreePages, ids: list[str], staging: Path | None = None) -> None:
@@ -176,14 +211,14 @@ def page_sizes(store: Store, tree: str) -> dict[str, int]:
     return {str(page): int(size) for page, size in rows}
 
 
-def _heal_pages(store: Store, tree: str, norm: Mapping[str, TreeEntry]) -> None:
-    """Write again the pages of stored tree ``tree`` (entries ``norm``) whose file is
-    missing or has another size: storing a tree again repairs its listing, as storing a
-    file again repairs its blob."""
+def _heal_pages(store: Store, tree: str, pages_of: Callable[[], TreePages]) -> None:
+    """Write again the pages of stored tree ``tree`` (pages from ``pages_of``) whose file
+    is missing or has another size: storing a tree again repairs its listing, as storing
+    a file again repairs its blob."""
     off = store.blob_files_off(page_sizes(store, tree))
     if not off:
         return
-    pages = build_pages(norm)
+    pages = pages_of()
     for page in off:
         store.page_path(page).unlink(missing_ok=True)  # write-once: a damaged copy goes first
     write_pages(store, pages, [p for p in off if p in pages.pages])
@@ -226,14 +261,14 @@ def index_tree(
     store: Store,
     c: Any,
     tree: str,
-    norm: Mapping[str, TreeEntry],
+    summary: TreeSummary,
     pages: TreePages,
     now: float,
     *,
     check_blobs: bool = True,
     staging: Path | None = None,
 ) -> None:
-    """Inside write transaction ``c``: index ``tree`` (entries ``norm`` stored as
+    """Inside write transaction ``c``: index ``tree`` (``summary``, stored as
     ``pages``) with the pages the index lacks.  A page about to get its row whose file is
     gone (a gc removed it since it was looked at) is written again first: gc unlinks
     only under the write lock and only files no row names.
@@ -250,12 +285,12 @@ def index_tree(
         # names), so only the new leaves' blobs are looked up.
         fresh = [p for p in new if p in pages.leaves]
         if len(fresh) == len(pages.leaves):
-            check_blobs_indexed(c, tree, {e.sha256 for e in norm.values()})
+            check_blobs_indexed(c, tree, set(summary.blobs))
         else:
             check_blobs_indexed(c, tree, {b for p in fresh for b in page_links(pages.pages[p], True, p)})
     write_pages(store, pages, [p for p in new if not _page_file_is(store, p, pages.pages[p])], staging)
     insert_page_rows(c, pages, new, now)
-    insert_tree_rows(c, tree, pages, len(norm), sum(e.size for e in norm.values()), now)
+    insert_tree_rows(c, tree, pages, summary.file_count, summary.total_size, now)
 
 
 def _page_file_is(store: Store, page: str, data: bytes) -> bool:
@@ -289,9 +324,10 @@ def check_blobs_indexed(c: Any, tree: str, shas: set[str]) -> None:
         raise err
 
 
-def commit_tree(store: Store, intent: Path, tree: str, norm: Mapping[str, TreeEntry], pages: TreePages) -> None:
+def commit_tree(store: Store, intent: Path, tree: str, summary: TreeSummary, pages: TreePages, held: set[str]) -> None:
     """Publish the manifest intent and index the tree, held for this writer, in one
-    transaction; the holds on its blobs go (the tree keeps them now).
+    transaction; the holds on ``held`` (blobs this writer ingested for it) go: the tree
+    keeps them now.
 
     Raises:
         BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
@@ -305,9 +341,9 @@ def commit_tree(store: Store, intent: Path, tree: str, norm: Mapping[str, TreeEn
         if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
             c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (now, tree))
         else:
-            index_tree(store, c, tree, norm, pages, now)
+            index_tree(store, c, tree, summary, pages, now)
         store.holds.hold(c, tree)
-        store.holds.release(c, {e.sha256 for e in norm.values()})
+        store.holds.release(c, held)
 
 
 def load_page(store: Store, page: str) -> bytes:

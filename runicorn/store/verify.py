@@ -33,7 +33,7 @@ from runicorn.store.tree_format import (
     parse_node,
     read_entries,
 )
-from runicorn.store.trees import index_tree, write_pages
+from runicorn.store.trees import index_tree, summary_of, write_pages
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store
@@ -616,7 +616,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
             pages = manifest_pages[tree]
             if old_trees:
                 c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
-            index_tree(store, c, tree, entries, pages, now, check_blobs=False)
+            index_tree(store, c, tree, summary_of(entries), pages, now, check_blobs=False)
             notes.append(_canonical_manifest(store, tree, headers.get(tree), entries, pages))
             # Every page a manifest reaches gets its links from its bytes again.
             fresh = [p for p in pages.pages if p not in relinked]
@@ -849,6 +849,6 @@ def _heal_manifest(store: Store, c: Any, tree: str, damaged: Path | None, quaran
     make_dir(store.manifest_path(tree).parent, store.dir_mode)
     atomic_write_bytes(store.manifest_path(tree), data, staging_dir=store.writer_dir(), mode=0o444)
     if row is not None and row[1] is None:
-        index_tree(store, c, tree, entries, pages, time.time(), check_blobs=False)
+        index_tree(store, c, tree, summary_of(entries), pages, time.time(), check_blobs=False)
         c.execute("DELETE FROM tree_entries WHERE tree = ?", (tree,))
     return f"{where}: manifest {'damaged' if damaged else 'missing'}; written again from the index's entries"

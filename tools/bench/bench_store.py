@@ -104,7 +104,7 @@ def bench_ingest(runs: int, scale: float, parent: Path | None) -> dict[str, floa
 
 def build_big_index(root: Path, blobs: int, trees: int) -> None:
     from runicorn.store.tree_format import TreeEntry, build_pages
-    from runicorn.store.trees import index_tree
+    from runicorn.store.trees import index_tree, summary_of
 
     store = Store(root)
     per_tree = blobs // trees
@@ -118,7 +118,7 @@ def build_big_index(root: Path, blobs: int, trees: int) -> None:
             tree = f"{t:063x}f"
             end = blobs if t == trees - 1 else (t + 1) * per_tree  # the last tree takes the rest
             entries = {f"f{i:09d}": TreeEntry(f"{i:064x}", "100644", 0) for i in range(t * per_tree, end)}
-            index_tree(store, c, tree, entries, build_pages(entries), now, check_blobs=False)
+            index_tree(store, c, tree, summary_of(entries), build_pages(entries), now, check_blobs=False)
             c.execute(
                 "INSERT INTO refs (kind, name, tree, created_at, meta) VALUES ('pin', ?, ?, ?, '{}')",
                 (f"t{t}", tree, now),
@@ -188,7 +188,7 @@ def add_collectable(root: Path, ref_copy: Path, count: int, trees: int, seed: in
         compute_tree_id,
         manifest_bytes,
     )
-    from runicorn.store.trees import index_tree
+    from runicorn.store.trees import index_tree, summary_of
 
     store = Store(root)
     rng = random.Random(seed)
@@ -220,7 +220,7 @@ def add_collectable(root: Path, ref_copy: Path, count: int, trees: int, seed: in
             entries = dict(sorted(entries.items()))
             tree = compute_tree_id(entries)
             pages = build_pages(entries)
-            index_tree(store, c, tree, entries, pages, now)
+            index_tree(store, c, tree, summary_of(entries), pages, now)
             c.execute("UPDATE trees SET created_at = ?, touched_at = ? WHERE tree = ?", (now, now, tree))
             dest = store.manifest_path(tree)
             dest.parent.mkdir(parents=True, exist_ok=True)

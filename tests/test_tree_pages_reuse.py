@@ -1,0 +1,129 @@
+"""Building a tree's pages from its sorted lines, taking over the leaves of an earlier
+tree where nothing changed, gives exactly the pages built from scratch."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from runicorn.store.tree_format import (
+    LEAF_MAX,
+    MODE_EXEC,
+    MODE_FILE,
+    TreeEntry,
+    build_pages,
+    build_pages_from_lines,
+    normalize_entries,
+    tree_id_of,
+)
+
+
+def _sha(rng: random.Random) -> str:
+    return "%064x" % rng.getrandbits(256)
+
+
+def _tree(rng: random.Random, n: int) -> dict[str, TreeEntry]:
+    out: dict[str, TreeEntry] = {}
+    for i in range(n):
+        path = f"d{rng.randrange(40)}/sub{rng.randrange(5)}/f{i}-{rng.randrange(10**6)}.bin"
+        out[path] = TreeEntry(_sha(rng), rng.choice([MODE_FILE, MODE_EXEC]), rng.randrange(10**6))
+    return out
+
+
+def _lines(entries: dict[str, TreeEntry]) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
+    lines = [(p, e.mode, e.sha256) for p, e in entries.items()]
+    tree_id_of(lines)  # sorts in tree-id order, as the snapshot does
+    return lines, {e.sha256: e.size for e in entries.values()}
+
+
+def _same(a, b) -> None:  # type: ignore[no-untyped-def]
+    assert a.depth == b.depth and a.top == b.top and a.leaves == b.leaves
+    assert list(a.pages) == list(b.pages)
+    assert {p: a.pages[p] for p in a.pages} == dict(b.pages)
+
+
+@pytest.mark.parametrize("n", [0, 1, 31, 500, 5000])
+def test_lines_give_the_pages_of_the_entries(n: int) -> None:
+    entries = normalize_entries(_tree(random.Random(n), n))
+    lines, sizes = _lines(entries)
+    pages, spans = build_pages_from_lines(lines, sizes)
+    _same(pages, build_pages(entries))
+    assert sum(s.length for s in spans) == n
+    assert [s.leaf for s in spans] == [p for p in pages.pages if p in pages.leaves]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_taking_over_unchanged_leaves_gives_the_pages_built_from_scratch(seed: int) -> None:
+    rng = random.Random(seed)
+    old = _tree(rng, rng.choice([40, 300, 3000]))
+    old_lines, old_sizes = _lines(old)
+    _, spans = build_pages_from_lines(old_lines, old_sizes)
+    known = {s.first: s for s in spans}
+    new = dict(old)
+    touched: set[str] = set()
+    for _ in range(rng.randrange(1, 12)):
+        op = rng.random()
+        paths = sorted(new)
+        if op < 0.35 and paths:  # change a file
+            p = rng.choice(paths)
+            new[p] = TreeEntry(_sha(rng), new[p].mode, rng.randrange(100))
+            touched.add(p)
+        elif op < 0.6 and paths:  # delete one (possibly a leaf's last path)
+            p = rng.choice(paths if rng.random() < 0.5 else [s.last for s in spans if s.last in new] or paths)
+            del new[p]
+        elif op < 0.8:  # add one
+            p = f"d{rng.randrange(40)}/new{rng.randrange(10**6)}"
+            new[p] = TreeEntry(_sha(rng), MODE_FILE, 7)
+            touched.add(p)
+        else:  # add one right after a leaf's first path (shifts the leaf)
+            s = rng.choice(spans)
+            p = s.first + "0"
+            new[p] = TreeEntry(_sha(rng), MODE_FILE, 9)
+            touched.add(p)
+    entries = normalize_entries(new)
+    lines, sizes = _lines(entries)
+    changed = [i for i, line in enumerate(lines) if line[0] in touched]
+    pages, new_spans = build_pages_from_lines(lines, sizes, known=known, changed=changed)
+    _same(pages, build_pages(entries))
+    reused = sum(1 for s in new_spans if s in spans)
+    assert reused >= len(new_spans) - 3 * (len(touched) + 12) - 2
+
+
+def test_a_leaf_taken_over_is_rebuilt_when_its_bytes_are_asked_for() -> None:
+    entries = normalize_entries(_tree(random.Random(7), 2000))
+    lines, sizes = _lines(entries)
+    _, spans = build_pages_from_lines(lines, sizes)
+    pages, again = build_pages_from_lines(lines, sizes, known={s.first: s for s in spans})
+    assert again == spans  # every leaf taken over, none built
+    scratch = build_pages(entries)
+    for leaf in pages.leaves:
+        assert pages.pages[leaf] == scratch.pages[leaf]
+
+
+def test_a_leaf_that_ended_the_tree_is_not_taken_over_when_lines_follow_it() -> None:
+    entries = {f"a{i:04d}": TreeEntry("%064x" % i, MODE_FILE, i) for i in range(60)}
+    lines, sizes = _lines(normalize_entries(entries))
+    _, spans = build_pages_from_lines(lines, sizes)
+    assert not spans[-1].closed
+    more = dict(entries, **{f"b{i:04d}": TreeEntry("%064x" % (i + 100), MODE_FILE, i) for i in range(50)})
+    norm = normalize_entries(more)
+    lines2, sizes2 = _lines(norm)
+    changed = [i for i, line in enumerate(lines2) if line[0].startswith("b")]
+    pages, _ = build_pages_from_lines(lines2, sizes2, known={s.first: s for s in spans}, changed=changed)
+    _same(pages, build_pages(norm))
+
+
+def test_a_leaf_cut_at_the_maximum_is_taken_over() -> None:
+    # Paths chosen so that none is a cut: leaves end at LEAF_MAX entries.
+    import zlib
+
+    names = [f"p{i:06d}" for i in range(20000)]
+    names = [p for p in names if zlib.crc32(p.encode()) % 32][: LEAF_MAX * 2 + 10]
+    entries = normalize_entries({p: TreeEntry("%064x" % i, MODE_FILE, 1) for i, p in enumerate(names)})
+    lines, sizes = _lines(entries)
+    pages0, spans = build_pages_from_lines(lines, sizes)
+    assert [s.length for s in spans] == [LEAF_MAX, LEAF_MAX, 10] and spans[0].closed
+    pages, again = build_pages_from_lines(lines, sizes, known={s.first: s for s in spans}, changed=[len(lines) - 1])
+    _same(pages, build_pages(entries))
+    assert again[:2] == spans[:2]
