@@ -42,6 +42,10 @@ from runicorn.workers import run_groups, share, worker_count
 
 # Commits of one snapshot when gc keeps taking blobs the stat cache vouched for.
 _COMMIT_ATTEMPTS = 3
+# The slow path lets the cyclic collector run again only when it reads more files than
+# this: its first run would walk every object of the scan (tenths of a second at
+# 100,000 files) for a few files' worth of garbage.
+_RESUME_GC_AFTER = 4096
 # One batch = one group commit (two syncfs calls).  Few, large batches let the disk
 # write back large files while small ones are read; the store bounds its memory itself.
 _INGEST_BATCH_FILES = 16384
@@ -151,8 +155,11 @@ def _capture(
             statcache.record(store, root, generation, [], stale)
         tree, entries = found
         return tree, entries, 0, total
-    resume_gc()  # reading files makes garbage of its own (and may run long)
-    captured = _Capture(store, root, started_ns, progress, lines, sizes, vouched, vouched_shas, to_read, link_shas)
+    if len(to_read) > _RESUME_GC_AFTER:
+        resume_gc()  # reading many files makes garbage of its own (and may run long)
+    captured = _Capture(
+        store, root, started_ns, progress, lines, sizes, (vouched, vouched_shas, trusted_bytes), to_read, link_shas
+    )
     captured.read_changed(links)
     tree, spans, known = captured.store_tree(statcache.known_leaves(store, root, generation) if lines else {})
     statcache.record(store, root, generation, captured.updates, stale, (known, spans))
@@ -242,16 +249,18 @@ class _Capture:
         progress: Progress | None,
         lines: list[tuple[str, str, str]],
         sizes: dict[str, int],
-        vouched: list[tuple[str, str, os.stat_result]],
-        vouched_shas: list[str],
+        vouched: tuple[list[tuple[str, str, os.stat_result]], list[str], int],
         to_read: list[tuple[str, str, os.stat_result, str]],
         link_shas: dict[str, str],
     ) -> None:
+        """``vouched``: the files the cache vouches for, their hashes (parallel lists)
+        and their total size."""
         self.store, self.root, self.started_ns, self.progress = store, root, started_ns, progress
         self.lines, self.sizes = lines, sizes
-        self._vouched_lists = (vouched, vouched_shas)
+        self._vouched_lists = vouched[:2]
         self._vouched: dict[str, tuple[tuple[str, str, os.stat_result], str]] | None = None
-        self.vouched_bytes = sum(st.st_size for _, _, st in vouched)
+        self.vouched_bytes = vouched[2]
+        self.read_bytes = 0  # of the files read and the links
         self.to_read = to_read
         self.read_paths: set[str] = set()  # paths whose line comes from a read, not the cache
         self.held: set[str] = set()  # blobs this snapshot ingested (and so holds)
@@ -289,6 +298,7 @@ class _Capture:
         for target in dict.fromkeys(links.values()):
             info = self.store.ingest_bytes(target)  # its lines are in already
             self.held.add(info.sha256)
+        self.read_bytes += sum(len(t) for t in links.values())
         self._read(self.to_read)
 
     def _read(self, items: list[tuple[str, str, os.stat_result, str]]) -> None:
@@ -337,7 +347,9 @@ class _Capture:
                                 self.started_ns,
                             )
                         )
-                    done += sum(info.size for info in infos)
+                    read = sum(info.size for info in infos)
+                    self.read_bytes += read
+                    done += read
                     if progress:
                         progress(done, total)
 
@@ -354,15 +366,14 @@ class _Capture:
         for attempt in range(_COMMIT_ATTEMPTS):
             tree = tree_id_of(self.lines)  # sorts the lines in tree-id order
             pages, spans = build_pages_from_lines(self.lines, self.sizes, known=known, changed=self._changed(known))
-            sizes = self.sizes
-            self.total = sum([sizes[sha] for _, _, sha in self.lines])
+            self.total = self.vouched_bytes + self.read_bytes
             try:
                 self.store.put_tree_pages(
                     tree,
                     pages,
                     file_count=len(self.lines),
                     total_size=self.total,
-                    blobs=sizes.keys(),
+                    blobs=self.sizes.keys(),
                     source=str(self.root),
                     held=self.held,
                 )
