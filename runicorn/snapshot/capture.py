@@ -2,7 +2,9 @@
 
 Files the stat cache (:mod:`runicorn.snapshot.statcache`) vouches for are not read
 again; when it vouches for all of them and their tree is stored, nothing is written.
-The rest are ingested in few large batches (one group sync each) by a few threads.
+The rest are ingested in few large batches (one group sync each) by a few threads,
+and the tree's pages are cut again only where they hold a file that was read: the
+leaves of the root's last tree are taken over elsewhere.
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ def capture_tree(
 ) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
     """Put the scanned files into the store as a tree, using and updating the stat cache.
 
-    Returns ``(tree, entries, files_read, total_bytes)``; ``entries`` is None when
-    ``want_entries`` is False and the tree was already stored (nothing was read).
+    Returns ``(tree, entries, files_read, total_bytes)``; ``entries`` is None unless
+    ``want_entries``.
     ``keeper`` is the ref (kind, name; None for the tree id) the caller will keep the
     tree alive with: when it already names the stored tree, nothing is written.
 
