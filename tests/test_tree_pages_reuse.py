@@ -127,3 +127,14 @@ def test_a_leaf_cut_at_the_maximum_is_taken_over() -> None:
     pages, again = build_pages_from_lines(lines, sizes, known={s.first: s for s in spans}, changed=[len(lines) - 1])
     _same(pages, build_pages(entries))
     assert again[:2] == spans[:2]
+
+
+def test_the_links_the_builder_knows_are_what_the_pages_bytes_say() -> None:
+    from runicorn.store.tree_format import page_links
+
+    entries = normalize_entries(_tree(random.Random(11), 6000))
+    lines, sizes = _lines(entries)
+    pages, _ = build_pages_from_lines(lines, sizes)
+    assert pages.depth >= 1 and set(pages.known_links) == set(pages.pages)
+    for pid in pages.pages:
+        assert pages.links(pid) == page_links(pages.pages[pid], pid in pages.leaves, pid)

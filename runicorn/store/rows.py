@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from runicorn.store.tree_format import TreePages, page_links
+from runicorn.store.tree_format import TreePages
 
 
 def insert_blob_rows(c: Any, rows: Iterable[tuple[str, int, float, float]], *, touch: bool = False) -> None:
@@ -54,7 +54,7 @@ def insert_links(c: Any, pages: TreePages, ids: list[str]) -> None:
     child_links: list[tuple[str, str]] = []
     for pid in ids:
         leaf = pid in pages.leaves
-        links = page_links(pages.pages[pid], leaf, f"page {pid}")
+        links = pages.links(pid)
         if leaf:
             blob_links.extend((pid, blob, n) for blob, n in links.items())
         else:

@@ -21,7 +21,7 @@ import time
 import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
@@ -334,6 +334,16 @@ class TreePages:
     top: list[str]
     pages: Mapping[str, bytes]
     leaves: frozenset[str]
+    # What some pages name, as :func:`page_links` would read it from their bytes: the
+    # builder knows it for the pages it cut (no need to parse them again).
+    known_links: Mapping[str, dict[str, int]] = field(default_factory=dict)
+
+    def links(self, page: str) -> dict[str, int]:
+        """What ``page`` names, with multiplicity: blobs (a leaf) or child pages (a node)."""
+        found = self.known_links.get(page)
+        if found is not None:
+            return found
+        return page_links(self.pages[page], page in self.leaves, f"page {page}")
 
 
 def leaf_cut(path: bytes) -> bool:
@@ -375,8 +385,11 @@ def build_pages(entries: Mapping[str, TreeEntry]) -> TreePages:
     return TreePages(depth, top, pages, leaves)
 
 
-def _add_nodes(ids: list[str], pages: dict[str, bytes]) -> tuple[int, list[str]]:
-    """Add to ``pages`` the node levels over leaves ``ids``; ``(depth, top ids)``."""
+def _add_nodes(
+    ids: list[str], pages: dict[str, bytes], links: dict[str, dict[str, int]] | None = None
+) -> tuple[int, list[str]]:
+    """Add to ``pages`` the node levels over leaves ``ids`` (and to ``links`` what each
+    names); ``(depth, top ids)``."""
     depth = 0
     while len(ids) > TOP_MAX:
         parents: list[str] = []
@@ -385,6 +398,8 @@ def _add_nodes(ids: list[str], pages: dict[str, bytes]) -> tuple[int, list[str]]
             data = b"".join([NODE_HEADER, *node_lines[start:end]])
             pid = sha256_bytes(data)
             pages[pid] = data
+            if links is not None:
+                links[pid] = dict.fromkeys(ids[start:end], 1)  # ids of one level are distinct
             parents.append(pid)
         ids = parents
         depth += 1
@@ -451,6 +466,7 @@ def build_pages_from_lines(
     n = len(lines)
     built: dict[str, bytes] = {}
     later: dict[str, Callable[[], bytes]] = {}
+    links: dict[str, dict[str, int]] = {}
     ids: list[str] = []
     spans: list[LeafSpan] = []
     crc, split, limit = zlib.crc32, LEAF_SPLIT, LEAF_MAX
@@ -491,14 +507,18 @@ def build_pages_from_lines(
         data = leaf_bytes(i, end)
         pid = sha256_bytes(data)
         built[pid] = data
+        counts: dict[str, int] = {}
+        for line in lines[i:end]:
+            counts[line[2]] = counts.get(line[2], 0) + 1
+        links[pid] = counts
         ids.append(pid)
         spans.append(LeafSpan(lines[i][0], end - i, lines[end - 1][0], pid, cut or end - i >= limit))
         i = end
     leaves = frozenset(ids)
     nodes: dict[str, bytes] = {}
-    depth, top = _add_nodes(ids, nodes)
+    depth, top = _add_nodes(ids, nodes, links)
     built.update(nodes)
-    return TreePages(depth, top, _LazyPages(ids + list(nodes), built, later), leaves), spans
+    return TreePages(depth, top, _LazyPages(ids + list(nodes), built, later), leaves, links), spans
 
 
 def parse_leaf(data: bytes, origin: str) -> list[tuple[str, TreeEntry]]:

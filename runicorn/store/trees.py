@@ -31,7 +31,6 @@ from runicorn.store.tree_format import (
     compute_tree_id,
     manifest_bytes,
     normalize_entries,
-    page_links,
     parse_manifest,
     path_key,
     read_entries,
@@ -287,7 +286,7 @@ def index_tree(
         if len(fresh) == len(pages.leaves):
             check_blobs_indexed(c, tree, set(summary.blobs))
         else:
-            check_blobs_indexed(c, tree, {b for p in fresh for b in page_links(pages.pages[p], True, p)})
+            check_blobs_indexed(c, tree, {b for p in fresh for b in pages.links(p)})
     write_pages(store, pages, [p for p in new if not _page_file_is(store, p, pages.pages[p])], staging)
     insert_page_rows(c, pages, new, now)
     insert_tree_rows(c, tree, pages, summary.file_count, summary.total_size, now)
