@@ -10,6 +10,7 @@ after its journal is finished by recovery (:func:`finish_gc`).
 from __future__ import annotations
 
 import json
+import re
 import os
 import secrets
 import shutil
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 # Blobs per statement and per unlink transaction of gc: one set statement instead of a
 # round trip per blob, while the write lock is let go between batches.
 GC_BATCH = 10_000
+_ALL_SHA256 = re.compile(r"(?:[0-9a-f]{64}\n)*")
 # Features take part in every gc through their extensions (runicorn.store.extensions):
 # refresh_roots before planning (refs they derive from their own files, e.g. artifact
 # bindings of Runicorn.toml files), take_collected / remove_collected after COMMIT.
@@ -278,7 +280,7 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
     if scope is None:  # pages nothing names (left by an interrupted repair)
         frontier.update(r[0] for r in c.execute("SELECT page FROM pages WHERE refcount = 0"))
     dead_pages: dict[str, int] = {}
-    freed: dict[str, int] = {}
+    dead_leaves: list[str] = []
     while frontier:
         ids = json.dumps(sorted(frontier))
         frontier = set()
@@ -291,27 +293,24 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
         ]
         for pid, _, size in dying:
             dead_pages[pid] = size
-        leaves = json.dumps([pid for pid, leaf, _ in dying if leaf])
-        for blob, n in c.execute(
-            "SELECT blob, n FROM page_blobs WHERE page IN (SELECT value FROM json_each(?))", (leaves,)
-        ):
-            freed[blob] = freed.get(blob, 0) + n
+        dead_leaves += [pid for pid, leaf, _ in dying if leaf]
         nodes = json.dumps([pid for pid, leaf, _ in dying if not leaf])
         for (child,) in c.execute(
             "SELECT child FROM page_children WHERE page IN (SELECT value FROM json_each(?))", (nodes,)
         ):
             lost[child] = lost.get(child, 0) + 1
             frontier.add(child)
-    blobs: dict[str, int] = {}
-    for i in range(0, len(freed), GC_BATCH):
-        chunk = json.dumps(sorted(freed)[i : i + GC_BATCH])
-        for sha, size, refcount in c.execute(
-            "SELECT sha256, size, refcount FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?)) "
-            "AND touched_at < ? AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256)",
-            (chunk, cutoff),
-        ):
-            if refcount <= freed[sha]:
-                blobs[sha] = size
+    # Blobs whose every reference is a link from a dying leaf: counted in one query (by
+    # SQLite, not a Python loop over 100,000 links).
+    blobs: dict[str, int] = dict(
+        c.execute(
+            "SELECT b.sha256, b.size FROM (SELECT blob, SUM(n) AS lost FROM page_blobs "
+            "WHERE page IN (SELECT value FROM json_each(?)) GROUP BY blob) f "
+            "JOIN blobs b ON b.sha256 = f.blob WHERE b.refcount <= f.lost AND b.touched_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256)",
+            (json.dumps(dead_leaves), cutoff),
+        ).fetchall()
+    )
     if scope is None:
         for sha, size in c.execute(
             "SELECT sha256, size FROM blobs WHERE refcount = 0 AND touched_at < ? "
@@ -347,14 +346,16 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, d
     journal = atomic_write_json(
         store.writer_dir() / f"gc-{secrets.token_hex(6)}.json", {"blobs": shas, "pages": pids}, indent=None
     )
-    for i in range(0, len(pids), GC_BATCH):
-        chunk = json.dumps(pids[i : i + GC_BATCH])
-        for table in ("page_blobs", "page_children", "pages"):
-            c.execute(f"DELETE FROM {table} WHERE page IN (SELECT value FROM json_each(?))", (chunk,))
+    # Blob rows first: the link rows deleted after them then update the refcounts of
+    # the blobs that stay only, not of 100,000 rows about to go.
     for i in range(0, len(shas), GC_BATCH):
         c.execute(
             "DELETE FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(shas[i : i + GC_BATCH]),)
         )
+    for i in range(0, len(pids), GC_BATCH):
+        chunk = json.dumps(pids[i : i + GC_BATCH])
+        for table in ("page_blobs", "page_children", "pages"):
+            c.execute(f"DELETE FROM {table} WHERE page IN (SELECT value FROM json_each(?))", (chunk,))
     return journal
 
 
@@ -375,7 +376,10 @@ def unlink_unindexed(store: Store, c: Any, shas: list[str]) -> int:
     A row present means the object was stored again after gc's COMMIT (its writer found
     the old file in place and adopted it): that file is kept.
     """
-    shas = sorted(s for s in shas if is_sha256_hex(s))  # a journal is a file: never trust a name
+    # A journal is a file: never trust a name (one pattern match for the usual all-good list).
+    if not all(isinstance(s, str) for s in shas) or not _ALL_SHA256.fullmatch("".join(s + "\n" for s in shas)):
+        shas = [s for s in shas if is_sha256_hex(s)]
+    shas = sorted(shas)
     ids = json.dumps(shas)
     present = {
         row[0]
