@@ -4,6 +4,7 @@ again between gc's COMMIT and its unlink kept (issue 12, item 2)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -98,12 +99,12 @@ def test_a_blob_stored_again_after_gc_commits_keeps_its_file(tmp_path: Path) -> 
     collector, writer = Store(root), Store(root)
     real = gc.unlink_collected
 
-    def store_again_first(store: Store, journal: Path, doomed: list[str]) -> None:
+    def store_again_first(store: Store, journal: Path, *doomed: list[str]) -> int:
         assert journal.exists() and not writer.has_blob(shas[1])
         assert writer.ingest_bytes(b"blob 1\n").sha256 == shas[1]  # the file is there: adopted
         tree = one_tree(writer, [shas[1]])
         writer.pin(tree, "kept")
-        real(store, journal, doomed)
+        return real(store, journal, *doomed)
 
     gc.unlink_collected = store_again_first
     try:
@@ -131,3 +132,30 @@ def test_a_torn_gc_journal_of_a_dead_writer_deletes_nothing(tmp_path: Path) -> N
         assert all(store.blob_path(s).exists() for s in shas)  # rows still name them
         assert store.verify()["ok"] and (root / "archive" / "index.sqlite3").exists()
         assert not dead.exists()
+
+
+def test_gc_unlinking_in_threads_counts_only_last_links(tmp_path: Path) -> None:
+    """Enough blobs for the unlinks to be shared among threads: every file goes, and the
+    bytes freed count a blob only where gc removed its last link (ten are also linked
+    from outside the store, as a hard-linked restore leaves them)."""
+    src = tmp_path / "src"
+    for i in range(1500):
+        d = src / f"d{i % 30}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_bytes(b"x" * (i % 97) + f"{i}\n".encode())
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with Store(tmp_path / "store") as store:
+        store.ingest_directory(src)
+        store.release_holds()
+        sizes = {hashlib.sha256(p.read_bytes()).hexdigest(): p.stat().st_size for p in src.rglob("f*")}
+        linked = sorted(sizes)[::150]
+        for name in linked:
+            os.link(store.blob_path(name), outside / name)
+        report = store.gc(grace_seconds=0)
+        blobs = set(report["blob_ids"])
+        assert report["blobs_deleted"] == 1500 and set(linked) <= blobs
+        assert report["bytes_freed"] == sum(sizes[b] for b in blobs if b not in linked)
+        assert not [p for p in store.blobs_dir.rglob("*") if p.is_file()]
+        assert all((outside / name).stat().st_nlink == 1 for name in linked)
+        assert store.verify()["ok"]

@@ -27,6 +27,7 @@ from runicorn.hashing import is_sha256_hex
 from runicorn.store.extensions import registered
 from runicorn.store.index import has_table
 from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, TreeInfo, move_if_exists
+from runicorn.workers import run_groups, worker_count
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store
@@ -165,12 +166,13 @@ def remove_collected(
     writer = store.current_writer
     trash = writer / "trash" if writer is not None else None
     try:
-        # The blob files are still in place (unlinked below, after the folders): counted first.
-        freed = bytes_freed_by_removing(_blob_files(store, dead_blobs) + dirs)
+        # Each step counts what it frees just before removing it: a blob also linked from
+        # an installed folder counts once, when its last link goes (with the blobs).
+        freed = bytes_freed_by_removing(dirs)
         for extension, pairs in taken:
             warnings.extend(extension.remove_collected(store, pairs))
         if journal is not None:
-            unlink_collected(store, journal, [b for b, _ in dead_blobs] + [p for p, _ in dead_pages])
+            freed += unlink_collected(store, journal, [b for b, _ in dead_blobs], [p for p, _ in dead_pages])
     finally:
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
@@ -359,19 +361,24 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, d
     return journal
 
 
-def unlink_collected(store: Store, journal: Path, shas: list[str]) -> None:
-    """Unlink the blob and page files (``shas``) gc dropped from the index, ``GC_BATCH``
-    per write transaction (other writers go on between batches), then the journal."""
-    for i in range(0, len(shas), GC_BATCH):
-        with store.index.write() as c:
-            unlink_unindexed(store, c, shas[i : i + GC_BATCH])
+def unlink_collected(store: Store, journal: Path, blobs: list[str], pages: Iterable[str] = ()) -> int:
+    """Unlink the blob and page files gc dropped from the index, ``GC_BATCH`` per write
+    transaction (other writers go on between batches), then the journal; return the
+    bytes the blobs' files freed (pages describe, they are not data)."""
+    freed = 0
+    for shas, counted in ((blobs, True), (list(pages), False)):
+        for i in range(0, len(shas), GC_BATCH):
+            with store.index.write() as c:
+                _, size = unlink_unindexed(store, c, shas[i : i + GC_BATCH])
+            freed += size if counted else 0
     journal.unlink()
+    return freed
 
 
-def unlink_unindexed(store: Store, c: Any, shas: list[str]) -> int:
+def unlink_unindexed(store: Store, c: Any, shas: list[str]) -> tuple[int, int]:
     """Unlink ``blobs/<aa>/<sha>`` for each of ``shas`` that no index row names (neither a
     blob nor a page: pages live among the blobs), inside write transaction ``c``; return
-    how many went.
+    how many went and the bytes that freed (a file's size when it was its last link).
 
     A row present means the object was stored again after gc's COMMIT (its writer found
     the old file in place and adopted it): that file is kept.
@@ -390,16 +397,36 @@ def unlink_unindexed(store: Store, c: Any, shas: list[str]) -> int:
         )
     }
     top = str(store.blobs_dir)
-    gone = 0
-    for sha in shas:  # sorted: one prefix directory after another
-        if sha in present:
-            continue
-        try:
-            os.unlink(f"{top}/{sha[:2]}/{sha}")
+    return unlink_files([f"{top}/{sha[:2]}/{sha}" for sha in shas if sha not in present])
+
+
+def unlink_files(paths: list[str]) -> tuple[int, int]:
+    """Unlink the files at ``paths`` (sorted), missing ones skipped; return how many went
+    and the bytes that freed (a file's size when it was its last link).
+
+    Several threads share the work, each its own run of the sorted paths (so its own
+    prefix directories): an unlink is a system call that releases the GIL, and two
+    threads on different directories do not wait for each other's directory lock.
+    """
+    results: list[tuple[int, int]] = []
+
+    def unlink_run(run: list[str]) -> None:
+        gone = freed = 0
+        for path in run:
+            try:
+                st = os.lstat(path)
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
             gone += 1
-        except FileNotFoundError:
-            pass
-    return gone
+            if st.st_nlink == 1:
+                freed += st.st_size
+        results.append((gone, freed))
+
+    n = worker_count(len(paths), 0)
+    size = -(-len(paths) // n) if paths else 0
+    run_groups(unlink_run, [paths[i : i + size] for i in range(0, len(paths), size)] if paths else [])
+    return sum(g for g, _ in results), sum(f for _, f in results)
 
 
 def finish_gc(store: Store, c: Any, journal: Path) -> str:
@@ -412,6 +439,6 @@ def finish_gc(store: Store, c: Any, journal: Path) -> str:
             raise TypeError("not a list")
     except (OSError, ValueError, KeyError, TypeError):
         return ""  # torn: written before the COMMIT it would have preceded, so nothing went
-    gone = unlink_unindexed(store, c, [str(s) for s in shas] + [str(p) for p in pages])
+    gone, _ = unlink_unindexed(store, c, [str(s) for s in shas] + [str(p) for p in pages])
     journal.unlink(missing_ok=True)
     return f"finished an interrupted gc ({gone} blob file(s) removed)" if gone else ""
