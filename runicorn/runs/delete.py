@@ -47,13 +47,14 @@ def _trustworthy_index(store: Any, dry_run: bool = False) -> tuple[list[str], li
 
 
 def _plan(
-    store: Any, run_id: str, refs: list[Any]
+    store: Any, run_id: str, refs: list[Any], dry_run: bool
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], list[tuple[str, int]]]:
     """Which of the run's trees go and which blobs only they use, as if its refs were gone.
 
     Mirrors ``Store.gc(grace_seconds=0, trees=...)`` after the refs are deleted, so a dry
     run reports exactly what the real deletion does: a tree (or blob) a live writer holds
-    is kept (listed in ``kept`` with ``held_by_writer``), as gc keeps it.
+    is kept (listed in ``kept`` with ``held_by_writer``), as gc keeps it.  The blobs are
+    planned for a dry run only (a real deletion's gc plans them again, under its lock).
     """
     mine: dict[str, int] = {}
     for r in refs:
@@ -63,7 +64,7 @@ def _plan(
     doomed: list[str] = []
     # gc's own plan, limited to the run's trees, as if the run's refs were gone: one read
     # snapshot gives each tree's refs and holds and the blobs only the doomed trees use.
-    plan = store.gc_plan(mine, refs_gone=[(r.kind, r.name) for r in refs])
+    plan = store.gc_plan(mine, refs_gone=[(r.kind, r.name) for r in refs], collect=dry_run)
     prefix = run_id + "/"
     for r in refs:
         info = plan.infos.get(r.tree)
@@ -193,7 +194,7 @@ def delete_run_completely(
                 f"run {run_id} is still running (pid {pid}); pass {option('force')} to delete it anyway"
             )
             return result
-    orphaned, kept, doomed, blobs = _plan(store, run_id, refs)
+    orphaned, kept, doomed, blobs = _plan(store, run_id, refs, dry_run)
     # Files in the run directory plus the run's rolling output versions (refs run/<id>/output/...).
     outputs = (_count_files(run_dir) if run_dir is not None else 0) + sum(
         1 for r in refs if r.name.startswith(f"{run_id}/output/")

@@ -56,7 +56,12 @@ class GcPlan:
 
 
 def gc_plan(
-    store: Store, trees: Iterable[str], *, refs_gone: Iterable[tuple[str, str]] = (), grace_seconds: float = 0.0
+    store: Store,
+    trees: Iterable[str],
+    *,
+    refs_gone: Iterable[tuple[str, str]] = (),
+    grace_seconds: float = 0.0,
+    collect: bool = True,
 ) -> GcPlan:
     """:meth:`Store.gc_plan`."""
     from runicorn.store.trees import tree_infos
@@ -65,6 +70,8 @@ def gc_plan(
     gone = json.dumps(sorted({f"{k}\n{n}" for k, n in refs_gone}))
     with store.index.read() as c:
         infos = tree_infos(store, wanted, c)
+        if not collect:
+            return GcPlan(infos, [], [])
         dead_trees, dead_pages, dead_blobs = plan_gc(c, time.time() - grace_seconds, json.dumps(wanted), gone)
     return GcPlan(infos, dead_trees, dead_blobs, dead_pages)
 

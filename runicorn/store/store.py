@@ -698,13 +698,20 @@ class Store:
         )
 
     def gc_plan(
-        self, trees: Iterable[str], *, refs_gone: Iterable[tuple[str, str]] = (), grace_seconds: float = 0.0
+        self,
+        trees: Iterable[str],
+        *,
+        refs_gone: Iterable[tuple[str, str]] = (),
+        grace_seconds: float = 0.0,
+        collect: bool = True,
     ) -> GcPlan:
         """What ``gc(trees=trees, grace_seconds=...)`` would collect now if the refs
         ``refs_gone`` (``(kind, name)``) were deleted first, with the index's
         :class:`TreeInfo` of each of ``trees``, from one read snapshot and gc's own
-        planning query (how a run deletion plans, and reports a dry run)."""
-        return _gc.gc_plan(self, trees, refs_gone=refs_gone, grace_seconds=grace_seconds)
+        planning query (how a run deletion plans, and reports a dry run).  Without
+        ``collect``, only the infos (the plan's lists stay empty): a real run deletion
+        leaves the planning to the gc it runs."""
+        return _gc.gc_plan(self, trees, refs_gone=refs_gone, grace_seconds=grace_seconds, collect=collect)
 
     # ------------------------------------------------------------------ recovery
     def recover(self) -> list[str]:
