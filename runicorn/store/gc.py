@@ -10,8 +10,8 @@ after its journal is finished by recovery (:func:`finish_gc`).
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -369,16 +369,21 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, d
 
 
 def unlink_collected(store: Store, journal: Path, blobs: list[str], pages: Iterable[str] = ()) -> int:
-    """Unlink the blob and page files gc dropped from the index, ``GC_BATCH`` per write
-    transaction (other writers go on between batches), then the journal; return the
-    bytes the blobs' files freed (pages describe, they are not data)."""
-    freed = 0
-    for shas, counted in ((blobs, True), (list(pages), False)):
-        for i in range(0, len(shas), GC_BATCH):
-            with store.index.write() as c:
-                _, size = unlink_unindexed(store, c, shas[i : i + GC_BATCH])
-            freed += size if counted else 0
+    """Unlink the blob and page files gc dropped from the index, then the journal; return
+    the bytes the blobs' files freed (pages describe, they are not data)."""
+    freed = _unlink_in_batches(store, blobs)
+    _unlink_in_batches(store, list(pages))
     journal.unlink()
+    return freed
+
+
+def _unlink_in_batches(store: Store, shas: list[str]) -> int:
+    """:func:`unlink_unindexed`, ``GC_BATCH`` per write transaction (other writers go on
+    between batches); return the bytes freed."""
+    freed = 0
+    for i in range(0, len(shas), GC_BATCH):
+        with store.index.write() as c:
+            freed += unlink_unindexed(store, c, shas[i : i + GC_BATCH])[1]
     return freed
 
 
@@ -415,6 +420,8 @@ def unlink_files(paths: list[str]) -> tuple[int, int]:
     prefix directories): an unlink is a system call that releases the GIL, and two
     threads on different directories do not wait for each other's directory lock.
     """
+    if not paths:
+        return 0, 0
     results: list[tuple[int, int]] = []
 
     def unlink_run(run: list[str]) -> None:
@@ -430,9 +437,8 @@ def unlink_files(paths: list[str]) -> tuple[int, int]:
                 freed += st.st_size
         results.append((gone, freed))
 
-    n = worker_count(len(paths), 0)
-    size = -(-len(paths) // n) if paths else 0
-    run_groups(unlink_run, [paths[i : i + size] for i in range(0, len(paths), size)] if paths else [])
+    step = -(-len(paths) // worker_count(len(paths), 0))  # ceiling: at most that many runs
+    run_groups(unlink_run, [paths[i : i + step] for i in range(0, len(paths), step)])
     return sum(g for g, _ in results), sum(f for _, f in results)
 
 
