@@ -336,6 +336,33 @@ def test_dry_run_says_it_rebuilt_the_index(tmp_path: Path) -> None:
     assert run.run_dir.is_dir()
 
 
+def test_deletion_checks_the_counts_of_what_it_could_free_not_the_whole_store(tmp_path: Path) -> None:
+    """The check before a run deletion recounts the run's trees, pages and blobs (its cost
+    follows the run, not the store): a wrong count elsewhere is left to `verify`, one
+    among the run's blobs still makes it rebuild the index first."""
+    runs = []
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.bin").write_bytes(f"bytes of {name}".encode())
+        run = rn.init(path=f"safety/scoped-{name}")
+        run.archive(tmp_path / f"{name}.bin", role="model")
+        run.finish()
+        runs.append(run)
+    store = open_store()
+    sha = {name: store.ingest_bytes(f"bytes of {name}".encode()).sha256 for name in ("a", "b", "c")}
+    store.release_holds()
+    with store.index.write() as c:  # an over-count outside run a: harmless to deleting a
+        c.execute("UPDATE blobs SET refcount = refcount + 5 WHERE sha256 = ?", (sha["b"],))
+    real = delete_run_completely(runs[0].run_id, store.root)
+    assert real["success"] and not real["notes"] and real["blob_ids"] == [sha["a"]]
+    assert not store.verify()["ok"]  # still there, for verify to report and repair
+    with store.index.write() as c:  # an under-count of run c's own blob: rebuilt first
+        c.execute("UPDATE blobs SET refcount = 0 WHERE sha256 = ?", (sha["c"],))
+    real = delete_run_completely(runs[2].run_id, store.root)
+    assert real["success"] and any(n.startswith("index rebuilt before deleting") for n in real["notes"])
+    assert real["blob_ids"] == [sha["c"]]
+    assert store.verify()["ok"] and store.has_blob(sha["b"])
+
+
 def test_run_id_of_an_unindexed_run_dir_is_refused() -> None:
     run1 = rn.init(path="proj/x", run_id="legacy-id")
     run1.finish()

@@ -19,24 +19,30 @@ from runicorn.store import open_store
 DELETING_MARK = ".rn-deleting-"
 
 
-def _trustworthy_index(store: Any, dry_run: bool = False) -> tuple[list[str], list[str]]:
-    """Make sure the index agrees with the files before deleting by it.
+def _trustworthy_index(store: Any, run_id: str, dry_run: bool = False) -> tuple[list[str], list[str]]:
+    """Make sure the index agrees with the files before deleting the run by it.
 
     Returns ``(notes, problems)``: what was done, and what still disagrees (then
     nothing may be deleted).  A missing or unreadable index was already rebuilt when
     the store opened.  Here a cheap consistency check (no manifest is parsed) catches an
-    index that opens but under-counts references.  It runs inside a write transaction,
-    so a writer between writing a file and its COMMIT is never mistaken for damage.  Any
-    real difference rebuilds the index from the files; the rebuild keeps what live
-    writers hold and what damaged files protected -- never "no entry, so orphaned".
+    index that opens but under-counts references: ref files and manifests against the
+    index, and the refcounts of what the deletion could free (the run's trees, the pages
+    they reach, the blobs those name), so it costs in proportion to the run.  It runs
+    inside a write transaction, so a writer between writing a file and its COMMIT is
+    never mistaken for damage.  Any real difference rebuilds the index from the files;
+    the rebuild keeps what live writers hold and what damaged files protected -- never
+    "no entry, so orphaned".
     """
     from runicorn.store.verify import index_disagreements
 
-    problems = index_disagreements(store)
+    def run_trees() -> list[str]:
+        return [r.tree for r in store.list_refs("run") if r.name.startswith(run_id + "/")]
+
+    problems = index_disagreements(store, run_trees())
     if not problems:
         return [], []
     report = store.rebuild_index()
-    left = index_disagreements(store)
+    left = index_disagreements(store, run_trees())
     if dry_run:
         done = (
             f"dry run: index rebuilt from the files before planning ({'; '.join(problems)}); no run content was changed"
@@ -172,7 +178,7 @@ def delete_run_completely(
         result["errors"].append(f"run {run_id!r} not found (not a valid run id)")
         return result
     store = open_store(Path(storage_root).expanduser())
-    result["notes"], disagree = _trustworthy_index(store, dry_run)
+    result["notes"], disagree = _trustworthy_index(store, run_id, dry_run)
     if disagree:
         result["errors"].append(
             f"{store.archive}: the index disagrees with the files even after a rebuild "

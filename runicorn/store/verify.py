@@ -6,7 +6,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -271,28 +271,25 @@ def files_vs_index(store: Store, c: Any) -> tuple[list[str], list[str]]:
     return problems, warnings
 
 
-def index_disagreements(store: Store) -> list[str]:
+def index_disagreements(store: Store, trees: Iterable[str] | None = None) -> list[str]:
     """A cheap check that the index agrees with the files (no manifest is parsed).
 
     The manifests and ref files on disk must be exactly the trees and refs the index
     knows -- compared inside a write transaction, so no other writer is between changing
     a file and its COMMIT -- and, in a read transaction that blocks no writer, every tree
     must have as many entries as files and every stored refcount must equal a recount.
+    ``trees``: recount only what a gc limited to those trees could delete (their refs,
+    the pages they reach, the blobs those pages name), so a run deletion checks in
+    proportion to the run, not to the store.
     Returns one line per kind of disagreement (empty: agrees).
     """
     with store.index.write() as c:
         problems, _ = files_vs_index(store, c)
     with store.index.read() as c:
-        # A tree without pages is one a migration could not convert; once the old rows
-        # are gone it describes nothing.
-        short_trees = (
-            0 if _has_old_trees(c) else c.execute("SELECT COUNT(*) FROM trees WHERE pages IS NULL").fetchone()[0]
-        )
-        bad_counts = sum(
-            c.execute(f"SELECT COUNT(*) FROM ({q})").fetchone()[0]
-            for q in (_bad_blob_counts(c), _BAD_TREE_COUNTS, _BAD_PAGE_COUNTS)
-        )
-        dangling = c.execute(f"SELECT COUNT(*) FROM ({_DANGLING_ENTRIES})").fetchone()[0]
+        if trees is None or _has_old_trees(c):
+            short_trees, bad_counts, dangling = _recount_all(c)
+        else:
+            short_trees, bad_counts, dangling = _recount_reached(c, json.dumps(sorted(set(trees))))
     if short_trees:
         problems.append(f"{short_trees} tree(s) with missing entries")
     if bad_counts:
@@ -300,6 +297,85 @@ def index_disagreements(store: Store) -> list[str]:
     if dangling:
         problems.append(f"{dangling} entries naming unindexed blobs")
     return problems
+
+
+def _recount_all(c: Any) -> tuple[int, int, int]:
+    """Trees without pages, wrong refcounts and dangling links, store-wide."""
+    # A tree without pages is one a migration could not convert; once the old rows
+    # are gone it describes nothing.
+    short_trees = 0 if _has_old_trees(c) else c.execute("SELECT COUNT(*) FROM trees WHERE pages IS NULL").fetchone()[0]
+    bad_counts = sum(
+        c.execute(f"SELECT COUNT(*) FROM ({q})").fetchone()[0]
+        for q in (_bad_blob_counts(c), _BAD_TREE_COUNTS, _BAD_PAGE_COUNTS)
+    )
+    dangling = c.execute(f"SELECT COUNT(*) FROM ({_DANGLING_ENTRIES})").fetchone()[0]
+    return short_trees, bad_counts, dangling
+
+
+def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
+    """:func:`_recount_all` for the trees in ``scope`` (a JSON list), the pages they reach
+    and the blobs those name."""
+    leaves, nodes = _reached_pages(c, scope)
+    in_list = " IN (SELECT value FROM json_each(?))"
+    short_trees = c.execute(f"SELECT COUNT(*) FROM trees WHERE pages IS NULL AND tree{in_list}", (scope,)).fetchone()[0]
+    # Driven by the reached links (an index lookup per blob they name), never by a scan of
+    # every blob: a missing row is a dangling link, a present one is recounted.
+    missing, bad_counts = c.execute(
+        f"SELECT COALESCE(SUM(b.sha256 IS NULL), 0), COALESCE(SUM(b.refcount != {_BLOB_RECOUNT}), 0) "
+        f"FROM (SELECT DISTINCT blob FROM page_blobs WHERE page{in_list}) r LEFT JOIN blobs b ON b.sha256 = r.blob",
+        (leaves,),
+    ).fetchone()
+    bad_counts += sum(
+        c.execute(f"SELECT COUNT(*) FROM ({q})", (ids,)).fetchone()[0]
+        for q, ids in (
+            (f"{_BAD_TREE_COUNTS} AND t.tree{in_list}", scope),
+            (f"{_BAD_PAGE_COUNTS} AND p.page{in_list}", json.dumps(json.loads(leaves) + json.loads(nodes))),
+        )
+    )
+    dangling = (
+        missing
+        + c.execute(
+            "SELECT COUNT(*) FROM ("
+            f"SELECT 1 FROM page_children l WHERE l.page{in_list} AND NOT EXISTS "
+            "(SELECT 1 FROM pages p WHERE p.page = l.child) "
+            f"UNION ALL SELECT 1 FROM trees t, json_each(t.pages) j WHERE t.tree{in_list} AND t.pages IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM pages p WHERE p.page = j.value))",
+            (nodes, scope),
+        ).fetchone()[0]
+    )
+    return short_trees, bad_counts, dangling
+
+
+def _reached_pages(c: Any, scope: str) -> tuple[str, str]:
+    """The leaf and node pages the trees in ``scope`` reach, as JSON lists (level by level
+    down from their top pages; a page seen twice is walked once)."""
+    frontier = {
+        row[0]
+        for row in c.execute(
+            "SELECT j.value FROM trees t, json_each(t.pages) j WHERE t.pages IS NOT NULL "
+            "AND t.tree IN (SELECT value FROM json_each(?))",
+            (scope,),
+        )
+    }
+    seen: set[str] = set()
+    leaves: list[str] = []
+    nodes: list[str] = []
+    while frontier:
+        seen |= frontier
+        level = c.execute(
+            "SELECT page, leaf FROM pages WHERE page IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(frontier)),),
+        ).fetchall()
+        leaves += [page for page, leaf in level if leaf]
+        parents = [page for page, leaf in level if not leaf]
+        nodes += parents
+        frontier = {
+            row[0]
+            for row in c.execute(
+                "SELECT child FROM page_children WHERE page IN (SELECT value FROM json_each(?))", (json.dumps(parents),)
+            )
+        } - seen
+    return json.dumps(sorted(leaves)), json.dumps(sorted(nodes))
 
 
 def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
