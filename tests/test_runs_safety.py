@@ -349,6 +349,10 @@ def test_deletion_checks_the_counts_of_what_it_could_free_not_the_whole_store(tm
         runs.append(run)
     store = open_store()
     sha = {name: store.ingest_bytes(f"bytes of {name}".encode()).sha256 for name in ("a", "b", "c")}
+    # Pinned content beside the runs: each run names a small part of the store, so the
+    # recount follows the run (with half the store or more it recounts everything).
+    other = {f"f{i}": (store.ingest_bytes(f"other {i}".encode()).sha256, "100644", 7) for i in range(10)}
+    store.pin(store.put_tree(other), "other")
     store.release_holds()
     with store.index.write() as c:  # an over-count outside run a: harmless to deleting a
         c.execute("UPDATE blobs SET refcount = refcount + 5 WHERE sha256 = ?", (sha["b"],))
@@ -360,7 +364,7 @@ def test_deletion_checks_the_counts_of_what_it_could_free_not_the_whole_store(tm
     real = delete_run_completely(runs[2].run_id, store.root)
     assert real["success"] and any(n.startswith("index rebuilt before deleting") for n in real["notes"])
     assert real["blob_ids"] == [sha["c"]]
-    assert store.verify()["ok"] and store.has_blob(sha["b"])
+    assert store.verify()["ok"] and store.has_blob(sha["b"]) and len(store.gc(grace_seconds=0)["blob_ids"]) == 0
 
 
 def test_run_id_of_an_unindexed_run_dir_is_refused() -> None:

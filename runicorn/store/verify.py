@@ -314,8 +314,11 @@ def _recount_all(c: Any) -> tuple[int, int, int]:
 
 def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
     """:func:`_recount_all` for the trees in ``scope`` (a JSON list), the pages they reach
-    and the blobs those name."""
-    leaves, nodes = _reached_pages(c, scope)
+    and the blobs those name; store-wide when they name about half the store's blobs or
+    more (a scan then costs less than a lookup per blob)."""
+    leaves, nodes, links = _reached_pages(c, scope)
+    if 2 * links >= c.execute("SELECT value FROM totals WHERE name = 'blob_count'").fetchone()[0]:
+        return _recount_all(c)
     in_list = " IN (SELECT value FROM json_each(?))"
     short_trees = c.execute(f"SELECT COUNT(*) FROM trees WHERE pages IS NULL AND tree{in_list}", (scope,)).fetchone()[0]
     # Driven by the reached links (an index lookup per blob they name), never by a scan of
@@ -346,9 +349,9 @@ def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
     return short_trees, bad_counts, dangling
 
 
-def _reached_pages(c: Any, scope: str) -> tuple[str, str]:
+def _reached_pages(c: Any, scope: str) -> tuple[str, str, int]:
     """The leaf and node pages the trees in ``scope`` reach, as JSON lists (level by level
-    down from their top pages; a page seen twice is walked once)."""
+    down from their top pages; a page seen twice is walked once), and the leaves' entries."""
     frontier = {
         row[0]
         for row in c.execute(
@@ -360,14 +363,16 @@ def _reached_pages(c: Any, scope: str) -> tuple[str, str]:
     seen: set[str] = set()
     leaves: list[str] = []
     nodes: list[str] = []
+    entries = 0
     while frontier:
         seen |= frontier
         level = c.execute(
-            "SELECT page, leaf FROM pages WHERE page IN (SELECT value FROM json_each(?))",
+            "SELECT page, leaf, entries FROM pages WHERE page IN (SELECT value FROM json_each(?))",
             (json.dumps(sorted(frontier)),),
         ).fetchall()
-        leaves += [page for page, leaf in level if leaf]
-        parents = [page for page, leaf in level if not leaf]
+        leaves += [page for page, leaf, _ in level if leaf]
+        entries += sum(n for _, leaf, n in level if leaf)
+        parents = [page for page, leaf, _ in level if not leaf]
         nodes += parents
         frontier = {
             row[0]
@@ -375,7 +380,7 @@ def _reached_pages(c: Any, scope: str) -> tuple[str, str]:
                 "SELECT child FROM page_children WHERE page IN (SELECT value FROM json_each(?))", (json.dumps(parents),)
             )
         } - seen
-    return json.dumps(sorted(leaves)), json.dumps(sorted(nodes))
+    return json.dumps(sorted(leaves)), json.dumps(sorted(nodes)), entries
 
 
 def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
