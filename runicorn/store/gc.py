@@ -229,7 +229,9 @@ def waiting_for_grace(
     """What only the grace period keeps: unreferenced trees and blobs touched within it,
     and when they become collectable (``first_at``/``last_at``, Unix seconds, or None).
     ``kept``: blobs damaged manifests may still name (None: every blob), never counted."""
-    all_trees, _, all_blobs = plan_gc(c, now, scope) if grace_seconds > 0 else ([], [], [])
+    if grace_seconds <= 0:  # nothing is younger than no grace at all
+        return {"trees": 0, "blobs": 0, "bytes": 0, "first_at": None, "last_at": None}
+    all_trees, _, all_blobs = plan_gc(c, now, scope)
     all_blobs = [] if kept is None else [b for b in all_blobs if b[0] not in kept]
     gone_t, gone_b = {t for t, _ in dead_trees}, {b for b, _ in dead_blobs}
     trees = [t for t, _ in all_trees if t not in gone_t]
