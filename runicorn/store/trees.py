@@ -199,13 +199,19 @@ def stage_pages(store: Store, pages: TreePages, ids: list[str], staging: Path | 
         raise store.write_error(exc) from None
 
 
+# The pages the trees of a JSON list reach, as table ``tp(page)``: their top pages, then
+# each node's children, each page once (so a damaged, cyclic listing ends too).
+REACHED_PAGES = (
+    "WITH RECURSIVE tp(page) AS (SELECT j.value FROM trees t, json_each(t.pages) j "
+    "WHERE t.tree IN (SELECT value FROM json_each(?)) "
+    "UNION SELECT l.child FROM page_children l JOIN tp ON l.page = tp.page) "
+)
+
+
 def page_sizes(store: Store, tree: str) -> dict[str, int]:
     """:meth:`Store.tree_page_sizes`."""
     rows = store.index.query(
-        "WITH RECURSIVE tp(page) AS (SELECT j.value FROM trees t, json_each(t.pages) j WHERE t.tree = ? "
-        "UNION SELECT l.child FROM page_children l JOIN tp ON l.page = tp.page) "
-        "SELECT p.page, p.size FROM tp JOIN pages p ON p.page = tp.page",
-        (tree,),
+        REACHED_PAGES + "SELECT p.page, p.size FROM tp JOIN pages p ON p.page = tp.page", (json.dumps([tree]),)
     )
     return {str(page): int(size) for page, size in rows}
 

@@ -33,7 +33,7 @@ from runicorn.store.tree_format import (
     parse_node,
     read_entries,
 )
-from runicorn.store.trees import index_tree, summary_of, write_pages
+from runicorn.store.trees import REACHED_PAGES, index_tree, summary_of, write_pages
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store
@@ -316,9 +316,10 @@ def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
     """:func:`_recount_all` for the trees in ``scope`` (a JSON list), the pages they reach
     and the blobs those name; store-wide when they name about half the store's blobs or
     more (a scan then costs less than a lookup per blob)."""
-    leaves, nodes, links = _reached_pages(c, scope)
+    leaf_list, node_list, links = _reached_pages(c, scope)
     if 2 * links >= c.execute("SELECT value FROM totals WHERE name = 'blob_count'").fetchone()[0]:
         return _recount_all(c)
+    leaves, nodes = json.dumps(leaf_list), json.dumps(node_list)
     in_list = " IN (SELECT value FROM json_each(?))"
     short_trees = c.execute(f"SELECT COUNT(*) FROM trees WHERE pages IS NULL AND tree{in_list}", (scope,)).fetchone()[0]
     # Driven by the reached links (an index lookup per blob they name), never by a scan of
@@ -332,7 +333,7 @@ def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
         c.execute(f"SELECT COUNT(*) FROM ({q})", (ids,)).fetchone()[0]
         for q, ids in (
             (f"{_BAD_TREE_COUNTS} AND t.tree{in_list}", scope),
-            (f"{_BAD_PAGE_COUNTS} AND p.page{in_list}", json.dumps(json.loads(leaves) + json.loads(nodes))),
+            (f"{_BAD_PAGE_COUNTS} AND p.page{in_list}", json.dumps(leaf_list + node_list)),
         )
     )
     dangling = (
@@ -349,38 +350,22 @@ def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
     return short_trees, bad_counts, dangling
 
 
-def _reached_pages(c: Any, scope: str) -> tuple[str, str, int]:
-    """The leaf and node pages the trees in ``scope`` reach, as JSON lists (level by level
-    down from their top pages; a page seen twice is walked once), and the leaves' entries."""
-    frontier = {
-        row[0]
-        for row in c.execute(
-            "SELECT j.value FROM trees t, json_each(t.pages) j WHERE t.pages IS NOT NULL "
-            "AND t.tree IN (SELECT value FROM json_each(?))",
-            (scope,),
-        )
-    }
-    seen: set[str] = set()
+def _reached_pages(c: Any, scope: str) -> tuple[list[str], list[str], int]:
+    """The leaf and node pages the trees in ``scope`` (a JSON list) reach, and the leaves'
+    entries."""
+    rows = c.execute(
+        REACHED_PAGES + "SELECT p.page, p.leaf, p.entries FROM tp JOIN pages p ON p.page = tp.page", (scope,)
+    )
     leaves: list[str] = []
     nodes: list[str] = []
     entries = 0
-    while frontier:
-        seen |= frontier
-        level = c.execute(
-            "SELECT page, leaf, entries FROM pages WHERE page IN (SELECT value FROM json_each(?))",
-            (json.dumps(sorted(frontier)),),
-        ).fetchall()
-        leaves += [page for page, leaf, _ in level if leaf]
-        entries += sum(n for _, leaf, n in level if leaf)
-        parents = [page for page, leaf, _ in level if not leaf]
-        nodes += parents
-        frontier = {
-            row[0]
-            for row in c.execute(
-                "SELECT child FROM page_children WHERE page IN (SELECT value FROM json_each(?))", (json.dumps(parents),)
-            )
-        } - seen
-    return json.dumps(sorted(leaves)), json.dumps(sorted(nodes)), entries
+    for page, leaf, n in rows:
+        if leaf:
+            leaves.append(page)
+            entries += n
+        else:
+            nodes.append(page)
+    return leaves, nodes, entries
 
 
 def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
