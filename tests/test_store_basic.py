@@ -98,6 +98,23 @@ def test_grace_period_and_holds_protect_fresh_content(tmp_path: Path) -> None:
     other.close()
 
 
+def test_missing_blobs_are_named_across_the_chunks_of_the_check(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit checks a tree's blobs in chunks; every missing one is named, whichever
+    chunk it falls in, and a tree whose blobs are all there commits."""
+    import runicorn.store.trees as trees_mod
+
+    monkeypatch.setattr(trees_mod, "_CHECK_CHUNK", 3)
+    present = [store.ingest_bytes(f"blob {i}".encode()) for i in range(7)]
+    absent = ["0" * 64, "7" * 64, "f" * 64]
+    entries = {f"p{i}": (info.sha256, "100644", info.size) for i, info in enumerate(present)}
+    entries.update({f"q{i}": (sha, "100644", 1) for i, sha in enumerate(absent)})
+    with pytest.raises(BlobNotFoundError) as err:
+        store.put_tree(entries)
+    assert err.value.missing == absent  # type: ignore[attr-defined]
+    tree = store.put_tree({k: v for k, v in entries.items() if k.startswith("p")})
+    assert len(store.tree_entries(tree)) == 7
+
+
 def test_put_tree_refuses_missing_blobs_and_bad_paths(store: Store) -> None:
     with pytest.raises(BlobNotFoundError) as err:
         store.put_tree({"a": ("0" * 64, "100644", 1)})

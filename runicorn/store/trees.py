@@ -312,17 +312,30 @@ def _page_file_is(store: Store, page: str, data: bytes) -> bool:
     return False
 
 
+# Blobs checked per query by check_blobs_indexed.
+_CHECK_CHUNK = 16384
+
+
 def check_blobs_indexed(c: Any, tree: str, shas: set[str]) -> None:
     """Raise BlobNotFoundError (``.missing`` lists them) unless every blob of ``shas`` is indexed."""
-    # One set query, not a round trip per blob: trees can have 100k entries.
-    known = {
-        row[0]
-        for row in c.execute(
-            "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
-            (json.dumps(sorted(shas)),),
-        )
-    }
-    missing = sorted(shas - known)
+    # Set queries, not a round trip per blob (trees can have 100k entries); in chunks
+    # that are counted, not listed back: the rows of a large tree would be a copy of it.
+    ordered = sorted(shas)  # in index order: neighbouring lookups share pages
+    missing: list[str] = []
+    for start in range(0, len(ordered), _CHECK_CHUNK):
+        chunk = ordered[start : start + _CHECK_CHUNK]
+        listed = json.dumps(chunk)
+        (found,) = c.execute(
+            "SELECT count(*) FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (listed,)
+        ).fetchone()
+        if found < len(chunk):
+            known = {
+                row[0]
+                for row in c.execute(
+                    "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (listed,)
+                )
+            }
+            missing += [sha for sha in chunk if sha not in known]
     if missing:
         err = BlobNotFoundError(f"tree {tree}: {len(missing)} blob(s) not in the store, e.g. {missing[0]}")
         err.missing = missing  # type: ignore[attr-defined]
