@@ -125,15 +125,24 @@ def tree_id_of(items: list[tuple[str, str, str]]) -> str:
     ``items`` is sorted in place.
     """
     items.sort()
-    text = "".join([f"{mode} {sha} {path}\n" for path, mode, sha in items])
+    digest = hashlib.sha256(TREE_HEADER)
     try:
         # Without lone surrogates (names that are not UTF-8), code-point order is
-        # UTF-8 byte order, so the sort above is already the specified one.
-        data = text.encode("utf-8")
+        # UTF-8 byte order, so the sort above is already the specified one.  Hashed in
+        # chunks: the whole listing of a large tree would be a copy of every line at once.
+        for start in range(0, len(items), _ID_CHUNK_LINES):
+            chunk = items[start : start + _ID_CHUNK_LINES]
+            digest.update("".join([f"{mode} {sha} {path}\n" for path, mode, sha in chunk]).encode("utf-8"))
     except UnicodeEncodeError:
         items.sort(key=lambda item: path_key(item[0]))
-        data = b"".join([f"{mode} {sha} ".encode("ascii") + path_key(path) + b"\n" for path, mode, sha in items])
-    return hashlib.sha256(TREE_HEADER + data).hexdigest()
+        digest = hashlib.sha256(TREE_HEADER)
+        for path, mode, sha in items:
+            digest.update(f"{mode} {sha} ".encode("ascii") + path_key(path) + b"\n")
+    return digest.hexdigest()
+
+
+# Lines hashed per update by tree_id_of.
+_ID_CHUNK_LINES = 4096
 
 
 def build_manifest(
