@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 from runicorn.store.extensions import StoreExtension, register
 
 if TYPE_CHECKING:  # annotations only: ``import runicorn`` imports this module
-    import os
     from collections.abc import Iterable
     from pathlib import Path
+
+    from runicorn.filestat import FileStat
 
 
 class RunsExtension(StoreExtension):
@@ -116,7 +117,7 @@ class SnapshotsExtension(StoreExtension):
     name = "snapshots"
     tables = ("stat_cache", "stat_cache_leaves", "stat_cache_generation")
 
-    def workspace_files(self, store: Any, root: Path) -> list[tuple[str, str, os.stat_result]] | None:
+    def workspace_files(self, store: Any, root: Path) -> list[tuple[str, str, FileStat]] | None:
         import os
 
         from runicorn.snapshot.ignore import IgnoreRules, read_ignore_file

@@ -205,6 +205,32 @@ def test_stat_cache_skips_unchanged_and_sees_changes(tmp_path: Path) -> None:
     assert r4["files_read"] == 0 and "f4.txt" not in open_store().get_manifest(r4["tree"])["files"]
 
 
+def test_stat_cache_rows_meet_files_whose_walk_order_differs_from_path_order(tmp_path: Path) -> None:
+    """The cache's rows are read in path order beside the scanned files: a directory's
+    files come before its subdirectories in the walk, but "a.txt" and "a-b" sort before
+    "a/x" and "é" after every ASCII name.  Every file is still vouched for, and the rows of
+    removed files (at either end and between kept ones) go."""
+    ws = tmp_path / "ws"
+    names = ["a.txt", "a-b", "a/x", "a/y/z", "a0", "b", "é/1", "é.txt", "z/0", "ab/c", "!first", "~last"]
+    for i, name in enumerate(names):
+        write(ws / name, f"content {i}")
+    os.symlink("a.txt", ws / "a.link")
+    write(ws / ".rnignore", "", age=60)
+    first = runicorn.snapshot_workspace(ws, None)
+    assert first["files_read"] == len(names) + 1
+    again = runicorn.snapshot_workspace(ws, None)
+    assert again["files_read"] == 0 and again["tree"] == first["tree"]
+    for gone in ("!first", "a/x", "~last", "é.txt"):
+        (ws / gone).unlink()
+    after = runicorn.snapshot_workspace(ws, None)
+    assert after["files_read"] == 0 and after["tree"] != first["tree"]
+    base = str(ws.resolve())
+    kept = sorted(f"{base}/{n}" for n in [*names, ".rnignore"] if os.path.lexists(ws / n))  # links have no row
+    rows = open_store().index.query("SELECT path FROM stat_cache WHERE path > ? ORDER BY path", (base,))
+    assert [r[0][len(base) :] for r in rows] == [k[len(base) :] for k in kept]
+    assert runicorn.snapshot_workspace(ws, None)["files_read"] == 0
+
+
 def test_racily_clean_files_are_reread(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     write(ws / ".rnignore", "", age=60)

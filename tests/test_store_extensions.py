@@ -215,6 +215,7 @@ def test_no_module_of_the_store_imports_a_feature_even_lazily() -> None:
         "runicorn.store",
         "runicorn.errors",
         "runicorn.fsutil",
+        "runicorn.filestat",
         "runicorn.hashing",
         "runicorn.relpath",
         "runicorn.config",

@@ -15,6 +15,7 @@ from bisect import bisect_left
 import threading
 import time
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from runicorn.errors import (
     StorageFullError,
     StoreWriteError,
 )
+from runicorn.filestat import FileStat
 from runicorn.hashing import sha256_bytes
 from runicorn.snapshot import statcache
 from runicorn.snapshot.scan import cycle_gc_paused
@@ -59,7 +61,7 @@ Progress = Callable[[int, int], None]
 def capture_tree(
     store: Any,
     root: Path,
-    files: list[tuple[str, str, os.stat_result]],
+    files: list[tuple[str, str, FileStat]],
     *,
     source: str,
     progress: Progress | None = None,
@@ -72,6 +74,7 @@ def capture_tree(
     ``want_entries``.
     ``keeper`` is the ref (kind, name; None for the tree id) the caller will keep the
     tree alive with: when it already names the stored tree, nothing is written.
+    ``files`` is sorted in place (by absolute path, the stat cache's order).
 
     Raises:
         RunicornError: a file vanished or changed while being read (naming it).
@@ -84,7 +87,7 @@ def capture_tree(
 def _capture(
     store: Any,
     root: Path,
-    files: list[tuple[str, str, os.stat_result]],
+    files: list[tuple[str, str, FileStat]],
     started_ns: int,
     progress: Progress | None,
     want_entries: bool,
@@ -92,53 +95,74 @@ def _capture(
     resume_gc: Callable[[], None],
 ) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
     """:func:`capture_tree` with the cyclic collector paused (the slow path resumes it)."""
-    cached, generation = statcache.cached_rows(store, root)
     # Per file, only what the fast path needs: the scan's own tuple and its hash (two
     # parallel lists), the tree id's line, the blob's size.  The slow path builds more.
-    vouched: list[tuple[str, str, os.stat_result]] = []
+    vouched: list[tuple[str, str, FileStat]] = []
     vouched_shas: list[str] = []
-    to_read: list[tuple[str, str, os.stat_result, str]] = []
+    to_read: list[tuple[str, str, FileStat, str]] = []
     links: dict[str, bytes] = {}
-    hits = 0  # files with a cache row: when all rows are hit, none is stale
+    stale: list[tuple[str]] = []  # cache rows of files no longer in the workspace
     trusted_bytes = 0
     lines: list[tuple[str, str, str]] = []  # (path, mode, sha256) of trusted files, for the tree id
     sizes: dict[str, int] = {}  # sha256 -> size of the trusted files' blobs
-    get, S_IFMT, IFLNK, racy = cached.get, 0o170000, stat.S_IFLNK, RACY_NS
-    for item in files:
-        rel, full, st = item
-        st_mode = st.st_mode
-        if st_mode & S_IFMT == IFLNK:
-            try:
-                links[rel] = os.fsencode(os.readlink(full))
-            except FileNotFoundError:
-                raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
-            hits += full in cached
-            continue
-        mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
-        row = get(full)
-        if row is None:
-            to_read.append((rel, full, st, mode))
-            continue
-        hits += 1
-        # row: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
-        mtime = st.st_mtime_ns
-        if (
-            row[4] == mtime
-            and row[3] == st.st_size
-            and row[2] == st.st_ino
-            and row[1] == st.st_dev
-            and row[5] == st.st_ctime_ns
-            and row[6] == mode
-            and mtime < row[8] - racy
-        ):
-            sha = row[7]
-            vouched.append(item)
-            vouched_shas.append(sha)
-            lines.append((rel, mode, sha))
-            sizes[sha] = row[3]
-            trusted_bytes += row[3]
-        else:
-            to_read.append((rel, full, st, mode))
+    S_IFMT, IFLNK, racy = 0o170000, stat.S_IFLNK, RACY_NS
+    # The files in the cache's order, merged with its rows as they are read: a dict of
+    # every row would cost more memory than the scan itself.
+    files.sort(key=itemgetter(1))
+    _, end = statcache.cache_bounds(root)
+    past_end = (end,)  # after the last row: sorts after every path below root
+    with statcache.rows_in_order(store, root) as (rows, generation):
+        next_row = rows.__next__
+        row: tuple[Any, ...] = next(rows, past_end)
+        for item in files:
+            rel, full, st = item
+            while row[0] < full:  # rows passed over name files that are gone
+                stale.append((row[0],))
+                try:
+                    row = next_row()
+                except StopIteration:
+                    row = past_end
+            if row[0] == full:
+                cached: tuple[Any, ...] | None = row
+                try:
+                    row = next_row()
+                except StopIteration:
+                    row = past_end
+            else:
+                cached = None
+            st_mode = st.st_mode
+            if st_mode & S_IFMT == IFLNK:
+                try:
+                    links[rel] = os.fsencode(os.readlink(full))
+                except FileNotFoundError:
+                    raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
+                continue
+            mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
+            if cached is None:
+                to_read.append((rel, full, st, mode))
+                continue
+            # cached: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
+            mtime = st.st_mtime_ns
+            if (
+                cached[4] == mtime
+                and cached[3] == st.st_size
+                and cached[2] == st.st_ino
+                and cached[1] == st.st_dev
+                and cached[5] == st.st_ctime_ns
+                and cached[6] == mode
+                and mtime < cached[8] - racy
+            ):
+                sha = cached[7]
+                vouched.append(item)
+                vouched_shas.append(sha)
+                lines.append((rel, mode, sha))
+                sizes[sha] = cached[3]
+                trusted_bytes += cached[3]
+            else:
+                to_read.append((rel, full, st, mode))
+        while row is not past_end:
+            stale.append((row[0],))
+            row = next(rows, past_end)
     link_shas = {rel: sha256_bytes(t) for rel, t in links.items()}
     lines += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
     sizes.update({link_shas[rel]: len(t) for rel, t in links.items()})
@@ -148,10 +172,6 @@ def _capture(
         if to_read
         else _existing_tree(store, vouched, vouched_shas, links, link_shas, want_entries, keeper, lines, sizes)
     )
-    stale: list[tuple[str]] = []
-    if hits < len(cached):
-        seen = {full for _, full, _ in files}
-        stale = [(p,) for p in cached if p not in seen]
     if found is not None:
         if stale:
             statcache.record(store, root, generation, [], stale)
@@ -171,7 +191,7 @@ def _capture(
 
 def _existing_tree(
     store: Any,
-    vouched: list[tuple[str, str, os.stat_result]],
+    vouched: list[tuple[str, str, FileStat]],
     vouched_shas: list[str],
     links: dict[str, bytes],
     link_shas: dict[str, str],
@@ -251,8 +271,8 @@ class _Capture:
         progress: Progress | None,
         lines: list[tuple[str, str, str]],
         sizes: dict[str, int],
-        vouched: tuple[list[tuple[str, str, os.stat_result]], list[str], int],
-        to_read: list[tuple[str, str, os.stat_result, str]],
+        vouched: tuple[list[tuple[str, str, FileStat]], list[str], int],
+        to_read: list[tuple[str, str, FileStat, str]],
         link_shas: dict[str, str],
     ) -> None:
         """``vouched``: the files the cache vouches for, their hashes (parallel lists)
@@ -260,7 +280,7 @@ class _Capture:
         self.store, self.root, self.started_ns, self.progress = store, root, started_ns, progress
         self.lines, self.sizes = lines, sizes
         self._vouched_lists = vouched[:2]
-        self._vouched: dict[str, tuple[tuple[str, str, os.stat_result], str]] | None = None
+        self._vouched: dict[str, tuple[tuple[str, str, FileStat], str]] | None = None
         self.vouched_bytes = vouched[2]
         self.read_bytes = 0  # of the files read and the links
         self.to_read = to_read
@@ -275,7 +295,7 @@ class _Capture:
             self._forget({rel for rel, (_, sha) in self.vouched.items() if sha in off})
 
     @property
-    def vouched(self) -> dict[str, tuple[tuple[str, str, os.stat_result], str]]:
+    def vouched(self) -> dict[str, tuple[tuple[str, str, FileStat], str]]:
         """The files the cache vouches for (and whose blobs are in place), by path:
         ``((rel, full, lstat), sha256)``; built only when one has to be read again."""
         if self._vouched is None:
@@ -303,7 +323,7 @@ class _Capture:
         self.read_bytes += sum(len(t) for t in links.values())
         self._read(self.to_read)
 
-    def _read(self, items: list[tuple[str, str, os.stat_result, str]]) -> None:
+    def _read(self, items: list[tuple[str, str, FileStat, str]]) -> None:
         store, root, progress = self.store, self.root, self.progress
         lock = threading.Lock()
         # Progress in bytes: cached files count as done, symlinks are not counted.
@@ -312,7 +332,7 @@ class _Capture:
         if progress:
             progress(done, total)
 
-        def work(group: list[tuple[str, str, os.stat_result, str]]) -> None:
+        def work(group: list[tuple[str, str, FileStat, str]]) -> None:
             nonlocal done
             for batch in _batches(group):
                 try:
@@ -407,9 +427,9 @@ class _Capture:
         return {rel: TreeEntry(sha, mode, sizes[sha]) for rel, mode, sha in self.lines}
 
 
-def _batches(items: list[tuple[str, str, os.stat_result, str]]) -> Iterable[list[tuple[str, str, os.stat_result, str]]]:
+def _batches(items: list[tuple[str, str, FileStat, str]]) -> Iterable[list[tuple[str, str, FileStat, str]]]:
     # Batches bound the work lost on an error and give progress; each costs one group sync.
-    batch: list[tuple[str, str, os.stat_result, str]] = []
+    batch: list[tuple[str, str, FileStat, str]] = []
     size = 0
     for item in items:
         batch.append(item)

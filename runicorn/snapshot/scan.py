@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runicorn.errors import RunicornError, UnsafePathError, option
+from runicorn.filestat import FileStat, FileStats
 from runicorn.relpath import MAX_DEPTH, check_names
 from runicorn.snapshot.ignore import IgnoreRules
 
@@ -41,7 +42,7 @@ def scan_workspace(
     force: bool,
     run_root: str | None = None,
     counts: dict[str, int] | None = None,
-) -> list[tuple[str, str, os.stat_result]]:
+) -> list[tuple[str, str, FileStat]]:
     """List ``(relpath, abspath, lstat)`` for every captured regular file and symlink.
 
     Directories in ``skip_dirs`` (by device and inode) are left out, and so is every
@@ -54,7 +55,8 @@ def scan_workspace(
         ValueError: a limit is exceeded (unless ``force``), as soon as it is.
         RunicornError: a name contains a newline or a directory cannot be read.
     """
-    out: list[tuple[str, str, os.stat_result]] = []
+    out: list[tuple[str, str, FileStat]] = []
+    compact = FileStats().of  # what is kept per file: an os.stat_result would cost 600 bytes
     total = 0
     IFMT, IFDIR, IFREG, IFLNK = 0o170000, stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK  # S_IS* without calls
     skip_names = {os.path.basename(p) for p in skip_files}  # a cheap test before building full paths
@@ -127,7 +129,7 @@ def scan_workspace(
                     continue
                 subdirs.append((full, prefix + key))
                 continue
-            out.append((prefix + key, base + key, st))
+            out.append((prefix + key, base + key, compact(st)))
             total += st.st_size
             if not force:
                 if len(out) > max_files:

@@ -14,7 +14,8 @@ next snapshot takes those leaves over instead of cutting its files into pages ag
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +24,20 @@ from runicorn.store.tree_format import LeafSpan
 RACY_NS = 2_000_000_000
 
 
-def _cache_bounds(root: Path) -> tuple[str, str]:
+def cache_bounds(root: Path) -> tuple[str, str]:
+    """``[lo, hi)``: every absolute path below ``root`` lies in it."""
     base = str(root).rstrip("/") + "/"
     return base, base[:-1] + "0"  # '0' sorts right after '/'
 
 
-def cached_rows(store: Any, root: Path) -> tuple[dict[str, tuple[Any, ...]], int]:
-    """The stat cache rows of the files below ``root``, by absolute path: ``(path, dev, ino,
-    size, mtime_ns, ctime_ns, mode, sha256, recorded_ns)``; and the cache's generation."""
-    lo, hi = _cache_bounds(root)
-    rows: dict[str, tuple[Any, ...]]
-    rows, generation = store.stat_cache.rows(lo, hi)
-    return rows, generation
+@contextlib.contextmanager
+def rows_in_order(store: Any, root: Path) -> Iterator[tuple[Iterator[tuple[Any, ...]], int]]:
+    """The stat cache rows of the files below ``root`` in absolute path order: ``(path, dev,
+    ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns)``; and the cache's generation.
+    Both are read in one snapshot, held while the ``with`` block runs."""
+    lo, hi = cache_bounds(root)
+    with store.stat_cache.rows_in_order(lo, hi) as (rows, generation):
+        yield rows, generation
 
 
 def known_leaves(store: Any, root: Path, generation: int) -> dict[str, LeafSpan]:
@@ -52,10 +55,10 @@ def record(
     stale: Sequence[tuple[str]],
     leaves: tuple[Mapping[str, LeafSpan], Sequence[LeafSpan]] | None = None,
 ) -> None:
-    """Drop the ``stale`` paths' rows and write ``updates`` (rows as :func:`cached_rows` gives
+    """Drop the ``stale`` paths' rows and write ``updates`` (rows as :func:`rows_in_order` gives
     them), in one transaction; ``leaves`` (those :func:`known_leaves` gave, and those of
     the tree just stored) become ``root``'s, unless the cache moved past ``generation``."""
     store.stat_cache.update(updates, [p for (p,) in stale], root=str(root), generation=generation, leaves=leaves)
 
 
-__all__ = ["RACY_NS", "cached_rows", "known_leaves", "record"]
+__all__ = ["RACY_NS", "cache_bounds", "known_leaves", "record", "rows_in_order"]

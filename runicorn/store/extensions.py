@@ -34,10 +34,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: importing this module stays cheap
-    import os
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
+    from runicorn.filestat import FileStat
     from runicorn.store.store import Store
 
 
@@ -77,7 +77,7 @@ class StoreExtension:
         """``run_dir`` (a Path or None), ``meta`` (dict) and ``status`` of one run, or None."""
         return None
 
-    def workspace_files(self, store: Store, root: Path) -> list[tuple[str, str, os.stat_result]] | None:
+    def workspace_files(self, store: Store, root: Path) -> list[tuple[str, str, FileStat]] | None:
         """``(relpath, path, lstat)`` of what a snapshot of ``root`` would capture now, or None."""
         return None
 

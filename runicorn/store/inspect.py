@@ -32,6 +32,7 @@ from runicorn.store.extensions import registered
 from runicorn.store.tree_format import MODE_LINK, TreeEntry
 
 if TYPE_CHECKING:
+    from runicorn.filestat import FileStat
     from runicorn.store.layout import Ref
     from runicorn.store.store import Store
 
@@ -408,7 +409,7 @@ class _DirSide:
 
         self.root = root
         self.items: dict[str, tuple[str, int, Path]] = {}
-        found: Iterable[tuple[str, Any, os.stat_result]] | None = None
+        found: Iterable[tuple[str, Any, os.stat_result | FileStat]] | None = None
         if not all_files and (root / ".rnignore").is_file():
             found = _workspace_files(store, root)
         if found is None:
@@ -426,7 +427,7 @@ class _DirSide:
         return sha256_file(full)
 
 
-def _workspace_files(store: "Store", root: Path) -> list[tuple[str, str, os.stat_result]] | None:
+def _workspace_files(store: "Store", root: Path) -> list[tuple[str, str, FileStat]] | None:
     """What ``runicorn snapshot ROOT`` would capture now (no limits, nothing written), as the
     feature that captures workspaces says; None without one."""
     for ext in registered():

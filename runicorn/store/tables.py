@@ -124,19 +124,28 @@ class StatCache:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def rows(self, lo: str, hi: str) -> tuple[dict[str, StatRow], int]:
-        """The rows whose path is in ``[lo, hi)`` (one workspace), by path, and the
-        cache's generation they are of (one read snapshot)."""
+    @contextlib.contextmanager
+    def rows_in_order(self, lo: str, hi: str) -> Iterator[tuple[Iterator[StatRow], int]]:
+        """The rows whose path is in ``[lo, hi)`` (one workspace) in path order (UTF-8 byte
+        order, the order of Python's ``str`` comparison), and the cache's generation they
+        are of, read in one snapshot held while the ``with`` block runs.
+
+        A caller walks them beside its own sorted paths (a merge), so a snapshot never holds
+        every row of a large workspace at once."""
         with self.store.index.read() as c:
-            rows = {
-                row[0]: row
-                for row in c.execute(
-                    "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns FROM stat_cache "
-                    "WHERE path >= ? AND path < ?",
-                    (lo, hi),
+            generation = _generation(c)
+            cursor = c.cursor()
+            try:
+                yield (
+                    cursor.execute(
+                        "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns FROM stat_cache "
+                        "WHERE path >= ? AND path < ? ORDER BY path",
+                        (lo, hi),
+                    ),
+                    generation,
                 )
-            }
-            return rows, _generation(c)
+            finally:
+                cursor.close()
 
     def leaves(self, root: str, generation: int) -> dict[str, LeafSpan]:
         """The leaves recorded for ``root`` by first path; none unless the cache is still
