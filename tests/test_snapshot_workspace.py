@@ -231,6 +231,51 @@ def test_stat_cache_rows_meet_files_whose_walk_order_differs_from_path_order(tmp
     assert runicorn.snapshot_workspace(ws, None)["files_read"] == 0
 
 
+def test_the_walk_yields_files_in_path_order_with_nested_ignore_rules(tmp_path: Path) -> None:
+    """The walk is merged with the stat cache as it goes, so it must come in path order: a
+    directory's files and subdirectories interleaved by name (a subdirectory sorts as its
+    name plus "/"), each directory's .gitignore applying to its own subtree only."""
+    from runicorn.snapshot.ignore import IgnoreRules
+    from runicorn.snapshot.scan import iter_workspace
+
+    ws = tmp_path / "ws"
+    for name in ["a.txt", "a/x.log", "a/keep.txt", "a/b/y.log", "a-b", "a0", "b/x.log", "é", "z/1", "!"]:
+        write(ws / name, name)
+    write(ws / "a" / ".gitignore", "*.log\n")
+    rules = IgnoreRules(ws.resolve(), [], None)
+    walked = list(
+        iter_workspace(
+            ws.resolve(), rules, skip_dirs=set(), skip_files=set(), max_files=100, max_total_bytes=1 << 20, force=False
+        )
+    )
+    paths = [full for _, full, _ in walked]
+    assert paths == sorted(paths)
+    assert [rel for rel, _, _ in walked] == [
+        "!",
+        "a-b",
+        "a.txt",
+        "a/.gitignore",
+        "a/keep.txt",
+        "a0",
+        "b/x.log",
+        "z/1",
+        "é",
+    ]
+    assert rules.git == []  # the spec a/ pushed was popped when the walk left it
+    with pytest.raises(ValueError, match="files 4 > limit 3"):
+        list(
+            iter_workspace(
+                ws.resolve(),
+                IgnoreRules(ws.resolve(), [], None),
+                skip_dirs=set(),
+                skip_files=set(),
+                max_files=3,
+                max_total_bytes=1 << 20,
+                force=False,
+            )
+        )
+
+
 def test_racily_clean_files_are_reread(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     write(ws / ".rnignore", "", age=60)

@@ -14,10 +14,9 @@ import stat
 from bisect import bisect_left
 import threading
 import time
-from collections.abc import Callable, Iterable
-from operator import itemgetter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from runicorn.errors import (
     BlobNotFoundError,
@@ -26,7 +25,7 @@ from runicorn.errors import (
     StorageFullError,
     StoreWriteError,
 )
-from runicorn.filestat import FileStat
+from runicorn.filestat import FileStat, FileStats
 from runicorn.hashing import sha256_bytes
 from runicorn.snapshot import statcache
 from runicorn.snapshot.scan import cycle_gc_paused
@@ -58,26 +57,39 @@ _INGEST_BATCH_BYTES = 2 << 30
 Progress = Callable[[int, int], None]
 
 
+class Captured(NamedTuple):
+    """What :func:`capture_tree` stored: the tree, and what the snapshot reports of it."""
+
+    tree: str
+    entries: dict[str, TreeEntry] | None  # unless asked for, None
+    files_read: int  # files hashed this time (the others came from the stat cache)
+    total_bytes: int
+    file_count: int
+    mtimes: dict[str, float] | None  # each file's mtime, with the entries
+
+
 def capture_tree(
     store: Any,
     root: Path,
-    files: list[tuple[str, str, FileStat]],
+    files: Iterable[tuple[str, str, FileStat]],
     *,
     source: str,
     progress: Progress | None = None,
     want_entries: bool = True,
     keeper: tuple[str, str | None] | None = None,
-) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
+) -> Captured:
     """Put the scanned files into the store as a tree, using and updating the stat cache.
 
-    Returns ``(tree, entries, files_read, total_bytes)``; ``entries`` is None unless
-    ``want_entries``.
-    ``keeper`` is the ref (kind, name; None for the tree id) the caller will keep the
-    tree alive with: when it already names the stored tree, nothing is written.
-    ``files`` is sorted in place (by absolute path, the stat cache's order).
+    ``files`` are ``(relpath, abspath, lstat)`` in path order, as
+    :func:`runicorn.snapshot.scan.iter_workspace` yields them (consumed once, as they
+    come: a file the stat cache vouches for costs its tree line only).  ``entries`` and
+    ``mtimes`` are None unless ``want_entries``.  ``keeper`` is the ref (kind, name;
+    None for the tree id) the caller will keep the tree alive with: when it already names
+    the stored tree, nothing is written.
 
     Raises:
         RunicornError: a file vanished or changed while being read (naming it).
+        (And whatever iterating ``files`` raises, before anything is stored.)
     """
     started_ns = time.time_ns()
     with cycle_gc_paused() as resume_gc:
@@ -87,35 +99,32 @@ def capture_tree(
 def _capture(
     store: Any,
     root: Path,
-    files: list[tuple[str, str, FileStat]],
+    files: Iterable[tuple[str, str, FileStat]],
     started_ns: int,
     progress: Progress | None,
     want_entries: bool,
     keeper: tuple[str, str | None] | None,
     resume_gc: Callable[[], None],
-) -> tuple[str, dict[str, TreeEntry] | None, int, int]:
+) -> Captured:
     """:func:`capture_tree` with the cyclic collector paused (the slow path resumes it)."""
-    # Per file, only what the fast path needs: the scan's own tuple and its hash (two
-    # parallel lists), the tree id's line, the blob's size.  The slow path builds more.
-    vouched: list[tuple[str, str, FileStat]] = []
-    vouched_shas: list[str] = []
+    # Per file the cache vouches for, only its tree line and its blob's size are kept.
     to_read: list[tuple[str, str, FileStat, str]] = []
     links: dict[str, bytes] = {}
     stale: list[tuple[str]] = []  # cache rows of files no longer in the workspace
-    trusted_bytes = 0
+    trusted_bytes = file_count = 0
     lines: list[tuple[str, str, str]] = []  # (path, mode, sha256) of trusted files, for the tree id
     sizes: dict[str, int] = {}  # sha256 -> size of the trusted files' blobs
+    mtimes: dict[str, float] | None = {} if want_entries else None
     S_IFMT, IFLNK, racy = 0o170000, stat.S_IFLNK, RACY_NS
-    # The files in the cache's order, merged with its rows as they are read: a dict of
-    # every row would cost more memory than the scan itself.
-    files.sort(key=itemgetter(1))
+    # The files arrive in the cache's order and are merged with its rows as they are
+    # read: a dict of every row would cost more memory than the files themselves.
     _, end = statcache.cache_bounds(root)
     past_end = (end,)  # after the last row: sorts after every path below root
     with statcache.rows_in_order(store, root) as (rows, generation):
         next_row = rows.__next__
         row: tuple[Any, ...] = next(rows, past_end)
-        for item in files:
-            rel, full, st = item
+        for rel, full, st in files:
+            file_count += 1
             while row[0] < full:  # rows passed over name files that are gone
                 stale.append((row[0],))
                 try:
@@ -130,6 +139,8 @@ def _capture(
                     row = past_end
             else:
                 cached = None
+            if mtimes is not None:
+                mtimes[rel] = st.st_mtime
             st_mode = st.st_mode
             if st_mode & S_IFMT == IFLNK:
                 try:
@@ -153,8 +164,6 @@ def _capture(
                 and mtime < cached[8] - racy
             ):
                 sha = cached[7]
-                vouched.append(item)
-                vouched_shas.append(sha)
                 lines.append((rel, mode, sha))
                 sizes[sha] = cached[3]
                 trusted_bytes += cached[3]
@@ -167,47 +176,39 @@ def _capture(
     lines += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
     sizes.update({link_shas[rel]: len(t) for rel, t in links.items()})
     total = trusted_bytes + sum(len(t) for t in links.values())
-    found = (
-        None
-        if to_read
-        else _existing_tree(store, vouched, vouched_shas, links, link_shas, want_entries, keeper, lines, sizes)
-    )
-    if found is not None:
+    tree = None if to_read else _existing_tree(store, keeper, lines, sizes)
+    if tree is not None:
         if stale:
             statcache.record(store, root, generation, [], stale)
-        tree, entries = found
-        return tree, entries, 0, total
+        return Captured(tree, _entries(lines, sizes) if want_entries else None, 0, total, file_count, mtimes)
     if len(to_read) > _RESUME_GC_AFTER:
         resume_gc()  # reading many files makes garbage of its own (and may run long)
-    captured = _Capture(
-        store, root, started_ns, progress, lines, sizes, (vouched, vouched_shas, trusted_bytes), to_read, link_shas
-    )
+    captured = _Capture(store, root, started_ns, progress, lines, sizes, trusted_bytes, to_read, link_shas)
     captured.read_changed(links)
     tree, spans, known = captured.store_tree(statcache.known_leaves(store, root, generation) if lines else {})
-    statcache.record(store, root, generation, captured.updates, stale, (known, spans))
-    entries = captured.entries() if want_entries else None
-    return tree, entries, captured.files_read, captured.total
+    statcache.record(store, root, generation, captured.cache_rows(), stale, (known, spans))
+    entries = _entries(lines, sizes) if want_entries else None
+    return Captured(tree, entries, captured.files_read, captured.total, file_count, mtimes)
+
+
+def _entries(lines: list[tuple[str, str, str]], sizes: dict[str, int]) -> dict[str, TreeEntry]:
+    """The tree's entries (for a zip of it) from its lines and its blobs' sizes."""
+    return {rel: TreeEntry(sha, mode, sizes[sha]) for rel, mode, sha in lines}
 
 
 def _existing_tree(
     store: Any,
-    vouched: list[tuple[str, str, FileStat]],
-    vouched_shas: list[str],
-    links: dict[str, bytes],
-    link_shas: dict[str, str],
-    want_entries: bool,
     keeper: tuple[str, str | None] | None,
     lines: list[tuple[str, str, str]],
     sizes: dict[str, int],
-) -> tuple[str, dict[str, TreeEntry] | None] | None:
-    """Fast path when the stat cache vouches for every file: (tree, entries) if stored.
+) -> str | None:
+    """Fast path when the stat cache vouches for every file: the tree, if it is stored.
 
-    ``vouched`` (the scanned files the cache vouches for) and ``vouched_shas`` (their
-    hashes) are parallel lists; ``lines`` (every file's ``(path, mode, sha256)``, sorted
-    here in tree-id order) and ``sizes`` (their blobs' sizes) come from the caller's pass
-    over the stat cache.  None when the tree is not stored.
+    ``lines`` (every file's ``(path, mode, sha256)``, sorted here in tree-id order) and
+    ``sizes`` (their blobs' sizes) come from the caller's pass over the stat cache.
+    None when the tree is not stored.
 
-    ``entries`` is None unless ``want_entries``.  The tree's existence is checked and
+    The tree's existence is checked and
     its ``touched_at`` bumped in one write transaction, so a concurrent gc either ran
     before (and the tree is gone: slow path) or must wait the grace period; its blobs
     are protected by the tree itself.  When the ref that will keep the tree alive
@@ -228,11 +229,7 @@ def _existing_tree(
     if keeper is None or not _kept_by(store, tree, keeper):
         if not store.touch_tree(tree):
             return None
-    if not want_entries:
-        return tree, None
-    entries = {rel: TreeEntry(sha, mode_of(st.st_mode), st.st_size) for (rel, _, st), sha in zip(vouched, vouched_shas)}
-    entries.update({rel: TreeEntry(link_shas[rel], MODE_LINK, len(t)) for rel, t in links.items()})
-    return tree, entries
+    return tree
 
 
 def _blob_files_intact(store: Any, sizes: dict[str, int]) -> bool:
@@ -271,52 +268,58 @@ class _Capture:
         progress: Progress | None,
         lines: list[tuple[str, str, str]],
         sizes: dict[str, int],
-        vouched: tuple[list[tuple[str, str, FileStat]], list[str], int],
+        vouched_bytes: int,
         to_read: list[tuple[str, str, FileStat, str]],
         link_shas: dict[str, str],
     ) -> None:
-        """``vouched``: the files the cache vouches for, their hashes (parallel lists)
-        and their total size."""
+        """``lines`` holds the lines of the files the cache vouches for (their blobs
+        sized in ``sizes``, ``vouched_bytes`` in all) and of the links."""
         self.store, self.root, self.started_ns, self.progress = store, root, started_ns, progress
         self.lines, self.sizes = lines, sizes
-        self._vouched_lists = vouched[:2]
-        self._vouched: dict[str, tuple[tuple[str, str, FileStat], str]] | None = None
-        self.vouched_bytes = vouched[2]
+        self.vouched_bytes = vouched_bytes
         self.read_bytes = 0  # of the files read and the links
         self.to_read = to_read
-        self.read_paths: set[str] = set()  # paths whose line comes from a read, not the cache
+        # Each file read's hash, by path (its line and its cache row are made of it).
+        self.read_shas: dict[str, str] = {}
+        self.link_paths: list[str] = []
         self.held: set[str] = set()  # blobs this snapshot ingested (and so holds)
-        self.updates: list[tuple[Any, ...]] = []
         self.total = 0  # of every file's size, once the tree is stored
         self.files_read = 0
         # ``sizes`` has the vouched files' blobs and the links' (stored again below).
         off = set(store.blob_files_off(sizes)) - set(link_shas.values())
         if off:
-            self._forget({rel for rel, (_, sha) in self.vouched.items() if sha in off})
+            self._forget(self._vouched_with(off))
 
-    @property
-    def vouched(self) -> dict[str, tuple[tuple[str, str, FileStat], str]]:
-        """The files the cache vouches for (and whose blobs are in place), by path:
-        ``((rel, full, lstat), sha256)``; built only when one has to be read again."""
-        if self._vouched is None:
-            self._vouched = {item[0]: (item, sha) for item, sha in zip(*self._vouched_lists)}
-        return self._vouched
+    def _vouched_with(self, shas: set[str]) -> dict[str, str]:
+        """The files the cache vouched for (not read this time) whose blob is one of
+        ``shas``: path -> blob."""
+        read = self.read_shas
+        return {rel: sha for rel, mode, sha in self.lines if sha in shas and mode != MODE_LINK and rel not in read}
 
-    def _forget(self, rels: set[str]) -> None:
-        """Read the vouched files ``rels`` again (their blobs are gone or damaged)."""
-        for rel in rels:
-            (rel, full, st), _ = self.vouched.pop(rel)
-            self.vouched_bytes -= st.st_size
+    def _forget(self, vouched: dict[str, str]) -> None:
+        """Read the vouched files (path -> blob) again: their blobs are gone or damaged.
+
+        Raises:
+            RunicornError: one of them is no longer a regular file.
+        """
+        for rel, sha in vouched.items():
+            full = os.path.join(self.root, rel)
+            try:
+                st = FileStats().of(os.lstat(full))
+            except FileNotFoundError:
+                raise RunicornError(f"{full}: vanished during the snapshot of {self.root}; try again") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise RunicornError(f"{full}: changed during the snapshot of {self.root}; try again")
+            self.vouched_bytes -= self.sizes[sha]
             self.to_read.append((rel, full, st, mode_of(st.st_mode)))
-        self.lines[:] = [line for line in self.lines if line[0] not in rels]
+        self.lines[:] = [line for line in self.lines if line[0] not in vouched]
         kept = {line[2] for line in self.lines}
         for sha in [s for s in self.sizes if s not in kept]:
             del self.sizes[sha]
 
     def read_changed(self, links: dict[str, bytes]) -> None:
         """Read the files to read (into the store, their lines added) and store the links."""
-        for rel in links:
-            self.read_paths.add(rel)
+        self.link_paths = list(links)
         for target in dict.fromkeys(links.values()):
             info = self.store.ingest_bytes(target)  # its lines are in already
             self.held.add(info.sha256)
@@ -351,24 +354,11 @@ class _Capture:
                         f"exclude it in .rnignore or fix its permissions"
                     ) from None
                 with lock:
-                    for (rel, full, st, mode), info in zip(batch, infos):
+                    for (rel, _, _, mode), info in zip(batch, infos):
                         self.lines.append((rel, mode, info.sha256))
                         self.sizes[info.sha256] = info.size
                         self.held.add(info.sha256)
-                        self.read_paths.add(rel)
-                        self.updates.append(
-                            (
-                                full,
-                                st.st_dev,
-                                st.st_ino,
-                                info.size,
-                                st.st_mtime_ns,
-                                st.st_ctime_ns,
-                                mode,
-                                info.sha256,
-                                self.started_ns,
-                            )
-                        )
+                        self.read_shas[rel] = info.sha256
                     read = sum(info.size for info in infos)
                     self.read_bytes += read
                     done += read
@@ -402,7 +392,7 @@ class _Capture:
                 return tree, spans, known
             except BlobNotFoundError as exc:
                 gone = set(getattr(exc, "missing", ()))
-                again = {rel for rel, (_, sha) in self.vouched.items() if sha in gone}
+                again = self._vouched_with(gone)
                 if not again or attempt == _COMMIT_ATTEMPTS - 1:
                     raise
                 # A gc took them since they were checked: their files are read again.
@@ -413,18 +403,21 @@ class _Capture:
 
     def _changed(self, known: dict[str, LeafSpan]) -> list[int]:
         """The indices (in the sorted lines) of the lines not vouched for by the cache."""
-        if not known or not self.read_paths:
+        if not known or not (self.read_shas or self.link_paths):
             return []
-        lines, read = self.lines, self.read_paths
+        lines, read = self.lines, self.read_shas.keys() | self.link_paths
         if len(read) * 64 > len(lines):
             return [i for i, line in enumerate(lines) if line[0] in read]
         # Lines are in path-byte order (tree_id_of): bisect by the same key.
         return sorted(bisect_left(lines, path_key(rel), key=lambda line: path_key(line[0])) for rel in read)
 
-    def entries(self) -> dict[str, TreeEntry]:
-        """The tree's entries (for a zip of it)."""
-        sizes = self.sizes
-        return {rel: TreeEntry(sha, mode, sizes[sha]) for rel, mode, sha in self.lines}
+    def cache_rows(self) -> Iterator[tuple[Any, ...]]:
+        """The stat cache rows of the files read, made as they are written (a list of them
+        would cost a tuple per file)."""
+        shas, sizes, now = self.read_shas, self.sizes, self.started_ns
+        for rel, full, st, mode in self.to_read:
+            sha = shas[rel]
+            yield full, st.st_dev, st.st_ino, sizes[sha], st.st_mtime_ns, st.st_ctime_ns, mode, sha, now
 
 
 def _batches(items: list[tuple[str, str, FileStat, str]]) -> Iterable[list[tuple[str, str, FileStat, str]]]:

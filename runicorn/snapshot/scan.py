@@ -43,7 +43,37 @@ def scan_workspace(
     run_root: str | None = None,
     counts: dict[str, int] | None = None,
 ) -> list[tuple[str, str, FileStat]]:
-    """List ``(relpath, abspath, lstat)`` for every captured regular file and symlink.
+    """:func:`iter_workspace` as a list."""
+    return list(
+        iter_workspace(
+            root,
+            rules,
+            skip_dirs=skip_dirs,
+            skip_files=skip_files,
+            max_files=max_files,
+            max_total_bytes=max_total_bytes,
+            force=force,
+            run_root=run_root,
+            counts=counts,
+        )
+    )
+
+
+def iter_workspace(
+    root: Path,
+    rules: IgnoreRules,
+    *,
+    skip_dirs: set[tuple[int, int]],
+    skip_files: set[str],
+    max_files: int,
+    max_total_bytes: int,
+    force: bool,
+    run_root: str | None = None,
+    counts: dict[str, int] | None = None,
+) -> Iterator[tuple[str, str, FileStat]]:
+    """Yield ``(relpath, abspath, lstat)`` for every captured regular file and symlink, in
+    path order (``str`` order of the paths: UTF-8 byte order, the tree id's and the stat
+    cache's), so a caller can merge them with other sorted data without a list of all.
 
     Directories in ``skip_dirs`` (by device and inode) are left out, and so is every
     run directory (``.../runs/<id>/meta.json``) below ``run_root`` (the storage root):
@@ -55,23 +85,69 @@ def scan_workspace(
         ValueError: a limit is exceeded (unless ``force``), as soon as it is.
         RunicornError: a name contains a newline or a directory cannot be read.
     """
-    out: list[tuple[str, str, FileStat]] = []
     compact = FileStats().of  # what is kept per file: an os.stat_result would cost 600 bytes
-    total = 0
-    IFMT, IFDIR, IFREG, IFLNK = 0o170000, stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK  # S_IS* without calls
-    skip_names = {os.path.basename(p) for p in skip_files}  # a cheap test before building full paths
-    # Depth-first with an explicit stack of (absolute dir, relative prefix); a None
-    # frame pops the .gitignore spec its directory pushed, after the whole subtree.
-    stack: list[tuple[str, str] | None] = [(str(root), "")]
+    walk = _Walk(root, rules, skip_dirs, skip_files, run_root, counts)
+    found = total = 0
+    # Depth-first: a frame is one directory's remaining entries, in path order (a
+    # subdirectory sorts by its name plus "/", so "a.txt" comes before "a/b" and "a0"
+    # after it), and whether leaving it pops the .gitignore spec it pushed.
+    stack = [walk.enter(str(root), "")]
     while stack:
-        frame = stack.pop()
-        if frame is None:
-            rules.git.pop()
-            continue
-        directory, prefix = frame
-        if rules.enter(prefix, directory):
-            stack.append(None)
+        prefix, base, entries, pushed_spec = stack[-1]
+        for key, st in entries:  # resumes where this directory was left
+            if key[-1] == "/":
+                stack.append(walk.enter(base + key[:-1], prefix + key))
+                break
+            found += 1
+            total += st.st_size
+            if not force:
+                if found > max_files:
+                    raise _limit_error(root, "files", found, max_files)
+                if total > max_total_bytes:
+                    raise _limit_error(root, "bytes", total, max_total_bytes)
+            yield prefix + key, base + key, compact(st)
+        else:
+            stack.pop()
+            if pushed_spec:
+                rules.git.pop()
+
+
+_Frame = tuple[str, str, Iterator[tuple[str, os.stat_result]], bool]
+
+
+class _Walk:
+    """What every directory of one workspace walk is listed and filtered with."""
+
+    def __init__(
+        self,
+        root: Path,
+        rules: IgnoreRules,
+        skip_dirs: set[tuple[int, int]],
+        skip_files: set[str],
+        run_root: str | None,
+        counts: dict[str, int] | None,
+    ) -> None:
+        self.root, self.rules, self.skip_dirs, self.skip_files = root, rules, skip_dirs, skip_files
+        self.skip_names = {os.path.basename(p) for p in skip_files}  # a cheap test before building full paths
+        self.run_root, self.counts = run_root, counts
+
+    def enter(self, directory: str, prefix: str) -> _Frame:
+        """The frame of ``directory`` (relative path ``prefix``, "" or ending in "/"):
+        its .gitignore pushed, its captured entries listed."""
+        pushed = bool(self.rules.enter(prefix, directory))
         base = directory if directory.endswith(os.sep) else directory + os.sep
+        try:
+            entries = self._captured(directory, base, prefix)
+        except BaseException:
+            if pushed:
+                self.rules.git.pop()
+            raise
+        return prefix, base, iter(entries), pushed
+
+    def _captured(self, directory: str, base: str, prefix: str) -> list[tuple[str, os.stat_result]]:
+        """One directory's captured entries as ``(key, lstat)``, sorted by key (a name,
+        with "/" after a subdirectory's)."""
+        IFMT, IFDIR, IFREG, IFLNK = 0o170000, stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK  # S_IS* without calls
         # Listing through a directory descriptor makes each entry's lstat resolve one
         # name instead of the whole path again.
         try:
@@ -90,13 +166,13 @@ def scan_workspace(
             raise type(exc)(exc.errno, exc.strerror, base + str(exc.filename)) from None
         finally:
             os.close(fd)
-        listing.sort()
         joined = "/".join(name for name, _ in listing)
         if "\n" in joined or "\r" in joined:
             bad = next(name for name, _ in listing if "\n" in name or "\r" in name)
             raise RunicornError(f"{base + bad}: file names with a newline cannot be snapshotted")
         # Keys: names with a trailing "/" for directories, as the ignore rules want them.
         kept: list[tuple[str, os.stat_result]] = []
+        skip_names, skip_files, skip_dirs = self.skip_names, self.skip_files, self.skip_dirs
         for name, st in listing:
             kind = st.st_mode & IFMT
             if kind == IFREG or kind == IFLNK:
@@ -105,39 +181,24 @@ def scan_workspace(
             elif kind == IFDIR:
                 if (st.st_dev, st.st_ino) not in skip_dirs:
                     kept.append((name + "/", st))
-        dropped = rules.excluded(prefix, [key for key, _ in kept])
-        if counts is not None:
-            counts["excluded"] += len(dropped)
+        dropped = self.rules.excluded(prefix, [key for key, _ in kept])
+        if self.counts is not None:
+            self.counts["excluded"] += len(dropped)
         if not joined.isascii() or prefix.count("/") >= MAX_DEPTH:
             # Checked before anything is read: a refused name or depth stores nothing.
             try:
                 check_names(prefix, "/".join(k.rstrip("/") for k, _ in kept if k not in dropped), what="file")
             except UnsafePathError as exc:
-                raise UnsafePathError(f"{root}: {exc}; nothing was stored") from None
-        subdirs: list[tuple[str, str]] = []
-        for key, st in kept:
-            if key in dropped:
-                continue
-            if key[-1] == "/":
-                full = base + key[:-1]
-                if (
-                    run_root is not None
-                    and directory.endswith(f"{os.sep}runs")
-                    and full.startswith(run_root)
-                    and os.path.isfile(os.path.join(full, "meta.json"))
-                ):
-                    continue
-                subdirs.append((full, prefix + key))
-                continue
-            out.append((prefix + key, base + key, compact(st)))
-            total += st.st_size
-            if not force:
-                if len(out) > max_files:
-                    raise _limit_error(root, "files", len(out), max_files)
-                if total > max_total_bytes:
-                    raise _limit_error(root, "bytes", total, max_total_bytes)
-        stack.extend(reversed(subdirs))
-    return out
+                raise UnsafePathError(f"{self.root}: {exc}; nothing was stored") from None
+        run_root = self.run_root
+        in_runs = run_root is not None and directory.endswith(f"{os.sep}runs") and base.startswith(run_root)
+        out = [
+            (key, st)
+            for key, st in kept
+            if key not in dropped and not (in_runs and key[-1] == "/" and os.path.isfile(base + key + "meta.json"))
+        ]
+        out.sort()
+        return out
 
 
 @contextlib.contextmanager
@@ -173,4 +234,4 @@ def store_dirs(store: Any) -> set[tuple[int, int]]:
     return found
 
 
-__all__ = ["cycle_gc_paused", "scan_workspace", "store_dirs"]
+__all__ = ["cycle_gc_paused", "iter_workspace", "scan_workspace", "store_dirs"]

@@ -15,7 +15,7 @@ next snapshot takes those leaves over instead of cutting its files into pages ag
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ def record(
     store: Any,
     root: Path,
     generation: int,
-    updates: Sequence[tuple[Any, ...]],
+    updates: Iterable[tuple[Any, ...]],
     stale: Sequence[tuple[str]],
     leaves: tuple[Mapping[str, LeafSpan], Sequence[LeafSpan]] | None = None,
 ) -> None:

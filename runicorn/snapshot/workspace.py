@@ -19,7 +19,7 @@ from runicorn.errors import RunicornError
 from runicorn.gitinfo import git_provenance
 from runicorn.snapshot.capture import capture_tree
 from runicorn.snapshot.ignore import IGNORE_CACHE, IgnoreRules, read_ignore_file
-from runicorn.snapshot.scan import cycle_gc_paused, scan_workspace, store_dirs
+from runicorn.snapshot.scan import iter_workspace, store_dirs
 from runicorn.treezip import write_zip
 
 DEFAULT_MAX_TOTAL_BYTES = 500 * 1024 * 1024
@@ -89,25 +89,26 @@ def snapshot_workspace(
     if out_abs is not None and out_abs.parent.exists():
         skip_files.add(str(out_abs.parent.resolve() / out_abs.name))
     counts = {"excluded": 0}
-    with cycle_gc_paused():
-        files = scan_workspace(
-            root,
-            rules,
-            skip_dirs=skip_dirs,
-            skip_files=skip_files,
-            max_files=max_files,
-            max_total_bytes=max_total_bytes,
-            force=force_snapshot,
-            run_root=str(store.root.resolve()) + os.sep,
-            counts=counts,
-        )
-    rules.save()
-    git = git_provenance(root)
+    files = iter_workspace(
+        root,
+        rules,
+        skip_dirs=skip_dirs,
+        skip_files=skip_files,
+        max_files=max_files,
+        max_total_bytes=max_total_bytes,
+        force=force_snapshot,
+        run_root=str(store.root.resolve()) + os.sep,
+        counts=counts,
+    )
     # A plain snapshot is kept by the pin named after its tree (see _keep_alive).
     keeper = ("pin", None) if out_abs is None and run_id is None and name is None else None
-    tree, entries, files_read, total_bytes = capture_tree(
+    # The walk is consumed as the stat cache is compared with it (in path order).
+    captured = capture_tree(
         store, root, files, source=str(root), progress=progress, want_entries=out_abs is not None, keeper=keeper
     )
+    tree = captured.tree
+    rules.save()
+    git = git_provenance(root)
     if name is not None:
         meta = {"source": str(root), "message": message, "git": git}
         store.set_ref(
@@ -125,19 +126,18 @@ def snapshot_workspace(
         ref = _keep_alive(store, tree, out_abs, root, run_id)
     archive_path = None
     if out_abs is not None:
-        assert entries is not None  # asked for
-        mtimes = {rel: st.st_mtime for rel, _, st in files}
-        write_zip(store.blob_path, entries, out_abs, mtimes)
+        assert captured.entries is not None and captured.mtimes is not None  # asked for
+        write_zip(store.blob_path, captured.entries, out_abs, captured.mtimes)
         archive_path = str(out_abs)
     return {
         "workspace_root": str(root),
         "archive_path": archive_path,
         "format": "zip" if out_abs is not None else "tree",
-        "file_count": len(files),  # one entry per captured file
-        "total_bytes": total_bytes,
+        "file_count": captured.file_count,  # one entry per captured file
+        "total_bytes": captured.total_bytes,
         "tree": tree,
         "manifest_path": str(store.manifest_path(tree)),
-        "files_read": files_read,
+        "files_read": captured.files_read,
         "ref": ref,
         "name": name,
         "message": message,

@@ -165,14 +165,14 @@ class StatCache:
 
     def update(
         self,
-        rows: Sequence[StatRow],
+        rows: Iterable[StatRow],
         stale: Sequence[str] = (),
         *,
         root: str,
         generation: int,
         leaves: tuple[Mapping[str, LeafSpan], Sequence[LeafSpan]] | None = None,
     ) -> None:
-        """Write ``rows`` (replacing a path's row) and delete the rows of ``stale`` paths
+        """Write ``rows`` (replacing a path's row; any iterable, consumed once) and delete the rows of ``stale`` paths
         (all below workspace ``root``, read at ``generation``), in one transaction.
 
         The recorded leaves of every root whose files this touches go; ``leaves`` (the
