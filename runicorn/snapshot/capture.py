@@ -55,6 +55,9 @@ _INGEST_BATCH_FILES = 16384
 _INGEST_BATCH_BYTES = 2 << 30
 
 Progress = Callable[[int, int], None]
+# A file to read: its path relative to the root, its lstat, its mode (absolute paths are
+# made when needed: one string fewer per file of a first snapshot).
+_ToRead = tuple[str, FileStat, str]
 
 
 class Captured(NamedTuple):
@@ -108,7 +111,7 @@ def _capture(
 ) -> Captured:
     """:func:`capture_tree` with the cyclic collector paused (the slow path resumes it)."""
     # Per file the cache vouches for, only its tree line and its blob's size are kept.
-    to_read: list[tuple[str, str, FileStat, str]] = []
+    to_read: list[_ToRead] = []
     links: dict[str, bytes] = {}
     stale: list[tuple[str]] = []  # cache rows of files no longer in the workspace
     trusted_bytes = file_count = 0
@@ -150,7 +153,7 @@ def _capture(
                 continue
             mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
             if cached is None:
-                to_read.append((rel, full, st, mode))
+                to_read.append((rel, st, mode))
                 continue
             # cached: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
             mtime = st.st_mtime_ns
@@ -168,7 +171,7 @@ def _capture(
                 sizes[sha] = cached[3]
                 trusted_bytes += cached[3]
             else:
-                to_read.append((rel, full, st, mode))
+                to_read.append((rel, st, mode))
         while row is not past_end:
             stale.append((row[0],))
             row = next(rows, past_end)
@@ -269,12 +272,13 @@ class _Capture:
         lines: list[tuple[str, str, str]],
         sizes: dict[str, int],
         vouched_bytes: int,
-        to_read: list[tuple[str, str, FileStat, str]],
+        to_read: list[_ToRead],
         link_shas: dict[str, str],
     ) -> None:
         """``lines`` holds the lines of the files the cache vouches for (their blobs
         sized in ``sizes``, ``vouched_bytes`` in all) and of the links."""
         self.store, self.root, self.started_ns, self.progress = store, root, started_ns, progress
+        self.base = os.path.join(str(root), "")  # root with one trailing separator, as the walk joins it
         self.lines, self.sizes = lines, sizes
         self.vouched_bytes = vouched_bytes
         self.read_bytes = 0  # of the files read and the links
@@ -303,7 +307,7 @@ class _Capture:
             RunicornError: one of them is no longer a regular file.
         """
         for rel, sha in vouched.items():
-            full = os.path.join(self.root, rel)
+            full = self.base + rel
             try:
                 st = FileStats().of(os.lstat(full))
             except FileNotFoundError:
@@ -311,7 +315,7 @@ class _Capture:
             if not stat.S_ISREG(st.st_mode):
                 raise RunicornError(f"{full}: changed during the snapshot of {self.root}; try again")
             self.vouched_bytes -= self.sizes[sha]
-            self.to_read.append((rel, full, st, mode_of(st.st_mode)))
+            self.to_read.append((rel, st, mode_of(st.st_mode)))
         self.lines[:] = [line for line in self.lines if line[0] not in vouched]
         kept = {line[2] for line in self.lines}
         for sha in [s for s in self.sizes if s not in kept]:
@@ -326,20 +330,20 @@ class _Capture:
         self.read_bytes += sum(len(t) for t in links.values())
         self._read(self.to_read)
 
-    def _read(self, items: list[tuple[str, str, FileStat, str]]) -> None:
-        store, root, progress = self.store, self.root, self.progress
+    def _read(self, items: list[_ToRead]) -> None:
+        store, root, progress, base = self.store, self.root, self.progress, self.base
         lock = threading.Lock()
         # Progress in bytes: cached files count as done, symlinks are not counted.
         done = self.vouched_bytes
-        total = done + sum(it[2].st_size for it in items)
+        total = done + sum(it[1].st_size for it in items)
         if progress:
             progress(done, total)
 
-        def work(group: list[tuple[str, str, FileStat, str]]) -> None:
+        def work(group: list[_ToRead]) -> None:
             nonlocal done
             for batch in _batches(group):
                 try:
-                    infos = store.ingest_files([full for _, full, _, _ in batch])
+                    infos = store.ingest_files([base + rel for rel, _, _ in batch])
                 except FileNotFoundError as exc:
                     raise RunicornError(
                         f"{exc.filename}: vanished during the snapshot of {root}; nothing was recorded, try again"
@@ -354,7 +358,7 @@ class _Capture:
                         f"exclude it in .rnignore or fix its permissions"
                     ) from None
                 with lock:
-                    for (rel, _, _, mode), info in zip(batch, infos):
+                    for (rel, _, mode), info in zip(batch, infos):
                         self.lines.append((rel, mode, info.sha256))
                         self.sizes[info.sha256] = info.size
                         self.held.add(info.sha256)
@@ -365,7 +369,7 @@ class _Capture:
                     if progress:
                         progress(done, total)
 
-        groups = share(items, worker_count(len(items), sum(it[2].st_size for it in items)), lambda it: it[2].st_size)
+        groups = share(items, worker_count(len(items), sum(it[1].st_size for it in items)), lambda it: it[1].st_size)
         run_groups(work, groups)
         self.files_read += len(items)
 
@@ -415,18 +419,19 @@ class _Capture:
         """The stat cache rows of the files read, made as they are written (a list of them
         would cost a tuple per file)."""
         shas, sizes, now = self.read_shas, self.sizes, self.started_ns
-        for rel, full, st, mode in self.to_read:
+        base = self.base
+        for rel, st, mode in self.to_read:
             sha = shas[rel]
-            yield full, st.st_dev, st.st_ino, sizes[sha], st.st_mtime_ns, st.st_ctime_ns, mode, sha, now
+            yield base + rel, st.st_dev, st.st_ino, sizes[sha], st.st_mtime_ns, st.st_ctime_ns, mode, sha, now
 
 
-def _batches(items: list[tuple[str, str, FileStat, str]]) -> Iterable[list[tuple[str, str, FileStat, str]]]:
+def _batches(items: list[_ToRead]) -> Iterable[list[_ToRead]]:
     # Batches bound the work lost on an error and give progress; each costs one group sync.
-    batch: list[tuple[str, str, FileStat, str]] = []
+    batch: list[_ToRead] = []
     size = 0
     for item in items:
         batch.append(item)
-        size += item[2].st_size
+        size += item[1].st_size
         if len(batch) >= _INGEST_BATCH_FILES or size >= _INGEST_BATCH_BYTES:
             yield batch
             batch, size = [], 0
