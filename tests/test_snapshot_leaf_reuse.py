@@ -46,8 +46,7 @@ def _now(ws: Path) -> float:
 def _leaves(store_root: Path, ws: Path) -> dict[str, Any]:
     with Store(store_root) as s:
         base = str(ws.resolve())
-        with s.stat_cache.rows_in_order(base + "/", base + "0") as (_, generation):
-            pass
+        _, generation = s.stat_cache.rows_in_order(base + "/", base + "0")
         return s.stat_cache.leaves(base, generation)
 
 

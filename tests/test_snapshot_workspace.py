@@ -205,11 +205,17 @@ def test_stat_cache_skips_unchanged_and_sees_changes(tmp_path: Path) -> None:
     assert r4["files_read"] == 0 and "f4.txt" not in open_store().get_manifest(r4["tree"])["files"]
 
 
-def test_stat_cache_rows_meet_files_whose_walk_order_differs_from_path_order(tmp_path: Path) -> None:
-    """The cache's rows are read in path order beside the scanned files: a directory's
-    files come before its subdirectories in the walk, but "a.txt" and "a-b" sort before
-    "a/x" and "é" after every ASCII name.  Every file is still vouched for, and the rows of
-    removed files (at either end and between kept ones) go."""
+@pytest.mark.parametrize("rows_per_page", [3, 4096])
+def test_stat_cache_rows_meet_files_whose_walk_order_differs_from_path_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_page: int
+) -> None:
+    """The cache's rows are read in path order, a page at a time, beside the walked files
+    ("a.txt" and "a-b" sort before "a/x", "a0" after it, "é" after every ASCII name).
+    Every file is still vouched for, and the rows of removed files (at either end, between
+    kept ones, across page boundaries) go."""
+    import runicorn.store.tables as tables_mod
+
+    monkeypatch.setattr(tables_mod, "_ROWS_PER_PAGE", rows_per_page)
     ws = tmp_path / "ws"
     names = ["a.txt", "a-b", "a/x", "a/y/z", "a0", "b", "é/1", "é.txt", "z/0", "ab/c", "!first", "~last"]
     for i, name in enumerate(names):
@@ -274,6 +280,61 @@ def test_the_walk_yields_files_in_path_order_with_nested_ignore_rules(tmp_path: 
                 force=False,
             )
         )
+
+
+def test_the_walk_holds_no_transaction_of_the_store(tmp_path: Path) -> None:
+    """The stat cache is read a page at a time while the walk runs: another thread writing to
+    the same store in the middle of a snapshot's walk is not kept waiting for the walk."""
+    import threading
+
+    from runicorn.snapshot.capture import capture_tree
+    from runicorn.snapshot.ignore import IgnoreRules
+    from runicorn.snapshot.scan import iter_workspace
+    from runicorn.store import Store
+
+    ws = tmp_path / "ws"
+    for i in range(5):
+        write(ws / f"f{i}.txt", f"content {i}")
+    root = ws.resolve()
+    store = Store(tmp_path / "store")
+    capture_tree(
+        store,
+        root,
+        iter_workspace(
+            root,
+            IgnoreRules(root, [], None),
+            skip_dirs=set(),
+            skip_files=set(),
+            max_files=100,
+            max_total_bytes=1 << 20,
+            force=False,
+        ),
+        source=str(root),
+        want_entries=False,
+    )
+    done: list[str] = []
+
+    def walk_with_a_writer_in_the_middle():  # type: ignore[no-untyped-def]
+        walked = iter_workspace(
+            root,
+            IgnoreRules(root, [], None),
+            skip_dirs=set(),
+            skip_files=set(),
+            max_files=100,
+            max_total_bytes=1 << 20,
+            force=False,
+        )
+        for i, item in enumerate(walked):
+            if i == 2:
+                writer = threading.Thread(target=lambda: done.append(store.ingest_bytes(b"meanwhile").sha256))
+                writer.start()
+                writer.join(20)
+                assert done, "the other thread's write waited for the walk"
+            yield item
+
+    captured = capture_tree(store, root, walk_with_a_writer_in_the_middle(), source=str(root), want_entries=False)
+    assert captured.files_read == 0 and captured.file_count == 5
+    store.close()
 
 
 def test_racily_clean_files_are_reread(tmp_path: Path) -> None:

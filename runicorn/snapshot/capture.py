@@ -123,58 +123,58 @@ def _capture(
     # read: a dict of every row would cost more memory than the files themselves.
     _, end = statcache.cache_bounds(root)
     past_end = (end,)  # after the last row: sorts after every path below root
-    with statcache.rows_in_order(store, root) as (rows, generation):
-        next_row = rows.__next__
-        row: tuple[Any, ...] = next(rows, past_end)
-        for rel, full, st in files:
-            file_count += 1
-            while row[0] < full:  # rows passed over name files that are gone
-                stale.append((row[0],))
-                try:
-                    row = next_row()
-                except StopIteration:
-                    row = past_end
-            if row[0] == full:
-                cached: tuple[Any, ...] | None = row
-                try:
-                    row = next_row()
-                except StopIteration:
-                    row = past_end
-            else:
-                cached = None
-            if mtimes is not None:
-                mtimes[rel] = st.st_mtime
-            st_mode = st.st_mode
-            if st_mode & S_IFMT == IFLNK:
-                try:
-                    links[rel] = os.fsencode(os.readlink(full))
-                except FileNotFoundError:
-                    raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
-                continue
-            mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
-            if cached is None:
-                to_read.append((rel, st, mode))
-                continue
-            # cached: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
-            mtime = st.st_mtime_ns
-            if (
-                cached[4] == mtime
-                and cached[3] == st.st_size
-                and cached[2] == st.st_ino
-                and cached[1] == st.st_dev
-                and cached[5] == st.st_ctime_ns
-                and cached[6] == mode
-                and mtime < cached[8] - racy
-            ):
-                sha = cached[7]
-                lines.append((rel, mode, sha))
-                sizes[sha] = cached[3]
-                trusted_bytes += cached[3]
-            else:
-                to_read.append((rel, st, mode))
-        while row is not past_end:
+    rows, generation = statcache.rows_in_order(store, root)
+    next_row = rows.__next__
+    row: tuple[Any, ...] = next(rows, past_end)
+    for rel, full, st in files:
+        file_count += 1
+        while row[0] < full:  # rows passed over name files that are gone
             stale.append((row[0],))
-            row = next(rows, past_end)
+            try:
+                row = next_row()
+            except StopIteration:
+                row = past_end
+        if row[0] == full:
+            cached: tuple[Any, ...] | None = row
+            try:
+                row = next_row()
+            except StopIteration:
+                row = past_end
+        else:
+            cached = None
+        if mtimes is not None:
+            mtimes[rel] = st.st_mtime
+        st_mode = st.st_mode
+        if st_mode & S_IFMT == IFLNK:
+            try:
+                links[rel] = os.fsencode(os.readlink(full))
+            except FileNotFoundError:
+                raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
+            continue
+        mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
+        if cached is None:
+            to_read.append((rel, st, mode))
+            continue
+        # cached: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
+        mtime = st.st_mtime_ns
+        if (
+            cached[4] == mtime
+            and cached[3] == st.st_size
+            and cached[2] == st.st_ino
+            and cached[1] == st.st_dev
+            and cached[5] == st.st_ctime_ns
+            and cached[6] == mode
+            and mtime < cached[8] - racy
+        ):
+            sha = cached[7]
+            lines.append((rel, mode, sha))
+            sizes[sha] = cached[3]
+            trusted_bytes += cached[3]
+        else:
+            to_read.append((rel, st, mode))
+    while row is not past_end:
+        stale.append((row[0],))
+        row = next(rows, past_end)
     link_shas = {rel: sha256_bytes(t) for rel, t in links.items()}
     lines += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
     sizes.update({link_shas[rel]: len(t) for rel, t in links.items()})

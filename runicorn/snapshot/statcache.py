@@ -14,7 +14,6 @@ next snapshot takes those leaves over instead of cutting its files into pages ag
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,13 @@ def cache_bounds(root: Path) -> tuple[str, str]:
     return base, base[:-1] + "0"  # '0' sorts right after '/'
 
 
-@contextlib.contextmanager
-def rows_in_order(store: Any, root: Path) -> Iterator[tuple[Iterator[tuple[Any, ...]], int]]:
+def rows_in_order(store: Any, root: Path) -> tuple[Iterator[tuple[Any, ...]], int]:
     """The stat cache rows of the files below ``root`` in absolute path order: ``(path, dev,
-    ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns)``; and the cache's generation.
-    Both are read in one snapshot, held while the ``with`` block runs."""
+    ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns)``, read as they are consumed;
+    and the cache's generation before them."""
     lo, hi = cache_bounds(root)
-    with store.stat_cache.rows_in_order(lo, hi) as (rows, generation):
-        yield rows, generation
+    rows, generation = store.stat_cache.rows_in_order(lo, hi)
+    return rows, generation
 
 
 def known_leaves(store: Any, root: Path, generation: int) -> dict[str, LeafSpan]:

@@ -113,6 +113,8 @@ def ensure_tables(store: Store, names: Iterable[str]) -> None:
 
 
 StatRow = tuple[str, int, int, int, int, int, str, str, int]
+# Stat cache rows read per query by StatCache.rows_in_order.
+_ROWS_PER_PAGE = 4096
 RunRow = tuple[str, str, str, str | None, float]
 
 
@@ -124,28 +126,32 @@ class StatCache:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    @contextlib.contextmanager
-    def rows_in_order(self, lo: str, hi: str) -> Iterator[tuple[Iterator[StatRow], int]]:
+    def rows_in_order(self, lo: str, hi: str) -> tuple[Iterator[StatRow], int]:
         """The rows whose path is in ``[lo, hi)`` (one workspace) in path order (UTF-8 byte
-        order, the order of Python's ``str`` comparison), and the cache's generation they
-        are of, read in one snapshot held while the ``with`` block runs.
+        order, the order of Python's ``str`` comparison), read a page at a time as the
+        iterator is consumed, and the cache's generation before the first.
 
         A caller walks them beside its own sorted paths (a merge), so a snapshot never holds
-        every row of a large workspace at once."""
+        every row of a large workspace at once, and no transaction stays open while it
+        walks.  Each row is a fact on its own; a write between pages moves the generation,
+        so leaves recorded against it (:meth:`leaves`, :meth:`update`) are not trusted."""
         with self.store.index.read() as c:
             generation = _generation(c)
-            cursor = c.cursor()
-            try:
-                yield (
-                    cursor.execute(
-                        "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns FROM stat_cache "
-                        "WHERE path >= ? AND path < ? ORDER BY path",
-                        (lo, hi),
-                    ),
-                    generation,
-                )
-            finally:
-                cursor.close()
+        return self._pages(lo, hi), generation
+
+    def _pages(self, lo: str, hi: str) -> Iterator[StatRow]:
+        start, op = lo, ">="
+        while True:
+            with self.store.index.read() as c:
+                page = c.execute(
+                    "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns FROM stat_cache "
+                    f"WHERE path {op} ? AND path < ? ORDER BY path LIMIT ?",
+                    (start, hi, _ROWS_PER_PAGE),
+                ).fetchall()
+            yield from page
+            if len(page) < _ROWS_PER_PAGE:
+                return
+            start, op = page[-1][0], ">"
 
     def leaves(self, root: str, generation: int) -> dict[str, LeafSpan]:
         """The leaves recorded for ``root`` by first path; none unless the cache is still
