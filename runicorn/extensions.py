@@ -121,18 +121,20 @@ class SnapshotsExtension(StoreExtension):
         import os
 
         from runicorn.snapshot.ignore import IgnoreRules, read_ignore_file
-        from runicorn.snapshot.scan import scan_workspace, store_dirs
+        from runicorn.snapshot.scan import iter_workspace, store_dirs
 
         rules = IgnoreRules(root, read_ignore_file(root, ".rnignore", create_default=False), None)
-        return scan_workspace(
-            root.resolve(),
-            rules,
-            skip_dirs=store_dirs(store),
-            skip_files=set(),
-            max_files=0,
-            max_total_bytes=0,
-            force=True,
-            run_root=str(store.root.resolve()) + os.sep,
+        return list(
+            iter_workspace(
+                root.resolve(),
+                rules,
+                skip_dirs=store_dirs(store),
+                skip_files=set(),
+                max_files=0,
+                max_total_bytes=0,
+                force=True,
+                run_root=str(store.root.resolve()) + os.sep,
+            )
         )
 
 

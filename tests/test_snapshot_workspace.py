@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import stat
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import runicorn
-from runicorn.snapshot.ignore import DEFAULT_RNIGNORE
+from runicorn.filestat import FileStat
+from runicorn.snapshot.ignore import DEFAULT_RNIGNORE, IgnoreRules
+from runicorn.snapshot.scan import iter_workspace
 from runicorn.snapshot.statcache import RACY_NS
 from runicorn.errors import RunicornError
 from runicorn.store import open_store
@@ -20,6 +23,19 @@ from tests.assets_helpers import write
 
 def _files(result: dict) -> set[str]:
     return set(open_store().get_manifest(result["tree"])["files"])
+
+
+def _walk(root: Path, rules: IgnoreRules | None = None, max_files: int = 100) -> Iterator[tuple[str, str, FileStat]]:
+    """The snapshot walk of ``root`` with only its own ignore files (no .rnignore lines)."""
+    return iter_workspace(
+        root,
+        IgnoreRules(root, [], None) if rules is None else rules,
+        skip_dirs=set(),
+        skip_files=set(),
+        max_files=max_files,
+        max_total_bytes=1 << 20,
+        force=False,
+    )
 
 
 def test_seed_keys_zip_and_store_agree(tmp_path: Path) -> None:
@@ -241,19 +257,12 @@ def test_the_walk_yields_files_in_path_order_with_nested_ignore_rules(tmp_path: 
     """The walk is merged with the stat cache as it goes, so it must come in path order: a
     directory's files and subdirectories interleaved by name (a subdirectory sorts as its
     name plus "/"), each directory's .gitignore applying to its own subtree only."""
-    from runicorn.snapshot.ignore import IgnoreRules
-    from runicorn.snapshot.scan import iter_workspace
-
     ws = tmp_path / "ws"
     for name in ["a.txt", "a/x.log", "a/keep.txt", "a/b/y.log", "a-b", "a0", "b/x.log", "é", "z/1", "!"]:
         write(ws / name, name)
     write(ws / "a" / ".gitignore", "*.log\n")
     rules = IgnoreRules(ws.resolve(), [], None)
-    walked = list(
-        iter_workspace(
-            ws.resolve(), rules, skip_dirs=set(), skip_files=set(), max_files=100, max_total_bytes=1 << 20, force=False
-        )
-    )
+    walked = list(_walk(ws.resolve(), rules))
     paths = [full for _, full, _ in walked]
     assert paths == sorted(paths)
     assert [rel for rel, _, _ in walked] == [
@@ -269,17 +278,7 @@ def test_the_walk_yields_files_in_path_order_with_nested_ignore_rules(tmp_path: 
     ]
     assert rules.git == []  # the spec a/ pushed was popped when the walk left it
     with pytest.raises(ValueError, match="files 4 > limit 3"):
-        list(
-            iter_workspace(
-                ws.resolve(),
-                IgnoreRules(ws.resolve(), [], None),
-                skip_dirs=set(),
-                skip_files=set(),
-                max_files=3,
-                max_total_bytes=1 << 20,
-                force=False,
-            )
-        )
+        list(_walk(ws.resolve(), max_files=3))
 
 
 def test_the_walk_holds_no_transaction_of_the_store(tmp_path: Path) -> None:
@@ -288,8 +287,6 @@ def test_the_walk_holds_no_transaction_of_the_store(tmp_path: Path) -> None:
     import threading
 
     from runicorn.snapshot.capture import capture_tree
-    from runicorn.snapshot.ignore import IgnoreRules
-    from runicorn.snapshot.scan import iter_workspace
     from runicorn.store import Store
 
     ws = tmp_path / "ws"
@@ -297,34 +294,11 @@ def test_the_walk_holds_no_transaction_of_the_store(tmp_path: Path) -> None:
         write(ws / f"f{i}.txt", f"content {i}")
     root = ws.resolve()
     store = Store(tmp_path / "store")
-    capture_tree(
-        store,
-        root,
-        iter_workspace(
-            root,
-            IgnoreRules(root, [], None),
-            skip_dirs=set(),
-            skip_files=set(),
-            max_files=100,
-            max_total_bytes=1 << 20,
-            force=False,
-        ),
-        source=str(root),
-        want_entries=False,
-    )
+    capture_tree(store, root, _walk(root), source=str(root), want_entries=False)
     done: list[str] = []
 
     def walk_with_a_writer_in_the_middle():  # type: ignore[no-untyped-def]
-        walked = iter_workspace(
-            root,
-            IgnoreRules(root, [], None),
-            skip_dirs=set(),
-            skip_files=set(),
-            max_files=100,
-            max_total_bytes=1 << 20,
-            force=False,
-        )
-        for i, item in enumerate(walked):
+        for i, item in enumerate(_walk(root)):
             if i == 2:
                 writer = threading.Thread(target=lambda: done.append(store.ingest_bytes(b"meanwhile").sha256))
                 writer.start()

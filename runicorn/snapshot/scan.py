@@ -31,34 +31,6 @@ def _limit_error(root: Path, what: str, value: int, limit: int) -> ValueError:
     )
 
 
-def scan_workspace(
-    root: Path,
-    rules: IgnoreRules,
-    *,
-    skip_dirs: set[tuple[int, int]],
-    skip_files: set[str],
-    max_files: int,
-    max_total_bytes: int,
-    force: bool,
-    run_root: str | None = None,
-    counts: dict[str, int] | None = None,
-) -> list[tuple[str, str, FileStat]]:
-    """:func:`iter_workspace` as a list."""
-    return list(
-        iter_workspace(
-            root,
-            rules,
-            skip_dirs=skip_dirs,
-            skip_files=skip_files,
-            max_files=max_files,
-            max_total_bytes=max_total_bytes,
-            force=force,
-            run_root=run_root,
-            counts=counts,
-        )
-    )
-
-
 def iter_workspace(
     root: Path,
     rules: IgnoreRules,
@@ -234,4 +206,4 @@ def store_dirs(store: Any) -> set[tuple[int, int]]:
     return found
 
 
-__all__ = ["cycle_gc_paused", "iter_workspace", "scan_workspace", "store_dirs"]
+__all__ = ["cycle_gc_paused", "iter_workspace", "store_dirs"]
