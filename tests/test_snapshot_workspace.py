@@ -311,6 +311,43 @@ def test_the_walk_holds_no_transaction_of_the_store(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.parametrize("change", ["removed", "made a folder"])
+def test_a_vouched_file_read_again_that_changed_since_the_walk_is_named(tmp_path: Path, change: str) -> None:
+    """A file the stat cache vouched for whose blob is gone is read again after the walk;
+    if it vanished or stopped being a regular file meanwhile, the snapshot stops naming it,
+    and stores no tree."""
+    import shutil
+
+    from runicorn.snapshot.capture import capture_tree
+    from runicorn.store import Store
+
+    ws = tmp_path / "ws"
+    for i in range(3):
+        write(ws / f"f{i}.txt", f"content {i}")
+    root = ws.resolve()
+    store = Store(tmp_path / "store")
+    first = capture_tree(store, root, _walk(root), source=str(root), want_entries=False)
+    sha = store.tree_entries(first.tree)["f1.txt"].sha256
+    os.unlink(store.blob_path(sha))  # lost: the next snapshot must read f1.txt again
+
+    def walk_then_change():  # type: ignore[no-untyped-def]
+        yield from _walk(root)
+        (ws / "f1.txt").unlink()
+        if change == "made a folder":
+            (ws / "f1.txt").mkdir()
+
+    trees = store.index.query("SELECT count(*) FROM trees")[0][0]
+    with pytest.raises(RunicornError, match=r"f1\.txt: (vanished|changed) during the snapshot"):
+        capture_tree(store, root, walk_then_change(), source=str(root), want_entries=False)
+    assert store.index.query("SELECT count(*) FROM trees")[0][0] == trees
+    if (ws / "f1.txt").is_dir():
+        shutil.rmtree(ws / "f1.txt")
+    write(ws / "f1.txt", "content 1")
+    again = capture_tree(store, root, _walk(root), source=str(root), want_entries=False)
+    assert again.tree == first.tree and again.files_read == 1  # its bytes stored again
+    store.close()
+
+
 def test_racily_clean_files_are_reread(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     write(ws / ".rnignore", "", age=60)
