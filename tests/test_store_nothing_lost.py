@@ -387,3 +387,28 @@ def test_repair_never_adopts_an_unindexed_blob_whose_hash_differs(tmp_path: Path
     with Store(root) as s:
         assert not s.has_blob(fake) and not path.exists()
         assert s.verify(deep=True)["ok"]
+
+
+def test_releasing_holds_drops_only_the_rows_no_other_operation_still_holds(tmp_path: Path) -> None:
+    """The writer's hold rows always match what its operations still hold: a release
+    with another operation's holds left deletes row by row; the last one empties them."""
+    s = Store(tmp_path / "st")
+    writer = s.writer_dir().name
+
+    def rows() -> set[str]:
+        with s.index.read() as c:
+            return {r[0] for r in c.execute("SELECT sha256 FROM holds WHERE writer = ?", (writer,))}
+
+    a, b, c_ = (s.ingest_bytes(x).sha256 for x in (b"a" * 10, b"b" * 10, b"c" * 10))
+    s.release_holds()
+    with s.index.write() as c:
+        s.holds.acquire(c, [a, b])  # one operation
+        s.holds.acquire(c, [b, c_])  # another, sharing b
+    assert rows() == {a, b, c_}
+    with s.index.write() as c:
+        s.holds.release(c, {a, b})
+    assert rows() == {b, c_}
+    with s.index.write() as c:
+        s.holds.release(c, {b, c_})
+    assert rows() == set() and not s.holds.counts
+    s.close()
