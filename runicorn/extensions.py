@@ -123,9 +123,13 @@ class SnapshotsExtension(StoreExtension):
         from runicorn.snapshot.ignore import IgnoreRules, read_ignore_file
         from runicorn.snapshot.scan import iter_workspace, store_dirs
 
+        from runicorn.filestat import FileStats
+
         rules = IgnoreRules(root, read_ignore_file(root, ".rnignore", create_default=False), None)
-        return list(
-            iter_workspace(
+        compact = FileStats().of
+        return [
+            (rel, full, compact(st))
+            for rel, full, st in iter_workspace(
                 root.resolve(),
                 rules,
                 skip_dirs=store_dirs(store),
@@ -135,7 +139,7 @@ class SnapshotsExtension(StoreExtension):
                 force=True,
                 run_root=str(store.root.resolve()) + os.sep,
             )
-        )
+        ]
 
 
 def register_features() -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import runicorn
-from runicorn.filestat import FileStat
 from runicorn.snapshot.ignore import DEFAULT_RNIGNORE, IgnoreRules
 from runicorn.snapshot.scan import iter_workspace
 from runicorn.snapshot.statcache import RACY_NS
@@ -25,7 +24,9 @@ def _files(result: dict) -> set[str]:
     return set(open_store().get_manifest(result["tree"])["files"])
 
 
-def _walk(root: Path, rules: IgnoreRules | None = None, max_files: int = 100) -> Iterator[tuple[str, str, FileStat]]:
+def _walk(
+    root: Path, rules: IgnoreRules | None = None, max_files: int = 100
+) -> Iterator[tuple[str, str, os.stat_result]]:
     """The snapshot walk of ``root`` with only its own ignore files (no .rnignore lines)."""
     return iter_workspace(
         root,

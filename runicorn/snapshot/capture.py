@@ -74,7 +74,7 @@ class Captured(NamedTuple):
 def capture_tree(
     store: Any,
     root: Path,
-    files: Iterable[tuple[str, str, FileStat]],
+    files: Iterable[tuple[str, str, os.stat_result]],
     *,
     source: str,
     progress: Progress | None = None,
@@ -102,7 +102,7 @@ def capture_tree(
 def _capture(
     store: Any,
     root: Path,
-    files: Iterable[tuple[str, str, FileStat]],
+    files: Iterable[tuple[str, str, os.stat_result]],
     started_ns: int,
     progress: Progress | None,
     want_entries: bool,
@@ -119,6 +119,7 @@ def _capture(
     sizes: dict[str, int] = {}  # sha256 -> size of the trusted files' blobs
     mtimes: dict[str, float] | None = {} if want_entries else None
     S_IFMT, IFLNK, racy = 0o170000, stat.S_IFLNK, RACY_NS
+    compact = FileStats().of  # only the files kept to be read (a vouched one is compared only)
     # The files arrive in the cache's order and are merged with its rows as they are
     # read: a dict of every row would cost more memory than the files themselves.
     _, end = statcache.cache_bounds(root)
@@ -143,7 +144,7 @@ def _capture(
         else:
             cached = None
         if mtimes is not None:
-            mtimes[rel] = st.st_mtime
+            mtimes[rel] = st.st_mtime_ns / 1e9
         st_mode = st.st_mode
         if st_mode & S_IFMT == IFLNK:
             try:
@@ -153,7 +154,7 @@ def _capture(
             continue
         mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
         if cached is None:
-            to_read.append((rel, st, mode))
+            to_read.append((rel, compact(st), mode))
             continue
         # cached: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
         mtime = st.st_mtime_ns
@@ -171,7 +172,7 @@ def _capture(
             sizes[sha] = cached[3]
             trusted_bytes += cached[3]
         else:
-            to_read.append((rel, st, mode))
+            to_read.append((rel, compact(st), mode))
     while row is not past_end:
         stale.append((row[0],))
         row = next(rows, past_end)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from runicorn.errors import RunicornError, UnsafePathError, option
-from runicorn.filestat import FileStat, FileStats
 from runicorn.relpath import MAX_DEPTH, check_names
 from runicorn.snapshot.ignore import IgnoreRules
 
@@ -42,10 +41,13 @@ def iter_workspace(
     force: bool,
     run_root: str | None = None,
     counts: dict[str, int] | None = None,
-) -> Iterator[tuple[str, str, FileStat]]:
+) -> Iterator[tuple[str, str, os.stat_result]]:
     """Yield ``(relpath, abspath, lstat)`` for every captured regular file and symlink, in
     path order (``str`` order of the paths: UTF-8 byte order, the tree id's and the stat
     cache's), so a caller can merge them with other sorted data without a list of all.
+    A caller that keeps many lstats makes them compact (:class:`runicorn.filestat.FileStats`:
+    an ``os.stat_result`` costs about 640 bytes); one that only compares them does not
+    pay for that.
 
     Directories in ``skip_dirs`` (by device and inode) are left out, and so is every
     run directory (``.../runs/<id>/meta.json``) below ``run_root`` (the storage root):
@@ -57,7 +59,6 @@ def iter_workspace(
         ValueError: a limit is exceeded (unless ``force``), as soon as it is.
         RunicornError: a name contains a newline or a directory cannot be read.
     """
-    compact = FileStats().of  # what is kept per file: an os.stat_result would cost 600 bytes
     walk = _Walk(root, rules, skip_dirs, skip_files, run_root, counts)
     found = total = 0
     # Depth-first: a frame is one directory's remaining entries, in path order (a
@@ -77,7 +78,7 @@ def iter_workspace(
                     raise _limit_error(root, "files", found, max_files)
                 if total > max_total_bytes:
                     raise _limit_error(root, "bytes", total, max_total_bytes)
-            yield prefix + key, base + key, compact(st)
+            yield prefix + key, base + key, st
         else:
             stack.pop()
             if pushed_spec:
