@@ -399,16 +399,20 @@ def test_releasing_holds_drops_only_the_rows_no_other_operation_still_holds(tmp_
         with s.index.read() as c:
             return {r[0] for r in c.execute("SELECT sha256 FROM holds WHERE writer = ?", (writer,))}
 
-    a, b, c_ = (s.ingest_bytes(x).sha256 for x in (b"a" * 10, b"b" * 10, b"c" * 10))
+    a, b, c_, t = (s.ingest_bytes(x).sha256 for x in (b"a" * 10, b"b" * 10, b"c" * 10, b"t" * 10))
     s.release_holds()
     with s.index.write() as c:
         s.holds.acquire(c, [a, b])  # one operation
         s.holds.acquire(c, [b, c_])  # another, sharing b
-    assert rows() == {a, b, c_}
+        s.holds.acquire(c, [t])  # a third (a tree held until its ref is set)
+    assert rows() == {a, b, c_, t}
     with s.index.write() as c:
-        s.holds.release(c, {a, b})
-    assert rows() == {b, c_}
+        s.holds.release(c, {a, b})  # b is still held by the second
+    assert rows() == {b, c_, t}
     with s.index.write() as c:
-        s.holds.release(c, {b, c_})
+        s.holds.release(c, {b, c_})  # most go: the rest is written again
+    assert rows() == {t}
+    with s.index.write() as c:
+        s.holds.release(c, {t})
     assert rows() == set() and not s.holds.counts
     s.close()

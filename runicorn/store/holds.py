@@ -55,11 +55,15 @@ class Holds:
                 gone.append(s)
         if not gone:
             return
-        if not self.counts:
-            # Nothing else held: the writer's rows are exactly ``gone`` (a row per counted
-            # id), and one range delete on the key's prefix takes them in key order
-            # (100,000 rows: about 0.2 s against 1.1 s deleted one by one in set order).
+        kept = self.counts
+        if len(kept) < len(gone):
+            # The writer's rows are exactly the ids counted before this release (a row
+            # per id), so when most go, one range delete on the key's prefix takes them
+            # all and the few still held are written again, in the same transaction
+            # (100,000 holds: about 0.2 s against 0.5 s deleted one by one in key
+            # order, 1.1 s in set order).
             c.execute("DELETE FROM holds WHERE writer = ?", (writer.name,))
+            c.executemany("INSERT INTO holds (writer, sha256) VALUES (?, ?)", [(writer.name, s) for s in sorted(kept)])
         else:
             gone.sort()  # in key order: neighbouring deletes land on the same index pages
             c.executemany("DELETE FROM holds WHERE writer = ? AND sha256 = ?", [(writer.name, s) for s in gone])
