@@ -3,10 +3,12 @@ migration leaves, a migration killed between its steps, and damaged old rows."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import apsw
@@ -34,7 +36,7 @@ def test_the_open_moves_every_tree_to_pages_and_drops_the_old_rows(
         said = capsys.readouterr().err
         assert f"moving {len(TREES)} tree(s) of {root} to the page format" in said and "once" in said
         assert any(f"migrated {len(TREES)} tree(s) to pages" in n for n in s.recovered), s.recovered
-        assert s.index.version == SCHEMA_VERSION == 5
+        assert s.index.version == SCHEMA_VERSION == 6
         for tree in TREES:
             manifest = json.loads(s.manifest_path(tree).read_bytes())
             assert manifest["format_version"] == 2 and "files" not in manifest
@@ -120,3 +122,50 @@ def test_a_tree_with_damaged_rows_and_manifest_keeps_the_old_format_and_its_blob
         s.gc(grace_seconds=0)
         left = {e.sha256 for e in s.tree_entries(tree).values()}
         assert all(s.blob_path(sha).exists() for sha in left)
+
+
+# What index schema 5 had beyond schema 6: a trigger per link keeping blobs.refcount.
+_SCHEMA_5_TRIGGERS = """
+CREATE TRIGGER page_blobs_ins AFTER INSERT ON page_blobs BEGIN
+    UPDATE blobs SET refcount = refcount + NEW.n WHERE sha256 = NEW.blob;
+END;
+CREATE TRIGGER page_blobs_del AFTER DELETE ON page_blobs BEGIN
+    UPDATE blobs SET refcount = refcount - OLD.n WHERE sha256 = OLD.blob;
+END;
+PRAGMA user_version = 5;
+"""
+
+
+def test_a_schema_5_store_loses_its_link_triggers_and_keeps_its_counts(tmp_path: Path) -> None:
+    """A store as schema 5 wrote it (the per-link triggers) is migrated on open: the
+    triggers go, the counts stay right through trees stored, unpinned and collected."""
+    root = tmp_path / "st"
+
+    def put(s: Store, files: dict[str, bytes], name: str) -> str:
+        entries = {}
+        for path, data in files.items():
+            info = s.ingest_bytes(data)
+            entries[path] = (info.sha256, "100644", info.size)
+        return s.put_tree(entries, ref=("pin", name))
+
+    files = {f"f{i:03}.txt": f"file {i}\n".encode() * (i % 3 + 1) for i in range(300)}
+    files["dup.txt"] = files["f000.txt"]  # one blob named twice
+    with Store(root) as s:
+        first = put(s, files, "first")
+    conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
+    conn.execute(_SCHEMA_5_TRIGGERS)
+    conn.close()
+    with Store(root) as s:
+        assert s.index.version == SCHEMA_VERSION == 6
+        assert not s.index.query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'page_blobs%'")
+        assert s.verify()["ok"]
+        files["f001.txt"] = b"changed\n"
+        files["new.txt"] = b"new\n"
+        second = put(s, files, "second")
+        assert s.verify()["ok"]
+        s.unpin("first")
+        s.gc(grace_seconds=0)
+        assert s.has_tree(second) and not s.has_tree(first)
+        named = Counter(hashlib.sha256(data).hexdigest() for data in files.values())
+        assert dict(s.index.query("SELECT sha256, refcount FROM blobs")) == dict(named)
+        assert s.verify(deep=True)["ok"]

@@ -27,6 +27,7 @@ from runicorn.hashing import is_sha256_hex
 from runicorn.store.extensions import registered
 from runicorn.store.index import has_table
 from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, TreeInfo, move_if_exists
+from runicorn.store.rows import delete_links
 from runicorn.workers import run_groups, worker_count
 
 if TYPE_CHECKING:
@@ -357,16 +358,16 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, d
     journal = atomic_write_json(
         store.writer_dir() / f"gc-{secrets.token_hex(6)}.json", {"blobs": shas, "pages": pids}, indent=None
     )
-    # Blob rows first: the link rows deleted after them then update the refcounts of
-    # the blobs that stay only, not of 100,000 rows about to go.
+    # Blob rows first: the links deleted after them then count down the blobs that
+    # stay only, not 100,000 rows about to go.
     for i in range(0, len(shas), GC_BATCH):
         c.execute(
             "DELETE FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(shas[i : i + GC_BATCH]),)
         )
     for i in range(0, len(pids), GC_BATCH):
         chunk = json.dumps(pids[i : i + GC_BATCH])
-        for table in ("page_blobs", "page_children", "pages"):
-            c.execute(f"DELETE FROM {table} WHERE page IN (SELECT value FROM json_each(?))", (chunk,))
+        delete_links(c, chunk)
+        c.execute("DELETE FROM pages WHERE page IN (SELECT value FROM json_each(?))", (chunk,))
     return journal
 
 

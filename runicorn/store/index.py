@@ -13,14 +13,15 @@ import apsw
 
 from runicorn.errors import StoreIndexError, ReadOnlyStoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 120_000
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
 # Version 0 -> 1 is the initial schema (index.sql); 1 -> 2 adds the remote tables; 2 -> 3
 # adds ctime_ns to the stat cache (a cache: its rows are dropped, files are read once more); 3 -> 4
 # adds toml_usage.missing_since (a missing Runicorn.toml keeps its bindings for a retention); 4 -> 5
-# stores trees as pages (the trees themselves move in runicorn.store.migrate).  Every
+# stores trees as pages (the trees themselves move in runicorn.store.migrate); 5 -> 6 drops
+# the per-link triggers of blobs.refcount (runicorn.store.rows keeps it per batch).  Every
 # statement of index.sql is idempotent (IF NOT EXISTS / OR IGNORE), so a migration that
 # adds tables runs the whole file again.  The feature tables (stat_cache, runs, toml_usage) are
 # not in index.sql: a store creates them, as of the current version, for the features that use
@@ -74,6 +75,16 @@ def _migrate_4_to_5(conn: apsw.Connection) -> None:
 
 
 MIGRATIONS[4] = _migrate_4_to_5
+
+
+def _migrate_5_to_6(conn: apsw.Connection) -> None:
+    # The counts stay as the triggers left them (right): from now on the statements that
+    # insert and delete links keep them.
+    conn.execute("DROP TRIGGER IF EXISTS page_blobs_ins")
+    conn.execute("DROP TRIGGER IF EXISTS page_blobs_del")
+
+
+MIGRATIONS[5] = _migrate_5_to_6
 
 
 class Index:
