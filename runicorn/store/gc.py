@@ -286,7 +286,7 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
     # each page's refcount, level by level down to the leaves and their blobs.
     lost: dict[str, int] = {}
     for _, _, top in rows:
-        for pid in set(json.loads(top)):  # as the triggers count them: once per tree
+        for pid in set(json.loads(top)):  # as trees are counted: once per tree
             lost[pid] = lost.get(pid, 0) + 1
     frontier = set(lost)
     if scope is None:  # pages nothing names (left by an interrupted repair)

@@ -97,7 +97,7 @@ def _iter_ref_files(store: Store) -> Iterator[tuple[Path, dict[str, Any] | None]
             yield f, record
 
 
-# Recounts the triggers should have kept equal, and entries naming no blob: the same
+# Recounts the kept counts should equal, and entries naming no blob: the same
 # queries for the full verify and the quick check before a run deletion.
 _BLOB_RECOUNT = "(SELECT COALESCE(SUM(l.n), 0) FROM page_blobs l WHERE l.blob = b.sha256)"
 _OLD_BLOB_RECOUNT = " + (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256)"
@@ -725,7 +725,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         )
         upsert_ref_rows(c, on_disk.values(), now)
 
-        # Counts from a recount, whatever the triggers saw on the way.
+        # Counts from a recount, whatever was counted on the way.
         recount = _BLOB_RECOUNT + (_OLD_BLOB_RECOUNT if _has_old_trees(c) else "")
         c.execute(f"UPDATE blobs AS b SET refcount = {recount}")
         c.execute(f"CREATE TEMP TABLE page_recount AS {_PAGE_NAMERS}")
