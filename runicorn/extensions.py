@@ -120,10 +120,9 @@ class SnapshotsExtension(StoreExtension):
     def workspace_files(self, store: Any, root: Path) -> list[tuple[str, str, FileStat]] | None:
         import os
 
+        from runicorn.filestat import FileStats
         from runicorn.snapshot.ignore import IgnoreRules, read_ignore_file
         from runicorn.snapshot.scan import iter_workspace, store_dirs
-
-        from runicorn.filestat import FileStats
 
         rules = IgnoreRules(root, read_ignore_file(root, ".rnignore", create_default=False), None)
         compact = FileStats().of

@@ -34,8 +34,7 @@ def rows_in_order(store: Any, root: Path) -> tuple[Iterator[tuple[Any, ...]], in
     ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns)``, read as they are consumed;
     and the cache's generation before them."""
     lo, hi = cache_bounds(root)
-    rows, generation = store.stat_cache.rows_in_order(lo, hi)
-    return rows, generation
+    return store.stat_cache.rows_in_order(lo, hi)
 
 
 def known_leaves(store: Any, root: Path, generation: int) -> dict[str, LeafSpan]:
