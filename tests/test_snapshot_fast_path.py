@@ -122,7 +122,7 @@ def test_blob_files_off_names_missing_resized_and_unreachable_blobs(tmp_path: Pa
     store = open_store()
     datas = [f"blob {i}".encode() * (i + 1) for i in range(40)]
     sizes = {store.ingest_bytes(d).sha256: len(d) for d in datas}
-    assert store.blob_files_off(sizes) == []
+    assert store.blob_files_off(sizes.items()) == []
     shas = sorted(sizes)
     lost, resized = shas[3], shas[17]
     for sha in (lost, resized):
@@ -130,20 +130,20 @@ def test_blob_files_off_names_missing_resized_and_unreachable_blobs(tmp_path: Pa
     _blob(lost).unlink()
     os.chmod(_blob(resized), 0o644)
     _blob(resized).write_bytes(b"x")
-    assert store.blob_files_off(sizes) == [lost, resized]
-    assert store.blob_files_off(sizes, first=True) in ([lost], [resized])
+    assert store.blob_files_off(sizes.items()) == [lost, resized]
+    assert store.blob_files_off(sizes.items(), first=True) in ([lost], [resized])
     # a size the caller expects wrongly counts as off too
-    assert store.blob_files_off({shas[0]: sizes[shas[0]] + 1}) == [shas[0]]
+    assert store.blob_files_off({shas[0]: sizes[shas[0]] + 1}.items()) == [shas[0]]
     # a whole folder missing, and a file standing where the folder belongs
     folder = _blob(shas[30]).parent
     in_folder = [s for s in shas if s[:2] == folder.name]
     os.rename(folder, folder.with_name("aside"))
     folder.write_bytes(b"not a folder")
-    assert store.blob_files_off(sizes) == sorted([lost, resized, *in_folder])
+    assert store.blob_files_off(sizes.items()) == sorted([lost, resized, *in_folder])
     # no blobs folder at all: everything is off
     os.rename(store.blobs_dir, store.blobs_dir.with_name("blobs-aside"))
-    assert store.blob_files_off(sizes) == shas
-    assert len(store.blob_files_off(sizes, first=True)) == 1
+    assert store.blob_files_off(sizes.items()) == shas
+    assert len(store.blob_files_off(sizes.items(), first=True)) == 1
 
 
 def test_blob_files_off_without_descriptors_to_spare_still_answers(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ store.blob_path(lost).unlink()
 store.index.query("SELECT 1")
 open_now = len(os.listdir("/proc/self/fd"))
 resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 4, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-print(store.blob_files_off(sizes) == [lost], len({s[:2] for s in sizes}) > 8)
+print(store.blob_files_off(sizes.items()) == [lost], len({s[:2] for s in sizes}) > 8)
 """
     proc = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "st")], capture_output=True, text=True, timeout=120

@@ -15,8 +15,8 @@ from runicorn.store.tree_format import (
     build_pages,
     build_pages_from_lines,
     normalize_entries,
-    tree_id_of,
 )
+from runicorn.store.tree_lines import TreeLines
 
 
 def _sha(rng: random.Random) -> str:
@@ -31,10 +31,12 @@ def _tree(rng: random.Random, n: int) -> dict[str, TreeEntry]:
     return out
 
 
-def _lines(entries: dict[str, TreeEntry]) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
-    lines = [(p, e.mode, e.sha256) for p, e in entries.items()]
-    tree_id_of(lines)  # sorts in tree-id order, as the snapshot does
-    return lines, {e.sha256: e.size for e in entries.values()}
+def _lines(entries: dict[str, TreeEntry]) -> TreeLines:
+    lines = TreeLines()
+    for p, e in entries.items():
+        lines.add(p, e.mode, e.sha256, e.size)
+    lines.sort()  # in tree-id order, as the snapshot does
+    return lines
 
 
 def _same(a, b) -> None:  # type: ignore[no-untyped-def]
@@ -46,8 +48,8 @@ def _same(a, b) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("n", [0, 1, 31, 500, 5000])
 def test_lines_give_the_pages_of_the_entries(n: int) -> None:
     entries = normalize_entries(_tree(random.Random(n), n))
-    lines, sizes = _lines(entries)
-    pages, spans = build_pages_from_lines(lines, sizes)
+    lines = _lines(entries)
+    pages, spans = build_pages_from_lines(lines)
     _same(pages, build_pages(entries))
     assert sum(s.length for s in spans) == n
     assert [s.leaf for s in spans] == [p for p in pages.pages if p in pages.leaves]
@@ -57,8 +59,8 @@ def test_lines_give_the_pages_of_the_entries(n: int) -> None:
 def test_taking_over_unchanged_leaves_gives_the_pages_built_from_scratch(seed: int) -> None:
     rng = random.Random(seed)
     old = _tree(rng, rng.choice([40, 300, 3000]))
-    old_lines, old_sizes = _lines(old)
-    _, spans = build_pages_from_lines(old_lines, old_sizes)
+    old_lines = _lines(old)
+    _, spans = build_pages_from_lines(old_lines)
     known = {s.first: s for s in spans}
     new = dict(old)
     touched: set[str] = set()
@@ -82,9 +84,9 @@ def test_taking_over_unchanged_leaves_gives_the_pages_built_from_scratch(seed: i
             new[p] = TreeEntry(_sha(rng), MODE_FILE, 9)
             touched.add(p)
     entries = normalize_entries(new)
-    lines, sizes = _lines(entries)
-    changed = [i for i, line in enumerate(lines) if line[0] in touched]
-    pages, new_spans = build_pages_from_lines(lines, sizes, known=known, changed=changed)
+    lines = _lines(entries)
+    changed = [i for i, path in enumerate(lines.paths) if path in touched]
+    pages, new_spans = build_pages_from_lines(lines, known=known, changed=changed)
     _same(pages, build_pages(entries))
     reused = sum(1 for s in new_spans if s in spans)
     assert reused >= len(new_spans) - 3 * (len(touched) + 12) - 2
@@ -92,9 +94,9 @@ def test_taking_over_unchanged_leaves_gives_the_pages_built_from_scratch(seed: i
 
 def test_a_leaf_taken_over_is_rebuilt_when_its_bytes_are_asked_for() -> None:
     entries = normalize_entries(_tree(random.Random(7), 2000))
-    lines, sizes = _lines(entries)
-    _, spans = build_pages_from_lines(lines, sizes)
-    pages, again = build_pages_from_lines(lines, sizes, known={s.first: s for s in spans})
+    lines = _lines(entries)
+    _, spans = build_pages_from_lines(lines)
+    pages, again = build_pages_from_lines(lines, known={s.first: s for s in spans})
     assert again == spans  # every leaf taken over, none built
     scratch = build_pages(entries)
     for leaf in pages.leaves:
@@ -103,14 +105,14 @@ def test_a_leaf_taken_over_is_rebuilt_when_its_bytes_are_asked_for() -> None:
 
 def test_a_leaf_that_ended_the_tree_is_not_taken_over_when_lines_follow_it() -> None:
     entries = {f"a{i:04d}": TreeEntry("%064x" % i, MODE_FILE, i) for i in range(60)}
-    lines, sizes = _lines(normalize_entries(entries))
-    _, spans = build_pages_from_lines(lines, sizes)
+    lines = _lines(normalize_entries(entries))
+    _, spans = build_pages_from_lines(lines)
     assert not spans[-1].closed
     more = dict(entries, **{f"b{i:04d}": TreeEntry("%064x" % (i + 100), MODE_FILE, i) for i in range(50)})
     norm = normalize_entries(more)
-    lines2, sizes2 = _lines(norm)
-    changed = [i for i, line in enumerate(lines2) if line[0].startswith("b")]
-    pages, _ = build_pages_from_lines(lines2, sizes2, known={s.first: s for s in spans}, changed=changed)
+    lines2 = _lines(norm)
+    changed = [i for i, path in enumerate(lines2.paths) if path.startswith("b")]
+    pages, _ = build_pages_from_lines(lines2, known={s.first: s for s in spans}, changed=changed)
     _same(pages, build_pages(norm))
 
 
@@ -121,10 +123,10 @@ def test_a_leaf_cut_at_the_maximum_is_taken_over() -> None:
     names = [f"p{i:06d}" for i in range(20000)]
     names = [p for p in names if zlib.crc32(p.encode()) % 32][: LEAF_MAX * 2 + 10]
     entries = normalize_entries({p: TreeEntry("%064x" % i, MODE_FILE, 1) for i, p in enumerate(names)})
-    lines, sizes = _lines(entries)
-    pages0, spans = build_pages_from_lines(lines, sizes)
+    lines = _lines(entries)
+    pages0, spans = build_pages_from_lines(lines)
     assert [s.length for s in spans] == [LEAF_MAX, LEAF_MAX, 10] and spans[0].closed
-    pages, again = build_pages_from_lines(lines, sizes, known={s.first: s for s in spans}, changed=[len(lines) - 1])
+    pages, again = build_pages_from_lines(lines, known={s.first: s for s in spans}, changed=[len(lines) - 1])
     _same(pages, build_pages(entries))
     assert again[:2] == spans[:2]
 
@@ -133,8 +135,65 @@ def test_the_links_the_builder_knows_are_what_the_pages_bytes_say() -> None:
     from runicorn.store.tree_format import page_links
 
     entries = normalize_entries(_tree(random.Random(11), 6000))
-    lines, sizes = _lines(entries)
-    pages, _ = build_pages_from_lines(lines, sizes)
+    lines = _lines(entries)
+    pages, _ = build_pages_from_lines(lines)
     assert pages.depth >= 1 and set(pages.known_links) == set(pages.pages)
     for pid in pages.pages:
         assert pages.links(pid) == page_links(pages.pages[pid], pid in pages.leaves, pid)
+
+
+# ----------------------------------------------------------------- TreeLines
+def _shuffled_lines(entries: dict[str, TreeEntry], seed: int) -> TreeLines:
+    items = list(entries.items())
+    random.Random(seed).shuffle(items)
+    lines = TreeLines()
+    for p, e in items:
+        lines.add(p, e.mode, e.sha256, e.size)
+    return lines
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["a", "b/c", "a.txt", "a/b", "a0", "Z", "é", "日本/x", "a b"],
+        ["x\udcff", "x\udc80y", "xé", "x/y", "x\U0001f600", "x"],  # not UTF-8: sorted by their bytes
+    ],
+)
+def test_tree_lines_give_the_tree_id_and_entries_of_their_files(names: list[str]) -> None:
+    from runicorn.store.tree_format import MODE_LINK, compute_tree_id, path_key
+
+    rng = random.Random(3)
+    entries = {
+        n: TreeEntry(_sha(rng), rng.choice([MODE_FILE, MODE_EXEC, MODE_LINK]), 1 + i) for i, n in enumerate(names)
+    }
+    lines = _shuffled_lines(entries, 5)
+    before = list(lines.paths)
+    moved = lines.sort()
+    assert moved is not None and [lines.paths[moved[i]] for i in range(len(before))] == before
+    assert [path_key(p) for p in lines.paths] == sorted(path_key(p) for p in names)
+    assert lines.sort() is None  # in order now
+    assert lines.tree_id() == compute_tree_id(entries)
+    assert lines.entries() == entries
+    assert sorted(lines.blob_sizes()) == sorted((e.sha256, e.size) for e in entries.values())
+
+
+def test_open_tree_lines_keep_their_place_until_their_blob_is_known() -> None:
+    from runicorn.store.tree_format import compute_tree_id
+
+    rng = random.Random(9)
+    entries = {f"f{i:03d}": TreeEntry(_sha(rng), MODE_FILE, i) for i in range(50)}
+    lines = TreeLines()
+    opened = []
+    for i, (p, e) in enumerate(entries.items()):
+        if i % 3:
+            lines.add(p, e.mode, e.sha256, e.size)
+        else:
+            opened.append(lines.add_open(p, MODE_EXEC, 999))
+    assert lines.sort() is None
+    assert len(list(lines.blob_sizes())) == 50 - len(opened)  # an open line names no blob yet
+    for i in opened:
+        e = entries[lines.paths[i]]
+        lines.set_mode(i, e.mode)
+        lines.set_blob(i, e.sha256, e.size)
+    assert lines.tree_id() == compute_tree_id(entries)
+    assert lines.sha(opened[1]) == entries[lines.paths[opened[1]]].sha256

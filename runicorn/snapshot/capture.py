@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import stat
-from bisect import bisect_left
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,7 +25,6 @@ from runicorn.errors import (
     StorageFullError,
     StoreWriteError,
 )
-from runicorn.filestat import FileStat, FileStats
 from runicorn.hashing import sha256_bytes
 from runicorn.snapshot import statcache
 from runicorn.snapshot.scan import cycle_gc_paused
@@ -38,9 +37,8 @@ from runicorn.store.tree_format import (
     TreeEntry,
     build_pages_from_lines,
     mode_of,
-    path_key,
-    tree_id_of,
 )
+from runicorn.store.tree_lines import TreeLines
 from runicorn.workers import run_groups, share, worker_count
 
 # Commits of one snapshot when gc keeps taking blobs the stat cache vouched for.
@@ -55,9 +53,35 @@ _INGEST_BATCH_FILES = 16384
 _INGEST_BATCH_BYTES = 2 << 30
 
 Progress = Callable[[int, int], None]
-# A file to read: its path relative to the root, its lstat, its mode (absolute paths are
-# made when needed: one string fewer per file of a first snapshot).
-_ToRead = tuple[str, FileStat, str]
+
+
+class _ToRead:
+    """The files to read, in columns: each one's line (in the tree's :class:`TreeLines`)
+    and the ``lstat`` fields its stat cache row keeps (its size and mode are in its line).
+    A tuple and a ``FileStat`` per file would cost about 300 bytes; this costs 40."""
+
+    __slots__ = ("line", "dev", "ino", "mtime_ns", "ctime_ns")
+
+    def __init__(self) -> None:
+        self.line = array("q")
+        self.dev = array("Q")
+        self.ino = array("Q")
+        self.mtime_ns = array("q")
+        self.ctime_ns = array("q")
+
+    def __len__(self) -> int:
+        return len(self.line)
+
+    def add(self, line: int, st: os.stat_result) -> None:
+        self.line.append(line)
+        self.dev.append(st.st_dev)
+        self.ino.append(st.st_ino)
+        self.mtime_ns.append(st.st_mtime_ns)
+        self.ctime_ns.append(st.st_ctime_ns)
+
+    def renumber(self, moved: list[int]) -> None:
+        """Follow the lines to their places after :meth:`TreeLines.sort`."""
+        self.line = array("q", (moved[i] for i in self.line))
 
 
 class Captured(NamedTuple):
@@ -110,16 +134,15 @@ def _capture(
     resume_gc: Callable[[], None],
 ) -> Captured:
     """:func:`capture_tree` with the cyclic collector paused (the slow path resumes it)."""
-    # Per file the cache vouches for, only its tree line and its blob's size are kept.
-    to_read: list[_ToRead] = []
-    links: dict[str, bytes] = {}
+    # Every file gets its line as the walk meets it (in tree order); a file the cache
+    # vouches for costs that line only, one to read also its few lstat fields.
+    lines = TreeLines()
+    to_read = _ToRead()
+    links: dict[int, bytes] = {}  # line -> target of each symlink (stored again each time)
     stale: list[tuple[str]] = []  # cache rows of files no longer in the workspace
     trusted_bytes = file_count = 0
-    lines: list[tuple[str, str, str]] = []  # (path, mode, sha256) of trusted files, for the tree id
-    sizes: dict[str, int] = {}  # sha256 -> size of the trusted files' blobs
     mtimes: dict[str, float] | None = {} if want_entries else None
     S_IFMT, IFLNK, racy = 0o170000, stat.S_IFLNK, RACY_NS
-    compact = FileStats().of  # only the files kept to be read (a vouched one is compared only)
     # The files arrive in the cache's order and are merged with its rows as they are
     # read: a dict of every row would cost more memory than the files themselves.
     _, end = statcache.cache_bounds(root)
@@ -148,13 +171,14 @@ def _capture(
         st_mode = st.st_mode
         if st_mode & S_IFMT == IFLNK:
             try:
-                links[rel] = os.fsencode(os.readlink(full))
+                target = os.fsencode(os.readlink(full))
             except FileNotFoundError:
                 raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
+            links[lines.add(rel, MODE_LINK, sha256_bytes(target), len(target))] = target
             continue
         mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
         if cached is None:
-            to_read.append((rel, compact(st), mode))
+            to_read.add(lines.add_open(rel, mode, st.st_size), st)
             continue
         # cached: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
         mtime = st.st_mtime_ns
@@ -167,50 +191,38 @@ def _capture(
             and cached[6] == mode
             and mtime < cached[8] - racy
         ):
-            sha = cached[7]
-            lines.append((rel, mode, sha))
-            sizes[sha] = cached[3]
+            lines.add(rel, mode, cached[7], cached[3])
             trusted_bytes += cached[3]
         else:
-            to_read.append((rel, compact(st), mode))
+            to_read.add(lines.add_open(rel, mode, st.st_size), st)
     while row is not past_end:
         stale.append((row[0],))
         row = next(rows, past_end)
-    link_shas = {rel: sha256_bytes(t) for rel, t in links.items()}
-    lines += [(rel, MODE_LINK, sha) for rel, sha in link_shas.items()]
-    sizes.update({link_shas[rel]: len(t) for rel, t in links.items()})
+    moved = lines.sort()
+    if moved is not None:
+        to_read.renumber(moved)
+        links = {moved[i]: target for i, target in links.items()}
     total = trusted_bytes + sum(len(t) for t in links.values())
-    tree = None if to_read else _existing_tree(store, keeper, lines, sizes)
+    tree = None if to_read else _existing_tree(store, keeper, lines)
     if tree is not None:
         if stale:
             statcache.record(store, root, generation, [], stale)
-        return Captured(tree, _entries(lines, sizes) if want_entries else None, 0, total, file_count, mtimes)
+        return Captured(tree, lines.entries() if want_entries else None, 0, total, file_count, mtimes)
     if len(to_read) > _RESUME_GC_AFTER:
         resume_gc()  # reading many files makes garbage of its own (and may run long)
-    captured = _Capture(store, root, started_ns, progress, lines, sizes, trusted_bytes, to_read, link_shas)
-    captured.read_changed(links)
+    captured = _Capture(store, root, started_ns, progress, lines, trusted_bytes, to_read, links)
+    captured.read_changed()
     tree, spans, known = captured.store_tree(statcache.known_leaves(store, root, generation) if lines else {})
     statcache.record(store, root, generation, captured.cache_rows(), stale, (known, spans))
-    entries = _entries(lines, sizes) if want_entries else None
+    entries = lines.entries() if want_entries else None
     return Captured(tree, entries, captured.files_read, captured.total, file_count, mtimes)
 
 
-def _entries(lines: list[tuple[str, str, str]], sizes: dict[str, int]) -> dict[str, TreeEntry]:
-    """The tree's entries (for a zip of it) from its lines and its blobs' sizes."""
-    return {rel: TreeEntry(sha, mode, sizes[sha]) for rel, mode, sha in lines}
-
-
-def _existing_tree(
-    store: Any,
-    keeper: tuple[str, str | None] | None,
-    lines: list[tuple[str, str, str]],
-    sizes: dict[str, int],
-) -> str | None:
+def _existing_tree(store: Any, keeper: tuple[str, str | None] | None, lines: TreeLines) -> str | None:
     """Fast path when the stat cache vouches for every file: the tree, if it is stored.
 
-    ``lines`` (every file's ``(path, mode, sha256)``, sorted here in tree-id order) and
-    ``sizes`` (their blobs' sizes) come from the caller's pass over the stat cache.
-    None when the tree is not stored.
+    ``lines`` (every file's, in tree-id order) come from the caller's pass over the
+    stat cache.  None when the tree is not stored.
 
     The tree's existence is checked and
     its ``touched_at`` bumped in one write transaction, so a concurrent gc either ran
@@ -225,10 +237,12 @@ def _existing_tree(
     the workspace and so stores their bytes again.
     """
     # Paths come from our own directory walk (already checked), so no re-validation here.
-    tree = tree_id_of(lines)
+    tree = lines.tree_id()
     if not os.path.exists(store.manifest_path(tree)):
         return None
-    if not _blob_files_intact(store, sizes) or not _blob_files_intact(store, store.tree_page_sizes(tree)):
+    if not _blob_files_intact(store, lines.blob_sizes()) or not _blob_files_intact(
+        store, store.tree_page_sizes(tree).items()
+    ):
         return None  # (the tree's pages live among the blobs)
     if keeper is None or not _kept_by(store, tree, keeper):
         if not store.touch_tree(tree):
@@ -236,14 +250,14 @@ def _existing_tree(
     return tree
 
 
-def _blob_files_intact(store: Any, sizes: dict[str, int]) -> bool:
-    """Whether every blob of ``sizes`` (sha256 -> size) is in ``blobs/`` with its size.
+def _blob_files_intact(store: Any, blobs: Iterable[tuple[str, int]]) -> bool:
+    """Whether every blob of ``blobs`` (``(sha256, size)`` pairs) is in ``blobs/`` with its size.
 
-    One ``stat`` per distinct blob: the unchanged re-snapshot stays a metadata pass, and
+    One ``stat`` per blob: the unchanged re-snapshot stays a metadata pass, and
     the blob files are in the same page cache as the index.  (Their bytes are checked by
     ``runicorn verify --deep`` and by every reader, :mod:`runicorn.store.reader`.)
     """
-    return not store.blob_files_off(sizes, first=True)
+    return not store.blob_files_off(blobs, first=True)
 
 
 def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:
@@ -270,81 +284,88 @@ class _Capture:
         root: Path,
         started_ns: int,
         progress: Progress | None,
-        lines: list[tuple[str, str, str]],
-        sizes: dict[str, int],
+        lines: TreeLines,
         vouched_bytes: int,
-        to_read: list[_ToRead],
-        link_shas: dict[str, str],
+        to_read: _ToRead,
+        links: dict[int, bytes],
     ) -> None:
-        """``lines`` holds the lines of the files the cache vouches for (their blobs
-        sized in ``sizes``, ``vouched_bytes`` in all) and of the links."""
+        """``lines`` holds every file's line in tree-id order: those of the files the
+        cache vouches for (``vouched_bytes`` in all) and of the links with their blob, those
+        of ``to_read`` open; ``links`` has each link's target by line."""
         self.store, self.root, self.started_ns, self.progress = store, root, started_ns, progress
         self.base = os.path.join(str(root), "")  # root with one trailing separator, as the walk joins it
-        self.lines, self.sizes = lines, sizes
+        self.lines = lines
         self.vouched_bytes = vouched_bytes
         self.read_bytes = 0  # of the files read and the links
         self.to_read = to_read
-        # Each file read's hash, by path (its line and its cache row are made of it).
-        self.read_shas: dict[str, str] = {}
-        self.link_paths: list[str] = []
+        self.links = links
         self.held: set[str] = set()  # blobs this snapshot ingested (and so holds)
         self.total = 0  # of every file's size, once the tree is stored
         self.files_read = 0
-        # ``sizes`` has the vouched files' blobs and the links' (stored again below).
-        off = set(store.blob_files_off(sizes)) - set(link_shas.values())
+        # The vouched files' blobs (the links' are stored again below; the files to read
+        # have none yet).
+        off = set(store.blob_files_off(lines.blob_sizes())) - {lines.sha(i) for i in links}
         if off:
             self._forget(self._vouched_with(off))
 
-    def _vouched_with(self, shas: set[str]) -> dict[str, str]:
-        """The files the cache vouched for (not read this time) whose blob is one of
-        ``shas``: path -> blob."""
-        read = self.read_shas
-        return {rel: sha for rel, mode, sha in self.lines if sha in shas and mode != MODE_LINK and rel not in read}
+    def _vouched_with(self, shas: set[str]) -> list[int]:
+        """The lines of the files the cache vouched for (not read this time) whose blob
+        is one of ``shas``."""
+        read = set(self.to_read.line)
+        return [
+            i
+            for i, (_, mode, sha, _) in enumerate(self.lines.items())
+            if sha in shas and mode != MODE_LINK and i not in read
+        ]
 
-    def _forget(self, vouched: dict[str, str]) -> None:
-        """Read the vouched files (path -> blob) again: their blobs are gone or damaged.
+    def _forget(self, vouched: list[int]) -> None:
+        """Read the vouched files (by line) again: their blobs are gone or damaged.
 
         Raises:
             RunicornError: one of them is no longer a regular file.
         """
-        for rel, sha in vouched.items():
-            full = self.base + rel
+        lines = self.lines
+        for i in vouched:
+            full = self.base + lines.paths[i]
             try:
-                st = FileStats().of(os.lstat(full))
+                st = os.lstat(full)
             except FileNotFoundError:
                 raise RunicornError(f"{full}: vanished during the snapshot of {self.root}; try again") from None
             if not stat.S_ISREG(st.st_mode):
                 raise RunicornError(f"{full}: changed during the snapshot of {self.root}; try again")
-            self.vouched_bytes -= self.sizes[sha]
-            self.to_read.append((rel, st, mode_of(st.st_mode)))
-        self.lines[:] = [line for line in self.lines if line[0] not in vouched]
-        kept = {line[2] for line in self.lines}
-        for sha in [s for s in self.sizes if s not in kept]:
-            del self.sizes[sha]
+            self.vouched_bytes -= lines.size(i)
+            lines.set_mode(i, mode_of(st.st_mode))
+            lines.set_size(i, st.st_size)
+            self.to_read.add(i, st)
 
-    def read_changed(self, links: dict[str, bytes]) -> None:
-        """Read the files to read (into the store, their lines added) and store the links."""
-        self.link_paths = list(links)
-        for target in dict.fromkeys(links.values()):
+    def read_changed(self) -> None:
+        """Read the files to read (into the store, their lines filled in) and store the links."""
+        for target in dict.fromkeys(self.links.values()):
             info = self.store.ingest_bytes(target)  # its lines are in already
             self.held.add(info.sha256)
-        self.read_bytes += sum(len(t) for t in links.values())
-        self._read(self.to_read)
+        self.read_bytes += sum(len(t) for t in self.links.values())
+        self._read(range(len(self.to_read)))
 
-    def _read(self, items: list[_ToRead]) -> None:
+    def _read(self, items: Sequence[int]) -> None:
+        """Read the files to read at positions ``items``."""
         store, root, progress, base = self.store, self.root, self.progress, self.base
+        lines, line_of = self.lines, self.to_read.line
         lock = threading.Lock()
         # Progress in bytes: cached files count as done, symlinks are not counted.
         done = self.vouched_bytes
-        total = done + sum(it[1].st_size for it in items)
+
+        def size_of(k: int) -> int:
+            return lines.size(line_of[k])
+
+        total = done + sum(map(size_of, items))
         if progress:
             progress(done, total)
 
-        def work(group: list[_ToRead]) -> None:
+        def work(group: list[int]) -> None:
             nonlocal done
-            for batch in _batches(group):
+            for batch in _batches(group, size_of):
                 try:
-                    infos = store.ingest_files([base + rel for rel, _, _ in batch])
+                    infos = store.ingest_files([base + lines.paths[line_of[k]] for k in batch])
                 except FileNotFoundError as exc:
                     raise RunicornError(
                         f"{exc.filename}: vanished during the snapshot of {root}; nothing was recorded, try again"
@@ -359,18 +380,16 @@ class _Capture:
                         f"exclude it in .rnignore or fix its permissions"
                     ) from None
                 with lock:
-                    for (rel, _, mode), info in zip(batch, infos):
-                        self.lines.append((rel, mode, info.sha256))
-                        self.sizes[info.sha256] = info.size
+                    for k, info in zip(batch, infos):
+                        lines.set_blob(line_of[k], info.sha256, info.size)
                         self.held.add(info.sha256)
-                        self.read_shas[rel] = info.sha256
                     read = sum(info.size for info in infos)
                     self.read_bytes += read
                     done += read
                     if progress:
                         progress(done, total)
 
-        groups = share(items, worker_count(len(items), sum(it[1].st_size for it in items)), lambda it: it[1].st_size)
+        groups = share(items, worker_count(len(items), total - self.vouched_bytes), size_of)
         run_groups(work, groups)
         self.files_read += len(items)
 
@@ -381,8 +400,8 @@ class _Capture:
             BlobNotFoundError: gc keeps taking blobs the cache vouched for.
         """
         for attempt in range(_COMMIT_ATTEMPTS):
-            tree = tree_id_of(self.lines)  # sorts the lines in tree-id order
-            pages, spans = build_pages_from_lines(self.lines, self.sizes, known=known, changed=self._changed(known))
+            tree = self.lines.tree_id()
+            pages, spans = build_pages_from_lines(self.lines, known=known, changed=self._changed(known))
             self.total = self.vouched_bytes + self.read_bytes
             try:
                 self.store.put_tree_pages(
@@ -390,7 +409,6 @@ class _Capture:
                     pages,
                     file_count=len(self.lines),
                     total_size=self.total,
-                    blobs=self.sizes.keys(),
                     source=str(self.root),
                     held=self.held,
                 )
@@ -403,36 +421,32 @@ class _Capture:
                 # A gc took them since they were checked: their files are read again.
                 start = len(self.to_read)
                 self._forget(again)
-                self._read(self.to_read[start:])
+                self._read(range(start, len(self.to_read)))
         raise AssertionError("unreachable")
 
     def _changed(self, known: dict[str, LeafSpan]) -> list[int]:
         """The indices (in the sorted lines) of the lines not vouched for by the cache."""
-        if not known or not (self.read_shas or self.link_paths):
+        if not known or not (self.to_read or self.links):
             return []
-        lines, read = self.lines, self.read_shas.keys() | self.link_paths
-        if len(read) * 64 > len(lines):
-            return [i for i, line in enumerate(lines) if line[0] in read]
-        # Lines are in path-byte order (tree_id_of): bisect by the same key.
-        return sorted(bisect_left(lines, path_key(rel), key=lambda line: path_key(line[0])) for rel in read)
+        return sorted({*self.to_read.line, *self.links})
 
     def cache_rows(self) -> Iterator[tuple[Any, ...]]:
         """The stat cache rows of the files read, made as they are written (a list of them
         would cost a tuple per file)."""
-        shas, sizes, now = self.read_shas, self.sizes, self.started_ns
-        base = self.base
-        for rel, st, mode in self.to_read:
-            sha = shas[rel]
-            yield base + rel, st.st_dev, st.st_ino, sizes[sha], st.st_mtime_ns, st.st_ctime_ns, mode, sha, now
+        lines, to_read, now, base = self.lines, self.to_read, self.started_ns, self.base
+        paths, dev, ino, mtime_ns, ctime_ns = lines.paths, to_read.dev, to_read.ino, to_read.mtime_ns, to_read.ctime_ns
+        for k, i in enumerate(to_read.line):
+            mode, sha, size = lines.mode(i), lines.sha(i), lines.size(i)
+            yield base + paths[i], dev[k], ino[k], size, mtime_ns[k], ctime_ns[k], mode, sha, now
 
 
-def _batches(items: list[_ToRead]) -> Iterable[list[_ToRead]]:
+def _batches(items: list[int], size_of: Callable[[int], int]) -> Iterable[list[int]]:
     # Batches bound the work lost on an error and give progress; each costs one group sync.
-    batch: list[_ToRead] = []
+    batch: list[int] = []
     size = 0
     for item in items:
         batch.append(item)
-        size += item[1].st_size
+        size += size_of(item)
         if len(batch) >= _INGEST_BATCH_FILES or size >= _INGEST_BATCH_BYTES:
             yield batch
             batch, size = [], 0

@@ -231,7 +231,7 @@ def hold_blobs(store: Store, shas: Iterable[str]) -> set[str]:
         )
         # The file must be there with the indexed size, else the caller writes it
         # again (and the damaged file is moved aside when the new one is placed).
-        off = set(blob_files_off(store.blobs_dir, known))
+        off = set(blob_files_off(store.blobs_dir, known.items()))
         present = [s for s in wanted if s in known and s not in off]
         c.executemany("UPDATE blobs SET touched_at = ? WHERE sha256 = ?", [(now, s) for s in present])
         store.holds.acquire(c, present)

@@ -15,7 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -134,9 +134,12 @@ def file_size(path: str) -> int:
         return -1
 
 
-def blob_files_off(blobs_dir: str | os.PathLike[str], sizes: Mapping[str, int], *, first: bool = False) -> list[str]:
-    """The blobs of ``sizes`` (sha256 -> size) whose file under ``blobs_dir`` is missing or
-    has another size, in hash order; with ``first``, at most one of them (an early "no").
+def blob_files_off(
+    blobs_dir: str | os.PathLike[str], blobs: Iterable[tuple[str, int]], *, first: bool = False
+) -> list[str]:
+    """The blobs of ``blobs`` (``(sha256, size)`` pairs) whose file under ``blobs_dir`` is
+    missing or has another size, each once, in hash order; with ``first``, at most one of
+    them (an early "no").
 
     One ``stat`` per blob, each resolving one name below its ``blobs/<aa>`` folder, which
     is opened once (not the whole path again; measured a fifth faster than path-based
@@ -147,13 +150,13 @@ def blob_files_off(blobs_dir: str | os.PathLike[str], sizes: Mapping[str, int], 
     off: list[str] = []
     top = _open_dir(blobs_dir, None)
     if top < 0:
-        off = sorted(sizes)
+        off = sorted({sha for sha, _ in blobs})
         return off[:1] if first else off
     base = f"{os.fspath(blobs_dir)}/"
     fds: dict[str, int] = {}
     stat_ = os.stat
     try:
-        for sha, size in sizes.items():
+        for sha, size in blobs:
             prefix = sha[:2]
             fd = fds.get(prefix)
             if fd is None:
@@ -174,8 +177,7 @@ def blob_files_off(blobs_dir: str | os.PathLike[str], sizes: Mapping[str, int], 
             if fd >= 0:
                 os.close(fd)
         os.close(top)
-    off.sort()
-    return off
+    return sorted(set(off))
 
 
 _NO_FD_LEFT = -2  # _open_dir: the process is out of descriptors, resolve whole paths instead

@@ -27,7 +27,7 @@ import secrets
 import shutil
 import stat
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -386,10 +386,11 @@ class Store:
         """
         return _blobs.hold_blobs(self, shas)
 
-    def blob_files_off(self, sizes: Mapping[str, int], *, first: bool = False) -> list[str]:
-        """The blobs of ``sizes`` (sha256 -> size) whose file is missing or has another size
-        (at most one with ``first``): one ``stat`` each, no index read."""
-        return blob_files_off(self.blobs_dir, sizes, first=first)
+    def blob_files_off(self, blobs: Iterable[tuple[str, int]], *, first: bool = False) -> list[str]:
+        """The blobs of ``blobs`` (``(sha256, size)`` pairs) whose file is missing or has
+        another size, in hash order (at most one with ``first``): one ``stat`` each, no
+        index read."""
+        return blob_files_off(self.blobs_dir, blobs, first=first)
 
     def release_holds(self, shas: Iterable[str] | None = None) -> None:
         """Let go of one hold on each of ``shas`` that the caller's operation took (every
@@ -433,21 +434,20 @@ class Store:
         *,
         file_count: int,
         total_size: int,
-        blobs: Collection[str],
         source: str | None = None,
         held: Iterable[str] = (),
     ) -> None:
         """Record tree ``tree`` whose pages were built by the caller
         (:func:`runicorn.store.tree_format.build_pages_from_lines`, from the tree's
-        validated lines: the caller vouches that they give ``tree``), with its file count,
-        total size and set of blobs.  Held as :meth:`put_tree` holds; the holds on
+        validated lines: the caller vouches that they give ``tree``), with its file count
+        and total size.  Held as :meth:`put_tree` holds; the holds on
         ``held`` (blobs the caller ingested for it) go.
 
         Raises:
             BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
         """
         _trees.store_tree(
-            self, tree, lambda: pages, _trees.TreeSummary(file_count, total_size, blobs), source=source, held=held
+            self, tree, lambda: pages, _trees.TreeSummary(file_count, total_size, None), source=source, held=held
         )
 
     def tree_info(self, tree: str) -> TreeInfo | None:

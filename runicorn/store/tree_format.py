@@ -24,11 +24,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 
 from runicorn.errors import CorruptManifestError, UnsafePathError
 from runicorn.hashing import is_sha256_hex, sha256_bytes
 from runicorn.relpath import validate_relpath
+
+if TYPE_CHECKING:
+    from runicorn.store.tree_lines import TreeLines
 
 TREE_HEADER = b"runicorn-tree-v1\n"
 MANIFEST_FORMAT = "runicorn.manifest"
@@ -454,14 +457,13 @@ class _LazyPages(Mapping[str, bytes]):
 
 
 def build_pages_from_lines(
-    lines: Sequence[tuple[str, str, str]],
-    sizes: Mapping[str, int],
+    lines: TreeLines,
     *,
     known: Mapping[str, LeafSpan] | None = None,
     changed: Sequence[int] = (),
 ) -> tuple[TreePages, list[LeafSpan]]:
-    """The pages of a tree given as ``(path, mode, sha256)`` lines in tree-id order (as
-    :func:`tree_id_of` leaves them) and its blobs' sizes, with the span of each leaf.
+    """The pages of a tree given as its lines in tree-id order (:meth:`TreeLines.sort`),
+    with the span of each leaf.
 
     ``known``: leaves of an earlier tree by first path; ``changed``: the sorted indices
     of the lines that may differ from that tree.  The caller vouches that every other
@@ -472,7 +474,8 @@ def build_pages_from_lines(
     :func:`build_pages` either way.
     """
     known = known or {}
-    n = len(lines)
+    paths = lines.paths
+    n = len(paths)
     built: dict[str, bytes] = {}
     later: dict[str, Callable[[], bytes]] = {}
     links: dict[str, dict[str, int]] = {}
@@ -480,25 +483,22 @@ def build_pages_from_lines(
     spans: list[LeafSpan] = []
     crc, split, limit = zlib.crc32, LEAF_SPLIT, LEAF_MAX
 
-    def leaf_bytes(start: int, end: int) -> bytes:
-        return b"".join(
-            [
-                LEAF_HEADER,
-                *[
-                    f"{mode} {sha} {sizes[sha]} {path}\n".encode("utf-8", "surrogateescape")
-                    for path, mode, sha in lines[start:end]
-                ],
-            ]
-        )
+    def leaf_bytes(start: int, end: int, counts: dict[str, int] | None = None) -> bytes:
+        texts = []
+        for path, mode, sha, size in lines.items(start, end):
+            texts.append(f"{mode} {sha} {size} {path}\n")
+            if counts is not None:
+                counts[sha] = counts.get(sha, 0) + 1
+        return LEAF_HEADER + "".join(texts).encode("utf-8", "surrogateescape")
 
     i = 0
     while i < n:
-        span = known.get(lines[i][0])
+        span = known.get(paths[i])
         if span is not None:
             end = i + span.length
             if (
                 end <= n
-                and lines[end - 1][0] == span.last
+                and paths[end - 1] == span.last
                 and (span.closed or end == n)
                 and bisect_left(changed, i) == bisect_left(changed, end)
             ):
@@ -509,19 +509,17 @@ def build_pages_from_lines(
                 continue
         end = i
         while True:
-            cut = crc(lines[end][0].encode("utf-8", "surrogateescape")) % split == 0
+            cut = crc(paths[end].encode("utf-8", "surrogateescape")) % split == 0
             end += 1
             if cut or end - i >= limit or end == n:
                 break
-        data = leaf_bytes(i, end)
+        counts: dict[str, int] = {}
+        data = leaf_bytes(i, end, counts)
         pid = sha256_bytes(data)
         built[pid] = data
-        counts: dict[str, int] = {}
-        for line in lines[i:end]:
-            counts[line[2]] = counts.get(line[2], 0) + 1
         links[pid] = counts
         ids.append(pid)
-        spans.append(LeafSpan(lines[i][0], end - i, lines[end - 1][0], pid, cut or end - i >= limit))
+        spans.append(LeafSpan(paths[i], end - i, paths[end - 1], pid, cut or end - i >= limit))
         i = end
     leaves = frozenset(ids)
     nodes: dict[str, bytes] = {}

@@ -87,11 +87,11 @@ def kept_by(store: Store, tree: str, kind: str, name: str) -> bool:
 
 class TreeSummary(NamedTuple):
     """What indexing a tree needs besides its pages: its file count, total size and
-    the set of its blobs."""
+    the set of its blobs (None: what its leaves name, as the pages' builder knows it)."""
 
     file_count: int
     total_size: int
-    blobs: Collection[str]
+    blobs: Collection[str] | None
 
 
 def summary_of(norm: Mapping[str, TreeEntry]) -> TreeSummary:
@@ -118,7 +118,7 @@ def put_tree(
         norm = normalize_entries(entries)
     tree = compute_tree_id(norm)
     summary = summary_of(norm)
-    store_tree(store, tree, lambda: build_pages(norm), summary, source=source, held=summary.blobs)
+    store_tree(store, tree, lambda: build_pages(norm), summary, source=source, held=summary.blobs or ())
     if ref is not None:
         store.set_ref(ref[0], ref[1], tree, meta=ref_meta)
     return tree
@@ -220,7 +220,7 @@ def _heal_pages(store: Store, tree: str, pages_of: Callable[[], TreePages]) -> N
     """Write again the pages of stored tree ``tree`` (pages from ``pages_of``) whose file
     is missing or has another size: storing a tree again repairs its listing, as storing
     a file again repairs its blob."""
-    off = store.blob_files_off(page_sizes(store, tree))
+    off = store.blob_files_off(page_sizes(store, tree).items())
     if not off:
         return
     pages = pages_of()
@@ -289,7 +289,7 @@ def index_tree(
         # A leaf the index has counts its blobs already (gc takes only blobs no leaf
         # names), so only the new leaves' blobs are looked up.
         fresh = [p for p in new if p in pages.leaves]
-        if len(fresh) == len(pages.leaves):
+        if len(fresh) == len(pages.leaves) and summary.blobs is not None:
             check_blobs_indexed(c, tree, set(summary.blobs))
         else:
             check_blobs_indexed(c, tree, {b for p in fresh for b in pages.links(p)})

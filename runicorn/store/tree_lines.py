@@ -1,0 +1,159 @@
+"""A tree's lines in columns: what a snapshot holds per file while it captures a tree.
+
+A line is one file of the tree: its path, mode and blob (SHA-256 and size).  Kept as a
+``(path, mode, sha256)`` tuple with a ``sha256 -> size`` dict beside it, a line costs
+about 290 bytes besides its path (the tuple, the hash as a 64-character string, the
+dict entry); here it costs a list slot for the path, 32 bytes of digest, one byte of
+mode and eight of size.  Hash strings are made only while a tree id or a page is
+computed from the lines.
+
+A line may be *open*: its place in the tree is known (the walk found the file) but not
+its blob yet (the file is still to be read); :meth:`TreeLines.set_blob` fills it in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections.abc import Iterable, Iterator
+from operator import lt
+
+from runicorn.store.tree_format import MODE_EXEC, MODE_FILE, MODE_LINK, TREE_HEADER, TreeEntry, path_key
+
+_MODES = (MODE_FILE, MODE_EXEC, MODE_LINK)
+_MODE_CODES = {mode: code for code, mode in enumerate(_MODES)}
+_DIGEST = 32
+_OPEN = bytes(_DIGEST)  # the digest of a line whose blob is not known yet
+# Lines per string joined and hashed at once (one copy of every line would be a second
+# listing of the whole tree).
+_CHUNK = 4096
+
+
+class TreeLines:
+    """The lines of one tree, in the order they were added until :meth:`sort`."""
+
+    __slots__ = ("paths", "_modes", "_digests", "_sizes")
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self._modes = bytearray()
+        self._digests = bytearray()
+        self._sizes = array("q")
+
+    @classmethod
+    def of(cls, items: Iterable[tuple[str, str, str]], sizes: dict[str, int]) -> TreeLines:
+        """Lines from ``(path, mode, sha256)`` triples and their blobs' sizes."""
+        lines = cls()
+        for path, mode, sha in items:
+            lines.add(path, mode, sha, sizes[sha])
+        return lines
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def add(self, path: str, mode: str, sha: str, size: int) -> int:
+        """Add the line of a file whose blob is known; return its index."""
+        self.paths.append(path)
+        self._modes.append(_MODE_CODES[mode])
+        self._digests += bytes.fromhex(sha)
+        self._sizes.append(size)
+        return len(self.paths) - 1
+
+    def add_open(self, path: str, mode: str, size: int) -> int:
+        """Add the line of a file to be read (its blob set later); return its index."""
+        self.paths.append(path)
+        self._modes.append(_MODE_CODES[mode])
+        self._digests += _OPEN
+        self._sizes.append(size)
+        return len(self.paths) - 1
+
+    def set_blob(self, i: int, sha: str, size: int) -> None:
+        """Fill in (or replace) the blob of line ``i``."""
+        self._digests[i * _DIGEST : (i + 1) * _DIGEST] = bytes.fromhex(sha)
+        self._sizes[i] = size
+
+    def set_size(self, i: int, size: int) -> None:
+        """Replace the size of line ``i`` (until its blob is set)."""
+        self._sizes[i] = size
+
+    def set_mode(self, i: int, mode: str) -> None:
+        """Replace the mode of line ``i`` (a file read again may have changed it)."""
+        self._modes[i] = _MODE_CODES[mode]
+
+    def mode(self, i: int) -> str:
+        return _MODES[self._modes[i]]
+
+    def sha(self, i: int) -> str:
+        return self._digests[i * _DIGEST : (i + 1) * _DIGEST].hex()
+
+    def size(self, i: int) -> int:
+        return self._sizes[i]
+
+    def items(self, start: int = 0, end: int | None = None) -> Iterator[tuple[str, str, str, int]]:
+        """``(path, mode, sha256, size)`` of lines ``start`` to ``end``."""
+        end = len(self.paths) if end is None else end
+        modes, sizes, paths = self._modes, self._sizes, self.paths
+        with memoryview(self._digests) as digests:
+            for i in range(start, end):
+                yield paths[i], _MODES[modes[i]], digests[i * _DIGEST : (i + 1) * _DIGEST].hex(), sizes[i]
+
+    def blob_sizes(self) -> Iterator[tuple[str, int]]:
+        """``(sha256, size)`` of every line but the open ones (a blob named by several
+        lines comes as often)."""
+        sizes = self._sizes
+        with memoryview(self._digests) as digests:
+            for i in range(len(self.paths)):
+                digest = digests[i * _DIGEST : (i + 1) * _DIGEST]
+                if digest != _OPEN:
+                    yield digest.hex(), sizes[i]
+
+    def entries(self) -> dict[str, TreeEntry]:
+        """The tree's entries by path."""
+        return {path: TreeEntry(sha, mode, size) for path, mode, sha, size in self.items()}
+
+    # ----------------------------------------------------------------- order
+    def sort(self) -> list[int] | None:
+        """Put the lines in tree-id order (by the paths' UTF-8 bytes).  None when they
+        were in that order already (a walk adds them so, unless a name is not UTF-8);
+        otherwise the new index of each old one."""
+        paths = self.paths
+        # Without lone surrogates (names that are not UTF-8), code-point order is UTF-8
+        # byte order: the paths themselves are the keys.
+        keys = paths if _utf8(paths) else [path_key(p) for p in paths]
+        if all(map(lt, keys, keys[1:])):
+            return None
+        order = sorted(range(len(paths)), key=keys.__getitem__)
+        self.paths = [paths[i] for i in order]
+        self._modes = bytearray(self._modes[i] for i in order)
+        digests = self._digests
+        self._digests = bytearray().join(digests[i * _DIGEST : (i + 1) * _DIGEST] for i in order)
+        self._sizes = array("q", (self._sizes[i] for i in order))
+        moved = [0] * len(order)
+        for new, old in enumerate(order):
+            moved[old] = new
+        return moved
+
+    def tree_id(self) -> str:
+        """The tree id (``schema/tree-id.md``) of lines in tree-id order (:meth:`sort`)."""
+        digest = hashlib.sha256(TREE_HEADER)
+        n = len(self.paths)
+        for start in range(0, n, _CHUNK):
+            chunk = self.items(start, min(n, start + _CHUNK))
+            # surrogateescape: a name that is not UTF-8 is hashed as its bytes (path_key)
+            digest.update(
+                "".join([f"{mode} {sha} {path}\n" for path, mode, sha, _ in chunk]).encode("utf-8", "surrogateescape")
+            )
+        return digest.hexdigest()
+
+
+def _utf8(paths: list[str]) -> bool:
+    """Whether every path is UTF-8 as it stands (no lone surrogate from an undecodable name)."""
+    for start in range(0, len(paths), _CHUNK):
+        try:
+            "".join(paths[start : start + _CHUNK]).encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+__all__ = ["TreeLines"]
