@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from runicorn.store.tree_format import TreePages
@@ -59,13 +61,14 @@ def insert_links(c: Any, pages: TreePages, ids: list[str]) -> None:
             blob_links.extend((pid, blob, n) for blob, n in links.items())
         else:
             child_links.extend((pid, child) for child in links)
-    # In blob order: the blob index and the refcounts are then updated page by page.
-    blob_links.sort(key=lambda link: link[1])
+    # In blob order: the blob index and the refcounts are then updated page by page,
+    # and each blob's links are next to each other (summed as they come, no dict).
+    blob_links.sort(key=itemgetter(1))
     c.executemany("INSERT INTO page_blobs (page, blob, n) VALUES (?, ?, ?)", blob_links)
-    added: dict[str, int] = {}
-    for _, blob, n in blob_links:
-        added[blob] = added.get(blob, 0) + n
-    c.executemany("UPDATE blobs SET refcount = refcount + ? WHERE sha256 = ?", [(n, b) for b, n in added.items()])
+    c.executemany(
+        "UPDATE blobs SET refcount = refcount + ? WHERE sha256 = ?",
+        ((sum(link[2] for link in same), blob) for blob, same in groupby(blob_links, itemgetter(1))),
+    )
     c.executemany("INSERT INTO page_children (page, child) VALUES (?, ?)", child_links)
 
 

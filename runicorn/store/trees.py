@@ -140,7 +140,7 @@ def store_tree(
     Raises:
         BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
     """
-    held = set(held)
+    held = held if isinstance(held, set) else set(held)  # (a snapshot's may be large: not copied)
     if store.index.scalar("SELECT 1 FROM trees WHERE tree = ?", (tree,)) and store.manifest_path(tree).exists():
         with store.index.write() as c:
             if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
