@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from operator import lt
 
 from runicorn.store.tree_format import MODE_EXEC, MODE_FILE, MODE_LINK, TREE_HEADER, TreeEntry, path_key
@@ -24,6 +24,7 @@ _MODES = (MODE_FILE, MODE_EXEC, MODE_LINK)
 _MODE_CODES = {mode: code for code, mode in enumerate(_MODES)}
 _DIGEST = 32
 _OPEN = bytes(_DIGEST)  # the digest of a line whose blob is not known yet
+_OPEN_HEX = _OPEN.hex()
 # Lines per string joined and hashed at once (one copy of every line would be a second
 # listing of the whole tree).
 _CHUNK = 4096
@@ -32,21 +33,14 @@ _CHUNK = 4096
 class TreeLines:
     """The lines of one tree, in the order they were added until :meth:`sort`."""
 
-    __slots__ = ("paths", "_modes", "_digests", "_sizes")
+    __slots__ = ("paths", "_modes", "_digests", "_sizes", "_open")
 
     def __init__(self) -> None:
         self.paths: list[str] = []
         self._modes = bytearray()
         self._digests = bytearray()
         self._sizes = array("q")
-
-    @classmethod
-    def of(cls, items: Iterable[tuple[str, str, str]], sizes: dict[str, int]) -> TreeLines:
-        """Lines from ``(path, mode, sha256)`` triples and their blobs' sizes."""
-        lines = cls()
-        for path, mode, sha in items:
-            lines.add(path, mode, sha, sizes[sha])
-        return lines
+        self._open = 0  # lines whose blob is not known yet
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -65,11 +59,15 @@ class TreeLines:
         self._modes.append(_MODE_CODES[mode])
         self._digests += _OPEN
         self._sizes.append(size)
+        self._open += 1
         return len(self.paths) - 1
 
     def set_blob(self, i: int, sha: str, size: int) -> None:
         """Fill in (or replace) the blob of line ``i``."""
-        self._digests[i * _DIGEST : (i + 1) * _DIGEST] = bytes.fromhex(sha)
+        where = slice(i * _DIGEST, (i + 1) * _DIGEST)
+        if self._digests[where] == _OPEN:
+            self._open -= 1
+        self._digests[where] = bytes.fromhex(sha)
         self._sizes[i] = size
 
     def set_size(self, i: int, size: int) -> None:
@@ -89,23 +87,28 @@ class TreeLines:
     def size(self, i: int) -> int:
         return self._sizes[i]
 
+    def _shas(self, start: int, end: int) -> list[str]:
+        # One hex string for the range, cut: a hex call per line costs twice as much.
+        text = self._digests[start * _DIGEST : end * _DIGEST].hex()
+        return [text[k : k + 2 * _DIGEST] for k in range(0, len(text), 2 * _DIGEST)]
+
+    def _chunks(self, start: int, end: int | None) -> Iterator[tuple[int, int]]:
+        end = len(self.paths) if end is None else min(end, len(self.paths))
+        for a in range(start, end, _CHUNK):
+            yield a, min(end, a + _CHUNK)
+
     def items(self, start: int = 0, end: int | None = None) -> Iterator[tuple[str, str, str, int]]:
         """``(path, mode, sha256, size)`` of lines ``start`` to ``end``."""
-        end = len(self.paths) if end is None else end
-        modes, sizes, paths = self._modes, self._sizes, self.paths
-        with memoryview(self._digests) as digests:
-            for i in range(start, end):
-                yield paths[i], _MODES[modes[i]], digests[i * _DIGEST : (i + 1) * _DIGEST].hex(), sizes[i]
+        for a, b in self._chunks(start, end):
+            modes = [_MODES[m] for m in self._modes[a:b]]
+            yield from zip(self.paths[a:b], modes, self._shas(a, b), self._sizes[a:b])
 
     def blob_sizes(self) -> Iterator[tuple[str, int]]:
         """``(sha256, size)`` of every line but the open ones (a blob named by several
         lines comes as often)."""
-        sizes = self._sizes
-        with memoryview(self._digests) as digests:
-            for i in range(len(self.paths)):
-                digest = digests[i * _DIGEST : (i + 1) * _DIGEST]
-                if digest != _OPEN:
-                    yield digest.hex(), sizes[i]
+        for a, b in self._chunks(0, None):
+            pairs = zip(self._shas(a, b), self._sizes[a:b])
+            yield from (pair for pair in pairs if pair[0] != _OPEN_HEX) if self._open else pairs
 
     def entries(self) -> dict[str, TreeEntry]:
         """The tree's entries by path."""
@@ -136,13 +139,13 @@ class TreeLines:
     def tree_id(self) -> str:
         """The tree id (``schema/tree-id.md``) of lines in tree-id order (:meth:`sort`)."""
         digest = hashlib.sha256(TREE_HEADER)
-        n = len(self.paths)
-        for start in range(0, n, _CHUNK):
-            chunk = self.items(start, min(n, start + _CHUNK))
-            # surrogateescape: a name that is not UTF-8 is hashed as its bytes (path_key)
-            digest.update(
-                "".join([f"{mode} {sha} {path}\n" for path, mode, sha, _ in chunk]).encode("utf-8", "surrogateescape")
+        for a, b in self._chunks(0, None):
+            modes = [_MODES[m] for m in self._modes[a:b]]
+            text = "".join(
+                [f"{mode} {sha} {path}\n" for mode, sha, path in zip(modes, self._shas(a, b), self.paths[a:b])]
             )
+            # surrogateescape: a name that is not UTF-8 is hashed as its bytes (path_key)
+            digest.update(text.encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
 
 
