@@ -125,27 +125,39 @@ def compute_tree_id(entries: Mapping[str, TreeEntry]) -> str:
 def tree_id_of(items: list[tuple[str, str, str]]) -> str:
     """The tree id of validated ``(path, mode, sha256)`` triples with distinct paths.
 
-    ``items`` is sorted in place.
+    ``items`` is sorted in place (in tree-id order).
     """
     items.sort()
-    digest = hashlib.sha256(TREE_HEADER)
-    try:
-        # Without lone surrogates (names that are not UTF-8), code-point order is
-        # UTF-8 byte order, so the sort above is already the specified one.  Hashed in
-        # chunks: the whole listing of a large tree would be a copy of every line at once.
-        for start in range(0, len(items), _ID_CHUNK_LINES):
-            chunk = items[start : start + _ID_CHUNK_LINES]
-            digest.update("".join([f"{mode} {sha} {path}\n" for path, mode, sha in chunk]).encode("utf-8"))
-    except UnicodeEncodeError:
+    if not paths_are_utf8([path for path, _, _ in items]):
         items.sort(key=lambda item: path_key(item[0]))
-        digest = hashlib.sha256(TREE_HEADER)
-        for path, mode, sha in items:
-            digest.update(f"{mode} {sha} ".encode("ascii") + path_key(path) + b"\n")
+    return hash_tree_lines(items[start : start + ID_CHUNK_LINES] for start in range(0, len(items), ID_CHUNK_LINES))
+
+
+def hash_tree_lines(chunks: Iterable[Iterable[tuple[str, str, str]]]) -> str:
+    """The tree id of ``(path, mode, sha256)`` triples in tree-id order, given in chunks:
+    the one place the id's lines are written and hashed.  (A chunk at a time: the whole
+    listing of a large tree would be a copy of every line at once.)"""
+    digest = hashlib.sha256(TREE_HEADER)
+    for chunk in chunks:
+        text = "".join([f"{mode} {sha} {path}\n" for path, mode, sha in chunk])
+        # surrogateescape: a name that is not UTF-8 is hashed as its bytes (path_key)
+        digest.update(text.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
-# Lines hashed per update by tree_id_of.
-_ID_CHUNK_LINES = 4096
+def paths_are_utf8(paths: Sequence[str]) -> bool:
+    """Whether every path is UTF-8 as it stands (no lone surrogate from an undecodable
+    name): then code-point order is UTF-8 byte order, the tree-id order."""
+    for start in range(0, len(paths), ID_CHUNK_LINES):
+        try:
+            "".join(paths[start : start + ID_CHUNK_LINES]).encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+# Lines written and hashed at once for a tree id.
+ID_CHUNK_LINES = 4096
 
 
 def build_manifest(

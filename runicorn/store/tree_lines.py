@@ -13,21 +13,27 @@ its blob yet (the file is still to be read); :meth:`TreeLines.set_blob` fills it
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from collections.abc import Iterator
 from operator import lt
 
-from runicorn.store.tree_format import MODE_EXEC, MODE_FILE, MODE_LINK, TREE_HEADER, TreeEntry, path_key
+from runicorn.store.tree_format import (
+    ID_CHUNK_LINES,
+    MODE_EXEC,
+    MODE_FILE,
+    MODE_LINK,
+    TreeEntry,
+    hash_tree_lines,
+    path_key,
+    paths_are_utf8,
+)
 
 _MODES = (MODE_FILE, MODE_EXEC, MODE_LINK)
 _MODE_CODES = {mode: code for code, mode in enumerate(_MODES)}
 _DIGEST = 32
 _OPEN = bytes(_DIGEST)  # the digest of a line whose blob is not known yet
 _OPEN_HEX = _OPEN.hex()
-# Lines per string joined and hashed at once (one copy of every line would be a second
-# listing of the whole tree).
-_CHUNK = 4096
+_CHUNK = ID_CHUNK_LINES  # lines made into strings at once
 
 
 class TreeLines:
@@ -122,7 +128,7 @@ class TreeLines:
         paths = self.paths
         # Without lone surrogates (names that are not UTF-8), code-point order is UTF-8
         # byte order: the paths themselves are the keys.
-        keys = paths if _utf8(paths) else [path_key(p) for p in paths]
+        keys = paths if paths_are_utf8(paths) else [path_key(p) for p in paths]
         if all(map(lt, keys, keys[1:])):
             return None
         order = sorted(range(len(paths)), key=keys.__getitem__)
@@ -138,25 +144,10 @@ class TreeLines:
 
     def tree_id(self) -> str:
         """The tree id (``schema/tree-id.md``) of lines in tree-id order (:meth:`sort`)."""
-        digest = hashlib.sha256(TREE_HEADER)
-        for a, b in self._chunks(0, None):
-            modes = [_MODES[m] for m in self._modes[a:b]]
-            text = "".join(
-                [f"{mode} {sha} {path}\n" for mode, sha, path in zip(modes, self._shas(a, b), self.paths[a:b])]
-            )
-            # surrogateescape: a name that is not UTF-8 is hashed as its bytes (path_key)
-            digest.update(text.encode("utf-8", "surrogateescape"))
-        return digest.hexdigest()
-
-
-def _utf8(paths: list[str]) -> bool:
-    """Whether every path is UTF-8 as it stands (no lone surrogate from an undecodable name)."""
-    for start in range(0, len(paths), _CHUNK):
-        try:
-            "".join(paths[start : start + _CHUNK]).encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-    return True
+        return hash_tree_lines(
+            zip(self.paths[a:b], [_MODES[m] for m in self._modes[a:b]], self._shas(a, b))
+            for a, b in self._chunks(0, None)
+        )
 
 
 __all__ = ["TreeLines"]
