@@ -419,24 +419,31 @@ def append_line_durable(path: Path, line: str) -> None:
         fsync_dir(path.parent)
 
 
-def publish_link(staged: Path, dest: Path) -> bool:
+def publish_link(staged: str | os.PathLike[str], dest: str | os.PathLike[str]) -> bool:
     """Hard-link a complete staged file to ``dest`` unless ``dest`` exists.
 
     Returns True if this call created ``dest``.  Never overwrites an existing file,
     which is how content-addressed objects stay write-once.  Falls back to an
-    exclusive-create copy-free rename on filesystems without hard links.
+    exclusive-create copy-free rename on filesystems without hard links.  A missing
+    folder of ``dest`` is made (with the umask's mode: a caller for whom the mode
+    matters makes it first).
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(staged, dest)
-        return True
-    except FileExistsError:
-        return False
-    except OSError:
-        if dest.exists():
+    for attempt in (1, 2):
+        try:
+            os.link(staged, dest)
+            return True
+        except FileExistsError:
             return False
-        os.replace(staged, dest)
-        return True
+        except FileNotFoundError:
+            if attempt == 2 or not os.path.lexists(staged):
+                raise
+            os.makedirs(os.path.dirname(os.fspath(dest)), exist_ok=True)
+        except OSError:
+            if os.path.lexists(dest):
+                return False
+            os.replace(staged, dest)
+            return True
+    raise AssertionError("unreachable")
 
 
 def remove_tree(path: str | os.PathLike[str]) -> None:

@@ -239,14 +239,16 @@ def write_pages(store: Store, pages: TreePages, ids: list[str], staging: Path | 
     staging = staging or store.writer_dir()
     missing = [pid for pid in ids if not os.path.exists(f"{staging}/page-{pid}")]
     stage_pages(store, pages, missing, staging)
+    top = store.pages_dir
     parents: set[Path] = set()
     try:
         for pid in ids:
-            dest = store.page_path(pid)
-            if make_dir(dest.parent, store.dir_mode):
-                parents.add(dest.parent.parent)
-            publish_link(Path(f"{staging}/page-{pid}"), dest)
-            parents.add(dest.parent)
+            folder = top / pid[:2]
+            if folder not in parents:  # each folder once: a page's own mkdir would fail
+                if make_dir(folder, store.dir_mode):
+                    parents.add(top)
+                parents.add(folder)
+            publish_link(f"{staging}/page-{pid}", f"{folder}/{pid}")
         if len(ids) > 4:
             syncfs(store.blobs_dir)
         else:
