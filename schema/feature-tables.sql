@@ -30,6 +30,17 @@ CREATE TABLE IF NOT EXISTS stat_cache_leaves (
     PRIMARY KEY (root, first)
 ) WITHOUT ROWID;
 
+-- Per workspace root: the state (dev, ino, mtime_ns, ctime_ns) of each blobs/<aa> folder
+-- when its last snapshot began checking its blobs, for the folders then at least
+-- RACY_NS old (docs/assets.md).  Every blob the root's stat_cache rows name was in place
+-- after that moment, so while a folder keeps its state (no file added, removed or renamed
+-- in it) the next snapshot does not stat those blobs again.  Dropped with the root's
+-- stat_cache_leaves rows.
+CREATE TABLE IF NOT EXISTS stat_cache_seals (
+    root        TEXT PRIMARY KEY,           -- absolute path of the snapshot's root
+    folders     TEXT NOT NULL               -- JSON: {"<aa>": [dev, ino, mtime_ns, ctime_ns]}
+) WITHOUT ROWID;
+
 -- One row: how many times stat_cache has been written (see stat_cache_leaves).
 CREATE TABLE IF NOT EXISTS stat_cache_generation (
     one         INTEGER PRIMARY KEY CHECK (one = 1),

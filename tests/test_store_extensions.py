@@ -123,7 +123,7 @@ def test_the_store_package_imports_no_feature_and_runicorn_registers_them() -> N
     names, loaded = r.stdout.splitlines()
     assert (
         names
-        == "['runs', 'artifacts', 'snapshots'] ['runs', 'toml_usage', 'stat_cache', 'stat_cache_leaves', 'stat_cache_generation']"
+        == "['runs', 'artifacts', 'snapshots'] ['runs', 'toml_usage', 'stat_cache', 'stat_cache_leaves', 'stat_cache_seals', 'stat_cache_generation']"
     )
     # the composition point and the extension registry only: no feature, no store class, no SQLite
     assert loaded == str(

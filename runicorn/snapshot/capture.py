@@ -203,22 +203,27 @@ def _capture(
         to_read.renumber(moved)
         links = {moved[i]: target for i, target in links.items()}
     total = trusted_bytes + sum(len(t) for t in links.values())
-    tree = None if to_read else _existing_tree(store, keeper, lines)
+    check = statcache.BlobCheck(store, root, generation)
+    tree = None if to_read else _existing_tree(store, keeper, lines, check)
     if tree is not None:
         if stale:
             statcache.record(store, root, generation, [], stale)
+        else:
+            check.reseal(store, root, generation)
         return Captured(tree, lines.entries() if want_entries else None, 0, total, file_count, mtimes)
     if len(to_read) > _RESUME_GC_AFTER:
         resume_gc()  # reading many files makes garbage of its own (and may run long)
-    captured = _Capture(store, root, started_ns, progress, lines, trusted_bytes, to_read, links)
+    captured = _Capture(store, root, started_ns, progress, lines, trusted_bytes, to_read, links, check)
     captured.read_changed()
     tree, spans, known = captured.store_tree(statcache.known_leaves(store, root, generation) if lines else {})
-    statcache.record(store, root, generation, captured.cache_rows(), stale, (known, spans))
+    statcache.record(store, root, generation, captured.cache_rows(), stale, (known, spans), check.seal)
     entries = lines.entries() if want_entries else None
     return Captured(tree, entries, captured.files_read, captured.total, file_count, mtimes)
 
 
-def _existing_tree(store: Any, keeper: tuple[str, str | None] | None, lines: TreeLines) -> str | None:
+def _existing_tree(
+    store: Any, keeper: tuple[str, str | None] | None, lines: TreeLines, check: statcache.BlobCheck
+) -> str | None:
     """Fast path when the stat cache vouches for every file: the tree, if it is stored.
 
     ``lines`` (every file's, in tree-id order) come from the caller's pass over the
@@ -232,7 +237,8 @@ def _existing_tree(store: Any, keeper: tuple[str, str | None] | None, lines: Tre
     names it, no gc can take it, so a read suffices and nothing is written.
 
     A stored tree is returned only when it is restorable: every blob and page file is
-    there with the size the index records (one ``stat`` per blob and page).  A lost, quarantined or resized
+    there with the size the index records (one ``stat`` per page and per blob outside the
+    folders ``check`` trusts).  A lost, quarantined or resized
     blob sends the snapshot down the slow path, which re-reads exactly those files from
     the workspace and so stores their bytes again.
     """
@@ -240,7 +246,7 @@ def _existing_tree(store: Any, keeper: tuple[str, str | None] | None, lines: Tre
     tree = lines.tree_id()
     if not os.path.exists(store.manifest_path(tree)):
         return None
-    if not _blob_files_intact(store, lines.blob_sizes()) or not _blob_files_intact(
+    if not _blob_files_intact(store, check.unchecked(lines.blob_sizes())) or not _blob_files_intact(
         store, store.tree_page_sizes(tree).items()
     ):
         return None  # (the tree's pages live among the blobs)
@@ -269,8 +275,9 @@ def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:
 class _Capture:
     """The slow path: check the vouched files' blobs, read the rest, store the tree.
 
-    The blobs the stat cache vouches for get one ``stat`` each (a lost or resized file is
-    read again) and no hold: the transaction that commits the tree checks that the index
+    The blobs the stat cache vouches for get one ``stat`` each, except in the blob folders
+    the root's seal trusts (:class:`runicorn.snapshot.statcache.BlobCheck`; a lost or
+    resized file is read again), and no hold: the transaction that commits the tree checks that the index
     still has every blob of the leaves it lacks, and the files of any a gc took meanwhile
     are read again and the tree committed again.  Leaves of the root's last tree that
     hold no file read this time are taken over, not cut again
@@ -288,10 +295,12 @@ class _Capture:
         vouched_bytes: int,
         to_read: _ToRead,
         links: dict[int, bytes],
+        check: statcache.BlobCheck,
     ) -> None:
         """``lines`` holds every file's line in tree-id order: those of the files the
         cache vouches for (``vouched_bytes`` in all) and of the links with their blob, those
-        of ``to_read`` open; ``links`` has each link's target by line."""
+        of ``to_read`` open; ``links`` has each link's target by line; ``check`` says which
+        vouched blobs need a ``stat``."""
         self.store, self.root, self.started_ns, self.progress = store, root, started_ns, progress
         self.base = os.path.join(str(root), "")  # root with one trailing separator, as the walk joins it
         self.lines = lines
@@ -304,7 +313,7 @@ class _Capture:
         self.files_read = 0
         # The vouched files' blobs (the links' are stored again below; the files to read
         # have none yet).
-        off = set(store.blob_files_off(lines.blob_sizes())) - {lines.sha(i) for i in links}
+        off = set(store.blob_files_off(check.unchecked(lines.blob_sizes()))) - {lines.sha(i) for i in links}
         if off:
             self._forget(self._vouched_with(off))
 

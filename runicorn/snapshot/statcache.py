@@ -10,10 +10,14 @@ the next snapshot can trust it.
 With the rows, the cache keeps the leaf pages of the tree each root's last snapshot
 stored (``schema/feature-tables.sql``, ``stat_cache_leaves``): where no file changed, the
 next snapshot takes those leaves over instead of cutting its files into pages again.
+
+And it keeps each root's *seal* (``stat_cache_seals``): the state of every ``blobs/<aa>``
+folder when the root's last snapshot began checking its blobs (:class:`BlobCheck`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,11 +55,51 @@ def record(
     updates: Iterable[tuple[Any, ...]],
     stale: Sequence[tuple[str]],
     leaves: tuple[Mapping[str, LeafSpan], Sequence[LeafSpan]] | None = None,
+    seal: Mapping[str, tuple[int, ...]] | None = None,
 ) -> None:
     """Drop the ``stale`` paths' rows and write ``updates`` (rows as :func:`rows_in_order` gives
     them), in one transaction; ``leaves`` (those :func:`known_leaves` gave, and those of
-    the tree just stored) become ``root``'s, unless the cache moved past ``generation``."""
-    store.stat_cache.update(updates, [p for (p,) in stale], root=str(root), generation=generation, leaves=leaves)
+    the tree just stored) and ``seal`` (:attr:`BlobCheck.seal`) become ``root``'s, unless
+    the cache moved past ``generation``."""
+    store.stat_cache.update(
+        updates, [p for (p,) in stale], root=str(root), generation=generation, leaves=leaves, seal=seal
+    )
 
 
-__all__ = ["RACY_NS", "cache_bounds", "known_leaves", "record", "rows_in_order"]
+class BlobCheck:
+    """Which blobs a snapshot of ``root`` must ``stat`` to know they are still in place.
+
+    Made before the check starts.  A root's seal is recorded only by a snapshot that saw
+    every blob its stat cache rows name in place after that moment (checked, or trusted
+    as below, or stored by itself), and only for folders whose ``ctime`` was then at least
+    ``RACY_NS`` old (a change in the same timestamp tick could leave it as it was).  Any
+    later writer of rows checks its own blobs.  So while a folder keeps the state sealed,
+    every blob of the root's rows in it is still there: no file came or went in it.  (A
+    blob file changed in place, read-only as it is, is found by ``runicorn verify`` and
+    by every reader, not here.)
+    """
+
+    def __init__(self, store: Any, root: Path, generation: int) -> None:
+        self.sealed: dict[str, tuple[int, ...]] = store.stat_cache.seal(str(root), generation)
+        now = time.time_ns()
+        states = store.blob_folder_states()
+        #: prefixes (``aa``) of the folders whose blobs need no ``stat``
+        self.trusted = frozenset(p for p, state in self.sealed.items() if states.get(p) == state)
+        #: what to record as the root's seal once its blobs are all known to be in place
+        self.seal: dict[str, tuple[int, ...]] = {p: st for p, st in states.items() if st[3] < now - RACY_NS}
+
+    def unchecked(self, blobs: Iterable[tuple[str, int]]) -> Iterable[tuple[str, int]]:
+        """The ``(sha256, size)`` pairs of ``blobs`` outside the trusted folders."""
+        trusted = self.trusted
+        if not trusted:
+            return blobs
+        return ((sha, size) for sha, size in blobs if sha[:2] not in trusted)
+
+    def reseal(self, store: Any, root: Path, generation: int) -> None:
+        """Record :attr:`seal` when it differs from the one read (a snapshot that stored
+        nothing: its blobs were all seen in place)."""
+        if self.seal != self.sealed:
+            store.stat_cache.reseal(str(root), generation, self.seal)
+
+
+__all__ = ["RACY_NS", "BlobCheck", "cache_bounds", "known_leaves", "record", "rows_in_order"]

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,30 @@ def blob_files_off(
                 os.close(fd)
         os.close(top)
     return sorted(set(off))
+
+
+def blob_folder_states(blobs_dir: str | os.PathLike[str]) -> dict[str, tuple[int, int, int, int]]:
+    """``(dev, ino, mtime_ns, ctime_ns)`` of each ``blobs/<aa>`` folder there is, by prefix.
+
+    A folder whose state is unchanged had no file added, removed or renamed in it since
+    (its timestamps move with every change of its entries; ``ctime`` cannot be put back).
+    Raises nothing: a folder that cannot be read is left out.
+    """
+    states: dict[str, tuple[int, int, int, int]] = {}
+    try:
+        with os.scandir(blobs_dir) as it:
+            for entry in it:
+                if len(entry.name) != 2:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    states[entry.name] = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+    except OSError:
+        pass
+    return states
 
 
 _NO_FD_LEFT = -2  # _open_dir: the process is out of descriptors, resolve whole paths instead

@@ -50,6 +50,7 @@ from runicorn.store.holds import Holds
 from runicorn.store.index import Index, quarantine_index
 from runicorn.store.layout import (
     blob_files_off,
+    blob_folder_states,
     DEFAULT_GC_GRACE_SECONDS,
     BlobInfo,
     Ref,
@@ -391,6 +392,11 @@ class Store:
         another size, in hash order (at most one with ``first``): one ``stat`` each, no
         index read."""
         return blob_files_off(self.blobs_dir, blobs, first=first)
+
+    def blob_folder_states(self) -> dict[str, tuple[int, int, int, int]]:
+        """``(dev, ino, mtime_ns, ctime_ns)`` of each ``blobs/<aa>`` folder by prefix: while
+        a folder keeps its state, no blob file in it came or went."""
+        return blob_folder_states(self.blobs_dir)
 
     def release_holds(self, shas: Iterable[str] | None = None) -> None:
         """Let go of one hold on each of ``shas`` that the caller's operation took (every

@@ -54,6 +54,18 @@ CREATE TABLE IF NOT EXISTS stat_cache_leaves (
     PRIMARY KEY (root, first)
 ) WITHOUT ROWID;
 """,
+    "stat_cache_seals": """\
+-- Per workspace root: the state (dev, ino, mtime_ns, ctime_ns) of each blobs/<aa> folder
+-- when its last snapshot began checking its blobs, for the folders then at least
+-- RACY_NS old (docs/assets.md).  Every blob the root's stat_cache rows name was in place
+-- after that moment, so while a folder keeps its state (no file added, removed or renamed
+-- in it) the next snapshot does not stat those blobs again.  Dropped with the root's
+-- stat_cache_leaves rows.
+CREATE TABLE IF NOT EXISTS stat_cache_seals (
+    root        TEXT PRIMARY KEY,           -- absolute path of the snapshot's root
+    folders     TEXT NOT NULL               -- JSON: {"<aa>": [dev, ino, mtime_ns, ctime_ns]}
+) WITHOUT ROWID;
+""",
     "stat_cache_generation": """\
 -- One row: how many times stat_cache has been written (see stat_cache_leaves).
 CREATE TABLE IF NOT EXISTS stat_cache_generation (
@@ -169,6 +181,28 @@ class StatCache:
                 )
             }
 
+    def seal(self, root: str, generation: int) -> dict[str, tuple[int, ...]]:
+        """The blob folder states recorded for ``root`` (``stat_cache_seals``); none unless
+        the cache is still at ``generation``."""
+        with self.store.index.read() as c:
+            if _generation(c) != generation:
+                return {}
+            row = c.execute("SELECT folders FROM stat_cache_seals WHERE root = ?", (root.rstrip("/"),)).fetchone()
+        if row is None:
+            return {}
+        try:
+            folders = json.loads(row[0])
+            return {str(k): tuple(int(x) for x in v) for k, v in folders.items()}
+        except (ValueError, TypeError, AttributeError):
+            return {}  # a damaged row trusts nothing: every blob is checked
+
+    def reseal(self, root: str, generation: int, seal: Mapping[str, tuple[int, ...]]) -> None:
+        """Record ``seal`` as ``root``'s blob folder states, unless the cache moved past
+        ``generation`` (then its rows may name blobs this seal does not vouch for)."""
+        with self.store.index.write() as c:
+            if _generation(c) == generation:
+                _write_seal(c, root.rstrip("/"), seal)
+
     def update(
         self,
         rows: Iterable[StatRow],
@@ -177,13 +211,14 @@ class StatCache:
         root: str,
         generation: int,
         leaves: tuple[Mapping[str, LeafSpan], Sequence[LeafSpan]] | None = None,
+        seal: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
         """Write ``rows`` (replacing a path's row; any iterable, consumed once) and delete the rows of ``stale`` paths
         (all below workspace ``root``, read at ``generation``), in one transaction.
 
-        The recorded leaves of every root whose files this touches go; ``leaves`` (the
-        ones :meth:`leaves` gave, and the new tree's) become ``root``'s, unless another
-        write came since ``generation``.
+        The recorded leaves and seal of every root whose files this touches go; ``leaves``
+        (the ones :meth:`leaves` gave, and the new tree's) and ``seal`` become ``root``'s,
+        unless another write came since ``generation``.
         """
         if not rows and not stale and leaves is None:
             return
@@ -207,11 +242,14 @@ class StatCache:
             keep = leaves is not None and current == generation
             base = root.rstrip("/")
             parents = _parents(base)
-            c.execute(
-                "DELETE FROM stat_cache_leaves WHERE (root > ? AND root < ?) "
-                "OR root IN (SELECT value FROM json_each(?))" + ("" if keep else " OR root = ?"),
-                (base + "/", base + "0", json.dumps(parents), *(() if keep else (base,))),
-            )
+            for table in ("stat_cache_leaves", "stat_cache_seals"):
+                c.execute(
+                    f"DELETE FROM {table} WHERE (root > ? AND root < ?) "
+                    "OR root IN (SELECT value FROM json_each(?))" + ("" if keep else " OR root = ?"),
+                    (base + "/", base + "0", json.dumps(parents), *(() if keep else (base,))),
+                )
+            if keep and seal is not None:
+                _write_seal(c, base, seal)
             if keep and leaves is not None:
                 old, new = leaves
                 wanted = {s.first: s for s in new}
@@ -224,6 +262,16 @@ class StatCache:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [(base, *s[:4], int(s.closed)) for s in new if old.get(s.first) != s],
                 )
+
+
+def _write_seal(c: Any, root: str, seal: Mapping[str, tuple[int, ...]]) -> None:
+    if seal:
+        c.execute(
+            "INSERT OR REPLACE INTO stat_cache_seals (root, folders) VALUES (?, ?)",
+            (root, json.dumps(dict(sorted(seal.items())), separators=(",", ":"))),
+        )
+    else:
+        c.execute("DELETE FROM stat_cache_seals WHERE root = ?", (root,))
 
 
 def _generation(c: Any) -> int:

@@ -1,0 +1,163 @@
+"""A snapshot stats the blobs its stat cache vouches for only in the blob folders that
+changed since its root's last snapshot checked them (``stat_cache_seals``,
+:class:`runicorn.snapshot.statcache.BlobCheck`): a blob removed, renamed or quarantined
+changes its folder, so it is still found and its file read again; a folder changed
+within the racy window, a snapshot of an overlapping root or a damaged seal row make
+every blob checked again."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runicorn import snapshot_workspace
+from runicorn.snapshot import statcache
+from runicorn.store import Store, store as store_module
+
+OLD = 1_700_000_000
+
+
+def _make(ws: Path, n: int = 300) -> None:
+    for i in range(n):
+        d = ws / f"d{i % 5}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}.txt").write_text(f"file {i}\n")
+    (ws / ".rnignore").write_text("# nothing excluded\n")
+    for i, p in enumerate(sorted(ws.rglob("*"))):
+        if p.is_file():
+            os.utime(p, (OLD, OLD + i))  # out of the stat cache's racy window
+
+
+@pytest.fixture
+def stats(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many blobs each check of blob files ``stat`` s (the real check runs)."""
+    seen: list[int] = []
+    real = store_module.blob_files_off
+
+    def counting(blobs_dir: Any, blobs: Any, *, first: bool = False) -> list[str]:
+        listed = list(blobs)
+        seen.append(len(listed))
+        return real(blobs_dir, listed, first=first)
+
+    monkeypatch.setattr(store_module, "blob_files_off", counting)
+    return seen
+
+
+def _blob_stats(seen: list[int], fn: Any) -> tuple[Any, int]:
+    """``fn()``'s result and the blobs it stat'd beyond the tree's pages."""
+    del seen[:]
+    result = fn()
+    return result, sum(seen)
+
+
+def _seal(storage: Path, ws: Path) -> dict[str, tuple[int, ...]]:
+    with Store(storage) as s:
+        base = str(ws.resolve())
+        _, generation = s.stat_cache.rows_in_order(base + "/", base + "0")
+        return s.stat_cache.seal(base, generation)
+
+
+def _pages(storage: Path, tree: str) -> int:
+    with Store(storage) as s:
+        return len(s.tree_page_sizes(tree))
+
+
+def test_an_unchanged_snapshot_stats_no_blob_of_a_sealed_folder(
+    tmp_path: Path, stats: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(statcache, "RACY_NS", 0)  # every folder old enough to seal
+    ws, storage = tmp_path / "ws", tmp_path / "store"
+    _make(ws)
+    first = snapshot_workspace(ws, None, storage=storage)
+    assert first["files_read"] == 301
+    # The seal was taken before the first snapshot stored its blobs: their folders moved.
+    second, checked = _blob_stats(stats, lambda: snapshot_workspace(ws, None, storage=storage))
+    assert second["tree"] == first["tree"] and second["files_read"] == 0
+    pages = _pages(storage, first["tree"])
+    assert checked == 301 + pages
+    assert set(_seal(storage, ws)) == {p.name for p in (storage / "archive" / "blobs").iterdir()}
+    third, checked = _blob_stats(stats, lambda: snapshot_workspace(ws, None, storage=storage))
+    assert third["tree"] == first["tree"] and third["files_read"] == 0
+    assert checked == pages  # the tree's pages only
+
+    # A change of one file: the slow path, the same trust; its blob's folder moves.
+    (ws / "d0" / "f0.txt").write_text("changed\n")
+    os.utime(ws / "d0" / "f0.txt", (OLD, OLD - 1))
+    fourth, checked = _blob_stats(stats, lambda: snapshot_workspace(ws, None, storage=storage))
+    assert fourth["files_read"] == 1 and fourth["tree"] != first["tree"]
+    assert checked < pages + _pages(storage, fourth["tree"])
+    with Store(storage) as s:
+        assert s.verify()["problems"] == []
+
+
+@pytest.mark.parametrize("damage", ["removed", "moved aside", "removed, folder time put back"])
+def test_a_blob_gone_from_a_sealed_folder_is_found_and_read_again(
+    tmp_path: Path, stats: list[int], monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    monkeypatch.setattr(statcache, "RACY_NS", 0)
+    ws, storage = tmp_path / "ws", tmp_path / "store"
+    _make(ws)
+    first = snapshot_workspace(ws, None, storage=storage)
+    snapshot_workspace(ws, None, storage=storage)  # records the seal
+    with Store(storage) as s:
+        sha = s.tree_entries(first["tree"])["d1/f1.txt"].sha256
+        blob = s.blob_path(sha)
+    folder = blob.parent
+    before = folder.stat()
+    if damage == "moved aside":
+        os.rename(blob, tmp_path / "aside")
+    else:
+        blob.unlink()
+    if damage.endswith("put back"):
+        os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))  # ctime still moves
+    again, checked = _blob_stats(stats, lambda: snapshot_workspace(ws, None, storage=storage))
+    assert again["tree"] == first["tree"] and again["files_read"] == 1
+    assert checked > 0
+    assert blob.read_bytes() == b"file 1\n"
+    with Store(storage) as s:
+        assert s.verify()["problems"] == []
+
+
+def test_folders_changed_within_the_racy_window_are_not_sealed(tmp_path: Path, stats: list[int]) -> None:
+    ws, storage = tmp_path / "ws", tmp_path / "store"
+    _make(ws, 40)
+    first = snapshot_workspace(ws, None, storage=storage)
+    for _ in range(2):  # the blob folders changed moments ago: nothing is trusted yet
+        again, checked = _blob_stats(stats, lambda: snapshot_workspace(ws, None, storage=storage))
+        assert again["tree"] == first["tree"] and checked >= 41
+    assert _seal(storage, ws) == {}
+
+
+def test_a_snapshot_of_an_overlapping_root_drops_the_seal(
+    tmp_path: Path, stats: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(statcache, "RACY_NS", 0)
+    ws, storage = tmp_path / "ws", tmp_path / "store"
+    _make(ws)
+    sub = ws / "d2"
+    (sub / ".rnignore").write_text("# nothing excluded\n")
+    os.utime(sub / ".rnignore", (OLD, OLD))
+    snapshot_workspace(sub, None, storage=storage)
+    snapshot_workspace(sub, None, storage=storage)
+    assert _seal(storage, sub)
+    snapshot_workspace(ws, None, storage=storage)  # writes rows for the files below d2
+    assert _seal(storage, sub) == {}
+    again, checked = _blob_stats(stats, lambda: snapshot_workspace(sub, None, storage=storage))
+    assert again["files_read"] == 0 and checked >= 60
+
+
+def test_a_damaged_seal_row_trusts_nothing(tmp_path: Path, stats: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(statcache, "RACY_NS", 0)
+    ws, storage = tmp_path / "ws", tmp_path / "store"
+    _make(ws, 50)
+    first = snapshot_workspace(ws, None, storage=storage)
+    snapshot_workspace(ws, None, storage=storage)
+    for bad in ("not json", json.dumps(["00"]), json.dumps({"00": "x"})):
+        with Store(storage) as s, s.index.write() as c:
+            c.execute("UPDATE stat_cache_seals SET folders = ?", (bad,))
+        again, checked = _blob_stats(stats, lambda: snapshot_workspace(ws, None, storage=storage))
+        assert again["tree"] == first["tree"] and checked >= 51
