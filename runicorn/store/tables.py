@@ -248,8 +248,8 @@ class StatCache:
                     "OR root IN (SELECT value FROM json_each(?))" + ("" if keep else " OR root = ?"),
                     (base + "/", base + "0", json.dumps(parents), *(() if keep else (base,))),
                 )
-            if keep and seal is not None:
-                _write_seal(c, base, seal)
+            if keep:
+                _write_seal(c, base, seal or {})  # rows written without a seal keep none
             if keep and leaves is not None:
                 old, new = leaves
                 wanted = {s.first: s for s in new}
