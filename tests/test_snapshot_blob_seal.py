@@ -161,3 +161,75 @@ def test_a_damaged_seal_row_trusts_nothing(tmp_path: Path, stats: list[int], mon
             c.execute("UPDATE stat_cache_seals SET folders = ?", (bad,))
         again, checked = _blob_stats(stats, lambda: snapshot_workspace(ws, None, storage=storage))
         assert again["tree"] == first["tree"] and checked >= 51
+
+
+def test_a_symlinks_blob_is_checked_even_in_a_sealed_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No stat cache row vouches for a symlink's blob: a link flipped back to a target whose
+    blob was lost before the seal still gets its blob stored again."""
+    monkeypatch.setattr(statcache, "RACY_NS", 0)
+    ws, storage = tmp_path / "ws", tmp_path / "store"
+    _make(ws, 20)
+    os.symlink("bar-target", ws / "latest")
+    first = snapshot_workspace(ws, None, storage=storage)
+    with Store(storage) as s:
+        link_blob = s.blob_path(s.tree_entries(first["tree"])["latest"].sha256)
+    link_blob.unlink()
+    (ws / "latest").unlink()
+    os.symlink("foo-target", ws / "latest")
+    assert snapshot_workspace(ws, None, storage=storage)["tree"] != first["tree"]  # seals every folder
+    (ws / "latest").unlink()
+    os.symlink("bar-target", ws / "latest")
+    again = snapshot_workspace(ws, None, storage=storage)
+    assert again["tree"] == first["tree"]
+    assert link_blob.read_bytes() == b"bar-target"
+    with Store(storage) as s:
+        assert s.verify()["problems"] == []
+
+
+def test_blobs_hard_linked_out_of_the_store_are_never_trusted(
+    tmp_path: Path, stats: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hard-linked restore hands out the blob files themselves: one grown in place
+    (root needs no chmod) keeps its folder's state, so no seal is trusted afterwards."""
+    from runicorn.assets.restore import restore_from_manifest
+    from runicorn.store.layout import LINKED_OUT
+
+    monkeypatch.setattr(statcache, "RACY_NS", 0)
+    ws, storage = tmp_path / "ws", tmp_path / "store"
+    _make(ws, 20)
+    first = snapshot_workspace(ws, None, storage=storage)
+    snapshot_workspace(ws, None, storage=storage)
+    assert _seal(storage, ws)
+    with Store(storage) as s:
+        blob = s.blob_path(s.tree_entries(first["tree"])["d1/f1.txt"].sha256)
+        restore_from_manifest(s.manifest_path(first["tree"]), s.blobs_dir, tmp_path / "out", link="hardlink")
+    assert (storage / "archive" / LINKED_OUT).exists()
+    linked = tmp_path / "out" / "d1" / "f1.txt"
+    assert os.path.samefile(linked, blob)
+    os.chmod(linked, 0o644)
+    with open(linked, "a") as f:
+        f.write("grown through the link\n")
+    again, checked = _blob_stats(stats, lambda: snapshot_workspace(ws, None, storage=storage))
+    assert again["tree"] == first["tree"] and again["files_read"] == 1 and checked >= 21
+    assert blob.read_bytes() == b"file 1\n"  # the grown copy was set aside, the bytes stored again
+    assert _seal(storage, ws) == {}
+    with Store(storage) as s:
+        assert [p["kind"] for p in s.verify()["problems"]] in ([], ["writable_blob"])
+
+
+def test_installing_an_artifact_marks_the_store_and_a_plain_folder_of_blobs_is_left_alone(tmp_path: Path) -> None:
+    from runicorn.artifacts.materialize import materialize
+    from runicorn.store.layout import LINKED_OUT, note_blobs_linked_out
+
+    ws, storage = tmp_path / "ws", tmp_path / "store"
+    _make(ws, 5)
+    tree = snapshot_workspace(ws, None, storage=storage)["tree"]
+    with Store(storage) as s:
+        assert not (s.archive / LINKED_OUT).exists()
+        materialize(s, tree)
+        assert (s.archive / LINKED_OUT).exists()
+        assert s.blob_folder_states() == {}
+    plain = tmp_path / "plain" / "blobs"
+    plain.mkdir(parents=True)
+    note_blobs_linked_out(plain)
+    assert not (tmp_path / "plain" / LINKED_OUT).exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 from runicorn.fsutil import fsync_dir, narrowed_perm, syncfs
 from runicorn.relpath import ensure_no_symlink_parents, safe_join
 from runicorn.store import Store, TreeEntry
+from runicorn.store.layout import note_blobs_linked_out
 from runicorn.store.tree_format import MODE_EXEC, MODE_LINK
 
 
@@ -27,6 +28,7 @@ def materialize(store: Store, tree: str, *, name: str | None = None) -> Path:
     if not dest.is_dir():
         staging = adir / f".staging-{tree[:16]}-{secrets.token_hex(6)}"
         staging.mkdir()
+        note_blobs_linked_out(store.blobs_dir)  # before the first link: see the function
         try:
             for path, e in sorted(store.tree_entries(tree).items()):
                 _place(store, staging, path, e)

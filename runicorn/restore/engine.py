@@ -38,6 +38,7 @@ from runicorn.relpath import safe_join, validate_relpath
 from runicorn.restore.checkout import BACKUP_REF_KIND, BackupCallback, Checkout
 from runicorn.restore.source import missing_blobs, read_manifest, store_root_of
 from runicorn.restore.staging import Staging, sweep_abandoned_restores
+from runicorn.store.layout import note_blobs_linked_out
 from runicorn.store.tree_format import MODE_EXEC, MODE_LINK, TreeEntry, path_key
 from runicorn.workers import run_groups, share, worker_count
 
@@ -300,6 +301,8 @@ def _materialise(
         _MissingBlob: a blob is missing (the caller lists them all).
     """
     methods: dict[str, int] = {}
+    if link == "hardlink":
+        note_blobs_linked_out(blob_root)  # before the first link: see the function
     dirs = sorted({"/".join(p.split("/")[:i]) for p in entries for i in range(1, p.count("/") + 1)}, key=path_key)
     for d in dirs:
         os.mkdir(safe_join(staging, d), 0o755)

@@ -204,7 +204,7 @@ def _capture(
         links = {moved[i]: target for i, target in links.items()}
     total = trusted_bytes + sum(len(t) for t in links.values())
     check = statcache.BlobCheck(store, root, generation)
-    tree = None if to_read else _existing_tree(store, keeper, lines, check)
+    tree = None if to_read else _existing_tree(store, keeper, lines, check, {lines.sha(i) for i in links})
     if tree is not None:
         if stale:
             statcache.record(store, root, generation, [], stale)
@@ -222,7 +222,11 @@ def _capture(
 
 
 def _existing_tree(
-    store: Any, keeper: tuple[str, str | None] | None, lines: TreeLines, check: statcache.BlobCheck
+    store: Any,
+    keeper: tuple[str, str | None] | None,
+    lines: TreeLines,
+    check: statcache.BlobCheck,
+    link_blobs: set[str],
 ) -> str | None:
     """Fast path when the stat cache vouches for every file: the tree, if it is stored.
 
@@ -237,8 +241,8 @@ def _existing_tree(
     names it, no gc can take it, so a read suffices and nothing is written.
 
     A stored tree is returned only when it is restorable: every blob and page file is
-    there with the size the index records (one ``stat`` per page and per blob outside the
-    folders ``check`` trusts).  A lost, quarantined or resized
+    there with the size the index records (one ``stat`` per page, per symlink's blob
+    (``link_blobs``) and per blob outside the folders ``check`` trusts).  A lost, quarantined or resized
     blob sends the snapshot down the slow path, which re-reads exactly those files from
     the workspace and so stores their bytes again.
     """
@@ -246,7 +250,7 @@ def _existing_tree(
     tree = lines.tree_id()
     if not os.path.exists(store.manifest_path(tree)):
         return None
-    if not _blob_files_intact(store, check.unchecked(lines.blob_sizes())) or not _blob_files_intact(
+    if not _blob_files_intact(store, check.unchecked(lines.blob_sizes(), link_blobs)) or not _blob_files_intact(
         store, store.tree_page_sizes(tree).items()
     ):
         return None  # (the tree's pages live among the blobs)

@@ -18,7 +18,7 @@ folder when the root's last snapshot began checking its blobs (:class:`BlobCheck
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +74,10 @@ class BlobCheck:
     as below, or stored by itself), and only for folders whose ``ctime`` was then at least
     ``RACY_NS`` old (a change in the same timestamp tick could leave it as it was).  Any
     later writer of rows checks its own blobs.  So while a folder keeps the state sealed,
-    every blob of the root's rows in it is still there: no file came or went in it.  (A
-    blob file changed in place, read-only as it is, is found by ``runicorn verify`` and
-    by every reader, not here.)
+    every blob of the root's rows in it is still there: no file came or went in it.  A
+    symlink's blob has no row: it is always checked.  Nothing is trusted in a store whose
+    blobs were ever hard-linked out (a blob's size could change with no change of its
+    folder; ``Store.blob_folder_states``).
     """
 
     def __init__(self, store: Any, root: Path, generation: int) -> None:
@@ -88,12 +89,13 @@ class BlobCheck:
         #: what to record as the root's seal once its blobs are all known to be in place
         self.seal: dict[str, tuple[int, ...]] = {p: st for p, st in states.items() if st[3] < now - RACY_NS}
 
-    def unchecked(self, blobs: Iterable[tuple[str, int]]) -> Iterable[tuple[str, int]]:
-        """The ``(sha256, size)`` pairs of ``blobs`` outside the trusted folders."""
+    def unchecked(self, blobs: Iterable[tuple[str, int]], always: Container[str] = ()) -> Iterable[tuple[str, int]]:
+        """The ``(sha256, size)`` pairs of ``blobs`` outside the trusted folders, and those
+        of ``always`` (the symlinks' blobs: no cache row vouches for them)."""
         trusted = self.trusted
         if not trusted:
             return blobs
-        return ((sha, size) for sha, size in blobs if sha[:2] not in trusted)
+        return ((sha, size) for sha, size in blobs if sha[:2] not in trusted or sha in always)
 
     def reseal(self, store: Any, root: Path, generation: int) -> None:
         """Record :attr:`seal` when it differs from the one read (a snapshot that stored

@@ -181,6 +181,43 @@ def blob_files_off(
     return sorted(set(off))
 
 
+# Beside ``blobs/``: present once a blob file was ever hard-linked out of the store (a
+# hard-linked restore, an installed artifact), so a blob's size can change without its
+# folder changing; snapshots then stat every blob they vouch for (no seal is trusted).
+LINKED_OUT = "blobs-linked-out"
+
+
+def note_blobs_linked_out(blobs_dir: str | os.PathLike[str]) -> None:
+    """Mark, durably and before the first link, that blobs of ``blobs_dir`` are about to be
+    hard-linked out of it.  Raises nothing: a store this process cannot write (read-only)
+    is one no snapshot of this process writes to either."""
+    archive = os.path.dirname(os.path.abspath(blobs_dir))
+    marker = os.path.join(archive, LINKED_OUT)
+    if os.path.lexists(marker) or not os.path.exists(os.path.join(archive, "index.sqlite3")):
+        return  # marked already, or not a store's blobs (a folder of blobs given to a restore)
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o444)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        dfd = os.open(os.path.dirname(marker), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def blobs_linked_out(blobs_dir: str | os.PathLike[str]) -> bool:
+    """Whether :func:`note_blobs_linked_out` ever marked ``blobs_dir``."""
+    return os.path.lexists(os.path.join(os.path.dirname(os.path.abspath(blobs_dir)), LINKED_OUT))
+
+
 def blob_folder_states(blobs_dir: str | os.PathLike[str]) -> dict[str, tuple[int, int, int, int]]:
     """``(dev, ino, mtime_ns, ctime_ns)`` of each ``blobs/<aa>`` folder there is, by prefix.
 

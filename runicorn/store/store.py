@@ -51,6 +51,7 @@ from runicorn.store.index import Index, quarantine_index
 from runicorn.store.layout import (
     blob_files_off,
     blob_folder_states,
+    blobs_linked_out,
     DEFAULT_GC_GRACE_SECONDS,
     BlobInfo,
     Ref,
@@ -395,7 +396,10 @@ class Store:
 
     def blob_folder_states(self) -> dict[str, tuple[int, int, int, int]]:
         """``(dev, ino, mtime_ns, ctime_ns)`` of each ``blobs/<aa>`` folder by prefix: while
-        a folder keeps its state, no blob file in it came or went."""
+        a folder keeps its state, no blob file in it came or went.  Empty once a blob was
+        ever hard-linked out of the store (its size can then change in place)."""
+        if blobs_linked_out(self.blobs_dir):
+            return {}
         return blob_folder_states(self.blobs_dir)
 
     def release_holds(self, shas: Iterable[str] | None = None) -> None:
