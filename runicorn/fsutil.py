@@ -435,7 +435,11 @@ def publish_link(staged: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         except FileExistsError:
             return False
         except FileNotFoundError:
-            if attempt == 2 or not os.path.lexists(staged):
+            if not os.path.lexists(staged):
+                if os.path.lexists(dest):
+                    return False  # published already (by whoever moved the staged file)
+                raise
+            if attempt == 2:
                 raise
             os.makedirs(os.path.dirname(os.fspath(dest)), exist_ok=True)
         except OSError:
