@@ -72,8 +72,10 @@ def _note_staging(blob_root: Path, staging: Path) -> Path | None:
     """When restoring from a store this process may write, name the staging directory in
     the store's writer directory: if the restore is killed, the store's recovery (every
     command that opens it next; gc, verify) finds and removes it."""
-    archive = blob_root.parent
-    if blob_root.name != "blobs" or archive.name != "archive" or not (archive / "index.sqlite3").is_file():
+    from runicorn.store.layout import store_archive
+
+    archive = store_archive(blob_root)
+    if archive is None:
         return None
     from runicorn.fsutil import atomic_write_json
     from runicorn.store import open_store

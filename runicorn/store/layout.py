@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from runicorn.errors import RefError
+from runicorn.fsutil import atomic_write_bytes
 from runicorn.hashing import is_sha256_hex
 
 if TYPE_CHECKING:
@@ -187,28 +188,25 @@ def blob_files_off(
 LINKED_OUT = "blobs-linked-out"
 
 
+def store_archive(blobs_dir: str | os.PathLike[str]) -> Path | None:
+    """The store's ``archive/`` when ``blobs_dir`` is a store's ``archive/blobs`` (its index
+    beside it), else None (a folder of blobs handed to a restore on its own)."""
+    blobs = Path(os.path.abspath(blobs_dir))
+    archive = blobs.parent
+    if blobs.name != "blobs" or archive.name != "archive" or not (archive / "index.sqlite3").is_file():
+        return None
+    return archive
+
+
 def note_blobs_linked_out(blobs_dir: str | os.PathLike[str]) -> None:
     """Mark, durably and before the first link, that blobs of ``blobs_dir`` are about to be
     hard-linked out of it.  Raises nothing: a store this process cannot write (read-only)
     is one no snapshot of this process writes to either."""
-    archive = os.path.dirname(os.path.abspath(blobs_dir))
-    marker = os.path.join(archive, LINKED_OUT)
-    if os.path.lexists(marker) or not os.path.exists(os.path.join(archive, "index.sqlite3")):
-        return  # marked already, or not a store's blobs (a folder of blobs given to a restore)
-    try:
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o444)
-    except OSError:
+    archive = store_archive(blobs_dir)
+    if archive is None or os.path.lexists(archive / LINKED_OUT):
         return
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        dfd = os.open(os.path.dirname(marker), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic_write_bytes(archive / LINKED_OUT, b"", mode=0o444)
     except OSError:
         pass
 
