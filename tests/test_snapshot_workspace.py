@@ -489,6 +489,9 @@ _PATTERNS = [
     "*.egg-info/",
     "/anchored/dir/",
     "sub/*.md",
+    "*~",
+    "*.t[mx]p",
+    "*draft*/",
     "**",
     "!**/",
     "node_modules",
@@ -531,6 +534,10 @@ _KEYS = [
     "plain.txt",
     "dir/plain.txt",
     "d000/f00000.txt",
+    "notes.txt~",
+    "sub/x.txp",
+    "q/my-draft-2/",
+    "q/my-draft-2",
 ]
 
 
@@ -635,7 +642,7 @@ def test_ignore_cache_spares_pathspec_and_follows_rule_changes(tmp_path: Path) -
     # A damaged cache is ignored (and replaced).
     cache.write_text("{not json")
     assert runicorn.snapshot_workspace(ws, None)["tree"] == second["tree"]
-    assert json.loads(cache.read_text())["version"] == 1
+    assert json.loads(cache.read_text())["version"] == 2
 
 
 def test_ignore_cache_keeps_the_most_recently_written_rule_sets(

@@ -88,11 +88,19 @@ outputs/
 
 # The prefix pathspec gives every unanchored pattern's regex ("match in any directory").
 _ANY_DIR = "^(?:.+/)?"
+_ANY_NAME = "[^/]*"
+
+
+def _in_name(regex: str) -> bool:
+    """Whether ``regex`` starts with a greedy "any name part" (not "[^/]*?" or the like)."""
+    return regex.startswith(_ANY_NAME) and regex[len(_ANY_NAME) : len(_ANY_NAME) + 1] not in ("?", "+", "{")
+
+
 # Ignore cache: what pathspec said about a rule set, so an unchanged one needs no pathspec.
 # The version changes whenever the way a pre-filter is built from the patterns does.
 IGNORE_CACHE = "ignore-cache.json"  # in the store's archive/
 _CACHE_FORMAT = "runicorn.ignore-cache"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _CACHE_MAX_SPECS = 64
 _CACHE_MAX_VERDICTS = 4096
 _MISSING = object()
@@ -242,6 +250,12 @@ class IgnoreRules:
             anywhere = [p[len(_ANY_DIR) :] for p in parts if p.startswith(_ANY_DIR)]
             alternatives = [p for p in parts if not p.startswith(_ANY_DIR)]
             if anywhere:
+                # Likewise the "any name part" prefix: "[^/]*(?:A|B)" is "[^/]*A|[^/]*B",
+                # with one backtracking scan of the name instead of one per pattern.
+                in_name = [p[len(_ANY_NAME) :] for p in anywhere if _in_name(p)]
+                anywhere = [p for p in anywhere if not _in_name(p)]
+                if in_name:
+                    anywhere.append(_ANY_NAME + "(?:" + "|".join(f"(?:{p})" for p in in_name) + ")")
                 alternatives.append(_ANY_DIR + "(?:" + "|".join(f"(?:{p})" for p in anywhere) + ")")
             source = "|".join(f"(?:{p})" for p in alternatives)
             try:

@@ -107,20 +107,25 @@ class _Walk:
     def enter(self, directory: str, prefix: str) -> _Frame:
         """The frame of ``directory`` (relative path ``prefix``, "" or ending in "/"):
         its .gitignore pushed, its captured entries listed."""
-        pushed = bool(self.rules.enter(prefix, directory))
         base = directory if directory.endswith(os.sep) else directory + os.sep
+        listing, joined = self._listing(directory, base)
+        # Only a directory listing a .gitignore has one to load: no failing open per directory.
+        pushed = f"/{joined}/".find("/.gitignore/") >= 0 and bool(self.rules.enter(prefix, directory))
         try:
-            entries = self._captured(directory, base, prefix)
+            entries = self._captured(listing, joined, directory, base, prefix)
         except BaseException:
             if pushed:
                 self.rules.git.pop()
             raise
         return prefix, base, iter(entries), pushed
 
-    def _captured(self, directory: str, base: str, prefix: str) -> list[tuple[str, os.stat_result]]:
-        """One directory's captured entries as ``(key, lstat)``, sorted by key (a name,
-        with "/" after a subdirectory's)."""
-        IFMT, IFDIR, IFREG, IFLNK = 0o170000, stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK  # S_IS* without calls
+    def _listing(self, directory: str, base: str) -> tuple[list[tuple[str, os.stat_result]], str]:
+        """One directory's entries as ``(name, lstat)``, and their names joined by "/".
+
+        Raises:
+            RunicornError: the directory cannot be listed.
+            OSError: an entry cannot be ``lstat``ed (naming it by its full path).
+        """
         # Listing through a directory descriptor makes each entry's lstat resolve one
         # name instead of the whole path again.
         try:
@@ -139,7 +144,14 @@ class _Walk:
             raise type(exc)(exc.errno, exc.strerror, base + str(exc.filename)) from None
         finally:
             os.close(fd)
-        joined = "/".join(name for name, _ in listing)
+        return listing, "/".join(name for name, _ in listing)
+
+    def _captured(
+        self, listing: list[tuple[str, os.stat_result]], joined: str, directory: str, base: str, prefix: str
+    ) -> list[tuple[str, os.stat_result]]:
+        """The captured entries of one directory's ``listing`` as ``(key, lstat)``, sorted
+        by key (a name, with "/" after a subdirectory's)."""
+        IFMT, IFDIR, IFREG, IFLNK = 0o170000, stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK  # S_IS* without calls
         if "\n" in joined or "\r" in joined:
             bad = next(name for name, _ in listing if "\n" in name or "\r" in name)
             raise RunicornError(f"{base + bad}: file names with a newline cannot be snapshotted")
