@@ -12,6 +12,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runicorn.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,3 +161,42 @@ def test_gc_unlinking_in_threads_counts_only_last_links(tmp_path: Path) -> None:
         assert not [p for p in store.blobs_dir.rglob("*") if p.is_file()]
         assert all((outside / name).stat().st_nlink == 1 for name in linked)
         assert store.verify()["ok"]
+
+
+def test_gc_dry_run_counts_what_the_real_gc_frees_with_and_without_links_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store no blob was hard-linked out of: the dry run takes the bytes from the index
+    (no ``stat`` of the doomed blobs) and says what the real gc then frees.  Once a
+    restore hard-links blobs out (marking the store), the dry run counts files again, and
+    a blob still linked from the restored folder frees nothing, in either run."""
+    from runicorn.assets.restore import restore_from_manifest
+    from runicorn.store import gc as gc_module
+
+    statted: list[Any] = []
+    counting = gc_module.bytes_freed_by_removing
+    monkeypatch.setattr(gc_module, "bytes_freed_by_removing", lambda paths: statted.extend(paths) or counting(paths))
+    for linked_out in (False, True):
+        root = tmp_path / f"store-{linked_out}"
+        with Store(root) as store:
+            contents = {f"d/f{i}": b"y" * (7 * i + 1) for i in range(40)}
+            shas = [store.ingest_bytes(data).sha256 for data in contents.values()]
+            tree = store.put_tree({p: (s, "100644", len(contents[p])) for p, s in zip(contents, shas)})
+            kept = store.ingest_bytes(b"kept").sha256
+            store.pin(store.put_tree({"k": (kept, "100644", 4)}), "kept")
+            store.release_holds()
+            out = tmp_path / f"out-{linked_out}"
+            if linked_out:
+                restore_from_manifest(store.manifest_path(tree), store.blobs_dir, out, link="hardlink")
+                (out / "d" / "f3").chmod(0o644)
+                (out / "d" / "f3").unlink()  # one restored link gone: its blob is freed by gc
+            assert (root / "archive" / "blobs-linked-out").exists() is linked_out
+            statted.clear()
+            dry = store.gc(grace_seconds=0, dry_run=True)
+            assert dry["blobs_deleted"] == 40 and dry["trees_deleted"] == 1
+            assert bool([p for p in statted if "blobs" in str(p)]) is linked_out
+            expected = len(contents[("d/f3")]) if linked_out else sum(len(d) for d in contents.values())
+            assert dry["bytes_freed"] == expected
+            real = store.gc(grace_seconds=0)
+            assert real["blobs_deleted"] == 40 and real["bytes_freed"] == expected
+            assert store.verify()["ok"] and store.blob_path(kept).exists()
