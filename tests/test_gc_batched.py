@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,45 @@ def test_gc_dry_run_counts_what_the_real_gc_frees_with_and_without_links_out(
             real = store.gc(grace_seconds=0)
             assert real["blobs_deleted"] == 40 and real["bytes_freed"] == expected
             assert store.verify()["ok"] and store.blob_path(kept).exists()
+
+
+def test_gc_reports_what_waits_for_the_grace_without_planning_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no tree is kept by the grace period alone, the blobs it keeps are those the
+    gc's own plan set apart for their age: the report is the one a second plan (without
+    a grace period) gives, and no second plan runs.  When a tree waits too, the second
+    plan still decides."""
+    from runicorn.store import gc as gc_module
+
+    with Store(tmp_path / "store") as store:
+        unreferenced(store, 3, "old")
+        one_tree(store, unreferenced(store, 4))
+        store.release_holds()
+        with store.index.write() as c:  # two hours old
+            c.execute("UPDATE blobs SET touched_at = touched_at - 7200")
+            c.execute("UPDATE trees SET touched_at = touched_at - 7200")
+        unreferenced(store, 2, "young")
+        store.release_holds()
+        planned = []
+        full_plan = gc_module.plan_gc
+        monkeypatch.setattr(gc_module, "plan_gc", lambda *a, **k: planned.append(a) or full_plan(*a, **k))
+
+        def reports(grace: float) -> tuple[dict[str, Any], dict[str, Any]]:
+            now = time.time()
+            with store.index.read() as c:
+                trees, _, blobs, young = gc_module._plan(c, now - grace, None, young_until=now)
+                planned.clear()
+                fast = gc_module.waiting_for_grace(c, now, grace, None, trees, blobs, set(), young)
+                second_plans = len(planned)
+                full = gc_module.waiting_for_grace(c, now, grace, None, trees, blobs, set())
+            assert second_plans == (1 if full["trees"] else 0)
+            return fast, full
+
+        fast, full = reports(3600)  # the tree and the old blobs are collectable: only young blobs wait
+        assert fast == full and (fast["trees"], fast["blobs"]) == (0, 2) and fast["first_at"] is not None
+        fast, full = reports(3 * 3600)  # the tree waits too: planned again
+        assert fast == full and (fast["trees"], fast["blobs"]) == (1, 9)
+        report = store.gc(grace_seconds=3600)
+        assert (report["trees_deleted"], report["blobs_deleted"]) == (1, 7)
+        assert (report["waiting"]["trees"], report["waiting"]["blobs"]) == (0, 2)

@@ -50,7 +50,7 @@ def test_the_patterns_find_what_they_look_for() -> None:
         "INSERT INTO stat_cache",
         "UPDATE toml_usage SET",
         "INSERT OR REPLACE INTO runs",
-        "SELECT sha256, size FROM blobs",
+        "SELECT sha256, size, touched_at FROM blobs",
     ):
         assert SQL.search(statement) and statement in text, statement
     assert INDEX_ACCESS.search("store.index.write()") and INDEX_ACCESS.search("c.executemany(")

@@ -118,11 +118,11 @@ def gc(
         with tx() as c:
             problems, notes = files_vs_index(store, c)
             if not problems:
-                dead_trees, dead_pages, dead_blobs = plan_gc(c, cutoff, scope)
+                dead_trees, dead_pages, dead_blobs, young = _plan(c, cutoff, scope, young_until=now)
                 kept, damaged = kept_by_damaged_manifests(store)
                 notes.extend(damaged)
                 dead_blobs = [] if kept is None else [b for b in dead_blobs if b[0] not in kept]
-                waiting = waiting_for_grace(c, now, grace_seconds, scope, dead_trees, dead_blobs, kept)
+                waiting = waiting_for_grace(c, now, grace_seconds, scope, dead_trees, dead_blobs, kept, young)
                 if not dry_run and (dead_trees or dead_blobs or dead_pages):
                     journal = execute_gc(store, c, dead_trees, dead_blobs, dead_pages)
                 break
@@ -230,12 +230,28 @@ def waiting_for_grace(
     dead_trees: Planned,
     dead_blobs: Planned,
     kept: set[str] | None,
+    young: list[tuple[str, int, float]] | None = None,
 ) -> dict[str, Any]:
     """What only the grace period keeps: unreferenced trees and blobs touched within it,
     and when they become collectable (``first_at``/``last_at``, Unix seconds, or None).
-    ``kept``: blobs damaged manifests may still name (None: every blob), never counted."""
+    ``kept``: blobs damaged manifests may still name (None: every blob), never counted.
+    ``young``: the blobs the plan of ``dead_trees`` left only for their age (``_plan``'s
+    fourth part, up to ``now``); when no tree waits, they are all that waits, and no
+    second plan is needed."""
     if grace_seconds <= 0:  # nothing is younger than no grace at all
         return {"trees": 0, "blobs": 0, "bytes": 0, "first_at": None, "last_at": None}
+    if young is not None and not _trees_waiting(c, now - grace_seconds, now, scope):
+        # The same trees die with or without the grace period, so the same pages and
+        # the same candidate blobs: those the grace keeps are the young ones.
+        waiting = [(b, size, t) for b, size, t in young if kept is not None and b not in kept]
+        times = [t for _, _, t in waiting]
+        return {
+            "trees": 0,
+            "blobs": len(waiting),
+            "bytes": sum(size for _, size, _ in waiting),
+            "first_at": min(times) + grace_seconds if times else None,
+            "last_at": max(times) + grace_seconds if times else None,
+        }
     all_trees, _, all_blobs = plan_gc(c, now, scope)
     all_blobs = [] if kept is None else [b for b in all_blobs if b[0] not in kept]
     gone_t, gone_b = {t for t, _ in dead_trees}, {b for b, _ in dead_blobs}
@@ -259,6 +275,20 @@ def waiting_for_grace(
     }
 
 
+def _trees_waiting(c: Any, cutoff: float, now: float, scope: str | None) -> bool:
+    """Whether some tree only the grace period keeps: unreferenced, unheld, touched in
+    ``[cutoff, now)`` (in ``scope`` when given), as :func:`plan_gc` selects trees."""
+    sql = (
+        "SELECT 1 FROM trees WHERE refcount = 0 AND touched_at >= ? AND touched_at < ? AND pages IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = trees.tree)"
+    )
+    params: list[Any] = [cutoff, now]
+    if scope is not None:
+        sql += " AND tree IN (SELECT value FROM json_each(?))"
+        params.append(scope)
+    return c.execute(sql + " LIMIT 1", params).fetchone() is not None
+
+
 def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -> tuple[Planned, Planned, Planned]:
     """The trees, pages and blobs a gc would collect now, ``(id, size)`` each, sorted:
     trees unreferenced, unheld, touched before ``cutoff``; the pages no remaining tree
@@ -266,6 +296,15 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
     ``scope`` (a JSON list of tree ids) limits it to those trees and what only they
     name.  ``gone`` (a JSON list of ``kind LF name``; neither can hold a newline): refs
     counted as already deleted (a run deletion plans before it deletes the run's refs)."""
+    trees, pages, blobs, _ = _plan(c, cutoff, scope, gone)
+    return trees, pages, blobs
+
+
+def _plan(
+    c: Any, cutoff: float, scope: str | None, gone: str | None = None, *, young_until: float | None = None
+) -> tuple[Planned, Planned, Planned, list[tuple[str, int, float]]]:
+    """:func:`plan_gc`, and with ``young_until`` the blobs it leaves only because they
+    were touched in ``[cutoff, young_until)``: ``(sha256, size, touched_at)``, sorted."""
     unreferenced = "refcount = 0"
     params: list[Any] = []
     if gone is not None:
@@ -318,26 +357,31 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
             frontier.add(child)
     # Blobs whose every reference is a link from a dying leaf: counted in one query (by
     # SQLite, not a Python loop over 100,000 links).
-    blobs: dict[str, int] = dict(
-        c.execute(
-            "SELECT b.sha256, b.size FROM (SELECT blob, SUM(n) AS lost FROM page_blobs "
+    # (Touched before ``until``: the young ones are set apart below.)
+    until = cutoff if young_until is None else max(cutoff, young_until)
+    found: dict[str, tuple[int, float]] = {
+        sha: (size, touched)
+        for sha, size, touched in c.execute(
+            "SELECT b.sha256, b.size, b.touched_at FROM (SELECT blob, SUM(n) AS lost FROM page_blobs "
             "WHERE page IN (SELECT value FROM json_each(?)) GROUP BY blob) f "
             "JOIN blobs b ON b.sha256 = f.blob WHERE b.refcount <= f.lost AND b.touched_at < ? "
             "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256)",
-            (json.dumps(dead_leaves), cutoff),
-        ).fetchall()
-    )
+            (json.dumps(dead_leaves), until),
+        )
+    }
     if scope is None:
-        for sha, size in c.execute(
-            "SELECT sha256, size FROM blobs WHERE refcount = 0 AND touched_at < ? "
+        for sha, size, touched in c.execute(
+            "SELECT sha256, size, touched_at FROM blobs WHERE refcount = 0 AND touched_at < ? "
             "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256)",
-            (cutoff,),
+            (until,),
         ):
-            blobs[sha] = size
-    if blobs and has_table(c, "tree_entries"):
+            found[sha] = (size, touched)
+    if found and has_table(c, "tree_entries"):
         old = {r[0] for r in c.execute("SELECT DISTINCT blob FROM tree_entries")}
-        blobs = {sha: size for sha, size in blobs.items() if sha not in old}
-    return dead_trees, sorted(dead_pages.items()), sorted(blobs.items())
+        found = {sha: row for sha, row in found.items() if sha not in old}
+    blobs = sorted((sha, size) for sha, (size, touched) in found.items() if touched < cutoff)
+    young = sorted((sha, size, touched) for sha, (size, touched) in found.items() if touched >= cutoff)
+    return dead_trees, sorted(dead_pages.items()), blobs, young
 
 
 def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, dead_pages: Planned = ()) -> Path | None:  # type: ignore[assignment]
