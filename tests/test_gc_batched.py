@@ -164,21 +164,17 @@ def test_gc_unlinking_in_threads_counts_only_last_links(tmp_path: Path) -> None:
         assert store.verify()["ok"]
 
 
-def test_gc_dry_run_counts_what_the_real_gc_frees_with_and_without_links_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A store no blob was hard-linked out of: the dry run takes the bytes from the index
-    (no ``stat`` of the doomed blobs) and says what the real gc then frees.  Once a
-    restore hard-links blobs out (marking the store), the dry run counts files again, and
-    a blob still linked from the restored folder frees nothing, in either run."""
-    from runicorn.assets.restore import restore_from_manifest
-    from runicorn.store import gc as gc_module
+def test_gc_dry_run_counts_what_the_real_gc_frees(tmp_path: Path) -> None:
+    """The dry run's bytes are the real gc's: a blob file also linked from a restored
+    folder frees nothing, whether or not the store was marked as having handed blobs out
+    (a store older than the marker, a blob root reached through a symlink), and neither
+    does a blob whose file is already gone."""
+    import shutil
 
-    statted: list[Any] = []
-    counting = gc_module.bytes_freed_by_removing
-    monkeypatch.setattr(gc_module, "bytes_freed_by_removing", lambda paths: statted.extend(paths) or counting(paths))
-    for linked_out in (False, True):
-        root = tmp_path / f"store-{linked_out}"
+    from runicorn.assets.restore import restore_from_manifest
+
+    for case in ("plain", "restored", "restored-unmarked", "file-missing"):
+        root = tmp_path / case / "store"
         with Store(root) as store:
             contents = {f"d/f{i}": b"y" * (7 * i + 1) for i in range(40)}
             shas = [store.ingest_bytes(data).sha256 for data in contents.values()]
@@ -186,21 +182,24 @@ def test_gc_dry_run_counts_what_the_real_gc_frees_with_and_without_links_out(
             kept = store.ingest_bytes(b"kept").sha256
             store.pin(store.put_tree({"k": (kept, "100644", 4)}), "kept")
             store.release_holds()
-            out = tmp_path / f"out-{linked_out}"
-            if linked_out:
+            expected = sum(len(d) for d in contents.values())
+            if case.startswith("restored"):
+                out = tmp_path / case / "out"
                 restore_from_manifest(store.manifest_path(tree), store.blobs_dir, out, link="hardlink")
                 (out / "d" / "f3").chmod(0o644)
                 (out / "d" / "f3").unlink()  # one restored link gone: its blob is freed by gc
-            assert (root / "archive" / "blobs-linked-out").exists() is linked_out
-            statted.clear()
+                expected = len(contents["d/f3"])
+                if case == "restored-unmarked":
+                    (root / "archive" / "blobs-linked-out").unlink()
+            elif case == "file-missing":
+                store.blob_path(shas[5]).unlink()
+                expected -= len(contents["d/f5"])
             dry = store.gc(grace_seconds=0, dry_run=True)
-            assert dry["blobs_deleted"] == 40 and dry["trees_deleted"] == 1
-            assert bool([p for p in statted if "blobs" in str(p)]) is linked_out
-            expected = len(contents[("d/f3")]) if linked_out else sum(len(d) for d in contents.values())
-            assert dry["bytes_freed"] == expected
+            assert (dry["trees_deleted"], dry["blobs_deleted"], dry["bytes_freed"]) == (1, 40, expected), case
             real = store.gc(grace_seconds=0)
-            assert real["blobs_deleted"] == 40 and real["bytes_freed"] == expected
-            assert store.verify()["ok"] and store.blob_path(kept).exists()
+            assert (real["trees_deleted"], real["blobs_deleted"], real["bytes_freed"]) == (1, 40, expected), case
+            assert store.blob_path(kept).exists()
+        shutil.rmtree(tmp_path / case)
 
 
 def test_gc_reports_what_waits_for_the_grace_without_planning_twice(

@@ -26,7 +26,7 @@ from runicorn.fsutil import atomic_write_json
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.extensions import registered
 from runicorn.store.index import has_table
-from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, TreeInfo, blobs_linked_out, move_if_exists
+from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, TreeInfo, move_if_exists
 from runicorn.store.rows import delete_links
 from runicorn.workers import run_groups, worker_count
 
@@ -165,15 +165,11 @@ def remove_collected(
     Blobs and installed files count (manifests do not: they describe, they are not
     data), each only when its last hard link goes, so a blob still linked from
     elsewhere (a hard-linked restore) frees nothing.  A dry run counts what a real run
-    would remove, as it is now; in a store no blob was ever hard-linked out of
-    (:func:`runicorn.store.layout.blobs_linked_out`), each blob file is its only link
-    and the index's sizes say what removing them frees, without a ``stat`` per blob.
+    would remove, as it is now.
     """
     taken = [(extension, extension.take_collected(store, dead_trees, dry_run=dry_run)) for extension in registered()]
     dirs: list[str | Path] = [path for _, pairs in taken for path, _ in pairs]
     if dry_run:
-        if not blobs_linked_out(store.blobs_dir):
-            return sum(size for _, size in dead_blobs) + bytes_freed_by_removing(dirs)
         return bytes_freed_by_removing(_blob_files(store, dead_blobs) + dirs)
     writer = store.current_writer
     trash = writer / "trash" if writer is not None else None
