@@ -233,3 +233,36 @@ def test_installing_an_artifact_marks_the_store_and_a_plain_folder_of_blobs_is_l
     plain.mkdir(parents=True)
     note_blobs_linked_out(plain)
     assert not (tmp_path / "plain" / LINKED_OUT).exists()
+
+
+def test_a_store_older_than_the_link_bookkeeping_trusts_no_seal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store made before links out were recorded (no ``blobs-links-tracked``) may have
+    handed blobs out unrecorded: it counts as marked.  A restore reaching a store's blobs
+    through a symlinked folder marks the store all the same."""
+    from runicorn.assets.restore import restore_from_manifest
+    from runicorn.store.layout import LINKED_OUT, LINKS_TRACKED
+
+    monkeypatch.setattr(statcache, "RACY_NS", 0)
+    ws, storage = tmp_path / "ws", tmp_path / "store"
+    _make(ws, 10)
+    first = snapshot_workspace(ws, None, storage=storage)
+    assert (storage / "archive" / LINKS_TRACKED).exists()
+    with Store(storage) as s:
+        assert s.blob_folder_states()
+    (storage / "archive" / LINKS_TRACKED).unlink()  # as a store made by an older version
+    snapshot_workspace(ws, None, storage=storage)
+    assert _seal(storage, ws) == {}
+    with Store(storage) as s:
+        assert s.blob_folder_states() == {}
+
+    other = tmp_path / "other"
+    tree = snapshot_workspace(ws, None, storage=other)["tree"]
+    alias = tmp_path / "alias"
+    os.symlink(other / "archive", alias)
+    with Store(other) as s:
+        assert s.blob_folder_states()
+        restore_from_manifest(s.manifest_path(tree), alias / "blobs", tmp_path / "out", link="hardlink")
+        assert (other / "archive" / LINKED_OUT).exists() and s.blob_folder_states() == {}
+    assert first["tree"] == tree

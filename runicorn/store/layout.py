@@ -186,12 +186,16 @@ def blob_files_off(
 # hard-linked restore, an installed artifact), so a blob's size can change without its
 # folder changing; snapshots then stat every blob they vouch for (no seal is trusted).
 LINKED_OUT = "blobs-linked-out"
+# Beside ``blobs/``: written when the store is created, so its blobs were hard-linked out
+# only with LINKED_OUT written first.  A store made before this bookkeeping has no such
+# file: its blobs may have been linked out unrecorded, so it counts as marked.
+LINKS_TRACKED = "blobs-links-tracked"
 
 
 def store_archive(blobs_dir: str | os.PathLike[str]) -> Path | None:
     """The store's ``archive/`` when ``blobs_dir`` is a store's ``archive/blobs`` (its index
     beside it), else None (a folder of blobs handed to a restore on its own)."""
-    blobs = Path(os.path.abspath(blobs_dir))
+    blobs = Path(os.path.realpath(blobs_dir))  # (a store reached through a symlink is still a store)
     archive = blobs.parent
     if blobs.name != "blobs" or archive.name != "archive" or not (archive / "index.sqlite3").is_file():
         return None
@@ -211,9 +215,23 @@ def note_blobs_linked_out(blobs_dir: str | os.PathLike[str]) -> None:
         pass
 
 
+def note_links_tracked(archive: str | os.PathLike[str]) -> None:
+    """Record, in a new store's ``archive/`` (before it holds a blob), that every hard link
+    out of its blobs is marked (:func:`note_blobs_linked_out`).
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    atomic_write_bytes(Path(archive) / LINKS_TRACKED, b"", mode=0o444)
+
+
 def blobs_linked_out(blobs_dir: str | os.PathLike[str]) -> bool:
-    """Whether :func:`note_blobs_linked_out` ever marked ``blobs_dir``."""
-    return os.path.lexists(os.path.join(os.path.dirname(os.path.abspath(blobs_dir)), LINKED_OUT))
+    """Whether :func:`note_blobs_linked_out` ever marked ``blobs_dir``, or its store is
+    older than that bookkeeping (no :data:`LINKS_TRACKED`): then nobody knows."""
+    archive = os.path.dirname(os.path.abspath(blobs_dir))
+    return os.path.lexists(os.path.join(archive, LINKED_OUT)) or not os.path.lexists(
+        os.path.join(archive, LINKS_TRACKED)
+    )
 
 
 def blob_folder_states(blobs_dir: str | os.PathLike[str]) -> dict[str, tuple[int, int, int, int]]:

@@ -52,6 +52,7 @@ from runicorn.store.layout import (
     blob_files_off,
     blob_folder_states,
     blobs_linked_out,
+    note_links_tracked,
     DEFAULT_GC_GRACE_SECONDS,
     BlobInfo,
     Ref,
@@ -139,6 +140,7 @@ class Store:
                 self.root.parent.mkdir(parents=True, exist_ok=True)
                 make_dir(self.root, mode)
                 make_dir(self.archive, mode)
+                note_links_tracked(self.archive)  # a new store: every link out is marked from now
             for d in (self.blobs_dir, self.manifests_dir, self.refs_dir, self.tmp_dir):
                 make_dir(d, mode)
         except OSError as exc:
