@@ -542,7 +542,9 @@ _KEYS = [
 
 
 @pytest.mark.parametrize(
-    "lines", [_PATTERNS[:k] for k in range(1, len(_PATTERNS) + 1)] + [DEFAULT_RNIGNORE.splitlines()]
+    "lines",
+    [_PATTERNS[:k] for k in range(1, len(_PATTERNS) + 1)]
+    + [DEFAULT_RNIGNORE.splitlines(), ["*/"], ["**/"], ["*/", "!cache/"], ["*.log", "*/", "!sub/"]],
 )
 def test_ignore_prefilter_agrees_with_pathspec(tmp_path: Path, lines: list[str]) -> None:
     import pathspec
@@ -642,7 +644,7 @@ def test_ignore_cache_spares_pathspec_and_follows_rule_changes(tmp_path: Path) -
     # A damaged cache is ignored (and replaced).
     cache.write_text("{not json")
     assert runicorn.snapshot_workspace(ws, None)["tree"] == second["tree"]
-    assert json.loads(cache.read_text())["version"] == 2
+    assert json.loads(cache.read_text())["version"] == 3
 
 
 def test_ignore_cache_keeps_the_most_recently_written_rule_sets(

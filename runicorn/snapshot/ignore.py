@@ -100,7 +100,7 @@ def _in_name(regex: str) -> bool:
 # The version changes whenever the way a pre-filter is built from the patterns does.
 IGNORE_CACHE = "ignore-cache.json"  # in the store's archive/
 _CACHE_FORMAT = "runicorn.ignore-cache"
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 _CACHE_MAX_SPECS = 64
 _CACHE_MAX_VERDICTS = 4096
 _MISSING = object()
@@ -245,6 +245,9 @@ class IgnoreRules:
             for p in spec.patterns
             if getattr(p, "regex", None) is not None
         ]
+        # pathspec searches with its regexes and the pre-filter matches at the start: one
+        # not anchored there ("*/" gives "/") is searched for from any point of the path.
+        parts = [p if p.startswith("^") else f"^(?s:.*?)(?:{p})" for p in parts]
         source: str | None = None
         if parts:
             anywhere = [p[len(_ANY_DIR) :] for p in parts if p.startswith(_ANY_DIR)]
