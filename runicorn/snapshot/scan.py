@@ -110,7 +110,7 @@ class _Walk:
         base = directory if directory.endswith(os.sep) else directory + os.sep
         listing, joined = self._listing(directory, base)
         # Only a directory listing a .gitignore has one to load: no failing open per directory.
-        pushed = f"/{joined}/".find("/.gitignore/") >= 0 and bool(self.rules.enter(prefix, directory))
+        pushed = "/.gitignore/" in f"/{joined}/" and bool(self.rules.enter(prefix, directory))
         try:
             entries = self._captured(listing, joined, directory, base, prefix)
         except BaseException:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from runicorn.errors import StoreIndexError
 from runicorn.fsutil import atomic_write_json
@@ -218,6 +218,13 @@ def bytes_freed_by_removing(paths: list[str | Path]) -> int:
     return sum(size for seen, nlink, size in inodes.values() if seen >= nlink)
 
 
+class Young(NamedTuple):
+    """What a gc plan leaves only because it was touched within the grace period."""
+
+    trees: list[str]
+    blobs: list[tuple[str, int, float]]  # (sha256, size, touched_at) of blobs the dead trees leave
+
+
 def waiting_for_grace(
     c: Any,
     now: float,
@@ -226,20 +233,20 @@ def waiting_for_grace(
     dead_trees: Planned,
     dead_blobs: Planned,
     kept: set[str] | None,
-    young: list[tuple[str, int, float]] | None = None,
+    young: Young | None = None,
 ) -> dict[str, Any]:
     """What only the grace period keeps: unreferenced trees and blobs touched within it,
     and when they become collectable (``first_at``/``last_at``, Unix seconds, or None).
     ``kept``: blobs damaged manifests may still name (None: every blob), never counted.
-    ``young``: the blobs the plan of ``dead_trees`` left only for their age (``_plan``'s
-    fourth part, up to ``now``); when no tree waits, they are all that waits, and no
+    ``young``: what the plan of ``dead_trees`` left only for its age (``_plan``'s fourth
+    part, up to ``now``); when it holds no tree, its blobs are all that waits, and no
     second plan is needed."""
     if grace_seconds <= 0:  # nothing is younger than no grace at all
         return {"trees": 0, "blobs": 0, "bytes": 0, "first_at": None, "last_at": None}
-    if young is not None and not _trees_waiting(c, now - grace_seconds, now, scope):
+    if young is not None and not young.trees:
         # The same trees die with or without the grace period, so the same pages and
         # the same candidate blobs: those the grace keeps are the young ones.
-        waiting = [(b, size, t) for b, size, t in young if kept is not None and b not in kept]
+        waiting = [(b, size, t) for b, size, t in young.blobs if kept is not None and b not in kept]
         times = [t for _, _, t in waiting]
         return {
             "trees": 0,
@@ -271,20 +278,6 @@ def waiting_for_grace(
     }
 
 
-def _trees_waiting(c: Any, cutoff: float, now: float, scope: str | None) -> bool:
-    """Whether some tree only the grace period keeps: unreferenced, unheld, touched in
-    ``[cutoff, now)`` (in ``scope`` when given), as :func:`plan_gc` selects trees."""
-    sql = (
-        "SELECT 1 FROM trees WHERE refcount = 0 AND touched_at >= ? AND touched_at < ? AND pages IS NOT NULL "
-        "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = trees.tree)"
-    )
-    params: list[Any] = [cutoff, now]
-    if scope is not None:
-        sql += " AND tree IN (SELECT value FROM json_each(?))"
-        params.append(scope)
-    return c.execute(sql + " LIMIT 1", params).fetchone() is not None
-
-
 def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -> tuple[Planned, Planned, Planned]:
     """The trees, pages and blobs a gc would collect now, ``(id, size)`` each, sorted:
     trees unreferenced, unheld, touched before ``cutoff``; the pages no remaining tree
@@ -298,9 +291,12 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
 
 def _plan(
     c: Any, cutoff: float, scope: str | None, gone: str | None = None, *, young_until: float | None = None
-) -> tuple[Planned, Planned, Planned, list[tuple[str, int, float]]]:
-    """:func:`plan_gc`, and with ``young_until`` the blobs it leaves only because they
-    were touched in ``[cutoff, young_until)``: ``(sha256, size, touched_at)``, sorted."""
+) -> tuple[Planned, Planned, Planned, Young]:
+    """:func:`plan_gc`, and with ``young_until`` what it leaves only because it was touched
+    in ``[cutoff, young_until)``: the trees, and the blobs as ``(sha256, size, touched_at)``
+    (those the dead trees leave; sorted)."""
+    # Selected when touched before ``until``; the young ones are set apart.
+    until = cutoff if young_until is None else max(cutoff, young_until)
     unreferenced = "refcount = 0"
     params: list[Any] = []
     if gone is not None:
@@ -312,15 +308,17 @@ def _plan(
     # A tree still in the schema-4 format (pages NULL: its rows were damaged) is never
     # collected: its blobs are counted by rows this plan does not read.
     tree_sql = (
-        f"SELECT tree, total_size, pages FROM trees WHERE {unreferenced} AND touched_at < ? AND pages IS NOT NULL "
-        "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = trees.tree)"
+        f"SELECT tree, total_size, pages, touched_at FROM trees WHERE {unreferenced} AND touched_at < ? "
+        "AND pages IS NOT NULL AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = trees.tree)"
     )
-    params.append(cutoff)
+    params.append(until)
     if scope is not None:
         tree_sql += " AND tree IN (SELECT value FROM json_each(?))"
         params.append(scope)
-    rows = c.execute(tree_sql + " ORDER BY tree", params).fetchall()
-    dead_trees = [(t, s) for t, s, _ in rows]
+    selected = c.execute(tree_sql + " ORDER BY tree", params).fetchall()
+    rows = [(t, size, top) for t, size, top, touched in selected if touched < cutoff]
+    young_trees = [t for t, _, _, touched in selected if touched >= cutoff]
+    dead_trees = [(t, size) for t, size, _ in rows]
     # Pages: what the dead trees (and pages dying with them) named, counted against
     # each page's refcount, level by level down to the leaves and their blobs.
     lost: dict[str, int] = {}
@@ -353,8 +351,6 @@ def _plan(
             frontier.add(child)
     # Blobs whose every reference is a link from a dying leaf: counted in one query (by
     # SQLite, not a Python loop over 100,000 links).
-    # (Touched before ``until``: the young ones are set apart below.)
-    until = cutoff if young_until is None else max(cutoff, young_until)
     found: dict[str, tuple[int, float]] = {
         sha: (size, touched)
         for sha, size, touched in c.execute(
@@ -377,7 +373,7 @@ def _plan(
         found = {sha: row for sha, row in found.items() if sha not in old}
     blobs = sorted((sha, size) for sha, (size, touched) in found.items() if touched < cutoff)
     young = sorted((sha, size, touched) for sha, (size, touched) in found.items() if touched >= cutoff)
-    return dead_trees, sorted(dead_pages.items()), blobs, young
+    return dead_trees, sorted(dead_pages.items()), blobs, Young(young_trees, young)
 
 
 def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, dead_pages: Planned = ()) -> Path | None:  # type: ignore[assignment]
