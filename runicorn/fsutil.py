@@ -212,7 +212,7 @@ def rename_noreplace(src: str, dst: str) -> bool:
 
 def temp_name(prefix: str = "") -> str:
     """A collision-free file name for staging."""
-    return f"{prefix}{os.getpid()}-{os.urandom(8).hex()}.part"  # as secrets.token_hex(8)
+    return f"{prefix}{os.getpid()}-{os.urandom(8).hex()}.part"
 
 
 class StagedFile:

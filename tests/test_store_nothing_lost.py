@@ -238,6 +238,29 @@ def test_typo_in_a_pin_ref_file_then_delete_run_keeps_the_pinned_tree(tmp_path: 
     cli(root, "restore", tree, str(tmp_path / "out2"))
 
 
+def test_ref_files_that_are_a_fifo_a_folder_or_large_neither_hang_nor_lose_the_tree(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    src, tree = pinned(root, tmp_path)
+    with Store(root) as s:
+        s.pin(tree, "big", meta={"note": "x" * 200_000})  # a ref file of several reads
+    pins = root / "archive" / "refs" / "pin"
+    assert (pins / "big.json").stat().st_size > 200_000
+    os.mkfifo(pins / "pipe.json")  # reading it must not wait for a writer
+    (pins / "folder.json").mkdir()
+    gc = cli(root, "gc", "--grace", "0", check=1)
+    assert "pipe.json: damaged ref file the index has no copy of" in gc.stderr
+    assert "nothing was deleted" in gc.stderr
+    report = cli(root, "verify", "--json", check=1).stdout
+    assert "pipe.json is not a valid ref file" in report and "folder.json is not a valid ref file" in report
+    assert "big.json" not in report  # read whole and found equal to its row
+    (pins / "pipe.json").unlink()
+    (pins / "folder.json").rmdir()
+    cli(root, "unpin", "important")
+    assert "deleted 0 tree(s)" in cli(root, "gc", "--grace", "0").stdout  # "big" still keeps it
+    cli(root, "restore", tree, str(tmp_path / "out"))
+    assert same_bytes(src, tmp_path / "out")
+
+
 def test_damaged_manifest_without_an_index_copy_keeps_every_blob(tmp_path: Path) -> None:
     root = tmp_path / "st"
     src, tree = pinned(root, tmp_path)

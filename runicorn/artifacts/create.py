@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import stat
 from collections.abc import Callable
@@ -71,7 +70,7 @@ def create_artifact(
             raise ArtifactError(f"{src}: not a directory")
         tree = store.ingest_directory(src)
     else:
-        staging = store.writer_dir() / f"create-{secrets.token_hex(6)}"
+        staging = store.writer_dir() / f"create-{os.urandom(6).hex()}"
         staging.mkdir()
         try:
             fn(staging)  # type: ignore[misc]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import sys
 import time
@@ -338,7 +337,7 @@ def remove_artifact(tree: str, *, storage: str | os.PathLike[str] | None = None)
         if d.is_symlink():
             d.unlink()
         elif d.is_dir():
-            trash = adir / f".trash-{tree[:16]}-{secrets.token_hex(6)}"
+            trash = adir / f".trash-{tree[:16]}-{os.urandom(6).hex()}"
             os.rename(d, trash)
             shutil.rmtree(trash, ignore_errors=True)
             for other in adir.iterdir():  # git-tree-sha1 links to the removed tree

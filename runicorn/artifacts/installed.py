@@ -19,7 +19,6 @@ Killed anywhere, what remains is a folder whose tree is not in the store, or an 
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Any
@@ -83,7 +82,7 @@ def take_installed(store: Any, trees: list[str], *, dry_run: bool = False) -> li
                 if store.has_tree(name):
                     continue
                 fd = lock_dir(path)
-                trash = store.artifacts_dir / f".trash-{name[:16]}{GC_TRASH_MARK}{secrets.token_hex(6)}"
+                trash = store.artifacts_dir / f".trash-{name[:16]}{GC_TRASH_MARK}{os.urandom(6).hex()}"
                 try:
                     os.rename(path, trash)
                 except BaseException:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from pathlib import Path
 
@@ -26,7 +25,7 @@ def materialize(store: Store, tree: str, *, name: str | None = None) -> Path:
     adir.mkdir(parents=True, exist_ok=True)
     dest = adir / tree
     if not dest.is_dir():
-        staging = adir / f".staging-{tree[:16]}-{secrets.token_hex(6)}"
+        staging = adir / f".staging-{tree[:16]}-{os.urandom(6).hex()}"
         staging.mkdir()
         note_blobs_linked_out(store.blobs_dir)  # before the first link: see the function
         try:
@@ -45,7 +44,7 @@ def materialize(store: Store, tree: str, *, name: str | None = None) -> Path:
             raise
     if name and name != tree:
         link = adir / name
-        tmp = adir / f".link-{name}-{secrets.token_hex(6)}"
+        tmp = adir / f".link-{name}-{os.urandom(6).hex()}"
         os.symlink(tree, tmp)
         os.replace(tmp, link)
         fsync_dir(adir)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 import threading
 import time
@@ -91,7 +90,7 @@ def take_over(backend: Any, key: str, etag: str, record: bytes) -> bool:
 def break_stale(backend: Any, key: str, etag: str) -> bool:
     """Delete a stale lock object only if it is still the one read (``etag``): take it over
     with a ``breaking`` record, then delete that.  False when it changed meanwhile."""
-    if not take_over(backend, key, etag, _record("breaking", secrets.token_hex(6))):
+    if not take_over(backend, key, etag, _record("breaking", os.urandom(6).hex())):
         return False
     backend.delete(key)  # our own record now: nobody judges a live one stale
     return True
@@ -110,7 +109,7 @@ class RemoteLock:
     def __init__(self, backend: Any, kind: str) -> None:
         self.backend = backend
         self.kind = kind
-        self.token = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self.token = f"{os.getpid()}-{os.urandom(6).hex()}"
         self.key = EXCLUSIVE if kind == "exclusive" else f"{SHARED_PREFIX}{self.token}.json"
         self.epoch = ""
         self._stop = threading.Event()
@@ -223,7 +222,7 @@ def acquire_exclusive(backend: Any) -> RemoteLock:
 
 def new_epoch(backend: Any, old: str) -> str:
     """Mark that a gc is about to delete objects; returns the new epoch (older markers are removed)."""
-    epoch = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+    epoch = f"{time.time_ns():020d}-{os.urandom(4).hex()}"
     backend.put_create(f"{EPOCH_PREFIX}{epoch}", dumps({"time": time.time()}))
     for info in backend.list(EPOCH_PREFIX):
         if info.key != f"{EPOCH_PREFIX}{epoch}":

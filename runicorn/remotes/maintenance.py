@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 from typing import Any
 
@@ -21,7 +21,7 @@ def probe(backend: Any) -> None:
     Raises:
         RemoteError: the store overwrote an existing object, or cannot be written.
     """
-    key = f"{layout.LOCKS}probe-{secrets.token_hex(8)}"
+    key = f"{layout.LOCKS}probe-{os.urandom(8).hex()}"
     try:
         if not backend.put_create(key, b"first\n"):
             raise RemoteError(f"{backend.url}: a fresh probe object was reported as existing")

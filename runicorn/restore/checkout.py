@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 import time
 from collections.abc import Iterator
@@ -213,7 +212,7 @@ class Checkout:
         for (rel, full), info in zip(regular, infos):
             entries[rel] = Entry(info.sha256, mode_of(self.captured[rel][0]), info.size)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = f"{stamp}-{secrets.token_hex(4)}"
+        name = f"{stamp}-{os.urandom(4).hex()}"
         meta = {
             "target": str(self.target),
             "files": len(entries),

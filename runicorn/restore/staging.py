@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 from runicorn.fsutil import abandoned, lock_dir, remove_tree
@@ -19,9 +18,9 @@ class Staging:
     """
 
     def __init__(self, target: Path, blob_root: Path, fresh: bool) -> None:
-        where, name = target.parent, f".{target.name}{RESTORE_MARK}{secrets.token_hex(6)}"
+        where, name = target.parent, f".{target.name}{RESTORE_MARK}{os.urandom(6).hex()}"
         if not fresh and os.stat(target).st_dev != os.stat(target.parent).st_dev:
-            where, name = target, f"{RESTORE_MARK}{secrets.token_hex(6)}"
+            where, name = target, f"{RESTORE_MARK}{os.urandom(6).hex()}"
         self.path = where / name
         os.mkdir(self.path, 0o700)
         # Held until the end: a staging directory whose lock is free was left by a killed
@@ -83,7 +82,7 @@ def _note_staging(blob_root: Path, staging: Path) -> Path | None:
     store = open_store(archive.parent)
     if store.read_only:
         return None
-    note = store.writer_dir() / f"restore-{secrets.token_hex(6)}.json"
+    note = store.writer_dir() / f"restore-{os.urandom(6).hex()}.json"
     atomic_write_json(note, {"staging": str(staging)})
     return note
 

@@ -7,8 +7,6 @@ deletion left is finished by the store's recovery (:func:`finish_interrupted_del
 from __future__ import annotations
 
 import os
-import secrets
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +111,8 @@ def _live_writer_pid(run_dir: Path) -> int | None:
     A run counts as live while ``status.json`` says ``running`` and the process named in
     ``meta.json`` (same hostname) exists.  The calling process itself is never counted.
     """
+    import socket
+
     from runicorn.runs.index import read_meta, read_status
 
     if read_status(run_dir) != "running":
@@ -228,10 +228,10 @@ def delete_run_completely(
         # The rename is the commit point.  The directory stays locked and named in a note
         # of this writer until the end: if this process is killed, the store's recovery
         # (or gc, for a directory without a note) finishes the deletion.
-        trash = run_dir.parent / f".{run_id}{DELETING_MARK}{secrets.token_hex(4)}"
+        trash = run_dir.parent / f".{run_id}{DELETING_MARK}{os.urandom(4).hex()}"
         try:
             lock = lock_dir(run_dir)
-            note = store.writer_dir() / f"deleting-{secrets.token_hex(6)}.json"
+            note = store.writer_dir() / f"deleting-{os.urandom(6).hex()}.json"
             atomic_write_json(note, {"run_id": run_id, "trash": str(trash)})
             os.rename(run_dir, trash)
         except OSError as exc:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import socket
 import stat as stat_mod
@@ -45,7 +44,7 @@ class NotSerialisableError(RunicornError, TypeError):
 
 def new_run_id() -> str:
     """``YYYYmmdd_HHMMSS_<6 hex>`` in UTC."""
-    return time.strftime("%Y%m%d_%H%M%S", time.gmtime()) + "_" + secrets.token_hex(3)
+    return time.strftime("%Y%m%d_%H%M%S", time.gmtime()) + "_" + os.urandom(3).hex()
 
 
 def _run_path(path: str | None, project: str | None, name: str | None) -> str:

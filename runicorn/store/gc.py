@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import stat
 import time
@@ -396,7 +395,7 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, d
     # Durable before the rows go, so a gc killed after its COMMIT is finished by recovery
     # (without it the files would stay as unindexed strays: space, never data, lost).
     journal = atomic_write_json(
-        store.writer_dir() / f"gc-{secrets.token_hex(6)}.json", {"blobs": shas, "pages": pids}, indent=None
+        store.writer_dir() / f"gc-{os.urandom(6).hex()}.json", {"blobs": shas, "pages": pids}, indent=None
     )
     # Blob rows first: the links deleted after them then count down the blobs that
     # stay only, not 100,000 rows about to go.

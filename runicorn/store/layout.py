@@ -11,7 +11,6 @@ import errno
 import json
 import os
 import re
-import secrets
 import stat
 import time
 from dataclasses import dataclass
@@ -86,14 +85,25 @@ def check_ref(kind: str, name: str) -> None:
         raise RefError(f"ref name {name!r} must be 1-4096 characters without NUL or newline")
 
 
-def read_ref_file(path: Path) -> dict[str, Any] | None:
-    """A ref file's record, or None when it is missing or damaged."""
+def read_ref_file(path: str | Path, dir_fd: int | None = None) -> dict[str, Any] | None:
+    """A ref file's record, or None when it is missing or damaged (``path`` relative to
+    the folder ``dir_fd`` when given: gc reads every ref file, a thousand opens by name
+    below one open folder cost a fraction of opening each by its whole path)."""
     try:
-        record = json.loads(path.read_text("utf-8"))
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK, dir_fd=dir_fd)  # (a FIFO reads as empty)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except (ValueError, RecursionError):
+    try:
+        chunks = [os.read(fd, 1 << 16)]  # (a ref file is a few hundred bytes: one read)
+        while len(chunks[-1]) == 1 << 16:
+            chunks.append(os.read(fd, 1 << 16))
+        record = json.loads(b"".join(chunks).decode("utf-8"))
+    except (IsADirectoryError, BlockingIOError):
         return None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    finally:
+        os.close(fd)
     if not isinstance(record, dict) or not is_sha256_hex(record.get("tree")):
         return None
     return record
@@ -108,7 +118,7 @@ def row_to_ref(row: tuple[Any, ...]) -> Ref:
 def quarantine(store: Store, path: Path, why: str) -> Path:
     """Move ``path`` into ``archive/quarantine/`` under a name saying ``why``; return where."""
     store.quarantine_dir.mkdir(parents=True, exist_ok=True)
-    dest = store.quarantine_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{why}-{path.name}-{secrets.token_hex(3)}"
+    dest = store.quarantine_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{why}-{path.name}-{os.urandom(3).hex()}"
     os.replace(path, dest)
     return dest
 

@@ -3,7 +3,7 @@ intent like every object, ``schema/README.md`` "Write protocol")."""
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -74,7 +74,7 @@ def delete_ref(store: Store, kind: str, name: str) -> bool:
 
 def ref_intent(store: Store, kind: str, name: str) -> Path:
     """Write the intent ``ref-<hex>.json`` naming the ref about to change; return it."""
-    intent = store.writer_dir() / f"ref-{secrets.token_hex(8)}.json"
+    intent = store.writer_dir() / f"ref-{os.urandom(8).hex()}.json"
     atomic_write_json(intent, {"kind": kind, "name": name})
     return intent
 

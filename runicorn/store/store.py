@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import shutil
 import stat
 import threading
@@ -248,7 +247,7 @@ class Store:
                 return self._writer
             import fcntl
 
-            token = f"{os.getpid()}-{secrets.token_hex(6)}"
+            token = f"{os.getpid()}-{os.urandom(6).hex()}"
             # Created under a name recovery ignores, locked, then renamed into view, so
             # no recoverer can mistake a writer that is still starting for a dead one.
             nascent = self.tmp_dir / f"n-{token}"

@@ -83,18 +83,25 @@ def _iter_manifest_files(store: Store) -> Iterator[tuple[Path, str | None]]:
     return _iter_sharded(store.manifests_dir, ".json")
 
 
-def _iter_ref_files(store: Store) -> Iterator[tuple[Path, dict[str, Any] | None]]:
+def _iter_ref_files(store: Store) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """Each file below ``refs/`` (its path as a string: gc reads them all) with its record,
+    None when it is damaged, misplaced, or not a file in a kind's folder."""
     for kind_dir in _entries(store.refs_dir):
         if not kind_dir.is_dir() or kind_dir.is_symlink():
-            yield kind_dir, None
+            yield str(kind_dir), None
             continue
-        for f in kind_dir.iterdir():
-            record = read_ref_file(f)
-            if record is not None and (
-                record.get("kind") != kind_dir.name or ref_filename(str(record.get("name", ""))) != f.name
-            ):
-                record = None
-            yield f, record
+        kind = kind_dir.name
+        fd = os.open(kind_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name in os.listdir(fd):
+                record = read_ref_file(name, dir_fd=fd)
+                if record is not None and (
+                    record.get("kind") != kind or ref_filename(str(record.get("name", ""))) != name
+                ):
+                    record = None
+                yield f"{kind_dir}/{name}", record
+        finally:
+            os.close(fd)
 
 
 # Recounts the kept counts should equal, and entries naming no blob: the same
@@ -150,9 +157,9 @@ def ref_files_vs_index(store: Store, c: Any) -> tuple[list[str], list[str]]:
     """
     on_disk: dict[tuple[str, str], str] = {}
     damaged: list[Path] = []
-    for path, record in _iter_ref_files(store):
+    for found, record in _iter_ref_files(store):
         if record is None:
-            damaged.append(path)
+            damaged.append(Path(found))
         else:
             on_disk[(record["kind"], record["name"])] = record["tree"]
     indexed = {(k, n): t for k, n, t in c.execute("SELECT kind, name, tree FROM refs")}
@@ -509,9 +516,9 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
 
     indexed_refs = {(k, n): t for k, n, t in ref_rows}
     seen_refs = set()
-    for path, record in _iter_ref_files(store):
+    for found, record in _iter_ref_files(store):
         if record is None:
-            problems.append(_problem("stray_file", f"{path} is not a valid ref file", path=str(path)))
+            problems.append(_problem("stray_file", f"{found} is not a valid ref file", path=found))
             continue
         key = (record["kind"], record["name"])
         seen_refs.add(key)
@@ -520,7 +527,7 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
                 _problem(
                     "ref_mismatch",
                     f"ref {key[0]}/{key[1]}: file says {record['tree']}, index says {indexed_refs.get(key)}",
-                    path=str(path),
+                    path=found,
                 )
             )
     for key in indexed_refs.keys() - seen_refs:
@@ -692,9 +699,9 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         # Refs: the files are the truth, but a damaged file keeps the index's copy.
         on_disk: dict[tuple[str, str], dict[str, Any]] = {}
         damaged_refs: list[Path] = []
-        for path, record in _iter_ref_files(store):
+        for found, record in _iter_ref_files(store):
             if record is None:
-                damaged_refs.append(path)
+                damaged_refs.append(Path(found))
             else:
                 on_disk[(record["kind"], record["name"])] = record
         indexed_refs = {(k, n): t for k, n, t in c.execute("SELECT kind, name, tree FROM refs")}
