@@ -138,3 +138,50 @@ def test_run_meta_records_git_of_its_workspace(tmp_path: Path, _isolated_storage
     run2 = rn.init("proj/exp", workspace_root=outside)
     assert "git" not in json.loads((run2.run_dir / "meta.json").read_text())
     run2.finish()
+
+
+def _fake_git(tmp_path: Path, body: str) -> Path:
+    """A folder holding a ``git`` program running ``body`` (a shell script)."""
+    folder = tmp_path / "fake-bin"
+    folder.mkdir()
+    program = folder / "git"
+    program.write_text("#!/bin/sh\n" + body)
+    program.chmod(0o755)
+    return folder
+
+
+def test_git_status_with_a_long_listing_runs_beside_the_walk_without_stalling(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    # 300,000 bytes of untracked lines: more than a pipe holds, so a query reading git's
+    # output only at the end must not leave git blocked on a full pipe.
+    fake = _fake_git(
+        tmp_path,
+        'echo "# branch.oid 0123456789abcdef0123456789abcdef01234567"\n'
+        'echo "# branch.head main"\n'
+        'i=0; while [ $i -lt 10000 ]; do echo "? untracked/file-number-$i-with-a-long-name.bin"; i=$((i+1)); done\n',
+    )
+    r = cli("snapshot", str(ws), "--json", env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["git"] == {
+        "commit": "0123456789abcdef0123456789abcdef01234567",
+        "branch": "main",
+        "dirty": True,
+    }
+
+
+def test_a_git_that_hangs_is_stopped_and_the_snapshot_records_no_provenance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _isolated_storage: Path
+) -> None:
+    import runicorn.gitinfo
+    from runicorn.snapshot.workspace import snapshot_workspace
+
+    ws = workspace(tmp_path)
+    pid_file = tmp_path / "git.pid"
+    fake = _fake_git(tmp_path, f'echo $$ > "{pid_file}"\nexec sleep 600\n')
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    monkeypatch.setattr(runicorn.gitinfo, "GIT_TIMEOUT_S", 1.0)
+    result = snapshot_workspace(ws, None, storage=_isolated_storage)
+    assert result["git"] is None and result["file_count"] > 0
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+        os.kill(pid, 0)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runicorn.errors import RunicornError
-from runicorn.gitinfo import git_provenance
+from runicorn.gitinfo import GitQuery
 from runicorn.snapshot.capture import capture_tree
 from runicorn.snapshot.ignore import IGNORE_CACHE, IgnoreRules, read_ignore_file
 from runicorn.snapshot.scan import iter_workspace, store_dirs
@@ -89,26 +89,31 @@ def snapshot_workspace(
     if out_abs is not None and out_abs.parent.exists():
         skip_files.add(str(out_abs.parent.resolve() / out_abs.name))
     counts = {"excluded": 0}
-    files = iter_workspace(
-        root,
-        rules,
-        skip_dirs=skip_dirs,
-        skip_files=skip_files,
-        max_files=max_files,
-        max_total_bytes=max_total_bytes,
-        force=force_snapshot,
-        run_root=str(store.root.resolve()) + os.sep,
-        counts=counts,
-    )
-    # A plain snapshot is kept by the pin named after its tree (see _keep_alive).
-    keeper = ("pin", None) if out_abs is None and run_id is None and name is None else None
-    # The walk is consumed as the stat cache is compared with it (in path order).
-    captured = capture_tree(
-        store, root, files, source=str(root), progress=progress, want_entries=out_abs is not None, keeper=keeper
-    )
-    tree = captured.tree
-    rules.save()
-    git = git_provenance(root)
+    # git status walks the same files: it runs beside this walk, not after it.
+    git_query = GitQuery(root)
+    try:
+        files = iter_workspace(
+            root,
+            rules,
+            skip_dirs=skip_dirs,
+            skip_files=skip_files,
+            max_files=max_files,
+            max_total_bytes=max_total_bytes,
+            force=force_snapshot,
+            run_root=str(store.root.resolve()) + os.sep,
+            counts=counts,
+        )
+        # A plain snapshot is kept by the pin named after its tree (see _keep_alive).
+        keeper = ("pin", None) if out_abs is None and run_id is None and name is None else None
+        # The walk is consumed as the stat cache is compared with it (in path order).
+        captured = capture_tree(
+            store, root, files, source=str(root), progress=progress, want_entries=out_abs is not None, keeper=keeper
+        )
+        tree = captured.tree
+        rules.save()
+        git = git_query.result()
+    finally:
+        git_query.close()
     if name is not None:
         meta = {"source": str(root), "message": message, "git": git}
         store.set_ref(
