@@ -506,12 +506,15 @@ def init(
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
     }
-    from runicorn.gitinfo import git_provenance
-
     # The checkout the run's code comes from (its workspace, else the working directory).
-    git = git_provenance(workspace_root if workspace_root is not None else os.getcwd())
-    if git is not None:
-        meta["git"] = git
+    # A code snapshot below asks git itself, beside its walk: in a large checkout a
+    # second `git status` here would cost as much as that walk.
+    if not snapshot_code:
+        from runicorn.gitinfo import git_provenance
+
+        git = git_provenance(workspace_root if workspace_root is not None else os.getcwd())
+        if git is not None:
+            meta["git"] = git
     with store.run_rows.claim(run_id, REF_KIND) as claim:
         _refuse_taken_run_id(store, claim, run_id, run_dir)
         try:
