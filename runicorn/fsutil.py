@@ -19,6 +19,22 @@ from typing import IO, Any, Callable, Iterator
 _libc: Any = None
 
 
+# A batch of at most this many new files is made durable by an fsync of each (and of the
+# folders that name them), a larger one by one syncfs.  syncfs also waits for every
+# other dirty page of the filesystem: behind another process's unwritten 2 GiB, a
+# one-file snapshot took 3.5 s instead of 0.14 s.
+FEW_FILES = 8
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """fsync the file at ``path`` (its data and size)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """fsync a directory so a rename or link inside it is durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

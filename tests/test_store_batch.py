@@ -6,6 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from runicorn.store import Store
 from runicorn.store.ingest import JOURNAL, SMALL_FILE_BYTES
 
@@ -166,3 +168,58 @@ def test_dead_writers_journal_never_adopts_a_damaged_blob(tmp_path: Path) -> Non
         assert not store.has_blob(sha) and not dest.exists()
         assert [p.read_bytes() for p in store.quarantine_dir.iterdir()] == [b"damaged bytes"]
         assert store.verify(deep=True)["ok"]
+
+
+def test_a_small_batch_fsyncs_its_own_files_and_a_large_one_syncs_the_filesystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syncfs waits for every dirty page of the filesystem, another process's included:
+    a batch of a few files makes exactly its own files and folders durable instead,
+    each before the renames that depend on it."""
+    import runicorn.fsutil
+    import runicorn.store.blobs
+    import runicorn.store.ingest
+    from runicorn.fsutil import FEW_FILES
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename = os.fsync, runicorn.fsutil.rename_noreplace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src: str, dst: str) -> bool:
+        events.append(("rename", str(dst)))
+        return real_rename(src, dst)
+
+    def syncfs(path: Path) -> None:
+        events.append(("syncfs", str(path)))
+
+    for module in (runicorn.store.ingest, runicorn.store.blobs):
+        monkeypatch.setattr(module, "syncfs", syncfs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(runicorn.store.blobs, "rename_noreplace", rename)
+    with Store(tmp_path / "store") as store:
+        store.writer_dir()
+        few = _files(tmp_path / "few", [100 + i for i in range(FEW_FILES)])
+        infos = store.ingest_files(few)
+        assert not [e for e in events if e[0] == "syncfs"]
+        synced = {path for kind, path in events if kind == "fsync"}
+        tmp = os.path.realpath(store.tmp_dir)
+        batch = next(p for p in synced if os.path.basename(p).startswith("b-"))
+        assert {f"{batch}/{JOURNAL}", os.path.dirname(batch), tmp} <= synced
+        blobs = os.path.realpath(store.blobs_dir)
+        for info in infos:
+            staged = f"{batch}/blob-{info.sha256}"
+            placed = f"{blobs}/{info.sha256[:2]}/{info.sha256}"
+            order = [e for e in events if e[1] in (staged, placed, f"{blobs}/{info.sha256[:2]}")]
+            # the file's bytes, then its rename into blobs/<aa> (a second try after
+            # making the folder), then that folder
+            kinds = [kind for i, (kind, _) in enumerate(order) if i == 0 or order[i - 1][0] != kind]
+            assert kinds == ["fsync", "rename", "fsync"], order
+        events.clear()
+        many = _files(tmp_path / "many", [100 + i for i in range(FEW_FILES + 1)])
+        store.ingest_files(many)
+        assert [kind for kind, _ in events if kind == "syncfs"] == ["syncfs", "syncfs"]
+        for info in store.ingest_files(few + many):  # all stored, nothing written twice
+            assert store.blob_path(info.sha256).is_file()

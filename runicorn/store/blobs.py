@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from runicorn.errors import IntegrityError, RunicornError, StorageFullError
-from runicorn.fsutil import StagedFile, blob_perm, fsync_dir, make_dir, publish_link, rename_noreplace, syncfs
+from runicorn.fsutil import (
+    FEW_FILES,
+    StagedFile,
+    blob_perm,
+    fsync_dir,
+    fsync_file,
+    make_dir,
+    publish_link,
+    rename_noreplace,
+    syncfs,
+)
 from runicorn.hashing import check_unchanged, copy_and_hash, sha256_file
 from runicorn.store.layout import BlobInfo, blob_files_off, quarantine
 from runicorn.store.rows import insert_blob_rows
@@ -79,11 +89,7 @@ def stage_file(store: Store, path: Path, expected_sha256: str | None) -> tuple[P
 def ingest_file(store: Store, path: Path, *, expected_sha256: str | None = None) -> BlobInfo:
     """:meth:`Store.ingest_file`."""
     intent, sha, size, perm = stage_file(store, path, expected_sha256)
-    fd = os.open(intent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(intent)
     commit_blobs(store, [(intent, sha, size)], group=False, perms={sha: perm})
     return BlobInfo(sha, size)
 
@@ -166,11 +172,7 @@ def commit_blobs(
     """
     if fsync_data:
         for intent, _, _ in staged:
-            fd = os.open(intent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(intent)
     store.writer_dir()  # created and locked before this process holds anything
     now = time.time()
     unique = {sha: (intent, sha, size) for intent, sha, size in staged}
@@ -184,7 +186,7 @@ def commit_blobs(
                 if move:
                     moved.add(sha)
         if dirs:
-            if group or len(dirs) > 8:
+            if group or len(dirs) > FEW_FILES:
                 syncfs(store.blobs_dir)
             else:
                 for d in dirs:

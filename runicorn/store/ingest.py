@@ -19,7 +19,9 @@ One batch (one call of :meth:`Store.ingest_files`) follows the store's write pro
    renames durable, and the blobs are upserted and held for this writer
    (:func:`runicorn.store.blobs.commit_blobs`, the commit of every ingest, with ``move``).  After COMMIT
    the batch directory goes.  A crash between a rename and COMMIT leaves a blob the
-   journal names: recovery re-hashes and adopts it (:func:`recover_batch`).
+   journal names: recovery re-hashes and adopts it (:func:`recover_batch`).  A batch of
+   at most ``FEW_FILES`` new blobs fsyncs its files and folders in place of each
+   ``syncfs``, which would also wait for every other process's unwritten data.
 
 Each batch stages into its own directory, so threads ingesting at once never share a
 staging name even when they meet the same content.
@@ -38,7 +40,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from runicorn.errors import IntegrityError, RunicornError, StorageFullError
-from runicorn.fsutil import blob_perm, current_umask, start_writeback, syncfs, syncfs_in_background, write_all
+from runicorn.fsutil import (
+    FEW_FILES,
+    blob_perm,
+    current_umask,
+    fsync_dir,
+    fsync_file,
+    start_writeback,
+    syncfs,
+    syncfs_in_background,
+    write_all,
+)
 from runicorn.hashing import changed_while_reading, is_sha256_hex
 
 from runicorn.store.blobs import adopt_staged_blob, commit_blobs
@@ -288,7 +300,7 @@ class BlobBatch:
         for sha in missing:
             if sha not in self.staged:
                 self._write_intent(sha, pending[sha])
-        if missing:
+        if missing and len(self.staged) > FEW_FILES:
             syncfs_in_background(self.store.tmp_dir)
 
     def _write_intent(self, sha: str, data: bytes) -> None:
@@ -323,21 +335,32 @@ class BlobBatch:
             return
         self._write_pending()
         staged = sorted(self.staged)
+        few = len(staged) <= FEW_FILES
         if staged:
             # The journal names what is about to move into blobs/, so a crash between
             # a rename and COMMIT leaves nothing unindexed that recovery cannot find.
             fd = os.open(f"{self.dir}/{JOURNAL}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 write_all(fd, "".join(f"{sha}\n" for sha in staged).encode())
+                if few:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
-            syncfs(store.tmp_dir)
+            if few:
+                # The same durability for a few files without waiting for the rest of
+                # the filesystem: each file, then every folder down to the journal.
+                for sha in staged:
+                    fsync_file(f"{self.dir}/blob-{sha}")
+                for folder in (self.dir, self.dir.parent, store.tmp_dir):
+                    fsync_dir(folder)
+            else:
+                syncfs(store.tmp_dir)
         try:
             if staged:
                 commit_blobs(
                     store,
                     [(f"{self.dir}/blob-{sha}", sha, self.sizes[sha]) for sha in staged],
-                    group=True,
+                    group=not few,
                     move=True,
                     perms=self.perms,
                 )
