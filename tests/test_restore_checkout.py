@@ -254,3 +254,68 @@ def test_changed_after_capture_is_left_alone(tmp_path: Path) -> None:
 def test_backup_ref_is_documented() -> None:
     doc = (Path(__file__).resolve().parents[1] / "schema" / "refs.md").read_text()
     assert f"`{BACKUP_REF_KIND}`" in doc
+
+
+def test_a_small_restore_syncs_its_own_files_not_the_filesystem(tmp_path: Path, monkeypatch) -> None:
+    """syncfs waits for every other process's unwritten data: a restore or checkout of a
+    few files fsyncs exactly those files and the folders whose entries it changed."""
+    import runicorn.fsutil
+    import runicorn.restore.engine
+    import runicorn.store.blobs
+    from runicorn.fsutil import FEW_FILES
+
+    store = open_store()
+    src = tmp_path / "src"
+    write(src / "a.txt", "A\n")
+    write(src / "d" / "b.txt", "B\n")
+    write(src / "d" / "e" / "c.txt", "C\n")
+    os.symlink("a.txt", src / "link")
+    t = store.ingest_directory(src)
+    store.pin(t)
+
+    synced: list[str] = []
+    syncfs_calls: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def syncfs(path: Path) -> None:
+        syncfs_calls.append(str(path))
+
+    for module in (runicorn.fsutil, runicorn.restore.engine, runicorn.store.blobs):
+        monkeypatch.setattr(module, "syncfs", syncfs)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    target = tmp_path / "t"
+    r = restore_from_manifest(store.manifest_path(t), store.blobs_dir, target)
+    assert r["success"] and syncfs_calls == []
+    assert sorted(tree_files(target)) == ["a.txt", "d/b.txt", "d/e/c.txt", "link"]
+    staging = next(p for p in synced if ".rn-restore-" in p)
+    staging = staging[: staging.index(".rn-restore-")] + staging[staging.index(".rn-restore-") :].split("/")[0]
+    for rel in ("a.txt", "d/b.txt", "d/e/c.txt", "d", "d/e", ""):  # each file, each folder
+        assert os.path.join(staging, rel).rstrip("/") in synced, rel
+    assert str(tmp_path) in synced  # the rename of the staging folder onto the target
+
+    # A checkout: one file replaced, one removed with its emptied folder, one added folder.
+    write(target / "a.txt", "mine\n")
+    write(target / "gone" / "x.txt", "x\n")
+    (target / "d" / "e" / "c.txt").unlink()
+    synced.clear()
+    r = restore_from_manifest(store.manifest_path(t), store.blobs_dir, target, overwrite=True, delete=True)
+    assert r["success"] and r["replaced"] == 1 and r["created"] == 1 and r["removed"] == 1
+    assert syncfs_calls == []
+    assert sorted(tree_files(target)) == ["a.txt", "d/b.txt", "d/e/c.txt", "link"]
+    assert (target / "a.txt").read_text() == "A\n" and not (target / "gone").exists()
+    assert {str(target), str(target / "d" / "e")} <= set(synced)  # renamed into, removed from
+
+    # Many files: one group sync of the filesystem instead.
+    for i in range(FEW_FILES + 1):
+        write(src / "many" / f"{i}.txt", f"{i}\n")
+    t2 = store.ingest_directory(src)
+    store.pin(t2)
+    syncfs_calls.clear()
+    r = restore_from_manifest(store.manifest_path(t2), store.blobs_dir, tmp_path / "t2")
+    assert r["success"] and syncfs_calls
+    assert sorted(tree_files(tmp_path / "t2")) == sorted(tree_files(src))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runicorn.errors import RunicornError, UnsafePathError
-from runicorn.fsutil import current_umask, syncfs
+from runicorn.fsutil import current_umask, sync_written
 from runicorn.relpath import safe_join
 from runicorn.restore.source import store_root_of
 from runicorn.restore.staging import RESTORE_MARK
@@ -267,6 +267,7 @@ class Checkout:
         os.mkdir(trash, 0o700)
         n = 0
         touched_parents: set[str] = set()
+        changed: set[str] = set()  # folders whose entries change ("" = the target)
         # Paths that go: files are unlinked, directories moved into the staging trash
         # (captured already; the trash is deleted with the staging directory).
         for rel, kind in sorted(self.displace.items(), key=lambda it: path_key(it[0]), reverse=True):
@@ -279,6 +280,7 @@ class Checkout:
                 self._same_as_captured(rel, aside, full)
             else:
                 os.unlink(full)
+            changed.add(rel.rpartition("/")[0])
             if kind == "removed":
                 self.removed += 1
                 touched_parents.add(rel.rpartition("/")[0])
@@ -289,6 +291,7 @@ class Checkout:
         for d in dirs:
             try:
                 os.mkdir(safe_join(self.target, d), 0o755 & ~umask)
+                changed.add(d.rpartition("/")[0])
             except FileExistsError:
                 pass
         for rel in sorted(self.to_write, key=path_key):
@@ -298,13 +301,18 @@ class Checkout:
             else:
                 self.created += 1
             os.rename(staging / rel, dest)  # atomic per file; the old one was captured
+            changed.add(rel.rpartition("/")[0])
         if self.delete:
-            self._prune(touched_parents)
-        syncfs(self.target)  # the renames and unlinks are durable when we report success
+            pruned = self._prune(touched_parents)
+            changed = (changed | {d.rpartition("/")[0] for d in pruned}) - pruned
+        # The renames and unlinks are durable when we report success (the files' bytes
+        # were synced in the staging folder).
+        sync_written(self.target, dirs=[self.target / d if d else self.target for d in sorted(changed)])
 
-    def _prune(self, parents: set[str]) -> None:
-        """Remove directories emptied by ``delete`` (never one the tree needs)."""
+    def _prune(self, parents: set[str]) -> set[str]:
+        """Remove directories emptied by ``delete`` (never one the tree needs); return them."""
         needed = {"/".join(p.split("/")[:i]) for p in self.entries for i in range(1, p.count("/") + 1)}
+        removed: set[str] = set()
         for start in sorted(parents, key=lambda p: -p.count("/")):
             d = start
             while d and d not in needed:
@@ -312,7 +320,9 @@ class Checkout:
                     os.rmdir(self.target / d)
                 except OSError:
                     break
+                removed.add(d)
                 d = d.rpartition("/")[0]
+        return removed
 
 
 def _ancestors(rel: str) -> Iterator[str]:

@@ -26,9 +26,11 @@ from typing import Any, Callable
 from runicorn.errors import DamagedBlobError, IntegrityError, RunicornError, UnsafePathError, option
 from runicorn.fsutil import (
     current_umask,
+    few_to_sync,
     fsync_dir,
     narrowed_perm,
     start_writeback,
+    sync_written,
     syncfs,
     syncfs_in_background,
     write_all,
@@ -360,7 +362,13 @@ def _materialise(
     )
     os.chmod(staging, 0o755)
     if sync:
-        syncfs(staging)  # one group sync: what is renamed into place is complete even after a crash
+        # What is renamed into place is complete even after a crash: a few files and
+        # their folders are fsynced, more take one group sync.
+        if few_to_sync(len(entries), len(dirs) + 1):
+            files = [f"{base}/{rel}" for rel, entry in entries.items() if entry.mode != MODE_LINK]
+            sync_written(staging, files, [f"{base}/{d}" for d in dirs] + [base])
+        else:
+            syncfs(staging)
     return methods
 
 

@@ -20,7 +20,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 from runicorn.errors import IntegrityError, RunicornError, StorageFullError
 from runicorn.fsutil import (
-    FEW_FILES,
     StagedFile,
     blob_perm,
     fsync_dir,
@@ -28,6 +27,7 @@ from runicorn.fsutil import (
     make_dir,
     publish_link,
     rename_noreplace,
+    sync_written,
     syncfs,
 )
 from runicorn.hashing import check_unchanged, copy_and_hash, sha256_file
@@ -185,12 +185,10 @@ def commit_blobs(
                 dirs.add(d)
                 if move:
                     moved.add(sha)
-        if dirs:
-            if group or len(dirs) > FEW_FILES:
-                syncfs(store.blobs_dir)
-            else:
-                for d in dirs:
-                    fsync_dir(d)
+        if group:
+            syncfs(store.blobs_dir)
+        else:
+            sync_written(store.blobs_dir, dirs=dirs)
         if perms:
             narrow_blobs(store, perms)
         insert_blob_rows(c, [(sha, size, now, now) for _, sha, size in unique.values()], touch=True)

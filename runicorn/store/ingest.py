@@ -41,13 +41,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from runicorn.errors import IntegrityError, RunicornError, StorageFullError
 from runicorn.fsutil import (
-    FEW_FILES,
     blob_perm,
     current_umask,
-    fsync_dir,
-    fsync_file,
+    few_to_sync,
     start_writeback,
-    syncfs,
+    sync_written,
     syncfs_in_background,
     write_all,
 )
@@ -300,7 +298,7 @@ class BlobBatch:
         for sha in missing:
             if sha not in self.staged:
                 self._write_intent(sha, pending[sha])
-        if missing and len(self.staged) > FEW_FILES:
+        if missing and not few_to_sync(len(self.staged)):
             syncfs_in_background(self.store.tmp_dir)
 
     def _write_intent(self, sha: str, data: bytes) -> None:
@@ -335,7 +333,8 @@ class BlobBatch:
             return
         self._write_pending()
         staged = sorted(self.staged)
-        few = len(staged) <= FEW_FILES
+        folders = (self.dir, self.dir.parent, store.tmp_dir)  # down to the journal
+        few = few_to_sync(len(staged), len(folders))
         if staged:
             # The journal names what is about to move into blobs/, so a crash between
             # a rename and COMMIT leaves nothing unindexed that recovery cannot find.
@@ -343,18 +342,10 @@ class BlobBatch:
             try:
                 write_all(fd, "".join(f"{sha}\n" for sha in staged).encode())
                 if few:
-                    os.fsync(fd)
+                    os.fsync(fd)  # else the syncfs below covers it
             finally:
                 os.close(fd)
-            if few:
-                # The same durability for a few files without waiting for the rest of
-                # the filesystem: each file, then every folder down to the journal.
-                for sha in staged:
-                    fsync_file(f"{self.dir}/blob-{sha}")
-                for folder in (self.dir, self.dir.parent, store.tmp_dir):
-                    fsync_dir(folder)
-            else:
-                syncfs(store.tmp_dir)
+            sync_written(store.tmp_dir, [f"{self.dir}/blob-{sha}" for sha in staged], folders)
         try:
             if staged:
                 commit_blobs(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from runicorn.errors import BlobNotFoundError, CorruptManifestError, RunicornError, TreeNotFoundError
-from runicorn.fsutil import FEW_FILES, StagedFile, fsync_dir, make_dir, publish_link, syncfs, write_all
+from runicorn.fsutil import StagedFile, fsync_dir, make_dir, publish_link, sync_written, write_all
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.layout import BlobInfo, TreeInfo
 from runicorn.store.rows import insert_page_rows, insert_tree_rows, missing_pages
@@ -189,12 +189,9 @@ def stage_pages(store: Store, pages: TreePages, ids: list[str], staging: Path | 
             fd = os.open(f"{staging}/page-{pid}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o444)
             try:
                 write_all(fd, pages.pages[pid])
-                if len(ids) <= FEW_FILES:
-                    os.fsync(fd)
             finally:
                 os.close(fd)
-        if len(ids) > FEW_FILES:
-            syncfs(store.tmp_dir)  # one flush for many small files
+        sync_written(store.tmp_dir, [f"{staging}/page-{pid}" for pid in ids])
     except OSError as exc:
         raise store.write_error(exc) from None
 
@@ -249,11 +246,7 @@ def write_pages(store: Store, pages: TreePages, ids: list[str], staging: Path | 
                     parents.add(top)
                 parents.add(folder)
             publish_link(f"{staging}/page-{pid}", f"{folder}/{pid}")
-        if len(ids) > FEW_FILES:
-            syncfs(store.blobs_dir)
-        else:
-            for d in parents:
-                fsync_dir(d)
+        sync_written(store.blobs_dir, dirs=parents)
     except OSError as exc:
         raise store.write_error(exc) from None
     finally:
