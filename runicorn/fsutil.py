@@ -56,7 +56,8 @@ def sync_written(
     for f in files:
         fsync_file(f)
     for d in dirs:
-        fsync_dir(d)
+        with contextlib.suppress(FileNotFoundError):  # removed since: nothing of it to keep
+            fsync_dir(d)
     _raise_background_error()
 
 
@@ -337,9 +338,10 @@ class GroupCommit:
     """Publish many staged files with one flush: data durable first, then the renames.
 
     Per-file fsyncs cost one disk flush each; here :meth:`commit` runs one ``syncfs``
-    over the filesystem and only then renames every file into place, so a rename that
-    survives a power loss always points at durable data.  (The renames themselves are
-    made durable by the caller's next ``syncfs``.)  Thread-safe; files are handed over
+    over the filesystem (a few files: :func:`sync_written`) and only then renames every
+    file into place, so a rename that survives a power loss always points at durable
+    data.  The renames themselves are made durable by the caller, once, with
+    :attr:`changed_dirs` (the folders they changed).  Thread-safe; files are handed over
     with :meth:`StagedFile.hand_over`.
     """
 
@@ -364,6 +366,7 @@ class GroupCommit:
         self._bytes = 0
         self.failed: dict[str, OSError] = {}  # key -> why its rename failed
         self.refused: list[str] = []  # keys ``keep`` did not let be published
+        self.changed_dirs: set[Path] = set()  # folders a rename or a new folder changed
 
     def add(self, staged: Path, dest: Path, key: str = "") -> None:
         """Queue ``staged`` (closed, complete) for ``dest``; commits when the batch is full."""
@@ -385,7 +388,7 @@ class GroupCommit:
             items, self._items, self._bytes = self._items, [], 0
         if not items:
             return
-        syncfs(self.root)
+        sync_written(self.root, [staged for staged, _, _ in items])
         if self.keep is not None:
             kept = []
             for staged, dest, key in items:
@@ -401,6 +404,11 @@ class GroupCommit:
             self.before_renames([key for _, _, key in items])
         for staged, dest, key in items:
             try:
+                folder = dest.parent
+                while not folder.is_dir():  # each folder made here changes its parent
+                    self.changed_dirs.add(folder)
+                    folder = folder.parent
+                self.changed_dirs.add(folder)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staged, dest)
             except OSError as exc:

@@ -382,21 +382,34 @@ def test_growth_must_fit_the_free_space(conn: Any, server: Path, tmp_path: Path,
 
 
 def test_data_is_durable_before_any_rename(conn: Any, server: Path, tmp_path: Path, monkeypatch: Any) -> None:
-    """Group commit: every downloaded file's bytes were flushed (syncfs) before it was
-    renamed into place, so a power loss cannot leave a file with the server's size and
-    mtime over lost data (the planner would skip it forever)."""
+    """Group commit: every downloaded file's bytes were flushed (syncfs, or an fsync of
+    each of a few files) before it was renamed into place, so a power loss cannot leave a
+    file with the server's size and mtime over lost data (the planner would skip it
+    forever); a sync of a few files waits for nothing else on the filesystem."""
     from runicorn import fsutil
 
     cache = tmp_path / "cache"
     staging = cache / ".runicorn-sync" / "tmp"
     flushed: dict[str, int] = {}  # staged file -> its size when a syncfs ran
     renamed: list[str] = []
+    synced_dirs: list[str] = []
+    syncfs_calls: list[str] = []
     real_syncfs, real_replace = fsutil.syncfs, os.replace
+    real_fsync_file, real_fsync_dir = fsutil.fsync_file, fsutil.fsync_dir
 
     def syncfs(path: Path) -> None:
         real_syncfs(path)
+        syncfs_calls.append(str(path))
         for p in staging.glob("*"):
             flushed[str(p)] = p.stat().st_size
+
+    def fsync_file(path: Any) -> None:
+        real_fsync_file(path)
+        flushed[str(path)] = os.stat(path).st_size
+
+    def fsync_dir(path: Any) -> None:
+        real_fsync_dir(path)
+        synced_dirs.append(str(path))
 
     def replace(src: Any, dst: Any) -> None:
         if Path(src).parent == staging:
@@ -407,9 +420,12 @@ def test_data_is_durable_before_any_rename(conn: Any, server: Path, tmp_path: Pa
         real_replace(src, dst)
 
     monkeypatch.setattr(fsutil, "syncfs", syncfs)
+    monkeypatch.setattr(fsutil, "fsync_file", fsync_file)
+    monkeypatch.setattr(fsutil, "fsync_dir", fsync_dir)
     monkeypatch.setattr(fsutil.os, "replace", replace)
     st = _sync(conn, server, cache)
-    assert st["failed_count"] == 0 and len(renamed) == st["files_synced"]
+    assert st["failed_count"] == 0 and len(renamed) == st["files_synced"] > fsutil.FEW_FILES
+    assert syncfs_calls  # many files: one group flush
     # Appends and files changed since the manifest go through the same batch.
     rd = sorted(server.glob("*/**/runs/*"))[0]
     with open(rd / "events.jsonl", "ab") as f:
@@ -418,7 +434,11 @@ def test_data_is_durable_before_any_rename(conn: Any, server: Path, tmp_path: Pa
     _regen(server)
     (rd / "status.json").write_text('{"status": "finished", "at": "later"}')  # after it
     renamed.clear()
+    syncfs_calls.clear()
+    synced_dirs.clear()
     st = _sync(conn, server, cache)
     monkeypatch.undo()
     assert st["failed_count"] == 0 and st["incremental_count"] == 1 and len(renamed) == 2
+    assert syncfs_calls == []  # two files: their own fsyncs, then their folder's
+    assert {str(Path(r).parent) for r in renamed} <= set(synced_dirs)
     assert_mirror(server, cache, check_mtime=False)

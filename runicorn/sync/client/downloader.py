@@ -1,9 +1,9 @@
 """Atomic downloads of server files into the local directory.
 
 Bytes go to a staged file under ``<cache>/.runicorn-sync/tmp``, get the server's mtime, and
-are renamed into place in batches (group commit: one ``syncfs`` makes a batch's data durable
-before any of it is renamed, so after a power loss a file never has the right size and mtime
-over lost data).  Appends are copy-on-append: the local copy plus the new bytes are written to
+are renamed into place in batches (group commit: one ``syncfs``, or an fsync of each of a
+few files, makes a batch's data durable before any of it is renamed, so after a power loss a
+file never has the right size and mtime over lost data).  Appends are copy-on-append: the local copy plus the new bytes are written to
 a staged file which then replaces the old one, so a crash leaves either the old or the new
 file, never a spliced one.  The copy is local I/O, cheap next to the network, and keeps the
 rule "a file is replaced whole or not at all" without any journal.  Only files sync wrote
@@ -86,7 +86,7 @@ class Downloader:
             raise UnsafePathError(f"{dest}: a directory is in the way of a server file")
         with self.ledger.lock:
             self.staged[rel] = WrittenLedger.record(os.lstat(staged.path))  # the rename keeps it
-        staged.hand_over(self.batch, dest, rel)  # renamed by commit(), after one syncfs
+        staged.hand_over(self.batch, dest, rel)  # renamed by commit(), once its data is durable
 
     def _may_replace(self, dest: Path, rel: str) -> bool:
         """Asked just before the rename: only a missing file or one sync wrote, unchanged."""
@@ -107,8 +107,8 @@ class Downloader:
     def commit(self) -> dict[str, OSError]:
         """Make every fetched file durable, then rename it into place.
 
-        Call after the transfers (the caller's final ``syncfs`` makes the renames
-        durable).  Returns the files whose rename failed: they did not arrive.  Files
+        Call after the transfers (the caller then makes the renames durable: the
+        folders they changed are ``self.batch.changed_dirs``).  Returns the files whose rename failed: they did not arrive.  Files
         whose local copy sync did not write (or that changed since) are not replaced:
         see :attr:`refused`.
         """

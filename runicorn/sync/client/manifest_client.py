@@ -24,7 +24,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from runicorn.errors import CorruptManifestError, RunicornError, UnsafePathError
-from runicorn.fsutil import atomic_write_json, open_locked, syncfs
+from runicorn.fsutil import atomic_write_json, open_locked, sync_written
 from runicorn.hashing import sha256_bytes
 from runicorn.sync.manifest import TAIL_WINDOW, FileEntry, ManifestType, SyncManifest, tail_hash
 from runicorn.sync.manifest_schema import validate_manifest_dict
@@ -372,10 +372,11 @@ class ManifestSyncClient:
         for path in failed[:5]:
             log.warning("sync of %s failed: %s", path, results[path])
         if not failed:
+            changed = set(downloader.batch.changed_dirs)  # folders the sync's renames changed
             listed = {fe.path for exp in manifest.experiments for fe in exp.files}
             tracked: dict[str, list[int]] = cursor["files"] if isinstance(cursor.get("files"), dict) else {}
             if self.manifest_type is ManifestType.FULL:
-                stats["files_deleted"] = remove_stale(self.cache_dir, tracked, listed, ledger)
+                stats["files_deleted"] = remove_stale(self.cache_dir, tracked, listed, ledger, changed)
             files: dict[str, list[int]] = dict(tracked) if self.manifest_type is ManifestType.ACTIVE else {}
             for rel in listed:
                 try:
@@ -384,7 +385,8 @@ class ManifestSyncClient:
                     continue
                 if ledger.owns(rel, st):  # only what sync wrote; "unchanged" is not "ours"
                     files[rel] = [st.st_size, st.st_mtime_ns]
-            syncfs(self.cache_dir)  # every file durable before the cursor says so
+            # every file durable before the cursor says so (the bytes were, before the renames)
+            sync_written(self.cache_dir, dirs=changed)
             ledger.save()
             atomic_write_json(
                 cursor_path,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runicorn.errors import RunicornError, UnsafePathError
-from runicorn.fsutil import atomic_write_json, open_locked, syncfs
+from runicorn.fsutil import atomic_write_json, open_locked, sync_written
 from runicorn.hashing import sha256_bytes
 from runicorn.sync.client.budget import unplanned_budget
 from runicorn.sync.client.downloader import Downloader
@@ -198,7 +198,8 @@ class WalkSyncClient:
             listed = {rel for rel, _, _ in listing}
             if not isinstance(tracked, dict):
                 tracked = {}
-            stats["files_deleted"] = remove_stale(self.cache_dir, tracked, listed, ledger)
+            changed = set(dl.batch.changed_dirs)  # folders the sync's renames changed
+            stats["files_deleted"] = remove_stale(self.cache_dir, tracked, listed, ledger, changed)
             files: dict[str, list[int]] = {}
             for rel in listed:
                 try:
@@ -207,7 +208,7 @@ class WalkSyncClient:
                     continue
                 if ledger.owns(rel, st):  # only what sync wrote; "unchanged" is not "ours"
                     files[rel] = [st.st_size, st.st_mtime_ns]
-            syncfs(self.cache_dir)
+            sync_written(self.cache_dir, dirs=changed)  # the bytes were durable before the renames
             ledger.save()
             atomic_write_json(
                 cursor_path, {"remote_root": self.remote_root, "synced_at": time.time(), "files": files}, indent=None

@@ -21,13 +21,17 @@ from runicorn.relpath import validate_relpath
 from runicorn.sync.client.local_cache import SYNC_DIR, CachePaths
 
 
-def remove_stale(cache: Path, tracked: Iterable[str], keep: set[str], ledger: "WrittenLedger") -> int:
-    """Delete files a previous sync wrote that the server no longer lists.
+def remove_stale(
+    cache: Path, tracked: Iterable[str], keep: set[str], ledger: "WrittenLedger", changed: set[Path] | None = None
+) -> int:
+    """Delete files a previous sync wrote that the server no longer lists; return how many.
 
     Only files the ledger says sync wrote, and still exactly as written (size, mtime,
     inode), are removed, so local files and local edits survive; empty parent
-    directories are pruned up to the cache root.
+    directories are pruned up to the cache root.  The folders that lost an entry are
+    added to ``changed`` (to be synced by the caller).
     """
+    changed = set() if changed is None else changed
     removed = 0
     paths = CachePaths(cache)
     for rel in tracked:
@@ -45,12 +49,15 @@ def remove_stale(cache: Path, tracked: Iterable[str], keep: set[str], ledger: "W
         ledger.forget(rel)
         removed += 1
         parent = dest.parent
+        changed.add(parent)
         while parent != cache and cache in parent.parents:
             try:
                 parent.rmdir()
             except OSError:
                 break
+            changed.discard(parent)
             parent = parent.parent
+            changed.add(parent)
     return removed
 
 
