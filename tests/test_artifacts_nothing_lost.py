@@ -396,3 +396,50 @@ def test_an_installed_git_tree_sha1_artifact_is_not_fetched_again(tmp_path: Path
     second.write_text(first.read_text())
     assert rn.ensure_artifact_installed("j", second, storage=root) == p
     assert files_of(p) == files_of(src)
+
+
+def test_materialising_a_few_files_syncs_them_not_the_filesystem(tmp_path: Path, monkeypatch) -> None:
+    """``artifact()`` often runs inside a training job that is writing checkpoints: a
+    small artifact is made durable by fsyncs of its own files and folders, before its
+    folder is renamed into place; a large one by one syncfs."""
+    import runicorn.artifacts.materialize as mat
+    import runicorn.fsutil
+    from runicorn.fsutil import FEW_FILES
+
+    synced: list[str] = []
+    syncfs_calls: list[str] = []
+    renamed: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def rename(src: str, dst: str) -> None:
+        renamed.append(str(src))
+        real_rename(src, dst)
+
+    def syncfs(path: Path) -> None:
+        syncfs_calls.append(str(path))
+
+    root = tmp_path / "st"
+    src = make_tree(tmp_path / "src")
+    with Store(root) as s:
+        tree = s.ingest_directory(src)
+        for module in (runicorn.fsutil, mat):
+            monkeypatch.setattr(module, "syncfs", syncfs)
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "rename", rename)
+        dest = mat.materialize(s, tree)
+        monkeypatch.setattr(os, "rename", real_rename)
+        assert files_of(dest) == files_of(src) and syncfs_calls == []
+        staging = next(r for r in renamed if ".staging-" in r)
+        for rel in ("a.txt", "sub/b.bin", "sub/deeper/tool.sh", "sub/naïve ünïcode.txt", "sub", "sub/deeper", ""):
+            assert os.path.join(os.path.realpath(staging), rel).rstrip("/") in synced, rel
+        assert os.path.realpath(root / "artifacts") in synced  # the rename itself
+
+        for i in range(FEW_FILES + 1):
+            (src / f"more-{i}.txt").write_text(f"{i}\n")
+        big = s.ingest_directory(src)
+        syncfs_calls.clear()
+        assert files_of(mat.materialize(s, big)) == files_of(src) and syncfs_calls

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from runicorn.fsutil import fsync_dir, narrowed_perm, syncfs
+from runicorn.fsutil import few_to_sync, fsync_dir, narrowed_perm, sync_written, syncfs
 from runicorn.relpath import ensure_no_symlink_parents, safe_join
 from runicorn.store import Store, TreeEntry
 from runicorn.store.layout import note_blobs_linked_out
@@ -29,9 +29,19 @@ def materialize(store: Store, tree: str, *, name: str | None = None) -> Path:
         staging.mkdir()
         note_blobs_linked_out(store.blobs_dir)  # before the first link: see the function
         try:
-            for path, e in sorted(store.tree_entries(tree).items()):
+            entries = sorted(store.tree_entries(tree).items())
+            for path, e in entries:
                 _place(store, staging, path, e)
-            syncfs(staging)
+            # Complete before the rename, even after a crash; a few files sync alone (a
+            # syncfs would wait for everything else being written, a training job's too).
+            if few_to_sync(len(entries)):
+                folders = {staging} | {(staging / path).parent for path, _ in entries}
+                for folder in list(folders):  # and every folder between
+                    folders.update(p for p in folder.parents if staging in p.parents)
+                files = [staging / path for path, e in entries if e.mode != MODE_LINK]
+                sync_written(staging, files, folders)
+            else:
+                syncfs(staging)
             try:
                 os.rename(staging, dest)
             except OSError:
