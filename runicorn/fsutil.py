@@ -405,10 +405,11 @@ class GroupCommit:
         for staged, dest, key in items:
             try:
                 folder = dest.parent
-                while not folder.is_dir():  # each folder made here changes its parent
+                if folder not in self.changed_dirs:
+                    while not folder.is_dir():  # each folder made here changes its parent
+                        self.changed_dirs.add(folder)
+                        folder = folder.parent
                     self.changed_dirs.add(folder)
-                    folder = folder.parent
-                self.changed_dirs.add(folder)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staged, dest)
             except OSError as exc:

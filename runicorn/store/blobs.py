@@ -185,7 +185,7 @@ def commit_blobs(
                 dirs.add(d)
                 if move:
                     moved.add(sha)
-        if group:
+        if group and dirs:
             syncfs(store.blobs_dir)
         else:
             sync_written(store.blobs_dir, dirs=dirs)
