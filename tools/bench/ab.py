@@ -6,8 +6,10 @@ head of ``main``) it makes a throwaway checkout (``git worktree add --detach``) 
 virtualenv with that checkout installed (``pip install -e``), both cached by commit under
 ``--work`` (default ``/tmp/rn-ab/<commit>/{src,venv}``), so a second A/B against the same
 commits starts at once.  Then, ``--rounds`` times (default 3), it runs every chosen
-benchmark once for A and once for B, back to back (A, B, A, B ...), one process at a
-time, so machine noise falls on both sides alike.  Each revision is measured with its
+benchmark once for A and once for B, back to back, one process at a time, so machine
+noise falls on both sides alike; the order alternates (A, B in odd rounds, B, A in even
+ones), because whichever runs second meets what the first left behind (its data still
+being written back): with A always first, code B did not change measured slower.  Each revision is measured with its
 own ``tools/bench`` scripts (what B's refactor changed in them is part of B), run from
 its own checkout with its own virtualenv.
 
@@ -774,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         for bench in runnable:
             this_round: dict[str, dict[str, float]] = {}
-            for rev in revs:
+            for rev in revs if r % 2 == 0 else revs[::-1]:
                 log(f"round {r + 1}/{args.rounds} {bench.name} {rev.label} ({rev.sha[:12]})")
                 log_path = logs / f"{bench.name}-{rev.label}-{r + 1}.txt"
                 try:
