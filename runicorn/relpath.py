@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from runicorn.errors import UnsafePathError
@@ -111,6 +112,18 @@ def short_repr(rel: str | bytes) -> str:
     """repr of a path, shortened in the middle when very long (one readable line)."""
     text = repr(rel)
     return text if len(text) <= 200 else text[:96] + "..." + text[-96:]
+
+
+def parent_dirs(paths: Iterable[str]) -> set[str]:
+    """Every folder the relative ``paths`` lie in, each once (``a`` and ``a/b`` for
+    ``a/b/c``; none for a top-level name)."""
+    dirs: set[str] = set()
+    for p in paths:
+        i = p.rfind("/")
+        while i > 0 and p[:i] not in dirs:  # a folder seen before came with its parents
+            dirs.add(p[:i])
+            i = p.rfind("/", 0, i)
+    return dirs
 
 
 def safe_join(root: Path, rel: str, *, what: str = "path") -> Path:

@@ -12,6 +12,7 @@ from typing import IO, Any, BinaryIO
 from runicorn.errors import ArtifactError
 from runicorn.fsutil import narrowed_perm
 from runicorn.hashing import git_blob_sha1_bytes, git_blob_sha1_file, sha256_file
+from runicorn.relpath import parent_dirs
 from runicorn.store import Store, TreeEntry, open_store, scan_directory
 from runicorn.store.tree_format import MODE_EXEC, MODE_LINK
 from runicorn.store.walk import directory_tree_id
@@ -151,7 +152,7 @@ def write_archive(
     out = Path(out_path)
     kind = archive_kind(out)
     paths = sorted(entries, key=lambda p: p.encode("utf-8", "surrogateescape"))
-    dirs = sorted({"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)})
+    dirs = sorted(parent_dirs(paths))
     items = sorted(
         [(d, None) for d in dirs] + [(p, entries[p]) for p in paths],
         key=lambda it: it[0].encode("utf-8", "surrogateescape"),

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from runicorn.fsutil import few_to_sync, fsync_dir, narrowed_perm, sync_written, syncfs
-from runicorn.relpath import ensure_no_symlink_parents, safe_join
+from runicorn.relpath import ensure_no_symlink_parents, parent_dirs, safe_join
 from runicorn.store import Store, TreeEntry
 from runicorn.store.layout import note_blobs_linked_out
 from runicorn.store.tree_format import MODE_EXEC, MODE_LINK
@@ -35,9 +35,7 @@ def materialize(store: Store, tree: str, *, name: str | None = None) -> Path:
             # Complete before the rename, even after a crash; a few files sync alone (a
             # syncfs would wait for everything else being written, a training job's too).
             if few_to_sync(len(entries)):
-                folders = {staging} | {(staging / path).parent for path, _ in entries}
-                for folder in list(folders):  # and every folder between
-                    folders.update(p for p in folder.parents if staging in p.parents)
+                folders = [staging, *(staging / d for d in parent_dirs(path for path, _ in entries))]
                 files = [staging / path for path, e in entries if e.mode != MODE_LINK]
                 sync_written(staging, files, folders)
             else:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from runicorn.errors import RunicornError, UnsafePathError
 from runicorn.fsutil import current_umask, sync_written
-from runicorn.relpath import safe_join
+from runicorn.relpath import parent_dirs, safe_join
 from runicorn.restore.source import store_root_of
 from runicorn.restore.staging import RESTORE_MARK
 from runicorn.store import refkinds
@@ -69,9 +69,7 @@ class Checkout:
                 f"{self.target}: lies inside a .git directory; a restore never changes "
                 f".git (restore into an empty directory)"
             )
-        dirs = sorted(
-            {"/".join(p.split("/")[:i]) for p in self.entries for i in range(1, p.count("/") + 1)}, key=path_key
-        )
+        dirs = sorted(parent_dirs(self.entries), key=path_key)
         blocked: set[str] = set()  # tree directories missing in the target (so is all below)
         for d in dirs:
             parent = d.rpartition("/")[0]
@@ -285,9 +283,7 @@ class Checkout:
                 self.removed += 1
                 touched_parents.add(rel.rpartition("/")[0])
         umask = current_umask()
-        dirs = sorted(
-            {"/".join(p.split("/")[:i]) for p in self.to_write for i in range(1, p.count("/") + 1)}, key=path_key
-        )
+        dirs = sorted(parent_dirs(self.to_write), key=path_key)
         for d in dirs:
             try:
                 os.mkdir(safe_join(self.target, d), 0o755 & ~umask)
@@ -311,7 +307,7 @@ class Checkout:
 
     def _prune(self, parents: set[str]) -> set[str]:
         """Remove directories emptied by ``delete`` (never one the tree needs); return them."""
-        needed = {"/".join(p.split("/")[:i]) for p in self.entries for i in range(1, p.count("/") + 1)}
+        needed = parent_dirs(self.entries)
         removed: set[str] = set()
         for start in sorted(parents, key=lambda p: -p.count("/")):
             d = start

@@ -36,7 +36,7 @@ from runicorn.fsutil import (
     write_all,
 )
 from runicorn.hashing import new_sha256
-from runicorn.relpath import safe_join, validate_relpath
+from runicorn.relpath import parent_dirs, safe_join, validate_relpath
 from runicorn.restore.checkout import BACKUP_REF_KIND, BackupCallback, Checkout
 from runicorn.restore.source import missing_blobs, read_manifest, store_root_of
 from runicorn.restore.staging import Staging, sweep_abandoned_restores
@@ -305,7 +305,7 @@ def _materialise(
     methods: dict[str, int] = {}
     if link == "hardlink":
         note_blobs_linked_out(blob_root)  # before the first link: see the function
-    dirs = sorted({"/".join(p.split("/")[:i]) for p in entries for i in range(1, p.count("/") + 1)}, key=path_key)
+    dirs = sorted(parent_dirs(entries), key=path_key)
     for d in dirs:
         os.mkdir(safe_join(staging, d), 0o755)
     from runicorn.store.reader import read_checked

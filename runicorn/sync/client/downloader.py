@@ -3,9 +3,9 @@
 Bytes go to a staged file under ``<cache>/.runicorn-sync/tmp``, get the server's mtime, and
 are renamed into place in batches (group commit: one ``syncfs``, or an fsync of each of a
 few files, makes a batch's data durable before any of it is renamed, so after a power loss a
-file never has the right size and mtime over lost data).  Appends are copy-on-append: the local copy plus the new bytes are written to
-a staged file which then replaces the old one, so a crash leaves either the old or the new
-file, never a spliced one.  The copy is local I/O, cheap next to the network, and keeps the
+file never has the right size and mtime over lost data).  Appends are copy-on-append: the
+local copy plus the new bytes are written to a staged file which then replaces the old one,
+so a crash leaves either the old or the new file, never a spliced one.  The copy is local I/O, cheap next to the network, and keeps the
 rule "a file is replaced whole or not at all" without any journal.  Only files sync wrote
 itself are replaced (see :mod:`.written_ledger`).
 """
@@ -108,9 +108,9 @@ class Downloader:
         """Make every fetched file durable, then rename it into place.
 
         Call after the transfers (the caller then makes the renames durable: the
-        folders they changed are ``self.batch.changed_dirs``).  Returns the files whose rename failed: they did not arrive.  Files
-        whose local copy sync did not write (or that changed since) are not replaced:
-        see :attr:`refused`.
+        folders they changed are ``self.batch.changed_dirs``).  Returns the files whose
+        rename failed: they did not arrive.  Files whose local copy sync did not write (or
+        that changed since) are not replaced: see :attr:`refused`.
         """
         self.batch.commit()
         for rel in self.batch.refused:
