@@ -34,9 +34,10 @@ def _keep_read_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | Non
     return safe
 
 
-def extract(dest: Path) -> Path:
-    """Unpack the fixture under ``dest``; return its storage root."""
-    with tarfile.open(TARBALL) as tar:
+def extract(dest: Path, tarball: Path = TARBALL) -> Path:
+    """Unpack the fixture (or another frozen store, ``tarball``) under ``dest``; return its
+    storage root."""
+    with tarfile.open(tarball) as tar:
         tar.extractall(dest, filter=_keep_read_only)
     return dest / "store"
 

@@ -179,7 +179,8 @@ def test_damaged_index_rebuilt_before_deleting(tmp_path: Path) -> None:
     with store.index.write() as c:
         c.execute("DELETE FROM refs WHERE name LIKE ?", (run2.run_id + "%",))
         c.execute(
-            "DELETE FROM page_blobs WHERE page IN (SELECT value FROM json_each((SELECT pages FROM trees WHERE tree = ?)))",
+            "DELETE FROM page_blobs WHERE page IN (SELECT id FROM pages WHERE page IN "
+            "(SELECT value FROM json_each((SELECT pages FROM trees WHERE tree = ?))))",
             (code2,),
         )
     r = delete_run_completely(run1.run_id, store.root)

@@ -16,7 +16,7 @@ from runicorn.store import Store, TreeEntry
 def recount_ok(store: Store) -> bool:
     rows = store.index.query(
         "SELECT COUNT(*) FROM blobs b WHERE b.refcount != "
-        "(SELECT COALESCE(SUM(e.n), 0) FROM page_blobs e WHERE e.blob = b.sha256)"
+        "(SELECT COALESCE(SUM(e.n), 0) FROM page_blobs e WHERE e.blob = b.id)"
     )
     trows = store.index.query(
         "SELECT COUNT(*) FROM trees t WHERE t.refcount != (SELECT COUNT(*) FROM refs r WHERE r.tree = t.tree)"

@@ -39,7 +39,7 @@ def assert_consistent(root: Path) -> list[str]:
         assert (
             store.index.query(
                 "SELECT COUNT(*) FROM blobs b WHERE refcount != "
-                "(SELECT COALESCE(SUM(e.n), 0) FROM page_blobs e WHERE e.blob = b.sha256)"
+                "(SELECT COALESCE(SUM(e.n), 0) FROM page_blobs e WHERE e.blob = b.id)"
             )[0][0]
             == 0
         )

@@ -16,7 +16,7 @@ import pytest
 
 from runicorn.store import Store
 from runicorn.store.index import SCHEMA_VERSION
-from tests.store_fixture import TREES, check_all, extract
+from tests.store_fixture import DATA, TREES, check_all, extract
 
 
 def _tables(root: Path) -> set[str]:
@@ -36,7 +36,7 @@ def test_the_open_moves_every_tree_to_pages_and_drops_the_old_rows(
         said = capsys.readouterr().err
         assert f"moving {len(TREES)} tree(s) of {root} to the page format" in said and "once" in said
         assert any(f"migrated {len(TREES)} tree(s) to pages" in n for n in s.recovered), s.recovered
-        assert s.index.version == SCHEMA_VERSION == 6
+        assert s.index.version == SCHEMA_VERSION == 7
         for tree in TREES:
             manifest = json.loads(s.manifest_path(tree).read_bytes())
             assert manifest["format_version"] == 2 and "files" not in manifest
@@ -124,7 +124,8 @@ def test_a_tree_with_damaged_rows_and_manifest_keeps_the_old_format_and_its_blob
         assert all(s.blob_path(sha).exists() for sha in left)
 
 
-# What index schema 5 had beyond schema 6: a trigger per link keeping blobs.refcount.
+# What index schema 5 had beyond schema 6: a trigger per link keeping blobs.refcount
+# (schema 6's page_blobs named blobs by their SHA-256).
 _SCHEMA_5_TRIGGERS = """
 CREATE TRIGGER page_blobs_ins AFTER INSERT ON page_blobs BEGIN
     UPDATE blobs SET refcount = refcount + NEW.n WHERE sha256 = NEW.blob;
@@ -137,9 +138,14 @@ PRAGMA user_version = 5;
 
 
 def test_a_schema_5_store_loses_its_link_triggers_and_keeps_its_counts(tmp_path: Path) -> None:
-    """A store as schema 5 wrote it (the per-link triggers) is migrated on open: the
-    triggers go, the counts stay right through trees stored, unpinned and collected."""
-    root = tmp_path / "st"
+    """A store as schema 5 wrote it (schema 6's tables, and the per-link triggers) is
+    migrated on open: the triggers go, the counts stay right through trees stored,
+    unpinned and collected."""
+    fixture = json.loads((DATA / "store-schema6.json").read_text())
+    root = extract(tmp_path, DATA / "store-schema6.tar.gz")
+    conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
+    conn.execute(_SCHEMA_5_TRIGGERS)
+    conn.close()
 
     def put(s: Store, files: dict[str, bytes], name: str) -> str:
         entries = {}
@@ -148,24 +154,29 @@ def test_a_schema_5_store_loses_its_link_triggers_and_keeps_its_counts(tmp_path:
             entries[path] = (info.sha256, "100644", info.size)
         return s.put_tree(entries, ref=("pin", name))
 
+    def problems(s: Store) -> list[str]:
+        # The fixture's lost blob is the one problem it has.
+        return [p["kind"] for p in s.verify(deep=True)["problems"] if p.get("id") != fixture["roles"]["lost_tree"]]
+
     files = {f"f{i:03}.txt": f"file {i}\n".encode() * (i % 3 + 1) for i in range(300)}
     files["dup.txt"] = files["f000.txt"]  # one blob named twice
     with Store(root) as s:
-        first = put(s, files, "first")
-    conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
-    conn.execute(_SCHEMA_5_TRIGGERS)
-    conn.close()
-    with Store(root) as s:
-        assert s.index.version == SCHEMA_VERSION == 6
+        assert s.index.version == SCHEMA_VERSION == 7
         assert not s.index.query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'page_blobs%'")
-        assert s.verify()["ok"]
+        assert problems(s) == []
+        first = put(s, files, "first")
         files["f001.txt"] = b"changed\n"
         files["new.txt"] = b"new\n"
         second = put(s, files, "second")
-        assert s.verify()["ok"]
-        s.unpin("first")
+        assert problems(s) == []
+        for pin in ("first", "v1", "release", "lost"):
+            s.unpin(pin)
         s.gc(grace_seconds=0)
         assert s.has_tree(second) and not s.has_tree(first)
+        assert problems(s) == []  # every refcount equals its recount
         named = Counter(hashlib.sha256(data).hexdigest() for data in files.values())
-        assert dict(s.index.query("SELECT sha256, refcount FROM blobs")) == dict(named)
-        assert s.verify(deep=True)["ok"]
+        counts = dict(s.index.query("SELECT sha256, refcount FROM blobs"))
+        assert {sha: counts[sha] for sha in named if sha not in fixture["blobs"]} == {
+            sha: n for sha, n in named.items() if sha not in fixture["blobs"]
+        }
+        assert s.index.query("SELECT COUNT(*) FROM lost_blobs") == [(0,)]

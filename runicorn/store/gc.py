@@ -26,7 +26,7 @@ from runicorn.hashing import is_sha256_hex
 from runicorn.store.extensions import registered
 from runicorn.store.index import has_table
 from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, TreeInfo, move_if_exists
-from runicorn.store.rows import delete_links
+from runicorn.store.rows import PAGE_ROWS, delete_blob_rows, delete_links, drop_unnamed_lost_blobs
 from runicorn.workers import run_groups, worker_count
 
 if TYPE_CHECKING:
@@ -344,7 +344,7 @@ def _plan(
         dead_leaves += [pid for pid, leaf, _ in dying if leaf]
         nodes = json.dumps([pid for pid, leaf, _ in dying if not leaf])
         for (child,) in c.execute(
-            "SELECT child FROM page_children WHERE page IN (SELECT value FROM json_each(?))", (nodes,)
+            f"SELECT p.page FROM page_children l JOIN pages p ON p.id = l.child WHERE l.page IN {PAGE_ROWS}", (nodes,)
         ):
             lost[child] = lost.get(child, 0) + 1
             frontier.add(child)
@@ -354,8 +354,8 @@ def _plan(
         sha: (size, touched)
         for sha, size, touched in c.execute(
             "SELECT b.sha256, b.size, b.touched_at FROM (SELECT blob, SUM(n) AS lost FROM page_blobs "
-            "WHERE page IN (SELECT value FROM json_each(?)) GROUP BY blob) f "
-            "JOIN blobs b ON b.sha256 = f.blob WHERE b.refcount <= f.lost AND b.touched_at < ? "
+            f"WHERE page IN {PAGE_ROWS} GROUP BY blob) f "
+            "JOIN blobs b ON b.id = f.blob WHERE b.refcount <= f.lost AND b.touched_at < ?2 "
             "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256)",
             (json.dumps(dead_leaves), until),
         )
@@ -400,13 +400,13 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, d
     # Blob rows first: the links deleted after them then count down the blobs that
     # stay only, not 100,000 rows about to go.
     for i in range(0, len(shas), GC_BATCH):
-        c.execute(
-            "DELETE FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (json.dumps(shas[i : i + GC_BATCH]),)
-        )
+        delete_blob_rows(c, json.dumps(shas[i : i + GC_BATCH]))
     for i in range(0, len(pids), GC_BATCH):
         chunk = json.dumps(pids[i : i + GC_BATCH])
         delete_links(c, chunk)
         c.execute("DELETE FROM pages WHERE page IN (SELECT value FROM json_each(?))", (chunk,))
+    if pids:
+        drop_unnamed_lost_blobs(c)
     return journal
 
 

@@ -13,7 +13,7 @@ import apsw
 
 from runicorn.errors import StoreIndexError, ReadOnlyStoreError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_MS = 120_000
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
@@ -21,33 +21,35 @@ BUSY_TIMEOUT_MS = 120_000
 # adds ctime_ns to the stat cache (a cache: its rows are dropped, files are read once more); 3 -> 4
 # adds toml_usage.missing_since (a missing Runicorn.toml keeps its bindings for a retention); 4 -> 5
 # stores trees as pages (the trees themselves move in runicorn.store.migrate); 5 -> 6 drops
-# the per-link triggers of blobs.refcount (runicorn.store.rows keeps it per batch).  Every
-# statement of index.sql is idempotent (IF NOT EXISTS / OR IGNORE), so a migration that
-# adds tables runs the whole file again.  The feature tables (stat_cache, runs, toml_usage) are
+# the per-link triggers of blobs.refcount (runicorn.store.rows keeps it per batch); 6 -> 7
+# names blobs in links by integer ids.  A new index gets the current schema at once.  The
+# steps up to version 6 run the schema as it was at version 6 (index_v6.sql), whose
+# statements are idempotent (IF NOT EXISTS / OR IGNORE), so a step that adds tables runs
+# that whole file again.  The feature tables (stat_cache, runs, toml_usage) are
 # not in index.sql: a store creates them, as of the current version, for the features that use
 # them (runicorn.store.tables), after these migrations; a migration of a feature table therefore
 # changes it only where it exists.
 MIGRATIONS: dict[int, Callable[[apsw.Connection], None]] = {}
 
 
-def schema_sql() -> str:
-    """The text of ``index.sql`` (also published as ``schema/index.sql``)."""
+def schema_sql(name: str = "index.sql") -> str:
+    """The text of ``index.sql`` (also published as ``schema/index.sql``), or of the
+    frozen schema file ``name``."""
     from importlib import resources  # only when creating or migrating an index
 
-    return resources.files("runicorn.store").joinpath("index.sql").read_text("utf-8")
+    return resources.files("runicorn.store").joinpath(name).read_text("utf-8")
 
 
-def _migrate_0_to_1(conn: apsw.Connection) -> None:
-    conn.execute(schema_sql())
+def _schema_v6(conn: apsw.Connection) -> None:
+    conn.execute(schema_sql("index_v6.sql"))
 
 
-MIGRATIONS[0] = _migrate_0_to_1
-MIGRATIONS[1] = _migrate_0_to_1  # adds remote_objects, remote_state, remote_refs
+MIGRATIONS[1] = _schema_v6  # adds remote_objects, remote_state, remote_refs
 
 
 def _migrate_2_to_3(conn: apsw.Connection) -> None:
     conn.execute("DROP TABLE IF EXISTS stat_cache")
-    conn.execute(schema_sql())
+    _schema_v6(conn)
 
 
 MIGRATIONS[2] = _migrate_2_to_3
@@ -71,7 +73,7 @@ def _migrate_4_to_5(conn: apsw.Connection) -> None:
         conn.execute("ALTER TABLE trees ADD COLUMN depth INTEGER")
         conn.execute("ALTER TABLE trees ADD COLUMN pages TEXT")
     conn.execute("DROP TRIGGER IF EXISTS blobs_ins")
-    conn.execute(schema_sql())
+    _schema_v6(conn)
 
 
 MIGRATIONS[4] = _migrate_4_to_5
@@ -85,6 +87,79 @@ def _migrate_5_to_6(conn: apsw.Connection) -> None:
 
 
 MIGRATIONS[5] = _migrate_5_to_6
+
+
+def _migrate_6_to_7(conn: apsw.Connection) -> None:
+    # Links name pages and blobs by integer ids: blobs, pages and the link tables are copied
+    # into new tables.
+    if "id" in {row[1] for row in conn.execute("PRAGMA table_info(blobs)")}:
+        # Already in this shape (a version set back by hand): the triggers as of now.
+        for trigger in ("blobs_ins", "blobs_del", "blobs_found", "page_children_ins", "page_children_del"):
+            conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        conn.execute(schema_sql())
+        return
+    count = int(conn.execute("SELECT COUNT(*) FROM blobs").fetchall()[0][0] or 0)
+    if count >= 100_000:  # about 15 s per 1,000,000 blobs: say why the open waits, once
+        import sys
+
+        print(
+            f"runicorn: upgrading {conn.db_filename('main')} to index schema 7 ({count:,} blobs), once; "
+            "interrupting is safe",
+            file=sys.stderr,
+        )
+    # Legacy renaming leaves the text of other tables' triggers alone: the triggers of trees
+    # (and a schema-4 store's tree_entries) name "pages" and "blobs", which are the new
+    # tables once this is done.
+    old = ("blobs", "pages", "page_blobs", "page_children")
+    for statement in (
+        "DROP TRIGGER IF EXISTS blobs_ins",
+        "DROP TRIGGER IF EXISTS blobs_del",
+        "DROP TRIGGER IF EXISTS page_children_ins",
+        "DROP TRIGGER IF EXISTS page_children_del",
+        "DROP INDEX IF EXISTS blobs_unreferenced",
+        "DROP INDEX IF EXISTS pages_unreferenced",
+        "DROP INDEX IF EXISTS page_blobs_blob",
+        "PRAGMA legacy_alter_table = ON",
+        *(f"ALTER TABLE {table} RENAME TO {table}_v6" for table in old),
+    ):
+        conn.execute(statement)
+    try:
+        conn.execute(schema_sql())
+        # The copies keep the counts and totals as they were (verify checks them): no
+        # trigger may count the copied links again.
+        conn.execute("DROP TRIGGER page_children_ins")
+        conn.execute(
+            "INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) "
+            "SELECT sha256, size, refcount, created_at, touched_at FROM blobs_v6"
+        )
+        conn.execute(
+            "INSERT INTO pages (page, leaf, entries, size, refcount, created_at) "
+            "SELECT page, leaf, entries, size, refcount, created_at FROM pages_v6"
+        )
+        # Blobs links name whose row a repair dropped (their file was lost).
+        conn.execute(
+            "INSERT INTO lost_blobs (sha256) SELECT DISTINCT l.blob FROM page_blobs_v6 l "
+            "WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = l.blob) ORDER BY l.blob"
+        )
+        # A link of a page without a row (only damage leaves one) has nothing to name it
+        # by: it is not copied, and verify reports the counts it made.
+        conn.execute(
+            "INSERT INTO page_blobs (page, blob, n) SELECT p.id, COALESCE(b.id, -g.id), l.n FROM page_blobs_v6 l "
+            "JOIN pages p ON p.page = l.page LEFT JOIN blobs b ON b.sha256 = l.blob "
+            "LEFT JOIN lost_blobs g ON g.sha256 = l.blob"
+        )
+        conn.execute(
+            "INSERT INTO page_children (page, child) SELECT p.id, c.id FROM page_children_v6 l "
+            "JOIN pages p ON p.page = l.page JOIN pages c ON c.page = l.child"
+        )
+        for table in old:
+            conn.execute(f"DROP TABLE {table}_v6")
+        conn.execute(schema_sql())
+    finally:
+        conn.execute("PRAGMA legacy_alter_table = OFF")
+
+
+MIGRATIONS[6] = _migrate_6_to_7
 
 
 class Index:
@@ -172,8 +247,12 @@ class Index:
                 current = self.version
                 if current >= SCHEMA_VERSION:
                     break
-                MIGRATIONS[current](self.conn)
-                self.conn.execute(f"PRAGMA user_version={current + 1}")
+                if current == 0:
+                    self.conn.execute(schema_sql())
+                    self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                else:
+                    MIGRATIONS[current](self.conn)
+                    self.conn.execute(f"PRAGMA user_version={current + 1}")
             current = self.version
 
     @contextlib.contextmanager

@@ -1,4 +1,4 @@
--- Runicorn index schema, version 6.
+-- Runicorn index schema, version 7.
 --
 -- One SQLite database (archive/index.sqlite3, WAL) indexes what the files under
 -- archive/ hold.  The files are the source of truth: blobs/<aa>/<sha256>,
@@ -19,16 +19,37 @@
 -- delete links (runicorn/store/rows.py, gc) add or subtract each blob's sum in one
 -- statement per batch (version 6: a trigger per link cost about 15 us, 1.5 s for the
 -- 100,000 links of a first snapshot of 100,000 files).
+--
+-- Version 7: a link names its page and its blob or child page by their rows' integer ids,
+-- not by 64-hex SHA-256s (a link of two 64-character keys, stored again in the index by
+-- blob, was about half the index work of storing or collecting 100,000 files).  Page rows
+-- go only when nothing names them (gc), so a link never outlives the page rows it names.  A link must outlive its blob's row: when a
+-- blob's file is lost and a repair drops its row, the links naming it move to a
+-- lost_blobs row and name it by that row's id negated; storing the blob again gives
+-- them its new id back (trigger blobs_found).  So every link names either a blobs row
+-- (id > 0) or a lost_blobs row (id < 0), and a blobs row means the blob is stored.
 -- PRAGMA user_version holds the schema version; runicorn/store/index.py migrates.
 
+-- AUTOINCREMENT: an id is never given twice, so a link left behind by damage can never
+-- count for another blob.
 CREATE TABLE IF NOT EXISTS blobs (
-    sha256      TEXT PRIMARY KEY,           -- lowercase hex SHA-256 of the bytes
+    id          INTEGER PRIMARY KEY AUTOINCREMENT, -- what links name (page_blobs.blob)
+    sha256      TEXT NOT NULL,              -- lowercase hex SHA-256 of the bytes
     size        INTEGER NOT NULL,           -- bytes
     refcount    INTEGER NOT NULL DEFAULT 0, -- tree entries naming this blob
     created_at  REAL NOT NULL,              -- unix seconds, first ingest
     touched_at  REAL NOT NULL               -- unix seconds, last ingest (gc grace)
-) WITHOUT ROWID;
+);
+CREATE UNIQUE INDEX IF NOT EXISTS blobs_sha256 ON blobs (sha256);
 CREATE INDEX IF NOT EXISTS blobs_unreferenced ON blobs (touched_at) WHERE refcount = 0;
+
+-- Blobs some leaf names that the store does not hold (their file was lost and a repair
+-- dropped their row, or a rebuild met a leaf naming them): links name them as -id.
+-- A row goes when no link names it any more, or when the blob is stored again.
+CREATE TABLE IF NOT EXISTS lost_blobs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    sha256      TEXT NOT NULL UNIQUE
+);
 
 CREATE TABLE IF NOT EXISTS trees (
     tree        TEXT PRIMARY KEY,           -- tree id (schema/tree-id.md)
@@ -48,26 +69,28 @@ CREATE INDEX IF NOT EXISTS trees_unreferenced ON trees (touched_at) WHERE refcou
 -- pages.  A page's row is written before any row naming it, and goes only when its
 -- refcount is 0 (gc), after its own links.
 CREATE TABLE IF NOT EXISTS pages (
-    page        TEXT PRIMARY KEY,           -- sha256 of the page's bytes
+    id          INTEGER PRIMARY KEY AUTOINCREMENT, -- what links name
+    page        TEXT NOT NULL,              -- sha256 of the page's bytes
     leaf        INTEGER NOT NULL,           -- 1: lists files, 0: lists pages
     entries     INTEGER NOT NULL,           -- lines below its header
     size        INTEGER NOT NULL,           -- bytes of the page file
     refcount    INTEGER NOT NULL DEFAULT 0, -- nodes and trees naming it
     created_at  REAL NOT NULL
-) WITHOUT ROWID;
+);
+CREATE UNIQUE INDEX IF NOT EXISTS pages_page ON pages (page);
 CREATE INDEX IF NOT EXISTS pages_unreferenced ON pages (page) WHERE refcount = 0;
 
 CREATE TABLE IF NOT EXISTS page_blobs (
-    page        TEXT NOT NULL,              -- a leaf page
-    blob        TEXT NOT NULL,
+    page        INTEGER NOT NULL,           -- pages.id of a leaf page
+    blob        INTEGER NOT NULL,           -- blobs.id, or -lost_blobs.id
     n           INTEGER NOT NULL,           -- files of the page with these bytes
     PRIMARY KEY (page, blob)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS page_blobs_blob ON page_blobs (blob);
 
 CREATE TABLE IF NOT EXISTS page_children (
-    page        TEXT NOT NULL,              -- a node page
-    child       TEXT NOT NULL,              -- a page it lists (each at most once)
+    page        INTEGER NOT NULL,           -- pages.id of a node page
+    child       INTEGER NOT NULL,           -- pages.id of a page it lists (each at most once)
     PRIMARY KEY (page, child)
 ) WITHOUT ROWID;
 -- No index by child: counts are kept by the triggers below, gc walks down from parents,
@@ -93,7 +116,9 @@ CREATE TABLE IF NOT EXISTS holds (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_sha256 ON holds (sha256);
 
--- Running totals so stats are O(1) at any size.
+-- Running totals so stats are O(1) at any size.  Kept by the statements that insert and
+-- delete blob rows (runicorn/store/rows.py), one update per batch (version 7; a trigger
+-- per row before: two more statements for each of 100,000 blobs stored or collected).
 CREATE TABLE IF NOT EXISTS totals (
     name        TEXT PRIMARY KEY,           -- 'blob_count', 'blob_bytes'
     value       INTEGER NOT NULL
@@ -130,10 +155,10 @@ CREATE TABLE IF NOT EXISTS remote_refs (
 
 -- Triggers keep refcounts and totals exact.
 CREATE TRIGGER IF NOT EXISTS page_children_ins AFTER INSERT ON page_children BEGIN
-    UPDATE pages SET refcount = refcount + 1 WHERE page = NEW.child;
+    UPDATE pages SET refcount = refcount + 1 WHERE id = NEW.child;
 END;
 CREATE TRIGGER IF NOT EXISTS page_children_del AFTER DELETE ON page_children BEGIN
-    UPDATE pages SET refcount = refcount - 1 WHERE page = OLD.child;
+    UPDATE pages SET refcount = refcount - 1 WHERE id = OLD.child;
 END;
 CREATE TRIGGER IF NOT EXISTS trees_pages_ins AFTER INSERT ON trees WHEN NEW.pages IS NOT NULL BEGIN
     UPDATE pages SET refcount = refcount + 1 WHERE page IN (SELECT value FROM json_each(NEW.pages));
@@ -157,18 +182,16 @@ CREATE TRIGGER IF NOT EXISTS refs_upd AFTER UPDATE OF tree ON refs BEGIN
     UPDATE trees SET refcount = refcount - 1 WHERE tree = OLD.tree;
     UPDATE trees SET refcount = refcount + 1 WHERE tree = NEW.tree;
 END;
--- A blob or tree that (re)appears counts the references that already name it, so a
--- blob re-ingested after damage heals its refcount.
-CREATE TRIGGER IF NOT EXISTS blobs_ins AFTER INSERT ON blobs BEGIN
-    UPDATE blobs SET refcount = (SELECT COALESCE(SUM(n), 0) FROM page_blobs WHERE blob = NEW.sha256)
-        WHERE sha256 = NEW.sha256;
-    UPDATE totals SET value = value + 1 WHERE name = 'blob_count';
-    UPDATE totals SET value = value + NEW.size WHERE name = 'blob_bytes';
+-- A lost blob stored again takes over the links that named it lost, and counts them, so
+-- a blob re-ingested after damage heals its refcount.
+CREATE TRIGGER IF NOT EXISTS blobs_found AFTER INSERT ON blobs
+    WHEN EXISTS (SELECT 1 FROM lost_blobs WHERE sha256 = NEW.sha256) BEGIN
+    UPDATE page_blobs SET blob = NEW.id WHERE blob = -(SELECT id FROM lost_blobs WHERE sha256 = NEW.sha256);
+    DELETE FROM lost_blobs WHERE sha256 = NEW.sha256;
+    UPDATE blobs SET refcount = (SELECT COALESCE(SUM(n), 0) FROM page_blobs WHERE blob = NEW.id)
+        WHERE id = NEW.id;
 END;
-CREATE TRIGGER IF NOT EXISTS blobs_del AFTER DELETE ON blobs BEGIN
-    UPDATE totals SET value = value - 1 WHERE name = 'blob_count';
-    UPDATE totals SET value = value - OLD.size WHERE name = 'blob_bytes';
-END;
+-- A tree that (re)appears counts the refs that already name it.
 CREATE TRIGGER IF NOT EXISTS trees_ins AFTER INSERT ON trees BEGIN
     UPDATE trees SET refcount = (SELECT COUNT(*) FROM refs WHERE tree = NEW.tree)
         WHERE tree = NEW.tree;

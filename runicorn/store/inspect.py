@@ -542,7 +542,7 @@ def diff(
 _DU_OWNERS = """
 WITH RECURSIVE ot(owner, tree) AS (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)),
 op(owner, page) AS (
-    SELECT ot.owner, j.value FROM ot JOIN trees t ON t.tree = ot.tree, json_each(t.pages) j
+    SELECT ot.owner, p.id FROM ot JOIN trees t ON t.tree = ot.tree, json_each(t.pages) j JOIN pages p ON p.page = j.value
     UNION SELECT op.owner, l.child FROM op JOIN page_children l ON l.page = op.page),
 ob AS (SELECT DISTINCT op.owner AS owner, l.blob AS blob FROM op JOIN page_blobs l ON l.page = op.page),
 bo AS (SELECT blob, COUNT(*) AS n FROM ob GROUP BY blob)
@@ -576,20 +576,20 @@ def du(store: "Store") -> dict[str, Any]:
             _DU_OWNERS
             + """
             SELECT ob.owner, COUNT(*), SUM(b.size), SUM(CASE WHEN bo.n = 1 THEN b.size ELSE 0 END)
-            FROM ob JOIN bo ON bo.blob = ob.blob JOIN blobs b ON b.sha256 = ob.blob GROUP BY ob.owner""",
+            FROM ob JOIN bo ON bo.blob = ob.blob JOIN blobs b ON b.id = ob.blob GROUP BY ob.owner""",
             param,
         ).fetchall()
         shared = c.execute(
             _DU_OWNERS
             + """
-            SELECT COUNT(*), COALESCE(SUM(b.size), 0) FROM bo JOIN blobs b ON b.sha256 = bo.blob
+            SELECT COUNT(*), COALESCE(SUM(b.size), 0) FROM bo JOIN blobs b ON b.id = bo.blob
             WHERE bo.n > 1""",
             param,
         ).fetchone()
         unref = c.execute(
             _DU_OWNERS
             + """
-            SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE sha256 NOT IN (SELECT blob FROM ob)""",
+            SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE id NOT IN (SELECT blob FROM ob)""",
             param,
         ).fetchone()
         total = dict(c.execute("SELECT name, value FROM totals").fetchall())

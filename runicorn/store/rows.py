@@ -20,11 +20,29 @@ def insert_blob_rows(c: Any, rows: Iterable[tuple[str, int, float, float]], *, t
     its row, with ``touch`` its ``touched_at`` moves to the new one (a writer storing it
     again); without, it is left as it is (recovery adopting what a writer may have indexed)."""
     conflict = "DO UPDATE SET touched_at = excluded.touched_at" if touch else "DO NOTHING"
+    # Ids only grow (AUTOINCREMENT): the rows above the largest id before are the new ones.
+    last = c.execute("SELECT COALESCE(MAX(id), 0) FROM blobs").fetchone()[0]
     c.executemany(
         "INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?) "
         f"ON CONFLICT (sha256) {conflict}",
         list(rows),
     )
+    _add_to_totals(c, *c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE id > ?", (last,)).fetchone())
+
+
+def delete_blob_rows(c: Any, shas_json: str) -> None:
+    """Drop the rows of the blobs of the JSON list ``shas_json`` (no link may name them)."""
+    gone = c.execute("DELETE FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?)) RETURNING size", (shas_json,))
+    sizes = [size for (size,) in gone]
+    _add_to_totals(c, -len(sizes), -sum(sizes))
+
+
+def _add_to_totals(c: Any, count: int, size: int) -> None:
+    """Keep ``totals`` (``schema/index.sql``) as blob rows come and go."""
+    if count:
+        c.executemany(
+            "UPDATE totals SET value = value + ? WHERE name = ?", ((count, "blob_count"), (size, "blob_bytes"))
+        )
 
 
 def missing_pages(c: Any, pages: TreePages) -> list[str]:
@@ -38,38 +56,77 @@ def missing_pages(c: Any, pages: TreePages) -> list[str]:
     return [p for p in pages.pages if p not in known]
 
 
-def insert_page_rows(c: Any, pages: TreePages, new: list[str], now: float) -> None:
+def insert_page_rows(c: Any, pages: TreePages, new: list[str], now: float, *, lost_ok: bool = False) -> None:
     """Index the pages ``new`` of ``pages`` (none indexed yet; their files in place) with
-    their links, rows before links so every count lands (``schema/index.sql``)."""
+    their links, rows before links so every count lands (``schema/index.sql``);
+    ``lost_ok``: see :func:`insert_links`."""
     if not new:
         return
     c.executemany(
         "INSERT INTO pages (page, leaf, entries, size, refcount, created_at) VALUES (?, ?, ?, ?, 0, ?)",
         [(pid, int(pid in pages.leaves), pages.pages[pid].count(b"\n") - 1, len(pages.pages[pid]), now) for pid in new],
     )
-    insert_links(c, pages, new)
+    insert_links(c, pages, new, lost_ok=lost_ok)
 
 
-def insert_links(c: Any, pages: TreePages, ids: list[str]) -> None:
-    """Index what pages ``ids`` of ``pages`` name (their rows exist, their links not)."""
-    blob_links: list[tuple[str, str, int]] = []
+# A link names its blob by the blob's row id, or by its lost_blobs row's id negated
+# (``schema/index.sql``, version 7); the lookups are the unique indexes on sha256.
+_INSERT_LINK = (
+    "INSERT INTO page_blobs (page, blob, n) VALUES (?1, COALESCE((SELECT id FROM blobs WHERE sha256 = ?2), "
+    "-(SELECT id FROM lost_blobs WHERE sha256 = ?2)), ?3)"
+)
+
+
+def insert_links(c: Any, pages: TreePages, ids: list[str], *, lost_ok: bool = False) -> None:
+    """Index what pages ``ids`` of ``pages`` name (their rows exist, their links not).
+
+    ``lost_ok`` (a rebuild or a migration): a blob the store does not hold is named as
+    lost (a ``lost_blobs`` row), to be counted again when it is stored.  Without it every
+    blob must have its row (a writer checked, in this transaction).
+
+    Raises:
+        apsw.ConstraintError: without ``lost_ok``, a blob has no row.
+    """
+    blob_links: list[tuple[int, str, int]] = []
     child_links: list[tuple[str, str]] = []
+    row_of = page_row_ids(c, ids + [child for pid in ids if pid not in pages.leaves for child in pages.links(pid)])
     for pid in ids:
         leaf = pid in pages.leaves
         links = pages.links(pid)
         if leaf:
-            blob_links.extend((pid, blob, n) for blob, n in links.items())
+            row = row_of[pid]
+            blob_links.extend((row, blob, n) for blob, n in links.items())
         else:
             child_links.extend((pid, child) for child in links)
     # In blob order: the blob index and the refcounts are then updated page by page,
     # and each blob's links are next to each other (summed as they come, no dict).
     blob_links.sort(key=itemgetter(1))
-    c.executemany("INSERT INTO page_blobs (page, blob, n) VALUES (?, ?, ?)", blob_links)
+    if lost_ok and blob_links:
+        c.execute(
+            "INSERT INTO lost_blobs (sha256) SELECT DISTINCT value FROM json_each(?) "
+            "WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE sha256 = value) ON CONFLICT (sha256) DO NOTHING",
+            (json.dumps([link[1] for link in blob_links]),),
+        )
+    c.executemany(_INSERT_LINK, blob_links)
     c.executemany(
         "UPDATE blobs SET refcount = refcount + ? WHERE sha256 = ?",
         ((sum(link[2] for link in same), blob) for blob, same in groupby(blob_links, itemgetter(1))),
     )
-    c.executemany("INSERT INTO page_children (page, child) VALUES (?, ?)", child_links)
+    c.executemany(
+        "INSERT INTO page_children (page, child) VALUES (?, ?)",
+        [(row_of[p], row_of[child]) for p, child in child_links],
+    )
+
+
+def page_row_ids(c: Any, pages: list[str]) -> dict[str, int]:
+    """The row ids of the indexed pages among ``pages`` (hex ids), by page."""
+    return dict(
+        c.execute("SELECT page, id FROM pages WHERE page IN (SELECT value FROM json_each(?))", (json.dumps(pages),))
+    )
+
+
+# The rows of the pages of a JSON list of page ids (``?1``).
+PAGE_ROWS = "(SELECT id FROM pages WHERE page IN (SELECT value FROM json_each(?1)))"
 
 
 def delete_links(c: Any, ids_json: str) -> None:
@@ -77,19 +134,45 @@ def delete_links(c: Any, ids_json: str) -> None:
     counted down by its links' ``n`` in one statement (``schema/index.sql``)."""
     c.execute(
         "UPDATE blobs SET refcount = refcount - lost.n FROM (SELECT blob, SUM(n) AS n FROM page_blobs "
-        "WHERE page IN (SELECT value FROM json_each(?1)) GROUP BY blob) AS lost WHERE blobs.sha256 = lost.blob",
+        f"WHERE page IN {PAGE_ROWS} GROUP BY blob) AS lost WHERE blobs.id = lost.blob",
         (ids_json,),
     )
-    c.execute("DELETE FROM page_blobs WHERE page IN (SELECT value FROM json_each(?))", (ids_json,))
-    c.execute("DELETE FROM page_children WHERE page IN (SELECT value FROM json_each(?))", (ids_json,))
+    c.execute(f"DELETE FROM page_blobs WHERE page IN {PAGE_ROWS}", (ids_json,))
+    c.execute(f"DELETE FROM page_children WHERE page IN {PAGE_ROWS}", (ids_json,))
+
+
+def drop_unnamed_lost_blobs(c: Any) -> None:
+    """Forget lost blobs no link names any more (after links were deleted)."""
+    c.execute("DELETE FROM lost_blobs WHERE NOT EXISTS (SELECT 1 FROM page_blobs l WHERE l.blob = -lost_blobs.id)")
+
+
+def forget_blobs(c: Any, shas: list[str]) -> None:
+    """Drop the rows of blobs the store no longer holds (their files are gone): the links
+    naming one name it as lost from now on (``schema/index.sql``, version 7)."""
+    for i in range(0, len(shas), 10_000):
+        chunk = json.dumps(shas[i : i + 10_000])
+        c.execute(
+            "INSERT INTO lost_blobs (sha256) SELECT b.sha256 FROM blobs b WHERE b.sha256 IN "
+            "(SELECT value FROM json_each(?)) AND EXISTS (SELECT 1 FROM page_blobs l WHERE l.blob = b.id) "
+            "ON CONFLICT (sha256) DO NOTHING",
+            (chunk,),
+        )
+        c.execute(
+            "UPDATE page_blobs SET blob = -(SELECT g.id FROM lost_blobs g JOIN blobs b ON b.sha256 = g.sha256 "
+            "WHERE b.id = page_blobs.blob) WHERE blob IN (SELECT id FROM blobs WHERE sha256 IN "
+            "(SELECT value FROM json_each(?)))",
+            (chunk,),
+        )
+        delete_blob_rows(c, chunk)
 
 
 def relink_pages(c: Any, pages: TreePages, ids: list[str]) -> None:
     """Replace the links of indexed pages ``ids`` by what their bytes say (a rebuild:
-    rows lost or damaged are written again; counts are recounted after)."""
+    rows lost or damaged are written again, a blob without a row is named as lost;
+    counts are recounted after)."""
     for i in range(0, len(ids), 500):
         delete_links(c, json.dumps(ids[i : i + 500]))
-    insert_links(c, pages, ids)
+    insert_links(c, pages, ids, lost_ok=True)
 
 
 def insert_tree_rows(c: Any, tree: str, pages: TreePages, file_count: int, total_size: int, now: float) -> None:

@@ -196,19 +196,19 @@ def stage_pages(store: Store, pages: TreePages, ids: list[str], staging: Path | 
         raise store.write_error(exc) from None
 
 
-# The pages the trees of a JSON list reach, as table ``tp(page)``: their top pages, then
+# The pages the trees of a JSON list reach, as table ``tp(id)`` of page row ids: their top pages, then
 # each node's children, each page once (so a damaged, cyclic listing ends too).
 REACHED_PAGES = (
-    "WITH RECURSIVE tp(page) AS (SELECT j.value FROM trees t, json_each(t.pages) j "
+    "WITH RECURSIVE tp(id) AS (SELECT p.id FROM trees t, json_each(t.pages) j JOIN pages p ON p.page = j.value "
     "WHERE t.tree IN (SELECT value FROM json_each(?)) "
-    "UNION SELECT l.child FROM page_children l JOIN tp ON l.page = tp.page) "
+    "UNION SELECT l.child FROM page_children l JOIN tp ON l.page = tp.id) "
 )
 
 
 def page_sizes(store: Store, tree: str) -> dict[str, int]:
     """:meth:`Store.tree_page_sizes`."""
     rows = store.index.query(
-        REACHED_PAGES + "SELECT p.page, p.size FROM tp JOIN pages p ON p.page = tp.page", (json.dumps([tree]),)
+        REACHED_PAGES + "SELECT p.page, p.size FROM tp JOIN pages p ON p.id = tp.id", (json.dumps([tree]),)
     )
     return {str(page): int(size) for page, size in rows}
 
@@ -289,7 +289,7 @@ def index_tree(
         else:
             check_blobs_indexed(c, tree, {b for p in fresh for b in pages.links(p)})
     write_pages(store, pages, [p for p in new if not _page_file_is(store, p, pages.pages[p])], staging)
-    insert_page_rows(c, pages, new, now)
+    insert_page_rows(c, pages, new, now, lost_ok=not check_blobs)
     insert_tree_rows(c, tree, pages, summary.file_count, summary.total_size, now)
 
 

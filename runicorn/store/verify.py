@@ -16,7 +16,7 @@ from runicorn.hashing import sha256_bytes, is_sha256_hex, sha256_file
 from runicorn.store.extensions import registered
 from runicorn.store.index import has_table
 from runicorn.store.layout import nascent_owner_alive, quarantine, read_ref_file, ref_filename
-from runicorn.store.rows import insert_blob_rows, relink_pages, upsert_ref_rows
+from runicorn.store.rows import drop_unnamed_lost_blobs, forget_blobs, insert_blob_rows, relink_pages, upsert_ref_rows
 from runicorn.store.tree_format import (
     LEAF_HEADER,
     MANIFEST_PAGED,
@@ -106,29 +106,33 @@ def _iter_ref_files(store: Store) -> Iterator[tuple[str, dict[str, Any] | None]]
 
 # Recounts the kept counts should equal, and entries naming no blob: the same
 # queries for the full verify and the quick check before a run deletion.
-_BLOB_RECOUNT = "(SELECT COALESCE(SUM(l.n), 0) FROM page_blobs l WHERE l.blob = b.sha256)"
+_BLOB_RECOUNT = "(SELECT COALESCE(SUM(l.n), 0) FROM page_blobs l WHERE l.blob = b.id)"
 _OLD_BLOB_RECOUNT = " + (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256)"
 _BAD_BLOB_COUNTS = f"SELECT b.sha256, b.refcount, {_BLOB_RECOUNT} AS n FROM blobs b WHERE b.refcount != n"
 # What names each page (nodes and trees), in one grouped scan: ``page_children`` has no
 # index by child.
 _PAGE_NAMERS = (
-    "SELECT page, SUM(n) AS n FROM (SELECT child AS page, COUNT(*) AS n FROM page_children GROUP BY child "
-    "UNION ALL SELECT j.value, COUNT(*) FROM trees t, json_each(t.pages) j WHERE t.pages IS NOT NULL "
-    "GROUP BY j.value) GROUP BY page"
+    "SELECT id, SUM(n) AS n FROM (SELECT child AS id, COUNT(*) AS n FROM page_children GROUP BY child "
+    "UNION ALL SELECT p.id, COUNT(*) FROM trees t, json_each(t.pages) j JOIN pages p ON p.page = j.value "
+    "WHERE t.pages IS NOT NULL GROUP BY p.id) GROUP BY id"
 )
 _BAD_PAGE_COUNTS = (
     f"SELECT p.page, p.refcount, COALESCE(r.n, 0) AS n FROM pages p LEFT JOIN ({_PAGE_NAMERS}) r "
-    "ON r.page = p.page WHERE p.refcount != COALESCE(r.n, 0)"
+    "ON r.id = p.id WHERE p.refcount != COALESCE(r.n, 0)"
 )
 _BAD_TREE_COUNTS = (
     "SELECT t.tree, t.refcount, (SELECT COUNT(*) FROM refs r WHERE r.tree = t.tree) AS n "
     "FROM trees t WHERE t.refcount != n"
 )
-# Links naming nothing: a leaf's blob, a node's child page or a tree's top page without a row.
+# Links naming nothing: a leaf's blob without a row (a lost one: its sha256; an id no row
+# has, which only damage leaves: 'blob_row'), a node's child page without a row (damage
+# too: 'page_row') or a tree's top page without a row.
 _DANGLING_ENTRIES = (
-    "SELECT l.page, l.blob, 'blob' FROM page_blobs l WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = l.blob) "
-    "UNION ALL SELECT l.page, l.child, 'page' FROM page_children l WHERE NOT EXISTS "
-    "(SELECT 1 FROM pages p WHERE p.page = l.child) "
+    "SELECT p.page, COALESCE(g.sha256, l.blob), CASE WHEN g.id IS NULL THEN 'blob_row' ELSE 'blob' END "
+    "FROM page_blobs l JOIN pages p ON p.id = l.page LEFT JOIN lost_blobs g ON g.id = -l.blob WHERE NOT EXISTS "
+    "(SELECT 1 FROM blobs b WHERE b.id = l.blob) "
+    "UNION ALL SELECT p.page, l.child, 'page_row' FROM page_children l JOIN pages p ON p.id = l.page "
+    "WHERE NOT EXISTS (SELECT 1 FROM pages c WHERE c.id = l.child) "
     "UNION ALL SELECT t.tree, j.value, 'page' FROM trees t, json_each(t.pages) j WHERE t.pages IS NOT NULL "
     "AND NOT EXISTS (SELECT 1 FROM pages p WHERE p.page = j.value)"
 )
@@ -328,12 +332,13 @@ def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
         return _recount_all(c)
     leaves, nodes = json.dumps(leaf_list), json.dumps(node_list)
     in_list = " IN (SELECT value FROM json_each(?))"
+    rows_of = " IN (SELECT id FROM pages WHERE page IN (SELECT value FROM json_each(?)))"
     short_trees = c.execute(f"SELECT COUNT(*) FROM trees WHERE pages IS NULL AND tree{in_list}", (scope,)).fetchone()[0]
     # Driven by the reached links (an index lookup per blob they name), never by a scan of
     # every blob: a missing row is a dangling link, a present one is recounted.
     missing, bad_counts = c.execute(
         f"SELECT COALESCE(SUM(b.sha256 IS NULL), 0), COALESCE(SUM(b.refcount != {_BLOB_RECOUNT}), 0) "
-        f"FROM (SELECT DISTINCT blob FROM page_blobs WHERE page{in_list}) r LEFT JOIN blobs b ON b.sha256 = r.blob",
+        f"FROM (SELECT DISTINCT blob FROM page_blobs WHERE page{rows_of}) r LEFT JOIN blobs b ON b.id = r.blob",
         (leaves,),
     ).fetchone()
     bad_counts += sum(
@@ -347,8 +352,8 @@ def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
         missing
         + c.execute(
             "SELECT COUNT(*) FROM ("
-            f"SELECT 1 FROM page_children l WHERE l.page{in_list} AND NOT EXISTS "
-            "(SELECT 1 FROM pages p WHERE p.page = l.child) "
+            f"SELECT 1 FROM page_children l WHERE l.page{rows_of} AND NOT EXISTS "
+            "(SELECT 1 FROM pages p WHERE p.id = l.child) "
             f"UNION ALL SELECT 1 FROM trees t, json_each(t.pages) j WHERE t.tree{in_list} AND t.pages IS NOT NULL "
             "AND NOT EXISTS (SELECT 1 FROM pages p WHERE p.page = j.value))",
             (nodes, scope),
@@ -360,9 +365,7 @@ def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
 def _reached_pages(c: Any, scope: str) -> tuple[list[str], list[str], int]:
     """The leaf and node pages the trees in ``scope`` (a JSON list) reach, and the leaves'
     entries."""
-    rows = c.execute(
-        REACHED_PAGES + "SELECT p.page, p.leaf, p.entries FROM tp JOIN pages p ON p.page = tp.page", (scope,)
-    )
+    rows = c.execute(REACHED_PAGES + "SELECT p.page, p.leaf, p.entries FROM tp JOIN pages p ON p.id = tp.id", (scope,))
     leaves: list[str] = []
     nodes: list[str] = []
     entries = 0
@@ -497,8 +500,16 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
     for owner, target, kind in dangling_entries:
         if kind == "blob" and target not in reported:
             problems.append(_problem("tree_missing_blob", f"page {owner} names missing blob {target}", id=owner))
+        elif kind == "blob_row":
+            problems.append(
+                _problem("dangling_link", f"page {owner} names blob row {target}, which the index lacks", id=owner)
+            )
         elif kind == "page":
             problems.append(_problem("dangling_link", f"{owner} names page {target}, which the index lacks", id=owner))
+        elif kind == "page_row":
+            problems.append(
+                _problem("dangling_link", f"page {owner} names page row {target}, which the index lacks", id=owner)
+            )
     for page, size in page_rows:
         path = store.page_path(page)
         try:
@@ -680,7 +691,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
                 os.chmod(path, blob_perm(st.st_mode))  # read-only again, no more readable than it was
             keep[sha] = (st.st_size, st.st_mtime)
         gone = [s for s in indexed if s not in keep]
-        c.executemany("DELETE FROM blobs WHERE sha256 = ?", [(s,) for s in gone])
+        forget_blobs(c, gone)
         insert_blob_rows(c, [(sha, size, mtime, now) for sha, (size, mtime) in keep.items() if sha not in indexed])
 
         old_trees = _has_old_trees(c)
@@ -735,8 +746,9 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         # Counts from a recount, whatever was counted on the way.
         recount = _BLOB_RECOUNT + (_OLD_BLOB_RECOUNT if _has_old_trees(c) else "")
         c.execute(f"UPDATE blobs AS b SET refcount = {recount}")
+        drop_unnamed_lost_blobs(c)
         c.execute(f"CREATE TEMP TABLE page_recount AS {_PAGE_NAMERS}")
-        c.execute("UPDATE pages SET refcount = COALESCE((SELECT n FROM page_recount r WHERE r.page = pages.page), 0)")
+        c.execute("UPDATE pages SET refcount = COALESCE((SELECT n FROM page_recount r WHERE r.id = pages.id), 0)")
         c.execute("DROP TABLE temp.page_recount")
         c.execute("UPDATE trees SET refcount = (SELECT COUNT(*) FROM refs r WHERE r.tree = trees.tree)")
         c.execute("UPDATE totals SET value = (SELECT COUNT(*) FROM blobs) WHERE name = 'blob_count'")

@@ -103,6 +103,7 @@ def bench_ingest(runs: int, scale: float, parent: Path | None) -> dict[str, floa
 
 
 def build_big_index(root: Path, blobs: int, trees: int) -> None:
+    from runicorn.store.rows import insert_blob_rows
     from runicorn.store.tree_format import TreeEntry, build_pages
     from runicorn.store.trees import index_tree, summary_of
 
@@ -110,10 +111,7 @@ def build_big_index(root: Path, blobs: int, trees: int) -> None:
     per_tree = blobs // trees
     now = time.time()
     with store.index.write() as c:
-        c.executemany(
-            "INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?)",
-            ((f"{i:064x}", 1000 + i % 5000, now, now) for i in range(blobs)),
-        )
+        insert_blob_rows(c, ((f"{i:064x}", 1000 + i % 5000, now, now) for i in range(blobs)))
         for t in range(trees):
             tree = f"{t:063x}f"
             end = blobs if t == trees - 1 else (t + 1) * per_tree  # the last tree takes the rest
@@ -188,6 +186,7 @@ def add_collectable(root: Path, ref_copy: Path, count: int, trees: int, seed: in
         compute_tree_id,
         manifest_bytes,
     )
+    from runicorn.store.rows import insert_blob_rows
     from runicorn.store.trees import index_tree, summary_of
 
     store = Store(root)
@@ -210,10 +209,7 @@ def add_collectable(root: Path, ref_copy: Path, count: int, trees: int, seed: in
         total += len(data)
     per_tree = -(-count // trees)
     with store.index.write() as c:
-        c.executemany(
-            "INSERT INTO blobs (sha256, size, refcount, created_at, touched_at) VALUES (?, ?, 0, ?, ?)",
-            ((sha, size, now, now) for sha, size in rows),
-        )
+        insert_blob_rows(c, ((sha, size, now, now) for sha, size in rows))
         for t in range(trees):
             part = rows[t * per_tree : (t + 1) * per_tree]
             entries = {f"run{seed}/t{t}/f{i}.bin": TreeEntry(sha, "100644", size) for i, (sha, size) in enumerate(part)}
