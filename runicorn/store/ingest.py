@@ -30,7 +30,6 @@ staging name even when they meet the same content.
 from __future__ import annotations
 
 import errno
-import hashlib
 import itertools
 import os
 import stat
@@ -49,7 +48,7 @@ from runicorn.fsutil import (
     syncfs_in_background,
     write_all,
 )
-from runicorn.hashing import changed_while_reading, is_sha256_hex
+from runicorn.hashing import changed_while_reading, is_sha256_hex, new_sha256, sha256_bytes
 
 from runicorn.store.blobs import adopt_staged_blob, commit_blobs
 from runicorn.store.layout import BlobInfo, quarantine
@@ -133,7 +132,7 @@ class BlobBatch:
                 after = os.fstat(fd)
                 if len(data) != size or after.st_size != size or after.st_mtime_ns != before.st_mtime_ns:
                     raise changed_while_reading(path, before, after)
-                sha = hashlib.sha256(data).hexdigest()
+                sha = sha256_bytes(data)
                 if expected_sha256 is not None and sha != expected_sha256:
                     raise IntegrityError(f"{path}: sha256 is {sha}, expected {expected_sha256}")
                 if sha not in self.sizes and sha not in self._pending:
@@ -158,7 +157,7 @@ class BlobBatch:
         Raises:
             IntegrityError: the bytes hash to something else.
         """
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256_bytes(data)
         if sha != expected_sha256:
             raise IntegrityError(f"{origin}: sha256 is {sha}, expected {expected_sha256}; refused")
         if sha not in self.sizes and sha not in self._pending:
@@ -197,7 +196,7 @@ class BlobBatch:
         """
         if size <= SMALL_FILE_BYTES:
             data = b"".join(chunks)
-            sha = hashlib.sha256(data).hexdigest()
+            sha = sha256_bytes(data)
             self._narrow(sha, perm)
             if sha not in self.sizes and sha not in self._pending:
                 self._pending[sha] = data
@@ -245,7 +244,7 @@ class BlobBatch:
         staging = self._staging_dir()
         part = f"{staging}/x-{next(_batch_numbers)}.part"
         out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
-        h = hashlib.sha256()
+        h = new_sha256()
         total = unsynced = 0
         try:
             try:

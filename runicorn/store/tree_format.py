@@ -15,7 +15,6 @@ pure: bytes in, bytes out; where pages are kept is the store's business.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import zlib
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 
 from runicorn.errors import CorruptManifestError, UnsafePathError
-from runicorn.hashing import is_sha256_hex, sha256_bytes
+from runicorn.hashing import is_sha256_hex, new_sha256, sha256_bytes
 from runicorn.relpath import validate_relpath
 
 if TYPE_CHECKING:
@@ -137,7 +136,8 @@ def hash_tree_lines(chunks: Iterable[Iterable[tuple[str, str, str]]]) -> str:
     """The tree id of ``(path, mode, sha256)`` triples in tree-id order, given in chunks:
     the one place the id's lines are written and hashed.  (A chunk at a time: the whole
     listing of a large tree would be a copy of every line at once.)"""
-    digest = hashlib.sha256(TREE_HEADER)
+    digest = new_sha256()
+    digest.update(TREE_HEADER)
     for chunk in chunks:
         text = "".join([f"{mode} {sha} {path}\n" for path, mode, sha in chunk])
         # surrogateescape: a name that is not UTF-8 is hashed as its bytes (path_key)
