@@ -24,8 +24,8 @@ def binding_ref_name(toml_path: str, name: str, entry: Mapping[str, Any]) -> str
     key, so the last two ``#`` still split the name); a name too long for a ref is the
     file, the artifact and a digest of the rest.
     """
-    key = _REF_UNSAFE_KEY.sub(_percent, platform_key(platform_tags(entry)))
-    ref = f"{_REF_UNSAFE.sub(_percent, toml_path)}#{name}#{key}"
+    key = re.sub(_REF_UNSAFE_KEY, _percent, platform_key(platform_tags(entry)))
+    ref = f"{re.sub(_REF_UNSAFE, _percent, toml_path)}#{name}#{key}"
     if len(ref) > 4000:
         from runicorn.hashing import sha256_bytes
 
@@ -35,8 +35,9 @@ def binding_ref_name(toml_path: str, name: str, entry: Mapping[str, Any]) -> str
 
 # Lone surrogates stand for bytes of a name that is not UTF-8 (os.fsdecode); the index
 # stores text as UTF-8, so they are escaped like the characters a ref name cannot hold.
-_REF_UNSAFE = re.compile("[%\n\r\x00\udc80-\udcff]")
-_REF_UNSAFE_KEY = re.compile("[%#\n\r\x00\udc80-\udcff]")
+# (Compiled on first use, re caches them: importing this module compiles nothing.)
+_REF_UNSAFE = "[%\n\r\x00\udc80-\udcff]"
+_REF_UNSAFE_KEY = "[%#\n\r\x00\udc80-\udcff]"
 
 
 def _percent(m: "re.Match[str]") -> str:

@@ -30,8 +30,11 @@ from typing import Any
 
 from runicorn.errors import RunicornError, TomlFormatError
 
-from runicorn.artifacts.bindings import BINDING_KIND
 from runicorn.artifacts.installed import GC_TRASH_MARK
+
+# The kind from the store, not from bindings.py: a gc with no logged Runicorn.toml never
+# loads that module and its platform rules.
+from runicorn.store.refkinds import BINDING as BINDING_KIND
 
 
 def _wanted_for(store: Any, toml_path: str, problems: list[str] | None = None) -> dict[str, str] | None:

@@ -55,14 +55,16 @@ CAPPED_TAGS = ("os_version", "libstdcxx_version")
 # Characters Julia's add_tag! refuses in tag names and values.
 FORBIDDEN_CHARS = "+- /<>:\"'\\|?*"
 
-_VERSION = re.compile(r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
+# Patterns are compiled on first use (re caches them), not when the module is imported:
+# gc and the lookup path import it without parsing a version or a triplet.
+_VERSION = r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?"
 
 _host: dict[str, str] | None = None
 
 
 def parse_version(text: str) -> tuple[int, int, int] | None:
     """``(major, minor, patch)`` of a plain version (``"5"``, ``"3.4.26"``, ``"v10.9"``), or None."""
-    m = _VERSION.fullmatch(text.strip())
+    m = re.fullmatch(_VERSION, text.strip())
     if m is None:
         return None
     return (int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0))
@@ -253,7 +255,7 @@ def triplet(p: Mapping[str, str]) -> str:
     return s
 
 
-_TRIPLET = re.compile(
+_TRIPLET = (
     r"(?P<arch>(?:x86_|amd)64|i\d86|aarch64|arm64|arm(?:v7l)?|armv6l|p(?:ower)?pc64le|rv64|riscv64)"
     r"(?P<os>-apple-darwin[\d.]*|-(?:.*-)?freebsd[\d.]*|-(?:.*-)?openbsd[\d.]*|-w64-mingw32|-(?:.*-)?linux)"
     r"(?P<libc>-gnu|-musl)?"
@@ -272,7 +274,7 @@ def parse_triplet(text: str) -> dict[str, str]:
     Raises:
         ArtifactError: not a triplet Julia parses.
     """
-    m = _TRIPLET.fullmatch(text)
+    m = re.fullmatch(_TRIPLET, text)
     if m is None:
         raise ArtifactError(
             f"platform {text!r} is neither a triplet such as x86_64-linux-gnu "
