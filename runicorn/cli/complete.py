@@ -8,10 +8,12 @@ store, and never fail: any problem completes nothing.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
-from click.shell_completion import CompletionItem
+
+if TYPE_CHECKING:  # loaded when the user presses TAB, not by every command that offers completion
+    from click.shell_completion import CompletionItem
 
 
 def _root(ctx: click.Context) -> Any:
@@ -25,6 +27,8 @@ def _root(ctx: click.Context) -> Any:
 
 def _quietly(fn: Callable[[click.Context, str], list[tuple[str, str]]]) -> Callable[..., list[CompletionItem]]:
     def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
         try:
             return [CompletionItem(v, help=h) for v, h in fn(ctx, incomplete) if v.startswith(incomplete)]
         except Exception:  # completion must never print a traceback into the user's shell
