@@ -1,5 +1,5 @@
-from runicorn.cli import main
+from runicorn.cli import run
 
 # One program name however it is started, so messages and shell completion
 # ($_RUNICORN_COMPLETE) are the same for `python -m runicorn` and `runicorn`.
-main(prog_name="runicorn")
+run(prog_name="runicorn")
