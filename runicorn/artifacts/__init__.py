@@ -8,17 +8,27 @@ hands out a path -- the runs package uses it to record a run's inputs.
 
 from __future__ import annotations
 
-from runicorn._lazy import lazy_attributes
-from runicorn.artifacts.lookup import (
-    artifact,
-    artifact_exists,
-    artifact_hash,
-    artifact_meta,
-    artifact_path,
-    observers,
-)
+from typing import TYPE_CHECKING
 
+from runicorn._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from runicorn.artifacts.lookup import artifact as artifact
+    from runicorn.artifacts.lookup import artifact_exists as artifact_exists
+    from runicorn.artifacts.lookup import artifact_hash as artifact_hash
+    from runicorn.artifacts.lookup import artifact_meta as artifact_meta
+    from runicorn.artifacts.lookup import artifact_path as artifact_path
+    from runicorn.artifacts.lookup import observers as observers
+
+# The lookup path is lazy too: gc imports this package for its roots and installed
+# folders (runicorn.artifacts.gcroots, .installed), and needs no TOML reading.
 _LAZY: dict[str, str] = {
+    "artifact": "runicorn.artifacts.lookup:artifact",
+    "artifact_exists": "runicorn.artifacts.lookup:artifact_exists",
+    "artifact_hash": "runicorn.artifacts.lookup:artifact_hash",
+    "artifact_meta": "runicorn.artifacts.lookup:artifact_meta",
+    "artifact_path": "runicorn.artifacts.lookup:artifact_path",
+    "observers": "runicorn.artifacts.lookup:observers",
     "create_artifact": "runicorn.artifacts.create:create_artifact",
     "archive_artifact": "runicorn.artifacts.create:archive_artifact",
     "tree_hash": "runicorn.artifacts.create:tree_hash",
@@ -35,4 +45,4 @@ _LAZY: dict[str, str] = {
 __getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)
 
 
-__all__ = ["artifact", "artifact_exists", "artifact_hash", "artifact_meta", "artifact_path", "observers", *_LAZY]
+__all__ = [*_LAZY]
