@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,8 @@ def recover(store: Store) -> list[str]:
 
     own = store.current_writer
     for d in sorted(store.tmp_dir.iterdir()):
+        import shutil  # not at the top: it loads bz2 and lzma, ~5 ms of every command
+
         if own is not None and d == own:
             continue
         if d.is_dir() and d.name.startswith("w-"):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 import threading
 from collections.abc import Iterable, Mapping
@@ -186,6 +185,8 @@ class Store:
                 except Exception:
                     pass  # kept: the next opener finds the directory unlocked and recovers it
                 else:
+                    import shutil  # not at the top: it loads bz2 and lzma, ~5 ms of every command
+
                     shutil.rmtree(self._writer, ignore_errors=True)
             if self._writer is not None:
                 if self._writer_fd is not None:
