@@ -357,7 +357,9 @@ def _plan(
             "SELECT b.sha256, b.size, b.touched_at FROM (SELECT blob, SUM(n) AS lost FROM page_blobs "
             f"WHERE page IN {PAGE_ROWS} GROUP BY blob) f "
             "JOIN blobs b ON b.id = f.blob WHERE b.refcount <= f.lost AND b.touched_at < ?2 "
-            "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256)",
+            # In SHA-256 order (links group by blob id): sorting 100,000 names here is
+            # several times faster than sorting the rows in Python below.
+            "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256) ORDER BY b.sha256",
             (json.dumps(dead_leaves), until),
         )
     }
