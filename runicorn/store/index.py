@@ -99,7 +99,7 @@ def _migrate_6_to_7(conn: apsw.Connection) -> None:
         conn.execute(schema_sql())
         return
     count = int(conn.execute("SELECT COUNT(*) FROM blobs").fetchall()[0][0] or 0)
-    if count >= 100_000:  # about 15 s per 1,000,000 blobs: say why the open waits, once
+    if count >= 100_000:  # about 10 s per 1,000,000 blobs: say why the open waits, once
         import sys
 
         print(
