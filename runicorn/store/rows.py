@@ -98,8 +98,9 @@ def insert_links(c: Any, pages: TreePages, ids: list[str], *, lost_ok: bool = Fa
             blob_links.extend((row, blob, n) for blob, n in links.items())
         else:
             child_links.extend((pid, child) for child in links)
-    # In blob order: the blob index and the refcounts are then updated page by page,
-    # and each blob's links are next to each other (summed as they come, no dict).
+    # In SHA-256 order: the lookups of blob ids and the refcount updates walk the index
+    # by SHA-256 in order, and each blob's links are next to each other (summed as they
+    # come, no dict).
     blob_links.sort(key=itemgetter(1))
     if lost_ok and blob_links:
         c.execute(
