@@ -241,25 +241,33 @@ def write_tarball(root: Path, out: Path, mtime: int) -> None:
         staged.commit(out)
 
 
+def write_fixture(root: Path, out: Path, name: str, description: dict[str, Any]) -> None:
+    """Write the closed store at ``root`` as ``out/<name>.tar.gz`` and its description as
+    ``out/<name>.json``, after checking that the store left nothing behind."""
+    from runicorn.fsutil import atomic_write_json
+
+    for leftover in ("index.sqlite3-wal", "index.sqlite3-shm"):
+        if (root / "archive" / leftover).exists():
+            raise SystemExit(f"{leftover} is still there after closing the store")
+    left = sorted(os.listdir(root / "archive" / "tmp"))
+    if left:
+        raise SystemExit(f"archive/tmp is not empty after closing the store: {left}")
+    write_tarball(root, out / f"{name}.tar.gz", description["made_at"])
+    atomic_write_json(out / f"{name}.json", description, indent=1)
+    size = (out / f"{name}.tar.gz").stat().st_size
+    print(f"wrote {out / name}.tar.gz ({size} bytes, {len(description['trees'])} trees) and .json")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "tests" / "data", help="directory to write the fixture to")
     args = parser.parse_args(argv)
-    from runicorn.fsutil import atomic_write_json
-
     os.environ.pop("RUNICORN_DIR", None)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rn-fixture-") as tmp:
         root = Path(tmp) / "store"
         work = Path(tmp) / "work"
-        description = build_store(root, work)
-        left = sorted(os.listdir(root / "archive" / "tmp"))
-        if left:
-            raise SystemExit(f"archive/tmp is not empty after closing the store: {left}")
-        write_tarball(root, args.out / f"{NAME}.tar.gz", description["made_at"])
-    atomic_write_json(args.out / f"{NAME}.json", description, indent=1)
-    size = (args.out / f"{NAME}.tar.gz").stat().st_size
-    print(f"wrote {args.out / NAME}.tar.gz ({size} bytes, {len(description['trees'])} trees) and .json")
+        write_fixture(root, args.out, NAME, build_store(root, work))
     return 0
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from make_store_fixture import REPO, _write, build_store, write_tarball  # noqa: E402
+from make_store_fixture import REPO, _write, build_store, write_fixture  # noqa: E402
 
 NAME = "store-schema6"
 LOST_BYTES = "a file whose blob was lost, named by a tree\n"
@@ -117,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "tests" / "data", help="directory to write the fixture to")
     args = parser.parse_args(argv)
-    from runicorn.fsutil import atomic_write_json
     from runicorn.store.index import SCHEMA_VERSION
 
     if SCHEMA_VERSION != 6:
@@ -138,16 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             index_schema=6,
             manifest_version=2,
         )
-        for leftover in ("index.sqlite3-wal", "index.sqlite3-shm"):
-            if (root / "archive" / leftover).exists():
-                raise SystemExit(f"{leftover} is still there after closing the store")
-        left = sorted(os.listdir(root / "archive" / "tmp"))
-        if left:
-            raise SystemExit(f"archive/tmp is not empty after closing the store: {left}")
-        write_tarball(root, args.out / f"{NAME}.tar.gz", description["made_at"])
-    atomic_write_json(args.out / f"{NAME}.json", description, indent=1)
-    size = (args.out / f"{NAME}.tar.gz").stat().st_size
-    print(f"wrote {args.out / NAME}.tar.gz ({size} bytes, {len(description['trees'])} trees) and .json")
+        write_fixture(root, args.out, NAME, description)
     return 0
 
 

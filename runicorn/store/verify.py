@@ -16,7 +16,14 @@ from runicorn.hashing import sha256_bytes, is_sha256_hex, sha256_file
 from runicorn.store.extensions import registered
 from runicorn.store.index import has_table
 from runicorn.store.layout import nascent_owner_alive, quarantine, read_ref_file, ref_filename
-from runicorn.store.rows import drop_unnamed_lost_blobs, forget_blobs, insert_blob_rows, relink_pages, upsert_ref_rows
+from runicorn.store.rows import (
+    PAGE_ROWS,
+    drop_unnamed_lost_blobs,
+    forget_blobs,
+    insert_blob_rows,
+    relink_pages,
+    upsert_ref_rows,
+)
 from runicorn.store.tree_format import (
     LEAF_HEADER,
     MANIFEST_PAGED,
@@ -332,13 +339,12 @@ def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
         return _recount_all(c)
     leaves, nodes = json.dumps(leaf_list), json.dumps(node_list)
     in_list = " IN (SELECT value FROM json_each(?))"
-    rows_of = " IN (SELECT id FROM pages WHERE page IN (SELECT value FROM json_each(?)))"
     short_trees = c.execute(f"SELECT COUNT(*) FROM trees WHERE pages IS NULL AND tree{in_list}", (scope,)).fetchone()[0]
     # Driven by the reached links (an index lookup per blob they name), never by a scan of
     # every blob: a missing row is a dangling link, a present one is recounted.
     missing, bad_counts = c.execute(
         f"SELECT COALESCE(SUM(b.sha256 IS NULL), 0), COALESCE(SUM(b.refcount != {_BLOB_RECOUNT}), 0) "
-        f"FROM (SELECT DISTINCT blob FROM page_blobs WHERE page{rows_of}) r LEFT JOIN blobs b ON b.id = r.blob",
+        f"FROM (SELECT DISTINCT blob FROM page_blobs WHERE page IN {PAGE_ROWS}) r LEFT JOIN blobs b ON b.id = r.blob",
         (leaves,),
     ).fetchone()
     bad_counts += sum(
@@ -352,7 +358,7 @@ def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
         missing
         + c.execute(
             "SELECT COUNT(*) FROM ("
-            f"SELECT 1 FROM page_children l WHERE l.page{rows_of} AND NOT EXISTS "
+            f"SELECT 1 FROM page_children l WHERE l.page IN {PAGE_ROWS} AND NOT EXISTS "
             "(SELECT 1 FROM pages p WHERE p.id = l.child) "
             f"UNION ALL SELECT 1 FROM trees t, json_each(t.pages) j WHERE t.tree{in_list} AND t.pages IS NOT NULL "
             "AND NOT EXISTS (SELECT 1 FROM pages p WHERE p.page = j.value))",
