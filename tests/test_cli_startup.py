@@ -17,11 +17,15 @@ from runicorn.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Only what the command adds counts: a site's start-up (``.pth`` files) may already have
+# loaded some of these modules before any of ours runs.
 _MODULES_AFTER = """
-import json, sys
+import sys
+at_start = set(sys.modules)
+import json
 from runicorn.cli import main
 main(sys.argv[1:], prog_name="runicorn", standalone_mode=False)
-print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+print(json.dumps(sorted(set(sys.modules) - at_start)), file=sys.stderr)
 """
 
 # Loaded by neither command: hashing (OpenSSL), shutil (bz2, lzma), click's shell
