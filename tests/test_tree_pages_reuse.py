@@ -191,9 +191,29 @@ def test_open_tree_lines_keep_their_place_until_their_blob_is_known() -> None:
             opened.append(lines.add_open(p, MODE_EXEC, 999))
     assert lines.sort() is None
     assert len(list(lines.blob_sizes())) == 50 - len(opened)  # an open line names no blob yet
+    assert len(list(lines.blob_sizes(skip_prefixes={"ff"}))) == 50 - len(opened)  # nor when folder 00 is looked at
     for i in opened:
         e = entries[lines.paths[i]]
         lines.set_mode(i, e.mode)
         lines.set_blob(i, e.sha256, e.size)
     assert lines.tree_id() == compute_tree_id(entries)
     assert lines.sha(opened[1]) == entries[lines.paths[opened[1]]].sha256
+
+
+@pytest.mark.parametrize("skipped", [0, 1, 40, 200, 255, 256])
+def test_tree_lines_give_the_blobs_outside_skipped_folders(skipped: int) -> None:
+    """Whether few folders are left to look at (the lines are found by their digests'
+    first bytes) or many (a pass over every line), the same blobs come, in line order."""
+    rng = random.Random(skipped)
+    lines = TreeLines()
+    for i in range(3000):
+        if i % 7 == 0:
+            lines.add_open(f"f{i:05d}", MODE_FILE, i)  # digest all zeros: folder 00
+        else:
+            lines.add(f"f{i:05d}", MODE_FILE, _sha(rng), i)
+    prefixes = [f"{b:02x}" for b in range(256)]
+    rng.shuffle(prefixes)
+    skip = frozenset(prefixes[:skipped])
+    expected = [pair for pair in lines.blob_sizes() if pair[0][:2] not in skip]
+    assert list(lines.blob_sizes(skip_prefixes=skip)) == expected
+    assert skipped < 256 or expected == []

@@ -204,7 +204,9 @@ def _capture(
         links = {moved[i]: target for i, target in links.items()}
     total = trusted_bytes + sum(len(t) for t in links.values())
     check = statcache.BlobCheck(store, root, generation)
-    tree = None if to_read else _existing_tree(store, keeper, lines, check, {lines.sha(i) for i in links})
+    tree = (
+        None if to_read else _existing_tree(store, keeper, lines, check, [(lines.sha(i), lines.size(i)) for i in links])
+    )
     if tree is not None:
         if stale:
             statcache.record(store, root, generation, [], stale)
@@ -226,7 +228,7 @@ def _existing_tree(
     keeper: tuple[str, str | None] | None,
     lines: TreeLines,
     check: statcache.BlobCheck,
-    link_blobs: set[str],
+    link_blobs: list[tuple[str, int]],
 ) -> str | None:
     """Fast path when the stat cache vouches for every file: the tree, if it is stored.
 
@@ -250,7 +252,7 @@ def _existing_tree(
     tree = lines.tree_id()
     if not os.path.exists(store.manifest_path(tree)):
         return None
-    if not _blob_files_intact(store, check.unchecked(lines.blob_sizes(), link_blobs)) or not _blob_files_intact(
+    if not _blob_files_intact(store, check.unchecked(lines, link_blobs)) or not _blob_files_intact(
         store, store.tree_page_sizes(tree).items()
     ):
         return None  # (the tree's pages live among the blobs)
@@ -317,7 +319,7 @@ class _Capture:
         self.files_read = 0
         # The vouched files' blobs (the links' are stored again below; the files to read
         # have none yet).
-        off = set(store.blob_files_off(check.unchecked(lines.blob_sizes()))) - {lines.sha(i) for i in links}
+        off = set(store.blob_files_off(check.unchecked(lines))) - {lines.sha(i) for i in links}
         if off:
             self._forget(self._vouched_with(off))
 

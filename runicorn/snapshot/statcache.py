@@ -18,11 +18,13 @@ folder when the root's last snapshot began checking its blobs (:class:`BlobCheck
 from __future__ import annotations
 
 import time
-from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from runicorn.store.tree_format import LeafSpan
+from runicorn.store.tree_lines import TreeLines
 
 RACY_NS = 2_000_000_000
 
@@ -89,13 +91,10 @@ class BlobCheck:
         #: what to record as the root's seal once its blobs are all known to be in place
         self.seal: dict[str, tuple[int, ...]] = {p: st for p, st in states.items() if st[3] < now - RACY_NS}
 
-    def unchecked(self, blobs: Iterable[tuple[str, int]], always: Container[str] = ()) -> Iterable[tuple[str, int]]:
-        """The ``(sha256, size)`` pairs of ``blobs`` outside the trusted folders, and those
-        of ``always`` (the symlinks' blobs: no cache row vouches for them)."""
-        trusted = self.trusted
-        if not trusted:
-            return blobs
-        return ((sha, size) for sha, size in blobs if sha[:2] not in trusted or sha in always)
+    def unchecked(self, lines: TreeLines, always: Iterable[tuple[str, int]] = ()) -> Iterable[tuple[str, int]]:
+        """The ``(sha256, size)`` pairs of the blobs of ``lines`` outside the trusted
+        folders, then ``always`` (the symlinks' blobs: no cache row vouches for them)."""
+        return chain(lines.blob_sizes(skip_prefixes=self.trusted), always)
 
     def reseal(self, store: Any, root: Path, generation: int) -> None:
         """Record :attr:`seal` when it differs from the one read (a snapshot that stored

@@ -14,7 +14,7 @@ its blob yet (the file is still to be read); :meth:`TreeLines.set_blob` fills it
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from operator import lt
 
 from runicorn.store.tree_format import (
@@ -109,9 +109,27 @@ class TreeLines:
             modes = [_MODES[m] for m in self._modes[a:b]]
             yield from zip(self.paths[a:b], modes, self._shas(a, b), self._sizes[a:b])
 
-    def blob_sizes(self) -> Iterator[tuple[str, int]]:
-        """``(sha256, size)`` of every line but the open ones (a blob named by several
-        lines comes as often)."""
+    def blob_sizes(self, skip_prefixes: Collection[str] = ()) -> Iterator[tuple[str, int]]:
+        """``(sha256, size)`` of every line but the open ones and those whose hash starts
+        with one of ``skip_prefixes`` (two hex digits: a ``blobs/<aa>`` folder); a blob
+        named by several lines comes as often."""
+        if skip_prefixes:
+            # The lines to give are found by their digests' first bytes, without a string
+            # per line: when most folders are skipped, as after an unchanged snapshot,
+            # this costs a few bytes operations instead of a pass over every line.
+            table = bytes(0 if f"{b:02x}" in skip_prefixes else 1 for b in range(256))
+            wanted = self._digests[::_DIGEST].translate(table)
+            if wanted.count(1) <= len(self.paths) // 8:
+                sizes, find = self._sizes, wanted.find
+                i = find(1)
+                while i >= 0:
+                    sha = self.sha(i)
+                    if sha != _OPEN_HEX:
+                        yield sha, sizes[i]
+                    i = find(1, i + 1)
+                return
+            yield from (pair for pair in self.blob_sizes() if pair[0][:2] not in skip_prefixes)
+            return
         for a, b in self._chunks(0, None):
             pairs = zip(self._shas(a, b), self._sizes[a:b])
             yield from (pair for pair in pairs if pair[0] != _OPEN_HEX) if self._open else pairs
