@@ -101,9 +101,9 @@ def test_grace_period_and_holds_protect_fresh_content(tmp_path: Path) -> None:
 def test_missing_blobs_are_named_across_the_chunks_of_the_check(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """The commit checks a tree's blobs in chunks; every missing one is named, whichever
     chunk it falls in, and a tree whose blobs are all there commits."""
-    import runicorn.store.trees as trees_mod
+    import runicorn.store.rows as rows_mod
 
-    monkeypatch.setattr(trees_mod, "_CHECK_CHUNK", 3)
+    monkeypatch.setattr(rows_mod, "_LOOKUP_CHUNK", 3)
     present = [store.ingest_bytes(f"blob {i}".encode()) for i in range(7)]
     absent = ["0" * 64, "7" * 64, "f" * 64]
     entries = {f"p{i}": (info.sha256, "100644", info.size) for i, info in enumerate(present)}

@@ -12,6 +12,8 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
+import apsw
+
 from runicorn.store.tree_format import TreePages
 
 
@@ -56,33 +58,55 @@ def missing_pages(c: Any, pages: TreePages) -> list[str]:
     return [p for p in pages.pages if p not in known]
 
 
-def insert_page_rows(c: Any, pages: TreePages, new: list[str], now: float, *, lost_ok: bool = False) -> None:
+def insert_page_rows(
+    c: Any,
+    pages: TreePages,
+    new: list[str],
+    now: float,
+    *,
+    lost_ok: bool = False,
+    blob_ids: Mapping[str, int] | None = None,
+) -> None:
     """Index the pages ``new`` of ``pages`` (none indexed yet; their files in place) with
     their links, rows before links so every count lands (``schema/index.sql``);
-    ``lost_ok``: see :func:`insert_links`."""
+    ``lost_ok`` and ``blob_ids``: see :func:`insert_links`."""
     if not new:
         return
     c.executemany(
         "INSERT INTO pages (page, leaf, entries, size, refcount, created_at) VALUES (?, ?, ?, ?, 0, ?)",
         [(pid, int(pid in pages.leaves), pages.pages[pid].count(b"\n") - 1, len(pages.pages[pid]), now) for pid in new],
     )
-    insert_links(c, pages, new, lost_ok=lost_ok)
+    insert_links(c, pages, new, lost_ok=lost_ok, blob_ids=blob_ids)
 
 
-# A link names its blob by the blob's row id, or by its lost_blobs row's id negated
-# (``schema/index.sql``, version 7); the lookups are the unique indexes on sha256.
-_INSERT_LINK = (
-    "INSERT INTO page_blobs (page, blob, n) VALUES (?1, COALESCE((SELECT id FROM blobs WHERE sha256 = ?2), "
-    "-(SELECT id FROM lost_blobs WHERE sha256 = ?2)), ?3)"
-)
+# Hashes looked up per statement by blob_row_ids.
+_LOOKUP_CHUNK = 16384
 
 
-def insert_links(c: Any, pages: TreePages, ids: list[str], *, lost_ok: bool = False) -> None:
+def blob_row_ids(c: Any, shas: list[str]) -> dict[str, int]:
+    """The row ids of the indexed blobs among ``shas`` (best sorted: neighbouring lookups
+    share index pages), by SHA-256; the keys are the caller's own strings."""
+    found: dict[str, int] = {}
+    for start in range(0, len(shas), _LOOKUP_CHUNK):
+        chunk = shas[start : start + _LOOKUP_CHUNK]
+        rows = c.execute(
+            "SELECT j.key, b.id FROM json_each(?) j JOIN blobs b ON b.sha256 = j.value", (json.dumps(chunk),)
+        )
+        found.update((chunk[k], row_id) for k, row_id in rows)
+    return found
+
+
+def insert_links(
+    c: Any, pages: TreePages, ids: list[str], *, lost_ok: bool = False, blob_ids: Mapping[str, int] | None = None
+) -> None:
     """Index what pages ``ids`` of ``pages`` name (their rows exist, their links not).
 
-    ``lost_ok`` (a rebuild or a migration): a blob the store does not hold is named as
-    lost (a ``lost_blobs`` row), to be counted again when it is stored.  Without it every
-    blob must have its row (a writer checked, in this transaction).
+    A link names its blob by the blob's row id, or by its ``lost_blobs`` row's id negated
+    (``schema/index.sql``, version 7).  ``blob_ids``: the row ids of the leaves' blobs,
+    when the caller has looked them up already (:func:`blob_row_ids`).  ``lost_ok`` (a
+    rebuild or a migration): a blob the store does not hold is named as lost (a
+    ``lost_blobs`` row), to be counted again when it is stored.  Without it every blob
+    must have its row (a writer checked, in this transaction).
 
     Raises:
         apsw.ConstraintError: without ``lost_ok``, a blob has no row.
@@ -98,20 +122,35 @@ def insert_links(c: Any, pages: TreePages, ids: list[str], *, lost_ok: bool = Fa
             blob_links.extend((row, blob, n) for blob, n in links.items())
         else:
             child_links.extend((pid, child) for child in links)
-    # In SHA-256 order: the lookups of blob ids and the refcount updates walk the index
-    # by SHA-256 in order, and each blob's links are next to each other (summed as they
-    # come, no dict).
-    blob_links.sort(key=itemgetter(1))
-    if lost_ok and blob_links:
-        c.execute(
-            "INSERT INTO lost_blobs (sha256) SELECT DISTINCT value FROM json_each(?) "
-            "WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE sha256 = value) ON CONFLICT (sha256) DO NOTHING",
-            (json.dumps([link[1] for link in blob_links]),),
-        )
-    c.executemany(_INSERT_LINK, blob_links)
+    if blob_ids is None:
+        blob_ids = blob_row_ids(c, sorted({link[1] for link in blob_links}))
+    if lost_ok:
+        lost = sorted({sha for _, sha, _ in blob_links if sha not in blob_ids})
+        if lost:
+            c.execute(  # ("WHERE true": without it, SQLite reads ON CONFLICT as a join's ON)
+                "INSERT INTO lost_blobs (sha256) SELECT value FROM json_each(?) WHERE true ON CONFLICT (sha256) DO NOTHING",
+                (json.dumps(lost),),
+            )
+            lost_ids = dict(
+                c.execute(
+                    "SELECT sha256, -id FROM lost_blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
+                    (json.dumps(lost),),
+                )
+            )
+            blob_ids = {**blob_ids, **lost_ids}
+    # By blob id: the links' index by blob and the refcount updates (by row id) are
+    # walked in order, and each blob's links are next to each other (summed as they come).
+    id_links: list[tuple[Any, ...]] = blob_links  # rewritten in place: a tree's links can be many
+    for k, (row, sha, n) in enumerate(blob_links):
+        blob = blob_ids.get(sha)
+        if blob is None:
+            raise apsw.ConstraintError(f"page_blobs.blob: blob {sha} has no row in the index")
+        id_links[k] = (blob, row, n)
+    id_links.sort()
+    c.executemany("INSERT INTO page_blobs (blob, page, n) VALUES (?, ?, ?)", id_links)
     c.executemany(
-        "UPDATE blobs SET refcount = refcount + ? WHERE sha256 = ?",
-        ((sum(link[2] for link in same), blob) for blob, same in groupby(blob_links, itemgetter(1))),
+        "UPDATE blobs SET refcount = refcount + ? WHERE id = ?",
+        ((sum(link[2] for link in same), blob) for blob, same in groupby(id_links, itemgetter(0)) if blob > 0),
     )
     c.executemany(
         "INSERT INTO page_children (page, child) VALUES (?, ?)",

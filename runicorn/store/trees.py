@@ -19,7 +19,7 @@ from runicorn.errors import BlobNotFoundError, CorruptManifestError, RunicornErr
 from runicorn.fsutil import StagedFile, fsync_dir, make_dir, publish_link, sync_written, write_all
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.layout import BlobInfo, TreeInfo
-from runicorn.store.rows import insert_page_rows, insert_tree_rows, missing_pages
+from runicorn.store.rows import blob_row_ids, insert_page_rows, insert_tree_rows, missing_pages
 from runicorn.store.tree_format import (
     MANIFEST_VERSION,
     MAX_PAGE_BYTES,
@@ -280,16 +280,18 @@ def index_tree(
         BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
     """
     new = missing_pages(c, pages)
+    blob_ids = None
     if check_blobs:
         # A leaf the index has counts its blobs already (gc takes only blobs no leaf
-        # names), so only the new leaves' blobs are looked up.
+        # names), so only the new leaves' blobs are looked up (and their ids kept for
+        # the links).
         fresh = [p for p in new if p in pages.leaves]
         if len(fresh) == len(pages.leaves) and summary.blobs is not None:
-            check_blobs_indexed(c, tree, set(summary.blobs))
+            blob_ids = check_blobs_indexed(c, tree, set(summary.blobs))
         else:
-            check_blobs_indexed(c, tree, {b for p in fresh for b in pages.links(p)})
+            blob_ids = check_blobs_indexed(c, tree, {b for p in fresh for b in pages.links(p)})
     write_pages(store, pages, [p for p in new if not _page_file_is(store, p, pages.pages[p])], staging)
-    insert_page_rows(c, pages, new, now, lost_ok=not check_blobs)
+    insert_page_rows(c, pages, new, now, lost_ok=not check_blobs, blob_ids=blob_ids)
     insert_tree_rows(c, tree, pages, summary.file_count, summary.total_size, now)
 
 
@@ -307,34 +309,20 @@ def _page_file_is(store: Store, page: str, data: bytes) -> bool:
     return False
 
 
-# Blobs checked per query by check_blobs_indexed.
-_CHECK_CHUNK = 16384
+def check_blobs_indexed(c: Any, tree: str, shas: set[str]) -> dict[str, int]:
+    """The row ids of the blobs of ``shas``, by SHA-256.
 
-
-def check_blobs_indexed(c: Any, tree: str, shas: set[str]) -> None:
-    """Raise BlobNotFoundError (``.missing`` lists them) unless every blob of ``shas`` is indexed."""
-    # Set queries, not a round trip per blob (trees can have 100k entries); in chunks
-    # that are counted, not listed back: the rows of a large tree would be a copy of it.
+    Raises:
+        BlobNotFoundError: a blob is not indexed (``.missing`` lists them).
+    """
     ordered = sorted(shas)  # in index order: neighbouring lookups share pages
-    missing: list[str] = []
-    for start in range(0, len(ordered), _CHECK_CHUNK):
-        chunk = ordered[start : start + _CHECK_CHUNK]
-        listed = json.dumps(chunk)
-        (found,) = c.execute(
-            "SELECT count(*) FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (listed,)
-        ).fetchone()
-        if found < len(chunk):
-            known = {
-                row[0]
-                for row in c.execute(
-                    "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (listed,)
-                )
-            }
-            missing += [sha for sha in chunk if sha not in known]
-    if missing:
+    found = blob_row_ids(c, ordered)
+    if len(found) < len(ordered):
+        missing = [sha for sha in ordered if sha not in found]
         err = BlobNotFoundError(f"tree {tree}: {len(missing)} blob(s) not in the store, e.g. {missing[0]}")
         err.missing = missing  # type: ignore[attr-defined]
         raise err
+    return found
 
 
 def commit_tree(store: Store, intent: Path, tree: str, summary: TreeSummary, pages: TreePages, held: set[str]) -> None:
