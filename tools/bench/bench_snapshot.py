@@ -18,7 +18,8 @@ its references from the same repeat:
   process, so its peak RSS is its own; after one untimed re-snapshot, so both start from
   the same page cache) vs ``git status --porcelain`` on the same tree
   with a prebuilt index (``git add -A`` and one ``git status`` untimed; the repository
-  lives outside the workspace) vs ``dvc add`` again;
+  lives outside the workspace) vs a bare Python walk of the same tree (``os.scandir`` and
+  an ``lstat`` per entry, nothing else: the floor of a scan in Python) vs ``dvc add`` again;
 * re-snapshot after rewriting 1% of the small files vs ``git status --porcelain`` after
   the same change vs the unchanged re-snapshot plus ``sha256sum`` + ``cp`` + ``sync`` of
   just the rewritten files (what the change itself costs) vs ``dvc add``;
@@ -132,6 +133,24 @@ if sys.argv[3:] == ["nocheck"]:
 t = time.perf_counter()
 res = runicorn.snapshot_workspace(Path(sys.argv[1]), None, storage=sys.argv[2])
 print(json.dumps({"seconds": time.perf_counter() - t, "tree": res["tree"], "files_read": res["files_read"]}))
+"""
+
+# The floor of any scan written in Python: a walk that lists every directory and lstats
+# every entry, keeping the few fields a stat cache compares, and does nothing else (no
+# ignore rules, no cache, no tree).  Timed inside a child like API_SNAPSHOT.
+WALK_FLOOR = """
+import json, os, sys, time
+t = time.perf_counter()
+stack, found = [sys.argv[1]], []
+while stack:
+    with os.scandir(stack.pop()) as it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            else:
+                st = e.stat(follow_symlinks=False)
+                found.append((e.name, st.st_mtime_ns, st.st_size, st.st_ino))
+print(json.dumps({"seconds": time.perf_counter() - t, "files": len(found)}))
 """
 
 
@@ -285,6 +304,8 @@ def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
         add("unchanged.rn_api_nocheck", api["seconds"], proc.rss_kib)
         assert api["tree"] == tree
         step("unchanged.git", lambda: git(gitdir, ws, "status", "--porcelain"))
+        t, proc = timed(lambda: run_rss([sys.executable, "-c", WALK_FLOOR, str(ws)]))
+        add("unchanged.walk", json.loads(proc.out)["seconds"], proc.rss_kib)
         # --- zip (reported apart; the archives stay until the end)
         step("zip.rn_cli", lambda: rn_cli(store, "snapshot", str(ws), "--zip", str(work / f"snap_{i}.zip")))
         step("zip.zip", lambda: run_rss(["zip", "-q", "-r", str(work / f"ref_{i}.zip"), "."], cwd=ws))
@@ -419,6 +440,11 @@ def report(
     row("unchanged re-snapshot (API)", "unchanged.rn_api", "unchanged.git", "goal <= 1.0", lambda x: x <= 1.0)
     row("unchanged re-snapshot (API)", "unchanged.rn_api", "unchanged.rn_api_nocheck")
     print(f"{'':<38} (reference: the same with the check that every blob is stored bypassed)")
+    row("unchanged re-snapshot (API)", "unchanged.rn_api", "unchanged.walk")
+    print(
+        f"{'':<38} (reference: a bare Python walk, scandir + lstat of every entry and nothing else; "
+        f"git status / that walk = {med['unchanged.git'] / med['unchanged.walk']:.2f})"
+    )
     row("unchanged re-snapshot (CLI)", "unchanged.rn_cli", "unchanged.git")
     cli_extra = med["unchanged.rn_cli"] - med["unchanged.rn_api"]
     print(
