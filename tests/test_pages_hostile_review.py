@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,51 @@ def test_a_manifest_naming_pages_cut_otherwise_is_rewritten_by_a_repair_and_gc_k
         after = s.get_manifest(tree)
         assert after["files"] == before["files"] and after["created_at"] == before["created_at"]
         assert s.verify(deep=True)["ok"], s.verify()["problems"]
+
+
+_GOOD = f"100644 {SHA} 12 a b.txt"  # a path may hold spaces
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",  # empty line
+        f"100644 {SHA} 12 ",  # empty path
+        f"100644 {SHA} 12",  # no path
+        f"100664 {SHA} 12 a",  # not a tree mode
+        f"100644 {SHA.upper()} 12 a",  # hash not lowercase
+        f"100644 {SHA[:63]} 12 a",  # hash too short
+        f"100644 {SHA}0 12 a",  # hash too long
+        f"100644 {SHA} -1 a",  # negative size
+        f"100644 {SHA} +1 a",  # signed size
+        f"100644 {SHA}  12 a",  # two spaces
+        f"100644 {SHA} 1_2 a",  # not a decimal number
+        f" 100644 {SHA} 12 a",  # leading space
+    ],
+)
+def test_a_malformed_leaf_line_is_named_wherever_it_sits(line: str) -> None:
+    """Each leaf line is checked whole (mode, lowercase SHA-256, decimal size, a path), and
+    the first bad one is quoted, be it first, last or between good ones."""
+    for lines in ([line], [_GOOD, line], [line, _GOOD], [_GOOD, line, _GOOD]):
+        page = tf.LEAF_HEADER + "".join(f"{x}\n" for x in lines).encode()
+        with pytest.raises(
+            CorruptManifestError, match="leaf: malformed leaf line " + re.escape(repr(line.encode()[:80]))
+        ):
+            tf.parse_leaf(page, "leaf")
+    for page in (tf.LEAF_HEADER, tf.LEAF_HEADER + f"{_GOOD}".encode(), b"runicorn-node-v1\n" + f"{_GOOD}\n".encode()):
+        with pytest.raises(CorruptManifestError, match="leaf: (not a leaf page|a leaf page must end with a newline)"):
+            tf.parse_leaf(page, "leaf")
+
+
+def test_leaf_lines_are_read_as_written() -> None:
+    """Modes, sizes with leading zeros, spaces, a carriage return and bytes that are not
+    UTF-8 in a path: what a leaf says is what the parser gives back."""
+    raw = [
+        ("100644", SHA, "012", b"a b.txt"),
+        ("100755", "b" * 64, "0", b"run\r.sh"),
+        ("120000", "c" * 64, "7", b"link-\xff"),
+    ]
+    page = tf.LEAF_HEADER + b"".join(f"{m} {s} {n} ".encode() + p + b"\n" for m, s, n, p in raw)
+    assert tf.parse_leaf(page, "leaf") == [
+        (p.decode("utf-8", "surrogateescape"), TreeEntry(s, m, int(n))) for m, s, n, p in raw
+    ]

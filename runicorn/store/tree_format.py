@@ -16,12 +16,14 @@ pure: bytes in, bytes out; where pages are kept is the store's business.
 from __future__ import annotations
 
 import json
+import re
 import time
 import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from operator import ge
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 
@@ -540,6 +542,35 @@ def build_pages_from_lines(
     return TreePages(depth, top, _LazyPages(ids + list(nodes), built, later), leaves, links), spans
 
 
+# One leaf line: mode, SHA-256 (lowercase hex), size (decimal digits) and a non-empty path,
+# separated by single spaces (the path may hold spaces).
+_LEAF_LINE = rb"(100644|100755|120000) ([0-9a-f]{64}) ([0-9]+) ([^\n]+)\n"
+_LEAF_BODY = re.compile(rb"(?:%s)+" % _LEAF_LINE)
+_LEAF_LINES = re.compile(_LEAF_LINE)
+_MODE_OF = {m.encode(): m for m in MODES}
+
+
+def _leaf_lines(data: bytes, origin: str) -> list[tuple[bytes, bytes, bytes, bytes]]:
+    """The lines of a leaf page as ``(mode, sha256, size, path)`` bytes, every one checked
+    (the whole page at once, in the regular expression engine: a leaf can list a few
+    thousand files and a tree many leaves).
+
+    Raises:
+        CorruptManifestError: not a leaf page, or a malformed line (named).
+    """
+    if not data.startswith(LEAF_HEADER):
+        raise CorruptManifestError(f"{origin}: not a leaf page")
+    start = len(LEAF_HEADER)
+    if not data.endswith(b"\n") or len(data) == start:
+        raise CorruptManifestError(f"{origin}: a leaf page must end with a newline")
+    if _LEAF_BODY.fullmatch(data, start) is None:
+        for line in data[start:-1].split(b"\n"):  # the first bad line, for the message
+            if _LEAF_LINES.fullmatch(line + b"\n") is None:
+                raise CorruptManifestError(f"{origin}: malformed leaf line {line[:80]!r}")
+        raise CorruptManifestError(f"{origin}: malformed leaf page")
+    return _LEAF_LINES.findall(data, start)
+
+
 def parse_leaf(data: bytes, origin: str) -> list[tuple[str, TreeEntry]]:
     """The entries of a leaf page (paths as stored: the caller validates them when the
     page's source is not trusted).
@@ -547,22 +578,11 @@ def parse_leaf(data: bytes, origin: str) -> list[tuple[str, TreeEntry]]:
     Raises:
         CorruptManifestError: not a leaf page, or a malformed line.
     """
-    if not data.startswith(LEAF_HEADER):
-        raise CorruptManifestError(f"{origin}: not a leaf page")
-    out: list[tuple[str, TreeEntry]] = []
-    body = data[len(LEAF_HEADER) :]
-    if not body.endswith(b"\n"):
-        raise CorruptManifestError(f"{origin}: a leaf page must end with a newline")
-    for line in body[:-1].split(b"\n"):
-        try:
-            mode_b, sha_b, size_b, path_b = line.split(b" ", 3)
-            mode, sha, size = mode_b.decode("ascii"), sha_b.decode("ascii"), int(size_b)
-        except ValueError:
-            raise CorruptManifestError(f"{origin}: malformed leaf line {line[:80]!r}") from None
-        if mode not in MODES or not is_sha256_hex(sha) or size < 0 or not size_b.isdigit() or not path_b:
-            raise CorruptManifestError(f"{origin}: malformed leaf line {line[:80]!r}")
-        out.append((path_b.decode("utf-8", "surrogateescape"), TreeEntry(sha, mode, size)))
-    return out
+    mode_of = _MODE_OF
+    return [
+        (path.decode("utf-8", "surrogateescape"), TreeEntry(sha.decode("ascii"), mode_of[mode], int(size)))
+        for mode, sha, size, path in _leaf_lines(data, origin)
+    ]
 
 
 def parse_node(data: bytes, origin: str) -> list[str]:
@@ -615,18 +635,22 @@ def read_entries(
     """
     out: list[tuple[str, TreeEntry]] = []
     last = b""
+    mode_of = _MODE_OF
     for pid, data, leaf in walk_pages(top, depth, load, origin):
         if leaf:
-            got = parse_leaf(data, f"{origin}: page {pid}")
-            # Pages list a tree's paths in tree-id order, each once: checked as they come,
-            # a page repeated (or reordered) below a node is refused at its first repeat,
-            # not after walking every repeat a few small hostile pages can name.
-            for path, _ in got:
-                key = path_key(path)
-                if key <= last:
-                    raise CorruptManifestError(f"{origin}: page {pid} lists paths out of order or listed twice")
-                last = key
-            out.extend(got)
+            lines = _leaf_lines(data, f"{origin}: page {pid}")
+            # Pages list a tree's paths in tree-id order (their bytes, as stored), each
+            # once: checked as they come, a page repeated (or reordered) below a node is
+            # refused at its first repeat, not after walking every repeat a few small
+            # hostile pages can name.
+            paths = [line[3] for line in lines]
+            if paths[0] <= last or any(map(ge, paths, paths[1:])):
+                raise CorruptManifestError(f"{origin}: page {pid} lists paths out of order or listed twice")
+            last = paths[-1]
+            out += [
+                (path.decode("utf-8", "surrogateescape"), TreeEntry(sha.decode("ascii"), mode_of[mode], int(size)))
+                for mode, sha, size, path in lines
+            ]
             if limit is not None and len(out) > limit:
                 raise CorruptManifestError(f"{origin}: its pages list more than the {limit} files it declares")
     return out
