@@ -451,6 +451,23 @@ def atomic_write_json(dest: Path, obj: Any, *, indent: int | None = 2, **kw: Any
     return atomic_write_bytes(dest, data, **kw)
 
 
+def read_sized(fd: int, size: int) -> bytes:
+    """The bytes of a file whose size is ``size`` (from ``fstat``): up to ``size + 1`` of
+    them, so a file that grew meanwhile reads as longer; a short read before EOF (FUSE,
+    network filesystems) is continued, and the usual case costs one ``read``.
+
+    Raises:
+        OSError: as ``os.read``.
+    """
+    data = os.read(fd, size + 1)
+    while len(data) < size:
+        more = os.read(fd, size + 1 - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
 def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked).
 

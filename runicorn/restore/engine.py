@@ -29,6 +29,7 @@ from runicorn.fsutil import (
     few_to_sync,
     fsync_dir,
     narrowed_perm,
+    read_sized,
     start_writeback,
     sync_written,
     syncfs,
@@ -134,7 +135,7 @@ def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int, re
                         ) from None
             if not done:
                 if entry.size <= _SMALL:
-                    data = os.read(src, entry.size + 1)
+                    data = read_sized(src, entry.size)
                     check_bytes(data, blob, entry.sha256, entry.size, what)
                     copied = len(data)
                     write_all(dst, data)

@@ -43,6 +43,7 @@ from runicorn.fsutil import (
     blob_perm,
     current_umask,
     few_to_sync,
+    read_sized,
     start_writeback,
     sync_written,
     syncfs_in_background,
@@ -123,12 +124,7 @@ class BlobBatch:
                 raise RunicornError(f"{path}: not a regular file")
             size = before.st_size
             if size <= SMALL_FILE_BYTES:
-                data = os.read(fd, size + 1)
-                while len(data) < size:  # a short read before EOF (rare: FUSE, network filesystems)
-                    more = os.read(fd, size + 1 - len(data))
-                    if not more:
-                        break
-                    data += more
+                data = read_sized(fd, size)
                 after = os.fstat(fd)
                 if len(data) != size or after.st_size != size or after.st_mtime_ns != before.st_mtime_ns:
                     raise changed_while_reading(path, before, after)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from runicorn.errors import BlobNotFoundError, CorruptManifestError, RunicornError, TreeNotFoundError
-from runicorn.fsutil import StagedFile, fsync_dir, make_dir, publish_link, sync_written, write_all
+from runicorn.fsutil import StagedFile, fsync_dir, make_dir, publish_link, read_sized, sync_written, write_all
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.layout import BlobInfo, TreeInfo
 from runicorn.store.rows import blob_row_ids, insert_page_rows, insert_tree_rows, missing_pages
@@ -359,8 +359,10 @@ def page_loader(pages_dir: Path) -> Callable[[str], bytes]:
     The loader raises CorruptManifestError naming a page that is missing (or not a
     regular file of at most a page's size bound)."""
 
+    base = f"{pages_dir}{os.sep}"  # (a tree can have thousands of pages: no Path per page)
+
     def load(page: str) -> bytes:
-        path = pages_dir / page[:2] / page
+        path = f"{base}{page[:2]}{os.sep}{page}"
         try:
             # Non-blocking: a FIFO in a hostile blob folder is refused, not waited on.
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -368,10 +370,13 @@ def page_loader(pages_dir: Path) -> Callable[[str], bytes]:
             raise CorruptManifestError(f"{path}: page {page} is missing; run `runicorn verify`") from None
         except IsADirectoryError:
             raise CorruptManifestError(f"{path}: page {page} is not a regular file") from None
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise CorruptManifestError(f"{path}: page {page} is not a regular file")
-            data = f.read(MAX_PAGE_BYTES + 1)
+            data = read_sized(fd, min(st.st_size, MAX_PAGE_BYTES))
+        finally:
+            os.close(fd)
         if len(data) > MAX_PAGE_BYTES:
             raise CorruptManifestError(f"{path}: page {page} is larger than any page ({MAX_PAGE_BYTES} bytes)")
         return data
@@ -414,7 +419,7 @@ def tree_entries(store: Store, tree: str) -> dict[str, TreeEntry]:
     if top is None:  # a schema-4 tree the migration could not convert (verify says why)
         rows = store.index.query("SELECT path, blob, mode, size FROM tree_entries WHERE tree = ?", (tree,))
         return {p: TreeEntry(b, m, s) for p, b, m, s in rows}
-    entries = dict(read_entries(json.loads(top), depth, store.load_page, f"tree {tree}"))
+    entries = dict(read_entries(json.loads(top), depth, page_loader(store.pages_dir), f"tree {tree}"))
     if compute_tree_id(entries) != tree:
         raise CorruptManifestError(
             f"tree {tree}: its pages ({store.pages_dir}) describe another tree; run `runicorn verify`"
