@@ -13,10 +13,14 @@ from runicorn.store.tree_format import TreeEntry, parse_manifest
 from runicorn.store.trees import page_loader
 
 
-def read_manifest(manifest_path: Path, blob_root: Path | None = None) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
-    """Read and validate a manifest of either version.  A version-2 manifest's pages are
-    read from ``blob_root`` (a store keeps them among its blobs), else from the blob
-    folder of the store the manifest lies in (``archive/blobs``).
+def read_manifest(
+    manifest_path: Path, blob_root: Path | None = None, *, with_files: bool = False
+) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
+    """Read and validate a manifest of either version: its header (with ``files`` of a
+    version-2 manifest only when ``with_files``; a version-1 manifest has them) and its
+    entries.  A version-2 manifest's pages are read from ``blob_root`` (a store keeps
+    them among its blobs), else from the blob folder of the store the manifest lies in
+    (``archive/blobs``).
 
     Raises:
         FileNotFoundError: no such file.
@@ -34,7 +38,7 @@ def read_manifest(manifest_path: Path, blob_root: Path | None = None) -> tuple[d
                     blob_root = archive / "blobs"
                     break
     load = page_loader(Path(blob_root).expanduser()) if blob_root is not None else None
-    return parse_manifest(data, origin=path, load_page=load)
+    return parse_manifest(data, origin=path, load_page=load, with_files=with_files)
 
 
 def load_manifest(manifest_path: Path) -> dict[str, Any]:
@@ -44,7 +48,7 @@ def load_manifest(manifest_path: Path) -> dict[str, Any]:
         FileNotFoundError: no such file.
         CorruptManifestError: not a valid manifest (bad JSON, bad path, wrong tree id).
     """
-    return read_manifest(manifest_path)[0]
+    return read_manifest(manifest_path, with_files=True)[0]
 
 
 def blob_file(blob_root: Path, sha: str) -> Path:

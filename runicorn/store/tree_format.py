@@ -248,13 +248,15 @@ def parse_manifest(
     origin: str | Path = "<manifest>",
     expected_tree: str | None = None,
     load_page: PageLoader | None = None,
+    with_files: bool = True,
 ) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
     """Parse and fully validate a manifest of either version; return (manifest, entries).
 
     A version-2 manifest's entries come from its pages, read with ``load_page`` (each
     checked against its id); the returned manifest then has ``files`` as version 1
-    has.  The tree id is recomputed from the entries and must equal the recorded one
-    (and ``expected_tree`` when given).
+    has, unless not ``with_files`` (a caller that uses the entries: a dict per file is
+    the largest part of a big tree's memory).  The tree id is recomputed from the
+    entries and must equal the recorded one (and ``expected_tree`` when given).
 
     Raises:
         CorruptManifestError: naming ``origin`` and the cause (a version-2 manifest
@@ -291,7 +293,7 @@ def parse_manifest(
         )
     if expected_tree is not None and tree != expected_tree:
         raise CorruptManifestError(f"{origin}: holds tree {tree}, expected {expected_tree}")
-    if version == MANIFEST_PAGED:
+    if version == MANIFEST_PAGED and with_files:
         manifest["files"] = {p: {"sha256": e.sha256, "size_bytes": e.size, "mode": e.mode} for p, e in entries.items()}
     return manifest, entries
 
