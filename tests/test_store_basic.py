@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import hashlib
 import os
 import subprocess
@@ -113,6 +114,8 @@ def test_missing_blobs_are_named_across_the_chunks_of_the_check(store: Store, mo
     assert err.value.missing == absent  # type: ignore[attr-defined]
     tree = store.put_tree({k: v for k, v in entries.items() if k.startswith("p")})
     assert len(store.tree_entries(tree)) == 7
+    report = store.verify(deep=True)
+    assert report["ok"], json.dumps(report["problems"])  # every link names its blob's row, every count right
 
 
 def test_put_tree_refuses_missing_blobs_and_bad_paths(store: Store) -> None:

@@ -336,15 +336,23 @@ def commit_tree(store: Store, intent: Path, tree: str, summary: TreeSummary, pag
     now = time.time()
     with store.index.write() as c:
         dest = store.manifest_path(tree)
-        if not dest.exists():
-            publish_link(intent, dest)
+        published = not dest.exists() and publish_link(intent, dest)
+        if published:
             fsync_dir(dest.parent)
-        if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
-            c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (now, tree))
-        else:
-            index_tree(store, c, tree, summary, pages, now)
-        store.holds.hold(c, tree)
-        store.holds.release(c, held)
+        try:
+            if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
+                c.execute("UPDATE trees SET touched_at = ? WHERE tree = ?", (now, tree))
+            else:
+                index_tree(store, c, tree, summary, pages, now)
+            store.holds.hold(c, tree)
+            store.holds.release(c, held)
+        except BaseException:
+            # The transaction is rolled back: a manifest published for it would name a tree
+            # the index does not have (verify: unindexed_manifest).  Still under the write
+            # lock, so no other writer can have indexed the tree meanwhile.
+            if published:
+                dest.unlink(missing_ok=True)
+            raise
 
 
 def load_page(store: Store, page: str) -> bytes:
