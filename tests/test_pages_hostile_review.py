@@ -184,6 +184,8 @@ _GOOD = f"100644 {SHA} 12 a b.txt"  # a path may hold spaces
         f"100644 {SHA}  12 a",  # two spaces
         f"100644 {SHA} 1_2 a",  # not a decimal number
         f" 100644 {SHA} 12 a",  # leading space
+        f"100644 {SHA} {'9' * 20} a",  # more digits than any file size has
+        f"100644 {SHA} {'9' * 5000} a",  # more than int() converts
     ],
 )
 def test_a_malformed_leaf_line_is_named_wherever_it_sits(line: str) -> None:

@@ -544,9 +544,10 @@ def build_pages_from_lines(
     return TreePages(depth, top, _LazyPages(ids + list(nodes), built, later), leaves, links), spans
 
 
-# One leaf line: mode, SHA-256 (lowercase hex), size (decimal digits) and a non-empty path,
+# One leaf line: mode, SHA-256 (lowercase hex), size (at most 19 decimal digits: any
+# size a file can have, and no number too long for int()) and a non-empty path,
 # separated by single spaces (the path may hold spaces).
-_LEAF_LINE = rb"(100644|100755|120000) ([0-9a-f]{64}) ([0-9]+) ([^\n]+)\n"
+_LEAF_LINE = rb"(%s) ([0-9a-f]{64}) ([0-9]{1,19}) ([^\n]+)\n" % b"|".join(sorted(m.encode() for m in MODES))
 _LEAF_BODY = re.compile(rb"(?:%s)+" % _LEAF_LINE)
 _LEAF_LINES = re.compile(_LEAF_LINE)
 _MODE_OF = {m.encode(): m for m in MODES}
