@@ -25,7 +25,7 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -98,6 +98,7 @@ class Store:
         self._writer_fd: int | None = None
         self._writer_pid = 0
         self._writer_lock = threading.Lock()
+        self._page_loader: Callable[[str], bytes] | None = None  # made by the first load_page
         self.holds = Holds(self)
         # A store this process cannot write (read-only mount, someone else's store) still
         # serves every command that only reads; writes are refused with ReadOnlyStoreError.
@@ -220,9 +221,12 @@ class Store:
         Raises:
             CorruptManifestError: no such page file (named, with the repair to run).
         """
-        from runicorn.store.trees import load_page
+        loader = self._page_loader
+        if loader is None:
+            from runicorn.store.trees import page_loader
 
-        return load_page(self, page)
+            loader = self._page_loader = page_loader(self.pages_dir)
+        return loader(page)
 
     def ref_path(self, kind: str, name: str) -> Path:
         """Where ref ``kind/name``'s file lives (whether or not it exists)."""

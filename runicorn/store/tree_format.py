@@ -574,6 +574,15 @@ def _leaf_lines(data: bytes, origin: str) -> list[tuple[bytes, bytes, bytes, byt
     return _LEAF_LINES.findall(data, start)
 
 
+def _entries_of(lines: list[tuple[bytes, bytes, bytes, bytes]]) -> list[tuple[str, TreeEntry]]:
+    """``(path, entry)`` of checked leaf lines (:func:`_leaf_lines`)."""
+    mode_of = _MODE_OF
+    return [
+        (path.decode("utf-8", "surrogateescape"), TreeEntry(sha.decode("ascii"), mode_of[mode], int(size)))
+        for mode, sha, size, path in lines
+    ]
+
+
 def parse_leaf(data: bytes, origin: str) -> list[tuple[str, TreeEntry]]:
     """The entries of a leaf page (paths as stored: the caller validates them when the
     page's source is not trusted).
@@ -581,11 +590,7 @@ def parse_leaf(data: bytes, origin: str) -> list[tuple[str, TreeEntry]]:
     Raises:
         CorruptManifestError: not a leaf page, or a malformed line.
     """
-    mode_of = _MODE_OF
-    return [
-        (path.decode("utf-8", "surrogateescape"), TreeEntry(sha.decode("ascii"), mode_of[mode], int(size)))
-        for mode, sha, size, path in _leaf_lines(data, origin)
-    ]
+    return _entries_of(_leaf_lines(data, origin))
 
 
 def parse_node(data: bytes, origin: str) -> list[str]:
@@ -638,7 +643,6 @@ def read_entries(
     """
     out: list[tuple[str, TreeEntry]] = []
     last = b""
-    mode_of = _MODE_OF
     for pid, data, leaf in walk_pages(top, depth, load, origin):
         if leaf:
             lines = _leaf_lines(data, f"{origin}: page {pid}")
@@ -650,10 +654,7 @@ def read_entries(
             if paths[0] <= last or any(map(ge, paths, paths[1:])):
                 raise CorruptManifestError(f"{origin}: page {pid} lists paths out of order or listed twice")
             last = paths[-1]
-            out += [
-                (path.decode("utf-8", "surrogateescape"), TreeEntry(sha.decode("ascii"), mode_of[mode], int(size)))
-                for mode, sha, size, path in lines
-            ]
+            out += _entries_of(lines)
             if limit is not None and len(out) > limit:
                 raise CorruptManifestError(f"{origin}: its pages list more than the {limit} files it declares")
     return out

@@ -355,11 +355,6 @@ def commit_tree(store: Store, intent: Path, tree: str, summary: TreeSummary, pag
             raise
 
 
-def load_page(store: Store, page: str) -> bytes:
-    """:meth:`Store.load_page`."""
-    return page_loader(store.pages_dir)(page)
-
-
 def page_loader(pages_dir: Path) -> Callable[[str], bytes]:
     """A page reader for a folder of pages (a store's ``archive/blobs``): the bytes of a
     page (its caller checks them against its id).
@@ -427,7 +422,7 @@ def tree_entries(store: Store, tree: str) -> dict[str, TreeEntry]:
     if top is None:  # a schema-4 tree the migration could not convert (verify says why)
         rows = store.index.query("SELECT path, blob, mode, size FROM tree_entries WHERE tree = ?", (tree,))
         return {p: TreeEntry(b, m, s) for p, b, m, s in rows}
-    entries = dict(read_entries(json.loads(top), depth, page_loader(store.pages_dir), f"tree {tree}"))
+    entries = dict(read_entries(json.loads(top), depth, store.load_page, f"tree {tree}"))
     if compute_tree_id(entries) != tree:
         raise CorruptManifestError(
             f"tree {tree}: its pages ({store.pages_dir}) describe another tree; run `runicorn verify`"
