@@ -111,41 +111,40 @@ def insert_links(
     Raises:
         apsw.ConstraintError: without ``lost_ok``, a blob has no row.
     """
-    blob_links: list[tuple[int, str, int]] = []
-    child_links: list[tuple[str, str]] = []
-    row_of = page_row_ids(c, ids + [child for pid in ids if pid not in pages.leaves for child in pages.links(pid)])
-    for pid in ids:
-        leaf = pid in pages.leaves
-        links = pages.links(pid)
-        if leaf:
-            row = row_of[pid]
-            blob_links.extend((row, blob, n) for blob, n in links.items())
-        else:
-            child_links.extend((pid, child) for child in links)
+    leaves = [pid for pid in ids if pid in pages.leaves]
+    nodes = [pid for pid in ids if pid not in pages.leaves]
+    row_of = page_row_ids(c, ids + [child for pid in nodes for child in pages.links(pid)])
     if blob_ids is None:
-        blob_ids = blob_row_ids(c, sorted({link[1] for link in blob_links}))
-    if lost_ok:
-        lost = sorted({sha for _, sha, _ in blob_links if sha not in blob_ids})
-        if lost:
-            c.execute(  # ("WHERE true": without it, SQLite reads ON CONFLICT as a join's ON)
-                "INSERT INTO lost_blobs (sha256) SELECT value FROM json_each(?) WHERE true ON CONFLICT (sha256) DO NOTHING",
-                (json.dumps(lost),),
-            )
-            lost_ids = dict(
-                c.execute(
-                    "SELECT sha256, -id FROM lost_blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
+        named = {sha for pid in leaves for sha in pages.links(pid)}
+        blob_ids = blob_row_ids(c, sorted(named))
+        if lost_ok:
+            lost = sorted(named.difference(blob_ids))
+            if lost:
+                c.execute(  # ("WHERE true": without it, SQLite reads ON CONFLICT as a join's ON)
+                    "INSERT INTO lost_blobs (sha256) SELECT value FROM json_each(?) WHERE true "
+                    "ON CONFLICT (sha256) DO NOTHING",
                     (json.dumps(lost),),
                 )
-            )
-            blob_ids = {**blob_ids, **lost_ids}
+                lost_ids = dict(
+                    c.execute(
+                        "SELECT sha256, -id FROM lost_blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
+                        (json.dumps(lost),),
+                    )
+                )
+                blob_ids = {**blob_ids, **lost_ids}
+        del named
     # By blob id: the links' index by blob and the refcount updates (by row id) are
     # walked in order, and each blob's links are next to each other (summed as they come).
-    id_links: list[tuple[Any, ...]] = blob_links  # rewritten in place: a tree's links can be many
-    for k, (row, sha, n) in enumerate(blob_links):
-        blob = blob_ids.get(sha)
-        if blob is None:
-            raise apsw.ConstraintError(f"page_blobs.blob: blob {sha} has no row in the index")
-        id_links[k] = (blob, row, n)
+    # A leaf's links are asked for (and their hashes made) one leaf at a time and kept as
+    # ids only: a tree's links can be many.
+    id_links: list[tuple[int, int, int]] = []
+    for pid in leaves:
+        row = row_of[pid]
+        for sha, n in pages.links(pid).items():
+            blob = blob_ids.get(sha)
+            if blob is None:
+                raise apsw.ConstraintError(f"page_blobs.blob: blob {sha} has no row in the index")
+            id_links.append((blob, row, n))
     id_links.sort()
     c.executemany("INSERT INTO page_blobs (blob, page, n) VALUES (?, ?, ?)", id_links)
     c.executemany(
@@ -154,7 +153,7 @@ def insert_links(
     )
     c.executemany(
         "INSERT INTO page_children (page, child) VALUES (?, ?)",
-        [(row_of[p], row_of[child]) for p, child in child_links],
+        [(row_of[p], row_of[child]) for p in nodes for child in pages.links(p)],
     )
 
 

@@ -25,7 +25,7 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -452,19 +452,20 @@ class Store:
         total_size: int,
         source: str | None = None,
         held: Iterable[str] = (),
+        blobs: Collection[str] | None = None,
     ) -> None:
         """Record tree ``tree`` whose pages were built by the caller
         (:func:`runicorn.store.tree_format.build_pages_from_lines`, from the tree's
         validated lines: the caller vouches that they give ``tree``), with its file count
-        and total size.  Held as :meth:`put_tree` holds; the holds on
-        ``held`` (blobs the caller ingested for it) go.
+        and total size.  Held as :meth:`put_tree` holds; the holds on ``held`` (blobs this
+        writer ingested for it) go.  ``blobs``: the set of the tree's blobs when the
+        caller has one (else it is gathered from the leaves again).
 
         Raises:
             BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
         """
-        _trees.store_tree(
-            self, tree, lambda: pages, _trees.TreeSummary(file_count, total_size, None), source=source, held=held
-        )
+        summary = _trees.TreeSummary(file_count, total_size, blobs)
+        _trees.store_tree(self, tree, lambda: pages, summary, source=source, held=held)
 
     def tree_info(self, tree: str) -> TreeInfo | None:
         """What the index knows of ``tree`` (size, file count, the refs naming it, whether a

@@ -494,17 +494,13 @@ def build_pages_from_lines(
     n = len(paths)
     built: dict[str, bytes] = {}
     later: dict[str, Callable[[], bytes]] = {}
-    links: dict[str, dict[str, int]] = {}
+    spans_of: dict[str, tuple[int, int]] = {}  # each leaf cut here: its lines
     ids: list[str] = []
     spans: list[LeafSpan] = []
     crc, split, limit = zlib.crc32, LEAF_SPLIT, LEAF_MAX
 
-    def leaf_bytes(start: int, end: int, counts: dict[str, int] | None = None) -> bytes:
-        texts = []
-        for path, mode, sha, size in lines.items(start, end):
-            texts.append(f"{mode} {sha} {size} {path}\n")
-            if counts is not None:
-                counts[sha] = counts.get(sha, 0) + 1
+    def leaf_bytes(start: int, end: int) -> bytes:
+        texts = [f"{mode} {sha} {size} {path}\n" for path, mode, sha, size in lines.items(start, end)]
         return LEAF_HEADER + "".join(texts).encode("utf-8", "surrogateescape")
 
     i = 0
@@ -529,19 +525,45 @@ def build_pages_from_lines(
             end += 1
             if cut or end - i >= limit or end == n:
                 break
-        counts: dict[str, int] = {}
-        data = leaf_bytes(i, end, counts)
+        data = leaf_bytes(i, end)
         pid = sha256_bytes(data)
         built[pid] = data
-        links[pid] = counts
+        spans_of[pid] = (i, end)
         ids.append(pid)
         spans.append(LeafSpan(paths[i], end - i, paths[end - 1], pid, cut or end - i >= limit))
         i = end
     leaves = frozenset(ids)
     nodes: dict[str, bytes] = {}
-    depth, top = _add_nodes(ids, nodes, links)
+    node_links: dict[str, dict[str, int]] = {}
+    depth, top = _add_nodes(ids, nodes, node_links)
     built.update(nodes)
+    links = _LinksOfLines(lines, spans_of, node_links)
     return TreePages(depth, top, _LazyPages(ids + list(nodes), built, later), leaves, links), spans
+
+
+class _LinksOfLines(Mapping[str, dict[str, int]]):
+    """What the pages cut from a tree's lines name, by page: a leaf's blobs counted from
+    its lines each time they are asked for (a dict per leaf kept until the tree is
+    indexed would cost about 140 bytes per file of a first snapshot), a node's children
+    as built."""
+
+    def __init__(self, lines: TreeLines, leaf_lines: dict[str, tuple[int, int]], nodes: dict[str, dict[str, int]]):
+        self._lines = lines
+        self._leaf_lines = leaf_lines
+        self._nodes = nodes
+
+    def __getitem__(self, page: str) -> dict[str, int]:
+        span = self._leaf_lines.get(page)
+        if span is None:
+            return self._nodes[page]
+        return self._lines.blob_counts(*span)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._leaf_lines
+        yield from self._nodes
+
+    def __len__(self) -> int:
+        return len(self._leaf_lines) + len(self._nodes)
 
 
 # One leaf line: mode, SHA-256 (lowercase hex), size (at most 19 decimal digits: any

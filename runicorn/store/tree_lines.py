@@ -14,6 +14,7 @@ its blob yet (the file is still to be read); :meth:`TreeLines.set_blob` fills it
 from __future__ import annotations
 
 from array import array
+from collections import Counter
 from collections.abc import Collection, Iterator
 from operator import lt
 
@@ -108,6 +109,10 @@ class TreeLines:
         for a, b in self._chunks(start, end):
             modes = [_MODES[m] for m in self._modes[a:b]]
             yield from zip(self.paths[a:b], modes, self._shas(a, b), self._sizes[a:b])
+
+    def blob_counts(self, start: int, end: int) -> dict[str, int]:
+        """How many of lines ``start`` to ``end`` name each blob (the lines are not open)."""
+        return Counter(self._shas(start, end))
 
     def blob_sizes(self, skip_prefixes: Collection[str] = ()) -> Iterator[tuple[str, int]]:
         """``(sha256, size)`` of every line but the open ones and those whose hash starts

@@ -287,7 +287,8 @@ def index_tree(
         # the links).
         fresh = [p for p in new if p in pages.leaves]
         if len(fresh) == len(pages.leaves) and summary.blobs is not None:
-            blob_ids = check_blobs_indexed(c, tree, set(summary.blobs))
+            blobs = summary.blobs
+            blob_ids = check_blobs_indexed(c, tree, blobs if isinstance(blobs, (set, frozenset)) else set(blobs))
         else:
             blob_ids = check_blobs_indexed(c, tree, {b for p in fresh for b in pages.links(p)})
     write_pages(store, pages, [p for p in new if not _page_file_is(store, p, pages.pages[p])], staging)
@@ -309,7 +310,7 @@ def _page_file_is(store: Store, page: str, data: bytes) -> bool:
     return False
 
 
-def check_blobs_indexed(c: Any, tree: str, shas: set[str]) -> dict[str, int]:
+def check_blobs_indexed(c: Any, tree: str, shas: Collection[str]) -> dict[str, int]:
     """The row ids of the blobs of ``shas``, by SHA-256.
 
     Raises:
