@@ -13,7 +13,7 @@ import errno
 import json
 import os
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -419,15 +419,20 @@ class GroupCommit:
                     self.failed[key or str(dest)] = exc
 
 
-def atomic_write_bytes(dest: Path, data: bytes, *, staging_dir: Path | None = None, mode: int = 0o644) -> Path:
-    """Write ``data`` to ``dest`` atomically and durably.
+def atomic_write_bytes(
+    dest: Path, data: bytes | Iterable[bytes], *, staging_dir: Path | None = None, mode: int = 0o644
+) -> Path:
+    """Write ``data`` (bytes, or chunks of them) to ``dest`` atomically and durably.
 
     ``staging_dir`` defaults to ``dest``'s directory (always the same filesystem).
     """
     dest = Path(dest)
     staging = staging_dir if staging_dir is not None else dest.parent
     with StagedFile(staging, mode=mode, prefix="." + dest.name + ".") as staged:
-        staged.file.write(data)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            staged.file.write(data)
+        else:
+            staged.file.writelines(data)
         return staged.commit(dest)
 
 

@@ -14,13 +14,13 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from runicorn.errors import StoreIndexError
-from runicorn.fsutil import atomic_write_json
+from runicorn.fsutil import atomic_write_bytes
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.extensions import registered
 from runicorn.store.index import has_table
@@ -350,32 +350,63 @@ def _plan(
             lost[child] = lost.get(child, 0) + 1
             frontier.add(child)
     # Blobs whose every reference is a link from a dying leaf: counted in one query (by
-    # SQLite, not a Python loop over 100,000 links).
-    found: dict[str, tuple[int, float]] = {
-        sha: (size, touched)
-        for sha, size, touched in c.execute(
-            "SELECT b.sha256, b.size, b.touched_at FROM (SELECT blob, SUM(n) AS lost FROM page_blobs "
-            f"WHERE page IN {PAGE_ROWS} GROUP BY blob) f "
-            "JOIN blobs b ON b.id = f.blob WHERE b.refcount <= f.lost AND b.touched_at < ?2 "
-            # In SHA-256 order (links group by blob id): sorting 100,000 names here is
-            # several times faster than sorting the rows in Python below.
-            "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256) ORDER BY b.sha256",
-            (json.dumps(dead_leaves), until),
-        )
-    }
-    if scope is None:
-        for sha, size, touched in c.execute(
+    # SQLite, not a Python loop over 100,000 links).  Rows go straight into the lists
+    # returned (a dict of every candidate first would cost about 120 more bytes per blob
+    # of a gc collecting a million).
+    candidates = c.execute(
+        "SELECT b.sha256, b.size, b.touched_at FROM (SELECT blob, SUM(n) AS lost FROM page_blobs "
+        f"WHERE page IN {PAGE_ROWS} GROUP BY blob) f "
+        "JOIN blobs b ON b.id = f.blob WHERE b.refcount <= f.lost AND b.touched_at < ?2 "
+        # In SHA-256 order (links group by blob id): sorting 100,000 names here is
+        # several times faster than sorting the rows in Python below.
+        "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256) ORDER BY b.sha256",
+        (json.dumps(dead_leaves), until),
+    )
+    blobs: list[tuple[str, int]] = []
+    young: list[tuple[str, int, float]] = []
+    old = {r[0] for r in c.execute("SELECT DISTINCT blob FROM tree_entries")} if has_table(c, "tree_entries") else ()
+    _split_by_age(candidates, cutoff, old, blobs, young)
+    if scope is None:  # blobs no page names (their last leaf went in an earlier gc, or never had one)
+        linked = len(blobs), len(young)
+        unnamed = c.execute(
             "SELECT sha256, size, touched_at FROM blobs WHERE refcount = 0 AND touched_at < ? "
-            "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256)",
+            "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256) ORDER BY sha256",
             (until,),
-        ):
-            found[sha] = (size, touched)
-    if found and has_table(c, "tree_entries"):
-        old = {r[0] for r in c.execute("SELECT DISTINCT blob FROM tree_entries")}
-        found = {sha: row for sha, row in found.items() if sha not in old}
-    blobs = sorted((sha, size) for sha, (size, touched) in found.items() if touched < cutoff)
-    young = sorted((sha, size, touched) for sha, (size, touched) in found.items() if touched >= cutoff)
+        )
+        _split_by_age(unnamed, cutoff, old, blobs, young)
+        # A blob both linked and counted 0 (a damaged count) came twice: once is enough.
+        if linked[0] < len(blobs):
+            blobs[:] = _sorted_once(blobs)
+        if linked[1] < len(young):
+            young[:] = _sorted_once(young)
     return dead_trees, sorted(dead_pages.items()), blobs, Young(young_trees, young)
+
+
+def _split_by_age(
+    rows: Iterable[tuple[str, int, float]],
+    cutoff: float,
+    old: Collection[str],
+    blobs: list[tuple[str, int]],
+    young: list[tuple[str, int, float]],
+) -> None:
+    """Append the ``(sha256, size, touched_at)`` rows not in ``old`` to ``blobs`` (as
+    ``(sha256, size)``, touched before ``cutoff``) or to ``young``."""
+    for sha, size, touched in rows:
+        if sha in old:
+            continue
+        if touched < cutoff:
+            blobs.append((sha, size))
+        else:
+            young.append((sha, size, touched))
+
+
+_Row = TypeVar("_Row", bound=tuple[Any, ...])
+
+
+def _sorted_once(rows: list[_Row]) -> list[_Row]:
+    """``rows`` sorted, each SHA-256 (first item) once."""
+    rows.sort()
+    return [row for k, row in enumerate(rows) if k == 0 or row[0] != rows[k - 1][0]]
 
 
 def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, dead_pages: Planned = ()) -> Path | None:  # type: ignore[assignment]
@@ -397,9 +428,7 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, d
     pids = [p for p, _ in dead_pages]
     # Durable before the rows go, so a gc killed after its COMMIT is finished by recovery
     # (without it the files would stay as unindexed strays: space, never data, lost).
-    journal = atomic_write_json(
-        store.writer_dir() / f"gc-{os.urandom(6).hex()}.json", {"blobs": shas, "pages": pids}, indent=None
-    )
+    journal = atomic_write_bytes(store.writer_dir() / f"gc-{os.urandom(6).hex()}.json", _journal_text(shas, pids))
     # Blob rows first: the links deleted after them then count down the blobs that
     # stay only, not 100,000 rows about to go.
     for i in range(0, len(shas), GC_BATCH):
@@ -411,6 +440,16 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, d
     if pids:
         drop_unnamed_lost_blobs(c)
     return journal
+
+
+def _journal_text(shas: list[str], pages: list[str]) -> Iterator[bytes]:
+    """The gc journal ``{"blobs": [...], "pages": [...]}`` (``schema/README.md``), a batch
+    of names at a time: one text of a million names would be 67 MB, twice (str and bytes)."""
+    for key, names in ((b'{"blobs": [', shas), (b'], "pages": [', pages)):
+        yield key
+        for i in range(0, len(names), GC_BATCH):
+            yield (b", " if i else b"") + json.dumps(names[i : i + GC_BATCH])[1:-1].encode("ascii")
+    yield b"]}\n"
 
 
 def unlink_collected(store: Store, journal: Path, blobs: list[str], pages: Iterable[str] = ()) -> int:
