@@ -5,6 +5,7 @@ again between gc's COMMIT and its unlink kept (issue 12, item 2)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -84,6 +85,8 @@ def test_gc_killed_between_unlink_batches_is_finished_by_recovery(tmp_path: Path
     assert len(left) == 5  # the first batch went; the rows of all seven are gone
     journals = list((root / "archive" / "tmp").glob("w-*/gc-*.json"))
     assert len(journals) == 1
+    # Written a batch of names at a time, read back whole.
+    assert json.loads(journals[0].read_bytes()) == {"blobs": sorted(shas), "pages": []}
     with Store(root) as store:  # opening recovers the dead writer
         assert any("finished an interrupted gc (5 blob file(s) removed)" in a for a in store.recovered)
         assert not [s for s in shas if store.blob_path(s).exists()]
@@ -242,3 +245,19 @@ def test_gc_reports_what_waits_for_the_grace_without_planning_twice(
         report = store.gc(grace_seconds=3600)
         assert (report["trees_deleted"], report["blobs_deleted"]) == (1, 7)
         assert (report["waiting"]["trees"], report["waiting"]["blobs"]) == (0, 2)
+
+
+def test_a_blob_both_linked_and_counted_zero_is_collected_once(tmp_path: Path) -> None:
+    """A damaged count (0 while a leaf still links the blob) puts a blob in both of the
+    plan's queries: gc lists it, deletes it and counts it once."""
+    with Store(tmp_path / "store") as store:
+        shas = unreferenced(store, 3)
+        tree = one_tree(store, shas)
+        store.release_holds()
+        with store.index.write() as c:
+            c.execute("UPDATE blobs SET refcount = 0 WHERE sha256 = ?", (shas[1],))
+        plan = store.gc_plan([tree])
+        assert sorted(b for b, _ in plan.blobs) == sorted(shas)
+        report = store.gc(grace_seconds=0)
+        assert report["blobs_deleted"] == 3 and sorted(report["blob_ids"]) == sorted(shas)
+        assert store.stats()["blob_count"] == 0 and store.verify()["ok"]
