@@ -30,14 +30,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchdata import make_bench_tree  # noqa: E402
-from benchfs import describe, fresh_fs  # noqa: E402
+from benchfs import bench_dirs, describe  # noqa: E402
 from benchrss import require_tools, run_rss  # noqa: E402
 
 GOAL_BYTES_PER_FILE = 200
@@ -110,15 +109,8 @@ def main() -> None:
     if not 0 < args.min_size <= args.max_size:
         ap.error("need 0 < --min-size <= --max-size")
     require_tools()
-    tmp = Path(tempfile.mkdtemp(prefix="rn-bench-memory-", dir=args.tmp))
-    try:
-        if args.fresh_fs:
-            with fresh_fs(tmp, args.fresh_fs, bytes_per_inode=4096) as work:
-                bench(args, work)
-        else:
-            bench(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with bench_dirs("rn-bench-memory-", args.tmp, args.fresh_fs) as (work, _):
+        bench(args, work)
 
 
 if __name__ == "__main__":

@@ -47,10 +47,8 @@ import argparse
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -59,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_snapshot import API_SNAPSHOT, REPO, run_rss, timed  # noqa: E402
 from benchdata import make_bench_tree  # noqa: E402
-from benchfs import describe, fresh_fs  # noqa: E402
+from benchfs import bench_dirs, describe  # noqa: E402
 from benchrss import require_tools  # noqa: E402
 
 KIB = 1024
@@ -173,18 +171,8 @@ def main() -> None:
     if not 0 < args.min_size <= args.max_size:
         ap.error("need 0 < --min-size <= --max-size")
     require_tools()
-    tmp = Path(tempfile.mkdtemp(prefix="rn-bench-one-file-", dir=args.tmp))
-    try:
-        if args.fresh_fs:
-            with fresh_fs(tmp, args.fresh_fs, keep_image=args.keep, bytes_per_inode=4096) as work:
-                bench(args, work)
-        else:
-            bench(args, tmp)
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with bench_dirs("rn-bench-one-file-", args.tmp, args.fresh_fs, keep=args.keep) as (work, _):
+        bench(args, work)
 
 
 def bench(args: argparse.Namespace, work: Path) -> None:

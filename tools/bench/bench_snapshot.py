@@ -79,7 +79,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -89,7 +88,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchdata import make_bench_tree, rewrite_fraction  # noqa: E402
-from benchfs import describe, fresh_fs  # noqa: E402
+from benchfs import bench_dirs, describe  # noqa: E402
 from benchrss import Proc, require_tools  # noqa: E402
 from benchrss import run_rss as _run_rss  # noqa: E402
 
@@ -191,19 +190,10 @@ def main() -> None:
     args = ap.parse_args()
     require_tools("git", "zip", "sha256sum")
 
-    tmp = Path(tempfile.mkdtemp(prefix="rn-bench-snapshot-", dir=args.tmp))
-    try:
-        if args.fresh_fs:
-            # One inode per 4 KiB: the small-file profiles keep ~9 copies of 100,000 files per repeat.
-            with fresh_fs(tmp, args.fresh_fs, keep_image=args.keep, bytes_per_inode=4096) as work:
-                bench(args, work, tmp)
-        else:
-            bench(args, tmp, tmp)
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    # One inode per 4 KiB on a fresh image: the small-file profiles keep ~9 copies of
+    # 100,000 files per repeat.
+    with bench_dirs("rn-bench-snapshot-", args.tmp, args.fresh_fs, keep=args.keep) as (work, tmp):
+        bench(args, work, tmp)
 
 
 def disk_bytes(root: Path) -> int:

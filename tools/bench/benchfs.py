@@ -13,6 +13,9 @@ ext4 (mkfs's default) does not do this.
   syntax, e.g. ``8G``) in ``parent``, formats it as ext4 with mkfs's defaults (so with a
   journal), loop-mounts it (root only) and yields the mount point; on the way out,
   error or Ctrl-C included, it unmounts it and removes the image.
+* ``bench_dirs(prefix, parent, fresh_size)`` makes a benchmark's temporary directory and
+  yields ``(work, tmp)``: where to measure (a fresh image mounted in ``tmp`` when
+  ``fresh_size`` is given, else ``tmp`` itself) and the directory, removed at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -191,3 +195,26 @@ def fresh_fs(parent: Path, size: str, keep_image: bool = False, bytes_per_inode:
             mnt.rmdir()
         except OSError:
             pass
+
+
+@contextmanager
+def bench_dirs(
+    prefix: str, parent: Path | None, fresh_size: str | None, *, keep: bool = False, bytes_per_inode: int = 4096
+) -> Iterator[tuple[Path, Path]]:
+    """A new temporary directory (``prefix``, in ``parent`` or the system's temp dir):
+    yield ``(work, tmp)``, ``work`` being a fresh ext4 image of ``fresh_size`` mounted in
+    ``tmp`` (:func:`fresh_fs`; one inode per ``bytes_per_inode``) or, without a size,
+    ``tmp`` itself.  ``tmp`` is removed at the end unless ``keep`` (then it is printed,
+    with the image file when there was one)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        if fresh_size:
+            with fresh_fs(tmp, fresh_size, keep_image=keep, bytes_per_inode=bytes_per_inode) as work:
+                yield work, tmp
+        else:
+            yield tmp, tmp
+    finally:
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
