@@ -25,7 +25,8 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -452,7 +453,7 @@ class Store:
         total_size: int,
         source: str | None = None,
         held: Iterable[str] = (),
-        blobs: Collection[str] | None = None,
+        blobs: AbstractSet[str] | None = None,
     ) -> None:
         """Record tree ``tree`` whose pages were built by the caller
         (:func:`runicorn.store.tree_format.build_pages_from_lines`, from the tree's

@@ -11,7 +11,8 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -91,7 +92,7 @@ class TreeSummary(NamedTuple):
 
     file_count: int
     total_size: int
-    blobs: Collection[str] | None
+    blobs: AbstractSet[str] | None
 
 
 def summary_of(norm: Mapping[str, TreeEntry]) -> TreeSummary:
@@ -287,8 +288,7 @@ def index_tree(
         # the links).
         fresh = [p for p in new if p in pages.leaves]
         if len(fresh) == len(pages.leaves) and summary.blobs is not None:
-            blobs = summary.blobs
-            blob_ids = check_blobs_indexed(c, tree, blobs if isinstance(blobs, (set, frozenset)) else set(blobs))
+            blob_ids = check_blobs_indexed(c, tree, summary.blobs)
         else:
             blob_ids = check_blobs_indexed(c, tree, {b for p in fresh for b in pages.links(p)})
     write_pages(store, pages, [p for p in new if not _page_file_is(store, p, pages.pages[p])], staging)
@@ -310,7 +310,7 @@ def _page_file_is(store: Store, page: str, data: bytes) -> bool:
     return False
 
 
-def check_blobs_indexed(c: Any, tree: str, shas: Collection[str]) -> dict[str, int]:
+def check_blobs_indexed(c: Any, tree: str, shas: AbstractSet[str]) -> dict[str, int]:
     """The row ids of the blobs of ``shas``, by SHA-256.
 
     Raises:
