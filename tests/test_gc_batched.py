@@ -261,3 +261,54 @@ def test_a_blob_both_linked_and_counted_zero_is_collected_once(tmp_path: Path) -
         report = store.gc(grace_seconds=0)
         assert report["blobs_deleted"] == 3 and sorted(report["blob_ids"]) == sorted(shas)
         assert store.stats()["blob_count"] == 0 and store.verify()["ok"]
+
+
+def test_planned_blobs_keep_names_and_sizes_in_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan's columns give back what was appended, in order, across batch boundaries,
+    and a name of another length than 64 (a damaged index row) keeps its own batch."""
+    from runicorn.store import gc as gc_module
+
+    monkeypatch.setattr(gc_module, "GC_BATCH", 3)
+    rows = [(hashlib.sha256(str(i).encode()).hexdigest(), i * 10) for i in range(8)]
+    rows[4] = ("not-a-sha", 40)
+    planned = gc_module.PlannedBlobs(rows)
+    assert len(planned) == 8 and list(planned) == rows and planned == rows and rows == planned
+    assert [planned[i] for i in range(-8, 8)] == rows + rows
+    with pytest.raises(IndexError):
+        planned[8]
+    assert list(planned.batches()) == [[r[0] for r in rows[i : i + 3]] for i in (0, 3, 6)]
+    assert planned.names() == [r[0] for r in rows] and planned.total_size() == 280
+    assert planned != rows[:-1] and not gc_module.PlannedBlobs()
+
+
+def test_gc_without_listing_blobs_counts_and_frees_the_same(tmp_path: Path) -> None:
+    """``list_blobs=False`` (the CLI's gc unless it prints ids) returns no names, and
+    deletes, counts and frees exactly what the listing gc does; the CLI prints the ids
+    under ``-v``, a dry run and ``--json`` only."""
+    from click.testing import CliRunner
+
+    from runicorn.cli import main
+
+    for listed in (True, False):
+        with Store(tmp_path / f"s{listed}") as store:
+            shas = unreferenced(store, 5)
+            one_tree(store, shas[:3])
+            store.release_holds()
+            report = store.gc(grace_seconds=0, list_blobs=listed)
+            assert (report["trees_deleted"], report["blobs_deleted"]) == (1, 5)
+            assert report["bytes_freed"] == sum(len(f"blob {i}\n") for i in range(5))
+            assert report["blob_ids"] == (sorted(shas) if listed else None)
+            assert store.stats()["blob_count"] == 0 and store.verify()["ok"]
+    root = tmp_path / "cli"
+    with Store(root) as store:
+        shas = unreferenced(store, 4)
+        store.release_holds()
+    runner = CliRunner()
+    for args, lists in ((["--dry-run"], True), (["--dry-run", "--json"], True), ([], False), (["-v"], True)):
+        if not args or args == ["-v"]:
+            with Store(root) as store:
+                shas = unreferenced(store, 4, tag=str(len(args)))
+                store.release_holds()
+        out = runner.invoke(main, ["--storage", str(root), "gc", "--grace", "0", *args])
+        assert out.exit_code == 0, out.output
+        assert all((s in out.output) == lists for s in shas), (args, out.output)

@@ -149,7 +149,11 @@ def gc(ctx: click.Context, dry_run: bool, grace: str, as_json: bool, verbose: bo
     grace_s = parse_duration(grace)
     keep_s = None if keep_missing is None else parse_duration(keep_missing)
     with _store(ctx) as store:
-        report = store.gc(grace_seconds=grace_s, dry_run=dry_run, keep_missing_toml=keep_s)
+        # The ids are listed only where they are printed: held for nothing, a million of
+        # them would be most of the memory a gc of a million blobs needs.
+        report = store.gc(
+            grace_seconds=grace_s, dry_run=dry_run, keep_missing_toml=keep_s, list_blobs=as_json or verbose or dry_run
+        )
     for w in report["warnings"]:
         click.echo(f"warning: {w}", err=True)
     if as_json:

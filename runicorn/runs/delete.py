@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runicorn.errors import RunicornError, option
 from runicorn.fsutil import abandoned, atomic_write_json, lock_dir, remove_tree
 from runicorn.store import open_store
+
+if TYPE_CHECKING:
+    from runicorn.store.gc import PlannedBlobs
 
 DELETING_MARK = ".rn-deleting-"
 
@@ -52,7 +55,7 @@ def _trustworthy_index(store: Any, run_id: str, dry_run: bool = False) -> tuple[
 
 def _plan(
     store: Any, run_id: str, refs: list[Any], dry_run: bool
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], list[tuple[str, int]]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], PlannedBlobs]:
     """Which of the run's trees go and which blobs only they use, as if its refs were gone.
 
     Mirrors ``Store.gc(grace_seconds=0, trees=...)`` after the refs are deleted, so a dry
@@ -95,7 +98,7 @@ def _plan(
                 if not (k == "run" and (n == run_id or n.startswith(prefix)))
             ]
             kept.append({**asset, "shared_with": others})
-    return orphaned, kept, sorted(doomed), list(plan.blobs)
+    return orphaned, kept, sorted(doomed), plan.blobs
 
 
 def _count_files(root: Path) -> int:
@@ -215,8 +218,8 @@ def delete_run_completely(
             manifests_deleted=len(doomed),
             tree_ids=doomed,
             blobs_deleted=len(blobs),
-            blob_ids=[s for s, _ in blobs],
-            bytes_freed=sum(n for _, n in blobs),
+            blob_ids=blobs.names(),
+            bytes_freed=blobs.total_size(),
         )
         return result
     trash: Path | None = None

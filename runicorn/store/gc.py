@@ -9,12 +9,14 @@ after its journal is finished by recovery (:func:`finish_gc`).
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import re
 import stat
 import time
-from collections.abc import Collection, Iterable, Iterator
+from array import array
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -42,6 +44,76 @@ _ALL_SHA256 = re.compile(r"(?:[0-9a-f]{64}\n)*")
 Planned = list[tuple[str, int]]
 
 
+class PlannedBlobs(Sequence[tuple[str, int]]):
+    """The blobs a gc plan collects, ``(sha256, size)`` in the order appended (the plan's:
+    SHA-256), kept in columns: the names ``GC_BATCH`` to a string, the sizes in an array.
+
+    About 72 bytes a blob, where a list of ``(str, int)`` tuples costs about 180: the
+    difference is most of a gc's peak memory when it collects a million blobs.
+    """
+
+    __slots__ = ("_chunks", "_open", "_sizes")
+
+    def __init__(self, rows: Iterable[tuple[str, int]] = ()) -> None:
+        # A closed chunk is GC_BATCH names joined (each 64 characters), or, if a damaged
+        # index row gave a name of another length, the names as a list.
+        self._chunks: list[str | list[str]] = []
+        self._open: list[str] = []
+        self._sizes = array("q")
+        for sha, size in rows:
+            self.append(sha, size)
+
+    def append(self, sha: str, size: int) -> None:
+        self._open.append(sha)
+        self._sizes.append(size)
+        if len(self._open) == GC_BATCH:
+            joined = "".join(self._open)
+            self._chunks.append(joined if len(joined) == 64 * GC_BATCH else self._open)
+            self._open = []
+
+    def batches(self) -> Iterator[list[str]]:
+        """The names, ``GC_BATCH`` (the last batch: what is left) at a time."""
+        for chunk in self._chunks:
+            yield [chunk[i : i + 64] for i in range(0, len(chunk), 64)] if isinstance(chunk, str) else list(chunk)
+        if self._open:
+            yield list(self._open)
+
+    def names(self) -> list[str]:
+        """Every name, as one list."""
+        return [sha for batch in self.batches() for sha in batch]
+
+    def total_size(self) -> int:
+        return sum(self._sizes)
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        sizes = iter(self._sizes)
+        for batch in self.batches():
+            for sha in batch:
+                yield sha, next(sizes)
+
+    def __getitem__(self, index: int) -> tuple[str, int]:  # type: ignore[override]
+        if not isinstance(index, int):
+            raise TypeError("PlannedBlobs takes an integer index")
+        index = range(len(self))[index]  # IndexError, and negative indexes, as a list
+        chunk, at = divmod(index, GC_BATCH)
+        names = self._chunks[chunk] if chunk < len(self._chunks) else self._open
+        sha = names[at * 64 : at * 64 + 64] if isinstance(names, str) else names[at]
+        return sha, self._sizes[index]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PlannedBlobs({list(self)!r})" if len(self) <= 10 else f"<PlannedBlobs of {len(self)}>"
+
+
 @dataclass(frozen=True, slots=True)
 class GcPlan:
     """What a gc limited to some trees would collect now (:meth:`Store.gc_plan`): ``infos``
@@ -50,7 +122,7 @@ class GcPlan:
 
     infos: dict[str, TreeInfo]
     trees: Planned
-    blobs: Planned
+    blobs: PlannedBlobs
     pages: Planned = ()  # type: ignore[assignment]
 
 
@@ -70,7 +142,7 @@ def gc_plan(
     with store.index.read() as c:
         infos = tree_infos(store, wanted, c)
         if not collect:
-            return GcPlan(infos, [], [])
+            return GcPlan(infos, [], PlannedBlobs())
         dead_trees, dead_pages, dead_blobs = plan_gc(c, time.time() - grace_seconds, json.dumps(wanted), gone)
     return GcPlan(infos, dead_trees, dead_blobs, dead_pages)
 
@@ -82,6 +154,7 @@ def gc(
     dry_run: bool = False,
     trees: Iterable[str] | None = None,
     keep_missing_toml: float | None = None,
+    list_blobs: bool = True,
 ) -> dict[str, Any]:
     """:meth:`Store.gc`.
 
@@ -119,7 +192,10 @@ def gc(
                 dead_trees, dead_pages, dead_blobs, young = _plan(c, cutoff, scope, young_until=now)
                 kept, damaged = kept_by_damaged_manifests(store)
                 notes.extend(damaged)
-                dead_blobs = [] if kept is None else [b for b in dead_blobs if b[0] not in kept]
+                if kept is None:
+                    dead_blobs = PlannedBlobs()
+                elif kept:
+                    dead_blobs = PlannedBlobs(b for b in dead_blobs if b[0] not in kept)
                 waiting = waiting_for_grace(c, now, grace_seconds, scope, dead_trees, dead_blobs, kept, young)
                 if not dry_run and (dead_trees or dead_blobs or dead_pages):
                     journal = execute_gc(store, c, dead_trees, dead_blobs, dead_pages)
@@ -141,7 +217,7 @@ def gc(
         "pages_deleted": len(dead_pages),
         "bytes_freed": freed,
         "tree_ids": [t for t, _ in dead_trees],
-        "blob_ids": [b for b, _ in dead_blobs],
+        "blob_ids": dead_blobs.names() if list_blobs else None,
         "waiting": waiting,
         "warnings": warnings,
     }
@@ -150,7 +226,7 @@ def gc(
 def remove_collected(
     store: Store,
     dead_trees: list[str],
-    dead_blobs: Planned,
+    dead_blobs: PlannedBlobs,
     dry_run: bool,
     warnings: list[str],
     journal: Path | None = None,
@@ -178,7 +254,7 @@ def remove_collected(
         for extension, pairs in taken:
             warnings.extend(extension.remove_collected(store, pairs))
         if journal is not None:
-            freed += unlink_collected(store, journal, [b for b, _ in dead_blobs], [p for p, _ in dead_pages])
+            freed += unlink_collected(store, journal, dead_blobs.batches(), [p for p, _ in dead_pages])
     finally:
         if trash is not None:
             import shutil  # not at the top: it loads bz2 and lzma, ~5 ms of every command
@@ -187,7 +263,7 @@ def remove_collected(
     return freed
 
 
-def _blob_files(store: Store, blobs: Planned) -> list[str | Path]:
+def _blob_files(store: Store, blobs: Iterable[tuple[str, int]]) -> list[str | Path]:
     """The files of ``blobs`` as plain strings: a Path object per blob costs more than
     its ``lstat`` when a run deletion frees 100,000 of them."""
     top = str(store.blobs_dir)
@@ -231,7 +307,7 @@ def waiting_for_grace(
     grace_seconds: float,
     scope: str | None,
     dead_trees: Planned,
-    dead_blobs: Planned,
+    dead_blobs: Iterable[tuple[str, int]],
     kept: set[str] | None,
     young: Young | None = None,
 ) -> dict[str, Any]:
@@ -256,10 +332,9 @@ def waiting_for_grace(
             "last_at": max(times) + grace_seconds if times else None,
         }
     all_trees, _, all_blobs = plan_gc(c, now, scope)
-    all_blobs = [] if kept is None else [b for b in all_blobs if b[0] not in kept]
     gone_t, gone_b = {t for t, _ in dead_trees}, {b for b, _ in dead_blobs}
     trees = [t for t, _ in all_trees if t not in gone_t]
-    blobs = [(b, size) for b, size in all_blobs if b not in gone_b]
+    blobs = [] if kept is None else [(b, size) for b, size in all_blobs if b not in kept and b not in gone_b]
     first = last = None
     if trees or blobs:
         row = c.execute(
@@ -278,7 +353,7 @@ def waiting_for_grace(
     }
 
 
-def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -> tuple[Planned, Planned, Planned]:
+def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -> tuple[Planned, Planned, PlannedBlobs]:
     """The trees, pages and blobs a gc would collect now, ``(id, size)`` each, sorted:
     trees unreferenced, unheld, touched before ``cutoff``; the pages no remaining tree
     reaches once those go; blobs then unreferenced, unheld and touched before ``cutoff``.
@@ -291,7 +366,7 @@ def plan_gc(c: Any, cutoff: float, scope: str | None, gone: str | None = None) -
 
 def _plan(
     c: Any, cutoff: float, scope: str | None, gone: str | None = None, *, young_until: float | None = None
-) -> tuple[Planned, Planned, Planned, Young]:
+) -> tuple[Planned, Planned, PlannedBlobs, Young]:
     """:func:`plan_gc`, and with ``young_until`` what it leaves only because it was touched
     in ``[cutoff, young_until)``: the trees, and the blobs as ``(sha256, size, touched_at)``
     (those the dead trees leave; sorted)."""
@@ -362,23 +437,25 @@ def _plan(
         "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256) ORDER BY b.sha256",
         (json.dumps(dead_leaves), until),
     )
-    blobs: list[tuple[str, int]] = []
+    blobs = PlannedBlobs()
     young: list[tuple[str, int, float]] = []
     old = {r[0] for r in c.execute("SELECT DISTINCT blob FROM tree_entries")} if has_table(c, "tree_entries") else ()
     _split_by_age(candidates, cutoff, old, blobs, young)
     if scope is None:  # blobs no page names (their last leaf went in an earlier gc, or never had one)
-        linked = len(blobs), len(young)
         unnamed = c.execute(
             "SELECT sha256, size, touched_at FROM blobs WHERE refcount = 0 AND touched_at < ? "
             "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256) ORDER BY sha256",
             (until,),
         )
-        _split_by_age(unnamed, cutoff, old, blobs, young)
-        # A blob both linked and counted 0 (a damaged count) came twice: once is enough.
-        if linked[0] < len(blobs):
-            blobs[:] = _sorted_once(blobs)
-        if linked[1] < len(young):
-            young[:] = _sorted_once(young)
+        more = PlannedBlobs()
+        young_more: list[tuple[str, int, float]] = []
+        _split_by_age(unnamed, cutoff, old, more, young_more)
+        # Both lists are in SHA-256 order: merged, and a blob both linked and counted 0
+        # (a damaged count), which came twice, listed once.
+        if more:
+            blobs = PlannedBlobs(_once(heapq.merge(blobs, more))) if blobs else more
+        if young_more:
+            young = list(_once(heapq.merge(young, young_more))) if young else young_more
     return dead_trees, sorted(dead_pages.items()), blobs, Young(young_trees, young)
 
 
@@ -386,7 +463,7 @@ def _split_by_age(
     rows: Iterable[tuple[str, int, float]],
     cutoff: float,
     old: Collection[str],
-    blobs: list[tuple[str, int]],
+    blobs: PlannedBlobs,
     young: list[tuple[str, int, float]],
 ) -> None:
     """Append the ``(sha256, size, touched_at)`` rows not in ``old`` to ``blobs`` (as
@@ -395,7 +472,7 @@ def _split_by_age(
         if sha in old:
             continue
         if touched < cutoff:
-            blobs.append((sha, size))
+            blobs.append(sha, size)
         else:
             young.append((sha, size, touched))
 
@@ -403,13 +480,22 @@ def _split_by_age(
 _Row = TypeVar("_Row", bound=tuple[Any, ...])
 
 
-def _sorted_once(rows: list[_Row]) -> list[_Row]:
-    """``rows`` sorted, each SHA-256 (first item) once."""
-    rows.sort()
-    return [row for k, row in enumerate(rows) if k == 0 or row[0] != rows[k - 1][0]]
+def _once(rows: Iterable[_Row]) -> Iterator[_Row]:
+    """``rows`` (sorted by their first item, a SHA-256) with each SHA-256 once."""
+    last = None
+    for row in rows:
+        if row[0] != last:
+            last = row[0]
+            yield row
 
 
-def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, dead_pages: Planned = ()) -> Path | None:  # type: ignore[assignment]
+def execute_gc(
+    store: Store,
+    c: Any,
+    dead_trees: Planned,
+    dead_blobs: PlannedBlobs,
+    dead_pages: Planned = (),  # type: ignore[assignment]
+) -> Path | None:
     """Inside gc's write transaction: drop the doomed rows in set statements (a tree's
     row lets go of its top pages, a page's links of what it names), move the manifests
     to the trash (few; recovery puts them back if the transaction rolls back) and
@@ -424,15 +510,16 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, d
         c.execute("DELETE FROM trees WHERE tree IN (SELECT value FROM json_each(?))", (ids,))
     if not dead_blobs and not dead_pages:
         return None
-    shas = [b for b, _ in dead_blobs]
     pids = [p for p, _ in dead_pages]
     # Durable before the rows go, so a gc killed after its COMMIT is finished by recovery
     # (without it the files would stay as unindexed strays: space, never data, lost).
-    journal = atomic_write_bytes(store.writer_dir() / f"gc-{os.urandom(6).hex()}.json", _journal_text(shas, pids))
+    journal = atomic_write_bytes(
+        store.writer_dir() / f"gc-{os.urandom(6).hex()}.json", _journal_text(dead_blobs.batches(), pids)
+    )
     # Blob rows first: the links deleted after them then count down the blobs that
     # stay only, not 100,000 rows about to go.
-    for i in range(0, len(shas), GC_BATCH):
-        delete_blob_rows(c, json.dumps(shas[i : i + GC_BATCH]))
+    for batch in dead_blobs.batches():
+        delete_blob_rows(c, json.dumps(batch))
     for i in range(0, len(pids), GC_BATCH):
         chunk = json.dumps(pids[i : i + GC_BATCH])
         delete_links(c, chunk)
@@ -442,32 +529,35 @@ def execute_gc(store: Store, c: Any, dead_trees: Planned, dead_blobs: Planned, d
     return journal
 
 
-def _journal_text(shas: list[str], pages: list[str]) -> Iterator[bytes]:
+def _journal_text(blobs: Iterable[list[str]], pages: list[str]) -> Iterator[bytes]:
     """The gc journal ``{"blobs": [...], "pages": [...]}`` (``schema/README.md``), a batch
-    of names at a time: one text of a million names would be 67 MB, twice (str and bytes)."""
-    for key, names in ((b'{"blobs": [', shas), (b'], "pages": [', pages)):
+    of names at a time (``blobs``: batches of names): one text of a million names would
+    be 67 MB, twice (str and bytes)."""
+    page_batches = (pages[i : i + GC_BATCH] for i in range(0, len(pages), GC_BATCH))
+    for key, batches in ((b'{"blobs": [', blobs), (b'], "pages": [', page_batches)):
         yield key
-        for i in range(0, len(names), GC_BATCH):
-            yield (b", " if i else b"") + json.dumps(names[i : i + GC_BATCH])[1:-1].encode("ascii")
+        for k, batch in enumerate(batches):
+            yield (b", " if k else b"") + json.dumps(batch)[1:-1].encode("ascii")
     yield b"]}\n"
 
 
-def unlink_collected(store: Store, journal: Path, blobs: list[str], pages: Iterable[str] = ()) -> int:
-    """Unlink the blob and page files gc dropped from the index, then the journal; return
-    the bytes the blobs' files freed (pages describe, they are not data)."""
+def unlink_collected(store: Store, journal: Path, blobs: Iterable[list[str]], pages: list[str] = ()) -> int:  # type: ignore[assignment]
+    """Unlink the blob files (``blobs``: batches of names) and page files gc dropped from
+    the index, then the journal; return the bytes the blobs' files freed (pages describe,
+    they are not data)."""
     freed = _unlink_in_batches(store, blobs)
-    _unlink_in_batches(store, list(pages))
+    _unlink_in_batches(store, (pages[i : i + GC_BATCH] for i in range(0, len(pages), GC_BATCH)))
     journal.unlink()
     return freed
 
 
-def _unlink_in_batches(store: Store, shas: list[str]) -> int:
-    """:func:`unlink_unindexed`, ``GC_BATCH`` per write transaction (other writers go on
+def _unlink_in_batches(store: Store, batches: Iterable[list[str]]) -> int:
+    """:func:`unlink_unindexed`, a batch per write transaction (other writers go on
     between batches); return the bytes freed."""
     freed = 0
-    for i in range(0, len(shas), GC_BATCH):
+    for batch in batches:
         with store.index.write() as c:
-            freed += unlink_unindexed(store, c, shas[i : i + GC_BATCH])[1]
+            freed += unlink_unindexed(store, c, batch)[1]
     return freed
 
 

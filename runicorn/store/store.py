@@ -697,6 +697,7 @@ class Store:
         dry_run: bool = False,
         trees: Iterable[str] | None = None,
         keep_missing_toml: float | None = None,
+        list_blobs: bool = True,
     ) -> dict[str, Any]:
         """Delete trees no ref names and blobs no tree names, older than the grace period.
 
@@ -706,13 +707,20 @@ class Store:
         reports what only the grace period keeps (counts, bytes, and when it becomes
         collectable: ``first_at`` .. ``last_at``).  ``keep_missing_toml``: seconds a missing
         Runicorn.toml keeps its bindings (None: ``runicorn.config.keep_missing_toml_seconds``).
+        ``list_blobs``: report every collected blob's id in ``blob_ids`` (False: ``blob_ids``
+        is None, and a gc of a million blobs does not hold a million names to return).
 
         Raises:
             ReadOnlyStoreError: a real run on a read-only store.
             StoreIndexError: the index disagrees with the files (nothing was deleted).
         """
         return _gc.gc(
-            self, grace_seconds=grace_seconds, dry_run=dry_run, trees=trees, keep_missing_toml=keep_missing_toml
+            self,
+            grace_seconds=grace_seconds,
+            dry_run=dry_run,
+            trees=trees,
+            keep_missing_toml=keep_missing_toml,
+            list_blobs=list_blobs,
         )
 
     def gc_plan(
