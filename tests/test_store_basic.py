@@ -118,6 +118,34 @@ def test_missing_blobs_are_named_across_the_chunks_of_the_check(store: Store, mo
     assert report["ok"], json.dumps(report["problems"])  # every link names its blob's row, every count right
 
 
+def test_a_trees_links_are_indexed_a_group_at_a_time(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Links are indexed a group of leaves at a time: a blob named from several groups is
+    counted in each, every missing blob is named whichever group it falls in (and the
+    tree is not indexed), and a rebuild, which names absent blobs as lost, gives the same
+    counts."""
+    import runicorn.store.rows as rows_mod
+
+    monkeypatch.setattr(rows_mod, "LINK_GROUP", 40)
+    shared = store.ingest_bytes(b"shared")
+    own = [store.ingest_bytes(f"own {i}".encode()) for i in range(400)]
+    entries = {f"d{i % 20}/f{i}": (info.sha256, "100644", info.size) for i, info in enumerate(own)}
+    entries.update({f"d{i}/shared": (shared.sha256, "100644", shared.size) for i in range(20)})
+    absent = sorted(f"{i:x}" * 64 for i in range(1, 6))
+    with pytest.raises(BlobNotFoundError) as err:
+        store.put_tree({**entries, **{f"d{3 * i}/gone": (sha, "100644", 1) for i, sha in enumerate(absent)}})
+    assert err.value.missing == absent  # type: ignore[attr-defined]
+    assert store.stats()["tree_count"] == 0
+    tree = store.put_tree(entries)
+    assert len(store.tree_page_sizes(tree)) > 10  # many leaves: several groups
+    with store.index.read() as c:
+        assert c.execute("SELECT refcount FROM blobs WHERE sha256 = ?", (shared.sha256,)).fetchone()[0] == 20
+    report = store.verify(deep=True)
+    assert report["ok"], json.dumps(report["problems"])
+    store.rebuild_index()
+    report = store.verify(deep=True)
+    assert report["ok"], json.dumps(report["problems"])
+
+
 def test_put_tree_refuses_missing_blobs_and_bad_paths(store: Store) -> None:
     with pytest.raises(BlobNotFoundError) as err:
         store.put_tree({"a": ("0" * 64, "100644", 1)})

@@ -418,9 +418,6 @@ class _Capture:
             tree = self.lines.tree_id()
             pages, spans = build_pages_from_lines(self.lines, known=known, changed=self._changed(known))
             self.total = self.vouched_bytes + self.read_bytes
-            # When every line was read this time (a first snapshot), the blobs held for
-            # them are the tree's: the index checks that set instead of gathering one again.
-            read_all = len(self.to_read) + len(self.links) == len(self.lines)
             try:
                 self.store.put_tree_pages(
                     tree,
@@ -429,7 +426,6 @@ class _Capture:
                     total_size=self.total,
                     source=str(self.root),
                     held=self.held,
-                    blobs=self.held if read_all else None,
                 )
                 return tree, spans, known
             except BlobNotFoundError as exc:

@@ -65,22 +65,25 @@ def insert_page_rows(
     now: float,
     *,
     lost_ok: bool = False,
-    blob_ids: Mapping[str, int] | None = None,
+    missing: list[str] | None = None,
 ) -> None:
-    """Index the pages ``new`` of ``pages`` (none indexed yet; their files in place) with
-    their links, rows before links so every count lands (``schema/index.sql``);
-    ``lost_ok`` and ``blob_ids``: see :func:`insert_links`."""
+    """Index the pages ``new`` of ``pages`` (none indexed yet) with their links, rows
+    before links so every count lands (``schema/index.sql``); ``lost_ok`` and
+    ``missing``: see :func:`insert_links`.  The pages' files must be in place before the
+    transaction commits."""
     if not new:
         return
     c.executemany(
         "INSERT INTO pages (page, leaf, entries, size, refcount, created_at) VALUES (?, ?, ?, ?, 0, ?)",
         [(pid, int(pid in pages.leaves), pages.pages[pid].count(b"\n") - 1, len(pages.pages[pid]), now) for pid in new],
     )
-    insert_links(c, pages, new, lost_ok=lost_ok, blob_ids=blob_ids)
+    insert_links(c, pages, new, lost_ok=lost_ok, missing=missing)
 
 
 # Hashes looked up per statement by blob_row_ids.
 _LOOKUP_CHUNK = 16384
+# Links indexed at a time by insert_links: its memory is a group's, whatever the tree's size.
+LINK_GROUP = 65536
 
 
 def blob_row_ids(c: Any, shas: list[str]) -> dict[str, int]:
@@ -97,63 +100,72 @@ def blob_row_ids(c: Any, shas: list[str]) -> dict[str, int]:
 
 
 def insert_links(
-    c: Any, pages: TreePages, ids: list[str], *, lost_ok: bool = False, blob_ids: Mapping[str, int] | None = None
+    c: Any, pages: TreePages, ids: list[str], *, lost_ok: bool = False, missing: list[str] | None = None
 ) -> None:
     """Index what pages ``ids`` of ``pages`` name (their rows exist, their links not).
 
     A link names its blob by the blob's row id, or by its ``lost_blobs`` row's id negated
-    (``schema/index.sql``, version 7).  ``blob_ids``: the row ids of the leaves' blobs,
-    when the caller has looked them up already (:func:`blob_row_ids`).  ``lost_ok`` (a
-    rebuild or a migration): a blob the store does not hold is named as lost (a
-    ``lost_blobs`` row), to be counted again when it is stored.  Without it every blob
-    must have its row (a writer checked, in this transaction).
+    (``schema/index.sql``, version 7).  ``lost_ok`` (a rebuild or a migration): a blob
+    the store does not hold is named as lost (a ``lost_blobs`` row), to be counted again
+    when it is stored.  Without it every blob must have its row: one that has none is
+    appended to ``missing`` (its links left out: the caller then rolls the transaction
+    back), or without ``missing`` raises.
+
+    The leaves' links are indexed a group of about :data:`LINK_GROUP` at a time (their
+    blobs' row ids looked up, the link rows sorted and inserted, the counts raised), so
+    a tree of a million files costs no more memory here than one of 65,536.
 
     Raises:
-        apsw.ConstraintError: without ``lost_ok``, a blob has no row.
+        apsw.ConstraintError: without ``lost_ok`` or ``missing``, a blob has no row.
     """
     leaves = [pid for pid in ids if pid in pages.leaves]
     nodes = [pid for pid in ids if pid not in pages.leaves]
     row_of = page_row_ids(c, ids + [child for pid in nodes for child in pages.links(pid)])
-    if blob_ids is None:
-        named = {sha for pid in leaves for sha in pages.links(pid)}
-        blob_ids = blob_row_ids(c, sorted(named))
+    group: list[tuple[str, int, int]] = []
+    for k, pid in enumerate(leaves):
+        row = row_of[pid]
+        group.extend((sha, row, n) for sha, n in pages.links(pid).items())
+        if len(group) >= LINK_GROUP or k == len(leaves) - 1:
+            _insert_link_group(c, group, lost_ok, missing)
+            group = []
+    c.executemany(
+        "INSERT INTO page_children (page, child) VALUES (?, ?)",
+        [(row_of[p], row_of[child]) for p in nodes for child in pages.links(p)],
+    )
+
+
+def _insert_link_group(c: Any, links: list[tuple[str, int, int]], lost_ok: bool, missing: list[str] | None) -> None:
+    """:func:`insert_links` for one group of ``(sha256, page row, n)`` links."""
+    named = sorted({sha for sha, _, _ in links})  # in index order: neighbouring lookups share pages
+    blob_ids = blob_row_ids(c, named)
+    if len(blob_ids) < len(named):
+        lost = [sha for sha in named if sha not in blob_ids]
         if lost_ok:
-            lost = sorted(named.difference(blob_ids))
-            if lost:
-                c.execute(  # ("WHERE true": without it, SQLite reads ON CONFLICT as a join's ON)
-                    "INSERT INTO lost_blobs (sha256) SELECT value FROM json_each(?) WHERE true "
-                    "ON CONFLICT (sha256) DO NOTHING",
+            c.execute(  # ("WHERE true": without it, SQLite reads ON CONFLICT as a join's ON)
+                "INSERT INTO lost_blobs (sha256) SELECT value FROM json_each(?) WHERE true "
+                "ON CONFLICT (sha256) DO NOTHING",
+                (json.dumps(lost),),
+            )
+            blob_ids.update(
+                c.execute(
+                    "SELECT sha256, -id FROM lost_blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
                     (json.dumps(lost),),
                 )
-                lost_ids = dict(
-                    c.execute(
-                        "SELECT sha256, -id FROM lost_blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
-                        (json.dumps(lost),),
-                    )
-                )
-                blob_ids = {**blob_ids, **lost_ids}
-        del named
+            )
+        elif missing is not None:
+            missing.extend(lost)
+        else:
+            raise apsw.ConstraintError(f"page_blobs.blob: blob {lost[0]} has no row in the index")
+    del named
     # By blob id: the links' index by blob and the refcount updates (by row id) are
     # walked in order, and each blob's links are next to each other (summed as they come).
-    # A leaf's links are asked for (and their hashes made) one leaf at a time and kept as
-    # ids only: a tree's links can be many.
-    id_links: list[tuple[int, int, int]] = []
-    for pid in leaves:
-        row = row_of[pid]
-        for sha, n in pages.links(pid).items():
-            blob = blob_ids.get(sha)
-            if blob is None:
-                raise apsw.ConstraintError(f"page_blobs.blob: blob {sha} has no row in the index")
-            id_links.append((blob, row, n))
+    id_links = [(blob_ids[sha], row, n) for sha, row, n in links if sha in blob_ids]
+    del blob_ids
     id_links.sort()
     c.executemany("INSERT INTO page_blobs (blob, page, n) VALUES (?, ?, ?)", id_links)
     c.executemany(
         "UPDATE blobs SET refcount = refcount + ? WHERE id = ?",
         ((sum(link[2] for link in same), blob) for blob, same in groupby(id_links, itemgetter(0)) if blob > 0),
-    )
-    c.executemany(
-        "INSERT INTO page_children (page, child) VALUES (?, ?)",
-        [(row_of[p], row_of[child]) for p in nodes for child in pages.links(p)],
     )
 
 

@@ -26,7 +26,6 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -453,19 +452,17 @@ class Store:
         total_size: int,
         source: str | None = None,
         held: Iterable[str] = (),
-        blobs: AbstractSet[str] | None = None,
     ) -> None:
         """Record tree ``tree`` whose pages were built by the caller
         (:func:`runicorn.store.tree_format.build_pages_from_lines`, from the tree's
         validated lines: the caller vouches that they give ``tree``), with its file count
         and total size.  Held as :meth:`put_tree` holds; the holds on ``held`` (blobs this
-        writer ingested for it) go.  ``blobs``: the set of the tree's blobs when the
-        caller has one (else it is gathered from the leaves again).
+        writer ingested for it) go.
 
         Raises:
             BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
         """
-        summary = _trees.TreeSummary(file_count, total_size, blobs)
+        summary = _trees.TreeSummary(file_count, total_size)
         _trees.store_tree(self, tree, lambda: pages, summary, source=source, held=held)
 
     def tree_info(self, tree: str) -> TreeInfo | None:

@@ -12,7 +12,6 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
-from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -20,7 +19,7 @@ from runicorn.errors import BlobNotFoundError, CorruptManifestError, RunicornErr
 from runicorn.fsutil import StagedFile, fsync_dir, make_dir, publish_link, read_sized, sync_written, write_all
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.layout import BlobInfo, TreeInfo
-from runicorn.store.rows import blob_row_ids, insert_page_rows, insert_tree_rows, missing_pages
+from runicorn.store.rows import insert_page_rows, insert_tree_rows, missing_pages
 from runicorn.store.tree_format import (
     MANIFEST_VERSION,
     MAX_PAGE_BYTES,
@@ -87,17 +86,15 @@ def kept_by(store: Store, tree: str, kind: str, name: str) -> bool:
 
 
 class TreeSummary(NamedTuple):
-    """What indexing a tree needs besides its pages: its file count, total size and
-    the set of its blobs (None: what its leaves name, as the pages' builder knows it)."""
+    """What indexing a tree needs besides its pages: its file count and total size."""
 
     file_count: int
     total_size: int
-    blobs: AbstractSet[str] | None
 
 
 def summary_of(norm: Mapping[str, TreeEntry]) -> TreeSummary:
     """The :class:`TreeSummary` of validated entries."""
-    return TreeSummary(len(norm), sum(e.size for e in norm.values()), {e.sha256 for e in norm.values()})
+    return TreeSummary(len(norm), sum(e.size for e in norm.values()))
 
 
 def put_tree(
@@ -119,7 +116,8 @@ def put_tree(
         norm = normalize_entries(entries)
     tree = compute_tree_id(norm)
     summary = summary_of(norm)
-    store_tree(store, tree, lambda: build_pages(norm), summary, source=source, held=summary.blobs or ())
+    held = {e.sha256 for e in norm.values()}
+    store_tree(store, tree, lambda: build_pages(norm), summary, source=source, held=held)
     if ref is not None:
         store.set_ref(ref[0], ref[1], tree, meta=ref_meta)
     return tree
@@ -281,18 +279,16 @@ def index_tree(
         BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
     """
     new = missing_pages(c, pages)
-    blob_ids = None
-    if check_blobs:
-        # A leaf the index has counts its blobs already (gc takes only blobs no leaf
-        # names), so only the new leaves' blobs are looked up (and their ids kept for
-        # the links).
-        fresh = [p for p in new if p in pages.leaves]
-        if len(fresh) == len(pages.leaves) and summary.blobs is not None:
-            blob_ids = check_blobs_indexed(c, tree, summary.blobs)
-        else:
-            blob_ids = check_blobs_indexed(c, tree, {b for p in fresh for b in pages.links(p)})
+    # A leaf the index has counts its blobs already (gc takes only blobs no leaf names),
+    # so only the new leaves' blobs are checked: as their links are indexed.
+    missing: list[str] | None = [] if check_blobs else None
+    insert_page_rows(c, pages, new, now, lost_ok=not check_blobs, missing=missing)
+    if missing:
+        missing = sorted(set(missing))
+        err = BlobNotFoundError(f"tree {tree}: {len(missing)} blob(s) not in the store, e.g. {missing[0]}")
+        err.missing = missing  # type: ignore[attr-defined]
+        raise err
     write_pages(store, pages, [p for p in new if not _page_file_is(store, p, pages.pages[p])], staging)
-    insert_page_rows(c, pages, new, now, lost_ok=not check_blobs, blob_ids=blob_ids)
     insert_tree_rows(c, tree, pages, summary.file_count, summary.total_size, now)
 
 
@@ -308,22 +304,6 @@ def _page_file_is(store: Store, page: str, data: bytes) -> bool:
     except FileNotFoundError:
         pass
     return False
-
-
-def check_blobs_indexed(c: Any, tree: str, shas: AbstractSet[str]) -> dict[str, int]:
-    """The row ids of the blobs of ``shas``, by SHA-256.
-
-    Raises:
-        BlobNotFoundError: a blob is not indexed (``.missing`` lists them).
-    """
-    ordered = sorted(shas)  # in index order: neighbouring lookups share pages
-    found = blob_row_ids(c, ordered)
-    if len(found) < len(ordered):
-        missing = [sha for sha in ordered if sha not in found]
-        err = BlobNotFoundError(f"tree {tree}: {len(missing)} blob(s) not in the store, e.g. {missing[0]}")
-        err.missing = missing  # type: ignore[attr-defined]
-        raise err
-    return found
 
 
 def commit_tree(store: Store, intent: Path, tree: str, summary: TreeSummary, pages: TreePages, held: set[str]) -> None:
