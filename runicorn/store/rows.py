@@ -83,7 +83,7 @@ def insert_page_rows(
 # Hashes looked up per statement by blob_row_ids.
 _LOOKUP_CHUNK = 16384
 # Links indexed at a time by insert_links: its memory is a group's, whatever the tree's size.
-LINK_GROUP = 65536
+LINK_GROUP = 16384
 
 
 def blob_row_ids(c: Any, shas: list[str]) -> dict[str, int]:
@@ -113,7 +113,7 @@ def insert_links(
 
     The leaves' links are indexed a group of about :data:`LINK_GROUP` at a time (their
     blobs' row ids looked up, the link rows sorted and inserted, the counts raised), so
-    a tree of a million files costs no more memory here than one of 65,536.
+    a tree of a million files costs no more memory here than one of 16,384.
 
     Raises:
         apsw.ConstraintError: without ``lost_ok`` or ``missing``, a blob has no row.
