@@ -367,6 +367,32 @@ def test_deletion_checks_the_counts_of_what_it_could_free_not_the_whole_store(tm
     assert store.verify()["ok"] and store.has_blob(sha["b"]) and len(store.gc(grace_seconds=0)["blob_ids"]) == 0
 
 
+def test_deleting_a_run_without_listing_its_blobs_frees_the_same(tmp_path: Path) -> None:
+    """``list_blobs=False`` (the CLI's delete-run without ``--json``) returns no names and
+    reports, deletes and frees exactly what a listing deletion does, dry run or real."""
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            (tmp_path / name / f"f{i}").write_text(f"{name} {i}\n")
+        run = rn.init(path=f"safety/unlisted-{name}")
+        run.archive(tmp_path / name, role="data")
+        run.finish()
+        runs.append(run)
+    store = open_store()
+    listed = delete_run_completely(runs[0].run_id, store.root, dry_run=True)
+    unlisted = delete_run_completely(runs[0].run_id, store.root, dry_run=True, list_blobs=False)
+    assert len(listed["blob_ids"]) == 3 and unlisted["blob_ids"] is None
+    same = [k for k in listed if k != "blob_ids"]
+    assert [listed[k] for k in same] == [unlisted[k] for k in same]
+    real = delete_run_completely(runs[0].run_id, store.root, list_blobs=False)
+    assert real["success"] and real["blob_ids"] is None
+    assert (real["blobs_deleted"], real["bytes_freed"]) == (3, listed["bytes_freed"])
+    assert not any(store.has_blob(b) for b in listed["blob_ids"]) and store.verify()["ok"]
+    out = CliRunner().invoke(main, ["delete-run", runs[1].run_id])
+    assert out.exit_code == 0 and "3 blobs" in out.output, out.output
+
+
 def test_run_id_of_an_unindexed_run_dir_is_refused() -> None:
     run1 = rn.init(path="proj/x", run_id="legacy-id")
     run1.finish()

@@ -327,7 +327,7 @@ def delete_run(ctx: click.Context, run_id: str, dry_run: bool, force: bool, as_j
 
     root = existing_storage(ctx)
     run_id = resolve_run_id(_store(ctx), run_id)
-    result = delete_run_completely(run_id, root, dry_run=dry_run, force=force)
+    result = delete_run_completely(run_id, root, dry_run=dry_run, force=force, list_blobs=as_json)
     if as_json:
         echo_json(result)
     if not result["success"]:

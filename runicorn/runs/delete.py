@@ -138,7 +138,7 @@ def _live_writer_pid(run_dir: Path) -> int | None:
 
 
 def delete_run_completely(
-    run_id: str, storage_root: Path, dry_run: bool = False, *, force: bool = False
+    run_id: str, storage_root: Path, dry_run: bool = False, *, force: bool = False, list_blobs: bool = True
 ) -> dict[str, Any]:
     """Delete a run's directory and refs, then the trees and blobs nothing else references.
 
@@ -157,6 +157,9 @@ def delete_run_completely(
     A run still being written (``status.json`` says ``running`` and its process, on this
     host, is alive) is refused with ``success: False`` unless ``force`` is true; a run
     whose process died is deleted normally.
+
+    ``list_blobs=False``: ``blob_ids`` is None (the count and bytes stay), so deleting a
+    run of a million files does not hold a million names to return.
     """
     from runicorn.runs.index import find_run_dir, valid_run_id
 
@@ -218,7 +221,7 @@ def delete_run_completely(
             manifests_deleted=len(doomed),
             tree_ids=doomed,
             blobs_deleted=len(blobs),
-            blob_ids=blobs.names(),
+            blob_ids=blobs.names() if list_blobs else None,
             bytes_freed=blobs.total_size(),
         )
         return result
@@ -249,10 +252,16 @@ def delete_run_completely(
         result["run_dir_deleted"] = True
     for r in refs:
         store.delete_ref(r.kind, r.name)
-    report = {"trees_deleted": 0, "blobs_deleted": 0, "bytes_freed": 0, "tree_ids": [], "blob_ids": []}
+    report = {
+        "trees_deleted": 0,
+        "blobs_deleted": 0,
+        "bytes_freed": 0,
+        "tree_ids": [],
+        "blob_ids": [] if list_blobs else None,
+    }
     if doomed:
         try:
-            report = store.gc(grace_seconds=0, trees=doomed)
+            report = store.gc(grace_seconds=0, trees=doomed, list_blobs=list_blobs)
         except RunicornError as exc:
             # The refs are gone, so a later gc may collect the trees; nothing was lost.
             result["errors"].append(f"the run's content was kept: {exc}")
