@@ -271,6 +271,7 @@ def test_planned_blobs_keep_names_and_sizes_in_columns(monkeypatch: pytest.Monke
     monkeypatch.setattr(gc_module, "GC_BATCH", 3)
     rows = [(hashlib.sha256(str(i).encode()).hexdigest(), i * 10) for i in range(8)]
     rows[4] = ("not-a-sha", 40)
+    rows[1], rows[2] = (rows[1][0][:-1], 10), (rows[2][0] + "0", 20)  # 63 + 65 characters, in one batch
     planned = gc_module.PlannedBlobs(rows)
     assert len(planned) == 8 and list(planned) == rows and planned == rows and rows == planned
     assert [planned[i] for i in range(-8, 8)] == rows + rows
@@ -279,6 +280,8 @@ def test_planned_blobs_keep_names_and_sizes_in_columns(monkeypatch: pytest.Monke
     assert list(planned.batches()) == [[r[0] for r in rows[i : i + 3]] for i in (0, 3, 6)]
     assert planned.names() == [r[0] for r in rows] and planned.total_size() == 280
     assert planned != rows[:-1] and not gc_module.PlannedBlobs()
+    damaged = gc_module.PlannedBlobs([(rows[0][0], None), (rows[1][0], "12")])  # type: ignore[list-item]
+    assert damaged.total_size() == 0 and damaged.names() == [rows[0][0], rows[1][0]]
 
 
 def test_gc_without_listing_blobs_counts_and_frees_the_same(tmp_path: Path) -> None:

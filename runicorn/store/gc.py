@@ -65,10 +65,13 @@ class PlannedBlobs(Sequence[tuple[str, int]]):
 
     def append(self, sha: str, size: int) -> None:
         self._open.append(sha)
-        self._sizes.append(size)
+        try:
+            self._sizes.append(size)
+        except (TypeError, OverflowError):  # a damaged row's size: it only reports, as 0
+            self._sizes.append(0)
         if len(self._open) == GC_BATCH:
-            joined = "".join(self._open)
-            self._chunks.append(joined if len(joined) == 64 * GC_BATCH else self._open)
+            fixed = all(type(name) is str and len(name) == 64 for name in self._open)
+            self._chunks.append("".join(self._open) if fixed else self._open)
             self._open = []
 
     def batches(self) -> Iterator[list[str]]:
