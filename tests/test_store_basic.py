@@ -144,6 +144,17 @@ def test_a_trees_links_are_indexed_a_group_at_a_time(store: Store, monkeypatch: 
     store.rebuild_index()
     report = store.verify(deep=True)
     assert report["ok"], json.dumps(report["problems"])
+    # The shared blob's file lost: a rebuild names it as lost once, from every group.
+    store.blob_path(shared.sha256).unlink()
+    store.rebuild_index()
+    assert store.index.query("SELECT sha256 FROM lost_blobs") == [(shared.sha256,)]
+    assert {p["kind"] for p in store.verify()["problems"]} == {"tree_missing_blob"}
+    store.ingest_bytes(b"shared")  # stored again: its 20 links count again
+    store.release_holds()
+    report = store.verify(deep=True)
+    assert report["ok"], json.dumps(report["problems"])
+    with store.index.read() as c:
+        assert c.execute("SELECT refcount FROM blobs WHERE sha256 = ?", (shared.sha256,)).fetchone()[0] == 20
 
 
 def test_put_tree_refuses_missing_blobs_and_bad_paths(store: Store) -> None:
