@@ -391,6 +391,7 @@ def test_deleting_a_run_without_listing_its_blobs_frees_the_same(tmp_path: Path)
     assert not any(store.has_blob(b) for b in listed["blob_ids"]) and store.verify()["ok"]
     out = CliRunner().invoke(main, ["delete-run", runs[1].run_id])
     assert out.exit_code == 0 and "3 blobs" in out.output, out.output
+    assert delete_run_completely(runs[0].run_id, store.root, list_blobs=False)["blob_ids"] is None  # not found
 
 
 def test_run_id_of_an_unindexed_run_dir_is_refused() -> None:

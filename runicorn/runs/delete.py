@@ -176,7 +176,7 @@ def delete_run_completely(
         "outputs_deleted": 0,
         "bytes_freed": 0,
         "tree_ids": [],
-        "blob_ids": [],
+        "blob_ids": [] if list_blobs else None,
         "errors": [],
         "notes": [],
     }
