@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchdata import make_bench_tree  # noqa: E402
-from benchfs import bench_dirs, describe  # noqa: E402
+from benchfs import add_dir_options, bench_dirs, describe  # noqa: E402
 from benchrss import require_tools, run_rss  # noqa: E402
 
 GOAL_BYTES_PER_FILE = 200
@@ -95,14 +95,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, nargs="+", default=[100_000, 1_000_000], help="workspace sizes (two or more)")
     ap.add_argument("--min-size", type=int, default=64, help="smallest file, bytes (default 64)")
     ap.add_argument("--max-size", type=int, default=256, help="largest file, bytes (default 256)")
-    ap.add_argument("--tmp", type=Path, default=None, help="where to work (default: a new temp dir)")
-    ap.add_argument(
-        "--fresh-fs",
-        metavar="SIZE",
-        default=None,
-        help="measure on a new journaled ext4 image of SIZE (e.g. 20G), loop-mounted in the "
-        "temp dir and removed at the end (needs root)",
-    )
+    add_dir_options(ap, "20G")
     args = ap.parse_args()
     if len(set(args.files)) < 2 or min(args.files) < 1:
         ap.error("--files needs two or more different positive sizes")

@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_snapshot import API_SNAPSHOT, REPO, run_rss, timed  # noqa: E402
 from benchdata import make_bench_tree  # noqa: E402
-from benchfs import bench_dirs, describe  # noqa: E402
+from benchfs import add_dir_options, bench_dirs, describe  # noqa: E402
 from benchrss import require_tools  # noqa: E402
 
 KIB = 1024
@@ -156,14 +156,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--min-size", type=int, default=200, help="smallest file, bytes (default 200)")
     ap.add_argument("--max-size", type=int, default=800, help="largest file, bytes (default 800)")
-    ap.add_argument("--tmp", type=Path, default=None, help="where to work (default: a new temp dir)")
-    ap.add_argument(
-        "--fresh-fs",
-        metavar="SIZE",
-        default=None,
-        help="measure on a new journaled ext4 image of SIZE (e.g. 4G), loop-mounted in the "
-        "temp dir and removed at the end (needs root)",
-    )
+    add_dir_options(ap, "4G")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
     if args.rounds < 1 or args.rounds > args.files or args.dirs < 1 or args.files < args.dirs:

@@ -88,7 +88,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchdata import make_bench_tree, rewrite_fraction  # noqa: E402
-from benchfs import bench_dirs, describe  # noqa: E402
+from benchfs import add_dir_options, bench_dirs, describe  # noqa: E402
 from benchrss import Proc, require_tools  # noqa: E402
 from benchrss import run_rss as _run_rss  # noqa: E402
 
@@ -174,14 +174,7 @@ def main() -> None:
     ap.add_argument("--dirs", type=int, default=100)
     ap.add_argument("--big-files", type=int, default=4)
     ap.add_argument("--big-size", type=int, default=64 << 20)
-    ap.add_argument("--tmp", type=Path, default=None, help="where to work (default: a new temp dir)")
-    ap.add_argument(
-        "--fresh-fs",
-        metavar="SIZE",
-        default=None,
-        help="measure on a new journaled ext4 image of SIZE (e.g. 10G), loop-mounted in the "
-        "temp dir and removed at the end (needs root)",
-    )
+    add_dir_options(ap, "10G")
     ap.add_argument("--dvc", default=None, help="an existing dvc executable (default: install one)")
     ap.add_argument("--skip-dvc", action="store_true")
     ap.add_argument(

@@ -20,6 +20,7 @@ ext4 (mkfs's default) does not do this.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -195,6 +196,18 @@ def fresh_fs(parent: Path, size: str, keep_image: bool = False, bytes_per_inode:
             mnt.rmdir()
         except OSError:
             pass
+
+
+def add_dir_options(ap: argparse.ArgumentParser, example_size: str) -> None:
+    """The ``--tmp`` and ``--fresh-fs SIZE`` options whose values :func:`bench_dirs` takes."""
+    ap.add_argument("--tmp", type=Path, default=None, help="where to work (default: a new temp dir)")
+    ap.add_argument(
+        "--fresh-fs",
+        metavar="SIZE",
+        default=None,
+        help=f"measure on a new journaled ext4 image of SIZE (e.g. {example_size}), loop-mounted in the "
+        "temp dir and removed at the end (needs root)",
+    )
 
 
 @contextmanager
