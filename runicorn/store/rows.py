@@ -122,12 +122,14 @@ def insert_links(
     nodes = [pid for pid in ids if pid not in pages.leaves]
     row_of = page_row_ids(c, ids + [child for pid in nodes for child in pages.links(pid)])
     group: list[tuple[str, int, int]] = []
-    for k, pid in enumerate(leaves):
+    for pid in leaves:
         row = row_of[pid]
         group.extend((sha, row, n) for sha, n in pages.links(pid).items())
-        if len(group) >= LINK_GROUP or k == len(leaves) - 1:
+        if len(group) >= LINK_GROUP:
             _insert_link_group(c, group, lost_ok, missing)
             group = []
+    if group:
+        _insert_link_group(c, group, lost_ok, missing)
     c.executemany(
         "INSERT INTO page_children (page, child) VALUES (?, ?)",
         [(row_of[p], row_of[child]) for p in nodes for child in pages.links(p)],
