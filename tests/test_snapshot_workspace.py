@@ -666,3 +666,40 @@ def test_ignore_cache_keeps_the_most_recently_written_rule_sets(
     assert len(keys[1]) == 2 and keys[2] == keys[1]  # "*.a" known already: nothing to write
     # A read-only use is not written, so "*.a" is the oldest change and goes first.
     assert keys[3] == [keys[1][1], keys[3][1]] and keys[3][1] not in keys[1]
+
+
+def test_a_snapshot_leaves_no_holds_and_a_failed_one_lets_go_of_what_it_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot holds what it ingests under one lease: the tree (and its ref) takes
+    over, so no hold row is left, not even for content met in several ingest batches;
+    a snapshot that fails after ingesting lets go of all of it, and gc may take it."""
+    from runicorn.snapshot import capture
+    from runicorn.store import Store
+
+    monkeypatch.setattr(capture, "_INGEST_BATCH_FILES", 3)  # many batches, the same content in several
+    ws = tmp_path / "ws"
+    write(ws / ".rnignore", "", age=60)
+    for i in range(20):
+        write(ws / f"d{i % 4}" / f"f{i}.txt", f"content {i % 5}\n", age=60)
+    runicorn.snapshot_workspace(ws, None)
+    store = open_store()
+    assert store.index.scalar("SELECT COUNT(*) FROM holds") == 0
+
+    for i in range(20):
+        write(ws / "new" / f"g{i}.txt", f"new content {i}\n", age=60)
+
+    def broken(self: Store, *args: object, **kwargs: object) -> None:
+        raise OSError(5, "Input/output error (injected while committing the tree)")
+
+    monkeypatch.setattr(Store, "put_tree_pages", broken)
+    with pytest.raises(OSError, match="injected"):
+        runicorn.snapshot_workspace(ws, None)
+    assert store.index.scalar("SELECT COUNT(*) FROM holds") == 0
+    before = store.stats()["blob_count"]
+    assert store.gc(grace_seconds=0)["blobs_deleted"] == 20  # the new files' blobs, and only them
+    assert store.stats()["blob_count"] == before - 20
+    monkeypatch.undo()
+    again = runicorn.snapshot_workspace(ws, None)
+    assert len(_files(again)) == 41 and store.index.scalar("SELECT COUNT(*) FROM holds") == 0
+    assert store.verify()["ok"]

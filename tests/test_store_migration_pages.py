@@ -36,7 +36,7 @@ def test_the_open_moves_every_tree_to_pages_and_drops_the_old_rows(
         said = capsys.readouterr().err
         assert f"moving {len(TREES)} tree(s) of {root} to the page format" in said and "once" in said
         assert any(f"migrated {len(TREES)} tree(s) to pages" in n for n in s.recovered), s.recovered
-        assert s.index.version == SCHEMA_VERSION == 7
+        assert s.index.version == SCHEMA_VERSION
         for tree in TREES:
             manifest = json.loads(s.manifest_path(tree).read_bytes())
             assert manifest["format_version"] == 2 and "files" not in manifest
@@ -161,7 +161,7 @@ def test_a_schema_5_store_loses_its_link_triggers_and_keeps_its_counts(tmp_path:
     files = {f"f{i:03}.txt": f"file {i}\n".encode() * (i % 3 + 1) for i in range(300)}
     files["dup.txt"] = files["f000.txt"]  # one blob named twice
     with Store(root) as s:
-        assert s.index.version == SCHEMA_VERSION == 7
+        assert s.index.version == SCHEMA_VERSION
         assert not s.index.query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'page_blobs%'")
         assert problems(s) == []
         first = put(s, files, "first")

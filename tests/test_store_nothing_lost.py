@@ -433,9 +433,35 @@ def test_releasing_holds_drops_only_the_rows_no_other_operation_still_holds(tmp_
         s.holds.release(c, {a, b})  # b is still held by the second
     assert rows() == {b, c_, t}
     with s.index.write() as c:
-        s.holds.release(c, {b, c_})  # most go: the rest is written again
+        s.holds.release(c, {b, c_})
     assert rows() == {t}
     with s.index.write() as c:
         s.holds.release(c, {t})
-    assert rows() == set() and not s.holds.counts
+    assert rows() == set() and s.index.scalar("SELECT COUNT(*) FROM holds") == 0
+    s.close()
+
+
+def test_a_lease_goes_whole_and_leaves_other_operations_holds(tmp_path: Path) -> None:
+    """Everything held under a lease goes in one release; an object another lease (or an
+    operation without one) also holds stays held, and gc keeps it."""
+    s = Store(tmp_path / "st")
+    a, b, c_ = (s.ingest_bytes(x).sha256 for x in (b"a" * 10, b"b" * 10, b"c" * 10))
+    s.release_holds()
+    snapshot, other = s.new_lease(), s.new_lease()
+    assert snapshot != other
+    with s.index.write() as c:
+        s.holds.acquire(c, [a, b], snapshot)
+        s.holds.acquire(c, [c_], snapshot)  # a second acquisition under the same lease
+        s.holds.acquire(c, [a], snapshot)  # again: still one hold of this lease
+        s.holds.acquire(c, [b], other)
+        s.holds.acquire(c, [c_])  # an operation of its own (a fresh lease)
+    assert s.index.scalar("SELECT COUNT(*) FROM holds") == 5
+    s.release_holds(snapshot)
+    held = {r[0] for r in s.index.query("SELECT sha256 FROM holds")}
+    assert held == {b, c_}
+    assert s.gc(grace_seconds=0)["blobs_deleted"] == 1 and not s.has_blob(a)
+    assert s.has_blob(b) and s.has_blob(c_)
+    s.release_holds({b, c_})  # one hold each: the last ones
+    assert s.index.scalar("SELECT COUNT(*) FROM holds") == 0
+    assert s.gc(grace_seconds=0)["blobs_deleted"] == 2
     s.close()

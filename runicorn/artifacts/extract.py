@@ -48,6 +48,7 @@ from runicorn.fsutil import blob_perm
 from runicorn.hashing import GitBlobHasher, git_blob_sha1_bytes
 from runicorn.relpath import short_repr, validate_relpath
 from runicorn.store import Store, TreeEntry
+from runicorn.store.holds import Lease
 from runicorn.store.ingest import BlobBatch
 from runicorn.store.tree_format import MODE_EXEC, MODE_FILE, MODE_LINK
 
@@ -290,8 +291,10 @@ def extract_into_store(
     want_git: bool = False,
     origin: str | None = None,
     limit: tuple[int, str] | None = None,
+    lease: Lease | None = None,
 ) -> Extracted:
-    """Stream every member of ``archive`` into the store; return the entries.
+    """Stream every member of ``archive`` into the store, held under ``lease`` (else a
+    lease of its own); return the entries.
 
     ``limit``: the most bytes the archive may expand to and how to name that bound in
     the error (the declared tree's size when known); default :func:`extract_limit`.
@@ -310,7 +313,7 @@ def extract_into_store(
     """
     origin = origin or str(archive)
     fmt = detect_format(archive)
-    builder = _Builder(BlobBatch(store), origin, want_git, limit or extract_limit(store))
+    builder = _Builder(BlobBatch(store, lease), origin, want_git, limit or extract_limit(store))
     try:
         try:
             if fmt == "zip":
@@ -330,10 +333,9 @@ def extract_into_store(
             raise ArtifactError(f"{origin}: corrupt or unsupported archive ({_short(exc)})") from None
     except BaseException:
         # nothing was published (a failed commit leaves its batch to recovery); the
-        # holds taken on blobs the store had go, and no other operation's
+        # holds taken on blobs the store had go (the batch's lease), and no other operation's
         builder.batch.discard()
-        if builder.batch.held:
-            store.release_holds(builder.batch.held)
+        store.release_holds(builder.batch.lease)
         raise
 
 

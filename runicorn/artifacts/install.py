@@ -231,7 +231,8 @@ def _ingest_source(store: Store, src: Path, origin: str, want_tree: str | None, 
         return _ingest_directory_source(store, src, origin, want_tree, want_git, limit)
     from runicorn.artifacts.extract import extract_into_store
 
-    ex = extract_into_store(store, src, want_git=bool(want_git), origin=origin, limit=limit)
+    lease = store.new_lease()  # what the archive stores, let go of by its tree at once
+    ex = extract_into_store(store, src, want_git=bool(want_git), origin=origin, limit=limit, lease=lease)
     try:
         tree = compute_tree_id(ex.entries)
         if want_tree and tree != want_tree:
@@ -240,9 +241,9 @@ def _ingest_source(store: Store, src: Path, origin: str, want_tree: str | None, 
             git = git_tree_sha1(ex.git)
             if git != want_git:
                 raise IntegrityError(f"archive holds git-tree-sha1 {git}, expected {want_git}")
-        return store.put_tree(ex.entries, source=origin)
+        return store.put_tree(ex.entries, source=origin, held=lease)
     except BaseException:
-        store.release_holds({e.sha256 for e in ex.entries.values()})
+        store.release_holds(lease)
         raise
 
 

@@ -60,7 +60,8 @@ def fetch_tree(
         raise RemoteError(f"{backend.url}/{key}: larger than {layout.MAX_MANIFEST_BYTES} bytes; refused")
     _, entries = parse_manifest(got[0], origin=f"{backend.url}/{key}", expected_tree=tree)
     sizes = {e.sha256: e.size for e in entries.values()}
-    missing = sorted(store.hold_blobs(sizes))
+    lease = store.new_lease()  # the blobs it had and those it fetches, let go of by the tree at once
+    missing = sorted(store.hold_blobs(sizes, lease=lease))
     total = sum(sizes[s] for s in missing)
     done = [0]
     batches: list[BlobBatch] = []
@@ -69,7 +70,7 @@ def fetch_tree(
     lock = threading.Lock()
 
     def work(group: Iterator[str]) -> None:
-        batch = BlobBatch(store)
+        batch = BlobBatch(store, lease)
         with lock:
             batches.append(batch)
         for sha in group:
@@ -101,11 +102,15 @@ def fetch_tree(
     except BaseException:
         for batch in batches:
             batch.discard()
-        store.release_holds(set(sizes) - set(missing))
+        store.release_holds(lease)
         raise
-    for batch in batches:
-        batch.commit()
-    store.put_tree(entries, source=backend.url)
+    try:
+        for batch in batches:
+            batch.commit()
+        store.put_tree(entries, source=backend.url, held=lease)
+    except BaseException:
+        store.release_holds(lease)
+        raise
     return {"blobs_downloaded": len(missing), "bytes_downloaded": total}
 
 

@@ -196,27 +196,33 @@ class Checkout:
         regular: list[tuple[str, Path]] = []
         entries: dict[str, Entry] = {}
         links: dict[bytes, Any] = {}
-        for rel, full in files:
-            st = os.lstat(full)
-            self.captured[rel] = _stat_key(st)
-            if stat.S_ISLNK(st.st_mode):
-                target = os.fsencode(os.readlink(full))
-                # Once per distinct target: each ingest is one hold, and put_tree lets go of one.
-                info = links.get(target) or links.setdefault(target, store.ingest_bytes(target))
-                entries[rel] = Entry(info.sha256, MODE_LINK, info.size)
-            else:
-                regular.append((rel, full))
-        infos = store.ingest_files([full for _, full in regular])
-        for (rel, full), info in zip(regular, infos):
-            entries[rel] = Entry(info.sha256, mode_of(self.captured[rel][0]), info.size)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = f"{stamp}-{os.urandom(4).hex()}"
-        meta = {
-            "target": str(self.target),
-            "files": len(entries),
-            "removed": sum(1 for k in self.displace.values() if k == "removed"),
-        }
-        tree = store.put_tree(entries, source=str(self.target), ref=(BACKUP_REF_KIND, name), ref_meta=meta)
+        lease = store.new_lease()  # what the backup stores is held until its tree (and ref) is
+        try:
+            for rel, full in files:
+                st = os.lstat(full)
+                self.captured[rel] = _stat_key(st)
+                if stat.S_ISLNK(st.st_mode):
+                    target = os.fsencode(os.readlink(full))
+                    info = links.get(target) or links.setdefault(target, store.ingest_bytes(target, lease=lease))
+                    entries[rel] = Entry(info.sha256, MODE_LINK, info.size)
+                else:
+                    regular.append((rel, full))
+            infos = store.ingest_files([full for _, full in regular], lease=lease)
+            for (rel, full), info in zip(regular, infos):
+                entries[rel] = Entry(info.sha256, mode_of(self.captured[rel][0]), info.size)
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            name = f"{stamp}-{os.urandom(4).hex()}"
+            meta = {
+                "target": str(self.target),
+                "files": len(entries),
+                "removed": sum(1 for k in self.displace.values() if k == "removed"),
+            }
+            tree = store.put_tree(
+                entries, source=str(self.target), ref=(BACKUP_REF_KIND, name), ref_meta=meta, held=lease
+            )
+        except BaseException:
+            store.release_holds(lease)
+            raise
         import shlex
 
         command = (

@@ -9,6 +9,7 @@ leaves of the root's last tree are taken over elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
@@ -216,8 +217,15 @@ def _capture(
     if len(to_read) > _RESUME_GC_AFTER:
         resume_gc()  # reading many files makes garbage of its own (and may run long)
     captured = _Capture(store, root, started_ns, progress, lines, trusted_bytes, to_read, links, check)
-    captured.read_changed()
-    tree, spans, known = captured.store_tree(statcache.known_leaves(store, root, generation) if lines else {})
+    try:
+        captured.read_changed()
+        tree, spans, known = captured.store_tree(statcache.known_leaves(store, root, generation) if lines else {})
+    except BaseException:
+        # What it stored is gc's again (no tree names it); if even that fails, the rows
+        # go with this writer, and the first error is the one to report.
+        with contextlib.suppress(Exception):
+            store.release_holds(captured.lease)
+        raise
     statcache.record(store, root, generation, captured.cache_rows(), stale, (known, spans), check.seal)
     entries = lines.entries() if want_entries else None
     return Captured(tree, entries, captured.files_read, captured.total, file_count, mtimes)
@@ -314,7 +322,9 @@ class _Capture:
         self.read_bytes = 0  # of the files read and the links
         self.to_read = to_read
         self.links = links
-        self.held: set[str] = set()  # blobs this snapshot ingested (and so holds)
+        # What this snapshot ingests is held under one lease, let go of when the tree (or
+        # a failure) ends it: no string or count per blob is kept here.
+        self.lease = store.new_lease()
         self.total = 0  # of every file's size, once the tree is stored
         self.files_read = 0
         # The vouched files' blobs (the links' are stored again below; the files to read
@@ -356,8 +366,7 @@ class _Capture:
     def read_changed(self) -> None:
         """Read the files to read (into the store, their lines filled in) and store the links."""
         for target in dict.fromkeys(self.links.values()):
-            info = self.store.ingest_bytes(target)  # its lines are in already
-            self.held.add(info.sha256)
+            self.store.ingest_bytes(target, lease=self.lease)  # its lines are in already
         self.read_bytes += sum(len(t) for t in self.links.values())
         self._read(range(len(self.to_read)))
 
@@ -380,7 +389,7 @@ class _Capture:
             nonlocal done
             for batch in _batches(group, size_of):
                 try:
-                    infos = store.ingest_files([base + lines.paths[line_of[k]] for k in batch])
+                    infos = store.ingest_files([base + lines.paths[line_of[k]] for k in batch], lease=self.lease)
                 except FileNotFoundError as exc:
                     raise RunicornError(
                         f"{exc.filename}: vanished during the snapshot of {root}; nothing was recorded, try again"
@@ -397,7 +406,6 @@ class _Capture:
                 with lock:
                     for k, info in zip(batch, infos):
                         lines.set_blob(line_of[k], info.sha256, info.size)
-                        self.held.add(info.sha256)
                     read = sum(info.size for info in infos)
                     self.read_bytes += read
                     done += read
@@ -425,7 +433,7 @@ class _Capture:
                     file_count=len(self.lines),
                     total_size=self.total,
                     source=str(self.root),
-                    held=self.held,
+                    held=self.lease,
                 )
                 return tree, spans, known
             except BlobNotFoundError as exc:

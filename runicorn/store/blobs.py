@@ -35,6 +35,7 @@ from runicorn.store.layout import BlobInfo, blob_files_off, quarantine
 from runicorn.store.rows import insert_blob_rows
 
 if TYPE_CHECKING:
+    from runicorn.store.holds import Lease
     from runicorn.store.store import Store
 
 
@@ -94,10 +95,10 @@ def ingest_file(store: Store, path: Path, *, expected_sha256: str | None = None)
     return BlobInfo(sha, size)
 
 
-def ingest_bytes(store: Store, data: bytes) -> BlobInfo:
+def ingest_bytes(store: Store, data: bytes, lease: Lease | None = None) -> BlobInfo:
     """:meth:`Store.ingest_bytes`."""
     intent, sha, size = stage_stream(store, io.BytesIO(data), origin="<bytes>")
-    commit_blobs(store, [(intent, sha, size)], group=False, fsync_data=True)
+    commit_blobs(store, [(intent, sha, size)], group=False, fsync_data=True, lease=lease)
     return BlobInfo(sha, size)
 
 
@@ -161,8 +162,10 @@ def commit_blobs(
     fsync_data: bool = False,
     move: bool = False,
     perms: Mapping[str, int] | None = None,
+    lease: Lease | None = None,
 ) -> None:
-    """Place staged blobs and index them, held for this writer, in one transaction.
+    """Place staged blobs and index them, held for this writer (under ``lease``, else a
+    lease of their own), in one transaction.
 
     ``group``: the data is already flushed and many directories change, so one
     ``syncfs`` makes the placements durable.  ``move``: rename the intents (a batch
@@ -192,7 +195,7 @@ def commit_blobs(
         if perms:
             narrow_blobs(store, perms)
         insert_blob_rows(c, [(sha, size, now, now) for _, sha, size in unique.values()], touch=True)
-        store.holds.acquire(c, unique)
+        store.holds.acquire(c, unique, lease)
     for intent, sha, _ in staged:
         if sha not in moved:
             try:
@@ -216,7 +219,7 @@ def narrow_blobs(store: Store, perms: Mapping[str, int]) -> None:
             pass
 
 
-def hold_blobs(store: Store, shas: Iterable[str]) -> set[str]:
+def hold_blobs(store: Store, shas: Iterable[str], lease: Lease | None = None) -> set[str]:
     """:meth:`Store.hold_blobs`."""
     store.writer_dir()  # created and locked before this process holds anything
     now = time.time()
@@ -234,7 +237,7 @@ def hold_blobs(store: Store, shas: Iterable[str]) -> set[str]:
         off = set(blob_files_off(store.blobs_dir, known.items()))
         present = [s for s in wanted if s in known and s not in off]
         c.executemany("UPDATE blobs SET touched_at = ? WHERE sha256 = ?", [(now, s) for s in present])
-        store.holds.acquire(c, present)
+        store.holds.acquire(c, present, lease)
     return set(wanted) - set(present)
 
 

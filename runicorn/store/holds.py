@@ -1,19 +1,34 @@
 """Holds: how a live writer keeps blobs and trees it still uses safe from gc
 (``schema/README.md``, "Holds").
 
-One :class:`Holds` per :class:`~runicorn.store.store.Store`: it counts, per object, the
-unfinished operations of this process holding it; the ``holds`` row (one per writer) goes
-only when the last of them lets go.
+Every hold belongs to a lease: one operation's claim, a number unique within the
+writer.  The index keeps a row per (writer, lease, object), so it does the counting:
+an object stays held while any lease of any live writer names it, and this process
+keeps nothing per held object (a 1,000,000-file snapshot holds its new blobs without
+a string, a set entry and a count for each of them).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import itertools
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runicorn.store.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One operation's holds: released together (:meth:`Holds.release`), or with the
+    writer when its process ends."""
+
+    id: int
+
+
+Held = Iterable[str] | Lease  # what a release lets go of: one hold on each id, or a lease
 
 
 class Holds:
@@ -21,62 +36,62 @@ class Holds:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        # How many unfinished operations of this process hold each blob or tree: the
-        # index row (one per writer) goes only when the last of them lets go, so one
-        # thread finishing never drops another's protection.
-        self.counts: Counter[str] = Counter()
+        # Lease 0 is the rows a store of index schema 7 had (one per writer and object).
+        self._lease_ids = itertools.count(1)
 
-    def hold(self, c: Any, object_id: str) -> None:
-        """One more hold on ``object_id`` (inside the caller's transaction ``c``)."""
-        self.acquire(c, (object_id,))
+    def new_lease(self) -> Lease:
+        """A lease no hold of this process has used yet."""
+        return Lease(next(self._lease_ids))
 
-    def acquire(self, c: Any, ids: Iterable[str]) -> None:
-        """One more hold on each id (inside the caller's transaction ``c``)."""
+    def hold(self, c: Any, object_id: str, lease: Lease | None = None) -> None:
+        """Hold ``object_id`` (inside the caller's transaction ``c``), under ``lease`` or a
+        lease of its own."""
+        self.acquire(c, (object_id,), lease)
+
+    def acquire(self, c: Any, ids: Iterable[str], lease: Lease | None = None) -> None:
+        """Hold each id (inside the caller's transaction ``c``) under ``lease``; without
+        one, the call is an operation of its own: a fresh lease, so each id takes one
+        more hold, let go of by one :meth:`release` naming it."""
         ids = list(ids)
         if not ids:
             return
         writer = self.store.writer_dir().name
-        c.executemany("INSERT OR IGNORE INTO holds (writer, sha256) VALUES (?, ?)", [(writer, i) for i in ids])
-        self.counts.update(ids)
+        n = (lease or self.new_lease()).id
+        c.executemany(
+            "INSERT OR IGNORE INTO holds (writer, lease, sha256) VALUES (?, ?, ?)", [(writer, n, i) for i in ids]
+        )
 
-    def release(self, c: Any, shas: set[str], *, every: bool = False) -> None:
-        """One hold less (``every``: none left) on each of ``shas`` this process holds,
-        inside transaction ``c``; the row goes with the last."""
+    def release(self, c: Any, held: Held, *, every: bool = False) -> None:
+        """Let go, inside transaction ``c``, of every hold of lease ``held``, or of one hold
+        (``every``: all of this process's holds) on each id of ``held``."""
         writer = self.store.current_writer
         if writer is None:
             return
-        gone = []
-        for s in shas:
-            n = self.counts.get(s, 0)
-            if n > 1 and not every:
-                self.counts[s] = n - 1
-            elif n >= 1:
-                del self.counts[s]
-                gone.append(s)
-        if not gone:
+        if isinstance(held, Lease):
+            c.execute("DELETE FROM holds WHERE writer = ? AND lease = ?", (writer.name, held.id))
             return
-        kept = self.counts
-        if len(kept) < len(gone):
-            # The writer's rows are exactly the ids counted before this release (a row
-            # per id), so when most go, one range delete on the key's prefix takes them
-            # all and the few still held are written again, in the same transaction
-            # (100,000 holds: about 0.2 s against 0.5 s deleted one by one in key
-            # order, 1.1 s in set order).
-            c.execute("DELETE FROM holds WHERE writer = ?", (writer.name,))
-            c.executemany("INSERT INTO holds (writer, sha256) VALUES (?, ?)", [(writer.name, s) for s in sorted(kept)])
+        ids = json.dumps(sorted(set(held)))  # in key order: neighbouring rows, neighbouring pages
+        if every:
+            c.execute(
+                "DELETE FROM holds WHERE writer = ? AND sha256 IN (SELECT value FROM json_each(?))", (writer.name, ids)
+            )
         else:
-            gone.sort()  # in key order: neighbouring deletes land on the same index pages
-            c.executemany("DELETE FROM holds WHERE writer = ? AND sha256 = ?", [(writer.name, s) for s in gone])
+            # One hold each: the row of the lowest lease holding it (one set statement, a
+            # third of the time of a statement per id at 100,000).
+            c.execute(
+                "DELETE FROM holds WHERE writer = ?1 AND (lease, sha256) IN (SELECT min(lease), sha256 FROM holds "
+                "WHERE writer = ?1 AND sha256 IN (SELECT value FROM json_each(?2)) GROUP BY sha256)",
+                (writer.name, ids),
+            )
 
-    def release_holds(self, shas: Iterable[str] | None = None) -> None:
-        """Let go of one hold on each of ``shas`` (every hold of this process when None),
-        in a transaction of its own."""
+    def release_holds(self, held: Held | None = None) -> None:
+        """:meth:`release` in a transaction of its own (every hold of this process when
+        ``held`` is None)."""
         writer = self.store.current_writer
         if writer is None:
             return
         with self.store.index.write() as c:
-            if shas is None:
+            if held is None:
                 c.execute("DELETE FROM holds WHERE writer = ?", (writer.name,))
-                self.counts.clear()
             else:
-                self.release(c, set(shas))
+                self.release(c, held)

@@ -13,7 +13,7 @@ import apsw
 
 from runicorn.errors import StoreIndexError, ReadOnlyStoreError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 BUSY_TIMEOUT_MS = 120_000
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
@@ -22,7 +22,7 @@ BUSY_TIMEOUT_MS = 120_000
 # adds toml_usage.missing_since (a missing Runicorn.toml keeps its bindings for a retention); 4 -> 5
 # stores trees as pages (the trees themselves move in runicorn.store.migrate); 5 -> 6 drops
 # the per-link triggers of blobs.refcount (runicorn.store.rows keeps it per batch); 6 -> 7
-# names blobs in links by integer ids.  A new index gets the current schema at once.  The
+# names blobs in links by integer ids; 7 -> 8 keys holds by lease.  A new index gets the current schema at once.  The
 # steps up to version 6 run the schema as it was at version 6 (index_v6.sql), whose
 # statements are idempotent (IF NOT EXISTS / OR IGNORE), so a step that adds tables runs
 # that whole file again.  The feature tables (stat_cache, runs, toml_usage) are
@@ -160,6 +160,21 @@ def _migrate_6_to_7(conn: apsw.Connection) -> None:
 
 
 MIGRATIONS[6] = _migrate_6_to_7
+
+
+def _migrate_7_to_8(conn: apsw.Connection) -> None:
+    # Holds by lease: the rows (live writers' holds) are copied as lease 0, which no
+    # writer of this version gives out, so each stays until its writer lets go or dies.
+    if "lease" in {row[1] for row in conn.execute("PRAGMA table_info(holds)")}:
+        return
+    conn.execute("DROP INDEX IF EXISTS holds_sha256")  # else it moves with the table, name and all
+    conn.execute("ALTER TABLE holds RENAME TO holds_v7")
+    conn.execute(schema_sql())
+    conn.execute("INSERT INTO holds (writer, lease, sha256) SELECT writer, 0, sha256 FROM holds_v7")
+    conn.execute("DROP TABLE holds_v7")
+
+
+MIGRATIONS[7] = _migrate_7_to_8
 
 
 class Index:

@@ -1,4 +1,4 @@
--- Runicorn index schema, version 7.
+-- Runicorn index schema, version 8.
 --
 -- One SQLite database (archive/index.sqlite3, WAL) indexes what the files under
 -- archive/ hold.  The files are the source of truth: blobs/<aa>/<sha256>,
@@ -107,12 +107,15 @@ CREATE TABLE IF NOT EXISTS refs (
 CREATE INDEX IF NOT EXISTS refs_tree ON refs (tree);
 
 -- Blobs a live writer has ingested but not yet put into a tree, and trees it has put
--- but not yet named by a ref: gc never takes them.  Rows of dead writers are dropped
--- by recovery.
+-- but not yet named by a ref: gc never takes them.  A row per lease (one operation's
+-- holds) and object, so the index counts the operations holding an object and a lease
+-- goes in one range delete (version 8; one row per writer and object before, counted in
+-- the writer's memory).  Rows of dead writers are dropped by recovery.
 CREATE TABLE IF NOT EXISTS holds (
     writer      TEXT NOT NULL,              -- archive/tmp/<writer>/ of a live process
+    lease       INTEGER NOT NULL DEFAULT 0, -- the operation's lease, unique within the writer
     sha256      TEXT NOT NULL,              -- blob sha256 or tree id
-    PRIMARY KEY (writer, sha256)
+    PRIMARY KEY (writer, lease, sha256)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_sha256 ON holds (sha256);
 

@@ -56,6 +56,7 @@ from runicorn.store.layout import BlobInfo, quarantine
 from runicorn.store.rows import insert_blob_rows
 
 if TYPE_CHECKING:
+    from runicorn.store.holds import Lease
     from runicorn.store.store import Store
 
 SMALL_FILE_BYTES = 1 << 20  # read whole: one read, one hash call, one write
@@ -82,8 +83,11 @@ class BlobBatch:
     Not thread-safe: one batch per thread; the store is.
     """
 
-    def __init__(self, store: "Store") -> None:
+    def __init__(self, store: "Store", lease: "Lease | None" = None) -> None:
         self.store = store
+        # Every blob of the batch is held under one lease, the caller's or else the batch's
+        # own: a caller giving up lets go of it (and so of no other operation's holds).
+        self.lease = lease or store.holds.new_lease()
         self.dir = store.writer_dir() / f"b-{next(_batch_numbers)}"
         self._dir_made = False
         self.sizes: dict[str, int] = {}  # every blob of the batch
@@ -93,9 +97,6 @@ class BlobBatch:
         self._umask = current_umask()  # files are created 0444: fchmod only if it takes bits away
         # Blobs whose sources were not all group/other readable: blob -> permission.
         self.perms: dict[str, int] = {}
-        # Blobs the store had, held for this batch before its commit: a caller giving up
-        # releases these (and only these: another operation may hold the same blob).
-        self.held: set[str] = set()
 
     # ----------------------------------------------------------------- staging
     def _staging_dir(self) -> str:
@@ -288,8 +289,7 @@ class BlobBatch:
         pending, self._pending, self._pending_bytes = self._pending, {}, 0
         if not pending:
             return
-        missing = self.store.hold_blobs(pending)
-        self.held.update(sha for sha in pending if sha not in missing)
+        missing = self.store.hold_blobs(pending, lease=self.lease)
         for sha in missing:
             if sha not in self.staged:
                 self._write_intent(sha, pending[sha])
@@ -349,6 +349,7 @@ class BlobBatch:
                     group=not few,
                     move=True,
                     perms=self.perms,
+                    lease=self.lease,
                 )
             else:
                 store.narrow_blobs(self.perms)  # content the store had, from a private file
@@ -412,12 +413,15 @@ def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:
     return actions
 
 
-def ingest_paths(store: "Store", paths: Iterable[str | os.PathLike[str]]) -> list["BlobInfo"]:
-    """Store many files as one batch (see the module docstring); return their blobs in order.
+def ingest_paths(
+    store: "Store", paths: Iterable[str | os.PathLike[str]], lease: "Lease | None" = None
+) -> list["BlobInfo"]:
+    """Store many files as one batch (see the module docstring), held under ``lease`` (else
+    a lease of the batch's own); return their blobs in order.
 
     Raises: as :meth:`BlobBatch.add_file`; on error nothing of the batch is indexed.
     """
-    batch = BlobBatch(store)
+    batch = BlobBatch(store, lease)
     out: list[BlobInfo] = []
     try:
         for p in paths:

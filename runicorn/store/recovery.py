@@ -59,6 +59,7 @@ def recover(store: Store) -> list[str]:
             if not nascent_owner_alive(d):
                 shutil.rmtree(d, ignore_errors=True)
                 actions.append(f"removed stale {d.name}")
+    actions.extend(drop_orphan_holds(store))
     return actions
 
 
@@ -87,6 +88,25 @@ def recover_writer(store: Store, d: Path) -> list[str]:
             elif name.startswith("deleting-") and name.endswith(".json"):
                 actions.append(finish_deletion(store, c, f))
     return [a for a in actions if a]
+
+
+def drop_orphan_holds(store: Store) -> list[str]:
+    """Drop the holds of writers whose directory is gone (a folder removed by hand, or
+    rows copied with the index): no live writer can own them, and they would keep their
+    objects from gc for good.  Returns what was done."""
+    query = "SELECT DISTINCT writer FROM holds WHERE writer NOT IN (SELECT value FROM json_each(?))"
+
+    def writers() -> str:
+        return json.dumps([d.name for d in store.tmp_dir.iterdir() if d.name.startswith("w-")])
+
+    if not store.index.query(query, (writers(),)):
+        return []
+    with store.index.write() as c:
+        # Listed again inside the write lock: a writer makes its folder before its first
+        # hold commits, so the folder of every writer with rows is in this listing.
+        gone = [str(r[0]) for r in c.execute(query, (writers(),)).fetchall()]
+        c.executemany("DELETE FROM holds WHERE writer = ?", [(w,) for w in gone])
+    return [f"dropped the holds of {w}, whose folder is gone" for w in gone]
 
 
 def recover_tree(store: Store, c: Any, f: Path, tree: str) -> str:

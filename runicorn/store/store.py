@@ -44,7 +44,7 @@ from runicorn.store import gc as _gc
 from runicorn.store import refs as _refs
 from runicorn.store import trees as _trees
 from runicorn.store.extensions import tables as extension_tables
-from runicorn.store.holds import Holds
+from runicorn.store.holds import Held, Holds, Lease
 from runicorn.store.index import Index, quarantine_index
 from runicorn.store.layout import (
     blob_files_off,
@@ -354,20 +354,21 @@ class Store:
         """
         return _blobs.ingest_file(self, Path(path), expected_sha256=expected_sha256)
 
-    def ingest_files(self, paths: Iterable[str | os.PathLike[str]]) -> list[BlobInfo]:
+    def ingest_files(self, paths: Iterable[str | os.PathLike[str]], *, lease: Lease | None = None) -> list[BlobInfo]:
         """Store many files as one batch: one group sync instead of one fsync per file,
         and no write at all for content the store already has (``runicorn.store.ingest``).
+        Their blobs are held under ``lease`` (:meth:`new_lease`), else a lease of the batch's own.
 
         Raises: as :meth:`ingest_file`, plus StorageFullError; on error nothing of the
         batch is indexed.
         """
         from runicorn.store.ingest import ingest_paths
 
-        return ingest_paths(self, paths)
+        return ingest_paths(self, paths, lease)
 
-    def ingest_bytes(self, data: bytes) -> BlobInfo:
-        """Store a byte string; return its blob."""
-        return _blobs.ingest_bytes(self, data)
+    def ingest_bytes(self, data: bytes, *, lease: Lease | None = None) -> BlobInfo:
+        """Store a byte string, held under ``lease`` (else a lease of its own); return its blob."""
+        return _blobs.ingest_bytes(self, data, lease)
 
     def ingest_stream(self, src: IO[bytes], *, expected_sha256: str | None = None, perm: int = 0o444) -> BlobInfo:
         """Store everything readable from a binary stream.
@@ -386,13 +387,14 @@ class Store:
         blob is skipped (its writer places it with the right mode)."""
         _blobs.narrow_blobs(self, perms)
 
-    def hold_blobs(self, shas: Iterable[str]) -> set[str]:
-        """Protect already-stored blobs from gc until a tree uses them; return the missing ones.
+    def hold_blobs(self, shas: Iterable[str], *, lease: Lease | None = None) -> set[str]:
+        """Protect already-stored blobs from gc until a tree uses them (under ``lease``, else
+        a lease of their own); return the missing ones.
 
         Used when content is known by hash (for example from a stat cache) without
         being re-read: the caller must ingest every blob this returns.
         """
-        return _blobs.hold_blobs(self, shas)
+        return _blobs.hold_blobs(self, shas, lease)
 
     def blob_files_off(self, blobs: Iterable[tuple[str, int]], *, first: bool = False) -> list[str]:
         """The blobs of ``blobs`` (``(sha256, size)`` pairs) whose file is missing or has
@@ -408,11 +410,17 @@ class Store:
             return {}
         return blob_folder_states(self.blobs_dir)
 
-    def release_holds(self, shas: Iterable[str] | None = None) -> None:
-        """Let go of one hold on each of ``shas`` that the caller's operation took (every
-        hold of this process when None).  Another operation's hold on the same blob or
-        tree stays until it lets go too."""
-        self.holds.release_holds(shas)
+    def new_lease(self) -> Lease:
+        """A lease for one operation's holds: what it ingests or holds under it stays safe
+        from gc until :meth:`release_holds` (or a tree stored with ``held=`` it) lets go of
+        all of it at once."""
+        return self.holds.new_lease()
+
+    def release_holds(self, held: Held | None = None) -> None:
+        """Let go of every hold of lease ``held``, or of one hold on each id of ``held`` that
+        the caller's operation took (every hold of this process when None).  Another
+        operation's hold on the same blob or tree stays until it lets go too."""
+        self.holds.release_holds(held)
 
     # ------------------------------------------------------------------ trees
     def has_tree(self, tree: str) -> bool:
@@ -427,6 +435,7 @@ class Store:
         ref: tuple[str, str] | None = None,
         ref_meta: Mapping[str, Any] | None = None,
         walked: bool = False,
+        held: Held | None = None,
     ) -> str:
         """Record a tree from ``relpath -> (sha256, mode, size)``; return its tree id.
 
@@ -435,13 +444,16 @@ class Store:
         The new tree is held against gc by this process until a ref names it;
         ``ref=(kind, name)`` sets that ref at once.  ``walked``: the entries are
         :class:`TreeEntry` values from this package's own directory walk, whose names are
-        checked as they are read, so they are not validated again.
+        checked as they are read, so they are not validated again.  ``held``: the holds
+        the tree takes over and so lets go of, the lease its blobs were stored or held
+        under (:meth:`new_lease`), or one hold on each id; by default one hold on each
+        entry's blob.
 
         Raises:
             UnsafePathError / ValueError: a bad path, hash, mode or size.
             BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
         """
-        return _trees.put_tree(self, entries, source=source, ref=ref, ref_meta=ref_meta, walked=walked)
+        return _trees.put_tree(self, entries, source=source, ref=ref, ref_meta=ref_meta, walked=walked, held=held)
 
     def put_tree_pages(
         self,
@@ -451,13 +463,13 @@ class Store:
         file_count: int,
         total_size: int,
         source: str | None = None,
-        held: Iterable[str] = (),
+        held: Held = (),
     ) -> None:
         """Record tree ``tree`` whose pages were built by the caller
         (:func:`runicorn.store.tree_format.build_pages_from_lines`, from the tree's
         validated lines: the caller vouches that they give ``tree``), with its file count
-        and total size.  Held as :meth:`put_tree` holds; the holds on ``held`` (blobs this
-        writer ingested for it) go.
+        and total size.  Held as :meth:`put_tree` holds; the holds of ``held`` (the lease
+        under which this writer ingested its blobs, or one hold on each blob id) go.
 
         Raises:
             BlobNotFoundError: a blob is not in the store (``.missing`` lists them).

@@ -38,6 +38,7 @@ from runicorn.store.tree_format import (
 from runicorn.store.walk import scan_directory
 
 if TYPE_CHECKING:
+    from runicorn.store.holds import Held
     from runicorn.store.store import Store
 
 
@@ -105,6 +106,7 @@ def put_tree(
     ref: tuple[str, str] | None = None,
     ref_meta: Mapping[str, Any] | None = None,
     walked: bool = False,
+    held: Held | None = None,
 ) -> str:
     """:meth:`Store.put_tree`."""
     if walked:  # this package's own walk checked every name; only the order is left
@@ -116,7 +118,8 @@ def put_tree(
         norm = normalize_entries(entries)
     tree = compute_tree_id(norm)
     summary = summary_of(norm)
-    held = {e.sha256 for e in norm.values()}
+    if held is None:
+        held = {e.sha256 for e in norm.values()}
     store_tree(store, tree, lambda: build_pages(norm), summary, source=source, held=held)
     if ref is not None:
         store.set_ref(ref[0], ref[1], tree, meta=ref_meta)
@@ -130,16 +133,15 @@ def store_tree(
     summary: TreeSummary,
     *,
     source: str | None,
-    held: Iterable[str],
+    held: Held,
 ) -> None:
     """Store tree ``tree`` (its pages from ``pages_of``, called only when needed) unless
-    it is stored; either way it ends held by this writer and the holds on ``held`` (the
-    blobs this writer ingested for it) go.
+    it is stored; either way it ends held by this writer and the holds of ``held`` (the
+    lease under which this writer ingested its blobs, or one hold on each blob id) go.
 
     Raises:
         BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
     """
-    held = held if isinstance(held, set) else set(held)  # (a snapshot's may be large: not copied)
     if store.index.scalar("SELECT 1 FROM trees WHERE tree = ?", (tree,)) and store.manifest_path(tree).exists():
         with store.index.write() as c:
             if c.execute("SELECT 1 FROM trees WHERE tree = ?", (tree,)).fetchone():
@@ -306,10 +308,9 @@ def _page_file_is(store: Store, page: str, data: bytes) -> bool:
     return False
 
 
-def commit_tree(store: Store, intent: Path, tree: str, summary: TreeSummary, pages: TreePages, held: set[str]) -> None:
+def commit_tree(store: Store, intent: Path, tree: str, summary: TreeSummary, pages: TreePages, held: Held) -> None:
     """Publish the manifest intent and index the tree, held for this writer, in one
-    transaction; the holds on ``held`` (blobs this writer ingested for it) go: the tree
-    keeps them now.
+    transaction; the holds of ``held`` (:func:`store_tree`) go: the tree keeps its blobs now.
 
     Raises:
         BlobNotFoundError: a blob is not in the store (``.missing`` lists them).
@@ -447,13 +448,18 @@ def ingest_directory(store: Store, root: Path, *, source: str | None = None, inc
     if not root.is_dir():
         raise RunicornError(f"{root}: not a directory")
     files, links = scan_directory(root, include)
-    infos = store.ingest_files([full for _, full, _ in files])
-    entries: dict[str, TreeEntry] = {}
-    for (rel, _, mode), info in zip(files, infos):
-        entries[rel] = TreeEntry(info.sha256, mode, info.size)
-    stored: dict[bytes, BlobInfo] = {}
-    for rel, target in links:
-        # Once per distinct target: each ingest is one hold, and put_tree lets go of one.
-        info = stored.get(target) or stored.setdefault(target, store.ingest_bytes(target))
-        entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
-    return put_tree(store, entries, source=source if source is not None else str(root.absolute()), walked=True)
+    lease = store.new_lease()  # every blob held under one lease, let go of by the tree at once
+    try:
+        infos = store.ingest_files([full for _, full, _ in files], lease=lease)
+        entries: dict[str, TreeEntry] = {}
+        for (rel, _, mode), info in zip(files, infos):
+            entries[rel] = TreeEntry(info.sha256, mode, info.size)
+        stored: dict[bytes, BlobInfo] = {}
+        for rel, target in links:
+            info = stored.get(target) or stored.setdefault(target, store.ingest_bytes(target, lease=lease))
+            entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
+        source = source if source is not None else str(root.absolute())
+        return put_tree(store, entries, source=source, walked=True, held=lease)
+    except BaseException:
+        store.release_holds(lease)
+        raise
