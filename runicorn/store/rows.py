@@ -75,7 +75,7 @@ def insert_page_rows(
         return
     c.executemany(
         "INSERT INTO pages (page, leaf, entries, size, refcount, created_at) VALUES (?, ?, ?, ?, 0, ?)",
-        [(pid, int(pid in pages.leaves), pages.pages[pid].count(b"\n") - 1, len(pages.pages[pid]), now) for pid in new],
+        [(pid, int(pid in pages.leaves), *pages.shape(pid), now) for pid in new],
     )
     insert_links(c, pages, new, lost_ok=lost_ok, missing=missing)
 

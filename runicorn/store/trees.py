@@ -290,16 +290,17 @@ def index_tree(
         err = BlobNotFoundError(f"tree {tree}: {len(missing)} blob(s) not in the store, e.g. {missing[0]}")
         err.missing = missing  # type: ignore[attr-defined]
         raise err
-    write_pages(store, pages, [p for p in new if not _page_file_is(store, p, pages.pages[p])], staging)
+    write_pages(store, pages, [p for p in new if not _page_file_is(store, p, pages)], staging)
     insert_tree_rows(c, tree, pages, summary.file_count, summary.total_size, now)
 
 
-def _page_file_is(store: Store, page: str, data: bytes) -> bool:
-    """True when the page's file holds ``data``; a damaged file (no row names it yet) is
-    removed, so the caller writes it again."""
+def _page_file_is(store: Store, page: str, pages: TreePages) -> bool:
+    """True when the page's file holds its bytes in ``pages``; a damaged file (no row
+    names it yet) is removed, so the caller writes it again."""
     path = store.page_path(page)
     try:
         with open(path, "rb") as f:
+            data = pages.pages[page]  # only for a file there: the bytes may be built again
             if f.read(len(data) + 1) == data:
                 return True
         path.unlink()
