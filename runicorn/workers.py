@@ -8,6 +8,7 @@ hashing release the GIL, so two to four threads use the cores the way several
 from __future__ import annotations
 
 import os
+from array import array
 from typing import Callable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -38,7 +39,31 @@ def share(items: Sequence[T], n: int, size_of: Callable[[T], int]) -> list[list[
     return [g for g in groups if g]
 
 
-def run_groups(work: Callable[[list[T]], None], groups: list[list[T]]) -> None:
+def share_indices(items: range, n: int, size_of: Callable[[int], int]) -> list[Sequence[int]]:
+    """:func:`share` for indices, each group an array: 8 bytes an index where a list keeps
+    an int object (about 40 bytes per file of a 1,000,000-file snapshot, for as long as it
+    reads).  Indices of more than ``PER_FILE_COST`` bytes go first, largest first; the
+    others, whose costs are about equal, follow in order (neighbours in a folder stay
+    together), each to the least loaded worker."""
+    if n <= 1:
+        return [items] if items else []
+    groups = [array("q") for _ in range(n)]
+    loads = [0] * n
+    big = sorted((i for i in items if size_of(i) > PER_FILE_COST), key=size_of, reverse=True)
+    for i in big:
+        k = loads.index(min(loads))
+        groups[k].append(i)
+        loads[k] += size_of(i) + PER_FILE_COST
+    for i in items:
+        size = size_of(i)
+        if size <= PER_FILE_COST:
+            k = loads.index(min(loads))
+            groups[k].append(i)
+            loads[k] += size + PER_FILE_COST
+    return [g for g in groups if g]
+
+
+def run_groups(work: Callable[[T], None], groups: Sequence[T]) -> None:
     """Run ``work`` on every group, in threads when there are several.
 
     Raises: the first exception a group raised (after every thread has stopped).

@@ -142,6 +142,45 @@ def test_the_links_the_builder_knows_are_what_the_pages_bytes_say() -> None:
         assert pages.links(pid) == page_links(pages.pages[pid], pid in pages.leaves, pid)
 
 
+def test_the_shapes_the_builder_knows_are_the_pages_and_leaves_are_not_kept() -> None:
+    """Leaves cut from lines are built again when asked for (not kept: about 90 bytes per
+    file of a first snapshot); their entry counts and sizes, which the index rows need,
+    are known without building them."""
+    entries = normalize_entries(_tree(random.Random(12), 6000))
+    lines = _lines(entries)
+    pages, _ = build_pages_from_lines(lines)
+    assert set(pages.known_shapes) == set(pages.leaves)
+    for pid in pages.pages:
+        data = pages.pages[pid]
+        assert pages.shape(pid) == (data.count(b"\n") - 1, len(data))
+    leaf = next(iter(pages.leaves))
+    assert pages.pages[leaf] is not pages.pages[leaf]  # built each time, never held
+
+
+def test_a_leaf_whose_lines_changed_after_the_cut_is_refused_not_stored_under_its_id() -> None:
+    entries = normalize_entries(_tree(random.Random(13), 300))
+    lines = _lines(entries)
+    pages, _ = build_pages_from_lines(lines)
+    first = next(iter(pages.pages))
+    lines.set_blob(0, "f" * 64, 1)
+    with pytest.raises(RuntimeError, match="changed after it was cut"):
+        pages.pages[first]
+
+
+def test_indices_are_shared_in_arrays_with_every_index_once_and_the_work_balanced() -> None:
+    from runicorn.workers import PER_FILE_COST, share_indices
+
+    rng = random.Random(5)
+    sizes = [rng.choice([10, 200, 4000, 3 << 20, 50 << 20]) for _ in range(5000)]
+    groups = share_indices(range(len(sizes)), 2, sizes.__getitem__)
+    assert sorted(i for g in groups for i in g) == list(range(len(sizes)))
+    loads = [sum(sizes[i] + PER_FILE_COST for i in g) for g in groups]
+    assert max(loads) - min(loads) <= (50 << 20) + PER_FILE_COST
+    assert all(type(g).__name__ == "array" for g in groups)
+    assert share_indices(range(7, 9), 1, sizes.__getitem__) == [range(7, 9)]
+    assert share_indices(range(0), 4, sizes.__getitem__) == []
+
+
 # ----------------------------------------------------------------- TreeLines
 def _shuffled_lines(entries: dict[str, TreeEntry], seed: int) -> TreeLines:
     items = list(entries.items())

@@ -40,7 +40,7 @@ from runicorn.store.tree_format import (
     mode_of,
 )
 from runicorn.store.tree_lines import TreeLines
-from runicorn.workers import run_groups, share, worker_count
+from runicorn.workers import run_groups, share_indices, worker_count
 
 # Commits of one snapshot when gc keeps taking blobs the stat cache vouched for.
 _COMMIT_ATTEMPTS = 3
@@ -370,7 +370,7 @@ class _Capture:
         self.read_bytes += sum(len(t) for t in self.links.values())
         self._read(range(len(self.to_read)))
 
-    def _read(self, items: Sequence[int]) -> None:
+    def _read(self, items: range) -> None:
         """Read the files to read at positions ``items``."""
         store, root, progress, base = self.store, self.root, self.progress, self.base
         lines, line_of = self.lines, self.to_read.line
@@ -385,7 +385,7 @@ class _Capture:
         if progress:
             progress(done, total)
 
-        def work(group: list[int]) -> None:
+        def work(group: Sequence[int]) -> None:
             nonlocal done
             for batch in _batches(group, size_of):
                 try:
@@ -407,12 +407,13 @@ class _Capture:
                     for k, info in zip(batch, infos):
                         lines.set_blob(line_of[k], info.sha256, info.size)
                     read = sum(info.size for info in infos)
+                    del infos  # the batch's hash strings, not kept while the next batch is read
                     self.read_bytes += read
                     done += read
                     if progress:
                         progress(done, total)
 
-        groups = share(items, worker_count(len(items), total - self.vouched_bytes), size_of)
+        groups = share_indices(items, worker_count(len(items), total - self.vouched_bytes), size_of)
         run_groups(work, groups)
         self.files_read += len(items)
 
@@ -463,7 +464,7 @@ class _Capture:
             yield base + paths[i], dev[k], ino[k], size, mtime_ns[k], ctime_ns[k], mode, sha, now
 
 
-def _batches(items: list[int], size_of: Callable[[int], int]) -> Iterable[list[int]]:
+def _batches(items: Sequence[int], size_of: Callable[[int], int]) -> Iterable[list[int]]:
     # Batches bound the work lost on an error and give progress; each costs one group sync.
     batch: list[int] = []
     size = 0
