@@ -703,3 +703,19 @@ def test_a_snapshot_leaves_no_holds_and_a_failed_one_lets_go_of_what_it_stored(
     again = runicorn.snapshot_workspace(ws, None)
     assert len(_files(again)) == 41 and store.index.scalar("SELECT COUNT(*) FROM holds") == 0
     assert store.verify()["ok"]
+
+
+def test_files_to_read_keep_each_device_once_and_any_number_of_devices() -> None:
+    """A file to read names its device by a small number; past 65,536 devices the column
+    widens rather than wraps, and every file still gives back its own device."""
+    from types import SimpleNamespace
+
+    from runicorn.snapshot.capture import _ToRead
+
+    to_read = _ToRead()
+    devices = [7, 2**63 + 5, *range(100, 100 + 70_000)]
+    for k, dev in enumerate(devices):
+        to_read.add(k, SimpleNamespace(st_dev=dev, st_ino=k, st_mtime_ns=k, st_ctime_ns=k))  # type: ignore[arg-type]
+    to_read.add(len(devices), SimpleNamespace(st_dev=7, st_ino=1, st_mtime_ns=1, st_ctime_ns=1))  # type: ignore[arg-type]
+    assert [to_read.device(k) for k in range(len(devices))] == devices
+    assert to_read.device(len(devices)) == 7 and len(to_read.devs) == len(devices)

@@ -59,13 +59,16 @@ Progress = Callable[[int, int], None]
 class _ToRead:
     """The files to read, in columns: each one's line (in the tree's :class:`TreeLines`)
     and the ``lstat`` fields its stat cache row keeps (its size and mode are in its line).
-    A tuple and a ``FileStat`` per file would cost about 300 bytes; this costs 40."""
+    A tuple and a ``FileStat`` per file would cost about 300 bytes; this costs 30 (a
+    device is kept once, each file naming it by a 2-byte number while there are few)."""
 
-    __slots__ = ("line", "dev", "ino", "mtime_ns", "ctime_ns")
+    __slots__ = ("line", "dev", "devs", "_dev_number", "ino", "mtime_ns", "ctime_ns")
 
     def __init__(self) -> None:
-        self.line = array("q")
-        self.dev = array("Q")
+        self.line = array("I")  # a workspace has far fewer than 2**32 files
+        self.dev = array("H")  # numbers into devs
+        self.devs: list[int] = []
+        self._dev_number: dict[int, int] = {}
         self.ino = array("Q")
         self.mtime_ns = array("q")
         self.ctime_ns = array("q")
@@ -75,14 +78,24 @@ class _ToRead:
 
     def add(self, line: int, st: os.stat_result) -> None:
         self.line.append(line)
-        self.dev.append(st.st_dev)
+        number = self._dev_number.get(st.st_dev)
+        if number is None:
+            number = self._dev_number[st.st_dev] = len(self.devs)
+            self.devs.append(st.st_dev)
+            if number == 1 << 16:  # more devices than 2 bytes number: widen
+                self.dev = array("Q", self.dev)
+        self.dev.append(number)
         self.ino.append(st.st_ino)
         self.mtime_ns.append(st.st_mtime_ns)
         self.ctime_ns.append(st.st_ctime_ns)
 
+    def device(self, k: int) -> int:
+        """The device of file ``k``."""
+        return self.devs[self.dev[k]]
+
     def renumber(self, moved: list[int]) -> None:
         """Follow the lines to their places after :meth:`TreeLines.sort`."""
-        self.line = array("q", (moved[i] for i in self.line))
+        self.line = array("I", (moved[i] for i in self.line))
 
 
 class Captured(NamedTuple):
@@ -458,10 +471,16 @@ class _Capture:
         """The stat cache rows of the files read, made as they are written (a list of them
         would cost a tuple per file)."""
         lines, to_read, now, base = self.lines, self.to_read, self.started_ns, self.base
-        paths, dev, ino, mtime_ns, ctime_ns = lines.paths, to_read.dev, to_read.ino, to_read.mtime_ns, to_read.ctime_ns
+        paths, device, ino, mtime_ns, ctime_ns = (
+            lines.paths,
+            to_read.device,
+            to_read.ino,
+            to_read.mtime_ns,
+            to_read.ctime_ns,
+        )
         for k, i in enumerate(to_read.line):
             mode, sha, size = lines.mode(i), lines.sha(i), lines.size(i)
-            yield base + paths[i], dev[k], ino[k], size, mtime_ns[k], ctime_ns[k], mode, sha, now
+            yield base + paths[i], device(k), ino[k], size, mtime_ns[k], ctime_ns[k], mode, sha, now
 
 
 def _batches(items: Sequence[int], size_of: Callable[[int], int]) -> Iterable[list[int]]:

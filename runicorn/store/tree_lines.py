@@ -16,6 +16,8 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Collection, Iterator
+from itertools import islice
+from typing import Any
 from operator import lt
 
 from runicorn.store.tree_format import (
@@ -151,8 +153,8 @@ class TreeLines:
         paths = self.paths
         # Without lone surrogates (names that are not UTF-8), code-point order is UTF-8
         # byte order: the paths themselves are the keys.
-        keys = paths if paths_are_utf8(paths) else [path_key(p) for p in paths]
-        if all(map(lt, keys, keys[1:])):
+        keys: list[Any] = paths if paths_are_utf8(paths) else [path_key(p) for p in paths]
+        if all(map(lt, keys, islice(keys, 1, None))):  # (a slice would copy every slot)
             return None
         order = sorted(range(len(paths)), key=keys.__getitem__)
         self.paths = [paths[i] for i in order]
