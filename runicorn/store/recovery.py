@@ -94,19 +94,31 @@ def drop_orphan_holds(store: Store) -> list[str]:
     """Drop the holds of writers whose directory is gone (a folder removed by hand, or
     rows copied with the index): no live writer can own them, and they would keep their
     objects from gc for good.  Returns what was done."""
-    query = "SELECT DISTINCT writer FROM holds WHERE writer NOT IN (SELECT value FROM json_each(?))"
 
-    def writers() -> str:
-        return json.dumps([d.name for d in store.tmp_dir.iterdir() if d.name.startswith("w-")])
+    def orphans(c: Any) -> list[str]:
+        live = {d.name for d in store.tmp_dir.iterdir() if d.name.startswith("w-")}
+        return [w for w in _holding_writers(c) if w not in live]
 
-    if not store.index.query(query, (writers(),)):
-        return []
+    with store.index.read() as c:
+        if not orphans(c):
+            return []
     with store.index.write() as c:
         # Listed again inside the write lock: a writer makes its folder before its first
         # hold commits, so the folder of every writer with rows is in this listing.
-        gone = [str(r[0]) for r in c.execute(query, (writers(),)).fetchall()]
+        gone = orphans(c)
         c.executemany("DELETE FROM holds WHERE writer = ?", [(w,) for w in gone])
     return [f"dropped the holds of {w}, whose folder is gone" for w in gone]
+
+
+def _holding_writers(c: Any) -> list[str]:
+    """The writers with hold rows: one seek of the primary key each (this runs at every
+    opening of a store, while a snapshot may hold a million blobs)."""
+    found: list[str] = []
+    row = c.execute("SELECT min(writer) FROM holds").fetchone()
+    while row is not None and row[0] is not None:
+        found.append(str(row[0]))
+        row = c.execute("SELECT min(writer) FROM holds WHERE writer > ?", (found[-1],)).fetchone()
+    return found
 
 
 def recover_tree(store: Store, c: Any, f: Path, tree: str) -> str:
