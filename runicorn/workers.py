@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from array import array
+from itertools import chain
 from typing import Callable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -50,16 +51,10 @@ def share_indices(items: range, n: int, size_of: Callable[[int], int]) -> list[S
     groups = [array("q") for _ in range(n)]
     loads = [0] * n
     big = sorted((i for i in items if size_of(i) > PER_FILE_COST), key=size_of, reverse=True)
-    for i in big:
+    for i in chain(big, (i for i in items if size_of(i) <= PER_FILE_COST)):
         k = loads.index(min(loads))
         groups[k].append(i)
         loads[k] += size_of(i) + PER_FILE_COST
-    for i in items:
-        size = size_of(i)
-        if size <= PER_FILE_COST:
-            k = loads.index(min(loads))
-            groups[k].append(i)
-            loads[k] += size + PER_FILE_COST
     return [g for g in groups if g]
 
 

@@ -231,9 +231,8 @@ def _ingest_source(store: Store, src: Path, origin: str, want_tree: str | None, 
         return _ingest_directory_source(store, src, origin, want_tree, want_git, limit)
     from runicorn.artifacts.extract import extract_into_store
 
-    lease = store.new_lease()  # what the archive stores, let go of by its tree at once
-    ex = extract_into_store(store, src, want_git=bool(want_git), origin=origin, limit=limit, lease=lease)
-    try:
+    with store.lease() as lease:  # what the archive stores, let go of by its tree at once
+        ex = extract_into_store(store, src, want_git=bool(want_git), origin=origin, limit=limit, lease=lease)
         tree = compute_tree_id(ex.entries)
         if want_tree and tree != want_tree:
             raise IntegrityError(f"archive holds tree-sha256 {tree}, expected {want_tree}")
@@ -242,9 +241,6 @@ def _ingest_source(store: Store, src: Path, origin: str, want_tree: str | None, 
             if git != want_git:
                 raise IntegrityError(f"archive holds git-tree-sha1 {git}, expected {want_git}")
         return store.put_tree(ex.entries, source=origin, held=lease)
-    except BaseException:
-        store.release_holds(lease)
-        raise
 
 
 def _size_limit(store: Store, want_tree: str | None) -> tuple[int, str]:

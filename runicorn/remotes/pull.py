@@ -60,57 +60,52 @@ def fetch_tree(
         raise RemoteError(f"{backend.url}/{key}: larger than {layout.MAX_MANIFEST_BYTES} bytes; refused")
     _, entries = parse_manifest(got[0], origin=f"{backend.url}/{key}", expected_tree=tree)
     sizes = {e.sha256: e.size for e in entries.values()}
-    lease = store.new_lease()  # the blobs it had and those it fetches, let go of by the tree at once
-    missing = sorted(store.hold_blobs(sizes, lease=lease))
-    total = sum(sizes[s] for s in missing)
-    done = [0]
-    batches: list[BlobBatch] = []
-    import threading
+    with store.lease() as lease:  # the blobs it had and those it fetches, let go of by the tree at once
+        missing = sorted(store.hold_blobs(sizes, lease=lease))
+        total = sum(sizes[s] for s in missing)
+        done = [0]
+        batches: list[BlobBatch] = []
+        import threading
 
-    lock = threading.Lock()
+        lock = threading.Lock()
 
-    def work(group: Iterator[str]) -> None:
-        batch = BlobBatch(store, lease)
-        with lock:
-            batches.append(batch)
-        for sha in group:
-            size = sizes[sha]
-            bkey = layout.blob_key(sha)
-            where = f"{backend.url}/{bkey}"
-            if size == 0:
-                batch.add_data(b"", sha, origin=where)
-            elif size <= SMALL:
-                blob = backend.get(bkey, size)
-                if blob is None:
-                    raise RemoteError(f"{where}: missing on the remote (tree {tree[:12]} names it)")
-                if len(blob[0]) != size:
-                    raise IntegrityError(
-                        f"{where}: {len(blob[0])}{'+' if len(blob[0]) > size else ''} bytes, "
-                        f"its manifest says {size}; refused"
-                    )
-                batch.add_data(blob[0], sha, origin=where)
-            else:
-                batch.add_chunks(_limited(backend.get_chunks(bkey), size, where), sha, origin=where)
+        def work(group: Iterator[str]) -> None:
+            batch = BlobBatch(store, lease)
             with lock:
-                done[0] += size
-                if progress is not None:
-                    progress(done[0], total)
+                batches.append(batch)
+            for sha in group:
+                size = sizes[sha]
+                bkey = layout.blob_key(sha)
+                where = f"{backend.url}/{bkey}"
+                if size == 0:
+                    batch.add_data(b"", sha, origin=where)
+                elif size <= SMALL:
+                    blob = backend.get(bkey, size)
+                    if blob is None:
+                        raise RemoteError(f"{where}: missing on the remote (tree {tree[:12]} names it)")
+                    if len(blob[0]) != size:
+                        raise IntegrityError(
+                            f"{where}: {len(blob[0])}{'+' if len(blob[0]) > size else ''} bytes, "
+                            f"its manifest says {size}; refused"
+                        )
+                    batch.add_data(blob[0], sha, origin=where)
+                else:
+                    batch.add_chunks(_limited(backend.get_chunks(bkey), size, where), sha, origin=where)
+                with lock:
+                    done[0] += size
+                    if progress is not None:
+                        progress(done[0], total)
 
-    n = max(1, min(jobs, getattr(backend, "max_jobs", jobs), len(missing) // 4 + 1))
-    try:
-        run_queue(work, missing, n, lambda s: sizes[s])
-    except BaseException:
-        for batch in batches:
-            batch.discard()
-        store.release_holds(lease)
-        raise
-    try:
+        n = max(1, min(jobs, getattr(backend, "max_jobs", jobs), len(missing) // 4 + 1))
+        try:
+            run_queue(work, missing, n, lambda s: sizes[s])
+        except BaseException:
+            for batch in batches:
+                batch.discard()
+            raise
         for batch in batches:
             batch.commit()
         store.put_tree(entries, source=backend.url, held=lease)
-    except BaseException:
-        store.release_holds(lease)
-        raise
     return {"blobs_downloaded": len(missing), "bytes_downloaded": total}
 
 

@@ -196,8 +196,7 @@ class Checkout:
         regular: list[tuple[str, Path]] = []
         entries: dict[str, Entry] = {}
         links: dict[bytes, Any] = {}
-        lease = store.new_lease()  # what the backup stores is held until its tree (and ref) is
-        try:
+        with store.lease() as lease:  # what the backup stores is held until its tree (and ref) is
             for rel, full in files:
                 st = os.lstat(full)
                 self.captured[rel] = _stat_key(st)
@@ -220,9 +219,6 @@ class Checkout:
             tree = store.put_tree(
                 entries, source=str(self.target), ref=(BACKUP_REF_KIND, name), ref_meta=meta, held=lease
             )
-        except BaseException:
-            store.release_holds(lease)
-            raise
         import shlex
 
         command = (

@@ -9,7 +9,6 @@ leaves of the root's last tree are taken over elsewhere.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import threading
@@ -39,6 +38,7 @@ from runicorn.store.tree_format import (
     build_pages_from_lines,
     mode_of,
 )
+from runicorn.store.holds import Lease
 from runicorn.store.tree_lines import TreeLines
 from runicorn.workers import run_groups, share_indices, worker_count
 
@@ -229,16 +229,12 @@ def _capture(
         return Captured(tree, lines.entries() if want_entries else None, 0, total, file_count, mtimes)
     if len(to_read) > _RESUME_GC_AFTER:
         resume_gc()  # reading many files makes garbage of its own (and may run long)
-    captured = _Capture(store, root, started_ns, progress, lines, trusted_bytes, to_read, links, check)
-    try:
+    # What the snapshot stores is held under one lease, let go of when the tree (or a
+    # failure) ends it: no string or count per blob is kept here.
+    with store.lease() as lease:
+        captured = _Capture(store, root, started_ns, progress, lines, trusted_bytes, to_read, links, check, lease)
         captured.read_changed()
         tree, spans, known = captured.store_tree(statcache.known_leaves(store, root, generation) if lines else {})
-    except BaseException:
-        # What it stored is gc's again (no tree names it); if even that fails, the rows
-        # go with this writer, and the first error is the one to report.
-        with contextlib.suppress(Exception):
-            store.release_holds(captured.lease)
-        raise
     statcache.record(store, root, generation, captured.cache_rows(), stale, (known, spans), check.seal)
     entries = lines.entries() if want_entries else None
     return Captured(tree, entries, captured.files_read, captured.total, file_count, mtimes)
@@ -323,11 +319,12 @@ class _Capture:
         to_read: _ToRead,
         links: dict[int, bytes],
         check: statcache.BlobCheck,
+        lease: Lease,
     ) -> None:
         """``lines`` holds every file's line in tree-id order: those of the files the
         cache vouches for (``vouched_bytes`` in all) and of the links with their blob, those
         of ``to_read`` open; ``links`` has each link's target by line; ``check`` says which
-        vouched blobs need a ``stat``."""
+        vouched blobs need a ``stat``; what is read is held under ``lease``."""
         self.store, self.root, self.started_ns, self.progress = store, root, started_ns, progress
         self.base = os.path.join(str(root), "")  # root with one trailing separator, as the walk joins it
         self.lines = lines
@@ -335,9 +332,7 @@ class _Capture:
         self.read_bytes = 0  # of the files read and the links
         self.to_read = to_read
         self.links = links
-        # What this snapshot ingests is held under one lease, let go of when the tree (or
-        # a failure) ends it: no string or count per blob is kept here.
-        self.lease = store.new_lease()
+        self.lease = lease  # what it ingests is held under it
         self.total = 0  # of every file's size, once the tree is stored
         self.files_read = 0
         # The vouched files' blobs (the links' are stored again below; the files to read

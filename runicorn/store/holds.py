@@ -43,10 +43,10 @@ class Holds:
         """A lease no hold of this process has used yet."""
         return Lease(next(self._lease_ids))
 
-    def hold(self, c: Any, object_id: str, lease: Lease | None = None) -> None:
-        """Hold ``object_id`` (inside the caller's transaction ``c``), under ``lease`` or a
+    def hold(self, c: Any, object_id: str) -> None:
+        """One more hold on ``object_id`` (inside the caller's transaction ``c``), under a
         lease of its own."""
-        self.acquire(c, (object_id,), lease)
+        self.acquire(c, (object_id,))
 
     def acquire(self, c: Any, ids: Iterable[str], lease: Lease | None = None) -> None:
         """Hold each id (inside the caller's transaction ``c``) under ``lease``; without

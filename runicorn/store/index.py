@@ -22,8 +22,8 @@ BUSY_TIMEOUT_MS = 120_000
 # adds toml_usage.missing_since (a missing Runicorn.toml keeps its bindings for a retention); 4 -> 5
 # stores trees as pages (the trees themselves move in runicorn.store.migrate); 5 -> 6 drops
 # the per-link triggers of blobs.refcount (runicorn.store.rows keeps it per batch); 6 -> 7
-# names blobs in links by integer ids; 7 -> 8 keys holds by lease.  A new index gets the current schema at once.  The
-# steps up to version 6 run the schema as it was at version 6 (index_v6.sql), whose
+# names blobs in links by integer ids; 7 -> 8 keys holds by lease.  A new index gets the
+# current schema at once.  The steps up to version 6 run the schema as it was at version 6 (index_v6.sql), whose
 # statements are idempotent (IF NOT EXISTS / OR IGNORE), so a step that adds tables runs
 # that whole file again.  The feature tables (stat_cache, runs, toml_usage) are
 # not in index.sql: a store creates them, as of the current version, for the features that use

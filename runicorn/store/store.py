@@ -21,11 +21,12 @@ each taking the store:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -415,6 +416,20 @@ class Store:
         from gc until :meth:`release_holds` (or a tree stored with ``held=`` it) lets go of
         all of it at once."""
         return self.holds.new_lease()
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Lease]:
+        """A new lease (:meth:`new_lease`) for one operation that stores a tree: on success
+        the tree stored with ``held=`` it has let go of its holds; if the operation fails,
+        they go here, so what it stored is gc's again (should even that fail, they go with
+        this writer, and the operation's own error is the one raised)."""
+        lease = self.holds.new_lease()
+        try:
+            yield lease
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.holds.release_holds(lease)
+            raise
 
     def release_holds(self, held: Held | None = None) -> None:
         """Let go of every hold of lease ``held``, or of one hold on each id of ``held`` that

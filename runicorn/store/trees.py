@@ -449,8 +449,7 @@ def ingest_directory(store: Store, root: Path, *, source: str | None = None, inc
     if not root.is_dir():
         raise RunicornError(f"{root}: not a directory")
     files, links = scan_directory(root, include)
-    lease = store.new_lease()  # every blob held under one lease, let go of by the tree at once
-    try:
+    with store.lease() as lease:  # every blob held under one lease, let go of by the tree at once
         infos = store.ingest_files([full for _, full, _ in files], lease=lease)
         entries: dict[str, TreeEntry] = {}
         for (rel, _, mode), info in zip(files, infos):
@@ -461,6 +460,3 @@ def ingest_directory(store: Store, root: Path, *, source: str | None = None, inc
             entries[rel] = TreeEntry(info.sha256, MODE_LINK, info.size)
         source = source if source is not None else str(root.absolute())
         return put_tree(store, entries, source=source, walked=True, held=lease)
-    except BaseException:
-        store.release_holds(lease)
-        raise
