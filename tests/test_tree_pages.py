@@ -201,13 +201,18 @@ def _hostile(tmp_path: Path, edit: str) -> tuple[Path, Path]:
         data["depth"] = 99
     elif edit == "count":
         data["file_count"] = 10
-    elif edit == "escape":
-        # A well-hashed page whose path climbs out: found by the path rules, not the hash.
-        body = b"runicorn-leaf-v1\n100644 " + shas[0].encode() + b" 10 ../../etc/evil\n"
+    elif edit in ("escape", "nested", "empty-link"):
+        # Well-hashed pages whose lines break the tree rules: found by those, not the hash.
+        line = {
+            "escape": [b"100644 %s 10 ../../etc/evil"],  # a path that climbs out
+            "nested": [b"120000 %s 3 a", b"100644 %s 10 a/b"],  # written through a link
+            "empty-link": [b"120000 %s 0 a"],  # a symlink the OS cannot create
+        }[edit]
+        body = b"runicorn-leaf-v1\n" + b"".join(x % shas[0].encode() + b"\n" for x in line)
         pid = sha256_bytes(body)
         (blobs / pid[:2]).mkdir(exist_ok=True)
         (blobs / pid[:2] / pid).write_bytes(body)
-        data.update(pages=[pid], depth=0, file_count=1)
+        data.update(pages=[pid], depth=0, file_count=len(line))
     manifest = tmp_path / "hostile.json"
     manifest.write_text(json.dumps(data))
     return manifest, blobs
@@ -221,6 +226,8 @@ def _hostile(tmp_path: Path, edit: str) -> tuple[Path, Path]:
         ("depth", "depth 99 is out of range"),
         ("count", "more than the 10 files it declares"),
         ("escape", "bad file entry"),
+        ("nested", "'a/b' lies below 'a', which is a symlink"),
+        ("empty-link", "a symlink target of 0 bytes"),
     ],
 )
 def test_hostile_pages_are_refused_naming_the_file_and_nothing_is_written(

@@ -25,9 +25,9 @@ from runicorn.errors import (
     StorageFullError,
     StoreWriteError,
 )
+from runicorn.gcpause import cycle_gc_paused
 from runicorn.hashing import sha256_bytes
 from runicorn.snapshot import statcache
-from runicorn.snapshot.scan import cycle_gc_paused
 from runicorn.snapshot.statcache import RACY_NS
 from runicorn.store.tree_format import (
     MODE_EXEC,

@@ -7,11 +7,9 @@ listed, and an excluded directory is not entered.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,26 +184,6 @@ class _Walk:
         return out
 
 
-@contextlib.contextmanager
-def cycle_gc_paused() -> Iterator[Callable[[], None]]:
-    """Pause the cyclic garbage collector for a per-file pass that builds only acyclic
-    tuples and lists: at 100,000 files it would otherwise run hundreds of times, some of
-    them over every live object, and free nothing.  Yields a function that resumes it
-    early (for work that makes garbage of its own); either way it is resumed on exit,
-    unless it was off to begin with."""
-    was = gc.isenabled()
-
-    def resume() -> None:
-        if was:
-            gc.enable()
-
-    gc.disable()
-    try:
-        yield resume
-    finally:
-        resume()
-
-
 def store_dirs(store: Any) -> set[tuple[int, int]]:
     """(device, inode) of the store's own folders: a scan never enters them, wherever the
     workspace sits relative to the storage root."""
@@ -219,4 +197,4 @@ def store_dirs(store: Any) -> set[tuple[int, int]]:
     return found
 
 
-__all__ = ["cycle_gc_paused", "iter_workspace", "store_dirs"]
+__all__ = ["iter_workspace", "store_dirs"]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 
 from runicorn.errors import CorruptManifestError, UnsafePathError
+from runicorn.gcpause import cycle_gc_paused
 from runicorn.hashing import is_sha256_hex, new_sha256, sha256_bytes
 from runicorn.relpath import validate_relpath
 
@@ -80,12 +81,20 @@ def coerce_entry(path: str, value: Any) -> TreeEntry:
         raise ValueError(f"tree path {path!r}: mode {entry.mode!r} is not one of {sorted(MODES)}")
     if not isinstance(entry.size, int) or isinstance(entry.size, bool) or entry.size < 0:
         raise ValueError(f"tree path {path!r}: size {entry.size!r} is not a non-negative integer")
+    _check_link_size(path, entry)
+    return entry
+
+
+def _check_link_size(path: str, entry: TreeEntry) -> None:
+    """Refuse a symlink the OS cannot create: an empty target, or one longer than PATH_MAX.
+
+    Raises:
+        ValueError: naming the path.
+    """
     if entry.mode == MODE_LINK and not 0 < entry.size <= MAX_LINK_TARGET_BYTES:
-        # What the OS can create: no empty link, no target longer than PATH_MAX.
         raise ValueError(
             f"tree path {path!r}: a symlink target of {entry.size} bytes (1 to {MAX_LINK_TARGET_BYTES} can be restored)"
         )
-    return entry
 
 
 def normalize_entries(entries: Mapping[str, Any]) -> dict[str, TreeEntry]:
@@ -101,6 +110,22 @@ def normalize_entries(entries: Mapping[str, Any]) -> dict[str, TreeEntry]:
     norm = dict(items)
     check_no_nesting(norm)
     return norm
+
+
+def _check_page_entries(entries: dict[str, TreeEntry]) -> dict[str, TreeEntry]:
+    """:func:`normalize_entries` for the entries of a tree's pages, returned as they are:
+    their hashes, modes and sizes were checked with their lines and their paths came in
+    tree-id order (:func:`read_entries`), so what is left is each path's safety, each
+    symlink's size and the nesting rule.
+
+    Raises:
+        UnsafePathError / ValueError: as :func:`normalize_entries`.
+    """
+    for path, entry in entries.items():
+        validate_relpath(path, what="tree path")
+        _check_link_size(path, entry)
+    check_no_nesting(entries)
+    return entries
 
 
 def check_no_nesting(entries: Mapping[str, TreeEntry], origin: Any = "tree") -> None:
@@ -262,6 +287,14 @@ def parse_manifest(
         CorruptManifestError: naming ``origin`` and the cause (a version-2 manifest
             without ``load_page``, a missing or damaged page, too).
     """
+    with cycle_gc_paused():  # an object or more per file, all kept
+        return _parse_manifest(data, origin, expected_tree, load_page, with_files)
+
+
+def _parse_manifest(
+    data: bytes, origin: str | Path, expected_tree: str | None, load_page: PageLoader | None, with_files: bool
+) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
+    """:func:`parse_manifest`, with the collector paused."""
     try:
         manifest = json.loads(data.decode("utf-8", "surrogateescape"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -283,7 +316,7 @@ def parse_manifest(
     else:
         raise CorruptManifestError(f"{origin}: unsupported format_version {version!r}")
     try:
-        entries = normalize_entries(files)
+        entries = _check_page_entries(files) if version == MANIFEST_PAGED else normalize_entries(files)
     except (UnsafePathError, ValueError, KeyError, TypeError) as exc:
         raise CorruptManifestError(f"{origin}: bad file entry ({exc})") from None
     tree = compute_tree_id(entries)
