@@ -40,6 +40,26 @@ def share(items: Sequence[T], n: int, size_of: Callable[[T], int]) -> list[list[
     return [g for g in groups if g]
 
 
+def share_files(items: Sequence[T], n: int, size_of: Callable[[T], int]) -> list[list[T]]:
+    """:func:`share` for writing local files: those of more than ``PER_FILE_COST`` bytes are
+    spread, largest first, to the least loaded worker; the smaller ones go together, in
+    the caller's order (a folder's files created one after another), to the least loaded
+    worker after that.  A small file costs mostly interpreter time, which the GIL gives
+    one thread at a time: split between threads, small files only add lock hand-offs and
+    creations in the same folders at once (a restore of 100,000 of them: about 1.25x the
+    wall time and twice the system time of one thread).  Empty groups are dropped."""
+    if n <= 1:
+        return [list(items)] if items else []
+    groups: list[list[T]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for item in sorted((it for it in items if size_of(it) > PER_FILE_COST), key=size_of, reverse=True):
+        k = loads.index(min(loads))
+        groups[k].append(item)
+        loads[k] += size_of(item) + PER_FILE_COST
+    groups[loads.index(min(loads))].extend(it for it in items if size_of(it) <= PER_FILE_COST)
+    return [g for g in groups if g]
+
+
 def share_indices(items: range, n: int, size_of: Callable[[int], int]) -> list[Sequence[int]]:
     """:func:`share` for indices, each group an array: 8 bytes an index where a list keeps
     an int object (about 40 bytes per file of a 1,000,000-file snapshot, for as long as it

@@ -42,8 +42,9 @@ from runicorn.restore.checkout import BACKUP_REF_KIND, BackupCallback, Checkout
 from runicorn.restore.source import missing_blobs, read_manifest, store_root_of
 from runicorn.restore.staging import Staging, sweep_abandoned_restores
 from runicorn.store.layout import note_blobs_linked_out
+from runicorn.store.reader import check_blob_file, check_bytes, read_checked, wrong_hash, wrong_size
 from runicorn.store.tree_format import MODE_EXEC, MODE_LINK, TreeEntry, path_key
-from runicorn.workers import run_groups, share, worker_count
+from runicorn.workers import run_groups, share_files, worker_count
 
 LINK_MODES = ("copy", "hardlink", "reflink", "auto")
 _FICLONE = 0x40049409
@@ -103,8 +104,6 @@ def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int, re
     Raises:
         DamagedBlobError: the blob's size or bytes differ from the tree (naming ``rel``).
     """
-    from runicorn.store.reader import check_blob_file, check_bytes, wrong_size
-
     what = repr(rel)
     if how == "hardlink" and entry.mode != MODE_EXEC:
         check_blob_file(blob, entry.sha256, entry.size, what)
@@ -142,8 +141,6 @@ def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int, re
                 else:
                     copied, sha = _copy_fd(src, dst, entry.size)
                     if copied == entry.size and sha is not None and sha != entry.sha256:
-                        from runicorn.store.reader import wrong_hash
-
                         raise wrong_hash(blob, entry.sha256, sha, what)
                 done = "copy"
             if copied != entry.size:
@@ -279,9 +276,7 @@ def restore_from_manifest(
         return result
     finally:
         staging.close()
-    result.update(
-        success=True, restored_count=len(entries), methods=methods, total_bytes=sum(e.size for e in entries.values())
-    )
+    result.update(success=True, restored_count=len(entries), methods=methods, total_bytes=total_bytes)
     return result
 
 
@@ -309,13 +304,12 @@ def _materialise(
     dirs = sorted(parent_dirs(entries), key=path_key)
     for d in dirs:
         os.mkdir(safe_join(staging, d), 0o755)
-    from runicorn.store.reader import read_checked
-
     blob_dir = str(blob_root)
     base = str(staging)
     umask = current_umask()
     # Bytes: files a checkout leaves as they are count as done.
-    done = total - sum(e.size for e in entries.values())
+    wanted = sum(e.size for e in entries.values())
+    done = total - wanted
     lock = threading.Lock()
 
     def work(items: list[tuple[str, TreeEntry]]) -> None:
@@ -358,9 +352,8 @@ def _materialise(
                 methods[how] = methods.get(how, 0) + c
 
     items = list(entries.items())
-    run_groups(
-        work, share(items, worker_count(len(items), sum(e.size for e in entries.values())), lambda it: it[1].size)
-    )
+    n = worker_count(len(items), wanted)
+    run_groups(work, share_files(items, n, lambda it: it[1].size))
     os.chmod(staging, 0o755)
     if sync:
         # What is renamed into place is complete even after a crash: a few files and
