@@ -42,12 +42,13 @@ def share(items: Sequence[T], n: int, size_of: Callable[[T], int]) -> list[list[
 
 def share_files(items: Sequence[T], n: int, size_of: Callable[[T], int]) -> list[list[T]]:
     """:func:`share` for writing local files: those of more than ``PER_FILE_COST`` bytes are
-    spread, largest first, to the least loaded worker; the smaller ones go together, in
-    the caller's order (a folder's files created one after another), to the least loaded
-    worker after that.  A small file costs mostly interpreter time, which the GIL gives
-    one thread at a time: split between threads, small files only add lock hand-offs and
-    creations in the same folders at once (a restore of 100,000 of them: about 1.25x the
-    wall time and twice the system time of one thread).  Empty groups are dropped."""
+    spread, largest first, to the least loaded worker; the smaller ones, in the caller's
+    order (path order), are cut into one run per worker that evens out the loads.  Each
+    worker then creates its files in folders of its own, one after another: interleaved,
+    two threads create in the same folders at once and wait for each other's folder lock
+    and the GIL (a restore of 100,000 files of 1-8 KiB, warm cache: 10.2 s in two runs
+    as in one thread, 14-19 s interleaved), while two runs still read two blobs at once
+    where the cache is cold (18.3 s, one thread 22.5 s).  Empty groups are dropped."""
     if n <= 1:
         return [list(items)] if items else []
     groups: list[list[T]] = [[] for _ in range(n)]
@@ -56,7 +57,14 @@ def share_files(items: Sequence[T], n: int, size_of: Callable[[T], int]) -> list
         k = loads.index(min(loads))
         groups[k].append(item)
         loads[k] += size_of(item) + PER_FILE_COST
-    groups[loads.index(min(loads))].extend(it for it in items if size_of(it) <= PER_FILE_COST)
+    small = [it for it in items if size_of(it) <= PER_FILE_COST]
+    goal = (sum(loads) + sum(size_of(it) + PER_FILE_COST for it in small)) / n
+    at = 0
+    for place, k in enumerate(sorted(range(n), key=loads.__getitem__)):
+        while at < len(small) and (loads[k] < goal or place == n - 1):
+            groups[k].append(small[at])
+            loads[k] += size_of(small[at]) + PER_FILE_COST
+            at += 1
     return [g for g in groups if g]
 
 

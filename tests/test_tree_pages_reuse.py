@@ -181,22 +181,31 @@ def test_indices_are_shared_in_arrays_with_every_index_once_and_the_work_balance
     assert share_indices(range(0), 4, sizes.__getitem__) == []
 
 
-def test_small_files_to_write_stay_together_in_order_and_large_ones_are_spread() -> None:
+def test_files_to_write_are_shared_as_runs_in_order_with_large_ones_spread() -> None:
     from runicorn.workers import PER_FILE_COST, share_files
 
-    sizes = {f"d{i // 10}/f{i}": 100 for i in range(50)} | {"big1": 90 << 20, "big2": 60 << 20, "big3": 40 << 20}
+    def cost(group: list[tuple[str, int]]) -> int:
+        return sum(size + PER_FILE_COST for _, size in group)
+
+    sizes = {f"d{i // 10:02d}/f{i:03d}": 100 + i for i in range(300)}
+    sizes |= {"big1": 90 << 20, "big2": 60 << 20, "big3": 40 << 20}
     items = sorted(sizes.items())
-    groups = share_files(items, 2, lambda it: it[1])
-    assert sorted(it for g in groups for it in g) == items
     small = [it for it in items if it[1] <= PER_FILE_COST]
-    # All small ones in one group, in the caller's order, the least loaded after the large ones.
-    (with_small,) = [g for g in groups if small[0] in g]
-    assert [it for it in with_small if it[1] <= PER_FILE_COST] == small
-    # 90 MiB to one worker, 60 + 40 to the other; the small ones then join the first.
-    assert {it[0] for it in with_small if it[1] > PER_FILE_COST} == {"big1"}
+    for n in (2, 3, 4):
+        groups = share_files(items, n, lambda it: it[1])
+        assert sorted(it for g in groups for it in g) == items
+        # The small ones: one run of the caller's order per worker, the runs in order.
+        runs = [[it for it in g if it[1] <= PER_FILE_COST] for g in groups]
+        assert all(run == small[small.index(run[0]) : small.index(run[0]) + len(run)] for run in runs if run)
+        assert sorted((it for run in runs for it in run), key=small.index) == small
+        loads = [cost(g) for g in groups]
+        assert max(loads) - min(loads) <= (90 << 20) + 2 * PER_FILE_COST, n
+    # Small files alone: contiguous halves of about equal cost.
+    halves = share_files(small, 2, lambda it: it[1])
+    assert halves[0] + halves[1] == small and abs(len(halves[0]) - len(halves[1])) <= 2
     assert share_files(items[:3], 1, lambda it: it[1]) == [items[:3]]
     assert share_files([], 2, lambda it: it[1]) == []
-    assert share_files(small, 2, lambda it: it[1]) == [small]
+    assert share_files(small[:1], 4, lambda it: it[1]) == [small[:1]]
 
 
 # ----------------------------------------------------------------- TreeLines
