@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from array import array
 from itertools import chain
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -33,11 +33,17 @@ def share(items: Sequence[T], n: int, size_of: Callable[[T], int]) -> list[list[
         return [list(items)] if items else []
     groups: list[list[T]] = [[] for _ in range(n)]
     loads = [0] * n
-    for item in sorted(items, key=size_of, reverse=True):
+    _to_least_loaded(sorted(items, key=size_of, reverse=True), groups, loads, size_of)
+    return [g for g in groups if g]
+
+
+def _to_least_loaded(items: Iterable[Any], groups: list[Any], loads: list[int], size_of: Callable[[Any], int]) -> None:
+    """Give each of ``items``, in turn, to the group whose load (bytes plus the per-file
+    cost, in ``loads``) is the least so far."""
+    for item in items:
         k = loads.index(min(loads))
         groups[k].append(item)
         loads[k] += size_of(item) + PER_FILE_COST
-    return [g for g in groups if g]
 
 
 def share_files(items: Sequence[T], n: int, size_of: Callable[[T], int]) -> list[list[T]]:
@@ -53,10 +59,8 @@ def share_files(items: Sequence[T], n: int, size_of: Callable[[T], int]) -> list
         return [list(items)] if items else []
     groups: list[list[T]] = [[] for _ in range(n)]
     loads = [0] * n
-    for item in sorted((it for it in items if size_of(it) > PER_FILE_COST), key=size_of, reverse=True):
-        k = loads.index(min(loads))
-        groups[k].append(item)
-        loads[k] += size_of(item) + PER_FILE_COST
+    big = sorted((it for it in items if size_of(it) > PER_FILE_COST), key=size_of, reverse=True)
+    _to_least_loaded(big, groups, loads, size_of)
     small = [it for it in items if size_of(it) <= PER_FILE_COST]
     goal = (sum(loads) + sum(size_of(it) + PER_FILE_COST for it in small)) / n
     at = 0
@@ -79,10 +83,7 @@ def share_indices(items: range, n: int, size_of: Callable[[int], int]) -> list[S
     groups = [array("q") for _ in range(n)]
     loads = [0] * n
     big = sorted((i for i in items if size_of(i) > PER_FILE_COST), key=size_of, reverse=True)
-    for i in chain(big, (i for i in items if size_of(i) <= PER_FILE_COST)):
-        k = loads.index(min(loads))
-        groups[k].append(i)
-        loads[k] += size_of(i) + PER_FILE_COST
+    _to_least_loaded(chain(big, (i for i in items if size_of(i) <= PER_FILE_COST)), groups, loads, size_of)
     return [g for g in groups if g]
 
 
