@@ -364,3 +364,33 @@ def test_gc_says_what_waits_for_the_grace_period(tmp_path: Path, _isolated_stora
         "first_at": None,
         "last_at": None,
     }
+
+
+# ---------------------------------------------------------------- output read only in part
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``runicorn ls TREE | head -1``: once the reader closes the pipe, the command stops and
+    says nothing, as other Unix tools do, instead of reporting "error: Broken pipe" (or a
+    traceback at exit).  Its status is the shell's broken-pipe one (141), or 0 where the
+    rest of one large write was dropped without an error reaching the program."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for i in range(3000):  # a listing far larger than a pipe's buffer
+        (ws / f"file-with-a-long-name-{i:05d}.txt").write_text(f"{i}\n")
+    env = {"RUNICORN_DIR": str(tmp_path / "store")}
+    assert cli("snapshot", str(ws), "--name", "big", env=env).returncode == 0
+    for args in (["ls", "pin/big"], ["ls", "pin/big", "--json"]):
+        child = subprocess.Popen(
+            [sys.executable, "-m", "runicorn", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ, **env),
+        )
+        assert child.stdout is not None and child.stderr is not None
+        assert child.stdout.readline()
+        child.stdout.close()  # the reader goes away with most of the listing unread
+        err = child.stderr.read().decode()
+        assert child.wait(timeout=120) in (0, 141), err
+        assert err == "", err
+    # Read to the end, the same listing is whole and the command succeeds.
+    r = cli("ls", "pin/big", env=env)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3001 and r.stderr == ""

@@ -130,6 +130,12 @@ class LazyGroup(click.Group):
         except RunicornError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        except BrokenPipeError as exc:
+            if not _stdout_reader_gone():
+                click.echo(f"error: {exc.strerror or exc}", err=True)  # a connection, not our output
+                ctx.exit(1)
+            _stop_writing_stdout()
+            ctx.exit(_BROKEN_PIPE_STATUS)
         except OSError as exc:
             # Missing files, permissions, full disks: user-facing, so one line, no traceback.
             where = f"{exc.filename}: " if exc.filename else ""
@@ -138,6 +144,36 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+
+
+# What a shell reports for a program its output pipe stopped (128 + SIGPIPE).
+_BROKEN_PIPE_STATUS = 141
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reading end was closed (``runicorn ls | head``):
+    the kernel flags such a write end with POLLERR."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _stop_writing_stdout() -> None:
+    """Point standard output at /dev/null: what is still buffered would otherwise fail
+    again, loudly, when Python flushes it at exit."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -25,8 +25,8 @@ def _os_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             return fn(*args, **kwargs)
-        except RunicornError:
-            raise
+        except (RunicornError, BrokenPipeError):
+            raise  # (a closed output pipe ends the command quietly, in the group)
         except OSError as exc:
             where = exc.filename or ""
             raise RunicornError(f"{where}: {exc.strerror or exc}" if where else str(exc)) from None
