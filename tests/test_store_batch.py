@@ -175,8 +175,9 @@ def test_a_small_batch_fsyncs_its_own_files_and_a_large_one_syncs_the_filesystem
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """syncfs waits for every dirty page of the filesystem, another process's included:
-    a batch of a few files makes exactly its own files and folders durable instead,
-    each before the renames that depend on it."""
+    a batch of a few files makes exactly its own files and folders durable instead.  Small
+    blobs are written at their final names: each file's bytes, then its folder, and no
+    rename; a larger batch takes one syncfs."""
     import runicorn.fsutil
     import runicorn.store.blobs
     from runicorn.fsutil import FEW_FILES
@@ -204,23 +205,167 @@ def test_a_small_batch_fsyncs_its_own_files_and_a_large_one_syncs_the_filesystem
         store.writer_dir()
         few = _files(tmp_path / "few", [100 + i for i in range(FEW_FILES)])
         infos = store.ingest_files(few)
-        assert not [e for e in events if e[0] == "syncfs"]
-        synced = {path for kind, path in events if kind == "fsync"}
-        tmp = os.path.realpath(store.tmp_dir)
-        batch = next(p for p in synced if os.path.basename(p).startswith("b-"))
-        assert {f"{batch}/{JOURNAL}", os.path.dirname(batch), tmp} <= synced
+        assert not [e for e in events if e[0] in ("syncfs", "rename")], events
         blobs = os.path.realpath(store.blobs_dir)
+        assert ("fsync", blobs) in events  # its new prefix folders are named in blobs/
         for info in infos:
-            staged = f"{batch}/blob-{info.sha256}"
             placed = f"{blobs}/{info.sha256[:2]}/{info.sha256}"
-            order = [e for e in events if e[1] in (staged, placed, f"{blobs}/{info.sha256[:2]}")]
-            # the file's bytes, then its rename into blobs/<aa> (a second try after
-            # making the folder), then that folder
-            kinds = [kind for i, (kind, _) in enumerate(order) if i == 0 or order[i - 1][0] != kind]
-            assert kinds == ["fsync", "rename", "fsync"], order
+            order = [e for e in events if e[1] in (placed, f"{blobs}/{info.sha256[:2]}")]
+            # the file's bytes, then the folder naming it
+            kinds = [kind for i, (kind, _) in enumerate(order) if i == 0 or order[i - 1] != order[i]]
+            assert order[0] == ("fsync", placed) and kinds == ["fsync", "fsync"], order
         events.clear()
         many = _files(tmp_path / "many", [100 + i for i in range(FEW_FILES + 1)])
         store.ingest_files(many)
-        assert [kind for kind, _ in events if kind == "syncfs"] == ["syncfs", "syncfs"]
+        assert [kind for kind, _ in events if kind in ("syncfs", "rename")] == ["syncfs"]
         for info in store.ingest_files(few + many):  # all stored, nothing written twice
             assert store.blob_path(info.sha256).is_file()
+
+
+# A writer that has written its batch's small blobs at their final names, then waits to
+# be killed before the commit: the situation recovery must finish.
+_KILLED_MID_BATCH = """
+import os, sys, time
+from pathlib import Path
+from runicorn.store import Store
+from runicorn.store.ingest import BlobBatch
+store = Store(Path(sys.argv[1]))
+batch = BlobBatch(store)
+for p in sorted(Path(sys.argv[2]).iterdir()):
+    batch.add_file(str(p))
+batch._write_pending()  # written in place, journal-listed, no row yet
+torn = sorted(batch.direct)[0]
+os.chmod(store.blob_path(torn), 0o644)
+store.blob_path(torn).write_bytes(b"torn")  # as a crash in the middle of its write leaves it
+Path(sys.argv[3] + ".part").write_text(torn)
+os.rename(sys.argv[3] + ".part", sys.argv[3])  # whole when it appears: the parent reads it at once
+time.sleep(600)
+"""
+
+
+def test_a_writer_killed_after_writing_blobs_in_place_is_recovered(tmp_path: Path) -> None:
+    """Small blobs are written at their final names before their rows exist.  A writer
+    SIGKILLed there leaves files no row names; the batch journal names them, so the next
+    opener adopts the whole ones (re-hashed) and sets the torn one aside; nothing stays
+    unindexed, and the content can be stored again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "store"
+    Store(root).close()
+    src = tmp_path / "src"
+    files = _files(src, [10 + i for i in range(20)])
+    marker = tmp_path / "marker"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MID_BATCH, str(root), str(src), str(marker)], stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert child.poll() is None, child.stderr.read() if child.stderr else ""
+        assert time.monotonic() < deadline, "the child never wrote its batch"
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    torn = marker.read_text()
+    shas = {hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    on_disk = {p.name for p in (root / "archive" / "blobs").glob("*/*")}
+    assert shas <= on_disk, "the kill came after the blobs were written in place"
+    with Store(root) as store:
+        assert store.stats()["blob_count"] == len(shas) - 1
+        assert not store.has_blob(torn), store.recovered
+        assert [s for s in shas - {torn} if not store.has_blob(s)] == [], store.recovered
+        assert [p.read_bytes() for p in store.quarantine_dir.iterdir()] == [b"torn"]
+        assert store.verify(deep=True)["ok"]
+        assert not list(store.tmp_dir.glob("w-*/b-*"))
+        store.ingest_files(files)  # the torn one is written again
+        assert store.has_blob(torn) and store.verify(deep=True)["ok"]
+
+
+def test_an_unindexed_file_at_a_blobs_name_is_trusted_only_for_its_bytes(tmp_path: Path) -> None:
+    """A file at a blob's final name with no index row (another writer's, not committed;
+    a leftover) is relied on only when its bytes hash to its name: one of the right size
+    but other bytes is set aside and replaced, whichever way the blob arrives."""
+    content = b"the content of the blob\n"
+    sha = hashlib.sha256(content).hexdigest()
+    for way in ("bytes", "batch-of-one", "large-batch"):
+        root = tmp_path / way
+        with Store(root) as store:
+            dest = store.blob_path(sha)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(b"X" * len(content))  # same size, other bytes
+            if way == "bytes":
+                store.ingest_bytes(content)
+            else:
+                src = tmp_path / f"src-{way}"
+                src.mkdir()
+                (src / "f").write_bytes(content)
+                extra = _files(src / "more", [3 + i for i in range(20)]) if way == "large-batch" else []
+                store.ingest_files([src / "f", *extra])
+            assert store.read_blob(sha) == content
+            assert [p.read_bytes() for p in store.quarantine_dir.iterdir()] == [b"X" * len(content)]
+            assert store.verify(deep=True)["ok"]
+        with Store(tmp_path / f"{way}-good") as store:
+            dest = store.blob_path(sha)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(content)  # the right bytes: used as it is
+            before = dest.stat().st_ino
+            store.ingest_bytes(content)
+            assert dest.stat().st_ino == before and not store.quarantine_dir.exists()
+            assert store.verify(deep=True)["ok"]
+
+
+def test_a_blob_written_in_place_that_vanishes_before_the_commit_is_not_indexed(tmp_path: Path) -> None:
+    """Between writing a small blob at its final name and writing its row, the file is
+    removed (by hand, or damage): the commit refuses the batch, naming the file, and
+    indexes none of it; the store stays consistent and the content can be stored again."""
+    from runicorn.errors import RunicornError
+    from runicorn.store.ingest import BlobBatch
+
+    files = _files(tmp_path / "src", [5 + i for i in range(12)])
+    with Store(tmp_path / "store") as store:
+        batch = BlobBatch(store)
+        for p in files:
+            batch.add_file(str(p))
+        batch._write_pending()
+        gone = sorted(batch.direct)[3]
+        store.blob_path(gone).unlink()
+        with pytest.raises(RunicornError, match=f"{gone}: the blob file vanished"):
+            batch.commit()
+        assert store.stats()["blob_count"] == 0
+    with Store(tmp_path / "store") as store:  # the batch left to recovery: whole files adopted
+        assert not store.has_blob(gone) and store.stats()["blob_count"] == len(files) - 1
+        assert store.verify(deep=True)["ok"]
+        store.ingest_files(files)
+        assert store.has_blob(gone) and store.verify(deep=True)["ok"]
+
+
+def test_verify_does_not_report_a_live_writers_uncommitted_blobs(tmp_path: Path) -> None:
+    """While a batch is between writing its blobs in place and its commit, ``verify`` (in
+    another process) does not count them as unindexed strays: the live writer's journal
+    names them."""
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "store"
+    Store(root).close()
+    src = tmp_path / "src"
+    _files(src, [10 + i for i in range(5)])
+    marker = tmp_path / "marker"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MID_BATCH, str(root), str(src), str(marker)], stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, child.stderr.read() if child.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with Store(root) as store:
+            report = store.verify()
+            assert not [p for p in report["problems"] if p["kind"] == "unindexed_blob"], report["problems"]
+    finally:
+        child.kill()
+        child.wait()

@@ -3,7 +3,8 @@
 A blob is copied and hashed in one pass into the writer's directory, renamed to its intent
 ``blob-<sha>``, then placed at ``blobs/<aa>/<sha>`` and indexed (held for this writer) in one
 transaction by :func:`commit_blobs`, the commit of every ingest (single files here, batches
-in :mod:`runicorn.store.ingest`).  :func:`adopt_staged_blob` is the recovery of one intent.
+in :mod:`runicorn.store.ingest`, which also writes small blobs straight to their final
+names).  :func:`adopt_staged_blob` is the recovery of one intent.
 """
 
 from __future__ import annotations
@@ -112,13 +113,17 @@ def ingest_stream(store: Store, src: IO[bytes], *, expected_sha256: str | None =
     return BlobInfo(sha, size)
 
 
-def place_blob(store: Store, intent: Path | str, sha: str, size: int, *, move: bool = False) -> str | None:
-    """Put a staged blob at ``blobs/<aa>/<sha>`` unless a good copy is there; return
-    the directory to sync, or None when nothing was placed.
+def place_blob(store: Store, c: Any, intent: Path | str, sha: str, size: int, *, move: bool = False) -> str | None:
+    """Put a staged blob at ``blobs/<aa>/<sha>`` unless a good copy is there, inside write
+    transaction ``c``; return the directory to sync, or None when nothing was placed.
 
-    A copy of the wrong size is quarantined and replaced.  The intent is hard-linked
-    (it stays, for recovery, until the caller's COMMIT) or, with ``move``, renamed
-    (a batch whose journal names it); an existing file is never overwritten.
+    A copy the index has a row for (same size) is good.  A copy without a row may be one
+    a writer created in place and has not committed (``schema/README.md``, "Batches"), or
+    a leftover: it is good only when its bytes hash to ``sha``, and is then fsynced (with
+    its folder) before this writer relies on it.  A copy that is not good is quarantined
+    and replaced.  The intent is hard-linked (it stays, for recovery, until the caller's
+    COMMIT) or, with ``move``, renamed (a batch whose journal names it); an existing file
+    is never overwritten.
 
     Raises:
         RunicornError: the destination keeps appearing and vanishing, or the store
@@ -142,16 +147,40 @@ def place_blob(store: Store, intent: Path | str, sha: str, size: int, *, move: b
             if placed:
                 return parent
             try:
-                if os.stat(dest).st_size == size:
-                    return None
+                flaw = _copy_flaw(c, dest, sha, size)
             except FileNotFoundError:
                 continue  # collected meanwhile: try again
-            quarantine(store, Path(dest), "size-mismatch")
+            if flaw is None:
+                return None
+            quarantine(store, Path(dest), flaw)
     except RunicornError:
         raise
     except OSError as exc:
         raise store.write_error(exc, parent) from None
     raise RunicornError(f"{dest}: cannot be placed (it keeps appearing and vanishing)")
+
+
+def _copy_flaw(c: Any, dest: str, sha: str, size: int) -> str | None:
+    """What is wrong with the file at ``dest`` as blob ``sha`` of ``size`` bytes
+    (``size-mismatch``, ``corrupt``), or None when it is good and durable (see
+    :func:`place_blob`).
+
+    Raises:
+        FileNotFoundError: it is gone.
+    """
+    st = os.stat(dest)
+    if st.st_size != size:
+        return "size-mismatch"
+    row = c.execute("SELECT size FROM blobs WHERE sha256 = ?", (sha,)).fetchone()
+    if row is not None and row[0] == size:
+        return None
+    if sha256_file(Path(dest)) != sha:
+        return "corrupt"
+    if st.st_mode & 0o222:
+        os.chmod(dest, blob_perm(st.st_mode))  # read-only, as every blob, once the store uses it
+    fsync_file(dest)
+    fsync_dir(os.path.dirname(dest))
+    return None
 
 
 def commit_blobs(
@@ -163,6 +192,7 @@ def commit_blobs(
     move: bool = False,
     perms: Mapping[str, int] | None = None,
     lease: Lease | None = None,
+    placed: Mapping[str, int] | None = None,
 ) -> None:
     """Place staged blobs and index them, held for this writer (under ``lease``, else a
     lease of their own), in one transaction.
@@ -171,7 +201,12 @@ def commit_blobs(
     ``syncfs`` makes the placements durable.  ``move``: rename the intents (a batch
     whose journal names them) instead of linking them.  ``perms``: blobs whose
     source was private; a copy already in ``blobs/`` is narrowed to that permission
-    (:func:`narrow_blobs`).  Intents still present are removed after COMMIT.
+    (:func:`narrow_blobs`).  ``placed``: blobs (sha256 -> size) a batch created at their
+    final names and made durable; they are checked to be still there, then indexed and
+    held with the others.  Intents still present are removed after COMMIT.
+
+    Raises:
+        RunicornError: a blob of ``placed`` is gone or has another size (nothing is indexed).
     """
     if fsync_data:
         for intent, _, _ in staged:
@@ -180,10 +215,15 @@ def commit_blobs(
     now = time.time()
     unique = {sha: (intent, sha, size) for intent, sha, size in staged}
     moved: set[str] = set()
+    rows = [(sha, size, now, now) for _, sha, size in unique.values()]
+    if placed:
+        rows += [(sha, size, now, now) for sha, size in placed.items() if sha not in unique]
     with store.index.write() as c:
+        if placed:
+            _check_placed(store, placed)
         dirs: set[str] = set()
         for intent, sha, size in unique.values():
-            d = place_blob(store, intent, sha, size, move=move)
+            d = place_blob(store, c, intent, sha, size, move=move)
             if d is not None:
                 dirs.add(d)
                 if move:
@@ -194,14 +234,32 @@ def commit_blobs(
             sync_written(store.blobs_dir, dirs=dirs)
         if perms:
             narrow_blobs(store, perms)
-        insert_blob_rows(c, [(sha, size, now, now) for _, sha, size in unique.values()], touch=True)
-        store.holds.acquire(c, unique, lease)
+        insert_blob_rows(c, rows, touch=True)
+        store.holds.acquire(c, [sha for sha, _, _, _ in rows], lease)
     for intent, sha, _ in staged:
         if sha not in moved:
             try:
                 os.unlink(intent)
             except FileNotFoundError:
                 pass
+
+
+def _check_placed(store: Store, placed: Mapping[str, int]) -> None:
+    """Under the index lock, before their rows: the blobs a batch created in place are
+    all still there with their size.  (A gc unlinks only blobs it planned from their rows,
+    and a repair sets aside only files whose bytes do not hash to their names: what this
+    catches is a hand, damage, a repair that read the file while it was being written,
+    or a gc of an indexed blob whose file was missing when this batch wrote it.)
+
+    Raises:
+        RunicornError: one is gone or has another size.
+    """
+    off = blob_files_off(store.blobs_dir, placed.items())
+    if off:
+        raise RunicornError(
+            f"{store.blob_path(off[0])}: the blob file vanished or changed right after it was "
+            f"written ({len(off)} of this batch); nothing of the batch was indexed; store it again"
+        )
 
 
 def narrow_blobs(store: Store, perms: Mapping[str, int]) -> None:
@@ -249,7 +307,7 @@ def adopt_staged_blob(store: Store, c: Any, f: Path, sha: str) -> str:
     st = f.stat()
     size = st.st_size
     os.chmod(f, blob_perm(st.st_mode))  # read-only, never more readable than staged
-    if place_blob(store, f, sha, size) is not None:
+    if place_blob(store, c, f, sha, size) is not None:
         fsync_dir(store.blob_path(sha).parent)
     now = time.time()
     insert_blob_rows(c, [(sha, size, now, now)])

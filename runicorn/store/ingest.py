@@ -9,17 +9,25 @@ One batch (one call of :meth:`Store.ingest_files`) follows the store's write pro
    so the disk works while the next files are read.
 2. Blobs the store already has (index row and file present) are held against gc
    instead of written (``Store.hold_blobs``, one query per ``PENDING_BYTES`` of small
-   files).  Each new small blob is written straight to its intent name
-   ``<writer>/b-<n>/blob-<sha>`` (mode 0444) -- the hash is known before the first
-   byte is written, so no rename is needed; a torn intent is harmless because recovery
-   re-hashes every intent before adopting it.
-3. ``b-<n>/journal`` lists the blobs about to move and one ``syncfs`` makes the batch
-   durable; then, in one ``BEGIN IMMEDIATE`` transaction, each new blob is renamed into
-   ``blobs/<aa>/`` without replacing an existing file, a second ``syncfs`` makes the
-   renames durable, and the blobs are upserted and held for this writer
-   (:func:`runicorn.store.blobs.commit_blobs`, the commit of every ingest, with ``move``).  After COMMIT
-   the batch directory goes.  A crash between a rename and COMMIT leaves a blob the
-   journal names: recovery re-hashes and adopts it (:func:`recover_batch`).  A batch of
+   files).  The new small blobs are first named in ``b-<n>/journal``, then each is
+   written straight to its final name ``blobs/<aa>/<sha>`` (mode 0444, created
+   exclusively): the hash is known before the first byte is written, so no staging name
+   and no rename are needed (measured at 100,000 files of 1-8 KiB: 27-31 us a file
+   against 49-52 for a staged file renamed into place).  It has no index row yet, and
+   nothing of the store relies on a blob file without a row unless its bytes hash to
+   its name (:func:`runicorn.store.blobs.place_blob`).  A name already taken falls back
+   to an intent in the batch directory, as a large blob, streamed to a staging file and
+   renamed to its intent name ``b-<n>/blob-<sha>``, always is.
+3. At commit, the journal names the intents too, and one ``syncfs`` makes the batch
+   durable (bytes, the names written in place, the journal); then, in one ``BEGIN
+   IMMEDIATE`` transaction, the blobs written in place are checked to be still there
+   with their size, each intent is renamed into ``blobs/<aa>/`` without replacing an
+   existing file (a second ``syncfs`` makes those renames durable), and the blobs are
+   upserted and held for this writer (:func:`runicorn.store.blobs.commit_blobs`, the
+   commit of every ingest).  After COMMIT the batch directory goes.  A crash before
+   COMMIT leaves blob files the journal names: recovery re-hashes each, adopts the whole
+   ones and sets the torn ones aside (:func:`recover_batch`); while the writer lives,
+   ``verify`` does not count them as strays (:func:`blobs_in_live_batches`).  A batch of
    at most ``FEW_FILES`` new blobs fsyncs its files and folders in place of each
    ``syncfs``, which would also wait for every other process's unwritten data.
 
@@ -43,6 +51,7 @@ from runicorn.fsutil import (
     blob_perm,
     current_umask,
     few_to_sync,
+    make_dir,
     read_sized,
     start_writeback,
     sync_written,
@@ -92,6 +101,8 @@ class BlobBatch:
         self._dir_made = False
         self.sizes: dict[str, int] = {}  # every blob of the batch
         self.staged: set[str] = set()  # blobs written to the batch directory
+        self.direct: dict[str, int] = {}  # blobs written at their final names: sha256 -> size
+        self._made_prefix = False  # a blobs/<aa> folder made by this batch: blobs/ changed too
         self._pending: dict[str, bytes] = {}  # small blobs hashed, not yet written
         self._pending_bytes = 0
         self._umask = current_umask()  # files are created 0444: fchmod only if it takes bits away
@@ -282,7 +293,8 @@ class BlobBatch:
         return StorageFullError(f"{self.store.root}: no space left on device while storing {origin}")
 
     def _write_pending(self) -> None:
-        """Write the small blobs hashed so far that the store lacks to their intent names.
+        """Write the small blobs hashed so far that the store lacks, each at its final name
+        (:meth:`_write_in_place`), after the batch's journal names them.
 
         Blobs the store has (file present) are held against gc instead of written.
         """
@@ -290,11 +302,67 @@ class BlobBatch:
         if not pending:
             return
         missing = self.store.hold_blobs(pending, lease=self.lease)
-        for sha in missing:
-            if sha not in self.staged:
-                self._write_intent(sha, pending[sha])
-        if missing and not few_to_sync(len(self.staged)):
+        new = sorted(sha for sha in missing if sha not in self.staged and sha not in self.direct)
+        if not new:
+            return
+        # Named before they exist: a batch killed from here on leaves nothing in blobs/
+        # that the recovery of its directory cannot find (re-hash, adopt or set aside).
+        self._journal(new)
+        for sha in new:
+            self._write_in_place(sha, pending[sha])
+        if not few_to_sync(len(self.staged) + len(self.direct)):
             syncfs_in_background(self.store.tmp_dir)
+
+    def _journal(self, shas: list[str]) -> None:
+        """Append ``shas`` to the batch's journal, one per line (made durable with the
+        batch, by :meth:`commit`)."""
+        fd = os.open(f"{self._staging_dir()}/{JOURNAL}", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            write_all(fd, "".join(f"{sha}\n" for sha in shas).encode())
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._full("the batch journal") from None
+            raise
+        finally:
+            os.close(fd)
+
+    def _write_in_place(self, sha: str, data: bytes) -> None:
+        """Create ``blobs/<aa>/<sha>`` (mode 0444, or the private source's) with ``data``.
+
+        The hash is known before the first byte is written, so the file needs no staging
+        name and no rename: it has no index row until :meth:`commit`, and nothing of the
+        store trusts a blob file without a row unless its bytes hash to its name
+        (:func:`runicorn.store.blobs.place_blob`).  A name already taken (another writer's
+        copy, a leftover) or a prefix folder that cannot be made falls back to an intent
+        in the batch directory, placed under the index lock as a streamed blob is.
+        """
+        perm = self.perms.get(sha, 0o444)
+        parent = f"{self.store.blobs_dir}/{sha[:2]}"
+        path = f"{parent}/{sha}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            try:
+                out = os.open(path, flags, perm)
+            except FileNotFoundError:
+                if make_dir(Path(parent), self.store.dir_mode):  # the first blob under this prefix
+                    self._made_prefix = True
+                out = os.open(path, flags, perm)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._full(f"a blob of {len(data)} bytes") from None
+            self._write_intent(sha, data)
+            return
+        self.direct[sha] = len(data)  # from here on, a failure leaves it to recovery (journal-listed)
+        try:
+            write_all(out, data)
+            if self._umask & perm:
+                os.fchmod(out, perm)  # blobs are 0444 (0400 if private) whatever the umask
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._full(f"a blob of {len(data)} bytes") from None
+            raise
+        finally:
+            os.close(out)
 
     def _write_intent(self, sha: str, data: bytes) -> None:
         staging = self._staging_dir()
@@ -322,34 +390,43 @@ class BlobBatch:
 
         Raises:
             StorageFullError: no space left while writing.
+            RunicornError: a blob written in place vanished before its row was written.
         """
         store = self.store
         if not self.sizes:
             return
         self._write_pending()
         staged = sorted(self.staged)
+        direct = self.direct
         folders = (self.dir, self.dir.parent, store.tmp_dir)  # down to the journal
-        few = few_to_sync(len(staged), len(folders))
+        files = [f"{self.dir}/blob-{sha}" for sha in staged]
+        dirs: list[str | Path] = []
         if staged:
             # The journal names what is about to move into blobs/, so a crash between
             # a rename and COMMIT leaves nothing unindexed that recovery cannot find.
-            fd = os.open(f"{self.dir}/{JOURNAL}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                write_all(fd, "".join(f"{sha}\n" for sha in staged).encode())
-                if few:
-                    os.fsync(fd)  # else the syncfs below covers it
-            finally:
-                os.close(fd)
-            sync_written(store.tmp_dir, [f"{self.dir}/blob-{sha}" for sha in staged], folders)
+            self._journal(staged)
+            files.append(f"{self.dir}/{JOURNAL}")
+            dirs.extend(folders)
+        if direct:
+            blobs = store.blobs_dir
+            files.extend(f"{blobs}/{sha[:2]}/{sha}" for sha in direct)
+            dirs.extend(sorted({f"{blobs}/{sha[:2]}" for sha in direct}))
+            if self._made_prefix:
+                dirs.append(blobs)
+        if files:
+            # The bytes (and the names of the blobs written in place) are durable before
+            # any row names them.
+            sync_written(store.tmp_dir, files, dirs)
         try:
-            if staged:
+            if staged or direct:
                 commit_blobs(
                     store,
                     [(f"{self.dir}/blob-{sha}", sha, self.sizes[sha]) for sha in staged],
-                    group=not few,
+                    group=not few_to_sync(len(staged), len(folders)),
                     move=True,
                     perms=self.perms,
                     lease=self.lease,
+                    placed=direct,
                 )
             else:
                 store.narrow_blobs(self.perms)  # content the store had, from a private file
@@ -359,25 +436,69 @@ class BlobBatch:
             self._dir_made = False
             raise
         self.staged.clear()  # moved, or removed after COMMIT
+        self.direct.clear()
         self.discard()
 
     def discard(self) -> None:
-        """Remove the batch's staging directory (after COMMIT, or on error)."""
+        """Remove the batch's staging directory (after COMMIT, or on error).  After an
+        error, blobs written in place keep the journal naming them: the directory is left
+        to the recovery this store runs when it closes (never unlinked here: another
+        writer may have found and committed such a file meanwhile)."""
         self._pending.clear()
         self._pending_bytes = 0
         if self._dir_made:
             # The names are known: unlinking them beats a directory walk.
             for sha in self.staged:
                 _unlink_quietly(f"{self.dir}/blob-{sha}")
-            _unlink_quietly(f"{self.dir}/{JOURNAL}")
-            try:
-                os.rmdir(self.dir)
-            except OSError:  # something else left behind (a torn .part): remove it all
-                import shutil
+            if self.direct:
+                self._dir_made = False
+            else:
+                _unlink_quietly(f"{self.dir}/{JOURNAL}")
+                try:
+                    os.rmdir(self.dir)
+                except OSError:  # something else left behind (a torn .part): remove it all
+                    import shutil
 
-                shutil.rmtree(self.dir, ignore_errors=True)
-            self._dir_made = False
+                    shutil.rmtree(self.dir, ignore_errors=True)
+                self._dir_made = False
         self.staged.clear()
+        self.direct.clear()
+
+
+def blobs_in_live_batches(store: "Store") -> set[str]:
+    """The blobs that live writers' batches name in their journals: files of theirs in
+    ``blobs/`` may have no index row yet (written in place, not committed), and are not
+    strays.  A writer is live while it holds the lock of its directory."""
+    import fcntl
+
+    names: set[str] = set()
+    try:
+        writers = [d for d in store.tmp_dir.iterdir() if d.name.startswith("w-") and d != store.current_writer]
+    except OSError:
+        return names
+    own = [store.current_writer] if store.current_writer is not None else []
+    for d in own + writers:
+        journals = sorted(d.glob(f"b-*/{JOURNAL}"))
+        if not journals:
+            continue
+        if d not in own:
+            try:
+                fd = os.open(d / "lock", os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                continue  # free: a dead writer's, for recovery to finish (and verify to report)
+            except BlockingIOError:
+                pass  # held: a live writer
+            finally:
+                os.close(fd)
+        for journal in journals:
+            try:
+                names.update(n for n in journal.read_text("ascii").split() if is_sha256_hex(n))
+            except (OSError, UnicodeDecodeError):
+                continue
+    return names
 
 
 def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:
