@@ -369,3 +369,35 @@ def test_verify_does_not_report_a_live_writers_uncommitted_blobs(tmp_path: Path)
     finally:
         child.kill()
         child.wait()
+
+
+def test_verify_does_not_report_blobs_committed_while_it_lists_the_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify reads the index, then lists ``blobs/``: a writer (another process's store)
+    that commits in between leaves files the first read did not name.  They are read
+    again before being reported, so only a file still without a row is a stray."""
+    import runicorn.store.verify as verify_module
+
+    root = tmp_path / "store"
+    with Store(root) as store:
+        store.ingest_bytes(b"there before")
+        store.release_holds()
+    real_iter = verify_module._iter_blob_files
+    other = tmp_path / "other-src"
+    files = _files(other, [7 + i for i in range(30)])
+
+    def listing_while_a_writer_commits(store: Store):  # type: ignore[no-untyped-def]
+        with Store(root) as writer:  # a second handle: its own writer directory and lock
+            writer.ingest_files(files)
+            writer.release_holds()
+        return real_iter(store)
+
+    monkeypatch.setattr(verify_module, "_iter_blob_files", listing_while_a_writer_commits)
+    with Store(root) as store:
+        stray = store.blob_path(hashlib.sha256(b"a stray").hexdigest())
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"a stray")
+        report = store.verify()
+        unindexed = [p for p in report["problems"] if p["kind"] == "unindexed_blob"]
+        assert [p["id"] for p in unindexed] == [stray.name], report["problems"]

@@ -384,6 +384,30 @@ def _reached_pages(c: Any, scope: str) -> tuple[list[str], list[str], int]:
     return leaves, nodes, entries
 
 
+def _strays(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """Of the blob files ``(sha256, path)`` the index read before listing them did not name,
+    those that are strays: not named by a live writer's batch journal (written in place,
+    not committed yet) and still without a row (blob or page) once the listing is done
+    (committed meanwhile).  Journals are read before the index: a batch whose journal is
+    gone by then has committed."""
+    if not unindexed:
+        return []
+    from runicorn.store.ingest import blobs_in_live_batches
+
+    being_written = blobs_in_live_batches(store)
+    ids = json.dumps(sorted({sha for sha, _ in unindexed}))
+    with store.index.read() as c:
+        since = {
+            row[0]
+            for row in c.execute(
+                "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?1)) "
+                "UNION SELECT page FROM pages WHERE page IN (SELECT value FROM json_each(?1))",
+                (ids,),
+            )
+        }
+    return [(sha, path) for sha, path in unindexed if sha not in being_written and sha not in since]
+
+
 def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
     """See :meth:`Store.verify`."""
     problems: list[dict[str, Any]] = []
@@ -443,7 +467,7 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
 
     # The counts name everything looked at: what the index lists and what the folders hold.
     seen_blobs = set(indexed_blobs)
-    being_written: set[str] | None = None
+    unindexed: list[tuple[str, Path]] = []
     for path, sha in _iter_blob_files(store):
         if sha is None:
             problems.append(_problem("stray_file", f"{path} is not a blob", path=str(path)))
@@ -452,13 +476,9 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
             continue  # a page (checked with the pages below), not a blob
         seen_blobs.add(sha)
         if sha not in indexed_blobs:
-            if being_written is None:
-                from runicorn.store.ingest import blobs_in_live_batches
-
-                being_written = blobs_in_live_batches(store)
-            if sha in being_written:
-                continue  # a live writer's, not committed yet
-            problems.append(_problem("unindexed_blob", f"{path} is not in the index", id=sha, path=str(path)))
+            unindexed.append((sha, path))
+    for sha, path in _strays(store, unindexed):
+        problems.append(_problem("unindexed_blob", f"{path} is not in the index", id=sha, path=str(path)))
 
     indexed_trees = {tree for tree, _ in tree_rows}
     for tree, file_count in tree_rows:
