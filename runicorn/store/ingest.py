@@ -27,7 +27,7 @@ One batch (one call of :meth:`Store.ingest_files`) follows the store's write pro
    commit of every ingest).  After COMMIT the batch directory goes.  A crash before
    COMMIT leaves blob files the journal names: recovery re-hashes each, adopts the whole
    ones and sets the torn ones aside (:func:`recover_batch`); while the writer lives,
-   ``verify`` does not count them as strays (:func:`blobs_in_live_batches`).  A batch of
+   ``verify`` does not count them as strays.  A batch of
    at most ``FEW_FILES`` new blobs fsyncs its files and folders in place of each
    ``syncfs``, which would also wait for every other process's unwritten data.
 
@@ -463,42 +463,6 @@ class BlobBatch:
                 self._dir_made = False
         self.staged.clear()
         self.direct.clear()
-
-
-def blobs_in_live_batches(store: "Store") -> set[str]:
-    """The blobs that live writers' batches name in their journals: files of theirs in
-    ``blobs/`` may have no index row yet (written in place, not committed), and are not
-    strays.  A writer is live while it holds the lock of its directory."""
-    import fcntl
-
-    names: set[str] = set()
-    try:
-        writers = [d for d in store.tmp_dir.iterdir() if d.name.startswith("w-") and d != store.current_writer]
-    except OSError:
-        return names
-    own = [store.current_writer] if store.current_writer is not None else []
-    for d in own + writers:
-        journals = sorted(d.glob(f"b-*/{JOURNAL}"))
-        if not journals:
-            continue
-        if d not in own:
-            try:
-                fd = os.open(d / "lock", os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                continue  # free: a dead writer's, for recovery to finish (and verify to report)
-            except BlockingIOError:
-                pass  # held: a live writer
-            finally:
-                os.close(fd)
-        for journal in journals:
-            try:
-                names.update(n for n in journal.read_text("ascii").split() if is_sha256_hex(n))
-            except (OSError, UnicodeDecodeError):
-                continue
-    return names
 
 
 def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:

@@ -384,6 +384,24 @@ def _reached_pages(c: Any, scope: str) -> tuple[list[str], list[str], int]:
     return leaves, nodes, entries
 
 
+def _blobs_in_live_batches(store: Store) -> set[str]:
+    """The blobs that live writers' batches name in their journals (this process's too):
+    files of theirs in ``blobs/`` may have no row yet (written in place, not committed)."""
+    from runicorn.store.ingest import JOURNAL
+
+    own = store.current_writer
+    names: set[str] = set()
+    for entry in _entries(store.tmp_dir):
+        if not entry.name.startswith("w-") or not (entry == own or _is_locked(entry / "lock")):
+            continue
+        for journal in entry.glob(f"b-*/{JOURNAL}"):
+            try:
+                names.update(n for n in journal.read_text("ascii").split() if is_sha256_hex(n))
+            except (OSError, UnicodeDecodeError):
+                continue
+    return names
+
+
 def _strays(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
     """Of the blob files ``(sha256, path)`` the index read before listing them did not name,
     those that are strays: not named by a live writer's batch journal (written in place,
@@ -392,9 +410,7 @@ def _strays(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, 
     gone by then has committed."""
     if not unindexed:
         return []
-    from runicorn.store.ingest import blobs_in_live_batches
-
-    being_written = blobs_in_live_batches(store)
+    being_written = _blobs_in_live_batches(store)
     ids = json.dumps(sorted({sha for sha, _ in unindexed}))
     with store.index.read() as c:
         since = {
