@@ -336,23 +336,43 @@ class BlobBatch:
         copy, a leftover) or a prefix folder that cannot be made falls back to an intent
         in the batch directory, placed under the index lock as a streamed blob is.
         """
-        perm = self.perms.get(sha, 0o444)
         parent = f"{self.store.blobs_dir}/{sha[:2]}"
-        path = f"{parent}/{sha}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             try:
-                out = os.open(path, flags, perm)
+                out = self._create(f"{parent}/{sha}", sha)
             except FileNotFoundError:
                 if make_dir(Path(parent), self.store.dir_mode):  # the first blob under this prefix
                     self._made_prefix = True
-                out = os.open(path, flags, perm)
+                out = self._create(f"{parent}/{sha}", sha)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise self._full(f"a blob of {len(data)} bytes") from None
             self._write_intent(sha, data)
             return
         self.direct[sha] = len(data)  # from here on, a failure leaves it to recovery (journal-listed)
+        self._fill(out, sha, data)
+
+    def _write_intent(self, sha: str, data: bytes) -> None:
+        try:
+            out = self._create(f"{self._staging_dir()}/blob-{sha}", sha)
+        except FileExistsError:
+            self.staged.add(sha)
+            return
+        self._fill(out, sha, data)
+        self.staged.add(sha)
+
+    def _create(self, path: str, sha: str) -> int:
+        """Create the file of blob ``sha`` at ``path``, which must not exist, with the blob's
+        permission (0444, or the private source's); return its descriptor."""
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.perms.get(sha, 0o444))
+
+    def _fill(self, out: int, sha: str, data: bytes) -> None:
+        """Write ``data`` to the blob file :meth:`_create` opened, and close it.
+
+        Raises:
+            StorageFullError: no space left.
+        """
+        perm = self.perms.get(sha, 0o444)
         try:
             write_all(out, data)
             if self._umask & perm:
@@ -363,26 +383,6 @@ class BlobBatch:
             raise
         finally:
             os.close(out)
-
-    def _write_intent(self, sha: str, data: bytes) -> None:
-        staging = self._staging_dir()
-        perm = self.perms.get(sha, 0o444)
-        try:
-            out = os.open(f"{staging}/blob-{sha}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, perm)
-        except FileExistsError:
-            self.staged.add(sha)
-            return
-        try:
-            write_all(out, data)
-            if self._umask & perm:
-                os.fchmod(out, perm)  # blobs are 0444 (0400 if private) whatever the umask
-        except OSError as exc:
-            os.close(out)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise self._full(f"a blob of {len(data)} bytes") from None
-            raise
-        os.close(out)
-        self.staged.add(sha)
 
     # ----------------------------------------------------------------- commit
     def commit(self) -> None:
