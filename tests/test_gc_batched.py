@@ -68,8 +68,8 @@ def test_gc_killed_between_unlink_batches_is_finished_by_recovery(tmp_path: Path
         from runicorn.store import Store
         gc.GC_BATCH = 2
         real = gc.unlink_unindexed
-        def unlink_then_die(store, c, shas):
-            real(store, c, shas)
+        def unlink_then_die(store, c, shas, journal_written):
+            real(store, c, shas, journal_written)
             os.kill(os.getpid(), signal.SIGKILL)
         gc.unlink_unindexed = unlink_then_die
         Store(Path({str(root)!r})).gc(grace_seconds=0)

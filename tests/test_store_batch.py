@@ -401,3 +401,85 @@ def test_verify_does_not_report_blobs_committed_while_it_lists_the_folders(
         report = store.verify()
         unindexed = [p for p in report["problems"] if p["kind"] == "unindexed_blob"]
         assert [p["id"] for p in unindexed] == [stray.name], report["problems"]
+
+
+def test_gc_does_not_collect_a_live_batchs_blob_another_writer_adopted(tmp_path: Path) -> None:
+    """A batch writes blobs in place; before it commits, another writer stores the same
+    content, finds those files and adopts them (rows), then lets them go.  A gc then must
+    not collect them: the files are the batch's, which commits them afterwards."""
+    from runicorn.store.ingest import BlobBatch
+
+    root = tmp_path / "store"
+    files = _files(tmp_path / "src", [40 + i for i in range(6)])
+    with Store(root) as store:
+        batch = BlobBatch(store)
+        for p in files:
+            batch.add_file(str(p))
+        batch._write_pending()
+        shas = sorted(batch.direct)
+        assert len(shas) == len(files)
+        with Store(root) as other:
+            for p in files:
+                other.ingest_bytes(p.read_bytes())
+        with Store(root) as other:
+            report = other.gc(grace_seconds=0)
+            assert report["blobs_deleted"] == 0, report
+        assert all(store.blob_path(s).exists() for s in shas)
+        batch.commit()
+        assert all(store.has_blob(s) for s in shas)
+        assert store.verify(deep=True)["ok"]
+
+
+def test_gc_does_not_unlink_a_blob_written_in_place_after_its_journal(tmp_path: Path) -> None:
+    """A gc journals a blob whose file is gone before its unlinks reach it (another gc
+    removed it, or damage); a batch then writes that content in place again.  The gc's
+    unlink of the name must spare the new file: it is not the one gc doomed."""
+    from runicorn.store.gc import PlannedBlobs, execute_gc, unlink_collected
+    from runicorn.store.ingest import BlobBatch
+
+    root = tmp_path / "store"
+    (src,) = _files(tmp_path / "src", [300])
+    with Store(root) as store:
+        info = store.ingest_bytes(src.read_bytes())
+    sha, size = info.sha256, info.size
+    with Store(root) as gcer:
+        with gcer.index.write() as c:
+            journal, dead = execute_gc(gcer, c, [], PlannedBlobs([(sha, size)]))
+        assert journal is not None and dead.names() == [sha]
+        gcer.blob_path(sha).unlink()
+        with Store(root) as store:
+            batch = BlobBatch(store)
+            batch.add_file(str(src))
+            batch._write_pending()
+            assert sha in batch.direct
+            unlink_collected(gcer, journal, dead.batches())
+            assert store.blob_path(sha).exists()
+            batch.commit()
+            assert store.has_blob(sha) and store.verify(deep=True)["ok"]
+
+
+def test_a_repair_leaves_a_live_batchs_uncommitted_blobs_alone(tmp_path: Path) -> None:
+    """``verify --repair`` while a batch sits between writing blobs in place and its
+    commit: it neither adopts them (rows no hold protects) nor sets aside one still being
+    written (here: shorter than its content, as in the middle of its write)."""
+    from runicorn.store.ingest import BlobBatch
+
+    root = tmp_path / "store"
+    files = _files(tmp_path / "src", [50 + i for i in range(6)])
+    with Store(root) as store:
+        batch = BlobBatch(store)
+        for p in files:
+            batch.add_file(str(p))
+        batch._write_pending()
+        shas = sorted(batch.direct)
+        half = store.blob_path(shas[0])
+        os.truncate(half, 10)  # as if its write had not finished
+        with Store(root) as other:
+            other.rebuild_index()
+            assert not any(other.has_blob(s) for s in shas)
+            assert not (other.quarantine_dir.exists() and any(other.quarantine_dir.iterdir()))
+        assert all(store.blob_path(s).exists() for s in shas)
+        half.write_bytes(next(p.read_bytes() for p in files if hashlib.sha256(p.read_bytes()).hexdigest() == shas[0]))
+        batch.commit()
+        assert all(store.has_blob(s) for s in shas)
+        assert store.verify(deep=True)["ok"]

@@ -246,10 +246,10 @@ def commit_blobs(
 
 def _check_placed(store: Store, placed: Mapping[str, int]) -> None:
     """Under the index lock, before their rows: the blobs a batch created in place are
-    all still there with their size.  (A gc unlinks only blobs it planned from their rows,
-    and a repair sets aside only files whose bytes do not hash to their names: what this
-    catches is a hand, damage, a repair that read the file while it was being written,
-    or a gc of an indexed blob whose file was missing when this batch wrote it.)
+    all still there with their size.  (gc and a repair leave the files a live batch's
+    journal names alone, gc unlinks no file written after its journal, and a writer that
+    sets aside such a file caught mid-write puts the same content in its place: what
+    this catches is a hand or damage.)
 
     Raises:
         RunicornError: one is gone or has another size.

@@ -26,6 +26,7 @@ from runicorn.fsutil import atomic_write_bytes
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.extensions import registered
 from runicorn.store.index import has_table
+from runicorn.store.ingest import blobs_being_written
 from runicorn.store.layout import DEFAULT_GC_GRACE_SECONDS, TreeInfo, move_if_exists
 from runicorn.store.rows import PAGE_ROWS, delete_blob_rows, delete_links, drop_unnamed_lost_blobs
 from runicorn.workers import run_groups, worker_count
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 # Blobs per statement and per unlink transaction of gc: one set statement instead of a
 # round trip per blob, while the write lock is let go between batches.
 GC_BATCH = 10_000
+# More than a scheduler tick (1-10 ms): file times lag the system clock by at most one.
+_TIMESTAMP_LAG_NS = 20_000_000
 _ALL_SHA256 = re.compile(r"(?:[0-9a-f]{64}\n)*")
 # Features take part in every gc through their extensions (runicorn.store.extensions):
 # refresh_roots before planning (refs they derive from their own files, e.g. artifact
@@ -200,8 +203,10 @@ def gc(
                 elif kept:
                     dead_blobs = PlannedBlobs(b for b in dead_blobs if b[0] not in kept)
                 waiting = waiting_for_grace(c, now, grace_seconds, scope, dead_trees, dead_blobs, kept, young)
-                if not dry_run and (dead_trees or dead_blobs or dead_pages):
-                    journal = execute_gc(store, c, dead_trees, dead_blobs, dead_pages)
+                if dry_run:
+                    dead_blobs = _spare_being_written(store, dead_blobs)
+                elif dead_trees or dead_blobs or dead_pages:
+                    journal, dead_blobs = execute_gc(store, c, dead_trees, dead_blobs, dead_pages)
                 break
         if attempt == 1 and not store.read_only:
             store.recover()  # a writer that died since the first recovery
@@ -498,12 +503,14 @@ def execute_gc(
     dead_trees: Planned,
     dead_blobs: PlannedBlobs,
     dead_pages: Planned = (),  # type: ignore[assignment]
-) -> Path | None:
+) -> tuple[Path | None, PlannedBlobs]:
     """Inside gc's write transaction: drop the doomed rows in set statements (a tree's
     row lets go of its top pages, a page's links of what it names), move the manifests
     to the trash (few; recovery puts them back if the transaction rolls back) and
     journal the doomed blobs and pages, whose files stay until :func:`unlink_collected`
-    after COMMIT.  Returns the journal (None: no blobs and no pages)."""
+    after COMMIT.  Returns the journal (None: no blobs and no pages) and the blobs whose
+    rows went: those of ``dead_blobs`` no live batch is writing in place (their rows stay;
+    the journal may name them, and its unlinks spare what a row names)."""
     if dead_trees:
         trash = store.writer_dir() / "trash"
         trash.mkdir(exist_ok=True)
@@ -512,13 +519,18 @@ def execute_gc(
         ids = json.dumps([t for t, _ in dead_trees])
         c.execute("DELETE FROM trees WHERE tree IN (SELECT value FROM json_each(?))", (ids,))
     if not dead_blobs and not dead_pages:
-        return None
+        return None, dead_blobs
     pids = [p for p, _ in dead_pages]
     # Durable before the rows go, so a gc killed after its COMMIT is finished by recovery
     # (without it the files would stay as unindexed strays: space, never data, lost).
     journal = atomic_write_bytes(
         store.writer_dir() / f"gc-{os.urandom(6).hex()}.json", _journal_text(dead_blobs.batches(), pids)
     )
+    _let_the_clock_pass(journal)
+    # Read after the journal's time: a batch names a blob before it creates the file, so a
+    # file it creates in place and did not name by now is newer than the journal (spared
+    # by the unlinks); one it named is spared here.
+    dead_blobs = _spare_being_written(store, dead_blobs)
     # Blob rows first: the links deleted after them then count down the blobs that
     # stay only, not 100,000 rows about to go.
     for batch in dead_blobs.batches():
@@ -529,7 +541,29 @@ def execute_gc(
         c.execute("DELETE FROM pages WHERE page IN (SELECT value FROM json_each(?))", (chunk,))
     if pids:
         drop_unnamed_lost_blobs(c)
-    return journal
+    return journal, dead_blobs
+
+
+def _spare_being_written(store: Store, blobs: PlannedBlobs) -> PlannedBlobs:
+    """``blobs`` without those a live batch is writing in place (:func:`blobs_being_written`):
+    its file may be that batch's, uncommitted (written again because the file was missing,
+    or adopted from there by another writer), and stays the batch's until its COMMIT."""
+    being_written = blobs_being_written(store)
+    if not being_written or not blobs:
+        return blobs
+    return PlannedBlobs(b for b in blobs if b[0] not in being_written)
+
+
+def _let_the_clock_pass(journal: Path) -> None:
+    """Return once every file written from now on gets a later modification time than
+    ``journal``: before the COMMIT that lets writers store the doomed blobs again, so
+    the unlinks can tell a doomed file from a new one at the same name (a live batch
+    writes blobs in place without a row; :func:`unlink_files`).  File times come from a
+    clock that lags the system's by up to a scheduler tick.  (Modification, not change,
+    time: removing an installed folder's hard link to a doomed blob changes the latter.)"""
+    stamp = os.stat(journal).st_mtime_ns
+    while (wait := stamp + _TIMESTAMP_LAG_NS - time.time_ns()) > 0:
+        time.sleep(wait / 1e9)
 
 
 def _journal_text(blobs: Iterable[list[str]], pages: list[str]) -> Iterator[bytes]:
@@ -548,29 +582,34 @@ def unlink_collected(store: Store, journal: Path, blobs: Iterable[list[str]], pa
     """Unlink the blob files (``blobs``: batches of names) and page files gc dropped from
     the index, then the journal; return the bytes the blobs' files freed (pages describe,
     they are not data)."""
-    freed = _unlink_in_batches(store, blobs)
-    _unlink_in_batches(store, (pages[i : i + GC_BATCH] for i in range(0, len(pages), GC_BATCH)))
+    written = os.stat(journal).st_mtime_ns
+    freed = _unlink_in_batches(store, blobs, written)
+    _unlink_in_batches(store, (pages[i : i + GC_BATCH] for i in range(0, len(pages), GC_BATCH)), written)
     journal.unlink()
     return freed
 
 
-def _unlink_in_batches(store: Store, batches: Iterable[list[str]]) -> int:
+def _unlink_in_batches(store: Store, batches: Iterable[list[str]], journal_written: int) -> int:
     """:func:`unlink_unindexed`, a batch per write transaction (other writers go on
     between batches); return the bytes freed."""
     freed = 0
     for batch in batches:
         with store.index.write() as c:
-            freed += unlink_unindexed(store, c, batch)[1]
+            freed += unlink_unindexed(store, c, batch, journal_written)[1]
     return freed
 
 
-def unlink_unindexed(store: Store, c: Any, shas: list[str]) -> tuple[int, int]:
+def unlink_unindexed(store: Store, c: Any, shas: list[str], journal_written: int) -> tuple[int, int]:
     """Unlink ``blobs/<aa>/<sha>`` for each of ``shas`` that no index row names (neither a
-    blob nor a page: pages live among the blobs), inside write transaction ``c``; return
-    how many went and the bytes that freed (a file's size when it was its last link).
+    blob nor a page: pages live among the blobs) and that was not written after the gc
+    journal listing them (``journal_written``: its modification time, ns), inside
+    write transaction ``c``; return how many went and the bytes that freed (a file's size
+    when it was its last link).
 
     A row present means the object was stored again after gc's COMMIT (its writer found
-    the old file in place and adopted it): that file is kept.
+    the old file in place and adopted it); a file written after the journal is not the
+    one gc doomed (a live batch wrote the blob in place again after the doomed file was
+    gone, and has not committed yet): either is kept.
     """
     # A journal is a file: never trust a name (one pattern match for the usual all-good list).
     if not all(isinstance(s, str) for s in shas) or not _ALL_SHA256.fullmatch("".join(s + "\n" for s in shas)):
@@ -586,12 +625,13 @@ def unlink_unindexed(store: Store, c: Any, shas: list[str]) -> tuple[int, int]:
         )
     }
     top = str(store.blobs_dir)
-    return unlink_files([f"{top}/{sha[:2]}/{sha}" for sha in shas if sha not in present])
+    return unlink_files([f"{top}/{sha[:2]}/{sha}" for sha in shas if sha not in present], journal_written)
 
 
-def unlink_files(paths: list[str]) -> tuple[int, int]:
-    """Unlink the files at ``paths`` (sorted), missing ones skipped; return how many went
-    and the bytes that freed (a file's size when it was its last link).
+def unlink_files(paths: list[str], unchanged_since: int) -> tuple[int, int]:
+    """Unlink the files at ``paths`` (sorted) whose modification time (ns) is not after
+    ``unchanged_since``, missing ones skipped; return how many went and the bytes that
+    freed (a file's size when it was its last link).
 
     Several threads share the work, each its own run of the sorted paths (so its own
     prefix directories): an unlink is a system call that releases the GIL, and two
@@ -606,6 +646,8 @@ def unlink_files(paths: list[str]) -> tuple[int, int]:
         for path in run:
             try:
                 st = os.lstat(path)
+                if st.st_mtime_ns > unchanged_since:
+                    continue
                 os.unlink(path)
             except FileNotFoundError:
                 continue
@@ -623,12 +665,13 @@ def finish_gc(store: Store, c: Any, journal: Path) -> str:
     """Recovery of a gc killed after its journal was written: unlink the listed blobs
     that no row names (after its COMMIT: all of them; before it: none)."""
     try:
+        written = os.stat(journal).st_mtime_ns
         record = json.loads(journal.read_text("utf-8"))
         shas, pages = record["blobs"], record.get("pages", [])
         if not isinstance(shas, list) or not isinstance(pages, list):
             raise TypeError("not a list")
     except (OSError, ValueError, KeyError, TypeError):
         return ""  # torn: written before the COMMIT it would have preceded, so nothing went
-    gone, _ = unlink_unindexed(store, c, [str(s) for s in shas] + [str(p) for p in pages])
+    gone, _ = unlink_unindexed(store, c, [str(s) for s in shas] + [str(p) for p in pages], written)
     journal.unlink(missing_ok=True)
     return f"finished an interrupted gc ({gone} blob file(s) removed)" if gone else ""

@@ -27,7 +27,7 @@ One batch (one call of :meth:`Store.ingest_files`) follows the store's write pro
    commit of every ingest).  After COMMIT the batch directory goes.  A crash before
    COMMIT leaves blob files the journal names: recovery re-hashes each, adopts the whole
    ones and sets the torn ones aside (:func:`recover_batch`); while the writer lives,
-   ``verify`` does not count them as strays.  A batch of
+   they are its own (:func:`blobs_being_written`).  A batch of
    at most ``FEW_FILES`` new blobs fsyncs its files and folders in place of each
    ``syncfs``, which would also wait for every other process's unwritten data.
 
@@ -61,7 +61,7 @@ from runicorn.fsutil import (
 from runicorn.hashing import changed_while_reading, is_sha256_hex, new_sha256, sha256_bytes
 
 from runicorn.store.blobs import adopt_staged_blob, commit_blobs
-from runicorn.store.layout import BlobInfo, quarantine
+from runicorn.store.layout import BlobInfo, quarantine, writer_alive
 from runicorn.store.rows import insert_blob_rows
 
 if TYPE_CHECKING:
@@ -463,6 +463,33 @@ class BlobBatch:
                 self._dir_made = False
         self.staged.clear()
         self.direct.clear()
+
+
+def blobs_being_written(store: "Store") -> set[str]:
+    """The blobs live writers' batches (this process's too) name in their journals: their
+    files in ``blobs/`` may have no row yet (written in place, not committed), and belong
+    to that writer until it commits them or dies (then recovery judges them).  Whoever
+    else meets such a file leaves it alone: ``verify`` does not report it, a repair does
+    not adopt or set it aside, gc does not collect its row.
+
+    A batch names a blob before it creates its file, so a file listed before this is
+    called is found in a journal if it is one of them."""
+    own = store.current_writer
+    names: set[str] = set()
+    try:
+        writers = [e for e in os.scandir(store.tmp_dir) if e.name.startswith("w-")]
+    except (FileNotFoundError, NotADirectoryError):
+        return names
+    for entry in writers:
+        d = Path(entry.path)
+        if d != own and not writer_alive(d):
+            continue
+        for journal in d.glob(f"b-*/{JOURNAL}"):
+            try:
+                names.update(n for n in journal.read_text("ascii").split() if is_sha256_hex(n))
+            except (OSError, UnicodeDecodeError):
+                continue
+    return names
 
 
 def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:

@@ -123,6 +123,24 @@ def quarantine(store: Store, path: Path, why: str) -> Path:
     return dest
 
 
+def writer_alive(d: Path) -> bool:
+    """Whether a live process holds the lock of writer directory ``d`` (``w-<...>/lock``):
+    its staging area, holds and batches are in use, not left for recovery."""
+    import fcntl
+
+    try:
+        fd = os.open(d / "lock", os.O_RDWR | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def nascent_owner_alive(d: Path) -> bool:
     """Whether the process that is creating staging dir ``n-<pid>-<hex>`` may still live."""
     try:

@@ -15,7 +15,8 @@ from runicorn.fsutil import atomic_write_bytes, blob_perm, make_dir
 from runicorn.hashing import sha256_bytes, is_sha256_hex, sha256_file
 from runicorn.store.extensions import registered
 from runicorn.store.index import has_table
-from runicorn.store.layout import nascent_owner_alive, quarantine, read_ref_file, ref_filename
+from runicorn.store.ingest import blobs_being_written
+from runicorn.store.layout import nascent_owner_alive, quarantine, read_ref_file, ref_filename, writer_alive
 from runicorn.store.rows import (
     PAGE_ROWS,
     drop_unnamed_lost_blobs,
@@ -384,24 +385,6 @@ def _reached_pages(c: Any, scope: str) -> tuple[list[str], list[str], int]:
     return leaves, nodes, entries
 
 
-def _blobs_in_live_batches(store: Store) -> set[str]:
-    """The blobs that live writers' batches name in their journals (this process's too):
-    files of theirs in ``blobs/`` may have no row yet (written in place, not committed)."""
-    from runicorn.store.ingest import JOURNAL
-
-    own = store.current_writer
-    names: set[str] = set()
-    for entry in _entries(store.tmp_dir):
-        if not entry.name.startswith("w-") or not (entry == own or _is_locked(entry / "lock")):
-            continue
-        for journal in entry.glob(f"b-*/{JOURNAL}"):
-            try:
-                names.update(n for n in journal.read_text("ascii").split() if is_sha256_hex(n))
-            except (OSError, UnicodeDecodeError):
-                continue
-    return names
-
-
 def _strays(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
     """Of the blob files ``(sha256, path)`` the index read before listing them did not name,
     those that are strays: not named by a live writer's batch journal (written in place,
@@ -410,7 +393,7 @@ def _strays(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, 
     gone by then has committed."""
     if not unindexed:
         return []
-    being_written = _blobs_in_live_batches(store)
+    being_written = blobs_being_written(store)
     ids = json.dumps(sorted({sha for sha, _ in unindexed}))
     with store.index.read() as c:
         since = {
@@ -597,7 +580,7 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
     for entry in _entries(store.tmp_dir):
         if own is not None and entry == own:
             continue
-        if entry.is_dir() and entry.name.startswith("w-") and _is_locked(entry / "lock"):
+        if entry.is_dir() and entry.name.startswith("w-") and writer_alive(entry):
             continue  # a live writer's staging area
         if entry.is_dir() and entry.name.startswith("n-") and nascent_owner_alive(entry):
             continue  # a writer that is starting up
@@ -618,22 +601,6 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
         # restore's or run deletion's folders): done, so reported but not problems.
         "recovered": list(store.recovered),
     }
-
-
-def _is_locked(path: Path) -> bool:
-    import fcntl
-
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
@@ -709,36 +676,60 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         # Blobs: a file is kept only when its size (and, where read, its hash) agrees
         # with its name, its index row and every manifest naming it.
         keep: dict[str, tuple[int, float]] = {}
-        for path, sha in _iter_blob_files(store):
-            if sha is None:
-                quarantined.append(str(quarantine(store, path, "stray")))
-                continue
+
+        def judge(path: Path, sha: str) -> None:
+            """Keep the file at ``path`` as blob ``sha``, or set it aside."""
             try:
                 st = path.stat()
             except FileNotFoundError:
-                continue
+                return
             # A file that is a page and nothing but a page; one a tree also names as a
             # blob (a file with a page's bytes) gets its blob row too, or gc would unlink
             # it with the last tree using it as a page.
             if sha in page_ids and sha not in indexed and sha not in named_sizes:
                 if sha256_file(path) != sha:  # small: always read
                     quarantined.append(str(quarantine(store, path, "corrupt")))
-                continue
+                return
             want = indexed.get(sha)
             sizes = named_sizes.get(sha, set())
             if (want is not None and want != st.st_size) or (sizes and sizes != {st.st_size}):
                 quarantined.append(str(quarantine(store, path, "size-mismatch")))
-                continue
+                return
             if deep or want is None or st.st_mode & 0o222:
                 verdict = hashed.get(sha)
                 if verdict is None or verdict[:3] != (st.st_ino, st.st_size, st.st_mtime_ns):
                     verdict = _hash_verdict(path, sha, st)
                 if not verdict[3]:
                     quarantined.append(str(quarantine(store, path, "corrupt")))
-                    continue
+                    return
             if st.st_mode & 0o222:
                 os.chmod(path, blob_perm(st.st_mode))  # read-only again, no more readable than it was
             keep[sha] = (st.st_size, st.st_mtime)
+
+        # A file no row names may be a live batch's, written in place and not committed:
+        # it stays that writer's (recovery judges it if the writer dies).  The batch named
+        # it in its journal before creating it, so the journals are read once its folder
+        # has been listed (and only then: one read per folder, not per file).
+        unindexed: list[tuple[Path, str]] = []
+
+        def judge_unindexed() -> None:
+            being_written = blobs_being_written(store)
+            for path, sha in unindexed:
+                if sha not in being_written:
+                    judge(path, sha)
+            unindexed.clear()
+
+        for path, sha in _iter_blob_files(store):
+            if sha is None:
+                quarantined.append(str(quarantine(store, path, "stray")))
+            elif sha in indexed:
+                judge(path, sha)
+            else:
+                if unindexed and unindexed[-1][0].parent != path.parent:
+                    judge_unindexed()
+                unindexed.append((path, sha))
+        if unindexed:
+            judge_unindexed()
         gone = [s for s in indexed if s not in keep]
         forget_blobs(c, gone)
         insert_blob_rows(c, [(sha, size, mtime, now) for sha, (size, mtime) in keep.items() if sha not in indexed])
