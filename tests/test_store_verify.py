@@ -150,3 +150,55 @@ def test_cli_stats_gc_pin_unpin(tmp_path: Path) -> None:
     bad = run(main, ["--storage", str(root), "pin", "0123456789"])
     assert bad.exit_code == 1 and "matches no trees" in bad.output and "Traceback" not in bad.output
     assert run(main, ["--version"]).output.startswith("runicorn, version")
+
+
+def test_verify_does_not_report_trees_and_refs_committed_while_it_lists_them(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """verify reads the index, then lists ``manifests/`` and ``refs/``: a writer (a second
+    handle, its own writer directory and lock) that stores a tree and moves a pin in
+    between leaves a manifest and ref files the first read did not know.  They are read
+    again before being reported; a manifest and a ref changed by hand still are."""
+    import runicorn.store.verify as verify_module
+
+    def tree_of(name: str) -> str:
+        with Store(root) as writer:  # a second handle: its own writer directory and lock
+            tree = writer.ingest_directory(tmp_path / name)
+            writer.pin(tree, name)
+            return tree
+
+    root = tmp_path / "store"
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f.txt").write_text(f"workspace {name}\n")
+    first = tree_of("a")
+    hand = tree_of("c")
+    with Store(root) as writer:
+        writer.pin(first, "moving")
+    real_manifests, real_refs = verify_module._iter_manifest_files, verify_module._iter_ref_files
+    stored: list[str] = []
+
+    def manifests_while_a_writer_commits(store: Store):  # type: ignore[no-untyped-def]
+        stored.append(tree_of("b"))
+        return real_manifests(store)
+
+    def refs_while_a_writer_commits(store: Store):  # type: ignore[no-untyped-def]
+        with Store(root) as writer:
+            writer.pin(stored[0], "moving", force=True)
+        return real_refs(store)
+
+    monkeypatch.setattr(verify_module, "_iter_manifest_files", manifests_while_a_writer_commits)
+    monkeypatch.setattr(verify_module, "_iter_ref_files", refs_while_a_writer_commits)
+    with Store(root) as store:
+        # By hand: a manifest copied under a name the index does not know, a ref file
+        # rewritten to name another tree.
+        stray_tree = "ab" * 32
+        stray = store.manifest_path(stray_tree)
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(store.manifest_path(first).read_bytes())
+        ref_file = store.ref_path("pin", "c")
+        ref_file.write_text(ref_file.read_text().replace(hand, first))
+        report = store.verify()
+    kinds = sorted((p["kind"], p.get("id", p.get("path", ""))) for p in report["problems"])
+    assert ("unindexed_manifest", stray_tree) in kinds, kinds
+    assert [k for k, _ in kinds].count("unindexed_manifest") == 1, kinds
+    mismatches = [p["detail"] for p in report["problems"] if p["kind"] == "ref_mismatch"]
+    assert len(mismatches) == 1 and "pin/c" in mismatches[0], report["problems"]

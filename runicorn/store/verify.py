@@ -7,6 +7,7 @@ import os
 import stat
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -385,6 +386,14 @@ def _reached_pages(c: Any, scope: str) -> tuple[list[str], list[str], int]:
     return leaves, nodes, entries
 
 
+def _settled(store: Store) -> AbstractContextManager[Any]:
+    """A transaction in which no writer is between placing a file and its COMMIT (a write
+    one, which changes nothing; a read one on a read-only store, which has no writers):
+    where verify reads again what looked off against its first read of the index while
+    it listed the files (writers commit meanwhile)."""
+    return store.index.read() if store.read_only else store.index.write()
+
+
 def _strays(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
     """Of the blob files ``(sha256, path)`` the index read before listing them did not name,
     those that are strays: not named by a live writer's batch journal (written in place,
@@ -395,7 +404,7 @@ def _strays(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, 
         return []
     being_written = blobs_being_written(store)
     ids = json.dumps(sorted({sha for sha, _ in unindexed}))
-    with store.index.read() as c:
+    with _settled(store) as c:
         since = {
             row[0]
             for row in c.execute(
@@ -405,6 +414,47 @@ def _strays(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, 
             )
         }
     return [(sha, path) for sha, path in unindexed if sha not in being_written and sha not in since]
+
+
+def _manifests_still_unindexed(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """Of the manifests ``(tree, path)`` the first read of the index did not name, those
+    still there and still without a row once no writer is between placing one and its
+    COMMIT (:func:`_settled`)."""
+    if not unindexed:
+        return []
+    with _settled(store) as c:
+        ids = json.dumps(sorted({tree for tree, _ in unindexed}))
+        rows = {
+            r[0] for r in c.execute("SELECT tree FROM trees WHERE tree IN (SELECT value FROM json_each(?))", (ids,))
+        }
+        return [(tree, path) for tree, path in unindexed if tree not in rows and path.exists()]
+
+
+def _refs_still_off(store: Store, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """``ref_mismatch`` problems for the refs ``(kind, name)`` whose file and index row
+    disagreed in the first look, read again (row and file) once no writer is between
+    writing a ref file and its COMMIT (:func:`_settled`)."""
+    problems: list[dict[str, Any]] = []
+    if not keys:
+        return problems
+    with _settled(store) as c:
+        for kind, name in sorted(set(keys)):
+            row = c.execute("SELECT tree FROM refs WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            indexed = row[0] if row is not None else None
+            path = store.ref_path(kind, name)
+            record = read_ref_file(path)
+            if record is None:  # missing, or damaged (reported as a stray file too)
+                if indexed is not None:
+                    problems.append(_problem("ref_mismatch", f"ref {kind}/{name} is indexed but has no file"))
+            elif record.get("tree") != indexed:
+                problems.append(
+                    _problem(
+                        "ref_mismatch",
+                        f"ref {kind}/{name}: file says {record.get('tree')}, index says {indexed}",
+                        path=str(path),
+                    )
+                )
+    return problems
 
 
 def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
@@ -514,13 +564,16 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
                 )
             )
     seen_trees = set(indexed_trees)
+    unindexed_manifests: list[tuple[str, Path]] = []
     for path, tree in _iter_manifest_files(store):
         if tree is None:
             problems.append(_problem("stray_file", f"{path} is not a manifest", path=str(path)))
             continue
         seen_trees.add(tree)
         if tree not in indexed_trees:
-            problems.append(_problem("unindexed_manifest", f"{path} is not in the index", id=tree, path=str(path)))
+            unindexed_manifests.append((tree, path))
+    for tree, path in _manifests_still_unindexed(store, unindexed_manifests):
+        problems.append(_problem("unindexed_manifest", f"{path} is not in the index", id=tree, path=str(path)))
 
     for sha, have, want in bad_blob_counts:
         problems.append(_problem("bad_refcount", f"blob {sha}: refcount {have}, recount {want}", id=sha))
@@ -559,6 +612,7 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
 
     indexed_refs = {(k, n): t for k, n, t in ref_rows}
     seen_refs = set()
+    refs_off: list[tuple[str, str]] = []
     for found, record in _iter_ref_files(store):
         if record is None:
             problems.append(_problem("stray_file", f"{found} is not a valid ref file", path=found))
@@ -566,15 +620,9 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
         key = (record["kind"], record["name"])
         seen_refs.add(key)
         if indexed_refs.get(key) != record["tree"]:
-            problems.append(
-                _problem(
-                    "ref_mismatch",
-                    f"ref {key[0]}/{key[1]}: file says {record['tree']}, index says {indexed_refs.get(key)}",
-                    path=found,
-                )
-            )
-    for key in indexed_refs.keys() - seen_refs:
-        problems.append(_problem("ref_mismatch", f"ref {key[0]}/{key[1]} is indexed but has no file"))
+            refs_off.append(key)
+    refs_off.extend(indexed_refs.keys() - seen_refs)
+    problems.extend(_refs_still_off(store, refs_off))
 
     own = store.current_writer
     for entry in _entries(store.tmp_dir):
