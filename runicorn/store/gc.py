@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 # round trip per blob, while the write lock is let go between batches.
 GC_BATCH = 10_000
 # More than a scheduler tick (1-10 ms): file times lag the system clock by at most one.
-_TIMESTAMP_LAG_NS = 20_000_000
+_TIMESTAMP_LAG_NS = 12_000_000
 _ALL_SHA256 = re.compile(r"(?:[0-9a-f]{64}\n)*")
 # Features take part in every gc through their extensions (runicorn.store.extensions):
 # refresh_roots before planning (refs they derive from their own files, e.g. artifact
