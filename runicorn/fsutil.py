@@ -605,19 +605,29 @@ def lock_dir(path: str | os.PathLike[str]) -> int:
 def abandoned(path: str | os.PathLike[str]) -> bool:
     """True when the directory exists and no live process holds its :func:`lock_dir` lock
     (its owner was killed, or finished without removing it)."""
+    return lock_held(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW) is False
+
+
+def lock_held(path: str | os.PathLike[str], flags: int = os.O_RDONLY) -> bool | None:
+    """Whether a live process holds an ``flock`` on ``path`` (opened with ``flags``, never
+    created); None when it is not there.  One that cannot be opened for another reason
+    (permission, a loop) counts as held: the caller then leaves its owner's work alone.
+    The probe takes the lock for an instant when it is free."""
     import fcntl
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, flags | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     except OSError:
-        return False
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return False
+        return True
     finally:
         os.close(fd)
-    return True
+    return False
 
 
 @contextlib.contextmanager

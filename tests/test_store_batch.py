@@ -23,6 +23,18 @@ def _files(root: Path, sizes: list[int]) -> list[Path]:
     return out
 
 
+def _written_in_place(store: Store, files: list[Path]):  # type: ignore[no-untyped-def]
+    """A batch of ``files`` that has written its new small blobs in place (journal-listed,
+    no row yet) and not committed; with those blobs' hashes, sorted."""
+    from runicorn.store.ingest import BlobBatch
+
+    batch = BlobBatch(store)
+    for p in files:
+        batch.add_file(str(p))
+    batch._write_pending()
+    return batch, sorted(batch.direct)
+
+
 def test_batch_ingest_small_and_large_files_and_duplicates(tmp_path: Path) -> None:
     files = _files(tmp_path / "src", [0, 1, 4096, SMALL_FILE_BYTES, SMALL_FILE_BYTES + 1, 3 << 20])
     dup = tmp_path / "src" / "dup.bin"
@@ -321,15 +333,11 @@ def test_a_blob_written_in_place_that_vanishes_before_the_commit_is_not_indexed(
     removed (by hand, or damage): the commit refuses the batch, naming the file, and
     indexes none of it; the store stays consistent and the content can be stored again."""
     from runicorn.errors import RunicornError
-    from runicorn.store.ingest import BlobBatch
 
     files = _files(tmp_path / "src", [5 + i for i in range(12)])
     with Store(tmp_path / "store") as store:
-        batch = BlobBatch(store)
-        for p in files:
-            batch.add_file(str(p))
-        batch._write_pending()
-        gone = sorted(batch.direct)[3]
+        batch, shas = _written_in_place(store, files)
+        gone = shas[3]
         store.blob_path(gone).unlink()
         with pytest.raises(RunicornError, match=f"{gone}: the blob file vanished"):
             batch.commit()
@@ -407,16 +415,11 @@ def test_gc_does_not_collect_a_live_batchs_blob_another_writer_adopted(tmp_path:
     """A batch writes blobs in place; before it commits, another writer stores the same
     content, finds those files and adopts them (rows), then lets them go.  A gc then must
     not collect them: the files are the batch's, which commits them afterwards."""
-    from runicorn.store.ingest import BlobBatch
 
     root = tmp_path / "store"
     files = _files(tmp_path / "src", [40 + i for i in range(6)])
     with Store(root) as store:
-        batch = BlobBatch(store)
-        for p in files:
-            batch.add_file(str(p))
-        batch._write_pending()
-        shas = sorted(batch.direct)
+        batch, shas = _written_in_place(store, files)
         assert len(shas) == len(files)
         with Store(root) as other:
             for p in files:
@@ -435,7 +438,6 @@ def test_gc_does_not_unlink_a_blob_written_in_place_after_its_journal(tmp_path: 
     removed it, or damage); a batch then writes that content in place again.  The gc's
     unlink of the name must spare the new file: it is not the one gc doomed."""
     from runicorn.store.gc import PlannedBlobs, execute_gc, unlink_collected
-    from runicorn.store.ingest import BlobBatch
 
     root = tmp_path / "store"
     (src,) = _files(tmp_path / "src", [300])
@@ -448,10 +450,8 @@ def test_gc_does_not_unlink_a_blob_written_in_place_after_its_journal(tmp_path: 
         assert journal is not None and dead.names() == [sha]
         gcer.blob_path(sha).unlink()
         with Store(root) as store:
-            batch = BlobBatch(store)
-            batch.add_file(str(src))
-            batch._write_pending()
-            assert sha in batch.direct
+            batch, shas = _written_in_place(store, [src])
+            assert shas == [sha]
             unlink_collected(gcer, journal, dead.batches())
             assert store.blob_path(sha).exists()
             batch.commit()
@@ -462,16 +462,11 @@ def test_a_repair_leaves_a_live_batchs_uncommitted_blobs_alone(tmp_path: Path) -
     """``verify --repair`` while a batch sits between writing blobs in place and its
     commit: it neither adopts them (rows no hold protects) nor sets aside one still being
     written (here: shorter than its content, as in the middle of its write)."""
-    from runicorn.store.ingest import BlobBatch
 
     root = tmp_path / "store"
     files = _files(tmp_path / "src", [50 + i for i in range(6)])
     with Store(root) as store:
-        batch = BlobBatch(store)
-        for p in files:
-            batch.add_file(str(p))
-        batch._write_pending()
-        shas = sorted(batch.direct)
+        batch, shas = _written_in_place(store, files)
         half = store.blob_path(shas[0])
         os.truncate(half, 10)  # as if its write had not finished
         with Store(root) as other:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from runicorn.errors import RefError
-from runicorn.fsutil import atomic_write_bytes
+from runicorn.fsutil import atomic_write_bytes, lock_held
 from runicorn.hashing import is_sha256_hex
 
 if TYPE_CHECKING:
@@ -126,19 +126,7 @@ def quarantine(store: Store, path: Path, why: str) -> Path:
 def writer_alive(d: Path) -> bool:
     """Whether a live process holds the lock of writer directory ``d`` (``w-<...>/lock``):
     its staging area, holds and batches are in use, not left for recovery."""
-    import fcntl
-
-    try:
-        fd = os.open(d / "lock", os.O_RDWR | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return lock_held(d / "lock") is True
 
 
 def nascent_owner_alive(d: Path) -> bool:
