@@ -756,12 +756,15 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
 
         # A file no row names may be a live batch's, written in place and not committed:
         # it stays that writer's (recovery judges it if the writer dies).  The batch named
-        # it in its journal before creating it, so the journals are read once its folder
-        # has been listed (and only then: one read per folder, not per file).
+        # it in its journal before creating it, so the journals are read again once its
+        # folder has been listed, when a file of it is not among the names read so far
+        # (no batch commits under this lock: journals only grow meanwhile).
         unindexed: list[tuple[Path, str]] = []
+        being_written: set[str] = set()
 
         def judge_unindexed() -> None:
-            being_written = blobs_being_written(store)
+            if any(sha not in being_written for _, sha in unindexed):
+                being_written.update(blobs_being_written(store))
             for path, sha in unindexed:
                 if sha not in being_written:
                     judge(path, sha)
