@@ -478,3 +478,41 @@ def test_a_repair_leaves_a_live_batchs_uncommitted_blobs_alone(tmp_path: Path) -
         batch.commit()
         assert all(store.has_blob(s) for s in shas)
         assert store.verify(deep=True)["ok"]
+
+
+def test_blobs_adopted_by_recovery_or_a_repair_are_made_durable_before_their_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch stopped after writing in place (an error, Ctrl-C) never reached its sync:
+    the recovery that adopts its files, and a repair adopting unindexed files, make them
+    durable before a row names them (else a power cut could leave rows naming empty
+    files)."""
+    import runicorn.store.ingest as ingest_module
+    import runicorn.store.verify as verify_module
+    from runicorn.fsutil import sync_written
+
+    synced: list[set[str]] = []
+
+    def recording(root, files=(), dirs=()):  # type: ignore[no-untyped-def]
+        synced.append({os.fspath(f) for f in files})
+        sync_written(root, files, dirs)
+
+    monkeypatch.setattr(ingest_module, "sync_written", recording)
+    monkeypatch.setattr(verify_module, "sync_written", recording)
+    root = tmp_path / "store"
+    files = _files(tmp_path / "src", [60 + i for i in range(5)])
+    with Store(root) as store:
+        batch, shas = _written_in_place(store, files)
+        synced.clear()
+        batch.discard()  # as after an error: the journal stays for the recovery at close
+    with Store(root) as store:
+        assert all(store.has_blob(s) for s in shas)
+        assert {os.fspath(store.blob_path(s)) for s in shas} in synced, synced
+        stray = b"adopted by a repair"
+        path = store.blob_path(hashlib.sha256(stray).hexdigest())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(stray)
+        synced.clear()
+        store.rebuild_index()
+        assert store.has_blob(path.name)
+        assert {os.fspath(path)} in synced, synced

@@ -506,8 +506,9 @@ def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:
     except (FileNotFoundError, UnicodeDecodeError):
         listed = []
     now = time.time()
+    adopted: dict[str, tuple[Path, int]] = {}
     for sha in listed:
-        if not is_sha256_hex(sha):
+        if not is_sha256_hex(sha) or sha in adopted:
             continue  # a torn journal line
         dest = store.blob_path(sha)
         if c.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (sha,)).fetchone() or not dest.exists():
@@ -517,8 +518,17 @@ def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:
             actions.append(f"quarantined torn blob {sha[:12]}")
             continue
         os.chmod(dest, blob_perm(dest.stat().st_mode))  # read-only, never more readable
-        insert_blob_rows(c, [(sha, dest.stat().st_size, now, now)])
-        actions.append(f"adopted blob {sha[:12]}")
+        adopted[sha] = (dest, dest.stat().st_size)
+    if adopted:
+        # The writer died before its commit's sync (or stopped on an error): its bytes
+        # and names may still be in memory only.  Durable before any row names them.
+        sync_written(
+            store.blobs_dir,
+            files=[dest for dest, _ in adopted.values()],
+            dirs={dest.parent for dest, _ in adopted.values()} | {store.blobs_dir},
+        )
+        insert_blob_rows(c, [(sha, size, now, now) for sha, (_, size) in adopted.items()])
+        actions.extend(f"adopted blob {sha[:12]}" for sha in adopted)
     for g in sorted(batch_dir.iterdir()):
         if g.name.startswith("blob-") and is_sha256_hex(g.name[5:]):
             actions.append(adopt_staged_blob(store, c, g, g.name[5:]))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runicorn.errors import CorruptManifestError, UnsafePathError
-from runicorn.fsutil import atomic_write_bytes, blob_perm, make_dir
+from runicorn.fsutil import atomic_write_bytes, blob_perm, make_dir, sync_written
 from runicorn.hashing import sha256_bytes, is_sha256_hex, sha256_file
 from runicorn.store.extensions import registered
 from runicorn.store.index import has_table
@@ -724,6 +724,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         # Blobs: a file is kept only when its size (and, where read, its hash) agrees
         # with its name, its index row and every manifest naming it.
         keep: dict[str, tuple[int, float]] = {}
+        adopted: list[Path] = []  # files kept that no row named: made durable before their rows
 
         def judge(path: Path, sha: str) -> None:
             """Keep the file at ``path`` as blob ``sha``, or set it aside."""
@@ -753,6 +754,8 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
             if st.st_mode & 0o222:
                 os.chmod(path, blob_perm(st.st_mode))  # read-only again, no more readable than it was
             keep[sha] = (st.st_size, st.st_mtime)
+            if want is None:
+                adopted.append(path)
 
         # A file no row names may be a live batch's, written in place and not committed:
         # it stays that writer's (recovery judges it if the writer dies).  The batch named
@@ -781,6 +784,8 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
                 unindexed.append((path, sha))
         if unindexed:
             judge_unindexed()
+        if adopted:
+            sync_written(store.blobs_dir, files=adopted, dirs={p.parent for p in adopted} | {store.blobs_dir})
         gone = [s for s in indexed if s not in keep]
         forget_blobs(c, gone)
         insert_blob_rows(c, [(sha, size, mtime, now) for sha, (size, mtime) in keep.items() if sha not in indexed])
