@@ -202,3 +202,61 @@ def test_verify_does_not_report_trees_and_refs_committed_while_it_lists_them(tmp
     assert [k for k, _ in kinds].count("unindexed_manifest") == 1, kinds
     mismatches = [p["detail"] for p in report["problems"] if p["kind"] == "ref_mismatch"]
     assert len(mismatches) == 1 and "pin/c" in mismatches[0], report["problems"]
+
+
+def test_verify_does_not_report_blobs_a_gc_collects_while_it_runs(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A gc in another handle drops rows (COMMIT) and then unlinks their files: verify,
+    which read the index before and looks at the files after, saw a row without a file
+    or a file without a row.  Both are read again before being reported; a blob file
+    removed by hand still is reported."""
+    import runicorn.store.gc as gc_module
+    import runicorn.store.verify as verify_module
+
+    root = tmp_path / "store"
+    tree, shas = populated(root, tmp_path)
+    with Store(root) as store:
+        store.blob_path(shas[0]).unlink()  # by hand: a real missing blob of a pinned tree
+        store.ingest_bytes(b"let go, collected while verify looks")
+        store.release_holds()
+    real_layout = verify_module._layout_problems
+
+    def gc_after_the_first_read(store: Store):  # type: ignore[no-untyped-def]
+        with Store(root) as collector:
+            assert collector.gc(grace_seconds=0)["blobs_deleted"] == 1
+        return real_layout(store)
+
+    monkeypatch.setattr(verify_module, "_layout_problems", gc_after_the_first_read)
+    with Store(root) as store:
+        report = store.verify()
+    missing = [p["id"] for p in report["problems"] if p["kind"] == "missing_blob"]
+    assert missing == [shas[0]], report["problems"]
+    monkeypatch.setattr(verify_module, "_layout_problems", real_layout)
+
+    # A gc that committed before verify's read and unlinks after verify listed blobs/.
+    with Store(root) as store:
+        doomed = store.ingest_bytes(b"collected between the listing and the report").sha256
+        store.release_holds()
+    held_back: dict[str, object] = {}
+    real_unlink = gc_module.unlink_collected
+    monkeypatch.setattr(
+        gc_module,
+        "unlink_collected",
+        lambda store, journal, blobs, pages=(): held_back.update(args=(store, journal, list(blobs), list(pages))) or 0,
+    )
+    collector = Store(root)
+    collector.gc(grace_seconds=0)
+    monkeypatch.setattr(gc_module, "unlink_collected", real_unlink)
+    real_strays = verify_module._strays
+
+    def unlinks_then_strays(store: Store, unindexed):  # type: ignore[no-untyped-def]
+        real_unlink(*held_back["args"])  # type: ignore[misc]
+        return real_strays(store, unindexed)
+
+    monkeypatch.setattr(verify_module, "_strays", unlinks_then_strays)
+    try:
+        with Store(root) as store:
+            report = store.verify()
+            assert not [p for p in report["problems"] if p["kind"] == "unindexed_blob"], report["problems"]
+            assert not store.blob_path(doomed).exists()
+    finally:
+        collector.close()

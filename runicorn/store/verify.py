@@ -413,7 +413,27 @@ def _strays(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, 
                 (ids,),
             )
         }
-    return [(sha, path) for sha, path in unindexed if sha not in being_written and sha not in since]
+    # A file gone by now was collected (gc unlinks after its COMMIT), not a stray.
+    return [
+        (sha, path)
+        for sha, path in unindexed
+        if sha not in being_written and sha not in since and os.path.lexists(path)
+    ]
+
+
+def _still_missing(store: Store, missing: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """Of the blobs ``(sha256, path)`` the first read of the index named and whose file was
+    not there, those still named by a row and still without a file once no writer is
+    between a change and its COMMIT (:func:`_settled`): a gc that committed meanwhile
+    dropped the rows of the files it then unlinked."""
+    if not missing:
+        return []
+    with _settled(store) as c:
+        ids = json.dumps(sorted({sha for sha, _ in missing}))
+        rows = {
+            r[0] for r in c.execute("SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (ids,))
+        }
+        return [(sha, path) for sha, path in missing if sha in rows and not os.path.lexists(path)]
 
 
 def _manifests_still_unindexed(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
@@ -479,12 +499,13 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
     indexed_blobs = {sha: size for sha, size in blob_rows}
     page_sizes = dict(page_rows)
     bytes_hashed = 0
+    absent: list[tuple[str, Path]] = []
     for sha, size in blob_rows:
         path = store.blob_path(sha)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
-            problems.append(_problem("missing_blob", f"blob {sha} is indexed but {path} is missing", id=sha))
+            absent.append((sha, path))
             continue
         if st.st_size != size:
             problems.append(
@@ -513,6 +534,9 @@ def verify_store(store: Store, *, deep: bool = False) -> dict[str, Any]:
             bytes_hashed += size
             if actual_sha != sha:
                 problems.append(_problem("corrupt_blob", f"blob {sha}: content hashes to {actual_sha}", id=sha))
+
+    for sha, path in _still_missing(store, absent):
+        problems.append(_problem("missing_blob", f"blob {sha} is indexed but {path} is missing", id=sha))
 
     # The counts name everything looked at: what the index lists and what the folders hold.
     seen_blobs = set(indexed_blobs)
