@@ -99,6 +99,11 @@ class ReadOnlyStoreError(RunicornError):
     no write permission)."""
 
 
+class StoreBusyError(RunicornError):
+    """Another process kept the store's index locked for longer than a writer waits (a long
+    gc or ``verify --repair``); the step that needed it was not done."""
+
+
 class StorageFullError(RunicornError, OSError):
     """The filesystem holding the store ran out of space (or quota) during a write."""
 

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from runicorn.cli import main
@@ -260,3 +261,20 @@ def test_verify_does_not_report_blobs_a_gc_collects_while_it_runs(tmp_path: Path
             assert not store.blob_path(doomed).exists()
     finally:
         collector.close()
+
+
+def test_a_writer_kept_waiting_too_long_gets_a_clear_error(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A second process's writer (here a second handle, waiting 0.2 s instead of 120 s)
+    whose index stays locked by another writer past its wait stops with an error naming
+    the store and the cause, not SQLite's bare 'database is locked'."""
+    import runicorn.store.index as index_module
+    from runicorn.errors import StoreBusyError
+
+    root = tmp_path / "store"
+    with Store(root) as holder:
+        monkeypatch.setattr(index_module, "BUSY_TIMEOUT_MS", 200)
+        with Store(root) as waiter, holder.index.write():
+            with pytest.raises(StoreBusyError, match=r"store.*another process kept the store's index locked"):
+                waiter.ingest_bytes(b"waits for the lock")
+        # Its staged bytes were left to the recovery its close runs: stored whole, or not at all.
+        assert holder.verify()["ok"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import apsw
 
-from runicorn.errors import StoreIndexError, ReadOnlyStoreError
+from runicorn.errors import ReadOnlyStoreError, StoreBusyError, StoreIndexError
 
 SCHEMA_VERSION = 8
 BUSY_TIMEOUT_MS = 120_000
@@ -283,7 +283,14 @@ class Index:
                 "(read-only filesystem or no write permission); this command writes to it"
             )
         with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except apsw.BusyError:
+                raise StoreBusyError(
+                    f"{self.path.parent.parent}: another process kept the store's index locked for over "
+                    f"{BUSY_TIMEOUT_MS // 1000} s (a long gc or verify --repair?); this step wrote nothing "
+                    "to it: run the command again when that one ends"
+                ) from None
             try:
                 yield self.conn
             except BaseException:
