@@ -315,3 +315,18 @@ def test_gc_without_listing_blobs_counts_and_frees_the_same(tmp_path: Path) -> N
         out = runner.invoke(main, ["--storage", str(root), "gc", "--grace", "0", *args])
         assert out.exit_code == 0, out.output
         assert all((s in out.output) == lists for s in shas), (args, out.output)
+
+
+def test_gc_waits_one_step_of_the_filesystems_file_times() -> None:
+    """gc tells a doomed file from one written again after its journal by their times:
+    the wait before its COMMIT covers one step of them, judged from the journal's own time
+    (a filesystem keeping whole seconds, as ext4 with 128-byte inodes or HFS+, needs two
+    seconds, FAT's step; one keeping nanoseconds almost nothing).  Shown on such a
+    filesystem by hand: the in-place test of tests/test_store_batch.py passes there."""
+    from runicorn.store.gc import timestamp_step_ns
+
+    assert timestamp_step_ns(1_796_051_794_123_456_789) == 1
+    assert timestamp_step_ns(1_796_051_794_123_456_780) == 10
+    assert timestamp_step_ns(1_796_051_794_120_000_000) == 10_000_000  # exFAT: hundredths
+    assert timestamp_step_ns(1_796_051_794_000_000_000) == 2_000_000_000  # whole seconds
+    assert timestamp_step_ns(0) == 2_000_000_000

@@ -560,10 +560,23 @@ def _let_the_clock_pass(journal: Path) -> None:
     the unlinks can tell a doomed file from a new one at the same name (a live batch
     writes blobs in place without a row; :func:`unlink_files`).  File times come from a
     clock that lags the system's by up to a scheduler tick.  (Modification, not change,
-    time: removing an installed folder's hard link to a doomed blob changes the latter.)"""
+    time: removing an installed folder's hard link to a doomed blob changes the latter.)
+    On a filesystem that keeps coarser times the wait covers one step of them."""
     stamp = os.stat(journal).st_mtime_ns
-    while (wait := stamp + _TIMESTAMP_LAG_NS - time.time_ns()) > 0:
+    until = stamp + timestamp_step_ns(stamp) + _TIMESTAMP_LAG_NS
+    while (wait := until - time.time_ns()) > 0:
         time.sleep(wait / 1e9)
+
+
+def timestamp_step_ns(stamp: int) -> int:
+    """The step of a filesystem's file times, judged from one of them (``st_mtime_ns``):
+    whole seconds (ext3, ext4 with small inodes, HFS+; taken as two, FAT's step),
+    hundredths (exFAT) and so on show as that many trailing zeros; a time kept to the
+    nanosecond has none (or a few, by chance: a wait of some nanoseconds more)."""
+    step = 1
+    while step < 1_000_000_000 and stamp % (step * 10) == 0:
+        step *= 10
+    return 2 * step if step == 1_000_000_000 else step
 
 
 def _journal_text(blobs: Iterable[list[str]], pages: list[str]) -> Iterator[bytes]:
