@@ -516,3 +516,39 @@ def test_blobs_adopted_by_recovery_or_a_repair_are_made_durable_before_their_row
         store.rebuild_index()
         assert store.has_blob(path.name)
         assert {os.fspath(path)} in synced, synced
+
+
+def test_a_file_a_live_batch_is_writing_is_not_set_aside_as_damaged(tmp_path: Path) -> None:
+    """A live batch writes in place a blob whose file was lost (it has a row) and a new
+    one; caught in the middle of those writes (here: cut short), neither is quarantined,
+    by a repair or by the recovery of a dead writer whose journal named the new one: both
+    are left to the batch, which commits them whole."""
+    root = tmp_path / "store"
+    lost_src, new_src = _files(tmp_path / "src", [500, 600])
+    with Store(root) as store:
+        lost = store.ingest_files([lost_src])[0].sha256
+        store.release_holds()
+        store.blob_path(lost).unlink()
+    new = hashlib.sha256(new_src.read_bytes()).hexdigest()
+    with Store(root) as store:
+        batch, shas = _written_in_place(store, [lost_src, new_src])
+        assert shas == sorted([lost, new])
+        for sha in shas:
+            os.truncate(store.blob_path(sha), 100)  # as if its write had not finished
+        # A dead writer's batch that had named the new blob.
+        dead = store.tmp_dir / "w-dead-0"
+        (dead / "b-0").mkdir(parents=True)
+        (dead / "lock").touch()
+        (dead / "b-0" / JOURNAL).write_text(new + "\n")
+        with Store(root) as other:  # opening recovers the dead writer
+            assert not dead.exists()
+            other.rebuild_index()
+            assert not (other.quarantine_dir.exists() and any(other.quarantine_dir.iterdir()))
+        for sha, src in ((lost, lost_src), (new, new_src)):
+            path = store.blob_path(sha)
+            assert path.stat().st_size == 100
+            os.chmod(path, 0o644)
+            path.write_bytes(src.read_bytes())  # the write finishes
+            os.chmod(path, 0o444)
+        batch.commit()
+        assert store.has_blob(new) and store.verify(deep=True)["ok"]

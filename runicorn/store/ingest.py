@@ -465,7 +465,7 @@ class BlobBatch:
         self.direct.clear()
 
 
-def blobs_being_written(store: "Store") -> set[str]:
+def blobs_being_written(store: "Store", *, besides: Path | None = None) -> set[str]:
     """The blobs live writers' batches (this process's too) name in their journals: their
     files in ``blobs/`` may have no row yet (written in place, not committed), and belong
     to that writer until it commits them or dies (then recovery judges them).  Whoever
@@ -473,7 +473,8 @@ def blobs_being_written(store: "Store") -> set[str]:
     not adopt or set it aside, gc does not collect its row.
 
     A batch names a blob before it creates its file, so a file listed before this is
-    called is found in a journal if it is one of them."""
+    called is found in a journal if it is one of them.  ``besides``: a dead writer's
+    directory being recovered (its lock, held by the recovery, makes it look live)."""
     own = store.current_writer
     names: set[str] = set()
     try:
@@ -482,7 +483,7 @@ def blobs_being_written(store: "Store") -> set[str]:
         return names
     for entry in writers:
         d = Path(entry.path)
-        if d != own and not writer_alive(d):
+        if d == besides or (d != own and not writer_alive(d)):
             continue
         for journal in d.glob(f"b-*/{JOURNAL}"):
             try:
@@ -514,6 +515,8 @@ def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:
         if c.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (sha,)).fetchone() or not dest.exists():
             continue
         if sha256_file(dest) != sha:
+            if sha in blobs_being_written(store, besides=batch_dir.parent):
+                continue  # a live batch writes this blob in place again: its file, not the torn one
             quarantine(store, dest, "corrupt")
             actions.append(f"quarantined torn blob {sha[:12]}")
             continue

@@ -766,14 +766,16 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
             want = indexed.get(sha)
             sizes = named_sizes.get(sha, set())
             if (want is not None and want != st.st_size) or (sizes and sizes != {st.st_size}):
-                quarantined.append(str(quarantine(store, path, "size-mismatch")))
+                if not written_now(sha):
+                    quarantined.append(str(quarantine(store, path, "size-mismatch")))
                 return
             if deep or want is None or st.st_mode & 0o222:
                 verdict = hashed.get(sha)
                 if verdict is None or verdict[:3] != (st.st_ino, st.st_size, st.st_mtime_ns):
                     verdict = _hash_verdict(path, sha, st)
                 if not verdict[3]:
-                    quarantined.append(str(quarantine(store, path, "corrupt")))
+                    if not written_now(sha):
+                        quarantined.append(str(quarantine(store, path, "corrupt")))
                     return
             if st.st_mode & 0o222:
                 os.chmod(path, blob_perm(st.st_mode))  # read-only again, no more readable than it was
@@ -788,6 +790,13 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         # (no batch commits under this lock: journals only grow meanwhile).
         unindexed: list[tuple[Path, str]] = []
         being_written: set[str] = set()
+
+        def written_now(sha: str) -> bool:
+            """Whether a live batch is writing blob ``sha`` in place (a lost file written
+            again, caught mid-write): read when a file is about to be set aside."""
+            if sha not in being_written:
+                being_written.update(blobs_being_written(store))
+            return sha in being_written
 
         def judge_unindexed() -> None:
             if any(sha not in being_written for _, sha in unindexed):
@@ -992,8 +1001,12 @@ def heal_blobs(store: "Store", sources: list[str | os.PathLike[str]]) -> dict[st
                 if sha not in by_size[st.st_size]:
                     continue
                 dest = store.blob_path(sha)
-                if os.path.lexists(dest) and not _hash_verdict(dest, sha, os.lstat(dest))[3]:
-                    # A damaged copy without an index row: set aside, never adopted.
+                if (
+                    os.path.lexists(dest)
+                    and not _hash_verdict(dest, sha, os.lstat(dest))[3]
+                    and sha not in blobs_being_written(store)  # else a live batch's, mid-write
+                ):
+                    # A damaged copy: set aside, never adopted.
                     quarantine(store, dest, "corrupt")
                 try:
                     # The store's one atomic ingest, checking the bytes again as it copies them.
