@@ -263,3 +263,28 @@ def test_archive_members_keep_their_privacy_as_blobs_and_when_installed(tmp_path
     (installed,) = (p for p in (storage / "artifacts").iterdir() if p.is_dir())
     modes = {p.name: perm(p) for p in installed.iterdir()}
     assert modes == {"secret.txt": 0o400, "group.txt": 0o440, "public.txt": 0o444, "run.sh": 0o700}, modes
+
+
+def test_a_group_member_opens_a_shared_store_while_another_member_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a store shared by a group, another member's writer lock file (0644) is not
+    writable by this user.  Opening the store probes it read-only (enough for ``flock``)
+    instead of failing with PermissionError; a lock this user cannot open at all leaves
+    that writer to its owner.  (The test runs as root, so 'not writable' is simulated.)"""
+    import runicorn.store.recovery as recovery_module
+
+    root = tmp_path / "store"
+    real_open = os.open
+
+    def as_another_user(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith("/lock") and flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    with Store(root) as member:
+        member.ingest_bytes(b"the other member's writer is live")
+        monkeypatch.setattr(recovery_module.os, "open", as_another_user)
+        with Store(root) as other:
+            assert other.stats()["blob_count"] == 1
+        monkeypatch.setattr(recovery_module.os, "open", real_open)

@@ -39,10 +39,17 @@ def recover(store: Store) -> list[str]:
         if own is not None and d == own:
             continue
         if d.is_dir() and d.name.startswith("w-"):
+            # Read-only is enough for flock: in a store shared by a group, another member's
+            # lock file is not writable by this user.
             try:
-                fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(d / "lock", os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                continue
+                try:
+                    fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                except OSError:
+                    continue
+            except PermissionError:
+                continue  # another user's writer this user cannot probe: left to its owner
             try:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -50,7 +57,11 @@ def recover(store: Store) -> list[str]:
                     continue  # a live writer
                 if not d.exists():
                     continue  # recovered by another process meanwhile
-                actions.extend(recover_writer(store, d))
+                try:
+                    actions.extend(recover_writer(store, d))
+                except PermissionError as exc:  # its staging is private to its owner
+                    actions.append(f"left {d.name} to its owner, whose files this user cannot read ({exc})")
+                    continue
                 shutil.rmtree(d, ignore_errors=True)
             finally:
                 os.close(fd)
