@@ -176,6 +176,9 @@ def test_shared_store_mode_is_a_documented_setting_that_stays_with_the_store(
         assert perm(store.archive) == 0o2770
         assert perm(store.blobs_dir) == 0o2770
         assert {perm(p) for p in store.blobs_dir.iterdir()} == {0o2770}
+        # The group writes the index too (SQLite makes it 0644 under this umask).
+        assert perm(store.index_path) & 0o060 == 0o060
+        assert perm(Path(f"{store.index_path}-wal")) & 0o060 == 0o060
     monkeypatch.delenv("RUNICORN_DIR_MODE")
     g = tmp_path / "g.txt"
     g.write_text("y\n")
@@ -288,3 +291,55 @@ def test_a_group_member_opens_a_shared_store_while_another_member_writes(
         with Store(root) as other:
             assert other.stats()["blob_count"] == 1
         monkeypatch.setattr(recovery_module.os, "open", real_open)
+
+
+def test_a_shared_stores_members_can_read_a_live_batchs_journal_not_its_staging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other members' gc, verify and repair must see which files in blobs/ a live batch
+    wrote in place: in a store shared by a group the batch folder is searchable (not
+    listable) by the group and its journal readable; in a private store both stay the
+    owner's.  A staged large file is created 0400, private until it has its blob's
+    permission.  (Shown across real users by hand: a second member's repair and gc beside
+    a live batch adopt and collect nothing.)"""
+    # A group-sharing umask for this test only (every later test in this process sees the default).
+    request_umask = os.umask(0o002)
+    try:
+        _shared_store_staging_modes(tmp_path, monkeypatch)
+    finally:
+        os.umask(request_umask)
+
+
+def _shared_store_staging_modes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runicorn.store.ingest import JOURNAL
+
+    files = [tmp_path / "small.txt", tmp_path / "private.bin"]
+    files[0].write_text("small\n")
+    files[1].write_bytes(os.urandom(2_000_000))  # large: streamed to a staging file
+    os.chmod(files[1], 0o600)
+    for mode, batch_perm, journal_perm in (("2770", 0o2710, 0o640), (None, 0o700, 0o600)):
+        if mode:
+            monkeypatch.setenv("RUNICORN_DIR_MODE", mode)
+        else:
+            monkeypatch.delenv("RUNICORN_DIR_MODE", raising=False)
+        from runicorn.store.ingest import BlobBatch
+
+        with Store(tmp_path / f"store-{mode}") as store:
+            batch = BlobBatch(store)
+            seen: list[int] = []
+            real_chmod = os.chmod
+
+            def chmod(path, mode, *args, **kwargs):  # type: ignore[no-untyped-def]
+                if str(path).endswith(".part"):
+                    seen.append(perm(Path(path)))
+                return real_chmod(path, mode, *args, **kwargs)
+
+            monkeypatch.setattr(os, "chmod", chmod)
+            for f in files:
+                batch.add_file(str(f))
+            batch._write_pending()
+            monkeypatch.setattr(os, "chmod", real_chmod)
+            assert perm(batch.dir) == batch_perm
+            assert perm(batch.dir / JOURNAL) == journal_perm
+            assert seen == [0o400], seen  # the private file's staging file, before its chmod
+            batch.commit()

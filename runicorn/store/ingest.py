@@ -103,6 +103,7 @@ class BlobBatch:
         self.staged: set[str] = set()  # blobs written to the batch directory
         self.direct: dict[str, int] = {}  # blobs written at their final names: sha256 -> size
         self._made_prefix = False  # a blobs/<aa> folder made by this batch: blobs/ changed too
+        self._journal_shared = False  # the journal's permission widened for a shared store
         self._pending: dict[str, bytes] = {}  # small blobs hashed, not yet written
         self._pending_bytes = 0
         self._umask = current_umask()  # files are created 0444: fchmod only if it takes bits away
@@ -113,7 +114,10 @@ class BlobBatch:
     def _staging_dir(self) -> str:
         if not self._dir_made:
             try:
-                os.mkdir(self.dir, 0o700)
+                # Searchable, not listable, by whom the store lets in (a group sharing it):
+                # they read the journal by its name; nothing staged is readable by them
+                # before it has its blob's permission (a staging file is created 0400).
+                os.mkdir(self.dir, 0o700 | (self.store.dir_mode & 0o011))
             except OSError as exc:
                 raise self.store.write_error(exc) from None
             self._dir_made = True
@@ -251,7 +255,7 @@ class BlobBatch:
         name ``blob-<sha>``; return ``(sha256, size)``.  On any error nothing is left."""
         staging = self._staging_dir()
         part = f"{staging}/x-{next(_batch_numbers)}.part"
-        out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
         h = new_sha256()
         total = unsynced = 0
         try:
@@ -272,8 +276,7 @@ class BlobBatch:
             sha = h.hexdigest()
             if expected_sha256 is not None and sha != expected_sha256:
                 raise IntegrityError(f"{origin}: sha256 is {sha}, expected {expected_sha256}{refused}")
-            if self._umask & 0o444 or perm != 0o444:
-                os.chmod(part, perm)
+            os.chmod(part, perm)  # created 0400: private until it is known whole
             if sha in self.staged:
                 os.unlink(part)
             else:
@@ -318,6 +321,11 @@ class BlobBatch:
         batch, by :meth:`commit`)."""
         fd = os.open(f"{self._staging_dir()}/{JOURNAL}", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
+            if self.store.dir_mode & 0o044 and not self._journal_shared:
+                # Readable by whom the store lets in: their gc, verify and repair must see
+                # which files in blobs/ are this batch's (names only, as blobs/ shows them).
+                os.fchmod(fd, 0o600 | (self.store.dir_mode & 0o044))
+                self._journal_shared = True
             write_all(fd, "".join(f"{sha}\n" for sha in shas).encode())
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -485,9 +493,14 @@ def blobs_being_written(store: "Store", *, besides: Path | None = None) -> set[s
         d = Path(entry.path)
         if d == besides or (d != own and not writer_alive(d)):
             continue
-        for journal in d.glob(f"b-*/{JOURNAL}"):
+        try:
+            batches = [b.path for b in os.scandir(d) if b.name.startswith("b-")]
+        except OSError:
+            continue
+        for batch in batches:  # searchable, not listable, by other users: opened by name
             try:
-                names.update(n for n in journal.read_text("ascii").split() if is_sha256_hex(n))
+                with open(f"{batch}/{JOURNAL}", "rb") as f:
+                    names.update(n for n in f.read().decode("ascii").split() if is_sha256_hex(n))
             except (OSError, UnicodeDecodeError):
                 continue
     return names

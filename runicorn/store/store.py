@@ -106,6 +106,8 @@ class Store:
         self.read_only = os.path.isdir(self.archive) and not os.access(self.archive, os.W_OK)
         self.dir_mode = self._make_dirs()
         self.index = self._open_index()
+        if self.dir_mode & 0o020 and not self.read_only:
+            self._share_index_files()
         # The tables of the registered features (runicorn.store.extensions), before
         # recovery or a rebuild fills them.
         ensure_tables(self, extension_tables())
@@ -169,6 +171,18 @@ class Store:
             index = Index(self.index_path)
             index.created = True
             return index
+
+    def _share_index_files(self) -> None:
+        """In a store whose folders the group may write (``RUNICORN_DIR_MODE=2770``), let
+        the group write the index too: SQLite creates it (and its ``-wal`` and ``-shm``)
+        0644, which would leave every other member's writes failing."""
+        for path in (self.index_path, Path(f"{self.index_path}-wal"), Path(f"{self.index_path}-shm")):
+            try:
+                st = os.stat(path)
+                if st.st_uid == os.geteuid() and st.st_mode & 0o060 != 0o060:
+                    os.chmod(path, stat.S_IMODE(st.st_mode) | 0o060)
+            except FileNotFoundError:
+                continue
 
     def _has_content(self) -> bool:
         for d in (self.blobs_dir, self.manifests_dir, self.refs_dir):
