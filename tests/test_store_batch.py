@@ -328,13 +328,14 @@ def test_an_unindexed_file_at_a_blobs_name_is_trusted_only_for_its_bytes(tmp_pat
             assert store.verify(deep=True)["ok"]
 
 
-def test_a_blob_written_in_place_that_vanishes_before_the_commit_is_not_indexed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("count", [12, 5])  # one syncfs; each file fsynced (a few)
+def test_a_blob_written_in_place_that_vanishes_before_the_commit_is_not_indexed(tmp_path: Path, count: int) -> None:
     """Between writing a small blob at its final name and writing its row, the file is
     removed (by hand, or damage): the commit refuses the batch, naming the file, and
     indexes none of it; the store stays consistent and the content can be stored again."""
     from runicorn.errors import RunicornError
 
-    files = _files(tmp_path / "src", [5 + i for i in range(12)])
+    files = _files(tmp_path / "src", [5 + i for i in range(count)])
     with Store(tmp_path / "store") as store:
         batch, shas = _written_in_place(store, files)
         gone = shas[3]

@@ -421,11 +421,17 @@ class BlobBatch:
             dirs.extend(sorted({f"{blobs}/{sha[:2]}" for sha in direct}))
             if self._made_prefix:
                 dirs.append(blobs)
-        if files:
-            # The bytes (and the names of the blobs written in place) are durable before
-            # any row names them.
-            sync_written(store.tmp_dir, files, dirs)
         try:
+            if files:
+                # The bytes (and the names of the blobs written in place) are durable before
+                # any row names them.
+                try:
+                    sync_written(store.tmp_dir, files, dirs)
+                except FileNotFoundError as exc:  # a file fsynced one by one is gone
+                    raise RunicornError(
+                        f"{exc.filename}: the blob file vanished right after it was written; "
+                        "nothing of the batch was indexed; store it again"
+                    ) from None
             if staged or direct:
                 commit_blobs(
                     store,
