@@ -403,16 +403,12 @@ def _strays(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, 
     if not unindexed:
         return []
     being_written = blobs_being_written(store)
-    ids = json.dumps(sorted({sha for sha, _ in unindexed}))
-    with _settled(store) as c:
-        since = {
-            row[0]
-            for row in c.execute(
-                "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?1)) "
-                "UNION SELECT page FROM pages WHERE page IN (SELECT value FROM json_each(?1))",
-                (ids,),
-            )
-        }
+    since = _named_now(
+        store,
+        "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?1)) "
+        "UNION SELECT page FROM pages WHERE page IN (SELECT value FROM json_each(?1))",
+        (sha for sha, _ in unindexed),
+    )
     # A file gone by now was collected (gc unlinks after its COMMIT), not a stray.
     return [
         (sha, path)
@@ -421,33 +417,35 @@ def _strays(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, 
     ]
 
 
+def _named_now(store: Store, sql: str, ids: Iterable[str]) -> set[str]:
+    """Those of ``ids`` that ``sql`` (its one parameter: a JSON list of them) selects, read
+    once no writer is between a change and its COMMIT (:func:`_settled`)."""
+    with _settled(store) as c:
+        return {r[0] for r in c.execute(sql, (json.dumps(sorted(set(ids))),))}
+
+
 def _still_missing(store: Store, missing: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
     """Of the blobs ``(sha256, path)`` the first read of the index named and whose file was
     not there, those still named by a row and still without a file once no writer is
-    between a change and its COMMIT (:func:`_settled`): a gc that committed meanwhile
-    dropped the rows of the files it then unlinked."""
+    between a change and its COMMIT: a gc that committed meanwhile dropped the rows of the
+    files it then unlinked."""
     if not missing:
         return []
-    with _settled(store) as c:
-        ids = json.dumps(sorted({sha for sha, _ in missing}))
-        rows = {
-            r[0] for r in c.execute("SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))", (ids,))
-        }
-        return [(sha, path) for sha, path in missing if sha in rows and not os.path.lexists(path)]
+    sql = "SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))"
+    rows = _named_now(store, sql, (sha for sha, _ in missing))
+    return [(sha, path) for sha, path in missing if sha in rows and not os.path.lexists(path)]
 
 
 def _manifests_still_unindexed(store: Store, unindexed: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
     """Of the manifests ``(tree, path)`` the first read of the index did not name, those
     still there and still without a row once no writer is between placing one and its
-    COMMIT (:func:`_settled`)."""
+    COMMIT."""
     if not unindexed:
         return []
-    with _settled(store) as c:
-        ids = json.dumps(sorted({tree for tree, _ in unindexed}))
-        rows = {
-            r[0] for r in c.execute("SELECT tree FROM trees WHERE tree IN (SELECT value FROM json_each(?))", (ids,))
-        }
-        return [(tree, path) for tree, path in unindexed if tree not in rows and path.exists()]
+    rows = _named_now(
+        store, "SELECT tree FROM trees WHERE tree IN (SELECT value FROM json_each(?))", (t for t, _ in unindexed)
+    )
+    return [(tree, path) for tree, path in unindexed if tree not in rows and path.exists()]
 
 
 def _refs_still_off(store: Store, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
