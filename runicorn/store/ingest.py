@@ -539,8 +539,9 @@ def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:
             quarantine(store, dest, "corrupt")
             actions.append(f"quarantined torn blob {sha[:12]}")
             continue
-        os.chmod(dest, blob_perm(dest.stat().st_mode))  # read-only, never more readable
-        adopted[sha] = (dest, dest.stat().st_size)
+        st = dest.stat()
+        os.chmod(dest, blob_perm(st.st_mode))  # read-only, never more readable
+        adopted[sha] = (dest, st.st_size)
     if adopted:
         # The writer died before its commit's sync (or stopped on an error): its bytes
         # and names may still be in memory only.  Durable before any row names them.
