@@ -13,7 +13,7 @@ import apsw
 
 from runicorn.errors import ReadOnlyStoreError, StoreBusyError, StoreIndexError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 BUSY_TIMEOUT_MS = 120_000
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
@@ -22,7 +22,8 @@ BUSY_TIMEOUT_MS = 120_000
 # adds toml_usage.missing_since (a missing Runicorn.toml keeps its bindings for a retention); 4 -> 5
 # stores trees as pages (the trees themselves move in runicorn.store.migrate); 5 -> 6 drops
 # the per-link triggers of blobs.refcount (runicorn.store.rows keeps it per batch); 6 -> 7
-# names blobs in links by integer ids; 7 -> 8 keys holds by lease.  A new index gets the
+# names blobs in links by integer ids; 7 -> 8 keys holds by lease; 8 -> 9 drops the index of links
+# by blob (keeping one of the links naming lost blobs).  A new index gets the
 # current schema at once.  The steps up to version 6 run the schema as it was at version 6 (index_v6.sql), whose
 # statements are idempotent (IF NOT EXISTS / OR IGNORE), so a step that adds tables runs
 # that whole file again.  The feature tables (stat_cache, runs, toml_usage) are
@@ -175,6 +176,16 @@ def _migrate_7_to_8(conn: apsw.Connection) -> None:
 
 
 MIGRATIONS[7] = _migrate_7_to_8
+
+
+def _migrate_8_to_9(conn: apsw.Connection) -> None:
+    # No row changes: an index goes, a partial one and the trigger that uses it come.
+    conn.execute("DROP INDEX IF EXISTS page_blobs_blob")
+    conn.execute("DROP TRIGGER IF EXISTS blobs_found")
+    conn.execute(schema_sql())
+
+
+MIGRATIONS[8] = _migrate_8_to_9
 
 
 class Index:

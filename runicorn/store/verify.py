@@ -115,9 +115,10 @@ def _iter_ref_files(store: Store) -> Iterator[tuple[str, dict[str, Any] | None]]
 
 # Recounts the kept counts should equal, and entries naming no blob: the same
 # queries for the full verify and the quick check before a run deletion.
-_BLOB_RECOUNT = "(SELECT COALESCE(SUM(l.n), 0) FROM page_blobs l WHERE l.blob = b.id)"
+# Links are not indexed by blob (index.sql, version 9): a blob's recount comes from one
+# grouped scan of them, joined to the blobs.
+_BLOB_LINK_SUMS = "SELECT blob, SUM(n) AS total FROM page_blobs WHERE blob > 0 GROUP BY blob"
 _OLD_BLOB_RECOUNT = " + (SELECT COUNT(*) FROM tree_entries e WHERE e.blob = b.sha256)"
-_BAD_BLOB_COUNTS = f"SELECT b.sha256, b.refcount, {_BLOB_RECOUNT} AS n FROM blobs b WHERE b.refcount != n"
 # What names each page (nodes and trees), in one grouped scan: ``page_children`` has no
 # index by child.
 _PAGE_NAMERS = (
@@ -153,9 +154,12 @@ def _has_old_trees(c: Any) -> bool:
 
 
 def _bad_blob_counts(c: Any) -> str:
-    if _has_old_trees(c):
-        return _BAD_BLOB_COUNTS.replace(" AS n", _OLD_BLOB_RECOUNT + " AS n")
-    return _BAD_BLOB_COUNTS
+    """The query of the blobs whose refcount is not their recount: ``(sha256, refcount, recount)``."""
+    recount = "COALESCE(r.total, 0)" + (_OLD_BLOB_RECOUNT if _has_old_trees(c) else "")
+    return (
+        f"SELECT b.sha256, b.refcount, {recount} FROM blobs b LEFT JOIN ({_BLOB_LINK_SUMS}) r ON r.blob = b.id "
+        f"WHERE b.refcount != {recount}"
+    )
 
 
 def ref_files_vs_index(store: Store, c: Any) -> tuple[list[str], list[str]]:
@@ -299,8 +303,9 @@ def index_disagreements(store: Store, trees: Iterable[str] | None = None) -> lis
     a file and its COMMIT -- and, in a read transaction that blocks no writer, every tree
     must have as many entries as files and every stored refcount must equal a recount.
     ``trees``: recount only what a gc limited to those trees could delete (their refs,
-    the pages they reach, the blobs those pages name), so a run deletion checks in
-    proportion to the run, not to the store.
+    the pages they reach, the blobs those pages name), so a run deletion looks up rows in
+    proportion to the run, not to the store (plus one scan of the links: they are not
+    indexed by blob).
     Returns one line per kind of disagreement (empty: agrees).
     """
     with store.index.write() as c:
@@ -342,11 +347,15 @@ def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
     leaves, nodes = json.dumps(leaf_list), json.dumps(node_list)
     in_list = " IN (SELECT value FROM json_each(?))"
     short_trees = c.execute(f"SELECT COUNT(*) FROM trees WHERE pages IS NULL AND tree{in_list}", (scope,)).fetchone()[0]
-    # Driven by the reached links (an index lookup per blob they name), never by a scan of
-    # every blob: a missing row is a dangling link, a present one is recounted.
+    # Driven by the reached links (a row lookup per blob they name), never by a scan of
+    # every blob: a missing row is a dangling link, a present one is recounted from one
+    # scan of the links (not indexed by blob), summing only those naming a reached blob.
     missing, bad_counts = c.execute(
-        f"SELECT COALESCE(SUM(b.sha256 IS NULL), 0), COALESCE(SUM(b.refcount != {_BLOB_RECOUNT}), 0) "
-        f"FROM (SELECT DISTINCT blob FROM page_blobs WHERE page IN {PAGE_ROWS}) r LEFT JOIN blobs b ON b.id = r.blob",
+        f"WITH reached(blob) AS MATERIALIZED (SELECT DISTINCT blob FROM page_blobs WHERE page IN {PAGE_ROWS}), "
+        "sums(blob, total) AS MATERIALIZED (SELECT blob, SUM(n) FROM page_blobs "
+        "WHERE blob IN (SELECT blob FROM reached) GROUP BY blob) "
+        "SELECT COALESCE(SUM(b.sha256 IS NULL), 0), COALESCE(SUM(b.refcount != COALESCE(s.total, 0)), 0) "
+        "FROM reached r LEFT JOIN blobs b ON b.id = r.blob LEFT JOIN sums s ON s.blob = r.blob",
         (leaves,),
     ).fetchone()
     bad_counts += sum(
@@ -871,8 +880,10 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         upsert_ref_rows(c, on_disk.values(), now)
 
         # Counts from a recount, whatever was counted on the way.
-        recount = _BLOB_RECOUNT + (_OLD_BLOB_RECOUNT if _has_old_trees(c) else "")
-        c.execute(f"UPDATE blobs AS b SET refcount = {recount}")
+        c.execute("UPDATE blobs SET refcount = 0")
+        c.execute(f"UPDATE blobs SET refcount = r.total FROM ({_BLOB_LINK_SUMS}) AS r WHERE blobs.id = r.blob")
+        if _has_old_trees(c):
+            c.execute(f"UPDATE blobs AS b SET refcount = refcount{_OLD_BLOB_RECOUNT}")
         drop_unnamed_lost_blobs(c)
         c.execute(f"CREATE TEMP TABLE page_recount AS {_PAGE_NAMERS}")
         c.execute("UPDATE pages SET refcount = COALESCE((SELECT n FROM page_recount r WHERE r.id = pages.id), 0)")
