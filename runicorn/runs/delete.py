@@ -28,7 +28,8 @@ def _trustworthy_index(store: Any, run_id: str, dry_run: bool = False) -> tuple[
     the store opened.  Here a cheap consistency check (no manifest is parsed) catches an
     index that opens but under-counts references: ref files and manifests against the
     index, and the refcounts of what the deletion could free (the run's trees, the pages
-    they reach, the blobs those name), so it costs in proportion to the run.  It runs
+    they reach, the blobs those name), so it looks rows up in proportion to the run (plus
+    one scan of the links, which are not indexed by blob).  It runs
     inside a write transaction, so a writer between writing a file and its COMMIT is
     never mistaken for damage.  Any real difference rebuilds the index from the files;
     the rebuild keeps what live writers hold and what damaged files protected -- never

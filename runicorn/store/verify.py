@@ -153,13 +153,18 @@ def _has_old_trees(c: Any) -> bool:
     return has_table(c, "tree_entries")
 
 
-def _bad_blob_counts(c: Any) -> str:
-    """The query of the blobs whose refcount is not their recount: ``(sha256, refcount, recount)``."""
+def _blob_recounts(c: Any) -> str:
+    """The query of every blob's ``(id, sha256, refcount, recount)``."""
     recount = "COALESCE(r.total, 0)" + (_OLD_BLOB_RECOUNT if _has_old_trees(c) else "")
     return (
-        f"SELECT b.sha256, b.refcount, {recount} FROM blobs b LEFT JOIN ({_BLOB_LINK_SUMS}) r ON r.blob = b.id "
-        f"WHERE b.refcount != {recount}"
+        f"SELECT b.id AS id, b.sha256 AS sha256, b.refcount AS refcount, {recount} AS recount "
+        f"FROM blobs b LEFT JOIN ({_BLOB_LINK_SUMS}) r ON r.blob = b.id"
     )
+
+
+def _bad_blob_counts(c: Any) -> str:
+    """The query of the blobs whose refcount is not their recount: ``(sha256, refcount, recount)``."""
+    return f"SELECT sha256, refcount, recount FROM ({_blob_recounts(c)}) WHERE refcount != recount"
 
 
 def ref_files_vs_index(store: Store, c: Any) -> tuple[list[str], list[str]]:
@@ -340,7 +345,7 @@ def _recount_all(c: Any) -> tuple[int, int, int]:
 def _recount_reached(c: Any, scope: str) -> tuple[int, int, int]:
     """:func:`_recount_all` for the trees in ``scope`` (a JSON list), the pages they reach
     and the blobs those name; store-wide when they name about half the store's blobs or
-    more (a scan then costs less than a lookup per blob)."""
+    more (then a scan of every blob costs less than a lookup per blob reached)."""
     leaf_list, node_list, links = _reached_pages(c, scope)
     if 2 * links >= c.execute("SELECT value FROM totals WHERE name = 'blob_count'").fetchone()[0]:
         return _recount_all(c)
@@ -880,10 +885,10 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         upsert_ref_rows(c, on_disk.values(), now)
 
         # Counts from a recount, whatever was counted on the way.
-        c.execute("UPDATE blobs SET refcount = 0")
-        c.execute(f"UPDATE blobs SET refcount = r.total FROM ({_BLOB_LINK_SUMS}) AS r WHERE blobs.id = r.blob")
-        if _has_old_trees(c):
-            c.execute(f"UPDATE blobs AS b SET refcount = refcount{_OLD_BLOB_RECOUNT}")
+        c.execute(  # (only the wrong rows are written)
+            f"UPDATE blobs SET refcount = fix.recount FROM ({_blob_recounts(c)}) AS fix "
+            "WHERE blobs.id = fix.id AND blobs.refcount != fix.recount"
+        )
         drop_unnamed_lost_blobs(c)
         c.execute(f"CREATE TEMP TABLE page_recount AS {_PAGE_NAMERS}")
         c.execute("UPDATE pages SET refcount = COALESCE((SELECT n FROM page_recount r WHERE r.id = pages.id), 0)")
