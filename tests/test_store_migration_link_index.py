@@ -2,16 +2,19 @@
 
 A store made as version 8 (its index by blob, its trigger) is migrated on opening; a lost
 blob keeps its links through the migration, takes them back when stored again, and the
-statements that look links up by a lost blob use the partial index instead of a scan."""
+statements that look links up by a lost blob use the partial index instead of a scan; a
+version-8 store on a read-only mount (which cannot be migrated) is read as it is."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import apsw
 
 from runicorn.store import Store
 from runicorn.store.index import SCHEMA_VERSION
+from tests.test_read_only_store import cli, remount_ro, ro_mount  # noqa: F401  (ro_mount is a fixture)
 
 # What index schema 8 had where version 9 has page_blobs_lost and a new blobs_found.
 SCHEMA_V8 = (
@@ -134,3 +137,18 @@ def test_the_trigger_and_the_statements_that_look_up_lost_links_use_the_partial_
         assert seen
         plans = [_plan(s, statement) for statement in reading_links + seen]
         assert all("page_blobs_lost" in plan for plan in plans), plans
+
+
+def test_a_read_only_version_8_store_is_read_as_it_is(ro_mount: Path) -> None:  # noqa: F811  (a fixture)
+    root = ro_mount / "store"
+    lost, _, tree = _store_with_a_lost_blob(root)
+    _as_version_8(root)
+    remount_ro(ro_mount)
+    r = cli("--storage", str(root), "verify", "--json")
+    assert r.returncode == 1, r.stderr  # the lost blob, reported; nothing else
+    assert {p["kind"] for p in json.loads(r.stdout)["problems"]} == {"tree_missing_blob"}, r.stdout
+    r = cli("--storage", str(root), "ls", "pin/kept")
+    assert r.returncode == 0 and "b.txt" in r.stdout, r.stderr
+    with Store(root) as s:
+        assert s.read_only and s.index.version == 8
+        assert s.tree_info(tree) is not None

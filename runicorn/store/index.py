@@ -15,6 +15,9 @@ from runicorn.errors import ReadOnlyStoreError, StoreBusyError, StoreIndexError
 
 SCHEMA_VERSION = 9
 BUSY_TIMEOUT_MS = 120_000
+# Versions a read-only store (which cannot be migrated) is read in as they are: from 8 to
+# 9 only an index and a trigger changed, so a version-8 index answers every read the same.
+READABLE_AS_IS = frozenset({8, SCHEMA_VERSION})
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
 # Version 0 -> 1 is the initial schema (index.sql); 1 -> 2 adds the remote tables; 2 -> 3
@@ -251,7 +254,7 @@ class Index:
             raise StoreIndexError(
                 f"{path}: index cannot be opened read-only ({last.__class__.__name__}: {last})"
             ) from None
-        if current != SCHEMA_VERSION:
+        if current not in READABLE_AS_IS:
             raise StoreIndexError(
                 f"{path}: schema version {current}, this runicorn needs {SCHEMA_VERSION}; "
                 "the store is read-only, so it cannot be upgraded here"
