@@ -488,8 +488,7 @@ def test_blobs_adopted_by_recovery_or_a_repair_are_made_durable_before_their_row
     the recovery that adopts its files, and a repair adopting unindexed files, make them
     durable before a row names them (else a power cut could leave rows naming empty
     files)."""
-    import runicorn.store.ingest as ingest_module
-    import runicorn.store.verify as verify_module
+    import runicorn.store.ingest as ingest_module  # (both adopt through its sync_adopted_blobs)
     from runicorn.fsutil import sync_written
 
     synced: list[set[str]] = []
@@ -499,7 +498,6 @@ def test_blobs_adopted_by_recovery_or_a_repair_are_made_durable_before_their_row
         sync_written(root, files, dirs)
 
     monkeypatch.setattr(ingest_module, "sync_written", recording)
-    monkeypatch.setattr(verify_module, "sync_written", recording)
     root = tmp_path / "store"
     files = _files(tmp_path / "src", [60 + i for i in range(5)])
     with Store(root) as store:

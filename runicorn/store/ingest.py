@@ -479,6 +479,17 @@ class BlobBatch:
         self.direct.clear()
 
 
+def sync_adopted_blobs(store: "Store", files: list[Path]) -> None:
+    """Make blob files that no row names yet, and no writer synced, durable with their
+    folders (and ``blobs/``, for a folder made with them) before rows name them: what
+    recovery and a repair adopt.
+
+    Raises:
+        OSError: a file or folder cannot be synced.
+    """
+    sync_written(store.blobs_dir, files=files, dirs={p.parent for p in files} | {store.blobs_dir})
+
+
 def blobs_being_written(store: "Store", *, besides: Path | None = None) -> set[str]:
     """The blobs live writers' batches (this process's too) name in their journals: their
     files in ``blobs/`` may have no row yet (written in place, not committed), and belong
@@ -544,12 +555,8 @@ def recover_batch(store: "Store", c: Any, batch_dir: Path) -> list[str]:
         adopted[sha] = (dest, st.st_size)
     if adopted:
         # The writer died before its commit's sync (or stopped on an error): its bytes
-        # and names may still be in memory only.  Durable before any row names them.
-        sync_written(
-            store.blobs_dir,
-            files=[dest for dest, _ in adopted.values()],
-            dirs={dest.parent for dest, _ in adopted.values()} | {store.blobs_dir},
-        )
+        # and names may still be in memory only.
+        sync_adopted_blobs(store, [dest for dest, _ in adopted.values()])
         insert_blob_rows(c, [(sha, size, now, now) for sha, (_, size) in adopted.items()])
         actions.extend(f"adopted blob {sha[:12]}" for sha in adopted)
     for g in sorted(batch_dir.iterdir()):

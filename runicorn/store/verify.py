@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runicorn.errors import CorruptManifestError, UnsafePathError
-from runicorn.fsutil import atomic_write_bytes, blob_perm, make_dir, sync_written
+from runicorn.fsutil import atomic_write_bytes, blob_perm, make_dir
 from runicorn.hashing import sha256_bytes, is_sha256_hex, sha256_file
 from runicorn.store.extensions import registered
 from runicorn.store.index import has_table
-from runicorn.store.ingest import blobs_being_written
+from runicorn.store.ingest import blobs_being_written, sync_adopted_blobs
 from runicorn.store.layout import nascent_owner_alive, quarantine, read_ref_file, ref_filename, writer_alive
 from runicorn.store.rows import (
     PAGE_ROWS,
@@ -830,7 +830,7 @@ def rebuild_index(store: Store, *, deep: bool = False) -> dict[str, Any]:
         if unindexed:
             judge_unindexed()
         if adopted:
-            sync_written(store.blobs_dir, files=adopted, dirs={p.parent for p in adopted} | {store.blobs_dir})
+            sync_adopted_blobs(store, adopted)
         gone = [s for s in indexed if s not in keep]
         forget_blobs(c, gone)
         insert_blob_rows(c, [(sha, size, mtime, now) for sha, (size, mtime) in keep.items() if sha not in indexed])
