@@ -301,9 +301,10 @@ class _Capture:
 
     The blobs the stat cache vouches for are checked in place, except in the blob folders
     the root's seal trusts (:class:`runicorn.snapshot.statcache.BlobCheck`; the file of a
-    lost blob, or of a resized one where it is stat'ed, is read again), and get no hold: the transaction that commits the tree checks that the index
-    still has every blob of the leaves it lacks, and the files of any a gc took meanwhile
-    are read again and the tree committed again.  Leaves of the root's last tree that
+    lost blob, or of a resized one where it is stat'ed, is read again), and get no hold:
+    the transaction that commits the tree checks that the index still has every blob of
+    the leaves it lacks, and the files of any a gc took meanwhile are read again and the
+    tree committed again.  Leaves of the root's last tree that
     hold no file read this time are taken over, not cut again
     (:func:`runicorn.store.tree_format.build_pages_from_lines`), so a one-file change
     costs the pages on its path, not a pass over every file's line.

@@ -146,12 +146,14 @@ class TreeLines:
         in, in prefix order, but those in ``skip_prefixes``: the hashes and sizes of its
         blobs (open lines left out; a blob named by several lines comes as often).  One
         folder's lists at a time."""
-        digests = bytes(self._digests)
+        digests = self._digests
         find = digests[::_DIGEST].find  # a line's first digest byte: its folder
         for byte in range(256):
             prefix = f"{byte:02x}"
+            if prefix in skip_prefixes:
+                continue
             i = find(byte)
-            if i < 0 or prefix in skip_prefixes:
+            if i < 0:
                 continue
             lines = []
             while i >= 0:
