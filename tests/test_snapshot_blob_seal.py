@@ -34,23 +34,16 @@ def _make(ws: Path, n: int = 300) -> None:
 
 @pytest.fixture
 def stats(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many blobs each check of blob files looks for, by ``stat`` or by name (the
-    real checks run)."""
+    """How many blobs each check of blob files ``stat`` s (the real check runs)."""
     seen: list[int] = []
-    real_off, real_missing = store_module.blob_files_off, store_module.blob_files_missing
+    real = store_module.blob_files_off
 
-    def counting_off(blobs_dir: Any, blobs: Any, *, first: bool = False) -> list[str]:
+    def counting(blobs_dir: Any, blobs: Any, *, first: bool = False) -> list[str]:
         listed = list(blobs)
         seen.append(len(listed))
-        return real_off(blobs_dir, listed, first=first)
+        return real(blobs_dir, listed, first=first)
 
-    def counting_missing(blobs_dir: Any, folders: Any, *, first: bool = False) -> list[str]:
-        listed = list(folders)
-        seen.append(sum(len(shas) for _, shas, _ in listed))
-        return real_missing(blobs_dir, listed, first=first)
-
-    monkeypatch.setattr(store_module, "blob_files_off", counting_off)
-    monkeypatch.setattr(store_module, "blob_files_missing", counting_missing)
+    monkeypatch.setattr(store_module, "blob_files_off", counting)
     return seen
 
 

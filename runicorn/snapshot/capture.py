@@ -260,17 +260,16 @@ def _existing_tree(
     names it, no gc can take it, so a read suffices and nothing is written.
 
     A stored tree is returned only when it is restorable: every blob and page file is
-    there (one ``stat`` per page and per symlink's blob (``link_blobs``), which checks
-    its size too; the blobs outside the folders ``check`` trusts as
-    :meth:`~runicorn.snapshot.statcache.BlobCheck.off` checks them).  A lost, quarantined
-    or resized blob found sends the snapshot down the slow path, which re-reads exactly
-    those files from the workspace and so stores their bytes again.
+    there with the size the index records (one ``stat`` per page, per symlink's blob
+    (``link_blobs``) and per blob outside the folders ``check`` trusts).  A lost, quarantined or resized
+    blob sends the snapshot down the slow path, which re-reads exactly those files from
+    the workspace and so stores their bytes again.
     """
     # Paths come from our own directory walk (already checked), so no re-validation here.
     tree = lines.tree_id()
     if not os.path.exists(store.manifest_path(tree)):
         return None
-    if check.off(store, lines, link_blobs, first=True) or not _blob_files_intact(
+    if not _blob_files_intact(store, check.unchecked(lines, link_blobs)) or not _blob_files_intact(
         store, store.tree_page_sizes(tree).items()
     ):
         return None  # (the tree's pages live among the blobs)
@@ -299,12 +298,11 @@ def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:
 class _Capture:
     """The slow path: check the vouched files' blobs, read the rest, store the tree.
 
-    The blobs the stat cache vouches for are checked in place, except in the blob folders
-    the root's seal trusts (:class:`runicorn.snapshot.statcache.BlobCheck`; the file of a
-    lost blob, or of a resized one where it is stat'ed, is read again), and get no hold:
-    the transaction that commits the tree checks that the index still has every blob of
-    the leaves it lacks, and the files of any a gc took meanwhile are read again and the
-    tree committed again.  Leaves of the root's last tree that
+    The blobs the stat cache vouches for get one ``stat`` each, except in the blob folders
+    the root's seal trusts (:class:`runicorn.snapshot.statcache.BlobCheck`; a lost or
+    resized file is read again), and no hold: the transaction that commits the tree checks that the index
+    still has every blob of the leaves it lacks, and the files of any a gc took meanwhile
+    are read again and the tree committed again.  Leaves of the root's last tree that
     hold no file read this time are taken over, not cut again
     (:func:`runicorn.store.tree_format.build_pages_from_lines`), so a one-file change
     costs the pages on its path, not a pass over every file's line.
@@ -339,7 +337,7 @@ class _Capture:
         self.files_read = 0
         # The vouched files' blobs (the links' are stored again below; the files to read
         # have none yet).
-        off = set(check.off(store, lines)) - {lines.sha(i) for i in links}
+        off = set(store.blob_files_off(check.unchecked(lines))) - {lines.sha(i) for i in links}
         if off:
             self._forget(self._vouched_with(off))
 

@@ -69,7 +69,7 @@ def record(
 
 
 class BlobCheck:
-    """Which blobs a snapshot of ``root`` must check to know they are still in place, and how.
+    """Which blobs a snapshot of ``root`` must ``stat`` to know they are still in place.
 
     Made before the check starts.  A root's seal is recorded only by a snapshot that saw
     every blob its stat cache rows name in place after that moment (checked, or trusted
@@ -80,12 +80,6 @@ class BlobCheck:
     symlink's blob has no row: it is always checked.  Nothing is trusted in a store whose
     blobs were ever hard-linked out (a blob's size could change with no change of its
     folder; ``Store.blob_folder_states``).
-
-    The rest are checked as the seal would have vouched for them: by name in a listing
-    of their folder where it holds many of them (after a snapshot that stored blobs in
-    every folder, as a change of 1% of 100,000 files does: 0.07 s instead of 0.42 s of
-    ``stat`` calls at 100,000 blobs), else with a ``stat`` each.  In a store whose blobs
-    were hard-linked out, every one gets a ``stat`` (its size is checked).
     """
 
     def __init__(self, store: Any, root: Path, generation: int) -> None:
@@ -96,24 +90,11 @@ class BlobCheck:
         self.trusted = frozenset(p for p, state in self.sealed.items() if states.get(p) == state)
         #: what to record as the root's seal once its blobs are all known to be in place
         self.seal: dict[str, tuple[int, ...]] = {p: st for p, st in states.items() if st[3] < now - RACY_NS}
-        # Blob sizes cannot change in place where folder states are kept: there, a folder
-        # crowded with blobs to check may be listed instead of stat'ing each.
-        self.by_name = bool(states)
 
-    def off(
-        self, store: Any, lines: TreeLines, always: Iterable[tuple[str, int]] = (), *, first: bool = False
-    ) -> list[str]:
-        """The blobs of ``lines`` outside the trusted folders, and of ``always`` (the
-        symlinks': no cache row vouches for them), that are not in place, in hash order (at
-        most one with ``first``): missing, or of another size where they get a ``stat``
-        (every blob in a store whose blobs were hard-linked out, else those of folders
-        with few of them: ``Store.blob_files_missing``)."""
-        if not self.by_name:
-            return list(store.blob_files_off(chain(lines.blob_sizes(skip_prefixes=self.trusted), always), first=first))
-        off = set(store.blob_files_off(always, first=first))
-        if not (first and off):
-            off.update(store.blob_files_missing(lines.blobs_by_folder(skip_prefixes=self.trusted), first=first))
-        return sorted(off)[:1] if first else sorted(off)
+    def unchecked(self, lines: TreeLines, always: Iterable[tuple[str, int]] = ()) -> Iterable[tuple[str, int]]:
+        """The ``(sha256, size)`` pairs of the blobs of ``lines`` outside the trusted
+        folders, then ``always`` (the symlinks' blobs: no cache row vouches for them)."""
+        return chain(lines.blob_sizes(skip_prefixes=self.trusted), always)
 
     def reseal(self, store: Any, root: Path, generation: int) -> None:
         """Record :attr:`seal` when it differs from the one read (a snapshot that stored

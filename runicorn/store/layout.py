@@ -198,51 +198,6 @@ def blob_files_off(
     return sorted(set(off))
 
 
-# Listing a blobs/<aa> folder costs about a sixth of a stat per entry (measured at 100,000
-# blobs: listed in 0.065 s, stat'ed one by one in 0.42 s); on ext4 an entry with a
-# 64-character name takes 72 bytes of its folder's size.
-_FOLDER_BYTES_PER_STAT = 72 * 5
-
-
-def blob_files_missing(
-    blobs_dir: str | os.PathLike[str], folders: Iterable[tuple[str, list[str], list[int]]], *, first: bool = False
-) -> list[str]:
-    """The blobs of ``folders`` (``(prefix, sha256s, sizes)`` per ``blobs/<aa>`` folder, in
-    prefix order) whose file is missing, each once, in hash order; with ``first``, at most
-    one of them.
-
-    A folder crowded with blobs to check (a fifth or more of its entries, as its size
-    says) is listed once and they are looked up by name; in the others each gets a
-    ``stat``, which finds one of another size too (:func:`blob_files_off`).  For stores
-    whose blob files cannot change size in place (never hard-linked out:
-    :func:`blobs_linked_out`), where a file coming or going is what can happen.  Raises
-    nothing: a folder that cannot be listed has its blobs stat'ed.
-    """
-    off: list[str] = []
-    top = os.fspath(blobs_dir)
-    for prefix, shas, sizes in folders:
-        names = _names_if_crowded(f"{top}/{prefix}", len(shas))
-        if names is None:
-            found = blob_files_off(blobs_dir, zip(shas, sizes), first=first)
-        else:
-            found = sorted(set(shas).difference(names))
-        if found:
-            if first:
-                return found[:1]
-            off.extend(found)
-    return off
-
-
-def _names_if_crowded(folder: str, wanted: int) -> set[str] | None:
-    """The names in ``folder`` when listing it costs less than ``wanted`` stats, else None."""
-    try:
-        if wanted * _FOLDER_BYTES_PER_STAT < os.stat(folder).st_size:
-            return None
-        return set(os.listdir(folder))
-    except OSError:
-        return None
-
-
 # Beside ``blobs/``: present once a blob file was ever hard-linked out of the store (a
 # hard-linked restore, an installed artifact), so a blob's size can change without its
 # folder changing; snapshots then stat every blob they vouch for (no seal is trusted).

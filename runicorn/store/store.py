@@ -48,7 +48,6 @@ from runicorn.store.extensions import tables as extension_tables
 from runicorn.store.holds import Held, Holds, Lease
 from runicorn.store.index import Index, quarantine_index
 from runicorn.store.layout import (
-    blob_files_missing,
     blob_files_off,
     blob_folder_states,
     blobs_linked_out,
@@ -417,16 +416,6 @@ class Store:
         another size, in hash order (at most one with ``first``): one ``stat`` each, no
         index read."""
         return blob_files_off(self.blobs_dir, blobs, first=first)
-
-    def blob_files_missing(
-        self, folders: Iterable[tuple[str, list[str], list[int]]], *, first: bool = False
-    ) -> list[str]:
-        """The blobs of ``folders`` (``(prefix, sha256s, sizes)`` per blob folder, in prefix
-        order) whose file is missing, in hash order (at most one with ``first``): a folder
-        crowded with them is listed once, the others get a ``stat`` per blob (which finds
-        a blob of another size too).  Only for a store whose :meth:`blob_folder_states` are
-        known (blob sizes cannot change in place); no index read."""
-        return blob_files_missing(self.blobs_dir, folders, first=first)
 
     def blob_folder_states(self) -> dict[str, tuple[int, int, int, int]]:
         """``(dev, ino, mtime_ns, ctime_ns)`` of each ``blobs/<aa>`` folder by prefix: while

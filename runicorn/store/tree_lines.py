@@ -141,35 +141,6 @@ class TreeLines:
             pairs = zip(self._shas(a, b), self._sizes[a:b])
             yield from (pair for pair in pairs if pair[0] != _OPEN_HEX) if self._open else pairs
 
-    def blobs_by_folder(self, skip_prefixes: Collection[str] = ()) -> Iterator[tuple[str, list[str], list[int]]]:
-        """``(prefix, sha256s, sizes)`` for each ``blobs/<aa>`` folder the lines' blobs are
-        in, in prefix order, but those in ``skip_prefixes``: the hashes and sizes of its
-        blobs (open lines left out; a blob named by several lines comes as often).  One
-        folder's lists at a time."""
-        digests = self._digests
-        find = digests[::_DIGEST].find  # a line's first digest byte: its folder
-        for byte in range(256):
-            prefix = f"{byte:02x}"
-            if prefix in skip_prefixes:
-                continue
-            i = find(byte)
-            if i < 0:
-                continue
-            lines = []
-            while i >= 0:
-                lines.append(i)
-                i = find(byte, i + 1)
-            if byte == 0:
-                lines = [i for i in lines if digests[i * _DIGEST : (i + 1) * _DIGEST] != _OPEN]
-            # One hex string for the folder's digests, cut: a hex call per line costs more.
-            text = b"".join([digests[i * _DIGEST : (i + 1) * _DIGEST] for i in lines]).hex()
-            if text:
-                yield (
-                    prefix,
-                    [text[k : k + 2 * _DIGEST] for k in range(0, len(text), 2 * _DIGEST)],
-                    [self._sizes[i] for i in lines],
-                )
-
     def entries(self) -> dict[str, TreeEntry]:
         """The tree's entries by path."""
         return {path: TreeEntry(sha, mode, size) for path, mode, sha, size in self.items()}
