@@ -42,7 +42,7 @@ def test_a_live_writers_version_7_holds_survive_the_migration_and_keep_their_blo
     _as_version_7(root, [(writer, kept.sha256), (writer, tree)])
 
     with Store(root) as s:
-        assert s.index.version == SCHEMA_VERSION == 9
+        assert s.index.version == SCHEMA_VERSION == 10
         columns = [r[1] for r in s.index.query("PRAGMA table_info(holds)")]
         assert columns == ["writer", "lease", "sha256"]
         rows = sorted(s.index.query("SELECT writer, lease, sha256 FROM holds"))

@@ -73,7 +73,7 @@ def test_a_version_8_store_with_a_lost_blob_is_migrated_and_heals_when_the_blob_
     _as_version_8(root)
 
     with Store(root) as s:
-        assert s.index.version == SCHEMA_VERSION == 9
+        assert s.index.version == SCHEMA_VERSION == 10
         assert "page_blobs_blob" not in _indexes(s) and "page_blobs_lost" in _indexes(s)
         assert {p["kind"] for p in s.verify()["problems"]} == {"tree_missing_blob"}
         s.ingest_bytes(data)  # stored again: the two links come back to it, counted

@@ -193,6 +193,7 @@ def commit_blobs(
     perms: Mapping[str, int] | None = None,
     lease: Lease | None = None,
     placed: Mapping[str, int] | None = None,
+    by_range: bool = False,
 ) -> None:
     """Place staged blobs and index them, held for this writer (under ``lease``, else a
     lease of their own), in one transaction.
@@ -203,7 +204,9 @@ def commit_blobs(
     source was private; a copy already in ``blobs/`` is narrowed to that permission
     (:func:`narrow_blobs`).  ``placed``: blobs (sha256 -> size) a batch created at their
     final names and made durable; they are checked to be still there, then indexed and
-    held with the others.  Intents still present are removed after COMMIT.
+    held with the others.  ``by_range`` (with ``lease``): when every row is new, hold them
+    by one ``hold_ranges`` row, which only the lease lets go of.  Intents still present
+    are removed after COMMIT.
 
     Raises:
         RunicornError: a blob of ``placed`` is gone or has another size (nothing is indexed).
@@ -234,8 +237,11 @@ def commit_blobs(
             sync_written(store.blobs_dir, dirs=dirs)
         if perms:
             narrow_blobs(store, perms)
-        insert_blob_rows(c, rows, touch=True)
-        store.holds.acquire(c, [sha for sha, _, _, _ in rows], lease)
+        new, first, last = insert_blob_rows(c, rows, touch=True)
+        if by_range and lease is not None and new == len(rows):
+            store.holds.acquire_rows(c, first, last, lease)  # one row, not a row per blob
+        else:  # named one by one, or some were stored already (another writer): a row each
+            store.holds.acquire(c, [sha for sha, _, _, _ in rows], lease)
     for intent, sha, _ in staged:
         if sha not in moved:
             try:

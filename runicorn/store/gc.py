@@ -432,6 +432,7 @@ def _plan(
         ):
             lost[child] = lost.get(child, 0) + 1
             frontier.add(child)
+    unheld = _unheld_by_ranges if has_table(c, "hold_ranges") else (lambda blob_id: "")
     # Blobs whose every reference is a link from a dying leaf: counted in one query (by
     # SQLite, not a Python loop over 100,000 links).  Rows go straight into the lists
     # returned (a dict of every candidate first would cost about 120 more bytes per blob
@@ -442,7 +443,7 @@ def _plan(
         "JOIN blobs b ON b.id = f.blob WHERE b.refcount <= f.lost AND b.touched_at < ?2 "
         # In SHA-256 order (links group by blob id): sorting 100,000 names here is
         # several times faster than sorting the rows in Python below.
-        "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256) ORDER BY b.sha256",
+        f"AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = b.sha256){unheld('b.id')} ORDER BY b.sha256",
         (json.dumps(dead_leaves), until),
     )
     blobs = PlannedBlobs()
@@ -452,7 +453,7 @@ def _plan(
     if scope is None:  # blobs no page names (their last leaf went in an earlier gc, or never had one)
         unnamed = c.execute(
             "SELECT sha256, size, touched_at FROM blobs WHERE refcount = 0 AND touched_at < ? "
-            "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256) ORDER BY sha256",
+            f"AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.sha256 = blobs.sha256){unheld('blobs.id')} ORDER BY sha256",
             (until,),
         )
         more = PlannedBlobs()
@@ -465,6 +466,16 @@ def _plan(
         if young_more:
             young = list(_once(heapq.merge(young, young_more))) if young else young_more
     return dead_trees, sorted(dead_pages.items()), blobs, Young(young_trees, young)
+
+
+def _unheld_by_ranges(blob_id: str) -> str:
+    """SQL: no hold range covers ``blob_id``: the range with the largest first id at or
+    below it (ranges never overlap) ends before it.  (A read-only store of index version 9
+    has no such table, and no live writer: nothing to ask.)"""
+    return (
+        " AND NOT EXISTS (SELECT 1 FROM (SELECT last FROM hold_ranges WHERE first <= "
+        f"{blob_id} ORDER BY first DESC LIMIT 1) WHERE last >= {blob_id})"
+    )
 
 
 def _split_by_age(

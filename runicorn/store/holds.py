@@ -5,7 +5,8 @@ Every hold belongs to a lease: one operation's claim, a number unique within the
 writer.  The index keeps a row per (writer, lease, object), so it does the counting:
 an object stays held while any lease of any live writer names it, and this process
 keeps nothing per held object (a 1,000,000-file snapshot holds its new blobs without
-a string, a set entry and a count for each of them).
+a string, a set entry and a count for each of them).  The blob rows a batch adds under a
+lease are held by one ``hold_ranges`` row, their id range, instead of a row each.
 """
 
 from __future__ import annotations
@@ -61,14 +62,25 @@ class Holds:
             "INSERT OR IGNORE INTO holds (writer, lease, sha256) VALUES (?, ?, ?)", [(writer, n, i) for i in ids]
         )
 
+    def acquire_rows(self, c: Any, first: int, last: int, lease: Lease) -> None:
+        """Hold the blob rows ``first..last`` (inside the caller's transaction ``c``, which
+        added them, so no other row has an id in between) under ``lease``."""
+        if last >= first:
+            c.execute(
+                "INSERT INTO hold_ranges (first, last, writer, lease) VALUES (?, ?, ?, ?)",
+                (first, last, self.store.writer_dir().name, lease.id),
+            )
+
     def release(self, c: Any, held: Held, *, every: bool = False) -> None:
         """Let go, inside transaction ``c``, of every hold of lease ``held``, or of one hold
-        (``every``: all of this process's holds) on each id of ``held``."""
+        (``every``: all of this process's holds) on each id of ``held`` (a blob held by
+        :meth:`acquire_rows` stays held until its lease goes)."""
         writer = self.store.current_writer
         if writer is None:
             return
         if isinstance(held, Lease):
-            c.execute("DELETE FROM holds WHERE writer = ? AND lease = ?", (writer.name, held.id))
+            for table in ("holds", "hold_ranges"):
+                c.execute(f"DELETE FROM {table} WHERE writer = ? AND lease = ?", (writer.name, held.id))
             return
         ids = json.dumps(sorted(set(held)))  # in key order: neighbouring rows, neighbouring pages
         if every:
@@ -92,6 +104,12 @@ class Holds:
             return
         with self.store.index.write() as c:
             if held is None:
-                c.execute("DELETE FROM holds WHERE writer = ?", (writer.name,))
+                drop_writer_holds(c, writer.name)
             else:
                 self.release(c, held)
+
+
+def drop_writer_holds(c: Any, writer: str) -> None:
+    """Drop every hold of ``writer`` (a writer folder's name), inside transaction ``c``."""
+    for table in ("holds", "hold_ranges"):
+        c.execute(f"DELETE FROM {table} WHERE writer = ?", (writer,))

@@ -13,11 +13,13 @@ import apsw
 
 from runicorn.errors import ReadOnlyStoreError, StoreBusyError, StoreIndexError
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 BUSY_TIMEOUT_MS = 120_000
 # Versions a read-only store (which cannot be migrated) is read in as they are: from 8 to
-# 9 only an index and a trigger changed, so a version-8 index answers every read the same.
-READABLE_AS_IS = frozenset({8, SCHEMA_VERSION})
+# 9 only an index and a trigger changed, so a version-8 index answers every read the same;
+# 10 adds hold_ranges, which a read-only store (no live writer) would have empty, and the
+# one reader of it (gc's plan) asks only where it exists.
+READABLE_AS_IS = frozenset({8, 9, SCHEMA_VERSION})
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
 # Version 0 -> 1 is the initial schema (index.sql); 1 -> 2 adds the remote tables; 2 -> 3
@@ -26,7 +28,7 @@ READABLE_AS_IS = frozenset({8, SCHEMA_VERSION})
 # stores trees as pages (the trees themselves move in runicorn.store.migrate); 5 -> 6 drops
 # the per-link triggers of blobs.refcount (runicorn.store.rows keeps it per batch); 6 -> 7
 # names blobs in links by integer ids; 7 -> 8 keys holds by lease; 8 -> 9 drops the index of links
-# by blob (keeping one of the links naming lost blobs).  A new index gets the
+# by blob (keeping one of the links naming lost blobs); 9 -> 10 adds hold_ranges.  A new index gets the
 # current schema at once.  The steps up to version 6 run the schema as it was at version 6 (index_v6.sql), whose
 # statements are idempotent (IF NOT EXISTS / OR IGNORE), so a step that adds tables runs
 # that whole file again.  The feature tables (stat_cache, runs, toml_usage) are
@@ -189,6 +191,14 @@ def _migrate_8_to_9(conn: apsw.Connection) -> None:
 
 
 MIGRATIONS[8] = _migrate_8_to_9
+
+
+def _migrate_9_to_10(conn: apsw.Connection) -> None:
+    # A new table (empty: the holds of live writers stay rows of holds); no row changes.
+    conn.execute(schema_sql())
+
+
+MIGRATIONS[9] = _migrate_9_to_10
 
 
 class Index:

@@ -1,4 +1,4 @@
--- Runicorn index schema, version 9.
+-- Runicorn index schema, version 10.
 --
 -- One SQLite database (archive/index.sqlite3, WAL) indexes what the files under
 -- archive/ hold.  The files are the source of truth: blobs/<aa>/<sha256>,
@@ -34,6 +34,10 @@
 -- index by blob had a page written for almost every link a snapshot added or a gc
 -- removed (half of a 1% change's index writes at 100,000 files); what asks "which links
 -- name this blob" is a check or a repair, which scans the links once instead.
+--
+-- Version 10: a batch holds the blob rows it adds by their id range (hold_ranges), one
+-- row per batch instead of a holds row per blob: a first snapshot of 100,000 files
+-- wrote 100,000 rows keyed by random SHA-256s, twice (the table and holds_sha256).
 -- PRAGMA user_version holds the schema version; runicorn/store/index.py migrates.
 
 -- AUTOINCREMENT: an id is never given twice, so a link left behind by damage can never
@@ -127,6 +131,19 @@ CREATE TABLE IF NOT EXISTS holds (
     PRIMARY KEY (writer, lease, sha256)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_sha256 ON holds (sha256);
+
+-- Blobs a lease holds by row id: the rows one batch added, ids first..last (ids are given
+-- in order under the write lock, so a statement's new rows are one range, and ranges
+-- never overlap).  Held like a holds row on each: gc looks up the range with the largest
+-- first <= a blob's id.  Ids never come back (AUTOINCREMENT), so a range never covers a
+-- row added later by someone else.  Version 10.
+CREATE TABLE IF NOT EXISTS hold_ranges (
+    first       INTEGER PRIMARY KEY,        -- blobs.id of the batch's first new row
+    last        INTEGER NOT NULL,           -- blobs.id of its last new row
+    writer      TEXT NOT NULL,              -- as holds.writer
+    lease       INTEGER NOT NULL            -- as holds.lease
+);
+CREATE INDEX IF NOT EXISTS hold_ranges_lease ON hold_ranges (writer, lease);
 
 -- Running totals so stats are O(1) at any size.  Kept by the statements that insert and
 -- delete blob rows (runicorn/store/rows.py), one update per batch (version 7; a trigger

@@ -97,6 +97,9 @@ class BlobBatch:
         # Every blob of the batch is held under one lease, the caller's or else the batch's
         # own: a caller giving up lets go of it (and so of no other operation's holds).
         self.lease = lease or store.holds.new_lease()
+        # The caller's lease can hold the batch's new rows as one id range; a caller of a
+        # batch with a lease of its own may let go of each blob by name instead.
+        self._by_range = lease is not None
         self.dir = store.writer_dir() / f"b-{next(_batch_numbers)}"
         self._dir_made = False
         self.sizes: dict[str, int] = {}  # every blob of the batch
@@ -441,6 +444,7 @@ class BlobBatch:
                     perms=self.perms,
                     lease=self.lease,
                     placed=direct,
+                    by_range=self._by_range,
                 )
             else:
                 store.narrow_blobs(self.perms)  # content the store had, from a private file

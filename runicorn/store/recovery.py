@@ -16,6 +16,7 @@ from runicorn.fsutil import abandoned, fsync_dir, publish_link, remove_tree
 from runicorn.hashing import is_sha256_hex
 from runicorn.store.blobs import adopt_staged_blob
 from runicorn.store.gc import finish_gc
+from runicorn.store.holds import drop_writer_holds
 from runicorn.store.ingest import recover_batch
 from runicorn.store.layout import move_if_exists, nascent_owner_alive
 from runicorn.store.refs import sync_ref_row
@@ -79,7 +80,7 @@ def recover_writer(store: Store, d: Path) -> list[str]:
     write transaction; return what was done."""
     actions: list[str] = []
     with store.index.write() as c:
-        c.execute("DELETE FROM holds WHERE writer = ?", (d.name,))
+        drop_writer_holds(c, d.name)
         for f in sorted(d.iterdir()):
             name = f.name
             if name.startswith("b-") and f.is_dir():
@@ -117,19 +118,21 @@ def drop_orphan_holds(store: Store) -> list[str]:
         # Listed again inside the write lock: a writer makes its folder before its first
         # hold commits, so the folder of every writer with rows is in this listing.
         gone = orphans(c)
-        c.executemany("DELETE FROM holds WHERE writer = ?", [(w,) for w in gone])
+        for w in gone:
+            drop_writer_holds(c, w)
     return [f"dropped the holds of {w}, whose folder is gone" for w in gone]
 
 
 def _holding_writers(c: Any) -> list[str]:
     """The writers with hold rows: one seek of the primary key each (this runs at every
     opening of a store, while a snapshot may hold a million blobs)."""
-    found: list[str] = []
-    row = c.execute("SELECT min(writer) FROM holds").fetchone()
-    while row is not None and row[0] is not None:
-        found.append(str(row[0]))
-        row = c.execute("SELECT min(writer) FROM holds WHERE writer > ?", (found[-1],)).fetchone()
-    return found
+    found: set[str] = set()
+    for table in ("holds", "hold_ranges"):
+        row = c.execute(f"SELECT min(writer) FROM {table}").fetchone()
+        while row is not None and row[0] is not None:
+            found.add(str(row[0]))
+            row = c.execute(f"SELECT min(writer) FROM {table} WHERE writer > ?", (row[0],)).fetchone()
+    return sorted(found)
 
 
 def recover_tree(store: Store, c: Any, f: Path, tree: str) -> str:

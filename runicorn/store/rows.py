@@ -17,10 +17,16 @@ import apsw
 from runicorn.store.tree_format import TreePages
 
 
-def insert_blob_rows(c: Any, rows: Iterable[tuple[str, int, float, float]], *, touch: bool = False) -> None:
+def insert_blob_rows(
+    c: Any, rows: Iterable[tuple[str, int, float, float]], *, touch: bool = False
+) -> tuple[int, int, int]:
     """Index blobs ``(sha256, size, created_at, touched_at)``.  A blob already indexed keeps
     its row, with ``touch`` its ``touched_at`` moves to the new one (a writer storing it
-    again); without, it is left as it is (recovery adopting what a writer may have indexed)."""
+    again); without, it is left as it is (recovery adopting what a writer may have indexed).
+
+    Returns ``(count, first, last)``: how many rows are new, and the least and largest
+    of their ids (every row in ``first..last`` is one of them; ``last < first`` when none
+    is)."""
     conflict = "DO UPDATE SET touched_at = excluded.touched_at" if touch else "DO NOTHING"
     # Ids only grow (AUTOINCREMENT): the rows above the largest id before are the new ones.
     last = c.execute("SELECT COALESCE(MAX(id), 0) FROM blobs").fetchone()[0]
@@ -29,7 +35,12 @@ def insert_blob_rows(c: Any, rows: Iterable[tuple[str, int, float, float]], *, t
         f"ON CONFLICT (sha256) {conflict}",
         list(rows),
     )
-    _add_to_totals(c, *c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE id > ?", (last,)).fetchone())
+    count, size, first, top = c.execute(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MIN(id), 1), COALESCE(MAX(id), 0) FROM blobs WHERE id > ?",
+        (last,),
+    ).fetchone()
+    _add_to_totals(c, count, size)
+    return count, first, top
 
 
 def delete_blob_rows(c: Any, shas_json: str) -> None:
