@@ -124,7 +124,7 @@ def drop_orphan_holds(store: Store) -> list[str]:
 
 
 def _holding_writers(c: Any) -> list[str]:
-    """The writers with hold rows: one seek of the primary key each (this runs at every
+    """The writers with hold rows or ranges: one index seek each (this runs at every
     opening of a store, while a snapshot may hold a million blobs)."""
     found: set[str] = set()
     for table in ("holds", "hold_ranges"):
