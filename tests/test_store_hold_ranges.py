@@ -4,7 +4,9 @@
 What a range holds, gc (another writer, grace 0) never takes; the range goes with its lease,
 with a writer that lets go of everything, and with a writer killed by SIGKILL (recovery);
 a blob another writer stored meanwhile is held by its own row; a version-9 store is migrated
-on opening with its live holds kept."""
+on opening with its live holds kept.  A gc that knows holds only (a process started before
+its store was migrated) deletes no row a range holds, so keeps its file; a repair that
+forgets a held blob whose file is gone takes it out of its range and no other."""
 
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ import time
 from pathlib import Path
 
 import apsw
+import pytest
 
+import runicorn.store.gc as gc_module
+from runicorn.errors import BlobNotFoundError
 from runicorn.store import Store
 from runicorn.store.blobs import commit_blobs
 from runicorn.store.index import SCHEMA_VERSION
@@ -156,6 +161,7 @@ def test_a_version_9_store_is_migrated_with_its_live_holds_kept(tmp_path: Path) 
     assert _counts(live) == (1, 0)
     conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
     with conn:
+        conn.execute("DROP TRIGGER blobs_held_by_range")
         conn.execute("DROP TABLE hold_ranges")
         conn.execute("PRAGMA user_version = 9")
     conn.close()
@@ -163,6 +169,8 @@ def test_a_version_9_store_is_migrated_with_its_live_holds_kept(tmp_path: Path) 
     with Store(root) as s:
         assert s.index.version == SCHEMA_VERSION == 10
         assert s.index.has_table("hold_ranges") and _counts(s) == (1, 0)
+        trigger = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'blobs_held_by_range'"
+        assert s.index.scalar(trigger) == 1
         assert s.gc(grace_seconds=0)["blobs_deleted"] == 0 and s.has_blob(old.sha256)
         lease = s.new_lease()
         s.ingest_files(_files(tmp_path / "a", "a", 3), lease=lease)
@@ -173,3 +181,52 @@ def test_a_version_9_store_is_migrated_with_its_live_holds_kept(tmp_path: Path) 
     with Store(root) as s:
         assert s.gc(grace_seconds=0)["blobs_deleted"] == 4
     live.close()
+
+
+def test_a_gc_that_knows_holds_only_leaves_the_rows_and_files_a_range_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process that opened the store before it was migrated plans with holds alone (its
+    # plan is this one without the range clause); the index itself keeps the rows.
+    root = tmp_path / "st"
+    writer, collector = Store(root), Store(root)
+    lease = writer.new_lease()
+    src = _files(tmp_path / "a", "a", 6)
+    infos = writer.ingest_files(src, lease=lease)
+    knows = gc_module.has_table
+    monkeypatch.setattr(gc_module, "has_table", lambda c, name: name != "hold_ranges" and knows(c, name))
+    collector.gc(grace_seconds=0)  # plans all six: their rows are skipped, their files kept
+    monkeypatch.undo()
+    assert all(collector.has_blob(b.sha256) and collector.blob_path(b.sha256).is_file() for b in infos)
+    assert collector.stats()["blob_count"] == 6
+    tree = writer.put_tree({p.name: (b.sha256, "100644", b.size) for p, b in zip(src, infos)}, held=lease)
+    writer.set_ref("snapshot", "kept", tree)
+    assert collector.gc(grace_seconds=0)["blobs_deleted"] == 0
+    assert all(collector.read_blob(b.sha256) == p.read_bytes() for p, b in zip(src, infos))
+    assert collector.verify()["ok"]
+    writer.close()
+    collector.close()
+
+
+def test_a_repair_forgets_a_lost_held_blob_and_its_range_keeps_the_others(tmp_path: Path) -> None:
+    root = tmp_path / "st"
+    writer, repairer = Store(root), Store(root)
+    lease = writer.new_lease()
+    src = _files(tmp_path / "a", "a", 5)
+    infos = writer.ingest_files(src, lease=lease)
+    lost = infos[2]
+    lost_id = repairer.index.scalar("SELECT id FROM blobs WHERE sha256 = ?", (lost.sha256,))
+    repairer.blob_path(lost.sha256).unlink()  # damage while the writer still holds it
+    repairer.rebuild_index()
+    assert not repairer.has_blob(lost.sha256)
+    held = [(lo, hi) for lo, hi in ((1, lost_id - 1), (lost_id + 1, 5)) if lo <= hi]  # ids 1-5, a hole
+    assert repairer.index.query("SELECT first, last FROM hold_ranges ORDER BY first") == held
+    assert repairer.gc(grace_seconds=0)["blobs_deleted"] == 0  # the other four stay held
+    with pytest.raises(BlobNotFoundError) as caught:
+        writer.put_tree({p.name: (b.sha256, "100644", b.size) for p, b in zip(src, infos)}, held=lease)
+    assert lost.sha256 in str(caught.value)
+    writer.release_holds(lease)
+    assert repairer.gc(grace_seconds=0)["blobs_deleted"] == 4
+    assert repairer.verify()["ok"]
+    writer.close()
+    repairer.close()

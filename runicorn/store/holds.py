@@ -113,3 +113,30 @@ def drop_writer_holds(c: Any, writer: str) -> None:
     """Drop every hold of ``writer`` (a writer folder's name), inside transaction ``c``."""
     for table in ("holds", "hold_ranges"):
         c.execute(f"DELETE FROM {table} WHERE writer = ?", (writer,))
+
+
+def unhold_from_ranges(c: Any, shas_json: str) -> None:
+    """Take the blobs of the JSON list ``shas_json`` out of the ranges holding them, inside
+    transaction ``c``; the rest of each range stays held by its lease.  For a repair
+    forgetting blobs whose files are gone: a range keeps its rows (``schema/index.sql``,
+    trigger ``blobs_held_by_range``), and the writer holding them should find them
+    missing, as with a hold by hash."""
+    covered = c.execute(
+        "SELECT r.first, r.last, r.writer, r.lease, b.id FROM blobs b JOIN hold_ranges r ON r.first = "
+        "(SELECT MAX(first) FROM hold_ranges WHERE first <= b.id) "
+        "WHERE b.sha256 IN (SELECT value FROM json_each(?)) AND r.last >= b.id ORDER BY b.id",
+        (shas_json,),
+    ).fetchall()
+    holes: dict[tuple[int, int, str, int], list[int]] = {}
+    for first, last, writer, lease, blob_id in covered:
+        holes.setdefault((first, last, writer, lease), []).append(blob_id)
+    for (first, last, writer, lease), out in holes.items():
+        c.execute("DELETE FROM hold_ranges WHERE first = ?", (first,))
+        low = first
+        for blob_id in [*out, last + 1]:  # what lies between two holes stays held
+            if blob_id > low:
+                c.execute(
+                    "INSERT INTO hold_ranges (first, last, writer, lease) VALUES (?, ?, ?, ?)",
+                    (low, blob_id - 1, writer, lease),
+                )
+            low = blob_id + 1

@@ -144,6 +144,15 @@ CREATE TABLE IF NOT EXISTS hold_ranges (
     lease       INTEGER NOT NULL            -- as holds.lease
 );
 CREATE INDEX IF NOT EXISTS hold_ranges_lease ON hold_ranges (writer, lease);
+-- A blob row a range holds is not deleted: the row is skipped (its file then stays too, as
+-- gc unlinks only what no row names).  gc plans around ranges anyway; this guards against
+-- a process started before its store was migrated to version 10, whose gc knows only
+-- holds, and a repair first takes the blobs it forgets out of their ranges.  Version 10.
+CREATE TRIGGER IF NOT EXISTS blobs_held_by_range BEFORE DELETE ON blobs
+WHEN (SELECT last FROM hold_ranges WHERE first <= OLD.id ORDER BY first DESC LIMIT 1) >= OLD.id
+BEGIN
+    SELECT RAISE(IGNORE);
+END;
 
 -- Running totals so stats are O(1) at any size.  Kept by the statements that insert and
 -- delete blob rows (runicorn/store/rows.py), one update per batch (version 7; a trigger

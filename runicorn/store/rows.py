@@ -14,6 +14,7 @@ from typing import Any
 
 import apsw
 
+from runicorn.store.holds import unhold_from_ranges
 from runicorn.store.tree_format import TreePages
 
 
@@ -214,8 +215,9 @@ def drop_unnamed_lost_blobs(c: Any) -> None:
 
 def forget_blobs(c: Any, shas: list[str]) -> None:
     """Drop the rows of blobs the store no longer holds (their files are gone): the links
-    naming one name it as lost from now on (``schema/index.sql``, version 7).  The links
-    are not indexed by blob: each group of 10,000 blobs costs two scans of them."""
+    naming one name it as lost from now on (``schema/index.sql``, version 7), and a writer
+    whose range held one finds it missing.  The links are not indexed by blob: each group
+    of 10,000 blobs costs two scans of them."""
     for i in range(0, len(shas), 10_000):
         chunk = json.dumps(shas[i : i + 10_000])
         c.execute(
@@ -231,6 +233,7 @@ def forget_blobs(c: Any, shas: list[str]) -> None:
             "(SELECT value FROM json_each(?)))",
             (chunk,),
         )
+        unhold_from_ranges(c, chunk)
         delete_blob_rows(c, chunk)
 
 

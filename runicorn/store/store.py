@@ -448,7 +448,9 @@ class Store:
     def release_holds(self, held: Held | None = None) -> None:
         """Let go of every hold of lease ``held``, or of one hold on each id of ``held`` that
         the caller's operation took (every hold of this process when None).  Another
-        operation's hold on the same blob or tree stays until it lets go too."""
+        operation's hold on the same blob or tree stays until it lets go too, and blobs a
+        batch stored under a lease (:meth:`ingest_files` with ``lease=``) stay held until
+        that lease goes."""
         self.holds.release_holds(held)
 
     # ------------------------------------------------------------------ trees
