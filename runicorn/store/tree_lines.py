@@ -3,9 +3,10 @@
 A line is one file of the tree: its path, mode and blob (SHA-256 and size).  Kept as a
 ``(path, mode, sha256)`` tuple with a ``sha256 -> size`` dict beside it, a line costs
 about 290 bytes besides its path (the tuple, the hash as a 64-character string, the
-dict entry); here it costs a list slot for the path, 32 bytes of digest, one byte of
-mode and eight of size.  Hash strings are made only while a tree id or a page is
-computed from the lines.
+dict entry); here it costs 32 bytes of digest, one byte of mode and eight of size, and
+its path is kept packed with others (:class:`PathColumn`, about 5 bytes beside its
+characters, where a string each would cost about 57 more).  Hash strings are made only
+while a tree id or a page is computed from the lines.
 
 A line may be *open*: its place in the tree is known (the walk found the file) but not
 its blob yet (the file is still to be read); :meth:`TreeLines.set_blob` fills it in.
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Collection, Iterator
-from itertools import islice
-from typing import Any
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from itertools import accumulate, islice
+from typing import Any, overload
 from operator import lt
 
 from runicorn.store.tree_format import (
@@ -39,20 +40,87 @@ _OPEN_HEX = _OPEN.hex()
 _CHUNK = ID_CHUNK_LINES  # lines made into strings at once
 
 
+class PathColumn(Sequence[str]):
+    """A list of paths kept as strings of :data:`_CHUNK` paths joined by NUL (which no
+    path holds), with each path's end in its string: about 5 bytes per path beside its
+    characters, where a string each costs about 57 (its object and list slot).  Indexing
+    and slicing give strings, made as they are asked for.
+
+    Raises:
+        ValueError: a path holds a NUL character.
+    """
+
+    __slots__ = ("_joined", "_ends", "_pending")
+
+    def __init__(self, paths: Iterable[str] = ()) -> None:
+        self._joined: list[str] = []
+        self._ends = array("I")  # each path's end in its joined string
+        self._pending: list[str] = []  # the last paths, fewer than a string's worth
+        for path in paths:
+            self.append(path)
+
+    def __len__(self) -> int:
+        return len(self._joined) * _CHUNK + len(self._pending)
+
+    def append(self, path: str) -> None:
+        pending = self._pending
+        pending.append(path)
+        if len(pending) == _CHUNK:
+            joined = "\0".join(pending)
+            if joined.count("\0") != _CHUNK - 1:
+                raise ValueError(f"a path holds a NUL character: {next(p for p in pending if chr(0) in p)!r}")
+            self._ends.extend(accumulate(len(p) + 1 for p in pending))
+            self._joined.append(joined)
+            pending.clear()
+
+    def _chunk(self, k: int) -> list[str]:
+        """The paths of string ``k`` (or of the pending ones after the last)."""
+        return self._joined[k].split("\0") if k < len(self._joined) else self._pending
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step != 1:
+                raise ValueError("a path column is sliced in order")
+            out: list[str] = []
+            for k in range(start // _CHUNK, -(-stop // _CHUNK)):
+                base = k * _CHUNK
+                out += self._chunk(k)[max(start - base, 0) : stop - base]
+            return out
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("path index out of range")
+        k, j = divmod(i, _CHUNK)
+        if k == len(self._joined):
+            return self._pending[j]
+        end = self._ends[i] - 1
+        return self._joined[k][self._ends[i - 1] if j else 0 : end]
+
+    def __iter__(self) -> Iterator[str]:
+        for k in range(len(self._joined) + 1):
+            yield from self._chunk(k)
+
+
 class TreeLines:
     """The lines of one tree, in the order they were added until :meth:`sort`."""
 
     __slots__ = ("paths", "_modes", "_digests", "_sizes", "_open")
 
     def __init__(self) -> None:
-        self.paths: list[str] = []
+        self.paths = PathColumn()
         self._modes = bytearray()
         self._digests = bytearray()
         self._sizes = array("q")
         self._open = 0  # lines whose blob is not known yet
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self._sizes)
 
     def add(self, path: str, mode: str, sha: str, size: int) -> int:
         """Add the line of a file whose blob is known; return its index."""
@@ -60,7 +128,7 @@ class TreeLines:
         self._modes.append(_MODE_CODES[mode])
         self._digests += bytes.fromhex(sha)
         self._sizes.append(size)
-        return len(self.paths) - 1
+        return len(self._sizes) - 1
 
     def add_open(self, path: str, mode: str, size: int) -> int:
         """Add the line of a file to be read (its blob set later); return its index."""
@@ -69,7 +137,7 @@ class TreeLines:
         self._digests += _OPEN
         self._sizes.append(size)
         self._open += 1
-        return len(self.paths) - 1
+        return len(self._sizes) - 1
 
     def set_blob(self, i: int, sha: str, size: int) -> None:
         """Fill in (or replace) the blob of line ``i``."""
@@ -102,7 +170,7 @@ class TreeLines:
         return [text[k : k + 2 * _DIGEST] for k in range(0, len(text), 2 * _DIGEST)]
 
     def _chunks(self, start: int, end: int | None) -> Iterator[tuple[int, int]]:
-        end = len(self.paths) if end is None else min(end, len(self.paths))
+        end = len(self._sizes) if end is None else min(end, len(self._sizes))
         for a in range(start, end, _CHUNK):
             yield a, min(end, a + _CHUNK)
 
@@ -126,7 +194,7 @@ class TreeLines:
             # this costs a few bytes operations instead of a pass over every line.
             table = bytes(0 if f"{b:02x}" in skip_prefixes else 1 for b in range(256))
             wanted = self._digests[::_DIGEST].translate(table)
-            if wanted.count(1) <= len(self.paths) // 8:
+            if wanted.count(1) <= len(self._sizes) // 8:
                 sizes, find = self._sizes, wanted.find
                 i = find(1)
                 while i >= 0:
@@ -151,13 +219,20 @@ class TreeLines:
         were in that order already (a walk adds them so, unless a name is not UTF-8);
         otherwise the new index of each old one."""
         paths = self.paths
-        # Without lone surrogates (names that are not UTF-8), code-point order is UTF-8
-        # byte order: the paths themselves are the keys.
-        keys: list[Any] = paths if paths_are_utf8(paths) else [path_key(p) for p in paths]
-        if all(map(lt, keys, islice(keys, 1, None))):  # (a slice would copy every slot)
-            return None
-        order = sorted(range(len(paths)), key=keys.__getitem__)
-        self.paths = [paths[i] for i in order]
+        if paths_are_utf8(paths):
+            # Without lone surrogates (names that are not UTF-8), code-point order is
+            # UTF-8 byte order: the paths themselves are the keys, compared as they come.
+            if all(map(lt, paths, islice(paths, 1, None))):
+                return None
+            strings = list(paths)  # (a string per path only while they are sorted)
+            keys: list[Any] = strings
+        else:
+            strings = list(paths)
+            keys = [path_key(p) for p in strings]
+            if all(map(lt, keys, islice(keys, 1, None))):
+                return None
+        order = sorted(range(len(strings)), key=keys.__getitem__)
+        self.paths = PathColumn(strings[i] for i in order)
         self._modes = bytearray(self._modes[i] for i in order)
         digests = self._digests
         self._digests = bytearray().join(digests[i * _DIGEST : (i + 1) * _DIGEST] for i in order)
@@ -175,4 +250,4 @@ class TreeLines:
         )
 
 
-__all__ = ["TreeLines"]
+__all__ = ["PathColumn", "TreeLines"]
