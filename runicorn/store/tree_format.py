@@ -535,8 +535,8 @@ def build_pages_from_lines(
     :func:`build_pages` either way.
     """
     known = known or {}
-    paths = lines.paths
-    n = len(paths)
+    paths = lines.paths.reader()  # (the lines are read in order, a few back at most)
+    n = len(lines)
     built: dict[str, bytes] = {}
     later: dict[str, Callable[[], bytes]] = {}
     spans_of: dict[str, tuple[int, int]] = {}  # each leaf cut here: its lines
@@ -551,12 +551,12 @@ def build_pages_from_lines(
 
     i = 0
     while i < n:
-        span = known.get(paths[i])
+        span = known.get(paths(i))
         if span is not None:
             end = i + span.length
             if (
                 end <= n
-                and paths[end - 1] == span.last
+                and paths(end - 1) == span.last
                 and (span.closed or end == n)
                 and bisect_left(changed, i) == bisect_left(changed, end)
             ):
@@ -567,7 +567,7 @@ def build_pages_from_lines(
                 continue
         end = i
         while True:
-            cut = crc(paths[end].encode("utf-8", "surrogateescape")) % split == 0
+            cut = crc(paths(end).encode("utf-8", "surrogateescape")) % split == 0
             end += 1
             if cut or end - i >= limit or end == n:
                 break
@@ -577,7 +577,7 @@ def build_pages_from_lines(
         shapes[pid] = (end - i, len(data))
         spans_of[pid] = (i, end)
         ids.append(pid)
-        spans.append(LeafSpan(paths[i], end - i, paths[end - 1], pid, cut or end - i >= limit))
+        spans.append(LeafSpan(paths(i), end - i, paths(end - 1), pid, cut or end - i >= limit))
         i = end
     leaves = frozenset(ids)
     nodes: dict[str, bytes] = {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from itertools import accumulate, islice
 from typing import Any, overload
 from operator import lt
@@ -29,7 +29,6 @@ from runicorn.store.tree_format import (
     TreeEntry,
     hash_tree_lines,
     path_key,
-    paths_are_utf8,
 )
 
 _MODES = (MODE_FILE, MODE_EXEC, MODE_LINK)
@@ -66,12 +65,43 @@ class PathColumn(Sequence[str]):
         pending = self._pending
         pending.append(path)
         if len(pending) == _CHUNK:
-            joined = "\0".join(pending)
-            if joined.count("\0") != _CHUNK - 1:
-                raise ValueError(f"a path holds a NUL character: {next(p for p in pending if chr(0) in p)!r}")
-            self._ends.extend(accumulate(len(p) + 1 for p in pending))
-            self._joined.append(joined)
-            pending.clear()
+            self.seal()
+
+    def seal(self) -> None:
+        """Join the pending paths once they are a string's worth (:meth:`append` calls
+        it; a caller appending to ``_pending`` itself, to spare a call per path, too)."""
+        pending = self._pending
+        if len(pending) < _CHUNK:
+            return
+        joined = "\0".join(pending)
+        if joined.count("\0") != _CHUNK - 1:
+            raise ValueError(f"a path holds a NUL character: {next(p for p in pending if chr(0) in p)!r}")
+        self._ends.extend(accumulate(map((1).__add__, map(len, pending))))  # (at C speed)
+        self._joined.append(joined)
+        pending.clear()
+
+    def all_utf8(self) -> bool:
+        """Whether every path is UTF-8 as it stands (no lone surrogate from an undecodable
+        name), asked of the joined strings whole."""
+        try:
+            for joined in (*self._joined, "".join(self._pending)):
+                joined.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+
+    def in_order(self) -> bool:
+        """Whether every path is below the next (code-point order), each string's paths
+        compared at C speed."""
+        last = None
+        for k in range(len(self._joined) + 1):
+            paths = self._chunk(k)
+            if not paths:
+                continue
+            if (last is not None and not last < paths[0]) or not all(map(lt, paths, islice(paths, 1, None))):
+                return False
+            last = paths[-1]
+        return True
 
     def _chunk(self, k: int) -> list[str]:
         """The paths of string ``k`` (or of the pending ones after the last)."""
@@ -88,8 +118,13 @@ class PathColumn(Sequence[str]):
                 raise ValueError("a path column is sliced in order")
             out: list[str] = []
             for k in range(start // _CHUNK, -(-stop // _CHUNK)):
-                base = k * _CHUNK
-                out += self._chunk(k)[max(start - base, 0) : stop - base]
+                low, high = max(start, k * _CHUNK), min(stop, (k + 1) * _CHUNK)
+                if k == len(self._joined):
+                    out += self._pending[low - k * _CHUNK : high - k * _CHUNK]
+                else:  # only the paths asked for are cut out and split
+                    ends = self._ends
+                    begin = ends[low - 1] if low % _CHUNK else 0
+                    out += self._joined[k][begin : ends[high - 1] - 1].split("\0")
             return out
         n = len(self)
         if i < 0:
@@ -105,6 +140,20 @@ class PathColumn(Sequence[str]):
     def __iter__(self) -> Iterator[str]:
         for k in range(len(self._joined) + 1):
             yield from self._chunk(k)
+
+    def reader(self) -> Callable[[int], str]:
+        """``column[i]`` for many nearby ``i`` in turn: the paths of one joined string at a
+        time are split once (a path cut out for each costs ten times a list's indexing)."""
+        held, paths = -1, self._pending
+
+        def at(i: int) -> str:
+            nonlocal held, paths
+            k = i // _CHUNK
+            if held != k:
+                held, paths = k, self._chunk(k)
+            return paths[i - k * _CHUNK]
+
+        return at
 
 
 class TreeLines:
@@ -124,7 +173,10 @@ class TreeLines:
 
     def add(self, path: str, mode: str, sha: str, size: int) -> int:
         """Add the line of a file whose blob is known; return its index."""
-        self.paths.append(path)
+        pending = self.paths._pending  # PathColumn.append without a call per file
+        pending.append(path)
+        if len(pending) == _CHUNK:
+            self.paths.seal()
         self._modes.append(_MODE_CODES[mode])
         self._digests += bytes.fromhex(sha)
         self._sizes.append(size)
@@ -132,7 +184,10 @@ class TreeLines:
 
     def add_open(self, path: str, mode: str, size: int) -> int:
         """Add the line of a file to be read (its blob set later); return its index."""
-        self.paths.append(path)
+        pending = self.paths._pending
+        pending.append(path)
+        if len(pending) == _CHUNK:
+            self.paths.seal()
         self._modes.append(_MODE_CODES[mode])
         self._digests += _OPEN
         self._sizes.append(size)
@@ -219,10 +274,10 @@ class TreeLines:
         were in that order already (a walk adds them so, unless a name is not UTF-8);
         otherwise the new index of each old one."""
         paths = self.paths
-        if paths_are_utf8(paths):
+        if paths.all_utf8():
             # Without lone surrogates (names that are not UTF-8), code-point order is
             # UTF-8 byte order: the paths themselves are the keys, compared as they come.
-            if all(map(lt, paths, islice(paths, 1, None))):
+            if paths.in_order():
                 return None
             strings = list(paths)  # (a string per path only while they are sorted)
             keys: list[Any] = strings
