@@ -52,3 +52,14 @@ def test_lines_out_of_order_are_sorted_with_their_columns() -> None:
     for old, new in enumerate(moved):
         assert lines.paths[new] == shuffled[old] and lines.size(new) == old and lines.sha(new) == f"{old:064x}"
     assert lines.sort() is None
+
+
+def test_empty_slices_are_empty_and_a_reader_follows_appends() -> None:
+    column = PathColumn(str(i) for i in range(_CHUNK + 10))
+    assert column[3:3] == [] and column[5:2] == [] and column[_CHUNK + 2 : _CHUNK + 2] == []
+    column = PathColumn(str(i) for i in range(_CHUNK - 2))
+    at = column.reader()
+    assert at(0) == "0" and at(_CHUNK - 3) == str(_CHUNK - 3)
+    for name in "XYZ":  # the third seals the first joined string
+        column.append(name)
+    assert at(0) == "0" and at(_CHUNK - 1) == "Y" and at(_CHUNK) == "Z"

@@ -119,6 +119,8 @@ class PathColumn(Sequence[str]):
             out: list[str] = []
             for k in range(start // _CHUNK, -(-stop // _CHUNK)):
                 low, high = max(start, k * _CHUNK), min(stop, (k + 1) * _CHUNK)
+                if low >= high:
+                    continue  # (an empty cut would split into one empty path)
                 if k == len(self._joined):
                     out += self._pending[low - k * _CHUNK : high - k * _CHUNK]
                 else:  # only the paths asked for are cut out and split
@@ -144,11 +146,13 @@ class PathColumn(Sequence[str]):
     def reader(self) -> Callable[[int], str]:
         """``column[i]`` for many nearby ``i`` in turn: the paths of one joined string at a
         time are split once (a path cut out for each costs ten times a list's indexing)."""
-        held, paths = -1, self._pending
+        held, paths = -1, []
 
         def at(i: int) -> str:
             nonlocal held, paths
             k = i // _CHUNK
+            if k >= len(self._joined):  # the pending paths, as they are now
+                return self._pending[i - k * _CHUNK]
             if held != k:
                 held, paths = k, self._chunk(k)
             return paths[i - k * _CHUNK]
