@@ -65,14 +65,11 @@ class PathColumn(Sequence[str]):
         pending = self._pending
         pending.append(path)
         if len(pending) == _CHUNK:
-            self.seal()
+            self._seal()
 
-    def seal(self) -> None:
-        """Join the pending paths once they are a string's worth (:meth:`append` calls
-        it; a caller appending to ``_pending`` itself, to spare a call per path, too)."""
+    def _seal(self) -> None:
+        """Join the pending paths, a string's worth."""
         pending = self._pending
-        if len(pending) < _CHUNK:
-            return
         joined = "\0".join(pending)
         if joined.count("\0") != _CHUNK - 1:
             raise ValueError(f"a path holds a NUL character: {next(p for p in pending if chr(0) in p)!r}")
@@ -177,10 +174,7 @@ class TreeLines:
 
     def add(self, path: str, mode: str, sha: str, size: int) -> int:
         """Add the line of a file whose blob is known; return its index."""
-        pending = self.paths._pending  # PathColumn.append without a call per file
-        pending.append(path)
-        if len(pending) == _CHUNK:
-            self.paths.seal()
+        self.paths.append(path)
         self._modes.append(_MODE_CODES[mode])
         self._digests += bytes.fromhex(sha)
         self._sizes.append(size)
@@ -188,10 +182,7 @@ class TreeLines:
 
     def add_open(self, path: str, mode: str, size: int) -> int:
         """Add the line of a file to be read (its blob set later); return its index."""
-        pending = self.paths._pending
-        pending.append(path)
-        if len(pending) == _CHUNK:
-            self.paths.seal()
+        self.paths.append(path)
         self._modes.append(_MODE_CODES[mode])
         self._digests += _OPEN
         self._sizes.append(size)
