@@ -393,11 +393,16 @@ class _Capture:
         if progress:
             progress(done, total)
 
-        def work(group: Sequence[int]) -> None:
-            nonlocal done
+        def in_this_process(group: Sequence[int]) -> Iterator[tuple[list[int], list[tuple[str, int]]]]:
             for batch in _batches(group, size_of):
+                infos = store.ingest_files([base + lines.paths[line_of[k]] for k in batch], lease=self.lease)
+                yield batch, [(info.sha256, info.size) for info in infos]
+
+        def work(ingested: Iterator[tuple[list[int], list[tuple[str, int]]]]) -> None:
+            nonlocal done
+            while True:
                 try:
-                    infos = store.ingest_files([base + lines.paths[line_of[k]] for k in batch], lease=self.lease)
+                    item = next(ingested, None)
                 except FileNotFoundError as exc:
                     raise RunicornError(
                         f"{exc.filename}: vanished during the snapshot of {root}; nothing was recorded, try again"
@@ -411,18 +416,29 @@ class _Capture:
                         f"{exc.filename or root}: cannot be read ({exc.strerror}); "
                         f"exclude it in .rnignore or fix its permissions"
                     ) from None
+                if item is None:
+                    return
+                batch, infos = item
                 with lock:
-                    for k, info in zip(batch, infos):
-                        lines.set_blob(line_of[k], info.sha256, info.size)
-                    read = sum(info.size for info in infos)
+                    for k, (sha, size) in zip(batch, infos):
+                        lines.set_blob(line_of[k], sha, size)
+                    read = sum(size for _, size in infos)
                     del infos  # the batch's hash strings, not kept while the next batch is read
                     self.read_bytes += read
                     done += read
                     if progress:
                         progress(done, total)
 
-        groups = share_indices(items, worker_count(len(items), total - self.vouched_bytes), size_of)
-        run_groups(work, groups)
+        from runicorn.store.ingest_processes import in_helpers, processes_for  # subprocess: only when reading
+
+        helpers = processes_for(len(items))
+        if helpers:
+            groups = share_indices(items, helpers, size_of)
+            paths_of = lambda batch: [base + lines.paths[line_of[k]] for k in batch]  # noqa: E731
+            in_helpers(store, self.lease, [_batches(g, size_of) for g in groups], paths_of, work)
+        else:
+            groups = share_indices(items, worker_count(len(items), total - self.vouched_bytes), size_of)
+            run_groups(lambda g: work(in_this_process(g)), groups)
         self.files_read += len(items)
 
     def store_tree(self, known: dict[str, LeafSpan]) -> tuple[str, list[LeafSpan], dict[str, LeafSpan]]:

@@ -100,7 +100,8 @@ class BlobBatch:
         # The caller's lease can hold the batch's new rows as one id range; a caller of a
         # batch with a lease of its own may let go of each blob by name instead.
         self._by_range = lease is not None
-        self.dir = store.writer_dir() / f"b-{next(_batch_numbers)}"
+        # The pid too: helper processes stage in their parent's writer folder.
+        self.dir = store.writer_dir() / f"b-{os.getpid()}-{next(_batch_numbers)}"
         self._dir_made = False
         self.sizes: dict[str, int] = {}  # every blob of the batch
         self.staged: set[str] = set()  # blobs written to the batch directory
