@@ -8,7 +8,7 @@ object involved and the cause.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Iterator
 
 # How each surface spells an option when a message names it: the Python keyword argument,
 # or the command-line flag (None: that surface has no such option).  The CLI switches to
@@ -65,6 +65,13 @@ class DamagedBlobError(IntegrityError):
         self.path = path
         self.what = what
 
+    def __reduce__(self) -> Any:  # whole through a worker process's pipe
+        return _damaged_blob, (str(self), self.sha256, self.path, self.what)
+
+
+def _damaged_blob(message: str, sha256: str, path: str, what: str) -> DamagedBlobError:
+    return DamagedBlobError(message, sha256=sha256, path=path, what=what)
+
 
 class ChangedWhileReadingError(RunicornError):
     """A file changed (size or mtime) while it was being hashed or copied."""
@@ -120,6 +127,9 @@ class StoreWriteError(RunicornError, OSError):
         self.message = message
         self.errno = errno
         self.filename = filename
+
+    def __reduce__(self) -> Any:  # whole through a worker process's pipe
+        return StoreWriteError, (self.message, self.errno, self.filename)
 
     def __str__(self) -> str:
         return self.message

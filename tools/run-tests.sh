@@ -31,4 +31,13 @@ python3 -m ruff check runicorn tests tools
 python3 -m ruff format --check runicorn tests tools
 python3 -m mypy
 
-exec python3 -m pytest -n 2 "$@"
+python3 -m pytest -n 2 "$@"
+
+# Without arguments (the whole suite), the snapshot, restore and crash tests once more
+# with every job shared with worker processes (runicorn.worker_processes): their files
+# are too few to call for workers otherwise.
+if [ $# -eq 0 ]; then
+    RUNICORN_WORKER_PROCESSES=2 exec python3 -m pytest -n 2 -q \
+        tests/test_snapshot_*.py tests/test_restore_*.py tests/test_blob_readers_checked.py \
+        tests/test_store_nothing_lost.py tests/test_killed_leftovers.py
+fi

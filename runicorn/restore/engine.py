@@ -21,7 +21,7 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from runicorn.errors import DamagedBlobError, IntegrityError, RunicornError, UnsafePathError, option
 from runicorn.fsutil import (
@@ -45,6 +45,9 @@ from runicorn.store.layout import note_blobs_linked_out
 from runicorn.store.reader import check_blob_file, check_bytes, read_checked, wrong_hash, wrong_size
 from runicorn.store.tree_format import MODE_EXEC, MODE_LINK, TreeEntry, path_key
 from runicorn.workers import run_groups, share_files, worker_count
+
+if TYPE_CHECKING:
+    from runicorn.worker_processes import Serving
 
 LINK_MODES = ("copy", "hardlink", "reflink", "auto")
 _FICLONE = 0x40049409
@@ -242,7 +245,7 @@ def restore_from_manifest(
     total_bytes = sum(e.size for e in entries.values())  # progress counts bytes
     try:
         wanted = entries if plan is None else {p: entries[p] for p in plan.to_write}
-        methods = _materialise(wanted, staging.path, blob_root, link, sync, progress, total_bytes)
+        methods = _materialise(wanted, staging.path, blob_root, link, sync, progress, total_bytes, staging.locks)
         if plan is None:
             try:
                 _publish(staging.path, target)
@@ -255,7 +258,14 @@ def restore_from_manifest(
                 plan.scan()
                 staging = Staging(target, blob_root, False)
                 methods = _materialise(
-                    {p: entries[p] for p in plan.to_write}, staging.path, blob_root, link, sync, progress, total_bytes
+                    {p: entries[p] for p in plan.to_write},
+                    staging.path,
+                    blob_root,
+                    link,
+                    sync,
+                    progress,
+                    total_bytes,
+                    staging.locks,
                 )
         if plan is not None:
             result["backup"] = plan.capture(blob_root, on_backup)
@@ -291,9 +301,12 @@ def _materialise(
     sync: bool,
     progress: Progress | None,
     total: int,
+    locks: Sequence[int] = (),
 ) -> dict[str, int]:
     """Write ``entries`` below the (empty) ``staging`` directory; return files per method.
-    ``progress(done, total)`` counts bytes of the whole tree (``total``).
+    ``progress(done, total)`` counts bytes of the whole tree (``total``).  Many files are
+    written by worker processes (:mod:`runicorn.worker_processes`), which keep ``locks``
+    (the staging folder's, the writer's) held while they live.
 
     Raises:
         _MissingBlob: a blob is missing (the caller lists them all).
@@ -304,18 +317,92 @@ def _materialise(
     dirs = sorted(parent_dirs(entries), key=path_key)
     for d in dirs:
         os.mkdir(safe_join(staging, d), 0o755)
-    blob_dir = str(blob_root)
     base = str(staging)
-    umask = current_umask()
     # Bytes: files a checkout leaves as they are count as done.
     wanted = sum(e.size for e in entries.values())
     done = total - wanted
     lock = threading.Lock()
 
-    def work(items: list[tuple[str, TreeEntry]]) -> None:
+    def took(counts: dict[str, int], written: int) -> None:
         nonlocal done
+        with lock:
+            for how, c in counts.items():
+                methods[how] = methods.get(how, 0) + c
+            done += written
+            if progress is not None:
+                progress(done, total)
+
+    writer = _EntryWriter(str(blob_root), base, link, current_umask())
+    items = list(entries.items())
+    from runicorn.worker_processes import processes_for  # subprocess: only when writing
+
+    processes = processes_for(len(items))
+    if processes:
+        from runicorn.worker_processes import Results, in_processes
+
+        def take(results: Results) -> None:
+            for _, (counts, written) in results:
+                took(counts, written)
+
+        groups = [_batches(g) for g in share_files(items, processes, lambda it: it[1].size)]
+        in_processes("runicorn.restore.engine:serve_writes", writer, groups, _payload, take, pass_fds=locks)
+    else:
+        run_groups(
+            lambda group: writer.write(group, took),
+            share_files(items, worker_count(len(items), wanted), lambda it: it[1].size),
+        )
+    os.chmod(staging, 0o755)
+    if sync:
+        # What is renamed into place is complete even after a crash: a few files and
+        # their folders are fsynced, more take one group sync.
+        if few_to_sync(len(entries), len(dirs) + 1):
+            files = [f"{base}/{rel}" for rel, entry in entries.items() if entry.mode != MODE_LINK]
+            sync_written(staging, files, [f"{base}/{d}" for d in dirs] + [base])
+        else:
+            syncfs(staging)
+    return methods
+
+
+_PROCESS_BATCH_FILES = 4096  # a worker process's batch: its progress, and its share of the pipe
+_PROCESS_BATCH_BYTES = 64 << 20
+
+
+def _batches(items: list[tuple[str, TreeEntry]]) -> Iterator[list[tuple[str, TreeEntry]]]:
+    batch: list[tuple[str, TreeEntry]] = []
+    size = 0
+    for item in items:
+        batch.append(item)
+        size += item[1].size
+        if len(batch) >= _PROCESS_BATCH_FILES or size >= _PROCESS_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _payload(batch: list[tuple[str, TreeEntry]]) -> list[tuple[str, str, str, int]]:
+    # Tuples: a third of the pickling of the entries themselves.
+    return [(rel, e.sha256, e.mode, e.size) for rel, e in batch]
+
+
+class _EntryWriter:
+    """Writes tree entries from the blobs below a staging folder (in this process's
+    threads, or in a worker process: it travels to one as its setup)."""
+
+    def __init__(self, blob_dir: str, base: str, link: str, umask: int) -> None:
+        self.blob_dir, self.base, self.link, self.umask = blob_dir, base, link, umask
+
+    def write(self, items: Sequence[tuple[str, TreeEntry]], took: Callable[[dict[str, int], int], None]) -> None:
+        """Write ``items`` (path, entry); ``took(files per method, bytes)`` every few
+        hundred files and at the end.
+
+        Raises:
+            _MissingBlob: a blob is missing.
+            DamagedBlobError: a blob's size or bytes differ from the tree.
+        """
+        base, blob_dir, link, umask = self.base, self.blob_dir, self.link, self.umask
         counts: dict[str, int] = {}
-        written = reported = unreported = 0
+        reported = unreported = unsynced = 0
         for i, (rel, entry) in enumerate(items, 1):
             # Paths were validated by the manifest parser; validate again before any
             # write, as the one rule for every path that reaches the filesystem.
@@ -336,34 +423,34 @@ def _materialise(
                     raise _MissingBlob(sha) from None
                 raise
             counts[how] = counts.get(how, 0) + 1
-            written += entry.size
-            if written >= _SYNC_AHEAD_BYTES:
-                syncfs_in_background(staging)  # the final sync then has little left
-                written = 0
+            unsynced += entry.size
+            if unsynced >= _SYNC_AHEAD_BYTES:
+                syncfs_in_background(Path(base))  # the final sync then has little left
+                unsynced = 0
             unreported += entry.size
             if i - reported == 256 or i == len(items) or unreported >= _PROGRESS_BYTES:
-                with lock:
-                    done += unreported
-                    reported, unreported = i, 0
-                    if progress is not None:
-                        progress(done, total)
-        with lock:
-            for how, c in counts.items():
-                methods[how] = methods.get(how, 0) + c
+                took(counts, unreported)
+                counts, reported, unreported = {}, i, 0
 
-    items = list(entries.items())
-    n = worker_count(len(items), wanted)
-    run_groups(work, share_files(items, n, lambda it: it[1].size))
-    os.chmod(staging, 0o755)
-    if sync:
-        # What is renamed into place is complete even after a crash: a few files and
-        # their folders are fsynced, more take one group sync.
-        if few_to_sync(len(entries), len(dirs) + 1):
-            files = [f"{base}/{rel}" for rel, entry in entries.items() if entry.mode != MODE_LINK]
-            sync_written(staging, files, [f"{base}/{d}" for d in dirs] + [base])
-        else:
-            syncfs(staging)
-    return methods
+
+def serve_writes(writer: _EntryWriter) -> Serving:
+    """In a worker process: each batch of ``(path, sha256, mode, size)`` is written by
+    ``writer``, answered with ``(files per method, bytes)``."""
+
+    def handle(batch: list[tuple[str, str, str, int]]) -> tuple[dict[str, int], int]:
+        counts: dict[str, int] = {}
+        total = 0
+
+        def took(more: dict[str, int], written: int) -> None:
+            nonlocal total
+            for how, c in more.items():
+                counts[how] = counts.get(how, 0) + c
+            total += written
+
+        writer.write([(rel, TreeEntry(sha, mode, size)) for rel, sha, mode, size in batch], took)
+        return counts, total
+
+    return handle, lambda: None
 
 
 def _check_not_the_store(target: Path, blob_root: Path) -> None:

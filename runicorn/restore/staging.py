@@ -26,7 +26,13 @@ class Staging:
         # Held until the end: a staging directory whose lock is free was left by a killed
         # restore, and the next restore of this target (or the store's recovery) removes it.
         self._lock: int | None = lock_dir(self.path)
-        self._note = _note_staging(blob_root, self.path)
+        self._note, self._writer_lock = _note_staging(blob_root, self.path)
+
+    @property
+    def locks(self) -> tuple[int, ...]:
+        """The descriptors of this staging folder's lock and of the lock of the writer whose
+        note names it: a worker process writing here keeps both held while it lives."""
+        return tuple(fd for fd in (self._lock, self._writer_lock) if fd is not None)
 
     def close(self) -> None:
         if self._lock is None:
@@ -67,24 +73,25 @@ def sweep_abandoned_restores(target: Path) -> list[str]:
     return removed
 
 
-def _note_staging(blob_root: Path, staging: Path) -> Path | None:
+def _note_staging(blob_root: Path, staging: Path) -> tuple[Path | None, int | None]:
     """When restoring from a store this process may write, name the staging directory in
     the store's writer directory: if the restore is killed, the store's recovery (every
-    command that opens it next; gc, verify) finds and removes it."""
+    command that opens it next; gc, verify) finds and removes it.  Returns the note and
+    the descriptor holding that writer's lock (None, None: no note)."""
     from runicorn.store.layout import store_archive
 
     archive = store_archive(blob_root)
     if archive is None:
-        return None
+        return None, None
     from runicorn.fsutil import atomic_write_json
     from runicorn.store import open_store
 
     store = open_store(archive.parent)
     if store.read_only:
-        return None
+        return None, None
     note = store.writer_dir() / f"restore-{os.urandom(6).hex()}.json"
     atomic_write_json(note, {"staging": str(staging)})
-    return note
+    return note, store.writer_lock_fd
 
 
 __all__ = ["Staging", "RESTORE_MARK", "sweep_abandoned_restores"]

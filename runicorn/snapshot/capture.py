@@ -429,13 +429,15 @@ class _Capture:
                     if progress:
                         progress(done, total)
 
-        from runicorn.store.ingest_processes import in_helpers, processes_for  # subprocess: only when reading
+        from runicorn.worker_processes import processes_for  # subprocess: only when reading
 
-        helpers = processes_for(len(items))
-        if helpers:
-            groups = share_indices(items, helpers, size_of)
+        processes = processes_for(len(items))
+        if processes:
+            from runicorn.store.ingest_processes import ingest_in_processes
+
+            groups = share_indices(items, processes, size_of)
             paths_of = lambda batch: [base + lines.paths[line_of[k]] for k in batch]  # noqa: E731
-            in_helpers(store, self.lease, [_batches(g, size_of) for g in groups], paths_of, work)
+            ingest_in_processes(store, self.lease, [_batches(g, size_of) for g in groups], paths_of, work)
         else:
             groups = share_indices(items, worker_count(len(items), total - self.vouched_bytes), size_of)
             run_groups(lambda g: work(in_this_process(g)), groups)

@@ -1,0 +1,310 @@
+"""Work shared with worker processes (runicorn.worker_processes): a snapshot read by them
+stores the same tree as one process, their holds and batches are the parent writer's,
+a failing or killed worker (or parent) leaves the store consistent; a restore written by
+them gives the same files and modes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runicorn.errors import RunicornError
+from runicorn import worker_processes
+from runicorn.errors import DamagedBlobError, StoreWriteError
+from runicorn.store.ingest_processes import ingest_in_processes
+from runicorn.worker_processes import WorkerProcess, processes_for
+from runicorn.store.store import Store
+
+
+def _workspace(root: Path, n: int, dirs: int = 20) -> Path:
+    for i in range(n):
+        d = root / f"d{i % dirs:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:05d}.txt").write_bytes(f"file {i}\n".encode() * (1 + i % 300))
+    return root
+
+
+def _cli(store: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runicorn", "--storage", str(store), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _verify_clean(root: Path) -> None:
+    with Store(root) as store:
+        report = store.verify(deep=True)
+        assert report["ok"], report
+        assert not [d for d in store.tmp_dir.iterdir() if d.name.startswith("w-")]
+    with Store(root) as store, store.index.read() as c:
+        assert c.execute("SELECT COUNT(*) FROM holds").fetchone()[0] == 0
+        assert c.execute("SELECT COUNT(*) FROM hold_ranges").fetchone()[0] == 0
+
+
+def test_workers_store_the_same_tree_as_one_process(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path / "ws", 3000)
+    one = _cli(tmp_path / "one", "snapshot", str(ws), "--json", env={"RUNICORN_WORKER_PROCESSES": "0"})
+    two = _cli(tmp_path / "two", "snapshot", str(ws), "--json", env={"RUNICORN_WORKER_PROCESSES": "3"})
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    assert a["tree"] == b["tree"] and b["files_read"] == 3001  # with the .rnignore it made
+    _verify_clean(tmp_path / "two")
+    # The stat cache the workers' reads filled vouches for every file next time.
+    again = _cli(tmp_path / "two", "snapshot", str(ws), "--json", env={"RUNICORN_WORKER_PROCESSES": "3"})
+    assert json.loads(again.stdout)["tree"] == a["tree"]
+    restored = tmp_path / "restored"
+    assert _cli(tmp_path / "two", "restore", a["tree"], str(restored)).returncode == 0
+    for f in ws.rglob("*.txt"):
+        assert (restored / f.relative_to(ws)).read_bytes() == f.read_bytes()
+
+
+def test_a_worker_holds_as_its_parent_and_leaves_the_folder_to_it(tmp_path: Path) -> None:
+    """While the parent has not let go, the workers' blobs are held by the parent's writer
+    and lease (gc keeps them), and their batch folders are gone; closing a worker's store
+    left the parent's writer folder in place."""
+    src = _workspace(tmp_path / "src", 40)
+    paths = sorted(str(p) for p in src.rglob("*.txt"))
+    got: list[tuple[list[int], list[tuple[str, int]]]] = []
+    with Store(tmp_path / "store") as store:
+        lease = store.holds.new_lease()
+        ingest_in_processes(
+            store, lease, [[[0, 1, 2], [3, 4]], [[5, 6, 7, 8]]], lambda b: [paths[k] for k in b], got.extend
+        )
+        writer = store.current_writer
+        assert writer is not None and [p.name for p in writer.iterdir()] == ["lock"]
+        assert sorted(k for batch, _ in got for k in batch) == list(range(9))
+        for batch, infos in got:
+            for k, (sha, size) in zip(batch, infos):
+                assert store.blob_path(sha).read_bytes() == Path(paths[k]).read_bytes() and size > 0
+        with store.index.read() as c:
+            holders = {tuple(r) for r in c.execute("SELECT writer, lease FROM hold_ranges")}
+        assert holders == {(writer.name, lease.id)}
+        assert store.gc(grace_seconds=0)["blobs_deleted"] == 0
+        store.release_holds(lease)
+        assert store.gc(grace_seconds=0)["blobs_deleted"] == 9
+    _verify_clean(tmp_path / "store")
+
+
+def test_a_workers_error_is_raised_as_its_own_and_nothing_is_indexed(tmp_path: Path) -> None:
+    src = _workspace(tmp_path / "src", 10)
+    paths = sorted(str(p) for p in src.rglob("*.txt")) + [str(tmp_path / "no such file")]
+    with Store(tmp_path / "store") as store:
+        lease = store.holds.new_lease()
+        with pytest.raises(FileNotFoundError) as caught:
+            ingest_in_processes(store, lease, [[[0, 1]], [[2, 10]]], lambda b: [paths[k] for k in b], _take_all)
+        assert caught.value.filename == paths[10]
+        assert not store.has_blob(hashlib.sha256(Path(paths[2]).read_bytes()).hexdigest())
+        store.release_holds(lease)
+    _verify_clean(tmp_path / "store")
+
+
+def _take_all(ingested: worker_processes.Results) -> None:
+    for _ in ingested:
+        pass
+
+
+def test_a_killed_worker_fails_the_snapshot_clearly_and_recovery_keeps_the_store_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL a worker while it writes its second batch: the parent names what happened,
+    its close recovers the batch the worker left, and the store verifies."""
+    src = _workspace(tmp_path / "src", 2000)
+    paths = sorted(str(p) for p in src.rglob("*.txt"))
+    started: list[WorkerProcess] = []
+    real_init = WorkerProcess.__init__
+
+    def recording_init(self: WorkerProcess, *args: object) -> None:
+        real_init(self, *args)  # type: ignore[arg-type]
+        started.append(self)
+
+    monkeypatch.setattr(WorkerProcess, "__init__", recording_init)
+
+    def work(ingested: worker_processes.Results) -> None:
+        for _ in ingested:
+            started[0].proc.send_signal(signal.SIGKILL)  # busy with the next batch by now
+
+    batches = [list(range(k, k + 500)) for k in range(0, 2000, 500)]
+    with Store(tmp_path / "store") as store:
+        with pytest.raises(RunicornError, match="killed by signal 9"):
+            ingest_in_processes(store, store.holds.new_lease(), [batches], lambda b: [paths[k] for k in b], work)
+    _verify_clean(tmp_path / "store")
+    ws = _workspace(tmp_path / "ws", 50)
+    assert (
+        _cli(tmp_path / "store", "snapshot", str(ws), "--json", env={"RUNICORN_WORKER_PROCESSES": "2"}).returncode == 0
+    )
+    _verify_clean(tmp_path / "store")
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes of ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"runicorn.worker_processes" in _cmdline(entry):
+                found.append(int(entry))
+    return found
+
+
+def test_a_killed_parent_takes_its_workers_with_it_and_the_next_command_recovers(tmp_path: Path) -> None:
+    """SIGKILL the snapshot while its workers write: they die with it, and the next
+    command that opens the store recovers the writer folder they shared; the store
+    verifies and the snapshot can be taken again."""
+    ws = _workspace(tmp_path / "ws", 6000)
+    store_root = tmp_path / "store"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "runicorn", "--storage", str(store_root), "snapshot", str(ws), "--json"],
+        env={**os.environ, "RUNICORN_WORKER_PROCESSES": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    blobs = store_root / "archive" / "blobs"
+    while time.monotonic() < deadline and parent.poll() is None:
+        workers = _children(parent.pid)
+        if len(workers) == 2 and blobs.is_dir() and sum(1 for _ in blobs.rglob("*")) > 300:
+            break
+        time.sleep(0.005)
+    assert parent.poll() is None and len(workers) == 2, "the snapshot ended before its workers were caught"
+    parent.kill()
+    parent.wait()
+    for w in workers:
+        for _ in range(500):
+            if not _alive(w):
+                break
+            time.sleep(0.01)
+        assert not _alive(w), f"worker {w} outlived its parent"
+    writers = [d for d in (store_root / "archive" / "tmp").iterdir() if d.name.startswith("w-")]
+    assert len(writers) == 1
+    with Store(store_root):
+        assert not writers[0].exists()
+    _verify_clean(store_root)
+    done = _cli(store_root, "snapshot", str(ws), "--json", env={"RUNICORN_WORKER_PROCESSES": "2"})
+    assert done.returncode == 0, done.stderr
+    _verify_clean(store_root)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_worker_keeps_the_writer_folder_locked_while_it_lives(tmp_path: Path) -> None:
+    """The worker holds the writer's lock through the descriptor it was given: with the
+    parent's own descriptor closed, another process's recovery still leaves the folder
+    alone until the worker is gone."""
+    root = tmp_path / "store"
+    store = Store(root)
+    lease = store.holds.new_lease()
+    setup = {"root": str(root), "writer": str(store.writer_dir()), "lease": lease.id}
+    worker = WorkerProcess("runicorn.store.ingest_processes:serve", setup, pass_fds=(store.writer_lock_fd,))
+    src = _workspace(tmp_path / "src", 3)
+    worker.send([str(p) for p in sorted(src.rglob("*.txt"))])
+    assert len(worker.receive()) == 3
+    writer = store.current_writer
+    assert writer is not None
+    os.close(store.writer_lock_fd)  # as if this process were gone
+    store._writer_fd = None
+    try:
+        assert _cli(root, "verify").returncode == 0
+        assert writer.is_dir(), "recovered while a worker held its lock"
+    finally:
+        worker.finish()
+    assert _cli(root, "verify").returncode == 0
+    assert not writer.exists()
+    store._writer = None  # recovered by the other process: nothing left to close
+    store.close()
+
+
+def test_the_number_of_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RUNICORN_WORKER_PROCESSES", raising=False)
+    assert processes_for(100) == 0
+    monkeypatch.setenv("RUNICORN_WORKER_PROCESSES", "0")
+    assert processes_for(10**6) == 0
+    monkeypatch.setenv("RUNICORN_WORKER_PROCESSES", "3")
+    assert processes_for(2) == 2 and processes_for(100) == 3
+    monkeypatch.setenv("RUNICORN_WORKER_PROCESSES", "two")
+    with pytest.raises(RunicornError, match=r"\$RUNICORN_WORKER_PROCESSES is 'two'"):
+        processes_for(100)
+
+
+def test_a_wrong_setting_is_named_by_the_cli(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path / "ws", 5)
+    out = _cli(tmp_path / "store", "snapshot", str(ws), env={"RUNICORN_WORKER_PROCESSES": "-1"})
+    assert out.returncode == 1 and "RUNICORN_WORKER_PROCESSES is '-1'" in out.stderr, out.stderr
+
+
+def test_errors_come_back_whole_through_the_pipe() -> None:
+    """A worker's exception is pickled back: the store's own errors keep their fields."""
+    import pickle
+
+    damaged = pickle.loads(pickle.dumps(DamagedBlobError("bad", sha256="ab" * 32, path="/b", what="'x'")))
+    assert (str(damaged), damaged.sha256, damaged.path, damaged.what) == ("bad", "ab" * 32, "/b", "'x'")
+    refused = pickle.loads(pickle.dumps(StoreWriteError("cannot write", 13, "/s/blobs")))
+    assert (str(refused), refused.errno, refused.filename) == ("cannot write", 13, "/s/blobs")
+
+
+class _Unpicklable(Exception):
+    def __init__(self, message: str, *, extra: int) -> None:
+        super().__init__(message)
+
+
+def test_an_exception_that_does_not_pickle_comes_back_as_its_message() -> None:
+    import io
+
+    out = io.BytesIO()
+    worker_processes._answer(out, "error", _Unpicklable("odd failure", extra=1))
+    out.seek(0)
+    import pickle
+
+    kind, value = pickle.load(out)
+    assert kind == "error" and isinstance(value, RunicornError) and str(value) == "odd failure"
+
+
+def test_a_restore_written_by_workers_gives_the_same_files_and_modes(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path / "ws", 600)
+    (ws / "run.sh").write_text("#!/bin/sh\n")
+    (ws / "run.sh").chmod(0o755)
+    (ws / "secret").write_text("private\n")
+    (ws / "secret").chmod(0o600)
+    (ws / "link").symlink_to("d00/f00000.txt")
+    store = tmp_path / "store"
+    tree = json.loads(_cli(store, "snapshot", str(ws), "--json").stdout)["tree"]
+    for how in ("copy", "hardlink"):
+        target = tmp_path / f"out-{how}"
+        out = _cli(store, "restore", tree, str(target), "--link", how, env={"RUNICORN_WORKER_PROCESSES": "2"})
+        assert out.returncode == 0, out.stderr
+        for f in ws.rglob("*"):
+            got = target / f.relative_to(ws)
+            if f.is_symlink():
+                assert os.readlink(got) == os.readlink(f)
+            elif f.is_file():
+                assert got.read_bytes() == f.read_bytes()
+                if how == "copy":  # a hard link has its blob's (read-only) mode
+                    assert got.stat().st_mode & 0o777 == f.stat().st_mode & 0o777
+        assert sorted(p.name for p in tmp_path.iterdir() if ".rn-" in p.name) == []
+    _verify_clean(store)
