@@ -222,6 +222,7 @@ def test_no_module_of_the_store_imports_a_feature_even_lazily() -> None:
         "runicorn.names",
         "runicorn._lazy",
         "runicorn.workers",
+        "runicorn.worker_processes",
         "runicorn.gcpause",
     }
     found = []
