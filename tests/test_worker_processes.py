@@ -308,3 +308,40 @@ def test_a_restore_written_by_workers_gives_the_same_files_and_modes(tmp_path: P
                     assert got.stat().st_mode & 0o777 == f.stat().st_mode & 0o777
         assert sorted(p.name for p in tmp_path.iterdir() if ".rn-" in p.name) == []
     _verify_clean(store)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_recovery_waits_a_moment_for_the_workers_of_a_writer_that_is_gone(tmp_path: Path, marked: bool) -> None:
+    """A writer folder whose process is gone but whose lock a worker still holds (killed
+    with its parent, not dead yet): recovery waits for the lock when the folder says it
+    passed its lock to workers, and otherwise takes the holder for a live writer."""
+    root = tmp_path / "store"
+    Store(root).close()
+    writer = root / "archive" / "tmp" / f"w-{_dead_pid()}-0123456789ab"
+    writer.mkdir()
+    (writer / "lock").touch()
+    if marked:
+        (writer / "workers").touch()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(0.4)\n",
+            str(writer / "lock"),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    with Store(root):
+        assert writer.exists() != marked
+    holder.wait()

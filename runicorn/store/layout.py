@@ -129,6 +129,25 @@ def writer_alive(d: Path) -> bool:
     return lock_held(d / "lock") is True
 
 
+WORKERS_MARK = "workers"  # in a writer folder: its lock was passed to worker processes
+WORKERS_DIE_SECONDS = 2.0  # how long recovery waits for the workers of a dead writer
+
+
+def workers_dying(d: Path) -> bool:
+    """Whether writer folder ``d`` (``w-<pid>-<hex>``) passed its lock to worker processes
+    and its own process is gone: the workers, killed with it, still hold the lock for a
+    moment (or, where they cannot be killed with it, until their batch ends)."""
+    if not (d / WORKERS_MARK).exists():
+        return False
+    try:
+        os.kill(int(d.name.split("-")[1]), 0)
+    except (IndexError, ValueError, ProcessLookupError):
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
 def nascent_owner_alive(d: Path) -> bool:
     """Whether the process that is creating staging dir ``n-<pid>-<hex>`` may still live."""
     try:

@@ -18,7 +18,7 @@ from runicorn.store.blobs import adopt_staged_blob
 from runicorn.store.gc import finish_gc
 from runicorn.store.holds import drop_writer_holds
 from runicorn.store.ingest import recover_batch
-from runicorn.store.layout import move_if_exists, nascent_owner_alive
+from runicorn.store.layout import WORKERS_DIE_SECONDS, move_if_exists, nascent_owner_alive, workers_dying
 from runicorn.store.refs import sync_ref_row
 from runicorn.store.tree_format import build_pages, parse_manifest
 
@@ -31,7 +31,6 @@ def recover(store: Store) -> list[str]:
     actions: list[str] = []
     if store.read_only:
         return actions
-    import fcntl
 
     own = store.current_writer
     for d in sorted(store.tmp_dir.iterdir()):
@@ -52,9 +51,7 @@ def recover(store: Store) -> list[str]:
             except PermissionError:
                 continue  # another user's writer this user cannot probe: left to its owner
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+                if not _lock_writer(fd, d):
                     continue  # a live writer
                 if not d.exists():
                     continue  # recovered by another process meanwhile
@@ -73,6 +70,26 @@ def recover(store: Store) -> list[str]:
                 actions.append(f"removed stale {d.name}")
     actions.extend(drop_orphan_holds(store))
     return actions
+
+
+def _lock_writer(fd: int, d: Path) -> bool:
+    """Take the lock of writer folder ``d`` (open as ``fd``) if no live process holds it,
+    waiting up to ``WORKERS_DIE_SECONDS`` for the workers of a writer that is gone."""
+    import fcntl
+
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if deadline is None:
+                if not workers_dying(d):
+                    return False
+                deadline = time.monotonic() + WORKERS_DIE_SECONDS
+            elif time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
 
 
 def recover_writer(store: Store, d: Path) -> list[str]:

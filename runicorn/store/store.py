@@ -53,6 +53,7 @@ from runicorn.store.layout import (
     blobs_linked_out,
     note_links_tracked,
     DEFAULT_GC_GRACE_SECONDS,
+    WORKERS_MARK,
     BlobInfo,
     Ref,
     TreeInfo,
@@ -314,8 +315,11 @@ class Store:
         Raises:
             ReadOnlyStoreError: the store is read-only.
         """
-        self.writer_dir()
+        writer = self.writer_dir()
         assert self._writer_fd is not None, "a joined writer has no lock of its own"
+        # Marked: once this process is gone, its lock may stay held a moment by dying
+        # workers, and recovery waits for them (runicorn.store.layout.workers_dying).
+        os.close(os.open(writer / WORKERS_MARK, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         return self._writer_fd
 
     def join_writer(self, writer: Path) -> None:
