@@ -7,13 +7,16 @@ time, so a second thread gains little.  A worker process has a GIL of its own: t
 them, each reading half of 100,000 files into the store, take about 0.6 times the time
 of one process.
 
-A worker is ``python -m runicorn.worker_processes <parent pid>``.  On its stdin it gets
-the name of a serving function (``module:function``, in this package) and that
-function's setup, then batches, one at a time; it answers each on its stdout, in order:
-``("ok", result)`` or ``("error", exception)``, after which it stops.  It is killed with
-its parent (``PR_SET_PDEATHSIG``); where that is not to be had, its input ending stops it
-at the next batch.  One batch is in flight per worker: neither side holds more
-than one batch, and neither can block on a full pipe while the other does.
+A worker is ``python -P -c <boot>`` (the current directory never on its path): on its
+stdin it gets the parent's ``sys.path``, then the name of a serving function
+(``module:function``, in this package) and that function's setup, then batches, one at
+a time.  It answers on a pipe of its own (stray output of the interpreter or of site
+hooks goes nowhere): ``("ready", None)`` once set up (else ``("unavailable", why)``; the
+job then runs in threads of the parent), then for each batch, in order, ``("ok",
+result)`` or ``("error", exception)``, after which it stops.  It ignores Ctrl-C (the
+parent decides), is killed with its parent (``PR_SET_PDEATHSIG``; elsewhere its input
+ending stops it at the next batch), and ends after its batch when its input ends: when
+one worker fails the others finish the batch they have, so no file is left half-written.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 from runicorn.errors import RunicornError
@@ -62,6 +64,20 @@ def processes_for(files: int) -> int:
     return min(4, cores)
 
 
+class WorkersUnavailable(Exception):
+    """A worker could not be started or set up (no batch was given to any): the job runs
+    in this process."""
+
+
+# The worker's first lines: the parent's module path, before anything else is imported.
+_BOOT = (
+    "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+    "from runicorn.worker_processes import main; sys.exit(main())"
+)
+# How long a worker that was told to stop may take to finish its batch before it is killed.
+STOP_SECONDS = 60.0
+
+
 class WorkerProcess:
     """One worker process: :meth:`send` it a batch, then :meth:`receive` that batch's result."""
 
@@ -70,18 +86,25 @@ class WorkerProcess:
         package, called with ``setup`` in the worker); ``pass_fds`` stay open in it.
 
         Raises:
-            OSError: the interpreter could not be started.
+            WorkersUnavailable: the interpreter could not be started.
         """
-        package_parent = str(Path(__file__).resolve().parents[1])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runicorn.worker_processes", str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            pass_fds=tuple(pass_fds),
-            env=env,
-        )
+        if getattr(sys, "frozen", False) or not sys.executable:
+            raise WorkersUnavailable("no Python interpreter to start (a frozen or embedded program)")
+        answers, answer_end = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-P", "-c", _BOOT, str(os.getpid()), str(answer_end)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(answer_end, *pass_fds),
+            )
+        except OSError as exc:
+            os.close(answers)
+            raise WorkersUnavailable(f"{sys.executable}: {exc.strerror or exc}") from None
+        finally:
+            os.close(answer_end)
+        self.answers = os.fdopen(answers, "rb")
+        self._put(list(sys.path))
         self._put((serve, setup))
 
     def _put(self, message: Any) -> None:
@@ -91,7 +114,27 @@ class WorkerProcess:
             pickle.dump(message, stdin, protocol=pickle.HIGHEST_PROTOCOL)
             stdin.flush()
         except (BrokenPipeError, ValueError):
-            pass  # it died (or was stopped): receive() says so
+            pass  # it died (or was told to stop): receive() says so
+
+    def _get(self) -> tuple[str, Any]:
+        try:
+            kind, value = pickle.load(self.answers)
+            return str(kind), value
+        except Exception:
+            self.proc.kill()  # whatever it is doing, nobody reads it any more
+            code = self.proc.wait()
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            return "gone", how
+
+    def ready(self) -> None:
+        """Wait until the worker is set up.
+
+        Raises:
+            WorkersUnavailable: it could not start or set up (the reason, when it said).
+        """
+        kind, value = self._get()
+        if kind != "ready":
+            raise WorkersUnavailable(f"a worker process could not start ({value})")
 
     def send(self, batch: Any) -> None:
         """Give the worker its next batch."""
@@ -104,41 +147,33 @@ class WorkerProcess:
             the exception the batch raised in the worker;
             RunicornError: the worker stopped without answering (killed, crashed).
         """
-        out = self.proc.stdout
-        assert out is not None
-        try:
-            kind, value = pickle.load(out)
-        except (EOFError, pickle.UnpicklingError, OSError, ValueError):
-            code = self.proc.wait()
-            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-            raise RunicornError(
-                f"a worker process stopped unexpectedly ({how}); nothing of its unfinished batch was kept, try again"
-            ) from None
+        kind, value = self._get()
         if kind == "error":
             raise value
+        if kind != "ok":
+            raise RunicornError(
+                f"a worker process stopped unexpectedly ({value}); nothing of its unfinished batch was kept, try again"
+            )
         return value
 
-    def finish(self) -> None:
-        """Tell the worker there is nothing more, and reap it (killed if not gone within a
-        few seconds)."""
+    def stop(self) -> None:
+        """Tell the worker to end after the batches it has."""
         self._put(None)
         if self.proc.stdin is not None:
             try:
                 self.proc.stdin.close()
-            except OSError:
+            except (OSError, ValueError):
                 pass
+
+    def finish(self) -> None:
+        """:meth:`stop`, and reap the worker (killed if not gone within ``STOP_SECONDS``)."""
+        self.stop()
         try:
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def kill(self) -> None:
-        """Stop the worker now (another one failed: its work is wasted)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
+        self.answers.close()
 
 
 Results = Iterator[tuple[Any, Any]]
@@ -150,16 +185,18 @@ def in_processes(
     groups: Sequence[Iterable[Any]],
     payload_of: Callable[[Any], Any],
     work: Callable[[Results], None],
+    *,
+    in_threads: Callable[[], None],
     pass_fds: Sequence[int] = (),
 ) -> None:
     """Give each group's batches to a worker process of its own (``payload_of(batch)`` is
     what it is sent), and run ``work`` on each group's stream of ``(batch, result)`` in a
     thread of its own.  A worker gets its next batch while ``work`` takes in the last one.
+    When workers cannot be started or set up, ``in_threads()`` does the job instead.
 
     Raises:
-        the first exception ``work`` raised (after every worker has stopped: the others
-        are killed when one fails).
-        OSError: a worker could not be started.
+        the first exception ``work`` raised (after every worker has ended: the others are
+        told to stop after the batch they have).
     """
     workers: list[WorkerProcess] = []
     failed: list[BaseException] = []
@@ -172,7 +209,7 @@ def in_processes(
             worker.send(payload_of(batch))
         while batch is not None:
             result = worker.receive()
-            following = next(ordered, None)
+            following = next(ordered, None) if not failed else None
             if following is not None:
                 worker.send(payload_of(following))
             yield batch, result
@@ -185,13 +222,22 @@ def in_processes(
             with lock:
                 first = not failed
                 failed.append(exc)
-            if first:  # the others' work is wasted: stop them now
+            if first:  # the others' work is wasted: they end after their batch
                 for w in workers:
-                    w.kill()
+                    w.stop()
 
     try:
-        for _ in groups:
-            workers.append(WorkerProcess(serve, setup, pass_fds))
+        try:
+            for _ in groups:
+                workers.append(WorkerProcess(serve, setup, pass_fds))
+            for w in workers:
+                w.ready()
+        except WorkersUnavailable:
+            for w in workers:
+                w.finish()
+            workers.clear()
+            in_threads()
+            return
         run_groups(run, range(len(workers)))
     finally:
         for w in workers:
@@ -226,39 +272,41 @@ def _die_with(parent: int) -> None:
 
 
 def main() -> int:
-    """A worker's life: read what to serve, then answer each batch until told there is
-    no more, or until the parent is gone."""
+    """A worker's life (started by :data:`_BOOT`, argv: parent pid, answer descriptor):
+    set up, then answer each batch until told there is no more, or the parent is gone."""
     import importlib
 
     _die_with(int(sys.argv[1]))
-    stdin, out = sys.stdin.buffer, sys.stdout.buffer
-    try:
-        serve, setup = pickle.load(stdin)
-    except EOFError:
-        return 1
-    module, _, function = str(serve).partition(":")
-    if not module.startswith("runicorn."):
-        raise RunicornError(f"{serve!r}: a worker serves functions of runicorn only")
-    handle, close = getattr(importlib.import_module(module), function)(setup)
-    try:
-        while True:
-            try:
-                batch = pickle.load(stdin)
-            except EOFError:
-                return 1  # the parent is gone: nobody waits for the rest
-            if batch is None:
-                return 0
-            try:
-                result = handle(batch)
-            except BaseException as exc:
-                _answer(out, "error", exc)
-                return 1
-            _answer(out, "ok", result)
-    except BrokenPipeError:
-        return 1  # the parent is gone
-    finally:
-        close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent too: it decides
+    stdin = sys.stdin.buffer
+    with os.fdopen(int(sys.argv[2]), "wb") as out:
+        try:
+            serve, setup = pickle.load(stdin)
+            module, _, function = str(serve).partition(":")
+            if not module.startswith("runicorn."):
+                raise RunicornError(f"{serve!r}: a worker serves functions of runicorn only")
+            handle, close = getattr(importlib.import_module(module), function)(setup)
+        except (EOFError, pickle.UnpicklingError):
+            return 1  # the parent is gone
+        except BaseException as exc:
+            _answer(out, "unavailable", f"{type(exc).__name__}: {exc}")
+            return 1
+        try:
+            _answer(out, "ready", None)
+            while True:
+                try:
+                    batch = pickle.load(stdin)
+                except (EOFError, pickle.UnpicklingError):
+                    return 1  # the parent is gone (or told it to stop by closing its input)
+                if batch is None:
+                    return 0
+                try:
+                    result = handle(batch)
+                except BaseException as exc:
+                    _answer(out, "error", exc)
+                    return 1
+                _answer(out, "ok", result)
+        except BrokenPipeError:
+            return 1  # the parent is gone
+        finally:
+            close()

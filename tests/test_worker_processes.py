@@ -78,10 +78,15 @@ def test_a_worker_holds_as_its_parent_and_leaves_the_folder_to_it(tmp_path: Path
     with Store(tmp_path / "store") as store:
         lease = store.holds.new_lease()
         ingest_in_processes(
-            store, lease, [[[0, 1, 2], [3, 4]], [[5, 6, 7, 8]]], lambda b: [paths[k] for k in b], got.extend
+            store,
+            lease,
+            [[[0, 1, 2], [3, 4]], [[5, 6, 7, 8]]],
+            lambda b: [paths[k] for k in b],
+            got.extend,
+            _no_threads,
         )
         writer = store.current_writer
-        assert writer is not None and [p.name for p in writer.iterdir()] == ["lock"]
+        assert writer is not None and sorted(p.name for p in writer.iterdir()) == ["lock", "workers"]
         assert sorted(k for batch, _ in got for k in batch) == list(range(9))
         for batch, infos in got:
             for k, (sha, size) in zip(batch, infos):
@@ -101,11 +106,17 @@ def test_a_workers_error_is_raised_as_its_own_and_nothing_is_indexed(tmp_path: P
     with Store(tmp_path / "store") as store:
         lease = store.holds.new_lease()
         with pytest.raises(FileNotFoundError) as caught:
-            ingest_in_processes(store, lease, [[[0, 1]], [[2, 10]]], lambda b: [paths[k] for k in b], _take_all)
+            ingest_in_processes(
+                store, lease, [[[0, 1]], [[2, 10]]], lambda b: [paths[k] for k in b], _take_all, _no_threads
+            )
         assert caught.value.filename == paths[10]
         assert not store.has_blob(hashlib.sha256(Path(paths[2]).read_bytes()).hexdigest())
         store.release_holds(lease)
     _verify_clean(tmp_path / "store")
+
+
+def _no_threads() -> None:
+    raise AssertionError("the workers should have started")
 
 
 def _take_all(ingested: worker_processes.Results) -> None:
@@ -136,7 +147,9 @@ def test_a_killed_worker_fails_the_snapshot_clearly_and_recovery_keeps_the_store
     batches = [list(range(k, k + 500)) for k in range(0, 2000, 500)]
     with Store(tmp_path / "store") as store:
         with pytest.raises(RunicornError, match="killed by signal 9"):
-            ingest_in_processes(store, store.holds.new_lease(), [batches], lambda b: [paths[k] for k in b], work)
+            ingest_in_processes(
+                store, store.holds.new_lease(), [batches], lambda b: [paths[k] for k in b], work, _no_threads
+            )
     _verify_clean(tmp_path / "store")
     ws = _workspace(tmp_path / "ws", 50)
     assert (
@@ -161,7 +174,9 @@ def _children(pid: int) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"runicorn.worker_processes" in _cmdline(entry):
+            if int(
+                stat.rsplit(")", 1)[1].split()[1]
+            ) == pid and b"from runicorn.worker_processes import main" in _cmdline(entry):
                 found.append(int(entry))
     return found
 
@@ -223,6 +238,7 @@ def test_a_worker_keeps_the_writer_folder_locked_while_it_lives(tmp_path: Path) 
     setup = {"root": str(root), "writer": str(store.writer_dir()), "lease": lease.id}
     worker = WorkerProcess("runicorn.store.ingest_processes:serve", setup, pass_fds=(store.writer_lock_fd,))
     src = _workspace(tmp_path / "src", 3)
+    worker.ready()
     worker.send([str(p) for p in sorted(src.rglob("*.txt"))])
     assert len(worker.receive()) == 3
     writer = store.current_writer
@@ -345,3 +361,114 @@ def test_recovery_waits_a_moment_for_the_workers_of_a_writer_that_is_gone(tmp_pa
     with Store(root):
         assert writer.exists() != marked
     holder.wait()
+
+
+def test_the_current_directory_never_reaches_a_worker(tmp_path: Path) -> None:
+    """A snapshot taken inside an untrusted checkout: its pickle.py or runicorn/ package is
+    not what the workers import (they start with -P and the parent's module path)."""
+    ws = _workspace(tmp_path / "ws", 200)
+    ran = tmp_path / "ran"
+    evil = f"open({str(ran)!r}, 'a').write('ran')\n"
+    (ws / "pickle.py").write_text(evil)
+    (ws / "runicorn").mkdir()
+    (ws / "runicorn" / "__init__.py").write_text(evil)
+    import runicorn
+
+    env = {**os.environ, "RUNICORN_WORKER_PROCESSES": "2", "PYTHONPATH": str(Path(runicorn.__file__).parents[1])}
+    out = subprocess.run(
+        # -P: as the installed command, which never puts the current directory on its path.
+        [sys.executable, "-P", "-m", "runicorn", "--storage", str(tmp_path / "store"), "snapshot", "."],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert not ran.exists()
+    _verify_clean(tmp_path / "store")
+
+
+def test_stray_output_of_a_site_hook_does_not_confuse_the_answers(tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text("import sys\nsys.stdout.write('x' * 200000)\nsys.stdout.flush()\n")
+    ws = _workspace(tmp_path / "ws", 300)
+    import runicorn
+
+    path = os.pathsep.join([str(hooks), str(Path(runicorn.__file__).parents[1])])
+    out = subprocess.run(
+        [sys.executable, "-m", "runicorn", "--storage", str(tmp_path / "store"), "snapshot", str(ws)],
+        env={**os.environ, "RUNICORN_WORKER_PROCESSES": "2", "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    _verify_clean(tmp_path / "store")
+
+
+def test_workers_that_cannot_set_up_leave_the_job_to_threads(tmp_path: Path) -> None:
+    ran: list[str] = []
+    worker_processes.in_processes(
+        "runicorn.no_such_module:serve", None, [[[1]], [[2]]], list, _take_all, in_threads=lambda: ran.append("threads")
+    )
+    assert ran == ["threads"]
+
+
+def test_a_missing_interpreter_leaves_the_snapshot_to_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runicorn
+
+    ws = _workspace(tmp_path / "ws", 100)
+    monkeypatch.setenv("RUNICORN_WORKER_PROCESSES", "2")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    res = runicorn.snapshot_workspace(ws, None, storage=str(tmp_path / "store"))
+    assert res["files_read"] == 101
+    from runicorn.store.cache import forget_open_stores
+
+    forget_open_stores()
+    _verify_clean(tmp_path / "store")
+
+
+def test_when_one_worker_fails_the_others_end_their_batch_and_nothing_is_set_aside(tmp_path: Path) -> None:
+    src = _workspace(tmp_path / "src", 3000)
+    paths = sorted(str(p) for p in src.rglob("*.txt")) + [str(tmp_path / "gone")]
+    with Store(tmp_path / "store") as store:
+        lease = store.holds.new_lease()
+        with pytest.raises(FileNotFoundError):
+            ingest_in_processes(
+                store,
+                lease,
+                [[[3000]], [list(range(0, 1500)), list(range(1500, 3000))]],
+                lambda b: [paths[k] for k in b],
+                _take_all,
+                _no_threads,
+            )
+        store.release_holds(lease)
+        quarantine = store.quarantine_dir
+    assert not (quarantine.exists() and any(quarantine.iterdir()))
+    _verify_clean(tmp_path / "store")
+
+
+def test_ctrl_c_stops_the_snapshot_quietly_and_leaves_nothing_half_written(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path / "ws", 6000)
+    store_root = tmp_path / "store"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "runicorn", "--storage", str(store_root), "snapshot", str(ws)],
+        env={**os.environ, "RUNICORN_WORKER_PROCESSES": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    blobs = store_root / "archive" / "blobs"
+    while time.monotonic() < deadline and parent.poll() is None:
+        if len(_children(parent.pid)) == 2 and blobs.is_dir() and sum(1 for _ in blobs.rglob("*")) > 300:
+            break
+        time.sleep(0.005)
+    assert parent.poll() is None, "the snapshot ended before Ctrl-C"
+    os.killpg(parent.pid, signal.SIGINT)  # what a terminal does: the whole group
+    _, err = parent.communicate(timeout=120)
+    assert parent.returncode != 0 and b"Traceback" not in err, err.decode()
+    quarantine = store_root / "archive" / "quarantine"
+    assert not (quarantine.exists() and any(quarantine.iterdir()))
+    _verify_clean(store_root)

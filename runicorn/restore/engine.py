@@ -334,6 +334,11 @@ def _materialise(
 
     writer = _EntryWriter(str(blob_root), base, link, current_umask())
     items = list(entries.items())
+
+    def in_threads() -> None:
+        groups = share_files(items, worker_count(len(items), wanted), lambda it: it[1].size)
+        run_groups(lambda group: writer.write(group, took), groups)
+
     from runicorn.worker_processes import processes_for  # subprocess: only when writing
 
     processes = processes_for(len(items))
@@ -345,12 +350,10 @@ def _materialise(
                 took(counts, written)
 
         groups = [_batches(g) for g in share_files(items, processes, lambda it: it[1].size)]
-        in_processes("runicorn.restore.engine:serve_writes", writer, groups, _payload, take, pass_fds=locks)
+        serve = "runicorn.restore.engine:serve_writes"
+        in_processes(serve, writer, groups, _payload, take, in_threads=in_threads, pass_fds=locks)
     else:
-        run_groups(
-            lambda group: writer.write(group, took),
-            share_files(items, worker_count(len(items), wanted), lambda it: it[1].size),
-        )
+        in_threads()
     os.chmod(staging, 0o755)
     if sync:
         # What is renamed into place is complete even after a crash: a few files and

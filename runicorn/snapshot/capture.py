@@ -52,6 +52,8 @@ _RESUME_GC_AFTER = 4096
 # write back large files while small ones are read; the store bounds its memory itself.
 _INGEST_BATCH_FILES = 16384
 _INGEST_BATCH_BYTES = 2 << 30
+_PROCESS_BATCH_FILES = 4096
+_PROCESS_BATCH_BYTES = 256 << 20
 
 Progress = Callable[[int, int], None]
 
@@ -429,18 +431,26 @@ class _Capture:
                     if progress:
                         progress(done, total)
 
+        def in_threads() -> None:
+            groups = share_indices(items, worker_count(len(items), total - self.vouched_bytes), size_of)
+            run_groups(lambda g: work(in_this_process(g)), groups)
+
         from runicorn.worker_processes import processes_for  # subprocess: only when reading
 
         processes = processes_for(len(items))
         if processes:
             from runicorn.store.ingest_processes import ingest_in_processes
 
+            def batches(group: Sequence[int]) -> Iterable[list[int]]:
+                # Smaller than in threads: a worker told to stop (another one failed) ends
+                # its batch first, and a batch bounds how long that takes.
+                return _batches(group, size_of, _PROCESS_BATCH_FILES, _PROCESS_BATCH_BYTES)
+
             groups = share_indices(items, processes, size_of)
             paths_of = lambda batch: [base + lines.paths[line_of[k]] for k in batch]  # noqa: E731
-            ingest_in_processes(store, self.lease, [_batches(g, size_of) for g in groups], paths_of, work)
+            ingest_in_processes(store, self.lease, [batches(g) for g in groups], paths_of, work, in_threads)
         else:
-            groups = share_indices(items, worker_count(len(items), total - self.vouched_bytes), size_of)
-            run_groups(lambda g: work(in_this_process(g)), groups)
+            in_threads()
         self.files_read += len(items)
 
     def store_tree(self, known: dict[str, LeafSpan]) -> tuple[str, list[LeafSpan], dict[str, LeafSpan]]:
@@ -496,14 +506,19 @@ class _Capture:
             yield base + paths[i], device(k), ino[k], size, mtime_ns[k], ctime_ns[k], mode, sha, now
 
 
-def _batches(items: Sequence[int], size_of: Callable[[int], int]) -> Iterable[list[int]]:
+def _batches(
+    items: Sequence[int],
+    size_of: Callable[[int], int],
+    files: int = _INGEST_BATCH_FILES,
+    most_bytes: int = _INGEST_BATCH_BYTES,
+) -> Iterable[list[int]]:
     # Batches bound the work lost on an error and give progress; each costs one group sync.
     batch: list[int] = []
     size = 0
     for item in items:
         batch.append(item)
         size += size_of(item)
-        if len(batch) >= _INGEST_BATCH_FILES or size >= _INGEST_BATCH_BYTES:
+        if len(batch) >= files or size >= most_bytes:
             yield batch
             batch, size = [], 0
     if batch:

@@ -74,6 +74,7 @@ STREAM_CHUNK = 1 << 20
 WRITEBACK_EVERY = 16 << 20  # large files: start writeback after this many new bytes
 JOURNAL = "journal"  # in a batch directory: the blobs being moved into blobs/, one per line
 _batch_numbers = itertools.count()
+_PROCESS_TOKEN = os.urandom(4).hex()
 _local = threading.local()
 
 
@@ -100,8 +101,9 @@ class BlobBatch:
         # The caller's lease can hold the batch's new rows as one id range; a caller of a
         # batch with a lease of its own may let go of each blob by name instead.
         self._by_range = lease is not None
-        # The pid too: helper processes stage in their parent's writer folder.
-        self.dir = store.writer_dir() / f"b-{os.getpid()}-{next(_batch_numbers)}"
+        # Worker processes stage in their parent's writer folder: the pid and a token of
+        # this process keep their names apart (a later worker may reuse a pid).
+        self.dir = store.writer_dir() / f"b-{os.getpid()}-{_PROCESS_TOKEN}-{next(_batch_numbers)}"
         self._dir_made = False
         self.sizes: dict[str, int] = {}  # every blob of the batch
         self.staged: set[str] = set()  # blobs written to the batch directory

@@ -34,16 +34,19 @@ def ingest_in_processes(
     groups: Sequence[Iterable[list[int]]],
     paths_of: Callable[[list[int]], list[str]],
     work: Callable[[Results], None],
+    in_threads: Callable[[], None],
 ) -> None:
     """Ingest each group's batches (of indices; ``paths_of`` gives a batch's paths) in a
     worker process of its own, held under ``lease``; ``work`` takes each group's stream
-    of ``(batch, [(sha256, size), ...])`` in a thread of its own.
+    of ``(batch, [(sha256, size), ...])`` in a thread of its own.  ``in_threads()`` does
+    the job when workers cannot start.
 
     Raises: as :meth:`Store.ingest_files`, and as :func:`runicorn.worker_processes.in_processes`.
     """
     setup = {"root": str(store.root), "writer": str(store.writer_dir()), "lease": lease.id}
     lock = store.writer_lock_fd
-    in_processes("runicorn.store.ingest_processes:serve", setup, groups, paths_of, work, pass_fds=(lock,))
+    serve = "runicorn.store.ingest_processes:serve"
+    in_processes(serve, setup, groups, paths_of, work, in_threads=in_threads, pass_fds=(lock,))
 
 
 def serve(setup: dict[str, Any]) -> Serving:
