@@ -13,10 +13,11 @@ stdin it gets the parent's ``sys.path``, then the name of a serving function
 a time.  It answers on a pipe of its own (stray output of the interpreter or of site
 hooks goes nowhere): ``("ready", None)`` once set up (else ``("unavailable", why)``; the
 job then runs in threads of the parent), then for each batch, in order, ``("ok",
-result)`` or ``("error", exception)``, after which it stops.  It ignores Ctrl-C (the
-parent decides), is killed with its parent (``PR_SET_PDEATHSIG``; elsewhere its input
-ending stops it at the next batch), and ends after its batch when its input ends: when
-one worker fails the others finish the batch they have, so no file is left half-written.
+result)`` or ``("error", exception)``, after which it stops.  It runs in a process group
+of its own and ignores Ctrl-C (the parent decides), is killed with its parent
+(``PR_SET_PDEATHSIG``; elsewhere its input ending stops it at the next batch), and ends
+after its batch when its input ends: when one worker fails or the caller is interrupted,
+the others finish the batch they have, so no file is left half-written.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import threading
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 from runicorn.errors import RunicornError
-from runicorn.workers import run_groups
 
 PROCESSES_VAR = "RUNICORN_WORKER_PROCESSES"
 # Below this many files a worker's start (an interpreter and its imports, about 0.1 s)
@@ -97,6 +97,9 @@ class WorkerProcess:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 pass_fds=(answer_end, *pass_fds),
+                # A group of its own: the terminal's Ctrl-C goes to the parent alone (from
+                # the worker's first instruction on), which stops the workers itself.
+                process_group=0,
             )
         except OSError as exc:
             os.close(answers)
@@ -104,17 +107,19 @@ class WorkerProcess:
         finally:
             os.close(answer_end)
         self.answers = os.fdopen(answers, "rb")
+        self._input_lock = threading.Lock()  # a stop from another thread never splits a batch
         self._put(list(sys.path))
         self._put((serve, setup))
 
     def _put(self, message: Any) -> None:
         stdin = self.proc.stdin
         assert stdin is not None
-        try:
-            pickle.dump(message, stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            stdin.flush()
-        except (BrokenPipeError, ValueError):
-            pass  # it died (or was told to stop): receive() says so
+        with self._input_lock:
+            try:
+                pickle.dump(message, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # it died (or was told to stop): receive() says so
 
     def _get(self) -> tuple[str, Any]:
         try:
@@ -157,16 +162,18 @@ class WorkerProcess:
         return value
 
     def stop(self) -> None:
-        """Tell the worker to end after the batches it has."""
-        self._put(None)
-        if self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()
-            except (OSError, ValueError):
-                pass
+        """Tell the worker to end after the batches it has (its input ends)."""
+        with self._input_lock:
+            if self.proc.stdin is not None:
+                try:
+                    self.proc.stdin.close()
+                except (OSError, ValueError):
+                    pass
 
     def finish(self) -> None:
-        """:meth:`stop`, and reap the worker (killed if not gone within ``STOP_SECONDS``)."""
+        """Tell the worker there is nothing more, and reap it (killed if not gone within
+        ``STOP_SECONDS``)."""
+        self._put(None)
         self.stop()
         try:
             self.proc.wait(timeout=STOP_SECONDS)
@@ -238,7 +245,21 @@ def in_processes(
             workers.clear()
             in_threads()
             return
-        run_groups(run, range(len(workers)))
+        # Threads of its own rather than runicorn.workers.run_groups: an interrupt of the
+        # caller (Ctrl-C) must reach the workers before the threads are waited for.
+        threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(len(workers))]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                t.join()
+        except BaseException as exc:
+            with lock:
+                failed.insert(0, exc)
+            for w in workers:
+                w.stop()
+            for t in threads:
+                t.join()
     finally:
         for w in workers:
             w.finish()
@@ -288,7 +309,7 @@ def main() -> int:
             handle, close = getattr(importlib.import_module(module), function)(setup)
         except (EOFError, pickle.UnpicklingError):
             return 1  # the parent is gone
-        except BaseException as exc:
+        except Exception as exc:
             _answer(out, "unavailable", f"{type(exc).__name__}: {exc}")
             return 1
         try:
@@ -296,8 +317,8 @@ def main() -> int:
             while True:
                 try:
                     batch = pickle.load(stdin)
-                except (EOFError, pickle.UnpicklingError):
-                    return 1  # the parent is gone (or told it to stop by closing its input)
+                except Exception:  # EOF, or cut short: the parent is gone or told it to stop
+                    return 1
                 if batch is None:
                     return 0
                 try:

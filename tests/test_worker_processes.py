@@ -472,3 +472,48 @@ def test_ctrl_c_stops_the_snapshot_quietly_and_leaves_nothing_half_written(tmp_p
     quarantine = store_root / "archive" / "quarantine"
     assert not (quarantine.exists() and any(quarantine.iterdir()))
     _verify_clean(store_root)
+
+
+def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path / "ws", 3000)
+    store_root = tmp_path / "store"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "runicorn", "--storage", str(store_root), "snapshot", str(ws)],
+        env={**os.environ, "RUNICORN_WORKER_PROCESSES": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and parent.poll() is None and not _children(parent.pid):
+        time.sleep(0.001)
+    os.killpg(parent.pid, signal.SIGINT)
+    _, err = parent.communicate(timeout=120)
+    assert b"Traceback" not in err, err.decode()
+    _verify_clean(store_root)
+
+
+def test_an_interrupt_of_the_caller_stops_the_workers_after_their_batch(tmp_path: Path) -> None:
+    """Ctrl-C in the caller's thread while workers write: each ends after the batch it
+    has, and the interrupt comes back without the rest of the job being done."""
+    src = _workspace(tmp_path / "src", 400)
+    paths = sorted(str(p) for p in src.rglob("*.txt"))
+    taken: list[int] = []
+
+    def work(ingested: worker_processes.Results) -> None:
+        for batch, _ in ingested:
+            taken.append(len(batch))
+            if len(taken) == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # reaches the main thread, waiting for this one
+
+    groups = [
+        [list(range(k, k + 10)) for k in range(0, 200, 10)],
+        [list(range(k, k + 10)) for k in range(200, 400, 10)],
+    ]
+    with Store(tmp_path / "store") as store:
+        lease = store.holds.new_lease()
+        with pytest.raises(KeyboardInterrupt):
+            ingest_in_processes(store, lease, groups, lambda b: [paths[k] for k in b], work, _no_threads)
+        store.release_holds(lease)
+    assert sum(taken) < 200, taken
+    _verify_clean(tmp_path / "store")

@@ -366,8 +366,8 @@ def _materialise(
     return methods
 
 
-_PROCESS_BATCH_FILES = 4096  # a worker process's batch: its progress, and its share of the pipe
-_PROCESS_BATCH_BYTES = 64 << 20
+_PROCESS_BATCH_FILES = 1024  # a worker process's batch: the step of the progress it reports
+_PROCESS_BATCH_BYTES = 16 << 20
 
 
 def _batches(items: list[tuple[str, TreeEntry]]) -> Iterator[list[tuple[str, TreeEntry]]]:
