@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,6 +159,34 @@ def test_a_killed_worker_fails_the_snapshot_clearly_and_recovery_keeps_the_store
     _verify_clean(tmp_path / "store")
 
 
+def _snapshot_in_background(tmp_path: Path, files: int, **popen: Any) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """A CLI snapshot of ``files`` files through two workers, started, not waited for:
+    ``(process, store, workspace)``."""
+    ws = _workspace(tmp_path / "ws", files)
+    store_root = tmp_path / "store"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "runicorn", "--storage", str(store_root), "snapshot", str(ws), "--json"],
+        env={**os.environ, "RUNICORN_WORKER_PROCESSES": "2"},
+        stdout=subprocess.DEVNULL,
+        **popen,
+    )
+    return parent, store_root, ws
+
+
+def _wait_until_writing(parent: subprocess.Popen[bytes], store_root: Path) -> list[int]:
+    """Wait until both workers of ``parent`` exist and some blobs are written; their pids."""
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    blobs = store_root / "archive" / "blobs"
+    while time.monotonic() < deadline and parent.poll() is None:
+        workers = _children(parent.pid)
+        if len(workers) == 2 and blobs.is_dir() and sum(1 for _ in blobs.rglob("*")) > 300:
+            break
+        time.sleep(0.005)
+    assert parent.poll() is None and len(workers) == 2, "the snapshot ended before its workers were caught"
+    return workers
+
+
 def _cmdline(pid: str) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -185,23 +214,8 @@ def test_a_killed_parent_takes_its_workers_with_it_and_the_next_command_recovers
     """SIGKILL the snapshot while its workers write: they die with it, and the next
     command that opens the store recovers the writer folder they shared; the store
     verifies and the snapshot can be taken again."""
-    ws = _workspace(tmp_path / "ws", 6000)
-    store_root = tmp_path / "store"
-    parent = subprocess.Popen(
-        [sys.executable, "-m", "runicorn", "--storage", str(store_root), "snapshot", str(ws), "--json"],
-        env={**os.environ, "RUNICORN_WORKER_PROCESSES": "2"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    workers: list[int] = []
-    blobs = store_root / "archive" / "blobs"
-    while time.monotonic() < deadline and parent.poll() is None:
-        workers = _children(parent.pid)
-        if len(workers) == 2 and blobs.is_dir() and sum(1 for _ in blobs.rglob("*")) > 300:
-            break
-        time.sleep(0.005)
-    assert parent.poll() is None and len(workers) == 2, "the snapshot ended before its workers were caught"
+    parent, store_root, ws = _snapshot_in_background(tmp_path, 6000, stderr=subprocess.DEVNULL)
+    workers = _wait_until_writing(parent, store_root)
     parent.kill()
     parent.wait()
     for w in workers:
@@ -450,22 +464,8 @@ def test_when_one_worker_fails_the_others_end_their_batch_and_nothing_is_set_asi
 
 
 def test_ctrl_c_stops_the_snapshot_quietly_and_leaves_nothing_half_written(tmp_path: Path) -> None:
-    ws = _workspace(tmp_path / "ws", 6000)
-    store_root = tmp_path / "store"
-    parent = subprocess.Popen(
-        [sys.executable, "-m", "runicorn", "--storage", str(store_root), "snapshot", str(ws)],
-        env={**os.environ, "RUNICORN_WORKER_PROCESSES": "2"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    blobs = store_root / "archive" / "blobs"
-    while time.monotonic() < deadline and parent.poll() is None:
-        if len(_children(parent.pid)) == 2 and blobs.is_dir() and sum(1 for _ in blobs.rglob("*")) > 300:
-            break
-        time.sleep(0.005)
-    assert parent.poll() is None, "the snapshot ended before Ctrl-C"
+    parent, store_root, _ = _snapshot_in_background(tmp_path, 6000, stderr=subprocess.PIPE, start_new_session=True)
+    _wait_until_writing(parent, store_root)
     os.killpg(parent.pid, signal.SIGINT)  # what a terminal does: the whole group
     _, err = parent.communicate(timeout=120)
     assert parent.returncode != 0 and b"Traceback" not in err, err.decode()
@@ -475,15 +475,7 @@ def test_ctrl_c_stops_the_snapshot_quietly_and_leaves_nothing_half_written(tmp_p
 
 
 def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path: Path) -> None:
-    ws = _workspace(tmp_path / "ws", 3000)
-    store_root = tmp_path / "store"
-    parent = subprocess.Popen(
-        [sys.executable, "-m", "runicorn", "--storage", str(store_root), "snapshot", str(ws)],
-        env={**os.environ, "RUNICORN_WORKER_PROCESSES": "2"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    parent, store_root, _ = _snapshot_in_background(tmp_path, 3000, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and parent.poll() is None and not _children(parent.pid):
         time.sleep(0.001)
