@@ -32,36 +32,8 @@ from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 from runicorn.errors import RunicornError
 
-PROCESSES_VAR = "RUNICORN_WORKER_PROCESSES"
-# Below this many files a worker's start (an interpreter and its imports, about 0.1 s)
-# costs more than the second GIL gains.
-PROCESSES_FROM_FILES = 8192
-
 # What a serving function gives: the handler of one batch, and what to do at the end.
 Serving = tuple[Callable[[Any], Any], Callable[[], None]]
-
-
-def processes_for(files: int) -> int:
-    """How many worker processes should share work on ``files`` files (0: threads of this
-    process do it): ``$RUNICORN_WORKER_PROCESSES`` when set (0 turns them off), else one
-    per core (at most 4) for ``PROCESSES_FROM_FILES`` files or more on a machine with several.
-
-    Raises:
-        RunicornError: ``$RUNICORN_WORKER_PROCESSES`` is not a whole number from 0 to 64.
-    """
-    raw = os.environ.get(PROCESSES_VAR, "").strip()
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            n = -1
-        if not 0 <= n <= 64:
-            raise RunicornError(f"${PROCESSES_VAR} is {raw!r}: give a whole number of processes from 0 to 64")
-        return max(0, min(n, files))
-    cores = os.cpu_count() or 1
-    if files < PROCESSES_FROM_FILES or cores < 2:
-        return 0
-    return min(4, cores)
 
 
 class WorkersUnavailable(Exception):
@@ -70,9 +42,15 @@ class WorkersUnavailable(Exception):
 
 
 # The worker's first lines: the parent's module path, before anything else is imported.
+# Its input ending first (the parent interrupted at once) ends it quietly.
 _BOOT = (
-    "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
-    "from runicorn.worker_processes import main; sys.exit(main())"
+    "import pickle, sys\n"
+    "try:\n"
+    "    sys.path[:] = pickle.load(sys.stdin.buffer)\n"
+    "except Exception:\n"
+    "    sys.exit(1)\n"
+    "from runicorn.worker_processes import main\n"
+    "sys.exit(main())\n"
 )
 # How long a worker that was told to stop may take to finish its batch before it is killed.
 STOP_SECONDS = 60.0

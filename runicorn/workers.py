@@ -1,4 +1,5 @@
-"""Sharing file work among a few threads: how many, who does what, and running them.
+"""Sharing file work among a few threads: how many, who does what, and running them;
+and whether worker processes (:mod:`runicorn.worker_processes`) should do it instead.
 
 Snapshots and restores read, hash and copy many files; those system calls and the
 hashing release the GIL, so two to four threads use the cores the way several
@@ -12,11 +13,42 @@ from array import array
 from itertools import chain
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
+from runicorn.errors import RunicornError
+
 T = TypeVar("T")
 
 # What one file costs beyond its bytes (open, create, rename, an index row), in bytes of
 # copying: about 100 us per small file against about 1 GB/s for data.
 PER_FILE_COST = 64 << 10
+
+
+PROCESSES_VAR = "RUNICORN_WORKER_PROCESSES"
+# Below this many files a worker process's start (an interpreter and its imports, about
+# 0.1 s) costs more than the second GIL gains.
+PROCESSES_FROM_FILES = 8192
+
+
+def processes_for(files: int) -> int:
+    """How many worker processes (:mod:`runicorn.worker_processes`) should share work on
+    ``files`` files (0: threads of this process do it): ``$RUNICORN_WORKER_PROCESSES`` when set (0 turns them off), else one
+    per core (at most 4) for ``PROCESSES_FROM_FILES`` files or more on a machine with several.
+
+    Raises:
+        RunicornError: ``$RUNICORN_WORKER_PROCESSES`` is not a whole number from 0 to 64.
+    """
+    raw = os.environ.get(PROCESSES_VAR, "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= 64:
+            raise RunicornError(f"${PROCESSES_VAR} is {raw!r}: give a whole number of processes from 0 to 64")
+        return max(0, min(n, files))
+    cores = os.cpu_count() or 1
+    if files < PROCESSES_FROM_FILES or cores < 2:
+        return 0
+    return min(4, cores)
 
 
 def worker_count(files: int, total_bytes: int) -> int:

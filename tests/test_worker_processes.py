@@ -21,7 +21,8 @@ from runicorn.errors import RunicornError
 from runicorn import worker_processes
 from runicorn.errors import DamagedBlobError, StoreWriteError
 from runicorn.store.ingest_processes import ingest_in_processes
-from runicorn.worker_processes import WorkerProcess, processes_for
+from runicorn.worker_processes import WorkerProcess
+from runicorn.workers import processes_for
 from runicorn.store.store import Store
 
 

@@ -44,7 +44,7 @@ from runicorn.restore.staging import Staging, sweep_abandoned_restores
 from runicorn.store.layout import note_blobs_linked_out
 from runicorn.store.reader import check_blob_file, check_bytes, read_checked, wrong_hash, wrong_size
 from runicorn.store.tree_format import MODE_EXEC, MODE_LINK, TreeEntry, path_key
-from runicorn.workers import run_groups, share_files, worker_count
+from runicorn.workers import processes_for, run_groups, share_files, worker_count
 
 if TYPE_CHECKING:
     from runicorn.worker_processes import Serving
@@ -338,8 +338,6 @@ def _materialise(
     def in_threads() -> None:
         groups = share_files(items, worker_count(len(items), wanted), lambda it: it[1].size)
         run_groups(lambda group: writer.write(group, took), groups)
-
-    from runicorn.worker_processes import processes_for  # subprocess: only when writing
 
     processes = processes_for(len(items))
     if processes:

@@ -40,7 +40,7 @@ from runicorn.store.tree_format import (
 )
 from runicorn.store.holds import Lease
 from runicorn.store.tree_lines import TreeLines
-from runicorn.workers import run_groups, share_indices, worker_count
+from runicorn.workers import processes_for, run_groups, share_indices, worker_count
 
 # Commits of one snapshot when gc keeps taking blobs the stat cache vouched for.
 _COMMIT_ATTEMPTS = 3
@@ -434,8 +434,6 @@ class _Capture:
         def in_threads() -> None:
             groups = share_indices(items, worker_count(len(items), total - self.vouched_bytes), size_of)
             run_groups(lambda g: work(in_this_process(g)), groups)
-
-        from runicorn.worker_processes import processes_for  # subprocess: only when reading
 
         processes = processes_for(len(items))
         if processes:
