@@ -30,8 +30,9 @@ PROCESSES_FROM_FILES = 8192
 
 def processes_for(files: int) -> int:
     """How many worker processes (:mod:`runicorn.worker_processes`) should share work on
-    ``files`` files (0: threads of this process do it): ``$RUNICORN_WORKER_PROCESSES`` when set (0 turns them off), else one
-    per core (at most 4) for ``PROCESSES_FROM_FILES`` files or more on a machine with several.
+    ``files`` files (0: threads of this process do it): ``$RUNICORN_WORKER_PROCESSES``
+    when set (0 turns them off), else one per core (at most 4) for
+    ``PROCESSES_FROM_FILES`` files or more on a machine with several.
 
     Raises:
         RunicornError: ``$RUNICORN_WORKER_PROCESSES`` is not a whole number from 0 to 64.
@@ -117,6 +118,21 @@ def share_indices(items: range, n: int, size_of: Callable[[int], int]) -> list[S
     big = sorted((i for i in items if size_of(i) > PER_FILE_COST), key=size_of, reverse=True)
     _to_least_loaded(chain(big, (i for i in items if size_of(i) <= PER_FILE_COST)), groups, loads, size_of)
     return [g for g in groups if g]
+
+
+def batches(items: Iterable[T], size_of: Callable[[T], int], files: int, most_bytes: int) -> Iterator[list[T]]:
+    """``items`` in order, cut into batches of at most ``files`` items, each closed once
+    its sizes reach ``most_bytes``."""
+    batch: list[T] = []
+    size = 0
+    for item in items:
+        batch.append(item)
+        size += size_of(item)
+        if len(batch) >= files or size >= most_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def run_groups(work: Callable[[T], None], groups: Sequence[T]) -> None:

@@ -21,7 +21,7 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from runicorn.errors import DamagedBlobError, IntegrityError, RunicornError, UnsafePathError, option
 from runicorn.fsutil import (
@@ -44,7 +44,7 @@ from runicorn.restore.staging import Staging, sweep_abandoned_restores
 from runicorn.store.layout import note_blobs_linked_out
 from runicorn.store.reader import check_blob_file, check_bytes, read_checked, wrong_hash, wrong_size
 from runicorn.store.tree_format import MODE_EXEC, MODE_LINK, TreeEntry, path_key
-from runicorn.workers import processes_for, run_groups, share_files, worker_count
+from runicorn.workers import batches, processes_for, run_groups, share_files, worker_count
 
 if TYPE_CHECKING:
     from runicorn.worker_processes import Serving
@@ -347,7 +347,9 @@ def _materialise(
             for _, (counts, written) in results:
                 took(counts, written)
 
-        groups = [_batches(g) for g in share_files(items, processes, lambda it: it[1].size)]
+        size_of: Callable[[tuple[str, TreeEntry]], int] = lambda it: it[1].size  # noqa: E731
+        shares = share_files(items, processes, size_of)
+        groups = [batches(g, size_of, _PROCESS_BATCH_FILES, _PROCESS_BATCH_BYTES) for g in shares]
         serve = "runicorn.restore.engine:serve_writes"
         in_processes(serve, writer, groups, _payload, take, in_threads=in_threads, pass_fds=locks)
     else:
@@ -366,19 +368,6 @@ def _materialise(
 
 _PROCESS_BATCH_FILES = 1024  # a worker process's batch: the step of the progress it reports
 _PROCESS_BATCH_BYTES = 16 << 20
-
-
-def _batches(items: list[tuple[str, TreeEntry]]) -> Iterator[list[tuple[str, TreeEntry]]]:
-    batch: list[tuple[str, TreeEntry]] = []
-    size = 0
-    for item in items:
-        batch.append(item)
-        size += item[1].size
-        if len(batch) >= _PROCESS_BATCH_FILES or size >= _PROCESS_BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
 
 
 def _payload(batch: list[tuple[str, TreeEntry]]) -> list[tuple[str, str, str, int]]:

@@ -40,7 +40,7 @@ from runicorn.store.tree_format import (
 )
 from runicorn.store.holds import Lease
 from runicorn.store.tree_lines import TreeLines
-from runicorn.workers import processes_for, run_groups, share_indices, worker_count
+from runicorn.workers import batches, processes_for, run_groups, share_indices, worker_count
 
 # Commits of one snapshot when gc keeps taking blobs the stat cache vouched for.
 _COMMIT_ATTEMPTS = 3
@@ -395,9 +395,13 @@ class _Capture:
         if progress:
             progress(done, total)
 
+        def paths_of(batch: list[int]) -> list[str]:
+            return [base + lines.paths[line_of[k]] for k in batch]
+
         def in_this_process(group: Sequence[int]) -> Iterator[tuple[list[int], list[tuple[str, int]]]]:
-            for batch in _batches(group, size_of):
-                infos = store.ingest_files([base + lines.paths[line_of[k]] for k in batch], lease=self.lease)
+            # Batches bound the work lost on an error and give progress; each costs one group sync.
+            for batch in batches(group, size_of, _INGEST_BATCH_FILES, _INGEST_BATCH_BYTES):
+                infos = store.ingest_files(paths_of(batch), lease=self.lease)
                 yield batch, [(info.sha256, info.size) for info in infos]
 
         def work(ingested: Iterator[tuple[list[int], list[tuple[str, int]]]]) -> None:
@@ -439,14 +443,13 @@ class _Capture:
         if processes:
             from runicorn.store.ingest_processes import ingest_in_processes
 
-            def batches(group: Sequence[int]) -> Iterable[list[int]]:
-                # Smaller than in threads: a worker told to stop (another one failed) ends
-                # its batch first, and a batch bounds how long that takes.
-                return _batches(group, size_of, _PROCESS_BATCH_FILES, _PROCESS_BATCH_BYTES)
-
-            groups = share_indices(items, processes, size_of)
-            paths_of = lambda batch: [base + lines.paths[line_of[k]] for k in batch]  # noqa: E731
-            ingest_in_processes(store, self.lease, [batches(g) for g in groups], paths_of, work, in_threads)
+            # Smaller batches than in threads: a worker told to stop (another one failed)
+            # ends its batch first, and a batch bounds how long that takes.
+            groups = [
+                batches(g, size_of, _PROCESS_BATCH_FILES, _PROCESS_BATCH_BYTES)
+                for g in share_indices(items, processes, size_of)
+            ]
+            ingest_in_processes(store, self.lease, groups, paths_of, work, in_threads)
         else:
             in_threads()
         self.files_read += len(items)
@@ -502,25 +505,6 @@ class _Capture:
         for k, i in enumerate(to_read.line):
             mode, sha, size = lines.mode(i), lines.sha(i), lines.size(i)
             yield base + paths[i], device(k), ino[k], size, mtime_ns[k], ctime_ns[k], mode, sha, now
-
-
-def _batches(
-    items: Sequence[int],
-    size_of: Callable[[int], int],
-    files: int = _INGEST_BATCH_FILES,
-    most_bytes: int = _INGEST_BATCH_BYTES,
-) -> Iterable[list[int]]:
-    # Batches bound the work lost on an error and give progress; each costs one group sync.
-    batch: list[int] = []
-    size = 0
-    for item in items:
-        batch.append(item)
-        size += size_of(item)
-        if len(batch) >= files or size >= most_bytes:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
 
 
 __all__ = ["capture_tree"]

@@ -53,7 +53,6 @@ def serve(setup: dict[str, Any]) -> Serving:
     """In a worker: open the store as the parent's writer; each batch (a list of paths)
     is ingested as one, answered with ``[(sha256, size), ...]``."""
     from runicorn.store.holds import Lease
-    from runicorn.store.ingest import ingest_paths
     from runicorn.store.store import Store
 
     store = Store(Path(setup["root"]))
@@ -61,6 +60,6 @@ def serve(setup: dict[str, Any]) -> Serving:
     lease = Lease(setup["lease"])
 
     def handle(paths: list[str]) -> list[tuple[str, int]]:
-        return [(i.sha256, i.size) for i in ingest_paths(store, paths, lease)]
+        return [(i.sha256, i.size) for i in store.ingest_files(paths, lease=lease)]
 
     return handle, store.close

@@ -99,7 +99,6 @@ class Store:
         self._writer: Path | None = None
         self._writer_fd: int | None = None
         self._writer_pid = 0
-        self._writer_owned = True  # False: a helper writing as its parent's writer (join_writer)
         self._writer_lock = threading.Lock()
         self._page_loader: Callable[[str], bytes] | None = None  # made by the first load_page
         self.holds = Holds(self)
@@ -195,7 +194,8 @@ class Store:
     def close(self) -> None:
         """Release holds, remove this process's staging directory, close the index."""
         with self._writer_lock:
-            if self._writer is not None and self._writer_pid == os.getpid() and self._writer_owned:
+            # A joined writer (join_writer: no lock of its own) leaves the folder to its owner.
+            if self._writer is not None and self._writer_pid == os.getpid() and self._writer_fd is not None:
                 try:
                     # Intents left by a write that failed midway are replayed like a dead
                     # writer's, so closing never strands a linked but unindexed object.
@@ -309,8 +309,8 @@ class Store:
 
     @property
     def writer_lock_fd(self) -> int:
-        """The descriptor holding this process's writer lock (a helper process gets it, so
-        the folder stays locked while the helper lives: ``runicorn.store.ingest_processes``).
+        """The descriptor holding this process's writer lock (a worker process gets it, so
+        the folder stays locked while the worker lives: ``runicorn.store.ingest_processes``).
 
         Raises:
             ReadOnlyStoreError: the store is read-only.
@@ -323,12 +323,11 @@ class Store:
         return self._writer_fd
 
     def join_writer(self, writer: Path) -> None:
-        """Write as the writer whose folder is ``writer`` (a helper process of that writer,
+        """Write as the writer whose folder is ``writer`` (a worker process of that writer,
         holding its lock through an inherited descriptor): batches stage there and holds
         carry its name; closing leaves the folder to its owner."""
         with self._writer_lock:
             self._writer, self._writer_fd, self._writer_pid = writer, None, os.getpid()
-            self._writer_owned = False
 
     @property
     def current_writer(self) -> Path | None:
