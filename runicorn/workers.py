@@ -37,19 +37,41 @@ def processes_for(files: int) -> int:
     Raises:
         RunicornError: ``$RUNICORN_WORKER_PROCESSES`` is not a whole number from 0 to 64.
     """
-    raw = os.environ.get(PROCESSES_VAR, "").strip()
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            n = -1
-        if not 0 <= n <= 64:
-            raise RunicornError(f"${PROCESSES_VAR} is {raw!r}: give a whole number of processes from 0 to 64")
-        return max(0, min(n, files))
+    chosen = _processes_chosen()
+    if chosen is not None:
+        return min(chosen, files)
     cores = os.cpu_count() or 1
     if files < PROCESSES_FROM_FILES or cores < 2:
         return 0
     return min(4, cores)
+
+
+def processes_found(files: int) -> int:
+    """How many worker processes a job whose files are still being found (a walk) should
+    start once it has found ``files`` of them: ``$RUNICORN_WORKER_PROCESSES`` from the
+    first file when set, else :func:`processes_for` from ``PROCESSES_FROM_FILES`` files on.
+
+    Raises:
+        RunicornError: as :func:`processes_for`.
+    """
+    chosen = _processes_chosen()
+    if chosen is not None:
+        return chosen if files else 0
+    return processes_for(files)
+
+
+def _processes_chosen() -> int | None:
+    """``$RUNICORN_WORKER_PROCESSES``, when set."""
+    raw = os.environ.get(PROCESSES_VAR, "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 64:
+        raise RunicornError(f"${PROCESSES_VAR} is {raw!r}: give a whole number of processes from 0 to 64")
+    return n
 
 
 def worker_count(files: int, total_bytes: int) -> int:

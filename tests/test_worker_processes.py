@@ -510,3 +510,78 @@ def test_an_interrupt_of_the_caller_stops_the_workers_after_their_batch(tmp_path
         store.release_holds(lease)
     assert sum(taken) < 200, taken
     _verify_clean(tmp_path / "store")
+
+
+# ----------------------------------------------------------------- reading beside the walk
+
+
+def _walk(ws: Path, seen: list[str], *, fail_after: int | None = None, missing_first: bool = False) -> Any:
+    """The workspace's files as the snapshot's walk gives them, each counted in ``seen``;
+    ``fail_after``: the walk fails after so many; ``missing_first``: a file that is gone
+    by the time it is read comes first."""
+    files = sorted(p for p in ws.rglob("*") if p.is_file())
+    if missing_first:
+        gone = ws / "d00" / "a-gone.txt"
+        gone.write_bytes(b"soon gone\n")
+        st = os.lstat(gone)
+        gone.unlink()
+        seen.append(str(gone))
+        yield "d00/a-gone.txt", str(gone), st
+    for p in files:
+        if fail_after is not None and len(seen) >= fail_after:
+            raise RunicornError(f"{ws}/.rnignore: the walk failed (a test)")
+        seen.append(str(p))
+        yield p.relative_to(ws).as_posix(), str(p), os.lstat(p)
+
+
+def _reading_beside_the_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runicorn.snapshot import capture
+
+    monkeypatch.setenv("RUNICORN_WORKER_PROCESSES", "2")
+    monkeypatch.setattr(capture, "_PROCESS_BATCH_FILES", 10)  # many batches, a short queue
+
+
+def test_files_are_read_beside_the_walk_and_give_the_same_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runicorn.snapshot.capture import capture_tree
+
+    ws = _workspace(tmp_path / "ws", 600)
+    with Store(tmp_path / "one") as store:
+        monkeypatch.setenv("RUNICORN_WORKER_PROCESSES", "0")
+        alone = capture_tree(store, ws, _walk(ws, []), source=str(ws)).tree
+    _reading_beside_the_walk(monkeypatch)
+    steps: list[tuple[int, int]] = []
+    with Store(tmp_path / "two") as store:
+        got = capture_tree(store, ws, _walk(ws, []), source=str(ws), progress=lambda d, t: steps.append((d, t)))
+    assert got.tree == alone and got.files_read == 600
+    total = sum(p.stat().st_size for p in ws.rglob("*.txt"))
+    assert steps[-1] == (total, total) and all(a[0] <= b[0] for a, b in zip(steps, steps[1:]))
+    _verify_clean(tmp_path / "two")
+
+
+def test_a_file_gone_before_it_is_read_stops_the_walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reading's error is the snapshot's, raised at the walk's next batch: the walk does
+    not go on to the end of a large workspace for a snapshot that has failed."""
+    from runicorn.snapshot.capture import capture_tree
+
+    ws = _workspace(tmp_path / "ws", 3000)
+    _reading_beside_the_walk(monkeypatch)
+    seen: list[str] = []
+    with Store(tmp_path / "store") as store:
+        with pytest.raises(RunicornError, match=r"a-gone\.txt: vanished during the snapshot of .*try again"):
+            capture_tree(store, ws, _walk(ws, seen, missing_first=True), source=str(ws))
+    assert len(seen) < 1000, len(seen)
+    _verify_clean(tmp_path / "store")
+
+
+def test_a_walk_that_fails_stops_the_reading_and_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runicorn.snapshot.capture import capture_tree
+
+    ws = _workspace(tmp_path / "ws", 1000)
+    _reading_beside_the_walk(monkeypatch)
+    with Store(tmp_path / "store") as store:
+        with pytest.raises(RunicornError, match=r"the walk failed"):
+            capture_tree(store, ws, _walk(ws, [], fail_after=700), source=str(ws))
+        # What was read is no snapshot's: held by none, gc's at once.
+        assert store.index.scalar("SELECT COUNT(*) FROM trees") == 0
+        assert store.gc(grace_seconds=0, list_blobs=False)["blobs_deleted"] > 0
+    _verify_clean(tmp_path / "store")

@@ -2,19 +2,23 @@
 
 Files the stat cache (:mod:`runicorn.snapshot.statcache`) vouches for are not read
 again; when it vouches for all of them and their tree is stored, nothing is written.
-The rest are ingested in few large batches (one group sync each) by a few threads,
-and the tree's pages are cut again only where they hold a file that was read: the
-leaves of the root's last tree are taken over elsewhere.
+The rest are ingested in few large batches (one group sync each) by a few threads, or,
+once the walk has found enough files to read, by worker processes that start reading
+beside the walk (:class:`_EarlyRead`); and the tree's pages are cut again only where
+they hold a file that was read: the leaves of the root's last tree are taken over elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,7 +44,15 @@ from runicorn.store.tree_format import (
 )
 from runicorn.store.holds import Lease
 from runicorn.store.tree_lines import TreeLines
-from runicorn.workers import batches, processes_for, run_groups, share_indices, worker_count
+from runicorn.workers import (
+    PROCESSES_FROM_FILES,
+    batches,
+    processes_for,
+    processes_found,
+    run_groups,
+    share_indices,
+    worker_count,
+)
 
 # Commits of one snapshot when gc keeps taking blobs the stat cache vouched for.
 _COMMIT_ATTEMPTS = 3
@@ -132,7 +144,8 @@ def capture_tree(
 
     Raises:
         RunicornError: a file vanished or changed while being read (naming it).
-        (And whatever iterating ``files`` raises, before anything is stored.)
+        (And whatever iterating ``files`` raises: no tree is stored, and what was read
+        beside the walk is let go of, gc's to collect.)
     """
     started_ns = time.time_ns()
     with cycle_gc_paused() as resume_gc:
@@ -166,77 +179,99 @@ def _capture(
     rows, generation = statcache.rows_in_order(store, root)
     next_row = rows.__next__
     row: tuple[Any, ...] = next(rows, past_end)
-    for rel, full, st in files:
-        file_count += 1
-        while row[0] < full:  # rows passed over name files that are gone
-            stale.append((row[0],))
-            try:
-                row = next_row()
-            except StopIteration:
-                row = past_end
-        if row[0] == full:
-            cached: tuple[Any, ...] | None = row
-            try:
-                row = next_row()
-            except StopIteration:
-                row = past_end
-        else:
-            cached = None
-        if mtimes is not None:
-            mtimes[rel] = st.st_mtime_ns / 1e9
-        st_mode = st.st_mode
-        if st_mode & S_IFMT == IFLNK:
-            try:
-                target = os.fsencode(os.readlink(full))
-            except FileNotFoundError:
-                raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
-            links[lines.add(rel, MODE_LINK, sha256_bytes(target), len(target))] = target
-            continue
-        mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
-        if cached is None:
-            to_read.add(lines.add_open(rel, mode, st.st_size), st)
-            continue
-        # cached: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
-        mtime = st.st_mtime_ns
-        if (
-            cached[4] == mtime
-            and cached[3] == st.st_size
-            and cached[2] == st.st_ino
-            and cached[1] == st.st_dev
-            and cached[5] == st.st_ctime_ns
-            and cached[6] == mode
-            and mtime < cached[8] - racy
-        ):
-            lines.add(rel, mode, cached[7], cached[3])
-            trusted_bytes += cached[3]
-        else:
-            to_read.add(lines.add_open(rel, mode, st.st_size), st)
-    while row is not past_end:
-        stale.append((row[0],))
-        row = next(rows, past_end)
-    moved = lines.sort()
-    if moved is not None:
-        to_read.renumber(moved)
-        links = {moved[i]: target for i, target in links.items()}
-    total = trusted_bytes + sum(len(t) for t in links.values())
-    check = statcache.BlobCheck(store, root, generation)
-    tree = (
-        None if to_read else _existing_tree(store, keeper, lines, check, [(lines.sha(i), lines.size(i)) for i in links])
-    )
-    if tree is not None:
-        if stale:
-            statcache.record(store, root, generation, [], stale)
-        else:
-            check.reseal(store, root, generation)
-        return Captured(tree, lines.entries() if want_entries else None, 0, total, file_count, mtimes)
-    if len(to_read) > _RESUME_GC_AFTER:
-        resume_gc()  # reading many files makes garbage of its own (and may run long)
-    # What the snapshot stores is held under one lease, let go of when the tree (or a
-    # failure) ends it: no string or count per blob is kept here.
-    with store.lease() as lease:
-        captured = _Capture(store, root, started_ns, progress, lines, trusted_bytes, to_read, links, check, lease)
-        captured.read_changed()
-        tree, spans, known = captured.store_tree(statcache.known_leaves(store, root, generation) if lines else {})
+    base = os.path.join(str(root), "")  # root with one trailing separator, as the walk joins it
+    with contextlib.ExitStack() as held:
+        early: _EarlyRead | None = None  # reading beside the walk, once it has found enough
+        early_check = 1  # how many files to read the walk has found when it next asks
+        try:
+            for rel, full, st in files:
+                file_count += 1
+                while row[0] < full:  # rows passed over name files that are gone
+                    stale.append((row[0],))
+                    try:
+                        row = next_row()
+                    except StopIteration:
+                        row = past_end
+                if row[0] == full:
+                    cached: tuple[Any, ...] | None = row
+                    try:
+                        row = next_row()
+                    except StopIteration:
+                        row = past_end
+                else:
+                    cached = None
+                if mtimes is not None:
+                    mtimes[rel] = st.st_mtime_ns / 1e9
+                st_mode = st.st_mode
+                if st_mode & S_IFMT == IFLNK:
+                    try:
+                        target = os.fsencode(os.readlink(full))
+                    except FileNotFoundError:
+                        raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
+                    links[lines.add(rel, MODE_LINK, sha256_bytes(target), len(target))] = target
+                    continue
+                mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
+                # cached: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
+                if cached is not None:
+                    mtime = st.st_mtime_ns
+                    if (
+                        cached[4] == mtime
+                        and cached[3] == st.st_size
+                        and cached[2] == st.st_ino
+                        and cached[1] == st.st_dev
+                        and cached[5] == st.st_ctime_ns
+                        and cached[6] == mode
+                        and mtime < cached[8] - racy
+                    ):
+                        lines.add(rel, mode, cached[7], cached[3])
+                        trusted_bytes += cached[3]
+                        continue
+                to_read.add(lines.add_open(rel, mode, st.st_size), st)
+                if early is not None:
+                    early.add(len(to_read) - 1, full, st.st_size)
+                elif len(to_read) == early_check:
+                    processes = processes_found(early_check)
+                    if processes:
+                        resume_gc()  # reading many files makes garbage of its own (and may run long)
+                        early = _EarlyRead(store, root, held.enter_context(store.lease()), processes)
+                        for k, line in enumerate(to_read.line):
+                            early.add(k, base + lines.paths[line], lines.size(line))
+                    else:
+                        early_check = PROCESSES_FROM_FILES if early_check < PROCESSES_FROM_FILES else -1
+            while row is not past_end:
+                stale.append((row[0],))
+                row = next(rows, past_end)
+            if early is not None:
+                early.end_walk()
+            moved = lines.sort()
+            if moved is not None:
+                to_read.renumber(moved)
+                links = {moved[i]: target for i, target in links.items()}
+            total = trusted_bytes + sum(len(t) for t in links.values())
+            check = statcache.BlobCheck(store, root, generation)
+            tree = (
+                None
+                if to_read
+                else _existing_tree(store, keeper, lines, check, [(lines.sha(i), lines.size(i)) for i in links])
+            )
+            if tree is not None:
+                if stale:
+                    statcache.record(store, root, generation, [], stale)
+                else:
+                    check.reseal(store, root, generation)
+                return Captured(tree, lines.entries() if want_entries else None, 0, total, file_count, mtimes)
+            if early is None and len(to_read) > _RESUME_GC_AFTER:
+                resume_gc()  # reading many files makes garbage of its own (and may run long)
+            # What the snapshot stores is held under one lease, let go of when the tree (or a
+            # failure) ends it: no string or count per blob is kept here.
+            lease = early.lease if early is not None else held.enter_context(store.lease())
+            captured = _Capture(store, root, started_ns, progress, lines, trusted_bytes, to_read, links, check, lease)
+            captured.read_changed(early)
+            tree, spans, known = captured.store_tree(statcache.known_leaves(store, root, generation) if lines else {})
+        except BaseException:
+            if early is not None:
+                early.abort()  # its workers end after their batch, before the lease lets go
+            raise
     statcache.record(store, root, generation, captured.cache_rows(), stale, (known, spans), check.seal)
     entries = lines.entries() if want_entries else None
     return Captured(tree, entries, captured.files_read, captured.total, file_count, mtimes)
@@ -297,6 +332,196 @@ def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:
     return bool(store.tree_kept_by(tree, kind, name or tree))
 
 
+def _from_source(
+    ingested: Iterator[tuple[Sequence[int], list[tuple[str, int]]]], root: Path
+) -> Iterator[tuple[Sequence[int], list[tuple[str, int]]]]:
+    """The batches of ``ingested`` as they come; an error of the workspace's files is
+    raised as a RunicornError naming the file and what to do.
+
+    Raises:
+        RunicornError: a file vanished, changed while read, or cannot be read.
+        StorageFullError, StoreWriteError: the store's side (their own message says so).
+    """
+    while True:
+        try:
+            item = next(ingested, None)
+        except FileNotFoundError as exc:
+            raise RunicornError(
+                f"{exc.filename}: vanished during the snapshot of {root}; nothing was recorded, try again"
+            ) from None
+        except ChangedWhileReadingError as exc:
+            raise RunicornError(f"{exc}; nothing was recorded, try again") from None
+        except (StorageFullError, StoreWriteError):
+            raise
+        except OSError as exc:
+            raise RunicornError(
+                f"{exc.filename or root}: cannot be read ({exc.strerror}); "
+                f"exclude it in .rnignore or fix its permissions"
+            ) from None
+        if item is None:
+            return
+        yield item
+
+
+class _EarlyRead:
+    """The files to read, given to worker processes while the walk still finds them.
+
+    A first snapshot of a large workspace (or one with many new files) would otherwise
+    walk it all before the first file is read, with one core busy; here the workers start,
+    and read, beside the walk.  The walk adds each file to read (:meth:`add`); every
+    :data:`_PROCESS_BATCH_FILES` files (or :data:`_PROCESS_BATCH_BYTES`) make a batch,
+    taken from one queue by whichever worker is free; the queue holds a few batches
+    at most, so the walk waits for the workers rather than holding every path.
+
+    The walk adds lines meanwhile and then sorts them, so what is read before
+    :meth:`attach` is kept aside (each file's digest, by its position among the files to
+    read), and filled in by it; later batches are taken in at once.  A failure of the
+    reading stops the walk at its next batch; a failure of the walk (or an interrupt)
+    stops the workers after their batch (:meth:`abort`).  What they stored stays held
+    under the snapshot's lease until the snapshot ends, as the blobs of any snapshot.
+    """
+
+    def __init__(self, store: Any, root: Path, lease: Lease, processes: int) -> None:
+        self.store, self.root, self.lease, self.processes = store, root, lease, processes
+        self.given = 0  # files put in batches so far
+        self._ks = array("I")
+        self._paths: list[str] = []
+        self._bytes = 0
+        self._queue: deque[tuple[array[int], list[str]]] = deque()
+        self._ready = threading.Condition()
+        self._closed = False  # no more batches: the walk ended, or the reading was stopped
+        self._kept: list[tuple[Sequence[int], bytes, list[int]]] = []
+        self._capture: _Capture | None = None
+        self.error: BaseException | None = None
+        # Set once the workers are reaped.  Waited for instead of the thread: a join cut
+        # short by Ctrl-C can leave the thread marked as ended (CPython 3.11), and this
+        # process would then end, and its workers with it, in the middle of their batch.
+        self._ended = threading.Event()
+        threading.Thread(target=self._run, name="runicorn-early-read", daemon=True).start()
+
+    # ---------------------------------------------------------------- the walk's side
+    def add(self, k: int, path: str, size: int) -> None:
+        """Read the file at position ``k`` among the files to read (``path``, ``size`` bytes).
+
+        Raises:
+            the reading's error, once it has stopped.
+        """
+        self._ks.append(k)
+        self._paths.append(path)
+        self._bytes += size
+        if len(self._ks) >= _PROCESS_BATCH_FILES or self._bytes >= _PROCESS_BATCH_BYTES:
+            self._give()
+
+    def _give(self) -> None:
+        batch = (self._ks, self._paths)
+        self._ks, self._paths, self._bytes = array("I"), [], 0
+        with self._ready:
+            while len(self._queue) >= 2 * self.processes and not self._closed:
+                self._ready.wait()
+            if not self._closed:
+                self._queue.append(batch)
+                self.given += len(batch[0])
+                self._ready.notify_all()
+                return
+        self._ended.wait()  # stopped by a failure of the reading: its error, once it has ended
+        assert self.error is not None
+        raise self.error
+
+    def end_walk(self) -> None:
+        """Give the last files: the walk has found them all.
+
+        Raises:
+            the reading's error, once it has stopped.
+        """
+        if self._ks:
+            self._give()
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def attach(self, capture: _Capture) -> None:
+        """Fill ``capture``'s lines in with what was read so far (they are in their final
+        order now), and the rest as it comes."""
+        with self._ready:
+            kept, self._kept = self._kept, []
+            self._capture = capture
+        for batch, digests, sizes in kept:
+            capture.take(
+                batch, [(digests[i : i + 32].hex(), size) for i, size in zip(range(0, len(digests), 32), sizes)]
+            )
+
+    def wait(self) -> None:
+        """Wait for the reading to end.
+
+        Raises:
+            whatever the reading raised (a RunicornError naming the file, a store error).
+        """
+        self._ended.wait()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        """Stop: the workers end after the batch they have, and this waits for them."""
+        self._stop()
+        self._ended.wait()
+
+    # ---------------------------------------------------------------- the reading's side
+    def _stop(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._queue.clear()
+            self._ready.notify_all()
+
+    def _batches(self) -> Iterator[tuple[array[int], list[str]]]:
+        """One worker's batches: taken from the queue until it is closed and empty."""
+        while True:
+            with self._ready:
+                while not self._queue and not self._closed:
+                    self._ready.wait()
+                if not self._queue:
+                    return
+                batch = self._queue.popleft()
+                self._ready.notify_all()
+            yield batch
+
+    def _work(self, ingested: Iterator[tuple[Sequence[int], list[tuple[str, int]]]]) -> None:
+        try:
+            for batch, infos in _from_source(ingested, self.root):
+                with self._ready:
+                    capture = self._capture
+                    if capture is None:  # the walk still adds lines: kept in 40 bytes a file
+                        digests = bytes.fromhex("".join(sha for sha, _ in infos))
+                        self._kept.append((batch, digests, [size for _, size in infos]))
+                        continue
+                capture.take(batch, infos)
+        except BaseException:
+            self._stop()  # the walk stops at its next batch, the other workers after theirs
+            raise
+
+    def _in_this_process(self) -> Iterator[tuple[Sequence[int], list[tuple[str, int]]]]:
+        for batch in self._batches():
+            infos = self.store.ingest_files(batch[1], lease=self.lease)
+            yield batch[0], [(info.sha256, info.size) for info in infos]
+
+    def _run(self) -> None:
+        from runicorn.store.ingest_processes import ingest_in_processes
+
+        def in_threads() -> None:
+            run_groups(lambda _: self._work(self._in_this_process()), range(worker_count(1024, 32 << 20)))
+
+        def fed(results: Iterator[tuple[tuple[array[int], list[str]], list[tuple[str, int]]]]) -> None:
+            self._work((batch[0], infos) for batch, infos in results)
+
+        try:
+            groups = [self._batches() for _ in range(self.processes)]
+            ingest_in_processes(self.store, self.lease, groups, itemgetter(1), fed, in_threads)
+        except BaseException as exc:
+            self.error = exc
+            self._stop()
+        finally:
+            self._ended.set()
+
+
 class _Capture:
     """The slow path: check the vouched files' blobs, read the rest, store the tree.
 
@@ -337,6 +562,10 @@ class _Capture:
         self.lease = lease  # what it ingests is held under it
         self.total = 0  # of every file's size, once the tree is stored
         self.files_read = 0
+        # Progress in bytes: cached files count as done, symlinks are not counted.
+        self._lock = threading.Lock()
+        self._done = vouched_bytes
+        self._total = vouched_bytes
         # The vouched files' blobs (the links' are stored again below; the files to read
         # have none yet).
         off = set(store.blob_files_off(check.unchecked(lines))) - {lines.sha(i) for i in links}
@@ -369,34 +598,42 @@ class _Capture:
             if not stat.S_ISREG(st.st_mode):
                 raise RunicornError(f"{full}: changed during the snapshot of {self.root}; try again")
             self.vouched_bytes -= lines.size(i)
+            self._done -= lines.size(i)
             lines.set_mode(i, mode_of(st.st_mode))
             lines.set_size(i, st.st_size)
             self.to_read.add(i, st)
 
-    def read_changed(self) -> None:
-        """Read the files to read (into the store, their lines filled in) and store the links."""
+    def read_changed(self, early: _EarlyRead | None = None) -> None:
+        """Read the files to read (into the store, their lines filled in) and store the
+        links; those ``early`` was given are read by it (this waits for them)."""
         for target in dict.fromkeys(self.links.values()):
             self.store.ingest_bytes(target, lease=self.lease)  # its lines are in already
         self.read_bytes += sum(len(t) for t in self.links.values())
-        self._read(range(len(self.to_read)))
+        start = 0
+        if early is not None:
+            start = early.given
+            with self._lock:
+                self._total = self._done + sum(self.lines.size(self.to_read.line[k]) for k in range(start))
+            early.attach(self)
+            early.wait()
+            self.files_read += start
+        self._read(range(start, len(self.to_read)))
 
     def _read(self, items: range) -> None:
         """Read the files to read at positions ``items``."""
-        store, root, progress, base = self.store, self.root, self.progress, self.base
-        lines, line_of = self.lines, self.to_read.line
-        lock = threading.Lock()
-        # Progress in bytes: cached files count as done, symlinks are not counted.
-        done = self.vouched_bytes
+        store, base = self.store, self.base
+        lines, to_read = self.lines, self.to_read
 
         def size_of(k: int) -> int:
-            return lines.size(line_of[k])
+            return lines.size(to_read.line[k])
 
-        total = done + sum(map(size_of, items))
-        if progress:
-            progress(done, total)
+        with self._lock:
+            self._total = self._done + sum(map(size_of, items))
+            if self.progress:
+                self.progress(self._done, self._total)
 
         def paths_of(batch: list[int]) -> list[str]:
-            return [base + lines.paths[line_of[k]] for k in batch]
+            return [base + lines.paths[to_read.line[k]] for k in batch]
 
         def in_this_process(group: Sequence[int]) -> Iterator[tuple[list[int], list[tuple[str, int]]]]:
             # Batches bound the work lost on an error and give progress; each costs one group sync.
@@ -405,38 +642,11 @@ class _Capture:
                 yield batch, [(info.sha256, info.size) for info in infos]
 
         def work(ingested: Iterator[tuple[list[int], list[tuple[str, int]]]]) -> None:
-            nonlocal done
-            while True:
-                try:
-                    item = next(ingested, None)
-                except FileNotFoundError as exc:
-                    raise RunicornError(
-                        f"{exc.filename}: vanished during the snapshot of {root}; nothing was recorded, try again"
-                    ) from None
-                except ChangedWhileReadingError as exc:
-                    raise RunicornError(f"{exc}; nothing was recorded, try again") from None
-                except (StorageFullError, StoreWriteError):
-                    raise  # the store's side, not the source's: its own message says so
-                except OSError as exc:
-                    raise RunicornError(
-                        f"{exc.filename or root}: cannot be read ({exc.strerror}); "
-                        f"exclude it in .rnignore or fix its permissions"
-                    ) from None
-                if item is None:
-                    return
-                batch, infos = item
-                with lock:
-                    for k, (sha, size) in zip(batch, infos):
-                        lines.set_blob(line_of[k], sha, size)
-                    read = sum(size for _, size in infos)
-                    del infos  # the batch's hash strings, not kept while the next batch is read
-                    self.read_bytes += read
-                    done += read
-                    if progress:
-                        progress(done, total)
+            for batch, infos in _from_source(ingested, self.root):
+                self.take(batch, infos)
 
         def in_threads() -> None:
-            groups = share_indices(items, worker_count(len(items), total - self.vouched_bytes), size_of)
+            groups = share_indices(items, worker_count(len(items), self._total - self._done), size_of)
             run_groups(lambda g: work(in_this_process(g)), groups)
 
         processes = processes_for(len(items))
@@ -453,6 +663,19 @@ class _Capture:
         else:
             in_threads()
         self.files_read += len(items)
+
+    def take(self, batch: Sequence[int], infos: list[tuple[str, int]]) -> None:
+        """Fill in the blobs read for the files at positions ``batch`` (``(sha256, size)``
+        each), and say how far the reading is."""
+        lines, line_of = self.lines, self.to_read.line
+        with self._lock:
+            for k, (sha, size) in zip(batch, infos):
+                lines.set_blob(line_of[k], sha, size)
+            read = sum(size for _, size in infos)
+            self.read_bytes += read
+            self._done += read
+            if self.progress:
+                self.progress(self._done, self._total)
 
     def store_tree(self, known: dict[str, LeafSpan]) -> tuple[str, list[LeafSpan], dict[str, LeafSpan]]:
         """Store the tree of the lines: ``(tree, its leaves, the known leaves used)``.

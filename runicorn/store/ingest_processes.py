@@ -31,12 +31,12 @@ if TYPE_CHECKING:
 def ingest_in_processes(
     store: Store,
     lease: Lease,
-    groups: Sequence[Iterable[list[int]]],
-    paths_of: Callable[[list[int]], list[str]],
+    groups: Sequence[Iterable[Any]],
+    paths_of: Callable[[Any], list[str]],
     work: Callable[[Results], None],
     in_threads: Callable[[], None],
 ) -> None:
-    """Ingest each group's batches (of indices; ``paths_of`` gives a batch's paths) in a
+    """Ingest each group's batches (``paths_of`` gives a batch's paths) in a
     worker process of its own, held under ``lease``; ``work`` takes each group's stream
     of ``(batch, [(sha256, size), ...])`` in a thread of its own.  ``in_threads()`` does
     the job when workers cannot start.
