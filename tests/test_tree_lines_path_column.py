@@ -5,6 +5,7 @@ characters, across the joined strings' boundaries; a NUL in a path is refused.""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,30 @@ def test_empty_slices_are_empty_and_a_reader_follows_appends() -> None:
     for name in "XYZ":  # the third seals the first joined string
         column.append(name)
     assert at(0) == "0" and at(_CHUNK - 1) == "Y" and at(_CHUNK) == "Z"
+
+
+@pytest.mark.parametrize(
+    "pick",
+    [
+        lambda n: [],
+        lambda n: [5],
+        lambda n: list(range(100, n - 7)),  # a run: cut out whole
+        lambda n: [2, 4, 3, 5],  # a run's ends, out of order
+        lambda n: random.Random(n).sample(range(n), n // 3),
+        lambda n: list(range(n - 1, -1, -1)),
+    ],
+)
+def test_the_columns_of_some_lines_are_those_lines(pick: Any) -> None:
+    from runicorn.store.tree_format import MODE_EXEC, MODE_FILE, MODE_LINK
+
+    lines = TreeLines()
+    n = 3 * _CHUNK + 5
+    for i, path in enumerate(_paths(n, 7)):
+        lines.add(path, (MODE_FILE, MODE_EXEC, MODE_LINK)[i % 3], f"{i:064x}", i * 3)
+    chosen = pick(n)
+    assert lines.columns(chosen) == (
+        [lines.paths[i] for i in chosen],
+        [lines.mode(i) for i in chosen],
+        [lines.sha(i) for i in chosen],
+        [lines.size(i) for i in chosen],
+    )

@@ -18,6 +18,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -65,6 +66,8 @@ _RESUME_GC_AFTER = 4096
 _INGEST_BATCH_FILES = 16384
 _INGEST_BATCH_BYTES = 2 << 30
 _PROCESS_BATCH_FILES = 4096
+# Stat cache rows made at once (their columns cut out together).
+_CACHE_ROWS_AT_ONCE = 4096
 _PROCESS_BATCH_BYTES = 256 << 20
 
 Progress = Callable[[int, int], None]
@@ -715,19 +718,24 @@ class _Capture:
         return sorted({*self.to_read.line, *self.links})
 
     def cache_rows(self) -> Iterator[tuple[Any, ...]]:
-        """The stat cache rows of the files read, made as they are written (a list of them
-        would cost a tuple per file)."""
-        lines, to_read, now, base = self.lines, self.to_read, self.started_ns, self.base
-        paths, device, ino, mtime_ns, ctime_ns = (
-            lines.paths,
-            to_read.device,
-            to_read.ino,
-            to_read.mtime_ns,
-            to_read.ctime_ns,
-        )
-        for k, i in enumerate(to_read.line):
-            mode, sha, size = lines.mode(i), lines.sha(i), lines.size(i)
-            yield base + paths[i], device(k), ino[k], size, mtime_ns[k], ctime_ns[k], mode, sha, now
+        """The stat cache rows of the files read, made a few thousand at a time as they
+        are written (a list of them all would cost a tuple per file)."""
+        lines, to_read, base = self.lines, self.to_read, self.base
+        devs = to_read.devs
+        for a in range(0, len(to_read), _CACHE_ROWS_AT_ONCE):
+            b = a + _CACHE_ROWS_AT_ONCE
+            paths, modes, shas, sizes = lines.columns(to_read.line[a:b])
+            yield from zip(
+                map(base.__add__, paths),
+                [devs[d] for d in to_read.dev[a:b]],
+                to_read.ino[a:b],
+                sizes,
+                to_read.mtime_ns[a:b],
+                to_read.ctime_ns[a:b],
+                modes,
+                shas,
+                repeat(self.started_ns),
+            )
 
 
 __all__ = ["capture_tree"]

@@ -230,6 +230,29 @@ class TreeLines:
             modes = [_MODES[m] for m in self._modes[a:b]]
             yield from zip(self.paths[a:b], modes, self._shas(a, b), self._sizes[a:b])
 
+    def columns(self, lines: Sequence[int]) -> tuple[list[str], list[str], list[str], list[int]]:
+        """The paths, modes, SHA-256s and sizes of ``lines`` (indices, in their order), a
+        list each: a run of consecutive lines is cut out whole, others are taken one by one."""
+        if not lines:
+            return [], [], [], []
+        first, last = lines[0], lines[-1]
+        if last - first == len(lines) - 1 and all(map(lt, lines, islice(lines, 1, None))):  # consecutive
+            end = last + 1
+            return (
+                self.paths[first:end],
+                [_MODES[m] for m in self._modes[first:end]],
+                self._shas(first, end),
+                self._sizes[first:end].tolist(),
+            )
+        at, digests, modes, sizes = self.paths.reader(), self._digests, self._modes, self._sizes
+        text = b"".join([digests[i * _DIGEST : (i + 1) * _DIGEST] for i in lines]).hex()
+        return (
+            [at(i) for i in lines],
+            [_MODES[modes[i]] for i in lines],
+            [text[k : k + 2 * _DIGEST] for k in range(0, len(text), 2 * _DIGEST)],
+            [sizes[i] for i in lines],
+        )
+
     def blob_counts(self, start: int, end: int) -> dict[str, int]:
         """How many of lines ``start`` to ``end`` name each blob (the lines are not open)."""
         return Counter(self._shas(start, end))
