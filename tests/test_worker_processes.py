@@ -545,6 +545,12 @@ def test_files_are_read_beside_the_walk_and_give_the_same_tree(tmp_path: Path, m
     from runicorn.snapshot.capture import capture_tree
 
     ws = _workspace(tmp_path / "ws", 600)
+    # Names this walk gives out of the tree's order ("a/..." before "a-b/..."): the lines are
+    # sorted after the walk, with what was read of them meanwhile.
+    for folder in ("a", "a-b", "a.c"):
+        for i in range(40):
+            (ws / folder).mkdir(exist_ok=True)
+            (ws / folder / f"f{i}").write_bytes(f"{folder} {i}\n".encode() * (i + 1))
     with Store(tmp_path / "one") as store:
         monkeypatch.setenv("RUNICORN_WORKER_PROCESSES", "0")
         alone = capture_tree(store, ws, _walk(ws, []), source=str(ws)).tree
@@ -552,8 +558,8 @@ def test_files_are_read_beside_the_walk_and_give_the_same_tree(tmp_path: Path, m
     steps: list[tuple[int, int]] = []
     with Store(tmp_path / "two") as store:
         got = capture_tree(store, ws, _walk(ws, []), source=str(ws), progress=lambda d, t: steps.append((d, t)))
-    assert got.tree == alone and got.files_read == 600
-    total = sum(p.stat().st_size for p in ws.rglob("*.txt"))
+    assert got.tree == alone and got.files_read == 720
+    total = sum(p.stat().st_size for p in ws.rglob("*") if p.is_file())
     assert steps[-1] == (total, total) and all(a[0] <= b[0] for a, b in zip(steps, steps[1:]))
     _verify_clean(tmp_path / "two")
 

@@ -182,7 +182,6 @@ def _capture(
     rows, generation = statcache.rows_in_order(store, root)
     next_row = rows.__next__
     row: tuple[Any, ...] = next(rows, past_end)
-    base = os.path.join(str(root), "")  # root with one trailing separator, as the walk joins it
     with contextlib.ExitStack() as held:
         early: _EarlyRead | None = None  # reading beside the walk, once it has found enough
         early_check = 1  # how many files to read the walk has found when it next asks
@@ -229,16 +228,18 @@ def _capture(
                         lines.add(rel, mode, cached[7], cached[3])
                         trusted_bytes += cached[3]
                         continue
-                to_read.add(lines.add_open(rel, mode, st.st_size), st)
                 if early is not None:
+                    with early.lock:  # its batches fill lines in meanwhile
+                        to_read.add(lines.add_open(rel, mode, st.st_size), st)
                     early.add(len(to_read) - 1, full, st.st_size)
-                elif len(to_read) == early_check:
+                    continue
+                to_read.add(lines.add_open(rel, mode, st.st_size), st)
+                if len(to_read) == early_check:
                     processes = processes_found(early_check)
                     if processes:
                         resume_gc()  # reading many files makes garbage of its own (and may run long)
-                        early = _EarlyRead(store, root, held.enter_context(store.lease()), processes)
-                        for k, line in enumerate(to_read.line):
-                            early.add(k, base + lines.paths[line], lines.size(line))
+                        lease = held.enter_context(store.lease())
+                        early = _EarlyRead(store, root, lease, processes, lines, to_read)
                     else:
                         early_check = PROCESSES_FROM_FILES if early_check < PROCESSES_FROM_FILES else -1
             while row is not past_end:
@@ -246,10 +247,11 @@ def _capture(
                 row = next(rows, past_end)
             if early is not None:
                 early.end_walk()
-            moved = lines.sort()
-            if moved is not None:
-                to_read.renumber(moved)
-                links = {moved[i]: target for i, target in links.items()}
+            with early.lock if early is not None else contextlib.nullcontext():
+                moved = lines.sort()
+                if moved is not None:
+                    to_read.renumber(moved)
+                    links = {moved[i]: target for i, target in links.items()}
             total = trusted_bytes + sum(len(t) for t in links.values())
             check = statcache.BlobCheck(store, root, generation)
             tree = (
@@ -268,7 +270,9 @@ def _capture(
             # What the snapshot stores is held under one lease, let go of when the tree (or a
             # failure) ends it: no string or count per blob is kept here.
             lease = early.lease if early is not None else held.enter_context(store.lease())
-            captured = _Capture(store, root, started_ns, progress, lines, trusted_bytes, to_read, links, check, lease)
+            captured = _Capture(
+                store, root, started_ns, progress, lines, trusted_bytes, to_read, links, check, lease, early
+            )
             captured.read_changed(early)
             tree, spans, known = captured.store_tree(statcache.known_leaves(store, root, generation) if lines else {})
         except BaseException:
@@ -376,24 +380,29 @@ class _EarlyRead:
     taken from one queue by whichever worker is free; the queue holds a few batches
     at most, so the walk waits for the workers rather than holding every path.
 
-    The walk adds lines meanwhile and then sorts them, so what is read before
-    :meth:`attach` is kept aside (each file's digest, by its position among the files to
-    read), and filled in by it; later batches are taken in at once.  A failure of the
-    reading stops the walk at its next batch; a failure of the walk (or an interrupt)
-    stops the workers after their batch (:meth:`abort`).  What they stored stays held
-    under the snapshot's lease until the snapshot ends, as the blobs of any snapshot.
+    Each batch read is filled in to the snapshot's lines at once, under :attr:`lock`,
+    which the walk holds while it adds a line to read and while it sorts the lines (the
+    sort moves what was filled in with its line).  A failure of the reading stops the
+    walk at its next batch; a failure of the walk (or an interrupt) stops the workers
+    after their batch (:meth:`abort`).  What they stored stays held under the
+    snapshot's lease until the snapshot ends, as the blobs of any snapshot.
     """
 
-    def __init__(self, store: Any, root: Path, lease: Lease, processes: int) -> None:
+    def __init__(
+        self, store: Any, root: Path, lease: Lease, processes: int, lines: TreeLines, to_read: _ToRead
+    ) -> None:
         self.store, self.root, self.lease, self.processes = store, root, lease, processes
+        self.lines, self.to_read = lines, to_read
+        #: held by whoever changes the lines or the files to read while the batches come
+        self.lock = threading.Lock()
         self.given = 0  # files put in batches so far
+        self.read_bytes = 0  # what the batches read before a capture took over the counting
         self._ks = array("I")
         self._paths: list[str] = []
         self._bytes = 0
         self._queue: deque[tuple[array[int], list[str]]] = deque()
         self._ready = threading.Condition()
         self._closed = False  # no more batches: the walk ended, or the reading was stopped
-        self._kept: list[tuple[Sequence[int], bytes, list[int]]] = []
         self._capture: _Capture | None = None
         self.error: BaseException | None = None
         # Set once the workers are reaped.  Waited for instead of the thread: a join cut
@@ -401,6 +410,9 @@ class _EarlyRead:
         # process would then end, and its workers with it, in the middle of their batch.
         self._ended = threading.Event()
         threading.Thread(target=self._run, name="runicorn-early-read", daemon=True).start()
+        base = os.path.join(str(root), "")  # root with one trailing separator, as the walk joins it
+        for k, line in enumerate(to_read.line):  # those found before the reading started
+            self.add(k, base + lines.paths[line], lines.size(line))
 
     # ---------------------------------------------------------------- the walk's side
     def add(self, k: int, path: str, size: int) -> None:
@@ -443,15 +455,9 @@ class _EarlyRead:
             self._ready.notify_all()
 
     def attach(self, capture: _Capture) -> None:
-        """Fill ``capture``'s lines in with what was read so far (they are in their final
-        order now), and the rest as it comes."""
-        with self._ready:
-            kept, self._kept = self._kept, []
-            self._capture = capture
-        for batch, digests, sizes in kept:
-            capture.take(
-                batch, [(digests[i : i + 32].hex(), size) for i, size in zip(range(0, len(digests), 32), sizes)]
-            )
+        """Let ``capture`` take in and count the batches from now on (called under
+        :attr:`lock`, which it has as its own)."""
+        self._capture = capture
 
     def wait(self) -> None:
         """Wait for the reading to end.
@@ -490,11 +496,13 @@ class _EarlyRead:
     def _work(self, ingested: Iterator[tuple[Sequence[int], list[tuple[str, int]]]]) -> None:
         try:
             for batch, infos in _from_source(ingested, self.root):
-                with self._ready:
+                with self.lock:
                     capture = self._capture
-                    if capture is None:  # the walk still adds lines: kept in 40 bytes a file
-                        digests = bytes.fromhex("".join(sha for sha, _ in infos))
-                        self._kept.append((batch, digests, [size for _, size in infos]))
+                    if capture is None:
+                        lines, line_of = self.lines, self.to_read.line
+                        for k, (sha, size) in zip(batch, infos):
+                            lines.set_blob(line_of[k], sha, size)
+                        self.read_bytes += sum(size for _, size in infos)
                         continue
                 capture.take(batch, infos)
         except BaseException:
@@ -550,11 +558,13 @@ class _Capture:
         links: dict[int, bytes],
         check: statcache.BlobCheck,
         lease: Lease,
+        early: _EarlyRead | None = None,
     ) -> None:
         """``lines`` holds every file's line in tree-id order: those of the files the
         cache vouches for (``vouched_bytes`` in all) and of the links with their blob, those
-        of ``to_read`` open; ``links`` has each link's target by line; ``check`` says which
-        vouched blobs need a ``stat``; what is read is held under ``lease``."""
+        of ``to_read`` open (unless ``early`` read them); ``links`` has each link's target
+        by line; ``check`` says which vouched blobs need a ``stat``; what is read is held
+        under ``lease``."""
         self.store, self.root, self.started_ns, self.progress = store, root, started_ns, progress
         self.base = os.path.join(str(root), "")  # root with one trailing separator, as the walk joins it
         self.lines = lines
@@ -566,7 +576,7 @@ class _Capture:
         self.total = 0  # of every file's size, once the tree is stored
         self.files_read = 0
         # Progress in bytes: cached files count as done, symlinks are not counted.
-        self._lock = threading.Lock()
+        self._lock = early.lock if early is not None else threading.Lock()
         self._done = vouched_bytes
         self._total = vouched_bytes
         # The vouched files' blobs (the links' are stored again below; the files to read
@@ -615,9 +625,11 @@ class _Capture:
         start = 0
         if early is not None:
             start = early.given
-            with self._lock:
+            with self._lock:  # early's own: no batch is taken in meanwhile
                 self._total = self._done + sum(self.lines.size(self.to_read.line[k]) for k in range(start))
-            early.attach(self)
+                self._done += early.read_bytes
+                self.read_bytes += early.read_bytes
+                early.attach(self)
             early.wait()
             self.files_read += start
         self._read(range(start, len(self.to_read)))
