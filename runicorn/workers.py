@@ -46,20 +46,6 @@ def processes_for(files: int) -> int:
     return min(4, cores)
 
 
-def processes_found(files: int) -> int:
-    """How many worker processes a job whose files are still being found (a walk) should
-    start once it has found ``files`` of them: ``$RUNICORN_WORKER_PROCESSES`` from the
-    first file when set, else :func:`processes_for` from ``PROCESSES_FROM_FILES`` files on.
-
-    Raises:
-        RunicornError: as :func:`processes_for`.
-    """
-    chosen = _processes_chosen()
-    if chosen is not None:
-        return chosen if files else 0
-    return processes_for(files)
-
-
 def _processes_chosen() -> int | None:
     """``$RUNICORN_WORKER_PROCESSES``, when set."""
     raw = os.environ.get(PROCESSES_VAR, "").strip()

@@ -539,6 +539,7 @@ def _reading_beside_the_walk(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("RUNICORN_WORKER_PROCESSES", "2")
     monkeypatch.setattr(capture, "_PROCESS_BATCH_FILES", 10)  # many batches, a short queue
+    monkeypatch.setattr(capture, "_READ_EARLY_FROM", 2)  # from the second file to read
 
 
 def test_files_are_read_beside_the_walk_and_give_the_same_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -591,3 +592,63 @@ def test_a_walk_that_fails_stops_the_reading_and_keeps_nothing(tmp_path: Path, m
         assert store.index.scalar("SELECT COUNT(*) FROM trees") == 0
         assert store.gc(grace_seconds=0, list_blobs=False)["blobs_deleted"] > 0
     _verify_clean(tmp_path / "store")
+
+
+def test_a_second_ctrl_c_still_waits_for_the_workers_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two interrupts in a row while workers read beside the walk: the snapshot ends only
+    once they have ended their batch, so the store it closes is whole."""
+    import threading
+
+    from runicorn.snapshot import capture
+
+    ws = tmp_path / "ws"
+    for i in range(1500):
+        (ws / f"d{i % 10}").mkdir(parents=True, exist_ok=True)
+        (ws / f"d{i % 10}" / f"f{i:04d}").write_bytes(os.urandom(32 << 10))
+    _reading_beside_the_walk(monkeypatch)
+    monkeypatch.setattr(capture, "_PROCESS_BATCH_FILES", 200)
+    blobs = tmp_path / "store" / "archive" / "blobs"
+
+    def interrupt_twice() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(1 for _ in blobs.rglob("*")) < 300:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    store = Store(tmp_path / "store")
+    timer = threading.Thread(target=interrupt_twice)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            capture.capture_tree(store, ws, _walk(ws, []), source=str(ws))
+            time.sleep(5)  # (the tree was stored before the interrupts: they land here)
+        assert not _children(os.getpid()), "workers outlived the snapshot"
+    finally:
+        timer.join()
+        store.close()
+    _verify_clean(tmp_path / "store")
+
+
+def test_progress_counts_the_files_read_again_from_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blobs gone from the store are read again from the workspace: the total the progress
+    gives covers them from its first call (it never reaches 100% and then grows)."""
+    from runicorn.snapshot.capture import capture_tree
+
+    ws = _workspace(tmp_path / "ws", 400)
+    time.sleep(2.1)  # the stat cache vouches only for files older than its rows' timestamp tick
+    with Store(tmp_path / "store") as store:
+        capture_tree(store, ws, _walk(ws, []), source=str(ws))
+    blob_files = sorted(p for p in (tmp_path / "store" / "archive" / "blobs").rglob("*") if p.is_file())
+    for p in blob_files[::4]:
+        p.unlink()  # (some are pages of the first tree: only the second is looked at here)
+    for p in sorted(ws.rglob("*.txt"))[::2]:
+        p.write_bytes(p.read_bytes() + b"more\n")
+    _reading_beside_the_walk(monkeypatch)
+    steps: list[tuple[int, int]] = []
+    with Store(tmp_path / "store") as store:
+        capture_tree(store, ws, _walk(ws, []), source=str(ws), progress=lambda d, t: steps.append((d, t)))
+    totals = {t for _, t in steps}
+    assert len(totals) == 1, sorted(totals)
+    assert steps[-1][0] == steps[-1][1]

@@ -49,7 +49,6 @@ from runicorn.workers import (
     PROCESSES_FROM_FILES,
     batches,
     processes_for,
-    processes_found,
     run_groups,
     share_indices,
     worker_count,
@@ -66,6 +65,8 @@ _RESUME_GC_AFTER = 4096
 _INGEST_BATCH_FILES = 16384
 _INGEST_BATCH_BYTES = 2 << 30
 _PROCESS_BATCH_FILES = 4096
+# Files to read the walk must have found for worker processes to start reading beside it.
+_READ_EARLY_FROM = PROCESSES_FROM_FILES
 # Stat cache rows made at once (their columns cut out together).
 _CACHE_ROWS_AT_ONCE = 4096
 _PROCESS_BATCH_BYTES = 256 << 20
@@ -184,7 +185,7 @@ def _capture(
     row: tuple[Any, ...] = next(rows, past_end)
     with contextlib.ExitStack() as held:
         early: _EarlyRead | None = None  # reading beside the walk, once it has found enough
-        early_check = 1  # how many files to read the walk has found when it next asks
+        read_early_from = _READ_EARLY_FROM
         try:
             for rel, full, st in files:
                 file_count += 1
@@ -234,14 +235,12 @@ def _capture(
                     early.add(len(to_read) - 1, full, st.st_size)
                     continue
                 to_read.add(lines.add_open(rel, mode, st.st_size), st)
-                if len(to_read) == early_check:
-                    processes = processes_found(early_check)
+                if len(to_read) == read_early_from:
+                    processes = processes_for(read_early_from)
                     if processes:
                         resume_gc()  # reading many files makes garbage of its own (and may run long)
                         lease = held.enter_context(store.lease())
                         early = _EarlyRead(store, root, lease, processes, lines, to_read)
-                    else:
-                        early_check = PROCESSES_FROM_FILES if early_check < PROCESSES_FROM_FILES else -1
             while row is not past_end:
                 stale.append((row[0],))
                 row = next(rows, past_end)
@@ -470,9 +469,16 @@ class _EarlyRead:
             raise self.error
 
     def abort(self) -> None:
-        """Stop: the workers end after the batch they have, and this waits for them."""
+        """Stop: the workers end after the batch they have, and this waits for them, even
+        through a second Ctrl-C (ending now would let the lease go and the store close,
+        recovering the writer's folder, while they still write into it)."""
         self._stop()
-        self._ended.wait()
+        while True:
+            try:
+                self._ended.wait()
+                return
+            except KeyboardInterrupt:
+                continue
 
     # ---------------------------------------------------------------- the reading's side
     def _stop(self) -> None:
@@ -626,7 +632,8 @@ class _Capture:
         if early is not None:
             start = early.given
             with self._lock:  # early's own: no batch is taken in meanwhile
-                self._total = self._done + sum(self.lines.size(self.to_read.line[k]) for k in range(start))
+                # Every file to read: those given to it, and any whose blob turned out gone.
+                self._total = self._done + sum(self.lines.size(line) for line in self.to_read.line)
                 self._done += early.read_bytes
                 self.read_bytes += early.read_bytes
                 early.attach(self)
