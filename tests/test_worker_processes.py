@@ -652,3 +652,42 @@ def test_progress_counts_the_files_read_again_from_the_start(tmp_path: Path, mon
     totals = {t for _, t in steps}
     assert len(totals) == 1, sorted(totals)
     assert steps[-1][0] == steps[-1][1]
+
+
+def test_ctrl_c_while_the_files_found_are_handed_over_stops_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files the walk found before the workers started fill the queue many times over:
+    Ctrl-C while the walk waits to hand them over still stops the workers after their batch."""
+    import threading
+
+    from runicorn.snapshot import capture
+
+    ws = tmp_path / "ws"
+    for i in range(300):
+        (ws / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        (ws / f"d{i % 4}" / f"f{i:04d}").write_bytes(os.urandom(16 << 10))
+    monkeypatch.setenv("RUNICORN_WORKER_PROCESSES", "1")
+    monkeypatch.setattr(capture, "_PROCESS_BATCH_FILES", 3)  # 100 batches, a queue of 2
+    monkeypatch.setattr(capture, "_READ_EARLY_FROM", 300)  # all found before the workers start
+    blobs = tmp_path / "store" / "archive" / "blobs"
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(1 for p in blobs.rglob("*") if p.is_file()) < 20:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    store = Store(tmp_path / "store")
+    timer = threading.Thread(target=interrupt)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            capture.capture_tree(store, ws, _walk(ws, []), source=str(ws))
+            time.sleep(5)  # (the tree was stored before the interrupt: it lands here)
+        assert not _children(os.getpid()), "workers outlived the snapshot"
+        assert not [t for t in threading.enumerate() if t.name == "runicorn-early-read"]
+    finally:
+        timer.join()
+        store.close()
+    _verify_clean(tmp_path / "store")

@@ -241,6 +241,7 @@ def _capture(
                         resume_gc()  # reading many files makes garbage of its own (and may run long)
                         lease = held.enter_context(store.lease())
                         early = _EarlyRead(store, root, lease, processes, lines, to_read)
+                        early.add_found()
             while row is not past_end:
                 stale.append((row[0],))
                 row = next(rows, past_end)
@@ -409,8 +410,18 @@ class _EarlyRead:
         # process would then end, and its workers with it, in the middle of their batch.
         self._ended = threading.Event()
         threading.Thread(target=self._run, name="runicorn-early-read", daemon=True).start()
-        base = os.path.join(str(root), "")  # root with one trailing separator, as the walk joins it
-        for k, line in enumerate(to_read.line):  # those found before the reading started
+
+    def add_found(self) -> None:
+        """Read the files to read found before the reading started (called once, by the
+        walk, after it holds this object: waiting for the queue here can be interrupted,
+        and the walk must then stop the workers).
+
+        Raises:
+            the reading's error, once it has stopped.
+        """
+        base = os.path.join(str(self.root), "")  # root with one trailing separator, as the walk joins it
+        lines = self.lines
+        for k, line in enumerate(self.to_read.line):
             self.add(k, base + lines.paths[line], lines.size(line))
 
     # ---------------------------------------------------------------- the walk's side
