@@ -594,41 +594,51 @@ def test_a_walk_that_fails_stops_the_reading_and_keeps_nothing(tmp_path: Path, m
     _verify_clean(tmp_path / "store")
 
 
-def test_a_second_ctrl_c_still_waits_for_the_workers_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two interrupts in a row while workers read beside the walk: the snapshot ends only
-    once they have ended their batch, so the store it closes is whole."""
+def _interrupted_capture(tmp_path: Path, files: int, size: int, after_blobs: int, interrupts: int) -> None:
+    """Snapshot ``files`` random files of ``size`` bytes in this process, send it
+    ``interrupts`` SIGINTs (20 ms apart) once ``after_blobs`` blob files exist, and check
+    that it ended only after its workers, leaving a whole store."""
     import threading
 
     from runicorn.snapshot import capture
 
     ws = tmp_path / "ws"
-    for i in range(1500):
+    for i in range(files):
         (ws / f"d{i % 10}").mkdir(parents=True, exist_ok=True)
-        (ws / f"d{i % 10}" / f"f{i:04d}").write_bytes(os.urandom(32 << 10))
-    _reading_beside_the_walk(monkeypatch)
-    monkeypatch.setattr(capture, "_PROCESS_BATCH_FILES", 200)
+        (ws / f"d{i % 10}" / f"f{i:04d}").write_bytes(os.urandom(size))
     blobs = tmp_path / "store" / "archive" / "blobs"
 
-    def interrupt_twice() -> None:
+    def interrupt() -> None:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and sum(1 for _ in blobs.rglob("*")) < 300:
+        while time.monotonic() < deadline and sum(1 for p in blobs.rglob("*") if p.is_file()) < after_blobs:
             time.sleep(0.005)
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(interrupts):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.02)
 
     store = Store(tmp_path / "store")
-    timer = threading.Thread(target=interrupt_twice)
+    timer = threading.Thread(target=interrupt)
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             capture.capture_tree(store, ws, _walk(ws, []), source=str(ws))
             time.sleep(5)  # (the tree was stored before the interrupts: they land here)
         assert not _children(os.getpid()), "workers outlived the snapshot"
+        assert not [t for t in threading.enumerate() if t.name == "runicorn-early-read"]
     finally:
         timer.join()
         store.close()
     _verify_clean(tmp_path / "store")
+
+
+def test_a_second_ctrl_c_still_waits_for_the_workers_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two interrupts in a row while workers read beside the walk: the snapshot ends only
+    once they have ended their batch, so the store it closes is whole."""
+    from runicorn.snapshot import capture
+
+    _reading_beside_the_walk(monkeypatch)
+    monkeypatch.setattr(capture, "_PROCESS_BATCH_FILES", 200)
+    _interrupted_capture(tmp_path, 1500, 32 << 10, 300, interrupts=2)
 
 
 def test_progress_counts_the_files_read_again_from_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -659,35 +669,9 @@ def test_ctrl_c_while_the_files_found_are_handed_over_stops_the_workers(
 ) -> None:
     """The files the walk found before the workers started fill the queue many times over:
     Ctrl-C while the walk waits to hand them over still stops the workers after their batch."""
-    import threading
-
     from runicorn.snapshot import capture
 
-    ws = tmp_path / "ws"
-    for i in range(300):
-        (ws / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
-        (ws / f"d{i % 4}" / f"f{i:04d}").write_bytes(os.urandom(16 << 10))
     monkeypatch.setenv("RUNICORN_WORKER_PROCESSES", "1")
     monkeypatch.setattr(capture, "_PROCESS_BATCH_FILES", 3)  # 100 batches, a queue of 2
     monkeypatch.setattr(capture, "_READ_EARLY_FROM", 300)  # all found before the workers start
-    blobs = tmp_path / "store" / "archive" / "blobs"
-
-    def interrupt() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and sum(1 for p in blobs.rglob("*") if p.is_file()) < 20:
-            time.sleep(0.005)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    store = Store(tmp_path / "store")
-    timer = threading.Thread(target=interrupt)
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            capture.capture_tree(store, ws, _walk(ws, []), source=str(ws))
-            time.sleep(5)  # (the tree was stored before the interrupt: it lands here)
-        assert not _children(os.getpid()), "workers outlived the snapshot"
-        assert not [t for t in threading.enumerate() if t.name == "runicorn-early-read"]
-    finally:
-        timer.join()
-        store.close()
-    _verify_clean(tmp_path / "store")
+    _interrupted_capture(tmp_path, 300, 16 << 10, 20, interrupts=1)
