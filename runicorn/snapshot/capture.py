@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from runicorn.errors import (
     BlobNotFoundError,
@@ -72,6 +72,7 @@ _CACHE_ROWS_AT_ONCE = 4096
 _PROCESS_BATCH_BYTES = 256 << 20
 
 Progress = Callable[[int, int], None]
+_B = TypeVar("_B")  # a batch, as the reading gives it back
 
 
 class _ToRead:
@@ -339,9 +340,18 @@ def _kept_by(store: Any, tree: str, keeper: tuple[str, str | None]) -> bool:
     return bool(store.tree_kept_by(tree, kind, name or tree))
 
 
+def _fill_in(lines: TreeLines, to_read: _ToRead, batch: Sequence[int], infos: list[tuple[str, int]]) -> int:
+    """Fill in the blobs read (``(sha256, size)`` each) of the files at positions ``batch``
+    among ``to_read``; the bytes they hold.  (The caller holds the lock guarding the lines.)"""
+    line_of = to_read.line
+    for k, (sha, size) in zip(batch, infos):
+        lines.set_blob(line_of[k], sha, size)
+    return sum(size for _, size in infos)
+
+
 def _from_source(
-    ingested: Iterator[tuple[Sequence[int], list[tuple[str, int]]]], root: Path
-) -> Iterator[tuple[Sequence[int], list[tuple[str, int]]]]:
+    ingested: Iterator[tuple[_B, list[tuple[str, int]]]], root: Path
+) -> Iterator[tuple[_B, list[tuple[str, int]]]]:
     """The batches of ``ingested`` as they come; an error of the workspace's files is
     raised as a RunicornError naming the file and what to do.
 
@@ -510,39 +520,34 @@ class _EarlyRead:
                 self._ready.notify_all()
             yield batch
 
-    def _work(self, ingested: Iterator[tuple[Sequence[int], list[tuple[str, int]]]]) -> None:
+    def _work(self, ingested: Iterator[tuple[tuple[array[int], list[str]], list[tuple[str, int]]]]) -> None:
         try:
-            for batch, infos in _from_source(ingested, self.root):
+            for (ks, _), infos in _from_source(ingested, self.root):
                 with self.lock:
                     capture = self._capture
                     if capture is None:
-                        lines, line_of = self.lines, self.to_read.line
-                        for k, (sha, size) in zip(batch, infos):
-                            lines.set_blob(line_of[k], sha, size)
-                        self.read_bytes += sum(size for _, size in infos)
+                        self.read_bytes += _fill_in(self.lines, self.to_read, ks, infos)
                         continue
-                capture.take(batch, infos)
+                capture.take(ks, infos)
         except BaseException:
             self._stop()  # the walk stops at its next batch, the other workers after theirs
             raise
 
-    def _in_this_process(self) -> Iterator[tuple[Sequence[int], list[tuple[str, int]]]]:
+    def _in_this_process(self) -> Iterator[tuple[tuple[array[int], list[str]], list[tuple[str, int]]]]:
         for batch in self._batches():
             infos = self.store.ingest_files(batch[1], lease=self.lease)
-            yield batch[0], [(info.sha256, info.size) for info in infos]
+            yield batch, [(info.sha256, info.size) for info in infos]
 
     def _run(self) -> None:
         from runicorn.store.ingest_processes import ingest_in_processes
 
         def in_threads() -> None:
-            run_groups(lambda _: self._work(self._in_this_process()), range(worker_count(1024, 32 << 20)))
-
-        def fed(results: Iterator[tuple[tuple[array[int], list[str]], list[tuple[str, int]]]]) -> None:
-            self._work((batch[0], infos) for batch, infos in results)
+            threads = worker_count(_READ_EARLY_FROM, 0)  # (at least that many files: a large job)
+            run_groups(lambda _: self._work(self._in_this_process()), range(threads))
 
         try:
             groups = [self._batches() for _ in range(self.processes)]
-            ingest_in_processes(self.store, self.lease, groups, itemgetter(1), fed, in_threads)
+            ingest_in_processes(self.store, self.lease, groups, itemgetter(1), self._work, in_threads)
         except BaseException as exc:
             self.error = exc
             self._stop()
@@ -700,11 +705,8 @@ class _Capture:
     def take(self, batch: Sequence[int], infos: list[tuple[str, int]]) -> None:
         """Fill in the blobs read for the files at positions ``batch`` (``(sha256, size)``
         each), and say how far the reading is."""
-        lines, line_of = self.lines, self.to_read.line
         with self._lock:
-            for k, (sha, size) in zip(batch, infos):
-                lines.set_blob(line_of[k], sha, size)
-            read = sum(size for _, size in infos)
+            read = _fill_in(self.lines, self.to_read, batch, infos)
             self.read_bytes += read
             self._done += read
             if self.progress:
