@@ -144,6 +144,31 @@ def syncfs_in_background(path: Path) -> None:
     threading.Thread(target=run, name="runicorn-syncfs", daemon=True).start()
 
 
+# Bytes written (and not yet synced) after which :func:`sync_ahead` starts a background
+# flush: small enough that the disk is busy from the first seconds of a large write.
+SYNC_AHEAD_BYTES = 8 << 20
+_unsynced = 0
+_unsynced_lock = threading.Lock()
+
+
+def sync_ahead(path: Path, written: int) -> None:
+    """Count ``written`` more bytes staged below ``path``; each time this process's writers
+    (whichever thread, whatever batch) have staged :data:`SYNC_AHEAD_BYTES` since the
+    last time, start :func:`syncfs_in_background`.
+
+    The count belongs to the process, not to a call: a worker process is handed batches
+    smaller than the step, and counted per batch it would never start a flush, leaving
+    every byte to the final sync.
+    """
+    global _unsynced
+    with _unsynced_lock:
+        _unsynced += written
+        if _unsynced < SYNC_AHEAD_BYTES:
+            return
+        _unsynced = 0
+    syncfs_in_background(path)
+
+
 def current_umask() -> int:
     """The process umask, read without changing it (other threads may be creating files)."""
     try:

@@ -341,6 +341,36 @@ def test_a_restore_written_by_workers_gives_the_same_files_and_modes(tmp_path: P
     _verify_clean(store)
 
 
+def test_a_restore_by_workers_flushes_ahead_from_the_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers' batches are smaller than the flush step: counted per batch they never
+    started a flush, and the final sync had every byte left.  The parent counts them."""
+    from runicorn import fsutil
+    from runicorn.restore import engine
+
+    ws = _workspace(tmp_path / "ws", 600)  # about 1 MB
+    tree = json.loads(_cli(tmp_path / "store", "snapshot", str(ws), "--json").stdout)["tree"]
+    store = Store(tmp_path / "store")
+    started: list[str] = []
+    real = fsutil.syncfs_in_background
+
+    def recorded(path: Path) -> None:
+        started.append(str(path))
+        real(path)
+
+    monkeypatch.setenv("RUNICORN_WORKER_PROCESSES", "2")
+    monkeypatch.setattr(engine, "_PROCESS_BATCH_FILES", 20)  # 30 batches
+    monkeypatch.setattr(fsutil, "SYNC_AHEAD_BYTES", 64 << 10)  # a flush every few batches
+    monkeypatch.setattr(fsutil, "syncfs_in_background", recorded)
+    target = tmp_path / "out"
+    result = engine.restore_from_manifest(store.manifest_path(tree), store.blobs_dir, target)
+    assert result["success"], result
+    assert started, "no flush was started while the workers wrote"
+    assert all(".rn-restore-" in p for p in started)  # the staging folder, before the rename
+    for f in ws.rglob("*"):
+        if f.is_file():
+            assert (target / f.relative_to(ws)).read_bytes() == f.read_bytes()
+
+
 def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()

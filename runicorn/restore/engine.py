@@ -31,9 +31,9 @@ from runicorn.fsutil import (
     narrowed_perm,
     read_sized,
     start_writeback,
+    sync_ahead,
     sync_written,
     syncfs,
-    syncfs_in_background,
     write_all,
 )
 from runicorn.hashing import new_sha256
@@ -93,7 +93,6 @@ def _copy_fd(src: int, dst: int, size: int) -> tuple[int, str | None]:
 
 
 _SMALL = 1 << 20
-_SYNC_AHEAD_BYTES = 8 << 20
 
 
 def _write_file(blob: str, dest: str, entry: TreeEntry, how: str, umask: int, rel: str = "") -> str:
@@ -331,6 +330,10 @@ def _materialise(
             done += written
             if progress is not None:
                 progress(done, total)
+        if sync:
+            # Here, not in the writers: a flush this process starts reports its error to
+            # the final sync below (one a worker process started would end with it).
+            sync_ahead(staging, written)  # the final sync then has little left
 
     writer = _EntryWriter(str(blob_root), base, link, current_umask())
     items = list(entries.items())
@@ -392,7 +395,7 @@ class _EntryWriter:
         """
         base, blob_dir, link, umask = self.base, self.blob_dir, self.link, self.umask
         counts: dict[str, int] = {}
-        reported = unreported = unsynced = 0
+        reported = unreported = 0
         for i, (rel, entry) in enumerate(items, 1):
             # Paths were validated by the manifest parser; validate again before any
             # write, as the one rule for every path that reaches the filesystem.
@@ -413,10 +416,6 @@ class _EntryWriter:
                     raise _MissingBlob(sha) from None
                 raise
             counts[how] = counts.get(how, 0) + 1
-            unsynced += entry.size
-            if unsynced >= _SYNC_AHEAD_BYTES:
-                syncfs_in_background(Path(base))  # the final sync then has little left
-                unsynced = 0
             unreported += entry.size
             if i - reported == 256 or i == len(items) or unreported >= _PROGRESS_BYTES:
                 took(counts, unreported)
