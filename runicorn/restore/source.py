@@ -9,7 +9,7 @@ from typing import Any
 
 from runicorn.errors import UnsafePathError
 from runicorn.hashing import is_sha256_hex
-from runicorn.store.tree_format import TreeEntry, parse_manifest
+from runicorn.store.tree_format import ManifestEntries, PageLoader, TreeEntry, open_manifest, parse_manifest
 from runicorn.store.trees import page_loader
 
 
@@ -26,6 +26,24 @@ def read_manifest(
         FileNotFoundError: no such file.
         CorruptManifestError: not a valid manifest, or a page missing or damaged.
     """
+    data, path, load = _manifest_source(manifest_path, blob_root)
+    return parse_manifest(data, origin=path, load_page=load, with_files=with_files)
+
+
+def open_manifest_file(manifest_path: Path, blob_root: Path | None = None) -> tuple[dict[str, Any], ManifestEntries]:
+    """:func:`read_manifest`, the entries left to be read through the object returned
+    (:func:`runicorn.store.tree_format.open_manifest`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CorruptManifestError: not a valid manifest (what its header shows).
+    """
+    data, path, load = _manifest_source(manifest_path, blob_root)
+    return open_manifest(data, origin=path, load_page=load)
+
+
+def _manifest_source(manifest_path: Path, blob_root: Path | None) -> tuple[bytes, Path, PageLoader | None]:
+    """A manifest's bytes, its path and the reader of the pages it names."""
     path = Path(manifest_path).expanduser()
     try:
         data = path.read_bytes()
@@ -38,7 +56,7 @@ def read_manifest(
                     blob_root = archive / "blobs"
                     break
     load = page_loader(Path(blob_root).expanduser()) if blob_root is not None else None
-    return parse_manifest(data, origin=path, load_page=load, with_files=with_files)
+    return data, path, load
 
 
 def load_manifest(manifest_path: Path) -> dict[str, Any]:
@@ -65,4 +83,4 @@ def store_root_of(blob_root: Path) -> Path:
     return blob_root.parent.parent if blob_root.name == "blobs" and blob_root.parent.name == "archive" else blob_root
 
 
-__all__ = ["read_manifest", "load_manifest", "blob_file", "missing_blobs", "store_root_of"]
+__all__ = ["read_manifest", "open_manifest_file", "load_manifest", "blob_file", "missing_blobs", "store_root_of"]

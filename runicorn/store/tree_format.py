@@ -112,29 +112,32 @@ def normalize_entries(entries: Mapping[str, Any]) -> dict[str, TreeEntry]:
     return norm
 
 
-def _check_page_entries(entries: dict[str, TreeEntry]) -> dict[str, TreeEntry]:
-    """:func:`normalize_entries` for the entries of a tree's pages, returned as they are:
-    their hashes, modes and sizes were checked with their lines and their paths came in
-    tree-id order (:func:`read_entries`), so what is left is each path's safety, each
-    symlink's size and the nesting rule.
+def _check_page_entries(entries: dict[str, TreeEntry], chunk: list[tuple[str, TreeEntry]]) -> None:
+    """:func:`normalize_entries` for ``chunk``, entries of a tree's pages that follow
+    ``entries`` (and are among them): their hashes, modes and sizes were checked with
+    their lines and their paths came in tree-id order (:func:`leaf_entries`), so what is
+    left is each path's safety, each symlink's size and the nesting rule (a path sorts
+    after every path it could lie below, so the entries before it are all it needs).
 
     Raises:
         UnsafePathError / ValueError: as :func:`normalize_entries`.
     """
-    for path, entry in entries.items():
+    for path, entry in chunk:
         validate_relpath(path, what="tree path")
         _check_link_size(path, entry)
-    check_no_nesting(entries)
-    return entries
+    check_no_nesting(entries, paths=[path for path, _ in chunk])
 
 
-def check_no_nesting(entries: Mapping[str, TreeEntry], origin: Any = "tree") -> None:
-    """Refuse entries where a path lies below another entry (file or symlink).
+def check_no_nesting(
+    entries: Mapping[str, TreeEntry], origin: Any = "tree", paths: Iterable[str] | None = None
+) -> None:
+    """Refuse entries where a path lies below another entry (file or symlink); with
+    ``paths``, only those paths are checked (against all of ``entries``).
 
     Raises:
         UnsafePathError: naming ``origin`` and both paths.
     """
-    for rel in entries:
+    for rel in entries if paths is None else paths:
         parts = rel.split("/")
         for i in range(1, len(parts)):
             prefix = "/".join(parts[:i])
@@ -288,13 +291,30 @@ def parse_manifest(
             without ``load_page``, a missing or damaged page, too).
     """
     with cycle_gc_paused():  # an object or more per file, all kept
-        return _parse_manifest(data, origin, expected_tree, load_page, with_files)
+        manifest, opened = open_manifest(data, origin=origin, expected_tree=expected_tree, load_page=load_page)
+        entries = opened.read_all()
+        if opened.paged and with_files:
+            manifest["files"] = {
+                p: {"sha256": e.sha256, "size_bytes": e.size, "mode": e.mode} for p, e in entries.items()
+            }
+        return manifest, entries
 
 
-def _parse_manifest(
-    data: bytes, origin: str | Path, expected_tree: str | None, load_page: PageLoader | None, with_files: bool
-) -> tuple[dict[str, Any], dict[str, TreeEntry]]:
-    """:func:`parse_manifest`, with the collector paused."""
+def open_manifest(
+    data: bytes,
+    *,
+    origin: str | Path = "<manifest>",
+    expected_tree: str | None = None,
+    load_page: PageLoader | None = None,
+) -> tuple[dict[str, Any], ManifestEntries]:
+    """Parse a manifest of either version and check its header; its entries are read and
+    checked through the :class:`ManifestEntries` returned (a version 1 manifest's are
+    already: they are in it), so a caller can start on the first pages' entries while the
+    rest are read (the restore of a large tree writes them meanwhile).
+
+    Raises:
+        CorruptManifestError: as :func:`parse_manifest`, for what the header shows.
+    """
     try:
         manifest = json.loads(data.decode("utf-8", "surrogateescape"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -306,19 +326,29 @@ def _parse_manifest(
     if manifest.get("format") != MANIFEST_FORMAT:
         raise CorruptManifestError(f"{origin}: format is {manifest.get('format')!r}, not {MANIFEST_FORMAT!r}")
     version = manifest.get("format_version")
-    files: Any
     if version == MANIFEST_PAGED:
-        files = _paged_files(manifest, origin, load_page)
-    elif version == MANIFEST_VERSION:
-        files = manifest.get("files")
-        if not isinstance(files, dict):
-            raise CorruptManifestError(f"{origin}: not a manifest object with a 'files' mapping")
-    else:
+        return manifest, ManifestEntries(manifest, origin, expected_tree, load_page)
+    if version != MANIFEST_VERSION:
         raise CorruptManifestError(f"{origin}: unsupported format_version {version!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise CorruptManifestError(f"{origin}: not a manifest object with a 'files' mapping")
     try:
-        entries = _check_page_entries(files) if version == MANIFEST_PAGED else normalize_entries(files)
+        entries = normalize_entries(files)
     except (UnsafePathError, ValueError, KeyError, TypeError) as exc:
         raise CorruptManifestError(f"{origin}: bad file entry ({exc})") from None
+    _check_tree_id(manifest, entries, origin, expected_tree)
+    return manifest, ManifestEntries(manifest, origin, expected_tree, None, entries)
+
+
+def _check_tree_id(
+    manifest: dict[str, Any], entries: Mapping[str, TreeEntry], origin: str | Path, expected_tree: str | None
+) -> None:
+    """Refuse a manifest whose entries do not hash to its recorded tree (or ``expected_tree``).
+
+    Raises:
+        CorruptManifestError: naming ``origin`` and both ids.
+    """
     tree = compute_tree_id(entries)
     if manifest.get("tree") != tree:
         raise CorruptManifestError(
@@ -326,28 +356,99 @@ def _parse_manifest(
         )
     if expected_tree is not None and tree != expected_tree:
         raise CorruptManifestError(f"{origin}: holds tree {tree}, expected {expected_tree}")
-    if version == MANIFEST_PAGED and with_files:
-        manifest["files"] = {p: {"sha256": e.sha256, "size_bytes": e.size, "mode": e.mode} for p, e in entries.items()}
-    return manifest, entries
 
 
-def _paged_files(manifest: dict[str, Any], origin: str | Path, load_page: PageLoader | None) -> dict[str, TreeEntry]:
-    """The entries of a version-2 manifest, from its pages (validated by the caller)."""
-    if load_page is None:
-        raise CorruptManifestError(
-            f"{origin}: a version-2 manifest is read with the blob folder that holds its pages (schema/pages.md)"
-        )
-    top, depth, count = manifest.get("pages"), manifest.get("depth"), manifest.get("file_count")
-    if not isinstance(top, list) or len(top) > TOP_MAX or not isinstance(count, int) or count < 0:
-        raise CorruptManifestError(f"{origin}: 'pages' or 'file_count' malformed")
-    if not isinstance(depth, int) or isinstance(depth, bool):
-        raise CorruptManifestError(f"{origin}: page depth {depth!r} is out of range")
-    # read_entries refuses a path that does not follow the one before in byte order, so
-    # none is listed twice (distinct bytes decode to distinct strings).
-    files = dict(read_entries(top, depth, load_page, str(origin), limit=count))
-    if len(files) != count:
-        raise CorruptManifestError(f"{origin}: file_count {count} but its pages list {len(files)} files")
-    return files
+class ManifestEntries:
+    """The entries of a manifest :func:`open_manifest` opened.
+
+    Those of a version-2 manifest are read from its pages a leaf at a time
+    (:meth:`chunks`): each leaf's entries are checked before they are given (paths in
+    order and safe, symlink sizes, none below another entry), and when the last leaf is
+    read, the file count and the tree id are (:attr:`finished` is then True).  A version-1
+    manifest's entries were all checked when it was opened.  :attr:`entries` holds the
+    entries read so far, in tree-id order.
+    """
+
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        origin: str | Path,
+        expected_tree: str | None,
+        load_page: PageLoader | None,
+        entries: dict[str, TreeEntry] | None = None,
+    ) -> None:
+        self.paged = entries is None
+        self.entries: dict[str, TreeEntry] = {} if entries is None else entries
+        self.finished = not self.paged
+        self._failure: CorruptManifestError | None = None
+        self._reading = self._read()
+        self._manifest, self._origin, self._expected = manifest, origin, expected_tree
+        if not self.paged:
+            self.file_count = len(self.entries)
+            return
+        if load_page is None:
+            raise CorruptManifestError(
+                f"{origin}: a version-2 manifest is read with the blob folder that holds its pages (schema/pages.md)"
+            )
+        top, depth, count = manifest.get("pages"), manifest.get("depth"), manifest.get("file_count")
+        if not isinstance(top, list) or len(top) > TOP_MAX or not isinstance(count, int) or count < 0:
+            raise CorruptManifestError(f"{origin}: 'pages' or 'file_count' malformed")
+        if not isinstance(depth, int) or isinstance(depth, bool):
+            raise CorruptManifestError(f"{origin}: page depth {depth!r} is out of range")
+        self.file_count = count  # as declared: checked when the last leaf is read
+        self._top, self._depth, self._load = top, depth, load_page
+
+    def chunks(self) -> Iterator[list[tuple[str, TreeEntry]]]:
+        """The entries not given yet, a leaf page's at a time (a version-1 manifest's: all
+        at once); also in :attr:`entries` once given.  Every call continues the same
+        reading (one at a time: it is not for two threads at once).
+
+        Raises:
+            CorruptManifestError: naming the manifest and the cause: a page missing or
+                damaged, a bad entry, the file count or the tree id wrong.
+        """
+        return self._reading
+
+    def read_all(self) -> dict[str, TreeEntry]:
+        """Read (and check) the entries not read yet; return them all.
+
+        Raises:
+            CorruptManifestError: as :meth:`chunks` (again the same when the reading
+                stopped at it before).
+        """
+        for _ in self._reading:
+            pass
+        if not self.finished:
+            raise self._failure or CorruptManifestError(f"{self._origin}: its entries were not all read")
+        return self.entries
+
+    def _read(self) -> Iterator[list[tuple[str, TreeEntry]]]:
+        try:
+            yield from self._read_checked()
+        except CorruptManifestError as exc:
+            self._failure = exc  # for a later read_all (this reading ends here)
+            raise
+
+    def _read_checked(self) -> Iterator[list[tuple[str, TreeEntry]]]:
+        if not self.paged:
+            yield list(self.entries.items())
+            return
+        origin, entries = self._origin, self.entries
+        # leaf_entries refuses a path that does not follow the one before in byte order,
+        # so none is listed twice (distinct bytes decode to distinct strings).
+        for chunk in leaf_entries(self._top, self._depth, self._load, str(origin), limit=self.file_count):
+            entries.update(chunk)
+            try:
+                _check_page_entries(entries, chunk)
+            except (UnsafePathError, ValueError, KeyError, TypeError) as exc:
+                raise CorruptManifestError(f"{origin}: bad file entry ({exc})") from None
+            yield chunk
+        if len(entries) != self.file_count:
+            raise CorruptManifestError(
+                f"{origin}: file_count {self.file_count} but its pages list {len(entries)} files"
+            )
+        _check_tree_id(self._manifest, entries, origin, self._expected)
+        self.finished = True
 
 
 def mode_of(st_mode: int) -> str:
@@ -704,14 +805,26 @@ def walk_pages(top: list[str], depth: int, load: PageLoader, origin: str) -> Ite
 def read_entries(
     top: list[str], depth: int, load: PageLoader, origin: str, *, limit: int | None = None
 ) -> list[tuple[str, TreeEntry]]:
-    """The entries of a tree from its pages, in stored order (see :func:`walk_pages`).
+    """The entries of a tree from its pages, in stored order (:func:`leaf_entries`, as one list).
+
+    Raises:
+        CorruptManifestError: as :func:`leaf_entries`.
+    """
+    return [entry for chunk in leaf_entries(top, depth, load, origin, limit=limit) for entry in chunk]
+
+
+def leaf_entries(
+    top: list[str], depth: int, load: PageLoader, origin: str, *, limit: int | None = None
+) -> Iterator[list[tuple[str, TreeEntry]]]:
+    """The entries of a tree from its pages, in stored order, a leaf page's at a time
+    (see :func:`walk_pages`).
 
     Raises:
         CorruptManifestError: as :func:`walk_pages`, paths not in strictly increasing
             byte order (a page repeated or reordered), or more than ``limit`` entries (a
             manifest's declared file count bounds what a hostile page set can cost).
     """
-    out: list[tuple[str, TreeEntry]] = []
+    count = 0
     last = b""
     for pid, data, leaf in walk_pages(top, depth, load, origin):
         if leaf:
@@ -724,10 +837,10 @@ def read_entries(
             if paths[0] <= last or any(map(ge, paths, paths[1:])):
                 raise CorruptManifestError(f"{origin}: page {pid} lists paths out of order or listed twice")
             last = paths[-1]
-            out += _entries_of(lines)
-            if limit is not None and len(out) > limit:
+            count += len(lines)
+            if limit is not None and count > limit:
                 raise CorruptManifestError(f"{origin}: its pages list more than the {limit} files it declares")
-    return out
+            yield _entries_of(lines)
 
 
 def page_links(data: bytes, leaf: bool, origin: str) -> dict[str, int]:
