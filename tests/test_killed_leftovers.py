@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from runicorn.store import Store
+from tests.process_support import worker_children
 
 RESTORE_CHILD = r"""
 import os, sys, time
@@ -49,8 +50,14 @@ def _kill_mid_restore(manifest: Path, blobs: Path, target: Path, tmp_path: Path)
         stderr=subprocess.PIPE,
     )
     _wait_for(marker, proc)
+    workers = worker_children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # Its worker processes die with it, a moment later; until then they hold the staging
+    # folder's lock and the next restore rightly leaves the folder to a later one.
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.01)
     left = [p for p in target.parent.iterdir() if ".rn-restore-" in p.name]
     assert left, "the kill left the staging folder (the situation under test)"
     return left

@@ -24,6 +24,7 @@ from runicorn.store.ingest_processes import ingest_in_processes
 from runicorn.worker_processes import WorkerProcess
 from runicorn.workers import processes_for
 from runicorn.store.store import Store
+from tests.process_support import worker_children
 
 
 def _workspace(root: Path, n: int, dirs: int = 20) -> Path:
@@ -180,35 +181,12 @@ def _wait_until_writing(parent: subprocess.Popen[bytes], store_root: Path) -> li
     workers: list[int] = []
     blobs = store_root / "archive" / "blobs"
     while time.monotonic() < deadline and parent.poll() is None:
-        workers = _children(parent.pid)
+        workers = worker_children(parent.pid)
         if len(workers) == 2 and blobs.is_dir() and sum(1 for _ in blobs.rglob("*")) > 300:
             break
         time.sleep(0.005)
     assert parent.poll() is None and len(workers) == 2, "the snapshot ended before its workers were caught"
     return workers
-
-
-def _cmdline(pid: str) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _children(pid: int) -> list[int]:
-    """The worker processes of ``pid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(
-                stat.rsplit(")", 1)[1].split()[1]
-            ) == pid and b"from runicorn.worker_processes import main" in _cmdline(entry):
-                found.append(int(entry))
-    return found
 
 
 def test_a_killed_parent_takes_its_workers_with_it_and_the_next_command_recovers(tmp_path: Path) -> None:
@@ -508,7 +486,7 @@ def test_ctrl_c_stops_the_snapshot_quietly_and_leaves_nothing_half_written(tmp_p
 def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path: Path) -> None:
     parent, store_root, _ = _snapshot_in_background(tmp_path, 3000, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and parent.poll() is None and not _children(parent.pid):
+    while time.monotonic() < deadline and parent.poll() is None and not worker_children(parent.pid):
         time.sleep(0.001)
     os.killpg(parent.pid, signal.SIGINT)
     _, err = parent.communicate(timeout=120)
@@ -653,7 +631,7 @@ def _interrupted_capture(tmp_path: Path, files: int, size: int, after_blobs: int
         with pytest.raises(KeyboardInterrupt):
             capture.capture_tree(store, ws, _walk(ws, []), source=str(ws))
             time.sleep(5)  # (the tree was stored before the interrupts: they land here)
-        assert not _children(os.getpid()), "workers outlived the snapshot"
+        assert not worker_children(os.getpid()), "workers outlived the snapshot"
         assert not [t for t in threading.enumerate() if t.name == "runicorn-early-read"]
     finally:
         timer.join()

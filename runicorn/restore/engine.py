@@ -1,12 +1,16 @@
 """Restoring trees from manifests: to a directory (copy or link), to a zip, or one file.
 
-Safety rules, checked before anything is written:
+Safety rules, checked for each entry before it (or a folder for it) is written:
 
 * every manifest path is a safe relative path (no ``..``, not absolute, no NUL or
   newline) -- :func:`runicorn.relpath.validate_relpath`;
 * no path lies below another entry (a file or a symlink), so nothing can be written
   through a restored symlink (enforced for every tree by the manifest parser);
 * files are created with ``O_EXCL | O_NOFOLLOW`` inside a fresh staging directory.
+
+A large tree's entries are read from its pages while the first are written; what
+concerns the whole (its file count, its tree id) is checked before anything is renamed
+into place, so a manifest that fails late leaves nothing either.
 
 A restore is all-or-nothing: everything is written into
 ``<parent>/.<name>.rn-restore-<random>`` on the target's filesystem, synced, and only
@@ -21,9 +25,10 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from runicorn.errors import DamagedBlobError, IntegrityError, RunicornError, UnsafePathError, option
+from runicorn.gcpause import cycle_gc_paused
 from runicorn.fsutil import (
     current_umask,
     few_to_sync,
@@ -39,11 +44,11 @@ from runicorn.fsutil import (
 from runicorn.hashing import new_sha256
 from runicorn.relpath import parent_dirs, safe_join, validate_relpath
 from runicorn.restore.checkout import BACKUP_REF_KIND, BackupCallback, Checkout
-from runicorn.restore.source import missing_blobs, read_manifest, store_root_of
+from runicorn.restore.source import missing_blobs, open_manifest_file, store_root_of
 from runicorn.restore.staging import Staging, sweep_abandoned_restores
 from runicorn.store.layout import note_blobs_linked_out
 from runicorn.store.reader import check_blob_file, check_bytes, read_checked, wrong_hash, wrong_size
-from runicorn.store.tree_format import MODE_EXEC, MODE_LINK, TreeEntry, path_key
+from runicorn.store.tree_format import MODE_EXEC, MODE_LINK, ManifestEntries, TreeEntry, path_key
 from runicorn.workers import batches, processes_for, run_groups, share_files, worker_count
 
 if TYPE_CHECKING:
@@ -211,7 +216,11 @@ def restore_from_manifest(
     if link not in LINK_MODES:
         raise ValueError(f"link mode {link!r} is not one of {', '.join(LINK_MODES)}")
     overwrite = overwrite or delete
-    manifest, entries = read_manifest(manifest_path, blob_root)
+    manifest, opened = open_manifest_file(manifest_path, blob_root)
+    # A large tree's entries are read while its files are written (a fresh target, a
+    # leaf page at a time: _materialise); any other restore reads them all first.
+    streamed = opened.paged and processes_for(opened.file_count) > 0
+    entries = opened.entries if streamed else _read_all(opened)
     blob_root = Path(blob_root).expanduser()
     target = Path(target_dir).expanduser().absolute()
     result: dict[str, Any] = {
@@ -237,14 +246,19 @@ def restore_from_manifest(
     sweep_abandoned_restores(target)
     plan: Checkout | None = None
     if not fresh:
+        entries = _read_all(opened)
         plan = Checkout(target, entries, delete)
         plan.scan()  # refuses (.git, special files) before anything is written
     staging = Staging(target, blob_root, fresh)
     methods: dict[str, int] = {}
-    total_bytes = sum(e.size for e in entries.values())  # progress counts bytes
+    # Progress counts bytes (of a tree read meanwhile: as its manifest declares them).
+    total_bytes = _declared_size(manifest) if not opened.finished else sum(e.size for e in entries.values())
     try:
-        wanted = entries if plan is None else {p: entries[p] for p in plan.to_write}
+        wanted = (
+            (opened if not opened.finished else entries) if plan is None else {p: entries[p] for p in plan.to_write}
+        )
         methods = _materialise(wanted, staging.path, blob_root, link, sync, progress, total_bytes, staging.locks)
+        total_bytes = sum(e.size for e in entries.values())
         if plan is None:
             try:
                 _publish(staging.path, target)
@@ -279,7 +293,7 @@ def restore_from_manifest(
             f"{exc}; nothing was restored to {target}", sha256=exc.sha256, path=exc.path, what=exc.what
         ) from None
     except _MissingBlob:
-        missing = missing_blobs(blob_root, entries)
+        missing = missing_blobs(blob_root, _read_all(opened))
         result["missing_blobs"] = missing
         result["errors"] = [f"{len(missing)} blob(s) missing from {blob_root}; nothing was restored"]
         return result
@@ -289,11 +303,29 @@ def restore_from_manifest(
     return result
 
 
+def _read_all(opened: ManifestEntries) -> dict[str, TreeEntry]:
+    """Every entry of an opened manifest, read (and checked) now if not yet.
+
+    Raises:
+        CorruptManifestError: as :meth:`ManifestEntries.read_all`.
+    """
+    if opened.finished:
+        return opened.entries
+    with cycle_gc_paused():  # an object or more per file, all kept
+        return opened.read_all()
+
+
+def _declared_size(manifest: dict[str, Any]) -> int:
+    """The bytes a manifest says its files hold (a figure for progress only: 0 if absent)."""
+    size = manifest.get("total_size_bytes")
+    return size if type(size) is int and size >= 0 else 0
+
+
 _PROGRESS_BYTES = 8 << 20  # report progress at least this often (bytes written)
 
 
 def _materialise(
-    entries: dict[str, TreeEntry],
+    wanted: dict[str, TreeEntry] | ManifestEntries,
     staging: Path,
     blob_root: Path,
     link: str,
@@ -302,24 +334,26 @@ def _materialise(
     total: int,
     locks: Sequence[int] = (),
 ) -> dict[str, int]:
-    """Write ``entries`` below the (empty) ``staging`` directory; return files per method.
+    """Write ``wanted`` below the (empty) ``staging`` directory; return files per method.
+    ``wanted``: the entries, or an opened manifest whose entries are read (and checked)
+    a leaf page at a time while worker processes write those read before (each batch's
+    folders made first), its last checks (file count, tree id) done before this returns.
     ``progress(done, total)`` counts bytes of the whole tree (``total``).  Many files are
     written by worker processes (:mod:`runicorn.worker_processes`), which keep ``locks``
     (the staging folder's, the writer's) held while they live.
 
     Raises:
         _MissingBlob: a blob is missing (the caller lists them all).
+        CorruptManifestError: a page of an opened manifest is missing or damaged, or an
+            entry or the whole is wrong (what was written is the caller's to discard).
     """
     methods: dict[str, int] = {}
     if link == "hardlink":
         note_blobs_linked_out(blob_root)  # before the first link: see the function
-    dirs = sorted(parent_dirs(entries), key=path_key)
-    for d in dirs:
-        os.mkdir(safe_join(staging, d), 0o755)
+    feed = _Feed(wanted, staging)
     base = str(staging)
     # Bytes: files a checkout leaves as they are count as done.
-    wanted = sum(e.size for e in entries.values())
-    done = total - wanted
+    done = total - sum(e.size for e in wanted.values()) if isinstance(wanted, dict) else 0
     lock = threading.Lock()
 
     def took(counts: dict[str, int], written: int) -> None:
@@ -329,20 +363,20 @@ def _materialise(
                 methods[how] = methods.get(how, 0) + c
             done += written
             if progress is not None:
-                progress(done, total)
+                progress(done, max(done, total))
         if sync:
             # Here, not in the writers: a flush this process starts reports its error to
             # the final sync below (one a worker process started would end with it).
             sync_ahead(staging, written)  # the final sync then has little left
 
     writer = _EntryWriter(str(blob_root), base, link, current_umask())
-    items = list(entries.items())
 
     def in_threads() -> None:
-        groups = share_files(items, worker_count(len(items), wanted), lambda it: it[1].size)
+        items = feed.rest()
+        groups = share_files(items, worker_count(len(items), sum(e.size for _, e in items)), lambda it: it[1].size)
         run_groups(lambda group: writer.write(group, took), groups)
 
-    processes = processes_for(len(items))
+    processes = processes_for(len(wanted) if isinstance(wanted, dict) else wanted.file_count)
     if processes:
         from runicorn.worker_processes import Results, in_processes
 
@@ -350,23 +384,78 @@ def _materialise(
             for _, (counts, written) in results:
                 took(counts, written)
 
-        size_of: Callable[[tuple[str, TreeEntry]], int] = lambda it: it[1].size  # noqa: E731
-        shares = share_files(items, processes, size_of)
-        groups = [batches(g, size_of, _PROCESS_BATCH_FILES, _PROCESS_BATCH_BYTES) for g in shares]
         serve = "runicorn.restore.engine:serve_writes"
-        in_processes(serve, writer, groups, _payload, take, in_threads=in_threads, pass_fds=locks)
+        with cycle_gc_paused():  # the entries of a manifest read meanwhile: all kept
+            groups = [feed.batches() for _ in range(processes)]
+            in_processes(serve, writer, groups, _payload, take, in_threads=in_threads, pass_fds=locks)
     else:
         in_threads()
+    entries = feed.finish()
     os.chmod(staging, 0o755)
     if sync:
         # What is renamed into place is complete even after a crash: a few files and
         # their folders are fsynced, more take one group sync.
-        if few_to_sync(len(entries), len(dirs) + 1):
+        if few_to_sync(len(entries), len(feed.dirs) + 1):
             files = [f"{base}/{rel}" for rel, entry in entries.items() if entry.mode != MODE_LINK]
-            sync_written(staging, files, [f"{base}/{d}" for d in dirs] + [base])
+            sync_written(staging, files, [f"{base}/{d}" for d in feed.dirs] + [base])
         else:
             syncfs(staging)
     return methods
+
+
+class _Feed:
+    """The entries a restore writes, in batches for its writers, with the folders each
+    batch needs made before it is given (in path order: parents first).  From an opened
+    manifest, the entries are read a leaf page at a time as batches are asked for
+    (:meth:`batches`, shared by the threads feeding the worker processes)."""
+
+    def __init__(self, wanted: dict[str, TreeEntry] | ManifestEntries, staging: Path) -> None:
+        self._staging = staging
+        self._wanted = wanted
+        self._lock = threading.Lock()
+        self.dirs: set[str] = set()
+        if isinstance(wanted, dict):
+            self._entries: Iterator[tuple[str, TreeEntry]] = iter(wanted.items())
+        else:
+            self._entries = (entry for chunk in wanted.chunks() for entry in chunk)
+        size_of: Callable[[tuple[str, TreeEntry]], int] = lambda it: it[1].size  # noqa: E731
+        self._batches = batches(self._entries, size_of, _PROCESS_BATCH_FILES, _PROCESS_BATCH_BYTES)
+
+    def batches(self) -> Iterator[list[tuple[str, TreeEntry]]]:
+        """The next batches, each once whichever caller takes it.
+
+        Raises:
+            CorruptManifestError: as :meth:`ManifestEntries.chunks`.
+        """
+        while batch := self._take():
+            yield batch
+
+    def rest(self) -> list[tuple[str, TreeEntry]]:
+        """Every entry not given yet, as one list.
+
+        Raises:
+            CorruptManifestError: as :meth:`ManifestEntries.chunks`.
+        """
+        return [entry for batch in self.batches() for entry in batch]
+
+    def finish(self) -> dict[str, TreeEntry]:
+        """Every entry (all given: an opened manifest's last checks passed).
+
+        Raises:
+            CorruptManifestError: as :meth:`ManifestEntries.read_all`.
+        """
+        if self._take():
+            raise RuntimeError("a restore ended before every entry was written")
+        return self._wanted if isinstance(self._wanted, dict) else self._wanted.read_all()
+
+    def _take(self) -> list[tuple[str, TreeEntry]]:
+        with self._lock:
+            batch = next(self._batches, [])
+            new = parent_dirs(rel for rel, _ in batch) - self.dirs
+            for d in sorted(new, key=path_key):
+                os.mkdir(safe_join(self._staging, d), 0o755)
+            self.dirs |= new
+            return batch
 
 
 _PROCESS_BATCH_FILES = 1024  # a worker process's batch: the step of the progress it reports
