@@ -114,7 +114,7 @@ def test_a_bad_entry_in_a_late_page_leaves_nothing(tmp_path: Path, streamed: lis
     target.parent.mkdir()
     with pytest.raises(CorruptManifestError, match=match) as caught:
         engine.restore_from_manifest(manifest, blobs, target)
-    assert str(manifest) in str(caught.value)
+    assert str(manifest) in str(caught.value) and f"nothing was restored to {target}" in str(caught.value)
     assert streamed  # the first page's files were given to the workers before the bad one was read
     _nothing_restored(target.parent, target)
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "out" / "escape.txt").exists()

@@ -27,7 +27,14 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from runicorn.errors import DamagedBlobError, IntegrityError, RunicornError, UnsafePathError, option
+from runicorn.errors import (
+    CorruptManifestError,
+    DamagedBlobError,
+    IntegrityError,
+    RunicornError,
+    UnsafePathError,
+    option,
+)
 from runicorn.gcpause import cycle_gc_paused
 from runicorn.fsutil import (
     current_umask,
@@ -292,6 +299,8 @@ def restore_from_manifest(
         raise DamagedBlobError(
             f"{exc}; nothing was restored to {target}", sha256=exc.sha256, path=exc.path, what=exc.what
         ) from None
+    except CorruptManifestError as exc:  # a page read while the first files were written
+        raise CorruptManifestError(f"{exc}; nothing was restored to {target}") from None
     except _MissingBlob:
         missing = missing_blobs(blob_root, _read_all(opened))
         result["missing_blobs"] = missing
