@@ -18,11 +18,15 @@ from runicorn.store import tree_format as tf
 Leaf = list[tuple[str, bytes]]  # (path, content) of regular files, in path order
 
 
-def _paged_tree(root: Path, leaves: list[Leaf], **manifest: object) -> tuple[Path, Path, dict[str, bytes]]:
-    """A blob folder holding the files' blobs and one leaf page per item of ``leaves``
-    (depth 0: the manifest names the leaves), and a manifest naming them (``manifest``
-    overrides its fields); return the manifest, the blob folder and the pages."""
-    blobs = root / "blobs"
+def _paged_tree(
+    root: Path, leaves: list[Leaf], blobs: Path | None = None, **manifest: object
+) -> tuple[Path, Path, dict[str, bytes]]:
+    """A blob folder (``blobs``, else ``root/blobs``) holding the files' blobs and one leaf
+    page per item of ``leaves`` (depth 0: the manifest names the leaves), and a manifest
+    naming them in ``root`` (``manifest`` overrides its fields); return the manifest, the
+    blob folder and the pages."""
+    blobs = root / "blobs" if blobs is None else blobs
+    root.mkdir(parents=True, exist_ok=True)
     entries: dict[str, tf.TreeEntry] = {}
     pages: dict[str, bytes] = {}
 
@@ -110,14 +114,47 @@ def test_a_streamed_restore_writes_every_file_of_every_page(tmp_path: Path, stre
 )
 def test_a_bad_entry_in_a_late_page_leaves_nothing(tmp_path: Path, streamed: list[int], late: Leaf, match: str) -> None:
     manifest, blobs, _ = _paged_tree(tmp_path / "src", [_files(40, "a"), sorted(late)])
-    target = tmp_path / "out" / "tree"
-    target.parent.mkdir()
+    target = tmp_path / "out" / "new" / "tree"
+    progress: list[tuple[int, int]] = []
     with pytest.raises(CorruptManifestError, match=match) as caught:
-        engine.restore_from_manifest(manifest, blobs, target)
+        engine.restore_from_manifest(manifest, blobs, target, progress=lambda d, t: progress.append((d, t)))
     assert str(manifest) in str(caught.value) and f"nothing was restored to {target}" in str(caught.value)
-    assert streamed  # the first page's files were given to the workers before the bad one was read
-    _nothing_restored(target.parent, target)
-    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "out" / "escape.txt").exists()
+    assert streamed and progress  # the first page's files were written before the bad one was read
+    assert not (tmp_path / "out").exists()  # the folders made for the target went too
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_manifest_refused_at_its_first_page_leaves_the_store_unmarked(tmp_path: Path, streamed: list[int]) -> None:
+    """A hard-link restore marks the store (its snapshots then check the blobs they rely
+    on) before its first link: not when nothing could be linked."""
+    from runicorn.store.layout import LINKED_OUT
+    from runicorn.store.store import Store
+
+    with Store(tmp_path / "store") as store:
+        archive = store.blobs_dir.parent
+        bad, _, _ = _paged_tree(tmp_path / "bad", [[("../escape.txt", b"x\n")]], blobs=store.blobs_dir)
+        with pytest.raises(CorruptManifestError, match="bad file entry"):
+            engine.restore_from_manifest(bad, store.blobs_dir, tmp_path / "out" / "tree", link="hardlink")
+        assert not (tmp_path / "out").exists() and not (archive / LINKED_OUT).exists()
+        good, _, _ = _paged_tree(tmp_path / "good", [_files(20, "a")], blobs=store.blobs_dir)
+        result = engine.restore_from_manifest(good, store.blobs_dir, tmp_path / "out" / "tree", link="hardlink")
+        assert result["success"] and result["methods"] == {"hardlink": 20}
+        assert (archive / LINKED_OUT).exists()
+
+
+@pytest.mark.parametrize("declared", [10**9, 10, None])
+def test_progress_ends_full_whatever_size_the_manifest_declares(
+    tmp_path: Path, streamed: list[int], declared: int | None
+) -> None:
+    """The declared size (not part of the tree id, so not checked) is only a first guess."""
+    manifest, blobs, _ = _paged_tree(tmp_path / "src", [_files(30, "a")], total_size_bytes=declared)
+    progress: list[tuple[int, int]] = []
+    result = engine.restore_from_manifest(
+        manifest, blobs, tmp_path / "out", progress=lambda d, t: progress.append((d, t))
+    )
+    assert result["success"]
+    assert progress[-1] == (result["total_bytes"], result["total_bytes"])
+    assert all(done <= total for done, total in progress)
 
 
 @pytest.mark.parametrize(

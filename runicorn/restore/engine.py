@@ -20,6 +20,7 @@ result lists them in ``missing_blobs`` (``success`` is False).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -249,6 +250,7 @@ def restore_from_manifest(
     # all are listed): a stat of every blob up front costs as much as the small copies.
     _check_not_the_store(target, blob_root)
     fresh = _check_target(target, overwrite)
+    made = _missing_folders(target.parent)  # taken away again if the manifest fails late
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_abandoned_restores(target)
     plan: Checkout | None = None
@@ -300,6 +302,10 @@ def restore_from_manifest(
             f"{exc}; nothing was restored to {target}", sha256=exc.sha256, path=exc.path, what=exc.what
         ) from None
     except CorruptManifestError as exc:  # a page read while the first files were written
+        staging.close()
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):  # not empty: someone else's now
+                os.rmdir(folder)
         raise CorruptManifestError(f"{exc}; nothing was restored to {target}") from None
     except _MissingBlob:
         missing = missing_blobs(blob_root, _read_all(opened))
@@ -322,6 +328,15 @@ def _read_all(opened: ManifestEntries) -> dict[str, TreeEntry]:
         return opened.entries
     with cycle_gc_paused():  # an object or more per file, all kept
         return opened.read_all()
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders ``mkdir(parents=True)`` of ``folder`` would create, outermost first."""
+    missing: list[Path] = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
 
 
 def _declared_size(manifest: dict[str, Any]) -> int:
@@ -357,9 +372,10 @@ def _materialise(
             entry or the whole is wrong (what was written is the caller's to discard).
     """
     methods: dict[str, int] = {}
-    if link == "hardlink":
-        note_blobs_linked_out(blob_root)  # before the first link: see the function
-    feed = _Feed(wanted, staging)
+    # Before the first link (see the function); for a manifest read meanwhile, once its
+    # first page has passed the checks (one refused at once leaves the store unmarked).
+    first = (lambda: note_blobs_linked_out(blob_root)) if link == "hardlink" else None
+    feed = _Feed(wanted, staging, first)
     base = str(staging)
     # Bytes: files a checkout leaves as they are count as done.
     done = total - sum(e.size for e in wanted.values()) if isinstance(wanted, dict) else 0
@@ -400,6 +416,8 @@ def _materialise(
     else:
         in_threads()
     entries = feed.finish()
+    if progress is not None and not isinstance(wanted, dict) and done != total:
+        progress(done, done)  # the declared size was wrong (it is not checked): the bar ends full
     os.chmod(staging, 0o755)
     if sync:
         # What is renamed into place is complete even after a crash: a few files and
@@ -418,7 +436,11 @@ class _Feed:
     manifest, the entries are read a leaf page at a time as batches are asked for
     (:meth:`batches`, shared by the threads feeding the worker processes)."""
 
-    def __init__(self, wanted: dict[str, TreeEntry] | ManifestEntries, staging: Path) -> None:
+    def __init__(
+        self, wanted: dict[str, TreeEntry] | ManifestEntries, staging: Path, first: Callable[[], None] | None = None
+    ) -> None:
+        """``first()`` is called before the first batch is given."""
+        self._first = first
         self._staging = staging
         self._wanted = wanted
         self._lock = threading.Lock()
@@ -460,6 +482,9 @@ class _Feed:
     def _take(self) -> list[tuple[str, TreeEntry]]:
         with self._lock:
             batch = next(self._batches, [])
+            if batch and self._first is not None:
+                self._first()
+                self._first = None
             new = parent_dirs(rel for rel, _ in batch) - self.dirs
             for d in sorted(new, key=path_key):
                 os.mkdir(safe_join(self._staging, d), 0o755)
