@@ -88,8 +88,14 @@ def syncfs(path: Path) -> None:
 
     Raises:
         OSError: the kernel reported a write-back error (EIO, ENOSPC, ...), here or in
-            a background flush since the last call.
+            a background flush since the last call (one still running is waited for).
     """
+    _syncfs_now(path)
+    _raise_background_error()
+
+
+def _syncfs_now(path: Path) -> None:
+    """:func:`syncfs` without looking at background flushes."""
     if _libc is None:
         _load_libc()
     if _libc and hasattr(_libc, "syncfs"):
@@ -106,14 +112,15 @@ def syncfs(path: Path) -> None:
             os.close(fd)
     else:
         os.sync()
-    _raise_background_error()
 
 
 def _raise_background_error() -> None:
     # An error a background flush saw is reported once, to whichever sync comes next:
-    # the kernel reports a write-back error to one syncfs caller only.
+    # the kernel reports a write-back error to one syncfs caller only.  A flush still
+    # running is waited for first: the error it may yet see belongs to this sync.
     global _background_error
-    error, _background_error = _background_error, None
+    with _background_sync:
+        error, _background_error = _background_error, None
     if error is not None:
         raise error
 
@@ -135,13 +142,17 @@ def syncfs_in_background(path: Path) -> None:
     def run() -> None:
         global _background_error
         try:
-            syncfs(path)
+            _syncfs_now(path)
         except OSError as exc:
             _background_error = exc
         finally:
             _background_sync.release()
 
-    threading.Thread(target=run, name="runicorn-syncfs", daemon=True).start()
+    try:
+        threading.Thread(target=run, name="runicorn-syncfs", daemon=True).start()
+    except BaseException:  # no thread (a resource limit): no flush, and the lock is free again
+        _background_sync.release()
+        raise
 
 
 # Bytes written (and not yet synced) after which :func:`sync_ahead` starts a background
