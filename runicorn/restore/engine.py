@@ -263,9 +263,10 @@ def restore_from_manifest(
     # Progress counts bytes (of a tree read meanwhile: as its manifest declares them).
     total_bytes = _declared_size(manifest) if not opened.finished else sum(e.size for e in entries.values())
     try:
-        wanted = (
-            (opened if not opened.finished else entries) if plan is None else {p: entries[p] for p in plan.to_write}
-        )
+        # A tree being read is handed over as it is; a checkout writes only what it must.
+        wanted: dict[str, TreeEntry] | ManifestEntries = entries if opened.finished else opened
+        if plan is not None:
+            wanted = {p: entries[p] for p in plan.to_write}
         methods = _materialise(wanted, staging.path, blob_root, link, sync, progress, total_bytes, staging.locks)
         total_bytes = sum(e.size for e in entries.values())
         if plan is None:
