@@ -115,7 +115,7 @@ class SnapshotsExtension(StoreExtension):
     """Workspace snapshots: the ``stat_cache`` tables (a cache; nothing to rebuild)."""
 
     name = "snapshots"
-    tables = ("stat_cache", "stat_cache_leaves", "stat_cache_seals", "stat_cache_generation")
+    tables = ("stat_cache_dirs", "stat_cache_leaves", "stat_cache_seals", "stat_cache_generation")
 
     def workspace_files(self, store: Any, root: Path) -> list[tuple[str, str, FileStat]] | None:
         import os

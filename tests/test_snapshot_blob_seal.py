@@ -57,7 +57,7 @@ def _blob_stats(seen: list[int], fn: Any) -> tuple[Any, int]:
 def _seal(storage: Path, ws: Path) -> dict[str, tuple[int, ...]]:
     with Store(storage) as s:
         base = str(ws.resolve())
-        _, generation = s.stat_cache.rows_in_order(base + "/", base + "0")
+        _, generation = s.stat_cache.dirs_in_order(base + "/", base + "0")
         return s.stat_cache.seal(base, generation)
 
 

@@ -46,7 +46,7 @@ def _now(ws: Path) -> float:
 def _leaves(store_root: Path, ws: Path) -> dict[str, Any]:
     with Store(store_root) as s:
         base = str(ws.resolve())
-        _, generation = s.stat_cache.rows_in_order(base + "/", base + "0")
+        _, generation = s.stat_cache.dirs_in_order(base + "/", base + "0")
         return s.stat_cache.leaves(base, generation)
 
 

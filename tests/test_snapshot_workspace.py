@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from array import array
 import stat
 import zipfile
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 
 import runicorn
 from runicorn.snapshot.ignore import DEFAULT_RNIGNORE, IgnoreRules
-from runicorn.snapshot.scan import iter_workspace
+from runicorn.snapshot.scan import WalkedDir, iter_workspace, iter_workspace_dirs
 from runicorn.snapshot.statcache import RACY_NS
 from runicorn.errors import RunicornError
 from runicorn.store import open_store
@@ -22,6 +23,35 @@ from tests.assets_helpers import write
 
 def _files(result: dict) -> set[str]:
     return set(open_store().get_manifest(result["tree"])["files"])
+
+
+def _dir_walk(root: Path) -> Iterator[tuple[WalkedDir, int, int]]:
+    """The snapshot walk of ``root`` by directories, as a snapshot consumes it."""
+    return iter_workspace_dirs(
+        root,
+        IgnoreRules(root, [], None),
+        skip_dirs=set(),
+        skip_files=set(),
+        max_files=100,
+        max_total_bytes=1 << 20,
+        force=False,
+    )
+
+
+def _cached_files(base: str) -> dict[str, tuple[int, int]]:
+    """``path -> (mtime_ns, recorded_ns)`` of every file the stat cache holds below ``base``."""
+    from runicorn.snapshot.statcache import CachedDir, integers
+
+    out: dict[str, tuple[int, int]] = {}
+    for row in open_store().index.query(
+        "SELECT dir, names, stats, digests, recorded, settled FROM stat_cache_dirs WHERE dir >= ? AND dir < ?",
+        (base + "/", base + "0"),
+    ):
+        cached = CachedDir(tuple(row))
+        fields = integers(cached.stats)
+        for k, name in enumerate(cached.names.split("/") if cached.names else []):
+            out[cached.dir + name] = (fields[6 * k + 3], cached.recorded[k])
+    return out
 
 
 def _walk(
@@ -232,7 +262,7 @@ def test_stat_cache_rows_meet_files_whose_walk_order_differs_from_path_order(
     kept ones, across page boundaries) go."""
     import runicorn.store.tables as tables_mod
 
-    monkeypatch.setattr(tables_mod, "_ROWS_PER_PAGE", rows_per_page)
+    monkeypatch.setattr(tables_mod, "_DIRS_PER_PAGE", rows_per_page)
     ws = tmp_path / "ws"
     names = ["a.txt", "a-b", "a/x", "a/y/z", "a0", "b", "é/1", "é.txt", "z/0", "ab/c", "!first", "~last"]
     for i, name in enumerate(names):
@@ -249,8 +279,7 @@ def test_stat_cache_rows_meet_files_whose_walk_order_differs_from_path_order(
     assert after["files_read"] == 0 and after["tree"] != first["tree"]
     base = str(ws.resolve())
     kept = sorted(f"{base}/{n}" for n in [*names, ".rnignore"] if os.path.lexists(ws / n))  # links have no row
-    rows = open_store().index.query("SELECT path FROM stat_cache WHERE path > ? ORDER BY path", (base,))
-    assert [r[0][len(base) :] for r in rows] == [k[len(base) :] for k in kept]
+    assert sorted(_cached_files(base)) == kept
     assert runicorn.snapshot_workspace(ws, None)["files_read"] == 0
 
 
@@ -292,14 +321,14 @@ def test_the_walk_holds_no_transaction_of_the_store(tmp_path: Path) -> None:
 
     ws = tmp_path / "ws"
     for i in range(5):
-        write(ws / f"f{i}.txt", f"content {i}")
+        write(ws / f"d{i}" / f"f{i}.txt", f"content {i}")
     root = ws.resolve()
     store = Store(tmp_path / "store")
-    capture_tree(store, root, _walk(root), source=str(root), want_entries=False)
+    capture_tree(store, root, _dir_walk(root), source=str(root), want_entries=False)
     done: list[str] = []
 
     def walk_with_a_writer_in_the_middle():  # type: ignore[no-untyped-def]
-        for i, item in enumerate(_walk(root)):
+        for i, item in enumerate(_dir_walk(root)):
             if i == 2:
                 writer = threading.Thread(target=lambda: done.append(store.ingest_bytes(b"meanwhile").sha256))
                 writer.start()
@@ -308,7 +337,7 @@ def test_the_walk_holds_no_transaction_of_the_store(tmp_path: Path) -> None:
             yield item
 
     captured = capture_tree(store, root, walk_with_a_writer_in_the_middle(), source=str(root), want_entries=False)
-    assert captured.files_read == 0 and captured.file_count == 5
+    assert captured.files_read == 0 and captured.file_count == 5 and done
     store.close()
 
 
@@ -327,12 +356,12 @@ def test_a_vouched_file_read_again_that_changed_since_the_walk_is_named(tmp_path
         write(ws / f"f{i}.txt", f"content {i}")
     root = ws.resolve()
     store = Store(tmp_path / "store")
-    first = capture_tree(store, root, _walk(root), source=str(root), want_entries=False)
+    first = capture_tree(store, root, _dir_walk(root), source=str(root), want_entries=False)
     sha = store.tree_entries(first.tree)["f1.txt"].sha256
     os.unlink(store.blob_path(sha))  # lost: the next snapshot must read f1.txt again
 
     def walk_then_change():  # type: ignore[no-untyped-def]
-        yield from _walk(root)
+        yield from _dir_walk(root)
         (ws / "f1.txt").unlink()
         if change == "made a folder":
             (ws / "f1.txt").mkdir()
@@ -344,7 +373,7 @@ def test_a_vouched_file_read_again_that_changed_since_the_walk_is_named(tmp_path
     if (ws / "f1.txt").is_dir():
         shutil.rmtree(ws / "f1.txt")
     write(ws / "f1.txt", "content 1")
-    again = capture_tree(store, root, _walk(root), source=str(root), want_entries=False)
+    again = capture_tree(store, root, _dir_walk(root), source=str(root), want_entries=False)
     assert again.tree == first.tree and again.files_read == 1  # its bytes stored again
     store.close()
 
@@ -361,9 +390,7 @@ def test_racily_clean_files_are_reread(tmp_path: Path) -> None:
     r2 = runicorn.snapshot_workspace(ws, None)
     assert r2["files_read"] == 1
     assert r2["tree"] != r1["tree"]
-    row = open_store().index.query(
-        "SELECT mtime_ns, recorded_ns FROM stat_cache WHERE path = ?", (str(path.resolve()),)
-    )[0]
+    row = _cached_files(str(ws.resolve()))[str(path.resolve())]
     assert row[0] >= row[1] - RACY_NS  # still racy: will be read again next time
 
 
@@ -399,7 +426,7 @@ def test_index_of_version_2_drops_its_stat_cache_and_rereads(tmp_path: Path) -> 
 
     forget_open_stores()
     conn = apsw.Connection(str(root / "archive" / "index.sqlite3"))
-    conn.execute("DROP TABLE stat_cache")  # the version-2 table, without ctime_ns
+    conn.execute("DROP TABLE stat_cache_dirs")  # for the version-2 table, without ctime_ns
     conn.execute(
         "CREATE TABLE stat_cache (path TEXT PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL, "
         "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode TEXT NOT NULL, "
@@ -705,17 +732,38 @@ def test_a_snapshot_leaves_no_holds_and_a_failed_one_lets_go_of_what_it_stored(
     assert store.verify()["ok"]
 
 
-def test_files_to_read_keep_each_device_once_and_any_number_of_devices() -> None:
-    """A file to read names its device by a small number; past 65,536 devices the column
-    widens rather than wraps, and every file still gives back its own device."""
+def test_a_directory_row_keeps_any_device_and_inode_number_and_a_damaged_one_vouches_for_nothing() -> None:
+    """Device and inode numbers of 2**63 or more are kept (as their two's complement) and
+    told apart; a row whose columns disagree in length names no file."""
     from types import SimpleNamespace
 
-    from runicorn.snapshot.capture import _ToRead
+    from runicorn.snapshot.statcache import RACY_NS, CachedDir, dir_row, integers, pack_stats
 
-    to_read = _ToRead()
-    devices = [7, 2**63 + 5, *range(100, 100 + 70_000)]
-    for k, dev in enumerate(devices):
-        to_read.add(k, SimpleNamespace(st_dev=dev, st_ino=k, st_mtime_ns=k, st_ctime_ns=k))  # type: ignore[arg-type]
-    to_read.add(len(devices), SimpleNamespace(st_dev=7, st_ino=1, st_mtime_ns=1, st_ctime_ns=1))  # type: ignore[arg-type]
-    assert [to_read.device(k) for k in range(len(devices))] == devices
-    assert to_read.device(len(devices)) == 7 and len(to_read.devs) == len(devices)
+    def lstat(dev: int, ino: int) -> os.stat_result:
+        fields = {"st_dev": dev, "st_ino": ino, "st_size": 3, "st_mtime_ns": 10, "st_ctime_ns": 11, "st_mode": 0o100644}
+        return SimpleNamespace(**fields)  # type: ignore[return-value]
+
+    big = [lstat(2**64 - 1, 2**63 + 5), lstat(7, 2**63 + 6)]
+    packed = pack_stats(big)
+    assert list(integers(packed)) == [
+        -1,
+        2**63 + 5 - 2**64,
+        3,
+        10,
+        11,
+        0o100644,
+        7,
+        2**63 + 6 - 2**64,
+        3,
+        10,
+        11,
+        0o100644,
+    ]
+    row = dir_row("/w/", "a/b", packed, b"\1" * 32 + b"\2" * 32, array("q", [10 + RACY_NS + 1, 10 + RACY_NS + 1]))
+    assert row[5] == 1  # settled
+    cached = CachedDir(row)
+    assert cached.vouches_for_all("a/b", packed)
+    assert cached.vouch("b", pack_stats([big[1]]), 10) == (b"\2" * 32, 10 + RACY_NS + 1)
+    assert cached.vouch("b", pack_stats([lstat(7, 2**63 + 7)]), 10) is None
+    damaged = CachedDir((*row[:3], row[3][:-1], *row[4:]))
+    assert not damaged.vouches_for_all("a/b", packed) and damaged.vouch("a", pack_stats([big[0]]), 10) is None

@@ -123,7 +123,7 @@ def test_the_store_package_imports_no_feature_and_runicorn_registers_them() -> N
     names, loaded = r.stdout.splitlines()
     assert (
         names
-        == "['runs', 'artifacts', 'snapshots'] ['runs', 'toml_usage', 'stat_cache', 'stat_cache_leaves', 'stat_cache_seals', 'stat_cache_generation']"
+        == "['runs', 'artifacts', 'snapshots'] ['runs', 'toml_usage', 'stat_cache_dirs', 'stat_cache_leaves', 'stat_cache_seals', 'stat_cache_generation']"
     )
     # the composition point and the extension registry only: no feature, no store class, no SQLite
     assert loaded == str(
@@ -151,7 +151,7 @@ def test_a_store_made_with_the_feature_tables_in_the_core_schema_opens_unchanged
         store.put_tree({"x": (info.sha256, "100644", 1)}, ref=("pin", "p"))
     index = root / "archive" / "index.sqlite3"
     conn = apsw.Connection(str(index))
-    for table in ("stat_cache", "runs", "toml_usage"):
+    for table in ("stat_cache_dirs", "runs", "toml_usage"):
         conn.execute(f"DROP TABLE {table}")
     # exactly how the index of a store of the previous layout was created: one script
     conn.execute(

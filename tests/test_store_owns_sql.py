@@ -47,7 +47,7 @@ def test_the_patterns_find_what_they_look_for() -> None:
     assert SQL.search('c.execute("SELECT tree, total_size FROM trees")')
     for statement in (
         "DELETE FROM blobs",
-        "INSERT INTO stat_cache",
+        "INSERT OR REPLACE INTO stat_cache_dirs",
         "UPDATE toml_usage SET",
         "INSERT OR REPLACE INTO runs",
         "SELECT sha256, size, touched_at FROM blobs",

@@ -24,6 +24,7 @@ from runicorn.store.ingest_processes import ingest_in_processes
 from runicorn.worker_processes import WorkerProcess
 from runicorn.workers import processes_for
 from runicorn.store.store import Store
+from tests.walk_support import one_file_dirs
 from tests.process_support import worker_children
 
 
@@ -524,6 +525,11 @@ def test_an_interrupt_of_the_caller_stops_the_workers_after_their_batch(tmp_path
 
 
 def _walk(ws: Path, seen: list[str], *, fail_after: int | None = None, missing_first: bool = False) -> Any:
+    """:func:`_files` as a snapshot's walk (each file a directory of its own)."""
+    return one_file_dirs(_files(ws, seen, fail_after=fail_after, missing_first=missing_first))
+
+
+def _files(ws: Path, seen: list[str], *, fail_after: int | None = None, missing_first: bool = False) -> Any:
     """The workspace's files as the snapshot's walk gives them, each counted in ``seen``;
     ``fail_after``: the walk fails after so many; ``missing_first``: a file that is gone
     by the time it is read comes first."""

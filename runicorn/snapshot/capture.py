@@ -18,7 +18,6 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -33,7 +32,7 @@ from runicorn.errors import (
 from runicorn.gcpause import cycle_gc_paused
 from runicorn.hashing import sha256_bytes
 from runicorn.snapshot import statcache
-from runicorn.snapshot.statcache import RACY_NS
+from runicorn.snapshot.scan import WalkedDir
 from runicorn.store.tree_format import (
     MODE_EXEC,
     MODE_FILE,
@@ -67,8 +66,6 @@ _INGEST_BATCH_BYTES = 2 << 30
 _PROCESS_BATCH_FILES = 4096
 # Files to read the walk must have found for worker processes to start reading beside it.
 _READ_EARLY_FROM = PROCESSES_FROM_FILES
-# Stat cache rows made at once (their columns cut out together).
-_CACHE_ROWS_AT_ONCE = 4096
 _PROCESS_BATCH_BYTES = 256 << 20
 
 Progress = Callable[[int, int], None]
@@ -76,45 +73,50 @@ _B = TypeVar("_B")  # a batch, as the reading gives it back
 
 
 class _ToRead:
-    """The files to read, in columns: each one's line (in the tree's :class:`TreeLines`)
-    and the ``lstat`` fields its stat cache row keeps (its size and mode are in its line).
-    A tuple and a ``FileStat`` per file would cost about 300 bytes; this costs 30 (a
-    device is kept once, each file naming it by a 2-byte number while there are few)."""
+    """The files to read: each one's line in the tree's :class:`TreeLines` (its path, size
+    and mode are there)."""
 
-    __slots__ = ("line", "dev", "devs", "_dev_number", "ino", "mtime_ns", "ctime_ns")
+    __slots__ = ("line",)
 
     def __init__(self) -> None:
         self.line = array("I")  # a workspace has far fewer than 2**32 files
-        self.dev = array("H")  # numbers into devs
-        self.devs: list[int] = []
-        self._dev_number: dict[int, int] = {}
-        self.ino = array("Q")
-        self.mtime_ns = array("q")
-        self.ctime_ns = array("q")
 
     def __len__(self) -> int:
         return len(self.line)
 
-    def add(self, line: int, st: os.stat_result) -> None:
+    def add(self, line: int) -> None:
         self.line.append(line)
-        number = self._dev_number.get(st.st_dev)
-        if number is None:
-            number = self._dev_number[st.st_dev] = len(self.devs)
-            self.devs.append(st.st_dev)
-            if number == 1 << 16:  # more devices than 2 bytes number: widen
-                self.dev = array("Q", self.dev)
-        self.dev.append(number)
-        self.ino.append(st.st_ino)
-        self.mtime_ns.append(st.st_mtime_ns)
-        self.ctime_ns.append(st.st_ctime_ns)
-
-    def device(self, k: int) -> int:
-        """The device of file ``k``."""
-        return self.devs[self.dev[k]]
 
     def renumber(self, moved: list[int]) -> None:
         """Follow the lines to their places after :meth:`TreeLines.sort`."""
         self.line = array("I", (moved[i] for i in self.line))
+
+
+class _DirRecord:
+    """A directory whose stat cache row is written again (it differs from its row, or
+    had none): its regular files' names (joined by "/") and lstat fields
+    (:func:`statcache.pack_stats`) as the walk found them, its row as read (or None),
+    and for each file in turn its line and hashing time."""
+
+    __slots__ = ("base", "names", "stats", "row", "lines", "recorded", "next")
+
+    def __init__(self, base: str, names: str, stats: bytes, row: statcache.CachedDir | None) -> None:
+        self.base, self.names, self.stats, self.row = base, names, stats, row
+        self.lines = array("I")
+        self.recorded = array("q")
+        self.next = 0  # the position of the next regular file among the directory's
+
+    def renumber(self, moved: list[int]) -> None:
+        """Follow the lines to their places after :meth:`TreeLines.sort`."""
+        self.lines = array("I", (moved[i] for i in self.lines))
+
+
+def _dir_rows(lines: TreeLines, rewrite: list[_DirRecord]) -> Iterator[tuple[Any, ...]]:
+    """The stat cache rows of the directories ``rewrite`` (their files' blobs known)."""
+    for record in rewrite:
+        yield statcache.dir_row(
+            record.base, record.names, record.stats, lines.digests_at(record.lines), record.recorded
+        )
 
 
 class Captured(NamedTuple):
@@ -131,7 +133,7 @@ class Captured(NamedTuple):
 def capture_tree(
     store: Any,
     root: Path,
-    files: Iterable[tuple[str, str, os.stat_result]],
+    walk: Iterable[tuple[WalkedDir, int, int]],
     *,
     source: str,
     progress: Progress | None = None,
@@ -140,27 +142,28 @@ def capture_tree(
 ) -> Captured:
     """Put the scanned files into the store as a tree, using and updating the stat cache.
 
-    ``files`` are ``(relpath, abspath, lstat)`` in path order, as
-    :func:`runicorn.snapshot.scan.iter_workspace` yields them (consumed once, as they
-    come: a file the stat cache vouches for costs its tree line only).  ``entries`` and
+    ``walk`` gives the workspace's directories and their files in path order, as
+    :func:`runicorn.snapshot.scan.iter_workspace_dirs` does (consumed once, as it comes:
+    a directory whose row vouches for all its files costs one comparison, a file the
+    stat cache vouches for its tree line only).  ``entries`` and
     ``mtimes`` are None unless ``want_entries``.  ``keeper`` is the ref (kind, name;
     None for the tree id) the caller will keep the tree alive with: when it already names
     the stored tree, nothing is written.
 
     Raises:
         RunicornError: a file vanished or changed while being read (naming it).
-        (And whatever iterating ``files`` raises: no tree is stored, and what was read
+        (And whatever iterating ``walk`` raises: no tree is stored, and what was read
         beside the walk is let go of, gc's to collect.)
     """
     started_ns = time.time_ns()
     with cycle_gc_paused() as resume_gc:
-        return _capture(store, root, files, started_ns, progress, want_entries, keeper, resume_gc)
+        return _capture(store, root, walk, started_ns, progress, want_entries, keeper, resume_gc)
 
 
 def _capture(
     store: Any,
     root: Path,
-    files: Iterable[tuple[str, str, os.stat_result]],
+    walk: Iterable[tuple[WalkedDir, int, int]],
     started_ns: int,
     progress: Progress | None,
     want_entries: bool,
@@ -168,83 +171,116 @@ def _capture(
     resume_gc: Callable[[], None],
 ) -> Captured:
     """:func:`capture_tree` with the cyclic collector paused (the slow path resumes it)."""
-    # Every file gets its line as the walk meets it (in tree order); a file the cache
-    # vouches for costs that line only, one to read also its few lstat fields.
+    # Every file gets its line as the walk meets it (in tree order): the files of a
+    # directory its row vouches for all at once, a file the row vouches for its line
+    # only, one to read also a place among the files to read.
     lines = TreeLines()
     to_read = _ToRead()
     links: dict[int, bytes] = {}  # line -> target of each symlink (stored again each time)
-    stale: list[tuple[str]] = []  # cache rows of files no longer in the workspace
+    stale: list[str] = []  # rows of directories that hold no file now
+    rewrite: list[_DirRecord] = []  # directories whose row is written again
     trusted_bytes = file_count = 0
     mtimes: dict[str, float] | None = {} if want_entries else None
-    S_IFMT, IFLNK, racy = 0o170000, stat.S_IFLNK, RACY_NS
-    # The files arrive in the cache's order and are merged with its rows as they are
-    # read: a dict of every row would cost more memory than the files themselves.
+    S_IFMT, IFLNK, EXEC, STAT, DIGEST = 0o170000, stat.S_IFLNK, 0o100, statcache.STAT_BYTES, statcache.DIGEST_BYTES
+    # The directories arrive in the cache's order and are merged with its rows as they
+    # are read: a dict of every row would cost more memory than the files themselves.
     _, end = statcache.cache_bounds(root)
-    past_end = (end,)  # after the last row: sorts after every path below root
-    rows, generation = statcache.rows_in_order(store, root)
-    next_row = rows.__next__
+    past_end = (end,)  # after the last row: sorts after every directory below root
+    rows, generation = statcache.dirs_in_order(store, root)
     row: tuple[Any, ...] = next(rows, past_end)
     with contextlib.ExitStack() as held:
         early: _EarlyRead | None = None  # reading beside the walk, once it has found enough
         read_early_from = _READ_EARLY_FROM
         try:
-            for rel, full, st in files:
-                file_count += 1
-                while row[0] < full:  # rows passed over name files that are gone
-                    stale.append((row[0],))
-                    try:
-                        row = next_row()
-                    except StopIteration:
-                        row = past_end
-                if row[0] == full:
-                    cached: tuple[Any, ...] | None = row
-                    try:
-                        row = next_row()
-                    except StopIteration:
-                        row = past_end
-                else:
+            for directory, start, stop in walk:
+                if start == stop:  # the walk enters the directory
+                    base = directory.base
+                    while row[0] < base:  # rows passed over are of directories gone
+                        stale.append(row[0])
+                        row = next(rows, past_end)
                     cached = None
-                if mtimes is not None:
-                    mtimes[rel] = st.st_mtime_ns / 1e9
-                st_mode = st.st_mode
-                if st_mode & S_IFMT == IFLNK:
-                    try:
-                        target = os.fsencode(os.readlink(full))
-                    except FileNotFoundError:
-                        raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
-                    links[lines.add(rel, MODE_LINK, sha256_bytes(target), len(target))] = target
-                    continue
-                mode = MODE_EXEC if st_mode & 0o100 else MODE_FILE  # as mode_of, without the call
-                # cached: path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns
-                if cached is not None:
-                    mtime = st.st_mtime_ns
-                    if (
-                        cached[4] == mtime
-                        and cached[3] == st.st_size
-                        and cached[2] == st.st_ino
-                        and cached[1] == st.st_dev
-                        and cached[5] == st.st_ctime_ns
-                        and cached[6] == mode
-                        and mtime < cached[8] - racy
-                    ):
-                        lines.add(rel, mode, cached[7], cached[3])
-                        trusted_bytes += cached[3]
+                    if row[0] == base:
+                        cached = statcache.CachedDir(row)
+                        row = next(rows, past_end)
+                    files = directory.files
+                    regular = files
+                    if directory.has_links:
+                        regular = [(name, st) for name, st in files if st.st_mode & S_IFMT != IFLNK]
+                    if not regular:
+                        if cached is not None:
+                            stale.append(base)
+                        directory.state = None
                         continue
-                if early is not None:
-                    with early.lock:  # its batches fill lines in meanwhile
-                        to_read.add(lines.add_open(rel, mode, st.st_size), st)
-                    early.add(len(to_read) - 1, full, st.st_size)
+                    names = "/".join([name for name, _ in regular])
+                    packed = statcache.pack_stats([st for _, st in regular])
+                    if cached is not None and regular is files and cached.vouches_for_all(names, packed):
+                        directory.state = cached
+                    else:
+                        directory.state = _DirRecord(base, names, packed, cached)
+                        rewrite.append(directory.state)
                     continue
-                to_read.add(lines.add_open(rel, mode, st.st_size), st)
-                if len(to_read) == read_early_from:
-                    processes = processes_for(read_early_from)
-                    if processes:
-                        resume_gc()  # reading many files makes garbage of its own (and may run long)
-                        lease = held.enter_context(store.lease())
-                        early = _EarlyRead(store, root, lease, processes, lines, to_read)
-                        early.add_found()
+                file_count += stop - start
+                state, prefix, run = directory.state, directory.prefix, directory.files[start:stop]
+                if mtimes is not None:
+                    for name, st in run:
+                        mtimes[prefix + name] = st.st_mtime_ns / 1e9
+                if type(state) is statcache.CachedDir:  # vouched for, every file
+                    fields = statcache.integers(state.stats[start * STAT : stop * STAT])
+                    sizes = fields[2::6]
+                    lines.extend_files(
+                        [prefix + name for name, _ in run],
+                        bytes(map(bool, map(EXEC.__and__, fields[5::6]))),
+                        state.digests[start * DIGEST : stop * DIGEST],
+                        sizes,
+                    )
+                    trusted_bytes += sum(sizes)
+                    continue
+                for name, st in run:
+                    rel = prefix + name
+                    st_mode = st.st_mode
+                    if st_mode & S_IFMT == IFLNK:
+                        full = directory.base + name
+                        try:
+                            target = os.fsencode(os.readlink(full))
+                        except FileNotFoundError:
+                            raise RunicornError(f"{full}: vanished during the snapshot of {root}; try again") from None
+                        links[lines.add(rel, MODE_LINK, sha256_bytes(target), len(target))] = target
+                        continue
+                    assert state is not None  # (a directory with a regular file has one)
+                    mode = MODE_EXEC if st_mode & EXEC else MODE_FILE  # as mode_of, without the call
+                    k = state.next
+                    state.next = k + 1
+                    row_of_dir = state.row
+                    vouched = (
+                        row_of_dir.vouch(name, state.stats[k * STAT : (k + 1) * STAT], st.st_mtime_ns)
+                        if row_of_dir is not None
+                        else None
+                    )
+                    if vouched is not None:
+                        state.lines.append(lines.add_digest(rel, mode, vouched[0], st.st_size))
+                        state.recorded.append(vouched[1])
+                        trusted_bytes += st.st_size
+                        continue
+                    state.recorded.append(started_ns)
+                    if early is not None:
+                        with early.lock:  # its batches fill lines in meanwhile
+                            line = lines.add_open(rel, mode, st.st_size)
+                            to_read.add(line)
+                        state.lines.append(line)
+                        early.add(len(to_read) - 1, directory.base + name, st.st_size)
+                        continue
+                    line = lines.add_open(rel, mode, st.st_size)
+                    to_read.add(line)
+                    state.lines.append(line)
+                    if len(to_read) == read_early_from:
+                        processes = processes_for(read_early_from)
+                        if processes:
+                            resume_gc()  # reading many files makes garbage of its own (and may run long)
+                            lease = held.enter_context(store.lease())
+                            early = _EarlyRead(store, root, lease, processes, lines, to_read)
+                            early.add_found()
             while row is not past_end:
-                stale.append((row[0],))
+                stale.append(row[0])
                 row = next(rows, past_end)
             if early is not None:
                 early.end_walk()
@@ -253,6 +289,8 @@ def _capture(
                 if moved is not None:
                     to_read.renumber(moved)
                     links = {moved[i]: target for i, target in links.items()}
+                    for record in rewrite:
+                        record.renumber(moved)
             total = trusted_bytes + sum(len(t) for t in links.values())
             check = statcache.BlobCheck(store, root, generation)
             tree = (
@@ -261,8 +299,8 @@ def _capture(
                 else _existing_tree(store, keeper, lines, check, [(lines.sha(i), lines.size(i)) for i in links])
             )
             if tree is not None:
-                if stale:
-                    statcache.record(store, root, generation, [], stale)
+                if stale or rewrite:
+                    statcache.record(store, root, generation, _dir_rows(lines, rewrite), stale)
                 else:
                     check.reseal(store, root, generation)
                 return Captured(tree, lines.entries() if want_entries else None, 0, total, file_count, mtimes)
@@ -280,7 +318,7 @@ def _capture(
             if early is not None:
                 early.abort()  # its workers end after their batch, before the lease lets go
             raise
-    statcache.record(store, root, generation, captured.cache_rows(), stale, (known, spans), check.seal)
+    statcache.record(store, root, generation, _dir_rows(lines, rewrite), stale, (known, spans), check.seal)
     entries = lines.entries() if want_entries else None
     return Captured(tree, entries, captured.files_read, captured.total, file_count, mtimes)
 
@@ -636,7 +674,7 @@ class _Capture:
             self._done -= lines.size(i)
             lines.set_mode(i, mode_of(st.st_mode))
             lines.set_size(i, st.st_size)
-            self.to_read.add(i, st)
+            self.to_read.add(i)
 
     def read_changed(self, early: _EarlyRead | None = None) -> None:
         """Read the files to read (into the store, their lines filled in) and store the
@@ -748,26 +786,6 @@ class _Capture:
         if not known or not (self.to_read or self.links):
             return []
         return sorted({*self.to_read.line, *self.links})
-
-    def cache_rows(self) -> Iterator[tuple[Any, ...]]:
-        """The stat cache rows of the files read, made a few thousand at a time as they
-        are written (a list of them all would cost a tuple per file)."""
-        lines, to_read, base = self.lines, self.to_read, self.base
-        devs = to_read.devs
-        for a in range(0, len(to_read), _CACHE_ROWS_AT_ONCE):
-            b = a + _CACHE_ROWS_AT_ONCE
-            paths, modes, shas, sizes = lines.columns(to_read.line[a:b])
-            yield from zip(
-                map(base.__add__, paths),
-                [devs[d] for d in to_read.dev[a:b]],
-                to_read.ino[a:b],
-                sizes,
-                to_read.mtime_ns[a:b],
-                to_read.ctime_ns[a:b],
-                modes,
-                shas,
-                repeat(self.started_ns),
-            )
 
 
 __all__ = ["capture_tree"]

@@ -28,6 +28,85 @@ def _limit_error(root: Path, what: str, value: int, limit: int) -> ValueError:
     )
 
 
+class WalkedDir:
+    """One directory of a walk (:func:`iter_workspace_dirs`): its relative path
+    ``prefix`` ("" or ending in "/"), its absolute path ``base`` (ending in the
+    separator), its captured ``files`` (regular files and symlinks, ``(name, lstat)``, in
+    path order), whether any of them ``has_links``, and ``state``, the consumer's own
+    (None until it sets it)."""
+
+    __slots__ = ("prefix", "base", "files", "has_links", "state")
+
+    def __init__(self, prefix: str, base: str, files: list[tuple[str, os.stat_result]], has_links: bool) -> None:
+        self.prefix, self.base, self.files, self.has_links = prefix, base, files, has_links
+        self.state: Any = None
+
+
+def iter_workspace_dirs(
+    root: Path,
+    rules: IgnoreRules,
+    *,
+    skip_dirs: set[tuple[int, int]],
+    skip_files: set[str],
+    max_files: int,
+    max_total_bytes: int,
+    force: bool,
+    run_root: str | None = None,
+    counts: dict[str, int] | None = None,
+) -> Iterator[tuple[WalkedDir, int, int]]:
+    """The walk of :func:`iter_workspace` a directory's run of files at a time:
+    ``(directory, start, end)`` names ``directory.files[start:end]``, the next files in
+    path order.  Each directory comes first as ``(directory, 0, 0)``, as the walk enters
+    it (directories are entered in path order, each before what it holds); its files then
+    come in runs, a run ending where a subdirectory's files come between.
+
+    Raises:
+        ValueError: a limit is exceeded (unless ``force``), as soon as it is.
+        RunicornError: a name contains a newline or a directory cannot be read.
+    """
+    walk = _Walk(root, rules, skip_dirs, skip_files, run_root, counts)
+    found = total = 0
+    # Depth-first: a frame is one directory's remaining segments (runs of its files, and
+    # its subdirectories' keys, a name plus "/", so "a.txt" comes before "a/b" and "a0"
+    # after it), and whether leaving it pops the .gitignore spec it pushed.
+    frame = walk.enter(str(root), "")
+    yield frame[0], 0, 0
+    stack = [frame]
+    while stack:
+        directory, segments, pushed_spec = stack[-1]
+        for segment in segments:  # resumes where this directory was left
+            if isinstance(segment, str):
+                frame = walk.enter(directory.base + segment[:-1], directory.prefix + segment)
+                yield frame[0], 0, 0
+                stack.append(frame)
+                break
+            start, end = segment
+            found += end - start
+            total += sum(st.st_size for _, st in directory.files[start:end])
+            if not force and (found > max_files or total > max_total_bytes):
+                _over_limit(root, directory.files[start:end], found - (end - start), total, max_files, max_total_bytes)
+            yield directory, start, end
+        else:
+            stack.pop()
+            if pushed_spec:
+                rules.git.pop()
+
+
+def _over_limit(
+    root: Path, run: list[tuple[str, os.stat_result]], found: int, total: int, max_files: int, max_total_bytes: int
+) -> None:
+    """Raise the limit error for the first file of ``run`` (after ``found`` files) that
+    exceeds a limit (``total``: the bytes with the whole run)."""
+    total -= sum(st.st_size for _, st in run)
+    for _, st in run:
+        found += 1
+        total += st.st_size
+        if found > max_files:
+            raise _limit_error(root, "files", found, max_files)
+        if total > max_total_bytes:
+            raise _limit_error(root, "bytes", total, max_total_bytes)
+
+
 def iter_workspace(
     root: Path,
     rules: IgnoreRules,
@@ -57,33 +136,23 @@ def iter_workspace(
         ValueError: a limit is exceeded (unless ``force``), as soon as it is.
         RunicornError: a name contains a newline or a directory cannot be read.
     """
-    walk = _Walk(root, rules, skip_dirs, skip_files, run_root, counts)
-    found = total = 0
-    # Depth-first: a frame is one directory's remaining entries, in path order (a
-    # subdirectory sorts by its name plus "/", so "a.txt" comes before "a/b" and "a0"
-    # after it), and whether leaving it pops the .gitignore spec it pushed.
-    stack = [walk.enter(str(root), "")]
-    while stack:
-        prefix, base, entries, pushed_spec = stack[-1]
-        for key, st in entries:  # resumes where this directory was left
-            if key[-1] == "/":
-                stack.append(walk.enter(base + key[:-1], prefix + key))
-                break
-            found += 1
-            total += st.st_size
-            if not force:
-                if found > max_files:
-                    raise _limit_error(root, "files", found, max_files)
-                if total > max_total_bytes:
-                    raise _limit_error(root, "bytes", total, max_total_bytes)
-            yield prefix + key, base + key, st
-        else:
-            stack.pop()
-            if pushed_spec:
-                rules.git.pop()
+    for directory, start, end in iter_workspace_dirs(
+        root,
+        rules,
+        skip_dirs=skip_dirs,
+        skip_files=skip_files,
+        max_files=max_files,
+        max_total_bytes=max_total_bytes,
+        force=force,
+        run_root=run_root,
+        counts=counts,
+    ):
+        prefix, base = directory.prefix, directory.base
+        for name, st in directory.files[start:end]:
+            yield prefix + name, base + name, st
 
 
-_Frame = tuple[str, str, Iterator[tuple[str, os.stat_result]], bool]
+_Frame = tuple[WalkedDir, Iterator["tuple[int, int] | str"], bool]
 
 
 class _Walk:
@@ -110,12 +179,26 @@ class _Walk:
         # Only a directory listing a .gitignore has one to load: no failing open per directory.
         pushed = "/.gitignore/" in f"/{joined}/" and bool(self.rules.enter(prefix, directory))
         try:
-            entries = self._captured(listing, joined, directory, base, prefix)
+            entries, has_links = self._captured(listing, joined, directory, base, prefix)
         except BaseException:
             if pushed:
                 self.rules.git.pop()
             raise
-        return prefix, base, iter(entries), pushed
+        # The files in runs between the subdirectories' keys.
+        files: list[tuple[str, os.stat_result]] = []
+        segments: list[tuple[int, int] | str] = []
+        run_from = 0
+        for key, st in entries:
+            if key[-1] == "/":
+                if len(files) > run_from:
+                    segments.append((run_from, len(files)))
+                    run_from = len(files)
+                segments.append(key)
+            else:
+                files.append((key, st))
+        if len(files) > run_from:
+            segments.append((run_from, len(files)))
+        return WalkedDir(prefix, base, files, has_links), iter(segments), pushed
 
     def _listing(self, directory: str, base: str) -> tuple[list[tuple[str, os.stat_result]], str]:
         """One directory's entries as ``(name, lstat)``, and their names joined by "/".
@@ -146,9 +229,10 @@ class _Walk:
 
     def _captured(
         self, listing: list[tuple[str, os.stat_result]], joined: str, directory: str, base: str, prefix: str
-    ) -> list[tuple[str, os.stat_result]]:
+    ) -> tuple[list[tuple[str, os.stat_result]], bool]:
         """The captured entries of one directory's ``listing`` as ``(key, lstat)``, sorted
-        by key (a name, with "/" after a subdirectory's)."""
+        by key (a name, with "/" after a subdirectory's), and whether a symlink may be
+        among them."""
         IFMT, IFDIR, IFREG, IFLNK = 0o170000, stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK  # S_IS* without calls
         if "\n" in joined or "\r" in joined:
             bad = next(name for name, _ in listing if "\n" in name or "\r" in name)
@@ -156,11 +240,14 @@ class _Walk:
         # Keys: names with a trailing "/" for directories, as the ignore rules want them.
         kept: list[tuple[str, os.stat_result]] = []
         skip_names, skip_files, skip_dirs = self.skip_names, self.skip_files, self.skip_dirs
+        has_links = False
         for name, st in listing:
             kind = st.st_mode & IFMT
             if kind == IFREG or kind == IFLNK:
                 if name not in skip_names or base + name not in skip_files:
                     kept.append((name, st))
+                    if kind == IFLNK:
+                        has_links = True  # (perhaps excluded below: then only a pass for nothing)
             elif kind == IFDIR:
                 if (st.st_dev, st.st_ino) not in skip_dirs:
                     kept.append((name + "/", st))
@@ -181,7 +268,7 @@ class _Walk:
             if key not in dropped and not (in_runs and key[-1] == "/" and os.path.isfile(base + key + "meta.json"))
         ]
         out.sort()
-        return out
+        return out, has_links
 
 
 def store_dirs(store: Any) -> set[tuple[int, int]]:
@@ -197,4 +284,4 @@ def store_dirs(store: Any) -> set[tuple[int, int]]:
     return found
 
 
-__all__ = ["iter_workspace", "store_dirs"]
+__all__ = ["WalkedDir", "iter_workspace", "iter_workspace_dirs", "store_dirs"]

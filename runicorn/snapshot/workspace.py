@@ -19,7 +19,7 @@ from runicorn.errors import RunicornError
 from runicorn.gitinfo import GitQuery
 from runicorn.snapshot.capture import capture_tree
 from runicorn.snapshot.ignore import IGNORE_CACHE, IgnoreRules, read_ignore_file
-from runicorn.snapshot.scan import iter_workspace, store_dirs
+from runicorn.snapshot.scan import iter_workspace_dirs, store_dirs
 from runicorn.treezip import write_zip
 
 DEFAULT_MAX_TOTAL_BYTES = 500 * 1024 * 1024
@@ -92,7 +92,7 @@ def snapshot_workspace(
     # git status walks the same files: it runs beside this walk, not after it.
     git_query = GitQuery(root)
     try:
-        files = iter_workspace(
+        walk = iter_workspace_dirs(
             root,
             rules,
             skip_dirs=skip_dirs,
@@ -107,7 +107,7 @@ def snapshot_workspace(
         keeper = ("pin", None) if out_abs is None and run_id is None and name is None else None
         # The walk is consumed as the stat cache is compared with it (in path order).
         captured = capture_tree(
-            store, root, files, source=str(root), progress=progress, want_entries=out_abs is not None, keeper=keeper
+            store, root, walk, source=str(root), progress=progress, want_entries=out_abs is not None, keeper=keeper
         )
         tree = captured.tree
         rules.save()

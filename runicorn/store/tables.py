@@ -20,27 +20,26 @@ if TYPE_CHECKING:
 # is opened; the statements are idempotent and are the definitions of index version 4, so
 # stores made before the tables left the core schema open unchanged.
 TABLES: dict[str, str] = {
-    "stat_cache": """\
--- Stat cache for snapshots: a file whose (dev, ino, size, mtime_ns, ctime_ns) is unchanged
--- since it was hashed is not read again, unless it was recorded in the same timestamp tick
--- as its mtime ("racily clean").  ctime catches an edit whose mtime was put back (utime
--- cannot set ctime).
-CREATE TABLE IF NOT EXISTS stat_cache (
-    path        TEXT PRIMARY KEY,           -- absolute path
-    dev         INTEGER NOT NULL,
-    ino         INTEGER NOT NULL,
-    size        INTEGER NOT NULL,
-    mtime_ns    INTEGER NOT NULL,
-    ctime_ns    INTEGER NOT NULL,
-    mode        TEXT NOT NULL,
-    sha256      TEXT NOT NULL,
-    recorded_ns INTEGER NOT NULL            -- wall clock when hashed
+    "stat_cache_dirs": """\
+-- Stat cache for snapshots, a row per workspace directory (schema/README.md, "Stat
+-- cache"): a file whose (dev, ino, size, mtime_ns, ctime_ns) is unchanged since it was
+-- hashed is not read again, unless it was recorded in the same timestamp tick as its
+-- mtime ("racily clean").  ctime catches an edit whose mtime was put back (utime cannot
+-- set ctime).  A directory whose files all match its row exactly (names and every lstat
+-- field) and are all settled costs one comparison, not one per file.
+CREATE TABLE IF NOT EXISTS stat_cache_dirs (
+    dir         TEXT PRIMARY KEY,           -- absolute path, ending in "/"
+    names       TEXT NOT NULL,              -- its regular files' names in path order, joined by "/"
+    stats       BLOB NOT NULL,              -- per file: dev, ino, size, mtime_ns, ctime_ns, st_mode (int64 LE)
+    digests     BLOB NOT NULL,              -- per file: the 32-byte SHA-256 of its content
+    recorded    BLOB NOT NULL,              -- per file: wall clock (ns) when it was hashed (int64 LE)
+    settled     INTEGER NOT NULL            -- 1: every file's mtime_ns < recorded - RACY_NS
 ) WITHOUT ROWID;
 """,
     "stat_cache_leaves": """\
 -- The leaf pages of the tree each workspace root's last snapshot stored (schema/pages.md),
 -- so the next snapshot cuts again only the stretches of the tree where files changed.
--- A root's rows describe its stat_cache rows: every write of stat_cache rows drops the
+-- A root's rows describe its stat_cache_dirs rows: every write of those rows drops the
 -- rows of each root whose files it touches (the root, its parents, its subdirectories)
 -- and writes its own root's only when no write came between its read of the cache and
 -- its own (stat_cache_generation).
@@ -57,7 +56,7 @@ CREATE TABLE IF NOT EXISTS stat_cache_leaves (
     "stat_cache_seals": """\
 -- Per workspace root: the state (dev, ino, mtime_ns, ctime_ns) of each blobs/<aa> folder
 -- when its last snapshot began checking its blobs, for the folders then at least
--- RACY_NS old (docs/assets.md).  Every blob the root's stat_cache rows name was in place
+-- RACY_NS old (docs/assets.md).  Every blob the root's stat_cache_dirs rows name was in place
 -- after that moment, so while a folder keeps its state (no file added, removed or renamed
 -- in it) the next snapshot does not stat those blobs again.  Dropped with the root's
 -- stat_cache_leaves rows.
@@ -67,7 +66,7 @@ CREATE TABLE IF NOT EXISTS stat_cache_seals (
 ) WITHOUT ROWID;
 """,
     "stat_cache_generation": """\
--- One row: how many times stat_cache has been written (see stat_cache_leaves).
+-- One row: how many times stat_cache_dirs has been written (see stat_cache_leaves).
 CREATE TABLE IF NOT EXISTS stat_cache_generation (
     one         INTEGER PRIMARY KEY CHECK (one = 1),
     generation  INTEGER NOT NULL
@@ -124,44 +123,46 @@ def ensure_tables(store: Store, names: Iterable[str]) -> None:
                 c.execute(TABLES[name])
 
 
-StatRow = tuple[str, int, int, int, int, int, str, str, int]
-# Stat cache rows read per query by StatCache.rows_in_order.
-_ROWS_PER_PAGE = 4096
+# A directory's stat cache row: (dir, names, stats, digests, recorded, settled).
+DirRow = tuple[str, str, bytes, bytes, bytes, int]
+# Directory rows read per query by StatCache.dirs_in_order.
+_DIRS_PER_PAGE = 256
 RunRow = tuple[str, str, str, str | None, float]
 
 
 class StatCache:
-    """The snapshot stat cache: ``(path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256,
-    recorded_ns)`` per absolute file path, so an unchanged file is not read again; and per
-    workspace root, the leaves of the tree its last snapshot stored."""
+    """The snapshot stat cache: per workspace directory, its regular files' names, lstat
+    fields, SHA-256s and hashing times (``stat_cache_dirs``), so an unchanged file is not
+    read again; and per workspace root, the leaves of the tree its last snapshot stored."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def rows_in_order(self, lo: str, hi: str) -> tuple[Iterator[StatRow], int]:
-        """The rows whose path is in ``[lo, hi)`` (one workspace) in path order (UTF-8 byte
-        order, the order of Python's ``str`` comparison), read a page at a time as the
+    def dirs_in_order(self, lo: str, hi: str) -> tuple[Iterator[DirRow], int]:
+        """The rows of the directories in ``[lo, hi)`` (one workspace) in path order (UTF-8
+        byte order, the order of Python's ``str`` comparison), read a page at a time as the
         iterator is consumed, and the cache's generation before the first.
 
-        A caller walks them beside its own sorted paths (a merge), so a snapshot never holds
-        every row of a large workspace at once, and no transaction stays open while it
-        walks.  Each row is a fact on its own; a write between pages moves the generation,
-        so leaves recorded against it (:meth:`leaves`, :meth:`update`) are not trusted."""
+        A caller walks them beside its own sorted directories (a merge), so a snapshot
+        never holds every row of a large workspace at once, and no transaction stays open
+        while it walks.  Each row is a fact on its own; a write between pages moves the
+        generation, so leaves recorded against it (:meth:`leaves`, :meth:`update`) are not
+        trusted."""
         with self.store.index.read() as c:
             generation = _generation(c)
         return self._pages(lo, hi), generation
 
-    def _pages(self, lo: str, hi: str) -> Iterator[StatRow]:
+    def _pages(self, lo: str, hi: str) -> Iterator[DirRow]:
         start, op = lo, ">="
         while True:
             with self.store.index.read() as c:
                 page = c.execute(
-                    "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns FROM stat_cache "
-                    f"WHERE path {op} ? AND path < ? ORDER BY path LIMIT ?",
-                    (start, hi, _ROWS_PER_PAGE),
+                    "SELECT dir, names, stats, digests, recorded, settled FROM stat_cache_dirs "
+                    f"WHERE dir {op} ? AND dir < ? ORDER BY dir LIMIT ?",
+                    (start, hi, _DIRS_PER_PAGE),
                 ).fetchall()
             yield from page
-            if len(page) < _ROWS_PER_PAGE:
+            if len(page) < _DIRS_PER_PAGE:
                 return
             start, op = page[-1][0], ">"
 
@@ -205,7 +206,7 @@ class StatCache:
 
     def update(
         self,
-        rows: Iterable[StatRow],
+        rows: Iterable[DirRow],
         stale: Sequence[str] = (),
         *,
         root: str,
@@ -213,8 +214,9 @@ class StatCache:
         leaves: tuple[Mapping[str, LeafSpan], Sequence[LeafSpan]] | None = None,
         seal: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
-        """Write ``rows`` (replacing a path's row; any iterable, consumed once) and delete the rows of ``stale`` paths
-        (all below workspace ``root``, read at ``generation``), in one transaction.
+        """Write ``rows`` (replacing a directory's row; any iterable, consumed once) and delete
+        the rows of the ``stale`` directories (all below workspace ``root``, read at
+        ``generation``), in one transaction.
 
         The recorded leaves and seal of every root whose files this touches go; ``leaves``
         (the ones :meth:`leaves` gave, and the new tree's) and ``seal`` become ``root``'s,
@@ -229,16 +231,12 @@ class StatCache:
                 "ON CONFLICT (one) DO UPDATE SET generation = excluded.generation",
                 (current + 1,),
             )
+            # The per-file table of earlier releases: its rows are not carried over (a
+            # cache: the files are read once again, and recorded here).
+            c.execute("DROP TABLE IF EXISTS stat_cache")
             if stale:
-                c.executemany("DELETE FROM stat_cache WHERE path = ?", [(p,) for p in stale])
-            c.executemany(
-                "INSERT INTO stat_cache (path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, recorded_ns) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, "
-                "ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns, "
-                "ctime_ns = excluded.ctime_ns, mode = excluded.mode, sha256 = excluded.sha256, "
-                "recorded_ns = excluded.recorded_ns",
-                rows,
-            )
+                c.executemany("DELETE FROM stat_cache_dirs WHERE dir = ?", [(d,) for d in stale])
+            c.executemany("INSERT OR REPLACE INTO stat_cache_dirs VALUES (?, ?, ?, ?, ?, ?)", rows)
             keep = leaves is not None and current == generation
             base = root.rstrip("/")
             parents = _parents(base)

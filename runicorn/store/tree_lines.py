@@ -67,6 +67,16 @@ class PathColumn(Sequence[str]):
         if len(pending) == _CHUNK:
             self._seal()
 
+    def extend(self, paths: list[str]) -> None:
+        pending = self._pending
+        start = 0
+        while start < len(paths):
+            take = _CHUNK - len(pending)
+            pending += paths[start : start + take]
+            start += take
+            if len(pending) == _CHUNK:
+                self._seal()
+
     def _seal(self) -> None:
         """Join the pending paths, a string's worth."""
         pending = self._pending
@@ -180,6 +190,22 @@ class TreeLines:
         self._sizes.append(size)
         return len(self._sizes) - 1
 
+    def add_digest(self, path: str, mode: str, digest: bytes, size: int) -> int:
+        """:meth:`add` with the blob's 32-byte digest; return the line's index."""
+        self.paths.append(path)
+        self._modes.append(_MODE_CODES[mode])
+        self._digests += digest
+        self._sizes.append(size)
+        return len(self._sizes) - 1
+
+    def extend_files(self, paths: list[str], executable: bytes, digests: bytes, sizes: Iterable[int]) -> None:
+        """Add the lines of regular files whose blobs are known, in order: ``executable``
+        holds a byte per file (1: executable), ``digests`` 32 bytes per file."""
+        self.paths.extend(paths)
+        self._modes += executable  # (the codes of MODE_FILE and MODE_EXEC are 0 and 1)
+        self._digests += digests
+        self._sizes.extend(sizes)
+
     def add_open(self, path: str, mode: str, size: int) -> int:
         """Add the line of a file to be read (its blob set later); return its index."""
         self.paths.append(path)
@@ -213,6 +239,11 @@ class TreeLines:
 
     def size(self, i: int) -> int:
         return self._sizes[i]
+
+    def digests_at(self, lines: Iterable[int]) -> bytes:
+        """The 32-byte digests of ``lines`` (indices), joined in their order."""
+        digests = self._digests
+        return b"".join([digests[i * _DIGEST : (i + 1) * _DIGEST] for i in lines])
 
     def _shas(self, start: int, end: int) -> list[str]:
         # One hex string for the range, cut: a hex call per line costs twice as much.
