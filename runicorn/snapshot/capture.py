@@ -95,15 +95,17 @@ class _ToRead:
 class _DirRecord:
     """A directory whose stat cache row is written again (it differs from its row, or
     had none): its regular files' names (joined by "/") and lstat fields
-    (:func:`statcache.pack_stats`) as the walk found them, its row as read (or None),
-    and for each file in turn its line and hashing time."""
+    (:func:`statcache.pack_stats`) as the walk found them, its row as read (or None; let
+    go of once every file of the directory has been met), and for each file in turn its
+    line and hashing time (None while every one is this snapshot's: a first snapshot
+    keeps no time per file)."""
 
-    __slots__ = ("base", "names", "stats", "row", "lines", "recorded", "next")
+    __slots__ = ("base", "names", "stats", "row", "count", "lines", "recorded", "next")
 
-    def __init__(self, base: str, names: str, stats: bytes, row: statcache.CachedDir | None) -> None:
-        self.base, self.names, self.stats, self.row = base, names, stats, row
+    def __init__(self, base: str, names: str, stats: bytes, count: int, row: statcache.CachedDir | None) -> None:
+        self.base, self.names, self.stats, self.count, self.row = base, names, stats, count, row
         self.lines = array("I")
-        self.recorded = array("q")
+        self.recorded: array[int] | None = None
         self.next = 0  # the position of the next regular file among the directory's
 
     def renumber(self, moved: list[int]) -> None:
@@ -111,12 +113,12 @@ class _DirRecord:
         self.lines = array("I", (moved[i] for i in self.lines))
 
 
-def _dir_rows(lines: TreeLines, rewrite: list[_DirRecord]) -> Iterator[tuple[Any, ...]]:
-    """The stat cache rows of the directories ``rewrite`` (their files' blobs known)."""
+def _dir_rows(lines: TreeLines, rewrite: list[_DirRecord], started_ns: int) -> Iterator[tuple[Any, ...]]:
+    """The stat cache rows of the directories ``rewrite`` (their files' blobs known; a
+    file without a time of its own was hashed by this snapshot, begun at ``started_ns``)."""
     for record in rewrite:
-        yield statcache.dir_row(
-            record.base, record.names, record.stats, lines.digests_at(record.lines), record.recorded
-        )
+        recorded = record.recorded if record.recorded is not None else array("q", [started_ns]) * len(record.lines)
+        yield statcache.dir_row(record.base, record.names, record.stats, lines.digests_at(record.lines), recorded)
 
 
 class Captured(NamedTuple):
@@ -216,7 +218,7 @@ def _capture(
                     if cached is not None and regular is files and cached.vouches_for_all(names, packed):
                         directory.state = cached
                     else:
-                        directory.state = _DirRecord(base, names, packed, cached)
+                        directory.state = _DirRecord(base, names, packed, len(regular), cached)
                         rewrite.append(directory.state)
                     continue
                 file_count += stop - start
@@ -251,17 +253,20 @@ def _capture(
                     k = state.next
                     state.next = k + 1
                     row_of_dir = state.row
-                    vouched = (
-                        row_of_dir.vouch(name, state.stats[k * STAT : (k + 1) * STAT], st.st_mtime_ns)
-                        if row_of_dir is not None
-                        else None
-                    )
+                    vouched = None
+                    if row_of_dir is not None:
+                        vouched = row_of_dir.vouch(name, state.stats[k * STAT : (k + 1) * STAT], st.st_mtime_ns)
+                        if k + 1 == state.count:
+                            state.row = None  # every file met: its row is no longer needed
                     if vouched is not None:
+                        if state.recorded is None:
+                            state.recorded = array("q", [started_ns]) * k
                         state.lines.append(lines.add_digest(rel, mode, vouched[0], st.st_size))
                         state.recorded.append(vouched[1])
                         trusted_bytes += st.st_size
                         continue
-                    state.recorded.append(started_ns)
+                    if state.recorded is not None:
+                        state.recorded.append(started_ns)
                     if early is not None:
                         with early.lock:  # its batches fill lines in meanwhile
                             line = lines.add_open(rel, mode, st.st_size)
@@ -300,7 +305,7 @@ def _capture(
             )
             if tree is not None:
                 if stale or rewrite:
-                    statcache.record(store, root, generation, _dir_rows(lines, rewrite), stale)
+                    statcache.record(store, root, generation, _dir_rows(lines, rewrite, started_ns), stale)
                 else:
                     check.reseal(store, root, generation)
                 return Captured(tree, lines.entries() if want_entries else None, 0, total, file_count, mtimes)
@@ -318,7 +323,7 @@ def _capture(
             if early is not None:
                 early.abort()  # its workers end after their batch, before the lease lets go
             raise
-    statcache.record(store, root, generation, _dir_rows(lines, rewrite), stale, (known, spans), check.seal)
+    statcache.record(store, root, generation, _dir_rows(lines, rewrite, started_ns), stale, (known, spans), check.seal)
     entries = lines.entries() if want_entries else None
     return Captured(tree, entries, captured.files_read, captured.total, file_count, mtimes)
 
