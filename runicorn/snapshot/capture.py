@@ -215,8 +215,13 @@ def _capture(
                         continue
                     names = "/".join([name for name, _ in regular])
                     packed = statcache.pack_stats([st for _, st in regular])
-                    if cached is not None and regular is files and cached.vouches_for_all(names, packed):
-                        directory.state = cached
+                    if cached is not None and cached.vouches_for_all(names, packed):
+                        if regular is files:
+                            directory.state = cached
+                            continue
+                        # Its symlinks come between its files: they are met one by one
+                        # (each link read), but the row stands as it is.
+                        directory.state = _DirRecord(base, names, packed, len(regular), cached)
                     else:
                         directory.state = _DirRecord(base, names, packed, len(regular), cached)
                         rewrite.append(directory.state)
@@ -323,6 +328,9 @@ def _capture(
             if early is not None:
                 early.abort()  # its workers end after their batch, before the lease lets go
             raise
+    # A row that vouched for bytes its file does not hold goes, unless written again: the
+    # folder's files are read once more next time, not that file every time.
+    stale.extend(captured.misvouched())
     statcache.record(store, root, generation, _dir_rows(lines, rewrite, started_ns), stale, (known, spans), check.seal)
     entries = lines.entries() if want_entries else None
     return Captured(tree, entries, captured.files_read, captured.total, file_count, mtimes)
@@ -640,6 +648,9 @@ class _Capture:
         self.lease = lease  # what it ingests is held under it
         self.total = 0  # of every file's size, once the tree is stored
         self.files_read = 0
+        #: the vouched files read again (their blob gone), by line: the folder (absolute,
+        #: ending in "/") and the digest its row vouched for
+        self.forgotten: dict[int, tuple[str, bytes]] = {}
         # Progress in bytes: cached files count as done, symlinks are not counted.
         self._lock = early.lock if early is not None else threading.Lock()
         self._done = vouched_bytes
@@ -675,6 +686,7 @@ class _Capture:
                 raise RunicornError(f"{full}: vanished during the snapshot of {self.root}; try again") from None
             if not stat.S_ISREG(st.st_mode):
                 raise RunicornError(f"{full}: changed during the snapshot of {self.root}; try again")
+            self.forgotten[i] = (full[: full.rindex("/") + 1], lines.digests_at([i]))
             self.vouched_bytes -= lines.size(i)
             self._done -= lines.size(i)
             lines.set_mode(i, mode_of(st.st_mode))
@@ -785,6 +797,12 @@ class _Capture:
                 self._forget(again)
                 self._read(range(start, len(self.to_read)))
         raise AssertionError("unreachable")
+
+    def misvouched(self) -> list[str]:
+        """The folders of the vouched files read again whose bytes are not what their row
+        said (a damaged row): those rows are wrong, not merely their blobs gone."""
+        lines = self.lines
+        return sorted({folder for i, (folder, digest) in self.forgotten.items() if lines.digests_at([i]) != digest})
 
     def _changed(self, known: dict[str, LeafSpan]) -> list[int]:
         """The indices (in the sorted lines) of the lines not vouched for by the cache."""

@@ -80,9 +80,10 @@ class CachedDir:
 
     def __init__(self, row: tuple[Any, ...]) -> None:
         self.dir, names, stats, digests, recorded, settled = row
-        count = names.count("/") + 1 if names else 0
+        count = names.count("/") + 1 if isinstance(names, str) and names else 0
         if not (
-            isinstance(stats, bytes)
+            isinstance(names, str)
+            and isinstance(stats, bytes)
             and isinstance(digests, bytes)
             and isinstance(recorded, bytes)
             and len(stats) == STAT_BYTES * count
@@ -94,7 +95,7 @@ class CachedDir:
         self.stats: bytes = stats
         self.digests: bytes = digests
         self.recorded = integers(recorded)
-        self.settled = bool(settled)
+        self.settled = settled == 1
         self._where: dict[str, int] | None = None
 
     def vouches_for_all(self, names: str, stats: bytes) -> bool:

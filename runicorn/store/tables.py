@@ -127,6 +127,9 @@ def ensure_tables(store: Store, names: Iterable[str]) -> None:
 DirRow = tuple[str, str, bytes, bytes, bytes, int]
 # Directory rows read per query by StatCache.dirs_in_order.
 _DIRS_PER_PAGE = 256
+# The generation StatCache.dirs_in_order gives after an earlier release wrote the cache:
+# no write is ever at it, so no leaf or seal recorded before is trusted.
+_OLD_WRITER = -1
 RunRow = tuple[str, str, str, str | None, float]
 
 
@@ -150,18 +153,28 @@ class StatCache:
         trusted."""
         with self.store.index.read() as c:
             generation = _generation(c)
+            if c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stat_cache'").fetchone():
+                # A writer of the per-file table (an earlier release) ran since this
+                # layout's last write: the leaves and seals it recorded describe its own
+                # rows, so none is trusted (the next write drops its table).
+                generation = _OLD_WRITER
         return self._pages(lo, hi), generation
 
     def _pages(self, lo: str, hi: str) -> Iterator[DirRow]:
-        start, op = lo, ">="
+        # Every column but settled is read as bytes: a damaged row (text that is not
+        # UTF-8, a value of another type) is then a row that vouches for nothing, not an
+        # error of every snapshot.
+        start, op = lo.encode("utf-8", "surrogateescape"), ">="
         while True:
             with self.store.index.read() as c:
                 page = c.execute(
-                    "SELECT dir, names, stats, digests, recorded, settled FROM stat_cache_dirs "
-                    f"WHERE dir {op} ? AND dir < ? ORDER BY dir LIMIT ?",
+                    "SELECT CAST(dir AS BLOB), CAST(names AS BLOB), CAST(stats AS BLOB), CAST(digests AS BLOB), "
+                    "CAST(recorded AS BLOB), settled "
+                    f"FROM stat_cache_dirs WHERE dir {op} CAST(? AS TEXT) AND dir < ? ORDER BY dir LIMIT ?",
                     (start, hi, _DIRS_PER_PAGE),
                 ).fetchall()
-            yield from page
+            for directory, names, *rest in page:
+                yield (directory.decode("utf-8", "surrogateescape"), names.decode("utf-8", "surrogateescape"), *rest)
             if len(page) < _DIRS_PER_PAGE:
                 return
             start, op = page[-1][0], ">"
@@ -235,7 +248,10 @@ class StatCache:
             # cache: the files are read once again, and recorded here).
             c.execute("DROP TABLE IF EXISTS stat_cache")
             if stale:
-                c.executemany("DELETE FROM stat_cache_dirs WHERE dir = ?", [(d,) for d in stale])
+                c.executemany(
+                    "DELETE FROM stat_cache_dirs WHERE dir = CAST(? AS TEXT)",
+                    [(d.encode("utf-8", "surrogateescape"),) for d in stale],
+                )
             c.executemany("INSERT OR REPLACE INTO stat_cache_dirs VALUES (?, ?, ?, ?, ?, ?)", rows)
             keep = leaves is not None and current == generation
             base = root.rstrip("/")
