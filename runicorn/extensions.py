@@ -122,21 +122,23 @@ class SnapshotsExtension(StoreExtension):
 
         from runicorn.filestat import FileStats
         from runicorn.snapshot.ignore import IgnoreRules, read_ignore_file
-        from runicorn.snapshot.scan import iter_workspace, store_dirs
+        from runicorn.snapshot.scan import files_of, iter_workspace_dirs, store_dirs
 
         rules = IgnoreRules(root, read_ignore_file(root, ".rnignore", create_default=False), None)
         compact = FileStats().of
         return [
             (rel, full, compact(st))
-            for rel, full, st in iter_workspace(
-                root.resolve(),
-                rules,
-                skip_dirs=store_dirs(store),
-                skip_files=set(),
-                max_files=0,
-                max_total_bytes=0,
-                force=True,
-                run_root=str(store.root.resolve()) + os.sep,
+            for rel, full, st in files_of(
+                iter_workspace_dirs(
+                    root.resolve(),
+                    rules,
+                    skip_dirs=store_dirs(store),
+                    skip_files=set(),
+                    max_files=0,
+                    max_total_bytes=0,
+                    force=True,
+                    run_root=str(store.root.resolve()) + os.sep,
+                )
             )
         ]
 

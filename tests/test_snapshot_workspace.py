@@ -13,7 +13,7 @@ import pytest
 
 import runicorn
 from runicorn.snapshot.ignore import DEFAULT_RNIGNORE, IgnoreRules
-from runicorn.snapshot.scan import WalkedDir, iter_workspace, iter_workspace_dirs
+from runicorn.snapshot.scan import WalkedDir, files_of, iter_workspace_dirs
 from runicorn.snapshot.statcache import RACY_NS
 from runicorn.errors import RunicornError
 from runicorn.store import open_store
@@ -25,14 +25,17 @@ def _files(result: dict) -> set[str]:
     return set(open_store().get_manifest(result["tree"])["files"])
 
 
-def _dir_walk(root: Path) -> Iterator[tuple[WalkedDir, int, int]]:
-    """The snapshot walk of ``root`` by directories, as a snapshot consumes it."""
+def _dir_walk(
+    root: Path, rules: IgnoreRules | None = None, max_files: int = 100
+) -> Iterator[tuple[WalkedDir, int, int]]:
+    """The snapshot walk of ``root`` by directories, as a snapshot consumes it, with only
+    its own ignore files (no .rnignore lines)."""
     return iter_workspace_dirs(
         root,
-        IgnoreRules(root, [], None),
+        IgnoreRules(root, [], None) if rules is None else rules,
         skip_dirs=set(),
         skip_files=set(),
-        max_files=100,
+        max_files=max_files,
         max_total_bytes=1 << 20,
         force=False,
     )
@@ -57,16 +60,8 @@ def _cached_files(base: str) -> dict[str, tuple[int, int]]:
 def _walk(
     root: Path, rules: IgnoreRules | None = None, max_files: int = 100
 ) -> Iterator[tuple[str, str, os.stat_result]]:
-    """The snapshot walk of ``root`` with only its own ignore files (no .rnignore lines)."""
-    return iter_workspace(
-        root,
-        IgnoreRules(root, [], None) if rules is None else rules,
-        skip_dirs=set(),
-        skip_files=set(),
-        max_files=max_files,
-        max_total_bytes=1 << 20,
-        force=False,
-    )
+    """:func:`_dir_walk` a file at a time."""
+    return files_of(_dir_walk(root, rules, max_files))
 
 
 def test_seed_keys_zip_and_store_agree(tmp_path: Path) -> None:

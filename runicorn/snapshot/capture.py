@@ -215,15 +215,15 @@ def _capture(
                         continue
                     names = "/".join([name for name, _ in regular])
                     packed = statcache.pack_stats([st for _, st in regular])
-                    if cached is not None and cached.vouches_for_all(names, packed):
-                        if regular is files:
-                            directory.state = cached
-                            continue
-                        # Its symlinks come between its files: they are met one by one
-                        # (each link read), but the row stands as it is.
-                        directory.state = _DirRecord(base, names, packed, len(regular), cached)
-                    else:
-                        directory.state = _DirRecord(base, names, packed, len(regular), cached)
+                    row_holds = cached is not None and cached.vouches_for_all(names, packed)
+                    if row_holds and regular is files:
+                        directory.state = cached
+                        continue
+                    # Met file by file: a folder that differs from its row (then written
+                    # again), or one whose symlinks come between its files (each link
+                    # read; the row stands as it is).
+                    directory.state = _DirRecord(base, names, packed, len(regular), cached)
+                    if not row_holds:
                         rewrite.append(directory.state)
                     continue
                 file_count += stop - start

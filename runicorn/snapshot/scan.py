@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,20 @@ def iter_workspace_dirs(
     run_root: str | None = None,
     counts: dict[str, int] | None = None,
 ) -> Iterator[tuple[WalkedDir, int, int]]:
-    """The walk of :func:`iter_workspace` a directory's run of files at a time:
-    ``(directory, start, end)`` names ``directory.files[start:end]``, the next files in
-    path order.  Each directory comes first as ``(directory, 0, 0)``, as the walk enters
-    it (directories are entered in path order, each before what it holds); its files then
-    come in runs, a run ending where a subdirectory's files come between.
+    """Walk every captured regular file and symlink below ``root`` in path order (``str``
+    order of the paths: UTF-8 byte order, the tree id's and the stat cache's), a
+    directory's run of files at a time, so a caller can merge them with other sorted data
+    without a list of all.  ``(directory, start, end)`` names ``directory.files[start:end]``,
+    the next files.  Each directory comes first as ``(directory, 0, 0)``, as the walk
+    enters it (directories are entered in path order, each before what it holds); its
+    files then come in runs, a run ending where a subdirectory's files come between.
+    :func:`files_of` gives the same walk a file at a time.
+
+    Directories in ``skip_dirs`` (by device and inode) are left out, and so is every
+    run directory (``.../runs/<id>/meta.json``) below ``run_root`` (the storage root):
+    when the storage root is the workspace, its runs are store content, not code.
+    ``counts["excluded"]`` (when given) grows by each file or directory the ignore rules
+    leave out.
 
     Raises:
         ValueError: a limit is exceeded (unless ``force``), as soon as it is.
@@ -81,10 +90,12 @@ def iter_workspace_dirs(
                 stack.append(frame)
                 break
             start, end = segment
-            found += end - start
-            total += sum(st.st_size for _, st in directory.files[start:end])
-            if not force and (found > max_files or total > max_total_bytes):
-                _over_limit(root, directory.files[start:end], found - (end - start), total, max_files, max_total_bytes)
+            run = directory.files[start:end]
+            size = sum(st.st_size for _, st in run)
+            if not force and (found + len(run) > max_files or total + size > max_total_bytes):
+                _over_limit(root, run, found, total, max_files, max_total_bytes)
+            found += len(run)
+            total += size
             yield directory, start, end
         else:
             stack.pop()
@@ -95,9 +106,8 @@ def iter_workspace_dirs(
 def _over_limit(
     root: Path, run: list[tuple[str, os.stat_result]], found: int, total: int, max_files: int, max_total_bytes: int
 ) -> None:
-    """Raise the limit error for the first file of ``run`` (after ``found`` files) that
-    exceeds a limit (``total``: the bytes with the whole run)."""
-    total -= sum(st.st_size for _, st in run)
+    """Raise the limit error for the first file of ``run`` (after ``found`` files of
+    ``total`` bytes) that exceeds a limit."""
     for _, st in run:
         found += 1
         total += st.st_size
@@ -107,46 +117,12 @@ def _over_limit(
             raise _limit_error(root, "bytes", total, max_total_bytes)
 
 
-def iter_workspace(
-    root: Path,
-    rules: IgnoreRules,
-    *,
-    skip_dirs: set[tuple[int, int]],
-    skip_files: set[str],
-    max_files: int,
-    max_total_bytes: int,
-    force: bool,
-    run_root: str | None = None,
-    counts: dict[str, int] | None = None,
-) -> Iterator[tuple[str, str, os.stat_result]]:
-    """Yield ``(relpath, abspath, lstat)`` for every captured regular file and symlink, in
-    path order (``str`` order of the paths: UTF-8 byte order, the tree id's and the stat
-    cache's), so a caller can merge them with other sorted data without a list of all.
-    A caller that keeps many lstats makes them compact (:class:`runicorn.filestat.FileStats`:
-    an ``os.stat_result`` costs about 640 bytes); one that only compares them does not
-    pay for that.
-
-    Directories in ``skip_dirs`` (by device and inode) are left out, and so is every
-    run directory (``.../runs/<id>/meta.json``) below ``run_root`` (the storage root):
-    when the storage root is the workspace, its runs are store content, not code.
-    ``counts["excluded"]`` (when given) grows by each file or directory the ignore rules
-    leave out.
-
-    Raises:
-        ValueError: a limit is exceeded (unless ``force``), as soon as it is.
-        RunicornError: a name contains a newline or a directory cannot be read.
-    """
-    for directory, start, end in iter_workspace_dirs(
-        root,
-        rules,
-        skip_dirs=skip_dirs,
-        skip_files=skip_files,
-        max_files=max_files,
-        max_total_bytes=max_total_bytes,
-        force=force,
-        run_root=run_root,
-        counts=counts,
-    ):
+def files_of(walk: Iterable[tuple[WalkedDir, int, int]]) -> Iterator[tuple[str, str, os.stat_result]]:
+    """The files of a walk (:func:`iter_workspace_dirs`) one at a time, as ``(relpath,
+    abspath, lstat)``, in path order.  A caller that keeps many lstats makes them compact
+    (:class:`runicorn.filestat.FileStats`: an ``os.stat_result`` costs about 640 bytes);
+    one that only compares them does not pay for that."""
+    for directory, start, end in walk:
         prefix, base = directory.prefix, directory.base
         for name, st in directory.files[start:end]:
             yield prefix + name, base + name, st
@@ -284,4 +260,4 @@ def store_dirs(store: Any) -> set[tuple[int, int]]:
     return found
 
 
-__all__ = ["WalkedDir", "iter_workspace", "iter_workspace_dirs", "store_dirs"]
+__all__ = ["WalkedDir", "files_of", "iter_workspace_dirs", "store_dirs"]
