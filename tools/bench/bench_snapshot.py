@@ -19,7 +19,8 @@ its references from the same repeat:
   the same page cache; two of each, alternating, averaged per repeat) vs ``git status --porcelain`` on the same tree
   with a prebuilt index (``git add -A`` and one ``git status`` untimed; the repository
   lives outside the workspace) vs a bare Python walk of the same tree (``os.scandir`` and
-  an ``lstat`` per entry, nothing else: the floor of a scan in Python) vs ``dvc add`` again;
+  an ``lstat`` per entry, nothing else: the floor of a scan in Python), and the same walk
+  shared by two threads (what threads take off that floor) vs ``dvc add`` again;
 * re-snapshot after rewriting 1% of the small files vs ``git status --porcelain`` after
   the same change vs the unchanged re-snapshot plus ``sha256sum`` + ``cp`` + ``sync`` of
   just the rewritten files (what the change itself costs) vs ``dvc add``; and the next
@@ -158,6 +159,45 @@ while stack:
             else:
                 st = e.stat(follow_symlinks=False)
                 found.append((e.name, st.st_mtime_ns, st.st_size, st.st_ino))
+print(json.dumps({"seconds": time.perf_counter() - t, "files": len(found)}))
+"""
+
+# The same walk shared by two threads, each taking directories from one stack: lstat
+# lets go of the GIL, so this shows what threads can take off the walk's floor.
+WALK_FLOOR_THREADS = """
+import json, os, sys, threading, time
+t = time.perf_counter()
+stack, found, lock, busy = [sys.argv[1]], [], threading.Lock(), [0]
+def walk():
+    while True:
+        with lock:
+            if not stack:
+                if busy[0] == 0:
+                    return
+                d = None
+            else:
+                d = stack.pop()
+                busy[0] += 1
+        if d is None:
+            time.sleep(0.0005)
+            continue
+        subdirs, files = [], []
+        with os.scandir(d) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    subdirs.append(e.path)
+                else:
+                    st = e.stat(follow_symlinks=False)
+                    files.append((e.name, st.st_mtime_ns, st.st_size, st.st_ino))
+        with lock:
+            stack.extend(subdirs)
+            found.extend(files)
+            busy[0] -= 1
+threads = [threading.Thread(target=walk) for _ in range(2)]
+for th in threads:
+    th.start()
+for th in threads:
+    th.join()
 print(json.dumps({"seconds": time.perf_counter() - t, "files": len(found)}))
 """
 
@@ -307,7 +347,12 @@ def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
         assert api["tree"] == tree
         step("unchanged.git", lambda: git(gitdir, ws, "status", "--porcelain"))
         t, proc = timed(lambda: run_rss([sys.executable, "-c", WALK_FLOOR, str(ws)]))
-        add("unchanged.walk", json.loads(proc.out)["seconds"], proc.rss_kib)
+        floor = json.loads(proc.out)
+        add("unchanged.walk", floor["seconds"], proc.rss_kib)
+        t, proc = timed(lambda: run_rss([sys.executable, "-c", WALK_FLOOR_THREADS, str(ws)]))
+        walked = json.loads(proc.out)
+        assert walked["files"] == floor["files"], (walked, floor)
+        add("unchanged.walk_threads", walked["seconds"], proc.rss_kib)
         # --- zip (reported apart; the archives stay until the end)
         step("zip.rn_cli", lambda: rn_cli(store, "snapshot", str(ws), "--zip", str(work / f"snap_{i}.zip")))
         step("zip.zip", lambda: run_rss(["zip", "-q", "-r", str(work / f"ref_{i}.zip"), "."], cwd=ws))
@@ -457,6 +502,11 @@ def report(
     print(
         f"{'':<38} (reference: a bare Python walk, scandir + lstat of every entry and nothing else; "
         f"git status / that walk = {med['unchanged.git'] / med['unchanged.walk']:.2f})"
+    )
+    row("unchanged re-snapshot (API)", "unchanged.rn_api", "unchanged.walk_threads")
+    print(
+        f"{'':<38} (reference: that walk shared by two threads; two threads / one = "
+        f"{med['unchanged.walk_threads'] / med['unchanged.walk']:.2f})"
     )
     row("unchanged re-snapshot (CLI)", "unchanged.rn_cli", "unchanged.git")
     cli_extra = med["unchanged.rn_cli"] - med["unchanged.rn_api"]
