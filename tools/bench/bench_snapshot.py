@@ -146,39 +146,21 @@ print(json.dumps({"seconds": time.perf_counter() - t, "tree": res["tree"], "file
 
 # The floor of any scan written in Python: a walk that lists every directory and lstats
 # every entry, keeping the few fields a stat cache compares, and does nothing else (no
-# ignore rules, no cache, no tree).  Timed inside a child like API_SNAPSHOT.
+# ignore rules, no cache, no tree).  Timed inside a child like API_SNAPSHOT.  Its second
+# argument is how many threads share it, taking directories from one stack: lstat lets
+# go of the GIL, so two show what threads can take off that floor.
 WALK_FLOOR = """
-import json, os, sys, time
-t = time.perf_counter()
-stack, found = [sys.argv[1]], []
-while stack:
-    with os.scandir(stack.pop()) as it:
-        for e in it:
-            if e.is_dir(follow_symlinks=False):
-                stack.append(e.path)
-            else:
-                st = e.stat(follow_symlinks=False)
-                found.append((e.name, st.st_mtime_ns, st.st_size, st.st_ino))
-print(json.dumps({"seconds": time.perf_counter() - t, "files": len(found)}))
-"""
-
-# The same walk shared by two threads, each taking directories from one stack: lstat
-# lets go of the GIL, so this shows what threads can take off the walk's floor.
-WALK_FLOOR_THREADS = """
 import json, os, sys, threading, time
 t = time.perf_counter()
 stack, found, lock, busy = [sys.argv[1]], [], threading.Lock(), [0]
 def walk():
     while True:
         with lock:
-            if not stack:
-                if busy[0] == 0:
-                    return
-                d = None
-            else:
-                d = stack.pop()
-                busy[0] += 1
-        if d is None:
+            if not stack and busy[0] == 0:
+                return
+            d = stack.pop() if stack else None
+            busy[0] += d is not None
+        if d is None:  # another thread is listing what comes next
             time.sleep(0.0005)
             continue
         subdirs, files = [], []
@@ -193,7 +175,7 @@ def walk():
             stack.extend(subdirs)
             found.extend(files)
             busy[0] -= 1
-threads = [threading.Thread(target=walk) for _ in range(2)]
+threads = [threading.Thread(target=walk) for _ in range(int(sys.argv[2]))]
 for th in threads:
     th.start()
 for th in threads:
@@ -346,10 +328,10 @@ def bench(args: argparse.Namespace, work: Path, tmp: Path) -> None:
         add("unchanged.rn_api_nocheck", api["seconds"], proc.rss_kib)
         assert api["tree"] == tree
         step("unchanged.git", lambda: git(gitdir, ws, "status", "--porcelain"))
-        t, proc = timed(lambda: run_rss([sys.executable, "-c", WALK_FLOOR, str(ws)]))
+        t, proc = timed(lambda: run_rss([sys.executable, "-c", WALK_FLOOR, str(ws), "1"]))
         floor = json.loads(proc.out)
         add("unchanged.walk", floor["seconds"], proc.rss_kib)
-        t, proc = timed(lambda: run_rss([sys.executable, "-c", WALK_FLOOR_THREADS, str(ws)]))
+        t, proc = timed(lambda: run_rss([sys.executable, "-c", WALK_FLOOR, str(ws), "2"]))
         walked = json.loads(proc.out)
         assert walked["files"] == floor["files"], (walked, floor)
         add("unchanged.walk_threads", walked["seconds"], proc.rss_kib)
