@@ -11,6 +11,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from runicorn.store.index import has_table
+
 if TYPE_CHECKING:
     from runicorn.store.store import Store
     from runicorn.store.tree_format import LeafSpan
@@ -153,7 +155,7 @@ class StatCache:
         trusted."""
         with self.store.index.read() as c:
             generation = _generation(c)
-            if c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stat_cache'").fetchone():
+            if has_table(c, "stat_cache"):
                 # A writer of the per-file table (an earlier release) ran since this
                 # layout's last write: the leaves and seals it recorded describe its own
                 # rows, so none is trusted (the next write drops its table).
